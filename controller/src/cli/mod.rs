@@ -1,0 +1,77 @@
+//! Command-line interface. Every command lives in its own file; data goes to stdout, errors to
+//! stderr. Exit codes: 0 success, 1 a negative answer (invalid, not ready, changes pending),
+//! 2 usage or IO error.
+
+mod dev;
+mod migrate;
+mod render;
+mod run;
+mod schema;
+mod status;
+mod validate;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Exit code for a usage, IO or internal error.
+pub const EXIT_ERROR: u8 = 2;
+
+/// proxy-operator: one ProxyConfig document in Consul KV, one converged edge proxy.
+#[derive(Debug, Parser)]
+#[command(name = "proxy-operator", version, about, long_about = None)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Validate ProxyConfig documents (YAML or JSON) without touching a cluster.
+    Validate(validate::Args),
+    /// Write the JSON Schemas of ProxyConfig and its status document.
+    Schema(schema::Args),
+    /// Render the proxy's Nomad job and proxy configuration from a ProxyConfig document.
+    Render(render::Args),
+    /// Run the operator: watch the ProxyConfig in Consul KV and converge the proxy to it.
+    Run(run::Args),
+    /// Print the status document the operator keeps in Consul KV.
+    Status(status::Args),
+    /// Run everything on loopback: the twin, a demo backend, real Traefik and the operator.
+    Dev(dev::Args),
+    /// Migrate legacy service tags (HinD `https://`, Fabio `urlprefix-`) to Traefik tags.
+    #[command(subcommand)]
+    Migrate(migrate::Command),
+}
+
+/// Parses the command line, runs the command and maps its outcome to an exit code.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    // reqwest is built without a default TLS provider; install ring once for the whole process.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: failed to start the async runtime: {e}");
+            return ExitCode::from(EXIT_ERROR);
+        }
+    };
+    let outcome = runtime.block_on(async move {
+        match cli.command {
+            Command::Validate(args) => validate::run(args).await,
+            Command::Schema(args) => schema::run(args).await,
+            Command::Render(args) => render::run(args).await,
+            Command::Run(args) => run::run(args).await,
+            Command::Status(args) => status::run(args).await,
+            Command::Dev(args) => dev::run(args).await,
+            Command::Migrate(cmd) => migrate::run(cmd).await,
+        }
+    });
+    match outcome {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(EXIT_ERROR)
+        }
+    }
+}

@@ -1,0 +1,1 @@
+//! Consul HTTP client behind the `ConsulApi` trait.

@@ -1,0 +1,21 @@
+//! proxy-operator: converges the edge proxy of a Nomad + Consul cluster to one desired document,
+//! a `ProxyConfig` kept in Consul KV.
+//!
+//! The core (`spec`, `render`, `plan`, `rollout`, `migrate`) does no IO. The clients (`consul`,
+//! `nomad`, `probe`) sit behind small traits so the loop in `reconcile` runs against in-memory
+//! fakes, the twin, or a real cluster.
+#![forbid(unsafe_code)]
+
+pub mod cli;
+pub mod consul;
+pub mod migrate;
+pub mod nomad;
+pub mod plan;
+pub mod probe;
+pub mod reconcile;
+pub mod render;
+pub mod rollout;
+pub mod spec;
+pub mod status;
+pub mod telemetry;
+pub mod transport;

@@ -1,0 +1,1 @@
+//! Pure conversion of HinD `https://` and Fabio `urlprefix-` tags into Traefik tags.

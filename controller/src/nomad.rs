@@ -1,0 +1,1 @@
+//! Nomad HTTP client behind the `NomadApi` trait.

@@ -1,0 +1,1 @@
+//! Pure planning: desired vs observed vs last status becomes a `Plan`.

@@ -1,0 +1,1 @@
+//! Proxy health: Traefik `/ping` and `/api/rawdata`, Caddy admin, route probes.

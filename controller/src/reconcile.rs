@@ -1,0 +1,1 @@
+//! The reconcile loop: watch, observe, plan, roll out, report.

@@ -1,0 +1,1 @@
+//! The health-gated rollout state machine: `step(phase, observation, now) -> (effects, phase)`.

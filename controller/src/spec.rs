@@ -1,0 +1,1 @@
+//! The ProxyConfig document: types (serde + schemars), parsing (YAML/JSON) and validation.

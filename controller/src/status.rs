@@ -1,0 +1,1 @@
+//! The status document written back to Consul KV.

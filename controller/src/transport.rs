@@ -1,0 +1,1 @@
+//! HTTP plumbing shared by the Consul and Nomad clients: TLS, tokens, rate limits, retries, blocking queries.

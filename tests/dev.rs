@@ -1,0 +1,1 @@
+//! End-to-end: dev (twin + operator + real proxies).

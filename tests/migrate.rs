@@ -1,0 +1,1 @@
+//! End-to-end: migrate (twin + operator + real proxies).

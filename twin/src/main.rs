@@ -1,0 +1,4 @@
+//! The standalone `hashistack-twin` binary.
+#![forbid(unsafe_code)]
+
+fn main() {}
