@@ -182,3 +182,6 @@ pub fn config_schema() -> serde_json::Value {
 pub fn status_schema() -> serde_json::Value {
     schemars::schema_for!(status::ProxyStatus).to_value()
 }
+
+#[cfg(test)]
+mod tests;

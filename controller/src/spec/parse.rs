@@ -192,14 +192,19 @@ fn check_against_schema(
             }
         }
         Value::String(text) => {
-            let variants: Vec<&str> = alts
+            let mut variants: Vec<&str> = alts
                 .iter()
                 .filter_map(|s| s.get("enum").and_then(Value::as_array))
                 .flatten()
                 .filter_map(Value::as_str)
                 .collect();
+            variants.extend(
+                alts.iter()
+                    .filter_map(|s| s.get("const").and_then(Value::as_str)),
+            );
             let accepts_any_string = alts.iter().any(|s| {
                 s.get("enum").is_none()
+                    && s.get("const").is_none()
                     && (s.get("type") == Some(&Value::from("string"))
                         || s.get("type")
                             .and_then(Value::as_array)
