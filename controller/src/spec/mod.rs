@@ -175,12 +175,44 @@ pub fn load(bytes: &[u8]) -> Result<ValidatedSpec, SpecError> {
 
 /// The JSON Schema of [`ProxyConfig`] (what `crd-schemas/proxyconfig.v1alpha1.schema.json` holds).
 pub fn config_schema() -> serde_json::Value {
-    schemars::schema_for!(ProxyConfig).to_value()
+    header_first(schemars::schema_for!(ProxyConfig).to_value())
+}
+
+/// Puts `$schema`, `$id`, `title` and `description` at the top, where readers look first.
+fn header_first(schema: serde_json::Value) -> serde_json::Value {
+    let serde_json::Value::Object(mut map) = schema else {
+        return schema;
+    };
+    let mut ordered = serde_json::Map::new();
+    for key in ["$schema", "$id", "title", "description"] {
+        if let Some(v) = map.shift_remove(key) {
+            ordered.insert(key.to_owned(), v);
+        }
+    }
+    ordered.extend(map);
+    serde_json::Value::Object(ordered)
 }
 
 /// The JSON Schema of [`status::ProxyStatus`].
 pub fn status_schema() -> serde_json::Value {
-    schemars::schema_for!(status::ProxyStatus).to_value()
+    header_first(schemars::schema_for!(status::ProxyStatus).to_value())
+}
+
+/// File name of the ProxyConfig schema in `crd-schemas/`.
+pub const CONFIG_SCHEMA_FILE: &str = "proxyconfig.v1alpha1.schema.json";
+/// File name of the ProxyStatus schema in `crd-schemas/`.
+pub const STATUS_SCHEMA_FILE: &str = "proxystatus.v1alpha1.schema.json";
+
+/// The checked-in schema files, byte for byte: `(file name, pretty JSON + newline)`.
+pub fn schema_files() -> [(&'static str, String); 2] {
+    let pretty = |v: serde_json::Value| {
+        // A Value always serialises; the fallback keeps this total.
+        serde_json::to_string_pretty(&v).unwrap_or_default() + "\n"
+    };
+    [
+        (CONFIG_SCHEMA_FILE, pretty(config_schema())),
+        (STATUS_SCHEMA_FILE, pretty(status_schema())),
+    ]
 }
 
 #[cfg(test)]

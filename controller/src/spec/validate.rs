@@ -531,7 +531,7 @@ pub fn validate(config: &ProxyConfig) -> Result<ValidatedSpec, ValidationErrors>
     };
     match job
         .driver
-        .get_or_insert_with(|| Driver::Docker(DockerDriver { image: None }))
+        .get_or_insert(Driver::Docker(DockerDriver { image: None }))
     {
         Driver::Docker(docker) => {
             let image = docker.image.get_or_insert(official_image);
