@@ -28,7 +28,11 @@ impl Answer {
 
     /// `X-Nomad-Index`.
     pub fn index(&self) -> u64 {
-        self.headers.get("X-Nomad-Index").and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok()).unwrap_or(0)
+        self.headers
+            .get("X-Nomad-Index")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
     }
 }
 
@@ -39,7 +43,12 @@ impl Nomad {
         let token = config.acl_token.clone();
         let twin = Twin::start(config).await.unwrap();
         let base = format!("http://{}", twin.nomad_addr());
-        Nomad { twin: Some(twin), base, client: reqwest::Client::new(), token }
+        Nomad {
+            twin: Some(twin),
+            base,
+            client: reqwest::Client::new(),
+            token,
+        }
     }
 
     /// Starts a twin with defaults.
@@ -50,7 +59,10 @@ impl Nomad {
     /// Sends a request.
     pub async fn send(&self, method: &str, path: &str, body: Option<Value>) -> Answer {
         let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
-        let mut req = self.client.request(method, format!("{}{path}", self.base)).timeout(Duration::from_secs(60));
+        let mut req = self
+            .client
+            .request(method, format!("{}{path}", self.base))
+            .timeout(Duration::from_secs(60));
         if let Some(t) = &self.token {
             req = req.header("X-Nomad-Token", t);
         }
@@ -61,7 +73,11 @@ impl Nomad {
         let status = resp.status().as_u16();
         let headers = resp.headers().clone();
         let text = resp.text().await.unwrap();
-        Answer { status, headers, text }
+        Answer {
+            status,
+            headers,
+            text,
+        }
     }
 
     /// GET, expecting 200, returning JSON.
@@ -73,13 +89,20 @@ impl Nomad {
 
     /// Registers a job, expecting 200.
     pub async fn register(&self, job: Value) -> Value {
-        let a = self.send("PUT", "/v1/jobs", Some(json!({"Job": job}))).await;
+        let a = self
+            .send("PUT", "/v1/jobs", Some(json!({"Job": job})))
+            .await;
         assert_eq!(a.status, 200, "register: {}", a.text);
         a.json()
     }
 
     /// Polls `path` until `check` accepts the JSON.
-    pub async fn wait_for(&self, path: &str, timeout: Duration, check: impl Fn(&Value) -> bool) -> Value {
+    pub async fn wait_for(
+        &self,
+        path: &str,
+        timeout: Duration,
+        check: impl Fn(&Value) -> bool,
+    ) -> Value {
         let deadline = std::time::Instant::now() + timeout;
         loop {
             let a = self.send("GET", path, None).await;
@@ -92,7 +115,10 @@ impl Nomad {
                     panic!("timed out waiting on {path}; last answer: {v:#}");
                 }
             } else if std::time::Instant::now() > deadline {
-                panic!("timed out waiting on {path}; last status {}: {}", a.status, a.text);
+                panic!(
+                    "timed out waiting on {path}; last status {}: {}",
+                    a.status, a.text
+                );
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
