@@ -298,7 +298,14 @@ pub fn static_config(model: &Model, kv_prefix: &str) -> StaticConfig {
                     permanent: true,
                 },
             }),
-            middlewares: policy_ref.clone(),
+            // Traefik runs entry point middlewares before its redirect router, so a redirecting
+            // entry point with the chain would ask for basic auth before redirecting. Every
+            // request there is redirected, so the policy applies after the redirect instead.
+            middlewares: if ep.redirect_to.is_some() {
+                Vec::new()
+            } else {
+                policy_ref.clone()
+            },
             tls: ep.tls.then(|| EntryPointTls {
                 cert_resolver: resolver.clone(),
             }),

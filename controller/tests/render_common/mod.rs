@@ -125,7 +125,7 @@ pub fn caddy_model() -> Model {
     m.policy.basic_auth = Some(BasicAuth {
         realm: "proxy".to_string(),
         users: vec![
-            "user:$2a$14$ajq8Q7fbtFRQvXpdCq7Jcuy.Rx1h/L4J60Otx.gyNLbAYctGMJ9tK".to_string(),
+            "user:$2a$14$GyquzrlOl50Lm6SoRhZy5u0pezdhkTERwG6EIBkFgpWJ3gpj3qnUm".to_string(),
         ],
     });
     m.dashboard.address = ListenAddr {
