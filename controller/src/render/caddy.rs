@@ -147,10 +147,12 @@ fn policy_routes(model: &Model) -> Result<Vec<Value>, Error> {
             .iter()
             .map(|(k, v)| (k.clone(), json!([v])))
             .collect();
-        // Deferred, so the policy wins over the same header set by a backend.
-        routes.push(
-            json!({"handle": [{"handler": "headers", "response": {"set": set, "deferred": true}}]}),
-        );
+        // Set now, so error responses (401, 403) of the handlers after it carry them, and set
+        // again deferred, so they replace (not duplicate) the same header from a backend.
+        routes.push(json!({"handle": [
+            {"handler": "headers", "response": {"set": set.clone()}},
+            {"handler": "headers", "response": {"set": set, "deferred": true}}
+        ]}));
     }
     if !policy.ip_allow.is_empty() {
         let ranges: Vec<String> = policy.ip_allow.iter().map(ToString::to_string).collect();
