@@ -106,8 +106,8 @@ fn loopback_model(mut model: Model) -> Model {
 async fn traefik_starts_on_the_rendered_static_config_and_builds_every_entry_point() {
     let mut model = loopback_model(traefik_model());
     model.dashboard.insecure = true; // the API without the KV router, which needs Consul
-    model.discovery.consul_address = format!("127.0.0.1:{}", free_port());
-    model.discovery.nomad_address = format!("http://127.0.0.1:{}", free_port());
+    model.discovery.consul.address = format!("127.0.0.1:{}", free_port());
+    model.discovery.nomad.address = format!("http://127.0.0.1:{}", free_port());
     let rendered = render::render_model(&model, &RenderContext::default()).unwrap();
     let yaml = rendered.traefik_static.as_deref().unwrap();
     let mut t = start_traefik(yaml);
@@ -141,6 +141,12 @@ async fn traefik_starts_on_the_rendered_static_config_and_builds_every_entry_poi
             "traefik".to_string(),
             model.dashboard.address.to_addr_string(),
         )])
+        .chain(
+            model
+                .metrics
+                .iter()
+                .map(|m| ("metrics".to_string(), m.to_addr_string())),
+        )
         .collect();
     expected.sort();
     assert_eq!(
@@ -240,8 +246,8 @@ async fn traefik_applies_the_rendered_policy_chain_from_the_twins_consul_kv() {
 
     let mut model = loopback_model(traefik_model());
     model.dashboard.insecure = false; // the API is reachable only through our KV router
-    model.discovery.consul_address = twin.consul_addr().to_string();
-    model.discovery.nomad_address = format!("http://{}", twin.nomad_addr());
+    model.discovery.consul.address = twin.consul_addr().to_string();
+    model.discovery.nomad.address = format!("http://{}", twin.nomad_addr());
     model.tls.certificates[0].cert_file = cert_file;
     model.tls.certificates[0].key_file = key_file;
     let ctx = RenderContext {
@@ -401,8 +407,8 @@ async fn traefik_keeps_the_policy_chain_valid_when_no_policy_is_enabled() {
     model.policy = proxy_operator::render::model::Policy::default();
     model.tls.certificates.clear();
     model.dashboard.insecure = false;
-    model.discovery.consul_address = twin.consul_addr().to_string();
-    model.discovery.nomad_address = format!("http://{}", twin.nomad_addr());
+    model.discovery.consul.address = twin.consul_addr().to_string();
+    model.discovery.nomad.address = format!("http://{}", twin.nomad_addr());
     let rendered = render::render_model(&model, &RenderContext::default()).unwrap();
     put_kv(twin.consul_addr(), &rendered.traefik_kv).await;
     let mut t = start_traefik(rendered.traefik_static.as_deref().unwrap());

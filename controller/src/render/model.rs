@@ -70,21 +70,45 @@ pub struct EntryPoint {
     pub redirect_to: Option<String>,
 }
 
+/// Nomad service discovery as the proxy sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NomadDiscovery {
+    /// Nomad API URL as the proxy reaches it (`http://127.0.0.1:4646`).
+    pub address: String,
+    /// Namespace to discover services in; `None` for the default.
+    pub namespace: Option<String>,
+    /// Poll interval.
+    pub refresh_interval: Duration,
+    /// Whether services are exposed without a `traefik.enable=true` tag.
+    pub exposed_by_default: bool,
+    /// Whether Traefik watches Nomad's event stream instead of waiting for the refresh.
+    pub watch: bool,
+}
+
+/// Consul catalog discovery as the proxy sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConsulDiscovery {
+    /// `host:port` of the Consul agent (also the KV provider's endpoint).
+    pub address: String,
+    /// `http` or `https`.
+    pub scheme: String,
+    /// Datacenter; `None` for the agent's.
+    pub datacenter: Option<String>,
+    /// Poll interval.
+    pub refresh_interval: Duration,
+    /// Whether services are exposed without a `traefik.enable=true` tag.
+    pub exposed_by_default: bool,
+}
+
 /// Service discovery settings.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Discovery {
-    /// The primary catalog (gets `exposedByDefault` and the default rule).
+    /// The primary catalog (gets the default rule `<service>.<domain suffix>`).
     pub primary: Primary,
-    /// Whether the non-primary catalog is also watched (services opt in with `traefik.enable`).
-    pub secondary_enabled: bool,
-    /// Whether services of the primary catalog are exposed without a `traefik.enable` tag.
-    pub exposed_by_default: bool,
-    /// How often the catalogs are polled.
-    pub refresh_interval: Duration,
-    /// Nomad API address as the proxy reaches it (`http://127.0.0.1:4646`).
-    pub nomad_address: String,
-    /// Consul API address as the proxy reaches it (`127.0.0.1:8500`).
-    pub consul_address: String,
+    /// Nomad's catalog.
+    pub nomad: NomadDiscovery,
+    /// Consul's catalog.
+    pub consul: ConsulDiscovery,
     /// Traefik's `providersThrottleDuration`: how long it batches provider changes.
     pub throttle: Duration,
 }
@@ -118,7 +142,7 @@ pub struct Tls {
     pub certificates: Vec<CertPair>,
     /// ACME, when enabled.
     pub acme: Option<Acme>,
-    /// Minimum TLS version (`1.2` or `1.3`).
+    /// Minimum TLS version: `VersionTLS12` or `VersionTLS13` (Traefik's names).
     pub min_version: Option<String>,
 }
 
@@ -167,7 +191,8 @@ pub struct Policy {
 /// Dashboard / API settings (Traefik) or admin API (Caddy).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Dashboard {
-    /// Whether the dashboard UI is served.
+    /// Whether the dashboard UI is served. The API itself is always reachable from loopback
+    /// clients on the internal entry point, because the operator's health gate reads it.
     pub enabled: bool,
     /// Traefik `api.insecure`.
     pub insecure: bool,
@@ -212,6 +237,8 @@ pub struct JobSettings {
     pub datacenters: Vec<String>,
     /// Namespace.
     pub namespace: Option<String>,
+    /// Region; `None` for the agent's.
+    pub region: Option<String>,
     /// Node pool.
     pub node_pool: Option<String>,
     /// Task driver.
@@ -248,8 +275,8 @@ pub struct Model {
     pub tls: Tls,
     /// Middleware policy.
     pub policy: Policy,
-    /// Whether Prometheus metrics are served (on the internal entry point).
-    pub metrics: bool,
+    /// Where Prometheus metrics are served (Traefik entry point `metrics`); `None` when off.
+    pub metrics: Option<ListenAddr>,
     /// Dashboard / admin.
     pub dashboard: Dashboard,
     /// The Nomad job.

@@ -35,6 +35,9 @@ pub struct Job {
     /// Namespace; `None` leaves Nomad's default (or the request's `?namespace=`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub namespace: Option<String>,
+    /// Region; `None` leaves the agent's.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub region: Option<String>,
     /// Datacenters the job may run in.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub datacenters: Vec<String>,
@@ -227,6 +230,8 @@ use super::model::{Driver, ListenAddr, Model, ProxyKind};
 
 /// Label of the internal port (Traefik's `traefik` entry point, Caddy's admin API).
 pub const INTERNAL_PORT_LABEL: &str = "internal";
+/// Label of Traefik's metrics port.
+pub const METRICS_PORT_LABEL: &str = "metrics";
 /// Template delimiters no rendered config contains, so Nomad copies the data literally. Traefik's
 /// default rule carries `{{ normalize .Name }}`, which Nomad's default `{{ }}` would evaluate.
 pub const LEFT_DELIM: &str = "[[proxy-operator:";
@@ -292,6 +297,12 @@ pub fn proxy_job(model: &Model, config: &ConfigFile<'_>) -> Result<Job, super::E
         label: INTERNAL_PORT_LABEL.to_string(),
         value: model.dashboard.address.port,
     });
+    if let (ProxyKind::Traefik, Some(metrics)) = (model.proxy, &model.metrics) {
+        ports.push(Port {
+            label: METRICS_PORT_LABEL.to_string(),
+            value: metrics.port,
+        });
+    }
 
     let (check_name, check_path) = match model.proxy {
         ProxyKind::Traefik => ("ping", "/ping"),
@@ -343,8 +354,9 @@ pub fn proxy_job(model: &Model, config: &ConfigFile<'_>) -> Result<Job, super::E
             } else {
                 &task_dir_path
             };
-            let mut all = proxy_args(path);
-            all.extend(args.iter().cloned());
+            // The spec's arguments come first, then the config file flags the operator owns.
+            let mut all = args.clone();
+            all.extend(proxy_args(path));
             cfg.insert("command".into(), command.clone().into());
             cfg.insert("args".into(), all.into());
             if matches!(job_settings.driver, Driver::RawExec { .. }) {
@@ -401,6 +413,7 @@ pub fn proxy_job(model: &Model, config: &ConfigFile<'_>) -> Result<Job, super::E
         }
         .to_string(),
         namespace: job_settings.namespace.clone(),
+        region: job_settings.region.clone(),
         datacenters: job_settings.datacenters.clone(),
         node_pool: job_settings.node_pool.clone(),
         task_groups: vec![TaskGroup {

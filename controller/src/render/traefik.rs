@@ -13,8 +13,10 @@ use serde::Serialize;
 use super::Error;
 use super::model::{Model, Primary};
 
-/// Name of the internal entry point hosting `/ping`, the API and metrics.
+/// Name of the internal entry point hosting `/ping` and the API.
 pub const INTERNAL_ENTRY_POINT: &str = "traefik";
+/// Name of the entry point serving Prometheus metrics.
+pub const METRICS_ENTRY_POINT: &str = "metrics";
 /// The chain middleware every user-facing entry point applies (defined in KV).
 pub const POLICY_MIDDLEWARE: &str = "proxy-operator-policy";
 /// The always-present headers middleware; keeps the chain valid when no policy is enabled.
@@ -192,6 +194,11 @@ pub struct NomadProvider {
     pub default_rule: Option<String>,
     /// Poll interval (Go duration).
     pub refresh_interval: String,
+    /// Watch Nomad's event stream.
+    pub watch: bool,
+    /// Namespaces to discover services in (empty: the default namespace).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub namespaces: Vec<String>,
     /// API endpoint.
     pub endpoint: NomadEndpoint,
 }
@@ -225,6 +232,11 @@ pub struct ConsulCatalogProvider {
 pub struct ConsulEndpoint {
     /// `host:port`.
     pub address: String,
+    /// `http` or `https`.
+    pub scheme: String,
+    /// Datacenter.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub datacenter: Option<String>,
 }
 
 /// `providers.consul` (KV).
@@ -318,6 +330,15 @@ pub fn static_config(model: &Model, kv_prefix: &str) -> StaticConfig {
             },
         );
     }
+    if let Some(addr) = &model.metrics {
+        entry_points.insert(
+            METRICS_ENTRY_POINT.to_string(),
+            StaticEntryPoint {
+                address: addr.to_addr_string(),
+                http: None,
+            },
+        );
+    }
     entry_points.insert(
         INTERNAL_ENTRY_POINT.to_string(),
         StaticEntryPoint {
@@ -327,27 +348,28 @@ pub fn static_config(model: &Model, kv_prefix: &str) -> StaticConfig {
     );
 
     let d = &model.discovery;
-    let refresh = go_duration(d.refresh_interval);
     let rule = default_rule(&model.domain_suffix);
+    // Both catalogs are watched; only the primary routes services by the default rule, the
+    // other one routes only services whose tags give a rule.
     let nomad = NomadProvider {
-        exposed_by_default: d.primary == Primary::Nomad && d.exposed_by_default,
+        exposed_by_default: d.nomad.exposed_by_default,
         default_rule: (d.primary == Primary::Nomad).then(|| rule.clone()),
-        refresh_interval: refresh.clone(),
+        refresh_interval: go_duration(d.nomad.refresh_interval),
+        watch: d.nomad.watch,
+        namespaces: d.nomad.namespace.iter().cloned().collect(),
         endpoint: NomadEndpoint {
-            address: d.nomad_address.clone(),
+            address: d.nomad.address.clone(),
         },
     };
     let consul_catalog = ConsulCatalogProvider {
-        exposed_by_default: d.primary == Primary::Consul && d.exposed_by_default,
+        exposed_by_default: d.consul.exposed_by_default,
         default_rule: (d.primary == Primary::Consul).then(|| rule.clone()),
-        refresh_interval: refresh,
+        refresh_interval: go_duration(d.consul.refresh_interval),
         endpoint: ConsulEndpoint {
-            address: d.consul_address.clone(),
+            address: d.consul.address.clone(),
+            scheme: d.consul.scheme.clone(),
+            datacenter: d.consul.datacenter.clone(),
         },
-    };
-    let (nomad, consul_catalog) = match d.primary {
-        Primary::Nomad => (Some(nomad), d.secondary_enabled.then_some(consul_catalog)),
-        Primary::Consul => (d.secondary_enabled.then_some(nomad), Some(consul_catalog)),
     };
 
     let mut certificates_resolvers = BTreeMap::new();
@@ -382,18 +404,18 @@ pub fn static_config(model: &Model, kv_prefix: &str) -> StaticConfig {
             dashboard: model.dashboard.enabled,
             insecure: model.dashboard.insecure,
         },
-        metrics: model.metrics.then(|| Metrics {
+        metrics: model.metrics.as_ref().map(|_| Metrics {
             prometheus: Prometheus {
-                entry_point: INTERNAL_ENTRY_POINT.to_string(),
+                entry_point: METRICS_ENTRY_POINT.to_string(),
             },
         }),
         providers: Providers {
             providers_throttle_duration: go_duration(d.throttle),
-            nomad,
-            consul_catalog,
+            nomad: Some(nomad),
+            consul_catalog: Some(consul_catalog),
             consul: ConsulKvProvider {
                 root_key: format!("{kv_prefix}/traefik"),
-                endpoints: vec![d.consul_address.clone()],
+                endpoints: vec![d.consul.address.clone()],
             },
         },
         certificates_resolvers,
@@ -510,27 +532,24 @@ pub fn policy_kv(model: &Model) -> Result<BTreeMap<String, String>, Error> {
         );
     }
     if let Some(min) = &model.tls.min_version {
-        let value = match min.as_str() {
-            "1.2" | "VersionTLS12" => "VersionTLS12",
-            "1.3" | "VersionTLS13" => "VersionTLS13",
-            other => {
-                return Err(Error::InvalidValue {
-                    field: "tls.minVersion".to_string(),
-                    reason: format!("{other:?} is not 1.2 or 1.3"),
-                });
-            }
-        };
-        kv.insert(
-            "tls/options/default/minVersion".to_string(),
-            value.to_string(),
-        );
+        if !["VersionTLS12", "VersionTLS13"].contains(&min.as_str()) {
+            return Err(Error::InvalidValue {
+                field: "tls.minVersion".to_string(),
+                reason: format!("{min:?} is not VersionTLS12 or VersionTLS13"),
+            });
+        }
+        kv.insert("tls/options/default/minVersion".to_string(), min.clone());
     }
 
     if !model.dashboard.insecure {
         let r = |rest: &str| format!("http/routers/{API_ROUTER}/{rest}");
+        // Loopback clients only: without `api.insecure` nothing else may read the API, but the
+        // operator's health gate on the node must.
         kv.insert(
             r("rule"),
-            "PathPrefix(`/api`) || PathPrefix(`/dashboard`)".to_string(),
+            "(PathPrefix(`/api`) || PathPrefix(`/dashboard`)) \
+             && (ClientIP(`127.0.0.0/8`) || ClientIP(`::1/128`))"
+                .to_string(),
         );
         kv.insert(r("service"), "api@internal".to_string());
         kv.insert(r("entryPoints/0"), INTERNAL_ENTRY_POINT.to_string());

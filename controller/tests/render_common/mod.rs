@@ -37,11 +37,20 @@ pub fn traefik_model() -> Model {
         ],
         discovery: Discovery {
             primary: Primary::Nomad,
-            secondary_enabled: true,
-            exposed_by_default: true,
-            refresh_interval: Duration::from_secs(15),
-            nomad_address: "http://127.0.0.1:4646".to_string(),
-            consul_address: "127.0.0.1:8500".to_string(),
+            nomad: NomadDiscovery {
+                address: "http://127.0.0.1:4646".to_string(),
+                namespace: None,
+                refresh_interval: Duration::from_secs(15),
+                exposed_by_default: true,
+                watch: true,
+            },
+            consul: ConsulDiscovery {
+                address: "127.0.0.1:8500".to_string(),
+                scheme: "http".to_string(),
+                datacenter: None,
+                refresh_interval: Duration::from_secs(15),
+                exposed_by_default: false,
+            },
             throttle: Duration::from_millis(100),
         },
         tls: Tls {
@@ -51,7 +60,7 @@ pub fn traefik_model() -> Model {
                 key_file: "/pv/CERTS/example.test.key".to_string(),
             }],
             acme: None,
-            min_version: Some("1.2".to_string()),
+            min_version: Some("VersionTLS12".to_string()),
         },
         policy: Policy {
             headers: seed_headers(),
@@ -69,7 +78,10 @@ pub fn traefik_model() -> Model {
                 users: vec!["user:$apr1$abcdefgh$h9FWgUz3n9YxylKLlR5SQ/".to_string()],
             }),
         },
-        metrics: true,
+        metrics: Some(ListenAddr {
+            host: String::new(),
+            port: 8082,
+        }),
         dashboard: Dashboard {
             enabled: true,
             insecure: false,
@@ -84,6 +96,7 @@ pub fn traefik_model() -> Model {
             count: 1,
             datacenters: vec!["dc1".to_string()],
             namespace: Some("default".to_string()),
+            region: None,
             node_pool: Some("default".to_string()),
             driver: Driver::RawExec {
                 command: "/usr/local/bin/traefik".to_string(),
@@ -117,7 +130,7 @@ pub fn seed_headers() -> BTreeMap<String, String> {
     .collect()
 }
 
-/// A Caddy model: headers, IP allow list, bcrypt basic auth, docker driver, service job.
+/// A Caddy model (basic-auth password `secret`, bcrypt cost 4 so tests stay fast): headers, IP allow list, bcrypt basic auth, docker driver, service job.
 pub fn caddy_model() -> Model {
     let mut m = traefik_model();
     m.proxy = ProxyKind::Caddy;
@@ -125,7 +138,7 @@ pub fn caddy_model() -> Model {
     m.policy.basic_auth = Some(BasicAuth {
         realm: "proxy".to_string(),
         users: vec![
-            "user:$2a$14$GyquzrlOl50Lm6SoRhZy5u0pezdhkTERwG6EIBkFgpWJ3gpj3qnUm".to_string(),
+            "user:$2a$04$KmdvXirWKCl8agg7DgCxPuIP1jHT1wbO6ssCdyQ8zpW9WZ.bNLZwu".to_string(),
         ],
     });
     m.dashboard.address = ListenAddr {
@@ -153,6 +166,12 @@ pub fn on_free_loopback_ports(model: &mut Model, mut free_port: impl FnMut() -> 
         host: "127.0.0.1".to_string(),
         port: free_port(),
     };
+    if model.metrics.is_some() {
+        model.metrics = Some(ListenAddr {
+            host: "127.0.0.1".to_string(),
+            port: free_port(),
+        });
+    }
 }
 
 // === Nomad API field guard ===
