@@ -1,0 +1,1 @@
+//! Job files: HCL edited in place, JSON rewritten.
