@@ -405,10 +405,11 @@ impl Walk<'_> {
             .get_attribute("tags")
             .and_then(|a| a.span())
             .map(|span| {
-                let line_start = self.text[..span.start.min(self.text.len())]
-                    .rfind('\n')
-                    .map_or(0, |i| i + 1);
-                self.text[line_start..]
+                let before = self.text.get(..span.start).unwrap_or("");
+                let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+                self.text
+                    .get(line_start..)
+                    .unwrap_or("")
                     .chars()
                     .take_while(|c| *c == ' ' || *c == '\t')
                     .collect::<String>()
