@@ -16,7 +16,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use crate::render::{META_OWNER, META_SPEC_DIGEST, Rendered, digest_kv};
-use crate::rollout::{Change, Gate, JobChange, KvChange, OnFailure};
+use crate::rollout::{Change, Gate, JobChange, KvChange};
 use crate::spec::status::ProxyStatus;
 use crate::spec::{DriftPolicy, ProxyKind, ValidatedSpec};
 
@@ -287,10 +287,7 @@ fn gate(desired: &Desired<'_>) -> Gate {
     Gate {
         healthy_deadline: rollout.healthy_deadline,
         min_healthy_time: rollout.min_healthy_time,
-        on_failure: match rollout.on_failure {
-            crate::spec::OnFailure::Rollback => OnFailure::Rollback,
-            crate::spec::OnFailure::Hold => OnFailure::Hold,
-        },
+        on_failure: rollout.on_failure,
         check_ping: traefik,
         expected_entries: if traefik {
             expected_entries(&desired.rendered.traefik_kv, desired.kv_root)

@@ -27,19 +27,10 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use crate::probe::{EntryKind, EntryStatus, RawEntry};
+pub use crate::spec::OnFailure;
 
 /// How often the loop looks again while a rollout is being verified or retried.
 pub const VERIFY_POLL_INTERVAL: Duration = Duration::from_millis(250);
-
-/// What to do when the gate fails.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum OnFailure {
-    /// Revert the job and restore the KV entries (the default).
-    #[default]
-    Rollback,
-    /// Leave the failed version in place and report `Degraded`.
-    Hold,
-}
 
 /// The health gate one rollout must pass.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -4,6 +4,7 @@ use serde_json::json;
 
 use super::*;
 use crate::render::digest_kv;
+use crate::spec::OnFailure;
 use crate::spec::status::ProxyStatus;
 
 const ROOT: &str = "po/traefik/";
