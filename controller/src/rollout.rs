@@ -365,6 +365,8 @@ pub enum Phase {
         reason: String,
         /// How long from start to giving up.
         duration: Duration,
+        /// Left in place on purpose (`onFailure: hold`) rather than because undoing failed.
+        held: bool,
     },
 }
 
@@ -643,6 +645,7 @@ fn step_rolling_back(
                 digest: change.digest.clone(),
                 reason: format!("{reason}; rollback failed: {}", err.message),
                 duration: now - started,
+                held: false,
             };
             (Vec::new(), phase)
         }
@@ -675,15 +678,16 @@ fn fail(
     obs: &Observation,
     now: Instant,
 ) -> (Vec<Effect>, Phase) {
-    let degraded = |reason: String| Phase::Degraded {
+    let degraded = |reason: String, held: bool| Phase::Degraded {
         digest: change.digest.clone(),
         reason,
         duration: now - started,
+        held,
     };
     if change.gate.on_failure == OnFailure::Hold {
         return (
             Vec::new(),
-            degraded(format!("{reason} (onFailure: hold, left in place)")),
+            degraded(format!("{reason} (onFailure: hold, left in place)"), true),
         );
     }
     let mut pending = Vec::new();
@@ -710,7 +714,7 @@ fn fail(
                 let reason = format!(
                     "{reason}; no earlier job version passed the gate, so the job was left in place"
                 );
-                return (pending, degraded(reason));
+                return (pending, degraded(reason, false));
             }
         }
     }

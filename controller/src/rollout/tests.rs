@@ -220,6 +220,7 @@ async fn a_machine_at_rest_without_a_plan_emits_nothing() {
             digest: "d".into(),
             reason: "r".into(),
             duration: Duration::ZERO,
+            held: false,
         },
     ] {
         let (effects, next) = step(&phase, &healthy(), Instant::now());
@@ -257,6 +258,7 @@ async fn a_new_plan_is_taken_from_ready_rolled_back_and_degraded() {
             digest: "old".into(),
             reason: "r".into(),
             duration: Duration::ZERO,
+            held: false,
         },
     ] {
         let (effects, next) = step(&rest, &planned(job_only()), Instant::now());
@@ -963,6 +965,7 @@ async fn a_rollback_refused_by_nomad_reports_degraded_with_both_reasons() {
     assert_eq!(next.name(), "Degraded");
     assert!(reason(&next).contains("progress deadline"));
     assert!(reason(&next).contains("rollback failed: enforcing version 4 failed"));
+    assert!(matches!(next, Phase::Degraded { held: false, .. }));
 }
 
 #[tokio::test(start_paused = true)]
@@ -1026,7 +1029,13 @@ async fn on_failure_hold_leaves_the_failed_version_in_place_and_reports_degraded
     let (effects, next) = step(&phase, &sick, Instant::now());
     assert!(effects.is_empty(), "hold writes nothing: {effects:?}");
     match next {
-        Phase::Degraded { digest, reason, .. } => {
+        Phase::Degraded {
+            digest,
+            reason,
+            held,
+            ..
+        } => {
+            assert!(held, "left in place on purpose");
             assert_eq!(digest, "spec-new");
             assert!(reason.contains("onFailure: hold"));
             assert!(reason.contains("unhealthy allocations"));
