@@ -317,6 +317,7 @@ pub fn parse_go_duration(s: &str) -> Option<Duration> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::panic)] // tests fail loudly
 mod tests {
     use super::*;
 
