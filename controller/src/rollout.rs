@@ -106,6 +106,18 @@ pub struct Change {
     pub gate: Gate,
 }
 
+impl Change {
+    /// `policy`, `job` or `policy+job`: for logs and spans.
+    #[must_use]
+    pub fn kind(&self) -> &'static str {
+        match (&self.kv, &self.job) {
+            (Some(_), Some(_)) => "policy+job",
+            (Some(_), None) => "policy",
+            (None, _) => "job",
+        }
+    }
+}
+
 /// Something the loop must do, in order.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Effect {
