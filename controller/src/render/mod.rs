@@ -11,6 +11,7 @@
 //! back; `kv_digest` covers the KV entries.
 
 pub mod caddy;
+mod from_spec;
 pub mod model;
 pub mod nomad_job;
 pub mod traefik;
@@ -20,7 +21,10 @@ use std::collections::BTreeMap;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
+use crate::spec::ValidatedSpec;
+
 pub use caddy::CaddyService;
+pub use from_spec::internal_address;
 pub use model::Model;
 
 /// Job Meta key naming the operator instance that owns the job.
@@ -156,6 +160,24 @@ impl std::fmt::Debug for Rendered {
             .field("caddy", &self.caddy.is_some())
             .finish_non_exhaustive()
     }
+}
+
+/// Renders every artefact of a validated spec: the proxy's Nomad job (Meta stamped), and for
+/// Traefik its static config and KV policy entries, or for Caddy its initial JSON config.
+pub fn render(spec: &ValidatedSpec, ctx: &RenderContext) -> Result<Rendered> {
+    let model = Model::from_spec(spec, ctx.basic_auth_users.as_deref())?;
+    render_model(&model, ctx)
+}
+
+/// Caddy's live JSON config for a validated spec and the services discovered in the catalog
+/// (what the loop `POST`s to Caddy's `/load`).
+pub fn caddy_config(
+    spec: &ValidatedSpec,
+    ctx: &RenderContext,
+    services: &[CaddyService],
+) -> Result<Value> {
+    let model = Model::from_spec(spec, ctx.basic_auth_users.as_deref())?;
+    caddy::render_caddy(&model, services)
 }
 
 /// Renders every artefact of a resolved model.
