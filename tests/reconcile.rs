@@ -366,6 +366,7 @@ async fn a_structural_change_that_cannot_bind_its_port_rolls_back_is_not_retried
     let rolled = cluster
         .wait_status("phase RolledBack", CONVERGE, |s| s.phase == Phase::RolledBack)
         .await;
+    eprintln!("rolled back: {}", serde_json::to_string_pretty(&rolled).unwrap());
     assert!(rolled.failed_digest.is_some(), "the failed digest is remembered");
     assert_ne!(rolled.failed_digest, good.last_applied_digest);
     assert_eq!(rolled.last_applied_digest, good.last_applied_digest, "the last good digest stays applied");
@@ -485,6 +486,7 @@ async fn a_consul_outage_during_a_rollout_tears_nothing_down_and_the_rollout_con
             s.phase == Phase::Ready && s.last_applied_digest != good.last_applied_digest
         })
         .await;
+    eprintln!("after the outage: {}", serde_json::to_string_pretty(&done).unwrap());
     assert_eq!(done.failed_digest, None, "the outage was not counted as a failed rollout");
     let job = cluster.job().await.unwrap();
     assert_eq!(job["Stop"], false);
