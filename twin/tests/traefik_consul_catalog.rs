@@ -1,6 +1,7 @@
 //! Real Traefik (`providers.consulCatalog`, `watch: true`) discovers services through the twin's
 //! Consul catalog and routes real traffic to a real backend; the twin's blocking queries keep it
 //! from polling.
+#![allow(clippy::unwrap_used, clippy::panic)]
 
 #[path = "../../tests/support/mod.rs"]
 mod support;
@@ -55,25 +56,56 @@ providers:
     let up = eventually(Duration::from_secs(10), || {
         let http = http.clone();
         async move {
-            let r = http.get(format!("http://127.0.0.1:{ping}/ping")).send().await.ok()?;
+            let r = http
+                .get(format!("http://127.0.0.1:{ping}/ping"))
+                .send()
+                .await
+                .ok()?;
             (r.status() == StatusCode::OK).then_some(())
         }
     })
     .await;
-    assert!(up.is_some(), "traefik did not answer /ping:\n{}", child.log());
-    Traefik { child, web, _dir: dir }
+    assert!(
+        up.is_some(),
+        "traefik did not answer /ping:\n{}",
+        child.log()
+    );
+    Traefik {
+        child,
+        web,
+        _dir: dir,
+    }
 }
 
-async fn through_traefik(http: &reqwest::Client, web: u16, host: &str) -> Option<(StatusCode, String)> {
-    let resp = http.get(format!("http://127.0.0.1:{web}/hello")).header("Host", host).send().await.ok()?;
+async fn through_traefik(
+    http: &reqwest::Client,
+    web: u16,
+    host: &str,
+) -> Option<(StatusCode, String)> {
+    let resp = http
+        .get(format!("http://127.0.0.1:{web}/hello"))
+        .header("Host", host)
+        .send()
+        .await
+        .ok()?;
     let status = resp.status();
-    let backend = resp.headers().get("X-Backend").and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
+    let backend = resp
+        .headers()
+        .get("X-Backend")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
     Some((status, backend))
 }
 
 #[tokio::test]
 async fn traefik_consul_catalog_routes_a_registered_service_and_drops_it_on_deregister() {
-    let twin = Twin::start(TwinConfig { acl_token: Some(TOKEN.into()), ..TwinConfig::default() }).await.unwrap();
+    let twin = Twin::start(TwinConfig {
+        acl_token: Some(TOKEN.into()),
+        ..TwinConfig::default()
+    })
+    .await
+    .unwrap();
     let backend = Backend::start("catalog-backend").await;
     let consul = format!("http://{}", twin.consul_addr());
     let http = reqwest::Client::new();
@@ -116,7 +148,11 @@ async fn traefik_consul_catalog_routes_a_registered_service_and_drops_it_on_dere
         }
     })
     .await;
-    assert!(routed.is_some(), "route never reached the backend:\n{}", traefik.child.log());
+    assert!(
+        routed.is_some(),
+        "route never reached the backend:\n{}",
+        traefik.child.log()
+    );
 
     // Idle: Traefik's two watch plans sit in blocking queries; it must not poll.
     tokio::time::sleep(Duration::from_millis(1000)).await;
@@ -124,11 +160,23 @@ async fn traefik_consul_catalog_routes_a_registered_service_and_drops_it_on_dere
     tokio::time::sleep(Duration::from_secs(3)).await;
     let idle = twin.requests(Api::Consul) - before;
     eprintln!("consul requests from Traefik while idle for 3 s: {idle} (total {before})");
-    assert!(idle <= 6, "Traefik sent {idle} requests in 3 s idle: {:#?}", twin.faults().request_log(Api::Consul));
+    assert!(
+        idle <= 6,
+        "Traefik sent {idle} requests in 3 s idle: {:#?}",
+        twin.faults().request_log(Api::Consul)
+    );
     // It really uses blocking queries against the twin.
     let log = twin.faults().request_log(Api::Consul);
-    assert!(log.iter().any(|r| r.uri.starts_with("/v1/catalog/services?index=")), "{log:#?}");
-    assert!(log.iter().any(|r| r.uri.starts_with("/v1/health/state/any?index=")), "{log:#?}");
+    assert!(
+        log.iter()
+            .any(|r| r.uri.starts_with("/v1/catalog/services?index=")),
+        "{log:#?}"
+    );
+    assert!(
+        log.iter()
+            .any(|r| r.uri.starts_with("/v1/health/state/any?index=")),
+        "{log:#?}"
+    );
 
     let resp = http
         .put(format!("{consul}/v1/catalog/deregister"))
@@ -146,7 +194,11 @@ async fn traefik_consul_catalog_routes_a_registered_service_and_drops_it_on_dere
         }
     })
     .await;
-    assert!(gone.is_some(), "route survived deregistration:\n{}", traefik.child.log());
+    assert!(
+        gone.is_some(),
+        "route survived deregistration:\n{}",
+        traefik.child.log()
+    );
     drop(traefik);
     twin.shutdown().await;
 }

@@ -1,5 +1,6 @@
 //! Real Traefik (`providers.consul`, its KV provider) reads routers, services and middlewares from
 //! the twin's KV and applies changes pushed through blocking queries.
+#![allow(clippy::unwrap_used, clippy::panic)]
 
 #[path = "../../tests/support/mod.rs"]
 mod support;
@@ -19,17 +20,40 @@ fn b64(s: &str) -> String {
     base64::engine::general_purpose::STANDARD.encode(s)
 }
 
-async fn header_through_traefik(http: &reqwest::Client, web: u16) -> Option<(StatusCode, String, String)> {
-    let resp = http.get(format!("http://127.0.0.1:{web}/")).header("Host", "kv.test").send().await.ok()?;
+async fn header_through_traefik(
+    http: &reqwest::Client,
+    web: u16,
+) -> Option<(StatusCode, String, String)> {
+    let resp = http
+        .get(format!("http://127.0.0.1:{web}/"))
+        .header("Host", "kv.test")
+        .send()
+        .await
+        .ok()?;
     let status = resp.status();
-    let policy = resp.headers().get("X-Policy").and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
-    let backend = resp.headers().get("X-Backend").and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
+    let policy = resp
+        .headers()
+        .get("X-Policy")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+    let backend = resp
+        .headers()
+        .get("X-Backend")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
     Some((status, policy, backend))
 }
 
 #[tokio::test]
 async fn traefik_consul_kv_applies_routers_and_middlewares_written_in_one_transaction() {
-    let twin = Twin::start(TwinConfig { acl_token: Some(TOKEN.into()), ..TwinConfig::default() }).await.unwrap();
+    let twin = Twin::start(TwinConfig {
+        acl_token: Some(TOKEN.into()),
+        ..TwinConfig::default()
+    })
+    .await
+    .unwrap();
     let backend = Backend::start("kv-backend").await;
     let consul = format!("http://{}", twin.consul_addr());
     let http = reqwest::Client::new();
@@ -64,12 +88,20 @@ providers:
     let up = eventually(Duration::from_secs(10), || {
         let http = http.clone();
         async move {
-            let r = http.get(format!("http://127.0.0.1:{ping}/ping")).send().await.ok()?;
+            let r = http
+                .get(format!("http://127.0.0.1:{ping}/ping"))
+                .send()
+                .await
+                .ok()?;
             (r.status() == StatusCode::OK).then_some(())
         }
     })
     .await;
-    assert!(up.is_some(), "traefik did not answer /ping:\n{}", traefik.log());
+    assert!(
+        up.is_some(),
+        "traefik did not answer /ping:\n{}",
+        traefik.log()
+    );
 
     let url = format!("http://127.0.0.1:{}", backend.port());
     let ops = json!([
@@ -80,7 +112,13 @@ providers:
         {"KV": {"Verb": "set", "Key": "traefik/http/services/s1/loadBalancer/servers/0/url", "Value": b64(&url)}},
         {"KV": {"Verb": "set", "Key": "traefik/http/middlewares/m1/headers/customResponseHeaders/X-Policy", "Value": b64("v1")}},
     ]);
-    let resp = http.put(format!("{consul}/v1/txn")).header("X-Consul-Token", TOKEN).json(&ops).send().await.unwrap();
+    let resp = http
+        .put(format!("{consul}/v1/txn"))
+        .header("X-Consul-Token", TOKEN)
+        .json(&ops)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), StatusCode::OK, "{:?}", resp.text().await);
 
     let v1 = eventually(Duration::from_secs(10), || {
@@ -91,7 +129,11 @@ providers:
         }
     })
     .await;
-    assert!(v1.is_some(), "KV config never took effect:\n{}", traefik.log());
+    assert!(
+        v1.is_some(),
+        "KV config never took effect:\n{}",
+        traefik.log()
+    );
 
     // Idle: one blocking recursive GET outstanding (wait=15000ms), nothing else.
     tokio::time::sleep(Duration::from_millis(1000)).await;
@@ -99,15 +141,22 @@ providers:
     tokio::time::sleep(Duration::from_secs(3)).await;
     let idle = twin.requests(Api::Consul) - before;
     eprintln!("consul requests from Traefik while idle for 3 s: {idle} (total {before})");
-    assert!(idle <= 4, "Traefik sent {idle} requests in 3 s idle: {:#?}", twin.faults().request_log(Api::Consul));
+    assert!(
+        idle <= 4,
+        "Traefik sent {idle} requests in 3 s idle: {:#?}",
+        twin.faults().request_log(Api::Consul)
+    );
     let log = twin.faults().request_log(Api::Consul);
     assert!(
-        log.iter().any(|r| r.uri.starts_with("/v1/kv/traefik?index=") && r.uri.contains("recurse=")),
+        log.iter()
+            .any(|r| r.uri.starts_with("/v1/kv/traefik?index=") && r.uri.contains("recurse=")),
         "Traefik never blocked on the prefix: {log:#?}"
     );
 
     let resp = http
-        .put(format!("{consul}/v1/kv/traefik/http/middlewares/m1/headers/customResponseHeaders/X-Policy"))
+        .put(format!(
+            "{consul}/v1/kv/traefik/http/middlewares/m1/headers/customResponseHeaders/X-Policy"
+        ))
         .header("X-Consul-Token", TOKEN)
         .body("v2")
         .send()
@@ -122,11 +171,19 @@ providers:
         }
     })
     .await;
-    assert!(v2.is_some(), "header change never took effect:\n{}", traefik.log());
+    assert!(
+        v2.is_some(),
+        "header change never took effect:\n{}",
+        traefik.log()
+    );
 
     // Deleting the whole tree empties Traefik's KV config: the route disappears.
-    let resp =
-        http.delete(format!("{consul}/v1/kv/traefik?recurse")).header("X-Consul-Token", TOKEN).send().await.unwrap();
+    let resp = http
+        .delete(format!("{consul}/v1/kv/traefik?recurse"))
+        .header("X-Consul-Token", TOKEN)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), StatusCode::OK);
     let gone = eventually(Duration::from_secs(10), || {
         let http = http.clone();
@@ -136,7 +193,11 @@ providers:
         }
     })
     .await;
-    assert!(gone.is_some(), "route survived the tree delete:\n{}", traefik.log());
+    assert!(
+        gone.is_some(),
+        "route survived the tree delete:\n{}",
+        traefik.log()
+    );
     drop(traefik);
     twin.shutdown().await;
 }
