@@ -87,6 +87,7 @@ pub struct TaskEvent {
     pub download_error: String,
     pub validation_error: String,
     pub disk_limit: i64,
+    pub disk_size: i64,
     pub failed_sibling: String,
     pub vault_error: String,
     pub task_signal_reason: String,
@@ -118,6 +119,8 @@ pub struct TaskState {
     pub started_at: String,
     pub finished_at: String,
     pub events: Vec<TaskEvent>,
+    /// The driver's handle; a server sends `null` for tasks it has no handle for.
+    pub task_handle: Option<Value>,
 }
 
 impl Default for TaskState {
@@ -130,6 +133,7 @@ impl Default for TaskState {
             started_at: rfc3339(0),
             finished_at: rfc3339(0),
             events: Vec::new(),
+            task_handle: None,
         }
     }
 }
@@ -535,6 +539,20 @@ impl Store {
                 .as_ref()
                 .map(|c| u(c, "JobModifyIndex"))
                 .unwrap_or(0);
+        }
+        // Periodic and parameterized jobs are templates for child jobs: no evaluation of their own.
+        let template = ["Periodic", "ParameterizedJob"]
+            .iter()
+            .any(|k| job.get(*k).is_some_and(|v| !v.is_null()));
+        if template && !b(&job, "Stop") {
+            self.refresh_job_status(&ns, &id);
+            let out = RegisterOutcome {
+                eval_id: String::new(),
+                eval_create_index: 0,
+                job_modify_index,
+                index: self.index,
+            };
+            return Ok((out, plan));
         }
         let (eval_id, eval_index) =
             self.create_eval(&ns, &id, opts.trigger, job_modify_index, opts.eval_priority);
