@@ -227,10 +227,9 @@ pub fn canonicalize(job: &mut Value, namespace: &str) {
         .get("Datacenters")
         .and_then(Value::as_array)
         .is_none_or(Vec::is_empty)
+        && let Some(m) = job.as_object_mut()
     {
-        if let Some(m) = job.as_object_mut() {
-            m.insert("Datacenters".into(), json!(["*"]));
-        }
+        m.insert("Datacenters".into(), json!(["*"]));
     }
     let job_type = s(job, "Type").to_string();
     let job_update = job.get("Update").cloned().unwrap_or(Value::Null);
@@ -334,13 +333,13 @@ pub fn canonicalize(job: &mut Value, namespace: &str) {
                 "LogConfig",
                 json!({"MaxFiles": 10, "MaxFileSizeMB": 10, "Enabled": null, "Disabled": false}),
             );
-            if task.get("Resources").is_none_or(Value::is_null) {
-                if let (Some(m), Ok(empty)) = (
+            if task.get("Resources").is_none_or(Value::is_null)
+                && let (Some(m), Ok(empty)) = (
                     task.as_object_mut(),
                     decode("Resources", Some(&json!({})), "Resources"),
-                ) {
-                    m.insert("Resources".into(), empty);
-                }
+                )
+            {
+                m.insert("Resources".into(), empty);
             }
             if let Some(res) = task.get_mut("Resources") {
                 set_default(res, "CPU", json!(100));

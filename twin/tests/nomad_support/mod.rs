@@ -153,7 +153,7 @@ pub fn sh_job(id: &str, script: &str) -> Value {
 /// Whether a process with this PID exists (and is not a zombie).
 pub fn pid_alive(pid: u32) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => !stat.split_whitespace().nth(2).is_some_and(|st| st == "Z"),
+        Ok(stat) => stat.split_whitespace().nth(2).is_none_or(|st| st != "Z"),
         Err(_) => false,
     }
 }
