@@ -188,10 +188,10 @@ impl Inner {
             st.jobs_dirty = false;
             (result, batch, st.index, snapshot)
         };
-        if let Some(snapshot) = snapshot {
-            if let Err(e) = self.persist(&snapshot) {
-                tracing::warn!(error = %e, "nomad state not persisted");
-            }
+        if let Some(snapshot) = snapshot
+            && let Err(e) = self.persist(&snapshot)
+        {
+            tracing::warn!(error = %e, "nomad state not persisted");
         }
         if let Some(batch) = batch {
             let _ = self.events.send(Arc::new(batch));
