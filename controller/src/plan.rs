@@ -106,7 +106,7 @@ pub enum Plan {
     /// Everything matches: zero writes.
     Noop,
     /// Roll this change out (KV, job, or both; see [`Plan::kind`]).
-    Apply(Change),
+    Apply(Box<Change>),
     /// Something might differ, but it must not be applied.
     Hold(HoldReason),
     /// The job is not ours; it is never touched.
@@ -122,17 +122,7 @@ impl Plan {
     pub fn kind(&self) -> &'static str {
         match self {
             Plan::Noop => "noop",
-            Plan::Apply(Change {
-                kv: Some(_),
-                job: Some(_),
-                ..
-            }) => "policy+job",
-            Plan::Apply(Change {
-                kv: Some(_),
-                job: None,
-                ..
-            }) => "policy",
-            Plan::Apply(Change { kv: None, .. }) => "job",
+            Plan::Apply(change) => change.kind(),
             Plan::Hold(_) => "hold",
             Plan::Stalled { .. } => "stalled",
         }
@@ -215,12 +205,12 @@ pub fn plan(desired: &Desired<'_>, observed: &Observed, status: &ProxyStatus) ->
         enforce_index: observed.job.as_ref().map_or(0, |j| j.modify_index),
         rollback_to: rollback_target(observed, status),
     });
-    Plan::Apply(Change {
+    Plan::Apply(Box::new(Change {
         digest: digest.to_owned(),
         kv,
         job,
         gate: gate(desired),
-    })
+    }))
 }
 
 /// The job ID the rendered job registers as.

@@ -106,6 +106,18 @@ pub struct Change {
     pub gate: Gate,
 }
 
+impl Change {
+    /// `policy`, `job` or `policy+job`: for logs and spans.
+    #[must_use]
+    pub fn kind(&self) -> &'static str {
+        match (&self.kv, &self.job) {
+            (Some(_), Some(_)) => "policy+job",
+            (Some(_), None) => "policy",
+            (None, _) => "job",
+        }
+    }
+}
+
 /// Something the loop must do, in order.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Effect {
@@ -327,6 +339,9 @@ pub enum Phase {
         job_version: Option<u64>,
         /// Why it is not healthy yet (for status).
         waiting_for: String,
+        /// Since when observations have been failing: blind time does not count against the
+        /// deadline, so an outage of Consul or Nomad cannot fail a healthy rollout.
+        blind_since: Option<Instant>,
     },
     /// The gate passed.
     Ready {
@@ -426,6 +441,7 @@ pub fn step(phase: &Phase, obs: &Observation, now: Instant) -> (Vec<Effect>, Pha
             deadline,
             healthy_since,
             job_version,
+            blind_since,
             ..
         } => step_verifying(
             change,
@@ -433,6 +449,7 @@ pub fn step(phase: &Phase, obs: &Observation, now: Instant) -> (Vec<Effect>, Pha
             *deadline,
             *healthy_since,
             *job_version,
+            *blind_since,
             obs,
             now,
         ),
@@ -505,6 +522,7 @@ fn step_applying(
             healthy_since: None,
             job_version: None,
             waiting_for: "the first health observation".to_owned(),
+            blind_since: None,
         };
         return (vec![Effect::RequeueAfter(VERIFY_POLL_INTERVAL)], phase);
     }
@@ -534,15 +552,36 @@ fn step_applying(
     }
 }
 
+#[allow(clippy::too_many_arguments)] // the fields of the Verifying phase
 fn step_verifying(
     change: &Change,
     started: Instant,
     deadline: Instant,
     healthy_since: Option<Instant>,
     job_version: Option<u64>,
+    blind_since: Option<Instant>,
     obs: &Observation,
     now: Instant,
 ) -> (Vec<Effect>, Phase) {
+    if let Some(err) = &obs.error {
+        // We could not look: decide nothing and look again; the deadline stops counting.
+        let phase = Phase::Verifying {
+            change: change.clone(),
+            started,
+            deadline,
+            healthy_since,
+            job_version,
+            waiting_for: format!("observation failed: {err}"),
+            blind_since: blind_since.or(Some(now)),
+        };
+        return (vec![Effect::RequeueAfter(VERIFY_POLL_INTERVAL)], phase);
+    }
+    // Back from an outage: the deadline moves by the blind time, and health seen before it no
+    // longer counts (nobody watched it hold).
+    let (deadline, healthy_since) = match blind_since {
+        Some(blind) => (deadline + (now - blind), None),
+        None => (deadline, healthy_since),
+    };
     let verifying = |healthy_since, job_version, waiting_for: String| Phase::Verifying {
         change: change.clone(),
         started,
@@ -550,16 +589,8 @@ fn step_verifying(
         healthy_since,
         job_version,
         waiting_for,
+        blind_since: None,
     };
-    if let Some(err) = &obs.error {
-        // We could not look: decide nothing, keep the streak, look again.
-        let phase = verifying(
-            healthy_since,
-            job_version,
-            format!("observation failed: {err}"),
-        );
-        return (vec![Effect::RequeueAfter(VERIFY_POLL_INTERVAL)], phase);
-    }
     let job_version = job_version.or_else(|| our_job_version(change, obs));
     match evaluate(change, obs, job_version) {
         Verdict::Failed(reason) => fail(change, started, reason, true, true, job_version, obs, now),

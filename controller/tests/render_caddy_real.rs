@@ -1,5 +1,7 @@
 //! Real Caddy judges the rendered JSON: `caddy validate` loads and provisions every module
 //! without binding listeners (contracts/CADDY.md §4), and a started Caddy serves the policy.
+// Tests fail loudly: unwrap and panic are how they report.
+#![allow(clippy::unwrap_used, clippy::panic)]
 
 #[path = "../../tests/support/mod.rs"]
 mod support;

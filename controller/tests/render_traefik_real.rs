@@ -2,6 +2,8 @@
 //! ignores unknown top-level keys (contracts/TRAEFIK.md), so these tests start it on the rendered
 //! static config and ask its API what it actually built: the entry points, and — with the
 //! rendered KV entries served by the twin's Consul KV — the policy chain and its middlewares.
+// Tests fail loudly: unwrap and panic are how they report.
+#![allow(clippy::unwrap_used, clippy::panic)]
 
 #[path = "../../tests/support/mod.rs"]
 mod support;

@@ -26,7 +26,7 @@ pub enum Error {
         op: String,
         /// The cause.
         #[source]
-        source: transport::Error,
+        source: Box<transport::Error>,
     },
     /// A transaction was rolled back (HTTP 409): a check failed (the leader fence, a CAS index),
     /// nothing was written.
@@ -98,13 +98,13 @@ impl Error {
     pub fn injected(op: &str, status: u16, message: &str) -> Error {
         Error::Request {
             op: op.to_owned(),
-            source: transport::Error::from_status(
+            source: Box::new(transport::Error::from_status(
                 transport::Api::Consul,
                 "GET",
                 "/v1/injected",
                 status,
                 message,
-            ),
+            )),
         }
     }
 }
@@ -251,7 +251,10 @@ impl ConsulClient {
         self.http
             .send(request)
             .await
-            .map_err(|source| Error::Request { op: op(), source })
+            .map_err(|source| Error::Request {
+                op: op(),
+                source: Box::new(source),
+            })
     }
 
     async fn json<T: serde::de::DeserializeOwned>(
@@ -260,9 +263,10 @@ impl ConsulClient {
         request: Request,
     ) -> Result<(T, transport::Response)> {
         let response = self.send(&op, request).await?;
-        let value = response
-            .json()
-            .map_err(|source| Error::Request { op: op(), source })?;
+        let value = response.json().map_err(|source| Error::Request {
+            op: op(),
+            source: Box::new(source),
+        })?;
         Ok((value, response))
     }
 
@@ -302,9 +306,10 @@ impl ConsulApi for ConsulClient {
         if response.status == 404 {
             return Ok((None, response.meta));
         }
-        let pairs: Vec<KvPair> = response
-            .json()
-            .map_err(|source| Error::Request { op: op(), source })?;
+        let pairs: Vec<KvPair> = response.json().map_err(|source| Error::Request {
+            op: op(),
+            source: Box::new(source),
+        })?;
         Ok((pairs.into_iter().find(|p| p.key == key), response.meta))
     }
 
@@ -319,9 +324,10 @@ impl ConsulApi for ConsulClient {
         if response.status == 404 {
             return Ok((Vec::new(), response.meta));
         }
-        let pairs = response
-            .json()
-            .map_err(|source| Error::Request { op: op(), source })?;
+        let pairs = response.json().map_err(|source| Error::Request {
+            op: op(),
+            source: Box::new(source),
+        })?;
         Ok((pairs, response.meta))
     }
 
@@ -344,9 +350,10 @@ impl ConsulApi for ConsulClient {
         if response.status == 404 {
             return Ok((Vec::new(), response.meta));
         }
-        let keys = response
-            .json()
-            .map_err(|source| Error::Request { op: op(), source })?;
+        let keys = response.json().map_err(|source| Error::Request {
+            op: op(),
+            source: Box::new(source),
+        })?;
         Ok((keys, response.meta))
     }
 
@@ -531,4 +538,5 @@ impl ConsulApi for ConsulClient {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::panic)] // tests fail loudly
 mod tests;

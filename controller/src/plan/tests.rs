@@ -77,7 +77,7 @@ fn run(spec: &ValidatedSpec, observed: &Observed, status: &ProxyStatus) -> Plan 
 
 fn change(p: Plan) -> Change {
     match p {
-        Plan::Apply(c) => c,
+        Plan::Apply(c) => *c,
         other => panic!("expected Apply, got {other:?}"),
     }
 }

@@ -840,7 +840,7 @@ async fn an_observation_error_during_verify_never_rolls_back_even_past_the_deadl
 }
 
 #[tokio::test(start_paused = true)]
-async fn an_observation_error_keeps_the_healthy_streak() {
+async fn health_seen_before_an_outage_must_hold_again_after_it() {
     let phase = verifying(both());
     let (_, phase) = step(&phase, &healthy(), Instant::now());
     advance(Duration::from_secs(3)).await;
@@ -852,26 +852,45 @@ async fn an_observation_error_keeps_the_healthy_streak() {
     assert!(matches!(
         phase,
         Phase::Verifying {
-            healthy_since: Some(_),
+            blind_since: Some(_),
             ..
         }
     ));
     advance(Duration::from_secs(2)).await;
     let (_, phase) = step(&phase, &healthy(), Instant::now());
+    assert_eq!(
+        phase.name(),
+        "Verifying",
+        "nobody watched it hold during the outage"
+    );
+    advance(MIN_HEALTHY).await;
+    let (_, phase) = step(&phase, &healthy(), Instant::now());
     assert_eq!(phase.name(), "Ready");
 }
 
 #[tokio::test(start_paused = true)]
-async fn the_first_good_observation_after_the_deadline_decides() {
+async fn blind_time_does_not_count_against_the_deadline() {
     let phase = verifying(both());
     let broken = Observation {
-        error: Some("timeout".into()),
+        error: Some("consul: connection refused".into()),
         ..Observation::default()
     };
-    let (_, phase) = observe_for(phase, &broken, DEADLINE + Duration::from_secs(1)).await;
+    // An outage longer than the whole deadline.
+    let (_, phase) = observe_for(phase, &broken, DEADLINE + Duration::from_secs(10)).await;
     let mut sick = healthy();
     sick.allocations = vec![alloc(4, "pending", false)];
-    let (_, next) = step(&phase, &sick, Instant::now());
+    let (_, phase) = step(&phase, &sick, Instant::now());
+    assert_eq!(
+        phase.name(),
+        "Verifying",
+        "the outage did not use up the deadline"
+    );
+    // Recovering within what is left of the deadline converges.
+    advance(Duration::from_secs(5)).await;
+    let (_, next) = observe_for(phase.clone(), &healthy(), DEADLINE).await;
+    assert_eq!(next.name(), "Ready");
+    // Staying unhealthy for the rest of it still rolls back.
+    let (_, next) = observe_for(phase, &sick, DEADLINE * 2).await;
     assert_eq!(next.name(), "RollingBack");
 }
 

@@ -90,16 +90,37 @@ fn syntax_error(e: serde_saphyr::Error) -> ParseError {
     let location = e.location();
     // The Display of saphyr errors can include a source snippet; the first line is the reason.
     let full = e.to_string();
-    let message = full
-        .lines()
-        .next()
-        .unwrap_or("invalid YAML")
-        .trim()
-        .to_owned();
+    let first = full.lines().next().unwrap_or("invalid YAML").trim();
     ParseError::Syntax {
-        message,
+        message: humanize_syntax(strip_location_prefix(first)),
         line: location.as_ref().map(|l| l.line()),
         column: location.as_ref().map(|l| l.column()),
+    }
+}
+
+/// saphyr prefixes `error: line L column C: `; the location is reported separately.
+fn strip_location_prefix(message: &str) -> &str {
+    let rest = message.strip_prefix("error: ").unwrap_or(message);
+    match rest.strip_prefix("line ").and_then(|r| r.split_once(": ")) {
+        Some((position, tail)) if position.contains("column") => tail,
+        _ => rest,
+    }
+}
+
+/// Replaces parser-internal wording with what the author of the document can do.
+fn humanize_syntax(message: &str) -> String {
+    if let Some((_, rest)) = message.split_once("duplicate mapping key: ") {
+        let key = rest.split(',').next().unwrap_or(rest).trim();
+        format!("duplicate key {key:?}; each key may appear once per mapping")
+    } else if message.contains("budget breached") {
+        format!(
+            "the document expands beyond the parser's limits (aliases, anchors, nodes or nesting); \
+             write values out instead of repeating aliases ({message})"
+        )
+    } else if message.contains("recursion limit") {
+        format!("nesting is deeper than {MAX_DEPTH} levels; a ProxyConfig is about 6 levels deep")
+    } else {
+        message.to_owned()
     }
 }
 
@@ -110,7 +131,10 @@ fn explain(message: &str) -> String {
             "{message}; write true or false (YAML 1.1 spellings such as yes/no/on/off are not booleans here)"
         )
     } else {
-        message.to_owned()
+        message
+            .replace("expected u16", "expected a whole number")
+            .replace("expected u32", "expected a whole number")
+            .replace("expected u64", "expected a whole number")
     }
 }
 

@@ -207,6 +207,7 @@ fn a_rollout_in_flight_is_progressing_with_the_attempted_digest() {
         healthy_since: None,
         job_version: None,
         waiting_for: "deployment 5456bd7a: Deployment is running".into(),
+        blind_since: None,
     };
     let s = next(
         &ProxyStatus::default(),

@@ -327,14 +327,30 @@ impl ClientConfig {
             self.token_file = Some(file);
         }
         let tls = &mut self.tls;
-        overrides.ca_file.map(|v| tls.ca_file = Some(v));
-        overrides.ca_path.map(|v| tls.ca_path = Some(v));
-        overrides.client_cert.map(|v| tls.client_cert = Some(v));
-        overrides.client_key.map(|v| tls.client_key = Some(v));
-        overrides.server_name.map(|v| tls.server_name = Some(v));
-        overrides.skip_verify.map(|v| tls.skip_verify = v);
-        overrides.namespace.map(|v| self.namespace = Some(v));
-        overrides.region.map(|v| self.region = Some(v));
+        if let Some(v) = overrides.ca_file {
+            tls.ca_file = Some(v);
+        }
+        if let Some(v) = overrides.ca_path {
+            tls.ca_path = Some(v);
+        }
+        if let Some(v) = overrides.client_cert {
+            tls.client_cert = Some(v);
+        }
+        if let Some(v) = overrides.client_key {
+            tls.client_key = Some(v);
+        }
+        if let Some(v) = overrides.server_name {
+            tls.server_name = Some(v);
+        }
+        if let Some(v) = overrides.skip_verify {
+            tls.skip_verify = v;
+        }
+        if let Some(v) = overrides.namespace {
+            self.namespace = Some(v);
+        }
+        if let Some(v) = overrides.region {
+            self.region = Some(v);
+        }
         if let Some(rate) = overrides.rate_limit {
             self.rate_limit = RateLimit::per_second(rate);
         }
@@ -498,6 +514,7 @@ impl From<NomadFlags> for Overrides {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::panic)] // tests fail loudly
 mod tests {
     use std::collections::HashMap;
 

@@ -491,10 +491,21 @@ impl HttpClient {
             parts.push(e.to_string());
         }
         detail.push_str(&parts.join(": "));
+        let certificate_problem =
+            detail.contains("invalid peer certificate") || detail.contains("received fatal alert");
         if let Some(hint) = tls_hint(&detail, self.inner.api) {
             detail.push_str(" (");
             detail.push_str(hint);
             detail.push(')');
+        }
+        if certificate_problem {
+            return Error::Tls {
+                api: self.inner.api,
+                endpoint: self.inner.endpoint.clone(),
+                method: method.to_owned(),
+                path: path.to_owned(),
+                detail,
+            };
         }
         Error::Connect {
             api: self.inner.api,
@@ -509,7 +520,7 @@ impl HttpClient {
 
 /// Plain words for the certificate failures operators actually meet.
 fn tls_hint(detail: &str, api: Api) -> Option<&'static str> {
-    if detail.contains("UnknownIssuer") {
+    if detail.contains("UnknownIssuer") || detail.contains("unknown issuer") {
         Some(match api {
             Api::Consul => {
                 "the server certificate is not signed by a trusted CA: unknown CA; set CONSUL_CACERT to the CA that issued it"
@@ -518,7 +529,7 @@ fn tls_hint(detail: &str, api: Api) -> Option<&'static str> {
                 "the server certificate is not signed by a trusted CA: unknown CA; set NOMAD_CACERT to the CA that issued it"
             }
         })
-    } else if detail.contains("NotValidForName") {
+    } else if detail.contains("NotValidForName") || detail.contains("not valid for name") {
         Some("the server certificate is not valid for this host name; set the TLS server name")
     } else if detail.contains("CertificateRequired") || detail.contains("certificate required") {
         Some("the server requires a client certificate; set the client certificate and key")
@@ -588,6 +599,7 @@ impl Iterator for FullJitter {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::panic)] // tests fail loudly
 mod tests {
     use super::*;
 

@@ -168,6 +168,21 @@ pub enum Error {
         /// Whether the request can have reached the server (false: the connection never opened).
         maybe_sent: bool,
     },
+    /// The TLS handshake failed on a certificate (unknown CA, wrong name, client certificate
+    /// required). A configuration problem: retrying cannot help.
+    #[error("failed to establish TLS with {api} at {endpoint} for {method} {path}: {detail}")]
+    Tls {
+        /// Which API.
+        api: Api,
+        /// Where.
+        endpoint: String,
+        /// HTTP method.
+        method: String,
+        /// Request path.
+        path: String,
+        /// The cause chain, flattened, with a hint naming the problem.
+        detail: String,
+    },
     /// No answer within the request's timeout.
     #[error("{api} did not answer {method} {path} within {after:?}")]
     Timeout {
@@ -317,6 +332,7 @@ pub fn parse_go_duration(s: &str) -> Option<Duration> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::panic)] // tests fail loudly
 mod tests {
     use super::*;
 

@@ -195,6 +195,7 @@ impl Watch {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::panic)] // tests fail loudly
 mod tests {
     use std::convert::Infallible;
 
@@ -255,9 +256,7 @@ mod tests {
             interval: Duration::from_millis(500),
         });
         let start = Instant::now();
-        let mut index = 0;
-        for _ in 0..12 {
-            index += 1;
+        for index in 1..=12 {
             w.next(|_| answer(index)).await.unwrap();
         }
         // 2 immediately, then one every 500 ms: the 12th request goes at 5 s.
