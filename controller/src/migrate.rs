@@ -1,1 +1,0 @@
-//! Pure conversion of HinD `https://` and Fabio `urlprefix-` tags into Traefik tags.

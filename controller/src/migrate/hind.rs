@@ -1,0 +1,101 @@
+//! HinD tags: the whole tag is a Caddy site address (`contracts/HIND.md` §2). HinD's template
+//! serves only tags matching `^https://`; `http://` tags were served as plain-HTTP sites until
+//! HinD commit 1e89321 (2024-10) and are ignored since.
+
+use super::urlprefix::{host_kind, path_problem};
+use super::{Finding, Grammar, HostPattern, HttpRoute, ParsedTag, PathMatch, Route, Scheme};
+
+pub(crate) fn is_hind(tag: &str) -> bool {
+    tag.starts_with("https://") || tag.starts_with("http://")
+}
+
+/// Parses `https://host[:port][/path]` the way Caddy reads a site address.
+pub(crate) fn parse(tag: &str) -> ParsedTag {
+    let mut findings = Vec::new();
+    let done = |route, findings| ParsedTag {
+        tag: tag.to_string(),
+        grammar: Grammar::Hind,
+        route,
+        findings,
+    };
+
+    let (scheme, rest) = match tag.strip_prefix("https://") {
+        Some(rest) => (Scheme::Https, rest),
+        None => (Scheme::Http, tag.strip_prefix("http://").unwrap_or(tag)),
+    };
+    if scheme == Scheme::Http {
+        findings.push(Finding::new(
+            tag,
+            "http://",
+            "HinD's template serves only `https://` tags (plain-HTTP sites were dropped in HinD 1e89321); not converted, so the migration exposes nothing HinD does not",
+        ));
+        return done(None, findings);
+    }
+    let (authority, path) = match rest.find('/') {
+        Some(i) => (&rest[..i], &rest[i..]),
+        None => (rest, ""),
+    };
+    let (host, port) = match authority.rsplit_once(':') {
+        Some((h, p)) if !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()) => (h, Some(p)),
+        _ => (authority, None),
+    };
+    let mut alt_port = None;
+    if let Some(p) = port {
+        match p.parse::<u16>() {
+            Ok(443) => {}
+            Ok(n) => {
+                alt_port = Some(n);
+                findings.push(Finding::new(
+                    tag,
+                    format!("port :{p}"),
+                    format!(
+                        "Caddy served this site on its own TLS listener :{p}; converted onto the websecure entry point (add an entry point on :{p} if clients keep using the port)"
+                    ),
+                ));
+            }
+            Err(_) => {
+                findings.push(Finding::new(
+                    tag,
+                    "host",
+                    format!("port {p:?} is out of range"),
+                ));
+                return done(None, findings);
+            }
+        }
+    }
+    let host = host.to_lowercase();
+    let host = if host.is_empty() {
+        None
+    } else {
+        match host_kind(&host, Grammar::Hind) {
+            Ok(kind) => Some(HostPattern { text: host, kind }),
+            Err(why) => {
+                findings.push(Finding::new(tag, "host", why));
+                return done(None, findings);
+            }
+        }
+    };
+    // A Caddy path matcher is exact unless it ends in `*`, which makes it a prefix.
+    let path = match path {
+        "" | "/" | "/*" => PathMatch::Prefix("/".into()),
+        p => match p.strip_suffix('*') {
+            Some(prefix) => PathMatch::Prefix(prefix.to_string()),
+            None => PathMatch::Exact(p.to_string()),
+        },
+    };
+    if path.as_str().contains('*') {
+        findings.push(Finding::new(
+            tag,
+            "path",
+            "only a trailing `*` can be converted",
+        ));
+        return done(None, findings);
+    }
+    if let Some(why) = path_problem(path.as_str()) {
+        findings.push(Finding::new(tag, "path", why));
+        return done(None, findings);
+    }
+    let mut route = HttpRoute::new(host, path, scheme);
+    route.alt_port = alt_port;
+    done(Some(Route::Http(route)), findings)
+}

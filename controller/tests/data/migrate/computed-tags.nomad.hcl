@@ -1,0 +1,8 @@
+job "computed" {
+  group "g" {
+    service {
+      name = "computed"
+      tags = [for HOST in var.HOSTNAMES : "https://${HOST}"]
+    }
+  }
+}
