@@ -404,6 +404,7 @@ async fn failed_transaction_is_409_with_errors_and_writes_nothing() {
         {"KV": {"Verb": "cas", "Key": "app/status", "Value": "bmV3", "Index": idx}},
         {"KV": {"Verb": "get", "Key": "app/other"}},
         {"KV": {"Verb": "delete", "Key": "app/nothing"}},
+        {"KV": {"Verb": "get-or-empty", "Key": "app/nothing"}},
     ]);
     let (s, body) = api.json("PUT", "/v1/txn", Some(ops)).await;
     assert_eq!(s, StatusCode::OK, "{body}");

@@ -272,7 +272,12 @@ pub(super) async fn txn(State(st): State<ConsulState>, q: Q, body: Body) -> Resp
     let read_only = ops.iter().all(|o| {
         matches!(
             o.verb.as_str(),
-            "get" | "get-tree" | "check-index" | "check-session" | "check-not-exists"
+            "get"
+                | "get-or-empty"
+                | "get-tree"
+                | "check-index"
+                | "check-session"
+                | "check-not-exists"
         )
     });
     let headers = if read_only {

@@ -705,6 +705,7 @@ impl Store {
                 Some(e) => Ok((vec![e.clone()], false)),
                 None => Err(format!("key {key:?} doesn't exist")),
             },
+            "get-or-empty" => Ok((self.kv.get(key).cloned().into_iter().collect(), false)),
             "get-tree" => Ok((self.kv_list(key), false)),
             "check-index" => match self.kv.get(key) {
                 None => Err(format!("failed to check index, key {key:?} doesn't exist")),
