@@ -1452,6 +1452,19 @@ mod tests {
     }
 
     #[test]
+    fn ttl_session_expires_only_after_twice_its_ttl_and_renew_resets_the_timer() {
+        let mut s = Store::seeded();
+        let now = Instant::now();
+        let spec = SessionSpec { ttl: Some("10s".into()), ..SessionSpec::default() };
+        let id = s.session_create(spec, now).unwrap();
+        assert!(s.expired_sessions(now + Duration::from_secs(19)).is_empty(), "Consul grants up to 2x TTL");
+        assert_eq!(s.expired_sessions(now + Duration::from_secs(20)), vec![id.clone()]);
+        assert!(s.session_renew(&id, now + Duration::from_secs(15)).is_some());
+        assert!(s.expired_sessions(now + Duration::from_secs(34)).is_empty());
+        assert_eq!(s.expired_sessions(now + Duration::from_secs(35)), vec![id]);
+    }
+
+    #[test]
     fn keys_with_separator_fold_subdirectories() {
         let mut s = Store::default();
         for k in ["web/bar", "web/foo", "web/subdir/a", "web/subdir/b"] {
