@@ -12,7 +12,7 @@ use crate::probe::HttpProbe;
 use crate::reconcile::{self, Operator};
 use crate::spec;
 use crate::telemetry::{self, LogFormat};
-use crate::transport::{ClientConfig, ConsulFlags, NomadFlags};
+use crate::transport::{ClientConfig, ConsulFlags};
 
 /// Arguments of `proxy-operator run`.
 #[derive(Debug, clap::Args)]
@@ -44,9 +44,10 @@ pub struct Args {
     #[arg(long)]
     proxy_api: Option<String>,
     #[command(flatten)]
-    consul: ConsulFlags,
-    #[command(flatten)]
-    nomad: NomadFlags,
+    consul: Box<ConsulFlags>,
+    // Nomad is configured through NOMAD_ADDR, NOMAD_TOKEN, ... only for now: `NomadFlags` and
+    // `ConsulFlags` share clap argument ids (`addr`, `token_file`, ...), so both cannot be
+    // flattened into one command until the ids are made unique in `transport::config`.
 }
 
 /// Runs the command until SIGINT or SIGTERM.
@@ -56,13 +57,10 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let mut consul_config = ClientConfig::consul_from_env(env)
         .context("failed to read the Consul settings from the environment")?;
     consul_config
-        .apply(args.consul.into())
+        .apply((*args.consul).into())
         .context("failed to apply the Consul flags")?;
-    let mut nomad_config = ClientConfig::nomad_from_env(env)
+    let nomad_config = ClientConfig::nomad_from_env(env)
         .context("failed to read the Nomad settings from the environment")?;
-    nomad_config
-        .apply(args.nomad.into())
-        .context("failed to apply the Nomad flags")?;
     let consul = ConsulClient::new(&consul_config).context("failed to build the Consul client")?;
     let nomad = NomadClient::new(&nomad_config).context("failed to build the Nomad client")?;
     let probe = HttpProbe::new().context("failed to build the probe client")?;
@@ -127,4 +125,14 @@ async fn shutdown_signal() {
         let _ = tokio::signal::ctrl_c().await;
     }
     info!("shutdown requested");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_run_command_line_is_well_formed() {
+        <Args as clap::Args>::augment_args(clap::Command::new("run")).debug_assert();
+    }
 }
