@@ -12,7 +12,7 @@ use crate::probe::HttpProbe;
 use crate::reconcile::{self, Operator};
 use crate::spec;
 use crate::telemetry::{self, LogFormat};
-use crate::transport::{ClientConfig, ConsulFlags};
+use crate::transport::{ClientConfig, ConsulFlags, NomadFlags};
 
 /// Arguments of `proxy-operator run`.
 #[derive(Debug, clap::Args)]
@@ -45,9 +45,8 @@ pub struct Args {
     proxy_api: Option<String>,
     #[command(flatten)]
     consul: Box<ConsulFlags>,
-    // Nomad is configured through NOMAD_ADDR, NOMAD_TOKEN, ... only for now: `NomadFlags` and
-    // `ConsulFlags` share clap argument ids (`addr`, `token_file`, ...), so both cannot be
-    // flattened into one command until the ids are made unique in `transport::config`.
+    #[command(flatten)]
+    nomad: Box<NomadFlags>,
 }
 
 /// Runs the command until SIGINT or SIGTERM.
@@ -59,8 +58,11 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     consul_config
         .apply((*args.consul).into())
         .context("failed to apply the Consul flags")?;
-    let nomad_config = ClientConfig::nomad_from_env(env)
+    let mut nomad_config = ClientConfig::nomad_from_env(env)
         .context("failed to read the Nomad settings from the environment")?;
+    nomad_config
+        .apply((*args.nomad).into())
+        .context("failed to apply the Nomad flags")?;
     let consul = ConsulClient::new(&consul_config).context("failed to build the Consul client")?;
     let nomad = NomadClient::new(&nomad_config).context("failed to build the Nomad client")?;
     let probe = HttpProbe::new().context("failed to build the probe client")?;
