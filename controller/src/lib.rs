@@ -8,6 +8,7 @@
 
 pub mod cli;
 pub mod consul;
+pub mod dev;
 pub mod migrate;
 pub mod nomad;
 pub mod plan;

@@ -1,1 +1,316 @@
-//! Pure planning: desired vs observed vs last status becomes a `Plan`.
+//! Pure planning: the desired state (a validated spec and what it renders to), the observed
+//! state (the proxy job and our KV subtree) and the last status become one [`Plan`].
+//!
+//! Drift is judged on digests only: the `proxy-operator/spec-digest` Meta of the job and a
+//! digest of our KV subtree. Raw job JSON is never compared, because Nomad fills it with
+//! defaults and every comparison would report drift.
+//!
+//! # Decisions
+//! - `paused` beats everything: a paused spec changes nothing, not even to fix drift.
+//! - A job without our owner Meta (or with another owner's) is never touched: `Stalled`.
+//! - A digest that failed its gate is not planned again until the document (its digest) or its
+//!   `retryNonce` changes, so a broken edit cannot become a retry storm.
+//! - KV is written before the job: the job's entry points reference the KV middlewares.
+//! - Only the KV entries that differ are written, so a one-header edit is a one-key txn.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use crate::render::{META_OWNER, META_SPEC_DIGEST, Rendered, digest_kv};
+use crate::rollout::{Change, Gate, JobChange, KvChange};
+use crate::spec::status::ProxyStatus;
+use crate::spec::{DriftPolicy, ProxyKind, ValidatedSpec};
+
+/// The name of the provider Traefik's Consul KV provider registers its entries under.
+pub const KV_PROVIDER: &str = "consul";
+
+/// What the operator wants.
+#[derive(Debug, Clone, Copy)]
+pub struct Desired<'a> {
+    /// The validated document.
+    pub spec: &'a ValidatedSpec,
+    /// What it renders to.
+    pub rendered: &'a Rendered,
+    /// Our `proxy-operator/owner` Meta value.
+    pub owner: &'a str,
+    /// Traefik's KV root with a trailing slash (`<prefix>/traefik/`).
+    pub kv_root: &'a str,
+}
+
+/// The proxy job as Nomad returned it (only what planning needs).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ObservedJob {
+    /// Current version.
+    pub version: u64,
+    /// `JobModifyIndex`, the `EnforceIndex` of the next register.
+    pub modify_index: u64,
+    /// The job's `Meta`.
+    pub meta: BTreeMap<String, String>,
+    /// `Stop` is set.
+    pub stopped: bool,
+}
+
+impl ObservedJob {
+    /// The spec digest stamped in Meta.
+    #[must_use]
+    pub fn spec_digest(&self) -> Option<&str> {
+        self.meta.get(META_SPEC_DIGEST).map(String::as_str)
+    }
+}
+
+/// What runs.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Observed {
+    /// The proxy job, if it exists.
+    pub job: Option<ObservedJob>,
+    /// Every entry under `<prefix>/traefik/`.
+    pub kv: Vec<(String, String)>,
+}
+
+/// Why nothing is applied although something differs (or might).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HoldReason {
+    /// `spec.paused` is true.
+    Paused,
+    /// This digest failed its gate and neither it nor `retryNonce` changed since.
+    FailedDigest {
+        /// The digest.
+        digest: String,
+    },
+    /// The running state drifted from an applied spec and `driftPolicy` is `warn`.
+    Drift {
+        /// What drifted (`job`, `kv`, or both).
+        what: String,
+    },
+}
+
+impl std::fmt::Display for HoldReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            HoldReason::Paused => f.write_str("spec.paused is true; nothing is changed"),
+            HoldReason::FailedDigest { digest } => write!(
+                f,
+                "spec {} failed its health gate; not retried until the document or retryNonce changes",
+                short(digest)
+            ),
+            HoldReason::Drift { what } => write!(
+                f,
+                "the running {what} drifted from the applied spec; driftPolicy is warn, so it is reported, not corrected"
+            ),
+        }
+    }
+}
+
+/// The decision of one pass.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Plan {
+    /// Everything matches: zero writes.
+    Noop,
+    /// Roll this change out (KV, job, or both; see [`Plan::kind`]).
+    Apply(Box<Change>),
+    /// Something might differ, but it must not be applied.
+    Hold(HoldReason),
+    /// The job is not ours; it is never touched.
+    Stalled {
+        /// Why.
+        reason: String,
+    },
+}
+
+impl Plan {
+    /// `noop`, `policy`, `job`, `policy+job`, `hold`, `stalled`: for logs and spans.
+    #[must_use]
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Plan::Noop => "noop",
+            Plan::Apply(change) => change.kind(),
+            Plan::Hold(_) => "hold",
+            Plan::Stalled { .. } => "stalled",
+        }
+    }
+}
+
+/// Decides what to do. Pure.
+#[must_use]
+pub fn plan(desired: &Desired<'_>, observed: &Observed, status: &ProxyStatus) -> Plan {
+    let spec = desired.spec;
+    if spec.paused() {
+        return Plan::Hold(HoldReason::Paused);
+    }
+    if let Some(job) = &observed.job {
+        match job.meta.get(META_OWNER) {
+            Some(owner) if owner == desired.owner => {}
+            Some(other) => {
+                return Plan::Stalled {
+                    reason: format!(
+                        "job {:?} is owned by {other:?} ({META_OWNER} Meta), not by {:?}; it is left untouched",
+                        job_id(desired),
+                        desired.owner
+                    ),
+                };
+            }
+            None => {
+                return Plan::Stalled {
+                    reason: format!(
+                        "job {:?} exists without the {META_OWNER} Meta; it is never adopted silently. \
+                         Stop it, or add Meta {META_OWNER}={:?} to hand it over",
+                        job_id(desired),
+                        desired.owner
+                    ),
+                };
+            }
+        }
+    }
+    let digest = spec.digest();
+    if status.failed_digest.as_deref() == Some(digest)
+        && status.failed_retry_nonce.as_deref() == spec.retry_nonce()
+    {
+        return Plan::Hold(HoldReason::FailedDigest {
+            digest: digest.to_owned(),
+        });
+    }
+
+    let job_differs = match &observed.job {
+        None => true,
+        Some(job) => job.stopped || job.spec_digest() != Some(desired.rendered.job_digest.as_str()),
+    };
+    let ours: Vec<(String, String)> = observed
+        .kv
+        .iter()
+        .filter(|(k, _)| k.starts_with(desired.kv_root))
+        .cloned()
+        .collect();
+    let kv_differs = digest_kv(&ours) != desired.rendered.kv_digest;
+    if !job_differs && !kv_differs {
+        return Plan::Noop;
+    }
+    // The same spec was applied and passed its gate: whatever differs now was changed by
+    // someone else.
+    let drifted = status.last_applied_digest.as_deref() == Some(digest);
+    if drifted && spec.drift_policy() == DriftPolicy::Warn {
+        let what = match (job_differs, kv_differs) {
+            (true, true) => "job and KV policy",
+            (true, false) => "job",
+            _ => "KV policy",
+        };
+        return Plan::Hold(HoldReason::Drift {
+            what: what.to_owned(),
+        });
+    }
+
+    let kv = kv_differs.then(|| kv_change(&desired.rendered.traefik_kv, &ours));
+    let job = job_differs.then(|| JobChange {
+        job_id: job_id(desired).to_owned(),
+        job: desired.rendered.job.clone(),
+        job_digest: desired.rendered.job_digest.clone(),
+        enforce_index: observed.job.as_ref().map_or(0, |j| j.modify_index),
+        rollback_to: rollback_target(observed, status),
+    });
+    Plan::Apply(Box::new(Change {
+        digest: digest.to_owned(),
+        kv,
+        job,
+        gate: gate(desired),
+    }))
+}
+
+/// The job ID the rendered job registers as.
+#[must_use]
+pub fn job_id<'a>(desired: &Desired<'a>) -> &'a str {
+    desired
+        .rendered
+        .job
+        .get("ID")
+        .and_then(serde_json::Value::as_str)
+        .unwrap_or(desired.spec.job().id.as_str())
+}
+
+/// Where a failed job change goes back to: the version that last passed the gate, else the
+/// version running now (ours, by the owner check), unless it is stopped.
+fn rollback_target(observed: &Observed, status: &ProxyStatus) -> Option<u64> {
+    if status.last_applied_digest.is_some()
+        && let Some(v) = status.job_version
+    {
+        return Some(v);
+    }
+    observed
+        .job
+        .as_ref()
+        .filter(|j| !j.stopped)
+        .map(|j| j.version)
+}
+
+/// Only the entries that differ, and what they were.
+fn kv_change(desired: &[(String, String)], observed: &[(String, String)]) -> KvChange {
+    let before: BTreeMap<&str, &str> = observed
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    let wanted: BTreeSet<&str> = desired.iter().map(|(k, _)| k.as_str()).collect();
+    let set: Vec<(String, String)> = desired
+        .iter()
+        .filter(|(k, v)| before.get(k.as_str()) != Some(&v.as_str()))
+        .cloned()
+        .collect();
+    let delete: Vec<String> = before
+        .keys()
+        .filter(|k| !wanted.contains(*k))
+        .map(|k| (*k).to_owned())
+        .collect();
+    let previous = set
+        .iter()
+        .map(|(k, _)| k.as_str())
+        .chain(delete.iter().map(String::as_str))
+        .filter_map(|k| before.get(k).map(|v| (k.to_owned(), (*v).to_owned())))
+        .collect();
+    KvChange {
+        set,
+        delete,
+        previous,
+    }
+}
+
+/// The gate from the spec's rollout settings. Route probes are sent by the loop, which knows
+/// the entry point addresses.
+fn gate(desired: &Desired<'_>) -> Gate {
+    let rollout = desired.spec.rollout();
+    let traefik = desired.spec.proxy() == ProxyKind::Traefik;
+    Gate {
+        healthy_deadline: rollout.healthy_deadline,
+        min_healthy_time: rollout.min_healthy_time,
+        on_failure: rollout.on_failure,
+        check_ping: traefik,
+        expected_entries: if traefik {
+            expected_entries(&desired.rendered.traefik_kv, desired.kv_root)
+        } else {
+            Vec::new()
+        },
+    }
+}
+
+/// `<root>http/middlewares/<name>/…` → `<name>@consul` (routers likewise): what `/api/rawdata`
+/// must list enabled once Traefik loaded our tree.
+#[must_use]
+pub fn expected_entries(kv: &[(String, String)], kv_root: &str) -> Vec<String> {
+    let mut names = BTreeSet::new();
+    for (key, _) in kv {
+        let Some(rest) = key.strip_prefix(kv_root) else {
+            continue;
+        };
+        let mut parts = rest.split('/');
+        if let (Some("http"), Some("routers" | "middlewares"), Some(name)) =
+            (parts.next(), parts.next(), parts.next())
+            && !name.is_empty()
+        {
+            names.insert(format!("{name}@{KV_PROVIDER}"));
+        }
+    }
+    names.into_iter().collect()
+}
+
+fn short(digest: &str) -> &str {
+    digest.get(..12).unwrap_or(digest)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::panic)] // tests fail loudly
+mod tests;

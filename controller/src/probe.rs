@@ -1,1 +1,500 @@
-//! Proxy health: Traefik `/ping` and `/api/rawdata`, Caddy admin, route probes.
+//! Proxy health as the gate sees it: Traefik `/ping`, the parsed `/api/rawdata`, and user route
+//! probes sent through the proxy's entry point (TRAEFIK.md §1, §5).
+//!
+//! [`ProxyProbe`] is the seam: [`HttpProbe`] talks to a real proxy with short timeouts (a probe
+//! that hangs would stall the whole loop), [`fake::FakeProbe`] answers from memory for tests.
+
+use std::future::Future;
+use std::time::Duration;
+
+use serde_json::Value;
+
+/// Connect timeout of every probe request: the proxy is near, a slow connect means it is down.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
+/// Whole-request timeout of every probe request.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Errors of the probe.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The proxy did not answer (refused, timeout, reset).
+    #[error("failed to reach the proxy at {url}: {source}")]
+    Request {
+        /// What was requested.
+        url: String,
+        /// The cause.
+        #[source]
+        source: reqwest::Error,
+    },
+    /// The proxy answered with something else than expected.
+    #[error("failed to read {url}: HTTP {status}")]
+    Status {
+        /// What was requested.
+        url: String,
+        /// The status it returned.
+        status: u16,
+    },
+    /// `/api/rawdata` was not the JSON Traefik documents.
+    #[error("failed to parse /api/rawdata: {0}")]
+    Parse(#[source] serde_json::Error),
+    /// A probe target could not be turned into a URL.
+    #[error("failed to build the probe URL {0:?}")]
+    Url(String),
+    /// The HTTP client could not be built.
+    #[error("failed to build the HTTP client: {0}")]
+    Client(#[source] reqwest::Error),
+}
+
+/// Result alias of this module.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Kind of a `/api/rawdata` entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EntryKind {
+    /// An HTTP router.
+    Router,
+    /// An HTTP middleware.
+    Middleware,
+    /// An HTTP service.
+    Service,
+}
+
+impl EntryKind {
+    /// Lower-case name for messages.
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EntryKind::Router => "router",
+            EntryKind::Middleware => "middleware",
+            EntryKind::Service => "service",
+        }
+    }
+}
+
+/// Traefik's verdict on one entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EntryStatus {
+    /// `enabled`.
+    Enabled,
+    /// `warning` (works, with a complaint).
+    Warning,
+    /// `disabled`: Traefik refused it (unknown middleware, bad value) and it answers 404.
+    Disabled,
+}
+
+/// One router, middleware or service from `/api/rawdata`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RawEntry {
+    /// Full name, `<name>@<provider>`.
+    pub name: String,
+    /// What it is.
+    pub kind: EntryKind,
+    /// Traefik's status.
+    pub status: EntryStatus,
+    /// Traefik's error texts (`error: [...]`).
+    pub errors: Vec<String>,
+    /// For routers: the middlewares it uses, as qualified names (`name@provider`).
+    pub middlewares: Vec<String>,
+}
+
+/// Parses the body of `GET /api/rawdata` (HTTP routers, middlewares and services).
+///
+/// # Errors
+/// [`Error::Parse`] when the body is not a JSON object.
+pub fn parse_rawdata(body: &[u8]) -> Result<Vec<RawEntry>> {
+    let doc: Value = serde_json::from_slice(body).map_err(Error::Parse)?;
+    let mut entries = Vec::new();
+    for (section, kind) in [
+        ("routers", EntryKind::Router),
+        ("middlewares", EntryKind::Middleware),
+        ("services", EntryKind::Service),
+    ] {
+        let Some(map) = doc.get(section).and_then(Value::as_object) else {
+            continue;
+        };
+        for (name, entry) in map {
+            let status = match entry.get("status").and_then(Value::as_str) {
+                Some("disabled") => EntryStatus::Disabled,
+                Some("warning") => EntryStatus::Warning,
+                _ => EntryStatus::Enabled,
+            };
+            let errors = strings(entry.get("error"));
+            // Router middleware names without `@` live in the router's own provider.
+            let provider = name.rsplit_once('@').map(|(_, p)| p);
+            let middlewares = strings(entry.get("middlewares"))
+                .into_iter()
+                .map(|m| match (m.contains('@'), provider) {
+                    (false, Some(p)) => format!("{m}@{p}"),
+                    _ => m,
+                })
+                .collect();
+            entries.push(RawEntry {
+                name: name.clone(),
+                kind,
+                status,
+                errors,
+                middlewares,
+            });
+        }
+    }
+    Ok(entries)
+}
+
+fn strings(v: Option<&Value>) -> Vec<String> {
+    match v {
+        Some(Value::Array(items)) => items
+            .iter()
+            .filter_map(Value::as_str)
+            .map(str::to_owned)
+            .collect(),
+        Some(Value::String(s)) => vec![s.clone()],
+        _ => Vec::new(),
+    }
+}
+
+/// A user route probe: a request through the proxy's entry point.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouteProbe {
+    /// The entry point address, `host:port`.
+    pub address: String,
+    /// The `Host` header.
+    pub host: String,
+    /// The path, starting with `/`.
+    pub path: String,
+    /// The status that counts as success.
+    pub expect_status: u16,
+}
+
+impl RouteProbe {
+    /// `host` + `path`, for messages.
+    #[must_use]
+    pub fn name(&self) -> String {
+        format!("{}{}", self.host, self.path)
+    }
+}
+
+/// Reads the proxy's health. `api` is the base URL of the proxy's API / ping entry point
+/// (`http://127.0.0.1:8080`).
+pub trait ProxyProbe: Send + Sync + 'static {
+    /// Whether `GET <api>/ping` answers 200.
+    fn ping(&self, api: &str) -> impl Future<Output = Result<bool>> + Send;
+    /// `GET <api>/api/rawdata`, parsed.
+    fn rawdata(&self, api: &str) -> impl Future<Output = Result<Vec<RawEntry>>> + Send;
+    /// Sends the probe and returns the status code that came back.
+    fn route(&self, probe: &RouteProbe) -> impl Future<Output = Result<u16>> + Send;
+}
+
+/// The real probe over HTTP with short timeouts. Redirects are not followed: a probe expecting a
+/// 301 from the HTTP→HTTPS redirect must see it.
+#[derive(Debug, Clone)]
+pub struct HttpProbe {
+    client: reqwest::Client,
+}
+
+impl HttpProbe {
+    /// Builds the client. The process must have installed a rustls crypto provider.
+    ///
+    /// # Errors
+    /// [`Error::Client`] when reqwest cannot build the client.
+    pub fn new() -> Result<Self> {
+        let client = reqwest::Client::builder()
+            .connect_timeout(CONNECT_TIMEOUT)
+            .timeout(REQUEST_TIMEOUT)
+            .redirect(reqwest::redirect::Policy::none())
+            .no_proxy()
+            .build()
+            .map_err(Error::Client)?;
+        Ok(Self { client })
+    }
+
+    async fn get(&self, url: String) -> Result<reqwest::Response> {
+        self.client
+            .get(&url)
+            .send()
+            .await
+            .map_err(|source| Error::Request { url, source })
+    }
+}
+
+impl ProxyProbe for HttpProbe {
+    async fn ping(&self, api: &str) -> Result<bool> {
+        let url = format!("{}/ping", api.trim_end_matches('/'));
+        Ok(self.get(url).await?.status().as_u16() == 200)
+    }
+
+    async fn rawdata(&self, api: &str) -> Result<Vec<RawEntry>> {
+        let url = format!("{}/api/rawdata", api.trim_end_matches('/'));
+        let response = self.get(url.clone()).await?;
+        let status = response.status().as_u16();
+        if status != 200 {
+            return Err(Error::Status { url, status });
+        }
+        let body = response
+            .bytes()
+            .await
+            .map_err(|source| Error::Request { url, source })?;
+        parse_rawdata(&body)
+    }
+
+    async fn route(&self, probe: &RouteProbe) -> Result<u16> {
+        if !probe.path.starts_with('/') || probe.address.contains('/') {
+            return Err(Error::Url(format!("{}{}", probe.address, probe.path)));
+        }
+        let url = format!("http://{}{}", probe.address, probe.path);
+        let response = self
+            .client
+            .get(&url)
+            .header(reqwest::header::HOST, &probe.host)
+            .send()
+            .await
+            .map_err(|source| Error::Request { url, source })?;
+        Ok(response.status().as_u16())
+    }
+}
+
+pub mod fake {
+    //! An in-memory [`ProxyProbe`] whose answers tests set.
+
+    use std::collections::BTreeMap;
+    use std::sync::{Arc, Mutex, PoisonError};
+
+    use super::{EntryKind, EntryStatus, ProxyProbe, RawEntry, Result, RouteProbe};
+
+    #[derive(Debug, Default)]
+    struct State {
+        ping_ok: bool,
+        unreachable: bool,
+        rawdata: Vec<RawEntry>,
+        routes: BTreeMap<String, u16>,
+        calls: usize,
+    }
+
+    /// A probe answering from memory. Clones share state, so a test keeps one handle and gives
+    /// the operator another.
+    #[derive(Debug, Clone, Default)]
+    pub struct FakeProbe {
+        state: Arc<Mutex<State>>,
+    }
+
+    impl FakeProbe {
+        /// A healthy proxy: `/ping` 200, empty rawdata, every route answers 200.
+        #[must_use]
+        pub fn healthy() -> Self {
+            let probe = Self::default();
+            probe.with(|s| s.ping_ok = true);
+            probe
+        }
+
+        fn with<T>(&self, f: impl FnOnce(&mut State) -> T) -> T {
+            let mut guard = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+            f(&mut guard)
+        }
+
+        /// Sets whether `/ping` answers 200.
+        pub fn set_ping(&self, ok: bool) {
+            self.with(|s| s.ping_ok = ok);
+        }
+
+        /// Makes every call fail as if the proxy were unreachable (or not).
+        pub fn set_unreachable(&self, unreachable: bool) {
+            self.with(|s| s.unreachable = unreachable);
+        }
+
+        /// Replaces the rawdata entries.
+        pub fn set_rawdata(&self, entries: Vec<RawEntry>) {
+            self.with(|s| s.rawdata = entries);
+        }
+
+        /// Marks every named entry enabled (middlewares when the name has no kind hint).
+        pub fn set_enabled(&self, names: &[String]) {
+            let entries = names
+                .iter()
+                .map(|n| RawEntry {
+                    name: n.clone(),
+                    kind: EntryKind::Middleware,
+                    status: EntryStatus::Enabled,
+                    errors: Vec::new(),
+                    middlewares: Vec::new(),
+                })
+                .collect();
+            self.set_rawdata(entries);
+        }
+
+        /// Sets the status a route probe for `host` gets (default 200).
+        pub fn set_route(&self, host: &str, status: u16) {
+            self.with(|s| s.routes.insert(host.to_owned(), status));
+        }
+
+        /// How many calls the operator made.
+        #[must_use]
+        pub fn calls(&self) -> usize {
+            self.with(|s| s.calls)
+        }
+
+        fn call(&self) -> Result<()> {
+            self.with(|s| {
+                s.calls += 1;
+                if s.unreachable {
+                    Err(super::Error::Url("fake proxy unreachable".into()))
+                } else {
+                    Ok(())
+                }
+            })
+        }
+    }
+
+    impl ProxyProbe for FakeProbe {
+        async fn ping(&self, _api: &str) -> Result<bool> {
+            self.call()?;
+            Ok(self.with(|s| s.ping_ok))
+        }
+
+        async fn rawdata(&self, _api: &str) -> Result<Vec<RawEntry>> {
+            self.call()?;
+            Ok(self.with(|s| s.rawdata.clone()))
+        }
+
+        async fn route(&self, probe: &RouteProbe) -> Result<u16> {
+            self.call()?;
+            Ok(self.with(|s| s.routes.get(&probe.host).copied().unwrap_or(200)))
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::panic)] // tests fail loudly
+mod tests {
+    use super::*;
+
+    /// Shaped like Traefik 3.7's answer after an invalid CIDR was written to the KV tree
+    /// (TRAEFIK.md §5 and Consul KV note D): the middleware and the router using it are disabled.
+    const RAWDATA: &str = r#"{
+      "routers": {
+        "demo@consulcatalog": {
+          "entryPoints": ["web"], "middlewares": ["allow@consul", "hdrs"], "service": "demo",
+          "rule": "Host(`demo.localhost`)", "priority": 27, "observability": {},
+          "status": "disabled",
+          "error": ["cannot parse CIDRs [10.0.0.300/8]: invalid CIDR address: 10.0.0.300/8"],
+          "using": ["web"]
+        },
+        "dashboard@internal": {
+          "entryPoints": ["traefik"], "service": "dashboard@internal",
+          "rule": "PathPrefix(`/`)", "priority": 1, "status": "enabled", "using": ["traefik"]
+        }
+      },
+      "middlewares": {
+        "allow@consul": {
+          "ipAllowList": {"sourceRange": ["10.0.0.300/8"]},
+          "status": "disabled",
+          "error": ["cannot parse CIDRs [10.0.0.300/8]: invalid CIDR address: 10.0.0.300/8"],
+          "usedBy": ["demo@consulcatalog"]
+        },
+        "security-headers@consul": {
+          "headers": {"frameDeny": true}, "status": "enabled", "usedBy": []
+        }
+      },
+      "services": {
+        "demo@consulcatalog": {
+          "loadBalancer": {"servers": [{"url": "http://127.0.0.1:18082"}], "strategy": "wrr",
+                           "passHostHeader": true, "responseForwarding": {}},
+          "status": "enabled", "usedBy": ["demo@consulcatalog"],
+          "serverStatus": {"http://127.0.0.1:18082": "UP"}
+        }
+      }
+    }"#;
+
+    fn entry<'a>(entries: &'a [RawEntry], name: &str) -> &'a RawEntry {
+        entries.iter().find(|e| e.name == name).unwrap()
+    }
+
+    #[test]
+    fn rawdata_parser_reads_every_router_middleware_and_service() {
+        let entries = parse_rawdata(RAWDATA.as_bytes()).unwrap();
+        assert_eq!(entries.len(), 5);
+        assert_eq!(
+            entry(&entries, "demo@consulcatalog").kind,
+            EntryKind::Router
+        );
+        assert_eq!(entry(&entries, "allow@consul").kind, EntryKind::Middleware);
+        assert_eq!(
+            entries
+                .iter()
+                .filter(|e| e.kind == EntryKind::Service)
+                .count(),
+            1
+        );
+    }
+
+    #[test]
+    fn rawdata_parser_keeps_disabled_status_and_error_texts() {
+        let entries = parse_rawdata(RAWDATA.as_bytes()).unwrap();
+        let mw = entry(&entries, "allow@consul");
+        assert_eq!(mw.status, EntryStatus::Disabled);
+        assert!(mw.errors[0].contains("cannot parse CIDRs"));
+        assert_eq!(
+            entry(&entries, "security-headers@consul").status,
+            EntryStatus::Enabled
+        );
+        assert_eq!(
+            entry(&entries, "dashboard@internal").errors,
+            Vec::<String>::new()
+        );
+    }
+
+    #[test]
+    fn rawdata_parser_qualifies_router_middlewares_with_the_routers_provider() {
+        let entries = parse_rawdata(RAWDATA.as_bytes()).unwrap();
+        assert_eq!(
+            entry(&entries, "demo@consulcatalog").middlewares,
+            vec!["allow@consul".to_owned(), "hdrs@consulcatalog".to_owned()]
+        );
+    }
+
+    #[test]
+    fn rawdata_parser_accepts_an_empty_config_and_rejects_non_json() {
+        assert!(parse_rawdata(b"{}").unwrap().is_empty());
+        assert!(matches!(parse_rawdata(b"<html>"), Err(Error::Parse(_))));
+    }
+
+    #[tokio::test]
+    async fn http_probe_reports_a_refused_connection_as_an_error_naming_the_url() {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        drop(listener);
+        let probe = HttpProbe::new().unwrap();
+        let err = probe.ping(&format!("http://{addr}")).await.unwrap_err();
+        assert!(
+            err.to_string().contains(&format!("http://{addr}/ping")),
+            "{err}"
+        );
+    }
+
+    #[tokio::test]
+    async fn http_probe_sends_the_host_header_and_returns_the_status_without_following_redirects() {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let app = axum::Router::new().fallback(|headers: axum::http::HeaderMap| async move {
+            match headers.get("host").and_then(|h| h.to_str().ok()) {
+                Some("demo.localhost") => (
+                    axum::http::StatusCode::MOVED_PERMANENTLY,
+                    [("location", "https://x/")],
+                ),
+                _ => (axum::http::StatusCode::NOT_FOUND, [("location", "")]),
+            }
+        });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = tokio::spawn(async move { axum::serve(listener, app).await });
+        let probe = HttpProbe::new().unwrap();
+        let mut route = RouteProbe {
+            address: addr.to_string(),
+            host: "demo.localhost".into(),
+            path: "/".into(),
+            expect_status: 301,
+        };
+        assert_eq!(probe.route(&route).await.unwrap(), 301);
+        route.host = "other.localhost".into();
+        assert_eq!(probe.route(&route).await.unwrap(), 404);
+        server.abort();
+    }
+}

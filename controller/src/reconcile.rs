@@ -1,1 +1,1104 @@
-//! The reconcile loop: watch, observe, plan, roll out, report.
+//! The reconcile loop: watch `<prefix>/config`, observe, plan, roll out, report (DESIGN §3–§5).
+//!
+//! ```no_run
+//! # async fn demo(consul: proxy_operator::consul::ConsulClient, nomad: proxy_operator::nomad::NomadClient)
+//! # -> Result<(), Box<dyn std::error::Error>> {
+//! use proxy_operator::probe::HttpProbe;
+//! use proxy_operator::reconcile::{Config, Operator};
+//!
+//! let operator = Operator::new(Config::new("proxy-operator"), consul, nomad, HttpProbe::new()?);
+//! operator.run(async { let _ = tokio::signal::ctrl_c().await; }).await;
+//! # Ok(()) }
+//! ```
+//!
+//! # Expected flow of one pass ([`Operator::reconcile`])
+//! 1. Read the config key. Absent, empty or unreadable: report and change nothing.
+//! 2. Parse and validate. Invalid: status `Invalid` with every error; nothing else is written.
+//! 3. Render (resolving basic-auth users by reference).
+//! 4. At rest: read the job and our KV subtree, [`plan`](crate::plan::plan) and, for an
+//!    `Apply`, start a rollout. In flight: read the gate signals (job, deployment, allocations,
+//!    `/ping`, `/api/rawdata`, route probes) and [`step`](crate::rollout::step) the machine.
+//! 5. Carry out the machine's effects through the client traits.
+//! 6. Build the next status and write it with CAS, only when it says something new.
+//!
+//! # Guarantees
+//! - Never act on nothing: a missing document or a failed observation writes nothing to Nomad
+//!   or the proxy's KV tree; observation errors back off and the last good state stays.
+//! - A job without our owner Meta is never touched.
+//! - An unchanged digest is a pass with zero writes.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use tokio::time::Instant;
+use tracing::{Instrument, debug, info, info_span, warn};
+
+use crate::consul::{self, ConsulApi, TxnOp};
+use crate::nomad::{self, NomadApi};
+use crate::plan::{self, Desired, HoldReason, Observed, ObservedJob, Plan};
+use crate::probe::{ProxyProbe, RouteProbe};
+use crate::render::{self, META_SPEC_DIGEST, RenderContext, Rendered};
+use crate::rollout::{
+    self, AllocObservation, ApplyError, ApplyOutcome, DeploymentObservation, DeploymentState,
+    Effect, JobObservation, Observation, Phase, ProbeOutcome, ProxyObservation,
+};
+use crate::spec::status::ProxyStatus;
+use crate::spec::{self, FieldError, ProxyKind, UsersFrom, ValidatedSpec};
+use crate::status::{self, Pass, Report};
+use crate::transport::{QueryOptions, Watch};
+
+/// Default quiet time after a config change before a pass starts, so a burst of edits is one pass.
+pub const DEFAULT_DEBOUNCE: Duration = Duration::from_millis(250);
+/// Default interval of the full resync that catches anything a watch missed.
+pub const DEFAULT_RESYNC: Duration = Duration::from_secs(300);
+/// First retry delay after an observation error.
+pub const MIN_BACKOFF: Duration = Duration::from_millis(500);
+/// Longest retry delay after repeated observation errors.
+pub const MAX_BACKOFF: Duration = Duration::from_secs(30);
+/// Consul holds a blocking query at most this long (it caps `wait` at 10 minutes).
+const MAX_WATCH_WAIT: Duration = Duration::from_secs(300);
+/// Consul transactions take at most this many operations.
+const TXN_MAX_OPS: usize = 64;
+
+/// Errors of one observation or write. Each names the step that failed.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Reading a Consul key or tree failed.
+    #[error("failed to read {what}: {source}")]
+    Consul {
+        /// What was read.
+        what: String,
+        /// The cause.
+        #[source]
+        source: consul::Error,
+    },
+    /// Reading from Nomad failed.
+    #[error("failed to read {what}: {source}")]
+    Nomad {
+        /// What was read.
+        what: String,
+        /// The cause.
+        #[source]
+        source: nomad::Error,
+    },
+    /// Basic-auth users could not be read from their reference.
+    #[error("failed to read basic-auth users from {reference}: {reason}")]
+    Secret {
+        /// The KV key or file (never its content).
+        reference: String,
+        /// Why.
+        reason: String,
+    },
+    /// Writing the status document failed.
+    #[error("failed to write the status document {key}: {source}")]
+    WriteStatus {
+        /// The status key.
+        key: String,
+        /// The cause.
+        #[source]
+        source: consul::Error,
+    },
+    /// The status document kept changing under us.
+    #[error("failed to write the status document {key}: another writer kept changing it")]
+    StatusConflict {
+        /// The status key.
+        key: String,
+    },
+}
+
+/// Result alias of this module.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    /// Whether trying again later may succeed. 401/403 are terminal (a token must change).
+    #[must_use]
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            Error::Consul { source, .. } | Error::WriteStatus { source, .. } => {
+                !source.is_forbidden()
+            }
+            Error::Nomad { source, .. } => !source.is_forbidden(),
+            Error::Secret { .. } | Error::StatusConflict { .. } => true,
+        }
+    }
+}
+
+/// Settings of the loop.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    /// KV prefix (`<prefix>/config`, `<prefix>/status`, `<prefix>/traefik/`).
+    pub prefix: String,
+    /// Value of the job's `proxy-operator/owner` Meta.
+    pub owner: String,
+    /// Quiet time after a change before a pass.
+    pub debounce: Duration,
+    /// Full resync interval.
+    pub resync: Duration,
+    /// Host the proxy's entry points and API are reached on for probes.
+    pub proxy_host: String,
+    /// Base URL of the proxy's API (`/ping`, `/api/rawdata`); derived from the spec's dashboard
+    /// address and `proxy_host` when `None`.
+    pub proxy_api: Option<String>,
+}
+
+impl Config {
+    /// Defaults for `prefix`: owner = prefix, 250 ms debounce, 5 min resync, proxy on 127.0.0.1.
+    #[must_use]
+    pub fn new(prefix: impl Into<String>) -> Self {
+        let prefix = prefix.into();
+        Self {
+            owner: prefix.clone(),
+            prefix,
+            debounce: DEFAULT_DEBOUNCE,
+            resync: DEFAULT_RESYNC,
+            proxy_host: "127.0.0.1".to_owned(),
+            proxy_api: None,
+        }
+    }
+
+    /// Sets the debounce.
+    #[must_use]
+    pub fn debounce(mut self, debounce: Duration) -> Self {
+        self.debounce = debounce;
+        self
+    }
+
+    /// Sets the resync interval.
+    #[must_use]
+    pub fn resync(mut self, resync: Duration) -> Self {
+        self.resync = resync;
+        self
+    }
+
+    /// `<prefix>/config`.
+    #[must_use]
+    pub fn config_key(&self) -> String {
+        format!("{}/config", self.prefix)
+    }
+
+    /// `<prefix>/status`.
+    #[must_use]
+    pub fn status_key(&self) -> String {
+        format!("{}/status", self.prefix)
+    }
+
+    /// `<prefix>/traefik/`.
+    #[must_use]
+    pub fn kv_root(&self) -> String {
+        format!("{}/traefik/", self.prefix)
+    }
+}
+
+/// What a pass asks of the loop (kube-rs style).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Action {
+    /// Run again after this long even without a change; `None`: wait for a change or resync.
+    pub requeue_after: Option<Duration>,
+}
+
+impl Action {
+    /// Run again after `duration`: a rollout is being verified, or an error is backing off.
+    #[must_use]
+    pub const fn requeue(duration: Duration) -> Self {
+        Self {
+            requeue_after: Some(duration),
+        }
+    }
+
+    /// Nothing to do until the config changes (or the periodic resync, which catches missed
+    /// changes and drift).
+    #[must_use]
+    pub const fn await_change() -> Self {
+        Self {
+            requeue_after: None,
+        }
+    }
+}
+
+/// Exponential backoff with equal jitter, as an iterator of delays; `reset` after a success.
+#[derive(Debug, Clone)]
+pub struct Backoff {
+    attempt: u32,
+    min: Duration,
+    max: Duration,
+}
+
+impl Backoff {
+    /// From `min`, doubling up to `max`.
+    #[must_use]
+    pub fn new(min: Duration, max: Duration) -> Self {
+        Self {
+            attempt: 0,
+            min,
+            max,
+        }
+    }
+
+    /// Back to `min`.
+    pub fn reset(&mut self) {
+        self.attempt = 0;
+    }
+}
+
+impl Iterator for Backoff {
+    type Item = Duration;
+
+    fn next(&mut self) -> Option<Duration> {
+        let full = self
+            .min
+            .saturating_mul(1 << self.attempt.min(16))
+            .min(self.max);
+        self.attempt = self.attempt.saturating_add(1);
+        // Half fixed, half random: replicas that failed together do not retry together.
+        let half = full / 2;
+        let jitter = half.mul_f64(rand::random::<f64>());
+        Some(half + jitter)
+    }
+}
+
+/// The operator: the loop over the client traits.
+pub struct Operator<C, N, P> {
+    config: Config,
+    consul: Arc<C>,
+    nomad: N,
+    probe: P,
+    phase: Phase,
+    applied: Option<ApplyOutcome>,
+    status: ProxyStatus,
+    status_index: Option<u64>,
+    backoff: Backoff,
+    passes: u64,
+}
+
+impl<C, N, P> std::fmt::Debug for Operator<C, N, P> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Operator")
+            .field("config", &self.config)
+            .field("phase", &self.phase.name())
+            .field("passes", &self.passes)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Everything a pass derives from the document.
+struct Loaded {
+    spec: ValidatedSpec,
+    rendered: Rendered,
+    index: u64,
+}
+
+impl<C, N, P> Operator<C, N, P>
+where
+    C: ConsulApi + 'static,
+    N: NomadApi,
+    P: ProxyProbe,
+{
+    /// An operator that has not run a pass yet.
+    pub fn new(config: Config, consul: C, nomad: N, probe: P) -> Self {
+        Self {
+            config,
+            consul: Arc::new(consul),
+            nomad,
+            probe,
+            phase: Phase::Idle,
+            applied: None,
+            status: ProxyStatus::default(),
+            status_index: None,
+            backoff: Backoff::new(MIN_BACKOFF, MAX_BACKOFF),
+            passes: 0,
+        }
+    }
+
+    /// The rollout machine's phase.
+    pub fn phase(&self) -> &Phase {
+        &self.phase
+    }
+
+    /// The status as last written (or read at start).
+    pub fn status(&self) -> &ProxyStatus {
+        &self.status
+    }
+
+    /// Runs passes until `shutdown` resolves: at start, after each (debounced) change of the
+    /// config key, when a pass asks to be requeued, and every resync interval.
+    pub async fn run(mut self, shutdown: impl Future<Output = ()> + Send) {
+        tokio::pin!(shutdown);
+        let (tx, mut changes) = tokio::sync::watch::channel(0u64);
+        let watcher = tokio::spawn(watch_config(
+            Arc::clone(&self.consul),
+            self.config.config_key(),
+            self.config.resync.min(MAX_WATCH_WAIT),
+            tx,
+        ));
+        let mut watching = true;
+        let mut next_pass = Instant::now();
+        loop {
+            tokio::select! {
+                () = &mut shutdown => break,
+                () = tokio::time::sleep_until(next_pass) => {}
+                changed = changes.changed(), if watching => {
+                    if changed.is_err() {
+                        // The watcher ended; keep running on requeues and resyncs.
+                        watching = false;
+                        continue;
+                    }
+                    tokio::select! {
+                        () = &mut shutdown => break,
+                        () = tokio::time::sleep(self.config.debounce) => {}
+                    }
+                    changes.borrow_and_update();
+                }
+            }
+            let action = self.reconcile().await;
+            next_pass = Instant::now() + action.requeue_after.unwrap_or(self.config.resync);
+        }
+        watcher.abort();
+        info!("operator stopped");
+    }
+
+    /// One pass: observe → plan → roll out → effects → status. Never panics on what it reads.
+    pub async fn reconcile(&mut self) -> Action {
+        self.passes += 1;
+        let span = info_span!(
+            "reconcile",
+            pass = self.passes,
+            generation = tracing::field::Empty,
+            digest = tracing::field::Empty,
+            plan = tracing::field::Empty,
+            phase = tracing::field::Empty,
+        );
+        let action = self.pass().instrument(span.clone()).await;
+        span.record("phase", self.phase.name());
+        debug!(parent: &span, requeue_after = ?action.requeue_after, status = ?self.status.phase, "pass done");
+        action
+    }
+
+    async fn pass(&mut self) -> Action {
+        if self.status_index.is_none()
+            && let Err(e) = self.load_status().await
+        {
+            warn!(error = %e, "cannot read the status document; backing off");
+            return self.backoff_action();
+        }
+        let loaded = match self.load().await {
+            Ok(Some(loaded)) => loaded,
+            Ok(None) => return Action::await_change(),
+            Err(action) => return action,
+        };
+        let span = tracing::Span::current();
+        span.record("generation", loaded.index);
+        span.record("digest", short(loaded.spec.digest()));
+        let job_id = {
+            let desired = self.desired(&loaded);
+            plan::job_id(&desired).to_owned()
+        };
+        if self.phase.is_at_rest() {
+            self.at_rest(&loaded, &job_id).await
+        } else {
+            self.in_flight(&loaded, &job_id).await
+        }
+    }
+
+    /// Reads, parses, validates and renders the document. `Ok(None)`: nothing to act on (the
+    /// status says why); `Err`: back off.
+    async fn load(&mut self) -> Result<Option<Loaded>, Action> {
+        let key = self.config.config_key();
+        let pair = match self.consul.kv_get(&key, QueryOptions::NOW).await {
+            Ok((pair, _)) => pair,
+            Err(source) => {
+                let e = Error::Consul {
+                    what: format!("the config key {key}"),
+                    source,
+                };
+                return Err(self.observation_failed(&e, 0, None).await);
+            }
+        };
+        let Some(pair) = pair else {
+            let reason = format!("the config key {key} is absent");
+            self.report_plain(0, Report::NoConfig { reason: &reason })
+                .await;
+            return Ok(None);
+        };
+        if pair.value.iter().all(u8::is_ascii_whitespace) {
+            let reason = format!("the config key {key} is empty");
+            self.report_plain(pair.modify_index, Report::NoConfig { reason: &reason })
+                .await;
+            return Ok(None);
+        }
+        let spec = match spec::load(&pair.value) {
+            Ok(spec) => spec,
+            Err(e) => {
+                let errors = e.field_errors();
+                info!(
+                    errors = errors.len(),
+                    "the config document is invalid; nothing is changed"
+                );
+                self.report_plain(pair.modify_index, Report::Invalid { errors: &errors })
+                    .await;
+                return Ok(None);
+            }
+        };
+        let users = match self.basic_auth_users(&spec).await {
+            Ok(users) => users,
+            Err(e) => {
+                return Err(self
+                    .observation_failed(&e, pair.modify_index, Some(&spec))
+                    .await);
+            }
+        };
+        let ctx = RenderContext {
+            prefix: self.config.prefix.clone(),
+            owner: self.config.owner.clone(),
+            basic_auth_users: users,
+        };
+        match render::render(&spec, &ctx) {
+            Ok(rendered) => Ok(Some(Loaded {
+                spec,
+                rendered,
+                index: pair.modify_index,
+            })),
+            Err(e) => {
+                // The same document always renders the same way: report it like a validation
+                // error and wait for an edit.
+                let errors = vec![FieldError::new("", e.to_string())];
+                self.report_plain(pair.modify_index, Report::Invalid { errors: &errors })
+                    .await;
+                Ok(None)
+            }
+        }
+    }
+
+    async fn basic_auth_users(&self, spec: &ValidatedSpec) -> Result<Option<Vec<String>>> {
+        let Some(auth) = spec.basic_auth() else {
+            return Ok(None);
+        };
+        let text = match &auth.users_from {
+            UsersFrom::ConsulKey(key) => {
+                let what = format!("KV key {key}");
+                match self.consul.kv_get(key, QueryOptions::NOW).await {
+                    Ok((Some(pair), _)) => {
+                        String::from_utf8(pair.value).map_err(|_| Error::Secret {
+                            reference: what.clone(),
+                            reason: "not UTF-8".into(),
+                        })?
+                    }
+                    Ok((None, _)) => {
+                        return Err(Error::Secret {
+                            reference: what,
+                            reason: "absent".into(),
+                        });
+                    }
+                    Err(source) => return Err(Error::Consul { what, source }),
+                }
+            }
+            UsersFrom::File(path) => {
+                tokio::fs::read_to_string(path)
+                    .await
+                    .map_err(|e| Error::Secret {
+                        reference: format!("file {path}"),
+                        reason: e.kind().to_string(),
+                    })?
+            }
+        };
+        let users = text
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty() && !l.starts_with('#'))
+            .map(str::to_owned)
+            .collect();
+        Ok(Some(users))
+    }
+
+    fn desired<'a>(&'a self, loaded: &'a Loaded) -> Desired<'a> {
+        Desired {
+            spec: &loaded.spec,
+            rendered: &loaded.rendered,
+            owner: &self.config.owner,
+            kv_root: "",
+        }
+    }
+
+    async fn at_rest(&mut self, loaded: &Loaded, job_id: &str) -> Action {
+        let kv_root = self.config.kv_root();
+        let observed = match self.observe_at_rest(job_id, &kv_root).await {
+            Ok(observed) => observed,
+            Err(e) => {
+                return self
+                    .observation_failed(&e, loaded.index, Some(&loaded.spec))
+                    .await;
+            }
+        };
+        self.backoff.reset();
+        let job_version = observed.job.as_ref().map(|j| j.version);
+        let desired = Desired {
+            kv_root: &kv_root,
+            ..self.desired(loaded)
+        };
+        let decided = plan::plan(&desired, &observed, &self.status);
+        tracing::Span::current().record("plan", decided.kind());
+        let pass = |report| Pass {
+            observed_index: loaded.index,
+            observed_digest: Some(loaded.spec.digest()),
+            retry_nonce: loaded.spec.retry_nonce(),
+            proxy: Some(loaded.spec.proxy()),
+            job_version,
+            warnings: loaded.spec.warnings(),
+            report,
+        };
+        match decided {
+            Plan::Noop => {
+                self.report(&pass(Report::Converged)).await;
+                Action::await_change()
+            }
+            Plan::Hold(reason) => {
+                let text = reason.to_string();
+                let report = match reason {
+                    HoldReason::Paused => Report::Paused,
+                    HoldReason::FailedDigest { .. } => Report::Held {
+                        reason: &text,
+                        drift: false,
+                    },
+                    HoldReason::Drift { .. } => Report::Held {
+                        reason: &text,
+                        drift: true,
+                    },
+                };
+                self.report(&pass(report)).await;
+                Action::await_change()
+            }
+            Plan::Stalled { reason } => {
+                warn!(%reason, "the proxy job is not ours; it is left untouched");
+                self.report(&pass(Report::Stalled { reason: &reason }))
+                    .await;
+                Action::await_change()
+            }
+            Plan::Apply(change) => {
+                info!(kind = change.kind(), digest = %short(&change.digest), "rolling out");
+                let obs = Observation {
+                    planned: Some(*change),
+                    ..Observation::default()
+                };
+                self.drive(obs, loaded, job_version).await
+            }
+        }
+    }
+
+    async fn in_flight(&mut self, loaded: &Loaded, job_id: &str) -> Action {
+        let mut obs = self.observe_gate(&loaded.spec, job_id).await;
+        if obs.error.is_none() {
+            self.backoff.reset();
+        }
+        obs.applied = self.applied.take();
+        let job_version = obs.job.as_ref().map(|j| j.version);
+        self.drive(obs, loaded, job_version).await
+    }
+
+    /// Steps the machine, carries out its effects, and reports.
+    async fn drive(
+        &mut self,
+        obs: Observation,
+        loaded: &Loaded,
+        job_version: Option<u64>,
+    ) -> Action {
+        let (mut effects, mut phase) = rollout::step(&self.phase, &obs, Instant::now());
+        let mut requeue = None;
+        let mut failed = false;
+        // Applying and RollingBack consume the outcome of their own effects: step them again at
+        // once rather than a poll later, so a rollout or rollback finishes within one pass.
+        for _ in 0..4 {
+            requeue = effects.iter().find_map(|e| match e {
+                Effect::RequeueAfter(d) => Some(*d),
+                _ => None,
+            });
+            let writes: Vec<Effect> = effects.iter().filter(|e| e.is_write()).cloned().collect();
+            if writes.is_empty() {
+                break;
+            }
+            let outcome = self.execute(&writes).await;
+            let consumes = matches!(phase, Phase::Applying { .. } | Phase::RollingBack { .. });
+            if !consumes {
+                break;
+            }
+            if outcome.error.is_some() {
+                failed = true;
+                self.applied = Some(outcome);
+                break;
+            }
+            let next_obs = Observation {
+                applied: Some(outcome),
+                ..Observation::default()
+            };
+            (effects, phase) = rollout::step(&phase, &next_obs, Instant::now());
+        }
+        let changed = phase != self.phase;
+        self.phase = phase;
+        // Only a version that passed the gate becomes the status's (and the next rollback's)
+        // job version.
+        let job_version = match &self.phase {
+            Phase::Ready { .. } => job_version,
+            _ => self.status.job_version,
+        };
+        let phase = self.phase.clone();
+        if changed || !phase.is_at_rest() {
+            let pass = Pass {
+                observed_index: loaded.index,
+                observed_digest: Some(loaded.spec.digest()),
+                retry_nonce: loaded.spec.retry_nonce(),
+                proxy: Some(loaded.spec.proxy()),
+                job_version,
+                warnings: loaded.spec.warnings(),
+                report: Report::Rollout(&phase),
+            };
+            self.report(&pass).await;
+        }
+        if failed {
+            return self.backoff_action();
+        }
+        match requeue {
+            Some(d) => Action::requeue(d),
+            None if !self.phase.is_at_rest() => Action::requeue(rollout::VERIFY_POLL_INTERVAL),
+            None => Action::await_change(),
+        }
+    }
+
+    async fn execute(&self, writes: &[Effect]) -> ApplyOutcome {
+        for (i, effect) in writes.iter().enumerate() {
+            let result = match effect {
+                Effect::WriteKv { set, delete } | Effect::RestoreKv { set, delete } => {
+                    self.write_kv(set, delete).await
+                }
+                Effect::RegisterJob {
+                    job_id,
+                    job,
+                    enforce_index,
+                } => {
+                    info!(job = %job_id, enforce_index, "registering the proxy job");
+                    self.nomad
+                        .job_register(job, Some(*enforce_index))
+                        .await
+                        .map(|_| ())
+                        .map_err(|e| apply_error(&e.to_string(), e.is_retryable()))
+                }
+                Effect::RevertJob {
+                    job_id,
+                    version,
+                    enforce_prior_version,
+                } => {
+                    info!(job = %job_id, version, ?enforce_prior_version, "reverting the proxy job");
+                    self.nomad
+                        .job_revert(job_id, *version, *enforce_prior_version)
+                        .await
+                        .map(|_| ())
+                        .map_err(|e| apply_error(&e.to_string(), e.is_retryable()))
+                }
+                Effect::RequeueAfter(_) => Ok(()),
+            };
+            if let Err(error) = result {
+                warn!(effect = effect_name(effect), error = %error.message, retryable = error.retryable, "effect failed");
+                return ApplyOutcome {
+                    completed: i,
+                    error: Some(error),
+                };
+            }
+        }
+        ApplyOutcome::all(writes.len())
+    }
+
+    /// Writes the policy entries in one transaction (TRAEFIK.md B: Traefik applies a half-written
+    /// tree, so one txn is the only safe way).
+    async fn write_kv(
+        &self,
+        set: &[(String, String)],
+        delete: &[String],
+    ) -> Result<(), ApplyError> {
+        let ops: Vec<TxnOp> = set
+            .iter()
+            .map(|(key, value)| TxnOp::Set {
+                key: key.clone(),
+                value: value.clone().into_bytes(),
+            })
+            .chain(delete.iter().map(|key| TxnOp::Delete { key: key.clone() }))
+            .collect();
+        info!(
+            set = set.len(),
+            delete = delete.len(),
+            "writing the policy tree"
+        );
+        // A tree beyond one transaction's limit goes in several; each is still all-or-nothing.
+        for chunk in ops.chunks(TXN_MAX_OPS) {
+            self.consul
+                .txn(chunk.to_vec())
+                .await
+                .map_err(|e| apply_error(&e.to_string(), e.is_retryable()))?;
+        }
+        Ok(())
+    }
+
+    async fn observe_at_rest(&self, job_id: &str, kv_root: &str) -> Result<Observed> {
+        let (job, _) = self
+            .nomad
+            .job_read(job_id, QueryOptions::NOW)
+            .await
+            .map_err(|source| Error::Nomad {
+                what: format!("the proxy job {job_id}"),
+                source,
+            })?;
+        let (pairs, _) = self
+            .consul
+            .kv_list(kv_root, QueryOptions::NOW)
+            .await
+            .map_err(|source| Error::Consul {
+                what: format!("the policy tree {kv_root}"),
+                source,
+            })?;
+        let kv = pairs
+            .into_iter()
+            .filter(|p| p.key.starts_with(kv_root))
+            .map(|p| (p.key, String::from_utf8_lossy(&p.value).into_owned()))
+            .collect();
+        let job = job.map(|j| ObservedJob {
+            version: j.version,
+            modify_index: j.job_modify_index,
+            meta: j.meta,
+            stopped: j.stop,
+        });
+        Ok(Observed { job, kv })
+    }
+
+    /// Reads every gate signal. Nomad failing is an observation error (decide nothing); the
+    /// proxy failing to answer is a gate signal (it is unhealthy).
+    async fn observe_gate(&self, spec: &ValidatedSpec, job_id: &str) -> Observation {
+        let mut obs = Observation::default();
+        let nomad = async {
+            let what = |w: &str| format!("{w} of the proxy job {job_id}");
+            let (job, _) = self
+                .nomad
+                .job_read(job_id, QueryOptions::NOW)
+                .await
+                .map_err(|source| Error::Nomad {
+                    what: what("the job"),
+                    source,
+                })?;
+            let (deployment, _) = self
+                .nomad
+                .job_latest_deployment(job_id, QueryOptions::NOW)
+                .await
+                .map_err(|source| Error::Nomad {
+                    what: what("the latest deployment"),
+                    source,
+                })?;
+            let (allocs, _) = self
+                .nomad
+                .job_allocations(job_id, QueryOptions::NOW)
+                .await
+                .map_err(|source| Error::Nomad {
+                    what: what("the allocations"),
+                    source,
+                })?;
+            Ok::<_, Error>((job, deployment, allocs))
+        };
+        match nomad.await {
+            Err(e) => {
+                obs.error = Some(e.to_string());
+                return obs;
+            }
+            Ok((job, deployment, allocs)) => {
+                obs.job = job.map(|j| JobObservation {
+                    version: j.version,
+                    modify_index: j.job_modify_index,
+                    spec_digest: j.meta.get(META_SPEC_DIGEST).cloned(),
+                    stopped: j.stop,
+                });
+                obs.deployment = deployment.map(|d| DeploymentObservation {
+                    state: DeploymentState::from_nomad(&d.status),
+                    id: d.id,
+                    job_version: d.job_version,
+                    description: d.status_description,
+                });
+                obs.allocations = allocs.into_iter().map(alloc_observation).collect();
+            }
+        }
+        obs.proxy = Some(self.observe_proxy(spec).await);
+        obs
+    }
+
+    async fn observe_proxy(&self, spec: &ValidatedSpec) -> ProxyObservation {
+        let mut proxy = ProxyObservation::default();
+        if spec.proxy() == ProxyKind::Traefik {
+            let api = self.proxy_api(spec);
+            proxy.ping_ok = self.probe.ping(&api).await.unwrap_or(false);
+            proxy.rawdata = self.probe.rawdata(&api).await.ok();
+        }
+        for p in &spec.rollout().probes {
+            let Some(listener) = spec.entry_point(&p.entry_point) else {
+                continue;
+            };
+            let route = RouteProbe {
+                address: format!("{}:{}", self.config.proxy_host, listener.address.port),
+                host: p.host.clone(),
+                path: p.path.clone(),
+                expect_status: p.expect_status,
+            };
+            let outcome = match self.probe.route(&route).await {
+                Ok(code) => ProbeOutcome {
+                    name: route.name(),
+                    ok: code == route.expect_status,
+                    detail: format!("got {code}, want {}", route.expect_status),
+                },
+                Err(e) => ProbeOutcome {
+                    name: route.name(),
+                    ok: false,
+                    detail: e.to_string(),
+                },
+            };
+            proxy.probes.push(outcome);
+        }
+        proxy
+    }
+
+    fn proxy_api(&self, spec: &ValidatedSpec) -> String {
+        if let Some(api) = &self.config.proxy_api {
+            return api.clone();
+        }
+        let port = spec
+            .dashboard_address()
+            .map(|a| a.port)
+            .or_else(|| {
+                spec::ListenAddress::parse(&spec.dashboard().address)
+                    .ok()
+                    .map(|a| a.port)
+            })
+            .unwrap_or(8080);
+        format!("http://{}:{port}", self.config.proxy_host)
+    }
+
+    async fn observation_failed(
+        &mut self,
+        e: &Error,
+        index: u64,
+        spec: Option<&ValidatedSpec>,
+    ) -> Action {
+        let action = self.backoff_action();
+        let retry_in = action.requeue_after.unwrap_or(MIN_BACKOFF);
+        warn!(error = %e, retry_in = ?retry_in, "observation failed; the proxy is left as it is");
+        let text = e.to_string();
+        if matches!(self.phase, Phase::Verifying { .. }) {
+            // Tell the machine it is blind, so the outage does not count against its deadline.
+            // A blind Verifying step only ever asks for a requeue.
+            let obs = Observation {
+                error: Some(text.clone()),
+                ..Observation::default()
+            };
+            (_, self.phase) = rollout::step(&self.phase, &obs, Instant::now());
+        }
+        let pass = Pass {
+            observed_index: if index == 0 {
+                self.status.observed_index
+            } else {
+                index
+            },
+            observed_digest: spec.map(ValidatedSpec::digest),
+            retry_nonce: spec.and_then(ValidatedSpec::retry_nonce),
+            proxy: spec.map(ValidatedSpec::proxy),
+            job_version: None,
+            warnings: spec.map_or(&[], ValidatedSpec::warnings),
+            report: Report::ObservationFailed {
+                error: &text,
+                retry_in,
+            },
+        };
+        self.report(&pass).await;
+        action
+    }
+
+    fn backoff_action(&mut self) -> Action {
+        Action::requeue(self.backoff.next().unwrap_or(MAX_BACKOFF))
+    }
+
+    async fn report_plain(&mut self, index: u64, report: Report<'_>) {
+        let pass = Pass {
+            observed_index: index,
+            observed_digest: None,
+            retry_nonce: None,
+            proxy: None,
+            job_version: None,
+            warnings: &[],
+            report,
+        };
+        self.report(&pass).await;
+    }
+
+    /// Builds the next status and writes it when it says something new.
+    async fn report(&mut self, pass: &Pass<'_>) {
+        let mut next = status::next(&self.status, pass, SystemTime::now());
+        if !status::differs(&self.status, &next) {
+            return;
+        }
+        next.updated_at = Some(status::rfc3339(SystemTime::now()));
+        match self.write_status(&next).await {
+            Ok(()) => self.status = next,
+            // Retried on the next pass: it computes the same document again.
+            Err(e) => warn!(error = %e, "status not written"),
+        }
+    }
+
+    async fn load_status(&mut self) -> Result<()> {
+        let key = self.config.status_key();
+        let (pair, _) = self
+            .consul
+            .kv_get(&key, QueryOptions::NOW)
+            .await
+            .map_err(|source| Error::Consul {
+                what: format!("the status document {key}"),
+                source,
+            })?;
+        match pair {
+            Some(pair) => {
+                // An unreadable status (hand-edited, older schema) is replaced, not fatal.
+                self.status = serde_json::from_slice(&pair.value).unwrap_or_default();
+                self.status_index = Some(pair.modify_index);
+            }
+            None => self.status_index = Some(0),
+        }
+        Ok(())
+    }
+
+    /// CAS write; on a conflict re-reads the index and tries again (our content wins: the
+    /// operator is the status document's only writer, a conflict means a stale index).
+    async fn write_status(&mut self, status: &ProxyStatus) -> Result<()> {
+        let key = self.config.status_key();
+        let mut value = serde_json::to_vec_pretty(status).unwrap_or_default();
+        value.push(b'\n');
+        for _ in 0..3 {
+            let index = self.status_index.unwrap_or(0);
+            let op = TxnOp::Cas {
+                key: key.clone(),
+                value: value.clone(),
+                index,
+            };
+            match self.consul.txn(vec![op]).await {
+                Ok(results) => {
+                    let written = results
+                        .results
+                        .iter()
+                        .find(|p| p.key == key)
+                        .map(|p| p.modify_index);
+                    self.status_index = written.or(Some(index));
+                    if written.is_none() {
+                        // Without the new index the next CAS would conflict: read it.
+                        self.status_index = None;
+                        let _ = self.load_status_index().await;
+                    }
+                    return Ok(());
+                }
+                Err(e) if e.is_conflict() => {
+                    debug!("status CAS conflict; re-reading its index");
+                    self.load_status_index().await?;
+                }
+                Err(source) => return Err(Error::WriteStatus { key, source }),
+            }
+        }
+        Err(Error::StatusConflict { key })
+    }
+
+    async fn load_status_index(&mut self) -> Result<()> {
+        let key = self.config.status_key();
+        let (pair, _) = self
+            .consul
+            .kv_get(&key, QueryOptions::NOW)
+            .await
+            .map_err(|source| Error::Consul {
+                what: format!("the status document {key}"),
+                source,
+            })?;
+        self.status_index = Some(pair.map_or(0, |p| p.modify_index));
+        Ok(())
+    }
+}
+
+/// Watches the config key with blocking queries and signals each change.
+async fn watch_config<C: ConsulApi>(
+    consul: Arc<C>,
+    key: String,
+    wait: Duration,
+    tx: tokio::sync::watch::Sender<u64>,
+) {
+    let mut watch = Watch::new(wait);
+    let mut backoff = Backoff::new(MIN_BACKOFF, MAX_BACKOFF);
+    loop {
+        match watch.next(|q| consul.kv_get(&key, q)).await {
+            Ok(update) => {
+                backoff.reset();
+                if matches!(
+                    update.change,
+                    crate::transport::Change::Advanced | crate::transport::Change::Reset
+                ) {
+                    debug!(index = update.meta.index, "config key changed");
+                    if tx.send(update.meta.index).is_err() {
+                        return;
+                    }
+                }
+            }
+            Err(e) => {
+                let delay = backoff.next().unwrap_or(MAX_BACKOFF);
+                debug!(error = %e, ?delay, "config watch failed; retrying");
+                tokio::time::sleep(delay).await;
+                // The error may have hidden a change: read at once next time, and let the loop
+                // look once Consul answers again.
+                watch.reset();
+                if tx.send(0).is_err() {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+fn alloc_observation(a: nomad::AllocationStub) -> AllocObservation {
+    let tasks_running =
+        !a.task_states.is_empty() && a.task_states.values().all(|t| t.state == "running");
+    let task_detail = a
+        .task_states
+        .iter()
+        .find(|(_, t)| t.state != "running")
+        .map(|(name, t)| {
+            let last = t.events.last().map_or("", |e| {
+                if e.display_message.is_empty() {
+                    e.message.as_str()
+                } else {
+                    e.display_message.as_str()
+                }
+            });
+            format!("task {name} {}: {last}", t.state)
+        });
+    AllocObservation {
+        id: a.id,
+        job_version: a.job_version,
+        desired_status: a.desired_status,
+        client_status: a.client_status,
+        tasks_running,
+        task_detail,
+    }
+}
+
+fn apply_error(message: &str, retryable: bool) -> ApplyError {
+    ApplyError {
+        message: message.to_owned(),
+        retryable,
+    }
+}
+
+fn effect_name(effect: &Effect) -> &'static str {
+    match effect {
+        Effect::WriteKv { .. } => "write-kv",
+        Effect::RegisterJob { .. } => "register-job",
+        Effect::RestoreKv { .. } => "restore-kv",
+        Effect::RevertJob { .. } => "revert-job",
+        Effect::RequeueAfter(_) => "requeue",
+    }
+}
+
+fn short(digest: &str) -> &str {
+    digest.get(..12).unwrap_or(digest)
+}

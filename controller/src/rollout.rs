@@ -1,1 +1,955 @@
-//! The health-gated rollout state machine: `step(phase, observation, now) -> (effects, phase)`.
+//! The health-gated rollout state machine (DESIGN §4).
+//!
+//! ```text
+//! Idle → Applying → Verifying(deadline) → Ready
+//!                          │ fail / deadline passed
+//!                          ▼
+//!                     RollingBack → RolledBack        (onFailure: rollback)
+//!                          └──────→ Degraded           (onFailure: hold, or nothing to go back to)
+//! ```
+//!
+//! [`step`] is pure: it takes the current [`Phase`], what the loop just saw ([`Observation`]) and
+//! the time, and returns the [`Effect`]s the loop must carry out plus the next phase. The loop
+//! executes the effects in order, stops at the first failure and reports how far it got in the
+//! next observation's [`Observation::applied`]. Nothing here does IO, so every transition is
+//! tested with tokio's paused clock.
+//!
+//! # Guarantees
+//! - A failed *observation* never rolls anything back: the machine only decides on what it saw.
+//! - A rollback goes to the last job version that passed the gate (`EnforcePriorVersion` on the
+//!   version we registered) and restores the previous KV entries in one transaction.
+//! - A new plan is only taken at rest (`Idle`, `Ready`, `RolledBack`, `Degraded`); a rollout in
+//!   flight finishes first.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use crate::probe::{EntryKind, EntryStatus, RawEntry};
+pub use crate::spec::OnFailure;
+
+/// How often the loop looks again while a rollout is being verified or retried.
+pub const VERIFY_POLL_INTERVAL: Duration = Duration::from_millis(250);
+
+/// The health gate one rollout must pass.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Gate {
+    /// Everything must be healthy (and held for `min_healthy_time`) before this much time passes.
+    pub healthy_deadline: Duration,
+    /// How long every signal must stay healthy before the rollout counts as good.
+    pub min_healthy_time: Duration,
+    /// What to do on failure.
+    pub on_failure: OnFailure,
+    /// Whether the proxy's own health endpoint (Traefik `/ping`) must answer.
+    pub check_ping: bool,
+    /// Names (`<name>@<provider>`) of the routers and middlewares this change puts in the proxy;
+    /// each must show up enabled in `/api/rawdata`.
+    pub expected_entries: Vec<String>,
+}
+
+/// A change of the Traefik KV policy tree, with what was there before so it can be restored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KvChange {
+    /// Entries to write (full keys).
+    pub set: Vec<(String, String)>,
+    /// Keys to delete (ours, no longer rendered).
+    pub delete: Vec<String>,
+    /// The entries of our subtree before the change.
+    pub previous: Vec<(String, String)>,
+}
+
+impl KvChange {
+    /// The write that undoes this change: previous entries back, keys we added removed.
+    #[must_use]
+    pub fn restore(&self) -> Effect {
+        let before: BTreeSet<&str> = self.previous.iter().map(|(k, _)| k.as_str()).collect();
+        let delete = self
+            .set
+            .iter()
+            .map(|(k, _)| k)
+            .filter(|k| !before.contains(k.as_str()))
+            .cloned()
+            .collect();
+        Effect::RestoreKv {
+            set: self.previous.clone(),
+            delete,
+        }
+    }
+}
+
+/// A new version of the proxy job.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JobChange {
+    /// Nomad job ID.
+    pub job_id: String,
+    /// The job (Nomad JSON, the value of `Job` in a register request).
+    pub job: serde_json::Value,
+    /// The digest stamped in the job's `proxy-operator/spec-digest` Meta.
+    pub job_digest: String,
+    /// The `JobModifyIndex` observed before registering (0: the job must not exist yet).
+    pub enforce_index: u64,
+    /// The last job version that passed the gate, where a rollback goes.
+    pub rollback_to: Option<u64>,
+}
+
+/// One rollout: what changes and the gate it must pass.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Change {
+    /// The spec digest being rolled out (what status reports and what is remembered on failure).
+    pub digest: String,
+    /// The KV policy change, if any. Written first: the job's entry points reference it.
+    pub kv: Option<KvChange>,
+    /// The job change, if any.
+    pub job: Option<JobChange>,
+    /// The gate.
+    pub gate: Gate,
+}
+
+impl Change {
+    /// `policy`, `job` or `policy+job`: for logs and spans.
+    #[must_use]
+    pub fn kind(&self) -> &'static str {
+        match (&self.kv, &self.job) {
+            (Some(_), Some(_)) => "policy+job",
+            (Some(_), None) => "policy",
+            (None, _) => "job",
+        }
+    }
+}
+
+/// Something the loop must do, in order.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Effect {
+    /// Write the policy tree in one `/v1/txn`.
+    WriteKv {
+        /// Entries to set.
+        set: Vec<(String, String)>,
+        /// Keys to delete.
+        delete: Vec<String>,
+    },
+    /// Register the job with `EnforceIndex`.
+    RegisterJob {
+        /// Nomad job ID.
+        job_id: String,
+        /// The job.
+        job: serde_json::Value,
+        /// The `JobModifyIndex` the job must still have (0: must not exist).
+        enforce_index: u64,
+    },
+    /// Put the previous policy entries back in one `/v1/txn`.
+    RestoreKv {
+        /// Entries to set.
+        set: Vec<(String, String)>,
+        /// Keys to delete.
+        delete: Vec<String>,
+    },
+    /// `POST /v1/job/:id/revert`.
+    RevertJob {
+        /// Nomad job ID.
+        job_id: String,
+        /// The version to go back to.
+        version: u64,
+        /// The version the job must currently be at.
+        enforce_prior_version: Option<u64>,
+    },
+    /// Run another pass after this long even if nothing changes.
+    RequeueAfter(Duration),
+}
+
+impl Effect {
+    /// Whether this effect changes the cluster (everything but a requeue).
+    #[must_use]
+    pub fn is_write(&self) -> bool {
+        !matches!(self, Effect::RequeueAfter(_))
+    }
+}
+
+/// How far the loop got with the effects of the previous step.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApplyOutcome {
+    /// How many write effects succeeded, in order.
+    pub completed: usize,
+    /// The error that stopped the rest, if any.
+    pub error: Option<ApplyError>,
+}
+
+impl ApplyOutcome {
+    /// Every effect succeeded.
+    #[must_use]
+    pub fn all(completed: usize) -> Self {
+        Self {
+            completed,
+            error: None,
+        }
+    }
+}
+
+/// Why an effect failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApplyError {
+    /// Human-readable cause (never contains secrets).
+    pub message: String,
+    /// Whether trying again may succeed (network, 5xx) or not (4xx, index conflict).
+    pub retryable: bool,
+}
+
+/// The proxy job as Nomad reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobObservation {
+    /// Current version.
+    pub version: u64,
+    /// `JobModifyIndex`.
+    pub modify_index: u64,
+    /// The `proxy-operator/spec-digest` Meta, if present.
+    pub spec_digest: Option<String>,
+    /// Whether the job is stopped.
+    pub stopped: bool,
+}
+
+/// Status of a Nomad deployment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DeploymentState {
+    /// Still placing or waiting for health (`running`, `pending`, `initializing`, …).
+    Running,
+    /// Paused by someone.
+    Paused,
+    /// All allocations healthy.
+    Successful,
+    /// Failed (unhealthy allocations, progress deadline, marked failed).
+    Failed,
+    /// Cancelled (newer version, job stopped).
+    Cancelled,
+}
+
+impl DeploymentState {
+    /// Maps Nomad's `Status` string.
+    #[must_use]
+    pub fn from_nomad(status: &str) -> Self {
+        match status {
+            "successful" => Self::Successful,
+            "failed" => Self::Failed,
+            "cancelled" => Self::Cancelled,
+            "paused" => Self::Paused,
+            _ => Self::Running,
+        }
+    }
+}
+
+/// The latest deployment of the proxy job.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeploymentObservation {
+    /// Deployment ID.
+    pub id: String,
+    /// The job version it rolls out.
+    pub job_version: u64,
+    /// Its state.
+    pub state: DeploymentState,
+    /// Nomad's `StatusDescription`.
+    pub description: String,
+}
+
+/// One allocation of the proxy job.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AllocObservation {
+    /// Allocation ID.
+    pub id: String,
+    /// The job version it runs.
+    pub job_version: u64,
+    /// `DesiredStatus` (`run`, `stop`, `evict`).
+    pub desired_status: String,
+    /// `ClientStatus` (`pending`, `running`, `complete`, `failed`, `lost`).
+    pub client_status: String,
+    /// Every task is in state `running`.
+    pub tasks_running: bool,
+    /// A short description of the last task event when a task is not running.
+    pub task_detail: Option<String>,
+}
+
+/// The result of one user route probe.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProbeOutcome {
+    /// What was probed (`host` + `path`).
+    pub name: String,
+    /// Whether the expected status came back.
+    pub ok: bool,
+    /// What came back instead.
+    pub detail: String,
+}
+
+/// The proxy's own view of itself.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ProxyObservation {
+    /// `/ping` answered 200.
+    pub ping_ok: bool,
+    /// Routers, middlewares and services from `/api/rawdata`, if it could be read.
+    pub rawdata: Option<Vec<RawEntry>>,
+    /// User route probes through the entry point.
+    pub probes: Vec<ProbeOutcome>,
+}
+
+/// Everything the loop saw in one pass.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Observation {
+    /// A change the planner wants rolled out; only taken at rest.
+    pub planned: Option<Change>,
+    /// How far the loop got with the previous step's effects.
+    pub applied: Option<ApplyOutcome>,
+    /// The observation failed (Nomad or the proxy unreachable): decide nothing.
+    pub error: Option<String>,
+    /// The proxy job, if it exists.
+    pub job: Option<JobObservation>,
+    /// The job's latest deployment, if any.
+    pub deployment: Option<DeploymentObservation>,
+    /// The job's allocations.
+    pub allocations: Vec<AllocObservation>,
+    /// The proxy's health, if it was probed.
+    pub proxy: Option<ProxyObservation>,
+}
+
+/// Where a rollout stands.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Phase {
+    /// Nothing rolled out by this process yet.
+    Idle,
+    /// Effects issued; waiting for the loop to report them done.
+    Applying {
+        /// The rollout.
+        change: Change,
+        /// When it started.
+        started: Instant,
+        /// The write effects not yet reported done.
+        pending: Vec<Effect>,
+        /// Whether the KV write already went through (so a failure must restore it).
+        kv_written: bool,
+        /// Whether the job was registered (so a failure must revert it).
+        job_registered: bool,
+    },
+    /// Everything applied; waiting for the gate.
+    Verifying {
+        /// The rollout.
+        change: Change,
+        /// When it started.
+        started: Instant,
+        /// When the gate gives up.
+        deadline: Instant,
+        /// Since when every signal has been healthy without a break.
+        healthy_since: Option<Instant>,
+        /// The job version carrying our digest, once seen.
+        job_version: Option<u64>,
+        /// Why it is not healthy yet (for status).
+        waiting_for: String,
+        /// Since when observations have been failing: blind time does not count against the
+        /// deadline, so an outage of Consul or Nomad cannot fail a healthy rollout.
+        blind_since: Option<Instant>,
+    },
+    /// The gate passed.
+    Ready {
+        /// The digest now running.
+        digest: String,
+        /// How long the rollout took.
+        duration: Duration,
+    },
+    /// The gate failed; undoing.
+    RollingBack {
+        /// The failed rollout.
+        change: Change,
+        /// When the rollout started.
+        started: Instant,
+        /// Why it failed.
+        reason: String,
+        /// The job version being restored, if the job changed.
+        to_version: Option<u64>,
+        /// The rollback effects not yet reported done.
+        pending: Vec<Effect>,
+    },
+    /// The previous state is back; the failed digest is not retried.
+    RolledBack {
+        /// The digest that failed.
+        digest: String,
+        /// Why it failed.
+        reason: String,
+        /// How long from start to restored.
+        duration: Duration,
+    },
+    /// The failed version was left in place (`onFailure: hold`), or could not be undone.
+    Degraded {
+        /// The digest that failed.
+        digest: String,
+        /// Why.
+        reason: String,
+        /// How long from start to giving up.
+        duration: Duration,
+        /// Left in place on purpose (`onFailure: hold`) rather than because undoing failed.
+        held: bool,
+    },
+}
+
+impl Phase {
+    /// Whether no rollout is in flight, so a new plan may start one.
+    #[must_use]
+    pub fn is_at_rest(&self) -> bool {
+        matches!(
+            self,
+            Phase::Idle | Phase::Ready { .. } | Phase::RolledBack { .. } | Phase::Degraded { .. }
+        )
+    }
+
+    /// Short name for logs and spans.
+    #[must_use]
+    pub fn name(&self) -> &'static str {
+        match self {
+            Phase::Idle => "Idle",
+            Phase::Applying { .. } => "Applying",
+            Phase::Verifying { .. } => "Verifying",
+            Phase::Ready { .. } => "Ready",
+            Phase::RollingBack { .. } => "RollingBack",
+            Phase::RolledBack { .. } => "RolledBack",
+            Phase::Degraded { .. } => "Degraded",
+        }
+    }
+}
+
+/// Advances the machine by one observation.
+#[must_use]
+pub fn step(phase: &Phase, obs: &Observation, now: Instant) -> (Vec<Effect>, Phase) {
+    match phase {
+        Phase::Idle | Phase::Ready { .. } | Phase::RolledBack { .. } | Phase::Degraded { .. } => {
+            match &obs.planned {
+                Some(change) => begin(change.clone(), now),
+                None => (Vec::new(), phase.clone()),
+            }
+        }
+        Phase::Applying {
+            change,
+            started,
+            pending,
+            kv_written,
+            job_registered,
+        } => step_applying(
+            change,
+            *started,
+            pending,
+            *kv_written,
+            *job_registered,
+            obs,
+            now,
+        ),
+        Phase::Verifying {
+            change,
+            started,
+            deadline,
+            healthy_since,
+            job_version,
+            blind_since,
+            ..
+        } => step_verifying(
+            change,
+            *started,
+            *deadline,
+            *healthy_since,
+            *job_version,
+            *blind_since,
+            obs,
+            now,
+        ),
+        Phase::RollingBack {
+            change,
+            started,
+            reason,
+            to_version,
+            pending,
+        } => step_rolling_back(change, *started, reason, *to_version, pending, obs, now),
+    }
+}
+
+fn begin(change: Change, now: Instant) -> (Vec<Effect>, Phase) {
+    let mut pending = Vec::new();
+    if let Some(kv) = &change.kv {
+        pending.push(Effect::WriteKv {
+            set: kv.set.clone(),
+            delete: kv.delete.clone(),
+        });
+    }
+    if let Some(job) = &change.job {
+        pending.push(Effect::RegisterJob {
+            job_id: job.job_id.clone(),
+            job: job.job.clone(),
+            enforce_index: job.enforce_index,
+        });
+    }
+    let effects = pending.clone();
+    let phase = Phase::Applying {
+        change,
+        started: now,
+        pending,
+        kv_written: false,
+        job_registered: false,
+    };
+    (effects, phase)
+}
+
+fn step_applying(
+    change: &Change,
+    started: Instant,
+    pending: &[Effect],
+    kv_written: bool,
+    job_registered: bool,
+    obs: &Observation,
+    now: Instant,
+) -> (Vec<Effect>, Phase) {
+    let deadline = started + change.gate.healthy_deadline;
+    let (done, error) = match &obs.applied {
+        Some(outcome) => (outcome.completed.min(pending.len()), outcome.error.clone()),
+        // The loop did not get to the effects: issue them again.
+        None => (0, None),
+    };
+    let kv_written = kv_written
+        || pending[..done]
+            .iter()
+            .any(|e| matches!(e, Effect::WriteKv { .. }));
+    let job_registered = job_registered
+        || pending[..done]
+            .iter()
+            .any(|e| matches!(e, Effect::RegisterJob { .. }));
+    let rest: Vec<Effect> = pending[done..].to_vec();
+
+    if rest.is_empty() {
+        let phase = Phase::Verifying {
+            change: change.clone(),
+            started,
+            deadline: now + change.gate.healthy_deadline,
+            healthy_since: None,
+            job_version: None,
+            waiting_for: "the first health observation".to_owned(),
+            blind_since: None,
+        };
+        return (vec![Effect::RequeueAfter(VERIFY_POLL_INTERVAL)], phase);
+    }
+    match error {
+        Some(err) if !err.retryable || now >= deadline => fail(
+            change,
+            started,
+            format!("failed to apply: {}", err.message),
+            kv_written,
+            job_registered,
+            None,
+            obs,
+            now,
+        ),
+        _ => {
+            let mut effects = rest.clone();
+            effects.push(Effect::RequeueAfter(VERIFY_POLL_INTERVAL));
+            let phase = Phase::Applying {
+                change: change.clone(),
+                started,
+                pending: rest,
+                kv_written,
+                job_registered,
+            };
+            (effects, phase)
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)] // the fields of the Verifying phase
+fn step_verifying(
+    change: &Change,
+    started: Instant,
+    deadline: Instant,
+    healthy_since: Option<Instant>,
+    job_version: Option<u64>,
+    blind_since: Option<Instant>,
+    obs: &Observation,
+    now: Instant,
+) -> (Vec<Effect>, Phase) {
+    if let Some(err) = &obs.error {
+        // We could not look: decide nothing and look again; the deadline stops counting.
+        let phase = Phase::Verifying {
+            change: change.clone(),
+            started,
+            deadline,
+            healthy_since,
+            job_version,
+            waiting_for: format!("observation failed: {err}"),
+            blind_since: blind_since.or(Some(now)),
+        };
+        return (vec![Effect::RequeueAfter(VERIFY_POLL_INTERVAL)], phase);
+    }
+    // Back from an outage: the deadline moves by the blind time, and health seen before it no
+    // longer counts (nobody watched it hold).
+    let (deadline, healthy_since) = match blind_since {
+        Some(blind) => (deadline + (now - blind), None),
+        None => (deadline, healthy_since),
+    };
+    let verifying = |healthy_since, job_version, waiting_for: String| Phase::Verifying {
+        change: change.clone(),
+        started,
+        deadline,
+        healthy_since,
+        job_version,
+        waiting_for,
+        blind_since: None,
+    };
+    let job_version = job_version.or_else(|| our_job_version(change, obs));
+    match evaluate(change, obs, job_version) {
+        Verdict::Failed(reason) => fail(change, started, reason, true, true, job_version, obs, now),
+        Verdict::Pending(reason) if now >= deadline => fail(
+            change,
+            started,
+            format!(
+                "not healthy within healthyDeadline ({}): {reason}",
+                human(change.gate.healthy_deadline)
+            ),
+            true,
+            true,
+            job_version,
+            obs,
+            now,
+        ),
+        Verdict::Pending(reason) => {
+            let wait = VERIFY_POLL_INTERVAL.min(deadline - now);
+            (
+                vec![Effect::RequeueAfter(wait)],
+                verifying(None, job_version, reason),
+            )
+        }
+        Verdict::Healthy => {
+            let since = healthy_since.unwrap_or(now);
+            let held = now - since;
+            if held >= change.gate.min_healthy_time {
+                let phase = Phase::Ready {
+                    digest: change.digest.clone(),
+                    duration: now - started,
+                };
+                return (Vec::new(), phase);
+            }
+            if now >= deadline {
+                let reason = format!(
+                    "healthy for only {} of minHealthyTime {} when healthyDeadline ({}) passed",
+                    human(held),
+                    human(change.gate.min_healthy_time),
+                    human(change.gate.healthy_deadline)
+                );
+                return fail(change, started, reason, true, true, job_version, obs, now);
+            }
+            let remaining = change.gate.min_healthy_time - held;
+            let wait = remaining.min(VERIFY_POLL_INTERVAL).min(deadline - now);
+            let waiting = format!(
+                "healthy for {}, holding for minHealthyTime {}",
+                human(held),
+                human(change.gate.min_healthy_time)
+            );
+            (
+                vec![Effect::RequeueAfter(wait)],
+                verifying(Some(since), job_version, waiting),
+            )
+        }
+    }
+}
+
+fn step_rolling_back(
+    change: &Change,
+    started: Instant,
+    reason: &str,
+    to_version: Option<u64>,
+    pending: &[Effect],
+    obs: &Observation,
+    now: Instant,
+) -> (Vec<Effect>, Phase) {
+    let (done, error) = match &obs.applied {
+        Some(outcome) => (outcome.completed.min(pending.len()), outcome.error.clone()),
+        None => (0, None),
+    };
+    let rest: Vec<Effect> = pending[done..].to_vec();
+    if rest.is_empty() {
+        let phase = Phase::RolledBack {
+            digest: change.digest.clone(),
+            reason: reason.to_owned(),
+            duration: now - started,
+        };
+        return (Vec::new(), phase);
+    }
+    match error {
+        Some(err) if !err.retryable => {
+            let phase = Phase::Degraded {
+                digest: change.digest.clone(),
+                reason: format!("{reason}; rollback failed: {}", err.message),
+                duration: now - started,
+                held: false,
+            };
+            (Vec::new(), phase)
+        }
+        // Retryable errors (Nomad or Consul unreachable) retry the rest until they go through:
+        // giving up would leave the failed version serving.
+        _ => {
+            let mut effects = rest.clone();
+            effects.push(Effect::RequeueAfter(VERIFY_POLL_INTERVAL));
+            let phase = Phase::RollingBack {
+                change: change.clone(),
+                started,
+                reason: reason.to_owned(),
+                to_version,
+                pending: rest,
+            };
+            (effects, phase)
+        }
+    }
+}
+
+/// The gate failed: roll back what was applied, or hold.
+#[allow(clippy::too_many_arguments)] // every argument is a fact the decision needs
+fn fail(
+    change: &Change,
+    started: Instant,
+    reason: String,
+    kv_written: bool,
+    job_registered: bool,
+    job_version: Option<u64>,
+    obs: &Observation,
+    now: Instant,
+) -> (Vec<Effect>, Phase) {
+    let degraded = |reason: String, held: bool| Phase::Degraded {
+        digest: change.digest.clone(),
+        reason,
+        duration: now - started,
+        held,
+    };
+    if change.gate.on_failure == OnFailure::Hold {
+        return (
+            Vec::new(),
+            degraded(format!("{reason} (onFailure: hold, left in place)"), true),
+        );
+    }
+    let mut pending = Vec::new();
+    if let (Some(kv), true) = (&change.kv, kv_written) {
+        pending.push(kv.restore());
+    }
+    let mut to_version = None;
+    if let (Some(job), true) = (&change.job, job_registered) {
+        match job.rollback_to {
+            Some(version) => {
+                to_version = Some(version);
+                // Registering the reverted version cancels the failed deployment ("Cancelled due
+                // to newer version of job"), so no separate deployment fail is sent: failing it
+                // could trigger Nomad's own auto-revert and race ours.
+                let current = job_version.or_else(|| obs.job.as_ref().map(|j| j.version));
+                pending.push(Effect::RevertJob {
+                    job_id: job.job_id.clone(),
+                    version,
+                    enforce_prior_version: current,
+                });
+            }
+            None => {
+                // Restore the KV half anyway: it has a known good state.
+                let reason = format!(
+                    "{reason}; no earlier job version passed the gate, so the job was left in place"
+                );
+                return (pending, degraded(reason, false));
+            }
+        }
+    }
+    if pending.is_empty() {
+        let phase = Phase::RolledBack {
+            digest: change.digest.clone(),
+            reason,
+            duration: now - started,
+        };
+        return (Vec::new(), phase);
+    }
+    let mut effects = pending.clone();
+    effects.push(Effect::RequeueAfter(VERIFY_POLL_INTERVAL));
+    let phase = Phase::RollingBack {
+        change: change.clone(),
+        started,
+        reason,
+        to_version,
+        pending,
+    };
+    (effects, phase)
+}
+
+/// The gate's reading of one observation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Verdict {
+    Healthy,
+    Pending(String),
+    Failed(String),
+}
+
+/// The job version carrying the digest we registered, if Nomad shows it.
+fn our_job_version(change: &Change, obs: &Observation) -> Option<u64> {
+    let job = obs.job.as_ref()?;
+    match &change.job {
+        Some(jc) => {
+            (job.spec_digest.as_deref() == Some(jc.job_digest.as_str())).then_some(job.version)
+        }
+        // A policy-only change runs on whatever version is there.
+        None => Some(job.version),
+    }
+}
+
+fn evaluate(change: &Change, obs: &Observation, job_version: Option<u64>) -> Verdict {
+    match evaluate_job(change, obs, job_version) {
+        Verdict::Healthy => evaluate_proxy(&change.gate, obs),
+        other => other,
+    }
+}
+
+fn evaluate_job(change: &Change, obs: &Observation, job_version: Option<u64>) -> Verdict {
+    let Some(job) = &obs.job else {
+        return Verdict::Failed("the proxy job no longer exists".to_owned());
+    };
+    if job.stopped {
+        return Verdict::Failed("the proxy job was stopped".to_owned());
+    }
+    let Some(version) = job_version else {
+        return Verdict::Pending("the registered job version is not visible yet".to_owned());
+    };
+    if change.job.is_some() && job.version != version {
+        return Verdict::Failed(format!(
+            "the job changed underneath the rollout (now version {}, expected {version})",
+            job.version
+        ));
+    }
+    // Deployment health where the job has deployments for this version (only a job change
+    // creates one; a policy change is judged on the running allocations).
+    if change.job.is_some()
+        && let Some(dep) = obs.deployment.as_ref().filter(|d| d.job_version == version)
+    {
+        return match dep.state {
+            DeploymentState::Successful => Verdict::Healthy,
+            DeploymentState::Failed => {
+                Verdict::Failed(format!("deployment failed: {}", dep.description))
+            }
+            DeploymentState::Cancelled => {
+                Verdict::Failed(format!("deployment cancelled: {}", dep.description))
+            }
+            DeploymentState::Running | DeploymentState::Paused => Verdict::Pending(format!(
+                "deployment {}: {}",
+                short(&dep.id),
+                dep.description
+            )),
+        };
+    }
+    // No deployment (system jobs before Nomad 1.11): allocations running with running tasks; the
+    // minHealthyTime hold happens in the caller.
+    let live: Vec<&AllocObservation> = obs
+        .allocations
+        .iter()
+        .filter(|a| a.desired_status == "run")
+        .collect();
+    if let Some(a) = live
+        .iter()
+        .find(|a| a.job_version == version && matches!(a.client_status.as_str(), "failed" | "lost"))
+    {
+        let detail = a.task_detail.as_deref().unwrap_or("no task event");
+        return Verdict::Failed(format!(
+            "allocation {} {}: {detail}",
+            short(&a.id),
+            a.client_status
+        ));
+    }
+    if live.is_empty() {
+        return Verdict::Pending(format!("no allocation of job version {version} placed yet"));
+    }
+    if let Some(a) = live.iter().find(|a| a.job_version != version) {
+        return Verdict::Pending(format!(
+            "allocation {} still runs job version {}",
+            short(&a.id),
+            a.job_version
+        ));
+    }
+    if let Some(a) = live
+        .iter()
+        .find(|a| a.client_status != "running" || !a.tasks_running)
+    {
+        let detail = a.task_detail.as_deref().unwrap_or("tasks not running");
+        return Verdict::Pending(format!(
+            "allocation {} {}: {detail}",
+            short(&a.id),
+            a.client_status
+        ));
+    }
+    Verdict::Healthy
+}
+
+fn evaluate_proxy(gate: &Gate, obs: &Observation) -> Verdict {
+    let needs_proxy = gate.check_ping || !gate.expected_entries.is_empty();
+    let Some(proxy) = &obs.proxy else {
+        return if needs_proxy {
+            Verdict::Pending("the proxy was not probed".to_owned())
+        } else {
+            Verdict::Healthy
+        };
+    };
+    if gate.check_ping && !proxy.ping_ok {
+        return Verdict::Pending("the proxy's /ping does not answer 200".to_owned());
+    }
+    if !gate.expected_entries.is_empty() {
+        let Some(entries) = &proxy.rawdata else {
+            return Verdict::Pending("/api/rawdata could not be read".to_owned());
+        };
+        let expected: BTreeSet<&str> = gate.expected_entries.iter().map(String::as_str).collect();
+        let missing: Vec<&str> = expected
+            .iter()
+            .copied()
+            .filter(|name| !entries.iter().any(|e| e.name == *name))
+            .collect();
+        let ours_disabled: Vec<&RawEntry> = entries
+            .iter()
+            .filter(|e| e.status == EntryStatus::Disabled)
+            .filter(|e| {
+                expected.contains(e.name.as_str())
+                    || (e.kind == EntryKind::Router
+                        && e.middlewares.iter().any(|m| expected.contains(m.as_str())))
+            })
+            .collect();
+        if let Some(bad) = ours_disabled.first() {
+            let reason = format!(
+                "{} {} is disabled in /api/rawdata: {}",
+                bad.kind.as_str(),
+                bad.name,
+                bad.errors.join("; ")
+            );
+            // Only once everything we wrote is loaded is a disabled entry the new config's fault
+            // rather than a stale reading from before the reload.
+            return if missing.is_empty() {
+                Verdict::Failed(reason)
+            } else {
+                Verdict::Pending(reason)
+            };
+        }
+        if !missing.is_empty() {
+            return Verdict::Pending(format!(
+                "not loaded by the proxy yet: {}",
+                missing.join(", ")
+            ));
+        }
+    }
+    if let Some(p) = proxy.probes.iter().find(|p| !p.ok) {
+        return Verdict::Pending(format!("route probe {} failed: {}", p.name, p.detail));
+    }
+    Verdict::Healthy
+}
+
+fn short(id: &str) -> &str {
+    id.get(..8).unwrap_or(id)
+}
+
+/// `1.5s`, `250ms`, `2m0s`: durations as a user wrote them.
+fn human(d: Duration) -> String {
+    if d.as_secs() >= 60 {
+        format!("{}m{}s", d.as_secs() / 60, d.as_secs() % 60)
+    } else if d.subsec_millis() == 0 {
+        format!("{}s", d.as_secs())
+    } else if d.as_secs() == 0 {
+        format!("{}ms", d.as_millis())
+    } else {
+        format!("{:.1}s", d.as_secs_f64())
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::panic)] // tests fail loudly
+mod tests;

@@ -1,1 +1,399 @@
-//! The status document written back to Consul KV.
+//! The status document at `<prefix>/status` (DESIGN §5): built from what one pass saw and did,
+//! and written back with check-and-set.
+//!
+//! [`next`] is pure: previous status + what happened in this pass → next status. The loop
+//! writes only when [`differs`] says the content changed, so an idle operator writes nothing.
+//! [`write`] does the CAS and, on a conflict (someone else wrote in between), re-reads and
+//! tries again with the fresh index.
+//!
+//! The document holds digests, phases, reasons and validation errors; never a token, a
+//! basic-auth hash or a private key (the spec refers to secrets, it does not hold them).
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use crate::rollout::Phase as Rollout;
+use crate::spec::status::{Condition, ConditionStatus, HistoryEntry, Outcome, Phase, ProxyStatus};
+use crate::spec::{FieldError, ProxyKind};
+
+/// Condition type: the config document parsed and validated.
+pub const CONDITION_VALID: &str = "Valid";
+/// Condition type: a rollout is in flight.
+pub const CONDITION_PROGRESSING: &str = "Progressing";
+/// Condition type: the proxy runs the observed spec and passed the gate.
+pub const CONDITION_READY: &str = "Ready";
+
+/// What this pass found, in the order the loop decides it.
+#[derive(Debug, Clone, Copy)]
+pub enum Report<'a> {
+    /// The config key is absent, empty or unreadable; nothing was changed.
+    NoConfig {
+        /// Why.
+        reason: &'a str,
+    },
+    /// The document does not parse or validate; nothing was changed.
+    Invalid {
+        /// Every error.
+        errors: &'a [FieldError],
+    },
+    /// Observing the cluster failed; the last good state stays and the loop backs off.
+    ObservationFailed {
+        /// What failed.
+        error: &'a str,
+        /// When the loop tries again.
+        retry_in: Duration,
+    },
+    /// The job is not ours.
+    Stalled {
+        /// Why.
+        reason: &'a str,
+    },
+    /// `spec.paused`.
+    Paused,
+    /// Something differs but is held (a failed digest, or drift with `driftPolicy: warn`).
+    Held {
+        /// Why.
+        reason: &'a str,
+        /// Drift being reported (phase Degraded) rather than a failed digest (phase unchanged).
+        drift: bool,
+    },
+    /// Desired and observed match.
+    Converged,
+    /// A rollout is in flight, or ended in this pass.
+    Rollout(&'a Rollout),
+}
+
+/// One pass's facts for the status.
+#[derive(Debug, Clone, Copy)]
+pub struct Pass<'a> {
+    /// ModifyIndex of the config key (0 when absent).
+    pub observed_index: u64,
+    /// Digest of the observed document, when it validated.
+    pub observed_digest: Option<&'a str>,
+    /// Its `retryNonce`.
+    pub retry_nonce: Option<&'a str>,
+    /// The proxy the document asks for.
+    pub proxy: Option<ProxyKind>,
+    /// The job version running now, if observed.
+    pub job_version: Option<u64>,
+    /// Validation warnings.
+    pub warnings: &'a [FieldError],
+    /// The verdict.
+    pub report: Report<'a>,
+}
+
+/// Builds the next status. `now` is wall-clock time for the RFC 3339 fields.
+#[must_use]
+pub fn next(prev: &ProxyStatus, pass: &Pass<'_>, now: SystemTime) -> ProxyStatus {
+    let stamp = rfc3339(now);
+    let mut s = prev.clone();
+    s.observed_index = pass.observed_index;
+    s.warnings = pass.warnings.to_vec();
+    if pass.proxy.is_some() {
+        s.proxy = pass.proxy;
+    }
+    if !matches!(
+        pass.report,
+        Report::Invalid { .. } | Report::NoConfig { .. }
+    ) {
+        s.observed_digest = pass.observed_digest.map(str::to_owned);
+        s.validation_errors.clear();
+    }
+    if !matches!(pass.report, Report::ObservationFailed { .. }) {
+        s.next_retry_at = None;
+    }
+    let valid = |s: &mut ProxyStatus| {
+        s.set_condition(
+            cond(CONDITION_VALID, true, "Valid", "the document validates"),
+            &stamp,
+        );
+    };
+    match pass.report {
+        Report::NoConfig { reason } => {
+            let c = cond(
+                CONDITION_VALID,
+                false,
+                "ConfigMissing",
+                &format!("{reason}; the proxy is left as it is"),
+            );
+            s.set_condition(c, &stamp);
+        }
+        Report::Invalid { errors } => {
+            s.phase = Phase::Invalid;
+            s.observed_digest = None;
+            s.validation_errors = errors.to_vec();
+            let message = format!("{} validation error(s); nothing was changed", errors.len());
+            s.set_condition(
+                cond(CONDITION_VALID, false, "ValidationFailed", &message),
+                &stamp,
+            );
+            s.set_condition(
+                cond(
+                    CONDITION_PROGRESSING,
+                    false,
+                    "Invalid",
+                    "nothing is rolled out",
+                ),
+                &stamp,
+            );
+        }
+        Report::ObservationFailed { error, retry_in } => {
+            s.phase = Phase::Stalled;
+            s.consecutive_failures = s.consecutive_failures.saturating_add(1);
+            s.next_retry_at = Some(rfc3339(now + retry_in));
+            let message = format!("{error}; the proxy is left as it is, retrying");
+            s.set_condition(
+                cond(CONDITION_READY, false, "ObservationFailed", &message),
+                &stamp,
+            );
+        }
+        Report::Stalled { reason } => {
+            valid(&mut s);
+            s.phase = Phase::Stalled;
+            s.set_condition(cond(CONDITION_READY, false, "ForeignJob", reason), &stamp);
+            s.set_condition(
+                cond(
+                    CONDITION_PROGRESSING,
+                    false,
+                    "Stalled",
+                    "nothing is rolled out",
+                ),
+                &stamp,
+            );
+        }
+        Report::Paused => {
+            valid(&mut s);
+            s.phase = Phase::Paused;
+            s.set_condition(
+                cond(
+                    CONDITION_PROGRESSING,
+                    false,
+                    "Paused",
+                    "spec.paused is true",
+                ),
+                &stamp,
+            );
+        }
+        Report::Held { reason, drift } => {
+            valid(&mut s);
+            if drift {
+                s.phase = Phase::Degraded;
+                s.set_condition(cond(CONDITION_READY, false, "Drifted", reason), &stamp);
+            } else if !matches!(s.phase, Phase::RolledBack | Phase::Degraded) {
+                // After a restart the phase may have been lost to an observation error or an
+                // edit; a held failed digest always means the last rollout failed.
+                s.phase = Phase::RolledBack;
+            }
+            s.set_condition(cond(CONDITION_PROGRESSING, false, "Held", reason), &stamp);
+        }
+        Report::Converged => {
+            valid(&mut s);
+            converged(&mut s, pass, &stamp);
+        }
+        Report::Rollout(phase) => {
+            valid(&mut s);
+            rollout(&mut s, pass, phase, now, &stamp);
+        }
+    }
+    s
+}
+
+fn converged(s: &mut ProxyStatus, pass: &Pass<'_>, stamp: &str) {
+    s.phase = Phase::Ready;
+    s.consecutive_failures = 0;
+    s.last_applied_digest = pass.observed_digest.map(str::to_owned);
+    s.failed_digest = None;
+    s.failed_retry_nonce = None;
+    if pass.job_version.is_some() {
+        s.job_version = pass.job_version;
+    }
+    s.set_condition(
+        cond(
+            CONDITION_READY,
+            true,
+            "Converged",
+            "the proxy runs the observed spec",
+        ),
+        stamp,
+    );
+    s.set_condition(
+        cond(
+            CONDITION_PROGRESSING,
+            false,
+            "Converged",
+            "nothing to roll out",
+        ),
+        stamp,
+    );
+}
+
+fn rollout(s: &mut ProxyStatus, pass: &Pass<'_>, phase: &Rollout, now: SystemTime, stamp: &str) {
+    let history =
+        |s: &mut ProxyStatus, digest: &str, outcome, duration: &Duration, reason: &str| {
+            push_deduped(
+                s,
+                HistoryEntry {
+                    digest: digest.to_owned(),
+                    outcome,
+                    started_at: rfc3339(now.checked_sub(*duration).unwrap_or(now)),
+                    duration_ms: u64::try_from(duration.as_millis()).unwrap_or(u64::MAX),
+                    reason: reason.to_owned(),
+                },
+            );
+        };
+    match phase {
+        Rollout::Idle => converged(s, pass, stamp),
+        Rollout::Applying { change, .. } | Rollout::Verifying { change, .. } => {
+            s.phase = Phase::Progressing;
+            s.last_attempted_digest = Some(change.digest.clone());
+            let message = match phase {
+                Rollout::Verifying { waiting_for, .. } => format!("verifying: {waiting_for}"),
+                _ => format!("applying {}", describe(change)),
+            };
+            s.set_condition(
+                cond(CONDITION_PROGRESSING, true, "RollingOut", &message),
+                stamp,
+            );
+        }
+        Rollout::RollingBack { change, reason, .. } => {
+            s.phase = Phase::Progressing;
+            s.last_attempted_digest = Some(change.digest.clone());
+            let message = format!("rolling back: {reason}");
+            s.set_condition(
+                cond(CONDITION_PROGRESSING, true, "RollingBack", &message),
+                stamp,
+            );
+        }
+        Rollout::Ready { digest, duration } => {
+            history(
+                s,
+                digest,
+                Outcome::Succeeded,
+                duration,
+                "passed the health gate",
+            );
+            converged(s, pass, stamp);
+            s.last_applied_digest = Some(digest.clone());
+        }
+        Rollout::RolledBack {
+            digest,
+            reason,
+            duration,
+        } => {
+            history(s, digest, Outcome::RolledBack, duration, reason);
+            failed(s, pass, digest, Phase::RolledBack, reason, stamp);
+        }
+        Rollout::Degraded {
+            digest,
+            reason,
+            duration,
+            held,
+        } => {
+            let outcome = if *held {
+                Outcome::Held
+            } else {
+                Outcome::Failed
+            };
+            history(s, digest, outcome, duration, reason);
+            failed(s, pass, digest, Phase::Degraded, reason, stamp);
+        }
+    }
+}
+
+fn failed(
+    s: &mut ProxyStatus,
+    pass: &Pass<'_>,
+    digest: &str,
+    phase: Phase,
+    reason: &str,
+    stamp: &str,
+) {
+    s.phase = phase;
+    s.consecutive_failures = s.consecutive_failures.saturating_add(1);
+    s.failed_digest = Some(digest.to_owned());
+    s.failed_retry_nonce = pass.retry_nonce.map(str::to_owned);
+    s.last_attempted_digest = Some(digest.to_owned());
+    let name = if phase == Phase::RolledBack {
+        "RolledBack"
+    } else {
+        "Degraded"
+    };
+    s.set_condition(cond(CONDITION_READY, false, name, reason), stamp);
+    let message = "the failed spec is not retried until the document or retryNonce changes";
+    s.set_condition(cond(CONDITION_PROGRESSING, false, name, message), stamp);
+}
+
+/// Appends to history, replacing the last entry when it has the same digest and outcome (a
+/// repeated outcome is news only once).
+fn push_deduped(s: &mut ProxyStatus, entry: HistoryEntry) {
+    if let Some(last) = s.history.last_mut()
+        && last.digest == entry.digest
+        && last.outcome == entry.outcome
+    {
+        *last = entry;
+        return;
+    }
+    s.push_history(entry);
+}
+
+fn describe(change: &crate::rollout::Change) -> String {
+    match (&change.kv, &change.job) {
+        (Some(kv), Some(_)) => format!(
+            "{} KV change(s) and a new job version",
+            kv.set.len() + kv.delete.len()
+        ),
+        (Some(kv), None) => format!("{} KV change(s)", kv.set.len() + kv.delete.len()),
+        (None, _) => "a new job version".to_owned(),
+    }
+}
+
+fn cond(condition_type: &str, status: bool, reason: &str, message: &str) -> Condition {
+    Condition {
+        condition_type: condition_type.to_owned(),
+        status: if status {
+            ConditionStatus::True
+        } else {
+            ConditionStatus::False
+        },
+        reason: reason.to_owned(),
+        message: message.to_owned(),
+        last_transition_time: String::new(),
+    }
+}
+
+/// Whether `next` says anything `prev` does not (`updatedAt` aside): the loop writes only then.
+#[must_use]
+pub fn differs(prev: &ProxyStatus, next: &ProxyStatus) -> bool {
+    let strip = |s: &ProxyStatus| ProxyStatus {
+        updated_at: None,
+        ..s.clone()
+    };
+    strip(prev) != strip(next)
+}
+
+/// `2024-05-01T12:00:00Z`: RFC 3339 in UTC, second precision.
+#[must_use]
+pub fn rfc3339(t: SystemTime) -> String {
+    let secs = t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let days = i64::try_from(secs / 86_400).unwrap_or(0);
+    let rem = secs % 86_400;
+    // Howard Hinnant's days-from-civil inverse.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::panic)] // tests fail loudly
+mod tests;

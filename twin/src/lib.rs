@@ -2,13 +2,30 @@
 //!
 //! It is test infrastructure for proxy-operator's tests, `dev` mode and benchmarks: real Traefik
 //! and the operator's clients talk to it over HTTP exactly as they would to a real cluster.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), hashistack_twin::Error> {
+//! use hashistack_twin::{Api, Twin, TwinConfig};
+//! let twin = Twin::start(TwinConfig::default()).await?;
+//! let consul = format!("http://{}", twin.consul_addr());
+//! twin.faults().stop(Api::Consul).await; // connection refused from now on
+//! twin.faults().start(Api::Consul).await.ok(); // same port again
+//! twin.shutdown().await;
+//! # Ok(()) }
+//! ```
 #![forbid(unsafe_code)]
 
+pub mod blocking;
 pub mod consul;
+pub mod faults;
 pub mod nomad;
+pub mod persist;
+mod server;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+
+pub use faults::{Api, Faults, RequestRecord};
 
 /// How to start a twin.
 #[derive(Debug, Clone)]
@@ -26,7 +43,12 @@ pub struct TwinConfig {
 impl Default for TwinConfig {
     fn default() -> Self {
         let ephemeral = SocketAddr::from(([127, 0, 0, 1], 0));
-        TwinConfig { consul_addr: ephemeral, nomad_addr: ephemeral, data_dir: None, acl_token: None }
+        TwinConfig {
+            consul_addr: ephemeral,
+            nomad_addr: ephemeral,
+            data_dir: None,
+            acl_token: None,
+        }
     }
 }
 
@@ -34,8 +56,18 @@ impl Default for TwinConfig {
 pub struct Twin {
     consul_addr: SocketAddr,
     nomad_addr: SocketAddr,
+    consul: consul::ConsulState,
     nomad: nomad::NomadState,
-    tasks: Vec<tokio::task::JoinHandle<()>>,
+    faults: Faults,
+}
+
+impl std::fmt::Debug for Twin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Twin")
+            .field("consul_addr", &self.consul_addr)
+            .field("nomad_addr", &self.nomad_addr)
+            .finish()
+    }
 }
 
 /// Errors starting or stopping the twin.
@@ -50,40 +82,58 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// The Consul state could not be restored from `data_dir`.
+    #[error("failed to start the Consul API: {0}")]
+    Consul(#[from] consul::Error),
 }
 
 impl Twin {
-    /// Starts the Consul and Nomad APIs.
+    /// Starts the Consul and Nomad APIs (restoring state from `data_dir` when given).
     pub async fn start(config: TwinConfig) -> Result<Twin, Error> {
         let _ = rustls::crypto::ring::default_provider().install_default();
-        let consul_listener = tokio::net::TcpListener::bind(config.consul_addr)
-            .await
-            .map_err(|source| Error::Bind { addr: config.consul_addr, source })?;
-        let nomad_listener = tokio::net::TcpListener::bind(config.nomad_addr)
-            .await
-            .map_err(|source| Error::Bind { addr: config.nomad_addr, source })?;
-        let consul_addr = consul_listener.local_addr().map_err(|source| Error::Bind { addr: config.consul_addr, source })?;
-        let nomad_addr = nomad_listener.local_addr().map_err(|source| Error::Bind { addr: config.nomad_addr, source })?;
+        let bind = |addr: SocketAddr| async move {
+            tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|source| Error::Bind { addr, source })
+        };
+        let consul_listener = bind(config.consul_addr).await?;
+        let nomad_listener = bind(config.nomad_addr).await?;
+        let consul_addr = consul_listener.local_addr().map_err(|source| Error::Bind {
+            addr: config.consul_addr,
+            source,
+        })?;
+        let nomad_addr = nomad_listener.local_addr().map_err(|source| Error::Bind {
+            addr: config.nomad_addr,
+            source,
+        })?;
         let consul = consul::ConsulState::new(consul::ConsulConfig {
             acl_token: config.acl_token.clone(),
             data_dir: config.data_dir.clone(),
-        });
+        })?;
         let nomad = nomad::NomadState::new(nomad::NomadConfig {
             consul_http_addr: consul_addr,
             acl_token: config.acl_token.clone(),
             data_dir: config.data_dir.clone(),
         });
-        let consul_router = consul.router();
-        let nomad_router = nomad.router();
-        let tasks = vec![
-            tokio::spawn(async move {
-                let _ = axum::serve(consul_listener, consul_router).await;
-            }),
-            tokio::spawn(async move {
-                let _ = axum::serve(nomad_listener, nomad_router).await;
-            }),
-        ];
-        Ok(Twin { consul_addr, nomad_addr, nomad, tasks })
+        let faults = Faults::new(consul.clone());
+        let consul_app = faults.wrap(Api::Consul, consul.router());
+        let nomad_app = faults.wrap(Api::Nomad, nomad.router());
+        faults.attach(
+            Api::Consul,
+            server::Server::serve(consul_listener, consul_addr, consul_app),
+        );
+        faults.attach(
+            Api::Nomad,
+            server::Server::serve(nomad_listener, nomad_addr, nomad_app),
+        );
+        tracing::info!(%consul_addr, %nomad_addr, "hashistack-twin listening");
+        Ok(Twin {
+            consul_addr,
+            nomad_addr,
+            consul,
+            nomad,
+            faults,
+        })
     }
 
     /// The Consul API's address.
@@ -96,11 +146,26 @@ impl Twin {
         self.nomad_addr
     }
 
-    /// Stops both APIs and every process the executor started.
+    /// Fault injection and request counters.
+    pub fn faults(&self) -> &Faults {
+        &self.faults
+    }
+
+    /// Requests an API has received so far (control requests excluded).
+    pub fn requests(&self, api: Api) -> u64 {
+        self.faults.requests(api)
+    }
+
+    /// Direct access to the Consul state (reads and writes without HTTP, e.g. for benchmarks).
+    pub fn consul(&self) -> &consul::ConsulState {
+        &self.consul
+    }
+
+    /// Stops both APIs and every process the executor started, and writes the final snapshot.
     pub async fn shutdown(self) {
         self.nomad.shutdown().await;
-        for task in self.tasks {
-            task.abort();
-        }
+        self.faults.stop(Api::Consul).await;
+        self.faults.stop(Api::Nomad).await;
+        self.consul.shutdown().await;
     }
 }

@@ -1,4 +1,97 @@
-//! The standalone `hashistack-twin` binary.
+//! The standalone `hashistack-twin` binary: Consul and Nomad APIs in the foreground until SIGINT
+//! or SIGTERM.
 #![forbid(unsafe_code)]
 
-fn main() {}
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Parser;
+use hashistack_twin::{Twin, TwinConfig};
+
+/// An API-compatible twin of Consul and Nomad for tests, dev mode and benchmarks.
+#[derive(Debug, Parser)]
+#[command(name = "hashistack-twin", version)]
+struct Args {
+    /// Address of the Consul HTTP API.
+    #[arg(long, default_value = "127.0.0.1:8500")]
+    consul_addr: SocketAddr,
+    /// Address of the Nomad HTTP API.
+    #[arg(long, default_value = "127.0.0.1:4646")]
+    nomad_addr: SocketAddr,
+    /// Directory where KV, sessions, jobs and indexes persist across restarts.
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// File holding the ACL token every request must carry.
+    #[arg(long)]
+    acl_token_file: Option<PathBuf>,
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let args = Args::parse();
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,hashistack_twin=debug"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+
+    let acl_token = match &args.acl_token_file {
+        None => None,
+        Some(path) => match std::fs::read_to_string(path) {
+            Ok(t) if !t.trim().is_empty() => Some(t.trim().to_string()),
+            Ok(_) => {
+                eprintln!(
+                    "hashistack-twin: ACL token file {} is empty",
+                    path.display()
+                );
+                return ExitCode::from(2);
+            }
+            Err(e) => {
+                eprintln!(
+                    "hashistack-twin: failed to read ACL token file {}: {e}",
+                    path.display()
+                );
+                return ExitCode::from(2);
+            }
+        },
+    };
+    let config = TwinConfig {
+        consul_addr: args.consul_addr,
+        nomad_addr: args.nomad_addr,
+        data_dir: args.data_dir,
+        acl_token,
+    };
+    let twin = match Twin::start(config).await {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("hashistack-twin: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    println!(
+        "consul http://{}  nomad http://{}",
+        twin.consul_addr(),
+        twin.nomad_addr()
+    );
+    wait_for_signal().await;
+    tracing::info!("signal received, shutting down");
+    twin.shutdown().await;
+    ExitCode::SUCCESS
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+        }
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}

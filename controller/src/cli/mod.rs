@@ -49,7 +49,10 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     // reqwest is built without a default TLS provider; install ring once for the whole process.
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: failed to start the async runtime: {e}");

@@ -1,12 +1,132 @@
-//! `proxy-operator render`.
+//! `proxy-operator render`: prints everything the operator would apply for a document — the
+//! proxy's Nomad job, Traefik's static config and KV policy entries, or Caddy's config — without
+//! touching a cluster. Data goes to stdout, errors to stderr.
 
+use std::io::Write;
+use std::path::PathBuf;
 use std::process::ExitCode;
+
+use anyhow::Context;
+use serde_json::{Map, Value, json};
+
+use crate::render::{self, RenderContext};
+use crate::spec;
+
+/// Output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Output {
+    /// One JSON object.
+    Json,
+    /// One YAML document.
+    Yaml,
+}
 
 /// Arguments of `proxy-operator render`.
 #[derive(Debug, clap::Args)]
-pub struct Args {}
+pub struct Args {
+    /// The ProxyConfig document (YAML or JSON).
+    pub file: PathBuf,
+    /// Output format.
+    #[arg(long, value_enum, default_value = "json")]
+    pub output: Output,
+    /// Consul KV prefix (Traefik's KV root is `<prefix>/traefik`).
+    #[arg(long, default_value = render::DEFAULT_PREFIX)]
+    pub prefix: String,
+    /// Value of the job's `proxy-operator/owner` Meta.
+    #[arg(long, default_value = render::DEFAULT_PREFIX)]
+    pub owner: String,
+    /// htpasswd file standing in for the spec's `basicAuth.usersFrom` (the running operator
+    /// reads the reference itself). Needed only when basic auth is on; the users are printed
+    /// as `<redacted>`.
+    #[arg(long, value_name = "FILE")]
+    pub basic_auth_users: Option<PathBuf>,
+}
 
-/// Runs the command.
-pub async fn run(_args: Args) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("`render` is not built yet")
+/// Runs the command: exit 0 rendered, 1 the document is invalid or cannot be rendered, 2 usage
+/// or IO error.
+pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let bytes = std::fs::read(&args.file)
+        .with_context(|| format!("failed to read {}", args.file.display()))?;
+    let users = match &args.basic_auth_users {
+        None => None,
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("failed to read {}", path.display()))?;
+            Some(
+                text.lines()
+                    .map(str::trim)
+                    .filter(|l| !l.is_empty() && !l.starts_with('#'))
+                    .map(str::to_string)
+                    .collect::<Vec<_>>(),
+            )
+        }
+    };
+    let validated = match spec::load(&bytes) {
+        Ok(v) => v,
+        Err(e) => {
+            eprintln!("{}: invalid ProxyConfig:", args.file.display());
+            for fe in e.field_errors() {
+                eprintln!("  {fe}");
+            }
+            return Ok(ExitCode::from(1));
+        }
+    };
+    let ctx = RenderContext {
+        prefix: args.prefix.clone(),
+        owner: args.owner.clone(),
+        basic_auth_users: users,
+    };
+    let rendered = match render::render(&validated, &ctx) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("{}: {e}", args.file.display());
+            if matches!(e, render::Error::UnresolvedSecret { .. }) {
+                eprintln!("  pass --basic-auth-users FILE (htpasswd lines) to render it");
+            }
+            return Ok(ExitCode::from(1));
+        }
+    };
+
+    let doc = to_document(&rendered);
+    let text = match args.output {
+        Output::Json => {
+            let mut s = serde_json::to_string_pretty(&doc).context("failed to encode JSON")?;
+            s.push('\n');
+            s
+        }
+        Output::Yaml => serde_saphyr::to_string(&doc).context("failed to encode YAML")?,
+    };
+    std::io::stdout()
+        .lock()
+        .write_all(text.as_bytes())
+        .context("failed to write to stdout")?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Everything rendered, as one document; secret KV values are replaced by `<redacted>`.
+fn to_document(r: &render::Rendered) -> Value {
+    let mut doc = Map::new();
+    doc.insert("job".into(), r.job.clone());
+    doc.insert("jobDigest".into(), json!(r.job_digest));
+    if let Some(yaml) = &r.traefik_static {
+        doc.insert("traefikStatic".into(), json!(yaml));
+        let kv: Map<String, Value> = r
+            .traefik_kv
+            .iter()
+            .map(|(k, v)| {
+                let shown = if render::traefik::is_secret_key(k) {
+                    "<redacted>"
+                } else {
+                    v.as_str()
+                };
+                (k.clone(), json!(shown))
+            })
+            .collect();
+        doc.insert("traefikKv".into(), Value::Object(kv));
+        doc.insert("kvDigest".into(), json!(r.kv_digest));
+    }
+    if let Some(caddy) = &r.caddy {
+        doc.insert("caddy".into(), caddy.clone());
+    }
+    Value::Object(doc)
 }

@@ -1,12 +1,130 @@
-//! `proxy-operator run`.
+//! `proxy-operator run`: the operator itself. Watches `<prefix>/config` and converges the proxy.
 
 use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use tracing::info;
+
+use crate::consul::{ConsulApi, ConsulClient};
+use crate::nomad::NomadClient;
+use crate::probe::HttpProbe;
+use crate::reconcile::{self, Operator};
+use crate::spec;
+use crate::telemetry::{self, LogFormat};
+use crate::transport::{ClientConfig, ConsulFlags, NomadFlags};
 
 /// Arguments of `proxy-operator run`.
 #[derive(Debug, clap::Args)]
-pub struct Args {}
+pub struct Args {
+    /// KV prefix: the document is `<prefix>/config`, the status `<prefix>/status`.
+    #[arg(long, default_value = "proxy-operator")]
+    prefix: String,
+    /// Quiet time after a config change before a pass (bursts of edits become one pass).
+    #[arg(long, value_parser = spec::parse_duration, default_value = "250ms")]
+    debounce: Duration,
+    /// Interval of the full resync that catches missed changes and drift.
+    #[arg(long, value_parser = spec::parse_duration, default_value = "5m")]
+    resync: Duration,
+    /// When `<prefix>/config` is absent, write a first document from PROXY_SERVER,
+    /// DOMAIN_SUFFIX, TRAEFIK_PROVIDER_PRIMARY and TRAEFIK_API_INSECURE (create-only).
+    #[arg(long)]
+    bootstrap_from_env: bool,
+    /// Log format.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+    /// Value of the job's `proxy-operator/owner` Meta (default: the prefix).
+    #[arg(long)]
+    owner: Option<String>,
+    /// Host the proxy's entry points and API are probed on.
+    #[arg(long, default_value = "127.0.0.1")]
+    proxy_host: String,
+    /// Base URL of the proxy's API for `/ping` and `/api/rawdata` (default: the spec's
+    /// dashboard address on --proxy-host).
+    #[arg(long)]
+    proxy_api: Option<String>,
+    #[command(flatten)]
+    consul: ConsulFlags,
+    #[command(flatten)]
+    nomad: NomadFlags,
+}
 
-/// Runs the command.
-pub async fn run(_args: Args) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("`run` is not built yet")
+/// Runs the command until SIGINT or SIGTERM.
+pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
+    telemetry::init(args.log_format)?;
+    let env = |k: &str| std::env::var(k).ok();
+    let mut consul_config = ClientConfig::consul_from_env(env)
+        .context("failed to read the Consul settings from the environment")?;
+    consul_config
+        .apply(args.consul.into())
+        .context("failed to apply the Consul flags")?;
+    let mut nomad_config = ClientConfig::nomad_from_env(env)
+        .context("failed to read the Nomad settings from the environment")?;
+    nomad_config
+        .apply(args.nomad.into())
+        .context("failed to apply the Nomad flags")?;
+    let consul = ConsulClient::new(&consul_config).context("failed to build the Consul client")?;
+    let nomad = NomadClient::new(&nomad_config).context("failed to build the Nomad client")?;
+    let probe = HttpProbe::new().context("failed to build the probe client")?;
+
+    let mut config = reconcile::Config::new(args.prefix)
+        .debounce(args.debounce)
+        .resync(args.resync);
+    if let Some(owner) = args.owner {
+        config.owner = owner;
+    }
+    config.proxy_host = args.proxy_host;
+    config.proxy_api = args.proxy_api;
+
+    if args.bootstrap_from_env {
+        bootstrap(&consul, &config.config_key()).await?;
+    }
+    info!(prefix = %config.prefix, consul = %consul_config.endpoint, nomad = %nomad_config.endpoint, "operator starting");
+    Operator::new(config, consul, nomad, probe)
+        .run(shutdown_signal())
+        .await;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Writes the document mapped from the HinD environment, only if the key does not exist (CAS 0),
+/// so an operator restart never overwrites an edited document.
+pub async fn bootstrap(consul: &impl ConsulApi, key: &str) -> anyhow::Result<bool> {
+    let document = spec::from_env(|k| std::env::var(k).ok())
+        .context("failed to map the environment onto a ProxyConfig")?;
+    let mut bytes =
+        serde_json::to_vec_pretty(&document).context("failed to encode the document")?;
+    bytes.push(b'\n');
+    let written = consul
+        .kv_put(key, &bytes, Some(0))
+        .await
+        .with_context(|| format!("failed to write the first document to {key}"))?;
+    if written {
+        info!(%key, "bootstrapped the config document from the environment");
+    } else {
+        info!(%key, "config document exists; --bootstrap-from-env left it alone");
+    }
+    Ok(written)
+}
+
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+    info!("shutdown requested");
 }

@@ -1,12 +1,120 @@
-//! `proxy-operator validate`.
+//! `proxy-operator validate FILE...`: parse + validate documents without touching a cluster.
+//!
+//! Exit 0 when every file is valid, 1 when any is invalid, 2 when a file cannot be read.
+//! Text output: `FILE: valid (digest …)` on stdout, `FILE: spec.x.y: message` on stderr.
 
+use std::io::Read;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+
+use serde::Serialize;
+
+use super::EXIT_ERROR;
+use crate::spec::{self, FieldError};
 
 /// Arguments of `proxy-operator validate`.
 #[derive(Debug, clap::Args)]
-pub struct Args {}
+pub struct Args {
+    /// ProxyConfig documents (YAML or JSON); `-` reads standard input.
+    #[arg(required = true, value_name = "FILE")]
+    files: Vec<PathBuf>,
+    /// `text` (errors on stderr) or `json` (one report per file on stdout).
+    #[arg(long, value_enum, default_value_t = Output::Text)]
+    output: Output,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Output {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Report {
+    file: String,
+    valid: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    digest: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    io_error: Option<String>,
+    errors: Vec<FieldError>,
+    warnings: Vec<FieldError>,
+}
 
 /// Runs the command.
-pub async fn run(_args: Args) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("`validate` is not built yet")
+pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let reports: Vec<Report> = args.files.iter().map(|f| check(f)).collect();
+    match args.output {
+        Output::Json => println!("{}", serde_json::to_string_pretty(&reports)?),
+        Output::Text => {
+            for r in &reports {
+                if let Some(e) = &r.io_error {
+                    eprintln!("{}: {e}", r.file);
+                }
+                for e in &r.errors {
+                    eprintln!("{}: {e}", r.file);
+                }
+                for w in &r.warnings {
+                    eprintln!("{}: warning: {w}", r.file);
+                }
+                if r.valid {
+                    println!(
+                        "{}: valid (digest {})",
+                        r.file,
+                        r.digest.as_deref().unwrap_or_default()
+                    );
+                }
+            }
+        }
+    }
+    Ok(if reports.iter().any(|r| r.io_error.is_some()) {
+        ExitCode::from(EXIT_ERROR)
+    } else if reports.iter().any(|r| !r.valid) {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+fn check(file: &Path) -> Report {
+    let name = file.display().to_string();
+    let mut report = Report {
+        file: name,
+        valid: false,
+        digest: None,
+        io_error: None,
+        errors: vec![],
+        warnings: vec![],
+    };
+    match read_limited(file) {
+        Err(e) => report.io_error = Some(format!("failed to read: {e}")),
+        Ok(bytes) => match spec::load(&bytes) {
+            Ok(v) => {
+                report.valid = true;
+                report.digest = Some(v.digest().to_owned());
+                report.warnings = v.warnings().to_vec();
+            }
+            Err(e) => report.errors = e.field_errors(),
+        },
+    }
+    report
+}
+
+/// Reads at most one byte past the document limit, so a huge file is refused without being
+/// loaded whole.
+fn read_limited(file: &Path) -> std::io::Result<Vec<u8>> {
+    let limit = spec::MAX_DOCUMENT_BYTES as u64 + 1;
+    let mut bytes = Vec::new();
+    if file == Path::new("-") {
+        std::io::stdin()
+            .lock()
+            .take(limit)
+            .read_to_end(&mut bytes)?;
+    } else {
+        std::fs::File::open(file)?
+            .take(limit)
+            .read_to_end(&mut bytes)?;
+    }
+    Ok(bytes)
 }

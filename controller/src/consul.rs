@@ -1,1 +1,0 @@
-//! Consul HTTP client behind the `ConsulApi` trait.

@@ -1,0 +1,542 @@
+//! Consul HTTP client behind the [`ConsulApi`] trait: KV with CAS, blocking reads,
+//! transactions (the `check-session` fence of DESIGN §6), sessions and locks, catalog and health.
+//!
+//! [`ConsulClient`] talks HTTP through [`crate::transport`]; [`fake::FakeConsul`] is an
+//! in-memory implementation for unit tests of the loop. Watches drive either through
+//! [`crate::transport::Watch`].
+
+pub mod fake;
+mod types;
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::time::Duration;
+
+pub use types::*;
+
+use crate::transport::{self, ClientConfig, HttpClient, QueryMeta, QueryOptions, Request, Retry};
+
+/// Errors of the Consul client.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A request failed (network, status, decoding).
+    #[error("failed to {op}: {source}")]
+    Request {
+        /// The step that failed, e.g. `read KV key proxy-operator/config`.
+        op: String,
+        /// The cause.
+        #[source]
+        source: Box<transport::Error>,
+    },
+    /// A transaction was rolled back (HTTP 409): a check failed (the leader fence, a CAS index),
+    /// nothing was written.
+    #[error("failed to apply transaction: rolled back: {}", describe_txn_errors(.errors))]
+    TxnRolledBack {
+        /// Per-operation reasons.
+        errors: Vec<TxnOpError>,
+    },
+    /// Renewal of a session that no longer exists (expired or destroyed): leadership is lost.
+    #[error("failed to renew session {id}: it no longer exists (expired or destroyed)")]
+    SessionNotFound {
+        /// The session.
+        id: String,
+    },
+    /// A request body could not be encoded.
+    #[error("failed to encode {what}: {source}")]
+    Encode {
+        /// What was being encoded.
+        what: &'static str,
+        /// The cause.
+        #[source]
+        source: serde_json::Error,
+    },
+}
+
+fn describe_txn_errors(errors: &[TxnOpError]) -> String {
+    if errors.is_empty() {
+        return "no reason given".to_owned();
+    }
+    errors
+        .iter()
+        .map(|e| format!("op {}: {}", e.op_index, e.what))
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// Result alias of this module.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    /// True when the same call may succeed later (network trouble, 429, transient 5xx).
+    /// Conflicts, 4xx and lost sessions are terminal.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            Error::Request { source, .. } => source.is_retryable(),
+            _ => false,
+        }
+    }
+
+    /// True for 401/403 (wrong or missing token, missing permission).
+    pub fn is_forbidden(&self) -> bool {
+        matches!(self, Error::Request { source, .. } if source.is_forbidden())
+    }
+
+    /// True when a transaction's check failed: another writer or a lost lock.
+    pub fn is_conflict(&self) -> bool {
+        matches!(self, Error::TxnRolledBack { .. })
+    }
+
+    /// The HTTP status, when the server answered with an error.
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            Error::Request { source, .. } => source.status(),
+            _ => None,
+        }
+    }
+
+    /// An error as the server would produce it with `status`; for fakes and tests.
+    pub fn injected(op: &str, status: u16, message: &str) -> Error {
+        Error::Request {
+            op: op.to_owned(),
+            source: Box::new(transport::Error::from_status(
+                transport::Api::Consul,
+                "GET",
+                "/v1/injected",
+                status,
+                message,
+            )),
+        }
+    }
+}
+
+/// The Consul calls the operator makes. Reads take [`QueryOptions`] (index 0: answer at once)
+/// and return [`QueryMeta`]; drive them with [`crate::transport::Watch`] to watch.
+/// CAS and lock failures are `Ok(false)`, as Consul answers them, not errors.
+pub trait ConsulApi: Send + Sync {
+    /// Reads one key; `None` when absent.
+    fn kv_get(
+        &self,
+        key: &str,
+        opts: QueryOptions,
+    ) -> impl Future<Output = Result<(Option<KvPair>, QueryMeta)>> + Send;
+
+    /// Reads every key under `prefix` (`?recurse`); empty when none.
+    fn kv_list(
+        &self,
+        prefix: &str,
+        opts: QueryOptions,
+    ) -> impl Future<Output = Result<(Vec<KvPair>, QueryMeta)>> + Send;
+
+    /// Lists key names under `prefix` (`?keys`), cut after `separator` when given.
+    fn kv_keys(
+        &self,
+        prefix: &str,
+        separator: Option<&str>,
+        opts: QueryOptions,
+    ) -> impl Future<Output = Result<(Vec<String>, QueryMeta)>> + Send;
+
+    /// Writes a value; with `cas`, only if the key's ModifyIndex equals it (0: only if absent).
+    fn kv_put(
+        &self,
+        key: &str,
+        value: &[u8],
+        cas: Option<u64>,
+    ) -> impl Future<Output = Result<bool>> + Send;
+
+    /// Deletes a key; with `cas` (> 0), only if its ModifyIndex equals it.
+    fn kv_delete(&self, key: &str, cas: Option<u64>) -> impl Future<Output = Result<bool>> + Send;
+
+    /// Acquires the lock on `key` for `session`, writing `value`.
+    fn kv_acquire(
+        &self,
+        key: &str,
+        value: &[u8],
+        session: &str,
+    ) -> impl Future<Output = Result<bool>> + Send;
+
+    /// Releases `session`'s lock on `key`, writing `value`.
+    fn kv_release(
+        &self,
+        key: &str,
+        value: &[u8],
+        session: &str,
+    ) -> impl Future<Output = Result<bool>> + Send;
+
+    /// Applies KV operations atomically; [`Error::TxnRolledBack`] when a check fails.
+    fn txn(&self, ops: Vec<TxnOp>) -> impl Future<Output = Result<TxnResults>> + Send;
+
+    /// Creates a session and returns its id.
+    fn session_create(
+        &self,
+        request: &SessionRequest,
+    ) -> impl Future<Output = Result<String>> + Send;
+
+    /// Renews a session and returns the TTL the server now enforces, which may be longer than
+    /// asked: schedule the next renewal from it. [`Error::SessionNotFound`] when it is gone.
+    fn session_renew(&self, id: &str) -> impl Future<Output = Result<Option<Duration>>> + Send;
+
+    /// Destroys a session (idempotent); its locks are released and lock-delay starts.
+    fn session_destroy(&self, id: &str) -> impl Future<Output = Result<()>> + Send;
+
+    /// Reads a session; `None` when it does not exist.
+    fn session_info(
+        &self,
+        id: &str,
+        opts: QueryOptions,
+    ) -> impl Future<Output = Result<(Option<SessionEntry>, QueryMeta)>> + Send;
+
+    /// Service names and their tags.
+    fn catalog_services(
+        &self,
+        opts: QueryOptions,
+    ) -> impl Future<Output = Result<(BTreeMap<String, Vec<String>>, QueryMeta)>> + Send;
+
+    /// Instances of one service, without health filtering.
+    fn catalog_service(
+        &self,
+        name: &str,
+        opts: QueryOptions,
+    ) -> impl Future<Output = Result<(Vec<CatalogService>, QueryMeta)>> + Send;
+
+    /// Registers a node, service and check in the catalog.
+    fn catalog_register(
+        &self,
+        registration: &CatalogRegistration,
+    ) -> impl Future<Output = Result<()>> + Send;
+
+    /// Removes a service instance (or, without `service_id`, the whole node) from the catalog.
+    fn catalog_deregister(
+        &self,
+        node: &str,
+        service_id: Option<&str>,
+    ) -> impl Future<Output = Result<()>> + Send;
+
+    /// Instances of a service with their checks; `passing_only` keeps those whose every check
+    /// passes.
+    fn health_service(
+        &self,
+        name: &str,
+        passing_only: bool,
+        opts: QueryOptions,
+    ) -> impl Future<Output = Result<(Vec<ServiceEntry>, QueryMeta)>> + Send;
+
+    /// The Raft leader's address, `""` when there is none.
+    fn status_leader(&self) -> impl Future<Output = Result<String>> + Send;
+}
+
+/// The HTTP implementation of [`ConsulApi`].
+#[derive(Debug, Clone)]
+pub struct ConsulClient {
+    http: HttpClient,
+}
+
+impl ConsulClient {
+    /// Builds a client from a configuration (see [`ClientConfig::consul_from_env`]).
+    pub fn new(config: &ClientConfig) -> Result<ConsulClient, transport::Error> {
+        Ok(ConsulClient {
+            http: HttpClient::new(config)?,
+        })
+    }
+
+    /// The underlying HTTP client.
+    pub fn http(&self) -> &HttpClient {
+        &self.http
+    }
+
+    async fn send(
+        &self,
+        op: impl FnOnce() -> String,
+        request: Request,
+    ) -> Result<transport::Response> {
+        self.http
+            .send(request)
+            .await
+            .map_err(|source| Error::Request {
+                op: op(),
+                source: Box::new(source),
+            })
+    }
+
+    async fn json<T: serde::de::DeserializeOwned>(
+        &self,
+        op: impl Fn() -> String,
+        request: Request,
+    ) -> Result<(T, transport::Response)> {
+        let response = self.send(&op, request).await?;
+        let value = response.json().map_err(|source| Error::Request {
+            op: op(),
+            source: Box::new(source),
+        })?;
+        Ok((value, response))
+    }
+
+    fn encode<T: serde::Serialize + ?Sized>(
+        what: &'static str,
+        request: Request,
+        body: &T,
+    ) -> Result<Request> {
+        request
+            .json(body)
+            .map_err(|source| Error::Encode { what, source })
+    }
+
+    async fn write_bool(&self, op: impl Fn() -> String, request: Request) -> Result<bool> {
+        self.json::<bool>(op, request).await.map(|(v, _)| v)
+    }
+
+    /// `GET /v1/agent/self`: the agent's datacenter, node and version.
+    pub async fn agent_self(&self) -> Result<AgentSelf> {
+        self.json(
+            || "read agent self".to_owned(),
+            Request::get("/v1/agent/self"),
+        )
+        .await
+        .map(|(v, _)| v)
+    }
+}
+
+impl ConsulApi for ConsulClient {
+    async fn kv_get(&self, key: &str, opts: QueryOptions) -> Result<(Option<KvPair>, QueryMeta)> {
+        let op = || format!("read KV key {key}");
+        let request = Request::get("/v1/kv")
+            .key(key)
+            .blocking(opts)
+            .accept(&[404]);
+        let response = self.send(&op, request).await?;
+        if response.status == 404 {
+            return Ok((None, response.meta));
+        }
+        let pairs: Vec<KvPair> = response.json().map_err(|source| Error::Request {
+            op: op(),
+            source: Box::new(source),
+        })?;
+        Ok((pairs.into_iter().find(|p| p.key == key), response.meta))
+    }
+
+    async fn kv_list(&self, prefix: &str, opts: QueryOptions) -> Result<(Vec<KvPair>, QueryMeta)> {
+        let op = || format!("list KV prefix {prefix}");
+        let request = Request::get("/v1/kv")
+            .key(prefix)
+            .flag("recurse")
+            .blocking(opts)
+            .accept(&[404]);
+        let response = self.send(&op, request).await?;
+        if response.status == 404 {
+            return Ok((Vec::new(), response.meta));
+        }
+        let pairs = response.json().map_err(|source| Error::Request {
+            op: op(),
+            source: Box::new(source),
+        })?;
+        Ok((pairs, response.meta))
+    }
+
+    async fn kv_keys(
+        &self,
+        prefix: &str,
+        separator: Option<&str>,
+        opts: QueryOptions,
+    ) -> Result<(Vec<String>, QueryMeta)> {
+        let op = || format!("list KV keys under {prefix}");
+        let mut request = Request::get("/v1/kv")
+            .key(prefix)
+            .flag("keys")
+            .blocking(opts)
+            .accept(&[404]);
+        if let Some(sep) = separator {
+            request = request.query("separator", sep);
+        }
+        let response = self.send(&op, request).await?;
+        if response.status == 404 {
+            return Ok((Vec::new(), response.meta));
+        }
+        let keys = response.json().map_err(|source| Error::Request {
+            op: op(),
+            source: Box::new(source),
+        })?;
+        Ok((keys, response.meta))
+    }
+
+    async fn kv_put(&self, key: &str, value: &[u8], cas: Option<u64>) -> Result<bool> {
+        let mut request = Request::put("/v1/kv").key(key).bytes(value.to_vec());
+        if let Some(index) = cas {
+            request = request.query("cas", index);
+        }
+        self.write_bool(|| format!("write KV key {key}"), request)
+            .await
+    }
+
+    async fn kv_delete(&self, key: &str, cas: Option<u64>) -> Result<bool> {
+        let mut request = Request::delete("/v1/kv").key(key);
+        if let Some(index) = cas {
+            request = request.query("cas", index);
+        }
+        self.write_bool(|| format!("delete KV key {key}"), request)
+            .await
+    }
+
+    async fn kv_acquire(&self, key: &str, value: &[u8], session: &str) -> Result<bool> {
+        let request = Request::put("/v1/kv")
+            .key(key)
+            .query("acquire", session)
+            .bytes(value.to_vec());
+        self.write_bool(|| format!("acquire lock {key}"), request)
+            .await
+    }
+
+    async fn kv_release(&self, key: &str, value: &[u8], session: &str) -> Result<bool> {
+        let request = Request::put("/v1/kv")
+            .key(key)
+            .query("release", session)
+            .bytes(value.to_vec());
+        self.write_bool(|| format!("release lock {key}"), request)
+            .await
+    }
+
+    async fn txn(&self, ops: Vec<TxnOp>) -> Result<TxnResults> {
+        let op = || format!("apply a transaction of {} operations", ops.len());
+        let request = Self::encode("transaction", Request::put("/v1/txn"), &ops)?.accept(&[409]);
+        let (body, response): (TxnResponse, _) = self.json(op, request).await?;
+        if response.status == 409 || !body.errors.is_empty() {
+            return Err(Error::TxnRolledBack {
+                errors: body.errors,
+            });
+        }
+        Ok(TxnResults {
+            results: body.results.into_iter().filter_map(|r| r.kv).collect(),
+        })
+    }
+
+    async fn session_create(&self, request: &SessionRequest) -> Result<String> {
+        // A repeated create would leave an orphan session holding nothing; retry only when the
+        // first attempt certainly never arrived.
+        let http = Self::encode(
+            "session request",
+            Request::put("/v1/session/create"),
+            request,
+        )?
+        .retry(Retry::UnsentOnly);
+        let (created, _): (SessionCreated, _) = self
+            .json(|| format!("create session {:?}", request.name), http)
+            .await?;
+        Ok(created.id)
+    }
+
+    async fn session_renew(&self, id: &str) -> Result<Option<Duration>> {
+        let request = Request::put("/v1/session/renew").key(id);
+        let result = self
+            .json::<Vec<SessionEntry>>(|| format!("renew session {id}"), request)
+            .await;
+        match result {
+            Ok((entries, _)) => match entries.into_iter().next() {
+                Some(entry) => Ok(entry.ttl()),
+                None => Err(Error::SessionNotFound { id: id.to_owned() }),
+            },
+            Err(e) if e.status() == Some(404) => Err(Error::SessionNotFound { id: id.to_owned() }),
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn session_destroy(&self, id: &str) -> Result<()> {
+        let request = Request::put("/v1/session/destroy").key(id);
+        self.send(|| format!("destroy session {id}"), request)
+            .await
+            .map(|_| ())
+    }
+
+    async fn session_info(
+        &self,
+        id: &str,
+        opts: QueryOptions,
+    ) -> Result<(Option<SessionEntry>, QueryMeta)> {
+        let request = Request::get("/v1/session/info").key(id).blocking(opts);
+        let (entries, response): (Vec<SessionEntry>, _) =
+            self.json(|| format!("read session {id}"), request).await?;
+        Ok((entries.into_iter().next(), response.meta))
+    }
+
+    async fn catalog_services(
+        &self,
+        opts: QueryOptions,
+    ) -> Result<(BTreeMap<String, Vec<String>>, QueryMeta)> {
+        let request = Request::get("/v1/catalog/services").blocking(opts);
+        let (services, response) = self
+            .json(|| "list catalog services".to_owned(), request)
+            .await?;
+        Ok((services, response.meta))
+    }
+
+    async fn catalog_service(
+        &self,
+        name: &str,
+        opts: QueryOptions,
+    ) -> Result<(Vec<CatalogService>, QueryMeta)> {
+        let request = Request::get("/v1/catalog/service").key(name).blocking(opts);
+        let (rows, response) = self
+            .json(|| format!("read catalog service {name}"), request)
+            .await?;
+        Ok((rows, response.meta))
+    }
+
+    async fn catalog_register(&self, registration: &CatalogRegistration) -> Result<()> {
+        let request = Self::encode(
+            "catalog registration",
+            Request::put("/v1/catalog/register"),
+            registration,
+        )?;
+        self.send(
+            || format!("register node {} in the catalog", registration.node),
+            request,
+        )
+        .await
+        .map(|_| ())
+    }
+
+    async fn catalog_deregister(&self, node: &str, service_id: Option<&str>) -> Result<()> {
+        let mut body = serde_json::Map::new();
+        body.insert("Node".into(), node.into());
+        if let Some(id) = service_id {
+            body.insert("ServiceID".into(), id.into());
+        }
+        let request = Self::encode(
+            "catalog deregistration",
+            Request::put("/v1/catalog/deregister"),
+            &body,
+        )?;
+        self.send(
+            || format!("deregister {} from the catalog", service_id.unwrap_or(node)),
+            request,
+        )
+        .await
+        .map(|_| ())
+    }
+
+    async fn health_service(
+        &self,
+        name: &str,
+        passing_only: bool,
+        opts: QueryOptions,
+    ) -> Result<(Vec<ServiceEntry>, QueryMeta)> {
+        let mut request = Request::get("/v1/health/service").key(name).blocking(opts);
+        if passing_only {
+            request = request.flag("passing");
+        }
+        let (entries, response) = self
+            .json(|| format!("read health of service {name}"), request)
+            .await?;
+        Ok((entries, response.meta))
+    }
+
+    async fn status_leader(&self) -> Result<String> {
+        self.json(
+            || "read the Raft leader".to_owned(),
+            Request::get("/v1/status/leader"),
+        )
+        .await
+        .map(|(v, _)| v)
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::panic)] // tests fail loudly
+mod tests;

@@ -1,1 +1,0 @@
-//! Nomad HTTP client behind the `NomadApi` trait.

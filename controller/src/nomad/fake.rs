@@ -1,0 +1,1054 @@
+//! An in-memory [`NomadApi`] for unit tests of the loop: jobs with versions, `EnforceIndex` and
+//! `EnforcePriorVersion` checks with Nomad's exact messages, revert, stop/purge, a plan with a
+//! coarse diff, allocations and deployments a test drives (`set_allocation_health`), native
+//! services, blocking reads on tokio time, call recording and error injection.
+//!
+//! Each new job version replaces the job's allocations (one per `Count`, health undecided) and,
+//! unless deployments are disabled (system jobs before Nomad 1.11), starts a `running`
+//! deployment; nothing becomes healthy until the test says so.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use serde_json::{Map, Value, json};
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use super::{
+    AllocDeploymentStatus, AllocationStub, Deployment, DeploymentTaskGroup,
+    DeploymentUpdateResponse, DesiredUpdates, Error, FieldDiff, Job, JobDiff, JobVersions,
+    JobWriteResponse, NomadApi, PlanAnnotations, PlanResponse, Result, ServiceNamespace,
+    ServiceRegistration, ServiceStub, TaskGroupDiff, TaskState, unwrap_job,
+};
+use crate::transport::{QueryMeta, QueryOptions};
+
+/// One recorded call: the trait method and what it targeted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Call {
+    /// Trait method name (`job_register`, `job_revert`, …).
+    pub op: &'static str,
+    /// Job, deployment or service id.
+    pub target: String,
+    /// `EnforceIndex`, `EnforcePriorVersion` or the blocking index, when given.
+    pub index: Option<u64>,
+}
+
+/// Fields Nomad ignores when deciding whether a register changes the spec (`Job.SpecChanged`).
+const NON_SPEC_FIELDS: &[&str] = &[
+    "Status",
+    "StatusDescription",
+    "Stable",
+    "Version",
+    "CreateIndex",
+    "ModifyIndex",
+    "JobModifyIndex",
+    "SubmitTime",
+];
+
+#[derive(Debug, Default)]
+struct State {
+    index: u64,
+    jobs: BTreeMap<String, Vec<Job>>,
+    jobs_index: u64,
+    allocs: BTreeMap<String, Vec<AllocationStub>>,
+    allocs_index: u64,
+    deployments: BTreeMap<String, Vec<Deployment>>,
+    deployments_index: u64,
+    services: Vec<ServiceRegistration>,
+    services_index: u64,
+    deployments_disabled: bool,
+    calls: Vec<Call>,
+    failures: HashMap<&'static str, VecDeque<Error>>,
+    leader: String,
+}
+
+fn err500(op: &str, message: String) -> Error {
+    Error::injected(op, 500, &message)
+}
+
+fn spec_of(raw: &Value) -> Value {
+    let mut spec = raw.clone();
+    if let Some(map) = spec.as_object_mut() {
+        for f in NON_SPEC_FIELDS {
+            map.remove(*f);
+        }
+    }
+    spec
+}
+
+fn task_groups(raw: &Value) -> Vec<(String, u64, Vec<String>, bool)> {
+    let job_auto_revert = raw
+        .pointer("/Update/AutoRevert")
+        .and_then(Value::as_bool)
+        .unwrap_or(false);
+    raw.get("TaskGroups")
+        .and_then(Value::as_array)
+        .map(|groups| {
+            groups
+                .iter()
+                .map(|g| {
+                    let name = g
+                        .get("Name")
+                        .and_then(Value::as_str)
+                        .unwrap_or("group")
+                        .to_owned();
+                    let count = g.get("Count").and_then(Value::as_u64).unwrap_or(1);
+                    let tasks = g
+                        .get("Tasks")
+                        .and_then(Value::as_array)
+                        .map(|ts| {
+                            ts.iter()
+                                .filter_map(|t| {
+                                    t.get("Name").and_then(Value::as_str).map(str::to_owned)
+                                })
+                                .collect()
+                        })
+                        .unwrap_or_default();
+                    let auto_revert = g
+                        .pointer("/Update/AutoRevert")
+                        .and_then(Value::as_bool)
+                        .unwrap_or(job_auto_revert);
+                    (name, count, tasks, auto_revert)
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+impl State {
+    fn bump(&mut self) -> u64 {
+        self.index += 1;
+        self.index
+    }
+
+    fn current(&self, id: &str) -> Option<&Job> {
+        self.jobs.get(id).and_then(|v| v.last())
+    }
+
+    fn normalize(job: &Value) -> Value {
+        let mut raw = unwrap_job(job).clone();
+        if let Some(map) = raw.as_object_mut() {
+            let id = map.get("ID").cloned().unwrap_or(Value::Null);
+            map.entry("Name").or_insert(id);
+            map.entry("Type").or_insert_with(|| json!("service"));
+            map.entry("Namespace").or_insert_with(|| json!("default"));
+            map.entry("Stop").or_insert(json!(false));
+            map.entry("Meta").or_insert(Value::Null);
+        }
+        raw
+    }
+
+    /// Stores a new version of `spec` and starts its rollout.
+    fn new_version(&mut self, id: &str, spec: Value) -> Job {
+        let index = self.bump();
+        let previous = self.current(id).cloned();
+        let mut raw = spec;
+        let stop = raw.get("Stop").and_then(Value::as_bool).unwrap_or(false);
+        if let Some(map) = raw.as_object_mut() {
+            map.insert(
+                "Version".into(),
+                json!(previous.as_ref().map_or(0, |p| p.version + 1)),
+            );
+            map.insert("JobModifyIndex".into(), json!(index));
+            map.insert("ModifyIndex".into(), json!(index));
+            map.insert(
+                "CreateIndex".into(),
+                json!(previous.as_ref().map_or(index, |p| p.create_index)),
+            );
+            map.insert(
+                "Status".into(),
+                json!(if stop { "dead" } else { "running" }),
+            );
+            map.insert("StatusDescription".into(), json!(""));
+            map.insert("Stable".into(), json!(false));
+            map.insert("SubmitTime".into(), json!(index));
+        }
+        let job = match Job::from_value(raw) {
+            Ok(job) => job,
+            Err(_) => {
+                return Job {
+                    id: id.to_owned(),
+                    ..fallback_job()
+                };
+            }
+        };
+        self.jobs
+            .entry(id.to_owned())
+            .or_default()
+            .push(job.clone());
+        self.jobs_index = index;
+        self.roll_out(&job, index);
+        job
+    }
+
+    fn roll_out(&mut self, job: &Job, index: u64) {
+        // A newer version (or a stop) cancels the active deployment.
+        let reason = if job.stop {
+            "Cancelled because job is stopped"
+        } else {
+            "Cancelled due to newer version of job"
+        };
+        for d in self
+            .deployments
+            .entry(job.id.clone())
+            .or_default()
+            .iter_mut()
+        {
+            if !d.is_terminal() {
+                d.status = "cancelled".into();
+                d.status_description = reason.into();
+                d.modify_index = index;
+                self.deployments_index = index;
+            }
+        }
+        for a in self.allocs.entry(job.id.clone()).or_default().iter_mut() {
+            if a.desired_status == "run" {
+                a.desired_status = "stop".into();
+                a.client_status = "complete".into();
+                a.modify_index = index;
+            }
+        }
+        self.allocs_index = index;
+        if job.stop {
+            return;
+        }
+        let groups = task_groups(&job.raw);
+        let deployment_id = uuid::Uuid::new_v4().to_string();
+        let mut tg_state = BTreeMap::new();
+        for (name, count, tasks, auto_revert) in &groups {
+            for n in 0..*count {
+                let task_states = tasks
+                    .iter()
+                    .map(|t| {
+                        (
+                            t.clone(),
+                            TaskState {
+                                state: "running".into(),
+                                ..TaskState::default()
+                            },
+                        )
+                    })
+                    .collect();
+                self.allocs
+                    .entry(job.id.clone())
+                    .or_default()
+                    .push(AllocationStub {
+                        id: uuid::Uuid::new_v4().to_string(),
+                        eval_id: uuid::Uuid::new_v4().to_string(),
+                        name: format!("{}.{name}[{n}]", job.id),
+                        namespace: job.namespace.clone(),
+                        node_id: "fake-node".into(),
+                        node_name: "fake-node".into(),
+                        job_id: job.id.clone(),
+                        job_type: job.job_type.clone(),
+                        job_version: job.version,
+                        task_group: name.clone(),
+                        desired_status: "run".into(),
+                        client_status: "running".into(),
+                        task_states,
+                        create_index: index,
+                        modify_index: index,
+                        ..AllocationStub::default()
+                    });
+            }
+            tg_state.insert(
+                name.clone(),
+                DeploymentTaskGroup {
+                    auto_revert: *auto_revert,
+                    desired_total: *count,
+                    placed_allocs: *count,
+                    ..Default::default()
+                },
+            );
+        }
+        if !self.deployments_disabled && job.job_type != "batch" && job.job_type != "sysbatch" {
+            self.deployments
+                .entry(job.id.clone())
+                .or_default()
+                .push(Deployment {
+                    id: deployment_id,
+                    namespace: job.namespace.clone(),
+                    job_id: job.id.clone(),
+                    job_version: job.version,
+                    job_modify_index: job.job_modify_index,
+                    job_spec_modify_index: job.job_modify_index,
+                    job_create_index: job.create_index,
+                    task_groups: tg_state,
+                    status: "running".into(),
+                    status_description: "Deployment is running".into(),
+                    create_index: index,
+                    modify_index: index,
+                });
+            self.deployments_index = index;
+        }
+    }
+
+    fn write_response(&mut self, job_modify_index: u64) -> JobWriteResponse {
+        let index = self.bump();
+        JobWriteResponse {
+            eval_id: uuid::Uuid::new_v4().to_string(),
+            eval_create_index: index,
+            job_modify_index,
+            warnings: String::new(),
+            index,
+        }
+    }
+
+    fn revert(
+        &mut self,
+        id: &str,
+        version: u64,
+        enforce_prior: Option<u64>,
+    ) -> Result<JobWriteResponse> {
+        let op = "revert job";
+        let Some(current) = self.current(id).cloned() else {
+            return Err(err500(op, format!("job \"{id}\" not found")));
+        };
+        if let Some(prior) = enforce_prior
+            && prior != current.version
+        {
+            return Err(Error::PriorVersionConflict {
+                job: id.to_owned(),
+                message: format!(
+                    "Current job has version {}; enforcing version {prior}",
+                    current.version
+                ),
+            });
+        }
+        if version == current.version {
+            return Err(err500(op, "can't revert to current version".into()));
+        }
+        let Some(target) = self
+            .jobs
+            .get(id)
+            .and_then(|vs| vs.iter().find(|j| j.version == version))
+            .cloned()
+        else {
+            return Err(err500(
+                op,
+                format!(
+                    "job \"{id}\" in namespace \"{}\" at version {version} not found",
+                    current.namespace
+                ),
+            ));
+        };
+        let job = self.new_version(id, spec_of(&target.raw));
+        Ok(self.write_response(job.job_modify_index))
+    }
+
+    /// Marks a deployment failed and auto-reverts to the latest stable version with another spec.
+    fn fail_deployment(&mut self, job_id: &str, pos: usize, description: &str) -> Option<u64> {
+        let index = self.bump();
+        let auto_revert = {
+            let d = &mut self.deployments.get_mut(job_id)?[pos];
+            d.status = "failed".into();
+            d.status_description = description.into();
+            d.modify_index = index;
+            d.task_groups.values().any(|g| g.auto_revert)
+        };
+        self.deployments_index = index;
+        if !auto_revert {
+            return None;
+        }
+        let current = self.current(job_id)?.clone();
+        let stable = self
+            .jobs
+            .get(job_id)?
+            .iter()
+            .rev()
+            .find(|j| j.stable && j.version != current.version)?
+            .clone();
+        let d = &mut self.deployments.get_mut(job_id)?[pos];
+        if spec_of(&stable.raw) == spec_of(&current.raw) {
+            d.status_description = format!(
+                "{description} - not rolling back to stable job version {} as current job has same specification",
+                stable.version
+            );
+            return None;
+        }
+        d.status_description = format!(
+            "{description} - rolling back to job version {}",
+            stable.version
+        );
+        self.new_version(job_id, spec_of(&stable.raw));
+        Some(stable.version)
+    }
+
+    fn set_stable(&mut self, job_id: &str, version: u64) {
+        let index = self.bump();
+        if let Some(j) = self
+            .jobs
+            .get_mut(job_id)
+            .and_then(|vs| vs.iter_mut().find(|j| j.version == version))
+        {
+            j.stable = true;
+            j.modify_index = index;
+            if let Some(map) = j.raw.as_object_mut() {
+                map.insert("Stable".into(), json!(true));
+                map.insert("ModifyIndex".into(), json!(index));
+            }
+            self.jobs_index = index;
+        }
+    }
+}
+
+fn fallback_job() -> Job {
+    Job {
+        id: String::new(),
+        name: String::new(),
+        job_type: "service".into(),
+        namespace: "default".into(),
+        version: 0,
+        job_modify_index: 0,
+        modify_index: 0,
+        create_index: 0,
+        status: String::new(),
+        stop: false,
+        stable: false,
+        meta: BTreeMap::new(),
+        submit_time: 0,
+        raw: Value::Null,
+    }
+}
+
+struct Shared {
+    state: Mutex<State>,
+    changed: watch::Sender<u64>,
+}
+
+/// In-memory Nomad. Clones share state.
+#[derive(Clone)]
+pub struct FakeNomad {
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for FakeNomad {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FakeNomad").finish_non_exhaustive()
+    }
+}
+
+impl Default for FakeNomad {
+    fn default() -> Self {
+        FakeNomad::new()
+    }
+}
+
+/// Nomad's servers clamp waits to 5 minutes.
+const MAX_WAIT: Duration = Duration::from_secs(300);
+
+impl FakeNomad {
+    /// An empty Nomad with a leader, where new job versions get deployments.
+    pub fn new() -> FakeNomad {
+        let (changed, _) = watch::channel(0);
+        let state = State {
+            leader: "127.0.0.1:4647".into(),
+            ..State::default()
+        };
+        FakeNomad {
+            shared: Arc::new(Shared {
+                state: Mutex::new(state),
+                changed,
+            }),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.shared.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn enter(&self, op: &'static str, target: &str, index: Option<u64>) -> Result<()> {
+        let mut st = self.lock();
+        st.calls.push(Call {
+            op,
+            target: target.to_owned(),
+            index,
+        });
+        match st.failures.get_mut(op).and_then(VecDeque::pop_front) {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
+    fn write<T>(&self, f: impl FnOnce(&mut State) -> T) -> T {
+        let (out, changed) = {
+            let mut st = self.lock();
+            let before = st.index;
+            let out = f(&mut st);
+            (out, (st.index != before).then_some(st.index))
+        };
+        if let Some(i) = changed {
+            self.shared.changed.send_replace(i);
+        }
+        out
+    }
+
+    async fn blocking<T>(
+        &self,
+        opts: QueryOptions,
+        mut read: impl FnMut(&State) -> (T, u64),
+    ) -> (T, QueryMeta) {
+        let deadline = Instant::now() + opts.wait.unwrap_or(MAX_WAIT).min(MAX_WAIT);
+        let mut rx = self.shared.changed.subscribe();
+        loop {
+            rx.borrow_and_update();
+            let (value, index) = read(&self.lock());
+            if opts.index == 0 || index > opts.index || Instant::now() >= deadline {
+                return (
+                    value,
+                    QueryMeta {
+                        index,
+                        known_leader: true,
+                        last_contact: Duration::ZERO,
+                    },
+                );
+            }
+            tokio::select! {
+                _ = rx.changed() => {}
+                () = tokio::time::sleep_until(deadline) => {}
+            }
+        }
+    }
+
+    /// Every call so far, oldest first.
+    pub fn calls(&self) -> Vec<Call> {
+        self.lock().calls.clone()
+    }
+
+    /// The calls of one method.
+    pub fn calls_of(&self, op: &str) -> Vec<Call> {
+        self.lock()
+            .calls
+            .iter()
+            .filter(|c| c.op == op)
+            .cloned()
+            .collect()
+    }
+
+    /// Forgets recorded calls.
+    pub fn clear_calls(&self) {
+        self.lock().calls.clear();
+    }
+
+    /// Makes the next call of method `op` (e.g. `"job_register"`) fail with `error`.
+    pub fn fail_next(&self, op: &'static str, error: Error) {
+        self.lock().failures.entry(op).or_default().push_back(error);
+    }
+
+    /// Disables deployments for new versions (system jobs on Nomad before 1.11).
+    pub fn set_deployments_enabled(&self, enabled: bool) {
+        self.lock().deployments_disabled = !enabled;
+    }
+
+    /// The current version of a job (test assertions).
+    pub fn job(&self, id: &str) -> Option<Job> {
+        self.lock().current(id).cloned()
+    }
+
+    /// All versions of a job, oldest first (test assertions).
+    pub fn versions(&self, id: &str) -> Vec<Job> {
+        self.lock().jobs.get(id).cloned().unwrap_or_default()
+    }
+
+    /// Registers a job directly (test setup), as if someone ran `nomad job run`.
+    pub fn seed_job(&self, job: &Value) -> Option<Job> {
+        let id = unwrap_job(job)
+            .get("ID")
+            .and_then(Value::as_str)?
+            .to_owned();
+        Some(self.write(|st| st.new_version(&id, State::normalize(job))))
+    }
+
+    /// Sets the deployment health of the current version's running allocations. `true` makes
+    /// the deployment `successful` and the version stable; `false` fails the allocations and the
+    /// deployment ("Failed due to unhealthy allocations"), auto-reverting when the group says so.
+    pub fn set_allocation_health(&self, job_id: &str, healthy: bool) {
+        self.write(|st| {
+            let Some(version) = st.current(job_id).map(|j| j.version) else {
+                return;
+            };
+            let index = st.bump();
+            for a in st.allocs.entry(job_id.to_owned()).or_default().iter_mut() {
+                if a.job_version == version && a.desired_status == "run" {
+                    a.deployment_status = Some(AllocDeploymentStatus {
+                        healthy: Some(healthy),
+                        timestamp: Some("2024-01-01T00:00:00Z".into()),
+                        canary: false,
+                        modify_index: index,
+                    });
+                    if !healthy {
+                        a.client_status = "failed".into();
+                        for t in a.task_states.values_mut() {
+                            t.state = "dead".into();
+                            t.failed = true;
+                        }
+                    }
+                    a.modify_index = index;
+                }
+            }
+            st.allocs_index = index;
+            let pos = st.deployments.get(job_id).and_then(|ds| {
+                ds.iter()
+                    .rposition(|d| d.job_version == version && !d.is_terminal())
+            });
+            let Some(pos) = pos else {
+                if healthy {
+                    st.set_stable(job_id, version);
+                }
+                return;
+            };
+            if let Some(d) = st.deployments.get_mut(job_id).map(|ds| &mut ds[pos]) {
+                for g in d.task_groups.values_mut() {
+                    if healthy {
+                        g.healthy_allocs = g.desired_total;
+                    } else {
+                        g.unhealthy_allocs = g.placed_allocs;
+                    }
+                }
+                if healthy {
+                    d.status = "successful".into();
+                    d.status_description = "Deployment completed successfully".into();
+                    d.modify_index = index;
+                }
+            }
+            st.deployments_index = index;
+            if healthy {
+                st.set_stable(job_id, version);
+            } else {
+                st.fail_deployment(job_id, pos, "Failed due to unhealthy allocations");
+            }
+        });
+    }
+
+    /// Overrides the latest deployment's status and description.
+    pub fn set_deployment_status(&self, job_id: &str, status: &str, description: &str) {
+        self.write(|st| {
+            let index = st.bump();
+            if let Some(d) = st.deployments.get_mut(job_id).and_then(|ds| ds.last_mut()) {
+                d.status = status.into();
+                d.status_description = description.into();
+                d.modify_index = index;
+            }
+            st.deployments_index = index;
+        });
+    }
+
+    /// Adds (or replaces, by id) a native service registration.
+    pub fn register_service(&self, registration: ServiceRegistration) {
+        self.write(|st| {
+            let index = st.bump();
+            st.services.retain(|s| s.id != registration.id);
+            st.services.push(ServiceRegistration {
+                create_index: index,
+                modify_index: index,
+                ..registration
+            });
+            st.services_index = index;
+        });
+    }
+
+    /// Removes a native service registration by id.
+    pub fn deregister_service(&self, id: &str) {
+        self.write(|st| {
+            let index = st.bump();
+            st.services.retain(|s| s.id != id);
+            st.services_index = index;
+        });
+    }
+
+    /// Sets the leader address `status_leader` answers (`""`: no leader).
+    pub fn set_leader(&self, leader: &str) {
+        self.lock().leader = leader.to_owned();
+    }
+}
+
+fn plan(current: Option<&Job>, proposed: &Value) -> PlanResponse {
+    let groups = task_groups(proposed);
+    let mut updates = BTreeMap::new();
+    let mut diff = JobDiff {
+        id: proposed
+            .get("ID")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned(),
+        ..JobDiff::default()
+    };
+    match current {
+        None => {
+            diff.diff_type = "Added".into();
+            for (name, count, _, _) in &groups {
+                updates.insert(
+                    name.clone(),
+                    DesiredUpdates {
+                        place: *count,
+                        ..DesiredUpdates::default()
+                    },
+                );
+                diff.task_groups.push(TaskGroupDiff {
+                    diff_type: "Added".into(),
+                    name: name.clone(),
+                    updates: BTreeMap::from([("create".to_owned(), *count)]),
+                    ..TaskGroupDiff::default()
+                });
+            }
+        }
+        Some(job) => {
+            let old = spec_of(&job.raw);
+            let new = spec_of(proposed);
+            let old_groups: BTreeMap<String, Value> = old
+                .get("TaskGroups")
+                .and_then(Value::as_array)
+                .map(|gs| {
+                    gs.iter()
+                        .map(|g| {
+                            (
+                                g.get("Name")
+                                    .and_then(Value::as_str)
+                                    .unwrap_or("")
+                                    .to_owned(),
+                                g.clone(),
+                            )
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            let empty = Map::new();
+            let (om, nm) = (
+                old.as_object().unwrap_or(&empty),
+                new.as_object().unwrap_or(&empty),
+            );
+            for (k, v) in nm {
+                if k == "TaskGroups" {
+                    continue;
+                }
+                let before = om.get(k).unwrap_or(&Value::Null);
+                if before != v {
+                    diff.fields.push(FieldDiff {
+                        diff_type: "Edited".into(),
+                        name: k.clone(),
+                        old: before.to_string(),
+                        new: v.to_string(),
+                        annotations: Vec::new(),
+                    });
+                }
+            }
+            for (name, count, _, _) in &groups {
+                let new_group = new
+                    .get("TaskGroups")
+                    .and_then(Value::as_array)
+                    .and_then(|gs| {
+                        gs.iter()
+                            .find(|g| g.get("Name").and_then(Value::as_str) == Some(name))
+                    });
+                let (kind, u, key) = match old_groups.get(name) {
+                    None => (
+                        "Added",
+                        DesiredUpdates {
+                            place: *count,
+                            ..Default::default()
+                        },
+                        "create",
+                    ),
+                    Some(g) if Some(g) == new_group => (
+                        "None",
+                        DesiredUpdates {
+                            ignore: *count,
+                            ..Default::default()
+                        },
+                        "ignore",
+                    ),
+                    Some(_) => (
+                        "Edited",
+                        DesiredUpdates {
+                            destructive_update: *count,
+                            ..Default::default()
+                        },
+                        "create/destroy update",
+                    ),
+                };
+                updates.insert(name.clone(), u);
+                diff.task_groups.push(TaskGroupDiff {
+                    diff_type: kind.into(),
+                    name: name.clone(),
+                    updates: BTreeMap::from([(key.to_owned(), *count)]),
+                    ..TaskGroupDiff::default()
+                });
+            }
+            let edited =
+                !diff.fields.is_empty() || diff.task_groups.iter().any(|g| g.diff_type != "None");
+            diff.diff_type = if edited { "Edited" } else { "None" }.into();
+        }
+    }
+    PlanResponse {
+        annotations: Some(PlanAnnotations {
+            desired_tg_updates: updates,
+        }),
+        diff: Some(diff),
+        job_modify_index: current.map_or(0, |j| j.job_modify_index),
+        ..PlanResponse::default()
+    }
+}
+
+impl NomadApi for FakeNomad {
+    async fn job_read(&self, id: &str, opts: QueryOptions) -> Result<(Option<Job>, QueryMeta)> {
+        self.enter("job_read", id, Some(opts.index))?;
+        Ok(self
+            .blocking(opts, |st| match st.current(id) {
+                Some(j) => (Some(j.clone()), j.modify_index),
+                None => (None, st.jobs_index),
+            })
+            .await)
+    }
+
+    async fn job_register(
+        &self,
+        job: &Value,
+        enforce_index: Option<u64>,
+    ) -> Result<JobWriteResponse> {
+        let raw = unwrap_job(job);
+        let id = raw
+            .get("ID")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned();
+        self.enter("job_register", &id, enforce_index)?;
+        if id.is_empty() {
+            return Err(Error::injected(
+                "register job",
+                400,
+                "Job ID hasn't been provided",
+            ));
+        }
+        self.write(|st| {
+            let current = st.current(&id).cloned();
+            if let Some(n) = enforce_index {
+                let message = match (&current, n) {
+                    (Some(_), 0) => Some(format!(
+                        "{} 0: job already exists",
+                        super::ENFORCE_INDEX_PREFIX
+                    )),
+                    (Some(c), n) if c.job_modify_index != n => Some(format!(
+                        "{} {n}: job exists with conflicting job modify index: {}",
+                        super::ENFORCE_INDEX_PREFIX,
+                        c.job_modify_index
+                    )),
+                    (None, n) if n != 0 => Some(format!(
+                        "{} {n}: job does not exist",
+                        super::ENFORCE_INDEX_PREFIX
+                    )),
+                    _ => None,
+                };
+                if let Some(message) = message {
+                    return Err(Error::EnforceIndexConflict {
+                        job: id.clone(),
+                        message,
+                    });
+                }
+            }
+            let normalized = State::normalize(raw);
+            if let Some(c) = current.filter(|c| spec_of(&c.raw) == spec_of(&normalized)) {
+                // Same spec: no new version, but a new evaluation, as Nomad does.
+                return Ok(st.write_response(c.job_modify_index));
+            }
+            let job = st.new_version(&id, normalized);
+            Ok(st.write_response(job.job_modify_index))
+        })
+    }
+
+    async fn job_versions(&self, id: &str, _diffs: bool) -> Result<JobVersions> {
+        self.enter("job_versions", id, None)?;
+        let versions = self
+            .lock()
+            .jobs
+            .get(id)
+            .map(|vs| vs.iter().rev().cloned().collect())
+            .unwrap_or_default();
+        Ok(JobVersions {
+            versions,
+            diffs: Vec::new(),
+        })
+    }
+
+    async fn job_revert(
+        &self,
+        id: &str,
+        version: u64,
+        enforce_prior_version: Option<u64>,
+    ) -> Result<JobWriteResponse> {
+        self.enter("job_revert", id, enforce_prior_version)?;
+        self.write(|st| st.revert(id, version, enforce_prior_version))
+    }
+
+    async fn job_stop(&self, id: &str, purge: bool) -> Result<JobWriteResponse> {
+        self.enter("job_stop", id, None)?;
+        Ok(self.write(|st| {
+            let Some(current) = st.current(id).cloned() else {
+                return JobWriteResponse::default();
+            };
+            if purge {
+                let index = st.bump();
+                st.jobs.remove(id);
+                st.allocs.remove(id);
+                st.deployments.remove(id);
+                st.jobs_index = index;
+                st.allocs_index = index;
+                st.deployments_index = index;
+                return st.write_response(0);
+            }
+            if current.stop {
+                return st.write_response(current.job_modify_index);
+            }
+            let mut spec = spec_of(&current.raw);
+            if let Some(map) = spec.as_object_mut() {
+                map.insert("Stop".into(), json!(true));
+            }
+            let job = st.new_version(id, spec);
+            st.write_response(job.job_modify_index)
+        }))
+    }
+
+    async fn job_plan(&self, job: &Value, _diff: bool) -> Result<PlanResponse> {
+        let raw = unwrap_job(job);
+        let id = raw
+            .get("ID")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned();
+        self.enter("job_plan", &id, None)?;
+        if id.is_empty() {
+            return Err(Error::injected(
+                "plan job",
+                400,
+                "Job ID hasn't been provided",
+            ));
+        }
+        let st = self.lock();
+        Ok(plan(st.current(&id), &State::normalize(raw)))
+    }
+
+    async fn job_allocations(
+        &self,
+        id: &str,
+        opts: QueryOptions,
+    ) -> Result<(Vec<AllocationStub>, QueryMeta)> {
+        self.enter("job_allocations", id, Some(opts.index))?;
+        Ok(self
+            .blocking(opts, |st| {
+                (
+                    st.allocs.get(id).cloned().unwrap_or_default(),
+                    st.allocs_index,
+                )
+            })
+            .await)
+    }
+
+    async fn job_latest_deployment(
+        &self,
+        id: &str,
+        opts: QueryOptions,
+    ) -> Result<(Option<Deployment>, QueryMeta)> {
+        self.enter("job_latest_deployment", id, Some(opts.index))?;
+        Ok(self
+            .blocking(opts, |st| {
+                let latest = st
+                    .deployments
+                    .get(id)
+                    .and_then(|ds| ds.iter().max_by_key(|d| d.create_index))
+                    .cloned();
+                (latest, st.deployments_index)
+            })
+            .await)
+    }
+
+    async fn deployment_fail(&self, id: &str) -> Result<DeploymentUpdateResponse> {
+        self.enter("deployment_fail", id, None)?;
+        self.write(|st| {
+            let found = st.deployments.iter().find_map(|(job, ds)| {
+                ds.iter()
+                    .position(|d| d.id == id)
+                    .map(|pos| (job.clone(), pos))
+            });
+            let Some((job, pos)) = found else {
+                return Err(err500("fail deployment", "deployment not found".into()));
+            };
+            if st.deployments[&job][pos].is_terminal() {
+                return Err(err500(
+                    "fail deployment",
+                    "can't fail terminal deployment".into(),
+                ));
+            }
+            let reverted = st.fail_deployment(&job, pos, "Deployment marked as failed");
+            let index = st.bump();
+            Ok(DeploymentUpdateResponse {
+                eval_id: uuid::Uuid::new_v4().to_string(),
+                eval_create_index: index,
+                deployment_modify_index: index,
+                reverted_job_version: reverted,
+                index,
+            })
+        })
+    }
+
+    async fn services(&self, opts: QueryOptions) -> Result<(Vec<ServiceNamespace>, QueryMeta)> {
+        self.enter("services", "", Some(opts.index))?;
+        Ok(self
+            .blocking(opts, |st| {
+                let mut by_ns: BTreeMap<String, BTreeMap<String, Vec<String>>> = BTreeMap::new();
+                for s in &st.services {
+                    let ns = if s.namespace.is_empty() {
+                        "default".to_owned()
+                    } else {
+                        s.namespace.clone()
+                    };
+                    let tags = by_ns
+                        .entry(ns)
+                        .or_default()
+                        .entry(s.service_name.clone())
+                        .or_default();
+                    for t in &s.tags {
+                        if !tags.contains(t) {
+                            tags.push(t.clone());
+                        }
+                    }
+                }
+                let list = by_ns
+                    .into_iter()
+                    .map(|(namespace, services)| ServiceNamespace {
+                        namespace,
+                        services: services
+                            .into_iter()
+                            .map(|(service_name, tags)| ServiceStub { service_name, tags })
+                            .collect(),
+                    })
+                    .collect();
+                (list, st.services_index)
+            })
+            .await)
+    }
+
+    async fn service(
+        &self,
+        name: &str,
+        opts: QueryOptions,
+    ) -> Result<(Vec<ServiceRegistration>, QueryMeta)> {
+        self.enter("service", name, Some(opts.index))?;
+        Ok(self
+            .blocking(opts, |st| {
+                (
+                    st.services
+                        .iter()
+                        .filter(|s| s.service_name == name)
+                        .cloned()
+                        .collect(),
+                    st.services_index,
+                )
+            })
+            .await)
+    }
+
+    async fn status_leader(&self) -> Result<String> {
+        self.enter("status_leader", "", None)?;
+        Ok(self.lock().leader.clone())
+    }
+}

@@ -1,0 +1,522 @@
+//! Nomad HTTP client behind the [`NomadApi`] trait: register with `EnforceIndex`, read,
+//! versions, revert with `EnforcePriorVersion`, stop, plan, allocations, deployments, services.
+//!
+//! [`NomadClient`] talks HTTP through [`crate::transport`]; [`fake::FakeNomad`] is an in-memory
+//! implementation for unit tests of the loop.
+
+pub mod fake;
+mod types;
+
+use std::future::Future;
+
+use serde_json::Value;
+pub use types::*;
+
+use crate::transport::{self, ClientConfig, HttpClient, QueryMeta, QueryOptions, Request, Retry};
+
+/// Prefix of Nomad's answer when an `EnforceIndex` check fails (`RegisterEnforceIndexErrPrefix`
+/// in Nomad's source); Nomad sends it with status 500.
+pub const ENFORCE_INDEX_PREFIX: &str = "Enforcing job modify index";
+
+/// Errors of the Nomad client.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A request failed (network, status, decoding).
+    #[error("failed to {op}: {source}")]
+    Request {
+        /// The step that failed, e.g. `register job traefik`.
+        op: String,
+        /// The cause.
+        #[source]
+        source: Box<transport::Error>,
+    },
+    /// The job changed since it was read: `EnforceIndex` refused the register. Re-read and
+    /// re-plan; never retry blindly.
+    #[error("failed to register job {job}: it changed since it was read ({message})")]
+    EnforceIndexConflict {
+        /// Job id.
+        job: String,
+        /// Nomad's message.
+        message: String,
+    },
+    /// The job's version is not the one the revert expected (`EnforcePriorVersion`).
+    #[error("failed to revert job {job}: its version changed since it was read ({message})")]
+    PriorVersionConflict {
+        /// Job id.
+        job: String,
+        /// Nomad's message.
+        message: String,
+    },
+    /// A request body could not be encoded.
+    #[error("failed to encode {what}: {source}")]
+    Encode {
+        /// What was being encoded.
+        what: &'static str,
+        /// The cause.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// The job document has no `ID`.
+    #[error("failed to {op}: the job has no ID")]
+    MissingJobId {
+        /// The step.
+        op: &'static str,
+    },
+}
+
+/// Result alias of this module.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    /// True when the same call may succeed later (network trouble, 429, transient 5xx).
+    /// Conflicts, validation errors and 4xx are terminal.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            Error::Request { source, .. } => source.is_retryable(),
+            _ => false,
+        }
+    }
+
+    /// True for 401/403.
+    pub fn is_forbidden(&self) -> bool {
+        matches!(self, Error::Request { source, .. } if source.is_forbidden())
+    }
+
+    /// True for `EnforceIndex` and `EnforcePriorVersion` conflicts.
+    pub fn is_conflict(&self) -> bool {
+        matches!(
+            self,
+            Error::EnforceIndexConflict { .. } | Error::PriorVersionConflict { .. }
+        )
+    }
+
+    /// The HTTP status, when the server answered with an error.
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            Error::Request { source, .. } => source.status(),
+            _ => None,
+        }
+    }
+
+    /// The server's error text, when it answered with an error.
+    pub fn message(&self) -> Option<&str> {
+        match self {
+            Error::Request { source, .. } => source.message(),
+            Error::EnforceIndexConflict { message, .. }
+            | Error::PriorVersionConflict { message, .. } => Some(message),
+            _ => None,
+        }
+    }
+
+    /// An error as the server would produce it with `status`; for fakes and tests.
+    pub fn injected(op: &str, status: u16, message: &str) -> Error {
+        Error::Request {
+            op: op.to_owned(),
+            source: Box::new(transport::Error::from_status(
+                transport::Api::Nomad,
+                "GET",
+                "/v1/injected",
+                status,
+                message,
+            )),
+        }
+    }
+}
+
+/// The Nomad calls the operator makes. Reads take [`QueryOptions`] and return [`QueryMeta`]
+/// (`X-Nomad-Index`); drive them with [`crate::transport::Watch`] to watch.
+pub trait NomadApi: Send + Sync {
+    /// Reads a job; `None` when it does not exist (or was purged).
+    fn job_read(
+        &self,
+        id: &str,
+        opts: QueryOptions,
+    ) -> impl Future<Output = Result<(Option<Job>, QueryMeta)>> + Send;
+
+    /// Registers a job (the job object itself, or `{"Job": …}`). With `enforce_index`, only if
+    /// the job's current `JobModifyIndex` equals it (0: only if the job is new); a mismatch is
+    /// [`Error::EnforceIndexConflict`].
+    fn job_register(
+        &self,
+        job: &Value,
+        enforce_index: Option<u64>,
+    ) -> impl Future<Output = Result<JobWriteResponse>> + Send;
+
+    /// The job's versions, newest first (empty for an unknown job); with diffs when `diffs`.
+    fn job_versions(
+        &self,
+        id: &str,
+        diffs: bool,
+    ) -> impl Future<Output = Result<JobVersions>> + Send;
+
+    /// Registers a copy of `version` as a new version. With `enforce_prior_version`, only if the
+    /// job is still at that version ([`Error::PriorVersionConflict`] otherwise).
+    fn job_revert(
+        &self,
+        id: &str,
+        version: u64,
+        enforce_prior_version: Option<u64>,
+    ) -> impl Future<Output = Result<JobWriteResponse>> + Send;
+
+    /// Stops a job (a new version with `Stop: true`), or removes it with `purge`.
+    fn job_stop(
+        &self,
+        id: &str,
+        purge: bool,
+    ) -> impl Future<Output = Result<JobWriteResponse>> + Send;
+
+    /// Dry-runs a register: scheduler annotations and, with `diff`, the diff against the
+    /// running job.
+    fn job_plan(
+        &self,
+        job: &Value,
+        diff: bool,
+    ) -> impl Future<Output = Result<PlanResponse>> + Send;
+
+    /// The job's allocations (empty for an unknown job).
+    fn job_allocations(
+        &self,
+        id: &str,
+        opts: QueryOptions,
+    ) -> impl Future<Output = Result<(Vec<AllocationStub>, QueryMeta)>> + Send;
+
+    /// The job's most recent deployment; `None` when it has none (system jobs before 1.11).
+    fn job_latest_deployment(
+        &self,
+        id: &str,
+        opts: QueryOptions,
+    ) -> impl Future<Output = Result<(Option<Deployment>, QueryMeta)>> + Send;
+
+    /// Marks a deployment failed (auto-revert applies when the group has it).
+    fn deployment_fail(
+        &self,
+        id: &str,
+    ) -> impl Future<Output = Result<DeploymentUpdateResponse>> + Send;
+
+    /// Native service names by namespace.
+    fn services(
+        &self,
+        opts: QueryOptions,
+    ) -> impl Future<Output = Result<(Vec<ServiceNamespace>, QueryMeta)>> + Send;
+
+    /// Registrations of one native service (empty when unknown).
+    fn service(
+        &self,
+        name: &str,
+        opts: QueryOptions,
+    ) -> impl Future<Output = Result<(Vec<ServiceRegistration>, QueryMeta)>> + Send;
+
+    /// The Raft leader's address, `""` when there is none.
+    fn status_leader(&self) -> impl Future<Output = Result<String>> + Send;
+}
+
+/// Accepts either a job object or a `{"Job": …}` wrapper (what `nomad job run -output` prints).
+pub fn unwrap_job(job: &Value) -> &Value {
+    match job.as_object() {
+        Some(map) if map.len() == 1 && map.contains_key("Job") => &map["Job"],
+        _ => job,
+    }
+}
+
+fn job_id<'a>(job: &'a Value, op: &'static str) -> Result<&'a str> {
+    unwrap_job(job)
+        .get("ID")
+        .and_then(Value::as_str)
+        .filter(|s| !s.is_empty())
+        .ok_or(Error::MissingJobId { op })
+}
+
+/// The HTTP implementation of [`NomadApi`].
+#[derive(Debug, Clone)]
+pub struct NomadClient {
+    http: HttpClient,
+}
+
+impl NomadClient {
+    /// Builds a client from a configuration (see [`ClientConfig::nomad_from_env`]).
+    pub fn new(config: &ClientConfig) -> Result<NomadClient, transport::Error> {
+        Ok(NomadClient {
+            http: HttpClient::new(config)?,
+        })
+    }
+
+    /// The underlying HTTP client.
+    pub fn http(&self) -> &HttpClient {
+        &self.http
+    }
+
+    async fn send(
+        &self,
+        op: impl FnOnce() -> String,
+        request: Request,
+    ) -> Result<transport::Response> {
+        self.http
+            .send(request)
+            .await
+            .map_err(|source| Error::Request {
+                op: op(),
+                source: Box::new(source),
+            })
+    }
+
+    async fn json<T: serde::de::DeserializeOwned>(
+        &self,
+        op: impl Fn() -> String,
+        request: Request,
+    ) -> Result<(T, transport::Response)> {
+        let response = self.send(&op, request).await?;
+        let value = response.json().map_err(|source| Error::Request {
+            op: op(),
+            source: Box::new(source),
+        })?;
+        Ok((value, response))
+    }
+
+    fn encode<T: serde::Serialize + ?Sized>(
+        what: &'static str,
+        request: Request,
+        body: &T,
+    ) -> Result<Request> {
+        request
+            .json(body)
+            .map_err(|source| Error::Encode { what, source })
+    }
+
+    /// `GET /v1/deployment/:id`; `None` when unknown.
+    pub async fn deployment_read(
+        &self,
+        id: &str,
+        opts: QueryOptions,
+    ) -> Result<(Option<Deployment>, QueryMeta)> {
+        let request = Request::get("/v1/deployment")
+            .key(id)
+            .blocking(opts)
+            .accept(&[404]);
+        let response = self
+            .send(|| format!("read deployment {id}"), request)
+            .await?;
+        if response.status == 404 {
+            return Ok((None, response.meta));
+        }
+        let d = response.json().map_err(|source| Error::Request {
+            op: format!("read deployment {id}"),
+            source: Box::new(source),
+        })?;
+        Ok((Some(d), response.meta))
+    }
+}
+
+impl NomadApi for NomadClient {
+    async fn job_read(&self, id: &str, opts: QueryOptions) -> Result<(Option<Job>, QueryMeta)> {
+        let op = || format!("read job {id}");
+        let request = Request::get("/v1/job")
+            .key(id)
+            .blocking(opts)
+            .accept(&[404]);
+        let response = self.send(&op, request).await?;
+        if response.status == 404 {
+            return Ok((None, response.meta));
+        }
+        let job = response.json().map_err(|source| Error::Request {
+            op: op(),
+            source: Box::new(source),
+        })?;
+        Ok((Some(job), response.meta))
+    }
+
+    async fn job_register(
+        &self,
+        job: &Value,
+        enforce_index: Option<u64>,
+    ) -> Result<JobWriteResponse> {
+        let id = job_id(job, "register job")?.to_owned();
+        let body = JobRegisterRequest {
+            job: unwrap_job(job),
+            enforce_index: enforce_index.is_some(),
+            job_modify_index: enforce_index,
+        };
+        // With EnforceIndex a repeated register fails its check instead of writing twice; without,
+        // retry only what never reached the server.
+        let retry = if enforce_index.is_some() {
+            Retry::Idempotent
+        } else {
+            Retry::UnsentOnly
+        };
+        let request =
+            Self::encode("job register request", Request::post("/v1/jobs"), &body)?.retry(retry);
+        match self.json(|| format!("register job {id}"), request).await {
+            Ok((r, _)) => Ok(r),
+            Err(e)
+                if e.status() == Some(500)
+                    && e.message()
+                        .is_some_and(|m| m.starts_with(ENFORCE_INDEX_PREFIX)) =>
+            {
+                Err(Error::EnforceIndexConflict {
+                    job: id,
+                    message: e.message().unwrap_or_default().to_owned(),
+                })
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn job_versions(&self, id: &str, diffs: bool) -> Result<JobVersions> {
+        let op = || format!("read versions of job {id}");
+        let mut request = Request::get("/v1/job")
+            .key(id)
+            .key("versions")
+            .accept(&[404]);
+        if diffs {
+            request = request.query("diffs", "true");
+        }
+        let response = self.send(&op, request).await?;
+        if response.status == 404 {
+            return Ok(JobVersions::default());
+        }
+        response.json().map_err(|source| Error::Request {
+            op: op(),
+            source: Box::new(source),
+        })
+    }
+
+    async fn job_revert(
+        &self,
+        id: &str,
+        version: u64,
+        enforce_prior_version: Option<u64>,
+    ) -> Result<JobWriteResponse> {
+        let body = JobRevertRequest {
+            job_id: id,
+            job_version: version,
+            enforce_prior_version,
+        };
+        let retry = if enforce_prior_version.is_some() {
+            Retry::Idempotent
+        } else {
+            Retry::UnsentOnly
+        };
+        let request = Self::encode(
+            "job revert request",
+            Request::post("/v1/job").key(id).key("revert"),
+            &body,
+        )?
+        .retry(retry);
+        match self
+            .json(|| format!("revert job {id} to version {version}"), request)
+            .await
+        {
+            Ok((r, _)) => Ok(r),
+            Err(e)
+                if e.status() == Some(500)
+                    && e.message().is_some_and(|m| {
+                        m.starts_with("Current job has version")
+                            || m.starts_with(ENFORCE_INDEX_PREFIX)
+                    }) =>
+            {
+                Err(Error::PriorVersionConflict {
+                    job: id.to_owned(),
+                    message: e.message().unwrap_or_default().to_owned(),
+                })
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn job_stop(&self, id: &str, purge: bool) -> Result<JobWriteResponse> {
+        let mut request = Request::delete("/v1/job").key(id);
+        if purge {
+            request = request.query("purge", "true");
+        }
+        self.json(|| format!("stop job {id}"), request)
+            .await
+            .map(|(r, _)| r)
+    }
+
+    async fn job_plan(&self, job: &Value, diff: bool) -> Result<PlanResponse> {
+        let id = job_id(job, "plan job")?.to_owned();
+        let body = JobPlanRequest {
+            job: unwrap_job(job),
+            diff,
+            policy_override: false,
+        };
+        let request = Self::encode(
+            "job plan request",
+            Request::post("/v1/job").key(&id).key("plan"),
+            &body,
+        )?;
+        self.json(|| format!("plan job {id}"), request)
+            .await
+            .map(|(r, _)| r)
+    }
+
+    async fn job_allocations(
+        &self,
+        id: &str,
+        opts: QueryOptions,
+    ) -> Result<(Vec<AllocationStub>, QueryMeta)> {
+        let request = Request::get("/v1/job")
+            .key(id)
+            .key("allocations")
+            .blocking(opts);
+        let (allocs, response) = self
+            .json(|| format!("list allocations of job {id}"), request)
+            .await?;
+        Ok((allocs, response.meta))
+    }
+
+    async fn job_latest_deployment(
+        &self,
+        id: &str,
+        opts: QueryOptions,
+    ) -> Result<(Option<Deployment>, QueryMeta)> {
+        let request = Request::get("/v1/job")
+            .key(id)
+            .key("deployment")
+            .blocking(opts);
+        let (d, response) = self
+            .json(|| format!("read latest deployment of job {id}"), request)
+            .await?;
+        Ok((d, response.meta))
+    }
+
+    async fn deployment_fail(&self, id: &str) -> Result<DeploymentUpdateResponse> {
+        // A repeated fail answers "can't fail terminal deployment"; send it once.
+        let request = Request::post("/v1/deployment/fail")
+            .key(id)
+            .retry(Retry::UnsentOnly);
+        self.json(|| format!("fail deployment {id}"), request)
+            .await
+            .map(|(r, _)| r)
+    }
+
+    async fn services(&self, opts: QueryOptions) -> Result<(Vec<ServiceNamespace>, QueryMeta)> {
+        let request = Request::get("/v1/services").blocking(opts);
+        let (s, response) = self.json(|| "list services".to_owned(), request).await?;
+        Ok((s, response.meta))
+    }
+
+    async fn service(
+        &self,
+        name: &str,
+        opts: QueryOptions,
+    ) -> Result<(Vec<ServiceRegistration>, QueryMeta)> {
+        let request = Request::get("/v1/service").key(name).blocking(opts);
+        let (s, response) = self
+            .json(|| format!("read service {name}"), request)
+            .await?;
+        Ok((s, response.meta))
+    }
+
+    async fn status_leader(&self) -> Result<String> {
+        self.json(
+            || "read the Raft leader".to_owned(),
+            Request::get("/v1/status/leader"),
+        )
+        .await
+        .map(|(v, _)| v)
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::panic)] // tests fail loudly
+mod tests;

@@ -1,0 +1,432 @@
+//! The planner on hand-built observations: every branch of the decision.
+
+use serde_json::json;
+
+use super::*;
+use crate::render::digest_kv;
+use crate::spec::OnFailure;
+use crate::spec::status::ProxyStatus;
+
+const ROOT: &str = "po/traefik/";
+const OWNER: &str = "proxy-operator";
+
+fn spec(extra: &str) -> ValidatedSpec {
+    let doc = format!(
+        "apiVersion: proxy-operator.io/v1alpha1\nkind: ProxyConfig\nspec:\n  proxy: traefik\n  rollout:\n    healthyDeadline: 20s\n    minHealthyTime: 2s\n{extra}"
+    );
+    crate::spec::load(doc.as_bytes()).unwrap()
+}
+
+fn kv() -> Vec<(String, String)> {
+    vec![
+        (
+            "po/traefik/http/middlewares/security-headers/headers/frameDeny".into(),
+            "true".into(),
+        ),
+        (
+            "po/traefik/http/middlewares/security-headers/headers/stsSeconds".into(),
+            "31536000".into(),
+        ),
+        (
+            "po/traefik/http/routers/api/rule".into(),
+            "PathPrefix(`/api`)".into(),
+        ),
+    ]
+}
+
+fn rendered(kv: Vec<(String, String)>) -> Rendered {
+    Rendered {
+        job: json!({"ID": "traefik", "Meta": {"proxy-operator/owner": OWNER, "proxy-operator/spec-digest": "job-1"}}),
+        job_digest: "job-1".into(),
+        traefik_static: Some("entryPoints: {}".into()),
+        kv_digest: digest_kv(&kv),
+        traefik_kv: kv,
+        caddy: None,
+    }
+}
+
+fn our_job(digest: &str) -> ObservedJob {
+    ObservedJob {
+        version: 7,
+        modify_index: 120,
+        meta: BTreeMap::from([
+            (META_OWNER.to_owned(), OWNER.to_owned()),
+            (META_SPEC_DIGEST.to_owned(), digest.to_owned()),
+        ]),
+        stopped: false,
+    }
+}
+
+fn converged() -> Observed {
+    Observed {
+        job: Some(our_job("job-1")),
+        kv: kv(),
+    }
+}
+
+fn run(spec: &ValidatedSpec, observed: &Observed, status: &ProxyStatus) -> Plan {
+    let r = rendered(kv());
+    let desired = Desired {
+        spec,
+        rendered: &r,
+        owner: OWNER,
+        kv_root: ROOT,
+    };
+    plan(&desired, observed, status)
+}
+
+fn change(p: Plan) -> Change {
+    match p {
+        Plan::Apply(c) => *c,
+        other => panic!("expected Apply, got {other:?}"),
+    }
+}
+
+// === noop ===
+
+#[test]
+fn matching_digests_plan_nothing() {
+    assert_eq!(
+        run(&spec(""), &converged(), &ProxyStatus::default()),
+        Plan::Noop
+    );
+}
+
+#[test]
+fn keys_outside_our_kv_root_do_not_count_as_drift() {
+    let mut observed = converged();
+    observed.kv.push(("po/traefikfoo/x".into(), "1".into()));
+    observed
+        .kv
+        .push(("other/traefik/http/x".into(), "1".into()));
+    assert_eq!(
+        run(&spec(""), &observed, &ProxyStatus::default()),
+        Plan::Noop
+    );
+}
+
+// === what to apply ===
+
+#[test]
+fn a_fresh_cluster_gets_kv_then_a_job_created_with_enforce_index_zero() {
+    let c = change(run(
+        &spec(""),
+        &Observed::default(),
+        &ProxyStatus::default(),
+    ));
+    let kv_change = c.kv.unwrap();
+    assert_eq!(kv_change.set, kv());
+    assert!(kv_change.delete.is_empty() && kv_change.previous.is_empty());
+    let job = c.job.unwrap();
+    assert_eq!(job.enforce_index, 0);
+    assert_eq!(job.job_id, "traefik");
+    assert_eq!(job.rollback_to, None, "nothing ran before");
+    assert_eq!(c.digest, spec("").digest());
+}
+
+#[test]
+fn a_policy_change_writes_only_the_changed_kv_entries_and_no_job() {
+    let mut observed = converged();
+    observed.kv[1].1 = "60".into();
+    let p = run(&spec(""), &observed, &ProxyStatus::default());
+    assert_eq!(p.kind(), "policy");
+    let kv_change = change(p).kv.unwrap();
+    assert_eq!(kv_change.set, vec![kv()[1].clone()]);
+    assert_eq!(kv_change.previous, vec![observed.kv[1].clone()]);
+}
+
+#[test]
+fn stale_kv_keys_of_ours_are_deleted_and_remembered_for_restore() {
+    let mut observed = converged();
+    observed.kv.push((
+        "po/traefik/http/middlewares/old/headers/x".into(),
+        "1".into(),
+    ));
+    let kv_change = change(run(&spec(""), &observed, &ProxyStatus::default()))
+        .kv
+        .unwrap();
+    assert!(kv_change.set.is_empty());
+    assert_eq!(
+        kv_change.delete,
+        vec!["po/traefik/http/middlewares/old/headers/x".to_owned()]
+    );
+    assert_eq!(kv_change.previous, vec![observed.kv[3].clone()]);
+}
+
+#[test]
+fn a_structural_change_registers_the_job_with_the_observed_modify_index() {
+    let observed = Observed {
+        job: Some(our_job("job-0")),
+        kv: kv(),
+    };
+    let p = run(&spec(""), &observed, &ProxyStatus::default());
+    assert_eq!(p.kind(), "job");
+    let job = change(p).job.unwrap();
+    assert_eq!(job.enforce_index, 120);
+    assert_eq!(job.job_digest, "job-1");
+}
+
+#[test]
+fn a_change_of_both_carries_kv_and_job() {
+    let observed = Observed {
+        job: Some(our_job("job-0")),
+        kv: Vec::new(),
+    };
+    assert_eq!(
+        run(&spec(""), &observed, &ProxyStatus::default()).kind(),
+        "policy+job"
+    );
+}
+
+#[test]
+fn a_stopped_job_of_ours_is_registered_again() {
+    let mut observed = converged();
+    if let Some(j) = observed.job.as_mut() {
+        j.stopped = true;
+    }
+    let job = change(run(&spec(""), &observed, &ProxyStatus::default()))
+        .job
+        .unwrap();
+    assert_eq!(
+        job.rollback_to, None,
+        "a stopped version is no rollback target"
+    );
+}
+
+#[test]
+fn rollback_goes_to_the_version_that_last_passed_the_gate() {
+    let observed = Observed {
+        job: Some(our_job("job-0")),
+        kv: kv(),
+    };
+    let status = ProxyStatus {
+        last_applied_digest: Some("older".into()),
+        job_version: Some(5),
+        ..ProxyStatus::default()
+    };
+    assert_eq!(
+        change(run(&spec(""), &observed, &status))
+            .job
+            .unwrap()
+            .rollback_to,
+        Some(5)
+    );
+}
+
+#[test]
+fn without_a_recorded_good_version_rollback_goes_to_the_running_version() {
+    let observed = Observed {
+        job: Some(our_job("job-0")),
+        kv: kv(),
+    };
+    let job = change(run(&spec(""), &observed, &ProxyStatus::default()))
+        .job
+        .unwrap();
+    assert_eq!(job.rollback_to, Some(7));
+}
+
+#[test]
+fn the_gate_comes_from_the_spec_and_expects_our_kv_entries_enabled() {
+    let c = change(run(
+        &spec("    onFailure: hold\n"),
+        &Observed::default(),
+        &ProxyStatus::default(),
+    ));
+    assert_eq!(c.gate.healthy_deadline, std::time::Duration::from_secs(20));
+    assert_eq!(c.gate.min_healthy_time, std::time::Duration::from_secs(2));
+    assert_eq!(c.gate.on_failure, OnFailure::Hold);
+    assert!(c.gate.check_ping);
+    assert_eq!(
+        c.gate.expected_entries,
+        vec![
+            "api@consul".to_owned(),
+            "security-headers@consul".to_owned()
+        ]
+    );
+}
+
+#[test]
+fn expected_entries_ignore_tls_and_foreign_keys() {
+    let kv = vec![
+        (
+            "po/traefik/tls/certificates/0/certFile".to_owned(),
+            "/c".to_owned(),
+        ),
+        (
+            "po/traefik/http/middlewares/a/headers/x".to_owned(),
+            "1".to_owned(),
+        ),
+        (
+            "po/traefik/http/middlewares/a/headers/y".to_owned(),
+            "1".to_owned(),
+        ),
+        ("elsewhere/http/middlewares/b/x".to_owned(), "1".to_owned()),
+    ];
+    assert_eq!(expected_entries(&kv, ROOT), vec!["a@consul".to_owned()]);
+}
+
+// === hold ===
+
+#[test]
+fn a_paused_spec_plans_nothing_even_on_a_fresh_cluster() {
+    let p = run(
+        &spec("  paused: true\n"),
+        &Observed::default(),
+        &ProxyStatus::default(),
+    );
+    assert_eq!(p, Plan::Hold(HoldReason::Paused));
+}
+
+#[test]
+fn a_failed_digest_is_not_retried_while_the_nonce_is_unchanged() {
+    let s = spec("");
+    let status = ProxyStatus {
+        failed_digest: Some(s.digest().to_owned()),
+        ..ProxyStatus::default()
+    };
+    let observed = Observed {
+        job: Some(our_job("job-0")),
+        kv: kv(),
+    };
+    assert!(matches!(
+        run(&s, &observed, &status),
+        Plan::Hold(HoldReason::FailedDigest { .. })
+    ));
+}
+
+#[test]
+fn changing_the_retry_nonce_retries_a_failed_digest() {
+    let failed = spec("");
+    let retried = spec("  retryNonce: \"2\"\n");
+    assert_eq!(
+        failed.digest(),
+        retried.digest(),
+        "the nonce is not part of the digest"
+    );
+    let status = ProxyStatus {
+        failed_digest: Some(failed.digest().to_owned()),
+        ..ProxyStatus::default()
+    };
+    let observed = Observed {
+        job: Some(our_job("job-0")),
+        kv: kv(),
+    };
+    assert_eq!(run(&retried, &observed, &status).kind(), "job");
+}
+
+#[test]
+fn a_changed_document_is_applied_even_after_a_failure() {
+    let status = ProxyStatus {
+        failed_digest: Some("another".into()),
+        ..ProxyStatus::default()
+    };
+    let observed = Observed {
+        job: Some(our_job("job-0")),
+        kv: kv(),
+    };
+    assert_eq!(run(&spec(""), &observed, &status).kind(), "job");
+}
+
+#[test]
+fn drift_from_an_applied_spec_is_corrected_by_default() {
+    let s = spec("");
+    let status = ProxyStatus {
+        last_applied_digest: Some(s.digest().to_owned()),
+        ..ProxyStatus::default()
+    };
+    let mut observed = converged();
+    observed.kv[0].1 = "false".into();
+    assert_eq!(run(&s, &observed, &status).kind(), "policy");
+}
+
+#[test]
+fn drift_with_drift_policy_warn_is_reported_not_corrected() {
+    let s = spec("  driftPolicy: warn\n");
+    let status = ProxyStatus {
+        last_applied_digest: Some(s.digest().to_owned()),
+        ..ProxyStatus::default()
+    };
+    let observed = Observed {
+        job: Some(our_job("hand-edited")),
+        kv: kv(),
+    };
+    assert_eq!(
+        run(&s, &observed, &status),
+        Plan::Hold(HoldReason::Drift { what: "job".into() })
+    );
+}
+
+#[test]
+fn drift_policy_warn_still_applies_a_new_document() {
+    let s = spec("  driftPolicy: warn\n");
+    let status = ProxyStatus {
+        last_applied_digest: Some("previous-doc".into()),
+        ..ProxyStatus::default()
+    };
+    let observed = Observed {
+        job: Some(our_job("job-0")),
+        kv: kv(),
+    };
+    assert_eq!(run(&s, &observed, &status).kind(), "job");
+}
+
+// === stalled ===
+
+#[test]
+fn a_job_without_owner_meta_is_stalled_and_never_touched() {
+    let mut job = our_job("job-1");
+    job.meta.clear();
+    let p = run(
+        &spec(""),
+        &Observed {
+            job: Some(job),
+            kv: Vec::new(),
+        },
+        &ProxyStatus::default(),
+    );
+    match p {
+        Plan::Stalled { reason } => {
+            assert!(
+                reason.contains("without the proxy-operator/owner Meta"),
+                "{reason}"
+            );
+            assert!(reason.contains("\"traefik\""), "{reason}");
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn a_job_owned_by_another_operator_is_stalled() {
+    let mut job = our_job("job-1");
+    job.meta.insert(META_OWNER.into(), "someone-else".into());
+    let p = run(
+        &spec(""),
+        &Observed {
+            job: Some(job),
+            kv: kv(),
+        },
+        &ProxyStatus::default(),
+    );
+    assert!(matches!(p, Plan::Stalled { ref reason } if reason.contains("someone-else")));
+}
+
+#[test]
+fn stalled_wins_over_a_failed_digest_but_paused_wins_over_stalled() {
+    let mut job = our_job("job-1");
+    job.meta.clear();
+    let observed = Observed {
+        job: Some(job),
+        kv: Vec::new(),
+    };
+    let s = spec("");
+    let status = ProxyStatus {
+        failed_digest: Some(s.digest().to_owned()),
+        ..ProxyStatus::default()
+    };
+    assert_eq!(run(&s, &observed, &status).kind(), "stalled");
+    assert_eq!(
+        run(&spec("  paused: true\n"), &observed, &status).kind(),
+        "hold"
+    );
+}

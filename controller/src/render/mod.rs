@@ -1,0 +1,341 @@
+//! Pure renderers: a validated spec becomes the proxy's Nomad job, Traefik's static config and
+//! dynamic policy entries (Consul KV), and Caddy's JSON config. No IO happens here.
+//!
+//! What goes where (DESIGN §3): structural settings (proxy, discovery, entry points, certificate
+//! directory, version, resources) land in the job, so changing them registers a new job version;
+//! policies (middlewares, certificate list, the API router) land in KV under
+//! `<prefix>/traefik/`, which Traefik reads live, so changing them needs no restart.
+//!
+//! Digests let the loop compare desired and observed state without diffing Nomad's defaulted
+//! job JSON: `job_digest` is stamped into the job's Meta (`proxy-operator/spec-digest`) and read
+//! back; `kv_digest` covers the KV entries.
+
+pub mod caddy;
+mod from_spec;
+pub mod model;
+pub mod nomad_job;
+pub mod traefik;
+
+use std::collections::BTreeMap;
+
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+use crate::spec::ValidatedSpec;
+
+pub use caddy::CaddyService;
+pub use from_spec::internal_address;
+pub use model::Model;
+
+/// Job Meta key naming the operator instance that owns the job.
+pub const META_OWNER: &str = "proxy-operator/owner";
+/// Job Meta key holding [`Rendered::job_digest`].
+pub const META_SPEC_DIGEST: &str = "proxy-operator/spec-digest";
+/// Job Meta key naming the proxy (`traefik` or `caddy`).
+pub const META_PROXY: &str = "proxy-operator/proxy";
+/// Job Meta key holding the proxy version from the spec, when set.
+pub const META_VERSION: &str = "proxy-operator/proxy-version";
+/// Default KV prefix.
+pub const DEFAULT_PREFIX: &str = "proxy-operator";
+
+/// Errors rendering a spec. All are terminal: the same spec renders the same way every time.
+/// No variant ever carries a secret value (basic-auth users are referred to by index only).
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A value would produce a config the proxy or Nomad rejects.
+    #[error("failed to render {field}: {reason}")]
+    InvalidValue {
+        /// Field path.
+        field: String,
+        /// Why.
+        reason: String,
+    },
+    /// A setting the chosen proxy cannot express.
+    #[error("failed to render {field}: not supported: {reason}")]
+    Unsupported {
+        /// Field path.
+        field: String,
+        /// Why.
+        reason: String,
+    },
+    /// Basic auth is enabled but the caller did not resolve its users.
+    #[error("failed to render {field}: users referenced by {reference} were not resolved")]
+    UnresolvedSecret {
+        /// Field path.
+        field: String,
+        /// The reference (a KV key or file path, never the secret).
+        reference: String,
+    },
+    /// YAML serialisation failed.
+    #[error("failed to serialize YAML: {0}")]
+    SerializeYaml(String),
+    /// JSON serialisation failed.
+    #[error("failed to serialize JSON: {0}")]
+    SerializeJson(#[source] serde_json::Error),
+}
+
+/// Result alias of this module.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// What the caller knows that the spec does not say.
+#[derive(Clone, PartialEq, Eq)]
+pub struct RenderContext {
+    /// KV prefix (default `proxy-operator`); Traefik's KV root is `<prefix>/traefik`.
+    pub prefix: String,
+    /// Value of the job's `proxy-operator/owner` Meta.
+    pub owner: String,
+    /// Basic-auth `user:hash` lines resolved by the caller from the spec's reference; `None`
+    /// when not resolved (rendering a spec with basic auth then fails). Secret: redacted in Debug.
+    pub basic_auth_users: Option<Vec<String>>,
+}
+
+impl Default for RenderContext {
+    fn default() -> Self {
+        RenderContext {
+            prefix: DEFAULT_PREFIX.to_string(),
+            owner: DEFAULT_PREFIX.to_string(),
+            basic_auth_users: None,
+        }
+    }
+}
+
+impl std::fmt::Debug for RenderContext {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RenderContext")
+            .field("prefix", &self.prefix)
+            .field("owner", &self.owner)
+            .field(
+                "basic_auth_users",
+                &self
+                    .basic_auth_users
+                    .as_ref()
+                    .map(|u| format!("<{} redacted>", u.len())),
+            )
+            .finish()
+    }
+}
+
+/// Everything rendered from one spec.
+#[derive(Clone, PartialEq)]
+pub struct Rendered {
+    /// The `Job` object of `POST /v1/jobs` (Nomad JSON job format), Meta stamped.
+    pub job: Value,
+    /// sha256 hex of the canonical job JSON without the `proxy-operator/spec-digest` Meta key;
+    /// the same value is in that Meta key.
+    pub job_digest: String,
+    /// Traefik's static config (YAML), also embedded in the job; `None` for Caddy.
+    pub traefik_static: Option<String>,
+    /// Full KV keys under `<prefix>/traefik/` with their values, sorted by key; empty for Caddy.
+    /// Basic-auth users are secret: see [`traefik::is_secret_key`].
+    pub traefik_kv: Vec<(String, String)>,
+    /// sha256 hex over the KV entries (`key NUL value NUL`, sorted).
+    pub kv_digest: String,
+    /// Caddy's JSON config without discovered services (the job's initial config); `None` for
+    /// Traefik. The loop renders the live one with [`caddy::render_caddy`] and the discovered
+    /// services.
+    pub caddy: Option<Value>,
+}
+
+impl std::fmt::Debug for Rendered {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let kv: Vec<(&str, &str)> = self
+            .traefik_kv
+            .iter()
+            .map(|(k, v)| {
+                (
+                    k.as_str(),
+                    if traefik::is_secret_key(k) {
+                        "<redacted>"
+                    } else {
+                        v
+                    },
+                )
+            })
+            .collect();
+        f.debug_struct("Rendered")
+            .field("job_digest", &self.job_digest)
+            .field("kv_digest", &self.kv_digest)
+            .field("traefik_static", &self.traefik_static.is_some())
+            .field("traefik_kv", &kv)
+            .field("caddy", &self.caddy.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Renders every artefact of a validated spec: the proxy's Nomad job (Meta stamped), and for
+/// Traefik its static config and KV policy entries, or for Caddy its initial JSON config.
+pub fn render(spec: &ValidatedSpec, ctx: &RenderContext) -> Result<Rendered> {
+    let model = Model::from_spec(spec, ctx.basic_auth_users.as_deref())?;
+    render_model(&model, ctx)
+}
+
+/// Caddy's live JSON config for a validated spec and the services discovered in the catalog
+/// (what the loop `POST`s to Caddy's `/load`).
+pub fn caddy_config(
+    spec: &ValidatedSpec,
+    ctx: &RenderContext,
+    services: &[CaddyService],
+) -> Result<Value> {
+    let model = Model::from_spec(spec, ctx.basic_auth_users.as_deref())?;
+    caddy::render_caddy(&model, services)
+}
+
+/// Renders every artefact of a resolved model.
+pub fn render_model(model: &Model, ctx: &RenderContext) -> Result<Rendered> {
+    let (config_name, config_data, traefik_static, traefik_kv, caddy) = match model.proxy {
+        model::ProxyKind::Traefik => {
+            let yaml = traefik::static_yaml(&traefik::static_config(model, &ctx.prefix))?;
+            let root = format!("{}/traefik/", ctx.prefix);
+            let kv: Vec<(String, String)> = traefik::policy_kv(model)?
+                .into_iter()
+                .map(|(k, v)| (format!("{root}{k}"), v))
+                .collect();
+            ("traefik.yml", yaml.clone(), Some(yaml), kv, None)
+        }
+        model::ProxyKind::Caddy => {
+            let config = caddy::render_caddy(model, &[])?;
+            let text = serde_json::to_string_pretty(&config).map_err(Error::SerializeJson)?;
+            ("caddy.json", text, None, Vec::new(), Some(config))
+        }
+    };
+    let mut job = nomad_job::proxy_job(
+        model,
+        &nomad_job::ConfigFile {
+            name: config_name,
+            data: &config_data,
+        },
+    )?;
+    job.meta.insert(META_OWNER.to_string(), ctx.owner.clone());
+    job.meta.insert(
+        META_PROXY.to_string(),
+        match model.proxy {
+            model::ProxyKind::Traefik => "traefik",
+            model::ProxyKind::Caddy => "caddy",
+        }
+        .to_string(),
+    );
+    if let Some(v) = &model.job.version {
+        job.meta.insert(META_VERSION.to_string(), v.clone());
+    }
+    let unstamped = serde_json::to_value(&job).map_err(Error::SerializeJson)?;
+    let job_digest = digest_json(&unstamped);
+    job.meta
+        .insert(META_SPEC_DIGEST.to_string(), job_digest.clone());
+    let job = serde_json::to_value(&job).map_err(Error::SerializeJson)?;
+    let kv_digest = digest_kv(&traefik_kv);
+    Ok(Rendered {
+        job,
+        job_digest,
+        traefik_static,
+        traefik_kv,
+        kv_digest,
+        caddy,
+    })
+}
+
+/// The `proxy-operator/spec-digest` Meta of an observed job. Nomad fills a registered job with
+/// defaults, so the loop compares this stamp with [`Rendered::job_digest`], never the JSON.
+pub fn job_digest_of(job: &Value) -> Option<&str> {
+    job.get("Meta")?.get(META_SPEC_DIGEST)?.as_str()
+}
+
+/// sha256 hex of `value` serialised with object keys sorted, so field order never matters.
+pub fn digest_json(value: &Value) -> String {
+    let mut bytes = Vec::new();
+    write_canonical(value, &mut bytes);
+    hex(&Sha256::digest(&bytes))
+}
+
+/// sha256 hex over KV entries: `key NUL value NUL` in key order.
+pub fn digest_kv(entries: &[(String, String)]) -> String {
+    let sorted: BTreeMap<&str, &str> = entries
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    let mut h = Sha256::new();
+    for (k, v) in sorted {
+        h.update(k.as_bytes());
+        h.update([0]);
+        h.update(v.as_bytes());
+        h.update([0]);
+    }
+    hex(&h.finalize())
+}
+
+fn write_canonical(value: &Value, out: &mut Vec<u8>) {
+    match value {
+        Value::Object(map) => {
+            let sorted: BTreeMap<&String, &Value> = map.iter().collect();
+            out.push(b'{');
+            for (i, (k, v)) in sorted.into_iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                out.extend_from_slice(Value::String(k.clone()).to_string().as_bytes());
+                out.push(b':');
+                write_canonical(v, out);
+            }
+            out.push(b'}');
+        }
+        Value::Array(items) => {
+            out.push(b'[');
+            for (i, v) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                write_canonical(v, out);
+            }
+            out.push(b']');
+        }
+        scalar => out.extend_from_slice(scalar.to_string().as_bytes()),
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::panic)] // tests fail loudly
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn the_job_digest_ignores_key_order_but_not_values() {
+        let a = json!({"ID": "x", "Meta": {"a": "1", "b": "2"}});
+        let b = json!({"Meta": {"b": "2", "a": "1"}, "ID": "x"});
+        assert_eq!(digest_json(&a), digest_json(&b));
+        assert_ne!(
+            digest_json(&a),
+            digest_json(&json!({"ID": "y", "Meta": {"a": "1", "b": "2"}}))
+        );
+        assert_eq!(digest_json(&a).len(), 64);
+    }
+
+    #[test]
+    fn the_kv_digest_ignores_entry_order_and_separates_keys_from_values() {
+        let one = vec![
+            ("a".to_string(), "1".to_string()),
+            ("b".to_string(), "2".to_string()),
+        ];
+        let rev: Vec<_> = one.iter().rev().cloned().collect();
+        assert_eq!(digest_kv(&one), digest_kv(&rev));
+        // Without a separator `ab`+`c` and `a`+`bc` would collide.
+        assert_ne!(
+            digest_kv(&[("ab".to_string(), "c".to_string())]),
+            digest_kv(&[("a".to_string(), "bc".to_string())])
+        );
+    }
+
+    #[test]
+    fn render_context_debug_redacts_the_basic_auth_users() {
+        let ctx = RenderContext {
+            basic_auth_users: Some(vec!["alice:$apr1$salt$hash".to_string()]),
+            ..RenderContext::default()
+        };
+        let shown = format!("{ctx:?}");
+        assert!(!shown.contains("apr1"), "{shown}");
+        assert!(shown.contains("1 redacted"), "{shown}");
+    }
+}

@@ -1,0 +1,446 @@
+//! Typed pieces of Nomad's JSON job format (the `Job` object of `POST /v1/jobs`).
+//!
+//! Field names are the Go field names of Nomad's `api` package (see
+//! `fixtures/nomad-api-fields.json`): Nomad decodes job JSON case-insensitively and silently
+//! drops unknown keys, so a misspelt key here would be lost without a trace. The field guard test
+//! in `tests/render_nomad_fields.rs` walks every rendered job against that file. Durations are
+//! integers in nanoseconds, as the API expects. Empty values are skipped so the rendered job only
+//! carries what the operator owns, and Nomad's defaults fill the rest.
+//!
+//! No token field (`ConsulToken`, `VaultToken`, ...) exists here on purpose: tokens never go into
+//! a rendered job.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde::Serialize;
+
+/// Nanoseconds of a duration, as Nomad's JSON expects (`time.Duration`). Saturates at `i64::MAX`.
+pub fn nanos(d: Duration) -> i64 {
+    i64::try_from(d.as_nanos()).unwrap_or(i64::MAX)
+}
+
+/// A Nomad job.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+#[serde(rename_all = "PascalCase")]
+pub struct Job {
+    /// Job ID, unique in its namespace.
+    #[serde(rename = "ID")]
+    pub id: String,
+    /// Display name; the operator keeps it equal to the ID.
+    pub name: String,
+    /// `service` or `system`.
+    #[serde(rename = "Type")]
+    pub job_type: String,
+    /// Namespace; `None` leaves Nomad's default (or the request's `?namespace=`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    /// Region; `None` leaves the agent's.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub region: Option<String>,
+    /// Datacenters the job may run in.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub datacenters: Vec<String>,
+    /// Node pool; `None` leaves Nomad's default.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub node_pool: Option<String>,
+    /// The task groups.
+    pub task_groups: Vec<TaskGroup>,
+    /// Job-level update strategy (merged into each group by Nomad).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub update: Option<UpdateStrategy>,
+    /// Free-form metadata; carries the operator's ownership stamp.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub meta: BTreeMap<String, String>,
+}
+
+/// A task group.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+#[serde(rename_all = "PascalCase")]
+pub struct TaskGroup {
+    /// Group name.
+    pub name: String,
+    /// Instances (service jobs); system jobs run one per node and leave it unset.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub count: Option<u32>,
+    /// Group networks with the reserved (static) host ports.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub networks: Vec<NetworkResource>,
+    /// Services registered for the group.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub services: Vec<Service>,
+    /// The tasks.
+    pub tasks: Vec<Task>,
+    /// Restart policy for the group's tasks.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub restart_policy: Option<RestartPolicy>,
+}
+
+/// A network of a task group.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+#[serde(rename_all = "PascalCase")]
+pub struct NetworkResource {
+    /// Network mode (`host`).
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub mode: String,
+    /// Static host ports.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub reserved_ports: Vec<Port>,
+}
+
+/// A port of a network.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+#[serde(rename_all = "PascalCase")]
+pub struct Port {
+    /// The label services and drivers refer to.
+    pub label: String,
+    /// The host port.
+    pub value: u16,
+}
+
+/// A service registration.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+#[serde(rename_all = "PascalCase")]
+pub struct Service {
+    /// Service name.
+    pub name: String,
+    /// `nomad` or `consul`.
+    pub provider: String,
+    /// The port label the service advertises.
+    pub port_label: String,
+    /// Explicit address (loopback when the port is bound to loopback only).
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub address: String,
+    /// Tags.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub tags: Vec<String>,
+    /// Health checks.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub checks: Vec<ServiceCheck>,
+}
+
+/// A service health check.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+#[serde(rename_all = "PascalCase")]
+pub struct ServiceCheck {
+    /// Check name.
+    pub name: String,
+    /// `http` or `tcp`.
+    #[serde(rename = "Type")]
+    pub check_type: String,
+    /// HTTP path.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub path: String,
+    /// Interval in nanoseconds.
+    pub interval: i64,
+    /// Timeout in nanoseconds.
+    pub timeout: i64,
+}
+
+/// A task.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+#[serde(rename_all = "PascalCase")]
+pub struct Task {
+    /// Task name.
+    pub name: String,
+    /// `docker`, `raw_exec` or `exec`.
+    pub driver: String,
+    /// Driver-specific configuration (free-form, snake_case keys as the driver expects).
+    pub config: serde_json::Map<String, serde_json::Value>,
+    /// Environment variables.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub env: BTreeMap<String, String>,
+    /// Resources.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub resources: Option<Resources>,
+    /// Templates rendered into the task directory.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub templates: Vec<Template>,
+    /// Time between the kill signal and a forced kill, in nanoseconds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kill_timeout: Option<i64>,
+}
+
+/// CPU and memory of a task.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+#[serde(rename_all = "PascalCase")]
+pub struct Resources {
+    /// CPU in MHz.
+    #[serde(rename = "CPU")]
+    pub cpu: u32,
+    /// Memory in MiB.
+    #[serde(rename = "MemoryMB")]
+    pub memory_mb: u32,
+}
+
+/// A template rendered by Nomad into the task directory.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+#[serde(rename_all = "PascalCase")]
+pub struct Template {
+    /// The literal data.
+    pub embedded_tmpl: String,
+    /// Destination relative to the task directory.
+    pub dest_path: String,
+    /// `restart`, `signal`, `noop` or `script`.
+    pub change_mode: String,
+    /// File mode.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub perms: String,
+    /// Left template delimiter; chosen so the literal data holds no template action.
+    pub left_delim: String,
+    /// Right template delimiter.
+    pub right_delim: String,
+}
+
+/// A restart policy.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+#[serde(rename_all = "PascalCase")]
+pub struct RestartPolicy {
+    /// Restarts allowed within `interval`.
+    pub attempts: u32,
+    /// Window in nanoseconds.
+    pub interval: i64,
+    /// Delay between restarts in nanoseconds.
+    pub delay: i64,
+    /// `fail` or `delay`.
+    pub mode: String,
+}
+
+/// An update strategy.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+#[serde(rename_all = "PascalCase")]
+pub struct UpdateStrategy {
+    /// Allocations updated at once.
+    pub max_parallel: u32,
+    /// `checks`, `task_states` or `manual`.
+    pub health_check: String,
+    /// Time an allocation must stay healthy, in nanoseconds.
+    pub min_healthy_time: i64,
+    /// Deadline for an allocation to become healthy, in nanoseconds.
+    pub healthy_deadline: i64,
+    /// Deadline for the deployment to make progress, in nanoseconds.
+    pub progress_deadline: i64,
+    /// Whether Nomad reverts by itself; the operator owns rollback, so it is false.
+    pub auto_revert: bool,
+}
+
+// === the proxy job ===
+
+use super::model::{Driver, ListenAddr, Model, ProxyKind};
+
+/// Label of the internal port (Traefik's `traefik` entry point, Caddy's admin API).
+pub const INTERNAL_PORT_LABEL: &str = "internal";
+/// Label of Traefik's metrics port.
+pub const METRICS_PORT_LABEL: &str = "metrics";
+/// Template delimiters no rendered config contains, so Nomad copies the data literally. Traefik's
+/// default rule carries `{{ normalize .Name }}`, which Nomad's default `{{ }}` would evaluate.
+pub const LEFT_DELIM: &str = "[[proxy-operator:";
+/// See [`LEFT_DELIM`].
+pub const RIGHT_DELIM: &str = ":proxy-operator]]";
+
+/// A Nomad port label for an entry point name (labels allow only `[A-Za-z0-9_]`).
+pub fn port_label(name: &str) -> String {
+    name.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+/// The config file the proxy reads, as rendered into the task directory.
+pub struct ConfigFile<'a> {
+    /// File name inside `local/`.
+    pub name: &'a str,
+    /// Literal content.
+    pub data: &'a str,
+}
+
+fn check_host(addr: &ListenAddr) -> String {
+    if addr.host == "localhost" {
+        "127.0.0.1".to_string()
+    } else {
+        addr.host.clone()
+    }
+}
+
+/// Builds the proxy's job (without the ownership Meta, which `render` stamps on).
+pub fn proxy_job(model: &Model, config: &ConfigFile<'_>) -> Result<Job, super::Error> {
+    if config.data.contains(LEFT_DELIM) || config.data.contains(RIGHT_DELIM) {
+        return Err(super::Error::InvalidValue {
+            field: "rendered config".to_string(),
+            reason: format!("contains the template delimiter {LEFT_DELIM:?}"),
+        });
+    }
+    let r = &model.rollout;
+    if r.min_healthy_time >= r.healthy_deadline {
+        return Err(super::Error::InvalidValue {
+            field: "rollout.minHealthyTime".to_string(),
+            reason: "must be shorter than rollout.healthyDeadline (Nomad rejects the job)"
+                .to_string(),
+        });
+    }
+    let job_settings = &model.job;
+
+    let mut ports: Vec<Port> = model
+        .entry_points
+        .iter()
+        .map(|ep| Port {
+            label: port_label(&ep.name),
+            value: ep.address.port,
+        })
+        .collect();
+    ports.push(Port {
+        label: INTERNAL_PORT_LABEL.to_string(),
+        value: model.dashboard.address.port,
+    });
+    if let (ProxyKind::Traefik, Some(metrics)) = (model.proxy, &model.metrics) {
+        ports.push(Port {
+            label: METRICS_PORT_LABEL.to_string(),
+            value: metrics.port,
+        });
+    }
+
+    let (check_name, check_path) = match model.proxy {
+        ProxyKind::Traefik => ("ping", "/ping"),
+        ProxyKind::Caddy => ("admin", "/config/"),
+    };
+    let service = Service {
+        name: job_settings.id.clone(),
+        provider: "nomad".to_string(),
+        port_label: INTERNAL_PORT_LABEL.to_string(),
+        address: if model.dashboard.address.is_loopback() {
+            check_host(&model.dashboard.address)
+        } else {
+            String::new()
+        },
+        tags: vec!["proxy-operator".to_string()],
+        checks: vec![ServiceCheck {
+            name: check_name.to_string(),
+            check_type: "http".to_string(),
+            path: check_path.to_string(),
+            interval: nanos(Duration::from_secs(10)),
+            timeout: nanos(Duration::from_secs(2)),
+        }],
+    };
+
+    let (local_path, docker_path) = (
+        format!("local/{}", config.name),
+        format!("/local/{}", config.name),
+    );
+    let task_dir_path = format!("${{NOMAD_TASK_DIR}}/{}", config.name);
+    let proxy_args = |path: &str| -> Vec<String> {
+        match model.proxy {
+            ProxyKind::Traefik => vec![format!("--configfile={path}")],
+            ProxyKind::Caddy => vec!["run".to_string(), "--config".to_string(), path.to_string()],
+        }
+    };
+    let mut cfg = serde_json::Map::new();
+    let driver = match &job_settings.driver {
+        Driver::Docker { image } => {
+            cfg.insert("image".into(), image.clone().into());
+            cfg.insert("args".into(), proxy_args(&docker_path).into());
+            // Static host ports and the loopback-only internal entry point need the host's
+            // network namespace.
+            cfg.insert("network_mode".into(), "host".into());
+            "docker"
+        }
+        Driver::RawExec { command, args } | Driver::Exec { command, args } => {
+            let path = if matches!(job_settings.driver, Driver::RawExec { .. }) {
+                &local_path
+            } else {
+                &task_dir_path
+            };
+            // The spec's arguments come first, then the config file flags the operator owns.
+            let mut all = args.clone();
+            all.extend(proxy_args(path));
+            cfg.insert("command".into(), command.clone().into());
+            cfg.insert("args".into(), all.into());
+            if matches!(job_settings.driver, Driver::RawExec { .. }) {
+                "raw_exec"
+            } else {
+                "exec"
+            }
+        }
+    };
+
+    let mut env = BTreeMap::new();
+    if model.proxy == ProxyKind::Caddy {
+        // Caddy autosaves its config under XDG_CONFIG_HOME; keep it in the task directory.
+        env.insert(
+            "XDG_CONFIG_HOME".to_string(),
+            "${NOMAD_TASK_DIR}".to_string(),
+        );
+        env.insert("XDG_DATA_HOME".to_string(), "${NOMAD_TASK_DIR}".to_string());
+    }
+
+    let task = Task {
+        name: match model.proxy {
+            ProxyKind::Traefik => "traefik".to_string(),
+            ProxyKind::Caddy => "caddy".to_string(),
+        },
+        driver: driver.to_string(),
+        config: cfg,
+        env,
+        resources: Some(Resources {
+            cpu: job_settings.cpu,
+            memory_mb: job_settings.memory_mb,
+        }),
+        templates: vec![Template {
+            embedded_tmpl: config.data.to_string(),
+            dest_path: local_path.clone(),
+            change_mode: "restart".to_string(),
+            perms: "0644".to_string(),
+            left_delim: LEFT_DELIM.to_string(),
+            right_delim: RIGHT_DELIM.to_string(),
+        }],
+        kill_timeout: None,
+    };
+
+    let healthy = nanos(r.healthy_deadline);
+    let progress =
+        nanos(Duration::from_secs(600)).max(healthy.saturating_add(nanos(Duration::from_secs(60))));
+    Ok(Job {
+        id: job_settings.id.clone(),
+        name: job_settings.id.clone(),
+        job_type: if job_settings.system {
+            "system"
+        } else {
+            "service"
+        }
+        .to_string(),
+        namespace: job_settings.namespace.clone(),
+        region: job_settings.region.clone(),
+        datacenters: job_settings.datacenters.clone(),
+        node_pool: job_settings.node_pool.clone(),
+        task_groups: vec![TaskGroup {
+            name: "proxy".to_string(),
+            count: (!job_settings.system).then_some(job_settings.count),
+            networks: vec![NetworkResource {
+                mode: "host".to_string(),
+                reserved_ports: ports,
+            }],
+            services: vec![service],
+            tasks: vec![task],
+            restart_policy: Some(RestartPolicy {
+                attempts: 2,
+                interval: nanos(Duration::from_secs(300)),
+                delay: nanos(Duration::from_secs(10)),
+                // Fail fast so the health gate sees a broken config instead of a restart loop.
+                mode: "fail".to_string(),
+            }),
+        }],
+        update: Some(UpdateStrategy {
+            max_parallel: 1,
+            health_check: "checks".to_string(),
+            min_healthy_time: nanos(r.min_healthy_time),
+            healthy_deadline: healthy,
+            progress_deadline: progress,
+            auto_revert: false,
+        }),
+        meta: BTreeMap::new(),
+    })
+}

@@ -1,0 +1,664 @@
+//! Traefik: the static configuration (YAML, shipped inside the Nomad job) and the dynamic policy
+//! entries (Consul KV key/values read live by Traefik's Consul KV provider).
+//!
+//! Traefik ignores unknown top-level keys and any bad value in the KV tree makes it reject the
+//! WHOLE tree (contracts/TRAEFIK.md), so the static model is typed and every KV value is checked
+//! here before it is emitted.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde::Serialize;
+
+use super::Error;
+use super::model::{Model, Primary};
+
+/// Name of the internal entry point hosting `/ping` and the API.
+pub const INTERNAL_ENTRY_POINT: &str = "traefik";
+/// Name of the entry point serving Prometheus metrics.
+pub const METRICS_ENTRY_POINT: &str = "metrics";
+/// The chain middleware every user-facing entry point applies (defined in KV).
+pub const POLICY_MIDDLEWARE: &str = "proxy-operator-policy";
+/// The always-present headers middleware; keeps the chain valid when no policy is enabled.
+pub const HEADERS_MIDDLEWARE: &str = "proxy-operator-headers";
+/// The IP allow list middleware.
+pub const IP_ALLOW_MIDDLEWARE: &str = "proxy-operator-ipallowlist";
+/// The basic auth middleware.
+pub const BASIC_AUTH_MIDDLEWARE: &str = "proxy-operator-basicauth";
+/// The rate limit middleware.
+pub const RATE_LIMIT_MIDDLEWARE: &str = "proxy-operator-ratelimit";
+/// The router exposing `api@internal` on the internal entry point when the API is not insecure.
+pub const API_ROUTER: &str = "proxy-operator-api";
+/// Name of the ACME certificate resolver.
+pub const ACME_RESOLVER: &str = "acme";
+
+// === static configuration model ===
+
+/// Traefik's static configuration (the subset the operator renders).
+#[derive(Debug, Clone, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct StaticConfig {
+    /// Phone-home settings, both off.
+    pub global: Global,
+    /// Logging.
+    pub log: Log,
+    /// Entry points by name.
+    pub entry_points: BTreeMap<String, StaticEntryPoint>,
+    /// `/ping` on the internal entry point.
+    pub ping: Ping,
+    /// API and dashboard.
+    pub api: Api,
+    /// Metrics.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub metrics: Option<Metrics>,
+    /// Providers.
+    pub providers: Providers,
+    /// ACME resolvers.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub certificates_resolvers: BTreeMap<String, CertificateResolver>,
+}
+
+/// `global`.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Global {
+    /// Whether Traefik checks for new versions.
+    pub check_new_version: bool,
+    /// Whether Traefik sends anonymous usage data.
+    pub send_anonymous_usage: bool,
+}
+
+/// `log`.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Log {
+    /// Level.
+    pub level: String,
+    /// `json` or `common`.
+    pub format: String,
+}
+
+/// One entry point.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct StaticEntryPoint {
+    /// `host:port` or `:port`.
+    pub address: String,
+    /// HTTP options.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub http: Option<EntryPointHttp>,
+}
+
+/// `entryPoints.<name>.http`.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct EntryPointHttp {
+    /// Redirection to another entry point.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub redirections: Option<Redirections>,
+    /// Middlewares applied to every router on this entry point.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub middlewares: Vec<String>,
+    /// TLS for every router on this entry point.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls: Option<EntryPointTls>,
+}
+
+/// `redirections`.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Redirections {
+    /// `entryPoint`.
+    pub entry_point: RedirectEntryPoint,
+}
+
+/// `redirections.entryPoint`.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct RedirectEntryPoint {
+    /// Target entry point.
+    pub to: String,
+    /// Scheme.
+    pub scheme: String,
+    /// Permanent (308) redirect.
+    pub permanent: bool,
+}
+
+/// `entryPoints.<name>.http.tls`.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct EntryPointTls {
+    /// ACME resolver.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cert_resolver: Option<String>,
+}
+
+/// `ping`.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Ping {
+    /// Entry point serving `/ping`.
+    pub entry_point: String,
+}
+
+/// `api`.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Api {
+    /// Dashboard UI.
+    pub dashboard: bool,
+    /// Serve the API on the `traefik` entry point without a router.
+    pub insecure: bool,
+}
+
+/// `metrics`.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Metrics {
+    /// Prometheus.
+    pub prometheus: Prometheus,
+}
+
+/// `metrics.prometheus`.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Prometheus {
+    /// Entry point serving `/metrics`.
+    pub entry_point: String,
+}
+
+/// `providers`.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Providers {
+    /// How long Traefik batches provider changes (Go duration).
+    pub providers_throttle_duration: String,
+    /// Nomad provider.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub nomad: Option<NomadProvider>,
+    /// Consul Catalog provider.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub consul_catalog: Option<ConsulCatalogProvider>,
+    /// Consul KV provider (the live policies).
+    pub consul: ConsulKvProvider,
+}
+
+/// `providers.nomad`.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct NomadProvider {
+    /// Expose services without `traefik.enable=true`.
+    pub exposed_by_default: bool,
+    /// Rule for services without one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub default_rule: Option<String>,
+    /// Poll interval (Go duration).
+    pub refresh_interval: String,
+    /// Watch Nomad's event stream.
+    pub watch: bool,
+    /// Namespaces to discover services in (empty: the default namespace).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub namespaces: Vec<String>,
+    /// API endpoint.
+    pub endpoint: NomadEndpoint,
+}
+
+/// `providers.nomad.endpoint`.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct NomadEndpoint {
+    /// `http://host:port`.
+    pub address: String,
+}
+
+/// `providers.consulCatalog`.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ConsulCatalogProvider {
+    /// Expose services without `traefik.enable=true`.
+    pub exposed_by_default: bool,
+    /// Rule for services without one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub default_rule: Option<String>,
+    /// Poll interval (Go duration).
+    pub refresh_interval: String,
+    /// API endpoint.
+    pub endpoint: ConsulEndpoint,
+}
+
+/// `providers.consulCatalog.endpoint`.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ConsulEndpoint {
+    /// `host:port`.
+    pub address: String,
+    /// `http` or `https`.
+    pub scheme: String,
+    /// Datacenter.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub datacenter: Option<String>,
+}
+
+/// `providers.consul` (KV).
+#[derive(Debug, Clone, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ConsulKvProvider {
+    /// Root key (`<prefix>/traefik`).
+    pub root_key: String,
+    /// `host:port` endpoints.
+    pub endpoints: Vec<String>,
+}
+
+/// `certificatesResolvers.<name>`.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct CertificateResolver {
+    /// ACME.
+    pub acme: AcmeResolver,
+}
+
+/// `certificatesResolvers.<name>.acme`.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct AcmeResolver {
+    /// Account email.
+    pub email: String,
+    /// Storage file.
+    pub storage: String,
+    /// CA server.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ca_server: Option<String>,
+    /// TLS-ALPN-01 challenge (needs no extra port).
+    pub tls_challenge: Empty,
+}
+
+/// An empty YAML mapping (`{}`), which Traefik reads as "enabled with defaults".
+#[derive(Debug, Clone, Serialize, PartialEq, Default)]
+pub struct Empty {}
+
+/// A Go duration string Traefik parses (`100ms`, `15s`, `2m`).
+pub fn go_duration(d: Duration) -> String {
+    let ms = d.as_millis();
+    if ms == 0 {
+        "0s".to_string()
+    } else if ms.is_multiple_of(60_000) {
+        format!("{}m", ms / 60_000)
+    } else if ms.is_multiple_of(1000) {
+        format!("{}s", ms / 1000)
+    } else {
+        format!("{ms}ms")
+    }
+}
+
+/// The rule Traefik applies to services without a router rule: `<service>.<domain suffix>`.
+/// `{{ normalize .Name }}` is Traefik's own Go template, evaluated by Traefik, not by Nomad.
+pub fn default_rule(domain_suffix: &str) -> String {
+    format!("Host(`{{{{ normalize .Name }}}}.{domain_suffix}`)")
+}
+
+/// Builds the static configuration.
+pub fn static_config(model: &Model, kv_prefix: &str) -> StaticConfig {
+    let policy_ref = vec![format!("{POLICY_MIDDLEWARE}@consul")];
+    let resolver = model.tls.acme.as_ref().map(|_| ACME_RESOLVER.to_string());
+    let mut entry_points = BTreeMap::new();
+    for ep in &model.entry_points {
+        let http = EntryPointHttp {
+            redirections: ep.redirect_to.as_ref().map(|to| Redirections {
+                entry_point: RedirectEntryPoint {
+                    to: to.clone(),
+                    scheme: "https".to_string(),
+                    permanent: true,
+                },
+            }),
+            // Traefik runs entry point middlewares before its redirect router, so a redirecting
+            // entry point with the chain would ask for basic auth before redirecting. Every
+            // request there is redirected, so the policy applies after the redirect instead.
+            middlewares: if ep.redirect_to.is_some() {
+                Vec::new()
+            } else {
+                policy_ref.clone()
+            },
+            tls: ep.tls.then(|| EntryPointTls {
+                cert_resolver: resolver.clone(),
+            }),
+        };
+        entry_points.insert(
+            ep.name.clone(),
+            StaticEntryPoint {
+                address: ep.address.to_addr_string(),
+                http: Some(http),
+            },
+        );
+    }
+    if let Some(addr) = &model.metrics {
+        entry_points.insert(
+            METRICS_ENTRY_POINT.to_string(),
+            StaticEntryPoint {
+                address: addr.to_addr_string(),
+                http: None,
+            },
+        );
+    }
+    entry_points.insert(
+        INTERNAL_ENTRY_POINT.to_string(),
+        StaticEntryPoint {
+            address: model.dashboard.address.to_addr_string(),
+            http: None,
+        },
+    );
+
+    let d = &model.discovery;
+    let rule = default_rule(&model.domain_suffix);
+    // Both catalogs are watched; only the primary routes services by the default rule, the
+    // other one routes only services whose tags give a rule.
+    let nomad = NomadProvider {
+        exposed_by_default: d.nomad.exposed_by_default,
+        default_rule: (d.primary == Primary::Nomad).then(|| rule.clone()),
+        refresh_interval: go_duration(d.nomad.refresh_interval),
+        watch: d.nomad.watch,
+        namespaces: d.nomad.namespace.iter().cloned().collect(),
+        endpoint: NomadEndpoint {
+            address: d.nomad.address.clone(),
+        },
+    };
+    let consul_catalog = ConsulCatalogProvider {
+        exposed_by_default: d.consul.exposed_by_default,
+        default_rule: (d.primary == Primary::Consul).then(|| rule.clone()),
+        refresh_interval: go_duration(d.consul.refresh_interval),
+        endpoint: ConsulEndpoint {
+            address: d.consul.address.clone(),
+            scheme: d.consul.scheme.clone(),
+            datacenter: d.consul.datacenter.clone(),
+        },
+    };
+
+    let mut certificates_resolvers = BTreeMap::new();
+    if let Some(acme) = &model.tls.acme {
+        certificates_resolvers.insert(
+            ACME_RESOLVER.to_string(),
+            CertificateResolver {
+                acme: AcmeResolver {
+                    email: acme.email.clone(),
+                    storage: acme.storage.clone(),
+                    ca_server: acme.ca_server.clone(),
+                    tls_challenge: Empty {},
+                },
+            },
+        );
+    }
+
+    StaticConfig {
+        global: Global {
+            check_new_version: false,
+            send_anonymous_usage: false,
+        },
+        log: Log {
+            level: "INFO".to_string(),
+            format: "json".to_string(),
+        },
+        entry_points,
+        ping: Ping {
+            entry_point: INTERNAL_ENTRY_POINT.to_string(),
+        },
+        api: Api {
+            dashboard: model.dashboard.enabled,
+            insecure: model.dashboard.insecure,
+        },
+        metrics: model.metrics.as_ref().map(|_| Metrics {
+            prometheus: Prometheus {
+                entry_point: METRICS_ENTRY_POINT.to_string(),
+            },
+        }),
+        providers: Providers {
+            providers_throttle_duration: go_duration(d.throttle),
+            nomad: Some(nomad),
+            consul_catalog: Some(consul_catalog),
+            consul: ConsulKvProvider {
+                root_key: format!("{kv_prefix}/traefik"),
+                endpoints: vec![d.consul.address.clone()],
+            },
+        },
+        certificates_resolvers,
+    }
+}
+
+/// Serialises the static configuration as YAML.
+pub fn static_yaml(config: &StaticConfig) -> Result<String, Error> {
+    serde_saphyr::to_string(config).map_err(|e| Error::SerializeYaml(e.to_string()))
+}
+
+// === dynamic policy (Consul KV) ===
+
+/// The KV entries (relative to `<prefix>/traefik/`, sorted) that define the policy chain, the
+/// TLS certificates and, when the API is not insecure, the router exposing it on the internal
+/// entry point. Every value is validated first: one bad value would make Traefik drop the tree.
+pub fn policy_kv(model: &Model) -> Result<BTreeMap<String, String>, Error> {
+    let mut kv = BTreeMap::new();
+    let mw = |name: &str, rest: &str| format!("http/middlewares/{name}/{rest}");
+    let mut chain = vec![HEADERS_MIDDLEWARE];
+
+    let policy = &model.policy;
+    if policy.headers.is_empty() {
+        // A headers middleware needs at least one key to exist; `frameDeny: false` changes
+        // nothing and keeps the chain (which entry points reference) always valid.
+        kv.insert(
+            mw(HEADERS_MIDDLEWARE, "headers/frameDeny"),
+            "false".to_string(),
+        );
+    }
+    for (name, value) in &policy.headers {
+        check_header(name, value)?;
+        kv.insert(
+            mw(
+                HEADERS_MIDDLEWARE,
+                &format!("headers/customResponseHeaders/{name}"),
+            ),
+            value.clone(),
+        );
+    }
+
+    if !policy.ip_allow.is_empty() {
+        chain.push(IP_ALLOW_MIDDLEWARE);
+        for (i, net) in policy.ip_allow.iter().enumerate() {
+            kv.insert(
+                mw(IP_ALLOW_MIDDLEWARE, &format!("ipAllowList/sourceRange/{i}")),
+                net.to_string(),
+            );
+        }
+    }
+
+    if let Some(auth) = &policy.basic_auth {
+        // Auth before the rate limit, so rejected requests don't consume the bucket.
+        chain.push(BASIC_AUTH_MIDDLEWARE);
+        if auth.users.is_empty() {
+            return Err(Error::InvalidValue {
+                field: "middlewares.basicAuth.users".to_string(),
+                reason: "the referenced user list is empty".to_string(),
+            });
+        }
+        for (i, user) in auth.users.iter().enumerate() {
+            check_htpasswd_line(i, user)?;
+            kv.insert(
+                mw(BASIC_AUTH_MIDDLEWARE, &format!("basicAuth/users/{i}")),
+                user.clone(),
+            );
+        }
+        check_plain("middlewares.basicAuth.realm", &auth.realm)?;
+        kv.insert(
+            mw(BASIC_AUTH_MIDDLEWARE, "basicAuth/realm"),
+            auth.realm.clone(),
+        );
+    }
+
+    if let Some(rl) = &policy.rate_limit {
+        chain.push(RATE_LIMIT_MIDDLEWARE);
+        if rl.average == 0 || rl.period.is_zero() {
+            return Err(Error::InvalidValue {
+                field: "middlewares.rateLimit".to_string(),
+                reason: "average and period must be greater than zero".to_string(),
+            });
+        }
+        kv.insert(
+            mw(RATE_LIMIT_MIDDLEWARE, "rateLimit/average"),
+            rl.average.to_string(),
+        );
+        kv.insert(
+            mw(RATE_LIMIT_MIDDLEWARE, "rateLimit/burst"),
+            rl.burst.max(1).to_string(),
+        );
+        kv.insert(
+            mw(RATE_LIMIT_MIDDLEWARE, "rateLimit/period"),
+            go_duration(rl.period),
+        );
+    }
+
+    for (i, name) in chain.iter().enumerate() {
+        kv.insert(
+            mw(POLICY_MIDDLEWARE, &format!("chain/middlewares/{i}")),
+            (*name).to_string(),
+        );
+    }
+
+    for (i, pair) in model.tls.certificates.iter().enumerate() {
+        check_plain(&format!("tls.certificates[{i}].certFile"), &pair.cert_file)?;
+        check_plain(&format!("tls.certificates[{i}].keyFile"), &pair.key_file)?;
+        kv.insert(
+            format!("tls/certificates/{i}/certFile"),
+            pair.cert_file.clone(),
+        );
+        kv.insert(
+            format!("tls/certificates/{i}/keyFile"),
+            pair.key_file.clone(),
+        );
+    }
+    if let Some(min) = &model.tls.min_version {
+        if !["VersionTLS12", "VersionTLS13"].contains(&min.as_str()) {
+            return Err(Error::InvalidValue {
+                field: "tls.minVersion".to_string(),
+                reason: format!("{min:?} is not VersionTLS12 or VersionTLS13"),
+            });
+        }
+        kv.insert("tls/options/default/minVersion".to_string(), min.clone());
+    }
+
+    if !model.dashboard.insecure {
+        let r = |rest: &str| format!("http/routers/{API_ROUTER}/{rest}");
+        // Loopback clients only: without `api.insecure` nothing else may read the API, but the
+        // operator's health gate on the node must.
+        kv.insert(
+            r("rule"),
+            "(PathPrefix(`/api`) || PathPrefix(`/dashboard`)) \
+             && (ClientIP(`127.0.0.0/8`) || ClientIP(`::1/128`))"
+                .to_string(),
+        );
+        kv.insert(r("service"), "api@internal".to_string());
+        kv.insert(r("entryPoints/0"), INTERNAL_ENTRY_POINT.to_string());
+    }
+    Ok(kv)
+}
+
+/// Whether a KV key under `<prefix>/traefik/` holds a secret (basic-auth users), so callers can
+/// redact it in logs and output.
+pub fn is_secret_key(key: &str) -> bool {
+    key.contains("/basicAuth/users/")
+}
+
+fn check_header(name: &str, value: &str) -> Result<(), Error> {
+    let token_ok = !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
+    if !token_ok {
+        return Err(Error::InvalidValue {
+            field: format!("middlewares.securityHeaders.{name}"),
+            reason: "a header name must be a non-empty HTTP token".to_string(),
+        });
+    }
+    check_plain(&format!("middlewares.securityHeaders.{name}"), value)
+}
+
+fn check_plain(field: &str, value: &str) -> Result<(), Error> {
+    if value.chars().any(|c| c.is_control()) {
+        return Err(Error::InvalidValue {
+            field: field.to_string(),
+            reason: "control characters are not allowed".to_string(),
+        });
+    }
+    Ok(())
+}
+
+/// Checks the shape of a htpasswd line without ever putting it in the error.
+fn check_htpasswd_line(index: usize, line: &str) -> Result<(), Error> {
+    let field = format!("middlewares.basicAuth.users[{index}]");
+    let Some((user, hash)) = line.split_once(':') else {
+        return Err(Error::InvalidValue {
+            field,
+            reason: "expected user:hash".to_string(),
+        });
+    };
+    if user.is_empty() || hash.is_empty() || line.chars().any(|c| c.is_control() || c == ',') {
+        return Err(Error::InvalidValue {
+            field,
+            reason: "expected user:hash without commas or control characters".to_string(),
+        });
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::panic)] // tests fail loudly
+mod tests {
+    use super::*;
+
+    #[test]
+    fn go_durations_use_the_largest_whole_unit() {
+        assert_eq!(go_duration(Duration::from_millis(100)), "100ms");
+        assert_eq!(go_duration(Duration::from_secs(15)), "15s");
+        assert_eq!(go_duration(Duration::from_secs(120)), "2m");
+        assert_eq!(go_duration(Duration::from_millis(1500)), "1500ms");
+        assert_eq!(go_duration(Duration::ZERO), "0s");
+    }
+
+    #[test]
+    fn default_rule_keeps_traefiks_own_template_for_traefik_to_evaluate() {
+        assert_eq!(
+            default_rule("example.com"),
+            "Host(`{{ normalize .Name }}.example.com`)"
+        );
+    }
+
+    #[test]
+    fn header_names_must_be_http_tokens_and_values_free_of_control_characters() {
+        assert!(check_header("X-Frame-Options", "SAMEORIGIN").is_ok());
+        assert!(check_header("Bad Name", "x").is_err());
+        assert!(check_header("", "x").is_err());
+        let err = check_header("X-Ok", "a\nInjected: 1")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("control characters"), "{err}");
+    }
+
+    #[test]
+    fn a_malformed_htpasswd_line_is_rejected_without_echoing_it() {
+        let secret = "alice$apr1$salt$hash-without-colon";
+        let err = check_htpasswd_line(3, secret).unwrap_err().to_string();
+        assert!(err.contains("users[3]"), "{err}");
+        assert!(
+            !err.contains("apr1"),
+            "the error must not carry the secret: {err}"
+        );
+        assert!(check_htpasswd_line(0, "alice:$apr1$salt$hash").is_ok());
+        assert!(check_htpasswd_line(0, "alice:$apr1$a,b").is_err());
+    }
+
+    #[test]
+    fn basic_auth_users_are_the_only_secret_keys() {
+        assert!(is_secret_key(
+            "p/traefik/http/middlewares/m/basicAuth/users/0"
+        ));
+        assert!(!is_secret_key(
+            "p/traefik/http/middlewares/m/basicAuth/realm"
+        ));
+        assert!(!is_secret_key("p/traefik/tls/certificates/0/keyFile"));
+    }
+}

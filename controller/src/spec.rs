@@ -1,1 +1,0 @@
-//! The ProxyConfig document: types (serde + schemars), parsing (YAML/JSON) and validation.

@@ -1,0 +1,335 @@
+//! The status builder: what a user reads after each kind of pass.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use super::*;
+use crate::rollout::{Change, Gate, OnFailure};
+
+fn at(secs: u64) -> SystemTime {
+    UNIX_EPOCH + Duration::from_secs(secs)
+}
+
+fn pass(report: Report<'_>) -> Pass<'_> {
+    Pass {
+        observed_index: 42,
+        observed_digest: Some("digest-a"),
+        retry_nonce: None,
+        proxy: Some(ProxyKind::Traefik),
+        job_version: Some(3),
+        warnings: &[],
+        report,
+    }
+}
+
+fn change() -> Change {
+    Change {
+        digest: "digest-a".into(),
+        kv: None,
+        job: None,
+        gate: Gate {
+            healthy_deadline: Duration::from_secs(30),
+            min_healthy_time: Duration::from_secs(1),
+            on_failure: OnFailure::Rollback,
+            check_ping: true,
+            expected_entries: Vec::new(),
+        },
+    }
+}
+
+fn rolled_back() -> Rollout {
+    Rollout::RolledBack {
+        digest: "digest-a".into(),
+        reason: "route probe demo.localhost/ failed: got 404, want 200".into(),
+        duration: Duration::from_millis(1500),
+    }
+}
+
+fn cond_of<'a>(s: &'a ProxyStatus, t: &str) -> &'a Condition {
+    s.condition(t).unwrap()
+}
+
+#[test]
+fn rfc3339_formats_utc_dates_including_leap_days() {
+    assert_eq!(rfc3339(at(0)), "1970-01-01T00:00:00Z");
+    assert_eq!(rfc3339(at(951_782_400)), "2000-02-29T00:00:00Z");
+    assert_eq!(rfc3339(at(1_714_564_800 + 3661)), "2024-05-01T13:01:01Z");
+}
+
+#[test]
+fn a_converged_pass_is_ready_with_applied_digest_and_job_version() {
+    let s = next(&ProxyStatus::default(), &pass(Report::Converged), at(100));
+    assert_eq!(s.phase, Phase::Ready);
+    assert_eq!(s.observed_index, 42);
+    assert_eq!(s.observed_digest.as_deref(), Some("digest-a"));
+    assert_eq!(s.last_applied_digest.as_deref(), Some("digest-a"));
+    assert_eq!(s.job_version, Some(3));
+    assert_eq!(cond_of(&s, CONDITION_READY).status, ConditionStatus::True);
+    assert_eq!(cond_of(&s, CONDITION_VALID).status, ConditionStatus::True);
+}
+
+#[test]
+fn an_unchanged_pass_produces_no_difference_so_nothing_is_written() {
+    let first = next(&ProxyStatus::default(), &pass(Report::Converged), at(100));
+    let second = next(&first, &pass(Report::Converged), at(200));
+    assert!(!differs(&first, &second));
+    assert!(differs(&ProxyStatus::default(), &first));
+}
+
+#[test]
+fn condition_transition_time_only_moves_when_the_status_flips() {
+    let ready = next(&ProxyStatus::default(), &pass(Report::Converged), at(100));
+    let again = next(&ready, &pass(Report::Converged), at(200));
+    assert_eq!(
+        cond_of(&again, CONDITION_READY).last_transition_time,
+        rfc3339(at(100))
+    );
+    let failed = next(&again, &pass(Report::Rollout(&rolled_back())), at(300));
+    assert_eq!(
+        cond_of(&failed, CONDITION_READY).last_transition_time,
+        rfc3339(at(300))
+    );
+}
+
+#[test]
+fn an_invalid_document_lists_every_error_and_keeps_what_was_applied() {
+    let ready = next(&ProxyStatus::default(), &pass(Report::Converged), at(100));
+    let errors = vec![
+        FieldError::new(
+            "spec.middlewares.ipAllowList.sourceRange[0]",
+            "\"10.0.0.300/8\" is not a CIDR",
+        ),
+        FieldError::new("spec.entryPoints.web.address", "port 99999 is out of range"),
+        FieldError::new("spec.proxy", "unknown value \"nginx\""),
+    ];
+    let mut p = pass(Report::Invalid { errors: &errors });
+    p.observed_digest = None;
+    p.observed_index = 43;
+    let s = next(&ready, &p, at(200));
+    assert_eq!(s.phase, Phase::Invalid);
+    assert_eq!(s.validation_errors, errors);
+    assert_eq!(s.observed_index, 43);
+    assert_eq!(s.observed_digest, None);
+    assert_eq!(
+        s.last_applied_digest.as_deref(),
+        Some("digest-a"),
+        "what runs is unchanged"
+    );
+    assert_eq!(cond_of(&s, CONDITION_VALID).reason, "ValidationFailed");
+    assert!(
+        cond_of(&s, CONDITION_VALID)
+            .message
+            .contains("3 validation error(s)")
+    );
+}
+
+#[test]
+fn fixing_an_invalid_document_clears_its_errors() {
+    let errors = vec![FieldError::new("spec.proxy", "bad")];
+    let invalid = next(
+        &ProxyStatus::default(),
+        &pass(Report::Invalid { errors: &errors }),
+        at(1),
+    );
+    let fixed = next(&invalid, &pass(Report::Converged), at(2));
+    assert!(fixed.validation_errors.is_empty());
+    assert_eq!(fixed.phase, Phase::Ready);
+}
+
+#[test]
+fn a_missing_config_key_keeps_the_phase_and_says_so() {
+    let ready = next(&ProxyStatus::default(), &pass(Report::Converged), at(100));
+    let mut p = pass(Report::NoConfig {
+        reason: "the config key proxy-operator/config is absent",
+    });
+    p.observed_digest = None;
+    p.observed_index = 0;
+    let s = next(&ready, &p, at(200));
+    assert_eq!(s.phase, Phase::Ready);
+    assert_eq!(s.observed_digest.as_deref(), Some("digest-a"));
+    let c = cond_of(&s, CONDITION_VALID);
+    assert_eq!(c.reason, "ConfigMissing");
+    assert!(c.message.contains("left as it is"));
+}
+
+#[test]
+fn observation_failures_count_up_with_a_next_retry_time_and_clear_on_success() {
+    let ready = next(&ProxyStatus::default(), &pass(Report::Converged), at(100));
+    let report = Report::ObservationFailed {
+        error: "failed to read the job: connection refused",
+        retry_in: Duration::from_secs(4),
+    };
+    let one = next(&ready, &pass(report), at(200));
+    let two = next(&one, &pass(report), at(204));
+    assert_eq!(two.phase, Phase::Stalled);
+    assert_eq!(two.consecutive_failures, 2);
+    assert_eq!(
+        two.next_retry_at.as_deref(),
+        Some(rfc3339(at(208)).as_str())
+    );
+    assert!(
+        cond_of(&two, CONDITION_READY)
+            .message
+            .contains("connection refused")
+    );
+    let back = next(&two, &pass(Report::Converged), at(210));
+    assert_eq!(back.consecutive_failures, 0);
+    assert_eq!(back.next_retry_at, None);
+    assert_eq!(back.phase, Phase::Ready);
+}
+
+#[test]
+fn a_foreign_job_is_stalled_with_the_reason() {
+    let s = next(
+        &ProxyStatus::default(),
+        &pass(Report::Stalled {
+            reason: "job \"traefik\" exists without the proxy-operator/owner Meta",
+        }),
+        at(1),
+    );
+    assert_eq!(s.phase, Phase::Stalled);
+    assert_eq!(cond_of(&s, CONDITION_READY).reason, "ForeignJob");
+    assert!(cond_of(&s, CONDITION_READY).message.contains("owner Meta"));
+}
+
+#[test]
+fn a_paused_spec_reports_paused() {
+    let s = next(&ProxyStatus::default(), &pass(Report::Paused), at(1));
+    assert_eq!(s.phase, Phase::Paused);
+    assert_eq!(cond_of(&s, CONDITION_PROGRESSING).reason, "Paused");
+}
+
+#[test]
+fn a_rollout_in_flight_is_progressing_with_the_attempted_digest() {
+    let phase = Rollout::Verifying {
+        change: change(),
+        started: tokio::time::Instant::now(),
+        deadline: tokio::time::Instant::now(),
+        healthy_since: None,
+        job_version: None,
+        waiting_for: "deployment 5456bd7a: Deployment is running".into(),
+        blind_since: None,
+    };
+    let s = next(
+        &ProxyStatus::default(),
+        &pass(Report::Rollout(&phase)),
+        at(1),
+    );
+    assert_eq!(s.phase, Phase::Progressing);
+    assert_eq!(s.last_attempted_digest.as_deref(), Some("digest-a"));
+    assert_eq!(s.last_applied_digest, None);
+    assert!(
+        cond_of(&s, CONDITION_PROGRESSING)
+            .message
+            .contains("Deployment is running")
+    );
+}
+
+#[test]
+fn a_successful_rollout_records_history_and_the_applied_digest() {
+    let done = Rollout::Ready {
+        digest: "digest-a".into(),
+        duration: Duration::from_secs(12),
+    };
+    let s = next(
+        &ProxyStatus::default(),
+        &pass(Report::Rollout(&done)),
+        at(1000),
+    );
+    assert_eq!(s.phase, Phase::Ready);
+    assert_eq!(s.last_applied_digest.as_deref(), Some("digest-a"));
+    assert_eq!(s.history.len(), 1);
+    assert_eq!(s.history[0].outcome, Outcome::Succeeded);
+    assert_eq!(s.history[0].duration_ms, 12_000);
+    assert_eq!(s.history[0].started_at, rfc3339(at(988)));
+}
+
+#[test]
+fn a_rolled_back_rollout_remembers_the_failed_digest_and_nonce_with_the_reason() {
+    let phase = rolled_back();
+    let mut p = pass(Report::Rollout(&phase));
+    p.retry_nonce = Some("7");
+    let ready = next(&ProxyStatus::default(), &pass(Report::Converged), at(1));
+    let s = next(&ready, &p, at(10));
+    assert_eq!(s.phase, Phase::RolledBack);
+    assert_eq!(s.failed_digest.as_deref(), Some("digest-a"));
+    assert_eq!(s.failed_retry_nonce.as_deref(), Some("7"));
+    assert_eq!(s.consecutive_failures, 1);
+    assert_eq!(s.history[0].outcome, Outcome::RolledBack);
+    assert!(s.history[0].reason.contains("got 404"));
+    assert!(cond_of(&s, CONDITION_READY).message.contains("got 404"));
+}
+
+#[test]
+fn a_held_failed_digest_keeps_reporting_rolled_back() {
+    let failed = next(
+        &ProxyStatus::default(),
+        &pass(Report::Rollout(&rolled_back())),
+        at(10),
+    );
+    let held = next(
+        &failed,
+        &pass(Report::Held {
+            reason: "not retried",
+            drift: false,
+        }),
+        at(20),
+    );
+    assert_eq!(held.phase, Phase::RolledBack);
+    assert_eq!(held.history.len(), 1);
+    assert_eq!(held.failed_digest.as_deref(), Some("digest-a"));
+}
+
+#[test]
+fn a_hold_on_failure_is_degraded_with_outcome_held() {
+    let phase = Rollout::Degraded {
+        digest: "digest-a".into(),
+        reason: "deployment failed (onFailure: hold, left in place)".into(),
+        duration: Duration::from_secs(3),
+        held: true,
+    };
+    let s = next(
+        &ProxyStatus::default(),
+        &pass(Report::Rollout(&phase)),
+        at(10),
+    );
+    assert_eq!(s.phase, Phase::Degraded);
+    assert_eq!(s.history[0].outcome, Outcome::Held);
+    assert_eq!(s.failed_digest.as_deref(), Some("digest-a"));
+}
+
+#[test]
+fn drift_under_warn_is_degraded_and_says_drifted() {
+    let ready = next(&ProxyStatus::default(), &pass(Report::Converged), at(1));
+    let s = next(
+        &ready,
+        &pass(Report::Held {
+            reason: "the running job drifted",
+            drift: true,
+        }),
+        at(2),
+    );
+    assert_eq!(s.phase, Phase::Degraded);
+    assert_eq!(cond_of(&s, CONDITION_READY).reason, "Drifted");
+}
+
+#[test]
+fn repeated_outcomes_for_one_digest_are_folded_and_history_stays_at_ten() {
+    let mut s = ProxyStatus::default();
+    for i in 0..3 {
+        s = next(&s, &pass(Report::Rollout(&rolled_back())), at(10 + i));
+    }
+    assert_eq!(
+        s.history.len(),
+        1,
+        "same digest and outcome fold into one entry"
+    );
+    for i in 0..15 {
+        let done = Rollout::Ready {
+            digest: format!("d{i}"),
+            duration: Duration::from_secs(1),
+        };
+        s = next(&s, &pass(Report::Rollout(&done)), at(100 + i));
+    }
+    assert_eq!(s.history.len(), 10);
+    assert_eq!(s.history.last().unwrap().digest, "d14");
+}

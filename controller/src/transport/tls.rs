@@ -1,0 +1,234 @@
+//! The rustls configuration of a client: CA file or directory, client certificate (mTLS), server
+//! name override and skip-verify, all with the ring provider.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use rustls::client::WebPkiServerVerifier;
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::{CryptoProvider, verify_tls12_signature, verify_tls13_signature};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use rustls::{DigitallySignedStruct, RootCertStore, SignatureScheme};
+
+use super::{Error, TlsSettings};
+
+/// Builds the TLS configuration for `settings`. Without a CA file or directory the platform's
+/// trust store is used, as the Go CLIs do.
+pub(super) fn client_config(settings: &TlsSettings) -> Result<rustls::ClientConfig, Error> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| Error::TlsConfig(e.to_string()))?;
+
+    let base: Arc<dyn ServerCertVerifier> = if settings.skip_verify {
+        Arc::new(AcceptAnyCertificate {
+            provider: provider.clone(),
+        })
+    } else if settings.ca_file.is_some() || settings.ca_path.is_some() {
+        let mut roots = RootCertStore::empty();
+        if let Some(file) = &settings.ca_file {
+            add_pem_file(&mut roots, file)?;
+        }
+        if let Some(dir) = &settings.ca_path {
+            add_pem_dir(&mut roots, dir)?;
+        }
+        WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+            .build()
+            .map_err(|e| Error::TlsConfig(e.to_string()))?
+    } else {
+        Arc::new(
+            rustls_platform_verifier::Verifier::new(provider.clone())
+                .map_err(|e| Error::TlsConfig(e.to_string()))?,
+        )
+    };
+    let verifier: Arc<dyn ServerCertVerifier> = match &settings.server_name {
+        Some(name) if !settings.skip_verify => {
+            let name = ServerName::try_from(name.clone()).map_err(|_| {
+                Error::TlsConfig(format!("{name:?} is not a valid TLS server name"))
+            })?;
+            Arc::new(VerifyAs { inner: base, name })
+        }
+        _ => base,
+    };
+    let builder = builder
+        .dangerous()
+        .with_custom_certificate_verifier(verifier);
+
+    let mut config = match (&settings.client_cert, &settings.client_key) {
+        (Some(cert_path), Some(key_path)) => {
+            let certs = read_certs(cert_path, "client certificate")?;
+            let key = PrivateKeyDer::from_pem_file(key_path).map_err(|e| Error::TlsMaterial {
+                what: "client key",
+                path: key_path.clone(),
+                reason: e.to_string(),
+            })?;
+            builder
+                .with_client_auth_cert(certs, key)
+                .map_err(|e| Error::TlsMaterial {
+                    what: "client certificate",
+                    path: cert_path.clone(),
+                    reason: e.to_string(),
+                })?
+        }
+        (None, None) => builder.with_no_client_auth(),
+        (Some(_), None) | (None, Some(_)) => {
+            return Err(Error::TlsConfig(
+                "a client certificate needs both a certificate and a key file".into(),
+            ));
+        }
+    };
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(config)
+}
+
+fn read_certs(path: &Path, what: &'static str) -> Result<Vec<CertificateDer<'static>>, Error> {
+    let material = |reason: String| Error::TlsMaterial {
+        what,
+        path: path.to_path_buf(),
+        reason,
+    };
+    let certs = CertificateDer::pem_file_iter(path)
+        .map_err(|e| material(e.to_string()))?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| material(e.to_string()))?;
+    if certs.is_empty() {
+        return Err(material("no PEM certificate in the file".into()));
+    }
+    Ok(certs)
+}
+
+fn add_pem_file(roots: &mut RootCertStore, path: &Path) -> Result<(), Error> {
+    for cert in read_certs(path, "CA certificate")? {
+        roots.add(cert).map_err(|e| Error::TlsMaterial {
+            what: "CA certificate",
+            path: path.to_path_buf(),
+            reason: e.to_string(),
+        })?;
+    }
+    Ok(())
+}
+
+fn add_pem_dir(roots: &mut RootCertStore, dir: &Path) -> Result<(), Error> {
+    let entries = std::fs::read_dir(dir).map_err(|source| Error::ReadFile {
+        what: "CA directory",
+        path: dir.to_path_buf(),
+        source,
+    })?;
+    let mut added = 0;
+    for entry in entries.flatten() {
+        let path = entry.path();
+        // Like Go's x509 loader: every regular file that parses as PEM counts; others are skipped.
+        if path.is_file() && read_certs(&path, "CA certificate").is_ok() {
+            add_pem_file(roots, &path)?;
+            added += 1;
+        }
+    }
+    if added == 0 {
+        return Err(Error::TlsMaterial {
+            what: "CA certificates",
+            path: dir.to_path_buf(),
+            reason: "no PEM certificate in the directory".into(),
+        });
+    }
+    Ok(())
+}
+
+/// Verifies the server certificate against a configured name instead of the address's host
+/// (`CONSUL_TLS_SERVER_NAME`, `NOMAD_TLS_SERVER_NAME`), e.g. `server.dc1.consul` while
+/// connecting to an IP address.
+#[derive(Debug)]
+struct VerifyAs {
+    inner: Arc<dyn ServerCertVerifier>,
+    name: ServerName<'static>,
+}
+
+impl ServerCertVerifier for VerifyAs {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        self.inner
+            .verify_server_cert(end_entity, intermediates, &self.name, ocsp_response, now)
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.inner.supported_verify_schemes()
+    }
+}
+
+/// `*_SKIP_VERIFY`: any certificate is accepted, but handshake signatures are still checked so
+/// the connection is at least encrypted to whoever holds the presented key.
+#[derive(Debug)]
+struct AcceptAnyCertificate {
+    provider: Arc<CryptoProvider>,
+}
+
+impl ServerCertVerifier for AcceptAnyCertificate {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+}

@@ -1,0 +1,160 @@
+//! `proxy-operator validate` and `schema` as a user runs them: exit codes, where output goes.
+// Tests fail by panicking; the workspace lint is for production code.
+#![allow(clippy::panic)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_proxy-operator"))
+}
+
+fn repo(path: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(path)
+}
+
+fn run(args: &[&str]) -> Output {
+    bin().args(args).output().expect("binary runs")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+fn path(rel: &str) -> String {
+    repo(rel).to_string_lossy().into_owned()
+}
+
+#[test]
+fn validate_exits_zero_when_every_file_is_valid() {
+    let out = run(&[
+        "validate",
+        &path("nomad-jobs/examples/caddy.yaml"),
+        &path("nomad-jobs/examples/traefik-nomad-primary.yaml"),
+    ]);
+    assert_eq!(out.status.code(), Some(0), "stderr: {}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    assert_eq!(
+        stdout
+            .lines()
+            .filter(|l| l.contains(": valid (digest "))
+            .count(),
+        2,
+        "{stdout}"
+    );
+}
+
+#[test]
+fn validate_exits_one_and_prints_file_path_and_message_on_stderr() {
+    let bad = path("controller/tests/data/invalid/invalid-cidr.yaml");
+    let out = run(&["validate", &path("nomad-jobs/examples/caddy.yaml"), &bad]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains(&format!(
+            "{bad}: spec.middlewares.ipAllowList.sourceRange[2]: \"10.0.0.300/8\" is not a CIDR"
+        )),
+        "{stderr}"
+    );
+    assert!(
+        !text(&out.stdout).contains(&bad),
+        "errors must not go to stdout"
+    );
+}
+
+#[test]
+fn validate_exits_two_when_a_file_cannot_be_read() {
+    let out = run(&[
+        "validate",
+        "/nonexistent/config.yaml",
+        &path("controller/tests/data/invalid/invalid-cidr.yaml"),
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("/nonexistent/config.yaml: failed to read"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+#[test]
+fn validate_without_files_is_a_usage_error() {
+    assert_eq!(run(&["validate"]).status.code(), Some(2));
+}
+
+#[test]
+fn validate_json_output_reports_every_file() {
+    let out = run(&[
+        "validate",
+        "--output",
+        "json",
+        &path("nomad-jobs/examples/caddy.yaml"),
+        &path("controller/tests/data/invalid/unknown-field.yaml"),
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let reports: serde_json::Value = serde_json::from_slice(&out.stdout).expect("stdout is JSON");
+    assert_eq!(reports[0]["valid"], true);
+    assert_eq!(reports[0]["digest"].as_str().map(str::len), Some(64));
+    assert_eq!(reports[1]["valid"], false);
+    assert_eq!(
+        reports[1]["errors"][0]["path"],
+        "spec.entryPoints.web.adress"
+    );
+    assert!(
+        reports[1]["errors"][0]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("did you mean \"address\""))
+    );
+}
+
+#[test]
+fn validate_reads_standard_input_for_a_dash() {
+    use std::io::Write;
+    let mut child = bin()
+        .args(["validate", "-"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawns");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(b"{\"apiVersion\":\"proxy-operator.io/v1alpha1\",\"kind\":\"ProxyConfig\"}")
+        .expect("writes");
+    let out = child.wait_with_output().expect("finishes");
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+}
+
+#[test]
+fn validate_refuses_oversized_files_without_reading_them_whole() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let big = dir.path().join("big.yaml");
+    let mut doc = String::from("apiVersion: proxy-operator.io/v1alpha1\nkind: ProxyConfig\n");
+    doc.push_str(&"#".repeat(600 * 1024));
+    std::fs::write(&big, doc).expect("writes");
+    let out = run(&["validate", &big.to_string_lossy()]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("512 KiB"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+#[test]
+fn schema_writes_files_identical_to_the_checked_in_ones() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = run(&["schema", "--out-dir", &dir.path().to_string_lossy()]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    for name in [
+        "proxyconfig.v1alpha1.schema.json",
+        "proxystatus.v1alpha1.schema.json",
+    ] {
+        let written = std::fs::read_to_string(dir.path().join(name)).expect("written");
+        let checked_in =
+            std::fs::read_to_string(repo(&format!("crd-schemas/{name}"))).expect("checked in");
+        assert_eq!(written, checked_in, "{name}");
+    }
+}

@@ -1,0 +1,146 @@
+//! `/v1/session/*` (DOC session.mdx; SRC agent/session_endpoint.go).
+
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::Response;
+use serde_json::{Value, json};
+use tokio::time::Instant;
+
+use super::store::{ServiceCheckRef, SessionSpec};
+use super::{
+    ConsulState, Params, blocking_read, body_bytes, json, meta_headers, read_opts, store_error,
+    text,
+};
+
+type Q = Query<Vec<(String, String)>>;
+
+fn decode_failed(msg: impl std::fmt::Display) -> Response {
+    text(
+        StatusCode::BAD_REQUEST,
+        &format!("Request decode failed: {msg}"),
+    )
+}
+
+/// `LockDelay` may be a duration string or a number: below 1000 it counts seconds, otherwise
+/// nanoseconds (Consul's `lockDelayMinThreshold`).
+#[allow(clippy::result_large_err)] // the error is the finished HTTP answer
+fn lock_delay(v: &Value) -> Result<Option<Duration>, Response> {
+    match v {
+        Value::Null => Ok(None),
+        Value::String(s) => crate::blocking::parse_go_duration(s)
+            .map(Some)
+            .ok_or_else(|| decode_failed(format!("time: invalid duration {s:?}"))),
+        Value::Number(n) => {
+            let n = n.as_f64().unwrap_or(0.0).max(0.0);
+            if n < 1000.0 {
+                Ok(Some(Duration::from_secs_f64(n)))
+            } else {
+                Ok(Some(Duration::from_nanos(n as u64)))
+            }
+        }
+        other => Err(decode_failed(format!("invalid LockDelay {other}"))),
+    }
+}
+
+#[allow(clippy::result_large_err)] // the error is the finished HTTP answer
+fn strings(v: Option<&Value>) -> Result<Option<Vec<String>>, Response> {
+    match v {
+        None | Some(Value::Null) => Ok(None),
+        Some(v) => serde_json::from_value(v.clone())
+            .map(Some)
+            .map_err(decode_failed),
+    }
+}
+
+pub(super) async fn create(State(st): State<ConsulState>, body: Body) -> Response {
+    let bytes = match body_bytes(body, 1024 * 1024).await {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
+    let v: Value = if bytes.iter().all(u8::is_ascii_whitespace) {
+        json!({})
+    } else {
+        match serde_json::from_slice(&bytes) {
+            Ok(v) => v,
+            Err(e) => return decode_failed(e),
+        }
+    };
+    let field = |k: &str| v.get(k).and_then(Value::as_str).map(str::to_string);
+    let lock_delay = match lock_delay(v.get("LockDelay").unwrap_or(&Value::Null)) {
+        Ok(d) => d,
+        Err(r) => return r,
+    };
+    let node_checks = match (strings(v.get("NodeChecks")), strings(v.get("Checks"))) {
+        (Ok(Some(n)), _) => Some(n),
+        (Ok(None), Ok(c)) => c,
+        (Err(r), _) | (_, Err(r)) => return r,
+    };
+    let service_checks: Option<Vec<ServiceCheckRef>> = match v.get("ServiceChecks") {
+        None | Some(Value::Null) => None,
+        Some(sc) => match serde_json::from_value(sc.clone()) {
+            Ok(s) => Some(s),
+            Err(e) => return decode_failed(e),
+        },
+    };
+    let spec = SessionSpec {
+        name: field("Name").unwrap_or_default(),
+        node: field("Node"),
+        lock_delay,
+        behavior: field("Behavior"),
+        ttl: field("TTL"),
+        node_checks,
+        service_checks,
+    };
+    match st.write(|s| s.session_create(spec, Instant::now())) {
+        Ok(id) => json(StatusCode::OK, HeaderMap::new(), &json!({ "ID": id })),
+        Err(e) => store_error(&e),
+    }
+}
+
+pub(super) async fn destroy(State(st): State<ConsulState>, Path(id): Path<String>) -> Response {
+    st.write(|s| s.session_invalidate(&id, Instant::now()));
+    json(StatusCode::OK, HeaderMap::new(), &json!(true))
+}
+
+pub(super) async fn renew(State(st): State<ConsulState>, Path(id): Path<String>) -> Response {
+    // Renewal resets a timer but changes no data, so it does not advance the raft index.
+    match st.write(|s| s.session_renew(&id, Instant::now())) {
+        Some(session) => json(StatusCode::OK, HeaderMap::new(), &json!([session])),
+        None => text(
+            StatusCode::NOT_FOUND,
+            &format!("Session id '{id}' not found"),
+        ),
+    }
+}
+
+pub(super) async fn info(st: State<ConsulState>, Path(id): Path<String>, q: Q) -> Response {
+    list_by(st, q, move |s| {
+        s.session(&id).cloned().into_iter().collect()
+    })
+    .await
+}
+
+pub(super) async fn list(st: State<ConsulState>, q: Q) -> Response {
+    list_by(st, q, |s| s.sessions()).await
+}
+
+pub(super) async fn node(st: State<ConsulState>, Path(node): Path<String>, q: Q) -> Response {
+    list_by(st, q, move |s| s.sessions_of_node(&node)).await
+}
+
+async fn list_by(
+    State(st): State<ConsulState>,
+    q: Q,
+    select: impl Fn(&super::store::Store) -> Vec<super::store::Session>,
+) -> Response {
+    let p = Params::from_query(q);
+    let opts = match read_opts(&p) {
+        Ok(o) => o,
+        Err(r) => return r,
+    };
+    let (index, sessions) = blocking_read(&st, opts, |s| (s.sessions_index(), select(s))).await;
+    json(StatusCode::OK, meta_headers(index, &opts), &json!(sessions))
+}
