@@ -16,7 +16,10 @@ pub fn repo_root() -> PathBuf {
     let mut dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     while !dir.join("scripts").join("bootstrap").exists() {
         if !dir.pop() {
-            panic!("cannot find the repository root above {}", env!("CARGO_MANIFEST_DIR"));
+            panic!(
+                "cannot find the repository root above {}",
+                env!("CARGO_MANIFEST_DIR")
+            );
         }
     }
     dir
@@ -25,7 +28,11 @@ pub fn repo_root() -> PathBuf {
 fn locate(env_var: &str, name: &str) -> PathBuf {
     if let Some(path) = std::env::var_os(env_var) {
         let path = PathBuf::from(path);
-        assert!(path.is_file(), "{env_var}={} does not name a file", path.display());
+        assert!(
+            path.is_file(),
+            "{env_var}={} does not name a file",
+            path.display()
+        );
         return path;
     }
     let path = repo_root().join(".venv").join("bin").join(name);
@@ -74,7 +81,10 @@ impl ChildGuard {
             .stderr(Stdio::from(err))
             .spawn()
             .unwrap_or_else(|e| panic!("spawn {cmd:?}: {e}"));
-        ChildGuard { child, log_path: log_path.to_path_buf() }
+        ChildGuard {
+            child,
+            log_path: log_path.to_path_buf(),
+        }
     }
 
     /// The child's PID.
@@ -131,7 +141,9 @@ pub struct Backend {
 impl Backend {
     /// Starts a backend on a free loopback port.
     pub async fn start(name: &str) -> Backend {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind backend");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind backend");
         let addr = listener.local_addr().expect("backend addr");
         let owned = name.to_string();
         let app = axum::Router::new().fallback(move |req: axum::extract::Request| {
@@ -141,7 +153,10 @@ impl Backend {
                     .headers()
                     .iter()
                     .map(|(k, v)| {
-                        (k.as_str().to_string(), serde_json::Value::String(v.to_str().unwrap_or("").to_string()))
+                        (
+                            k.as_str().to_string(),
+                            serde_json::Value::String(v.to_str().unwrap_or("").to_string()),
+                        )
                     })
                     .collect();
                 let body = serde_json::json!({
@@ -156,7 +171,11 @@ impl Backend {
         let task = tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
         });
-        Backend { addr, name: name.to_string(), task }
+        Backend {
+            addr,
+            name: name.to_string(),
+            task,
+        }
     }
 
     /// The backend's port.

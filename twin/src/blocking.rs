@@ -38,13 +38,17 @@ pub fn parse_go_duration(text: &str) -> Option<Duration> {
     }
     let mut total_ns: f64 = 0.0;
     while !rest.is_empty() {
-        let num_end = rest.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(rest.len());
+        let num_end = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(rest.len());
         if num_end == 0 {
             return None;
         }
         let number: f64 = rest[..num_end].parse().ok()?;
         rest = &rest[num_end..];
-        let unit_end = rest.find(|c: char| c.is_ascii_digit() || c == '.').unwrap_or(rest.len());
+        let unit_end = rest
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(rest.len());
         let unit = &rest[..unit_end];
         rest = &rest[unit_end..];
         let scale = match unit {
@@ -77,7 +81,11 @@ pub fn format_go_duration(d: Duration) -> String {
         return format!("{}ms", d.as_millis());
     }
     let (h, m, s) = (secs / 3600, (secs % 3600) / 60, secs % 60);
-    let seconds = if frac == 0 { format!("{s}s") } else { format!("{}s", s as f64 + f64::from(frac) / 1e9) };
+    let seconds = if frac == 0 {
+        format!("{s}s")
+    } else {
+        format!("{}s", s as f64 + f64::from(frac) / 1e9)
+    };
     if h > 0 {
         format!("{h}h{m}m{seconds}")
     } else if m > 0 {
@@ -130,6 +138,7 @@ pub async fn block_until<T>(
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

@@ -139,8 +139,14 @@ impl Faults {
     pub(crate) fn new(consul_state: ConsulState) -> Faults {
         Faults {
             inner: Arc::new(Inner {
-                consul: ApiControl { knobs: Knobs::new(), server: OnceLock::new() },
-                nomad: ApiControl { knobs: Knobs::new(), server: OnceLock::new() },
+                consul: ApiControl {
+                    knobs: Knobs::new(),
+                    server: OnceLock::new(),
+                },
+                nomad: ApiControl {
+                    knobs: Knobs::new(),
+                    server: OnceLock::new(),
+                },
                 consul_state,
             }),
         }
@@ -150,8 +156,13 @@ impl Faults {
     /// debug logging around every other request.
     pub(crate) fn wrap(&self, api: Api, router: Router) -> Router {
         let weak = Arc::downgrade(&self.inner);
-        let wrapped = router.layer(axum::middleware::from_fn_with_state((api, weak.clone()), fault_layer));
-        Router::new().nest("/_twin", control_routes(weak)).merge(wrapped)
+        let wrapped = router.layer(axum::middleware::from_fn_with_state(
+            (api, weak.clone()),
+            fault_layer,
+        ));
+        Router::new()
+            .nest("/_twin", control_routes(weak))
+            .merge(wrapped)
     }
 
     pub(crate) fn attach(&self, api: Api, server: Server) {
@@ -168,7 +179,10 @@ impl Faults {
     /// Starts a stopped API again on the same port.
     pub async fn start(&self, api: Api) -> Result<(), Error> {
         match self.inner.api(api).server.get() {
-            Some(s) => s.start().await.map_err(|source| Error::Restart { api, source }),
+            Some(s) => s
+                .start()
+                .await
+                .map_err(|source| Error::Restart { api, source }),
             None => Ok(()),
         }
     }
@@ -193,12 +207,22 @@ impl Faults {
 
     /// Delays every request to the API by `delay` (zero removes the delay).
     pub fn latency(&self, api: Api, delay: Duration) {
-        self.inner.api(api).knobs.latency_ms.store(delay.as_millis() as u64, Ordering::Relaxed);
+        self.inner
+            .api(api)
+            .knobs
+            .latency_ms
+            .store(delay.as_millis() as u64, Ordering::Relaxed);
     }
 
     /// Answers `status` (plain-text body) to every request whose path starts with `path_prefix`.
     pub fn fail_path(&self, api: Api, path_prefix: &str, status: u16) {
-        let mut fail = self.inner.api(api).knobs.fail.lock().unwrap_or_else(|e| e.into_inner());
+        let mut fail = self
+            .inner
+            .api(api)
+            .knobs
+            .fail
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
         fail.retain(|(p, _)| p != path_prefix);
         fail.push((path_prefix.to_string(), status));
     }
@@ -234,7 +258,15 @@ impl Faults {
 
     /// The most recent requests the API received, oldest first (at most 2,000).
     pub fn request_log(&self, api: Api) -> Vec<RequestRecord> {
-        self.inner.api(api).knobs.log.lock().unwrap_or_else(|e| e.into_inner()).iter().cloned().collect()
+        self.inner
+            .api(api)
+            .knobs
+            .log
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .cloned()
+            .collect()
     }
 }
 
@@ -246,14 +278,24 @@ fn redact(uri: &axum::http::Uri) -> String {
         Some(q) => {
             let parts: Vec<String> = q
                 .split('&')
-                .map(|kv| if kv.starts_with("token=") { "token=redacted".to_string() } else { kv.to_string() })
+                .map(|kv| {
+                    if kv.starts_with("token=") {
+                        "token=redacted".to_string()
+                    } else {
+                        kv.to_string()
+                    }
+                })
                 .collect();
             format!("{path}?{}", parts.join("&"))
         }
     }
 }
 
-async fn fault_layer(State((api, weak)): State<(Api, Weak<Inner>)>, req: Request, next: Next) -> Response {
+async fn fault_layer(
+    State((api, weak)): State<(Api, Weak<Inner>)>,
+    req: Request,
+    next: Next,
+) -> Response {
     let Some(inner) = weak.upgrade() else {
         return next.run(req).await;
     };
@@ -284,7 +326,9 @@ async fn fault_layer(State((api, weak)): State<(Api, Weak<Inner>)>, req: Request
     }
     let injected = {
         let fail = knobs.fail.lock().unwrap_or_else(|e| e.into_inner());
-        fail.iter().find(|(p, _)| req.uri().path().starts_with(p.as_str())).map(|(_, s)| *s)
+        fail.iter()
+            .find(|(p, _)| req.uri().path().starts_with(p.as_str()))
+            .map(|(_, s)| *s)
     };
     drop(inner);
     let started = tokio::time::Instant::now();
@@ -334,12 +378,17 @@ fn gone() -> Response {
 }
 
 async fn requests(State(weak): State<Weak<Inner>>) -> Response {
-    let Some(f) = faults(&weak) else { return gone() };
-    axum::Json(json!({ "consul": f.requests(Api::Consul), "nomad": f.requests(Api::Nomad) })).into_response()
+    let Some(f) = faults(&weak) else {
+        return gone();
+    };
+    axum::Json(json!({ "consul": f.requests(Api::Consul), "nomad": f.requests(Api::Nomad) }))
+        .into_response()
 }
 
 async fn clear(State(weak): State<Weak<Inner>>) -> Response {
-    let Some(f) = faults(&weak) else { return gone() };
+    let Some(f) = faults(&weak) else {
+        return gone();
+    };
     match f.clear().await {
         Ok(()) => axum::Json(json!(true)).into_response(),
         Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
@@ -351,7 +400,9 @@ async fn fault_action(
     Path((api, action)): Path<(String, String)>,
     Query(q): Query<ControlQuery>,
 ) -> Response {
-    let Some(f) = faults(&weak) else { return gone() };
+    let Some(f) = faults(&weak) else {
+        return gone();
+    };
     let Some(api) = Api::parse(&api) else {
         return (StatusCode::BAD_REQUEST, "api must be consul or nomad").into_response();
     };
@@ -388,12 +439,16 @@ async fn fault_action(
 }
 
 async fn expire(State(weak): State<Weak<Inner>>, Path(id): Path<String>) -> Response {
-    let Some(f) = faults(&weak) else { return gone() };
+    let Some(f) = faults(&weak) else {
+        return gone();
+    };
     axum::Json(json!({ "expired": f.expire_session(&id) })).into_response()
 }
 
 async fn reap(State(weak): State<Weak<Inner>>) -> Response {
-    let Some(f) = faults(&weak) else { return gone() };
+    let Some(f) = faults(&weak) else {
+        return gone();
+    };
     f.reap_tombstones();
     axum::Json(json!(true)).into_response()
 }

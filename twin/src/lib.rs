@@ -43,7 +43,12 @@ pub struct TwinConfig {
 impl Default for TwinConfig {
     fn default() -> Self {
         let ephemeral = SocketAddr::from(([127, 0, 0, 1], 0));
-        TwinConfig { consul_addr: ephemeral, nomad_addr: ephemeral, data_dir: None, acl_token: None }
+        TwinConfig {
+            consul_addr: ephemeral,
+            nomad_addr: ephemeral,
+            data_dir: None,
+            acl_token: None,
+        }
     }
 }
 
@@ -58,7 +63,10 @@ pub struct Twin {
 
 impl std::fmt::Debug for Twin {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Twin").field("consul_addr", &self.consul_addr).field("nomad_addr", &self.nomad_addr).finish()
+        f.debug_struct("Twin")
+            .field("consul_addr", &self.consul_addr)
+            .field("nomad_addr", &self.nomad_addr)
+            .finish()
     }
 }
 
@@ -84,13 +92,20 @@ impl Twin {
     pub async fn start(config: TwinConfig) -> Result<Twin, Error> {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let bind = |addr: SocketAddr| async move {
-            tokio::net::TcpListener::bind(addr).await.map_err(|source| Error::Bind { addr, source })
+            tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|source| Error::Bind { addr, source })
         };
         let consul_listener = bind(config.consul_addr).await?;
         let nomad_listener = bind(config.nomad_addr).await?;
-        let consul_addr =
-            consul_listener.local_addr().map_err(|source| Error::Bind { addr: config.consul_addr, source })?;
-        let nomad_addr = nomad_listener.local_addr().map_err(|source| Error::Bind { addr: config.nomad_addr, source })?;
+        let consul_addr = consul_listener.local_addr().map_err(|source| Error::Bind {
+            addr: config.consul_addr,
+            source,
+        })?;
+        let nomad_addr = nomad_listener.local_addr().map_err(|source| Error::Bind {
+            addr: config.nomad_addr,
+            source,
+        })?;
         let consul = consul::ConsulState::new(consul::ConsulConfig {
             acl_token: config.acl_token.clone(),
             data_dir: config.data_dir.clone(),
@@ -103,10 +118,22 @@ impl Twin {
         let faults = Faults::new(consul.clone());
         let consul_app = faults.wrap(Api::Consul, consul.router());
         let nomad_app = faults.wrap(Api::Nomad, nomad.router());
-        faults.attach(Api::Consul, server::Server::serve(consul_listener, consul_addr, consul_app));
-        faults.attach(Api::Nomad, server::Server::serve(nomad_listener, nomad_addr, nomad_app));
+        faults.attach(
+            Api::Consul,
+            server::Server::serve(consul_listener, consul_addr, consul_app),
+        );
+        faults.attach(
+            Api::Nomad,
+            server::Server::serve(nomad_listener, nomad_addr, nomad_app),
+        );
         tracing::info!(%consul_addr, %nomad_addr, "hashistack-twin listening");
-        Ok(Twin { consul_addr, nomad_addr, consul, nomad, faults })
+        Ok(Twin {
+            consul_addr,
+            nomad_addr,
+            consul,
+            nomad,
+            faults,
+        })
     }
 
     /// The Consul API's address.

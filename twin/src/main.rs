@@ -32,24 +32,37 @@ async fn main() -> ExitCode {
     let args = Args::parse();
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,hashistack_twin=debug"));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
 
     let acl_token = match &args.acl_token_file {
         None => None,
         Some(path) => match std::fs::read_to_string(path) {
             Ok(t) if !t.trim().is_empty() => Some(t.trim().to_string()),
             Ok(_) => {
-                eprintln!("hashistack-twin: ACL token file {} is empty", path.display());
+                eprintln!(
+                    "hashistack-twin: ACL token file {} is empty",
+                    path.display()
+                );
                 return ExitCode::from(2);
             }
             Err(e) => {
-                eprintln!("hashistack-twin: failed to read ACL token file {}: {e}", path.display());
+                eprintln!(
+                    "hashistack-twin: failed to read ACL token file {}: {e}",
+                    path.display()
+                );
                 return ExitCode::from(2);
             }
         },
     };
-    let config =
-        TwinConfig { consul_addr: args.consul_addr, nomad_addr: args.nomad_addr, data_dir: args.data_dir, acl_token };
+    let config = TwinConfig {
+        consul_addr: args.consul_addr,
+        nomad_addr: args.nomad_addr,
+        data_dir: args.data_dir,
+        acl_token,
+    };
     let twin = match Twin::start(config).await {
         Ok(t) => t,
         Err(e) => {
@@ -57,7 +70,11 @@ async fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    println!("consul http://{}  nomad http://{}", twin.consul_addr(), twin.nomad_addr());
+    println!(
+        "consul http://{}  nomad http://{}",
+        twin.consul_addr(),
+        twin.nomad_addr()
+    );
     wait_for_signal().await;
     tracing::info!("signal received, shutting down");
     twin.shutdown().await;

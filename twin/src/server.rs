@@ -29,7 +29,11 @@ impl Server {
     /// Starts serving `app` on an already bound listener.
     pub(crate) fn serve(listener: TcpListener, addr: SocketAddr, app: Router) -> Server {
         let running = spawn(listener, app.clone());
-        Server { addr, app, running: Mutex::new(Some(running)) }
+        Server {
+            addr,
+            app,
+            running: Mutex::new(Some(running)),
+        }
     }
 
     /// Whether it is accepting connections.
@@ -97,7 +101,8 @@ async fn accept_loop(listener: TcpListener, app: Router, stopped: watch::Receive
 async fn connection(stream: TcpStream, app: Router, mut stopped: watch::Receiver<bool>) {
     let _ = stream.set_nodelay(true);
     let service = TowerToHyperService::new(app);
-    let conn = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service);
+    let conn =
+        hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service);
     tokio::select! {
         _ = conn => {}
         // Dropping the connection future closes the socket, even mid-request.

@@ -1,6 +1,7 @@
 //! Blocking-query semantics of the twin's Consul API (contracts/CONSUL.md §1): wake-up on change,
 //! timeout with the same index, 404 blocking on a missing key, prefix indexes that include
 //! deletions, and an index that is never 0.
+#![allow(clippy::unwrap_used, clippy::panic)]
 
 use std::time::{Duration, Instant};
 
@@ -34,7 +35,12 @@ async fn get(http: &reqwest::Client, url: String) -> Answer {
         .parse()
         .unwrap();
     let body = resp.text().await.unwrap();
-    Answer { status, index, body, held: started.elapsed() }
+    Answer {
+        status,
+        index,
+        body,
+        held: started.elapsed(),
+    }
 }
 
 async fn put(http: &reqwest::Client, url: String, body: &str) {
@@ -53,15 +59,25 @@ async fn blocking_read_wakes_as_soon_as_the_key_changes() {
     put(&http, format!("{base}/v1/kv/cfg"), "v1").await;
     let first = get(&http, format!("{base}/v1/kv/cfg")).await;
     let watch = tokio::spawn({
-        let (http, url) = (http.clone(), format!("{base}/v1/kv/cfg?index={}&wait=30s", first.index));
+        let (http, url) = (
+            http.clone(),
+            format!("{base}/v1/kv/cfg?index={}&wait=30s", first.index),
+        );
         async move { get(&http, url).await }
     });
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert!(!watch.is_finished(), "a blocking read with the current index must block");
+    assert!(
+        !watch.is_finished(),
+        "a blocking read with the current index must block"
+    );
     let written = Instant::now();
     put(&http, format!("{base}/v1/kv/cfg"), "v2").await;
     let woke = watch.await.unwrap();
-    assert!(written.elapsed() < Duration::from_secs(1), "woke {:?} after the write", written.elapsed());
+    assert!(
+        written.elapsed() < Duration::from_secs(1),
+        "woke {:?} after the write",
+        written.elapsed()
+    );
     assert_eq!(woke.status, StatusCode::OK);
     assert!(woke.index > first.index);
     let v: Value = serde_json::from_str(&woke.body).unwrap();
@@ -74,12 +90,24 @@ async fn blocking_read_times_out_after_wait_with_the_same_index() {
     let (twin, http, base) = start().await;
     put(&http, format!("{base}/v1/kv/cfg"), "v1").await;
     let first = get(&http, format!("{base}/v1/kv/cfg")).await;
-    let timed_out = get(&http, format!("{base}/v1/kv/cfg?index={}&wait=1000ms", first.index)).await;
+    let timed_out = get(
+        &http,
+        format!("{base}/v1/kv/cfg?index={}&wait=1000ms", first.index),
+    )
+    .await;
     assert_eq!(timed_out.status, StatusCode::OK);
     assert_eq!(timed_out.index, first.index);
-    assert!(timed_out.held >= Duration::from_millis(1000), "held only {:?}", timed_out.held);
+    assert!(
+        timed_out.held >= Duration::from_millis(1000),
+        "held only {:?}",
+        timed_out.held
+    );
     // wait + at most wait/16 of jitter, plus scheduling slack
-    assert!(timed_out.held < Duration::from_millis(1400), "held {:?}", timed_out.held);
+    assert!(
+        timed_out.held < Duration::from_millis(1400),
+        "held {:?}",
+        timed_out.held
+    );
     twin.shutdown().await;
 }
 
@@ -89,16 +117,29 @@ async fn missing_key_blocks_with_404_and_wakes_when_it_is_created() {
     let missing = get(&http, format!("{base}/v1/kv/later")).await;
     assert_eq!(missing.status, StatusCode::NOT_FOUND);
     assert!(missing.index >= 1);
-    let still = get(&http, format!("{base}/v1/kv/later?index={}&wait=300ms", missing.index)).await;
-    assert_eq!((still.status, still.index), (StatusCode::NOT_FOUND, missing.index));
+    let still = get(
+        &http,
+        format!("{base}/v1/kv/later?index={}&wait=300ms", missing.index),
+    )
+    .await;
+    assert_eq!(
+        (still.status, still.index),
+        (StatusCode::NOT_FOUND, missing.index)
+    );
     assert!(still.held >= Duration::from_millis(300));
     let watch = tokio::spawn({
-        let (http, url) = (http.clone(), format!("{base}/v1/kv/later?index={}&wait=30s", missing.index));
+        let (http, url) = (
+            http.clone(),
+            format!("{base}/v1/kv/later?index={}&wait=30s", missing.index),
+        );
         async move { get(&http, url).await }
     });
     tokio::time::sleep(Duration::from_millis(200)).await;
     put(&http, format!("{base}/v1/kv/later"), "here").await;
-    let woke = tokio::time::timeout(Duration::from_secs(2), watch).await.unwrap().unwrap();
+    let woke = tokio::time::timeout(Duration::from_secs(2), watch)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(woke.status, StatusCode::OK);
     assert!(woke.index > missing.index);
     twin.shutdown().await;
@@ -111,14 +152,26 @@ async fn prefix_index_includes_deletions_so_a_delete_wakes_watchers() {
     put(&http, format!("{base}/v1/kv/traefik/b"), "2").await;
     let list = get(&http, format!("{base}/v1/kv/traefik?recurse=")).await;
     let watch = tokio::spawn({
-        let (http, url) = (http.clone(), format!("{base}/v1/kv/traefik?index={}&recurse=&wait=15000ms", list.index));
+        let (http, url) = (
+            http.clone(),
+            format!(
+                "{base}/v1/kv/traefik?index={}&recurse=&wait=15000ms",
+                list.index
+            ),
+        );
         async move { get(&http, url).await }
     });
     tokio::time::sleep(Duration::from_millis(200)).await;
     delete(&http, format!("{base}/v1/kv/traefik/b")).await;
-    let woke = tokio::time::timeout(Duration::from_secs(2), watch).await.unwrap().unwrap();
+    let woke = tokio::time::timeout(Duration::from_secs(2), watch)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(woke.status, StatusCode::OK);
-    assert!(woke.index > list.index, "the tombstone raises the prefix index");
+    assert!(
+        woke.index > list.index,
+        "the tombstone raises the prefix index"
+    );
     let entries: Value = serde_json::from_str(&woke.body).unwrap();
     assert_eq!(entries.as_array().unwrap().len(), 1);
 
@@ -136,7 +189,13 @@ async fn writes_outside_the_prefix_do_not_wake_a_prefix_watch() {
     put(&http, format!("{base}/v1/kv/traefik/a"), "1").await;
     let list = get(&http, format!("{base}/v1/kv/traefik?recurse=")).await;
     let watch = tokio::spawn({
-        let (http, url) = (http.clone(), format!("{base}/v1/kv/traefik?index={}&recurse=&wait=800ms", list.index));
+        let (http, url) = (
+            http.clone(),
+            format!(
+                "{base}/v1/kv/traefik?index={}&recurse=&wait=800ms",
+                list.index
+            ),
+        );
         async move { get(&http, url).await }
     });
     tokio::time::sleep(Duration::from_millis(100)).await;
@@ -144,7 +203,11 @@ async fn writes_outside_the_prefix_do_not_wake_a_prefix_watch() {
     put(&http, format!("{base}/v1/kv/traefik/a"), "1").await; // identical rewrite: no index bump
     let answer = watch.await.unwrap();
     assert_eq!(answer.index, list.index);
-    assert!(answer.held >= Duration::from_millis(800), "woke early after {:?}", answer.held);
+    assert!(
+        answer.held >= Duration::from_millis(800),
+        "woke early after {:?}",
+        answer.held
+    );
     twin.shutdown().await;
 }
 
@@ -157,7 +220,12 @@ async fn reaped_tombstones_make_the_prefix_index_go_backwards() {
     let with_tombstone = get(&http, format!("{base}/v1/kv/p/?recurse")).await;
     twin.faults().reap_tombstones();
     let after = get(&http, format!("{base}/v1/kv/p/?recurse")).await;
-    assert!(after.index < with_tombstone.index, "{} !< {}", after.index, with_tombstone.index);
+    assert!(
+        after.index < with_tombstone.index,
+        "{} !< {}",
+        after.index,
+        with_tombstone.index
+    );
     twin.shutdown().await;
 }
 
@@ -165,7 +233,12 @@ async fn reaped_tombstones_make_the_prefix_index_go_backwards() {
 async fn every_read_endpoint_reports_an_index_of_at_least_one_and_blocks() {
     let (twin, http, base) = start().await;
     let (_, created) = {
-        let resp = http.put(format!("{base}/v1/session/create")).body("{}").send().await.unwrap();
+        let resp = http
+            .put(format!("{base}/v1/session/create"))
+            .body("{}")
+            .send()
+            .await
+            .unwrap();
         ((), resp.json::<Value>().await.unwrap())
     };
     let sid = created["ID"].as_str().unwrap().to_string();
@@ -194,7 +267,11 @@ async fn every_read_endpoint_reports_an_index_of_at_least_one_and_blocks() {
     }
     for w in watches {
         let (path, answer) = w.await.unwrap();
-        assert!(answer.held >= Duration::from_millis(400), "{path} did not block: {:?}", answer.held);
+        assert!(
+            answer.held >= Duration::from_millis(400),
+            "{path} did not block: {:?}",
+            answer.held
+        );
     }
     twin.shutdown().await;
 }
@@ -205,11 +282,17 @@ async fn catalog_and_health_watches_wake_on_registration_and_check_changes() {
     let services = get(&http, format!("{base}/v1/catalog/services")).await;
     let checks = get(&http, format!("{base}/v1/health/state/any")).await;
     let w_services = tokio::spawn({
-        let (http, url) = (http.clone(), format!("{base}/v1/catalog/services?index={}", services.index));
+        let (http, url) = (
+            http.clone(),
+            format!("{base}/v1/catalog/services?index={}", services.index),
+        );
         async move { get(&http, url).await }
     });
     let w_checks = tokio::spawn({
-        let (http, url) = (http.clone(), format!("{base}/v1/health/state/any?index={}", checks.index));
+        let (http, url) = (
+            http.clone(),
+            format!("{base}/v1/health/state/any?index={}", checks.index),
+        );
         async move { get(&http, url).await }
     });
     tokio::time::sleep(Duration::from_millis(200)).await;
@@ -218,17 +301,38 @@ async fn catalog_and_health_watches_wake_on_registration_and_check_changes() {
         "Service": {"ID": "web-1", "Service": "web", "Tags": ["traefik.enable=true"], "Port": 8080},
         "Check": {"CheckID": "service:web-1", "Name": "web", "Status": "passing", "ServiceID": "web-1"}
     });
-    let resp = http.put(format!("{base}/v1/catalog/register")).json(&reg).send().await.unwrap();
+    let resp = http
+        .put(format!("{base}/v1/catalog/register"))
+        .json(&reg)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), StatusCode::OK);
-    let s = tokio::time::timeout(Duration::from_secs(2), w_services).await.unwrap().unwrap();
-    let c = tokio::time::timeout(Duration::from_secs(2), w_checks).await.unwrap().unwrap();
+    let s = tokio::time::timeout(Duration::from_secs(2), w_services)
+        .await
+        .unwrap()
+        .unwrap();
+    let c = tokio::time::timeout(Duration::from_secs(2), w_checks)
+        .await
+        .unwrap()
+        .unwrap();
     assert!(s.index > services.index && c.index > checks.index);
-    assert!(s.body.contains("\"web\":[\"traefik.enable=true\"]"), "{}", s.body);
+    assert!(
+        s.body.contains("\"web\":[\"traefik.enable=true\"]"),
+        "{}",
+        s.body
+    );
 
     // A check turning critical wakes health/service watchers of that service.
     let health = get(&http, format!("{base}/v1/health/service/web")).await;
     let w_health = tokio::spawn({
-        let (http, url) = (http.clone(), format!("{base}/v1/health/service/web?index={}&passing", health.index));
+        let (http, url) = (
+            http.clone(),
+            format!(
+                "{base}/v1/health/service/web?index={}&passing",
+                health.index
+            ),
+        );
         async move { get(&http, url).await }
     });
     tokio::time::sleep(Duration::from_millis(200)).await;
@@ -236,8 +340,15 @@ async fn catalog_and_health_watches_wake_on_registration_and_check_changes() {
         "Node": "hashistack-twin", "SkipNodeUpdate": true,
         "Check": {"CheckID": "service:web-1", "Name": "web", "Status": "critical", "ServiceID": "web-1"}
     });
-    http.put(format!("{base}/v1/catalog/register")).json(&crit).send().await.unwrap();
-    let h = tokio::time::timeout(Duration::from_secs(2), w_health).await.unwrap().unwrap();
+    http.put(format!("{base}/v1/catalog/register"))
+        .json(&crit)
+        .send()
+        .await
+        .unwrap();
+    let h = tokio::time::timeout(Duration::from_secs(2), w_health)
+        .await
+        .unwrap()
+        .unwrap();
     assert!(h.index > health.index);
     assert_eq!(h.body, "[]", "?passing drops the critical instance");
     twin.shutdown().await;
@@ -246,17 +357,33 @@ async fn catalog_and_health_watches_wake_on_registration_and_check_changes() {
 #[tokio::test]
 async fn session_info_watch_wakes_when_the_session_is_destroyed() {
     let (twin, http, base) = start().await;
-    let created: Value =
-        http.put(format!("{base}/v1/session/create")).body("{}").send().await.unwrap().json().await.unwrap();
+    let created: Value = http
+        .put(format!("{base}/v1/session/create"))
+        .body("{}")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     let id = created["ID"].as_str().unwrap().to_string();
     let info = get(&http, format!("{base}/v1/session/info/{id}")).await;
     let watch = tokio::spawn({
-        let (http, url) = (http.clone(), format!("{base}/v1/session/info/{id}?index={}", info.index));
+        let (http, url) = (
+            http.clone(),
+            format!("{base}/v1/session/info/{id}?index={}", info.index),
+        );
         async move { get(&http, url).await }
     });
     tokio::time::sleep(Duration::from_millis(200)).await;
-    http.put(format!("{base}/v1/session/destroy/{id}")).send().await.unwrap();
-    let woke = tokio::time::timeout(Duration::from_secs(2), watch).await.unwrap().unwrap();
+    http.put(format!("{base}/v1/session/destroy/{id}"))
+        .send()
+        .await
+        .unwrap();
+    let woke = tokio::time::timeout(Duration::from_secs(2), watch)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(woke.body, "[]");
     twin.shutdown().await;
 }
@@ -264,10 +391,18 @@ async fn session_info_watch_wakes_when_the_session_is_destroyed() {
 #[tokio::test]
 async fn malformed_index_and_wait_are_400() {
     let (twin, http, base) = start().await;
-    let resp = http.get(format!("{base}/v1/kv/a?index=abc")).send().await.unwrap();
+    let resp = http
+        .get(format!("{base}/v1/kv/a?index=abc"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
     assert_eq!(resp.text().await.unwrap(), "Invalid index");
-    let resp = http.get(format!("{base}/v1/kv/a?index=1&wait=soon")).send().await.unwrap();
+    let resp = http
+        .get(format!("{base}/v1/kv/a?index=1&wait=soon"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
     assert_eq!(resp.text().await.unwrap(), "Invalid wait time");
     twin.shutdown().await;
@@ -280,14 +415,20 @@ async fn two_hundred_watchers_all_wake_on_one_write() {
     let first = get(&http, format!("{base}/v1/kv/hot")).await;
     let mut watches = Vec::new();
     for _ in 0..200 {
-        let (http, url) = (http.clone(), format!("{base}/v1/kv/hot?index={}&wait=30s", first.index));
+        let (http, url) = (
+            http.clone(),
+            format!("{base}/v1/kv/hot?index={}&wait=30s", first.index),
+        );
         watches.push(tokio::spawn(async move { get(&http, url).await }));
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
     put(&http, format!("{base}/v1/kv/hot"), "1").await;
     let deadline = Duration::from_secs(3);
     for w in watches {
-        let a = tokio::time::timeout(deadline, w).await.expect("every watcher wakes").unwrap();
+        let a = tokio::time::timeout(deadline, w)
+            .await
+            .expect("every watcher wakes")
+            .unwrap();
         assert!(a.index > first.index);
     }
     twin.shutdown().await;

@@ -1,5 +1,6 @@
 //! Contract tests: the twin's Consul answers have the shape of the sample payloads in HashiCorp's
 //! docs (`fixtures/consul/`), and the documented status codes and bodies.
+#![allow(clippy::unwrap_used, clippy::panic)]
 
 use std::collections::BTreeSet;
 
@@ -54,7 +55,9 @@ fn assert_same_shape(expected: &Value, actual: &Value, path: &str) {
         (Value::Object(e), Value::Object(a)) => {
             // Maps keyed by data (Meta, TaggedAddresses, catalog/services) are not schemas: only
             // their value types must match.
-            let data_map = ["Meta", "NodeMeta", "ServiceMeta", "TaggedAddresses", "Tags"].iter().any(|m| path.ends_with(m));
+            let data_map = ["Meta", "NodeMeta", "ServiceMeta", "TaggedAddresses", "Tags"]
+                .iter()
+                .any(|m| path.ends_with(m));
             if data_map {
                 if let Some(sample) = e.values().next() {
                     for (k, av) in a {
@@ -64,7 +67,9 @@ fn assert_same_shape(expected: &Value, actual: &Value, path: &str) {
                 return;
             }
             for (k, ev) in e {
-                let av = a.get(k).unwrap_or_else(|| panic!("{path}.{k} missing in twin answer {actual}"));
+                let av = a
+                    .get(k)
+                    .unwrap_or_else(|| panic!("{path}.{k} missing in twin answer {actual}"));
                 assert_same_shape(ev, av, &format!("{path}.{k}"));
             }
             for k in a.keys() {
@@ -81,7 +86,11 @@ fn assert_same_shape(expected: &Value, actual: &Value, path: &str) {
                 }
             }
         }
-        (e, a) => assert_eq!(type_name(e), type_name(a), "{path}: sample has {e}, twin has {a}"),
+        (e, a) => assert_eq!(
+            type_name(e),
+            type_name(a),
+            "{path}: sample has {e}, twin has {a}"
+        ),
     }
 }
 
@@ -97,14 +106,22 @@ impl Api {
 
     async fn with(config: TwinConfig) -> Api {
         let twin = Twin::start(config).await.unwrap();
-        Api { twin, http: reqwest::Client::new() }
+        Api {
+            twin,
+            http: reqwest::Client::new(),
+        }
     }
 
     fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.twin.consul_addr())
     }
 
-    async fn call(&self, method: &str, path: &str, body: Option<Vec<u8>>) -> (StatusCode, reqwest::header::HeaderMap, String) {
+    async fn call(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<Vec<u8>>,
+    ) -> (StatusCode, reqwest::header::HeaderMap, String) {
         let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
         let mut req = self.http.request(method, self.url(path));
         if let Some(b) = body {
@@ -117,13 +134,22 @@ impl Api {
     }
 
     async fn json(&self, method: &str, path: &str, body: Option<Value>) -> (StatusCode, Value) {
-        let (s, _, text) = self.call(method, path, body.map(|b| b.to_string().into_bytes())).await;
-        let v = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{path} answered {s} non-JSON {text:?}: {e}"));
+        let (s, _, text) = self
+            .call(method, path, body.map(|b| b.to_string().into_bytes()))
+            .await;
+        let v = serde_json::from_str(&text)
+            .unwrap_or_else(|e| panic!("{path} answered {s} non-JSON {text:?}: {e}"));
         (s, v)
     }
 
     async fn put_kv(&self, key: &str, value: &str) -> Value {
-        let (s, _, t) = self.call("PUT", &format!("/v1/kv/{key}"), Some(value.as_bytes().to_vec())).await;
+        let (s, _, t) = self
+            .call(
+                "PUT",
+                &format!("/v1/kv/{key}"),
+                Some(value.as_bytes().to_vec()),
+            )
+            .await;
         assert_eq!(s, StatusCode::OK);
         serde_json::from_str(&t).unwrap()
     }
@@ -142,11 +168,18 @@ fn index_of(headers: &reqwest::header::HeaderMap) -> u64 {
 #[tokio::test]
 async fn kv_answers_have_the_documented_shapes() {
     let api = Api::start().await;
-    assert_eq!(api.put_kv("zip", "test").await, fixture("kv-put-response.json"));
+    assert_eq!(
+        api.put_kv("zip", "test").await,
+        fixture("kv-put-response.json")
+    );
     let (_, got) = api.json("GET", "/v1/kv/zip", None).await;
-    assert_same_shape(&json!([{
-        "CreateIndex": 1, "ModifyIndex": 1, "LockIndex": 0, "Key": "", "Flags": 0, "Value": ""
-    }]), &got, "kv-get");
+    assert_same_shape(
+        &json!([{
+            "CreateIndex": 1, "ModifyIndex": 1, "LockIndex": 0, "Key": "", "Flags": 0, "Value": ""
+        }]),
+        &got,
+        "kv-get",
+    );
     let mut sample = fixture("kv-get-response.json");
     // The sample shows a locked key; an unlocked key has no Session (omitempty in Consul).
     sample[0].as_object_mut().unwrap().remove("Session");
@@ -163,16 +196,27 @@ async fn kv_answers_have_the_documented_shapes() {
     assert_eq!(keys, json!(["web/bar", "web/foo", "web/subdir/"]));
 
     let (s, del) = api.json("DELETE", "/v1/kv/zip", None).await;
-    assert_eq!((s, del), (StatusCode::OK, fixture("kv-delete-response.json")));
+    assert_eq!(
+        (s, del),
+        (StatusCode::OK, fixture("kv-delete-response.json"))
+    );
     api.twin.shutdown().await;
 }
 
 #[tokio::test]
 async fn locked_key_shows_its_session_like_the_sample() {
     let api = Api::start().await;
-    let (_, created) = api.json("PUT", "/v1/session/create", Some(json!({"Name": "lock"}))).await;
+    let (_, created) = api
+        .json("PUT", "/v1/session/create", Some(json!({"Name": "lock"})))
+        .await;
     let id = created["ID"].as_str().unwrap().to_string();
-    let (s, _, t) = api.call("PUT", &format!("/v1/kv/zip?acquire={id}"), Some(b"test".to_vec())).await;
+    let (s, _, t) = api
+        .call(
+            "PUT",
+            &format!("/v1/kv/zip?acquire={id}"),
+            Some(b"test".to_vec()),
+        )
+        .await;
     assert_eq!((s, t.as_str()), (StatusCode::OK, "true"));
     let (_, got) = api.json("GET", "/v1/kv/zip", None).await;
     assert_same_shape(&fixture("kv-get-response.json"), &got, "kv-get");
@@ -191,12 +235,33 @@ async fn missing_key_is_404_with_an_index_header_of_at_least_one() {
     assert_eq!(h.get("X-Consul-KnownLeader").unwrap(), "true");
     assert_eq!(h.get("X-Consul-LastContact").unwrap(), "0");
     assert_eq!(h.get("X-Consul-Effective-Consistency").unwrap(), "leader");
-    let (s, h, _) = api.call("GET", "/v1/kv/nothing?recurse=&consistent=", None).await;
+    let (s, h, _) = api
+        .call("GET", "/v1/kv/nothing?recurse=&consistent=", None)
+        .await;
     assert_eq!(s, StatusCode::NOT_FOUND);
-    assert_eq!(h.get("X-Consul-Effective-Consistency").unwrap(), "consistent");
+    assert_eq!(
+        h.get("X-Consul-Effective-Consistency").unwrap(),
+        "consistent"
+    );
     let (s, _, body) = api.call("GET", "/v1/kv/x?stale&consistent", None).await;
     assert_eq!(s, StatusCode::BAD_REQUEST);
-    assert_eq!(body, "Cannot specify ?stale with ?consistent, conflicting semantics.");
+    assert_eq!(
+        body,
+        "Cannot specify ?stale with ?consistent, conflicting semantics."
+    );
+    api.twin.shutdown().await;
+}
+
+#[tokio::test]
+async fn another_datacenter_has_no_path_and_the_own_one_works() {
+    let api = Api::start().await;
+    let (s, _, body) = api.call("GET", "/v1/catalog/services?dc=dc7", None).await;
+    assert_eq!(
+        (s, body.as_str()),
+        (StatusCode::INTERNAL_SERVER_ERROR, "No path to datacenter")
+    );
+    let (s, _, _) = api.call("GET", "/v1/catalog/services?dc=dc1", None).await;
+    assert_eq!(s, StatusCode::OK);
     api.twin.shutdown().await;
 }
 
@@ -207,7 +272,13 @@ async fn raw_read_returns_the_bytes_as_text_plain() {
     let (s, h, body) = api.call("GET", "/v1/kv/cfg?raw", None).await;
     assert_eq!(s, StatusCode::OK);
     assert_eq!(body, "hello: world");
-    assert!(h.get("content-type").unwrap().to_str().unwrap().starts_with("text/plain"));
+    assert!(
+        h.get("content-type")
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .starts_with("text/plain")
+    );
     assert_eq!(h.get("X-Content-Type-Options").unwrap(), "nosniff");
     api.twin.shutdown().await;
 }
@@ -229,16 +300,26 @@ async fn failed_cas_is_200_false_and_successful_cas_is_200_true() {
     assert_eq!((s, t.as_str()), (StatusCode::OK, "false"));
     let (_, got) = api.json("GET", "/v1/kv/c", None).await;
     let m = got[0]["ModifyIndex"].as_u64().unwrap();
-    let (s, _, t) = api.call("PUT", &format!("/v1/kv/c?cas={}", m + 100), Some(b"2".to_vec())).await;
+    let (s, _, t) = api
+        .call(
+            "PUT",
+            &format!("/v1/kv/c?cas={}", m + 100),
+            Some(b"2".to_vec()),
+        )
+        .await;
     assert_eq!((s, t.as_str()), (StatusCode::OK, "false"));
-    let (s, _, t) = api.call("PUT", &format!("/v1/kv/c?cas={m}"), Some(b"2".to_vec())).await;
+    let (s, _, t) = api
+        .call("PUT", &format!("/v1/kv/c?cas={m}"), Some(b"2".to_vec()))
+        .await;
     assert_eq!((s, t.as_str()), (StatusCode::OK, "true"));
     // CAS delete with a stale index keeps the key.
     let (s, _, t) = api.call("DELETE", &format!("/v1/kv/c?cas={m}"), None).await;
     assert_eq!((s, t.as_str()), (StatusCode::OK, "false"));
     let (s, _, _) = api.call("GET", "/v1/kv/c", None).await;
     assert_eq!(s, StatusCode::OK);
-    let (s, _, t) = api.call("PUT", "/v1/kv/c?cas=1&acquire=x", Some(b"2".to_vec())).await;
+    let (s, _, t) = api
+        .call("PUT", "/v1/kv/c?cas=1&acquire=x", Some(b"2".to_vec()))
+        .await;
     assert_eq!(s, StatusCode::BAD_REQUEST);
     assert!(t.starts_with("Conflicting flags: "), "{t}");
     api.twin.shutdown().await;
@@ -252,7 +333,9 @@ async fn values_up_to_512_kib_are_stored_and_larger_ones_get_413() {
     assert_eq!((s, t.as_str()), (StatusCode::OK, "true"));
     let (_, _, raw) = api.call("GET", "/v1/kv/big?raw", None).await;
     assert_eq!(raw.len(), max.len());
-    let (s, _, t) = api.call("PUT", "/v1/kv/big", Some(vec![b'a'; 512 * 1024 + 1])).await;
+    let (s, _, t) = api
+        .call("PUT", "/v1/kv/big", Some(vec![b'a'; 512 * 1024 + 1]))
+        .await;
     assert_eq!(s, StatusCode::PAYLOAD_TOO_LARGE);
     assert!(t.contains("too large"), "{t}");
     api.twin.shutdown().await;
@@ -262,9 +345,15 @@ async fn values_up_to_512_kib_are_stored_and_larger_ones_get_413() {
 async fn missing_key_name_is_400() {
     let api = Api::start().await;
     let (s, _, t) = api.call("PUT", "/v1/kv/", Some(b"x".to_vec())).await;
-    assert_eq!((s, t.as_str()), (StatusCode::BAD_REQUEST, "Missing key name"));
+    assert_eq!(
+        (s, t.as_str()),
+        (StatusCode::BAD_REQUEST, "Missing key name")
+    );
     let (s, _, t) = api.call("GET", "/v1/kv/", None).await;
-    assert_eq!((s, t.as_str()), (StatusCode::BAD_REQUEST, "Missing key name"));
+    assert_eq!(
+        (s, t.as_str()),
+        (StatusCode::BAD_REQUEST, "Missing key name")
+    );
     let (s, v) = api.json("GET", "/v1/kv/?keys", None).await;
     assert_eq!((s, v), (StatusCode::OK, json!([])));
     api.twin.shutdown().await;
@@ -284,9 +373,18 @@ async fn failed_transaction_is_409_with_errors_and_writes_nothing() {
     assert_eq!(s, StatusCode::CONFLICT);
     assert_eq!(body["Results"], Value::Null);
     assert_eq!(body["Errors"][0]["OpIndex"], 1);
-    assert!(body["Errors"][0]["What"].as_str().unwrap().contains("app/status"));
+    assert!(
+        body["Errors"][0]["What"]
+            .as_str()
+            .unwrap()
+            .contains("app/status")
+    );
     let (s, _, _) = api.call("GET", "/v1/kv/app/other", None).await;
-    assert_eq!(s, StatusCode::NOT_FOUND, "a rolled-back transaction must not write");
+    assert_eq!(
+        s,
+        StatusCode::NOT_FOUND,
+        "a rolled-back transaction must not write"
+    );
 
     let ops = json!([
         {"KV": {"Verb": "set", "Key": "app/other", "Value": "bmV3"}},
@@ -295,25 +393,49 @@ async fn failed_transaction_is_409_with_errors_and_writes_nothing() {
         {"KV": {"Verb": "check-index", "Key": "app/other", "Index": 0}},
     ]);
     let (s, body) = api.json("PUT", "/v1/txn", Some(ops)).await;
-    assert_eq!(s, StatusCode::CONFLICT, "check-index 0 on an existing key fails: {body}");
+    assert_eq!(
+        s,
+        StatusCode::CONFLICT,
+        "check-index 0 on an existing key fails: {body}"
+    );
 
     let ops = json!([
         {"KV": {"Verb": "set", "Key": "app/other", "Value": "bmV3"}},
         {"KV": {"Verb": "cas", "Key": "app/status", "Value": "bmV3", "Index": idx}},
         {"KV": {"Verb": "get", "Key": "app/other"}},
         {"KV": {"Verb": "delete", "Key": "app/nothing"}},
+        {"KV": {"Verb": "get-or-empty", "Key": "app/nothing"}},
     ]);
     let (s, body) = api.json("PUT", "/v1/txn", Some(ops)).await;
     assert_eq!(s, StatusCode::OK, "{body}");
     assert_eq!(body["Errors"], Value::Null);
     let results = body["Results"].as_array().unwrap();
-    assert_eq!(results.len(), 3, "set, cas and get yield results, delete does not");
-    assert_eq!(results[0]["KV"]["Value"], Value::Null, "writes return no value");
+    assert_eq!(
+        results.len(),
+        3,
+        "set, cas and get yield results, delete does not"
+    );
+    assert_eq!(
+        results[0]["KV"]["Value"],
+        Value::Null,
+        "writes return no value"
+    );
     assert_eq!(results[2]["KV"]["Value"], "bmV3");
-    assert_eq!(results[0]["KV"]["ModifyIndex"], results[1]["KV"]["ModifyIndex"], "one transaction, one index");
+    assert_eq!(
+        results[0]["KV"]["ModifyIndex"], results[1]["KV"]["ModifyIndex"],
+        "one transaction, one index"
+    );
 
-    let too_many: Vec<Value> = (0..65).map(|i| json!({"KV": {"Verb": "get", "Key": format!("k{i}")}})).collect();
-    let (s, _, _) = api.call("PUT", "/v1/txn", Some(Value::Array(too_many).to_string().into_bytes())).await;
+    let too_many: Vec<Value> = (0..65)
+        .map(|i| json!({"KV": {"Verb": "get", "Key": format!("k{i}")}}))
+        .collect();
+    let (s, _, _) = api
+        .call(
+            "PUT",
+            "/v1/txn",
+            Some(Value::Array(too_many).to_string().into_bytes()),
+        )
+        .await;
     assert_eq!(s, StatusCode::PAYLOAD_TOO_LARGE);
     api.twin.shutdown().await;
 }
@@ -321,10 +443,25 @@ async fn failed_transaction_is_409_with_errors_and_writes_nothing() {
 #[tokio::test]
 async fn check_session_fences_a_deposed_leader() {
     let api = Api::start().await;
-    let (_, a) = api.json("PUT", "/v1/session/create", Some(json!({"LockDelay": "0s"}))).await;
+    let (_, a) = api
+        .json(
+            "PUT",
+            "/v1/session/create",
+            Some(json!({"LockDelay": "0s"})),
+        )
+        .await;
     let (_, b) = api.json("PUT", "/v1/session/create", Some(json!({}))).await;
-    let (a, b) = (a["ID"].as_str().unwrap().to_string(), b["ID"].as_str().unwrap().to_string());
-    let (_, _, t) = api.call("PUT", &format!("/v1/kv/p/leader?acquire={a}"), Some(b"a".to_vec())).await;
+    let (a, b) = (
+        a["ID"].as_str().unwrap().to_string(),
+        b["ID"].as_str().unwrap().to_string(),
+    );
+    let (_, _, t) = api
+        .call(
+            "PUT",
+            &format!("/v1/kv/p/leader?acquire={a}"),
+            Some(b"a".to_vec()),
+        )
+        .await;
     assert_eq!(t, "true");
     let fenced = |session: &str| {
         json!([
@@ -354,43 +491,108 @@ async fn session_answers_have_the_documented_shapes_and_codes() {
     });
     let (s, _) = api.json("PUT", "/v1/catalog/register", Some(node)).await;
     assert_eq!(s, StatusCode::OK);
-    let (s, created) = api.json("PUT", "/v1/session/create", Some(fixture("session-create-request.json"))).await;
+    let (s, created) = api
+        .json(
+            "PUT",
+            "/v1/session/create",
+            Some(fixture("session-create-request.json")),
+        )
+        .await;
     assert_eq!(s, StatusCode::OK);
-    assert_same_shape(&fixture("session-create-response.json"), &created, "session-create");
+    assert_same_shape(
+        &fixture("session-create-response.json"),
+        &created,
+        "session-create",
+    );
     let id = created["ID"].as_str().unwrap();
 
-    let (s, info) = api.json("GET", &format!("/v1/session/info/{id}"), None).await;
+    let (s, info) = api
+        .json("GET", &format!("/v1/session/info/{id}"), None)
+        .await;
     assert_eq!(s, StatusCode::OK);
-    assert_same_shape(&fixture("session-info-response.json"), &info, "session-info");
+    assert_same_shape(
+        &fixture("session-info-response.json"),
+        &info,
+        "session-info",
+    );
     assert_eq!(info[0]["LockDelay"], 15_000_000_000u64);
     assert_eq!(info[0]["TTL"], "30s");
     assert_eq!(info[0]["NodeChecks"], json!(["a", "b", "c"]));
     let (_, list) = api.json("GET", "/v1/session/list", None).await;
-    assert_same_shape(&fixture("session-list-response.json"), &list, "session-list");
+    assert_same_shape(
+        &fixture("session-list-response.json"),
+        &list,
+        "session-list",
+    );
     let (_, by_node) = api.json("GET", "/v1/session/node/foobar", None).await;
-    assert_same_shape(&fixture("session-node-response.json"), &by_node, "session-node");
-    let (s, renewed) = api.json("PUT", &format!("/v1/session/renew/{id}"), None).await;
+    assert_same_shape(
+        &fixture("session-node-response.json"),
+        &by_node,
+        "session-node",
+    );
+    let (s, renewed) = api
+        .json("PUT", &format!("/v1/session/renew/{id}"), None)
+        .await;
     assert_eq!(s, StatusCode::OK);
-    assert_same_shape(&fixture("session-renew-response.json"), &renewed, "session-renew");
+    assert_same_shape(
+        &fixture("session-renew-response.json"),
+        &renewed,
+        "session-renew",
+    );
 
-    let (s, destroyed) = api.json("PUT", &format!("/v1/session/destroy/{id}"), None).await;
-    assert_eq!((s, destroyed.clone()), (StatusCode::OK, fixture("session-destroy-response.json")));
-    let (s, again) = api.json("PUT", &format!("/v1/session/destroy/{id}"), None).await;
-    assert_eq!((s, again), (StatusCode::OK, json!(true)), "destroy is idempotent");
-    let (s, info) = api.json("GET", &format!("/v1/session/info/{id}"), None).await;
+    let (s, destroyed) = api
+        .json("PUT", &format!("/v1/session/destroy/{id}"), None)
+        .await;
+    assert_eq!(
+        (s, destroyed.clone()),
+        (StatusCode::OK, fixture("session-destroy-response.json"))
+    );
+    let (s, again) = api
+        .json("PUT", &format!("/v1/session/destroy/{id}"), None)
+        .await;
+    assert_eq!(
+        (s, again),
+        (StatusCode::OK, json!(true)),
+        "destroy is idempotent"
+    );
+    let (s, info) = api
+        .json("GET", &format!("/v1/session/info/{id}"), None)
+        .await;
     assert_eq!((s, info), (StatusCode::OK, json!([])));
-    let (s, _, body) = api.call("PUT", &format!("/v1/session/renew/{id}"), None).await;
+    let (s, _, body) = api
+        .call("PUT", &format!("/v1/session/renew/{id}"), None)
+        .await;
     assert_eq!(s, StatusCode::NOT_FOUND);
     assert_eq!(body, format!("Session id '{id}' not found"));
 
-    let (s, _, body) = api.call("PUT", "/v1/session/create", Some(br#"{"TTL": "5s"}"#.to_vec())).await;
+    let (s, _, body) = api
+        .call(
+            "PUT",
+            "/v1/session/create",
+            Some(br#"{"TTL": "5s"}"#.to_vec()),
+        )
+        .await;
     assert_eq!(s, StatusCode::INTERNAL_SERVER_ERROR);
     assert!(body.starts_with("Invalid Session TTL"), "{body}");
-    let (s, _, _) = api.call("PUT", "/v1/session/create", Some(br#"{"TTL": "25h"}"#.to_vec())).await;
+    let (s, _, _) = api
+        .call(
+            "PUT",
+            "/v1/session/create",
+            Some(br#"{"TTL": "25h"}"#.to_vec()),
+        )
+        .await;
     assert_eq!(s, StatusCode::INTERNAL_SERVER_ERROR);
-    let (s, _, _) = api.call("PUT", "/v1/session/create", Some(b"{not json".to_vec())).await;
+    let (s, _, _) = api
+        .call("PUT", "/v1/session/create", Some(b"{not json".to_vec()))
+        .await;
     assert_eq!(s, StatusCode::BAD_REQUEST);
-    let (s, _, body) = api.call("PUT", "/v1/kv/k?acquire=00000000-0000-0000-0000-00000000dead", Some(vec![])).await;
+    let (s, _, body) = api
+        .call(
+            "PUT",
+            "/v1/kv/k?acquire=00000000-0000-0000-0000-00000000dead",
+            Some(vec![]),
+        )
+        .await;
     assert_eq!(s, StatusCode::INTERNAL_SERVER_ERROR);
     assert!(body.contains("invalid session"), "{body}");
     api.twin.shutdown().await;
@@ -399,17 +601,47 @@ async fn session_answers_have_the_documented_shapes_and_codes() {
 #[tokio::test]
 async fn destroyed_session_releases_its_lock_and_lock_delay_blocks_reacquire() {
     let api = Api::start().await;
-    let (_, a) = api.json("PUT", "/v1/session/create", Some(json!({"LockDelay": "1s"}))).await;
+    let (_, a) = api
+        .json(
+            "PUT",
+            "/v1/session/create",
+            Some(json!({"LockDelay": "1s"})),
+        )
+        .await;
     let (_, b) = api.json("PUT", "/v1/session/create", Some(json!({}))).await;
-    let (a, b) = (a["ID"].as_str().unwrap().to_string(), b["ID"].as_str().unwrap().to_string());
-    api.call("PUT", &format!("/v1/kv/lock?acquire={a}"), Some(b"a".to_vec())).await;
-    api.call("PUT", &format!("/v1/session/destroy/{a}"), None).await;
+    let (a, b) = (
+        a["ID"].as_str().unwrap().to_string(),
+        b["ID"].as_str().unwrap().to_string(),
+    );
+    api.call(
+        "PUT",
+        &format!("/v1/kv/lock?acquire={a}"),
+        Some(b"a".to_vec()),
+    )
+    .await;
+    api.call("PUT", &format!("/v1/session/destroy/{a}"), None)
+        .await;
     let (_, got) = api.json("GET", "/v1/kv/lock", None).await;
-    assert!(got[0].get("Session").is_none(), "released on invalidation: {got}");
-    let (_, _, t) = api.call("PUT", &format!("/v1/kv/lock?acquire={b}"), Some(b"b".to_vec())).await;
+    assert!(
+        got[0].get("Session").is_none(),
+        "released on invalidation: {got}"
+    );
+    let (_, _, t) = api
+        .call(
+            "PUT",
+            &format!("/v1/kv/lock?acquire={b}"),
+            Some(b"b".to_vec()),
+        )
+        .await;
     assert_eq!(t, "false", "lock-delay holds the key");
     tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
-    let (_, _, t) = api.call("PUT", &format!("/v1/kv/lock?acquire={b}"), Some(b"b".to_vec())).await;
+    let (_, _, t) = api
+        .call(
+            "PUT",
+            &format!("/v1/kv/lock?acquire={b}"),
+            Some(b"b".to_vec()),
+        )
+        .await;
     assert_eq!(t, "true", "acquire succeeds after lock-delay");
     let (_, got) = api.json("GET", "/v1/kv/lock", None).await;
     assert_eq!(got[0]["LockIndex"], 2);
@@ -419,7 +651,13 @@ async fn destroyed_session_releases_its_lock_and_lock_delay_blocks_reacquire() {
 #[tokio::test]
 async fn catalog_and_health_answers_have_the_documented_shapes() {
     let api = Api::start().await;
-    let (s, ok) = api.json("PUT", "/v1/catalog/register", Some(fixture("catalog-register-request.json"))).await;
+    let (s, ok) = api
+        .json(
+            "PUT",
+            "/v1/catalog/register",
+            Some(fixture("catalog-register-request.json")),
+        )
+        .await;
     assert_eq!((s, ok), (StatusCode::OK, json!(true)));
 
     let (s, services) = api.json("GET", "/v1/catalog/services", None).await;
@@ -431,23 +669,45 @@ async fn catalog_and_health_answers_have_the_documented_shapes() {
 
     let (_, rows) = api.json("GET", "/v1/catalog/service/redis", None).await;
     assert_eq!(rows.as_array().unwrap().len(), 1);
-    assert_same_shape(&fixture("catalog-service-response.json"), &rows, "catalog-service");
+    assert_same_shape(
+        &fixture("catalog-service-response.json"),
+        &rows,
+        "catalog-service",
+    );
     assert_eq!(rows[0]["ServiceAddress"], "127.0.0.1");
     assert_eq!(rows[0]["Address"], "192.168.10.10");
-    let (_, rows) = api.json("GET", "/v1/catalog/service/redis?tag=primary&tag=nope", None).await;
+    let (_, rows) = api
+        .json(
+            "GET",
+            "/v1/catalog/service/redis?tag=primary&tag=nope",
+            None,
+        )
+        .await;
     assert_eq!(rows, json!([]), "tags are ANDed");
     let (s, rows) = api.json("GET", "/v1/catalog/service/unknown", None).await;
     assert_eq!((s, rows), (StatusCode::OK, json!([])));
 
     let (_, health) = api.json("GET", "/v1/health/service/redis", None).await;
     assert_eq!(health.as_array().unwrap().len(), 1);
-    assert_same_shape(&fixture("health-service-response.json"), &health, "health-service");
+    assert_same_shape(
+        &fixture("health-service-response.json"),
+        &health,
+        "health-service",
+    );
     assert_eq!(health[0]["Checks"][0]["ServiceName"], "redis");
     let (_, checks) = api.json("GET", "/v1/health/checks/redis", None).await;
-    assert_same_shape(&fixture("health-checks-response.json"), &checks, "health-checks");
+    assert_same_shape(
+        &fixture("health-checks-response.json"),
+        &checks,
+        "health-checks",
+    );
     let (s, any) = api.json("GET", "/v1/health/state/any", None).await;
     assert_eq!(s, StatusCode::OK);
-    assert_same_shape(&fixture("health-checks-response.json"), &any, "health-state");
+    assert_same_shape(
+        &fixture("health-checks-response.json"),
+        &any,
+        "health-state",
+    );
     let (s, _, t) = api.call("GET", "/v1/health/state/bogus", None).await;
     assert_eq!((s, t.as_str()), (StatusCode::BAD_REQUEST, "Invalid state"));
 
@@ -456,17 +716,40 @@ async fn catalog_and_health_answers_have_the_documented_shapes() {
         "Node": "t2.320", "Address": "192.168.10.10", "SkipNodeUpdate": true,
         "Check": {"CheckID": "service:redis1", "Name": "Redis health check", "Status": "critical", "ServiceID": "redis1"}
     });
-    api.json("PUT", "/v1/catalog/register", Some(critical)).await;
+    api.json("PUT", "/v1/catalog/register", Some(critical))
+        .await;
     let (_, all) = api.json("GET", "/v1/health/service/redis", None).await;
-    let (_, passing) = api.json("GET", "/v1/health/service/redis?passing", None).await;
-    assert_eq!((all.as_array().unwrap().len(), passing.as_array().unwrap().len()), (1, 0));
-    let (s, _, t) = api.call("GET", "/v1/health/service/redis?passing=maybe", None).await;
-    assert_eq!((s, t.as_str()), (StatusCode::BAD_REQUEST, "Invalid value for ?passing"));
+    let (_, passing) = api
+        .json("GET", "/v1/health/service/redis?passing", None)
+        .await;
+    assert_eq!(
+        (
+            all.as_array().unwrap().len(),
+            passing.as_array().unwrap().len()
+        ),
+        (1, 0)
+    );
+    let (s, _, t) = api
+        .call("GET", "/v1/health/service/redis?passing=maybe", None)
+        .await;
+    assert_eq!(
+        (s, t.as_str()),
+        (StatusCode::BAD_REQUEST, "Invalid value for ?passing")
+    );
 
-    let (_, ok) = api.json("PUT", "/v1/catalog/deregister", Some(json!({"Node": "t2.320", "ServiceID": "redis1"}))).await;
+    let (_, ok) = api
+        .json(
+            "PUT",
+            "/v1/catalog/deregister",
+            Some(json!({"Node": "t2.320", "ServiceID": "redis1"})),
+        )
+        .await;
     assert_eq!(ok, json!(true));
     let (_, services) = api.json("GET", "/v1/catalog/services", None).await;
-    assert!(services.get("redis").is_none(), "deregistered service disappears: {services}");
+    assert!(
+        services.get("redis").is_none(),
+        "deregistered service disappears: {services}"
+    );
     let (_, checks) = api.json("GET", "/v1/health/checks/redis", None).await;
     assert_eq!(checks, json!([]), "its checks go with it");
     api.twin.shutdown().await;
@@ -477,7 +760,11 @@ async fn status_and_agent_answers_have_the_documented_shapes() {
     let api = Api::start().await;
     let (s, leader) = api.json("GET", "/v1/status/leader", None).await;
     assert_eq!(s, StatusCode::OK);
-    assert_same_shape(&fixture("status-leader-response.json"), &leader, "status-leader");
+    assert_same_shape(
+        &fixture("status-leader-response.json"),
+        &leader,
+        "status-leader",
+    );
     assert_ne!(leader, json!(""), "the twin always has a leader");
     let (s, me) = api.json("GET", "/v1/agent/self", None).await;
     assert_eq!(s, StatusCode::OK);
@@ -487,22 +774,42 @@ async fn status_and_agent_answers_have_the_documented_shapes() {
 
 #[tokio::test]
 async fn with_an_acl_token_requests_without_a_valid_token_get_403() {
-    let config = TwinConfig { acl_token: Some("s3cret".into()), ..TwinConfig::default() };
+    let config = TwinConfig {
+        acl_token: Some("s3cret".into()),
+        ..TwinConfig::default()
+    };
     let api = Api::with(config).await;
     let (s, _, body) = api.call("GET", "/v1/kv/a", None).await;
     assert_eq!(s, StatusCode::FORBIDDEN);
     assert!(body.starts_with("Permission denied"), "{body}");
-    let resp = api.http.get(api.url("/v1/kv/a")).header("X-Consul-Token", "wrong").send().await.unwrap();
+    let resp = api
+        .http
+        .get(api.url("/v1/kv/a"))
+        .header("X-Consul-Token", "wrong")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), StatusCode::FORBIDDEN);
     assert_eq!(resp.text().await.unwrap(), "ACL not found");
     for req in [
-        api.http.get(api.url("/v1/kv/a")).header("X-Consul-Token", "s3cret"),
-        api.http.get(api.url("/v1/kv/a")).header("Authorization", "Bearer s3cret"),
+        api.http
+            .get(api.url("/v1/kv/a"))
+            .header("X-Consul-Token", "s3cret"),
+        api.http
+            .get(api.url("/v1/kv/a"))
+            .header("Authorization", "Bearer s3cret"),
         api.http.get(api.url("/v1/kv/a?token=s3cret")),
     ] {
         let resp = req.send().await.unwrap();
-        assert_eq!(resp.status(), StatusCode::NOT_FOUND, "a valid token reaches the API");
-        assert_eq!(resp.headers().get("X-Consul-Default-ACL-Policy").unwrap(), "deny");
+        assert_eq!(
+            resp.status(),
+            StatusCode::NOT_FOUND,
+            "a valid token reaches the API"
+        );
+        assert_eq!(
+            resp.headers().get("X-Consul-Default-ACL-Policy").unwrap(),
+            "deny"
+        );
     }
     let (s, _, _) = api.call("PUT", "/v1/txn", Some(b"[]".to_vec())).await;
     assert_eq!(s, StatusCode::FORBIDDEN);
@@ -515,8 +822,10 @@ async fn with_an_acl_token_requests_without_a_valid_token_get_403() {
 async fn every_kv_fixture_key_is_exercised() {
     // Guards the list above: a new fixture in fixtures/consul must get a contract test.
     let dir = format!("{}/../fixtures/consul", env!("CARGO_MANIFEST_DIR"));
-    let names: BTreeSet<String> =
-        std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    let names: BTreeSet<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
     let covered: BTreeSet<String> = [
         "agent-self-response.json",
         "catalog-register-request.json",

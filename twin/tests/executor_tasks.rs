@@ -35,10 +35,10 @@ async fn read_env_file(n: &Nomad, alloc_id: &str) -> (String, PathBuf) {
     );
     for _ in 0..200 {
         for entry in glob_env_files(alloc_id) {
-            if let Ok(text) = std::fs::read_to_string(&entry) {
-                if text.contains("NOMAD_ALLOC_ID") {
-                    return (text, entry);
-                }
+            if let Ok(text) = std::fs::read_to_string(&entry)
+                && text.contains("NOMAD_ALLOC_ID")
+            {
+                return (text, entry);
             }
         }
         tokio::time::sleep(Duration::from_millis(50)).await;

@@ -208,6 +208,156 @@ fn write_atomically(path: &Path, contents: &str) -> std::io::Result<()> {
     result
 }
 
-async fn live(_args: &TagsArgs) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("`migrate tags --live` needs the Nomad client, which is not built yet")
+/// Meta key that marks the operator's own jobs (DESIGN §3): never migrated.
+const OWNER_META: &str = "proxy-operator/owner";
+
+/// What happened to one live job.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum LiveResult {
+    NoLegacyTags,
+    AlreadyConverted,
+    WouldChange,
+    Applied { version: u64 },
+    SkippedOwned,
+    SkippedChangedMeanwhile,
+    Failed(String),
+}
+
+impl std::fmt::Display for LiveResult {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            LiveResult::NoLegacyTags => write!(f, "no legacy tags"),
+            LiveResult::AlreadyConverted => write!(f, "already converted"),
+            LiveResult::WouldChange => write!(f, "would change (use --apply)"),
+            LiveResult::Applied { version } => {
+                write!(f, "applied as version {version} (EnforceIndex)")
+            }
+            LiveResult::SkippedOwned => write!(f, "skipped: owned by proxy-operator"),
+            LiveResult::SkippedChangedMeanwhile => {
+                write!(f, "skipped: job changed meanwhile (EnforceIndex), rerun")
+            }
+            LiveResult::Failed(e) => write!(f, "error: {e}"),
+        }
+    }
+}
+
+async fn live(args: &TagsArgs) -> anyhow::Result<ExitCode> {
+    use crate::nomad::{JobListStub, NomadApi as _, NomadClient};
+    use crate::transport::{ClientConfig, QueryOptions, Request};
+
+    let mut config = ClientConfig::nomad_from_env(|k| std::env::var(k).ok())
+        .context("failed to read the Nomad settings")?;
+    if let Some(ns) = &args.namespace {
+        anyhow::ensure!(
+            ns != "*",
+            "--namespace '*' is not supported; run once per namespace"
+        );
+        config.namespace = Some(ns.clone());
+    }
+    let client = NomadClient::new(&config).context("failed to build the Nomad client")?;
+    let response = client
+        .http()
+        .send(Request::get("/v1/jobs"))
+        .await
+        .context("failed to list jobs")?;
+    let stubs: Vec<JobListStub> = response.json().context("failed to decode the job list")?;
+    let options = args.options();
+
+    let mut out = std::io::stdout().lock();
+    let mut err = std::io::stderr().lock();
+    let mut rows: Vec<(String, usize, usize, LiveResult)> = Vec::new();
+    for stub in stubs {
+        let job = match client.job_read(&stub.id, QueryOptions::NOW).await {
+            Ok((Some(job), _)) => job,
+            Ok((None, _)) => continue,
+            Err(e) => {
+                rows.push((stub.id.clone(), 0, 0, LiveResult::Failed(e.to_string())));
+                continue;
+            }
+        };
+        if job.meta.contains_key(OWNER_META) {
+            rows.push((job.id.clone(), 0, 0, LiveResult::SkippedOwned));
+            continue;
+        }
+        let text = serde_json::to_string(&job.raw).context("failed to encode a job")?;
+        let migration = match files::migrate_json(&text, &options, args.remove_legacy) {
+            Ok(m) => m,
+            Err(e) => {
+                rows.push((job.id.clone(), 0, 0, LiveResult::Failed(e.to_string())));
+                continue;
+            }
+        };
+        let added: usize = migration
+            .services
+            .iter()
+            .map(|s| s.migration.add.len())
+            .sum();
+        let findings: usize = migration
+            .services
+            .iter()
+            .map(|s| s.migration.findings.len())
+            .sum::<usize>()
+            + migration.findings.len();
+        print_findings(Path::new(&format!("job {}", job.id)), &migration, &mut err);
+        for s in migration
+            .services
+            .iter()
+            .filter(|s| s.migration.is_change())
+        {
+            writeln!(out, "job {}: {}", job.id, s.location)?;
+            for t in &s.migration.add {
+                writeln!(out, "  + {t}")?;
+            }
+            for t in &s.migration.remove {
+                writeln!(out, "  - {t}")?;
+            }
+        }
+        let result = if migration.services.is_empty() {
+            LiveResult::NoLegacyTags
+        } else if !migration.is_change() {
+            LiveResult::AlreadyConverted
+        } else if !args.apply {
+            LiveResult::WouldChange
+        } else {
+            let updated: serde_json::Value = serde_json::from_str(&migration.updated)
+                .context("failed to decode the migrated job")?;
+            match client
+                .job_register(&updated, Some(job.job_modify_index))
+                .await
+            {
+                Ok(_) => LiveResult::Applied {
+                    version: job.version + 1,
+                },
+                Err(e) if e.is_conflict() => LiveResult::SkippedChangedMeanwhile,
+                Err(e) => LiveResult::Failed(e.to_string()),
+            }
+        };
+        rows.push((job.id.clone(), added, findings, result));
+    }
+
+    writeln!(out)?;
+    writeln!(
+        out,
+        "{:<32} {:>6} {:>8}  RESULT",
+        "JOB", "+TAGS", "FINDINGS"
+    )?;
+    for (id, added, findings, result) in &rows {
+        writeln!(out, "{id:<32} {added:>6} {findings:>8}  {result}")?;
+    }
+    let failed = rows.iter().any(|r| {
+        matches!(
+            r.3,
+            LiveResult::Failed(_) | LiveResult::SkippedChangedMeanwhile
+        )
+    });
+    let changed = rows
+        .iter()
+        .any(|r| matches!(r.3, LiveResult::WouldChange | LiveResult::Applied { .. }));
+    Ok(if failed {
+        ExitCode::from(super::EXIT_ERROR)
+    } else if changed {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
 }

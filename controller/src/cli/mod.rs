@@ -34,7 +34,7 @@ enum Command {
     /// Render the proxy's Nomad job and proxy configuration from a ProxyConfig document.
     Render(render::Args),
     /// Run the operator: watch the ProxyConfig in Consul KV and converge the proxy to it.
-    Run(run::Args),
+    Run(Box<run::Args>),
     /// Print the status document the operator keeps in Consul KV.
     Status(status::Args),
     /// Run everything on loopback: the twin, a demo backend, real Traefik and the operator.
@@ -64,7 +64,7 @@ pub fn main() -> ExitCode {
             Command::Validate(args) => validate::run(args).await,
             Command::Schema(args) => schema::run(args).await,
             Command::Render(args) => render::run(args).await,
-            Command::Run(args) => run::run(args).await,
+            Command::Run(args) => run::run(*args).await,
             Command::Status(args) => status::run(args).await,
             Command::Dev(args) => dev::run(args).await,
             Command::Migrate(cmd) => migrate::run(cmd).await,

@@ -44,9 +44,9 @@ pub struct Args {
     #[arg(long)]
     proxy_api: Option<String>,
     #[command(flatten)]
-    consul: ConsulFlags,
+    consul: Box<ConsulFlags>,
     #[command(flatten)]
-    nomad: NomadFlags,
+    nomad: Box<NomadFlags>,
 }
 
 /// Runs the command until SIGINT or SIGTERM.
@@ -56,12 +56,12 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let mut consul_config = ClientConfig::consul_from_env(env)
         .context("failed to read the Consul settings from the environment")?;
     consul_config
-        .apply(args.consul.into())
+        .apply((*args.consul).into())
         .context("failed to apply the Consul flags")?;
     let mut nomad_config = ClientConfig::nomad_from_env(env)
         .context("failed to read the Nomad settings from the environment")?;
     nomad_config
-        .apply(args.nomad.into())
+        .apply((*args.nomad).into())
         .context("failed to apply the Nomad flags")?;
     let consul = ConsulClient::new(&consul_config).context("failed to build the Consul client")?;
     let nomad = NomadClient::new(&nomad_config).context("failed to build the Nomad client")?;
@@ -127,4 +127,14 @@ async fn shutdown_signal() {
         let _ = tokio::signal::ctrl_c().await;
     }
     info!("shutdown requested");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_run_command_line_is_well_formed() {
+        <Args as clap::Args>::augment_args(clap::Command::new("run")).debug_assert();
+    }
 }

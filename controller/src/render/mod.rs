@@ -294,3 +294,48 @@ fn write_canonical(value: &Value, out: &mut Vec<u8>) {
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::panic)] // tests fail loudly
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn the_job_digest_ignores_key_order_but_not_values() {
+        let a = json!({"ID": "x", "Meta": {"a": "1", "b": "2"}});
+        let b = json!({"Meta": {"b": "2", "a": "1"}, "ID": "x"});
+        assert_eq!(digest_json(&a), digest_json(&b));
+        assert_ne!(
+            digest_json(&a),
+            digest_json(&json!({"ID": "y", "Meta": {"a": "1", "b": "2"}}))
+        );
+        assert_eq!(digest_json(&a).len(), 64);
+    }
+
+    #[test]
+    fn the_kv_digest_ignores_entry_order_and_separates_keys_from_values() {
+        let one = vec![
+            ("a".to_string(), "1".to_string()),
+            ("b".to_string(), "2".to_string()),
+        ];
+        let rev: Vec<_> = one.iter().rev().cloned().collect();
+        assert_eq!(digest_kv(&one), digest_kv(&rev));
+        // Without a separator `ab`+`c` and `a`+`bc` would collide.
+        assert_ne!(
+            digest_kv(&[("ab".to_string(), "c".to_string())]),
+            digest_kv(&[("a".to_string(), "bc".to_string())])
+        );
+    }
+
+    #[test]
+    fn render_context_debug_redacts_the_basic_auth_users() {
+        let ctx = RenderContext {
+            basic_auth_users: Some(vec!["alice:$apr1$salt$hash".to_string()]),
+            ..RenderContext::default()
+        };
+        let shown = format!("{ctx:?}");
+        assert!(!shown.contains("apr1"), "{shown}");
+        assert!(shown.contains("1 redacted"), "{shown}");
+    }
+}

@@ -604,3 +604,61 @@ fn check_htpasswd_line(index: usize, line: &str) -> Result<(), Error> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::panic)] // tests fail loudly
+mod tests {
+    use super::*;
+
+    #[test]
+    fn go_durations_use_the_largest_whole_unit() {
+        assert_eq!(go_duration(Duration::from_millis(100)), "100ms");
+        assert_eq!(go_duration(Duration::from_secs(15)), "15s");
+        assert_eq!(go_duration(Duration::from_secs(120)), "2m");
+        assert_eq!(go_duration(Duration::from_millis(1500)), "1500ms");
+        assert_eq!(go_duration(Duration::ZERO), "0s");
+    }
+
+    #[test]
+    fn default_rule_keeps_traefiks_own_template_for_traefik_to_evaluate() {
+        assert_eq!(
+            default_rule("example.com"),
+            "Host(`{{ normalize .Name }}.example.com`)"
+        );
+    }
+
+    #[test]
+    fn header_names_must_be_http_tokens_and_values_free_of_control_characters() {
+        assert!(check_header("X-Frame-Options", "SAMEORIGIN").is_ok());
+        assert!(check_header("Bad Name", "x").is_err());
+        assert!(check_header("", "x").is_err());
+        let err = check_header("X-Ok", "a\nInjected: 1")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("control characters"), "{err}");
+    }
+
+    #[test]
+    fn a_malformed_htpasswd_line_is_rejected_without_echoing_it() {
+        let secret = "alice$apr1$salt$hash-without-colon";
+        let err = check_htpasswd_line(3, secret).unwrap_err().to_string();
+        assert!(err.contains("users[3]"), "{err}");
+        assert!(
+            !err.contains("apr1"),
+            "the error must not carry the secret: {err}"
+        );
+        assert!(check_htpasswd_line(0, "alice:$apr1$salt$hash").is_ok());
+        assert!(check_htpasswd_line(0, "alice:$apr1$a,b").is_err());
+    }
+
+    #[test]
+    fn basic_auth_users_are_the_only_secret_keys() {
+        assert!(is_secret_key(
+            "p/traefik/http/middlewares/m/basicAuth/users/0"
+        ));
+        assert!(!is_secret_key(
+            "p/traefik/http/middlewares/m/basicAuth/realm"
+        ));
+        assert!(!is_secret_key("p/traefik/tls/certificates/0/keyFile"));
+    }
+}

@@ -405,34 +405,50 @@ pub struct Overrides {
 #[derive(Debug, Clone, Default, clap::Args)]
 pub struct ConsulFlags {
     /// Consul address (overrides CONSUL_HTTP_ADDR).
-    #[arg(long = "consul-addr", value_name = "ADDR")]
+    #[arg(id = "consul-addr", long = "consul-addr", value_name = "ADDR")]
     pub addr: Option<String>,
     /// File holding the Consul ACL token (overrides CONSUL_HTTP_TOKEN_FILE).
-    #[arg(long = "consul-token-file", value_name = "PATH")]
+    #[arg(
+        id = "consul-token-file",
+        long = "consul-token-file",
+        value_name = "PATH"
+    )]
     pub token_file: Option<PathBuf>,
     /// CA certificate file (overrides CONSUL_CACERT).
-    #[arg(long = "consul-ca-cert", value_name = "PATH")]
+    #[arg(id = "consul-ca-cert", long = "consul-ca-cert", value_name = "PATH")]
     pub ca_file: Option<PathBuf>,
     /// Directory of CA certificates (overrides CONSUL_CAPATH).
-    #[arg(long = "consul-ca-path", value_name = "DIR")]
+    #[arg(id = "consul-ca-path", long = "consul-ca-path", value_name = "DIR")]
     pub ca_path: Option<PathBuf>,
     /// Client certificate (overrides CONSUL_CLIENT_CERT).
-    #[arg(long = "consul-client-cert", value_name = "PATH")]
+    #[arg(
+        id = "consul-client-cert",
+        long = "consul-client-cert",
+        value_name = "PATH"
+    )]
     pub client_cert: Option<PathBuf>,
     /// Client key (overrides CONSUL_CLIENT_KEY).
-    #[arg(long = "consul-client-key", value_name = "PATH")]
+    #[arg(
+        id = "consul-client-key",
+        long = "consul-client-key",
+        value_name = "PATH"
+    )]
     pub client_key: Option<PathBuf>,
     /// Server name to verify (overrides CONSUL_TLS_SERVER_NAME).
-    #[arg(long = "consul-tls-server-name", value_name = "NAME")]
+    #[arg(
+        id = "consul-tls-server-name",
+        long = "consul-tls-server-name",
+        value_name = "NAME"
+    )]
     pub server_name: Option<String>,
     /// Skip TLS verification (overrides CONSUL_HTTP_SSL_VERIFY).
-    #[arg(long = "consul-skip-verify")]
+    #[arg(id = "consul-skip-verify", long = "consul-skip-verify")]
     pub skip_verify: bool,
     /// Consul namespace (overrides CONSUL_NAMESPACE).
-    #[arg(long = "consul-namespace", value_name = "NS")]
+    #[arg(id = "consul-namespace", long = "consul-namespace", value_name = "NS")]
     pub namespace: Option<String>,
     /// Requests per second to Consul (default 50).
-    #[arg(long = "consul-rate-limit", value_name = "N")]
+    #[arg(id = "consul-rate-limit", long = "consul-rate-limit", value_name = "N")]
     pub rate_limit: Option<NonZeroU32>,
 }
 
@@ -460,37 +476,53 @@ impl From<ConsulFlags> for Overrides {
 #[derive(Debug, Clone, Default, clap::Args)]
 pub struct NomadFlags {
     /// Nomad address (overrides NOMAD_ADDR).
-    #[arg(long = "nomad-addr", value_name = "ADDR")]
+    #[arg(id = "nomad-addr", long = "nomad-addr", value_name = "ADDR")]
     pub addr: Option<String>,
     /// File holding the Nomad ACL token (overrides NOMAD_TOKEN).
-    #[arg(long = "nomad-token-file", value_name = "PATH")]
+    #[arg(
+        id = "nomad-token-file",
+        long = "nomad-token-file",
+        value_name = "PATH"
+    )]
     pub token_file: Option<PathBuf>,
     /// CA certificate file (overrides NOMAD_CACERT).
-    #[arg(long = "nomad-ca-cert", value_name = "PATH")]
+    #[arg(id = "nomad-ca-cert", long = "nomad-ca-cert", value_name = "PATH")]
     pub ca_file: Option<PathBuf>,
     /// Directory of CA certificates (overrides NOMAD_CAPATH).
-    #[arg(long = "nomad-ca-path", value_name = "DIR")]
+    #[arg(id = "nomad-ca-path", long = "nomad-ca-path", value_name = "DIR")]
     pub ca_path: Option<PathBuf>,
     /// Client certificate (overrides NOMAD_CLIENT_CERT).
-    #[arg(long = "nomad-client-cert", value_name = "PATH")]
+    #[arg(
+        id = "nomad-client-cert",
+        long = "nomad-client-cert",
+        value_name = "PATH"
+    )]
     pub client_cert: Option<PathBuf>,
     /// Client key (overrides NOMAD_CLIENT_KEY).
-    #[arg(long = "nomad-client-key", value_name = "PATH")]
+    #[arg(
+        id = "nomad-client-key",
+        long = "nomad-client-key",
+        value_name = "PATH"
+    )]
     pub client_key: Option<PathBuf>,
     /// Server name to verify (overrides NOMAD_TLS_SERVER_NAME).
-    #[arg(long = "nomad-tls-server-name", value_name = "NAME")]
+    #[arg(
+        id = "nomad-tls-server-name",
+        long = "nomad-tls-server-name",
+        value_name = "NAME"
+    )]
     pub server_name: Option<String>,
     /// Skip TLS verification (overrides NOMAD_SKIP_VERIFY).
-    #[arg(long = "nomad-skip-verify")]
+    #[arg(id = "nomad-skip-verify", long = "nomad-skip-verify")]
     pub skip_verify: bool,
     /// Nomad namespace (overrides NOMAD_NAMESPACE).
-    #[arg(long = "nomad-namespace", value_name = "NS")]
+    #[arg(id = "nomad-namespace", long = "nomad-namespace", value_name = "NS")]
     pub namespace: Option<String>,
     /// Nomad region (overrides NOMAD_REGION).
-    #[arg(long = "nomad-region", value_name = "REGION")]
+    #[arg(id = "nomad-region", long = "nomad-region", value_name = "REGION")]
     pub region: Option<String>,
     /// Requests per second to Nomad (default 20).
-    #[arg(long = "nomad-rate-limit", value_name = "N")]
+    #[arg(id = "nomad-rate-limit", long = "nomad-rate-limit", value_name = "N")]
     pub rate_limit: Option<NonZeroU32>,
 }
 

@@ -8,8 +8,14 @@ use axum::response::Response;
 use serde_json::{Value, json};
 use tokio::time::Instant;
 
-use super::store::{Check, DATACENTER, DeregisterRequest, NODE_ID, NODE_NAME, Node, RegisterRequest, ServiceInstance, Store};
-use super::{ConsulState, Params, ReadOpts, blocking_read, body_bytes, json, meta_headers, read_opts, store_error, text};
+use super::store::{
+    Check, DATACENTER, DeregisterRequest, NODE_ID, NODE_NAME, Node, RegisterRequest,
+    ServiceInstance, Store,
+};
+use super::{
+    ConsulState, Params, ReadOpts, blocking_read, body_bytes, json, meta_headers, read_opts,
+    store_error, text,
+};
 
 type Q = Query<Vec<(String, String)>>;
 
@@ -134,7 +140,12 @@ pub(super) async fn register(State(st): State<ConsulState>, body: Body) -> Respo
     };
     let req: RegisterRequest = match serde_json::from_slice(&bytes) {
         Ok(r) => r,
-        Err(e) => return text(StatusCode::BAD_REQUEST, &format!("Request decode failed: {e}")),
+        Err(e) => {
+            return text(
+                StatusCode::BAD_REQUEST,
+                &format!("Request decode failed: {e}"),
+            );
+        }
     };
     match st.write(|s| s.register(req, Instant::now())) {
         Ok(()) => json(StatusCode::OK, HeaderMap::new(), &json!(true)),
@@ -149,7 +160,12 @@ pub(super) async fn deregister(State(st): State<ConsulState>, body: Body) -> Res
     };
     let req: DeregisterRequest = match serde_json::from_slice(&bytes) {
         Ok(r) => r,
-        Err(e) => return text(StatusCode::BAD_REQUEST, &format!("Request decode failed: {e}")),
+        Err(e) => {
+            return text(
+                StatusCode::BAD_REQUEST,
+                &format!("Request decode failed: {e}"),
+            );
+        }
     };
     match st.write(|s| s.deregister(req, Instant::now())) {
         Ok(()) => json(StatusCode::OK, HeaderMap::new(), &json!(true)),
@@ -162,19 +178,30 @@ pub(super) async fn services(State(st): State<ConsulState>, q: Q) -> Response {
         Ok(v) => v,
         Err(r) => return r,
     };
-    let (index, body) = blocking_read(&st, o, |s| (s.services_index(), Value::Object(s.catalog_services()))).await;
+    let (index, body) = blocking_read(&st, o, |s| {
+        (s.services_index(), Value::Object(s.catalog_services()))
+    })
+    .await;
     json(StatusCode::OK, meta_headers(index, &o), &body)
 }
 
-pub(super) async fn service(State(st): State<ConsulState>, Path(name): Path<String>, q: Q) -> Response {
+pub(super) async fn service(
+    State(st): State<ConsulState>,
+    Path(name): Path<String>,
+    q: Q,
+) -> Response {
     let (p, o) = match opts(q).await {
         Ok(v) => v,
         Err(r) => return r,
     };
     let tags: Vec<String> = p.all("tag").into_iter().map(str::to_string).collect();
     let (index, rows) = blocking_read(&st, o, |s| {
-        let rows: Vec<Value> =
-            s.instances(&name).into_iter().filter(|(_, svc)| has_tags(svc, &tags)).map(|(n, svc)| catalog_row(n, svc)).collect();
+        let rows: Vec<Value> = s
+            .instances(&name)
+            .into_iter()
+            .filter(|(_, svc)| has_tags(svc, &tags))
+            .map(|(n, svc)| catalog_row(n, svc))
+            .collect();
         (s.service_index(&name), rows)
     })
     .await;
@@ -186,8 +213,13 @@ pub(super) async fn nodes(State(st): State<ConsulState>, q: Q) -> Response {
         Ok(v) => v,
         Err(r) => return r,
     };
-    let (index, rows) =
-        blocking_read(&st, o, |s| (s.nodes_index(), s.nodes().into_iter().map(node_json).collect::<Vec<_>>())).await;
+    let (index, rows) = blocking_read(&st, o, |s| {
+        (
+            s.nodes_index(),
+            s.nodes().into_iter().map(node_json).collect::<Vec<_>>(),
+        )
+    })
+    .await;
     json(StatusCode::OK, meta_headers(index, &o), &Value::Array(rows))
 }
 
@@ -199,12 +231,19 @@ fn health_entries(s: &Store, name: &str, tags: &[String]) -> Vec<(Value, bool)> 
             let checks = s.instance_checks(&n.node, &svc.id);
             let passing = checks.iter().all(|c| c.status == "passing");
             let checks: Vec<Value> = checks.into_iter().map(check_json).collect();
-            (json!({ "Node": node_json(n), "Service": service_json(svc), "Checks": checks }), passing)
+            (
+                json!({ "Node": node_json(n), "Service": service_json(svc), "Checks": checks }),
+                passing,
+            )
         })
         .collect()
 }
 
-pub(super) async fn health_service(State(st): State<ConsulState>, Path(name): Path<String>, q: Q) -> Response {
+pub(super) async fn health_service(
+    State(st): State<ConsulState>,
+    Path(name): Path<String>,
+    q: Q,
+) -> Response {
     let (p, o) = match opts(q).await {
         Ok(v) => v,
         Err(r) => return r,
@@ -219,12 +258,23 @@ pub(super) async fn health_service(State(st): State<ConsulState>, Path(name): Pa
     };
     let tags: Vec<String> = p.all("tag").into_iter().map(str::to_string).collect();
     // The passing filter runs after the blocking query, so the index is the unfiltered one.
-    let (index, entries) = blocking_read(&st, o, |s| (s.service_index(&name), health_entries(s, &name, &tags))).await;
-    let body: Vec<Value> = entries.into_iter().filter(|(_, ok)| !passing_only || *ok).map(|(v, _)| v).collect();
+    let (index, entries) = blocking_read(&st, o, |s| {
+        (s.service_index(&name), health_entries(s, &name, &tags))
+    })
+    .await;
+    let body: Vec<Value> = entries
+        .into_iter()
+        .filter(|(_, ok)| !passing_only || *ok)
+        .map(|(v, _)| v)
+        .collect();
     json(StatusCode::OK, meta_headers(index, &o), &Value::Array(body))
 }
 
-pub(super) async fn health_state(State(st): State<ConsulState>, Path(state): Path<String>, q: Q) -> Response {
+pub(super) async fn health_state(
+    State(st): State<ConsulState>,
+    Path(state): Path<String>,
+    q: Q,
+) -> Response {
     let (_, o) = match opts(q).await {
         Ok(v) => v,
         Err(r) => return r,
@@ -233,37 +283,72 @@ pub(super) async fn health_state(State(st): State<ConsulState>, Path(state): Pat
         return text(StatusCode::BAD_REQUEST, "Invalid state");
     }
     let (index, checks) = blocking_read(&st, o, |s| {
-        let checks: Vec<Value> =
-            s.all_checks().into_iter().filter(|c| state == "any" || c.status == state).map(check_json).collect();
+        let checks: Vec<Value> = s
+            .all_checks()
+            .into_iter()
+            .filter(|c| state == "any" || c.status == state)
+            .map(check_json)
+            .collect();
         (s.checks_index(), checks)
     })
     .await;
-    json(StatusCode::OK, meta_headers(index, &o), &Value::Array(checks))
+    json(
+        StatusCode::OK,
+        meta_headers(index, &o),
+        &Value::Array(checks),
+    )
 }
 
-pub(super) async fn health_checks(State(st): State<ConsulState>, Path(name): Path<String>, q: Q) -> Response {
+pub(super) async fn health_checks(
+    State(st): State<ConsulState>,
+    Path(name): Path<String>,
+    q: Q,
+) -> Response {
     let (_, o) = match opts(q).await {
         Ok(v) => v,
         Err(r) => return r,
     };
     let (index, checks) = blocking_read(&st, o, |s| {
-        (s.service_index(&name), s.service_checks(&name).into_iter().map(check_json).collect::<Vec<_>>())
+        (
+            s.service_index(&name),
+            s.service_checks(&name)
+                .into_iter()
+                .map(check_json)
+                .collect::<Vec<_>>(),
+        )
     })
     .await;
-    json(StatusCode::OK, meta_headers(index, &o), &Value::Array(checks))
+    json(
+        StatusCode::OK,
+        meta_headers(index, &o),
+        &Value::Array(checks),
+    )
 }
 
-pub(super) async fn health_node(State(st): State<ConsulState>, Path(node): Path<String>, q: Q) -> Response {
+pub(super) async fn health_node(
+    State(st): State<ConsulState>,
+    Path(node): Path<String>,
+    q: Q,
+) -> Response {
     let (_, o) = match opts(q).await {
         Ok(v) => v,
         Err(r) => return r,
     };
     let (index, checks) = blocking_read(&st, o, |s| {
-        let checks: Vec<Value> = s.all_checks().into_iter().filter(|c| c.node == node).map(check_json).collect();
+        let checks: Vec<Value> = s
+            .all_checks()
+            .into_iter()
+            .filter(|c| c.node == node)
+            .map(check_json)
+            .collect();
         (s.checks_index(), checks)
     })
     .await;
-    json(StatusCode::OK, meta_headers(index, &o), &Value::Array(checks))
+    json(
+        StatusCode::OK,
+        meta_headers(index, &o),
+        &Value::Array(checks),
+    )
 }
 
 pub(super) async fn status_leader() -> Response {

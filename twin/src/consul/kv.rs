@@ -9,7 +9,10 @@ use serde_json::{Value, json};
 use tokio::time::Instant;
 
 use super::store::{MAX_VALUE_SIZE, PutMode, TxnKvOp};
-use super::{ConsulState, Params, blocking_read, body_bytes, json, meta_headers, read_opts, store_error, text};
+use super::{
+    ConsulState, Params, blocking_read, body_bytes, json, meta_headers, read_opts, store_error,
+    text,
+};
 
 /// Consul's transaction operation limit (the brief's 64; Consul ≥ 1.x docs allow 128).
 pub const MAX_TXN_OPS: usize = 64;
@@ -28,7 +31,12 @@ pub(super) async fn put_root(st: State<ConsulState>, q: Q, body: Body) -> Respon
     write(st, String::new(), Params::from_query(q), body).await
 }
 
-pub(super) async fn put(st: State<ConsulState>, Path(key): Path<String>, q: Q, body: Body) -> Response {
+pub(super) async fn put(
+    st: State<ConsulState>,
+    Path(key): Path<String>,
+    q: Q,
+    body: Body,
+) -> Response {
     write(st, key, Params::from_query(q), body).await
 }
 
@@ -56,12 +64,22 @@ async fn read(State(st): State<ConsulState>, key: String, p: Params) -> Response
     if key.is_empty() && !keys && !recurse {
         return text(StatusCode::BAD_REQUEST, "Missing key name");
     }
-    let separator = p.get("separator").or_else(|| p.get("seperator")).map(str::to_string);
+    let separator = p
+        .get("separator")
+        .or_else(|| p.get("seperator"))
+        .map(str::to_string);
     let (index, result) = blocking_read(&st, opts, |s| {
         if keys {
-            (s.kv_prefix_index(&key), Read::Keys(s.kv_keys(&key, separator.as_deref())))
+            (
+                s.kv_prefix_index(&key),
+                Read::Keys(s.kv_keys(&key, separator.as_deref())),
+            )
         } else if recurse {
-            let entries = s.kv_list(&key).iter().map(|e| serde_json::to_value(e).unwrap_or(Value::Null)).collect();
+            let entries = s
+                .kv_list(&key)
+                .iter()
+                .map(|e| serde_json::to_value(e).unwrap_or(Value::Null))
+                .collect();
             (s.kv_prefix_index(&key), Read::Entries(entries))
         } else {
             (s.kv_key_index(&key), Read::One(s.kv_get(&key).cloned()))
@@ -78,9 +96,16 @@ async fn read(State(st): State<ConsulState>, key: String, p: Params) -> Response
         Read::One(Some(e)) if p.has("raw") => {
             let mut resp = (StatusCode::OK, e.value).into_response();
             resp.headers_mut().extend(headers);
-            resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
-            resp.headers_mut().insert("X-Content-Type-Options", HeaderValue::from_static("nosniff"));
-            resp.headers_mut().insert("Content-Security-Policy", HeaderValue::from_static("sandbox"));
+            resp.headers_mut()
+                .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+            resp.headers_mut().insert(
+                "X-Content-Type-Options",
+                HeaderValue::from_static("nosniff"),
+            );
+            resp.headers_mut().insert(
+                "Content-Security-Policy",
+                HeaderValue::from_static("sandbox"),
+            );
             resp
         }
         Read::One(Some(e)) => json(StatusCode::OK, headers, &json!([e])),
@@ -94,18 +119,27 @@ fn not_found(headers: HeaderMap) -> Response {
 }
 
 /// Go's `strconv.ParseUint` error text, which Consul returns as a 500.
+#[allow(clippy::result_large_err)] // the error is the finished HTTP answer
 fn parse_u64(p: &Params, name: &str) -> Result<Option<u64>, Response> {
     match p.get(name) {
         None => Ok(None),
         Some(v) => v.parse::<u64>().map(Some).map_err(|_| {
-            text(StatusCode::INTERNAL_SERVER_ERROR, &format!("strconv.ParseUint: parsing {v:?}: invalid syntax"))
+            text(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                &format!("strconv.ParseUint: parsing {v:?}: invalid syntax"),
+            )
         }),
     }
 }
 
 fn conflicting(p: &Params, flags: &[&str]) -> Option<Response> {
     let n = flags.iter().filter(|f| p.has(f)).count();
-    (n > 1).then(|| text(StatusCode::BAD_REQUEST, &format!("Conflicting flags: {}", p.encode())))
+    (n > 1).then(|| {
+        text(
+            StatusCode::BAD_REQUEST,
+            &format!("Conflicting flags: {}", p.encode()),
+        )
+    })
 }
 
 fn too_large(len: usize) -> Response {
@@ -185,12 +219,20 @@ pub(super) async fn txn(State(st): State<ConsulState>, q: Q, body: Body) -> Resp
     }
     let raw: Vec<Value> = match serde_json::from_slice(&bytes) {
         Ok(v) => v,
-        Err(e) => return text(StatusCode::BAD_REQUEST, &format!("Failed to parse body: {e}")),
+        Err(e) => {
+            return text(
+                StatusCode::BAD_REQUEST,
+                &format!("Failed to parse body: {e}"),
+            );
+        }
     };
     if raw.len() > MAX_TXN_OPS {
         return text(
             StatusCode::PAYLOAD_TOO_LARGE,
-            &format!("Transaction contains too many operations ({} > {MAX_TXN_OPS})", raw.len()),
+            &format!(
+                "Transaction contains too many operations ({} > {MAX_TXN_OPS})",
+                raw.len()
+            ),
         );
     }
     let mut ops = Vec::with_capacity(raw.len());
@@ -203,20 +245,41 @@ pub(super) async fn txn(State(st): State<ConsulState>, q: Q, body: Body) -> Resp
         };
         let op: TxnKvOp = match serde_json::from_value(kv.clone()) {
             Ok(o) => o,
-            Err(e) => return text(StatusCode::BAD_REQUEST, &format!("Failed to parse body: {e}")),
+            Err(e) => {
+                return text(
+                    StatusCode::BAD_REQUEST,
+                    &format!("Failed to parse body: {e}"),
+                );
+            }
         };
         if let Some(v) = &op.value {
-            let len = base64::engine::general_purpose::STANDARD.decode(v.as_bytes()).map(|b| b.len()).unwrap_or(0);
+            let len = base64::engine::general_purpose::STANDARD
+                .decode(v.as_bytes())
+                .map(|b| b.len())
+                .unwrap_or(0);
             if len > MAX_VALUE_SIZE {
                 return text(
                     StatusCode::PAYLOAD_TOO_LARGE,
-                    &format!("Value for key {:?} is too large ({len} > {MAX_VALUE_SIZE} bytes)", op.key),
+                    &format!(
+                        "Value for key {:?} is too large ({len} > {MAX_VALUE_SIZE} bytes)",
+                        op.key
+                    ),
                 );
             }
         }
         ops.push(op);
     }
-    let read_only = ops.iter().all(|o| matches!(o.verb.as_str(), "get" | "get-tree" | "check-index" | "check-session" | "check-not-exists"));
+    let read_only = ops.iter().all(|o| {
+        matches!(
+            o.verb.as_str(),
+            "get"
+                | "get-or-empty"
+                | "get-tree"
+                | "check-index"
+                | "check-session"
+                | "check-not-exists"
+        )
+    });
     let headers = if read_only {
         match read_opts(&p) {
             Ok(mut opts) => {
@@ -233,12 +296,27 @@ pub(super) async fn txn(State(st): State<ConsulState>, q: Q, body: Body) -> Resp
     match st.write(|s| s.txn(&ops, Instant::now())) {
         Ok(results) => {
             let results: Vec<Value> = results.into_iter().map(|e| json!({ "KV": e })).collect();
-            let results = if results.is_empty() { Value::Null } else { Value::Array(results) };
-            json(StatusCode::OK, headers, &json!({ "Results": results, "Errors": null }))
+            let results = if results.is_empty() {
+                Value::Null
+            } else {
+                Value::Array(results)
+            };
+            json(
+                StatusCode::OK,
+                headers,
+                &json!({ "Results": results, "Errors": null }),
+            )
         }
         Err(errors) => {
-            let errors: Vec<Value> = errors.into_iter().map(|(i, what)| json!({ "OpIndex": i, "What": what })).collect();
-            json(StatusCode::CONFLICT, headers, &json!({ "Results": null, "Errors": errors }))
+            let errors: Vec<Value> = errors
+                .into_iter()
+                .map(|(i, what)| json!({ "OpIndex": i, "What": what }))
+                .collect();
+            json(
+                StatusCode::CONFLICT,
+                headers,
+                &json!({ "Results": null, "Errors": errors }),
+            )
         }
     }
 }

@@ -66,7 +66,9 @@ pub struct ConsulState {
 
 impl std::fmt::Debug for ConsulState {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ConsulState").field("index", &self.index()).finish()
+        f.debug_struct("ConsulState")
+            .field("index", &self.index())
+            .finish()
     }
 }
 
@@ -92,11 +94,14 @@ impl ConsulState {
                 let mut tasks = Vec::new();
                 let persister = snapshot_path.as_ref().map(|path| {
                     let weak = weak.clone();
-                    let (p, task) = Persister::spawn(path.clone(), Duration::from_millis(20), move || {
-                        let inner = weak.upgrade().ok_or_else(|| persist::Error::Encode(serde::ser::Error::custom("twin stopped")))?;
-                        let store = inner.store.read().unwrap_or_else(|e| e.into_inner());
-                        serde_json::to_vec(&*store).map_err(persist::Error::Encode)
-                    });
+                    let (p, task) =
+                        Persister::spawn(path.clone(), Duration::from_millis(20), move || {
+                            let inner = weak.upgrade().ok_or_else(|| {
+                                persist::Error::Encode(serde::ser::Error::custom("twin stopped"))
+                            })?;
+                            let store = inner.store.read().unwrap_or_else(|e| e.into_inner());
+                            serde_json::to_vec(&*store).map_err(persist::Error::Encode)
+                        });
                     tasks.push(task);
                     p
                 });
@@ -111,15 +116,26 @@ impl ConsulState {
             }),
         };
         let reaper = tokio::spawn(session_reaper(Arc::downgrade(&state.inner)));
-        state.inner.tasks.lock().unwrap_or_else(|e| e.into_inner()).push(reaper);
+        state
+            .inner
+            .tasks
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(reaper);
         Ok(state)
     }
 
     /// The HTTP routes of the Consul API.
     pub fn router(&self) -> Router {
         let api = Router::new()
-            .route("/v1/kv/", get(kv::get_root).put(kv::put_root).delete(kv::delete_root))
-            .route("/v1/kv/{*key}", get(kv::get).put(kv::put).delete(kv::delete))
+            .route(
+                "/v1/kv/",
+                get(kv::get_root).put(kv::put_root).delete(kv::delete_root),
+            )
+            .route(
+                "/v1/kv/{*key}",
+                get(kv::get).put(kv::put).delete(kv::delete),
+            )
             .route("/v1/txn", put(kv::txn))
             .route("/v1/session/create", put(session::create))
             .route("/v1/session/destroy/{id}", put(session::destroy))
@@ -141,7 +157,11 @@ impl ConsulState {
             .route("/v1/status/leader", get(catalog::status_leader))
             .route("/v1/status/peers", get(catalog::status_peers))
             .fallback(|| async { text(StatusCode::NOT_FOUND, "404 page not found\n") });
-        api.layer(axum::middleware::from_fn_with_state(self.clone(), default_acl_policy))
+        api.layer(axum::middleware::from_fn(datacenter))
+            .layer(axum::middleware::from_fn_with_state(
+                self.clone(),
+                default_acl_policy,
+            ))
             .layer(axum::extract::DefaultBodyLimit::max(16 * 1024 * 1024))
             .with_state(self.clone())
     }
@@ -179,6 +199,12 @@ impl ConsulState {
         self.inner.changes.subscribe()
     }
 
+    /// How many blocking queries are waiting for a change right now (plus internal subscribers
+    /// of the change channel, if any). Lets tests and benchmarks wait until watchers are parked.
+    pub fn watchers(&self) -> usize {
+        self.inner.changes.receiver_count()
+    }
+
     /// Invalidates a session now, as if its TTL had run out (fault injection). Returns whether
     /// it existed.
     pub fn expire_session(&self, id: &str) -> bool {
@@ -196,13 +222,17 @@ impl ConsulState {
 
     /// Writes a final snapshot and stops background tasks.
     pub async fn shutdown(&self) {
-        let tasks: Vec<_> = std::mem::take(&mut *self.inner.tasks.lock().unwrap_or_else(|e| e.into_inner()));
+        let tasks: Vec<_> =
+            std::mem::take(&mut *self.inner.tasks.lock().unwrap_or_else(|e| e.into_inner()));
         for t in tasks {
             t.abort();
         }
         if let Some(path) = &self.inner.snapshot_path {
             let bytes = self.read(serde_json::to_vec);
-            match bytes.map_err(persist::Error::Encode).and_then(|b| persist::write_atomic(path, &b)) {
+            match bytes
+                .map_err(persist::Error::Encode)
+                .and_then(|b| persist::write_atomic(path, &b))
+            {
                 Ok(()) => {}
                 Err(e) => tracing::warn!(error = %e, "final Consul snapshot failed"),
             }
@@ -241,18 +271,29 @@ impl Params {
     }
 
     pub(crate) fn get(&self, name: &str) -> Option<&str> {
-        self.0.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+        self.0
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
     }
 
     pub(crate) fn all(&self, name: &str) -> Vec<&str> {
-        self.0.iter().filter(|(k, _)| k == name).map(|(_, v)| v.as_str()).collect()
+        self.0
+            .iter()
+            .filter(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+            .collect()
     }
 
     /// Go's `url.Values.Encode()`: sorted by key.
     pub(crate) fn encode(&self) -> String {
         let mut pairs = self.0.clone();
         pairs.sort_by(|a, b| a.0.cmp(&b.0));
-        pairs.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join("&")
+        pairs
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join("&")
     }
 }
 
@@ -265,19 +306,28 @@ pub(crate) struct ReadOpts {
 }
 
 /// Parses `index`, `wait`, `stale`, `consistent` as Consul's `parseWait`/`parseConsistency` do.
+#[allow(clippy::result_large_err)] // the error is the finished HTTP answer
 pub(crate) fn read_opts(p: &Params) -> Result<ReadOpts, Response> {
     let min_index = match p.get("index") {
         None | Some("") => 0,
-        Some(v) => v.parse::<u64>().map_err(|_| text(StatusCode::BAD_REQUEST, "Invalid index"))?,
+        Some(v) => v
+            .parse::<u64>()
+            .map_err(|_| text(StatusCode::BAD_REQUEST, "Invalid index"))?,
     };
     let requested = match p.get("wait") {
         None | Some("") => None,
-        Some(v) => Some(blocking::parse_go_duration(v).ok_or_else(|| text(StatusCode::BAD_REQUEST, "Invalid wait time"))?),
+        Some(v) => Some(
+            blocking::parse_go_duration(v)
+                .ok_or_else(|| text(StatusCode::BAD_REQUEST, "Invalid wait time"))?,
+        ),
     };
     let stale = p.has("stale");
     let consistent = p.has("consistent");
     if stale && consistent {
-        return Err(text(StatusCode::BAD_REQUEST, "Cannot specify ?stale with ?consistent, conflicting semantics."));
+        return Err(text(
+            StatusCode::BAD_REQUEST,
+            "Cannot specify ?stale with ?consistent, conflicting semantics.",
+        ));
     }
     let consistency = if stale {
         "stale"
@@ -286,12 +336,21 @@ pub(crate) fn read_opts(p: &Params) -> Result<ReadOpts, Response> {
     } else {
         "leader"
     };
-    Ok(ReadOpts { min_index, wait: blocking::effective_wait(requested), consistency })
+    Ok(ReadOpts {
+        min_index,
+        wait: blocking::effective_wait(requested),
+        consistency,
+    })
 }
 
 /// Runs a blocking read against the store.
-pub(crate) async fn blocking_read<T>(st: &ConsulState, opts: ReadOpts, f: impl Fn(&Store) -> (u64, T)) -> (u64, T) {
-    let (index, value) = blocking::block_until(st.changes(), opts.min_index, opts.wait, || st.read(&f)).await;
+pub(crate) async fn blocking_read<T>(
+    st: &ConsulState,
+    opts: ReadOpts,
+    f: impl Fn(&Store) -> (u64, T),
+) -> (u64, T) {
+    let (index, value) =
+        blocking::block_until(st.changes(), opts.min_index, opts.wait, || st.read(&f)).await;
     (index.max(1), value)
 }
 
@@ -301,7 +360,10 @@ pub(crate) fn meta_headers(index: u64, opts: &ReadOpts) -> HeaderMap {
     h.insert("X-Consul-Index", HeaderValue::from(index.max(1)));
     h.insert("X-Consul-KnownLeader", HeaderValue::from_static("true"));
     h.insert("X-Consul-LastContact", HeaderValue::from_static("0"));
-    h.insert("X-Consul-Effective-Consistency", HeaderValue::from_static(opts.consistency));
+    h.insert(
+        "X-Consul-Effective-Consistency",
+        HeaderValue::from_static(opts.consistency),
+    );
     h
 }
 
@@ -310,14 +372,20 @@ pub(crate) fn json(status: StatusCode, headers: HeaderMap, body: &Value) -> Resp
     let bytes = serde_json::to_vec(body).unwrap_or_default();
     let mut resp = (status, bytes).into_response();
     resp.headers_mut().extend(headers);
-    resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
     resp
 }
 
 /// A plain-text error, as Consul writes them.
 pub(crate) fn text(status: StatusCode, msg: &str) -> Response {
     let mut resp = (status, msg.to_string()).into_response();
-    resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
     resp
 }
 
@@ -345,7 +413,11 @@ fn request_token(req: &Request) -> Option<String> {
             }
         }
     }
-    if let Some(v) = req.headers().get("X-Consul-Token").and_then(|v| v.to_str().ok()) {
+    if let Some(v) = req
+        .headers()
+        .get("X-Consul-Token")
+        .and_then(|v| v.to_str().ok())
+    {
         return Some(v.to_string());
     }
     req.headers()
@@ -371,10 +443,32 @@ async fn acl(State(st): State<ConsulState>, req: Request, next: Next) -> Respons
     }
 }
 
+/// `?dc=` naming another datacenter: the twin is a single-datacenter cluster, so Consul's RPC
+/// forwarding fails as it does for an unknown datacenter.
+async fn datacenter(req: Request, next: Next) -> Response {
+    let other = req.uri().query().is_some_and(|q| {
+        q.split('&').any(|kv| {
+            kv.strip_prefix("dc=")
+                .is_some_and(|dc| !dc.is_empty() && dc != store::DATACENTER)
+        })
+    });
+    if other {
+        return text(StatusCode::INTERNAL_SERVER_ERROR, "No path to datacenter");
+    }
+    next.run(req).await
+}
+
 /// `X-Consul-Default-ACL-Policy` on every response (Consul ≥ 1.9).
 async fn default_acl_policy(State(st): State<ConsulState>, req: Request, next: Next) -> Response {
     let mut resp = next.run(req).await;
-    let policy = if st.inner.acl_token.is_some() { "deny" } else { "allow" };
-    resp.headers_mut().insert("X-Consul-Default-ACL-Policy", HeaderValue::from_static(policy));
+    let policy = if st.inner.acl_token.is_some() {
+        "deny"
+    } else {
+        "allow"
+    };
+    resp.headers_mut().insert(
+        "X-Consul-Default-ACL-Policy",
+        HeaderValue::from_static(policy),
+    );
     resp
 }

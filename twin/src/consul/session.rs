@@ -10,16 +10,23 @@ use serde_json::{Value, json};
 use tokio::time::Instant;
 
 use super::store::{ServiceCheckRef, SessionSpec};
-use super::{ConsulState, Params, blocking_read, body_bytes, json, meta_headers, read_opts, store_error, text};
+use super::{
+    ConsulState, Params, blocking_read, body_bytes, json, meta_headers, read_opts, store_error,
+    text,
+};
 
 type Q = Query<Vec<(String, String)>>;
 
 fn decode_failed(msg: impl std::fmt::Display) -> Response {
-    text(StatusCode::BAD_REQUEST, &format!("Request decode failed: {msg}"))
+    text(
+        StatusCode::BAD_REQUEST,
+        &format!("Request decode failed: {msg}"),
+    )
 }
 
 /// `LockDelay` may be a duration string or a number: below 1000 it counts seconds, otherwise
 /// nanoseconds (Consul's `lockDelayMinThreshold`).
+#[allow(clippy::result_large_err)] // the error is the finished HTTP answer
 fn lock_delay(v: &Value) -> Result<Option<Duration>, Response> {
     match v {
         Value::Null => Ok(None),
@@ -28,16 +35,23 @@ fn lock_delay(v: &Value) -> Result<Option<Duration>, Response> {
             .ok_or_else(|| decode_failed(format!("time: invalid duration {s:?}"))),
         Value::Number(n) => {
             let n = n.as_f64().unwrap_or(0.0).max(0.0);
-            if n < 1000.0 { Ok(Some(Duration::from_secs_f64(n))) } else { Ok(Some(Duration::from_nanos(n as u64))) }
+            if n < 1000.0 {
+                Ok(Some(Duration::from_secs_f64(n)))
+            } else {
+                Ok(Some(Duration::from_nanos(n as u64)))
+            }
         }
         other => Err(decode_failed(format!("invalid LockDelay {other}"))),
     }
 }
 
+#[allow(clippy::result_large_err)] // the error is the finished HTTP answer
 fn strings(v: Option<&Value>) -> Result<Option<Vec<String>>, Response> {
     match v {
         None | Some(Value::Null) => Ok(None),
-        Some(v) => serde_json::from_value(v.clone()).map(Some).map_err(decode_failed),
+        Some(v) => serde_json::from_value(v.clone())
+            .map(Some)
+            .map_err(decode_failed),
     }
 }
 
@@ -95,12 +109,18 @@ pub(super) async fn renew(State(st): State<ConsulState>, Path(id): Path<String>)
     // Renewal resets a timer but changes no data, so it does not advance the raft index.
     match st.write(|s| s.session_renew(&id, Instant::now())) {
         Some(session) => json(StatusCode::OK, HeaderMap::new(), &json!([session])),
-        None => text(StatusCode::NOT_FOUND, &format!("Session id '{id}' not found")),
+        None => text(
+            StatusCode::NOT_FOUND,
+            &format!("Session id '{id}' not found"),
+        ),
     }
 }
 
 pub(super) async fn info(st: State<ConsulState>, Path(id): Path<String>, q: Q) -> Response {
-    list_by(st, q, move |s| s.session(&id).cloned().into_iter().collect()).await
+    list_by(st, q, move |s| {
+        s.session(&id).cloned().into_iter().collect()
+    })
+    .await
 }
 
 pub(super) async fn list(st: State<ConsulState>, q: Q) -> Response {

@@ -52,14 +52,20 @@ mod b64 {
     use serde::{Deserialize, Deserializer, Serializer};
 
     pub fn serialize<S: Serializer>(v: &[u8], s: S) -> Result<S::Ok, S::Error> {
-        if v.is_empty() { s.serialize_none() } else { s.serialize_str(&STANDARD.encode(v)) }
+        if v.is_empty() {
+            s.serialize_none()
+        } else {
+            s.serialize_str(&STANDARD.encode(v))
+        }
     }
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
         let text: Option<String> = Option::deserialize(d)?;
         match text {
             None => Ok(Vec::new()),
-            Some(t) => STANDARD.decode(t.as_bytes()).map_err(serde::de::Error::custom),
+            Some(t) => STANDARD
+                .decode(t.as_bytes())
+                .map_err(serde::de::Error::custom),
         }
     }
 }
@@ -327,7 +333,10 @@ impl Store {
                 ("lan".to_string(), "127.0.0.1".to_string()),
                 ("wan".to_string(), "127.0.0.1".to_string()),
             ])),
-            node_meta: Some(BTreeMap::from([("consul-network-segment".to_string(), String::new())])),
+            node_meta: Some(BTreeMap::from([(
+                "consul-network-segment".to_string(),
+                String::new(),
+            )])),
             service: Some(ServiceDef {
                 id: "consul".to_string(),
                 service: "consul".to_string(),
@@ -377,7 +386,11 @@ impl Store {
 
     /// Every entry whose key starts with `prefix` (string prefix, as Consul matches).
     pub fn kv_list(&self, prefix: &str) -> Vec<KvEntry> {
-        self.kv.range(prefix.to_string()..).take_while(|(k, _)| k.starts_with(prefix)).map(|(_, e)| e.clone()).collect()
+        self.kv
+            .range(prefix.to_string()..)
+            .take_while(|(k, _)| k.starts_with(prefix))
+            .map(|(_, e)| e.clone())
+            .collect()
     }
 
     /// The index of a prefix read: highest ModifyIndex or tombstone under the prefix, else the
@@ -406,7 +419,11 @@ impl Store {
     /// Keys under `prefix`, truncated after the first `separator` past the prefix.
     pub fn kv_keys(&self, prefix: &str, separator: Option<&str>) -> Vec<String> {
         let mut out: Vec<String> = Vec::new();
-        for (key, _) in self.kv.range(prefix.to_string()..).take_while(|(k, _)| k.starts_with(prefix)) {
+        for (key, _) in self
+            .kv
+            .range(prefix.to_string()..)
+            .take_while(|(k, _)| k.starts_with(prefix))
+        {
             let item = match separator.filter(|s| !s.is_empty()) {
                 Some(sep) => match key[prefix.len()..].find(sep) {
                     Some(pos) => key[..prefix.len() + pos + sep.len()].to_string(),
@@ -537,7 +554,13 @@ impl Store {
         Ok(applied)
     }
 
-    fn kv_delete_at(&mut self, idx: u64, key: &str, recurse: bool, cas: Option<u64>) -> (bool, bool) {
+    fn kv_delete_at(
+        &mut self,
+        idx: u64,
+        key: &str,
+        recurse: bool,
+        cas: Option<u64>,
+    ) -> (bool, bool) {
         if recurse {
             let keys: Vec<String> = self.kv_list(key).into_iter().map(|e| e.key).collect();
             let mut changed = false;
@@ -570,7 +593,11 @@ impl Store {
 
     /// `PUT /v1/txn` with KV operations: all or nothing. `Ok` holds the result entries, `Err`
     /// the `(OpIndex, What)` errors of a rolled-back transaction.
-    pub fn txn(&mut self, ops: &[TxnKvOp], now: Instant) -> Result<Vec<KvEntry>, Vec<(usize, String)>> {
+    pub fn txn(
+        &mut self,
+        ops: &[TxnKvOp],
+        now: Instant,
+    ) -> Result<Vec<KvEntry>, Vec<(usize, String)>> {
         let idx = self.next();
         let saved_kv_index = self.kv_index;
         self.journal = Some(Vec::new());
@@ -615,7 +642,12 @@ impl Store {
         Ok(results)
     }
 
-    fn txn_op(&mut self, idx: u64, op: &TxnKvOp, now: Instant) -> Result<(Vec<KvEntry>, bool), String> {
+    fn txn_op(
+        &mut self,
+        idx: u64,
+        op: &TxnKvOp,
+        now: Instant,
+    ) -> Result<(Vec<KvEntry>, bool), String> {
         use base64::Engine;
         let key = op.key.as_str();
         let value = || -> Result<Vec<u8>, String> {
@@ -626,16 +658,22 @@ impl Store {
                     .map_err(|e| format!("failed to decode value for key {key:?}: {e}")),
             }
         };
-        let blank = |e: &KvEntry| KvEntry { value: Vec::new(), ..e.clone() };
+        let blank = |e: &KvEntry| KvEntry {
+            value: Vec::new(),
+            ..e.clone()
+        };
         let current = |s: &Store| s.kv.get(key).map(blank).into_iter().collect::<Vec<_>>();
         match op.verb.as_str() {
             "set" => {
-                let (_, c) = self.kv_put_at(idx, key, value()?, op.flags, &PutMode::Set, now).map_err(|e| e.to_string())?;
+                let (_, c) = self
+                    .kv_put_at(idx, key, value()?, op.flags, &PutMode::Set, now)
+                    .map_err(|e| e.to_string())?;
                 Ok((current(self), c))
             }
             "cas" => {
-                let (ok, c) =
-                    self.kv_put_at(idx, key, value()?, op.flags, &PutMode::Cas(op.index), now).map_err(|e| e.to_string())?;
+                let (ok, c) = self
+                    .kv_put_at(idx, key, value()?, op.flags, &PutMode::Cas(op.index), now)
+                    .map_err(|e| e.to_string())?;
                 if !ok {
                     return Err(format!("failed to set key {key:?}, index is stale"));
                 }
@@ -643,7 +681,9 @@ impl Store {
             }
             "lock" => {
                 let mode = PutMode::Acquire(op.session.clone());
-                let (ok, c) = self.kv_put_at(idx, key, value()?, op.flags, &mode, now).map_err(|e| e.to_string())?;
+                let (ok, c) = self
+                    .kv_put_at(idx, key, value()?, op.flags, &mode, now)
+                    .map_err(|e| e.to_string())?;
                 if !ok {
                     return Err(format!("failed to lock key {key:?}, lock is already held"));
                 }
@@ -651,9 +691,13 @@ impl Store {
             }
             "unlock" => {
                 let mode = PutMode::Release(op.session.clone());
-                let (ok, c) = self.kv_put_at(idx, key, value()?, op.flags, &mode, now).map_err(|e| e.to_string())?;
+                let (ok, c) = self
+                    .kv_put_at(idx, key, value()?, op.flags, &mode, now)
+                    .map_err(|e| e.to_string())?;
                 if !ok {
-                    return Err(format!("failed to unlock key {key:?}, lock isn't held, or is held by another session"));
+                    return Err(format!(
+                        "failed to unlock key {key:?}, lock isn't held, or is held by another session"
+                    ));
                 }
                 Ok((current(self), c))
             }
@@ -661,6 +705,7 @@ impl Store {
                 Some(e) => Ok((vec![e.clone()], false)),
                 None => Err(format!("key {key:?} doesn't exist")),
             },
+            "get-or-empty" => Ok((self.kv.get(key).cloned().into_iter().collect(), false)),
             "get-tree" => Ok((self.kv_list(key), false)),
             "check-index" => match self.kv.get(key) {
                 None => Err(format!("failed to check index, key {key:?} doesn't exist")),
@@ -671,7 +716,9 @@ impl Store {
                 Some(e) => Ok((vec![blank(e)], false)),
             },
             "check-session" => match self.kv.get(key) {
-                None => Err(format!("failed to check session, key {key:?} doesn't exist")),
+                None => Err(format!(
+                    "failed to check session, key {key:?} doesn't exist"
+                )),
                 Some(e) if e.session.as_deref() != Some(op.session.as_str()) => Err(format!(
                     "failed session check for key {key:?}, current session {:?} != {:?}",
                     e.session.clone().unwrap_or_default(),
@@ -721,20 +768,39 @@ impl Store {
 
     /// Sessions of one node.
     pub fn sessions_of_node(&self, node: &str) -> Vec<Session> {
-        self.sessions.values().filter(|s| s.node == node).cloned().collect()
+        self.sessions
+            .values()
+            .filter(|s| s.node == node)
+            .cloned()
+            .collect()
     }
 
     /// `PUT /v1/session/create`: validates as Consul does and returns the new ID.
-    pub fn session_create(&mut self, spec: SessionSpec, now: Instant) -> Result<String, StoreError> {
-        let node = spec.node.filter(|n| !n.is_empty()).unwrap_or_else(|| NODE_NAME.to_string());
-        let behavior = spec.behavior.filter(|b| !b.is_empty()).unwrap_or_else(|| "release".to_string());
+    pub fn session_create(
+        &mut self,
+        spec: SessionSpec,
+        now: Instant,
+    ) -> Result<String, StoreError> {
+        let node = spec
+            .node
+            .filter(|n| !n.is_empty())
+            .unwrap_or_else(|| NODE_NAME.to_string());
+        let behavior = spec
+            .behavior
+            .filter(|b| !b.is_empty())
+            .unwrap_or_else(|| "release".to_string());
         if behavior != "release" && behavior != "delete" {
-            return Err(StoreError::Internal(format!("Invalid Behavior setting '{behavior}'")));
+            return Err(StoreError::Internal(format!(
+                "Invalid Behavior setting '{behavior}'"
+            )));
         }
         let ttl = spec.ttl.unwrap_or_default();
         if !ttl.is_empty() {
-            let parsed = crate::blocking::parse_go_duration(&ttl)
-                .ok_or_else(|| StoreError::BadRequest(format!("Request decode failed: time: invalid duration {ttl:?}")))?;
+            let parsed = crate::blocking::parse_go_duration(&ttl).ok_or_else(|| {
+                StoreError::BadRequest(format!(
+                    "Request decode failed: time: invalid duration {ttl:?}"
+                ))
+            })?;
             if parsed != Duration::ZERO && !(SESSION_TTL_MIN..=SESSION_TTL_MAX).contains(&parsed) {
                 return Err(StoreError::Internal(format!(
                     "Invalid Session TTL '{}', must be between [{}={}]",
@@ -752,14 +818,24 @@ impl Store {
             )));
         }
         if !self.nodes.contains_key(&node) {
-            return Err(StoreError::Internal("Missing node registration".to_string()));
+            return Err(StoreError::Internal(
+                "Missing node registration".to_string(),
+            ));
         }
-        let node_checks = spec.node_checks.unwrap_or_else(|| vec!["serfHealth".to_string()]);
+        let node_checks = spec
+            .node_checks
+            .unwrap_or_else(|| vec!["serfHealth".to_string()]);
         for check in &node_checks {
             match self.checks.get(&node).and_then(|c| c.get(check)) {
-                None => return Err(StoreError::Internal(format!("Missing check '{check}' registration"))),
+                None => {
+                    return Err(StoreError::Internal(format!(
+                        "Missing check '{check}' registration"
+                    )));
+                }
                 Some(c) if c.status == "critical" => {
-                    return Err(StoreError::Internal(format!("Check '{check}' is in critical state")));
+                    return Err(StoreError::Internal(format!(
+                        "Check '{check}' is in critical state"
+                    )));
                 }
                 Some(_) => {}
             }
@@ -792,7 +868,8 @@ impl Store {
 
     fn arm_session_timer(&mut self, id: &str, now: Instant) {
         if let Some(ttl) = self.session_ttl(id) {
-            self.session_deadlines.insert(id.to_string(), now + ttl * SESSION_TTL_MULTIPLIER);
+            self.session_deadlines
+                .insert(id.to_string(), now + ttl * SESSION_TTL_MULTIPLIER);
         }
     }
 
@@ -811,7 +888,12 @@ impl Store {
         };
         self.session_deadlines.remove(id);
         let idx = self.next();
-        let held: Vec<KvEntry> = self.kv.values().filter(|e| e.session.as_deref() == Some(id)).cloned().collect();
+        let held: Vec<KvEntry> = self
+            .kv
+            .values()
+            .filter(|e| e.session.as_deref() == Some(id))
+            .cloned()
+            .collect();
         let delay = Duration::from_nanos(session.lock_delay);
         for entry in held {
             if !delay.is_zero() {
@@ -820,7 +902,11 @@ impl Store {
             if session.behavior == "delete" {
                 self.kv_remove(&entry.key, idx);
             } else {
-                let released = KvEntry { session: None, modify_index: idx, ..entry };
+                let released = KvEntry {
+                    session: None,
+                    modify_index: idx,
+                    ..entry
+                };
                 self.kv_store(released, idx);
             }
         }
@@ -831,7 +917,11 @@ impl Store {
 
     /// Sessions whose TTL timer has run out.
     pub fn expired_sessions(&self, now: Instant) -> Vec<String> {
-        self.session_deadlines.iter().filter(|(_, d)| **d <= now).map(|(id, _)| id.clone()).collect()
+        self.session_deadlines
+            .iter()
+            .filter(|(_, d)| **d <= now)
+            .map(|(id, _)| id.clone())
+            .collect()
     }
 
     /// The earliest TTL deadline, for the reaper's sleep.
@@ -858,7 +948,10 @@ impl Store {
 
     /// The index of everything about one service (instances, their checks, their nodes).
     pub fn service_index(&self, name: &str) -> u64 {
-        self.service_indexes.get(name).copied().unwrap_or(self.services_index)
+        self.service_indexes
+            .get(name)
+            .copied()
+            .unwrap_or(self.services_index)
     }
 
     fn touch_service(&mut self, name: &str, idx: u64) {
@@ -866,8 +959,11 @@ impl Store {
     }
 
     fn touch_node_services(&mut self, node: &str, idx: u64) {
-        let names: Vec<String> =
-            self.services.get(node).map(|m| m.values().map(|s| s.service.clone()).collect()).unwrap_or_default();
+        let names: Vec<String> = self
+            .services
+            .get(node)
+            .map(|m| m.values().map(|s| s.service.clone()).collect())
+            .unwrap_or_default();
         for name in names {
             self.touch_service(&name, idx);
         }
@@ -880,12 +976,16 @@ impl Store {
         }
         let exists = self.nodes.contains_key(&req.node);
         if req.address.is_empty() && !(req.skip_node_update && exists) {
-            return Err(StoreError::BadRequest("Must provide address if SkipNodeUpdate is not set".to_string()));
+            return Err(StoreError::BadRequest(
+                "Must provide address if SkipNodeUpdate is not set".to_string(),
+            ));
         }
         if let Some(svc) = &req.service
             && svc.service.is_empty()
         {
-            return Err(StoreError::BadRequest("Must provide service name (Service.Service)".to_string()));
+            return Err(StoreError::BadRequest(
+                "Must provide service name (Service.Service)".to_string(),
+            ));
         }
         let mut checks: Vec<CheckDef> = req.checks.clone().unwrap_or_default();
         if let Some(c) = req.check.clone() {
@@ -906,7 +1006,11 @@ impl Store {
         if !(req.skip_node_update && exists) {
             let old = self.nodes.get(&req.node).cloned();
             let node = Node {
-                id: if req.id.is_empty() { old.as_ref().map(|n| n.id.clone()).unwrap_or_default() } else { req.id.clone() },
+                id: if req.id.is_empty() {
+                    old.as_ref().map(|n| n.id.clone()).unwrap_or_default()
+                } else {
+                    req.id.clone()
+                },
                 node: req.node.clone(),
                 address: req.address.clone(),
                 tagged_addresses: req.tagged_addresses.clone().unwrap_or_default(),
@@ -914,7 +1018,12 @@ impl Store {
                 create_index: old.as_ref().map_or(idx, |n| n.create_index),
                 modify_index: idx,
             };
-            let same = old.as_ref().is_some_and(|o| Node { modify_index: o.modify_index, ..node.clone() } == *o);
+            let same = old.as_ref().is_some_and(|o| {
+                Node {
+                    modify_index: o.modify_index,
+                    ..node.clone()
+                } == *o
+            });
             if !same {
                 self.nodes.insert(req.node.clone(), node);
                 self.nodes_index = idx;
@@ -925,8 +1034,16 @@ impl Store {
 
         // Service.
         if let Some(def) = req.service {
-            let id = if def.id.is_empty() { def.service.clone() } else { def.id.clone() };
-            let old = self.services.get(&req.node).and_then(|m| m.get(&id)).cloned();
+            let id = if def.id.is_empty() {
+                def.service.clone()
+            } else {
+                def.id.clone()
+            };
+            let old = self
+                .services
+                .get(&req.node)
+                .and_then(|m| m.get(&id))
+                .cloned();
             let weights = def.weights.map_or((1, 1), |w| (w.passing, w.warning));
             let inst = ServiceInstance {
                 id: id.clone(),
@@ -942,7 +1059,12 @@ impl Store {
                 create_index: old.as_ref().map_or(idx, |s| s.create_index),
                 modify_index: idx,
             };
-            let same = old.as_ref().is_some_and(|o| ServiceInstance { modify_index: o.modify_index, ..inst.clone() } == *o);
+            let same = old.as_ref().is_some_and(|o| {
+                ServiceInstance {
+                    modify_index: o.modify_index,
+                    ..inst.clone()
+                } == *o
+            });
             if !same {
                 if let Some(o) = &old
                     && o.service != inst.service
@@ -950,7 +1072,10 @@ impl Store {
                     self.touch_service(&o.service.clone(), idx);
                 }
                 self.touch_service(&inst.service, idx);
-                self.services.entry(req.node.clone()).or_default().insert(id.clone(), inst);
+                self.services
+                    .entry(req.node.clone())
+                    .or_default()
+                    .insert(id.clone(), inst);
                 self.services_index = idx;
                 // Checks of the service carry its name and tags.
                 let (name, tags) = {
@@ -970,24 +1095,38 @@ impl Store {
         // Checks.
         let mut went_critical = Vec::new();
         for def in checks {
-            let check_id = if def.check_id.is_empty() { def.name.clone() } else { def.check_id.clone() };
+            let check_id = if def.check_id.is_empty() {
+                def.name.clone()
+            } else {
+                def.check_id.clone()
+            };
             if check_id.is_empty() {
                 continue;
             }
             let (service_name, service_tags) = if def.service_id.is_empty() {
                 (String::new(), Vec::new())
             } else {
-                match self.services.get(&req.node).and_then(|m| m.get(&def.service_id)) {
+                match self
+                    .services
+                    .get(&req.node)
+                    .and_then(|m| m.get(&def.service_id))
+                {
                     Some(s) => (s.service.clone(), s.tags.clone()),
                     None => {
                         if changed {
                             self.index = idx;
                         }
-                        return Err(StoreError::Internal("Missing service registration".to_string()));
+                        return Err(StoreError::Internal(
+                            "Missing service registration".to_string(),
+                        ));
                     }
                 }
             };
-            let old = self.checks.get(&req.node).and_then(|m| m.get(&check_id)).cloned();
+            let old = self
+                .checks
+                .get(&req.node)
+                .and_then(|m| m.get(&check_id))
+                .cloned();
             let definition = def.definition.clone().unwrap_or_else(|| json!({}));
             let lower = |k: &str| {
                 definition
@@ -1009,32 +1148,56 @@ impl Store {
                 node: req.node.clone(),
                 check_id: check_id.clone(),
                 name: def.name.clone(),
-                status: if def.status.is_empty() { "critical".to_string() } else { def.status.clone() },
+                status: if def.status.is_empty() {
+                    "critical".to_string()
+                } else {
+                    def.status.clone()
+                },
                 notes: def.notes.clone(),
                 output: def.output.clone(),
                 service_id: def.service_id.clone(),
                 service_name,
                 service_tags,
                 kind,
-                interval: if def.interval.is_empty() { lower("Interval") } else { def.interval.clone() },
-                timeout: if def.timeout.is_empty() { lower("Timeout") } else { def.timeout.clone() },
+                interval: if def.interval.is_empty() {
+                    lower("Interval")
+                } else {
+                    def.interval.clone()
+                },
+                timeout: if def.timeout.is_empty() {
+                    lower("Timeout")
+                } else {
+                    def.timeout.clone()
+                },
                 definition,
                 create_index: old.as_ref().map_or(idx, |c| c.create_index),
                 modify_index: idx,
             };
-            let same = old.as_ref().is_some_and(|o| Check { modify_index: o.modify_index, ..check.clone() } == *o);
+            let same = old.as_ref().is_some_and(|o| {
+                Check {
+                    modify_index: o.modify_index,
+                    ..check.clone()
+                } == *o
+            });
             if same {
                 continue;
             }
             if check.status == "critical" {
-                went_critical.push((check.node.clone(), check.check_id.clone(), check.service_id.clone()));
+                went_critical.push((
+                    check.node.clone(),
+                    check.check_id.clone(),
+                    check.service_id.clone(),
+                ));
             }
             if check.service_id.is_empty() {
                 self.touch_node_services(&req.node, idx);
             } else {
                 self.touch_service(&check.service_name.clone(), idx);
             }
-            self.checks.entry(req.node.clone()).or_default().insert(check_id, check);
+            self.checks
+                .entry(req.node.clone())
+                .or_default()
+                .insert(check_id, check);
             self.checks_index = idx;
             changed = true;
         }
@@ -1047,7 +1210,13 @@ impl Store {
         Ok(())
     }
 
-    fn invalidate_sessions_on_check(&mut self, node: &str, check_id: &str, service_id: &str, now: Instant) {
+    fn invalidate_sessions_on_check(
+        &mut self,
+        node: &str,
+        check_id: &str,
+        service_id: &str,
+        now: Instant,
+    ) {
         let doomed: Vec<String> = self
             .sessions
             .values()
@@ -1055,7 +1224,8 @@ impl Store {
                 s.node == node
                     && (s.node_checks.iter().any(|c| c == check_id)
                         || s.service_checks.as_ref().is_some_and(|sc| {
-                            sc.iter().any(|c| c.id == check_id && !service_id.is_empty())
+                            sc.iter()
+                                .any(|c| c.id == check_id && !service_id.is_empty())
                         }))
             })
             .map(|s| s.id.clone())
@@ -1074,12 +1244,19 @@ impl Store {
         let mut changed = false;
         let mut removed_checks: Vec<(String, String)> = Vec::new();
         if !req.service_id.is_empty() {
-            let removed = self.services.get_mut(&req.node).and_then(|m| m.remove(&req.service_id));
+            let removed = self
+                .services
+                .get_mut(&req.node)
+                .and_then(|m| m.remove(&req.service_id));
             if let Some(svc) = removed {
                 self.touch_service(&svc.service, idx);
                 self.services_index = idx;
                 if let Some(m) = self.checks.get_mut(&req.node) {
-                    let ids: Vec<String> = m.values().filter(|c| c.service_id == req.service_id).map(|c| c.check_id.clone()).collect();
+                    let ids: Vec<String> = m
+                        .values()
+                        .filter(|c| c.service_id == req.service_id)
+                        .map(|c| c.check_id.clone())
+                        .collect();
                     for id in ids {
                         m.remove(&id);
                         removed_checks.push((id, req.service_id.clone()));
@@ -1089,7 +1266,10 @@ impl Store {
                 changed = true;
             }
         } else if !req.check_id.is_empty() {
-            let removed = self.checks.get_mut(&req.node).and_then(|m| m.remove(&req.check_id));
+            let removed = self
+                .checks
+                .get_mut(&req.node)
+                .and_then(|m| m.remove(&req.check_id));
             if let Some(c) = removed {
                 if c.service_id.is_empty() {
                     self.touch_node_services(&req.node, idx);
@@ -1114,7 +1294,12 @@ impl Store {
             }
             self.nodes_index = idx;
             changed = true;
-            let doomed: Vec<String> = self.sessions.values().filter(|s| s.node == req.node).map(|s| s.id.clone()).collect();
+            let doomed: Vec<String> = self
+                .sessions
+                .values()
+                .filter(|s| s.node == req.node)
+                .map(|s| s.id.clone())
+                .collect();
             for id in doomed {
                 self.session_invalidate(&id, now);
             }
@@ -1146,7 +1331,9 @@ impl Store {
     pub fn instances(&self, name: &str) -> Vec<(&Node, &ServiceInstance)> {
         let mut out = Vec::new();
         for (node_name, m) in &self.services {
-            let Some(node) = self.nodes.get(node_name) else { continue };
+            let Some(node) = self.nodes.get(node_name) else {
+                continue;
+            };
             for svc in m.values().filter(|s| s.service == name) {
                 out.push((node, svc));
             }
@@ -1158,7 +1345,11 @@ impl Store {
     pub fn instance_checks(&self, node: &str, service_id: &str) -> Vec<&Check> {
         self.checks
             .get(node)
-            .map(|m| m.values().filter(|c| c.service_id.is_empty() || c.service_id == service_id).collect())
+            .map(|m| {
+                m.values()
+                    .filter(|c| c.service_id.is_empty() || c.service_id == service_id)
+                    .collect()
+            })
             .unwrap_or_default()
     }
 
@@ -1169,7 +1360,10 @@ impl Store {
 
     /// Checks of instances of a service.
     pub fn service_checks(&self, name: &str) -> Vec<&Check> {
-        self.all_checks().into_iter().filter(|c| c.service_name == name && !c.service_id.is_empty()).collect()
+        self.all_checks()
+            .into_iter()
+            .filter(|c| c.service_name == name && !c.service_id.is_empty())
+            .collect()
     }
 
     /// Every node.
@@ -1184,7 +1378,10 @@ impl Store {
 
     /// Services registered on a node.
     pub fn node_services(&self, name: &str) -> Vec<&ServiceInstance> {
-        self.services.get(name).map(|m| m.values().collect()).unwrap_or_default()
+        self.services
+            .get(name)
+            .map(|m| m.values().collect())
+            .unwrap_or_default()
     }
 }
 
@@ -1334,11 +1531,13 @@ pub struct DeregisterRequest {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
     fn put(s: &mut Store, key: &str, v: &str) -> bool {
-        s.kv_put(key, v.as_bytes().to_vec(), 0, &PutMode::Set, Instant::now()).unwrap()
+        s.kv_put(key, v.as_bytes().to_vec(), 0, &PutMode::Set, Instant::now())
+            .unwrap()
     }
 
     #[test]
@@ -1361,20 +1560,41 @@ mod tests {
         let after = s.kv_prefix_index("p/");
         assert!(after > before);
         s.reap_tombstones();
-        assert_eq!(s.kv_prefix_index("p/"), s.kv_get("p/a").unwrap().modify_index);
-        assert!(s.kv_prefix_index("p/") < before, "reaping tombstones makes the index go backwards");
+        assert_eq!(
+            s.kv_prefix_index("p/"),
+            s.kv_get("p/a").unwrap().modify_index
+        );
+        assert!(
+            s.kv_prefix_index("p/") < before,
+            "reaping tombstones makes the index go backwards"
+        );
     }
 
     #[test]
     fn cas_zero_creates_only_absent_keys_and_cas_n_needs_the_modify_index() {
         let mut s = Store::default();
         let now = Instant::now();
-        assert!(s.kv_put("k", b"1".to_vec(), 0, &PutMode::Cas(0), now).unwrap());
-        assert!(!s.kv_put("k", b"2".to_vec(), 0, &PutMode::Cas(0), now).unwrap());
+        assert!(
+            s.kv_put("k", b"1".to_vec(), 0, &PutMode::Cas(0), now)
+                .unwrap()
+        );
+        assert!(
+            !s.kv_put("k", b"2".to_vec(), 0, &PutMode::Cas(0), now)
+                .unwrap()
+        );
         let m = s.kv_get("k").unwrap().modify_index;
-        assert!(!s.kv_put("k", b"2".to_vec(), 0, &PutMode::Cas(m + 7), now).unwrap());
-        assert!(s.kv_put("k", b"2".to_vec(), 0, &PutMode::Cas(m), now).unwrap());
-        assert!(!s.kv_put("missing", b"2".to_vec(), 0, &PutMode::Cas(3), now).unwrap());
+        assert!(
+            !s.kv_put("k", b"2".to_vec(), 0, &PutMode::Cas(m + 7), now)
+                .unwrap()
+        );
+        assert!(
+            s.kv_put("k", b"2".to_vec(), 0, &PutMode::Cas(m), now)
+                .unwrap()
+        );
+        assert!(
+            !s.kv_put("missing", b"2".to_vec(), 0, &PutMode::Cas(3), now)
+                .unwrap()
+        );
     }
 
     #[test]
@@ -1383,16 +1603,34 @@ mod tests {
         let now = Instant::now();
         let a = s.session_create(SessionSpec::default(), now).unwrap();
         let b = s.session_create(SessionSpec::default(), now).unwrap();
-        assert!(s.kv_put("l", b"x".to_vec(), 0, &PutMode::Acquire(a.clone()), now).unwrap());
-        assert!(s.kv_put("l", b"y".to_vec(), 0, &PutMode::Acquire(a.clone()), now).unwrap());
+        assert!(
+            s.kv_put("l", b"x".to_vec(), 0, &PutMode::Acquire(a.clone()), now)
+                .unwrap()
+        );
+        assert!(
+            s.kv_put("l", b"y".to_vec(), 0, &PutMode::Acquire(a.clone()), now)
+                .unwrap()
+        );
         assert_eq!(s.kv_get("l").unwrap().lock_index, 1);
-        assert!(!s.kv_put("l", b"z".to_vec(), 0, &PutMode::Acquire(b.clone()), now).unwrap());
-        assert!(!s.kv_put("l", b"z".to_vec(), 0, &PutMode::Release(b.clone()), now).unwrap());
-        assert!(s.kv_put("l", b"z".to_vec(), 0, &PutMode::Release(a), now).unwrap());
+        assert!(
+            !s.kv_put("l", b"z".to_vec(), 0, &PutMode::Acquire(b.clone()), now)
+                .unwrap()
+        );
+        assert!(
+            !s.kv_put("l", b"z".to_vec(), 0, &PutMode::Release(b.clone()), now)
+                .unwrap()
+        );
+        assert!(
+            s.kv_put("l", b"z".to_vec(), 0, &PutMode::Release(a), now)
+                .unwrap()
+        );
         let e = s.kv_get("l").unwrap();
         assert_eq!((e.lock_index, e.session.clone()), (1, None));
         // release does not start lock-delay: another session may take it at once
-        assert!(s.kv_put("l", b"w".to_vec(), 0, &PutMode::Acquire(b), now).unwrap());
+        assert!(
+            s.kv_put("l", b"w".to_vec(), 0, &PutMode::Acquire(b), now)
+                .unwrap()
+        );
         assert_eq!(s.kv_get("l").unwrap().lock_index, 2);
     }
 
@@ -1402,21 +1640,36 @@ mod tests {
         let now = Instant::now();
         let a = s.session_create(SessionSpec::default(), now).unwrap();
         let b = s.session_create(SessionSpec::default(), now).unwrap();
-        assert!(s.kv_put("l", b"x".to_vec(), 0, &PutMode::Acquire(a.clone()), now).unwrap());
+        assert!(
+            s.kv_put("l", b"x".to_vec(), 0, &PutMode::Acquire(a.clone()), now)
+                .unwrap()
+        );
         assert!(s.session_invalidate(&a, now));
         assert_eq!(s.kv_get("l").unwrap().session, None);
-        assert!(!s.kv_put("l", b"y".to_vec(), 0, &PutMode::Acquire(b.clone()), now).unwrap());
+        assert!(
+            !s.kv_put("l", b"y".to_vec(), 0, &PutMode::Acquire(b.clone()), now)
+                .unwrap()
+        );
         let later = now + Duration::from_secs(16);
-        assert!(s.kv_put("l", b"y".to_vec(), 0, &PutMode::Acquire(b), later).unwrap());
+        assert!(
+            s.kv_put("l", b"y".to_vec(), 0, &PutMode::Acquire(b), later)
+                .unwrap()
+        );
     }
 
     #[test]
     fn delete_behavior_deletes_held_keys() {
         let mut s = Store::seeded();
         let now = Instant::now();
-        let spec = SessionSpec { behavior: Some("delete".into()), ..SessionSpec::default() };
+        let spec = SessionSpec {
+            behavior: Some("delete".into()),
+            ..SessionSpec::default()
+        };
         let a = s.session_create(spec, now).unwrap();
-        assert!(s.kv_put("l", b"x".to_vec(), 0, &PutMode::Acquire(a.clone()), now).unwrap());
+        assert!(
+            s.kv_put("l", b"x".to_vec(), 0, &PutMode::Acquire(a.clone()), now)
+                .unwrap()
+        );
         s.session_invalidate(&a, now);
         assert!(s.kv_get("l").is_none());
     }
@@ -1427,9 +1680,30 @@ mod tests {
         put(&mut s, "a", "1");
         let index = s.index;
         let ops = vec![
-            TxnKvOp { verb: "set".into(), key: "a".into(), value: Some("Mg==".into()), flags: 0, index: 0, session: String::new() },
-            TxnKvOp { verb: "delete".into(), key: "a".into(), value: None, flags: 0, index: 0, session: String::new() },
-            TxnKvOp { verb: "get".into(), key: "nope".into(), value: None, flags: 0, index: 0, session: String::new() },
+            TxnKvOp {
+                verb: "set".into(),
+                key: "a".into(),
+                value: Some("Mg==".into()),
+                flags: 0,
+                index: 0,
+                session: String::new(),
+            },
+            TxnKvOp {
+                verb: "delete".into(),
+                key: "a".into(),
+                value: None,
+                flags: 0,
+                index: 0,
+                session: String::new(),
+            },
+            TxnKvOp {
+                verb: "get".into(),
+                key: "nope".into(),
+                value: None,
+                flags: 0,
+                index: 0,
+                session: String::new(),
+            },
         ];
         let errs = s.txn(&ops, Instant::now()).unwrap_err();
         assert_eq!(errs[0].0, 2);
@@ -1442,13 +1716,50 @@ mod tests {
     fn session_ttl_outside_ten_seconds_to_a_day_is_rejected() {
         let mut s = Store::seeded();
         let now = Instant::now();
-        let spec = SessionSpec { ttl: Some("5s".into()), ..SessionSpec::default() };
+        let spec = SessionSpec {
+            ttl: Some("5s".into()),
+            ..SessionSpec::default()
+        };
         let err = s.session_create(spec, now).unwrap_err();
-        assert_eq!(err.to_string(), "Invalid Session TTL '5000000000', must be between [10s=24h0m0s]");
-        let spec = SessionSpec { ttl: Some("25h".into()), ..SessionSpec::default() };
+        assert_eq!(
+            err.to_string(),
+            "Invalid Session TTL '5000000000', must be between [10s=24h0m0s]"
+        );
+        let spec = SessionSpec {
+            ttl: Some("25h".into()),
+            ..SessionSpec::default()
+        };
         assert!(s.session_create(spec, now).is_err());
-        let spec = SessionSpec { ttl: Some("10s".into()), ..SessionSpec::default() };
+        let spec = SessionSpec {
+            ttl: Some("10s".into()),
+            ..SessionSpec::default()
+        };
         assert!(s.session_create(spec, now).is_ok());
+    }
+
+    #[test]
+    fn ttl_session_expires_only_after_twice_its_ttl_and_renew_resets_the_timer() {
+        let mut s = Store::seeded();
+        let now = Instant::now();
+        let spec = SessionSpec {
+            ttl: Some("10s".into()),
+            ..SessionSpec::default()
+        };
+        let id = s.session_create(spec, now).unwrap();
+        assert!(
+            s.expired_sessions(now + Duration::from_secs(19)).is_empty(),
+            "Consul grants up to 2x TTL"
+        );
+        assert_eq!(
+            s.expired_sessions(now + Duration::from_secs(20)),
+            vec![id.clone()]
+        );
+        assert!(
+            s.session_renew(&id, now + Duration::from_secs(15))
+                .is_some()
+        );
+        assert!(s.expired_sessions(now + Duration::from_secs(34)).is_empty());
+        assert_eq!(s.expired_sessions(now + Duration::from_secs(35)), vec![id]);
     }
 
     #[test]
@@ -1457,6 +1768,9 @@ mod tests {
         for k in ["web/bar", "web/foo", "web/subdir/a", "web/subdir/b"] {
             put(&mut s, k, "x");
         }
-        assert_eq!(s.kv_keys("web/", Some("/")), vec!["web/bar", "web/foo", "web/subdir/"]);
+        assert_eq!(
+            s.kv_keys("web/", Some("/")),
+            vec!["web/bar", "web/foo", "web/subdir/"]
+        );
     }
 }

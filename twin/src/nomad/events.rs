@@ -103,10 +103,10 @@ pub fn stream(inner: Arc<Inner>, params: &[(String, String)]) -> Response {
                 },
                 _ = tx.closed() => return,
             };
-            if let Some(line) = line {
-                if tx.send(Ok(line)).await.is_err() {
-                    return;
-                }
+            if let Some(line) = line
+                && tx.send(Ok(line)).await.is_err()
+            {
+                return;
             }
         }
     });

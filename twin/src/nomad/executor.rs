@@ -32,7 +32,18 @@ const DRIVERS: &[&str] = &["raw_exec", "exec"];
 #[derive(Debug)]
 pub struct Executor {
     base_dir: PathBuf,
+    temporary: bool,
     runners: Mutex<HashMap<String, Runner>>,
+}
+
+impl Drop for Executor {
+    fn drop(&mut self) {
+        // Runner tasks own the process guards; when the runtime drops them the groups are killed.
+        // A scratch directory in $TMPDIR goes with the executor.
+        if self.temporary {
+            let _ = std::fs::remove_dir_all(&self.base_dir);
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -43,10 +54,12 @@ struct Runner {
 }
 
 impl Executor {
-    /// An executor keeping allocation directories under `base_dir`.
-    pub fn new(base_dir: PathBuf) -> Executor {
+    /// An executor keeping allocation directories under `base_dir`; a `temporary` one is removed
+    /// when the executor goes away.
+    pub fn new(base_dir: PathBuf, temporary: bool) -> Executor {
         Executor {
             base_dir,
+            temporary,
             runners: Mutex::new(HashMap::new()),
         }
     }
@@ -111,8 +124,8 @@ impl Executor {
     }
 
     /// Removes the scratch directory when it was a temporary one.
-    pub fn remove_scratch_dir(&self, temporary: bool) {
-        if temporary {
+    pub fn remove_scratch_dir(&self) {
+        if self.temporary {
             let _ = std::fs::remove_dir_all(&self.base_dir);
         }
     }

@@ -58,12 +58,13 @@ fn lex(input: &str) -> Result<Vec<Tok>, FilterError> {
                     if ch == quote {
                         break;
                     }
-                    if ch == '\\' && quote == '"' {
-                        if let Some(&next) = chars.get(i) {
-                            s.push(next);
-                            i += 1;
-                            continue;
-                        }
+                    if ch == '\\'
+                        && quote == '"'
+                        && let Some(&next) = chars.get(i)
+                    {
+                        s.push(next);
+                        i += 1;
+                        continue;
                     }
                     s.push(ch);
                 }

@@ -295,10 +295,10 @@ fn job_from_body(
     if id.is_empty() {
         return Err(ApiError::new(400, "Job ID hasn't been provided"));
     }
-    if let Some(p) = path_id {
-        if p != id {
-            return Err(ApiError::new(400, "Job ID does not match name"));
-        }
+    if let Some(p) = path_id
+        && p != id
+    {
+        return Err(ApiError::new(400, "Job ID does not match name"));
     }
     let ns = match (
         param(q, "namespace"),
@@ -804,10 +804,8 @@ async fn read_eval(State(inner): St, Path(id): Path<String>, Query(q): Params) -
     blocking(&inner, &q, |st| match st.evals.get(&id) {
         Some(e) => {
             let mut e = e.clone();
-            if related {
-                if let Some(o) = e.as_object_mut() {
-                    o.insert("RelatedEvals".into(), json!([]));
-                }
+            if related && let Some(o) = e.as_object_mut() {
+                o.insert("RelatedEvals".into(), json!([]));
             }
             (u(&e, "ModifyIndex"), Ok(e))
         }

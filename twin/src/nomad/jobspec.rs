@@ -227,10 +227,9 @@ pub fn canonicalize(job: &mut Value, namespace: &str) {
         .get("Datacenters")
         .and_then(Value::as_array)
         .is_none_or(Vec::is_empty)
+        && let Some(m) = job.as_object_mut()
     {
-        if let Some(m) = job.as_object_mut() {
-            m.insert("Datacenters".into(), json!(["*"]));
-        }
+        m.insert("Datacenters".into(), json!(["*"]));
     }
     let job_type = s(job, "Type").to_string();
     let job_update = job.get("Update").cloned().unwrap_or(Value::Null);
@@ -263,6 +262,37 @@ pub fn canonicalize(job: &mut Value, namespace: &str) {
             "EphemeralDisk",
             json!({"Sticky": false, "Migrate": false, "SizeMB": 300}),
         );
+        let reschedule = match job_type.as_str() {
+            "service" => Some(
+                json!({"Attempts": 0, "Interval": 0, "Delay": 30 * SECOND, "DelayFunction": "exponential", "MaxDelay": 3600 * SECOND, "Unlimited": true}),
+            ),
+            "batch" => Some(
+                json!({"Attempts": 1, "Interval": 86400 * SECOND, "Delay": 5 * SECOND, "DelayFunction": "constant", "MaxDelay": 0, "Unlimited": false}),
+            ),
+            _ => None,
+        };
+        if let Some(mut r) = reschedule {
+            if let Some(given) = group.get("ReschedulePolicy") {
+                merge_non_null(&mut r, given);
+            }
+            if let Some(m) = group.as_object_mut() {
+                m.insert("ReschedulePolicy".into(), r);
+            }
+        }
+        if job_type == "service" {
+            let mut m = json!({"MaxParallel": 1, "HealthCheck": "checks", "MinHealthyTime": 10 * SECOND, "HealthyDeadline": 300 * SECOND});
+            if let Some(given) = group.get("Migrate") {
+                merge_non_null(&mut m, given);
+            }
+            if let Some(o) = group.as_object_mut() {
+                o.insert("Migrate".into(), m);
+            }
+        }
+        if let Some(networks) = group.get_mut("Networks").and_then(Value::as_array_mut) {
+            for n in networks {
+                set_default(n, "MBits", json!(0));
+            }
+        }
         let group_update = group.get("Update").cloned().unwrap_or(Value::Null);
         let merged = match (job_update.is_null(), group_update.is_null()) {
             (false, false) => {
@@ -303,12 +333,21 @@ pub fn canonicalize(job: &mut Value, namespace: &str) {
                 "LogConfig",
                 json!({"MaxFiles": 10, "MaxFileSizeMB": 10, "Enabled": null, "Disabled": false}),
             );
-            set_default(task, "Resources", json!({}));
+            if task.get("Resources").is_none_or(Value::is_null)
+                && let (Some(m), Ok(empty)) = (
+                    task.as_object_mut(),
+                    decode("Resources", Some(&json!({})), "Resources"),
+                )
+            {
+                m.insert("Resources".into(), empty);
+            }
             if let Some(res) = task.get_mut("Resources") {
                 set_default(res, "CPU", json!(100));
                 set_default(res, "MemoryMB", json!(300));
                 set_default(res, "Cores", json!(0));
                 set_default(res, "MemoryMaxMB", json!(0));
+                set_default(res, "DiskMB", json!(0));
+                set_default(res, "IOPS", json!(0));
             }
             let mut task_restart = restart.clone();
             if let Some(r) = task.get("RestartPolicy") {

@@ -78,6 +78,7 @@ impl NomadState {
             Some(p) => Store::restore(p),
             None => Store::new(uuid::Uuid::new_v4().to_string()),
         };
+        let temporary = config.data_dir.is_none();
         let base_dir = match &config.data_dir {
             Some(d) => d.join("nomad-allocs"),
             None => {
@@ -96,7 +97,7 @@ impl NomadState {
             persist_lock: Mutex::new(0),
             changed,
             events,
-            executor: executor::Executor::new(base_dir),
+            executor: executor::Executor::new(base_dir, temporary),
             http,
             background: Mutex::new(Vec::new()),
         });
@@ -149,9 +150,7 @@ impl NomadState {
             task.abort();
         }
         self.inner.executor.shutdown().await;
-        self.inner
-            .executor
-            .remove_scratch_dir(self.inner.config.data_dir.is_none());
+        self.inner.executor.remove_scratch_dir();
     }
 }
 
@@ -188,10 +187,10 @@ impl Inner {
             st.jobs_dirty = false;
             (result, batch, st.index, snapshot)
         };
-        if let Some(snapshot) = snapshot {
-            if let Err(e) = self.persist(&snapshot) {
-                tracing::warn!(error = %e, "nomad state not persisted");
-            }
+        if let Some(snapshot) = snapshot
+            && let Err(e) = self.persist(&snapshot)
+        {
+            tracing::warn!(error = %e, "nomad state not persisted");
         }
         if let Some(batch) = batch {
             let _ = self.events.send(Arc::new(batch));

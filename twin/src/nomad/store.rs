@@ -87,6 +87,7 @@ pub struct TaskEvent {
     pub download_error: String,
     pub validation_error: String,
     pub disk_limit: i64,
+    pub disk_size: i64,
     pub failed_sibling: String,
     pub vault_error: String,
     pub task_signal_reason: String,
@@ -118,6 +119,8 @@ pub struct TaskState {
     pub started_at: String,
     pub finished_at: String,
     pub events: Vec<TaskEvent>,
+    /// The driver's handle; a server sends `null` for tasks it has no handle for.
+    pub task_handle: Option<Value>,
 }
 
 impl Default for TaskState {
@@ -130,6 +133,7 @@ impl Default for TaskState {
             started_at: rfc3339(0),
             finished_at: rfc3339(0),
             events: Vec::new(),
+            task_handle: None,
         }
     }
 }
@@ -536,6 +540,20 @@ impl Store {
                 .map(|c| u(c, "JobModifyIndex"))
                 .unwrap_or(0);
         }
+        // Periodic and parameterized jobs are templates for child jobs: no evaluation of their own.
+        let template = ["Periodic", "ParameterizedJob"]
+            .iter()
+            .any(|k| job.get(*k).is_some_and(|v| !v.is_null()));
+        if template && !b(&job, "Stop") {
+            self.refresh_job_status(&ns, &id);
+            let out = RegisterOutcome {
+                eval_id: String::new(),
+                eval_create_index: 0,
+                job_modify_index,
+                index: self.index,
+            };
+            return Ok((out, plan));
+        }
         let (eval_id, eval_index) =
             self.create_eval(&ns, &id, opts.trigger, job_modify_index, opts.eval_priority);
         plan.extend(self.reconcile(&ns, &id, &eval_id, changed));
@@ -624,13 +642,13 @@ impl Store {
         if version == cur_version {
             return Err(ApiError::new(500, "can't revert to current version"));
         }
-        if let Some(prior) = enforce_prior {
-            if prior != cur_version {
-                return Err(ApiError::new(
-                    500,
-                    format!("Current job has version {cur_version}; enforcing version {prior}"),
-                ));
-            }
+        if let Some(prior) = enforce_prior
+            && prior != cur_version
+        {
+            return Err(ApiError::new(
+                500,
+                format!("Current job has version {cur_version}; enforcing version {prior}"),
+            ));
         }
         let target = record
             .versions
@@ -690,11 +708,11 @@ impl Store {
                     format!("job \"{id}\" in namespace \"{ns}\" at version {version} not found"),
                 ));
             }
-            if u(&r.job, "Version") == version {
-                if let Some(o) = r.job.as_object_mut() {
-                    o.insert("Stable".into(), json!(stable));
-                    o.insert("ModifyIndex".into(), json!(index));
-                }
+            if u(&r.job, "Version") == version
+                && let Some(o) = r.job.as_object_mut()
+            {
+                o.insert("Stable".into(), json!(stable));
+                o.insert("ModifyIndex".into(), json!(index));
             }
             job_after = Some(r.job.clone());
         }
@@ -840,18 +858,17 @@ impl Store {
         } else {
             None
         };
-        if !spec_changed {
-            if let Some(d) = self.active_deployment(ns, id) {
-                if d.job_version == version {
-                    // Reschedules and scale-ups of the same version join its deployment.
-                    let d_id = d.id.clone();
-                    for (group, index) in to_place {
-                        let alloc_id = self.place_alloc(&job, &group, index, eval_id, Some(&d_id));
-                        plan.start.push((alloc_id, waits.clone()));
-                    }
-                    return plan;
-                }
+        if !spec_changed
+            && let Some(d) = self.active_deployment(ns, id)
+            && d.job_version == version
+        {
+            // Reschedules and scale-ups of the same version join its deployment.
+            let d_id = d.id.clone();
+            for (group, index) in to_place {
+                let alloc_id = self.place_alloc(&job, &group, index, eval_id, Some(&d_id));
+                plan.start.push((alloc_id, waits.clone()));
             }
+            return plan;
         }
         for (group, index) in to_place {
             let alloc_id = self.place_alloc(&job, &group, index, eval_id, deployment_id.as_deref());
@@ -1368,11 +1385,11 @@ impl Store {
                     o.insert("ModifyIndex".into(), json!(index));
                 }
                 let version = u(&r.job, "Version");
-                if let Some(v) = r.versions.iter_mut().find(|v| u(v, "Version") == version) {
-                    if let Some(o) = v.as_object_mut() {
-                        o.insert("Status".into(), json!(status));
-                        o.insert("ModifyIndex".into(), json!(index));
-                    }
+                if let Some(v) = r.versions.iter_mut().find(|v| u(v, "Version") == version)
+                    && let Some(o) = v.as_object_mut()
+                {
+                    o.insert("Status".into(), json!(status));
+                    o.insert("ModifyIndex".into(), json!(index));
                 }
             }
             self.tables.jobs = index;
@@ -1502,37 +1519,38 @@ impl Store {
             "CreateTime": a.create_time,
             "ModifyTime": a.modify_time,
         });
-        if full {
-            if let Some(o) = v.as_object_mut() {
-                o.insert("Job".into(), a.job.clone());
-                o.insert("DeploymentID".into(), json!(a.deployment_id));
-                o.insert("AllocModifyIndex".into(), json!(a.alloc_modify_index));
-                o.insert(
+        if full && let Some(o) = v.as_object_mut() {
+            o.insert("Job".into(), a.job.clone());
+            o.insert("DeploymentID".into(), json!(a.deployment_id));
+            o.insert("AllocModifyIndex".into(), json!(a.alloc_modify_index));
+            o.insert(
                     "Resources".into(),
                     json!({"CPU": cpu, "MemoryMB": mem, "DiskMB": u(&shared, "DiskMB"), "Networks": networks}),
                 );
-                o.insert("SharedResources".into(), json!({"CPU": 0, "MemoryMB": 0, "DiskMB": u(&shared, "DiskMB"), "Networks": null}));
-                o.insert("TaskResources".into(), Value::Object(task_resources));
-                o.insert(
-                    "Metrics".into(),
-                    json!({
-                        "NodesEvaluated": 1, "NodesFiltered": 0, "NodesInPool": 1,
-                        "NodesAvailable": {self.datacenter.clone(): 1},
-                        "ClassFiltered": null, "ConstraintFiltered": null, "NodesExhausted": 0,
-                        "ClassExhausted": null, "DimensionExhausted": null, "QuotaExhausted": null,
-                        "ResourcesExhausted": null, "Scores": null, "ScoreMetaData": null,
-                        "AllocationTime": 0, "CoalescedFailures": 0,
-                    }),
-                );
-                o.insert(
-                    "Metrics".into(),
-                    o.get("Metrics").cloned().unwrap_or(Value::Null),
-                );
-                o.insert(
-                    "NetworkStatus".into(),
-                    json!({"InterfaceName": "", "Address": "127.0.0.1", "DNS": null}),
-                );
-            }
+            o.insert(
+                "SharedResources".into(),
+                json!({"CPU": 0, "MemoryMB": 0, "DiskMB": u(&shared, "DiskMB"), "Networks": null}),
+            );
+            o.insert("TaskResources".into(), Value::Object(task_resources));
+            o.insert(
+                "Metrics".into(),
+                json!({
+                    "NodesEvaluated": 1, "NodesFiltered": 0, "NodesInPool": 1,
+                    "NodesAvailable": {self.datacenter.clone(): 1},
+                    "ClassFiltered": null, "ConstraintFiltered": null, "NodesExhausted": 0,
+                    "ClassExhausted": null, "DimensionExhausted": null, "QuotaExhausted": null,
+                    "ResourcesExhausted": null, "Scores": null, "ScoreMetaData": null,
+                    "AllocationTime": 0, "CoalescedFailures": 0,
+                }),
+            );
+            o.insert(
+                "Metrics".into(),
+                o.get("Metrics").cloned().unwrap_or(Value::Null),
+            );
+            o.insert(
+                "NetworkStatus".into(),
+                json!({"InterfaceName": "", "Address": "127.0.0.1", "DNS": null}),
+            );
         }
         v
     }

@@ -153,7 +153,95 @@ pub fn sh_job(id: &str, script: &str) -> Value {
 /// Whether a process with this PID exists (and is not a zombie).
 pub fn pid_alive(pid: u32) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => !stat.split_whitespace().nth(2).is_some_and(|st| st == "Z"),
+        Ok(stat) => stat.split_whitespace().nth(2).is_none_or(|st| st != "Z"),
         Err(_) => false,
     }
+}
+
+/// A Nomad API served on its own (no Consul side), counting the requests it answers, so a test
+/// can tell whether a client hot-loops.
+pub struct CountedNomad {
+    pub state: hashistack_twin::nomad::NomadState,
+    pub addr: std::net::SocketAddr,
+    pub requests: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    pub client: Nomad,
+    server: tokio::task::JoinHandle<()>,
+}
+
+async fn count_request(
+    axum::extract::State(counter): axum::extract::State<
+        std::sync::Arc<std::sync::atomic::AtomicU64>,
+    >,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    next.run(req).await
+}
+
+impl CountedNomad {
+    /// Starts the Nomad API on a free loopback port.
+    pub async fn start() -> CountedNomad {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let state = hashistack_twin::nomad::NomadState::new(hashistack_twin::nomad::NomadConfig {
+            consul_http_addr: "127.0.0.1:9".parse().unwrap(),
+            acl_token: None,
+            data_dir: None,
+        });
+        let requests = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let app = state.router().layer(axum::middleware::from_fn_with_state(
+            requests.clone(),
+            count_request,
+        ));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        let client = Nomad {
+            twin: None,
+            base: format!("http://{addr}"),
+            client: reqwest::Client::new(),
+            token: None,
+        };
+        CountedNomad {
+            state,
+            addr,
+            requests,
+            client,
+            server,
+        }
+    }
+
+    /// Requests answered so far.
+    pub fn count(&self) -> u64 {
+        self.requests.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Stops the API and every task.
+    pub async fn shutdown(self) {
+        self.state.shutdown().await;
+        self.server.abort();
+    }
+}
+
+/// Sends `GET http://addr/` with `Host: host`; returns status and the `X-Backend` header.
+pub async fn get_with_host(addr: std::net::SocketAddr, host: &str) -> Option<(u16, String)> {
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(2))
+        .build()
+        .unwrap();
+    let resp = client
+        .get(format!("http://{addr}/"))
+        .header("Host", host)
+        .send()
+        .await
+        .ok()?;
+    let backend = resp
+        .headers()
+        .get("X-Backend")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+    Some((resp.status().as_u16(), backend))
 }

@@ -1,0 +1,484 @@
+//! Contract tests: for every response fixture in `fixtures/nomad/` (HashiCorp's documented sample
+//! bodies), the twin's answer to the equivalent request has the same JSON shape — every key the
+//! docs show, with the same JSON type.
+//!
+//! Shape rules: a `null` in the fixture matches any value (the docs show unset fields as `null`);
+//! arrays are compared element-wise against the fixture's first element; objects whose keys are
+//! data (task-group names, task names, meta keys...) are compared value-wise against the fixture's
+//! first value; the docs' `"..."` placeholders (SOURCES.md) match anything. A twin `null` where the
+//! fixture has a value is allowed only for the keys in `NULLABLE`, which real Nomad also leaves
+//! `null` in the situations the test produces.
+#![allow(clippy::unwrap_used, clippy::panic)]
+
+mod nomad_support;
+
+use nomad_support::{Nomad, sh_job};
+use serde_json::{Value, json};
+use std::time::Duration;
+
+const SEC: u64 = 1_000_000_000;
+
+/// Keys whose values are maps keyed by data, not struct fields.
+const MAP_KEYS: &[&str] = &[
+    "TaskStates",
+    "TaskGroups@deployment",
+    "Summary",
+    "DesiredTGUpdates",
+    "FailedTGAllocs",
+    "QueuedAllocations",
+    "NodesAvailable",
+    "ClassEligibility",
+    "Meta",
+    "Env",
+    "Config",
+    "Scores",
+    "TaskResources",
+    "Updates",
+    "DimensionExhausted",
+    "ConstraintFiltered",
+    "GetterOptions",
+];
+
+/// Keys real Nomad leaves `null` in the states these tests create (no canaries, no reschedules,
+/// no placement failures, no blocked evals).
+const NULLABLE: &[&str] = &[
+    "PlacedCanaries",
+    "CreatedEvals",
+    "FailedTGAllocs",
+    "RescheduleTracker.Events",
+    "ReservedPorts",
+    "Metrics.Scores",
+    // Optional job-spec fields the docs' sample job happens to set and the test's job does not.
+    "Env",
+    "Services",
+    "MaxClientDisconnect",
+    "Lifecycle",
+];
+
+/// Values compared elsewhere or free-form: a task's driver `Config`, and the job copy inside an
+/// allocation (the docs' sample embeds a different job; job shapes are checked on the job endpoints).
+const OPAQUE: &[&str] = &["Config", "Job"];
+
+/// Keys in the docs' samples that Nomad's API no longer has (absent from `nomad-api-fields.json`):
+/// `Job.VaultToken` (removed in 1.10, see NOMAD-API-FIELDS.md) and `Task.Spreads` (never an API field).
+const DOC_ONLY: &[&str] = &["VaultToken", "Spreads"];
+
+fn type_name(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "bool",
+        Value::Number(_) => "number",
+        Value::String(_) => "string",
+        Value::Array(_) => "array",
+        Value::Object(_) => "object",
+    }
+}
+
+fn is_map_key(key: &str, in_deployment: bool) -> bool {
+    MAP_KEYS.contains(&key) || (in_deployment && key == "TaskGroups")
+}
+
+fn compare(
+    path: &str,
+    key: &str,
+    fixture: &Value,
+    twin: &Value,
+    in_deployment: bool,
+    errors: &mut Vec<String>,
+) {
+    if fixture.is_null() || fixture == &json!("...") || OPAQUE.contains(&key) {
+        return;
+    }
+    if twin.is_null() {
+        if !NULLABLE.iter().any(|k| path.ends_with(k)) {
+            errors.push(format!(
+                "{path}: twin has null, fixture has {}",
+                type_name(fixture)
+            ));
+        }
+        return;
+    }
+    if type_name(fixture) != type_name(twin) {
+        errors.push(format!(
+            "{path}: fixture {} vs twin {}",
+            type_name(fixture),
+            type_name(twin)
+        ));
+        return;
+    }
+    match (fixture, twin) {
+        (Value::Array(f), Value::Array(t)) => {
+            if let Some(first) = f.first() {
+                for (i, item) in t.iter().enumerate() {
+                    compare(
+                        &format!("{path}[{i}]"),
+                        key,
+                        first,
+                        item,
+                        in_deployment,
+                        errors,
+                    );
+                }
+            }
+        }
+        (Value::Object(f), Value::Object(t)) if is_map_key(key, in_deployment) => {
+            if let Some(first) = f.values().next() {
+                for (k, v) in t {
+                    compare(&format!("{path}.{k}"), "", first, v, in_deployment, errors);
+                }
+            }
+        }
+        (Value::Object(f), Value::Object(t)) => {
+            for (k, fv) in f {
+                match t.get(k) {
+                    Some(tv) => compare(&format!("{path}.{k}"), k, fv, tv, in_deployment, errors),
+                    None if DOC_ONLY.contains(&k.as_str()) => {}
+                    None => errors.push(format!("{path}.{k}: missing in twin")),
+                }
+            }
+        }
+        _ => {}
+    }
+}
+
+fn fixture(name: &str) -> Value {
+    let path = format!("{}/../fixtures/nomad/{name}", env!("CARGO_MANIFEST_DIR"));
+    serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap()
+}
+
+fn assert_shape(name: &str, twin: &Value, errors: &mut Vec<String>) {
+    let f = fixture(name);
+    let mut local = Vec::new();
+    if let (Value::Array(fa), Value::Array(ta)) = (&f, twin) {
+        assert!(
+            !ta.is_empty() || fa.is_empty(),
+            "{name}: the twin answered [] so nothing was compared"
+        );
+    }
+    compare(
+        "$",
+        "",
+        &f,
+        twin,
+        name.starts_with("deployment-") || name.contains("deployment"),
+        &mut local,
+    );
+    errors.extend(local.into_iter().map(|e| format!("{name}: {e}")));
+}
+
+fn web_job() -> Value {
+    json!({
+        "ID": "example",
+        "TaskGroups": [{
+            "Name": "cache",
+            "Networks": [{"DynamicPorts": [{"Label": "db"}]}],
+            "Update": {"MinHealthyTime": SEC / 5, "HealthyDeadline": 20 * SEC, "ProgressDeadline": 30 * SEC, "AutoRevert": true},
+            "Services": [{
+                "Name": "example-cache-redis", "PortLabel": "db", "Provider": "nomad", "Tags": ["db", "cache"],
+                "Checks": [{"Type": "tcp", "Interval": SEC / 4, "Timeout": SEC}],
+            }],
+            "Tasks": [{
+                "Name": "redis", "Driver": "raw_exec",
+                "Config": {"command": "python3", "args": ["-m", "http.server", "${NOMAD_PORT_db}", "--bind", "127.0.0.1"]},
+            }],
+        }],
+    })
+}
+
+#[tokio::test]
+async fn every_nomad_response_fixture_has_the_same_shape_as_the_twin_answer() {
+    let n = Nomad::start().await;
+    let mut errors = Vec::new();
+    let mut covered: Vec<&str> = Vec::new();
+    let mut check = |name: &'static str, twin: &Value, errors: &mut Vec<String>| {
+        covered.push(name);
+        assert_shape(name, twin, errors);
+    };
+
+    // Version 0 of a service job with a Nomad service and a check, healthy and stable.
+    let reg = n
+        .send("PUT", "/v1/jobs", Some(json!({"Job": web_job()})))
+        .await;
+    assert_eq!(reg.status, 200, "{}", reg.text);
+    check("job-register-response.json", &reg.json(), &mut errors);
+    n.wait_for("/v1/job/example", Duration::from_secs(20), |j| {
+        j["Stable"] == true
+    })
+    .await;
+
+    check(
+        "job-list-response.json",
+        &n.get("/v1/jobs").await,
+        &mut errors,
+    );
+    check(
+        "job-versions-response.json",
+        &n.get("/v1/job/example/versions").await,
+        &mut errors,
+    );
+    check(
+        "job-allocations-response.json",
+        &n.get("/v1/job/example/allocations").await,
+        &mut errors,
+    );
+    check(
+        "allocation-list-response.json",
+        &n.get("/v1/allocations").await,
+        &mut errors,
+    );
+    let alloc_id = n.get("/v1/job/example/allocations").await[0]["ID"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    check(
+        "allocation-read-response.json",
+        &n.get(&format!("/v1/allocation/{alloc_id}")).await,
+        &mut errors,
+    );
+    check(
+        "job-evaluations-response.json",
+        &n.get("/v1/job/example/evaluations").await,
+        &mut errors,
+    );
+    check(
+        "evaluation-list-response.json",
+        &n.get("/v1/evaluations").await,
+        &mut errors,
+    );
+    let eval_id = n.get("/v1/evaluations").await[0]["ID"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    check(
+        "evaluation-read-response.json",
+        &n.get(&format!("/v1/evaluation/{eval_id}?related=true"))
+            .await,
+        &mut errors,
+    );
+    check(
+        "job-summary-response.json",
+        &n.get("/v1/job/example/summary").await,
+        &mut errors,
+    );
+    check(
+        "job-services-response.json",
+        &n.get("/v1/job/example/services").await,
+        &mut errors,
+    );
+    check(
+        "services-list-response.json",
+        &n.get("/v1/services").await,
+        &mut errors,
+    );
+    check(
+        "service-read-response.json",
+        &n.get("/v1/service/example-cache-redis").await,
+        &mut errors,
+    );
+    check(
+        "namespace-list-response.json",
+        &n.get("/v1/namespaces").await,
+        &mut errors,
+    );
+    check(
+        "status-leader-response.json",
+        &n.get("/v1/status/leader").await,
+        &mut errors,
+    );
+    let stable = n
+        .send(
+            "POST",
+            "/v1/job/example/stable",
+            Some(json!({"JobID": "example", "JobVersion": 0, "Stable": true})),
+        )
+        .await;
+    check("job-stable-response.json", &stable.json(), &mut errors);
+
+    // Version 1 whose deployment is still running (long MinHealthyTime), then failed by hand:
+    // AutoRevert rolls back to stable version 0.
+    let mut v1 = web_job();
+    v1["TaskGroups"][0]["Update"]["MinHealthyTime"] = json!(15 * SEC);
+    v1["TaskGroups"][0]["Tasks"][0]["Env"] = json!({"foo": "bar"});
+    let upd = n
+        .send("PUT", "/v1/job/example", Some(json!({"Job": v1})))
+        .await;
+    assert_eq!(upd.status, 200, "{}", upd.text);
+    check("job-update-response.json", &upd.json(), &mut errors);
+    check(
+        "job-versions-diffs-response.json",
+        &n.get("/v1/job/example/versions?diffs=true").await,
+        &mut errors,
+    );
+    let latest = n
+        .wait_for("/v1/job/example/deployment", Duration::from_secs(10), |d| {
+            d["JobVersion"] == 1
+        })
+        .await;
+    check("job-latest-deployment-response.json", &latest, &mut errors);
+    check(
+        "job-deployments-response.json",
+        &n.get("/v1/job/example/deployments").await,
+        &mut errors,
+    );
+    check(
+        "deployment-list-response.json",
+        &n.get("/v1/deployments").await,
+        &mut errors,
+    );
+    let dep_id = latest["ID"].as_str().unwrap().to_string();
+    check(
+        "deployment-read-response.json",
+        &n.get(&format!("/v1/deployment/{dep_id}")).await,
+        &mut errors,
+    );
+    n.wait_for(
+        &format!("/v1/deployment/allocations/{dep_id}"),
+        Duration::from_secs(10),
+        |a| a.as_array().is_some_and(|a| !a.is_empty()),
+    )
+    .await;
+    check(
+        "deployment-allocations-response.json",
+        &n.get(&format!("/v1/deployment/allocations/{dep_id}")).await,
+        &mut errors,
+    );
+    let pause = n
+        .send(
+            "POST",
+            &format!("/v1/deployment/pause/{dep_id}"),
+            Some(json!({"DeploymentID": dep_id, "Pause": true})),
+        )
+        .await;
+    assert_eq!(pause.status, 200, "{}", pause.text);
+    check("deployment-pause-response.json", &pause.json(), &mut errors);
+    let resume = n
+        .send(
+            "POST",
+            &format!("/v1/deployment/pause/{dep_id}"),
+            Some(json!({"DeploymentID": dep_id, "Pause": false})),
+        )
+        .await;
+    assert_eq!(resume.status, 200, "{}", resume.text);
+    let fail = n
+        .send("POST", &format!("/v1/deployment/fail/{dep_id}"), None)
+        .await;
+    assert_eq!(fail.status, 200, "{}", fail.text);
+    assert_eq!(fail.json()["RevertedJobVersion"], 0);
+    check("deployment-fail-response.json", &fail.json(), &mut errors);
+    let failed = n.get(&format!("/v1/deployment/{dep_id}")).await;
+    assert_eq!(failed["Status"], "failed");
+    assert_eq!(
+        failed["StatusDescription"],
+        "Deployment marked as failed - rolling back to job version 0"
+    );
+    let again = n
+        .send("POST", &format!("/v1/deployment/fail/{dep_id}"), None)
+        .await;
+    assert_eq!(
+        (again.status, again.text.as_str()),
+        (500, "can't fail terminal deployment")
+    );
+
+    // Version 2 is the auto-revert; its deployment takes manual health.
+    let v2 = n
+        .wait_for("/v1/job/example/deployment", Duration::from_secs(10), |d| {
+            d["JobVersion"] == 2
+        })
+        .await;
+    let v2_id = v2["ID"].as_str().unwrap().to_string();
+    let allocs = n
+        .wait_for(
+            &format!("/v1/deployment/allocations/{v2_id}"),
+            Duration::from_secs(10),
+            |a| a.as_array().is_some_and(|a| !a.is_empty()),
+        )
+        .await;
+    let health = n
+        .send(
+            "POST",
+            &format!("/v1/deployment/allocation-health/{v2_id}"),
+            Some(json!({"DeploymentID": v2_id, "HealthyAllocationIDs": [allocs[0]["ID"]]})),
+        )
+        .await;
+    assert_eq!(health.status, 200, "{}", health.text);
+    let mut health_body = health.json();
+    // The docs' sample shows `RevertedJobVersion`, which a server sends only when the health
+    // update triggers a rollback; this one does not.
+    assert!(health_body.get("RevertedJobVersion").is_none());
+    health_body["RevertedJobVersion"] = json!(0);
+    check(
+        "deployment-alloc-health-response.json",
+        &health_body,
+        &mut errors,
+    );
+    let bad = n
+        .send(
+            "POST",
+            &format!("/v1/deployment/allocation-health/{v2_id}"),
+            Some(json!({"DeploymentID": "other"})),
+        )
+        .await;
+    assert_eq!(
+        (bad.status, bad.text.as_str()),
+        (400, "Deployment ID does not match")
+    );
+
+    let revert = n
+        .send(
+            "POST",
+            "/v1/job/example/revert",
+            Some(json!({"JobID": "example", "JobVersion": 1})),
+        )
+        .await;
+    assert_eq!(revert.status, 200, "{}", revert.text);
+    check("job-revert-response.json", &revert.json(), &mut errors);
+    // The docs' plan sample is for a job the server does not know yet (`"Type": "Added"`).
+    let plan = n
+        .send(
+            "POST",
+            "/v1/job/fresh/plan",
+            Some(json!({"Job": sh_job("fresh", "sleep 1"), "Diff": true})),
+        )
+        .await;
+    assert_eq!(plan.status, 200, "{}", plan.text);
+    check("job-plan-response.json", &plan.json(), &mut errors);
+
+    // The docs' read sample is a periodic, parameterized batch job; register it as written.
+    let mut doc_job = fixture("job-read-response.json");
+    doc_job["Namespace"] = json!("default");
+    doc_job["ID"] = json!("docjob");
+    let a = n
+        .send("PUT", "/v1/jobs", Some(json!({"Job": doc_job})))
+        .await;
+    assert_eq!(a.status, 200, "{}", a.text);
+    assert_eq!(a.json()["EvalID"], "", "periodic jobs get no evaluation");
+    check(
+        "job-read-response.json",
+        &n.get("/v1/job/docjob").await,
+        &mut errors,
+    );
+
+    let dereg = n.send("DELETE", "/v1/job/example?purge=true", None).await;
+    check("job-deregister-response.json", &dereg.json(), &mut errors);
+
+    // Every response fixture is covered, except promote (canaries are not implemented).
+    let mut missing = Vec::new();
+    for entry in
+        std::fs::read_dir(format!("{}/../fixtures/nomad", env!("CARGO_MANIFEST_DIR"))).unwrap()
+    {
+        let name = entry.unwrap().file_name().to_string_lossy().to_string();
+        if name.ends_with("-response.json")
+            && name != "deployment-promote-response.json"
+            && !covered.contains(&name.as_str())
+        {
+            missing.push(name);
+        }
+    }
+    assert!(missing.is_empty(), "fixtures not compared: {missing:?}");
+    assert!(
+        errors.is_empty(),
+        "shape mismatches:\n{}",
+        errors.join("\n")
+    );
+    n.shutdown().await;
+}
