@@ -92,12 +92,12 @@ impl Stats {
         let mut v = self.0.clone();
         v.sort();
         if v.is_empty() {
-            return format!("| {name:<58} | {:>9} | {:>9} | {:>9} | {:>4} |", "-", "-", "-", 0);
+            return format!("| {name:<60} | {:>10} | {:>10} | {:>10} | {:>4} |", "-", "-", "-", 0);
         }
         let pick = |q: f64| v[((v.len() as f64 - 1.0) * q).round() as usize];
         let ms = |d: Duration| format!("{:.1} ms", d.as_secs_f64() * 1000.0);
         format!(
-            "| {name:<58} | {:>9} | {:>9} | {:>9} | {:>4} |",
+            "| {name:<60} | {:>10} | {:>10} | {:>10} | {:>4} |",
             ms(pick(0.5)),
             ms(pick(0.95)),
             ms(*v.last().unwrap()),
@@ -442,14 +442,14 @@ async fn main() {
     println!();
     println!("proxy-operator converge benchmark ({runs} runs per series; twin in-process, real Traefik {}, operator binary {})",
         b.traefik_bin.display(), b.operator_bin.display());
-    println!("| {:<58} | {:>9} | {:>9} | {:>9} | {:>4} |", "series", "median", "p95", "max", "n");
-    println!("|{:-<60}|{:-<11}|{:-<11}|{:-<11}|{:-<6}|", "", "", "", "", "");
+    println!("| {:<60} | {:>10} | {:>10} | {:>10} | {:>4} |", "series", "median", "p95", "max", "n");
+    println!("|{:-<62}|{:-<12}|{:-<12}|{:-<12}|{:-<6}|", "", "", "", "", "");
     for (debounce, visible, share) in &policy {
         println!("{}", visible.row(&format!("KV edit -> policy visible through Traefik (debounce {debounce})")));
         println!("{}", share.row(&format!("  operator share: KV edit -> Traefik KV written ({debounce})")));
     }
-    println!("{}", registered.row("KV edit -> job version registered (structural)"));
-    println!("{}", structural_ready.row("KV edit -> Ready (structural, gate passed)"));
+    println!("{}", registered.row("KV edit -> job version registered (structural, debounce 0ms)"));
+    println!("{}", structural_ready.row("KV edit -> Ready (structural, gate passed, debounce 0ms)"));
     println!("{}", back.row("gate failure (revert registered) -> previous serving"));
     println!("{}", total.row("KV edit -> failed at deadline (4s) -> previous serving"));
     println!();
