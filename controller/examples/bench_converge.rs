@@ -13,7 +13,13 @@
 //! - the operator's RSS (VmRSS and peak VmHWM from /proc).
 //!
 //! Flags: `--runs N`, `--idle-secs N` (default 60), `--operator-bin PATH`, `--traefik-bin PATH`.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::print_stdout, clippy::print_stderr)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::print_stdout,
+    clippy::print_stderr
+)]
 
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
@@ -52,10 +58,14 @@ fn args() -> Args {
         let mut value = || it.next().unwrap_or_else(|| panic!("{flag} needs a value"));
         match flag.as_str() {
             "--runs" => out.runs = value().parse().expect("--runs N"),
-            "--idle-secs" => out.idle = Duration::from_secs(value().parse().expect("--idle-secs N")),
+            "--idle-secs" => {
+                out.idle = Duration::from_secs(value().parse().expect("--idle-secs N"))
+            }
             "--operator-bin" => out.operator_bin = Some(PathBuf::from(value())),
             "--traefik-bin" => out.traefik_bin = PathBuf::from(value()),
-            other => panic!("unknown flag {other}; flags: --runs N --idle-secs N --operator-bin PATH --traefik-bin PATH"),
+            other => panic!(
+                "unknown flag {other}; flags: --runs N --idle-secs N --operator-bin PATH --traefik-bin PATH"
+            ),
         }
     }
     out
@@ -70,19 +80,36 @@ fn operator_bin() -> PathBuf {
     let release = profile_dir.file_name().is_some_and(|n| n == "release");
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
     let mut cmd = Command::new(cargo);
-    cmd.args(["build", "--quiet", "-p", "proxy-operator", "--bin", "proxy-operator"]);
+    cmd.args([
+        "build",
+        "--quiet",
+        "-p",
+        "proxy-operator",
+        "--bin",
+        "proxy-operator",
+    ]);
     if release {
         cmd.arg("--release");
     }
     // Always ask cargo: it is a no-op when the binary is fresh, and a stale one would measure
     // old code.
-    let status = cmd.status().expect("run cargo build for the operator binary");
-    assert!(status.success() && bin.is_file(), "cannot build {}", bin.display());
+    let status = cmd
+        .status()
+        .expect("run cargo build for the operator binary");
+    assert!(
+        status.success() && bin.is_file(),
+        "cannot build {}",
+        bin.display()
+    );
     bin
 }
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 struct Stats(Vec<Duration>);
@@ -92,12 +119,15 @@ impl Stats {
         let mut v = self.0.clone();
         v.sort();
         if v.is_empty() {
-            return format!("| {name:<58} | {:>9} | {:>9} | {:>9} | {:>4} |", "-", "-", "-", 0);
+            return format!(
+                "| {name:<60} | {:>10} | {:>10} | {:>10} | {:>4} |",
+                "-", "-", "-", 0
+            );
         }
         let pick = |q: f64| v[((v.len() as f64 - 1.0) * q).round() as usize];
         let ms = |d: Duration| format!("{:.1} ms", d.as_secs_f64() * 1000.0);
         format!(
-            "| {name:<58} | {:>9} | {:>9} | {:>9} | {:>4} |",
+            "| {name:<60} | {:>10} | {:>10} | {:>10} | {:>4} |",
             ms(pick(0.5)),
             ms(pick(0.95)),
             ms(*v.last().unwrap()),
@@ -120,7 +150,14 @@ struct Bench {
 }
 
 impl Bench {
-    fn doc(&self, header: &str, cpu: u32, websecure: u16, deadline: &str, nonce: Option<String>) -> Value {
+    fn doc(
+        &self,
+        header: &str,
+        cpu: u32,
+        websecure: u16,
+        deadline: &str,
+        nonce: Option<String>,
+    ) -> Value {
         let mut doc = json!({
             "apiVersion": "proxy-operator.io/v1alpha1",
             "kind": "ProxyConfig",
@@ -159,10 +196,14 @@ impl Bench {
 
     fn start_operator(&mut self, debounce: &str) {
         self.stop_operator();
-        let log = std::fs::File::create(self.log_dir.join(format!("operator-{debounce}.log"))).unwrap();
+        let log =
+            std::fs::File::create(self.log_dir.join(format!("operator-{debounce}.log"))).unwrap();
         let child = Command::new(&self.operator_bin)
             .args(["run", "--debounce", debounce])
-            .env("CONSUL_HTTP_ADDR", format!("http://{}", self.twin.consul_addr()))
+            .env(
+                "CONSUL_HTTP_ADDR",
+                format!("http://{}", self.twin.consul_addr()),
+            )
             .env("NOMAD_ADDR", format!("http://{}", self.twin.nomad_addr()))
             .env("RUST_LOG", "warn")
             .stdin(Stdio::null())
@@ -175,7 +216,9 @@ impl Bench {
 
     fn stop_operator(&mut self) {
         if let Some(mut child) = self.operator.take() {
-            let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+            let _ = Command::new("kill")
+                .args(["-TERM", &child.id().to_string()])
+                .status();
             let deadline = Instant::now() + Duration::from_secs(10);
             while Instant::now() < deadline {
                 if let Ok(Some(_)) = child.try_wait() {
@@ -191,7 +234,10 @@ impl Bench {
     async fn put(&self, doc: &Value) {
         let resp = self
             .http
-            .put(format!("http://{}/v1/kv/{PREFIX}/config", self.twin.consul_addr()))
+            .put(format!(
+                "http://{}/v1/kv/{PREFIX}/config",
+                self.twin.consul_addr()
+            ))
             .body(serde_json::to_vec(doc).unwrap())
             .send()
             .await
@@ -200,7 +246,9 @@ impl Bench {
     }
 
     fn kv(&self, key: &str) -> Option<Vec<u8>> {
-        self.twin.consul().read(|s| s.kv_get(key).map(|e| e.value.clone()))
+        self.twin
+            .consul()
+            .read(|s| s.kv_get(key).map(|e| e.value.clone()))
     }
 
     fn status(&self) -> Option<ProxyStatus> {
@@ -215,13 +263,22 @@ impl Bench {
             {
                 return s;
             }
-            assert!(Instant::now() < deadline, "timed out waiting for {what}: {:#?}", self.status());
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting for {what}: {:#?}",
+                self.status()
+            );
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
     }
 
     async fn job(&self) -> Option<Value> {
-        let resp = self.http.get(format!("http://{}/v1/job/{JOB}", self.twin.nomad_addr())).send().await.ok()?;
+        let resp = self
+            .http
+            .get(format!("http://{}/v1/job/{JOB}", self.twin.nomad_addr()))
+            .send()
+            .await
+            .ok()?;
         if !resp.status().is_success() {
             return None;
         }
@@ -237,7 +294,12 @@ impl Bench {
             .send()
             .await
             .ok()?;
-        let h = |n: &str| resp.headers().get(n).and_then(|v| v.to_str().ok()).map(str::to_owned);
+        let h = |n: &str| {
+            resp.headers()
+                .get(n)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned)
+        };
         Some((resp.status().as_u16(), h("x-backend"), h(HEADER)))
     }
 
@@ -249,7 +311,13 @@ impl Bench {
             {
                 return Instant::now();
             }
-            assert!(Instant::now() < deadline, "never served{}", header.map(|h| format!(" with {HEADER}: {h}")).unwrap_or_default());
+            assert!(
+                Instant::now() < deadline,
+                "never served{}",
+                header
+                    .map(|h| format!(" with {HEADER}: {h}"))
+                    .unwrap_or_default()
+            );
             tokio::time::sleep(Duration::from_millis(2)).await;
         }
     }
@@ -260,8 +328,14 @@ impl Bench {
         let total = self.twin.requests(api);
         let log = self.twin.faults().request_log(api);
         let new = usize::try_from(total - since).unwrap();
-        assert!(new <= log.len(), "more requests than the twin's log keeps; shorten --idle-secs");
-        let ours: Vec<_> = log[log.len() - new..].iter().filter(|r| r.user_agent.starts_with(OPERATOR_UA)).collect();
+        assert!(
+            new <= log.len(),
+            "more requests than the twin's log keeps; shorten --idle-secs"
+        );
+        let ours: Vec<_> = log[log.len() - new..]
+            .iter()
+            .filter(|r| r.user_agent.starts_with(OPERATOR_UA))
+            .collect();
         let blocking = ours.iter().filter(|r| r.uri.contains("index=")).count();
         (ours.len(), blocking)
     }
@@ -294,7 +368,11 @@ async fn start_backend() -> SocketAddr {
 async fn main() {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let args = args();
-    assert!(args.traefik_bin.is_file(), "Traefik missing at {}: run scripts/bootstrap", args.traefik_bin.display());
+    assert!(
+        args.traefik_bin.is_file(),
+        "Traefik missing at {}: run scripts/bootstrap",
+        args.traefik_bin.display()
+    );
     let traefik_bin = std::fs::canonicalize(&args.traefik_bin).unwrap();
     let operator_bin = args.operator_bin.clone().unwrap_or_else(operator_bin);
     let log_dir = std::env::temp_dir().join(format!("bench-converge-{}", std::process::id()));
@@ -307,7 +385,12 @@ async fn main() {
         "Node": "hashistack-twin", "Address": "127.0.0.1", "SkipNodeUpdate": true,
         "Service": {"ID": "app-1", "Service": "app", "Tags": ["traefik.enable=true"], "Address": "127.0.0.1", "Port": backend.port()}
     });
-    let r = http.put(format!("http://{}/v1/catalog/register", twin.consul_addr())).json(&registration).send().await.unwrap();
+    let r = http
+        .put(format!("http://{}/v1/catalog/register", twin.consul_addr()))
+        .json(&registration)
+        .send()
+        .await
+        .unwrap();
     assert!(r.status().is_success());
 
     let mut b = Bench {
@@ -323,14 +406,19 @@ async fn main() {
         log_dir: log_dir.clone(),
     };
     let runs = args.runs;
-    eprintln!("bench converge: {runs} runs per series; logs in {}", log_dir.display());
+    eprintln!(
+        "bench converge: {runs} runs per series; logs in {}",
+        log_dir.display()
+    );
 
     // Converge once with the default debounce.
     let good_deadline = "60s";
     b.start_operator("250ms");
     let websecure = b.websecure;
-    b.put(&b.doc("start", 100, websecure, good_deadline, None)).await;
-    b.wait_status("first Ready", |s| s.phase == Phase::Ready).await;
+    b.put(&b.doc("start", 100, websecure, good_deadline, None))
+        .await;
+    b.wait_status("first Ready", |s| s.phase == Phase::Ready)
+        .await;
     b.wait_serving(Some("start")).await;
 
     // --- policy changes, default debounce and none ---
@@ -340,7 +428,9 @@ async fn main() {
             b.start_operator(debounce);
         }
         let (mut visible, mut share) = (Stats(Vec::new()), Stats(Vec::new()));
-        let key = format!("{PREFIX}/traefik/http/middlewares/proxy-operator-headers/headers/customResponseHeaders/{HEADER}");
+        let key = format!(
+            "{PREFIX}/traefik/http/middlewares/proxy-operator-headers/headers/customResponseHeaders/{HEADER}"
+        );
         for i in 0..runs {
             let value = format!("{debounce}-{i}");
             let doc = b.doc(&value, 100, websecure, good_deadline, None);
@@ -372,11 +462,21 @@ async fn main() {
     let mut structural_ready = Stats(Vec::new());
     for i in 0..runs {
         let before = b.job().await.and_then(|j| j["Version"].as_u64()).unwrap();
-        let doc = b.doc("structural", 101 + u32::try_from(i).unwrap(), websecure, good_deadline, None);
+        let doc = b.doc(
+            "structural",
+            101 + u32::try_from(i).unwrap(),
+            websecure,
+            good_deadline,
+            None,
+        );
         let t0 = Instant::now();
         b.put(&doc).await;
         loop {
-            if b.job().await.and_then(|j| j["Version"].as_u64()).is_some_and(|v| v > before) {
+            if b.job()
+                .await
+                .and_then(|j| j["Version"].as_u64())
+                .is_some_and(|v| v > before)
+            {
                 registered.0.push(t0.elapsed());
                 break;
             }
@@ -399,9 +499,18 @@ async fn main() {
     let good_cpu = 100 + u32::try_from(runs).unwrap();
     for i in 0..runs {
         let job = b.job().await.unwrap();
-        let good_digest = job["Meta"]["proxy-operator/spec-digest"].as_str().unwrap().to_owned();
+        let good_digest = job["Meta"]["proxy-operator/spec-digest"]
+            .as_str()
+            .unwrap()
+            .to_owned();
         let before = job["Version"].as_u64().unwrap();
-        let doc = b.doc("structural", good_cpu, taken, "4s", Some(format!("fail-{i}")));
+        let doc = b.doc(
+            "structural",
+            good_cpu,
+            taken,
+            "4s",
+            Some(format!("fail-{i}")),
+        );
         let t0 = Instant::now();
         b.put(&doc).await;
         // The revert: a version newer than the failed one, carrying the good digest again.
@@ -418,7 +527,8 @@ async fn main() {
         let serving = b.wait_serving(Some("structural")).await;
         back.0.push(serving - reverted);
         total.0.push(serving - t0);
-        b.wait_status("RolledBack", |s| s.phase == Phase::RolledBack).await;
+        b.wait_status("RolledBack", |s| s.phase == Phase::RolledBack)
+            .await;
     }
     drop(held);
 
@@ -426,8 +536,10 @@ async fn main() {
     let good = b.doc("structural", good_cpu, websecure, good_deadline, None);
     let good_digest = doc_digest(&good);
     b.put(&good).await;
-    b.wait_status("Ready again", |s| s.phase == Phase::Ready && s.observed_digest.as_deref() == Some(good_digest.as_str()))
-        .await;
+    b.wait_status("Ready again", |s| {
+        s.phase == Phase::Ready && s.observed_digest.as_deref() == Some(good_digest.as_str())
+    })
+    .await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     let (consul0, nomad0) = (b.twin.requests(Api::Consul), b.twin.requests(Api::Nomad));
     tokio::time::sleep(args.idle).await;
@@ -440,18 +552,49 @@ async fn main() {
     b.stop_operator();
 
     println!();
-    println!("proxy-operator converge benchmark ({runs} runs per series; twin in-process, real Traefik {}, operator binary {})",
-        b.traefik_bin.display(), b.operator_bin.display());
-    println!("| {:<58} | {:>9} | {:>9} | {:>9} | {:>4} |", "series", "median", "p95", "max", "n");
-    println!("|{:-<60}|{:-<11}|{:-<11}|{:-<11}|{:-<6}|", "", "", "", "", "");
+    println!(
+        "proxy-operator converge benchmark ({runs} runs per series; twin in-process, real Traefik {}, operator binary {})",
+        b.traefik_bin.display(),
+        b.operator_bin.display()
+    );
+    println!(
+        "| {:<60} | {:>10} | {:>10} | {:>10} | {:>4} |",
+        "series", "median", "p95", "max", "n"
+    );
+    println!(
+        "|{:-<62}|{:-<12}|{:-<12}|{:-<12}|{:-<6}|",
+        "", "", "", "", ""
+    );
     for (debounce, visible, share) in &policy {
-        println!("{}", visible.row(&format!("KV edit -> policy visible through Traefik (debounce {debounce})")));
-        println!("{}", share.row(&format!("  operator share: KV edit -> Traefik KV written ({debounce})")));
+        println!(
+            "{}",
+            visible.row(&format!(
+                "KV edit -> policy visible through Traefik (debounce {debounce})"
+            ))
+        );
+        println!(
+            "{}",
+            share.row(&format!(
+                "  operator share: KV edit -> Traefik KV written ({debounce})"
+            ))
+        );
     }
-    println!("{}", registered.row("KV edit -> job version registered (structural)"));
-    println!("{}", structural_ready.row("KV edit -> Ready (structural, gate passed)"));
-    println!("{}", back.row("gate failure (revert registered) -> previous serving"));
-    println!("{}", total.row("KV edit -> failed at deadline (4s) -> previous serving"));
+    println!(
+        "{}",
+        registered.row("KV edit -> job version registered (structural, debounce 0ms)")
+    );
+    println!(
+        "{}",
+        structural_ready.row("KV edit -> Ready (structural, gate passed, debounce 0ms)")
+    );
+    println!(
+        "{}",
+        back.row("gate failure (revert registered) -> previous serving")
+    );
+    println!(
+        "{}",
+        total.row("KV edit -> failed at deadline (4s) -> previous serving")
+    );
     println!();
     println!(
         "idle over {:?}: Consul {:.1} req/min ({} blocking), Nomad {:.1} req/min ({} blocking)",
@@ -461,7 +604,11 @@ async fn main() {
         per_min(nomad_idle),
         nomad_blocking
     );
-    println!("operator RSS after all series and the idle period: {:.1} MiB (peak VmHWM {:.1} MiB)", rss as f64 / 1024.0, hwm as f64 / 1024.0);
+    println!(
+        "operator RSS after all series and the idle period: {:.1} MiB (peak VmHWM {:.1} MiB)",
+        rss as f64 / 1024.0,
+        hwm as f64 / 1024.0
+    );
     b.twin.shutdown().await;
     let _ = std::fs::remove_dir_all(&log_dir);
 }
@@ -469,5 +616,8 @@ async fn main() {
 /// The spec digest the operator reports for a document (its `observedDigest`).
 fn doc_digest(doc: &Value) -> String {
     let bytes = serde_json::to_vec(doc).unwrap();
-    proxy_operator::spec::load(&bytes).unwrap().digest().to_owned()
+    proxy_operator::spec::load(&bytes)
+        .unwrap()
+        .digest()
+        .to_owned()
 }

@@ -24,7 +24,9 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tracing::info;
 
-use crate::consul::{CatalogRegistration, CheckRegistration, ConsulApi, ConsulClient, ServiceRegistration};
+use crate::consul::{
+    CatalogRegistration, CheckRegistration, ConsulApi, ConsulClient, ServiceRegistration,
+};
 use crate::nomad::NomadClient;
 use crate::probe::HttpProbe;
 use crate::reconcile::{self, Operator};
@@ -240,7 +242,14 @@ spec:
 
 /// The text `dev` prints once everything runs: where to send requests and how to edit.
 pub fn banner(endpoints: &Endpoints, prefix: &str, config_file: &Path) -> String {
-    let Endpoints { consul, nomad, http, https, dashboard, backend } = endpoints;
+    let Endpoints {
+        consul,
+        nomad,
+        http,
+        https,
+        dashboard,
+        backend,
+    } = endpoints;
     format!(
         "\
 proxy-operator dev is running (Ctrl-C stops everything).
@@ -275,16 +284,24 @@ pub struct Dev {
 
 impl std::fmt::Debug for Dev {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Dev").field("endpoints", &self.endpoints).finish_non_exhaustive()
+        f.debug_struct("Dev")
+            .field("endpoints", &self.endpoints)
+            .finish_non_exhaustive()
     }
 }
 
 /// A port for `what`: the one asked for (checked free now, so a clash fails before anything
 /// starts) or a free one.
 fn reserve(what: &'static str, port: u16) -> Result<u16> {
-    let listener =
-        TcpListener::bind(("127.0.0.1", port)).map_err(|source| Error::Port { what, port, source })?;
-    listener.local_addr().map(|a| a.port()).map_err(|source| Error::Port { what, port, source })
+    let listener = TcpListener::bind(("127.0.0.1", port)).map_err(|source| Error::Port {
+        what,
+        port,
+        source,
+    })?;
+    listener
+        .local_addr()
+        .map(|a| a.port())
+        .map_err(|source| Error::Port { what, port, source })
 }
 
 /// Starts the twin, the demo backend and the operator, and writes the starter config.
@@ -406,7 +423,10 @@ impl Dev {
             let _ = stop.send(());
         }
         // The operator finishes its pass; a pass stuck on a dead API must not hold shutdown.
-        if tokio::time::timeout(Duration::from_secs(5), &mut self.operator).await.is_err() {
+        if tokio::time::timeout(Duration::from_secs(5), &mut self.operator)
+            .await
+            .is_err()
+        {
             self.operator.abort();
         }
         self.twin.shutdown().await;
@@ -439,7 +459,9 @@ async fn register_demo(consul: &ConsulClient, backend: SocketAddr) -> Result<()>
             name: "demo backend answers".to_owned(),
             status: "passing".to_owned(),
             service_id: id,
-            definition: Some(serde_json::json!({"HTTP": format!("http://{backend}/"), "Interval": "10s"})),
+            definition: Some(
+                serde_json::json!({"HTTP": format!("http://{backend}/"), "Interval": "10s"}),
+            ),
             ..CheckRegistration::default()
         }),
         ..CatalogRegistration::default()
@@ -447,12 +469,17 @@ async fn register_demo(consul: &ConsulClient, backend: SocketAddr) -> Result<()>
     consul
         .catalog_register(&registration)
         .await
-        .map_err(|source| Error::Consul { step: "register the demo service", source })
+        .map_err(|source| Error::Consul {
+            step: "register the demo service",
+            source,
+        })
 }
 
 /// A small real HTTP server: a page naming itself and echoing what reached it.
 async fn start_demo_backend() -> Result<(SocketAddr, JoinHandle<()>)> {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.map_err(Error::Backend)?;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .map_err(Error::Backend)?;
     let addr = listener.local_addr().map_err(Error::Backend)?;
     let app = axum::Router::new().fallback(move |req: axum::extract::Request| async move {
         let host = req.headers().get(http::header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("").to_owned();
@@ -472,10 +499,14 @@ async fn start_demo_backend() -> Result<(SocketAddr, JoinHandle<()>)> {
 }
 
 fn html_escape(text: &str) -> String {
-    text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::panic)] // tests fail loudly
 mod tests {
     use super::*;
 
@@ -493,19 +524,30 @@ mod tests {
 
     #[test]
     fn starter_config_is_a_valid_traefik_document_pointing_at_the_twin() {
-        let text = starter_config(&endpoints(), Path::new("/opt/bin/traefik"), Path::new("/tmp/dev/certs"));
+        let text = starter_config(
+            &endpoints(),
+            Path::new("/opt/bin/traefik"),
+            Path::new("/tmp/dev/certs"),
+        );
         let spec = crate::spec::load(text.as_bytes()).unwrap();
         assert_eq!(spec.proxy(), crate::spec::ProxyKind::Traefik);
         assert_eq!(spec.discovery().consul.address, "127.0.0.1:18500");
         assert_eq!(spec.discovery().nomad.address, "http://127.0.0.1:14646");
         let web = spec.entry_point("web").unwrap();
-        assert!(web.redirect_to.is_none(), "web must serve plain HTTP in dev");
+        assert!(
+            web.redirect_to.is_none(),
+            "web must serve plain HTTP in dev"
+        );
         assert!(text.contains("command: \"/opt/bin/traefik\""));
     }
 
     #[test]
     fn banner_shows_the_proxied_curl_and_how_to_edit_and_read_status() {
-        let text = banner(&endpoints(), "proxy-operator", Path::new("/tmp/dev/proxyconfig.yaml"));
+        let text = banner(
+            &endpoints(),
+            "proxy-operator",
+            Path::new("/tmp/dev/proxyconfig.yaml"),
+        );
         assert!(text.contains("curl -H 'Host: demo.localhost' http://127.0.0.1:18080/"));
         assert!(text.contains(
             "curl -X PUT --data-binary @/tmp/dev/proxyconfig.yaml http://127.0.0.1:18500/v1/kv/proxy-operator/config"

@@ -41,7 +41,9 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     options.nomad_port = args.nomad_port;
     options.http_port = args.http_port;
     options.prefix = args.prefix.clone();
-    let env = dev::start(options).await.context("failed to start the dev environment")?;
+    let env = dev::start(options)
+        .await
+        .context("failed to start the dev environment")?;
     {
         let mut out = std::io::stdout().lock();
         // Scripts wait for this text; flush so a pipe sees it at once.
