@@ -1,1 +1,523 @@
-//! `proxy-operator dev`: the twin, a demo backend, real Traefik as a job and the operator, all on loopback.
+//! `proxy-operator dev`: the twin, a demo backend, real Traefik as a job and the operator, all on
+//! loopback.
+//!
+//! # Expected flow
+//! 1. Start the twin in-process ([`hashistack_twin::Twin`]): Consul and Nomad APIs on loopback.
+//! 2. Start a demo backend (a real HTTP server) and register it in the twin's Consul catalog as
+//!    service `demo` with `traefik.enable=true`, so Traefik's Consul Catalog provider routes
+//!    `demo.localhost` to it by the default rule.
+//! 3. Write a starter ProxyConfig (Traefik, Consul primary, entry point `web` on loopback,
+//!    insecure dashboard on loopback, `raw_exec` with the bootstrapped Traefik) to
+//!    `<prefix>/config`, and a copy to a file the user can edit and `PUT` back.
+//! 4. Run the operator in-process against the twin with the real HTTP clients. It registers the
+//!    proxy job; the twin's executor starts real Traefik.
+//!
+//! [`Dev::shutdown`] stops the operator, then the twin, whose shutdown kills every process its
+//! executor started (Traefik included), then the backend.
+
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use hashistack_twin::{Twin, TwinConfig};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tracing::info;
+
+use crate::consul::{CatalogRegistration, CheckRegistration, ConsulApi, ConsulClient, ServiceRegistration};
+use crate::nomad::NomadClient;
+use crate::probe::HttpProbe;
+use crate::reconcile::{self, Operator};
+use crate::transport::{Api, ClientConfig};
+
+/// Name of the demo service in the catalog; Traefik's default rule routes `demo.<suffix>` to it.
+pub const DEMO_SERVICE: &str = "demo";
+/// The `Host` header that reaches the demo backend through Traefik.
+pub const DEMO_HOST: &str = "demo.localhost";
+/// The node the twin seeds its catalog with; the demo service is registered on it.
+const TWIN_NODE: &str = "hashistack-twin";
+
+/// Errors starting the dev environment. Each names the step that failed.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The Traefik binary is not where it was looked for.
+    #[error(
+        "failed to find Traefik at {}: run scripts/bootstrap (it installs the pinned Traefik into .venv/bin), or pass --traefik-bin / set TRAEFIK_BIN",
+        .0.display()
+    )]
+    TraefikMissing(PathBuf),
+    /// A port asked for on the command line is taken.
+    #[error("failed to reserve 127.0.0.1:{port} for {what}: {source}")]
+    Port {
+        /// What the port was for.
+        what: &'static str,
+        /// The port.
+        port: u16,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The twin did not start.
+    #[error("failed to start the twin: {0}")]
+    Twin(#[source] hashistack_twin::Error),
+    /// The demo backend could not listen.
+    #[error("failed to start the demo backend: {0}")]
+    Backend(#[source] std::io::Error),
+    /// A client for the twin could not be built.
+    #[error("failed to build the {api} client: {source}")]
+    Client {
+        /// Which API.
+        api: &'static str,
+        /// The cause.
+        #[source]
+        source: crate::transport::Error,
+    },
+    /// The proxy probe's HTTP client could not be built.
+    #[error("failed to build the proxy probe: {0}")]
+    Probe(#[source] crate::probe::Error),
+    /// Registering the demo service or writing the starter config failed.
+    #[error("failed to {step}: {source}")]
+    Consul {
+        /// What was being done.
+        step: &'static str,
+        /// The cause.
+        #[source]
+        source: crate::consul::Error,
+    },
+    /// The starter config file could not be written.
+    #[error("failed to write the starter config to {}: {source}", path.display())]
+    WriteConfig {
+        /// Where.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Result alias of this module.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// What to start. Ports set to 0 are picked free at start.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Options {
+    /// Port of the twin's Consul API (0: ephemeral).
+    pub consul_port: u16,
+    /// Port of the twin's Nomad API (0: ephemeral).
+    pub nomad_port: u16,
+    /// Port of Traefik's `web` entry point (0: a free port).
+    pub http_port: u16,
+    /// The Traefik binary the proxy job runs (`raw_exec`).
+    pub traefik_bin: PathBuf,
+    /// KV prefix of the operator.
+    pub prefix: String,
+    /// Where the editable copy of the starter config goes (default: a fresh directory under the
+    /// system temp dir, removed at shutdown).
+    pub work_dir: Option<PathBuf>,
+    /// Quiet time after a config change before a pass.
+    pub debounce: Duration,
+}
+
+impl Options {
+    /// Ephemeral ports, the given Traefik, prefix `proxy-operator`.
+    #[must_use]
+    pub fn new(traefik_bin: impl Into<PathBuf>) -> Self {
+        Self {
+            consul_port: 0,
+            nomad_port: 0,
+            http_port: 0,
+            traefik_bin: traefik_bin.into(),
+            prefix: crate::render::DEFAULT_PREFIX.to_owned(),
+            work_dir: None,
+            debounce: reconcile::DEFAULT_DEBOUNCE,
+        }
+    }
+}
+
+/// The bootstrapped Traefik: `TRAEFIK_BIN` when set, else `.venv/bin/traefik` in the current
+/// directory (where `scripts/dev` runs), else in the repository this binary was built from.
+pub fn default_traefik_bin() -> PathBuf {
+    if let Some(path) = std::env::var_os("TRAEFIK_BIN").filter(|p| !p.is_empty()) {
+        return PathBuf::from(path);
+    }
+    let local = PathBuf::from(".venv/bin/traefik");
+    if local.is_file() {
+        return local;
+    }
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin/traefik")
+}
+
+/// Where everything listens.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Endpoints {
+    /// The twin's Consul API.
+    pub consul: SocketAddr,
+    /// The twin's Nomad API.
+    pub nomad: SocketAddr,
+    /// Traefik's `web` entry point.
+    pub http: SocketAddr,
+    /// Traefik's `websecure` entry point (its self-signed default certificate).
+    pub https: SocketAddr,
+    /// Traefik's API, dashboard and `/ping`.
+    pub dashboard: SocketAddr,
+    /// The demo backend itself.
+    pub backend: SocketAddr,
+}
+
+/// The starter document: Traefik discovering routes from the twin's Consul catalog, entry points
+/// and dashboard on loopback, run by `raw_exec` from `traefik_bin`.
+pub fn starter_config(endpoints: &Endpoints, traefik_bin: &Path, cert_dir: &Path) -> String {
+    // Paths and addresses are quoted for YAML; Debug of a str gives a valid double-quoted scalar
+    // for the characters a path may hold.
+    let bin = format!("{:?}", traefik_bin.display().to_string());
+    let certs = format!("{:?}", cert_dir.display().to_string());
+    format!(
+        r#"# yaml-language-server: $schema=https://proxy-operator.io/schemas/proxyconfig.v1alpha1.schema.json
+# Starter ProxyConfig of `proxy-operator dev`. Edit and store it again with:
+#   curl -X PUT --data-binary @this-file http://{consul}/v1/kv/<prefix>/config
+apiVersion: proxy-operator.io/v1alpha1
+kind: ProxyConfig
+metadata:
+  name: dev
+spec:
+  proxy: traefik
+  # A catalog service `web` answers on web.localhost.
+  domainSuffix: localhost
+  discovery:
+    primary: consul
+    consul:
+      address: "{consul}"
+      refreshInterval: 2s
+    nomad:
+      address: "http://{nomad}"
+    throttleDuration: 100ms
+  entryPoints:
+    web:
+      address: "{http}"
+      redirectTo: null
+    websecure:
+      address: "{https}"
+  tls:
+    certDir: {certs}
+  middlewares:
+    securityHeaders:
+      enabled: true
+    # Try a live policy change (no restart):
+    # rateLimit:
+    #   average: 5
+    #   burst: 5
+  metrics:
+    prometheus: false
+  dashboard:
+    enabled: true
+    insecure: true
+    address: "{dashboard}"
+  job:
+    id: proxy
+    type: system
+    driver:
+      rawExec:
+        command: {bin}
+    resources:
+      cpu: 200
+      memoryMB: 256
+  rollout:
+    healthyDeadline: 30s
+    minHealthyTime: 2s
+    probes:
+      - host: {DEMO_HOST}
+        path: /
+        expectStatus: 200
+    onFailure: rollback
+"#,
+        consul = endpoints.consul,
+        nomad = endpoints.nomad,
+        http = endpoints.http,
+        https = endpoints.https,
+        dashboard = endpoints.dashboard,
+    )
+}
+
+/// The text `dev` prints once everything runs: where to send requests and how to edit.
+pub fn banner(endpoints: &Endpoints, prefix: &str, config_file: &Path) -> String {
+    let Endpoints { consul, nomad, http, https, dashboard, backend } = endpoints;
+    format!(
+        "\
+proxy-operator dev is running (Ctrl-C stops everything).
+
+  demo app through Traefik:  curl -H 'Host: {DEMO_HOST}' http://{http}/
+  demo app over HTTPS:       curl -k -H 'Host: {DEMO_HOST}' https://{https}/
+  Traefik dashboard:         http://{dashboard}/dashboard/
+  Traefik API:               http://{dashboard}/api/rawdata
+  Consul API:                http://{consul}   (export CONSUL_HTTP_ADDR=http://{consul})
+  Nomad API:                 http://{nomad}   (export NOMAD_ADDR=http://{nomad})
+  demo backend (direct):     http://{backend}/
+
+  edit the config:  $EDITOR {file}
+                    curl -X PUT --data-binary @{file} http://{consul}/v1/kv/{prefix}/config
+  read the status:  CONSUL_HTTP_ADDR=http://{consul} proxy-operator status
+                    curl -s http://{consul}/v1/kv/{prefix}/status?raw
+",
+        file = config_file.display(),
+    )
+}
+
+/// A running dev environment.
+pub struct Dev {
+    twin: Twin,
+    endpoints: Endpoints,
+    config_file: PathBuf,
+    work_dir: Option<PathBuf>,
+    backend: JoinHandle<()>,
+    operator: JoinHandle<()>,
+    stop: Option<oneshot::Sender<()>>,
+}
+
+impl std::fmt::Debug for Dev {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Dev").field("endpoints", &self.endpoints).finish_non_exhaustive()
+    }
+}
+
+/// A port for `what`: the one asked for (checked free now, so a clash fails before anything
+/// starts) or a free one.
+fn reserve(what: &'static str, port: u16) -> Result<u16> {
+    let listener =
+        TcpListener::bind(("127.0.0.1", port)).map_err(|source| Error::Port { what, port, source })?;
+    listener.local_addr().map(|a| a.port()).map_err(|source| Error::Port { what, port, source })
+}
+
+/// Starts the twin, the demo backend and the operator, and writes the starter config.
+pub async fn start(options: Options) -> Result<Dev> {
+    if !options.traefik_bin.is_file() {
+        return Err(Error::TraefikMissing(options.traefik_bin));
+    }
+    // Absolute, so the job runs the same binary whatever the executor's working directory is.
+    let traefik_bin = std::fs::canonicalize(&options.traefik_bin)
+        .map_err(|_| Error::TraefikMissing(options.traefik_bin.clone()))?;
+    let http_port = reserve("the web entry point (--http-port)", options.http_port)?;
+    let https_port = reserve("the websecure entry point", 0)?;
+    let dashboard_port = reserve("the Traefik dashboard", 0)?;
+
+    let twin = Twin::start(TwinConfig {
+        consul_addr: SocketAddr::from(([127, 0, 0, 1], options.consul_port)),
+        nomad_addr: SocketAddr::from(([127, 0, 0, 1], options.nomad_port)),
+        ..TwinConfig::default()
+    })
+    .await
+    .map_err(Error::Twin)?;
+
+    let started = async {
+        let (backend_addr, backend) = start_demo_backend().await?;
+        let loopback = |port| SocketAddr::from(([127, 0, 0, 1], port));
+        let endpoints = Endpoints {
+            consul: twin.consul_addr(),
+            nomad: twin.nomad_addr(),
+            http: loopback(http_port),
+            https: loopback(https_port),
+            dashboard: loopback(dashboard_port),
+            backend: backend_addr,
+        };
+        let client = |api: Api, addr: SocketAddr| {
+            ClientConfig::for_address(api, &format!("http://{addr}")).map_err(|source| Error::Client {
+                api: if api == Api::Consul { "Consul" } else { "Nomad" },
+                source,
+            })
+        };
+        let consul = ConsulClient::new(&client(Api::Consul, endpoints.consul)?)
+            .map_err(|source| Error::Client { api: "Consul", source })?;
+        let nomad = NomadClient::new(&client(Api::Nomad, endpoints.nomad)?)
+            .map_err(|source| Error::Client { api: "Nomad", source })?;
+
+        register_demo(&consul, backend_addr).await?;
+
+        let (work_dir, owned_dir) = match &options.work_dir {
+            Some(dir) => (dir.clone(), None),
+            None => {
+                let dir = std::env::temp_dir().join(format!("proxy-operator-dev-{}", std::process::id()));
+                (dir.clone(), Some(dir))
+            }
+        };
+        let cert_dir = work_dir.join("certs");
+        std::fs::create_dir_all(&cert_dir)
+            .map_err(|source| Error::WriteConfig { path: cert_dir.clone(), source })?;
+        let document = starter_config(&endpoints, &traefik_bin, &cert_dir);
+        let config_file = work_dir.join("proxyconfig.yaml");
+        std::fs::write(&config_file, &document)
+            .map_err(|source| Error::WriteConfig { path: config_file.clone(), source })?;
+        let config_key = format!("{}/config", options.prefix);
+        consul
+            .kv_put(&config_key, document.as_bytes(), None)
+            .await
+            .map_err(|source| Error::Consul { step: "write the starter config", source })?;
+
+        let probe = HttpProbe::new().map_err(Error::Probe)?;
+        let config = reconcile::Config::new(options.prefix.clone()).debounce(options.debounce);
+        let (stop, stopped) = oneshot::channel::<()>();
+        let operator = tokio::spawn(Operator::new(config, consul, nomad, probe).run(async {
+            let _ = stopped.await;
+        }));
+        info!(consul = %endpoints.consul, nomad = %endpoints.nomad, web = %endpoints.http, "dev environment started");
+        Ok::<_, Error>((endpoints, config_file, owned_dir, backend, operator, stop))
+    }
+    .await;
+    match started {
+        Ok((endpoints, config_file, work_dir, backend, operator, stop)) => Ok(Dev {
+            twin,
+            endpoints,
+            config_file,
+            work_dir,
+            backend,
+            operator,
+            stop: Some(stop),
+        }),
+        Err(e) => {
+            twin.shutdown().await;
+            Err(e)
+        }
+    }
+}
+
+impl Dev {
+    /// Where everything listens.
+    pub fn endpoints(&self) -> &Endpoints {
+        &self.endpoints
+    }
+
+    /// The editable copy of the starter config.
+    pub fn config_file(&self) -> &Path {
+        &self.config_file
+    }
+
+    /// The twin (fault injection, request counters).
+    pub fn twin(&self) -> &Twin {
+        &self.twin
+    }
+
+    /// What to print for the user.
+    pub fn banner(&self, prefix: &str) -> String {
+        banner(&self.endpoints, prefix, &self.config_file)
+    }
+
+    /// Stops the operator, then the twin (which kills Traefik and every other task process it
+    /// started), then the demo backend, and removes the temporary work directory.
+    pub async fn shutdown(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        // The operator finishes its pass; a pass stuck on a dead API must not hold shutdown.
+        if tokio::time::timeout(Duration::from_secs(5), &mut self.operator).await.is_err() {
+            self.operator.abort();
+        }
+        self.twin.shutdown().await;
+        self.backend.abort();
+        if let Some(dir) = &self.work_dir {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+        info!("dev environment stopped");
+    }
+}
+
+/// Registers the demo backend in the catalog with a passing check, tagged for Traefik.
+async fn register_demo(consul: &ConsulClient, backend: SocketAddr) -> Result<()> {
+    let id = format!("{DEMO_SERVICE}-1");
+    let registration = CatalogRegistration {
+        node: TWIN_NODE.to_owned(),
+        address: "127.0.0.1".to_owned(),
+        skip_node_update: true,
+        service: Some(ServiceRegistration {
+            id: id.clone(),
+            service: DEMO_SERVICE.to_owned(),
+            tags: vec!["traefik.enable=true".to_owned()],
+            address: backend.ip().to_string(),
+            port: backend.port(),
+            ..ServiceRegistration::default()
+        }),
+        check: Some(CheckRegistration {
+            node: TWIN_NODE.to_owned(),
+            check_id: format!("service:{id}"),
+            name: "demo backend answers".to_owned(),
+            status: "passing".to_owned(),
+            service_id: id,
+            definition: Some(serde_json::json!({"HTTP": format!("http://{backend}/"), "Interval": "10s"})),
+            ..CheckRegistration::default()
+        }),
+        ..CatalogRegistration::default()
+    };
+    consul
+        .catalog_register(&registration)
+        .await
+        .map_err(|source| Error::Consul { step: "register the demo service", source })
+}
+
+/// A small real HTTP server: a page naming itself and echoing what reached it.
+async fn start_demo_backend() -> Result<(SocketAddr, JoinHandle<()>)> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.map_err(Error::Backend)?;
+    let addr = listener.local_addr().map_err(Error::Backend)?;
+    let app = axum::Router::new().fallback(move |req: axum::extract::Request| async move {
+        let host = req.headers().get(http::header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("").to_owned();
+        let page = format!(
+            "<!doctype html>\n<title>proxy-operator demo</title>\n<h1>Hello from the demo backend</h1>\n\
+             <p>{} {} for host {} reached the backend on {addr} through Traefik.</p>\n",
+            html_escape(req.method().as_str()),
+            html_escape(req.uri().path()),
+            html_escape(&host),
+        );
+        ([("X-Backend", DEMO_SERVICE)], axum::response::Html(page))
+    });
+    let task = tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    Ok((addr, task))
+}
+
+fn html_escape(text: &str) -> String {
+    text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn endpoints() -> Endpoints {
+        let at = |port| SocketAddr::from(([127, 0, 0, 1], port));
+        Endpoints {
+            consul: at(18500),
+            nomad: at(14646),
+            http: at(18080),
+            https: at(18443),
+            dashboard: at(18081),
+            backend: at(19000),
+        }
+    }
+
+    #[test]
+    fn starter_config_is_a_valid_traefik_document_pointing_at_the_twin() {
+        let text = starter_config(&endpoints(), Path::new("/opt/bin/traefik"), Path::new("/tmp/dev/certs"));
+        let spec = crate::spec::load(text.as_bytes()).unwrap();
+        assert_eq!(spec.proxy(), crate::spec::ProxyKind::Traefik);
+        assert_eq!(spec.discovery().consul.address, "127.0.0.1:18500");
+        assert_eq!(spec.discovery().nomad.address, "http://127.0.0.1:14646");
+        let web = spec.entry_point("web").unwrap();
+        assert!(web.redirect_to.is_none(), "web must serve plain HTTP in dev");
+        assert!(text.contains("command: \"/opt/bin/traefik\""));
+    }
+
+    #[test]
+    fn banner_shows_the_proxied_curl_and_how_to_edit_and_read_status() {
+        let text = banner(&endpoints(), "proxy-operator", Path::new("/tmp/dev/proxyconfig.yaml"));
+        assert!(text.contains("curl -H 'Host: demo.localhost' http://127.0.0.1:18080/"));
+        assert!(text.contains(
+            "curl -X PUT --data-binary @/tmp/dev/proxyconfig.yaml http://127.0.0.1:18500/v1/kv/proxy-operator/config"
+        ));
+        assert!(text.contains("CONSUL_HTTP_ADDR=http://127.0.0.1:18500 proxy-operator status"));
+        assert!(text.contains("http://127.0.0.1:18081/dashboard/"));
+        assert!(text.contains("http://127.0.0.1:14646"));
+    }
+
+    #[test]
+    fn a_missing_traefik_names_the_bootstrap_fix() {
+        let e = Error::TraefikMissing(PathBuf::from("/nowhere/traefik"));
+        assert!(e.to_string().contains("scripts/bootstrap"));
+    }
+}

@@ -3,8 +3,9 @@
 //! The filter comes from `RUST_LOG` (e.g. `proxy_operator=debug`), defaulting to `info`. Logs go
 //! to stderr so stdout stays free for command output.
 
+use std::io::IsTerminal as _;
+
 use tracing_subscriber::EnvFilter;
-use tracing_subscriber::fmt::format::FmtSpan;
 
 /// Output format of the logs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
@@ -33,8 +34,10 @@ pub fn init(format: LogFormat) -> Result<(), Error> {
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
-        // One line when a reconcile pass ends, carrying its fields and how long it took.
-        .with_span_events(FmtSpan::CLOSE);
+        // Colour codes only for a person at a terminal; log files and shippers get plain text.
+        // No span-close lines: a rollout being verified runs a pass every 250 ms, and each pass's
+        // events already carry the span's fields (pass, generation, digest, phase).
+        .with_ansi(std::io::stderr().is_terminal());
     let result = match format {
         LogFormat::Text => builder.try_init(),
         LogFormat::Json => builder.json().with_current_span(true).try_init(),

