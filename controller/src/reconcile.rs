@@ -61,6 +61,9 @@ pub const MAX_BACKOFF: Duration = Duration::from_secs(30);
 const MAX_WATCH_WAIT: Duration = Duration::from_secs(300);
 /// Consul transactions take at most this many operations.
 const TXN_MAX_OPS: usize = 64;
+/// The most keys a Traefik policy tree may have: one delete-tree plus every key must fit one
+/// transaction, so any change (and its restore) can be written atomically.
+pub const MAX_POLICY_KEYS: usize = TXN_MAX_OPS - 1;
 /// Retry interval after a terminal error (401/403): only a new token or policy fixes it, so
 /// retrying fast only adds load and log noise.
 pub const TERMINAL_RETRY: Duration = Duration::from_secs(300);
@@ -568,6 +571,18 @@ where
             basic_auth_users: users,
         };
         match render::render(&spec, &ctx) {
+            Ok(rendered) if rendered.traefik_kv.len() > MAX_POLICY_KEYS => {
+                let errors = vec![FieldError::new(
+                    "spec",
+                    format!(
+                        "the Traefik policy tree would have {} keys, more than the {MAX_POLICY_KEYS} one Consul transaction can write atomically (Traefik must never load a half-written tree); use fewer certificates, allow-list ranges or headers",
+                        rendered.traefik_kv.len()
+                    ),
+                )];
+                self.report_plain(pair.modify_index, Report::Invalid { errors: &errors })
+                    .await;
+                Ok(None)
+            }
             Ok(rendered) => Ok(Some(Loaded {
                 spec,
                 rendered,
@@ -895,33 +910,79 @@ where
     }
 
     /// Writes the policy entries in one transaction (TRAEFIK.md B: Traefik applies a half-written
-    /// tree, so one txn is the only safe way).
+    /// tree, so one txn is the only safe way). A change with more operations than a transaction
+    /// holds rewrites the whole subtree instead (delete-tree, then every entry), which fits as
+    /// long as the tree does: [`MAX_POLICY_KEYS`] is enforced when the document is loaded.
     async fn write_kv(
         &self,
         set: &[(String, String)],
         delete: &[String],
     ) -> Result<(), ApplyError> {
-        let ops: Vec<TxnOp> = set
-            .iter()
-            .map(|(key, value)| TxnOp::Set {
-                key: key.clone(),
-                value: value.clone().into_bytes(),
-            })
-            .chain(delete.iter().map(|key| TxnOp::Delete { key: key.clone() }))
-            .collect();
         info!(
             set = set.len(),
             delete = delete.len(),
             "writing the policy tree"
         );
-        // A tree beyond one transaction's limit goes in several; each is still all-or-nothing.
-        for chunk in ops.chunks(TXN_MAX_OPS) {
-            self.consul
-                .txn(chunk.to_vec())
-                .await
-                .map_err(|e| apply_error(&e.to_string(), e.is_retryable()))?;
+        let ops: Vec<TxnOp> = if set.len() + delete.len() <= TXN_MAX_OPS {
+            set.iter()
+                .map(|(key, value)| TxnOp::Set {
+                    key: key.clone(),
+                    value: value.clone().into_bytes(),
+                })
+                .chain(delete.iter().map(|key| TxnOp::Delete { key: key.clone() }))
+                .collect()
+        } else {
+            self.rewrite_ops(set, delete).await?
+        };
+        self.consul
+            .txn(ops)
+            .await
+            .map(|_| ())
+            .map_err(|e| apply_error(&e.to_string(), e.is_retryable()))
+    }
+
+    /// The whole subtree after applying `set` and `delete`, as one delete-tree + sets.
+    async fn rewrite_ops(
+        &self,
+        set: &[(String, String)],
+        delete: &[String],
+    ) -> Result<Vec<TxnOp>, ApplyError> {
+        let root = self.config.kv_root();
+        let (pairs, _) = self
+            .consul
+            .kv_list(&root, QueryOptions::NOW)
+            .await
+            .map_err(|e| apply_error(&e.to_string(), e.is_retryable()))?;
+        let mut tree: std::collections::BTreeMap<String, Vec<u8>> = pairs
+            .into_iter()
+            .filter(|p| p.key.starts_with(&root))
+            .map(|p| (p.key, p.value))
+            .collect();
+        for key in delete {
+            tree.remove(key);
         }
-        Ok(())
+        for (key, value) in set {
+            tree.insert(key.clone(), value.clone().into_bytes());
+        }
+        if tree.len() >= TXN_MAX_OPS {
+            return Err(apply_error(
+                &format!(
+                    "failed to write the policy tree: {} keys do not fit one Consul transaction ({TXN_MAX_OPS} operations)",
+                    tree.len()
+                ),
+                false,
+            ));
+        }
+        info!(
+            keys = tree.len(),
+            "the change exceeds one transaction; rewriting the whole policy tree"
+        );
+        Ok(std::iter::once(TxnOp::DeleteTree { key: root })
+            .chain(
+                tree.into_iter()
+                    .map(|(key, value)| TxnOp::Set { key, value }),
+            )
+            .collect())
     }
 
     async fn observe_at_rest(&self, job_id: &str, kv_root: &str) -> Result<Observed> {

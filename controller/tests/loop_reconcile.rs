@@ -1020,3 +1020,136 @@ async fn a_burst_of_edits_longer_than_the_debounce_is_one_pass_over_the_last_doc
     let _ = stop.send(());
     task.await.unwrap();
 }
+
+// === the policy gate sees the new tree, not the old one (review #8 of the gate) ===
+
+#[tokio::test(start_paused = true)]
+async fn a_policy_change_is_ready_only_once_the_proxy_lists_the_new_trees_generation() {
+    let mut w = world();
+    w.ready(&with_header("one")).await;
+    // Traefik keeps serving the old tree (say it rejected the new one): every name we expect
+    // except the new generation marker is there.
+    w.consul.set(CONFIG, with_header("two"));
+    let mut action = w.op.reconcile().await;
+    for _ in 0..20 {
+        tokio::time::advance(action.requeue_after.unwrap_or(Duration::from_millis(250))).await;
+        action = w.op.reconcile().await;
+    }
+    assert_ne!(w.op.status().phase, Phase::Ready);
+    let waiting =
+        w.op.status()
+            .condition("Progressing")
+            .unwrap()
+            .message
+            .clone();
+    assert!(waiting.contains("proxy-operator-generation-"), "{waiting}");
+
+    // Traefik loads it.
+    w.put(&with_header("two"));
+    w.until(|w| w.op.status().phase == Phase::Ready).await;
+    assert_eq!(
+        w.status().last_applied_digest.as_deref(),
+        Some(digest(&with_header("two")).as_str())
+    );
+}
+
+// === policy trees larger than one transaction (review #7) ===
+
+fn with_cidrs(n: usize) -> String {
+    let ranges: Vec<String> = (0..n).map(|i| format!("\"10.{i}.0.0/16\"")).collect();
+    doc(&format!(
+        "  middlewares:\n    ipAllowList:\n      sourceRange: [{}]\n",
+        ranges.join(", ")
+    ))
+}
+
+fn with_headers(n: usize) -> String {
+    let headers: String = (0..n)
+        .map(|i| format!("        X-Edition-{i}: \"{i}\"\n"))
+        .collect();
+    doc(&format!(
+        "  middlewares:\n    securityHeaders:\n      headers:\n{headers}"
+    ))
+}
+
+fn rendered_tree(document: &str) -> Vec<(String, String)> {
+    let spec = spec::load(document.as_bytes()).unwrap();
+    let ctx = RenderContext {
+        prefix: PREFIX.into(),
+        owner: PREFIX.into(),
+        basic_auth_users: None,
+    };
+    let mut kv = render::render(&spec, &ctx).unwrap().traefik_kv;
+    kv.sort();
+    kv
+}
+
+async fn tree(consul: &FakeConsul) -> Vec<(String, String)> {
+    let (pairs, _) = consul
+        .kv_list("po/traefik/", QueryOptions::NOW)
+        .await
+        .unwrap();
+    let mut kv: Vec<(String, String)> = pairs
+        .into_iter()
+        .map(|p| (p.key, String::from_utf8_lossy(&p.value).into_owned()))
+        .collect();
+    kv.sort();
+    kv
+}
+
+fn policy_txns(consul: &FakeConsul) -> Vec<String> {
+    consul
+        .calls_of("txn")
+        .into_iter()
+        .filter(|c| c.target.contains("po/traefik/"))
+        .map(|c| c.target)
+        .collect()
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_policy_change_larger_than_one_transaction_is_still_written_and_restored_atomically() {
+    let mut w = world();
+    w.ready(&with_cidrs(40)).await;
+    let before = tree(&w.consul).await;
+    w.consul.clear_calls();
+
+    // 40 allow-list keys go, 40 header keys come: more than 64 operations.
+    w.consul.set(CONFIG, with_headers(40));
+    w.probe.set_ping(false);
+    w.op.reconcile().await;
+    assert_eq!(
+        policy_txns(&w.consul).len(),
+        1,
+        "{:?}",
+        policy_txns(&w.consul)
+    );
+    assert_eq!(tree(&w.consul).await, rendered_tree(&with_headers(40)));
+
+    // The proxy never becomes healthy: the restore is just as large, and just as atomic.
+    w.until(|w| w.op.status().phase == Phase::RolledBack).await;
+    assert_eq!(
+        policy_txns(&w.consul).len(),
+        2,
+        "{:?}",
+        policy_txns(&w.consul)
+    );
+    assert_eq!(tree(&w.consul).await, before);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_policy_tree_that_cannot_fit_one_transaction_is_invalid_and_writes_nothing() {
+    let mut w = world();
+    w.put(&with_cidrs(70));
+    w.op.reconcile().await;
+    let status = w.status();
+    assert_eq!(status.phase, Phase::Invalid);
+    assert!(
+        status.validation_errors[0]
+            .to_string()
+            .contains("one Consul transaction"),
+        "{:?}",
+        status.validation_errors
+    );
+    assert!(w.nomad.calls().is_empty());
+    assert!(tree(&w.consul).await.is_empty());
+}
