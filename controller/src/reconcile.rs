@@ -41,8 +41,8 @@ use crate::probe::{ProxyProbe, RouteProbe};
 use crate::render::{self, META_SPEC_DIGEST, RenderContext, Rendered};
 use crate::rollout::{
     self, AllocObservation, ApplyError, ApplyOutcome, Change, DeploymentObservation,
-    DeploymentState, Effect, Gate, JobObservation, Journal, Observation, Phase, ProbeOutcome,
-    ProxyObservation,
+    DeploymentState, Effect, Gate, JobObservation, JobRef, Journal, Observation, Phase,
+    ProbeOutcome, ProxyObservation,
 };
 use crate::spec::status::ProxyStatus;
 use crate::spec::{self, FieldError, ProxyKind, UsersFrom, ValidatedSpec};
@@ -324,6 +324,7 @@ struct Facts {
     digest: Option<String>,
     proxy: Option<ProxyKind>,
     job_version: Option<u64>,
+    good_job: Option<JobRef>,
     warnings: Vec<FieldError>,
 }
 
@@ -334,6 +335,7 @@ impl Facts {
             digest: Some(loaded.spec.digest().to_owned()),
             proxy: Some(loaded.spec.proxy()),
             job_version,
+            good_job: None,
             warnings: loaded.spec.warnings().to_vec(),
         }
     }
@@ -345,6 +347,7 @@ impl Facts {
             digest: status.observed_digest.clone(),
             proxy: status.proxy,
             job_version: None,
+            good_job: None,
             warnings: status.warnings.clone(),
         }
     }
@@ -355,6 +358,7 @@ impl Facts {
             observed_digest: self.digest.as_deref(),
             proxy: self.proxy,
             job_version: self.job_version,
+            good_job: self.good_job.as_ref(),
             warnings: &self.warnings,
             report,
         }
@@ -560,6 +564,7 @@ where
                     digest: Some(spec.digest().to_owned()),
                     proxy: Some(spec.proxy()),
                     job_version: None,
+                    good_job: None,
                     warnings: spec.warnings().to_vec(),
                 };
                 return Err(self.observation_failed(&e, Some(&facts)).await);
@@ -668,9 +673,15 @@ where
         let job_version = observed.job.as_ref().map(|j| j.version);
         let decided = plan::plan(&desired, &observed, &self.status);
         span.record("plan", decided.kind());
-        let facts = Facts::of(&loaded, job_version);
+        let mut facts = Facts::of(&loaded, job_version);
         match decided {
             Plan::Noop => {
+                // What runs carries a document that passed the gate: a rollback target.
+                facts.good_job = observed.job.as_ref().map(|job| JobRef {
+                    job_id: job_id.clone(),
+                    version: job.version,
+                    job_digest: job.spec_digest().map(str::to_owned),
+                });
                 self.report(&facts.pass(Report::Converged)).await;
                 Action::await_change()
             }

@@ -11,7 +11,7 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use crate::rollout::Phase as Rollout;
+use crate::rollout::{JobRef, Phase as Rollout};
 use crate::spec::status::{Condition, ConditionStatus, HistoryEntry, Outcome, Phase, ProxyStatus};
 use crate::spec::{FieldError, ProxyKind};
 
@@ -77,6 +77,9 @@ pub struct Pass<'a> {
     pub proxy: Option<ProxyKind>,
     /// The job version running now, if observed.
     pub job_version: Option<u64>,
+    /// The job running now, when it runs a document that passed the gate (a converged pass):
+    /// a rollback target even if the status predates `lastGoodJob`.
+    pub good_job: Option<&'a JobRef>,
     /// Validation warnings.
     pub warnings: &'a [FieldError],
     /// The verdict.
@@ -241,6 +244,9 @@ fn converged(s: &mut ProxyStatus, pass: &Pass<'_>, stamp: &str) {
     s.failed_retry_nonce = None;
     if pass.job_version.is_some() {
         s.job_version = pass.job_version;
+    }
+    if let Some(job) = pass.good_job {
+        s.last_good_job = Some(job.clone());
     }
     s.set_condition(
         cond(

@@ -1153,3 +1153,27 @@ async fn a_policy_tree_that_cannot_fit_one_transaction_is_invalid_and_writes_not
     assert!(w.nomad.calls().is_empty());
     assert!(tree(&w.consul).await.is_empty());
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_status_written_before_good_jobs_were_recorded_still_gives_a_rollback_target() {
+    let mut w = world();
+    w.ready(&with_cpu(100, None)).await;
+    let good = w.nomad.job(JOB).unwrap();
+    // The status as an older operator wrote it: the applied digest, no lastGoodJob.
+    let mut old = w.status();
+    old.last_good_job = None;
+    w.consul.set(STATUS, serde_json::to_vec(&old).unwrap());
+    w.restart();
+    w.op.reconcile().await;
+    assert_eq!(
+        w.status().last_good_job.map(|j| j.version),
+        Some(good.version),
+        "the running job carries a document that passed"
+    );
+    w.put(&with_cpu(200, None));
+    w.op.reconcile().await;
+    w.nomad.set_allocation_health(JOB, false);
+    w.until(|w| w.op.phase().is_at_rest()).await;
+    assert_eq!(w.status().phase, Phase::RolledBack);
+    assert_eq!(job_digest(&w.nomad.job(JOB).unwrap()), job_digest(&good));
+}

@@ -15,6 +15,7 @@ fn pass(report: Report<'_>) -> Pass<'_> {
         observed_digest: Some("digest-a"),
         proxy: Some(ProxyKind::Traefik),
         job_version: Some(3),
+        good_job: None,
         warnings: &[],
         report,
     }
