@@ -12,20 +12,26 @@
 //! ```
 //!
 //! # Expected flow of one pass ([`Operator::reconcile`])
-//! 1. Read the config key. Absent, empty or unreadable: report and change nothing.
-//! 2. Parse and validate. Invalid: status `Invalid` with every error; nothing else is written.
-//! 3. Render (resolving basic-auth users by reference).
-//! 4. At rest: read the job and our KV subtree, [`plan`](crate::plan::plan) and, for an
-//!    `Apply`, start a rollout. In flight: read the gate signals (job, deployment, allocations,
-//!    `/ping`, `/api/rawdata`, route probes) and [`step`](crate::rollout::step) the machine.
-//! 5. Carry out the machine's effects through the client traits.
-//! 6. Build the next status and write it with CAS, only when it says something new.
+//! 1. At start: read the status document and the rollout journal (`<prefix>/rollout`); a
+//!    rollout an earlier operator left in flight is resumed, never taken for a good one.
+//! 2. A rollout in flight is stepped on its own gate (job, deployment, allocations, `/ping`,
+//!    `/api/rawdata`, route probes), whatever the document says now.
+//! 3. At rest: read the config key. Absent, empty or unreadable: report and change nothing.
+//!    Parse and validate (Invalid: status `Invalid` with every error, nothing else written),
+//!    render, read the job and our KV subtree, [`plan`](crate::plan::plan), and for an `Apply`
+//!    start a rollout — only once its journal is written (write-ahead).
+//! 4. Carry out the machine's effects through the client traits; a job write answered with an
+//!    error is checked by reading the job back (the answer may have been lost).
+//! 5. Build the next status; write it (with the journal, in one CAS txn) when it says
+//!    something new. A failed write is retried on later passes; the operator's own view moves
+//!    on regardless, so a lost write never makes it forget a failed digest.
 //!
 //! # Guarantees
 //! - Never act on nothing: a missing document or a failed observation writes nothing to Nomad
-//!   or the proxy's KV tree; observation errors back off and the last good state stays.
+//!   or the proxy's KV tree; observation errors back off (401/403 to [`TERMINAL_RETRY`]) and
+//!   the last good state stays.
 //! - A job without our owner Meta is never touched.
-//! - An unchanged digest is a pass with zero writes.
+//! - An unchanged digest that passed the gate is a pass with zero writes.
 
 use std::future::Future;
 use std::sync::Arc;

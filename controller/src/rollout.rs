@@ -19,7 +19,10 @@
 //! - A rollback goes to the last job version that passed the gate (`EnforcePriorVersion` on the
 //!   version we registered) and restores the previous KV entries in one transaction.
 //! - A new plan is only taken at rest (`Idle`, `Ready`, `RolledBack`, `Degraded`); a rollout in
-//!   flight finishes first.
+//!   flight finishes first, on the gate it carries.
+//! - A rollback goes only to a version of the same job that passed the gate; with none, the
+//!   failed version stays in place with the policy tree it references (`Degraded`).
+//! - A phase in flight has a [`Journal`] the loop persists, so another process resumes it.
 
 use std::collections::BTreeSet;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
