@@ -12,11 +12,14 @@
 //!   `retryNonce` changes, so a broken edit cannot become a retry storm.
 //! - KV is written before the job: the job's entry points reference the KV middlewares.
 //! - Only the KV entries that differ are written, so a one-header edit is a one-key txn.
+//! - Nothing differs but the digest never passed the gate (a restart mid-rollout, a lost
+//!   status): a verify-only rollout (no writes) before it counts as Ready.
+//! - A rollback goes to the version of the same job ID that last passed the gate, or nowhere.
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use crate::render::{META_OWNER, META_SPEC_DIGEST, Rendered, digest_kv};
-use crate::rollout::{Change, Gate, JobChange, KvChange};
+use crate::rollout::{Change, Gate, JobChange, JobRef, KvChange};
 use crate::spec::status::ProxyStatus;
 use crate::spec::{DriftPolicy, ProxyKind, ValidatedSpec};
 
@@ -180,8 +183,23 @@ pub fn plan(desired: &Desired<'_>, observed: &Observed, status: &ProxyStatus) ->
         .cloned()
         .collect();
     let kv_differs = digest_kv(&ours) != desired.rendered.kv_digest;
+    let change = |kv, job| {
+        Plan::Apply(Box::new(Change {
+            digest: digest.to_owned(),
+            retry_nonce: spec.retry_nonce().map(str::to_owned),
+            job_id: job_id(desired).to_owned(),
+            kv,
+            job,
+            gate: gate(desired),
+        }))
+    };
     if !job_differs && !kv_differs {
-        return Plan::Noop;
+        // What runs is this document, but only a version that passed the gate is Ready: after
+        // a restart mid-rollout, or a status that was lost, it is verified (no writes) first.
+        if status.last_applied_digest.as_deref() == Some(digest) {
+            return Plan::Noop;
+        }
+        return change(None, None);
     }
     // The same spec was applied and passed its gate: whatever differs now was changed by
     // someone else.
@@ -203,14 +221,9 @@ pub fn plan(desired: &Desired<'_>, observed: &Observed, status: &ProxyStatus) ->
         job: desired.rendered.job.clone(),
         job_digest: desired.rendered.job_digest.clone(),
         enforce_index: observed.job.as_ref().map_or(0, |j| j.modify_index),
-        rollback_to: rollback_target(observed, status),
+        rollback_to: rollback_target(job_id(desired), observed, status),
     });
-    Plan::Apply(Box::new(Change {
-        digest: digest.to_owned(),
-        kv,
-        job,
-        gate: gate(desired),
-    }))
+    change(kv, job)
 }
 
 /// The job ID the rendered job registers as.
@@ -224,19 +237,16 @@ pub fn job_id<'a>(desired: &Desired<'a>) -> &'a str {
         .unwrap_or(desired.spec.job().id.as_str())
 }
 
-/// Where a failed job change goes back to: the version that last passed the gate, else the
-/// version running now (ours, by the owner check), unless it is stopped.
-fn rollback_target(observed: &Observed, status: &ProxyStatus) -> Option<u64> {
-    if status.last_applied_digest.is_some()
-        && let Some(v) = status.job_version
-    {
-        return Some(v);
-    }
-    observed
-        .job
+/// Where a failed job change goes back to: the version of this job ID that last passed the gate.
+/// Nothing when none did (a first version, a job ID that changed, a status that was lost): a
+/// version that never passed is no place to go back to.
+fn rollback_target(job_id: &str, observed: &Observed, status: &ProxyStatus) -> Option<JobRef> {
+    observed.job.as_ref()?;
+    status
+        .last_good_job
         .as_ref()
-        .filter(|j| !j.stopped)
-        .map(|j| j.version)
+        .filter(|good| good.job_id == job_id)
+        .cloned()
 }
 
 /// Only the entries that differ, and what they were.
@@ -269,8 +279,8 @@ fn kv_change(desired: &[(String, String)], observed: &[(String, String)]) -> KvC
     }
 }
 
-/// The gate from the spec's rollout settings. Route probes are sent by the loop, which knows
-/// the entry point addresses.
+/// The gate from the spec's rollout settings. The loop fills in where the proxy's API and entry
+/// points are reached (`proxy_api`, `probes`): it knows the addresses.
 fn gate(desired: &Desired<'_>) -> Gate {
     let rollout = desired.spec.rollout();
     let traefik = desired.spec.proxy() == ProxyKind::Traefik;
@@ -284,6 +294,8 @@ fn gate(desired: &Desired<'_>) -> Gate {
         } else {
             Vec::new()
         },
+        proxy_api: None,
+        probes: Vec::new(),
     }
 }
 

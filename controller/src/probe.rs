@@ -153,7 +153,8 @@ fn strings(v: Option<&Value>) -> Vec<String> {
 }
 
 /// A user route probe: a request through the proxy's entry point.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct RouteProbe {
     /// The entry point address, `host:port`.
     pub address: String,

@@ -12,20 +12,26 @@
 //! ```
 //!
 //! # Expected flow of one pass ([`Operator::reconcile`])
-//! 1. Read the config key. Absent, empty or unreadable: report and change nothing.
-//! 2. Parse and validate. Invalid: status `Invalid` with every error; nothing else is written.
-//! 3. Render (resolving basic-auth users by reference).
-//! 4. At rest: read the job and our KV subtree, [`plan`](crate::plan::plan) and, for an
-//!    `Apply`, start a rollout. In flight: read the gate signals (job, deployment, allocations,
-//!    `/ping`, `/api/rawdata`, route probes) and [`step`](crate::rollout::step) the machine.
-//! 5. Carry out the machine's effects through the client traits.
-//! 6. Build the next status and write it with CAS, only when it says something new.
+//! 1. At start: read the status document and the rollout journal (`<prefix>/rollout`); a
+//!    rollout an earlier operator left in flight is resumed, never taken for a good one.
+//! 2. A rollout in flight is stepped on its own gate (job, deployment, allocations, `/ping`,
+//!    `/api/rawdata`, route probes), whatever the document says now.
+//! 3. At rest: read the config key. Absent, empty or unreadable: report and change nothing.
+//!    Parse and validate (Invalid: status `Invalid` with every error, nothing else written),
+//!    render, read the job and our KV subtree, [`plan`](crate::plan::plan), and for an `Apply`
+//!    start a rollout — only once its journal is written (write-ahead).
+//! 4. Carry out the machine's effects through the client traits; a job write answered with an
+//!    error is checked by reading the job back (the answer may have been lost).
+//! 5. Build the next status; write it (with the journal, in one CAS txn) when it says
+//!    something new. A failed write is retried on later passes; the operator's own view moves
+//!    on regardless, so a lost write never makes it forget a failed digest.
 //!
 //! # Guarantees
 //! - Never act on nothing: a missing document or a failed observation writes nothing to Nomad
-//!   or the proxy's KV tree; observation errors back off and the last good state stays.
+//!   or the proxy's KV tree; observation errors back off (401/403 to [`TERMINAL_RETRY`]) and
+//!   the last good state stays.
 //! - A job without our owner Meta is never touched.
-//! - An unchanged digest is a pass with zero writes.
+//! - An unchanged digest that passed the gate is a pass with zero writes.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -40,8 +46,9 @@ use crate::plan::{self, Desired, HoldReason, Observed, ObservedJob, Plan};
 use crate::probe::{ProxyProbe, RouteProbe};
 use crate::render::{self, META_SPEC_DIGEST, RenderContext, Rendered};
 use crate::rollout::{
-    self, AllocObservation, ApplyError, ApplyOutcome, DeploymentObservation, DeploymentState,
-    Effect, JobObservation, Observation, Phase, ProbeOutcome, ProxyObservation,
+    self, AllocObservation, ApplyError, ApplyOutcome, Change, DeploymentObservation,
+    DeploymentState, Effect, Gate, JobObservation, JobRef, Journal, Observation, Phase,
+    ProbeOutcome, ProxyObservation,
 };
 use crate::spec::status::ProxyStatus;
 use crate::spec::{self, FieldError, ProxyKind, UsersFrom, ValidatedSpec};
@@ -60,6 +67,14 @@ pub const MAX_BACKOFF: Duration = Duration::from_secs(30);
 const MAX_WATCH_WAIT: Duration = Duration::from_secs(300);
 /// Consul transactions take at most this many operations.
 const TXN_MAX_OPS: usize = 64;
+/// The most keys a Traefik policy tree may have: one delete-tree plus every key must fit one
+/// transaction, so any change (and its restore) can be written atomically.
+pub const MAX_POLICY_KEYS: usize = TXN_MAX_OPS - 1;
+/// Retry interval after a terminal error (401/403): only a new token or policy fixes it, so
+/// retrying fast only adds load and log noise.
+pub const TERMINAL_RETRY: Duration = Duration::from_secs(300);
+/// A burst of edits is debounced for at most this many debounce intervals.
+const MAX_DEBOUNCE_FACTOR: u32 = 10;
 
 /// Errors of one observation or write. Each names the step that failed.
 #[derive(Debug, thiserror::Error)]
@@ -183,6 +198,13 @@ impl Config {
         format!("{}/status", self.prefix)
     }
 
+    /// `<prefix>/rollout`: the journal of a rollout in flight (it holds the previous KV
+    /// entries, basic-auth hashes included, so it is not part of the status document).
+    #[must_use]
+    pub fn journal_key(&self) -> String {
+        format!("{}/rollout", self.prefix)
+    }
+
     /// `<prefix>/traefik/`.
     #[must_use]
     pub fn kv_root(&self) -> String {
@@ -265,8 +287,21 @@ pub struct Operator<C, N, P> {
     probe: P,
     phase: Phase,
     applied: Option<ApplyOutcome>,
+    /// What the operator knows: updated every pass, whether or not the write goes through, so a
+    /// lost write never makes it forget a failed digest.
     status: ProxyStatus,
+    /// The document as last written (or read at start); a pass writes when `status` differs.
+    written: ProxyStatus,
+    /// The in-flight journal as last written (or read at start).
+    journal_written: Option<Journal>,
+    /// The journal key holds something unreadable that the next write must remove.
+    journal_garbage: bool,
+    /// Why the last status write failed, until one succeeds.
+    write_error: Option<Error>,
     status_index: Option<u64>,
+    /// ModifyIndex of the config key as the last pass at rest read it.
+    last_pass_index: u64,
+    started: bool,
     backoff: Backoff,
     passes: u64,
 }
@@ -288,6 +323,54 @@ struct Loaded {
     index: u64,
 }
 
+/// The document facts a status report carries.
+#[derive(Debug, Clone, Default)]
+struct Facts {
+    index: u64,
+    digest: Option<String>,
+    proxy: Option<ProxyKind>,
+    job_version: Option<u64>,
+    good_job: Option<JobRef>,
+    warnings: Vec<FieldError>,
+}
+
+impl Facts {
+    fn of(loaded: &Loaded, job_version: Option<u64>) -> Self {
+        Facts {
+            index: loaded.index,
+            digest: Some(loaded.spec.digest().to_owned()),
+            proxy: Some(loaded.spec.proxy()),
+            job_version,
+            good_job: None,
+            warnings: loaded.spec.warnings().to_vec(),
+        }
+    }
+
+    /// What the status already says: a rollout in flight is not about the current document.
+    fn unchanged(status: &ProxyStatus) -> Self {
+        Facts {
+            index: status.observed_index,
+            digest: status.observed_digest.clone(),
+            proxy: status.proxy,
+            job_version: None,
+            good_job: None,
+            warnings: status.warnings.clone(),
+        }
+    }
+
+    fn pass<'a>(&'a self, report: Report<'a>) -> Pass<'a> {
+        Pass {
+            observed_index: self.index,
+            observed_digest: self.digest.as_deref(),
+            proxy: self.proxy,
+            job_version: self.job_version,
+            good_job: self.good_job.as_ref(),
+            warnings: &self.warnings,
+            report,
+        }
+    }
+}
+
 impl<C, N, P> Operator<C, N, P>
 where
     C: ConsulApi + 'static,
@@ -304,7 +387,13 @@ where
             phase: Phase::Idle,
             applied: None,
             status: ProxyStatus::default(),
+            written: ProxyStatus::default(),
+            journal_written: None,
+            journal_garbage: false,
+            write_error: None,
             status_index: None,
+            last_pass_index: 0,
+            started: false,
             backoff: Backoff::new(MIN_BACKOFF, MAX_BACKOFF),
             passes: 0,
         }
@@ -315,7 +404,7 @@ where
         &self.phase
     }
 
-    /// The status as last written (or read at start).
+    /// The status as the operator knows it (written, or waiting to be written again).
     pub fn status(&self) -> &ProxyStatus {
         &self.status
     }
@@ -333,7 +422,7 @@ where
         ));
         let mut watching = true;
         let mut next_pass = Instant::now();
-        loop {
+        'run: loop {
             tokio::select! {
                 () = &mut shutdown => break,
                 () = tokio::time::sleep_until(next_pass) => {}
@@ -343,11 +432,39 @@ where
                         watching = false;
                         continue;
                     }
-                    tokio::select! {
-                        () = &mut shutdown => break,
-                        () = tokio::time::sleep(self.config.debounce) => {}
+                    // A quiet period: every further edit restarts it (up to a cap), so a burst
+                    // of edits is one pass over the last document, not a rollout of one in the
+                    // middle. The watch is paced, so it may not report edits inside the burst:
+                    // when the quiet period ends, one read of the key tells whether it moved.
+                    let cap = Instant::now() + self.config.debounce * MAX_DEBOUNCE_FACTOR;
+                    let mut seen = self.config_index().await;
+                    loop {
+                        let quiet = (Instant::now() + self.config.debounce).min(cap);
+                        tokio::select! {
+                            () = &mut shutdown => break 'run,
+                            () = tokio::time::sleep_until(quiet) => {
+                                let now = self.config_index().await;
+                                if now == seen || Instant::now() >= cap {
+                                    seen = now;
+                                    break;
+                                }
+                                seen = now;
+                            }
+                            changed = changes.changed(), if watching => {
+                                if changed.is_err() {
+                                    watching = false;
+                                }
+                            }
+                        }
                     }
                     changes.borrow_and_update();
+                    // The pass after the burst already read this version of the document.
+                    if seen.is_some_and(|index| index != 0 && index == self.last_pass_index)
+                        && self.phase.is_at_rest()
+                        && self.write_error.is_none()
+                    {
+                        continue;
+                    }
                 }
             }
             let action = self.reconcile().await;
@@ -375,28 +492,31 @@ where
     }
 
     async fn pass(&mut self) -> Action {
-        if self.status_index.is_none()
-            && let Err(e) = self.load_status().await
-        {
-            warn!(error = %e, "cannot read the status document; backing off");
-            return self.backoff_action();
+        if !self.started {
+            if let Err(e) = self.load_status().await {
+                warn!(error = %e, "cannot read the status document; backing off");
+                return self.retry_after(&e);
+            }
+            self.started = true;
         }
-        let loaded = match self.load().await {
-            Ok(Some(loaded)) => loaded,
-            Ok(None) => return Action::await_change(),
-            Err(action) => return action,
-        };
-        let span = tracing::Span::current();
-        span.record("generation", loaded.index);
-        span.record("digest", short(loaded.spec.digest()));
-        let job_id = {
-            let desired = self.desired(&loaded);
-            plan::job_id(&desired).to_owned()
-        };
-        if self.phase.is_at_rest() {
-            self.at_rest(&loaded, &job_id).await
+        let action = if self.phase.is_at_rest() {
+            self.at_rest().await
         } else {
-            self.in_flight(&loaded, &job_id).await
+            // A rollout in flight is stepped to its end on its own terms, whatever the
+            // document says now: deleting or breaking the document must not freeze it.
+            self.in_flight().await
+        };
+        match &self.write_error {
+            // The status did not go through: try again soon, even when nothing else would.
+            Some(e) => {
+                let retry = if e.is_retryable() {
+                    self.backoff.next().unwrap_or(MAX_BACKOFF)
+                } else {
+                    TERMINAL_RETRY
+                };
+                Action::requeue(action.requeue_after.map_or(retry, |d| d.min(retry)))
+            }
+            None => action,
         }
     }
 
@@ -405,13 +525,16 @@ where
     async fn load(&mut self) -> Result<Option<Loaded>, Action> {
         let key = self.config.config_key();
         let pair = match self.consul.kv_get(&key, QueryOptions::NOW).await {
-            Ok((pair, _)) => pair,
+            Ok((pair, _)) => {
+                self.last_pass_index = pair.as_ref().map_or(0, |p| p.modify_index);
+                pair
+            }
             Err(source) => {
                 let e = Error::Consul {
                     what: format!("the config key {key}"),
                     source,
                 };
-                return Err(self.observation_failed(&e, 0, None).await);
+                return Err(self.observation_failed(&e, None).await);
             }
         };
         let Some(pair) = pair else {
@@ -442,9 +565,15 @@ where
         let users = match self.basic_auth_users(&spec).await {
             Ok(users) => users,
             Err(e) => {
-                return Err(self
-                    .observation_failed(&e, pair.modify_index, Some(&spec))
-                    .await);
+                let facts = Facts {
+                    index: pair.modify_index,
+                    digest: Some(spec.digest().to_owned()),
+                    proxy: Some(spec.proxy()),
+                    job_version: None,
+                    good_job: None,
+                    warnings: spec.warnings().to_vec(),
+                };
+                return Err(self.observation_failed(&e, Some(&facts)).await);
             }
         };
         let ctx = RenderContext {
@@ -453,6 +582,18 @@ where
             basic_auth_users: users,
         };
         match render::render(&spec, &ctx) {
+            Ok(rendered) if rendered.traefik_kv.len() > MAX_POLICY_KEYS => {
+                let errors = vec![FieldError::new(
+                    "spec",
+                    format!(
+                        "the Traefik policy tree would have {} keys, more than the {MAX_POLICY_KEYS} one Consul transaction can write atomically (Traefik must never load a half-written tree); use fewer certificates, allow-list ranges or headers",
+                        rendered.traefik_kv.len()
+                    ),
+                )];
+                self.report_plain(pair.modify_index, Report::Invalid { errors: &errors })
+                    .await;
+                Ok(None)
+            }
             Ok(rendered) => Ok(Some(Loaded {
                 spec,
                 rendered,
@@ -510,45 +651,44 @@ where
         Ok(Some(users))
     }
 
-    fn desired<'a>(&'a self, loaded: &'a Loaded) -> Desired<'a> {
-        Desired {
+    async fn at_rest(&mut self) -> Action {
+        let loaded = match self.load().await {
+            Ok(Some(loaded)) => loaded,
+            Ok(None) => return Action::await_change(),
+            Err(action) => return action,
+        };
+        let span = tracing::Span::current();
+        span.record("generation", loaded.index);
+        span.record("digest", short(loaded.spec.digest()));
+        let kv_root = self.config.kv_root();
+        let desired = Desired {
             spec: &loaded.spec,
             rendered: &loaded.rendered,
             owner: &self.config.owner,
-            kv_root: "",
-        }
-    }
-
-    async fn at_rest(&mut self, loaded: &Loaded, job_id: &str) -> Action {
-        let kv_root = self.config.kv_root();
-        let observed = match self.observe_at_rest(job_id, &kv_root).await {
+            kv_root: &kv_root,
+        };
+        let job_id = plan::job_id(&desired).to_owned();
+        let observed = match self.observe_at_rest(&job_id, &kv_root).await {
             Ok(observed) => observed,
             Err(e) => {
-                return self
-                    .observation_failed(&e, loaded.index, Some(&loaded.spec))
-                    .await;
+                let facts = Facts::of(&loaded, None);
+                return self.observation_failed(&e, Some(&facts)).await;
             }
         };
         self.backoff.reset();
         let job_version = observed.job.as_ref().map(|j| j.version);
-        let desired = Desired {
-            kv_root: &kv_root,
-            ..self.desired(loaded)
-        };
         let decided = plan::plan(&desired, &observed, &self.status);
-        tracing::Span::current().record("plan", decided.kind());
-        let pass = |report| Pass {
-            observed_index: loaded.index,
-            observed_digest: Some(loaded.spec.digest()),
-            retry_nonce: loaded.spec.retry_nonce(),
-            proxy: Some(loaded.spec.proxy()),
-            job_version,
-            warnings: loaded.spec.warnings(),
-            report,
-        };
+        span.record("plan", decided.kind());
+        let mut facts = Facts::of(&loaded, job_version);
         match decided {
             Plan::Noop => {
-                self.report(&pass(Report::Converged)).await;
+                // What runs carries a document that passed the gate: a rollback target.
+                facts.good_job = observed.job.as_ref().map(|job| JobRef {
+                    job_id: job_id.clone(),
+                    version: job.version,
+                    job_digest: job.spec_digest().map(str::to_owned),
+                });
+                self.report(&facts.pass(Report::Converged)).await;
                 Action::await_change()
             }
             Plan::Hold(reason) => {
@@ -564,44 +704,86 @@ where
                         drift: true,
                     },
                 };
-                self.report(&pass(report)).await;
+                self.report(&facts.pass(report)).await;
                 Action::await_change()
             }
             Plan::Stalled { reason } => {
                 warn!(%reason, "the proxy job is not ours; it is left untouched");
-                self.report(&pass(Report::Stalled { reason: &reason }))
+                self.report(&facts.pass(Report::Stalled { reason: &reason }))
                     .await;
                 Action::await_change()
             }
-            Plan::Apply(change) => {
+            Plan::Apply(mut change) => {
                 info!(kind = change.kind(), digest = %short(&change.digest), "rolling out");
+                change.gate.proxy_api = (loaded.spec.proxy() == ProxyKind::Traefik)
+                    .then(|| self.proxy_api(&loaded.spec));
+                change.gate.probes = self.route_probes(&loaded.spec);
                 let obs = Observation {
                     planned: Some(*change),
                     ..Observation::default()
                 };
-                self.drive(obs, loaded, job_version).await
+                self.drive(obs, &facts).await
             }
         }
     }
 
-    async fn in_flight(&mut self, loaded: &Loaded, job_id: &str) -> Action {
-        let mut obs = self.observe_gate(&loaded.spec, job_id).await;
-        if obs.error.is_none() {
+    async fn in_flight(&mut self) -> Action {
+        let Some(change) = self.phase.change().cloned() else {
+            return Action::await_change();
+        };
+        let span = tracing::Span::current();
+        span.record("digest", short(&change.digest));
+        span.record("plan", change.kind());
+        let mut obs = self.observe_gate(&change).await;
+        let blind = obs.error.is_some();
+        if !blind {
             self.backoff.reset();
         }
         obs.applied = self.applied.take();
-        let job_version = obs.job.as_ref().map(|j| j.version);
-        self.drive(obs, loaded, job_version).await
+        let facts = Facts::unchanged(&self.status);
+        let action = self.drive(obs, &facts).await;
+        if blind && !self.phase.is_at_rest() {
+            // Nomad does not answer: look again, but not four times a second.
+            let retry = self.backoff.next().unwrap_or(MAX_BACKOFF);
+            return Action::requeue(action.requeue_after.map_or(retry, |d| d.max(retry)));
+        }
+        action
     }
 
     /// Steps the machine, carries out its effects, and reports.
-    async fn drive(
-        &mut self,
-        obs: Observation,
-        loaded: &Loaded,
-        job_version: Option<u64>,
-    ) -> Action {
+    async fn drive(&mut self, obs: Observation, facts: &Facts) -> Action {
+        let before = self.phase.clone();
         let (mut effects, mut phase) = rollout::step(&self.phase, &obs, Instant::now());
+        if before.is_at_rest() && !phase.is_at_rest() {
+            // Write-ahead: a rollout starts only once its journal is in Consul, so a restart
+            // resumes it rather than mistaking its unverified version for a good one. A status
+            // that cannot be written (a 403 on the status key) therefore starts nothing.
+            let status = self.status.clone();
+            self.phase = phase.clone();
+            self.report(&facts.pass(Report::Rollout(&phase))).await;
+            if let Some(e) = self.write_error.take() {
+                warn!(error = %e, "the rollout is not started: its status cannot be written");
+                self.phase = before;
+                self.status = status;
+                let terminal = !e.is_retryable();
+                let text = format!("{e}; no rollout starts until the status can be written");
+                let report = Report::ObservationFailed {
+                    error: &text,
+                    retry_in: if terminal {
+                        TERMINAL_RETRY
+                    } else {
+                        MIN_BACKOFF
+                    },
+                    terminal,
+                };
+                // Most likely not written either; kept in memory for /api/status and logs.
+                self.report(&facts.pass(report)).await;
+                if self.write_error.is_none() {
+                    self.write_error = Some(e);
+                }
+                return Action::await_change();
+            }
+        }
         let mut requeue = None;
         let mut failed = false;
         // Applying and RollingBack consume the outcome of their own effects: step them again at
@@ -614,6 +796,11 @@ where
             let writes: Vec<Effect> = effects.iter().filter(|e| e.is_write()).cloned().collect();
             if writes.is_empty() {
                 break;
+            }
+            if self.journal_changed(&phase) {
+                // Best effort: a rollback goes ahead even when its journal cannot be written.
+                self.phase = phase.clone();
+                self.report(&facts.pass(Report::Rollout(&phase))).await;
             }
             let outcome = self.execute(&writes).await;
             let consumes = matches!(phase, Phase::Applying { .. } | Phase::RollingBack { .. });
@@ -631,34 +818,33 @@ where
             };
             (effects, phase) = rollout::step(&phase, &next_obs, Instant::now());
         }
-        let changed = phase != self.phase;
+        let changed = phase != before;
         self.phase = phase;
-        // Only a version that passed the gate becomes the status's (and the next rollback's)
-        // job version.
-        let job_version = match &self.phase {
-            Phase::Ready { .. } => job_version,
-            _ => self.status.job_version,
-        };
         let phase = self.phase.clone();
         if changed || !phase.is_at_rest() {
-            let pass = Pass {
-                observed_index: loaded.index,
-                observed_digest: Some(loaded.spec.digest()),
-                retry_nonce: loaded.spec.retry_nonce(),
-                proxy: Some(loaded.spec.proxy()),
-                job_version,
-                warnings: loaded.spec.warnings(),
-                report: Report::Rollout(&phase),
-            };
-            self.report(&pass).await;
+            self.report(&facts.pass(Report::Rollout(&phase))).await;
         }
         if failed {
             return self.backoff_action();
+        }
+        if !before.is_at_rest() && phase.is_at_rest() {
+            // The rollout ended: look at the document again at once, since an edit made while
+            // it ran has not been planned yet.
+            return Action::requeue(Duration::ZERO);
         }
         match requeue {
             Some(d) => Action::requeue(d),
             None if !self.phase.is_at_rest() => Action::requeue(rollout::VERIFY_POLL_INTERVAL),
             None => Action::await_change(),
+        }
+    }
+
+    fn journal_changed(&self, phase: &Phase) -> bool {
+        let next = phase.journal(Instant::now(), SystemTime::now());
+        match (&next, &self.journal_written) {
+            (Some(a), Some(b)) => !a.same_stage(b),
+            (None, None) => false,
+            _ => true,
         }
     }
 
@@ -671,26 +857,33 @@ where
                 Effect::RegisterJob {
                     job_id,
                     job,
+                    job_digest,
                     enforce_index,
                 } => {
                     info!(job = %job_id, enforce_index, "registering the proxy job");
-                    self.nomad
-                        .job_register(job, Some(*enforce_index))
-                        .await
-                        .map(|_| ())
-                        .map_err(|e| apply_error(&e.to_string(), e.is_retryable()))
+                    match self.nomad.job_register(job, Some(*enforce_index)).await {
+                        Ok(_) => Ok(()),
+                        Err(e) => self.landed(job_id, Some(job_digest), &e, "register").await,
+                    }
                 }
                 Effect::RevertJob {
                     job_id,
                     version,
                     enforce_prior_version,
+                    target_digest,
                 } => {
                     info!(job = %job_id, version, ?enforce_prior_version, "reverting the proxy job");
-                    self.nomad
+                    match self
+                        .nomad
                         .job_revert(job_id, *version, *enforce_prior_version)
                         .await
-                        .map(|_| ())
-                        .map_err(|e| apply_error(&e.to_string(), e.is_retryable()))
+                    {
+                        Ok(_) => Ok(()),
+                        Err(e) => {
+                            self.landed(job_id, target_digest.as_ref(), &e, "revert")
+                                .await
+                        }
+                    }
                 }
                 Effect::RequeueAfter(_) => Ok(()),
             };
@@ -705,34 +898,108 @@ where
         ApplyOutcome::all(writes.len())
     }
 
+    /// A job write answered with an error may still have landed: the answer was lost and the
+    /// retry hit our own write (`EnforceIndex` / `EnforcePriorVersion` conflict), or a timeout
+    /// hid a success. The job read back decides: when it carries `digest`, the write is done.
+    async fn landed(
+        &self,
+        job_id: &str,
+        digest: Option<&String>,
+        error: &nomad::Error,
+        what: &str,
+    ) -> Result<(), ApplyError> {
+        let failed = apply_error(&error.to_string(), error.is_retryable());
+        let Some(digest) = digest else {
+            return Err(failed);
+        };
+        match self.nomad.job_read(job_id, QueryOptions::NOW).await {
+            Ok((Some(job), _)) if job.meta.get(META_SPEC_DIGEST) == Some(digest) => {
+                info!(job = %job_id, version = job.version, error = %error, "the {what} landed although its answer was an error");
+                Ok(())
+            }
+            Ok(_) => Err(failed),
+            // Nobody knows whether it landed: try again rather than decide on a guess.
+            Err(_) => Err(ApplyError {
+                retryable: true,
+                ..failed
+            }),
+        }
+    }
+
     /// Writes the policy entries in one transaction (TRAEFIK.md B: Traefik applies a half-written
-    /// tree, so one txn is the only safe way).
+    /// tree, so one txn is the only safe way). A change with more operations than a transaction
+    /// holds rewrites the whole subtree instead (delete-tree, then every entry), which fits as
+    /// long as the tree does: [`MAX_POLICY_KEYS`] is enforced when the document is loaded.
     async fn write_kv(
         &self,
         set: &[(String, String)],
         delete: &[String],
     ) -> Result<(), ApplyError> {
-        let ops: Vec<TxnOp> = set
-            .iter()
-            .map(|(key, value)| TxnOp::Set {
-                key: key.clone(),
-                value: value.clone().into_bytes(),
-            })
-            .chain(delete.iter().map(|key| TxnOp::Delete { key: key.clone() }))
-            .collect();
         info!(
             set = set.len(),
             delete = delete.len(),
             "writing the policy tree"
         );
-        // A tree beyond one transaction's limit goes in several; each is still all-or-nothing.
-        for chunk in ops.chunks(TXN_MAX_OPS) {
-            self.consul
-                .txn(chunk.to_vec())
-                .await
-                .map_err(|e| apply_error(&e.to_string(), e.is_retryable()))?;
+        let ops: Vec<TxnOp> = if set.len() + delete.len() <= TXN_MAX_OPS {
+            set.iter()
+                .map(|(key, value)| TxnOp::Set {
+                    key: key.clone(),
+                    value: value.clone().into_bytes(),
+                })
+                .chain(delete.iter().map(|key| TxnOp::Delete { key: key.clone() }))
+                .collect()
+        } else {
+            self.rewrite_ops(set, delete).await?
+        };
+        self.consul
+            .txn(ops)
+            .await
+            .map(|_| ())
+            .map_err(|e| apply_error(&e.to_string(), e.is_retryable()))
+    }
+
+    /// The whole subtree after applying `set` and `delete`, as one delete-tree + sets.
+    async fn rewrite_ops(
+        &self,
+        set: &[(String, String)],
+        delete: &[String],
+    ) -> Result<Vec<TxnOp>, ApplyError> {
+        let root = self.config.kv_root();
+        let (pairs, _) = self
+            .consul
+            .kv_list(&root, QueryOptions::NOW)
+            .await
+            .map_err(|e| apply_error(&e.to_string(), e.is_retryable()))?;
+        let mut tree: std::collections::BTreeMap<String, Vec<u8>> = pairs
+            .into_iter()
+            .filter(|p| p.key.starts_with(&root))
+            .map(|p| (p.key, p.value))
+            .collect();
+        for key in delete {
+            tree.remove(key);
         }
-        Ok(())
+        for (key, value) in set {
+            tree.insert(key.clone(), value.clone().into_bytes());
+        }
+        if tree.len() >= TXN_MAX_OPS {
+            return Err(apply_error(
+                &format!(
+                    "failed to write the policy tree: {} keys do not fit one Consul transaction ({TXN_MAX_OPS} operations)",
+                    tree.len()
+                ),
+                false,
+            ));
+        }
+        info!(
+            keys = tree.len(),
+            "the change exceeds one transaction; rewriting the whole policy tree"
+        );
+        Ok(std::iter::once(TxnOp::DeleteTree { key: root })
+            .chain(
+                tree.into_iter()
+                    .map(|(key, value)| TxnOp::Set { key, value }),
+            )
+            .collect())
     }
 
     async fn observe_at_rest(&self, job_id: &str, kv_root: &str) -> Result<Observed> {
@@ -766,10 +1033,23 @@ where
         Ok(Observed { job, kv })
     }
 
-    /// Reads every gate signal. Nomad failing is an observation error (decide nothing); the
-    /// proxy failing to answer is a gate signal (it is unhealthy).
-    async fn observe_gate(&self, spec: &ValidatedSpec, job_id: &str) -> Observation {
+    /// Reads every gate signal of `change`. Nomad failing is an observation error (decide
+    /// nothing); the proxy failing to answer is a gate signal (it is unhealthy).
+    async fn observe_gate(&self, change: &Change) -> Observation {
+        let job_id = change.job_id.as_str();
         let mut obs = Observation::default();
+        // Traefik reads our policy from Consul: while Consul does not answer, the gate cannot be
+        // judged fairly, so the machine is blind (the deadline stops counting). Only whether
+        // Consul answers matters here, not what the document says now.
+        let key = self.config.config_key();
+        if let Err(source) = self.consul.kv_get(&key, QueryOptions::NOW).await {
+            let e = Error::Consul {
+                what: format!("the config key {key}"),
+                source,
+            };
+            obs.error = Some(e.to_string());
+            return obs;
+        }
         let nomad = async {
             let what = |w: &str| format!("{w} of the proxy job {job_id}");
             let (job, _) = self
@@ -819,28 +1099,18 @@ where
                 obs.allocations = allocs.into_iter().map(alloc_observation).collect();
             }
         }
-        obs.proxy = Some(self.observe_proxy(spec).await);
+        obs.proxy = Some(self.observe_proxy(&change.gate).await);
         obs
     }
 
-    async fn observe_proxy(&self, spec: &ValidatedSpec) -> ProxyObservation {
+    async fn observe_proxy(&self, gate: &Gate) -> ProxyObservation {
         let mut proxy = ProxyObservation::default();
-        if spec.proxy() == ProxyKind::Traefik {
-            let api = self.proxy_api(spec);
-            proxy.ping_ok = self.probe.ping(&api).await.unwrap_or(false);
-            proxy.rawdata = self.probe.rawdata(&api).await.ok();
+        if let Some(api) = &gate.proxy_api {
+            proxy.ping_ok = self.probe.ping(api).await.unwrap_or(false);
+            proxy.rawdata = self.probe.rawdata(api).await.ok();
         }
-        for p in &spec.rollout().probes {
-            let Some(listener) = spec.entry_point(&p.entry_point) else {
-                continue;
-            };
-            let route = RouteProbe {
-                address: format!("{}:{}", self.config.proxy_host, listener.address.port),
-                host: p.host.clone(),
-                path: p.path.clone(),
-                expect_status: p.expect_status,
-            };
-            let outcome = match self.probe.route(&route).await {
+        for route in &gate.probes {
+            let outcome = match self.probe.route(route).await {
                 Ok(code) => ProbeOutcome {
                     name: route.name(),
                     ok: code == route.expect_status,
@@ -855,6 +1125,23 @@ where
             proxy.probes.push(outcome);
         }
         proxy
+    }
+
+    /// The spec's route probes, addressed at the proxy's entry points.
+    fn route_probes(&self, spec: &ValidatedSpec) -> Vec<RouteProbe> {
+        spec.rollout()
+            .probes
+            .iter()
+            .filter_map(|p| {
+                let listener = spec.entry_point(&p.entry_point)?;
+                Some(RouteProbe {
+                    address: format!("{}:{}", self.config.proxy_host, listener.address.port),
+                    host: p.host.clone(),
+                    path: p.path.clone(),
+                    expect_status: p.expect_status,
+                })
+            })
+            .collect()
     }
 
     fn proxy_api(&self, spec: &ValidatedSpec) -> String {
@@ -873,43 +1160,33 @@ where
         format!("http://{}:{port}", self.config.proxy_host)
     }
 
-    async fn observation_failed(
-        &mut self,
-        e: &Error,
-        index: u64,
-        spec: Option<&ValidatedSpec>,
-    ) -> Action {
-        let action = self.backoff_action();
+    /// Reports an observation error at rest and backs off; 401/403 back off to a long interval,
+    /// since only a new token or policy fixes them.
+    async fn observation_failed(&mut self, e: &Error, facts: Option<&Facts>) -> Action {
+        let action = self.retry_after(e);
         let retry_in = action.requeue_after.unwrap_or(MIN_BACKOFF);
-        warn!(error = %e, retry_in = ?retry_in, "observation failed; the proxy is left as it is");
+        let terminal = !e.is_retryable();
+        warn!(error = %e, retry_in = ?retry_in, terminal, "observation failed; the proxy is left as it is");
         let text = e.to_string();
-        if matches!(self.phase, Phase::Verifying { .. }) {
-            // Tell the machine it is blind, so the outage does not count against its deadline.
-            // A blind Verifying step only ever asks for a requeue.
-            let obs = Observation {
-                error: Some(text.clone()),
-                ..Observation::default()
-            };
-            (_, self.phase) = rollout::step(&self.phase, &obs, Instant::now());
-        }
-        let pass = Pass {
-            observed_index: if index == 0 {
-                self.status.observed_index
-            } else {
-                index
-            },
-            observed_digest: spec.map(ValidatedSpec::digest),
-            retry_nonce: spec.and_then(ValidatedSpec::retry_nonce),
-            proxy: spec.map(ValidatedSpec::proxy),
-            job_version: None,
-            warnings: spec.map_or(&[], ValidatedSpec::warnings),
-            report: Report::ObservationFailed {
-                error: &text,
-                retry_in,
-            },
+        let facts = match facts {
+            Some(facts) => facts.clone(),
+            None => Facts::unchanged(&self.status),
         };
-        self.report(&pass).await;
+        let report = Report::ObservationFailed {
+            error: &text,
+            retry_in,
+            terminal,
+        };
+        self.report(&facts.pass(report)).await;
         action
+    }
+
+    fn retry_after(&mut self, e: &Error) -> Action {
+        if e.is_retryable() {
+            self.backoff_action()
+        } else {
+            Action::requeue(TERMINAL_RETRY)
+        }
     }
 
     fn backoff_action(&mut self) -> Action {
@@ -917,29 +1194,62 @@ where
     }
 
     async fn report_plain(&mut self, index: u64, report: Report<'_>) {
-        let pass = Pass {
-            observed_index: index,
-            observed_digest: None,
-            retry_nonce: None,
-            proxy: None,
-            job_version: None,
-            warnings: &[],
-            report,
+        let facts = Facts {
+            index,
+            ..Facts::default()
         };
-        self.report(&pass).await;
+        self.report(&facts.pass(report)).await;
     }
 
-    /// Builds the next status and writes it when it says something new.
+    /// Builds the next status and writes it (with the in-flight journal) when it says something
+    /// new. The status the operator knows moves on even when the write fails; the write is
+    /// retried on later passes.
     async fn report(&mut self, pass: &Pass<'_>) {
-        let mut next = status::next(&self.status, pass, SystemTime::now());
-        if !status::differs(&self.status, &next) {
+        let next = status::next(&self.status, pass, SystemTime::now());
+        self.status = next;
+        self.flush().await;
+    }
+
+    async fn flush(&mut self) {
+        let journal = self.phase.journal(Instant::now(), SystemTime::now());
+        let journal_changed = self.journal_garbage
+            || match (&journal, &self.journal_written) {
+                (Some(a), Some(b)) => !a.same_stage(b),
+                (None, None) => false,
+                _ => true,
+            };
+        if !journal_changed && !status::differs(&self.written, &self.status) {
+            self.write_error = None;
             return;
         }
-        next.updated_at = Some(status::rfc3339(SystemTime::now()));
-        match self.write_status(&next).await {
-            Ok(()) => self.status = next,
-            // Retried on the next pass: it computes the same document again.
-            Err(e) => warn!(error = %e, "status not written"),
+        self.status.updated_at = Some(status::rfc3339(SystemTime::now()));
+        let status = self.status.clone();
+        match self
+            .write_status(&status, journal.as_ref(), journal_changed)
+            .await
+        {
+            Ok(()) => {
+                self.written = status;
+                self.journal_written = journal;
+                self.journal_garbage = false;
+                self.write_error = None;
+            }
+            Err(e) => {
+                warn!(error = %e, "status not written; retrying on a later pass");
+                self.write_error = Some(e);
+            }
+        }
+    }
+
+    /// The config key's ModifyIndex now (`None`: absent or unreadable).
+    async fn config_index(&self) -> Option<u64> {
+        match self
+            .consul
+            .kv_get(&self.config.config_key(), QueryOptions::NOW)
+            .await
+        {
+            Ok((pair, _)) => pair.map(|p| p.modify_index),
+            Err(_) => None,
         }
     }
 
@@ -953,31 +1263,74 @@ where
                 what: format!("the status document {key}"),
                 source,
             })?;
+        let journal_key = self.config.journal_key();
+        let (journal, _) = self
+            .consul
+            .kv_get(&journal_key, QueryOptions::NOW)
+            .await
+            .map_err(|source| Error::Consul {
+                what: format!("the rollout journal {journal_key}"),
+                source,
+            })?;
         match pair {
             Some(pair) => {
                 // An unreadable status (hand-edited, older schema) is replaced, not fatal.
                 self.status = serde_json::from_slice(&pair.value).unwrap_or_default();
+                self.written = self.status.clone();
                 self.status_index = Some(pair.modify_index);
             }
             None => self.status_index = Some(0),
         }
+        if let Some(pair) = journal {
+            match serde_json::from_slice::<Journal>(&pair.value) {
+                Ok(journal) if self.phase.is_at_rest() => {
+                    info!(
+                        digest = %short(&journal.change.digest),
+                        kind = journal.change.kind(),
+                        "resuming the rollout an earlier operator left in flight"
+                    );
+                    self.phase = Phase::resume(journal.clone(), Instant::now(), SystemTime::now());
+                    self.journal_written = Some(journal);
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    // Without it the plan still re-verifies what runs before calling it Ready.
+                    warn!(error = %e, "the rollout journal is unreadable; it is dropped");
+                    self.journal_garbage = true;
+                }
+            }
+        }
         Ok(())
     }
 
-    /// CAS write; on a conflict re-reads the index and tries again (our content wins: the
-    /// operator is the status document's only writer, a conflict means a stale index).
-    async fn write_status(&mut self, status: &ProxyStatus) -> Result<()> {
+    /// CAS write of the status, with the journal set or removed in the same transaction; on a
+    /// conflict re-reads the index and tries again (our content wins: the operator is the status
+    /// document's only writer, a conflict means a stale index).
+    async fn write_status(
+        &mut self,
+        status: &ProxyStatus,
+        journal: Option<&Journal>,
+        journal_changed: bool,
+    ) -> Result<()> {
         let key = self.config.status_key();
         let mut value = serde_json::to_vec_pretty(status).unwrap_or_default();
         value.push(b'\n');
+        let journal_op = journal_changed.then(|| {
+            let key = self.config.journal_key();
+            match journal.map(serde_json::to_vec) {
+                Some(Ok(value)) => TxnOp::Set { key, value },
+                _ => TxnOp::Delete { key },
+            }
+        });
         for _ in 0..3 {
             let index = self.status_index.unwrap_or(0);
-            let op = TxnOp::Cas {
+            let mut ops = vec![TxnOp::Cas {
                 key: key.clone(),
                 value: value.clone(),
                 index,
-            };
-            match self.consul.txn(vec![op]).await {
+            }];
+            ops.extend(journal_op.clone());
+            match self.consul.txn(ops).await {
                 Ok(results) => {
                     let written = results
                         .results
@@ -987,7 +1340,6 @@ where
                     self.status_index = written.or(Some(index));
                     if written.is_none() {
                         // Without the new index the next CAS would conflict: read it.
-                        self.status_index = None;
                         let _ = self.load_status_index().await;
                     }
                     return Ok(());

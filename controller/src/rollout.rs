@@ -19,21 +19,29 @@
 //! - A rollback goes to the last job version that passed the gate (`EnforcePriorVersion` on the
 //!   version we registered) and restores the previous KV entries in one transaction.
 //! - A new plan is only taken at rest (`Idle`, `Ready`, `RolledBack`, `Degraded`); a rollout in
-//!   flight finishes first.
+//!   flight finishes first, on the gate it carries.
+//! - A rollback goes only to a version of the same job that passed the gate; with none, the
+//!   failed version stays in place with the policy tree it references (`Degraded`).
+//! - A phase in flight has a [`Journal`] the loop persists, so another process resumes it.
 
 use std::collections::BTreeSet;
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
-use crate::probe::{EntryKind, EntryStatus, RawEntry};
+use crate::probe::{EntryKind, EntryStatus, RawEntry, RouteProbe};
 pub use crate::spec::OnFailure;
+pub use crate::spec::status::JobRef;
 
 /// How often the loop looks again while a rollout is being verified or retried.
 pub const VERIFY_POLL_INTERVAL: Duration = Duration::from_millis(250);
 
-/// The health gate one rollout must pass.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// The health gate one rollout must pass. It carries everything the loop needs to observe the
+/// gate signals, so a rollout keeps being judged on its own terms when the document changes,
+/// disappears or stops validating mid-rollout.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct Gate {
     /// Everything must be healthy (and held for `min_healthy_time`) before this much time passes.
     pub healthy_deadline: Duration,
@@ -46,10 +54,17 @@ pub struct Gate {
     /// Names (`<name>@<provider>`) of the routers and middlewares this change puts in the proxy;
     /// each must show up enabled in `/api/rawdata`.
     pub expected_entries: Vec<String>,
+    /// Base URL of the proxy's API (`/ping`, `/api/rawdata`), when the gate reads it.
+    #[serde(default)]
+    pub proxy_api: Option<String>,
+    /// User route probes sent through the proxy's entry points.
+    #[serde(default)]
+    pub probes: Vec<RouteProbe>,
 }
 
 /// A change of the Traefik KV policy tree, with what was there before so it can be restored.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct KvChange {
     /// Entries to write (full keys).
     pub set: Vec<(String, String)>,
@@ -79,7 +94,8 @@ impl KvChange {
 }
 
 /// A new version of the proxy job.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct JobChange {
     /// Nomad job ID.
     pub job_id: String,
@@ -89,15 +105,23 @@ pub struct JobChange {
     pub job_digest: String,
     /// The `JobModifyIndex` observed before registering (0: the job must not exist yet).
     pub enforce_index: u64,
-    /// The last job version that passed the gate, where a rollback goes.
-    pub rollback_to: Option<u64>,
+    /// The last version of this job that passed the gate, where a rollback goes. `None` when
+    /// nothing of this job ID ever passed: a failure then leaves the new version in place.
+    pub rollback_to: Option<JobRef>,
 }
 
 /// One rollout: what changes and the gate it must pass.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct Change {
     /// The spec digest being rolled out (what status reports and what is remembered on failure).
     pub digest: String,
+    /// The `retryNonce` of the document rolled out: a failure is remembered with it, so a nonce
+    /// bumped while this rollout runs still retries.
+    #[serde(default)]
+    pub retry_nonce: Option<String>,
+    /// The Nomad job the gate watches (the job changed, or the one running the policy).
+    pub job_id: String,
     /// The KV policy change, if any. Written first: the job's entry points reference it.
     pub kv: Option<KvChange>,
     /// The job change, if any.
@@ -107,19 +131,22 @@ pub struct Change {
 }
 
 impl Change {
-    /// `policy`, `job` or `policy+job`: for logs and spans.
+    /// `policy`, `job`, `policy+job` or `verify` (nothing to write, only the gate to pass): for
+    /// logs and spans.
     #[must_use]
     pub fn kind(&self) -> &'static str {
         match (&self.kv, &self.job) {
             (Some(_), Some(_)) => "policy+job",
             (Some(_), None) => "policy",
-            (None, _) => "job",
+            (None, Some(_)) => "job",
+            (None, None) => "verify",
         }
     }
 }
 
 /// Something the loop must do, in order.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", tag = "effect")]
 pub enum Effect {
     /// Write the policy tree in one `/v1/txn`.
     WriteKv {
@@ -134,6 +161,9 @@ pub enum Effect {
         job_id: String,
         /// The job.
         job: serde_json::Value,
+        /// Its `proxy-operator/spec-digest`: when the answer is lost, the job read back tells
+        /// whether the register landed.
+        job_digest: String,
         /// The `JobModifyIndex` the job must still have (0: must not exist).
         enforce_index: u64,
     },
@@ -152,6 +182,9 @@ pub enum Effect {
         version: u64,
         /// The version the job must currently be at.
         enforce_prior_version: Option<u64>,
+        /// The spec digest of `version`: when the answer is lost, the job read back tells
+        /// whether the revert landed.
+        target_digest: Option<String>,
     },
     /// Run another pass after this long even if nothing changes.
     RequeueAfter(Duration),
@@ -349,6 +382,8 @@ pub enum Phase {
         digest: String,
         /// How long the rollout took.
         duration: Duration,
+        /// The job version that passed: where the next failed rollout goes back to.
+        job: Option<JobRef>,
     },
     /// The gate failed; undoing.
     RollingBack {
@@ -371,6 +406,8 @@ pub enum Phase {
         reason: String,
         /// How long from start to restored.
         duration: Duration,
+        /// The `retryNonce` it was rolled out with.
+        retry_nonce: Option<String>,
     },
     /// The failed version was left in place (`onFailure: hold`), or could not be undone.
     Degraded {
@@ -382,6 +419,8 @@ pub enum Phase {
         duration: Duration,
         /// Left in place on purpose (`onFailure: hold`) rather than because undoing failed.
         held: bool,
+        /// The `retryNonce` it was rolled out with.
+        retry_nonce: Option<String>,
     },
 }
 
@@ -395,6 +434,20 @@ impl Phase {
         )
     }
 
+    /// The rollout in flight, if any.
+    #[must_use]
+    pub fn change(&self) -> Option<&Change> {
+        match self {
+            Phase::Applying { change, .. }
+            | Phase::Verifying { change, .. }
+            | Phase::RollingBack { change, .. } => Some(change),
+            Phase::Idle
+            | Phase::Ready { .. }
+            | Phase::RolledBack { .. }
+            | Phase::Degraded { .. } => None,
+        }
+    }
+
     /// Short name for logs and spans.
     #[must_use]
     pub fn name(&self) -> &'static str {
@@ -406,6 +459,171 @@ impl Phase {
             Phase::RollingBack { .. } => "RollingBack",
             Phase::RolledBack { .. } => "RolledBack",
             Phase::Degraded { .. } => "Degraded",
+        }
+    }
+}
+
+/// A rollout in flight as the loop persists it next to the status document, so a restarted (or
+/// newly elected) operator resumes it instead of taking its unverified version for a good one.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Journal {
+    /// The rollout.
+    pub change: Change,
+    /// Where it stood.
+    pub stage: Stage,
+    /// How long it had run when this was written, in milliseconds.
+    pub elapsed_ms: u64,
+    /// When this was written, in milliseconds since the Unix epoch.
+    pub written_at_ms: u64,
+}
+
+impl Journal {
+    /// Whether both record the same rollout at the same stage (timestamps aside): the loop
+    /// rewrites the journal only when this changes.
+    #[must_use]
+    pub fn same_stage(&self, other: &Journal) -> bool {
+        self.change == other.change && self.stage == other.stage
+    }
+}
+
+/// The in-flight phases, without their clocks.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", tag = "stage")]
+pub enum Stage {
+    /// Effects issued, not all confirmed. Resuming issues them again: the KV write is
+    /// idempotent and a register that already landed is recognised by its digest.
+    Applying {
+        /// Effects not confirmed.
+        pending: Vec<Effect>,
+        /// The KV write was attempted.
+        kv_written: bool,
+        /// The register was confirmed.
+        job_registered: bool,
+    },
+    /// Waiting for the gate. Resuming starts a fresh `healthyDeadline`: nobody watched the gate
+    /// while no operator ran.
+    Verifying {
+        /// The job version carrying our digest, once seen.
+        job_version: Option<u64>,
+    },
+    /// Undoing.
+    RollingBack {
+        /// Why the rollout failed.
+        reason: String,
+        /// The version being restored.
+        to_version: Option<u64>,
+        /// Rollback effects not confirmed.
+        pending: Vec<Effect>,
+    },
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+impl Phase {
+    /// The journal of a rollout in flight; `None` at rest.
+    #[must_use]
+    pub fn journal(&self, now: Instant, wall: SystemTime) -> Option<Journal> {
+        let (change, started, stage) = match self {
+            Phase::Idle
+            | Phase::Ready { .. }
+            | Phase::RolledBack { .. }
+            | Phase::Degraded { .. } => {
+                return None;
+            }
+            Phase::Applying {
+                change,
+                started,
+                pending,
+                kv_written,
+                job_registered,
+            } => (
+                change,
+                started,
+                Stage::Applying {
+                    pending: pending.clone(),
+                    kv_written: *kv_written,
+                    job_registered: *job_registered,
+                },
+            ),
+            Phase::Verifying {
+                change,
+                started,
+                job_version,
+                ..
+            } => (
+                change,
+                started,
+                Stage::Verifying {
+                    job_version: *job_version,
+                },
+            ),
+            Phase::RollingBack {
+                change,
+                started,
+                reason,
+                to_version,
+                pending,
+            } => (
+                change,
+                started,
+                Stage::RollingBack {
+                    reason: reason.clone(),
+                    to_version: *to_version,
+                    pending: pending.clone(),
+                },
+            ),
+        };
+        Some(Journal {
+            change: change.clone(),
+            stage,
+            elapsed_ms: millis(now.saturating_duration_since(*started)),
+            written_at_ms: millis(wall.duration_since(UNIX_EPOCH).unwrap_or_default()),
+        })
+    }
+
+    /// The phase a journal describes, on this process's clock.
+    #[must_use]
+    pub fn resume(journal: Journal, now: Instant, wall: SystemTime) -> Phase {
+        let since_write = wall
+            .duration_since(UNIX_EPOCH)
+            .map(|t| millis(t).saturating_sub(journal.written_at_ms))
+            .unwrap_or(0);
+        let elapsed = Duration::from_millis(journal.elapsed_ms.saturating_add(since_write));
+        let started = now.checked_sub(elapsed).unwrap_or(now);
+        let change = journal.change;
+        match journal.stage {
+            Stage::Applying {
+                pending,
+                kv_written,
+                job_registered,
+            } => Phase::Applying {
+                change,
+                started,
+                pending,
+                kv_written,
+                job_registered,
+            },
+            Stage::Verifying { job_version } => start_verifying(
+                &change,
+                started,
+                now,
+                job_version,
+                "resumed after an operator restart",
+            ),
+            Stage::RollingBack {
+                reason,
+                to_version,
+                pending,
+            } => Phase::RollingBack {
+                change,
+                started,
+                reason,
+                to_version,
+                pending,
+            },
         }
     }
 }
@@ -475,8 +693,16 @@ fn begin(change: Change, now: Instant) -> (Vec<Effect>, Phase) {
         pending.push(Effect::RegisterJob {
             job_id: job.job_id.clone(),
             job: job.job.clone(),
+            job_digest: job.job_digest.clone(),
             enforce_index: job.enforce_index,
         });
+    }
+    if pending.is_empty() {
+        // Nothing to write (a version running without a record that it passed): only the gate.
+        return (
+            vec![Effect::RequeueAfter(VERIFY_POLL_INTERVAL)],
+            start_verifying(&change, now, now, None, "the first health observation"),
+        );
     }
     let effects = pending.clone();
     let phase = Phase::Applying {
@@ -487,6 +713,24 @@ fn begin(change: Change, now: Instant) -> (Vec<Effect>, Phase) {
         job_registered: false,
     };
     (effects, phase)
+}
+
+fn start_verifying(
+    change: &Change,
+    started: Instant,
+    now: Instant,
+    job_version: Option<u64>,
+    waiting_for: &str,
+) -> Phase {
+    Phase::Verifying {
+        change: change.clone(),
+        started,
+        deadline: now + change.gate.healthy_deadline,
+        healthy_since: None,
+        job_version,
+        waiting_for: waiting_for.to_owned(),
+        blind_since: None,
+    }
 }
 
 fn step_applying(
@@ -504,10 +748,18 @@ fn step_applying(
         // The loop did not get to the effects: issue them again.
         None => (0, None),
     };
+    // A KV write that errored may still have landed (a lost answer): once attempted, a failure
+    // restores it. Restoring is idempotent, so an unneeded restore costs one txn.
+    let attempted = if error.is_some() {
+        (done + 1).min(pending.len())
+    } else {
+        done
+    };
     let kv_written = kv_written
-        || pending[..done]
+        || pending[..attempted]
             .iter()
             .any(|e| matches!(e, Effect::WriteKv { .. }));
+    // The loop reads the job back when a register errors, so an error here means it did not land.
     let job_registered = job_registered
         || pending[..done]
             .iter()
@@ -515,15 +767,7 @@ fn step_applying(
     let rest: Vec<Effect> = pending[done..].to_vec();
 
     if rest.is_empty() {
-        let phase = Phase::Verifying {
-            change: change.clone(),
-            started,
-            deadline: now + change.gate.healthy_deadline,
-            healthy_since: None,
-            job_version: None,
-            waiting_for: "the first health observation".to_owned(),
-            blind_since: None,
-        };
+        let phase = start_verifying(change, started, now, None, "the first health observation");
         return (vec![Effect::RequeueAfter(VERIFY_POLL_INTERVAL)], phase);
     }
     match error {
@@ -618,9 +862,15 @@ fn step_verifying(
             let since = healthy_since.unwrap_or(now);
             let held = now - since;
             if held >= change.gate.min_healthy_time {
+                let job = job_version.map(|version| JobRef {
+                    job_id: change.job_id.clone(),
+                    version,
+                    job_digest: obs.job.as_ref().and_then(|j| j.spec_digest.clone()),
+                });
                 let phase = Phase::Ready {
                     digest: change.digest.clone(),
                     duration: now - started,
+                    job,
                 };
                 return (Vec::new(), phase);
             }
@@ -667,6 +917,7 @@ fn step_rolling_back(
             digest: change.digest.clone(),
             reason: reason.to_owned(),
             duration: now - started,
+            retry_nonce: change.retry_nonce.clone(),
         };
         return (Vec::new(), phase);
     }
@@ -677,6 +928,7 @@ fn step_rolling_back(
                 reason: format!("{reason}; rollback failed: {}", err.message),
                 duration: now - started,
                 held: false,
+                retry_nonce: change.retry_nonce.clone(),
             };
             (Vec::new(), phase)
         }
@@ -714,6 +966,7 @@ fn fail(
         reason,
         duration: now - started,
         held,
+        retry_nonce: change.retry_nonce.clone(),
     };
     if change.gate.on_failure == OnFailure::Hold {
         return (
@@ -721,39 +974,51 @@ fn fail(
             degraded(format!("{reason} (onFailure: hold, left in place)"), true),
         );
     }
-    let mut pending = Vec::new();
-    if let (Some(kv), true) = (&change.kv, kv_written) {
-        pending.push(kv.restore());
+    if change.kv.is_none() && change.job.is_none() {
+        // A verify-only rollout wrote nothing, so there is nothing of ours to undo.
+        let reason = format!(
+            "{reason}; this version was not rolled out by this verification, so it was left in place"
+        );
+        return (Vec::new(), degraded(reason, false));
     }
+    let mut pending = Vec::new();
     let mut to_version = None;
     if let (Some(job), true) = (&change.job, job_registered) {
-        match job.rollback_to {
-            Some(version) => {
-                to_version = Some(version);
-                // Registering the reverted version cancels the failed deployment ("Cancelled due
-                // to newer version of job"), so no separate deployment fail is sent: failing it
-                // could trigger Nomad's own auto-revert and race ours.
-                let current = job_version.or_else(|| obs.job.as_ref().map(|j| j.version));
-                pending.push(Effect::RevertJob {
-                    job_id: job.job_id.clone(),
-                    version,
-                    enforce_prior_version: current,
-                });
-            }
-            None => {
-                // Restore the KV half anyway: it has a known good state.
-                let reason = format!(
-                    "{reason}; no earlier job version passed the gate, so the job was left in place"
-                );
-                return (pending, degraded(reason, false));
-            }
+        let Some(target) = &job.rollback_to else {
+            // Nothing of this job ever passed the gate. The new version stays, and so does the
+            // KV tree its entry points reference: restoring it alone would break every router.
+            let reason = format!(
+                "{reason}; no earlier version of job {:?} passed the gate, so the new version and its policy tree were left in place",
+                job.job_id
+            );
+            return (Vec::new(), degraded(reason, false));
+        };
+        to_version = Some(target.version);
+        let already_there = target.job_digest.is_some()
+            && obs.job.as_ref().and_then(|j| j.spec_digest.as_ref()) == target.job_digest.as_ref();
+        if !already_there {
+            // Registering the reverted version cancels the failed deployment ("Cancelled due
+            // to newer version of job"), so no separate deployment fail is sent: failing it
+            // could trigger Nomad's own auto-revert and race ours.
+            let current = job_version.or_else(|| obs.job.as_ref().map(|j| j.version));
+            pending.push(Effect::RevertJob {
+                job_id: job.job_id.clone(),
+                version: target.version,
+                enforce_prior_version: current,
+                target_digest: target.job_digest.clone(),
+            });
         }
+    }
+    if let (Some(kv), true) = (&change.kv, kv_written) {
+        // Policy first: the reverted job's entry points reference the previous entries.
+        pending.insert(0, kv.restore());
     }
     if pending.is_empty() {
         let phase = Phase::RolledBack {
             digest: change.digest.clone(),
             reason,
             duration: now - started,
+            retry_nonce: change.retry_nonce.clone(),
         };
         return (Vec::new(), phase);
     }
@@ -796,6 +1061,13 @@ fn evaluate(change: &Change, obs: &Observation, job_version: Option<u64>) -> Ver
     }
 }
 
+/// `complete`, `failed` or `lost`: the client is done with it. Nomad leaves such allocations
+/// with `DesiredStatus: run` until they are garbage-collected (its schedulers filter terminal
+/// allocations before diffing), so they linger for hours after a rollout.
+fn client_terminal(a: &AllocObservation) -> bool {
+    matches!(a.client_status.as_str(), "complete" | "failed" | "lost")
+}
+
 fn evaluate_job(change: &Change, obs: &Observation, job_version: Option<u64>) -> Verdict {
     let Some(job) = &obs.job else {
         return Verdict::Failed("the proxy job no longer exists".to_owned());
@@ -834,14 +1106,18 @@ fn evaluate_job(change: &Change, obs: &Observation, job_version: Option<u64>) ->
     }
     // No deployment (system jobs before Nomad 1.11): allocations running with running tasks; the
     // minHealthyTime hold happens in the caller.
-    let live: Vec<&AllocObservation> = obs
+    let wanted: Vec<&AllocObservation> = obs
         .allocations
         .iter()
         .filter(|a| a.desired_status == "run")
         .collect();
-    if let Some(a) = live
-        .iter()
-        .find(|a| a.job_version == version && matches!(a.client_status.as_str(), "failed" | "lost"))
+    // Only a job change creates allocations of `version` after this rollout began; for a policy
+    // or verify-only change, an allocation of the running version that failed long ago says
+    // nothing about this change.
+    if change.job.is_some()
+        && let Some(a) = wanted.iter().find(|a| {
+            a.job_version == version && matches!(a.client_status.as_str(), "failed" | "lost")
+        })
     {
         let detail = a.task_detail.as_deref().unwrap_or("no task event");
         return Verdict::Failed(format!(
@@ -850,8 +1126,11 @@ fn evaluate_job(change: &Change, obs: &Observation, job_version: Option<u64>) ->
             a.client_status
         ));
     }
+    let live: Vec<&AllocObservation> = wanted.into_iter().filter(|a| !client_terminal(a)).collect();
     if live.is_empty() {
-        return Verdict::Pending(format!("no allocation of job version {version} placed yet"));
+        return Verdict::Pending(format!(
+            "no allocation of job version {version} running yet"
+        ));
     }
     if let Some(a) = live.iter().find(|a| a.job_version != version) {
         return Verdict::Pending(format!(

@@ -11,7 +11,7 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use crate::rollout::Phase as Rollout;
+use crate::rollout::{JobRef, Phase as Rollout};
 use crate::spec::status::{Condition, ConditionStatus, HistoryEntry, Outcome, Phase, ProxyStatus};
 use crate::spec::{FieldError, ProxyKind};
 
@@ -35,12 +35,16 @@ pub enum Report<'a> {
         /// Every error.
         errors: &'a [FieldError],
     },
-    /// Observing the cluster failed; the last good state stays and the loop backs off.
+    /// Observing the cluster (or writing the status) failed; the last good state stays and the
+    /// loop backs off.
     ObservationFailed {
         /// What failed.
         error: &'a str,
         /// When the loop tries again.
         retry_in: Duration,
+        /// Trying again will not help until someone acts (401/403: a token or policy must
+        /// change); the loop retries only at a long interval.
+        terminal: bool,
     },
     /// The job is not ours.
     Stalled {
@@ -69,12 +73,13 @@ pub struct Pass<'a> {
     pub observed_index: u64,
     /// Digest of the observed document, when it validated.
     pub observed_digest: Option<&'a str>,
-    /// Its `retryNonce`.
-    pub retry_nonce: Option<&'a str>,
     /// The proxy the document asks for.
     pub proxy: Option<ProxyKind>,
     /// The job version running now, if observed.
     pub job_version: Option<u64>,
+    /// The job running now, when it runs a document that passed the gate (a converged pass):
+    /// a rollback target even if the status predates `lastGoodJob`.
+    pub good_job: Option<&'a JobRef>,
     /// Validation warnings.
     pub warnings: &'a [FieldError],
     /// The verdict.
@@ -136,15 +141,32 @@ pub fn next(prev: &ProxyStatus, pass: &Pass<'_>, now: SystemTime) -> ProxyStatus
                 &stamp,
             );
         }
-        Report::ObservationFailed { error, retry_in } => {
-            s.phase = Phase::Stalled;
+        Report::ObservationFailed {
+            error,
+            retry_in,
+            terminal,
+        } => {
+            // A rollout in flight is still in flight; otherwise the operator is stuck until
+            // observations succeed again.
+            if s.phase != Phase::Progressing {
+                s.phase = Phase::Stalled;
+            }
             s.consecutive_failures = s.consecutive_failures.saturating_add(1);
             s.next_retry_at = Some(rfc3339(now + retry_in));
-            let message = format!("{error}; the proxy is left as it is, retrying");
-            s.set_condition(
-                cond(CONDITION_READY, false, "ObservationFailed", &message),
-                &stamp,
-            );
+            let (reason, message) = if terminal {
+                (
+                    "AccessDenied",
+                    format!(
+                        "{error}; this will not resolve by itself (check the token and its ACL policy); the proxy is left as it is"
+                    ),
+                )
+            } else {
+                (
+                    "ObservationFailed",
+                    format!("{error}; the proxy is left as it is, retrying"),
+                )
+            };
+            s.set_condition(cond(CONDITION_READY, false, reason, &message), &stamp);
         }
         Report::Stalled { reason } => {
             valid(&mut s);
@@ -178,10 +200,10 @@ pub fn next(prev: &ProxyStatus, pass: &Pass<'_>, now: SystemTime) -> ProxyStatus
             if drift {
                 s.phase = Phase::Degraded;
                 s.set_condition(cond(CONDITION_READY, false, "Drifted", reason), &stamp);
-            } else if !matches!(s.phase, Phase::RolledBack | Phase::Degraded) {
-                // After a restart the phase may have been lost to an observation error or an
-                // edit; a held failed digest always means the last rollout failed.
-                s.phase = Phase::RolledBack;
+            } else {
+                // A held failed digest: the phase is how that rollout ended (an observation
+                // error or a restart in between may have replaced it).
+                s.phase = failed_phase(&s);
             }
             s.set_condition(cond(CONDITION_PROGRESSING, false, "Held", reason), &stamp);
         }
@@ -197,14 +219,34 @@ pub fn next(prev: &ProxyStatus, pass: &Pass<'_>, now: SystemTime) -> ProxyStatus
     s
 }
 
+/// How the rollout of the failed digest ended, from its history entry.
+fn failed_phase(s: &ProxyStatus) -> Phase {
+    let ended = s
+        .history
+        .iter()
+        .rev()
+        .find(|h| Some(&h.digest) == s.failed_digest.as_ref())
+        .map(|h| h.outcome);
+    match ended {
+        Some(Outcome::RolledBack) => Phase::RolledBack,
+        Some(Outcome::Held | Outcome::Failed) => Phase::Degraded,
+        _ if matches!(s.phase, Phase::RolledBack | Phase::Degraded) => s.phase,
+        _ => Phase::RolledBack,
+    }
+}
+
+/// What runs is a document that passed the gate. Which one (`lastAppliedDigest`) and where a
+/// rollback goes (`lastGoodJob`) only change when a rollout passes the gate.
 fn converged(s: &mut ProxyStatus, pass: &Pass<'_>, stamp: &str) {
     s.phase = Phase::Ready;
     s.consecutive_failures = 0;
-    s.last_applied_digest = pass.observed_digest.map(str::to_owned);
     s.failed_digest = None;
     s.failed_retry_nonce = None;
     if pass.job_version.is_some() {
         s.job_version = pass.job_version;
+    }
+    if let Some(job) = pass.good_job {
+        s.last_good_job = Some(job.clone());
     }
     s.set_condition(
         cond(
@@ -263,7 +305,11 @@ fn rollout(s: &mut ProxyStatus, pass: &Pass<'_>, phase: &Rollout, now: SystemTim
                 stamp,
             );
         }
-        Rollout::Ready { digest, duration } => {
+        Rollout::Ready {
+            digest,
+            duration,
+            job,
+        } => {
             history(
                 s,
                 digest,
@@ -273,20 +319,33 @@ fn rollout(s: &mut ProxyStatus, pass: &Pass<'_>, phase: &Rollout, now: SystemTim
             );
             converged(s, pass, stamp);
             s.last_applied_digest = Some(digest.clone());
+            if let Some(job) = job {
+                s.job_version = Some(job.version);
+                s.last_good_job = Some(job.clone());
+            }
         }
         Rollout::RolledBack {
             digest,
             reason,
             duration,
+            retry_nonce,
         } => {
             history(s, digest, Outcome::RolledBack, duration, reason);
-            failed(s, pass, digest, Phase::RolledBack, reason, stamp);
+            failed(
+                s,
+                digest,
+                retry_nonce.as_deref(),
+                Phase::RolledBack,
+                reason,
+                stamp,
+            );
         }
         Rollout::Degraded {
             digest,
             reason,
             duration,
             held,
+            retry_nonce,
         } => {
             let outcome = if *held {
                 Outcome::Held
@@ -294,15 +353,22 @@ fn rollout(s: &mut ProxyStatus, pass: &Pass<'_>, phase: &Rollout, now: SystemTim
                 Outcome::Failed
             };
             history(s, digest, outcome, duration, reason);
-            failed(s, pass, digest, Phase::Degraded, reason, stamp);
+            failed(
+                s,
+                digest,
+                retry_nonce.as_deref(),
+                Phase::Degraded,
+                reason,
+                stamp,
+            );
         }
     }
 }
 
 fn failed(
     s: &mut ProxyStatus,
-    pass: &Pass<'_>,
     digest: &str,
+    retry_nonce: Option<&str>,
     phase: Phase,
     reason: &str,
     stamp: &str,
@@ -310,7 +376,7 @@ fn failed(
     s.phase = phase;
     s.consecutive_failures = s.consecutive_failures.saturating_add(1);
     s.failed_digest = Some(digest.to_owned());
-    s.failed_retry_nonce = pass.retry_nonce.map(str::to_owned);
+    s.failed_retry_nonce = retry_nonce.map(str::to_owned);
     s.last_attempted_digest = Some(digest.to_owned());
     let name = if phase == Phase::RolledBack {
         "RolledBack"
@@ -342,7 +408,8 @@ fn describe(change: &crate::rollout::Change) -> String {
             kv.set.len() + kv.delete.len()
         ),
         (Some(kv), None) => format!("{} KV change(s)", kv.set.len() + kv.delete.len()),
-        (None, _) => "a new job version".to_owned(),
+        (None, Some(_)) => "a new job version".to_owned(),
+        (None, None) => "nothing: verifying what runs".to_owned(),
     }
 }
 
@@ -360,11 +427,15 @@ fn cond(condition_type: &str, status: bool, reason: &str, message: &str) -> Cond
     }
 }
 
-/// Whether `next` says anything `prev` does not (`updatedAt` aside): the loop writes only then.
+/// Whether `next` says anything `prev` does not: the loop writes only then. `updatedAt`,
+/// `nextRetryAt` and `consecutiveFailures` alone are bookkeeping, not news: an operator backing
+/// off from the same error does not rewrite the document on every retry.
 #[must_use]
 pub fn differs(prev: &ProxyStatus, next: &ProxyStatus) -> bool {
     let strip = |s: &ProxyStatus| ProxyStatus {
         updated_at: None,
+        next_retry_at: None,
+        consecutive_failures: 0,
         ..s.clone()
     };
     strip(prev) != strip(next)

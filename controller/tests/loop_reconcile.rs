@@ -10,7 +10,7 @@ use proxy_operator::consul::{self, ConsulApi};
 use proxy_operator::nomad::fake::FakeNomad;
 use proxy_operator::plan;
 use proxy_operator::probe::fake::FakeProbe;
-use proxy_operator::reconcile::{Action, Config, Operator};
+use proxy_operator::reconcile::{Action, Config, Operator, TERMINAL_RETRY};
 use proxy_operator::render::{self, RenderContext};
 use proxy_operator::spec::{self, status::Phase, status::ProxyStatus};
 use proxy_operator::transport::QueryOptions;
@@ -559,4 +559,621 @@ async fn a_consul_outage_longer_than_the_deadline_during_a_rollout_still_converg
     w.nomad.set_allocation_health(JOB, true);
     w.until(|w| w.op.status().phase == Phase::Ready).await;
     assert!(w.nomad.calls_of("job_revert").is_empty());
+}
+
+// === restarts mid-rollout (review #1) ===
+
+fn digest(document: &str) -> String {
+    spec::load(document.as_bytes()).unwrap().digest().to_owned()
+}
+
+fn job_digest(job: &proxy_operator::nomad::Job) -> Option<String> {
+    job.meta.get("proxy-operator/spec-digest").cloned()
+}
+
+fn nomad_down() -> proxy_operator::nomad::Error {
+    proxy_operator::nomad::Error::injected("nomad", 503, "No cluster leader")
+}
+
+impl World {
+    /// The operator process restarts (a crash, its own redeploy, a leader change): a new
+    /// operator with nothing in memory, on the same cluster.
+    fn restart(&mut self) {
+        self.op = Operator::new(
+            Config::new(PREFIX),
+            self.consul.clone(),
+            self.nomad.clone(),
+            self.probe.clone(),
+        );
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_restart_mid_verification_resumes_the_gate_instead_of_declaring_the_new_version_ready() {
+    let mut w = world();
+    w.ready(&with_cpu(100, None)).await;
+    let good = w.nomad.job(JOB).unwrap();
+    w.put(&with_cpu(200, None));
+    w.op.reconcile().await;
+    assert_eq!(w.op.phase().name(), "Verifying");
+
+    w.restart();
+    w.op.reconcile().await;
+    assert_eq!(w.op.phase().name(), "Verifying", "the rollout is resumed");
+    let status = w.status();
+    assert_eq!(
+        status.phase,
+        Phase::Progressing,
+        "not Ready: never verified"
+    );
+    assert_eq!(
+        status.last_applied_digest.as_deref(),
+        Some(digest(&with_cpu(100, None)).as_str())
+    );
+
+    // The new version is broken: the resumed gate rolls it back to the one that passed.
+    w.nomad.set_allocation_health(JOB, false);
+    w.until(|w| w.op.status().phase == Phase::RolledBack).await;
+    assert_eq!(w.nomad.calls_of("job_revert").len(), 1);
+    assert_eq!(job_digest(&w.nomad.job(JOB).unwrap()), job_digest(&good));
+    assert_eq!(w.status().job_version, Some(good.version));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_restart_during_a_rollback_finishes_it_and_does_not_apply_the_failed_document_again() {
+    let mut w = world();
+    w.ready(&with_cpu(100, None)).await;
+    let good = w.nomad.job(JOB).unwrap();
+    w.put(&with_cpu(200, None));
+    w.op.reconcile().await;
+    w.nomad.set_allocation_health(JOB, false);
+    // Nomad loses its leader as the revert goes out: the rollback is in flight at the restart.
+    w.nomad.fail_next("job_revert", nomad_down());
+    w.op.reconcile().await;
+    assert_eq!(w.op.phase().name(), "RollingBack");
+    let registers = w.nomad.calls_of("job_register").len();
+
+    w.restart();
+    w.until(|w| w.op.status().phase == Phase::RolledBack).await;
+    assert_eq!(job_digest(&w.nomad.job(JOB).unwrap()), job_digest(&good));
+    for _ in 0..3 {
+        tokio::time::advance(Duration::from_secs(60)).await;
+        w.op.reconcile().await;
+    }
+    assert_eq!(
+        w.nomad.calls_of("job_register").len(),
+        registers,
+        "the failed document is not applied again"
+    );
+    let status = w.status();
+    assert_eq!(status.phase, Phase::RolledBack);
+    assert_eq!(
+        status.failed_digest.as_deref(),
+        Some(digest(&with_cpu(200, None)).as_str())
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_restart_that_lost_the_rollout_journal_still_verifies_before_calling_anything_ready() {
+    let mut w = world();
+    w.ready(&with_cpu(100, None)).await;
+    w.put(&with_cpu(200, None));
+    w.op.reconcile().await;
+    w.consul.remove("po/rollout");
+
+    w.restart();
+    w.op.reconcile().await;
+    assert_ne!(w.status().phase, Phase::Ready);
+    assert_eq!(w.op.phase().name(), "Verifying");
+    w.nomad.set_allocation_health(JOB, false);
+    w.until(|w| w.op.status().phase == Phase::Degraded).await;
+    assert_eq!(
+        w.status().last_applied_digest.as_deref(),
+        Some(digest(&with_cpu(100, None)).as_str()),
+        "the unverified document never became the applied one"
+    );
+}
+
+// === the failed digest survives a lost status write (review #2) ===
+
+#[tokio::test(start_paused = true)]
+async fn a_lost_status_write_after_a_rollback_still_remembers_the_failed_digest() {
+    let mut w = world();
+    w.ready(&with_cpu(100, None)).await;
+    w.put(&with_cpu(200, None));
+    w.op.reconcile().await;
+    assert_eq!(w.nomad.calls_of("job_register").len(), 2);
+    w.nomad.set_allocation_health(JOB, false);
+    // Every status write of the pass that rolls back fails (a Consul blip).
+    w.consul.fail_next("txn", consul_down());
+    w.consul.fail_next("txn", consul_down());
+    let action = w.op.reconcile().await;
+    assert_eq!(w.nomad.calls_of("job_revert").len(), 1);
+    assert!(
+        action.requeue_after.is_some(),
+        "an unwritten status is retried"
+    );
+    let mut action = action;
+    for _ in 0..5 {
+        tokio::time::advance(action.requeue_after.unwrap_or(Duration::from_secs(60))).await;
+        action = w.op.reconcile().await;
+    }
+    assert_eq!(
+        w.nomad.calls_of("job_register").len(),
+        2,
+        "the failed digest was registered again"
+    );
+    let status = w.status();
+    assert_eq!(status.phase, Phase::RolledBack);
+    assert_eq!(
+        status.failed_digest.as_deref(),
+        Some(digest(&with_cpu(200, None)).as_str()),
+        "the write went through once Consul answered"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_status_key_the_token_cannot_write_starts_no_rollout_and_never_loops() {
+    let mut w = world();
+    w.ready(&with_cpu(100, None)).await;
+    let registers = w.nomad.calls_of("job_register").len();
+    w.consul.deny("txn", STATUS, 403);
+    w.put(&with_cpu(200, None));
+    let mut action = w.op.reconcile().await;
+    assert_eq!(
+        action,
+        Action::requeue(TERMINAL_RETRY),
+        "a 403 is retried slowly"
+    );
+    for _ in 0..10 {
+        w.nomad.set_allocation_health(JOB, false);
+        tokio::time::advance(action.requeue_after.unwrap_or(Duration::from_secs(1))).await;
+        action = w.op.reconcile().await;
+    }
+    assert_eq!(w.nomad.calls_of("job_register").len(), registers);
+    assert!(w.nomad.calls_of("job_revert").is_empty());
+    let ready = w.op.status().condition("Ready").unwrap().clone();
+    assert_eq!(ready.reason, "AccessDenied", "{ready:?}");
+    assert!(ready.message.contains("403"), "{}", ready.message);
+}
+
+// === a system job's old allocations (review #3) ===
+
+#[tokio::test(start_paused = true)]
+async fn an_old_failed_allocation_does_not_hold_the_next_rollout_of_a_system_job() {
+    let mut w = world();
+    w.nomad.set_deployments_enabled(false);
+    w.ready(&with_cpu(100, None)).await;
+    w.put(&with_cpu(200, None));
+    w.op.reconcile().await;
+    w.nomad.set_allocation_health(JOB, false);
+    w.until(|w| w.op.status().phase == Phase::RolledBack).await;
+
+    // Nomad leaves the failed allocations of version 1 with DesiredStatus "run" until GC.
+    w.put(&with_cpu(300, None));
+    w.until(|w| {
+        matches!(
+            w.op.status().phase,
+            Phase::Ready | Phase::RolledBack | Phase::Degraded
+        ) && w.op.phase().is_at_rest()
+            && w.nomad.calls_of("job_register").len() == 3
+    })
+    .await;
+    assert_eq!(
+        w.status().phase,
+        Phase::Ready,
+        "{:?}",
+        w.status().conditions
+    );
+    assert_eq!(
+        w.status().last_applied_digest.as_deref(),
+        Some(digest(&with_cpu(300, None)).as_str())
+    );
+}
+
+// === the rollout in flight owns its gate (review #4) ===
+
+#[tokio::test(start_paused = true)]
+async fn a_rollout_keeps_going_to_its_end_when_the_document_is_deleted_emptied_or_broken() {
+    for breakage in ["delete", "empty", "invalid"] {
+        let mut w = world();
+        w.ready(&with_cpu(100, None)).await;
+        let good = w.nomad.job(JOB).unwrap();
+        w.put(&with_cpu(200, None));
+        w.op.reconcile().await;
+        w.nomad.set_allocation_health(JOB, false);
+        match breakage {
+            "delete" => w.consul.remove(CONFIG),
+            "empty" => {
+                w.consul.set(CONFIG, "");
+            }
+            _ => {
+                w.consul.set(CONFIG, "spec: [not, a, document");
+            }
+        }
+        w.until(|w| w.op.status().phase == Phase::RolledBack).await;
+        assert_eq!(w.nomad.calls_of("job_revert").len(), 1, "{breakage}");
+        assert_eq!(
+            job_digest(&w.nomad.job(JOB).unwrap()),
+            job_digest(&good),
+            "{breakage}"
+        );
+    }
+}
+
+// === lost answers (review #5) ===
+
+#[tokio::test(start_paused = true)]
+async fn a_register_whose_answer_was_lost_is_recognised_and_rolled_back_when_it_fails() {
+    let mut w = world();
+    w.ready(&with_cpu(100, None)).await;
+    let good = w.nomad.job(JOB).unwrap();
+    w.nomad.lose_answer("job_register", nomad_down());
+    w.put(&with_cpu(200, None));
+    w.op.reconcile().await;
+    assert_eq!(
+        w.op.phase().name(),
+        "Verifying",
+        "the job carries our digest: the register landed"
+    );
+    w.nomad.set_allocation_health(JOB, false);
+    w.until(|w| w.op.phase().is_at_rest()).await;
+    assert_eq!(w.status().phase, Phase::RolledBack);
+    assert_eq!(w.nomad.calls_of("job_revert").len(), 1);
+    assert_eq!(job_digest(&w.nomad.job(JOB).unwrap()), job_digest(&good));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_revert_whose_answer_was_lost_reports_rolled_back_not_a_failed_rollback() {
+    let mut w = world();
+    w.ready(&with_cpu(100, None)).await;
+    let good = w.nomad.job(JOB).unwrap();
+    w.put(&with_cpu(200, None));
+    w.op.reconcile().await;
+    w.nomad.lose_answer("job_revert", nomad_down());
+    w.nomad.set_allocation_health(JOB, false);
+    w.until(|w| w.op.phase().is_at_rest()).await;
+    assert_eq!(
+        w.status().phase,
+        Phase::RolledBack,
+        "{:?}",
+        w.status().conditions
+    );
+    assert_eq!(job_digest(&w.nomad.job(JOB).unwrap()), job_digest(&good));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_policy_write_whose_answer_was_lost_is_restored_when_the_rollout_fails() {
+    let mut w = world();
+    w.ready(&with_header("good")).await;
+    let mut before = kv_values(&w.consul, "po/traefik/").await;
+    w.consul.lose_answer(
+        "txn",
+        "po/traefik/",
+        consul::Error::injected("txn", 500, "internal error"),
+    );
+    w.consul.set(CONFIG, with_header("bad"));
+    w.until(|w| w.op.phase().is_at_rest() && w.op.status().phase != Phase::Ready)
+        .await;
+    let mut after = kv_values(&w.consul, "po/traefik/").await;
+    before.sort();
+    after.sort();
+    assert_eq!(after, before, "the tree that landed was restored");
+    assert_eq!(w.status().phase, Phase::RolledBack);
+}
+
+// === the rollback target (review #6) ===
+
+#[tokio::test(start_paused = true)]
+async fn a_first_version_that_fails_is_left_in_place_with_the_policy_tree_it_references() {
+    let mut w = world();
+    w.put(&doc(""));
+    w.op.reconcile().await;
+    w.nomad.set_allocation_health(JOB, false);
+    w.until(|w| w.op.phase().is_at_rest()).await;
+    assert_eq!(w.status().phase, Phase::Degraded);
+    assert!(w.nomad.calls_of("job_revert").is_empty());
+    assert!(w.nomad.job(JOB).is_some_and(|j| !j.stop));
+    assert!(
+        !kv_values(&w.consul, "po/traefik/").await.is_empty(),
+        "the running job's routers still find their middlewares"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_document_after_a_failed_first_version_never_rolls_back_to_it() {
+    let mut w = world();
+    w.put(&with_cpu(100, None));
+    w.op.reconcile().await;
+    w.nomad.set_allocation_health(JOB, false);
+    w.until(|w| w.op.phase().is_at_rest()).await;
+    assert_eq!(w.status().phase, Phase::Degraded);
+
+    w.put(&with_cpu(200, None));
+    w.op.reconcile().await;
+    assert_eq!(w.nomad.calls_of("job_register").len(), 2);
+    w.nomad.set_allocation_health(JOB, false);
+    w.until(|w| w.op.phase().is_at_rest()).await;
+    assert!(
+        w.nomad.calls_of("job_revert").is_empty(),
+        "version 0 never passed the gate: {:?}",
+        w.nomad.calls_of("job_revert")
+    );
+    assert_eq!(w.status().phase, Phase::Degraded);
+}
+
+#[tokio::test(start_paused = true)]
+async fn changing_the_job_id_never_reverts_the_new_job_to_the_old_jobs_version() {
+    let mut w = world();
+    w.ready(&doc("")).await;
+    w.put(&doc("  job:\n    id: proxy-two\n"));
+    w.op.reconcile().await;
+    assert!(w.nomad.job("proxy-two").is_some());
+    w.nomad.set_allocation_health("proxy-two", false);
+    w.until(|w| w.op.phase().is_at_rest()).await;
+    assert!(
+        w.nomad.calls_of("job_revert").is_empty(),
+        "{:?}",
+        w.nomad.calls_of("job_revert")
+    );
+    assert_eq!(w.status().phase, Phase::Degraded);
+    assert!(
+        w.nomad.job(JOB).is_some_and(|j| !j.stop),
+        "the old job is untouched"
+    );
+}
+
+// === retryNonce (review #7) ===
+
+#[tokio::test(start_paused = true)]
+async fn a_retry_nonce_bumped_during_a_rollout_still_retries_the_failed_document() {
+    let mut w = world();
+    w.ready(&with_cpu(100, None)).await;
+    w.put(&with_cpu(200, None));
+    w.op.reconcile().await;
+    // The user bumps the nonce while the rollout runs (same digest: the nonce is not in it).
+    w.put(&with_cpu(200, Some("1")));
+    w.nomad.set_allocation_health(JOB, false);
+    w.until(|w| w.op.status().phase == Phase::RolledBack).await;
+    let registers = w.nomad.calls_of("job_register").len();
+    tokio::time::advance(Duration::from_millis(250)).await;
+    w.op.reconcile().await;
+    assert_eq!(
+        w.nomad.calls_of("job_register").len(),
+        registers + 1,
+        "the nonce the failure is remembered with is the rolled-out one"
+    );
+}
+
+// === status correctness (review #8) ===
+
+#[tokio::test(start_paused = true)]
+async fn a_persistent_observation_error_writes_the_status_once_not_on_every_retry() {
+    let mut w = world();
+    w.ready(&doc("")).await;
+    w.consul.clear_calls();
+    for _ in 0..8 {
+        w.nomad.fail_next("job_read", nomad_down());
+        let action = w.op.reconcile().await;
+        tokio::time::advance(action.requeue_after.unwrap()).await;
+    }
+    let status_writes = w
+        .consul
+        .calls_of("txn")
+        .iter()
+        .filter(|c| c.target.contains(STATUS))
+        .count();
+    assert_eq!(status_writes, 1, "{:?}", w.consul.calls_of("txn"));
+    assert_eq!(w.op.status().consecutive_failures, 8);
+    assert_eq!(w.status().phase, Phase::Stalled);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_forbidden_token_is_reported_as_access_denied_and_retried_slowly() {
+    let mut w = world();
+    w.ready(&doc("")).await;
+    w.nomad.fail_next(
+        "job_read",
+        proxy_operator::nomad::Error::injected("read job", 403, "Permission denied"),
+    );
+    let action = w.op.reconcile().await;
+    assert_eq!(action, Action::requeue(TERMINAL_RETRY));
+    let ready = w.status().condition("Ready").unwrap().clone();
+    assert_eq!(ready.reason, "AccessDenied");
+    assert!(ready.message.contains("token"), "{}", ready.message);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_burst_of_edits_longer_than_the_debounce_is_one_pass_over_the_last_document() {
+    let consul = FakeConsul::new();
+    let config = Config::new(PREFIX).debounce(Duration::from_millis(100));
+    let op = Operator::new(
+        config,
+        consul.clone(),
+        FakeNomad::new(),
+        FakeProbe::healthy(),
+    );
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(op.run(async move {
+        let _ = stopped.await;
+    }));
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    consul.clear_calls();
+    // Five edits 60 ms apart: 300 ms of edits, each within 100 ms of the last.
+    let mut last = 0;
+    for i in 0..5 {
+        last = consul.set(
+            CONFIG,
+            doc(&format!("  paused: true\n  retryNonce: \"{i}\"\n")),
+        );
+        tokio::time::sleep(Duration::from_millis(60)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let writes: Vec<_> = consul
+        .calls_of("txn")
+        .into_iter()
+        .filter(|c| c.target.contains(STATUS))
+        .collect();
+    assert_eq!(writes.len(), 1, "one pass after the burst: {writes:?}");
+    let status: ProxyStatus = serde_json::from_slice(&consul.value(STATUS).unwrap()).unwrap();
+    assert_eq!(status.observed_index, last);
+    let _ = stop.send(());
+    task.await.unwrap();
+}
+
+// === the policy gate sees the new tree, not the old one (review #8 of the gate) ===
+
+#[tokio::test(start_paused = true)]
+async fn a_policy_change_is_ready_only_once_the_proxy_lists_the_new_trees_generation() {
+    let mut w = world();
+    w.ready(&with_header("one")).await;
+    // Traefik keeps serving the old tree (say it rejected the new one): every name we expect
+    // except the new generation marker is there.
+    w.consul.set(CONFIG, with_header("two"));
+    let mut action = w.op.reconcile().await;
+    for _ in 0..20 {
+        tokio::time::advance(action.requeue_after.unwrap_or(Duration::from_millis(250))).await;
+        action = w.op.reconcile().await;
+    }
+    assert_ne!(w.op.status().phase, Phase::Ready);
+    let waiting =
+        w.op.status()
+            .condition("Progressing")
+            .unwrap()
+            .message
+            .clone();
+    assert!(waiting.contains("proxy-operator-generation-"), "{waiting}");
+
+    // Traefik loads it.
+    w.put(&with_header("two"));
+    w.until(|w| w.op.status().phase == Phase::Ready).await;
+    assert_eq!(
+        w.status().last_applied_digest.as_deref(),
+        Some(digest(&with_header("two")).as_str())
+    );
+}
+
+// === policy trees larger than one transaction (review #7) ===
+
+fn with_cidrs(n: usize) -> String {
+    let ranges: Vec<String> = (0..n).map(|i| format!("\"10.{i}.0.0/16\"")).collect();
+    doc(&format!(
+        "  middlewares:\n    ipAllowList:\n      sourceRange: [{}]\n",
+        ranges.join(", ")
+    ))
+}
+
+fn with_headers(n: usize) -> String {
+    let headers: String = (0..n)
+        .map(|i| format!("        X-Edition-{i}: \"{i}\"\n"))
+        .collect();
+    doc(&format!(
+        "  middlewares:\n    securityHeaders:\n      headers:\n{headers}"
+    ))
+}
+
+fn rendered_tree(document: &str) -> Vec<(String, String)> {
+    let spec = spec::load(document.as_bytes()).unwrap();
+    let ctx = RenderContext {
+        prefix: PREFIX.into(),
+        owner: PREFIX.into(),
+        basic_auth_users: None,
+    };
+    let mut kv = render::render(&spec, &ctx).unwrap().traefik_kv;
+    kv.sort();
+    kv
+}
+
+async fn tree(consul: &FakeConsul) -> Vec<(String, String)> {
+    let (pairs, _) = consul
+        .kv_list("po/traefik/", QueryOptions::NOW)
+        .await
+        .unwrap();
+    let mut kv: Vec<(String, String)> = pairs
+        .into_iter()
+        .map(|p| (p.key, String::from_utf8_lossy(&p.value).into_owned()))
+        .collect();
+    kv.sort();
+    kv
+}
+
+fn policy_txns(consul: &FakeConsul) -> Vec<String> {
+    consul
+        .calls_of("txn")
+        .into_iter()
+        .filter(|c| c.target.contains("po/traefik/"))
+        .map(|c| c.target)
+        .collect()
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_policy_change_larger_than_one_transaction_is_still_written_and_restored_atomically() {
+    let mut w = world();
+    w.ready(&with_cidrs(40)).await;
+    let before = tree(&w.consul).await;
+    w.consul.clear_calls();
+
+    // 40 allow-list keys go, 40 header keys come: more than 64 operations.
+    w.consul.set(CONFIG, with_headers(40));
+    w.probe.set_ping(false);
+    w.op.reconcile().await;
+    assert_eq!(
+        policy_txns(&w.consul).len(),
+        1,
+        "{:?}",
+        policy_txns(&w.consul)
+    );
+    assert_eq!(tree(&w.consul).await, rendered_tree(&with_headers(40)));
+
+    // The proxy never becomes healthy: the restore is just as large, and just as atomic.
+    w.until(|w| w.op.status().phase == Phase::RolledBack).await;
+    assert_eq!(
+        policy_txns(&w.consul).len(),
+        2,
+        "{:?}",
+        policy_txns(&w.consul)
+    );
+    assert_eq!(tree(&w.consul).await, before);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_policy_tree_that_cannot_fit_one_transaction_is_invalid_and_writes_nothing() {
+    let mut w = world();
+    w.put(&with_cidrs(70));
+    w.op.reconcile().await;
+    let status = w.status();
+    assert_eq!(status.phase, Phase::Invalid);
+    assert!(
+        status.validation_errors[0]
+            .to_string()
+            .contains("one Consul transaction"),
+        "{:?}",
+        status.validation_errors
+    );
+    assert!(w.nomad.calls().is_empty());
+    assert!(tree(&w.consul).await.is_empty());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_status_written_before_good_jobs_were_recorded_still_gives_a_rollback_target() {
+    let mut w = world();
+    w.ready(&with_cpu(100, None)).await;
+    let good = w.nomad.job(JOB).unwrap();
+    // The status as an older operator wrote it: the applied digest, no lastGoodJob.
+    let mut old = w.status();
+    old.last_good_job = None;
+    w.consul.set(STATUS, serde_json::to_vec(&old).unwrap());
+    w.restart();
+    w.op.reconcile().await;
+    assert_eq!(
+        w.status().last_good_job.map(|j| j.version),
+        Some(good.version),
+        "the running job carries a document that passed"
+    );
+    w.put(&with_cpu(200, None));
+    w.op.reconcile().await;
+    w.nomad.set_allocation_health(JOB, false);
+    w.until(|w| w.op.phase().is_at_rest()).await;
+    assert_eq!(w.status().phase, Phase::RolledBack);
+    assert_eq!(job_digest(&w.nomad.job(JOB).unwrap()), job_digest(&good));
 }

@@ -61,6 +61,8 @@ struct State {
     catalog_index: u64,
     calls: Vec<Call>,
     failures: HashMap<&'static str, VecDeque<Error>>,
+    lost_answers: Vec<(&'static str, String, Error)>,
+    denied: Vec<(&'static str, String, u16)>,
     renew_ttl: Option<Duration>,
     leader: String,
 }
@@ -296,6 +298,13 @@ impl FakeConsul {
             target: target.to_owned(),
             index,
         });
+        if let Some((_, _, status)) = st
+            .denied
+            .iter()
+            .find(|(o, t, _)| *o == op && target.contains(t.as_str()))
+        {
+            return Err(Error::injected(op, *status, "Permission denied"));
+        }
         match st.failures.get_mut(op).and_then(VecDeque::pop_front) {
             Some(e) => Err(e),
             None => Ok(()),
@@ -326,6 +335,29 @@ impl FakeConsul {
     /// used one per call, in order.
     pub fn fail_next(&self, op: &'static str, error: Error) {
         self.lock().failures.entry(op).or_default().push_back(error);
+    }
+
+    /// Makes every call of `op` whose target contains `target` fail with HTTP `status` (403: an
+    /// ACL policy without write on that key), until the test ends.
+    pub fn deny(&self, op: &'static str, target: &str, status: u16) {
+        self.lock().denied.push((op, target.to_owned(), status));
+    }
+
+    /// Makes the next call of `op` whose target contains `target` take effect and then answer
+    /// `error`, as when the answer of a write that landed is lost (a timeout, a reset).
+    pub fn lose_answer(&self, op: &'static str, target: &str, error: Error) {
+        self.lock()
+            .lost_answers
+            .push((op, target.to_owned(), error));
+    }
+
+    fn lost_answer(&self, op: &str, target: &str) -> Option<Error> {
+        let mut st = self.lock();
+        let pos = st
+            .lost_answers
+            .iter()
+            .position(|(o, t, _)| *o == op && target.contains(t.as_str()))?;
+        Some(st.lost_answers.remove(pos).2)
     }
 
     /// Writes a key directly (test setup); returns its new ModifyIndex.
@@ -748,6 +780,10 @@ impl ConsulApi for FakeConsul {
                 st.tombstones = tombstones;
             }
             Ok(TxnResults { results })
+        })
+        .and_then(|results| match self.lost_answer("txn", &summary) {
+            Some(e) => Err(e),
+            None => Ok(results),
         })
     }
 

@@ -3,7 +3,8 @@
 //! coarse diff, allocations and deployments a test drives (`set_allocation_health`), native
 //! services, blocking reads on tokio time, call recording and error injection.
 //!
-//! Each new job version replaces the job's allocations (one per `Count`, health undecided) and,
+//! Each new job version replaces the job's live allocations (one per `Count`, health undecided;
+//! terminal ones stay `DesiredStatus: run` until GC, as in Nomad) and,
 //! unless deployments are disabled (system jobs before Nomad 1.11), starts a `running`
 //! deployment; nothing becomes healthy until the test says so.
 
@@ -60,6 +61,7 @@ struct State {
     deployments_disabled: bool,
     calls: Vec<Call>,
     failures: HashMap<&'static str, VecDeque<Error>>,
+    lost_answers: HashMap<&'static str, VecDeque<Error>>,
     leader: String,
 }
 
@@ -202,8 +204,12 @@ impl State {
                 self.deployments_index = index;
             }
         }
+        // Like Nomad's schedulers (which filter terminal allocations before diffing), only live
+        // allocations are stopped: a `failed`, `complete` or `lost` one keeps `DesiredStatus:
+        // run` until it is garbage-collected.
         for a in self.allocs.entry(job.id.clone()).or_default().iter_mut() {
-            if a.desired_status == "run" {
+            let terminal = matches!(a.client_status.as_str(), "complete" | "failed" | "lost");
+            if a.desired_status == "run" && !terminal {
                 a.desired_status = "stop".into();
                 a.client_status = "complete".into();
                 a.modify_index = index;
@@ -536,6 +542,28 @@ impl FakeNomad {
         self.lock().failures.entry(op).or_default().push_back(error);
     }
 
+    /// Makes the next call of `op` (`job_register`, `job_revert`) take effect and then answer
+    /// `error`, as when the answer of a write that landed is lost (a timeout, a reset).
+    pub fn lose_answer(&self, op: &'static str, error: Error) {
+        self.lock()
+            .lost_answers
+            .entry(op)
+            .or_default()
+            .push_back(error);
+    }
+
+    fn lost_answer<T>(&self, op: &'static str, result: Result<T>) -> Result<T> {
+        let lost = self
+            .lock()
+            .lost_answers
+            .get_mut(op)
+            .and_then(VecDeque::pop_front);
+        match (result, lost) {
+            (Ok(_), Some(e)) => Err(e),
+            (result, _) => result,
+        }
+    }
+
     /// Disables deployments for new versions (system jobs on Nomad before 1.11).
     pub fn set_deployments_enabled(&self, enabled: bool) {
         self.lock().deployments_disabled = !enabled;
@@ -820,7 +848,7 @@ impl NomadApi for FakeNomad {
                 "Job ID hasn't been provided",
             ));
         }
-        self.write(|st| {
+        let result = self.write(|st| {
             let current = st.current(&id).cloned();
             if let Some(n) = enforce_index {
                 let message = match (&current, n) {
@@ -853,7 +881,8 @@ impl NomadApi for FakeNomad {
             }
             let job = st.new_version(&id, normalized);
             Ok(st.write_response(job.job_modify_index))
-        })
+        });
+        self.lost_answer("job_register", result)
     }
 
     async fn job_versions(&self, id: &str, _diffs: bool) -> Result<JobVersions> {
@@ -877,7 +906,8 @@ impl NomadApi for FakeNomad {
         enforce_prior_version: Option<u64>,
     ) -> Result<JobWriteResponse> {
         self.enter("job_revert", id, enforce_prior_version)?;
-        self.write(|st| st.revert(id, version, enforce_prior_version))
+        let result = self.write(|st| st.revert(id, version, enforce_prior_version));
+        self.lost_answer("job_revert", result)
     }
 
     async fn job_stop(&self, id: &str, purge: bool) -> Result<JobWriteResponse> {

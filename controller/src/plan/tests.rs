@@ -4,6 +4,7 @@ use serde_json::json;
 
 use super::*;
 use crate::render::digest_kv;
+use crate::rollout::JobRef;
 use crate::spec::OnFailure;
 use crate::spec::status::ProxyStatus;
 
@@ -84,12 +85,17 @@ fn change(p: Plan) -> Change {
 
 // === noop ===
 
+/// The status after `spec("")` passed its gate.
+fn applied() -> ProxyStatus {
+    ProxyStatus {
+        last_applied_digest: Some(spec("").digest().to_owned()),
+        ..ProxyStatus::default()
+    }
+}
+
 #[test]
 fn matching_digests_plan_nothing() {
-    assert_eq!(
-        run(&spec(""), &converged(), &ProxyStatus::default()),
-        Plan::Noop
-    );
+    assert_eq!(run(&spec(""), &converged(), &applied()), Plan::Noop);
 }
 
 #[test]
@@ -99,10 +105,7 @@ fn keys_outside_our_kv_root_do_not_count_as_drift() {
     observed
         .kv
         .push(("other/traefik/http/x".into(), "1".into()));
-    assert_eq!(
-        run(&spec(""), &observed, &ProxyStatus::default()),
-        Plan::Noop
-    );
+    assert_eq!(run(&spec(""), &observed, &applied()), Plan::Noop);
 }
 
 // === what to apply ===
@@ -193,28 +196,38 @@ fn a_stopped_job_of_ours_is_registered_again() {
     );
 }
 
+fn good(job_id: &str, version: u64) -> ProxyStatus {
+    ProxyStatus {
+        last_applied_digest: Some("older".into()),
+        job_version: Some(version),
+        last_good_job: Some(JobRef {
+            job_id: job_id.into(),
+            version,
+            job_digest: Some("job-0".into()),
+        }),
+        ..ProxyStatus::default()
+    }
+}
+
 #[test]
 fn rollback_goes_to_the_version_that_last_passed_the_gate() {
     let observed = Observed {
         job: Some(our_job("job-0")),
         kv: kv(),
     };
-    let status = ProxyStatus {
-        last_applied_digest: Some("older".into()),
-        job_version: Some(5),
-        ..ProxyStatus::default()
-    };
-    assert_eq!(
-        change(run(&spec(""), &observed, &status))
-            .job
-            .unwrap()
-            .rollback_to,
-        Some(5)
-    );
+    let target = change(run(&spec(""), &observed, &good("traefik", 5)))
+        .job
+        .unwrap()
+        .rollback_to
+        .unwrap();
+    assert_eq!(target.version, 5);
+    assert_eq!(target.job_digest.as_deref(), Some("job-0"));
 }
 
 #[test]
-fn without_a_recorded_good_version_rollback_goes_to_the_running_version() {
+fn without_a_version_that_passed_the_gate_there_is_no_rollback_target() {
+    // Version 7 runs but never passed the gate (a first rollout that failed and was held): it
+    // is no place to go back to.
     let observed = Observed {
         job: Some(our_job("job-0")),
         kv: kv(),
@@ -222,7 +235,44 @@ fn without_a_recorded_good_version_rollback_goes_to_the_running_version() {
     let job = change(run(&spec(""), &observed, &ProxyStatus::default()))
         .job
         .unwrap();
-    assert_eq!(job.rollback_to, Some(7));
+    assert_eq!(job.rollback_to, None);
+}
+
+#[test]
+fn a_changed_job_id_never_reverts_the_new_job_to_the_old_jobs_version() {
+    let observed = Observed {
+        job: Some(our_job("job-0")),
+        kv: kv(),
+    };
+    // The version that passed belongs to another job ID: its number means nothing here.
+    let job = change(run(&spec(""), &observed, &good("traefik-old", 5)))
+        .job
+        .unwrap();
+    assert_eq!(job.job_id, "traefik");
+    assert_eq!(job.rollback_to, None);
+}
+
+#[test]
+fn a_running_document_that_never_passed_the_gate_is_verified_before_it_counts_as_ready() {
+    // After a restart mid-rollout (or a lost status), what runs matches the document but was
+    // never verified: the plan is a verify-only rollout that writes nothing.
+    let c = change(run(&spec(""), &converged(), &ProxyStatus::default()));
+    assert!(c.kv.is_none() && c.job.is_none(), "{c:?}");
+    assert_eq!(c.kind(), "verify");
+    assert_eq!(c.job_id, "traefik");
+}
+
+#[test]
+fn the_rollout_carries_the_retry_nonce_of_the_document_it_rolls_out() {
+    let c = change(run(
+        &spec("  retryNonce: \"7\"\n  job:\n    resources:\n      cpu: 300\n"),
+        &Observed {
+            job: Some(our_job("job-0")),
+            kv: kv(),
+        },
+        &ProxyStatus::default(),
+    ));
+    assert_eq!(c.retry_nonce.as_deref(), Some("7"));
 }
 
 #[test]

@@ -29,6 +29,10 @@ pub const BASIC_AUTH_MIDDLEWARE: &str = "proxy-operator-basicauth";
 pub const RATE_LIMIT_MIDDLEWARE: &str = "proxy-operator-ratelimit";
 /// The router exposing `api@internal` on the internal entry point when the API is not insecure.
 pub const API_ROUTER: &str = "proxy-operator-api";
+/// Name prefix of the generation marker: a middleware no router uses, named after the content
+/// of the policy tree, so `/api/rawdata` listing it proves Traefik loaded this very tree (an
+/// edit of a header value keeps every other name).
+pub const GENERATION_MIDDLEWARE: &str = "proxy-operator-generation";
 /// Name of the ACME certificate resolver.
 pub const ACME_RESOLVER: &str = "acme";
 
@@ -554,6 +558,16 @@ pub fn policy_kv(model: &Model) -> Result<BTreeMap<String, String>, Error> {
         kv.insert(r("service"), "api@internal".to_string());
         kv.insert(r("entryPoints/0"), INTERNAL_ENTRY_POINT.to_string());
     }
+
+    let entries: Vec<(String, String)> = kv.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+    let generation: String = super::digest_kv(&entries).chars().take(12).collect();
+    kv.insert(
+        mw(
+            &format!("{GENERATION_MIDDLEWARE}-{generation}"),
+            "headers/customResponseHeaders/X-Proxy-Operator-Generation",
+        ),
+        generation,
+    );
     Ok(kv)
 }
 

@@ -20,6 +20,8 @@ fn gate() -> Gate {
         on_failure: OnFailure::Rollback,
         check_ping: true,
         expected_entries: vec!["security-headers@consul".into()],
+        proxy_api: Some("http://127.0.0.1:8080".into()),
+        probes: Vec::new(),
     }
 }
 
@@ -55,7 +57,11 @@ fn job_change() -> JobChange {
         job: serde_json::json!({"ID": "traefik", "Meta": {"proxy-operator/spec-digest": "job-new"}}),
         job_digest: "job-new".into(),
         enforce_index: 40,
-        rollback_to: Some(3),
+        rollback_to: Some(JobRef {
+            job_id: "traefik".into(),
+            version: 3,
+            job_digest: Some("job-old".into()),
+        }),
     }
 }
 
@@ -63,6 +69,8 @@ fn job_change() -> JobChange {
 fn both() -> Change {
     Change {
         digest: "spec-new".into(),
+        retry_nonce: None,
+        job_id: "traefik".into(),
         kv: Some(kv_change()),
         job: Some(job_change()),
         gate: gate(),
@@ -72,6 +80,8 @@ fn both() -> Change {
 fn policy_only() -> Change {
     Change {
         digest: "spec-policy".into(),
+        retry_nonce: None,
+        job_id: "traefik".into(),
         kv: Some(kv_change()),
         job: None,
         gate: gate(),
@@ -81,6 +91,8 @@ fn policy_only() -> Change {
 fn job_only() -> Change {
     Change {
         digest: "spec-job".into(),
+        retry_nonce: None,
+        job_id: "traefik".into(),
         kv: None,
         job: Some(job_change()),
         gate: gate(),
@@ -210,17 +222,20 @@ async fn a_machine_at_rest_without_a_plan_emits_nothing() {
         Phase::Ready {
             digest: "d".into(),
             duration: Duration::ZERO,
+            job: None,
         },
         Phase::RolledBack {
             digest: "d".into(),
             reason: "r".into(),
             duration: Duration::ZERO,
+            retry_nonce: None,
         },
         Phase::Degraded {
             digest: "d".into(),
             reason: "r".into(),
             duration: Duration::ZERO,
             held: false,
+            retry_nonce: None,
         },
     ] {
         let (effects, next) = step(&phase, &healthy(), Instant::now());
@@ -248,17 +263,20 @@ async fn a_new_plan_is_taken_from_ready_rolled_back_and_degraded() {
         Phase::Ready {
             digest: "old".into(),
             duration: Duration::ZERO,
+            job: None,
         },
         Phase::RolledBack {
             digest: "old".into(),
             reason: "r".into(),
             duration: Duration::ZERO,
+            retry_nonce: None,
         },
         Phase::Degraded {
             digest: "old".into(),
             reason: "r".into(),
             duration: Duration::ZERO,
             held: false,
+            retry_nonce: None,
         },
     ] {
         let (effects, next) = step(&rest, &planned(job_only()), Instant::now());
@@ -364,7 +382,8 @@ async fn a_terminal_error_before_anything_was_written_is_rolled_back_with_zero_w
 }
 
 #[tokio::test(start_paused = true)]
-async fn retryable_apply_errors_give_up_into_rollback_once_the_deadline_passes() {
+async fn retryable_apply_errors_give_up_into_rollback_once_the_deadline_passes_restoring_the_attempted_kv_write()
+ {
     let (_, mut phase) = step(&Phase::Idle, &planned(both()), Instant::now());
     let obs = Observation {
         applied: Some(ApplyOutcome {
@@ -382,11 +401,13 @@ async fn retryable_apply_errors_give_up_into_rollback_once_the_deadline_passes()
     phase = next;
     advance(Duration::from_secs(1)).await;
     let (effects, next) = step(&phase, &obs, Instant::now());
+    // The KV write errored, but its answer may have been lost after it landed: restore it
+    // (idempotent). The register never ran, so the job is not reverted.
     assert!(
-        writes(&effects).is_empty(),
-        "nothing was written, nothing to undo"
+        matches!(writes(&effects)[..], [Effect::RestoreKv { .. }]),
+        "{effects:?}"
     );
-    assert_eq!(next.name(), "RolledBack");
+    assert_eq!(next.name(), "RollingBack");
     assert!(reason(&next).contains("consul unreachable"));
 }
 
@@ -398,8 +419,21 @@ async fn healthy_signals_held_for_min_healthy_time_become_ready() {
     let (effects, next) = observe_for(phase, &healthy(), DEADLINE).await;
     assert!(effects.is_empty());
     match next {
-        Phase::Ready { digest, duration } => {
+        Phase::Ready {
+            digest,
+            duration,
+            job,
+        } => {
             assert_eq!(digest, "spec-new");
+            assert_eq!(
+                job,
+                Some(JobRef {
+                    job_id: "traefik".into(),
+                    version: 4,
+                    job_digest: Some("job-new".into()),
+                }),
+                "the version that passed is where the next rollback goes"
+            );
             assert_eq!(duration, MIN_HEALTHY);
         }
         other => panic!("{other:?}"),
@@ -583,7 +617,8 @@ async fn the_deadline_passing_while_unhealthy_reverts_the_job_and_restores_the_k
         &Effect::RevertJob {
             job_id: "traefik".into(),
             version: 3,
-            enforce_prior_version: Some(4)
+            enforce_prior_version: Some(4),
+            target_digest: Some("job-old".into()),
         }
     );
     assert!(matches!(
@@ -911,6 +946,7 @@ async fn a_completed_rollback_reports_rolled_back_with_reason_and_duration() {
             digest,
             reason,
             duration,
+            ..
         } => {
             assert_eq!(digest, "spec-new");
             assert!(reason.contains("allocation"), "{reason}");
@@ -1015,7 +1051,7 @@ async fn the_revert_enforces_the_version_we_registered_even_when_the_job_is_not_
 }
 
 #[tokio::test(start_paused = true)]
-async fn a_first_job_version_with_nothing_to_revert_to_is_left_in_place_as_degraded() {
+async fn a_first_job_version_with_nothing_to_revert_to_is_left_in_place_with_its_policy_tree() {
     let mut change = both();
     if let Some(j) = change.job.as_mut() {
         j.rollback_to = None;
@@ -1026,11 +1062,14 @@ async fn a_first_job_version_with_nothing_to_revert_to_is_left_in_place_as_degra
     sick.allocations = vec![alloc(4, "failed", false)];
     let (effects, next) = step(&phase, &sick, Instant::now());
     assert_eq!(next.name(), "Degraded");
-    assert!(reason(&next).contains("no earlier job version passed the gate"));
     assert!(
-        matches!(writes(&effects)[..], [Effect::RestoreKv { .. }]),
-        "KV still restored"
+        reason(&next).contains("no earlier version of job \"traefik\" passed the gate"),
+        "{}",
+        reason(&next)
     );
+    // The job stays, so the KV tree its entry points reference stays too: deleting it alone
+    // would break every router of the running proxy.
+    assert!(writes(&effects).is_empty(), "{effects:?}");
 }
 
 // === hold ===
@@ -1078,4 +1117,180 @@ async fn on_failure_hold_also_holds_when_the_deadline_passes() {
     let (effects, next) = observe_for(phase, &obs, DEADLINE * 2).await;
     assert!(writes(&effects).is_empty());
     assert_eq!(next.name(), "Degraded");
+}
+
+// === allocations Nomad leaves behind (review #3) ===
+
+#[tokio::test(start_paused = true)]
+async fn a_terminal_allocation_of_an_old_version_does_not_hold_the_gate() {
+    // Nomad keeps DesiredStatus "run" on failed and complete allocations until GC.
+    let phase = verifying(both());
+    let mut obs = healthy();
+    obs.allocations.push(alloc(3, "failed", false));
+    obs.allocations.push(AllocObservation {
+        id: "c0ffee00-0000-0000-0000-000000000002".into(),
+        ..alloc(2, "complete", false)
+    });
+    let (_, next) = observe_for(phase, &obs, MIN_HEALTHY + Duration::from_secs(1)).await;
+    assert_eq!(next.name(), "Ready", "{next:?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_live_allocation_of_an_old_version_still_holds_the_gate() {
+    let phase = verifying(both());
+    let mut obs = healthy();
+    obs.allocations.push(alloc(3, "running", true));
+    let (_, next) = step(&phase, &obs, Instant::now());
+    assert_eq!(next.name(), "Verifying");
+    assert!(
+        matches!(&next, Phase::Verifying { waiting_for, .. } if waiting_for.contains("still runs job version 3"))
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_old_failed_allocation_of_the_running_version_does_not_fail_a_policy_change() {
+    let phase = verifying(policy_only());
+    let mut obs = healthy();
+    obs.job = Some(job(3, "job-old"));
+    obs.allocations = vec![
+        alloc(3, "running", true),
+        AllocObservation {
+            id: "dead0000-0000-0000-0000-000000000003".into(),
+            ..alloc(3, "failed", false)
+        },
+    ];
+    let (_, next) = observe_for(phase, &obs, MIN_HEALTHY + Duration::from_secs(1)).await;
+    assert_eq!(next.name(), "Ready", "{next:?}");
+}
+
+// === where a rollback goes (review #6) ===
+
+#[tokio::test(start_paused = true)]
+async fn a_rollback_skips_the_revert_when_the_job_already_runs_the_target_version() {
+    // After a restart, the revert may already have landed: reverting again would only make
+    // another version with the same content.
+    let phase = verifying(both());
+    let (_, phase) = step(&phase, &healthy(), Instant::now()); // learns version 4
+    let mut obs = healthy();
+    obs.job = Some(job(5, "job-old"));
+    let (effects, next) = step(&phase, &obs, Instant::now());
+    assert!(
+        matches!(writes(&effects)[..], [Effect::RestoreKv { .. }]),
+        "{effects:?}"
+    );
+    assert_eq!(next.name(), "RollingBack");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_verify_only_rollout_that_fails_writes_nothing_and_reports_degraded() {
+    let change = Change {
+        kv: None,
+        job: None,
+        ..policy_only()
+    };
+    let (effects, phase) = step(&Phase::Idle, &planned(change), Instant::now());
+    assert!(writes(&effects).is_empty());
+    assert_eq!(
+        phase.name(),
+        "Verifying",
+        "nothing to apply: straight to the gate"
+    );
+    let mut sick = healthy();
+    sick.job = Some(job(3, "job-old"));
+    sick.allocations = vec![alloc(3, "pending", false)];
+    let (effects, next) = observe_for(phase, &sick, DEADLINE * 2).await;
+    assert!(writes(&effects).is_empty());
+    assert_eq!(next.name(), "Degraded");
+    assert!(reason(&next).contains("left in place"), "{}", reason(&next));
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_failure_is_remembered_with_the_retry_nonce_of_the_rolled_out_document() {
+    let change = Change {
+        retry_nonce: Some("3".into()),
+        ..both()
+    };
+    let phase = verifying(change);
+    let sick = with_deployment(healthy(), DeploymentState::Failed, "Failed");
+    let (effects, phase) = step(&phase, &sick, Instant::now());
+    let (_, next) = step(&phase, &applied(writes(&effects).len()), Instant::now());
+    assert!(
+        matches!(&next, Phase::RolledBack { retry_nonce: Some(n), .. } if n == "3"),
+        "{next:?}"
+    );
+}
+
+// === the journal: a restarted operator resumes (review #1) ===
+
+fn roundtrip(journal: &Journal) -> Journal {
+    serde_json::from_slice(&serde_json::to_vec(journal).unwrap()).unwrap()
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_resumed_verification_starts_a_fresh_deadline_and_keeps_the_rollouts_age() {
+    let phase = verifying(both());
+    advance(Duration::from_secs(10)).await;
+    let wall = SystemTime::now();
+    let journal = roundtrip(&phase.journal(Instant::now(), wall).unwrap());
+    assert_eq!(journal.elapsed_ms, 10_000);
+
+    // Another process, 5 s later on the wall clock.
+    advance(Duration::from_secs(100)).await;
+    let resumed = Phase::resume(journal, Instant::now(), wall + Duration::from_secs(5));
+    match &resumed {
+        Phase::Verifying {
+            change,
+            started,
+            deadline,
+            healthy_since,
+            ..
+        } => {
+            assert_eq!(change, &both());
+            assert_eq!(*deadline, Instant::now() + DEADLINE);
+            assert_eq!(
+                *healthy_since, None,
+                "health must hold again under our eyes"
+            );
+            assert_eq!(Instant::now() - *started, Duration::from_secs(15));
+        }
+        other => panic!("{other:?}"),
+    }
+    let (_, next) = observe_for(resumed, &healthy(), DEADLINE).await;
+    assert_eq!(next.name(), "Ready");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_resumed_rollback_issues_the_rollback_effects_not_yet_confirmed() {
+    let phase = verifying(both());
+    let sick = with_deployment(healthy(), DeploymentState::Failed, "Failed");
+    let (effects, rolling) = step(&phase, &sick, Instant::now());
+    let journal = roundtrip(&rolling.journal(Instant::now(), SystemTime::now()).unwrap());
+    let resumed = Phase::resume(journal, Instant::now(), SystemTime::now());
+    assert_eq!(resumed.name(), "RollingBack");
+    let (again, _) = step(&resumed, &Observation::default(), Instant::now());
+    assert_eq!(writes(&again), writes(&effects));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_resumed_apply_issues_every_effect_again() {
+    let (effects, applying) = step(&Phase::Idle, &planned(both()), Instant::now());
+    let journal = roundtrip(&applying.journal(Instant::now(), SystemTime::now()).unwrap());
+    let resumed = Phase::resume(journal, Instant::now(), SystemTime::now());
+    let (again, _) = step(&resumed, &Observation::default(), Instant::now());
+    assert_eq!(writes(&again), writes(&effects));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_machine_at_rest_has_no_journal() {
+    let ready = Phase::Ready {
+        digest: "d".into(),
+        duration: Duration::ZERO,
+        job: None,
+    };
+    assert!(ready.journal(Instant::now(), SystemTime::now()).is_none());
+    assert!(
+        Phase::Idle
+            .journal(Instant::now(), SystemTime::now())
+            .is_none()
+    );
 }

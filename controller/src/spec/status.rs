@@ -47,6 +47,9 @@ pub struct ProxyStatus {
     /// Nomad version of the proxy's job.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub job_version: Option<u64>,
+    /// The last job version that passed the health gate: where a failed rollout goes back to.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_good_job: Option<JobRef>,
     /// Identity of the operator replica that wrote this.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub leader: Option<String>,
@@ -66,6 +69,19 @@ pub struct ProxyStatus {
     /// When this document was written (RFC 3339).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub updated_at: Option<String>,
+}
+
+/// One version of one Nomad job.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", default)]
+pub struct JobRef {
+    /// Nomad job ID.
+    pub job_id: String,
+    /// Job version.
+    pub version: u64,
+    /// Its `proxy-operator/spec-digest` Meta, when it has one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub job_digest: Option<String>,
 }
 
 /// `kind` of the status document.

@@ -13,9 +13,9 @@ fn pass(report: Report<'_>) -> Pass<'_> {
     Pass {
         observed_index: 42,
         observed_digest: Some("digest-a"),
-        retry_nonce: None,
         proxy: Some(ProxyKind::Traefik),
         job_version: Some(3),
+        good_job: None,
         warnings: &[],
         report,
     }
@@ -24,6 +24,8 @@ fn pass(report: Report<'_>) -> Pass<'_> {
 fn change() -> Change {
     Change {
         digest: "digest-a".into(),
+        retry_nonce: None,
+        job_id: "traefik".into(),
         kv: None,
         job: None,
         gate: Gate {
@@ -32,6 +34,8 @@ fn change() -> Change {
             on_failure: OnFailure::Rollback,
             check_ping: true,
             expected_entries: Vec::new(),
+            proxy_api: None,
+            probes: Vec::new(),
         },
     }
 }
@@ -41,6 +45,7 @@ fn rolled_back() -> Rollout {
         digest: "digest-a".into(),
         reason: "route probe demo.localhost/ failed: got 404, want 200".into(),
         duration: Duration::from_millis(1500),
+        retry_nonce: None,
     }
 }
 
@@ -55,9 +60,27 @@ fn rfc3339_formats_utc_dates_including_leap_days() {
     assert_eq!(rfc3339(at(1_714_564_800 + 3661)), "2024-05-01T13:01:01Z");
 }
 
+/// The status after digest-a passed its gate as job version 3.
+fn verified() -> ProxyStatus {
+    let done = Rollout::Ready {
+        digest: "digest-a".into(),
+        duration: Duration::from_secs(1),
+        job: Some(crate::rollout::JobRef {
+            job_id: "traefik".into(),
+            version: 3,
+            job_digest: None,
+        }),
+    };
+    next(
+        &ProxyStatus::default(),
+        &pass(Report::Rollout(&done)),
+        at(50),
+    )
+}
+
 #[test]
-fn a_converged_pass_is_ready_with_applied_digest_and_job_version() {
-    let s = next(&ProxyStatus::default(), &pass(Report::Converged), at(100));
+fn a_converged_pass_is_ready_with_the_running_job_version() {
+    let s = next(&verified(), &pass(Report::Converged), at(100));
     assert_eq!(s.phase, Phase::Ready);
     assert_eq!(s.observed_index, 42);
     assert_eq!(s.observed_digest.as_deref(), Some("digest-a"));
@@ -65,6 +88,16 @@ fn a_converged_pass_is_ready_with_applied_digest_and_job_version() {
     assert_eq!(s.job_version, Some(3));
     assert_eq!(cond_of(&s, CONDITION_READY).status, ConditionStatus::True);
     assert_eq!(cond_of(&s, CONDITION_VALID).status, ConditionStatus::True);
+}
+
+#[test]
+fn a_converged_pass_never_promotes_a_digest_or_job_that_did_not_pass_the_gate() {
+    let s = next(&ProxyStatus::default(), &pass(Report::Converged), at(100));
+    assert_eq!(s.last_applied_digest, None);
+    assert_eq!(
+        s.last_good_job, None,
+        "no rollback target from a mere observation"
+    );
 }
 
 #[test]
@@ -77,11 +110,12 @@ fn an_unchanged_pass_produces_no_difference_so_nothing_is_written() {
 
 #[test]
 fn condition_transition_time_only_moves_when_the_status_flips() {
-    let ready = next(&ProxyStatus::default(), &pass(Report::Converged), at(100));
+    let ready = next(&verified(), &pass(Report::Converged), at(100));
     let again = next(&ready, &pass(Report::Converged), at(200));
     assert_eq!(
         cond_of(&again, CONDITION_READY).last_transition_time,
-        rfc3339(at(100))
+        rfc3339(at(50)),
+        "Ready since the rollout passed at 50"
     );
     let failed = next(&again, &pass(Report::Rollout(&rolled_back())), at(300));
     assert_eq!(
@@ -92,7 +126,7 @@ fn condition_transition_time_only_moves_when_the_status_flips() {
 
 #[test]
 fn an_invalid_document_lists_every_error_and_keeps_what_was_applied() {
-    let ready = next(&ProxyStatus::default(), &pass(Report::Converged), at(100));
+    let ready = next(&verified(), &pass(Report::Converged), at(100));
     let errors = vec![
         FieldError::new(
             "spec.middlewares.ipAllowList.sourceRange[0]",
@@ -137,7 +171,7 @@ fn fixing_an_invalid_document_clears_its_errors() {
 
 #[test]
 fn a_missing_config_key_keeps_the_phase_and_says_so() {
-    let ready = next(&ProxyStatus::default(), &pass(Report::Converged), at(100));
+    let ready = next(&verified(), &pass(Report::Converged), at(100));
     let mut p = pass(Report::NoConfig {
         reason: "the config key proxy-operator/config is absent",
     });
@@ -153,10 +187,11 @@ fn a_missing_config_key_keeps_the_phase_and_says_so() {
 
 #[test]
 fn observation_failures_count_up_with_a_next_retry_time_and_clear_on_success() {
-    let ready = next(&ProxyStatus::default(), &pass(Report::Converged), at(100));
+    let ready = next(&verified(), &pass(Report::Converged), at(100));
     let report = Report::ObservationFailed {
         error: "failed to read the job: connection refused",
         retry_in: Duration::from_secs(4),
+        terminal: false,
     };
     let one = next(&ready, &pass(report), at(200));
     let two = next(&one, &pass(report), at(204));
@@ -229,6 +264,11 @@ fn a_successful_rollout_records_history_and_the_applied_digest() {
     let done = Rollout::Ready {
         digest: "digest-a".into(),
         duration: Duration::from_secs(12),
+        job: Some(crate::rollout::JobRef {
+            job_id: "traefik".into(),
+            version: 4,
+            job_digest: Some("job-a".into()),
+        }),
     };
     let s = next(
         &ProxyStatus::default(),
@@ -237,6 +277,13 @@ fn a_successful_rollout_records_history_and_the_applied_digest() {
     );
     assert_eq!(s.phase, Phase::Ready);
     assert_eq!(s.last_applied_digest.as_deref(), Some("digest-a"));
+    assert_eq!(s.job_version, Some(4));
+    assert_eq!(
+        s.last_good_job
+            .as_ref()
+            .map(|j| (j.job_id.as_str(), j.version)),
+        Some(("traefik", 4))
+    );
     assert_eq!(s.history.len(), 1);
     assert_eq!(s.history[0].outcome, Outcome::Succeeded);
     assert_eq!(s.history[0].duration_ms, 12_000);
@@ -245,17 +292,30 @@ fn a_successful_rollout_records_history_and_the_applied_digest() {
 
 #[test]
 fn a_rolled_back_rollout_remembers_the_failed_digest_and_nonce_with_the_reason() {
-    let phase = rolled_back();
-    let mut p = pass(Report::Rollout(&phase));
-    p.retry_nonce = Some("7");
-    let ready = next(&ProxyStatus::default(), &pass(Report::Converged), at(1));
+    let phase = match rolled_back() {
+        Rollout::RolledBack {
+            digest,
+            reason,
+            duration,
+            ..
+        } => Rollout::RolledBack {
+            digest,
+            reason,
+            duration,
+            retry_nonce: Some("7".into()),
+        },
+        other => other,
+    };
+    let p = pass(Report::Rollout(&phase));
+    let ready = next(&verified(), &pass(Report::Converged), at(1));
     let s = next(&ready, &p, at(10));
     assert_eq!(s.phase, Phase::RolledBack);
     assert_eq!(s.failed_digest.as_deref(), Some("digest-a"));
     assert_eq!(s.failed_retry_nonce.as_deref(), Some("7"));
     assert_eq!(s.consecutive_failures, 1);
-    assert_eq!(s.history[0].outcome, Outcome::RolledBack);
-    assert!(s.history[0].reason.contains("got 404"));
+    let last = s.history.last().unwrap();
+    assert_eq!(last.outcome, Outcome::RolledBack);
+    assert!(last.reason.contains("got 404"));
     assert!(cond_of(&s, CONDITION_READY).message.contains("got 404"));
 }
 
@@ -286,6 +346,7 @@ fn a_hold_on_failure_is_degraded_with_outcome_held() {
         reason: "deployment failed (onFailure: hold, left in place)".into(),
         duration: Duration::from_secs(3),
         held: true,
+        retry_nonce: None,
     };
     let s = next(
         &ProxyStatus::default(),
@@ -299,7 +360,7 @@ fn a_hold_on_failure_is_degraded_with_outcome_held() {
 
 #[test]
 fn drift_under_warn_is_degraded_and_says_drifted() {
-    let ready = next(&ProxyStatus::default(), &pass(Report::Converged), at(1));
+    let ready = next(&verified(), &pass(Report::Converged), at(1));
     let s = next(
         &ready,
         &pass(Report::Held {
@@ -327,9 +388,99 @@ fn repeated_outcomes_for_one_digest_are_folded_and_history_stays_at_ten() {
         let done = Rollout::Ready {
             digest: format!("d{i}"),
             duration: Duration::from_secs(1),
+            job: None,
         };
         s = next(&s, &pass(Report::Rollout(&done)), at(100 + i));
     }
     assert_eq!(s.history.len(), 10);
     assert_eq!(s.history.last().unwrap().digest, "d14");
+}
+
+// === observation errors and held failures (review #8) ===
+
+fn degraded_held() -> ProxyStatus {
+    let phase = Rollout::Degraded {
+        digest: "digest-a".into(),
+        reason: "deployment failed (onFailure: hold, left in place)".into(),
+        duration: Duration::from_secs(3),
+        held: true,
+        retry_nonce: None,
+    };
+    next(
+        &ProxyStatus::default(),
+        &pass(Report::Rollout(&phase)),
+        at(10),
+    )
+}
+
+fn blip() -> Report<'static> {
+    Report::ObservationFailed {
+        error: "failed to read the job: 503 No cluster leader",
+        retry_in: Duration::from_secs(2),
+        terminal: false,
+    }
+}
+
+#[test]
+fn an_observation_error_never_turns_a_held_failure_into_rolled_back() {
+    let stalled = next(&degraded_held(), &pass(blip()), at(20));
+    let held = next(
+        &stalled,
+        &pass(Report::Held {
+            reason: "not retried",
+            drift: false,
+        }),
+        at(30),
+    );
+    assert_eq!(held.phase, Phase::Degraded, "the failed version still runs");
+}
+
+#[test]
+fn an_observation_error_during_a_rollout_keeps_it_progressing() {
+    let phase = Rollout::Verifying {
+        change: change(),
+        started: tokio::time::Instant::now(),
+        deadline: tokio::time::Instant::now(),
+        healthy_since: None,
+        job_version: None,
+        waiting_for: "deployment running".into(),
+        blind_since: None,
+    };
+    let progressing = next(
+        &ProxyStatus::default(),
+        &pass(Report::Rollout(&phase)),
+        at(1),
+    );
+    let s = next(&progressing, &pass(blip()), at(2));
+    assert_eq!(s.phase, Phase::Progressing);
+}
+
+#[test]
+fn the_same_observation_error_again_is_bookkeeping_not_a_new_document() {
+    let one = next(&verified(), &pass(blip()), at(100));
+    let two = next(&one, &pass(blip()), at(104));
+    assert_eq!(two.consecutive_failures, 2);
+    assert!(
+        !differs(&one, &two),
+        "only nextRetryAt and the counter moved"
+    );
+    let other = Report::ObservationFailed {
+        error: "failed to read the job: connection refused",
+        retry_in: Duration::from_secs(2),
+        terminal: false,
+    };
+    assert!(differs(&two, &next(&two, &pass(other), at(108))));
+}
+
+#[test]
+fn a_terminal_error_says_so_in_the_condition_reason() {
+    let denied = Report::ObservationFailed {
+        error: "failed to read the proxy job proxy: HTTP 403 Permission denied",
+        retry_in: Duration::from_secs(300),
+        terminal: true,
+    };
+    let s = next(&verified(), &pass(denied), at(100));
+    let ready = cond_of(&s, CONDITION_READY);
+    assert_eq!(ready.reason, "AccessDenied");
+    assert!(ready.message.contains("will not resolve by itself"));
 }
