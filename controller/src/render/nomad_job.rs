@@ -15,6 +15,11 @@ use std::time::Duration;
 
 use serde::Serialize;
 
+/// How often Nomad checks the proxy's own health endpoint.
+const PROXY_CHECK_INTERVAL: Duration = Duration::from_secs(2);
+/// How long one health check of the proxy may take.
+const PROXY_CHECK_TIMEOUT: Duration = Duration::from_secs(1);
+
 /// Nanoseconds of a duration, as Nomad's JSON expects (`time.Duration`). Saturates at `i64::MAX`.
 pub fn nanos(d: Duration) -> i64 {
     i64::try_from(d.as_nanos()).unwrap_or(i64::MAX)
@@ -322,8 +327,10 @@ pub fn proxy_job(model: &Model, config: &ConfigFile<'_>) -> Result<Job, super::E
             name: check_name.to_string(),
             check_type: "http".to_string(),
             path: check_path.to_string(),
-            interval: nanos(Duration::from_secs(10)),
-            timeout: nanos(Duration::from_secs(2)),
+            // The check feeds the rollout gate: a 10 s interval made every structural rollout wait
+            // ~12 s for its first passing check. /ping on loopback is cheap, so check often.
+            interval: nanos(PROXY_CHECK_INTERVAL),
+            timeout: nanos(PROXY_CHECK_TIMEOUT),
         }],
     };
 
