@@ -93,3 +93,62 @@ fn render_exits_2_when_the_file_cannot_be_read() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("failed to read"));
 }
+
+/// A bcrypt hash no renderer or message could produce by accident.
+const SENTINEL_HASH: &str = "$2y$10$SENTINELsentinelSENTINELsentinelSENTINELsentinelSENTIN";
+
+#[test]
+fn caddy_basic_auth_hashes_never_appear_in_render_output_or_the_job() {
+    let dir = tempfile::tempdir().unwrap();
+    let users = dir.path().join("users");
+    std::fs::write(&users, format!("alice:{SENTINEL_HASH}\n")).unwrap();
+    let doc = dir.path().join("caddy.yaml");
+    std::fs::write(
+        &doc,
+        "apiVersion: proxy-operator.io/v1alpha1\nkind: ProxyConfig\nspec:\n  proxy: caddy\n  middlewares:\n    basicAuth:\n      usersFrom:\n        consulKey: proxy-operator/secrets/basic-auth\n",
+    )
+    .unwrap();
+    for output in ["json", "yaml"] {
+        let out = render(&[
+            doc.to_str().unwrap(),
+            "--basic-auth-users",
+            users.to_str().unwrap(),
+            "--output",
+            output,
+        ]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let said = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(!said.contains("SENTINEL"), "{output}: {said}");
+        assert!(said.contains("<redacted>"), "{output}: {said}");
+    }
+
+    // The library's job JSON (what the loop registers with Nomad) holds no hash either.
+    let validated = proxy_operator::spec::load(&std::fs::read(&doc).unwrap()).unwrap();
+    let ctx = proxy_operator::render::RenderContext {
+        basic_auth_users: Some(vec![format!("alice:{SENTINEL_HASH}")]),
+        ..Default::default()
+    };
+    let rendered = proxy_operator::render::render(&validated, &ctx).unwrap();
+    let job = rendered.job.to_string();
+    assert!(!job.contains("SENTINEL"), "{job}");
+    assert!(!format!("{rendered:?}").contains("SENTINEL"));
+    // The live config the loop loads through Caddy's admin API does carry the users.
+    let live = proxy_operator::render::caddy_config(&validated, &ctx, &[]).unwrap();
+    assert!(live.to_string().contains("SENTINEL"));
+
+    // A hash Caddy cannot verify fails without echoing it.
+    let ctx = proxy_operator::render::RenderContext {
+        basic_auth_users: Some(vec!["alice:$apr1$SENTINEL$x".to_string()]),
+        ..Default::default()
+    };
+    let err = proxy_operator::render::render(&validated, &ctx).unwrap_err();
+    assert!(!err.to_string().contains("SENTINEL"), "{err}");
+}

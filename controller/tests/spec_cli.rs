@@ -158,3 +158,41 @@ fn schema_writes_files_identical_to_the_checked_in_ones() {
         assert_eq!(written, checked_in, "{name}");
     }
 }
+
+#[test]
+fn validate_and_load_errors_never_echo_secret_looking_values() {
+    let dir = std::env::temp_dir().join(format!("specfix-sentinel-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let head =
+        "apiVersion: proxy-operator.io/v1alpha1\nkind: ProxyConfig\nspec:\n  proxy: traefik\n";
+    let docs = [
+        "  middlewares:\n    basicAuth:\n      usersFrom: \"alice:$apr1$SENTINEL1$abcdefghijkl\"\n",
+        "  tls:\n    certificates: [\"-----BEGIN PRIVATE KEY-----\\nSENTINEL2MIIEvQIBADANBgkqhkiG9w0BAQEFAASC\\n-----END PRIVATE KEY-----\"]\n",
+        "  tls:\n    certDir: \"-----BEGIN PRIVATE KEY----- SENTINEL3\"\n",
+        "  middlewares:\n    basicAuth:\n      usersFrom:\n        file: \"alice:$2y$10$SENTINEL4abcdefghijklmnopqrstuv\"\n",
+        "  dashboard:\n    address: \"MIIEvQIBADANBgkqhkiG9w0BAQEFAASCBKcwggSjAgEAAoIBAQC7SENTINEL5aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\"\n",
+    ];
+    for (i, body) in docs.iter().enumerate() {
+        let doc = format!("{head}{body}");
+        let err = proxy_operator::spec::load(doc.as_bytes()).expect_err("invalid document");
+        let said = format!("{err} {err:?} {:?}", err.field_errors());
+        assert!(!said.contains("SENTINEL"), "doc {i}: {said}");
+        let file = dir.join(format!("doc{i}.yaml"));
+        std::fs::write(&file, &doc).expect("write");
+        for extra in [&[][..], &["--output", "json"][..]] {
+            let mut args = vec!["validate"];
+            args.extend_from_slice(extra);
+            let f = file.to_string_lossy().into_owned();
+            args.push(&f);
+            let out = run(&args);
+            assert_eq!(out.status.code(), Some(1), "doc {i}");
+            let said = format!("{}{}", text(&out.stdout), text(&out.stderr));
+            assert!(!said.contains("SENTINEL"), "doc {i}: {said}");
+            assert!(
+                said.contains("spec."),
+                "doc {i} still names the field: {said}"
+            );
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -87,7 +87,20 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         }
     };
 
-    let doc = to_document(&rendered);
+    // The live Caddy config (what the loop loads through the admin API) holds the policy the
+    // bootstrap config in the job leaves out; show it, redacted, so the user sees the policy.
+    let caddy_load = if rendered.caddy.is_some() {
+        match render::caddy_config(&validated, &ctx, &[]) {
+            Ok(v) => Some(v),
+            Err(e) => {
+                eprintln!("{}: {e}", args.file.display());
+                return Ok(ExitCode::from(1));
+            }
+        }
+    } else {
+        None
+    };
+    let doc = to_document(&rendered, caddy_load.as_ref());
     let text = match args.output {
         Output::Json => {
             let mut s = serde_json::to_string_pretty(&doc).context("failed to encode JSON")?;
@@ -103,8 +116,9 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Everything rendered, as one document; secret KV values are replaced by `<redacted>`.
-fn to_document(r: &render::Rendered) -> Value {
+/// Everything rendered, as one document; secret KV values, Caddy basic-auth passwords and any
+/// string shaped like a password hash are replaced by `<redacted>`.
+fn to_document(r: &render::Rendered, caddy_load: Option<&Value>) -> Value {
     let mut doc = Map::new();
     doc.insert("job".into(), r.job.clone());
     doc.insert("jobDigest".into(), json!(r.job_digest));
@@ -128,5 +142,32 @@ fn to_document(r: &render::Rendered) -> Value {
     if let Some(caddy) = &r.caddy {
         doc.insert("caddy".into(), caddy.clone());
     }
-    Value::Object(doc)
+    if let Some(live) = caddy_load {
+        doc.insert("caddyLoad".into(), live.clone());
+    }
+    let mut doc = Value::Object(doc);
+    redact(&mut doc);
+    doc
 }
+
+/// Replaces secrets anywhere in `value`: `password` members (Caddy's `http_basic` accounts) and
+/// strings that carry a password hash, wherever a future renderer puts them (embedded configs
+/// included).
+fn redact(value: &mut Value) {
+    match value {
+        Value::Object(map) => {
+            for (k, v) in map.iter_mut() {
+                if k == "password" && v.is_string() {
+                    *v = json!(REDACTED);
+                } else {
+                    redact(v);
+                }
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(redact),
+        Value::String(s) if crate::spec::looks_secret(s) => *s = REDACTED.to_string(),
+        _ => {}
+    }
+}
+
+const REDACTED: &str = "<redacted>";

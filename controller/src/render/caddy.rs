@@ -28,11 +28,30 @@ fn server_name(ep: &EntryPoint) -> String {
     ep.name.clone()
 }
 
-/// Renders Caddy's JSON config for `model` and the given services.
+/// Renders Caddy's JSON config for `model` and the given services: the live config the loop
+/// `POST`s to `/load`. It carries the basic-auth hashes, so it never goes into the job.
 pub fn render_caddy(model: &Model, services: &[CaddyService]) -> Result<Value, Error> {
+    render_with(model, services, Secrets::Include)
+}
+
+/// Renders the config embedded in the Nomad job: the live config without services and without
+/// secrets. Anyone with `read-job` can read a job, so basic-auth hashes must not be in it. Where
+/// basic auth is on, every request is answered 401 (fail closed) until the operator loads the
+/// full config through the admin API.
+pub fn render_caddy_bootstrap(model: &Model) -> Result<Value, Error> {
+    render_with(model, &[], Secrets::Withhold)
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Secrets {
+    Include,
+    Withhold,
+}
+
+fn render_with(model: &Model, services: &[CaddyService], secrets: Secrets) -> Result<Value, Error> {
     let mut servers = serde_json::Map::new();
     let tls_ep = model.entry_points.iter().find(|ep| ep.tls);
-    let policy = policy_routes(model)?;
+    let policy = policy_routes(model, secrets)?;
     let service_routes = service_routes(services)?;
 
     for ep in &model.entry_points {
@@ -132,7 +151,7 @@ fn tls_app(model: &Model) -> Option<Value> {
 
 /// Routes applied before the service routes: headers on every response, the IP allow list
 /// (403 outside it), basic auth. Caddy has no built-in rate limiter, so `rateLimit` is refused.
-fn policy_routes(model: &Model) -> Result<Vec<Value>, Error> {
+fn policy_routes(model: &Model, secrets: Secrets) -> Result<Vec<Value>, Error> {
     let policy = &model.policy;
     if policy.rate_limit.is_some() {
         return Err(Error::Unsupported {
@@ -180,6 +199,19 @@ fn policy_routes(model: &Model) -> Result<Vec<Value>, Error> {
                 });
             }
             accounts.push(json!({"username": user, "password": hash}));
+        }
+        if secrets == Secrets::Withhold {
+            let challenge = format!("Basic realm=\"{}\"", auth.realm);
+            routes.push(json!({
+                "handle": [{
+                    "handler": "static_response",
+                    "status_code": 401,
+                    "headers": {"Www-Authenticate": [challenge]},
+                    "body": "Unauthorized\n"
+                }],
+                "terminal": true
+            }));
+            return Ok(routes);
         }
         routes.push(json!({
             "handle": [{

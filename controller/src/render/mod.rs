@@ -130,9 +130,10 @@ pub struct Rendered {
     pub traefik_kv: Vec<(String, String)>,
     /// sha256 hex over the KV entries (`key NUL value NUL`, sorted).
     pub kv_digest: String,
-    /// Caddy's JSON config without discovered services (the job's initial config); `None` for
-    /// Traefik. The loop renders the live one with [`caddy::render_caddy`] and the discovered
-    /// services.
+    /// Caddy's bootstrap JSON config, the one embedded in the job; `None` for Traefik. It holds
+    /// no secrets: with basic auth on it answers 401 until the loop loads the live config
+    /// ([`caddy_config`]: policy with the basic-auth users plus discovered services) through
+    /// Caddy's admin API (`POST /load`).
     pub caddy: Option<Value>,
 }
 
@@ -193,7 +194,7 @@ pub fn render_model(model: &Model, ctx: &RenderContext) -> Result<Rendered> {
             ("traefik.yml", yaml.clone(), Some(yaml), kv, None)
         }
         model::ProxyKind::Caddy => {
-            let config = caddy::render_caddy(model, &[])?;
+            let config = caddy::render_caddy_bootstrap(model)?;
             let text = serde_json::to_string_pretty(&config).map_err(Error::SerializeJson)?;
             ("caddy.json", text, None, Vec::new(), Some(config))
         }

@@ -25,6 +25,7 @@
 mod duration;
 mod env;
 mod parse;
+mod scrub;
 pub mod status;
 mod types;
 mod validate;
@@ -35,6 +36,7 @@ use serde::{Deserialize, Serialize};
 pub use duration::{format_duration, parse_duration};
 pub use env::{EnvError, from_env};
 pub use parse::{MAX_DEPTH, MAX_DOCUMENT_BYTES, parse};
+pub use scrub::looks_secret;
 pub use types::*;
 pub use validate::{
     CertificatePaths, ListenAddress, Listener, ResolvedAcme, ResolvedRateLimit, ResolvedRollout,

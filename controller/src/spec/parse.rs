@@ -19,8 +19,27 @@ pub const MAX_DEPTH: usize = 32;
 ///
 /// YAML booleans are strict: only `true`/`false` (any case) are booleans; `yes`, `on`, `y` are
 /// strings and fail where a boolean is expected. Errors name the field path; unknown fields and
-/// unknown enum values are all reported at once, each with the closest known name.
+/// unknown enum values are all reported at once, each with the closest known name. Values that
+/// look like secrets are never echoed in the errors.
 pub fn parse(bytes: &[u8]) -> Result<ProxyConfig, ParseError> {
+    parse_unscrubbed(bytes).map_err(|e| match e {
+        ParseError::Fields(errors) => {
+            ParseError::Fields(errors.into_iter().map(super::scrub::scrub).collect())
+        }
+        ParseError::Syntax {
+            message,
+            line,
+            column,
+        } => ParseError::Syntax {
+            message: super::scrub::scrub_text(&message, false),
+            line,
+            column,
+        },
+        other => other,
+    })
+}
+
+fn parse_unscrubbed(bytes: &[u8]) -> Result<ProxyConfig, ParseError> {
     if bytes.len() > MAX_DOCUMENT_BYTES {
         return Err(ParseError::TooLarge { size: bytes.len() });
     }

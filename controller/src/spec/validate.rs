@@ -620,7 +620,9 @@ pub fn validate(config: &ProxyConfig) -> Result<ValidatedSpec, ValidationErrors>
     }
 
     if !v.errors.is_empty() {
-        return Err(ValidationErrors(v.errors));
+        return Err(ValidationErrors(
+            v.errors.into_iter().map(super::scrub::scrub).collect(),
+        ));
     }
     let rollout = ResolvedRollout {
         healthy_deadline: healthy_deadline.unwrap_or_default(),
@@ -643,7 +645,7 @@ pub fn validate(config: &ProxyConfig) -> Result<ValidatedSpec, ValidationErrors>
         nomad_refresh_interval: nomad_refresh_interval.unwrap_or_default(),
         throttle_duration: throttle_duration.unwrap_or_default(),
         rollout,
-        warnings: v.warnings,
+        warnings: v.warnings.into_iter().map(super::scrub::scrub).collect(),
         digest,
     })
 }
