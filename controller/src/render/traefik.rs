@@ -280,18 +280,25 @@ pub struct AcmeResolver {
 #[derive(Debug, Clone, Serialize, PartialEq, Default)]
 pub struct Empty {}
 
-/// A Go duration string Traefik parses (`100ms`, `15s`, `2m`).
+/// A Go duration string Traefik parses (`100ms`, `15s`, `2m`, `1500us`), exact to the
+/// nanosecond: the largest unit that divides the value. Rounding (`500us` to `0s`) once made
+/// Traefik panic on a zero ticker and changed rate limits silently.
 pub fn go_duration(d: Duration) -> String {
-    let ms = d.as_millis();
-    if ms == 0 {
-        "0s".to_string()
-    } else if ms.is_multiple_of(60_000) {
-        format!("{}m", ms / 60_000)
-    } else if ms.is_multiple_of(1000) {
-        format!("{}s", ms / 1000)
-    } else {
-        format!("{ms}ms")
+    let ns = d.as_nanos();
+    if ns == 0 {
+        return "0s".to_string();
     }
+    for (unit, per) in [
+        ("m", 60_000_000_000u128),
+        ("s", 1_000_000_000),
+        ("ms", 1_000_000),
+        ("us", 1_000),
+    ] {
+        if ns.is_multiple_of(per) {
+            return format!("{}{unit}", ns / per);
+        }
+    }
+    format!("{ns}ns")
 }
 
 /// The rule Traefik applies to services without a router rule: `<service>.<domain suffix>`.
@@ -631,6 +638,19 @@ mod tests {
         assert_eq!(go_duration(Duration::from_secs(120)), "2m");
         assert_eq!(go_duration(Duration::from_millis(1500)), "1500ms");
         assert_eq!(go_duration(Duration::ZERO), "0s");
+        assert_eq!(go_duration(Duration::from_micros(500)), "500us");
+        assert_eq!(go_duration(Duration::from_micros(1500)), "1500us");
+        assert_eq!(
+            go_duration(Duration::from_nanos(1_000_000_001)),
+            "1000000001ns"
+        );
+        for d in [
+            Duration::from_micros(1500),
+            Duration::from_nanos(7),
+            Duration::from_secs(3601),
+        ] {
+            assert_eq!(crate::spec::parse_duration(&go_duration(d)), Ok(d));
+        }
     }
 
     #[test]

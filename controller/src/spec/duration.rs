@@ -53,6 +53,10 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
             return Err(bad(text));
         }
         let whole: u128 = whole.parse().map_err(|_| too_long(text))?;
+        // Bound before adding the fraction, so no intermediate can approach u128::MAX.
+        if whole > MAX_NANOS / unit_nanos {
+            return Err(too_long(text));
+        }
         let mut nanos = whole
             .checked_mul(unit_nanos)
             .ok_or_else(|| too_long(text))?;
@@ -63,7 +67,9 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
             if scale == 0 {
                 break;
             }
-            nanos += u128::from(digit - b'0') * scale;
+            nanos = nanos
+                .checked_add(u128::from(digit - b'0') * scale)
+                .ok_or_else(|| too_long(text))?;
         }
         total = total.checked_add(nanos).ok_or_else(|| too_long(text))?;
         if total > MAX_NANOS {
@@ -158,6 +164,12 @@ mod tests {
         assert!(parse_duration("99999999999999999999h").is_err());
         assert!(parse_duration("3000000h").is_err());
         assert!(parse_duration("2562047h").is_ok());
+        // Found by the security review: the fraction was added unchecked after the whole part.
+        assert!(parse_duration("340282366920938463463374607431768211.999us").is_err());
+        assert!(parse_duration("9223372036.854775807s").is_ok());
+        assert!(parse_duration("9223372036.854775808s").is_err());
+        assert!(parse_duration("2562047h47m16.854775807s").is_ok());
+        assert!(parse_duration("2562047h47m16.854775808s").is_err());
     }
 
     #[test]

@@ -470,6 +470,31 @@ fn extra_entry_points_need_a_plain_unreserved_name() {
 }
 
 #[test]
+fn refresh_intervals_under_a_second_and_overflowing_durations_are_refused_clearly() {
+    for field in ["consul", "nomad"] {
+        for value in ["500us", "999ms"] {
+            assert_error(
+                &traefik(&format!(
+                    "  discovery:\n    {field}: {{refreshInterval: {value}}}\n"
+                )),
+                &format!("spec.discovery.{field}.refreshInterval"),
+                "at least \"1s\"",
+            );
+        }
+    }
+    valid(&traefik(
+        "  discovery:\n    consul: {refreshInterval: 1s}\n",
+    ));
+    assert_error(
+        &traefik(
+            "  discovery:\n    throttleDuration: 340282366920938463463374607431768211.999us\n",
+        ),
+        "spec.discovery.throttleDuration",
+        "too long",
+    );
+}
+
+#[test]
 fn durations_must_be_go_style_and_positive() {
     assert_error(
         &traefik("  rollout: {healthyDeadline: 60}\n"),

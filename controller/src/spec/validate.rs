@@ -329,11 +329,11 @@ pub fn validate(config: &ProxyConfig) -> Result<ValidatedSpec, ValidationErrors>
     if let Some(dc) = &d.consul.datacenter {
         v.identifier("spec.discovery.consul.datacenter", dc);
     }
-    let consul_refresh_interval = v.positive_duration(
+    let consul_refresh_interval = v.refresh_interval(
         "spec.discovery.consul.refreshInterval",
         &d.consul.refresh_interval,
     );
-    let nomad_refresh_interval = v.positive_duration(
+    let nomad_refresh_interval = v.refresh_interval(
         "spec.discovery.nomad.refreshInterval",
         &d.nomad.refresh_interval,
     );
@@ -730,6 +730,20 @@ impl Validator {
         let d = self.duration(path, text)?;
         if d.is_zero() {
             self.error(path, format!("{text:?} must be longer than zero"));
+            return None;
+        }
+        Some(d)
+    }
+
+    /// A provider poll interval: Traefik builds a ticker from it, and polling Consul or Nomad
+    /// more often than once a second only loads the servers.
+    fn refresh_interval(&mut self, path: &str, text: &str) -> Option<Duration> {
+        let d = self.positive_duration(path, text)?;
+        if d < Duration::from_secs(1) {
+            self.error(
+                path,
+                format!("{text:?} is shorter than 1s; Traefik polls at this interval, use at least \"1s\" (default \"15s\")"),
+            );
             return None;
         }
         Some(d)
