@@ -495,6 +495,27 @@ fn refresh_intervals_under_a_second_and_overflowing_durations_are_refused_clearl
 }
 
 #[test]
+fn rate_limits_beyond_a_signed_64_bit_integer_are_refused() {
+    for field in ["average", "burst"] {
+        let doc = traefik(
+            &format!(
+                "  middlewares:\n    rateLimit: {{average: 5, {field}: 18446744073709551615}}\n"
+            )
+            .replace("average: 5, average", "average"),
+        );
+        assert_error(
+            &doc,
+            &format!("spec.middlewares.rateLimit.{field}"),
+            "at most",
+        );
+    }
+    let v = valid(&traefik(
+        "  middlewares:\n    rateLimit: {average: 9223372036854775807, burst: 9223372036854775807}\n",
+    ));
+    assert_eq!(v.rate_limit().map(|r| r.burst), Some(i64::MAX as u64));
+}
+
+#[test]
 fn durations_must_be_go_style_and_positive() {
     assert_error(
         &traefik("  rollout: {healthyDeadline: 60}\n"),

@@ -420,12 +420,12 @@ impl Default for SecurityHeaders {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct RateLimit {
-    /// Requests allowed per `period` on average (≥ 1).
-    #[schemars(range(min = 1))]
+    /// Requests allowed per `period` on average (1 to 2^63-1: Traefik parses it as an int64).
+    #[schemars(range(min = 1, max = i64::MAX))]
     pub average: u64,
-    /// Requests allowed in a burst (default 1, ≥ 1).
+    /// Requests allowed in a burst (default 1; 1 to 2^63-1: Traefik parses it as an int64).
     #[serde(default = "default_burst")]
-    #[schemars(range(min = 1))]
+    #[schemars(range(min = 1, max = i64::MAX))]
     pub burst: u64,
     /// The period `average` is counted over (default `1s`).
     #[serde(default = "default_period")]

@@ -398,6 +398,20 @@ pub fn validate(config: &ProxyConfig) -> Result<ValidatedSpec, ValidationErrors>
     let security_headers = v.security_headers(&m.security_headers);
     let rate_limit = m.rate_limit.as_ref().map(|r| {
         let period = v.positive_duration("spec.middlewares.rateLimit.period", &r.period);
+        // Traefik parses both as int64; one value beyond it breaks the whole KV provider.
+        const MAX: u64 = i64::MAX as u64;
+        if r.average > MAX {
+            v.error(
+                "spec.middlewares.rateLimit.average",
+                format!("must be at most {MAX} (Traefik reads it as a 64-bit signed integer)"),
+            );
+        }
+        if r.burst > MAX {
+            v.error(
+                "spec.middlewares.rateLimit.burst",
+                format!("must be at most {MAX} (Traefik reads it as a 64-bit signed integer)"),
+            );
+        }
         if r.average == 0 {
             v.error("spec.middlewares.rateLimit.average", "must be at least 1 request per period");
         }
