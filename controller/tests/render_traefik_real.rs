@@ -341,6 +341,13 @@ async fn traefik_applies_the_rendered_policy_chain_from_the_twins_consul_kv() {
         raw["routers"]["proxy-operator-api@consul"]["status"], "enabled",
         "{raw}"
     );
+    // The allow list travels as ONE comma-joined KV key; Traefik splits it into both ranges
+    // (the request below comes from the second one, 127.0.0.1/32).
+    assert_eq!(
+        raw["middlewares"]["proxy-operator-ipallowlist@consul"]["ipAllowList"]["sourceRange"],
+        serde_json::json!(["10.0.0.0/8", "127.0.0.1/32"]),
+        "{raw}"
+    );
 
     // The chain really runs on the user-facing entry point.
     let websecure = model

@@ -196,3 +196,46 @@ fn validate_and_load_errors_never_echo_secret_looking_values() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn validate_refuses_what_the_operator_refuses_a_policy_tree_over_the_key_budget_and_tabs_in_headers()
+ {
+    let dir = std::env::temp_dir().join(format!("specfix-budget-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let head = "apiVersion: proxy-operator.io/v1alpha1\nkind: ProxyConfig\nspec:\n  proxy: traefik\n  middlewares:\n    securityHeaders:\n      headers:\n";
+    let many: String = (0..70)
+        .map(|i| format!("        X-Custom-{i}: v\n"))
+        .collect();
+    let cases = [
+        (
+            format!("{head}{many}"),
+            "spec.middlewares.securityHeaders",
+            "keys",
+        ),
+        (
+            format!("{head}        X-Tab: \"a\\tb\"\n"),
+            "spec.middlewares.securityHeaders.headers.X-Tab",
+            "tabs",
+        ),
+    ];
+    for (i, (doc, field, needle)) in cases.iter().enumerate() {
+        let file = dir.join(format!("doc{i}.yaml"));
+        std::fs::write(&file, doc).expect("write");
+        let f = file.to_string_lossy().into_owned();
+        let out = run(&["validate", &f]);
+        assert_eq!(
+            out.status.code(),
+            Some(1),
+            "case {i}: {}",
+            text(&out.stdout)
+        );
+        let stderr = text(&out.stderr);
+        assert!(
+            stderr.contains(field) && stderr.contains(needle),
+            "case {i}: {stderr}"
+        );
+        let out = bin().args(["render", &f]).output().expect("binary runs");
+        assert_eq!(out.status.code(), Some(1), "case {i}: render agrees");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -37,6 +37,11 @@ pub const META_PROXY: &str = "proxy-operator/proxy";
 pub const META_VERSION: &str = "proxy-operator/proxy-version";
 /// Default KV prefix.
 pub const DEFAULT_PREFIX: &str = "proxy-operator";
+/// The most keys a Traefik policy tree may have: one delete-tree plus every key must fit one
+/// Consul transaction (64 operations), so a change and its restore are written atomically and
+/// Traefik never loads a half-written tree. Equal to `reconcile::MAX_POLICY_KEYS`; checked here
+/// so `validate`, `render` and the loop refuse the same documents.
+pub const MAX_POLICY_KEYS: usize = 63;
 
 /// Errors rendering a spec. All are terminal: the same spec renders the same way every time.
 /// No variant ever carries a secret value (basic-auth users are referred to by index only).
@@ -187,7 +192,9 @@ pub fn render_model(model: &Model, ctx: &RenderContext) -> Result<Rendered> {
         model::ProxyKind::Traefik => {
             let yaml = traefik::static_yaml(&traefik::static_config(model, &ctx.prefix))?;
             let root = format!("{}/traefik/", ctx.prefix);
-            let kv: Vec<(String, String)> = traefik::policy_kv(model)?
+            let tree = traefik::policy_kv(model)?;
+            check_key_budget(&tree)?;
+            let kv: Vec<(String, String)> = tree
                 .into_iter()
                 .map(|(k, v)| (format!("{root}{k}"), v))
                 .collect();
@@ -231,6 +238,49 @@ pub fn render_model(model: &Model, ctx: &RenderContext) -> Result<Rendered> {
         traefik_kv,
         kv_digest,
         caddy,
+    })
+}
+
+/// Refuses a policy tree over [`MAX_POLICY_KEYS`], naming the field that contributes most keys.
+fn check_key_budget(tree: &BTreeMap<String, String>) -> Result<()> {
+    if tree.len() <= MAX_POLICY_KEYS {
+        return Ok(());
+    }
+    let sources = [
+        (
+            "/headers/",
+            "spec.middlewares.securityHeaders",
+            "set fewer headers",
+        ),
+        (
+            "/basicAuth/users/",
+            "spec.middlewares.basicAuth.usersFrom",
+            "reference fewer basic-auth users",
+        ),
+        (
+            "tls/certificates/",
+            "spec.tls.certificates",
+            "list fewer certificate pairs",
+        ),
+    ];
+    let (field, fix) = sources
+        .iter()
+        .map(|(needle, field, fix)| {
+            (
+                tree.keys().filter(|k| k.contains(needle)).count(),
+                field,
+                fix,
+            )
+        })
+        .max_by_key(|(n, _, _)| *n)
+        .map(|(_, field, fix)| (*field, *fix))
+        .unwrap_or(("spec", "simplify the policy"));
+    Err(Error::InvalidValue {
+        field: field.to_string(),
+        reason: format!(
+            "the Traefik policy tree would have {} keys, more than the {MAX_POLICY_KEYS} one Consul transaction can write atomically (Traefik must never load a half-written tree); {fix}",
+            tree.len()
+        ),
     })
 }
 
@@ -327,6 +377,49 @@ mod tests {
             digest_kv(&[("ab".to_string(), "c".to_string())]),
             digest_kv(&[("a".to_string(), "bc".to_string())])
         );
+    }
+
+    #[test]
+    fn the_key_budget_matches_the_loop_and_long_allow_lists_fit_in_one_key() {
+        assert_eq!(MAX_POLICY_KEYS, crate::reconcile::MAX_POLICY_KEYS);
+        let ranges: Vec<String> = (0..200)
+            .map(|i| format!("      - 10.{i}.0.0/16\n"))
+            .collect();
+        let doc = format!(
+            "apiVersion: proxy-operator.io/v1alpha1\nkind: ProxyConfig\nspec:\n  proxy: traefik\n  middlewares:\n    ipAllowList:\n      sourceRange:\n{}",
+            ranges.concat()
+        );
+        let spec = crate::spec::load(doc.as_bytes()).unwrap();
+        let r = render(&spec, &RenderContext::default()).unwrap();
+        assert!(
+            r.traefik_kv.len() <= MAX_POLICY_KEYS,
+            "{}",
+            r.traefik_kv.len()
+        );
+        let (_, joined) = r
+            .traefik_kv
+            .iter()
+            .find(|(k, _)| k.ends_with("ipAllowList/sourceRange"))
+            .unwrap();
+        assert_eq!(joined.split(',').count(), 200);
+        assert!(joined.starts_with("10.0.0.0/16,10.1.0.0/16,"));
+    }
+
+    #[test]
+    fn a_policy_tree_over_the_key_budget_is_refused_naming_the_field() {
+        let headers: Vec<String> = (0..70)
+            .map(|i| format!("        X-Custom-{i}: v\n"))
+            .collect();
+        let doc = format!(
+            "apiVersion: proxy-operator.io/v1alpha1\nkind: ProxyConfig\nspec:\n  proxy: traefik\n  middlewares:\n    securityHeaders:\n      headers:\n{}",
+            headers.concat()
+        );
+        let spec = crate::spec::load(doc.as_bytes()).unwrap();
+        let err = render(&spec, &RenderContext::default())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("spec.middlewares.securityHeaders"), "{err}");
+        assert!(err.contains("set fewer headers"), "{err}");
     }
 
     #[test]

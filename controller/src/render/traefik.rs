@@ -470,12 +470,13 @@ pub fn policy_kv(model: &Model) -> Result<BTreeMap<String, String>, Error> {
 
     if !policy.ip_allow.is_empty() {
         chain.push(IP_ALLOW_MIDDLEWARE);
-        for (i, net) in policy.ip_allow.iter().enumerate() {
-            kv.insert(
-                mw(IP_ALLOW_MIDDLEWARE, &format!("ipAllowList/sourceRange/{i}")),
-                net.to_string(),
-            );
-        }
+        // One comma-joined key (TRAEFIK.md C) instead of one key per range: the whole tree
+        // must fit one Consul transaction, and long allow lists would not.
+        let ranges: Vec<String> = policy.ip_allow.iter().map(ToString::to_string).collect();
+        kv.insert(
+            mw(IP_ALLOW_MIDDLEWARE, "ipAllowList/sourceRange"),
+            ranges.join(","),
+        );
     }
 
     if let Some(auth) = &policy.basic_auth {

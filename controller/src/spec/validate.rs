@@ -1036,10 +1036,12 @@ impl Validator {
                 );
                 continue;
             }
-            if value.chars().any(|c| c.is_control() && c != '\t') {
+            // Tabs too: the renderers refuse every control character, and `validate` must
+            // refuse what the operator would.
+            if value.chars().any(char::is_control) {
                 self.error(
                     &path,
-                    "header values must not contain line breaks or control characters",
+                    "header values must not contain tabs, line breaks or other control characters",
                 );
                 continue;
             }
