@@ -256,6 +256,26 @@ pub fn port_label(name: &str) -> String {
         .collect()
 }
 
+/// The Nomad service name for a job ID. Job IDs may hold `_` and `.` and run to 128
+/// characters, but Nomad refuses a service name that is not an RFC 1123 label of at most 63
+/// characters (`Service.ValidateName`), so the ID is mapped: other characters become `-`,
+/// leading and trailing `-` go, and the result is cut to 63. A valid label stays as it is.
+pub fn service_name(job_id: &str) -> String {
+    let mapped: String = job_id
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+        .collect();
+    let mut name: String = mapped.trim_matches('-').chars().take(63).collect();
+    while name.ends_with('-') {
+        name.pop();
+    }
+    if name.is_empty() {
+        "proxy-operator".to_string()
+    } else {
+        name
+    }
+}
+
 /// The config file the proxy reads, as rendered into the task directory.
 pub struct ConfigFile<'a> {
     /// File name inside `local/`.
@@ -313,8 +333,26 @@ pub fn proxy_job(model: &Model, config: &ConfigFile<'_>) -> Result<Job, super::E
         ProxyKind::Traefik => ("ping", "/ping"),
         ProxyKind::Caddy => ("admin", "/config/"),
     };
+    // Nomad refuses a group with two ports of one label or two reservations of one static port
+    // (whatever the host address: it reserves host ports). Validation refuses these documents;
+    // this guards models built another way.
+    for (i, port) in ports.iter().enumerate() {
+        if let Some(other) = ports[..i]
+            .iter()
+            .find(|p| p.label == port.label || p.value == port.value)
+        {
+            return Err(super::Error::InvalidValue {
+                field: "entryPoints".to_string(),
+                reason: format!(
+                    "ports {:?} ({}) and {:?} ({}) collide: Nomad needs unique port labels and static ports",
+                    other.label, other.value, port.label, port.value
+                ),
+            });
+        }
+    }
+
     let service = Service {
-        name: job_settings.id.clone(),
+        name: service_name(&job_settings.id),
         provider: "nomad".to_string(),
         port_label: INTERNAL_PORT_LABEL.to_string(),
         address: if model.dashboard.address.is_loopback() {
@@ -450,4 +488,24 @@ pub fn proxy_job(model: &Model, config: &ConfigFile<'_>) -> Result<Job, super::E
         }),
         meta: BTreeMap::new(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn service_names_are_rfc_1123_labels_nomad_accepts() {
+        assert_eq!(service_name("traefik"), "traefik");
+        assert_eq!(service_name("my_proxy"), "my-proxy");
+        assert_eq!(service_name("proxy.edge"), "proxy-edge");
+        assert_eq!(service_name("_x_"), "x");
+        assert_eq!(service_name("__"), "proxy-operator");
+        let long = format!("{}_{}", "a".repeat(62), "b".repeat(60));
+        let name = service_name(&long);
+        assert_eq!(name.len(), 62, "{name}");
+        assert!(!name.ends_with('-'));
+        let name = service_name(&"x".repeat(128));
+        assert_eq!(name.len(), 63);
+    }
 }

@@ -430,10 +430,15 @@ fn two_listeners_on_one_port_are_refused() {
         "spec.dashboard.address",
         "conflicts with spec.metrics.address",
     );
-    // Different hosts on one port do not collide.
-    valid(&traefik(
-        "  entryPoints:\n    web: {address: \"127.0.0.1:8000\", redirectTo: null}\n    websecure: {address: \"127.0.0.2:8000\"}\n",
-    ));
+    // Different hosts on one port collide too: the job reserves the port on the host, and
+    // Nomad refuses one static port reserved twice.
+    assert_error(
+        &traefik(
+            "  entryPoints:\n    web: {address: \"127.0.0.1:8000\", redirectTo: null}\n    websecure: {address: \"127.0.0.2:8000\"}\n",
+        ),
+        "spec.entryPoints.websecure.address",
+        "conflicts with spec.entryPoints.web.address",
+    );
 }
 
 #[test]
@@ -888,4 +893,30 @@ fn resolved_config_round_trips_through_parse_and_validate() {
     let again = valid(std::str::from_utf8(&json).expect("utf-8"));
     assert_eq!(again.config(), v.config());
     assert_eq!(again.digest(), v.digest());
+}
+
+#[test]
+fn entry_points_that_nomad_would_refuse_as_ports_are_rejected() {
+    assert_error(
+        &traefik("  entryPoints:\n    extra:\n      internal: {address: \":9000\"}\n"),
+        "spec.entryPoints.extra.internal",
+        "reserved",
+    );
+    assert_error(
+        &traefik(
+            "  entryPoints:\n    extra:\n      a-b: {address: \":9000\"}\n      a_b: {address: \":9001\"}\n",
+        ),
+        "spec.entryPoints.extra.a_b",
+        "same Nomad port label",
+    );
+    assert_error(
+        &traefik(
+            "  entryPoints:\n    web: {address: \"127.0.0.1:8000\"}\n    websecure: {address: \"10.0.0.1:8000\"}\n",
+        ),
+        "spec.entryPoints.websecure.address",
+        "Nomad reserves host ports",
+    );
+    valid(&traefik(
+        "  entryPoints:\n    extra:\n      a-b: {address: \":9000\"}\n      c_d: {address: \":9001\"}\n",
+    ));
 }

@@ -74,13 +74,11 @@ impl ListenAddress {
         Ok(Self { host, port })
     }
 
-    /// Whether two listeners would fight over the same socket.
+    /// Whether two listeners would fight over the same port. Hosts do not matter: the job
+    /// reserves each port as a static host port, and Nomad refuses one port reserved twice
+    /// ("Static port 80 already reserved") even for two different addresses.
     fn overlaps(&self, other: &Self) -> bool {
         self.port == other.port
-            && match (&self.host, &other.host) {
-                (None, _) | (_, None) => true,
-                (Some(a), Some(b)) => a.eq_ignore_ascii_case(b),
-            }
     }
 }
 
@@ -486,7 +484,7 @@ pub fn validate(config: &ProxyConfig) -> Result<ValidatedSpec, ValidationErrors>
         if let Some((other, _)) = sockets[..i].iter().find(|(_, a)| a.overlaps(addr)) {
             v.error(
                 path,
-                format!("{addr} conflicts with {other}; every listener needs its own port"),
+                format!("{addr} conflicts with {other}; every listener needs its own port (Nomad reserves host ports, whatever the address)"),
             );
         }
     }
@@ -662,6 +660,20 @@ pub fn validate(config: &ProxyConfig) -> Result<ValidatedSpec, ValidationErrors>
         warnings: v.warnings.into_iter().map(super::scrub::scrub).collect(),
         digest,
     })
+}
+
+/// The Nomad port label the renderer gives an entry point (`-` becomes `_`); kept equal to
+/// `render::nomad_job::port_label` by a test.
+fn nomad_port_label(name: &str) -> String {
+    name.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
 }
 
 fn entry_point_path(name: &str) -> String {
@@ -976,8 +988,16 @@ impl Validator {
                     .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
             if !valid {
                 self.error(&path, format!("{name:?} is not an entry point name; start with a letter, then letters, digits, '-' or '_'"));
-            } else if ["web", "websecure", "metrics", "traefik"].contains(&name.as_str()) {
-                self.error(&path, format!("{name:?} is reserved; web and websecure are set directly under entryPoints, metrics and traefik are used by the operator"));
+            } else if ["web", "websecure", "metrics", "traefik", "internal"]
+                .iter()
+                .any(|r| nomad_port_label(name) == nomad_port_label(r))
+            {
+                self.error(&path, format!("{name:?} is reserved; web and websecure are set directly under entryPoints, metrics, traefik and internal are used by the operator"));
+            } else if let Some((other, _)) = all
+                .iter()
+                .find(|(n, _)| nomad_port_label(n) == nomad_port_label(name))
+            {
+                self.error(&path, format!("{name:?} and {other:?} become the same Nomad port label {:?} ('-' maps to '_'); rename one", nomad_port_label(name)));
             }
             all.push((name.clone(), ep));
         }
