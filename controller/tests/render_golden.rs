@@ -216,3 +216,21 @@ fn secrets_never_show_in_debug_output_of_the_rendered_artefacts() {
     };
     assert!(!format!("{ctx:?}").contains(hash));
 }
+
+#[test]
+fn docker_jobs_name_the_proxy_binary_because_the_caddy_image_has_no_entrypoint() {
+    let mut docker = 0;
+    for (name, path) in inputs() {
+        let (_, r) = render_input(&path);
+        let task = &r.job["TaskGroups"][0]["Tasks"][0];
+        if task["Driver"] != "docker" {
+            continue;
+        }
+        docker += 1;
+        let proxy = r.job["Meta"][render::META_PROXY].as_str().unwrap();
+        assert_eq!(task["Config"]["command"], proxy, "{name}");
+        let args = task["Config"]["args"].as_array().unwrap();
+        assert_ne!(args[0], proxy, "{name}: the binary is not repeated in args");
+    }
+    assert!(docker >= 2, "expected docker examples of both proxies");
+}

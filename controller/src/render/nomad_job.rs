@@ -387,6 +387,17 @@ pub fn proxy_job(model: &Model, config: &ConfigFile<'_>) -> Result<Job, super::E
     let driver = match &job_settings.driver {
         Driver::Docker { image } => {
             cfg.insert("image".into(), image.clone().into());
+            // Nomad's docker driver sets only Cmd from `args` when `command` is empty, and the
+            // official caddy image has no ENTRYPOINT: Docker would try to exec `run`. Name the
+            // binary for both proxies rather than rely on traefik's entrypoint script.
+            cfg.insert(
+                "command".into(),
+                match model.proxy {
+                    ProxyKind::Traefik => "traefik",
+                    ProxyKind::Caddy => "caddy",
+                }
+                .into(),
+            );
             cfg.insert("args".into(), proxy_args(&docker_path).into());
             // Static host ports and the loopback-only internal entry point need the host's
             // network namespace.
