@@ -171,6 +171,7 @@ impl Model {
             cpu: job.resources.cpu,
             memory_mb: job.resources.memory_mb,
             version: Some(spec.version().to_string()).filter(|v| !v.is_empty()),
+            cert_volume: Some(job.cert_volume.clone()).filter(|v| !v.is_empty()),
         };
 
         let rollout = spec.rollout();

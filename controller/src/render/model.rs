@@ -249,6 +249,9 @@ pub struct JobSettings {
     pub memory_mb: u32,
     /// Proxy version, informational (kept in job Meta).
     pub version: Option<String>,
+    /// Nomad host volume mounted at the certificate directory (docker and exec drivers);
+    /// `None` mounts nothing.
+    pub cert_volume: Option<String>,
 }
 
 /// Rollout timings that go into the job's update block.

@@ -79,6 +79,36 @@ pub struct TaskGroup {
     /// Restart policy for the group's tasks.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub restart_policy: Option<RestartPolicy>,
+    /// Volumes the group's tasks may mount, by name.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub volumes: BTreeMap<String, VolumeRequest>,
+}
+
+/// A group volume (`VolumeRequest`): here a Nomad host volume.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+#[serde(rename_all = "PascalCase")]
+pub struct VolumeRequest {
+    /// Name inside the group.
+    pub name: String,
+    /// `host`.
+    #[serde(rename = "Type")]
+    pub volume_type: String,
+    /// The client's `host_volume` name.
+    pub source: String,
+    /// Read-only mount.
+    pub read_only: bool,
+}
+
+/// A task's mount of a group volume.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+#[serde(rename_all = "PascalCase")]
+pub struct VolumeMount {
+    /// Group volume name.
+    pub volume: String,
+    /// Path inside the task.
+    pub destination: String,
+    /// Read-only mount.
+    pub read_only: bool,
 }
 
 /// A network of a task group.
@@ -164,6 +194,9 @@ pub struct Task {
     /// Time between the kill signal and a forced kill, in nanoseconds.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub kill_timeout: Option<i64>,
+    /// Group volumes mounted into the task.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub volume_mounts: Vec<VolumeMount>,
 }
 
 /// CPU and memory of a task.
@@ -242,6 +275,9 @@ pub const METRICS_PORT_LABEL: &str = "metrics";
 pub const LEFT_DELIM: &str = "[[proxy-operator:";
 /// See [`LEFT_DELIM`].
 pub const RIGHT_DELIM: &str = ":proxy-operator]]";
+
+/// Name of the group volume holding the certificate directory.
+pub const CERT_VOLUME: &str = "certs";
 
 /// A Nomad port label for an entry point name (labels allow only `[A-Za-z0-9_]`).
 pub fn port_label(name: &str) -> String {
@@ -423,6 +459,13 @@ pub fn proxy_job(model: &Model, config: &ConfigFile<'_>) -> Result<Job, super::E
         }
     };
 
+    // The certificate directory (certificate files, ACME storage) must exist in the container
+    // or chroot and outlive the allocation: a host volume mounted at the same path. raw_exec
+    // runs on the host, where certDir already is the host path.
+    let cert_volume = match job_settings.driver {
+        Driver::RawExec { .. } => None,
+        Driver::Docker { .. } | Driver::Exec { .. } => job_settings.cert_volume.clone(),
+    };
     let mut env = BTreeMap::new();
     if model.proxy == ProxyKind::Caddy {
         // Caddy autosaves its config under XDG_CONFIG_HOME; keep it in the task directory.
@@ -454,6 +497,14 @@ pub fn proxy_job(model: &Model, config: &ConfigFile<'_>) -> Result<Job, super::E
             right_delim: RIGHT_DELIM.to_string(),
         }],
         kill_timeout: None,
+        volume_mounts: cert_volume
+            .iter()
+            .map(|_| VolumeMount {
+                volume: CERT_VOLUME.to_string(),
+                destination: model.tls.cert_dir.clone(),
+                read_only: false,
+            })
+            .collect(),
     };
 
     let healthy = nanos(r.healthy_deadline);
@@ -488,6 +539,20 @@ pub fn proxy_job(model: &Model, config: &ConfigFile<'_>) -> Result<Job, super::E
                 // Fail fast so the health gate sees a broken config instead of a restart loop.
                 mode: "fail".to_string(),
             }),
+            volumes: cert_volume
+                .iter()
+                .map(|source| {
+                    (
+                        CERT_VOLUME.to_string(),
+                        VolumeRequest {
+                            name: CERT_VOLUME.to_string(),
+                            volume_type: "host".to_string(),
+                            source: source.clone(),
+                            read_only: false,
+                        },
+                    )
+                })
+                .collect(),
         }],
         update: Some(UpdateStrategy {
             max_parallel: 1,
@@ -502,8 +567,44 @@ pub fn proxy_job(model: &Model, config: &ConfigFile<'_>) -> Result<Job, super::E
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)] // tests fail loudly
 mod tests {
     use super::*;
+
+    fn job_for(driver: &str) -> serde_json::Value {
+        let doc = format!(
+            "apiVersion: proxy-operator.io/v1alpha1\nkind: ProxyConfig\nspec:\n  proxy: caddy\n  tls: {{certDir: /pv/CERTS}}\n  job:\n    certVolume: pv-certs\n{driver}"
+        );
+        let spec = crate::spec::load(doc.as_bytes()).unwrap();
+        crate::render::render(&spec, &crate::render::RenderContext::default())
+            .unwrap()
+            .job
+    }
+
+    #[test]
+    fn docker_and_exec_jobs_mount_the_cert_volume_at_cert_dir_and_raw_exec_uses_the_host_path() {
+        for driver in ["", "    driver: {exec: {command: /usr/bin/caddy}}\n"] {
+            let job = job_for(driver);
+            let group = &job["TaskGroups"][0];
+            assert_eq!(
+                group["Volumes"][CERT_VOLUME],
+                serde_json::json!({"Name": "certs", "Type": "host", "Source": "pv-certs", "ReadOnly": false}),
+                "{driver}"
+            );
+            assert_eq!(
+                group["Tasks"][0]["VolumeMounts"],
+                serde_json::json!([{"Volume": "certs", "Destination": "/pv/CERTS", "ReadOnly": false}]),
+                "{driver}"
+            );
+        }
+        let job = job_for("    driver: {rawExec: {command: /usr/bin/caddy}}\n");
+        assert!(job["TaskGroups"][0].get("Volumes").is_none(), "{job}");
+        assert!(
+            job["TaskGroups"][0]["Tasks"][0]
+                .get("VolumeMounts")
+                .is_none()
+        );
+    }
 
     #[test]
     fn service_names_are_rfc_1123_labels_nomad_accepts() {

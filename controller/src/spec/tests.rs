@@ -920,3 +920,14 @@ fn entry_points_that_nomad_would_refuse_as_ports_are_rejected() {
         "  entryPoints:\n    extra:\n      a-b: {address: \":9000\"}\n      c_d: {address: \":9001\"}\n",
     ));
 }
+
+#[test]
+fn cert_volume_defaults_to_certs_and_must_be_a_name() {
+    assert_eq!(valid(&traefik("")).job().cert_volume, "certs");
+    valid(&traefik("  job: {certVolume: \"\"}\n"));
+    assert_error(
+        &traefik("  job: {certVolume: \"a b\"}\n"),
+        "spec.job.certVolume",
+        "not a valid name",
+    );
+}

@@ -561,6 +561,11 @@ pub struct Job {
     /// `2.11.7` for Caddy).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub version: Option<String>,
+    /// The Nomad host volume (client `host_volume` name) mounted at `tls.certDir` for the
+    /// docker and exec drivers, so certificates and ACME state survive restarts (default
+    /// `certs`). The empty string mounts nothing (the image or chroot provides the directory).
+    /// With raw_exec, `certDir` is the host path itself and nothing is mounted.
+    pub cert_volume: String,
 }
 
 impl Default for Job {
@@ -576,6 +581,7 @@ impl Default for Job {
             driver: None,
             resources: Resources::default(),
             version: None,
+            cert_volume: "certs".to_owned(),
         }
     }
 }

@@ -493,6 +493,9 @@ pub fn validate(config: &ProxyConfig) -> Result<ValidatedSpec, ValidationErrors>
     let proxy = spec.proxy;
     let job = &mut config.spec.job;
     v.nomad_id("spec.job.id", &job.id);
+    if !job.cert_volume.is_empty() {
+        v.identifier("spec.job.certVolume", &job.cert_volume);
+    }
     if job.datacenters.is_empty() {
         v.error(
             "spec.job.datacenters",

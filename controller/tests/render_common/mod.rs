@@ -105,6 +105,7 @@ pub fn traefik_model() -> Model {
             cpu: 200,
             memory_mb: 256,
             version: Some("3.7.15".to_string()),
+            cert_volume: None,
         },
         rollout: Rollout {
             healthy_deadline: Duration::from_secs(120),
