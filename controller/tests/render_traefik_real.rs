@@ -444,3 +444,59 @@ async fn traefik_keeps_the_policy_chain_valid_when_no_policy_is_enabled() {
     drop(t);
     twin.shutdown().await;
 }
+
+#[tokio::test]
+async fn traefik_speaks_tls_to_consul_from_both_providers_when_the_scheme_is_https() {
+    // A listener that records the first byte of every connection: 0x16 opens a TLS handshake,
+    // a plain HTTP request starts with `G`.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let consul = listener.local_addr().unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::<u8>::new()));
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let recorder = {
+        let (seen, stop) = (seen.clone(), stop.clone());
+        std::thread::spawn(move || {
+            use std::io::Read;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                match listener.accept() {
+                    Ok((mut conn, _)) => {
+                        conn.set_nonblocking(false).unwrap();
+                        conn.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+                        let mut first = [0u8; 1];
+                        if conn.read_exact(&mut first).is_ok() {
+                            seen.lock().unwrap().push(first[0]);
+                        }
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(20)),
+                }
+            }
+        })
+    };
+
+    let mut model = loopback_model(traefik_model());
+    model.discovery.consul.address = consul.to_string();
+    model.discovery.consul.scheme = "https".to_string();
+    model.tls.certificates.clear();
+    let rendered = render::render_model(&model, &RenderContext::default()).unwrap();
+    let mut t = start_traefik(rendered.traefik_static.as_deref().unwrap());
+    wait_for_ping(&mut t).await;
+    let enough = eventually(Duration::from_secs(10), || {
+        let n = seen.lock().unwrap().len();
+        async move { (n >= 2).then_some(()) }
+    })
+    .await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    recorder.join().unwrap();
+    let seen = seen.lock().unwrap().clone();
+    assert!(
+        enough.is_some(),
+        "both providers connect: {seen:?}\n{}",
+        t.guard.log()
+    );
+    assert!(
+        seen.iter().all(|b| *b == 0x16),
+        "every connection opens with a TLS handshake: {seen:?}"
+    );
+    assert_no_fatal_log(&t);
+}

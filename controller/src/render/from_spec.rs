@@ -81,6 +81,7 @@ impl Model {
                 }
                 .to_string(),
                 datacenter: d.consul.datacenter.clone(),
+                ca_file: d.consul.ca_file.clone(),
                 refresh_interval: spec.consul_refresh_interval(),
                 exposed_by_default: d.consul.exposed_by_default,
             },

@@ -92,6 +92,8 @@ pub struct ConsulDiscovery {
     pub address: String,
     /// `http` or `https`.
     pub scheme: String,
+    /// CA file for `https` (Traefik's `tls.ca`); `None` for the system roots.
+    pub ca_file: Option<String>,
     /// Datacenter; `None` for the agent's.
     pub datacenter: Option<String>,
     /// Poll interval.

@@ -241,6 +241,22 @@ pub struct ConsulEndpoint {
     /// Datacenter.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub datacenter: Option<String>,
+    /// TLS client settings; present for `https`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls: Option<ClientTls>,
+}
+
+/// A provider's TLS client settings. Traefik refuses an empty `tls: {}` ("cannot be a
+/// standalone element"), so `insecureSkipVerify: false` is always written: it enables TLS with
+/// verification (system roots, or `ca`).
+#[derive(Debug, Clone, Serialize, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct ClientTls {
+    /// CA certificate file.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ca: Option<String>,
+    /// Always false: the server's certificate is verified.
+    pub insecure_skip_verify: bool,
 }
 
 /// `providers.consul` (KV).
@@ -251,6 +267,10 @@ pub struct ConsulKvProvider {
     pub root_key: String,
     /// `host:port` endpoints.
     pub endpoints: Vec<String>,
+    /// TLS client settings; without them the KV provider speaks plain HTTP even to an HTTPS
+    /// port, whatever the catalog's scheme says.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls: Option<ClientTls>,
 }
 
 /// `certificatesResolvers.<name>`.
@@ -372,6 +392,10 @@ pub fn static_config(model: &Model, kv_prefix: &str) -> StaticConfig {
             address: d.nomad.address.clone(),
         },
     };
+    let consul_tls = (d.consul.scheme == "https").then(|| ClientTls {
+        ca: d.consul.ca_file.clone(),
+        insecure_skip_verify: false,
+    });
     let consul_catalog = ConsulCatalogProvider {
         exposed_by_default: d.consul.exposed_by_default,
         default_rule: (d.primary == Primary::Consul).then(|| rule.clone()),
@@ -380,6 +404,7 @@ pub fn static_config(model: &Model, kv_prefix: &str) -> StaticConfig {
             address: d.consul.address.clone(),
             scheme: d.consul.scheme.clone(),
             datacenter: d.consul.datacenter.clone(),
+            tls: consul_tls.clone(),
         },
     };
 
@@ -427,6 +452,7 @@ pub fn static_config(model: &Model, kv_prefix: &str) -> StaticConfig {
             consul: ConsulKvProvider {
                 root_key: format!("{kv_prefix}/traefik"),
                 endpoints: vec![d.consul.address.clone()],
+                tls: consul_tls,
             },
         },
         certificates_resolvers,
@@ -631,6 +657,34 @@ fn check_htpasswd_line(index: usize, line: &str) -> Result<(), Error> {
 #[allow(clippy::unwrap_used, clippy::panic)] // tests fail loudly
 mod tests {
     use super::*;
+
+    #[test]
+    fn consul_over_https_gives_both_consul_providers_a_tls_block_with_the_ca() {
+        let doc = "apiVersion: proxy-operator.io/v1alpha1\nkind: ProxyConfig\nspec:\n  proxy: traefik\n  discovery:\n    consul: {address: \"consul.service:8501\", scheme: https, caFile: /etc/consul/ca.pem}\n";
+        let spec = crate::spec::load(doc.as_bytes()).unwrap();
+        let r = crate::render::render(&spec, &crate::render::RenderContext::default()).unwrap();
+        let yaml: serde_json::Value =
+            serde_saphyr::from_str(r.traefik_static.as_deref().unwrap()).unwrap();
+        let p = &yaml["providers"];
+        assert_eq!(p["consul"]["tls"]["ca"], "/etc/consul/ca.pem", "{p}");
+        assert_eq!(
+            p["consulCatalog"]["endpoint"]["tls"]["ca"],
+            "/etc/consul/ca.pem"
+        );
+        assert_eq!(p["consulCatalog"]["endpoint"]["scheme"], "https");
+
+        let plain = doc.replace(", scheme: https, caFile: /etc/consul/ca.pem", "");
+        let spec = crate::spec::load(plain.as_bytes()).unwrap();
+        let r = crate::render::render(&spec, &crate::render::RenderContext::default()).unwrap();
+        let yaml: serde_json::Value =
+            serde_saphyr::from_str(r.traefik_static.as_deref().unwrap()).unwrap();
+        assert!(yaml["providers"]["consul"].get("tls").is_none());
+        assert!(
+            yaml["providers"]["consulCatalog"]["endpoint"]
+                .get("tls")
+                .is_none()
+        );
+    }
 
     #[test]
     fn go_durations_use_the_largest_whole_unit() {

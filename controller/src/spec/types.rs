@@ -217,6 +217,10 @@ pub struct ConsulDiscovery {
     pub refresh_interval: String,
     /// Route services without a `traefik.enable=true` tag (default false).
     pub exposed_by_default: bool,
+    /// PEM file of the CA that signed Consul's certificate, as the proxy sees it, for
+    /// `scheme: https` with a private CA (default: the system roots).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<String>,
 }
 
 impl Default for ConsulDiscovery {
@@ -227,6 +231,7 @@ impl Default for ConsulDiscovery {
             datacenter: None,
             refresh_interval: "15s".to_owned(),
             exposed_by_default: false,
+            ca_file: None,
         }
     }
 }

@@ -327,6 +327,15 @@ pub fn validate(config: &ProxyConfig) -> Result<ValidatedSpec, ValidationErrors>
     if let Some(dc) = &d.consul.datacenter {
         v.identifier("spec.discovery.consul.datacenter", dc);
     }
+    if let Some(ca) = &d.consul.ca_file {
+        v.absolute_path("spec.discovery.consul.caFile", ca);
+        if d.consul.scheme != Scheme::Https {
+            v.error(
+                "spec.discovery.consul.caFile",
+                "is used only with scheme: https; set scheme: https or remove caFile",
+            );
+        }
+    }
     let consul_refresh_interval = v.refresh_interval(
         "spec.discovery.consul.refreshInterval",
         &d.consul.refresh_interval,

@@ -47,6 +47,7 @@ pub fn traefik_model() -> Model {
             consul: ConsulDiscovery {
                 address: "127.0.0.1:8500".to_string(),
                 scheme: "http".to_string(),
+                ca_file: None,
                 datacenter: None,
                 refresh_interval: Duration::from_secs(15),
                 exposed_by_default: false,
