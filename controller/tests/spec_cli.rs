@@ -239,3 +239,25 @@ fn validate_refuses_what_the_operator_refuses_a_policy_tree_over_the_key_budget_
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn validate_exits_quietly_with_its_verdict_when_stdout_is_closed() {
+    let example = path("nomad-jobs/examples/caddy.yaml");
+    let files: Vec<&str> = std::iter::repeat_n(example.as_str(), 200).collect();
+    for output in ["text", "json"] {
+        let mut child = bin()
+            .arg("validate")
+            .args(["--output", output])
+            .args(&files)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("binary runs");
+        // Close the read end before the command writes, as `| head -0` does.
+        drop(child.stdout.take());
+        let out = child.wait_with_output().expect("binary exits");
+        let stderr = text(&out.stderr);
+        assert!(!stderr.contains("panicked"), "{output}: {stderr}");
+        assert_eq!(out.status.code(), Some(0), "{output}: {stderr}");
+    }
+}

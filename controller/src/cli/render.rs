@@ -2,7 +2,6 @@
 //! proxy's Nomad job, Traefik's static config and KV policy entries, or Caddy's config — without
 //! touching a cluster. Data goes to stdout, errors to stderr.
 
-use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -109,9 +108,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         }
         Output::Yaml => serde_saphyr::to_string(&doc).context("failed to encode YAML")?,
     };
-    std::io::stdout()
-        .lock()
-        .write_all(text.as_bytes())
+    super::validate::write_quietly(std::io::stdout().lock(), &text)
         .context("failed to write to stdout")?;
     Ok(ExitCode::SUCCESS)
 }

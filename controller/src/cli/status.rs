@@ -47,10 +47,12 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     };
     let status: ProxyStatus = serde_json::from_slice(&pair.value)
         .with_context(|| format!("failed to parse the status document at {key}"))?;
-    match args.output {
-        Output::Json => println!("{}", serde_json::to_string_pretty(&status)?),
-        Output::Text => print!("{}", summary(&status)),
-    }
+    let text = match args.output {
+        Output::Json => serde_json::to_string_pretty(&status)? + "\n",
+        Output::Text => summary(&status),
+    };
+    super::validate::write_quietly(std::io::stdout().lock(), &text)
+        .context("failed to write to stdout")?;
     Ok(ExitCode::from(u8::from(status.phase != Phase::Ready)))
 }
 

@@ -7,6 +7,7 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+use anyhow::Context as _;
 use serde::Serialize;
 
 use super::EXIT_ERROR;
@@ -46,29 +47,34 @@ struct Report {
 /// Runs the command.
 pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let reports: Vec<Report> = args.files.iter().map(|f| check(f)).collect();
+    let (mut out, mut err) = (String::new(), String::new());
     match args.output {
-        Output::Json => println!("{}", serde_json::to_string_pretty(&reports)?),
+        Output::Json => out = serde_json::to_string_pretty(&reports)? + "\n",
         Output::Text => {
+            use std::fmt::Write as _;
             for r in &reports {
                 if let Some(e) = &r.io_error {
-                    eprintln!("{}: {e}", r.file);
+                    writeln!(err, "{}: {e}", r.file)?;
                 }
                 for e in &r.errors {
-                    eprintln!("{}: {e}", r.file);
+                    writeln!(err, "{}: {e}", r.file)?;
                 }
                 for w in &r.warnings {
-                    eprintln!("{}: warning: {w}", r.file);
+                    writeln!(err, "{}: warning: {w}", r.file)?;
                 }
                 if r.valid {
-                    println!(
+                    writeln!(
+                        out,
                         "{}: valid (digest {})",
                         r.file,
                         r.digest.as_deref().unwrap_or_default()
-                    );
+                    )?;
                 }
             }
         }
     }
+    write_quietly(std::io::stderr().lock(), &err).context("failed to write to stderr")?;
+    write_quietly(std::io::stdout().lock(), &out).context("failed to write to stdout")?;
     Ok(if reports.iter().any(|r| r.io_error.is_some()) {
         ExitCode::from(EXIT_ERROR)
     } else if reports.iter().any(|r| !r.valid) {
@@ -103,6 +109,15 @@ fn check(file: &Path) -> Report {
         },
     }
     report
+}
+
+/// Writes `text`; a reader that went away (`validate … | head`) is not an error: the exit code
+/// still tells whether the documents are valid. `print!` would panic instead.
+pub(crate) fn write_quietly(mut to: impl std::io::Write, text: &str) -> std::io::Result<()> {
+    match to.write_all(text.as_bytes()).and_then(|()| to.flush()) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        other => other,
+    }
 }
 
 /// Renders the document as the operator would, so `validate` refuses what the loop reports as
