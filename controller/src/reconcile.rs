@@ -44,7 +44,7 @@ use crate::consul::{self, ConsulApi, TxnOp};
 use crate::nomad::{self, NomadApi};
 use crate::plan::{self, Desired, HoldReason, Observed, ObservedJob, Plan};
 use crate::probe::{ProxyProbe, RouteProbe};
-use crate::render::{self, META_SPEC_DIGEST, RenderContext, Rendered};
+use crate::render::{self, META_OWNER, META_SPEC_DIGEST, RenderContext, Rendered};
 use crate::rollout::{
     self, AllocObservation, ApplyError, ApplyOutcome, Change, DeploymentObservation,
     DeploymentState, Effect, Gate, JobObservation, JobRef, Journal, Observation, Phase,
@@ -1282,7 +1282,18 @@ where
             None => self.status_index = Some(0),
         }
         if let Some(pair) = journal {
-            match serde_json::from_slice::<Journal>(&pair.value) {
+            let parsed = serde_json::from_slice::<Journal>(&pair.value)
+                .map_err(|e| e.to_string())
+                .and_then(|j| {
+                    j.check(&self.config.owner, &self.config.kv_root())
+                        .map(|()| j)
+                        .map_err(|e| e.to_string())
+                });
+            let parsed = match parsed {
+                Ok(journal) => self.trust_journal(journal).await?,
+                Err(e) => Err(e),
+            };
+            match parsed {
                 Ok(journal) if self.phase.is_at_rest() => {
                     info!(
                         digest = %short(&journal.change.digest),
@@ -1295,12 +1306,58 @@ where
                 Ok(_) => {}
                 Err(e) => {
                     // Without it the plan still re-verifies what runs before calling it Ready.
-                    warn!(error = %e, "the rollout journal is unreadable; it is dropped");
+                    warn!(error = %e, "the rollout journal is unreadable or untrusted; it is dropped and what runs is verified again");
                     self.journal_garbage = true;
                 }
             }
         }
         Ok(())
+    }
+
+    /// The checks on a journal that need the document and Nomad: it must be about the job the
+    /// document names (when the document still loads), and that job, if it exists, must carry
+    /// our owner Meta before anything registers or reverts it. `Err`: Nomad or Consul could not
+    /// be read (back off); `Ok(Err)`: the journal is not trusted.
+    async fn trust_journal(
+        &self,
+        journal: Journal,
+    ) -> Result<std::result::Result<Journal, String>> {
+        let job_id = journal.change.job_id.clone();
+        let key = self.config.config_key();
+        let (doc, _) = self
+            .consul
+            .kv_get(&key, QueryOptions::NOW)
+            .await
+            .map_err(|source| Error::Consul {
+                what: format!("the config key {key}"),
+                source,
+            })?;
+        // A deleted or broken document does not stop a rollout in flight (it runs on its own
+        // terms), so only a document that loads can contradict the journal.
+        if let Some(spec) = doc.and_then(|p| spec::load(&p.value).ok())
+            && spec.job().id != job_id
+        {
+            return Ok(Err(format!(
+                "it rolls out job {job_id:?}, but the document names job {:?}",
+                spec.job().id
+            )));
+        }
+        let (job, _) = self
+            .nomad
+            .job_read(&job_id, QueryOptions::NOW)
+            .await
+            .map_err(|source| Error::Nomad {
+                what: format!("the proxy job {job_id}"),
+                source,
+            })?;
+        if let Some(job) = job
+            && job.meta.get(META_OWNER) != Some(&self.config.owner)
+        {
+            return Ok(Err(format!(
+                "job {job_id:?} does not carry our {META_OWNER} Meta"
+            )));
+        }
+        Ok(Ok(journal))
     }
 
     /// CAS write of the status, with the journal set or removed in the same transaction; on a

@@ -37,6 +37,16 @@ pub use crate::spec::status::JobRef;
 /// How often the loop looks again while a rollout is being verified or retried.
 pub const VERIFY_POLL_INTERVAL: Duration = Duration::from_millis(250);
 
+/// The longest gate duration the machine accepts from a journal. A journal read back from KV is
+/// untrusted input: anything longer is not something this operator wrote, and unbounded
+/// durations would overflow the clock arithmetic.
+pub const MAX_GATE_DURATION: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// `t + d`, capped at [`MAX_GATE_DURATION`] so no value can overflow the clock.
+fn after(t: Instant, d: Duration) -> Instant {
+    t.checked_add(d.min(MAX_GATE_DURATION)).unwrap_or(t)
+}
+
 /// The health gate one rollout must pass. It carries everything the loop needs to observe the
 /// gate signals, so a rollout keeps being judged on its own terms when the document changes,
 /// disappears or stops validating mid-rollout.
@@ -485,7 +495,131 @@ impl Journal {
     pub fn same_stage(&self, other: &Journal) -> bool {
         self.change == other.change && self.stage == other.stage
     }
+
+    /// Checks a journal read back from KV before anything in it is replayed. The journal key is
+    /// writable by whoever can write our KV prefix, so it is untrusted input: it must only ever
+    /// touch the job it names, carry our owner Meta on every job it would register, keep its KV
+    /// writes inside `kv_root`, and hold durations this operator could have written.
+    ///
+    /// # Errors
+    /// [`JournalRejected`] with the first inconsistency found (never a KV value).
+    pub fn check(&self, owner: &str, kv_root: &str) -> Result<(), JournalRejected> {
+        let change = &self.change;
+        let reject = |why: String| Err(JournalRejected(why));
+        if change.job_id.is_empty() {
+            return reject("it names no job".into());
+        }
+        for (name, d) in [
+            ("healthyDeadline", change.gate.healthy_deadline),
+            ("minHealthyTime", change.gate.min_healthy_time),
+        ] {
+            if d > MAX_GATE_DURATION {
+                return reject(format!("its {name} exceeds {}", human(MAX_GATE_DURATION)));
+            }
+        }
+        if let Some(job) = &change.job {
+            if job.job_id != change.job_id {
+                return reject(format!(
+                    "its job change is for {:?}, not the gated job {:?}",
+                    job.job_id, change.job_id
+                ));
+            }
+            check_job_json(&job.job, &change.job_id, &job.job_digest, owner)?;
+        }
+        let kv_ok = |key: &str| key.starts_with(kv_root) && key.len() > kv_root.len();
+        if let Some(kv) = &change.kv {
+            let keys = kv
+                .set
+                .iter()
+                .chain(&kv.previous)
+                .map(|(k, _)| k)
+                .chain(&kv.delete);
+            if let Some(bad) = keys.into_iter().find(|k| !kv_ok(k)) {
+                return reject(format!("it writes key {bad:?} outside {kv_root}"));
+            }
+        }
+        let pending: &[Effect] = match &self.stage {
+            Stage::Applying { pending, .. } | Stage::RollingBack { pending, .. } => pending,
+            Stage::Verifying { .. } => &[],
+        };
+        for effect in pending {
+            match effect {
+                Effect::WriteKv { set, delete } | Effect::RestoreKv { set, delete } => {
+                    let keys = set.iter().map(|(k, _)| k).chain(delete);
+                    if let Some(bad) = keys.into_iter().find(|k| !kv_ok(k)) {
+                        return reject(format!("it writes key {bad:?} outside {kv_root}"));
+                    }
+                }
+                Effect::RegisterJob {
+                    job_id,
+                    job,
+                    job_digest,
+                    ..
+                } => {
+                    if *job_id != change.job_id {
+                        return reject(format!(
+                            "it registers job {job_id:?}, not the gated job {:?}",
+                            change.job_id
+                        ));
+                    }
+                    check_job_json(job, job_id, job_digest, owner)?;
+                }
+                Effect::RevertJob { job_id, .. } if *job_id != change.job_id => {
+                    return reject(format!(
+                        "it reverts job {job_id:?}, not the gated job {:?}",
+                        change.job_id
+                    ));
+                }
+                Effect::RevertJob { .. } => {}
+                Effect::RequeueAfter(d) if *d > MAX_GATE_DURATION => {
+                    return reject("it holds an absurd requeue interval".into());
+                }
+                Effect::RequeueAfter(_) => {}
+            }
+        }
+        Ok(())
+    }
 }
+
+/// A job from a journal must be the gated job, stamped with our owner and its own digest.
+fn check_job_json(
+    job: &serde_json::Value,
+    job_id: &str,
+    digest: &str,
+    owner: &str,
+) -> Result<(), JournalRejected> {
+    let job = crate::nomad::unwrap_job(job);
+    let id = job.get("ID").and_then(serde_json::Value::as_str);
+    if id != Some(job_id) {
+        return Err(JournalRejected(format!(
+            "the job it would register has ID {id:?}, not {job_id:?}"
+        )));
+    }
+    let meta = |key: &str| {
+        job.get("Meta")
+            .and_then(|m| m.get(key))
+            .and_then(serde_json::Value::as_str)
+    };
+    if meta(crate::render::META_OWNER) != Some(owner) {
+        return Err(JournalRejected(format!(
+            "the job it would register lacks our {} Meta",
+            crate::render::META_OWNER
+        )));
+    }
+    if meta(crate::render::META_SPEC_DIGEST) != Some(digest) {
+        return Err(JournalRejected(format!(
+            "the job it would register does not carry its own {} Meta",
+            crate::render::META_SPEC_DIGEST
+        )));
+    }
+    Ok(())
+}
+
+/// Why a journal read back from KV is not acted on (the loop drops it and re-verifies what
+/// runs instead).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("the rollout journal was not written by this operator for this job: {0}")]
+pub struct JournalRejected(pub String);
 
 /// The in-flight phases, without their clocks.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -725,7 +859,7 @@ fn start_verifying(
     Phase::Verifying {
         change: change.clone(),
         started,
-        deadline: now + change.gate.healthy_deadline,
+        deadline: after(now, change.gate.healthy_deadline),
         healthy_since: None,
         job_version,
         waiting_for: waiting_for.to_owned(),
@@ -742,7 +876,7 @@ fn step_applying(
     obs: &Observation,
     now: Instant,
 ) -> (Vec<Effect>, Phase) {
-    let deadline = started + change.gate.healthy_deadline;
+    let deadline = after(started, change.gate.healthy_deadline);
     let (done, error) = match &obs.applied {
         Some(outcome) => (outcome.completed.min(pending.len()), outcome.error.clone()),
         // The loop did not get to the effects: issue them again.
@@ -823,7 +957,7 @@ fn step_verifying(
     // Back from an outage: the deadline moves by the blind time, and health seen before it no
     // longer counts (nobody watched it hold).
     let (deadline, healthy_since) = match blind_since {
-        Some(blind) => (deadline + (now - blind), None),
+        Some(blind) => (after(deadline, now.saturating_duration_since(blind)), None),
         None => (deadline, healthy_since),
     };
     let verifying = |healthy_since, job_version, waiting_for: String| Phase::Verifying {

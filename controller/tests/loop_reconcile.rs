@@ -1177,3 +1177,84 @@ async fn a_status_written_before_good_jobs_were_recorded_still_gives_a_rollback_
     assert_eq!(w.status().phase, Phase::RolledBack);
     assert_eq!(job_digest(&w.nomad.job(JOB).unwrap()), job_digest(&good));
 }
+
+// === the rollout journal is untrusted input (sec #6) ===
+
+fn journal(w: &World) -> serde_json::Value {
+    serde_json::from_slice(&w.consul.value("po/rollout").expect("a journal")).unwrap()
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_journal_with_an_absurd_deadline_is_dropped_and_what_runs_is_verified_instead_of_panicking()
+ {
+    let mut w = world();
+    w.ready(&with_cpu(100, None)).await;
+    w.put(&with_cpu(200, None));
+    w.op.reconcile().await;
+    assert_eq!(w.op.phase().name(), "Verifying");
+    let mut j = journal(&w);
+    j["change"]["gate"]["healthyDeadline"] = json!({"secs": u64::MAX, "nanos": 0});
+    w.consul.set("po/rollout", serde_json::to_vec(&j).unwrap());
+
+    w.restart();
+    w.op.reconcile().await;
+    assert_ne!(w.status().phase, Phase::Ready, "never verified");
+    assert_eq!(
+        w.op.phase().name(),
+        "Verifying",
+        "the running version is verified again with the document's own gate"
+    );
+    let rewritten = journal(&w);
+    assert_ne!(
+        rewritten["change"]["gate"]["healthyDeadline"]["secs"],
+        json!(u64::MAX),
+        "the absurd journal is replaced"
+    );
+    w.nomad.set_allocation_health(JOB, true);
+    w.until(|w| w.op.status().phase == Phase::Ready).await;
+    assert!(w.consul.value("po/rollout").is_none());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_journal_naming_a_foreign_job_never_registers_or_reverts_it() {
+    let mut w = world();
+    w.ready(&with_cpu(100, None)).await;
+    // A register that fails leaves the rollout Applying, its register pending in the journal.
+    w.put(&with_cpu(200, None));
+    w.nomad.fail_next("job_register", nomad_down());
+    w.op.reconcile().await;
+    assert_eq!(w.op.phase().name(), "Applying");
+    // Someone with write access to the prefix points it at another team's job.
+    let victim = w
+        .nomad
+        .seed_job(&json!({"ID": "victim", "Type": "service", "Meta": {"team": "db"}}))
+        .unwrap();
+    let text = String::from_utf8(w.consul.value("po/rollout").unwrap()).unwrap();
+    assert!(
+        text.contains("\"RegisterJob\"") || text.contains("registerJob"),
+        "{text}"
+    );
+    let forged = text.replace("\"proxy\"", "\"victim\"");
+    w.consul.set("po/rollout", forged);
+
+    w.restart();
+    w.until(|w| w.op.status().phase == Phase::Ready || w.op.phase().name() == "Verifying")
+        .await;
+    assert!(
+        w.nomad
+            .calls_of("job_register")
+            .iter()
+            .all(|c| c.target != "victim")
+            && w.nomad
+                .calls_of("job_revert")
+                .iter()
+                .all(|c| c.target != "victim"),
+        "the foreign job is never written: {:?}",
+        w.nomad.calls()
+    );
+    assert_eq!(w.nomad.versions("victim").len(), 1);
+    assert_eq!(
+        w.nomad.job("victim").unwrap().job_modify_index,
+        victim.job_modify_index
+    );
+}
