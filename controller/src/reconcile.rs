@@ -703,6 +703,13 @@ where
                         reason: &text,
                         drift: true,
                     },
+                    HoldReason::JobTypeChange { .. } => {
+                        warn!(reason = %text, "the document changes the job type; held");
+                        Report::Blocked {
+                            cause: "JobTypeChange",
+                            reason: &text,
+                        }
+                    }
                 };
                 self.report(&facts.pass(report)).await;
                 Action::await_change()
@@ -1029,6 +1036,7 @@ where
             modify_index: j.job_modify_index,
             meta: j.meta,
             stopped: j.stop,
+            job_type: Some(j.job_type),
         });
         Ok(Observed { job, kv })
     }

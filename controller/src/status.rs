@@ -51,6 +51,14 @@ pub enum Report<'a> {
         /// Why.
         reason: &'a str,
     },
+    /// The document cannot be rolled out until a person acts (e.g. a job type Nomad cannot
+    /// change in place); `reason` says what to do.
+    Blocked {
+        /// The condition reason (`JobTypeChange`).
+        cause: &'a str,
+        /// What is wrong and what to do.
+        reason: &'a str,
+    },
     /// `spec.paused`.
     Paused,
     /// Something differs but is held (a failed digest, or drift with `driftPolicy: warn`).
@@ -179,6 +187,15 @@ pub fn next(prev: &ProxyStatus, pass: &Pass<'_>, now: SystemTime) -> ProxyStatus
                     "Stalled",
                     "nothing is rolled out",
                 ),
+                &stamp,
+            );
+        }
+        Report::Blocked { cause, reason } => {
+            valid(&mut s);
+            s.phase = Phase::Stalled;
+            s.set_condition(cond(CONDITION_READY, false, cause, reason), &stamp);
+            s.set_condition(
+                cond(CONDITION_PROGRESSING, false, "Blocked", reason),
                 &stamp,
             );
         }

@@ -1258,3 +1258,56 @@ async fn a_journal_naming_a_foreign_job_never_registers_or_reverts_it() {
         victim.job_modify_index
     );
 }
+
+// === a job type Nomad cannot change in place (twin #1) ===
+
+#[tokio::test(start_paused = true)]
+async fn changing_the_job_type_on_the_same_id_is_held_with_what_to_do_and_never_re_registered() {
+    use proxy_operator::nomad::NomadApi;
+    let mut w = world();
+    w.ready(&doc("")).await;
+    assert_eq!(w.nomad.job(JOB).unwrap().job_type, "system");
+    let registers = w.nomad.calls_of("job_register").len();
+
+    w.put(&doc("  job:\n    type: service\n"));
+    for _ in 0..5 {
+        let action = w.op.reconcile().await;
+        tokio::time::advance(action.requeue_after.unwrap_or(Duration::from_secs(60))).await;
+    }
+    assert_eq!(
+        w.nomad.calls_of("job_register").len(),
+        registers,
+        "Nomad refuses a type change: nothing is registered"
+    );
+    let status = w.status();
+    assert_eq!(status.phase, Phase::Stalled);
+    let ready = status
+        .conditions
+        .iter()
+        .find(|c| c.condition_type == "Ready")
+        .unwrap();
+    assert_eq!(ready.reason, "JobTypeChange");
+    for hint in [
+        "spec.job.id",
+        "nomad job stop -purge proxy",
+        "\"system\"",
+        "\"service\"",
+    ] {
+        assert!(ready.message.contains(hint), "{hint} in {}", ready.message);
+    }
+    assert_eq!(
+        w.nomad.job(JOB).unwrap().job_type,
+        "system",
+        "still serving"
+    );
+
+    // The fake refuses it like Nomad does.
+    let mut job = w.nomad.job(JOB).unwrap().raw;
+    job["Type"] = json!("service");
+    let err = w.nomad.job_register(&job, None).await.unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("cannot update job from type \"system\" to \"service\""),
+        "{err}"
+    );
+}

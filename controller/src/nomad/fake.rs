@@ -850,6 +850,18 @@ impl NomadApi for FakeNomad {
         }
         let result = self.write(|st| {
             let current = st.current(&id).cloned();
+            // Nomad's `validateJobUpdate`: a job's type never changes in place, not even for a
+            // stopped job (only a purge frees the ID).
+            let new_type = raw.get("Type").and_then(Value::as_str).unwrap_or("service");
+            if let Some(c) = current.as_ref().filter(|c| c.job_type != new_type) {
+                return Err(err500(
+                    "register job",
+                    format!(
+                        "cannot update job from type {:?} to {new_type:?}",
+                        c.job_type
+                    ),
+                ));
+            }
             if let Some(n) = enforce_index {
                 let message = match (&current, n) {
                     (Some(_), 0) => Some(format!(
