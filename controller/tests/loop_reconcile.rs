@@ -1311,3 +1311,39 @@ async fn changing_the_job_type_on_the_same_id_is_held_with_what_to_do_and_never_
         "{err}"
     );
 }
+
+// === bounded status (sec L4) ===
+
+#[tokio::test(start_paused = true)]
+async fn a_document_with_thousands_of_errors_gets_a_capped_status_that_still_fits_consul() {
+    let mut w = world();
+    let junk: String = (0..3000)
+        .map(|i| format!("  unknownField{i}: {i}\n"))
+        .collect();
+    let document = doc(&junk);
+    let all = match spec::load(document.as_bytes()) {
+        Ok(_) => panic!("the document must be invalid"),
+        Err(e) => e.field_errors().len(),
+    };
+    assert!(all >= 3000, "{all} errors");
+    w.put(&document);
+    w.op.reconcile().await;
+    let raw = w.consul.value(STATUS).expect("the status was written");
+    assert!(raw.len() < 64 * 1024, "status is {} bytes", raw.len());
+    let status = w.status();
+    assert_eq!(status.phase, Phase::Invalid);
+    assert_eq!(status.validation_errors.len(), 51);
+    let more = &status.validation_errors[50].message;
+    assert!(more.contains(&format!("and {} more", all - 50)), "{more}");
+    let valid = status
+        .conditions
+        .iter()
+        .find(|c| c.condition_type == "Valid")
+        .unwrap();
+    assert!(
+        valid.message.contains(&all.to_string()),
+        "{}",
+        valid.message
+    );
+    assert!(w.writes_to_nomad().is_empty());
+}
