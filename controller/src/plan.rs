@@ -62,13 +62,22 @@ impl ObservedJob {
     }
 }
 
-/// What runs.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+/// What runs. `Debug` shows KV keys and value lengths only: values may be basic-auth hashes.
+#[derive(Clone, PartialEq, Eq, Default)]
 pub struct Observed {
     /// The proxy job, if it exists.
     pub job: Option<ObservedJob>,
     /// Every entry under `<prefix>/traefik/`.
     pub kv: Vec<(String, String)>,
+}
+
+impl std::fmt::Debug for Observed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Observed")
+            .field("job", &self.job)
+            .field("kv", &crate::rollout::KvDebug(&self.kv))
+            .finish()
+    }
 }
 
 /// Why nothing is applied although something differs (or might).

@@ -73,7 +73,8 @@ pub struct Gate {
 }
 
 /// A change of the Traefik KV policy tree, with what was there before so it can be restored.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// `Debug` shows keys and value lengths only: values may be basic-auth hashes.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct KvChange {
     /// Entries to write (full keys).
@@ -82,6 +83,46 @@ pub struct KvChange {
     pub delete: Vec<String>,
     /// The entries of our subtree before the change.
     pub previous: Vec<(String, String)>,
+}
+
+impl std::fmt::Debug for KvChange {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KvChange")
+            .field("set", &KvDebug(&self.set))
+            .field("delete", &self.delete)
+            .field("previous", &KvDebug(&self.previous))
+            .finish()
+    }
+}
+
+/// KV entries for `Debug`: each key with the length of its value, never the value.
+pub(crate) struct KvDebug<'a>(pub(crate) &'a [(String, String)]);
+
+impl std::fmt::Debug for KvDebug<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_map()
+            .entries(self.0.iter().map(|(k, v)| (k, Redacted(v.len()))))
+            .finish()
+    }
+}
+
+/// A value shown only by its size.
+struct Redacted(usize);
+
+impl std::fmt::Debug for Redacted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "<{} bytes>", self.0)
+    }
+}
+
+/// A job for `Debug`: its size only (a Caddy job embeds its config, basic-auth hashes included).
+struct JobDebug<'a>(&'a serde_json::Value);
+
+impl std::fmt::Debug for JobDebug<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let len = serde_json::to_vec(self.0).map_or(0, |v| v.len());
+        write!(f, "<job JSON, {len} bytes>")
+    }
 }
 
 impl KvChange {
@@ -103,8 +144,8 @@ impl KvChange {
     }
 }
 
-/// A new version of the proxy job.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// A new version of the proxy job. `Debug` omits the job JSON (see [`KvChange`]).
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct JobChange {
     /// Nomad job ID.
@@ -118,6 +159,18 @@ pub struct JobChange {
     /// The last version of this job that passed the gate, where a rollback goes. `None` when
     /// nothing of this job ID ever passed: a failure then leaves the new version in place.
     pub rollback_to: Option<JobRef>,
+}
+
+impl std::fmt::Debug for JobChange {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JobChange")
+            .field("job_id", &self.job_id)
+            .field("job", &JobDebug(&self.job))
+            .field("job_digest", &self.job_digest)
+            .field("enforce_index", &self.enforce_index)
+            .field("rollback_to", &self.rollback_to)
+            .finish()
+    }
 }
 
 /// One rollout: what changes and the gate it must pass.
@@ -154,8 +207,9 @@ impl Change {
     }
 }
 
-/// Something the loop must do, in order.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// Something the loop must do, in order. `Debug` shows KV keys and value lengths and no job
+/// JSON: values may be basic-auth hashes.
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", tag = "effect")]
 pub enum Effect {
     /// Write the policy tree in one `/v1/txn`.
@@ -198,6 +252,48 @@ pub enum Effect {
     },
     /// Run another pass after this long even if nothing changes.
     RequeueAfter(Duration),
+}
+
+impl std::fmt::Debug for Effect {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Effect::WriteKv { set, delete } => f
+                .debug_struct("WriteKv")
+                .field("set", &KvDebug(set))
+                .field("delete", delete)
+                .finish(),
+            Effect::RestoreKv { set, delete } => f
+                .debug_struct("RestoreKv")
+                .field("set", &KvDebug(set))
+                .field("delete", delete)
+                .finish(),
+            Effect::RegisterJob {
+                job_id,
+                job,
+                job_digest,
+                enforce_index,
+            } => f
+                .debug_struct("RegisterJob")
+                .field("job_id", job_id)
+                .field("job", &JobDebug(job))
+                .field("job_digest", job_digest)
+                .field("enforce_index", enforce_index)
+                .finish(),
+            Effect::RevertJob {
+                job_id,
+                version,
+                enforce_prior_version,
+                target_digest,
+            } => f
+                .debug_struct("RevertJob")
+                .field("job_id", job_id)
+                .field("version", version)
+                .field("enforce_prior_version", enforce_prior_version)
+                .field("target_digest", target_digest)
+                .finish(),
+            Effect::RequeueAfter(d) => f.debug_tuple("RequeueAfter").field(d).finish(),
+        }
+    }
 }
 
 impl Effect {
@@ -475,6 +571,13 @@ impl Phase {
 
 /// A rollout in flight as the loop persists it next to the status document, so a restarted (or
 /// newly elected) operator resumes it instead of taking its unverified version for a good one.
+///
+/// It holds KV values, basic-auth hashes included, on purpose: a rollback restores the previous
+/// policy tree from `change.kv.previous`, and a resumed rollout must write exactly the entries it
+/// started with; re-rendering after a restart could read rotated users and restore the wrong
+/// tree. So the ACL policy must protect `<prefix>/rollout` exactly like `<prefix>/traefik/`
+/// (readable by the operator only, never by status readers). Its `Debug` (through
+/// [`KvChange`], [`JobChange`] and [`Effect`]) shows keys and lengths, never values.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Journal {

@@ -1347,3 +1347,124 @@ async fn a_document_with_thousands_of_errors_gets_a_capped_status_that_still_fit
     );
     assert!(w.writes_to_nomad().is_empty());
 }
+
+// === basic-auth hashes stay out of logs, status and Debug (sec L1) ===
+
+/// Every log line of the test, at every level, with span fields.
+#[derive(Clone, Default)]
+struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Captured {
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+    }
+}
+
+const SENTINEL_USERS: &str = "sentinel:$apr1$SENTINEL$h9FWgUz3n9YxylKLlR5SQ/\n";
+const SENTINEL: &str = "SENTINEL$h9FWgUz3n9YxylKLlR5SQ";
+
+fn with_basic_auth(extra: &str) -> String {
+    doc(&format!(
+        "  middlewares:\n    basicAuth:\n      usersFrom:\n        consulKey: secrets/basic-auth\n{extra}"
+    ))
+}
+
+#[tokio::test(start_paused = true)]
+async fn basic_auth_hashes_reach_only_the_policy_tree_and_the_journal_never_logs_status_or_debug() {
+    let logs = Captured::default();
+    let writer = logs.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::TRACE)
+        .with_ansi(false)
+        .with_writer(move || writer.clone())
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+
+    let mut w = world();
+    w.consul.set("secrets/basic-auth", SENTINEL_USERS);
+    let first = with_basic_auth("");
+    w.consul.set(CONFIG, &first);
+    let ctx = RenderContext {
+        prefix: PREFIX.into(),
+        owner: PREFIX.into(),
+        basic_auth_users: Some(vec![SENTINEL_USERS.trim().to_owned()]),
+    };
+    let rendered = render::render(&spec::load(first.as_bytes()).unwrap(), &ctx).unwrap();
+    w.probe
+        .set_enabled(&plan::expected_entries(&rendered.traefik_kv, "po/traefik/"));
+
+    let mut seen_debug = Vec::new();
+    let mut journals = Vec::new();
+    w.op.reconcile().await;
+    seen_debug.push(format!("{:?} {:?}", w.op.phase(), w.op.status()));
+    journals.extend(w.consul.value("po/rollout"));
+    w.nomad.set_allocation_health(JOB, true);
+    w.until(|w| w.op.status().phase == Phase::Ready).await;
+
+    // A structural change that fails: the rollback restores the previous tree from the journal.
+    w.consul.set(
+        CONFIG,
+        with_basic_auth("  job:\n    resources:\n      cpu: 321\n"),
+    );
+    w.op.reconcile().await;
+    seen_debug.push(format!("{:?} {:?}", w.op.phase(), w.op.status()));
+    journals.extend(w.consul.value("po/rollout"));
+    w.nomad.set_allocation_health(JOB, false);
+    w.until(|w| w.op.status().phase == Phase::RolledBack).await;
+    seen_debug.push(format!("{:?} {:?}", w.op.phase(), w.op.status()));
+
+    // Where Traefik needs it: the policy tree.
+    let tree = kv_values(&w.consul, "po/traefik/").await;
+    assert!(
+        tree.iter().any(|v| v.contains(SENTINEL)),
+        "the policy tree carries the users"
+    );
+    // The journal holds it by design (see `rollout::Journal`).
+    assert!(
+        journals
+            .iter()
+            .any(|j| String::from_utf8_lossy(j).contains(SENTINEL)),
+        "the journal restores the previous tree, users included"
+    );
+    // Nowhere else.
+    let status = String::from_utf8(w.consul.value(STATUS).unwrap()).unwrap();
+    assert!(!status.contains(SENTINEL), "status document: {status}");
+    for d in &seen_debug {
+        assert!(!d.contains(SENTINEL), "Debug output: {d}");
+    }
+    let text = logs.text();
+    assert!(text.contains("reconcile"), "logs were captured: {text}");
+    assert!(!text.contains(SENTINEL), "a log line holds the hash");
+
+    // Debug of the journal and everything in it.
+    for j in &journals {
+        let journal: proxy_operator::rollout::Journal = serde_json::from_slice(j).unwrap();
+        let debug = format!("{journal:?}");
+        assert!(!debug.contains(SENTINEL), "{debug}");
+        if journal.change.kv.is_some() {
+            assert!(
+                debug.contains("po/traefik/"),
+                "keys are still shown: {debug}"
+            );
+        }
+    }
+
+    // An unreadable users key: the error names the key, never the content.
+    w.consul.set("secrets/basic-auth", [0xff, 0xfe, b'S']);
+    w.consul
+        .set(CONFIG, with_basic_auth("  retryNonce: \"2\"\n"));
+    w.op.reconcile().await;
+    let status = String::from_utf8(w.consul.value(STATUS).unwrap()).unwrap();
+    assert!(status.contains("secrets/basic-auth"), "{status}");
+    assert!(!status.contains(SENTINEL));
+}
