@@ -43,7 +43,7 @@ use tracing::{Instrument, debug, info, info_span, warn};
 use crate::consul::{self, ConsulApi, TxnOp};
 use crate::nomad::{self, NomadApi};
 use crate::plan::{self, Desired, HoldReason, Observed, ObservedJob, Plan};
-use crate::probe::{ProxyProbe, RouteProbe};
+use crate::probe::ProxyProbe;
 use crate::render::{self, META_OWNER, META_SPEC_DIGEST, RenderContext, Rendered};
 use crate::rollout::{
     self, AllocObservation, ApplyError, ApplyOutcome, Change, DeploymentObservation,
@@ -724,7 +724,8 @@ where
                 info!(kind = change.kind(), digest = %short(&change.digest), "rolling out");
                 change.gate.proxy_api = (loaded.spec.proxy() == ProxyKind::Traefik)
                     .then(|| self.proxy_api(&loaded.spec));
-                change.gate.probes = self.route_probes(&loaded.spec);
+                change.gate.probes =
+                    crate::probe::route_probes(&loaded.spec, &self.config.proxy_host);
                 let obs = Observation {
                     planned: Some(*change),
                     ..Observation::default()
@@ -1133,23 +1134,6 @@ where
             proxy.probes.push(outcome);
         }
         proxy
-    }
-
-    /// The spec's route probes, addressed at the proxy's entry points.
-    fn route_probes(&self, spec: &ValidatedSpec) -> Vec<RouteProbe> {
-        spec.rollout()
-            .probes
-            .iter()
-            .filter_map(|p| {
-                let listener = spec.entry_point(&p.entry_point)?;
-                Some(RouteProbe {
-                    address: format!("{}:{}", self.config.proxy_host, listener.address.port),
-                    host: p.host.clone(),
-                    path: p.path.clone(),
-                    expect_status: p.expect_status,
-                })
-            })
-            .collect()
     }
 
     fn proxy_api(&self, spec: &ValidatedSpec) -> String {
