@@ -1459,20 +1459,13 @@ async fn watch_config<C: ConsulApi>(
 fn alloc_observation(a: nomad::AllocationStub) -> AllocObservation {
     let tasks_running =
         !a.task_states.is_empty() && a.task_states.values().all(|t| t.state == "running");
+    // A failed task first: its events say why the allocation failed.
     let task_detail = a
         .task_states
         .iter()
-        .find(|(_, t)| t.state != "running")
-        .map(|(name, t)| {
-            let last = t.events.last().map_or("", |e| {
-                if e.display_message.is_empty() {
-                    e.message.as_str()
-                } else {
-                    e.display_message.as_str()
-                }
-            });
-            format!("task {name} {}: {last}", t.state)
-        });
+        .filter(|(_, t)| t.state != "running")
+        .max_by_key(|(_, t)| t.failed)
+        .map(|(name, t)| task_summary(name, t));
     AllocObservation {
         id: a.id,
         job_version: a.job_version,
@@ -1481,6 +1474,46 @@ fn alloc_observation(a: nomad::AllocationStub) -> AllocObservation {
         tasks_running,
         task_detail,
     }
+}
+
+/// `task traefik dead (failed, 2 restarts): Not Restarting: Exceeded allowed attempts ...;
+/// Terminated: Exit Code: 1`: the last event, and the last event that says what went wrong
+/// (a driver failure, an exit) when the last one only says what Nomad did about it.
+fn task_summary(name: &str, t: &nomad::TaskState) -> String {
+    let text = |e: &nomad::TaskEvent| {
+        let message = if e.display_message.is_empty() {
+            e.message.as_str()
+        } else {
+            e.display_message.as_str()
+        };
+        if message.is_empty() {
+            e.event_type.clone()
+        } else {
+            format!("{}: {message}", e.event_type)
+        }
+    };
+    let mut out = format!("task {name} {}", t.state);
+    if t.failed {
+        out.push_str(&format!(" (failed, {} restarts)", t.restarts));
+    }
+    let Some(last) = t.events.last() else {
+        return out;
+    };
+    out.push_str(": ");
+    out.push_str(&text(last));
+    let is_cause = |e: &nomad::TaskEvent| {
+        matches!(
+            e.event_type.as_str(),
+            "Driver Failure" | "Terminated" | "Failed Validation" | "Setup Failure" | "Killed"
+        )
+    };
+    if !is_cause(last)
+        && let Some(cause) = t.events.iter().rev().find(|e| is_cause(e))
+    {
+        out.push_str("; ");
+        out.push_str(&text(cause));
+    }
+    out
 }
 
 fn apply_error(message: &str, retryable: bool) -> ApplyError {

@@ -1321,6 +1321,35 @@ fn evaluate_job(change: &Change, obs: &Observation, job_version: Option<u64>) ->
             job.version
         ));
     }
+    let wanted: Vec<&AllocObservation> = obs
+        .allocations
+        .iter()
+        .filter(|a| a.desired_status == "run")
+        .collect();
+    // A crashed allocation of the new version (its tasks dead, restarts exhausted) fails the
+    // gate at once, deployment or not: Nomad's deployment would only give up at its
+    // healthyDeadline, and the reason names the task events so the status says why. Only a
+    // job change creates allocations of `version` after this rollout began; for a policy or
+    // verify-only change, an allocation of the running version that failed long ago says
+    // nothing about this change.
+    if change.job.is_some()
+        && let Some(a) = wanted.iter().find(|a| {
+            a.job_version == version && matches!(a.client_status.as_str(), "failed" | "lost")
+        })
+    {
+        let detail = a.task_detail.as_deref().unwrap_or("no task event");
+        let deployment = obs
+            .deployment
+            .as_ref()
+            .filter(|d| d.job_version == version && d.state == DeploymentState::Failed)
+            .map(|d| format!("deployment failed: {}; ", d.description))
+            .unwrap_or_default();
+        return Verdict::Failed(format!(
+            "{deployment}allocation {} of job version {version} {}: {detail}",
+            short(&a.id),
+            a.client_status
+        ));
+    }
     // Deployment health where the job has deployments for this version (only a job change
     // creates one; a policy change is judged on the running allocations).
     if change.job.is_some()
@@ -1343,26 +1372,6 @@ fn evaluate_job(change: &Change, obs: &Observation, job_version: Option<u64>) ->
     }
     // No deployment (system jobs before Nomad 1.11): allocations running with running tasks; the
     // minHealthyTime hold happens in the caller.
-    let wanted: Vec<&AllocObservation> = obs
-        .allocations
-        .iter()
-        .filter(|a| a.desired_status == "run")
-        .collect();
-    // Only a job change creates allocations of `version` after this rollout began; for a policy
-    // or verify-only change, an allocation of the running version that failed long ago says
-    // nothing about this change.
-    if change.job.is_some()
-        && let Some(a) = wanted.iter().find(|a| {
-            a.job_version == version && matches!(a.client_status.as_str(), "failed" | "lost")
-        })
-    {
-        let detail = a.task_detail.as_deref().unwrap_or("no task event");
-        return Verdict::Failed(format!(
-            "allocation {} {}: {detail}",
-            short(&a.id),
-            a.client_status
-        ));
-    }
     let live: Vec<&AllocObservation> = wanted.into_iter().filter(|a| !client_terminal(a)).collect();
     if live.is_empty() {
         return Verdict::Pending(format!(

@@ -1468,3 +1468,39 @@ async fn basic_auth_hashes_reach_only_the_policy_tree_and_the_journal_never_logs
     assert!(status.contains("secrets/basic-auth"), "{status}");
     assert!(!status.contains(SENTINEL));
 }
+
+// === a crashed allocation fails the gate at once (twin #8) ===
+
+#[tokio::test(start_paused = true)]
+async fn a_crashed_allocation_of_the_new_version_rolls_back_at_once_naming_the_task_event() {
+    let mut w = world();
+    w.ready(&with_cpu(100, None)).await;
+    let good = w.nomad.job(JOB).unwrap();
+    w.put(&with_cpu(200, None));
+    w.op.reconcile().await;
+    assert_eq!(w.op.phase().name(), "Verifying");
+    let bind = "listen tcp :80: bind: address already in use";
+    w.nomad.crash_allocations(
+        JOB,
+        &[
+            ("Started", "Task started by client"),
+            ("Driver Failure", bind),
+            (
+                "Not Restarting",
+                "Exceeded allowed attempts 2 in interval 30m0s and mode is \"fail\"",
+            ),
+        ],
+    );
+    // Well inside healthyDeadline (20s): no waiting for Nomad's deployment to give up.
+    let started = tokio::time::Instant::now();
+    w.until(|w| w.op.status().phase == Phase::RolledBack).await;
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "rolled back after {:?}",
+        started.elapsed()
+    );
+    assert_eq!(job_digest(&w.nomad.job(JOB).unwrap()), job_digest(&good));
+    let status = String::from_utf8(w.consul.value(STATUS).unwrap()).unwrap();
+    assert!(status.contains(bind), "the status says why: {status}");
+    assert!(status.contains("Not Restarting"), "{status}");
+}

@@ -649,6 +649,41 @@ impl FakeNomad {
         });
     }
 
+    /// Crashes the live allocations of the current version the way a task that exits at start
+    /// does once its restarts are exhausted: every task `dead` and `failed` with `events`
+    /// (`(type, display message)`, oldest first), `ClientStatus: failed`. The deployment is left
+    /// `running`, as Nomad leaves it until its healthy deadline.
+    pub fn crash_allocations(&self, job_id: &str, events: &[(&str, &str)]) {
+        self.write(|st| {
+            let Some(version) = st.current(job_id).map(|j| j.version) else {
+                return;
+            };
+            let index = st.bump();
+            let events: Vec<super::TaskEvent> = events
+                .iter()
+                .map(|(kind, display)| super::TaskEvent {
+                    event_type: (*kind).to_owned(),
+                    display_message: (*display).to_owned(),
+                    fails_task: *kind == "Not Restarting",
+                    ..super::TaskEvent::default()
+                })
+                .collect();
+            for a in st.allocs.entry(job_id.to_owned()).or_default().iter_mut() {
+                if a.job_version == version && a.desired_status == "run" {
+                    a.client_status = "failed".into();
+                    for t in a.task_states.values_mut() {
+                        t.state = "dead".into();
+                        t.failed = true;
+                        t.restarts = 2;
+                        t.events = events.clone();
+                    }
+                    a.modify_index = index;
+                }
+            }
+            st.allocs_index = index;
+        });
+    }
+
     /// Overrides the latest deployment's status and description.
     pub fn set_deployment_status(&self, job_id: &str, status: &str, description: &str) {
         self.write(|st| {
