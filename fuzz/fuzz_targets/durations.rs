@@ -29,12 +29,13 @@ fuzz_target!(|text: &str| {
     let Some(t) = twin else {
         panic!("the twin rejects {text:?}, which the spec parser reads as {d:?}");
     };
-    // The twin sums f64 nanoseconds and rounds once; the spec parser truncates each component
-    // below a nanosecond, as Go does. Allow that, and f64's 53-bit precision.
+    // The twin sums f64 nanoseconds; the spec parser adds integers and truncates each component
+    // below a nanosecond, as Go does. Each f64 addition may be off by half an ulp of the running
+    // total (2^-53 relative), and each component by up to 1 ns: allow exactly that.
     let components = text.matches(|c: char| c.is_ascii_alphabetic()).count() as u128 + 1;
-    let slack = Duration::from_nanos(
-        u64::try_from(components + d.as_nanos() / (1u128 << 50)).unwrap_or(u64::MAX),
-    );
+    let ulp = d.as_nanos() / (1u128 << 52) + 1;
+    let slack =
+        Duration::from_nanos(u64::try_from(components * (ulp + 1)).unwrap_or(u64::MAX));
     let diff = if t > d { t - d } else { d - t };
     assert!(
         diff <= slack,

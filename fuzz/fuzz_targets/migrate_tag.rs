@@ -35,7 +35,10 @@ fuzz_target!(|tag: &str| {
     let rules: Vec<&str> = migration
         .add
         .iter()
-        .filter_map(|t| t.split_once(".rule=").map(|(_, r)| r))
+        .filter_map(|t| t.split_once('='))
+        // Only router rules: other tag values (a redirect regex, say) may contain `.rule=`.
+        .filter(|(key, _)| key.ends_with(".rule"))
+        .map(|(_, rule)| rule)
         .collect();
     if rules.is_empty() {
         assert!(
