@@ -34,9 +34,8 @@ fuzz_target!(|text: &str| {
     // total (2^-53 relative), and each component by up to 1 ns: allow exactly that.
     let components = text.matches(|c: char| c.is_ascii_alphabetic()).count() as u128 + 1;
     let ulp = d.as_nanos() / (1u128 << 52) + 1;
-    let slack =
-        Duration::from_nanos(u64::try_from(components * (ulp + 1)).unwrap_or(u64::MAX));
-    let diff = if t > d { t - d } else { d - t };
+    let slack = Duration::from_nanos(u64::try_from(components * (ulp + 1)).unwrap_or(u64::MAX));
+    let diff = t.abs_diff(d);
     assert!(
         diff <= slack,
         "{text:?}: spec reads {d:?}, the twin {t:?} (allowed difference {slack:?})"

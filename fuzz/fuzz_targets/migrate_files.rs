@@ -74,7 +74,10 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     if !first.is_change() {
-        assert_eq!(first.updated, text, "an unchanged file must be returned byte for byte");
+        assert_eq!(
+            first.updated, text,
+            "an unchanged file must be returned byte for byte"
+        );
         return;
     }
 
@@ -106,7 +109,10 @@ fuzz_target!(|data: &[u8]| {
 
     let second = match files::migrate_text(&first.updated, format, &options, remove_legacy) {
         Ok(second) => second,
-        Err(e) => panic!("migrated output no longer migrates: {e}\n--- output ---\n{}", first.updated),
+        Err(e) => panic!(
+            "migrated output no longer migrates: {e}\n--- output ---\n{}",
+            first.updated
+        ),
     };
     assert!(
         !second.is_change(),

@@ -12,7 +12,11 @@ fuzz_target!(|data: &[u8]| {
     for entry in &entries {
         if entry.kind == EntryKind::Router && entry.name.contains('@') {
             for m in &entry.middlewares {
-                assert!(m.contains('@'), "middleware {m:?} of {:?} left unqualified", entry.name);
+                assert!(
+                    m.contains('@'),
+                    "middleware {m:?} of {:?} left unqualified",
+                    entry.name
+                );
             }
         }
     }
