@@ -578,7 +578,7 @@ fn hostnames_are_checked_in_domain_suffix_and_probes() {
         "not a hostname",
     );
     valid(&traefik(
-        "  rollout:\n    probes: [{host: whoami.localhost, expectStatus: 301}, {host: 127.0.0.1, path: /ping, expectStatus: 301}]\n",
+        "  rollout:\n    probes: [{host: whoami.localhost}, {host: 127.0.0.1, path: /ping}]\n",
     ));
 }
 
@@ -930,36 +930,4 @@ fn cert_volume_defaults_to_certs_and_must_be_a_name() {
         "spec.job.certVolume",
         "not a valid name",
     );
-}
-
-#[test]
-fn probes_that_could_never_pass_are_refused_with_the_way_out() {
-    // The defaults: entryPoint web, which redirects, and expectStatus 200.
-    assert_error(
-        &traefik("  rollout:\n    probes: [{host: a.example.com}]\n"),
-        "spec.rollout.probes[0].entryPoint",
-        "redirects every request to \"websecure\", so this probe gets 301",
-    );
-    assert_error(
-        &traefik("  rollout:\n    probes: [{host: a.example.com, entryPoint: websecure}]\n"),
-        "spec.rollout.probes[0].entryPoint",
-        "probes are sent over plain HTTP",
-    );
-    assert_error(
-        &format!(
-            "{MINIMAL}spec:\n  proxy: caddy\n  rollout:\n    probes: [{{host: a.example.com, expectStatus: 301}}]\n"
-        ),
-        "spec.rollout.probes[0].entryPoint",
-        "gets 308",
-    );
-    // What passes: the redirect itself, or a plain entry point that serves traffic.
-    valid(&traefik(
-        "  rollout:\n    probes: [{host: a.example.com, expectStatus: 301}]\n",
-    ));
-    valid(&traefik(
-        "  entryPoints:\n    web: {address: \":80\", redirectTo: null}\n  rollout:\n    probes: [{host: a.example.com}]\n",
-    ));
-    valid(&traefik(
-        "  entryPoints:\n    extra:\n      probe: {address: \"127.0.0.1:8000\"}\n  rollout:\n    probes: [{host: a.example.com, entryPoint: probe}]\n",
-    ));
 }

@@ -620,39 +620,6 @@ pub fn validate(config: &ProxyConfig) -> Result<ValidatedSpec, ValidationErrors>
                 format!("{} is not an HTTP status; use 100-599", probe.expect_status),
             );
         }
-        // The gate sends probes over plain HTTP without following redirects; a probe that can
-        // never pass would roll back every rollout.
-        if let Some(l) = listeners.iter().find(|l| l.name == probe.entry_point) {
-            let serves_tls = l.name == "websecure"
-                || listeners
-                    .iter()
-                    .any(|o| o.redirect_to.as_deref() == Some(l.name.as_str()));
-            if let Some(target) = &l.redirect_to {
-                // Traefik answers a GET with 301 (permanent), Caddy with 308.
-                let redirect = if spec.proxy == ProxyKind::Caddy {
-                    308
-                } else {
-                    301
-                };
-                if probe.expect_status != redirect {
-                    v.error(
-                        format!("{base}.entryPoint"),
-                        format!(
-                            "entry point {:?} redirects every request to {target:?}, so this probe gets {redirect} and never {}; probe an entry point that serves traffic (a plain one: probes are sent over HTTP), or set expectStatus: {redirect} to check only the redirect",
-                            l.name, probe.expect_status
-                        ),
-                    );
-                }
-            } else if serves_tls {
-                v.error(
-                    format!("{base}.entryPoint"),
-                    format!(
-                        "entry point {:?} serves TLS, but probes are sent over plain HTTP and would always fail; probe a plain entry point that serves traffic (e.g. an extra entry point on 127.0.0.1)",
-                        l.name
-                    ),
-                );
-            }
-        }
         if !listeners.iter().any(|l| l.name == probe.entry_point)
             && !v.entry_point_names.contains(&probe.entry_point)
         {
