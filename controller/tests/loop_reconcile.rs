@@ -1139,7 +1139,7 @@ async fn a_policy_change_larger_than_one_transaction_is_still_written_and_restor
 #[tokio::test(start_paused = true)]
 async fn a_policy_tree_that_cannot_fit_one_transaction_is_invalid_and_writes_nothing() {
     let mut w = world();
-    w.put(&with_cidrs(70));
+    w.consul.set(CONFIG, with_headers(70));
     w.op.reconcile().await;
     let status = w.status();
     assert_eq!(status.phase, Phase::Invalid);
