@@ -309,6 +309,35 @@ async fn sessions_lock_renew_release_and_destroy() {
 }
 
 #[tokio::test]
+async fn session_checks_are_bound_without_the_default_serf_health() {
+    let t = twin(None).await;
+    let c = client(&t, None);
+    // A node without serfHealth: Consul would refuse a session that keeps the default check.
+    let reg = CatalogRegistration {
+        node: "n1".into(),
+        address: "10.0.0.5".into(),
+        check: Some(CheckRegistration {
+            node: "n1".into(),
+            check_id: "app".into(),
+            name: "app".into(),
+            status: "passing".into(),
+            ..CheckRegistration::default()
+        }),
+        ..CatalogRegistration::default()
+    };
+    c.catalog_register(&reg).await.unwrap();
+    let request = SessionRequest {
+        node: Some("n1".into()),
+        checks: Some(vec!["app".into()]),
+        ..session("bound", 15)
+    };
+    let id = c.session_create(&request).await.unwrap();
+    let (info, _) = c.session_info(&id, QueryOptions::NOW).await.unwrap();
+    assert_eq!(info.unwrap().node_checks, ["app"]);
+    t.shutdown().await;
+}
+
+#[tokio::test]
 async fn an_expired_session_loses_its_lock_and_renewal_reports_it_gone() {
     let t = twin(None).await;
     let c = client(&t, None);

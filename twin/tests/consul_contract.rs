@@ -17,6 +17,7 @@ fn fixture(name: &str) -> Value {
 /// Keys real Consul emits that the doc samples leave out (seen in Consul's structs and in the
 /// responses of `fixtures/traefik/traefik-consul-trace.txt`).
 const REAL_EXTRA_KEYS: &[&str] = &[
+    "Checks",
     "EnableTagOverride",
     "Proxy",
     "Connect",
@@ -480,10 +481,12 @@ async fn check_session_fences_a_deposed_leader() {
 async fn session_answers_have_the_documented_shapes_and_codes() {
     let api = Api::start().await;
     // The sample request names node "foobar" and checks a, b, c: register them first, as a real
-    // cluster would have them.
+    // cluster would have them (serfHealth too: the deprecated `Checks` field keeps the default
+    // NodeChecks bound).
     let node = json!({
         "Node": "foobar", "Address": "10.1.10.12",
         "Checks": [
+            {"CheckID": "serfHealth", "Name": "Serf Health Status", "Status": "passing"},
             {"CheckID": "a", "Name": "a", "Status": "passing"},
             {"CheckID": "b", "Name": "b", "Status": "passing"},
             {"CheckID": "c", "Name": "c", "Status": "passing"}
@@ -517,7 +520,8 @@ async fn session_answers_have_the_documented_shapes_and_codes() {
     );
     assert_eq!(info[0]["LockDelay"], 15_000_000_000u64);
     assert_eq!(info[0]["TTL"], "30s");
-    assert_eq!(info[0]["NodeChecks"], json!(["a", "b", "c"]));
+    assert_eq!(info[0]["NodeChecks"], json!(["serfHealth"]));
+    assert_eq!(info[0]["Checks"], json!(["a", "b", "c"]));
     let (_, list) = api.json("GET", "/v1/session/list", None).await;
     assert_same_shape(
         &fixture("session-list-response.json"),
@@ -595,6 +599,128 @@ async fn session_answers_have_the_documented_shapes_and_codes() {
         .await;
     assert_eq!(s, StatusCode::INTERNAL_SERVER_ERROR);
     assert!(body.contains("invalid session"), "{body}");
+    api.twin.shutdown().await;
+}
+
+/// Registers node `n1` with passing checks serfHealth, a and b.
+async fn node_with_checks(api: &Api) {
+    let node = json!({
+        "Node": "n1", "Address": "10.0.0.1",
+        "Checks": [
+            {"CheckID": "serfHealth", "Name": "serf", "Status": "passing"},
+            {"CheckID": "a", "Name": "a", "Status": "passing"},
+            {"CheckID": "b", "Name": "b", "Status": "passing"}
+        ]
+    });
+    let (s, _) = api.json("PUT", "/v1/catalog/register", Some(node)).await;
+    assert_eq!(s, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn session_checks_follow_consuls_fixup_of_the_deprecated_field() {
+    let api = Api::start().await;
+    node_with_checks(&api).await;
+    // (request body, NodeChecks, Checks) as agent/session_endpoint.go's
+    // fixupEmptySessionChecks leaves them.
+    let cases = [
+        (json!({}), json!(["serfHealth"]), Value::Null),
+        (
+            json!({"Checks": ["a"]}),
+            json!(["serfHealth"]),
+            json!(["a"]),
+        ),
+        (json!({"Checks": []}), json!([]), Value::Null),
+        (json!({"Checks": null}), json!([]), Value::Null),
+        (
+            json!({"Checks": ["serfHealth"]}),
+            json!(["serfHealth"]),
+            Value::Null,
+        ),
+        (json!({"NodeChecks": ["a"]}), json!(["a"]), Value::Null),
+        (json!({"NodeChecks": []}), json!([]), Value::Null),
+        (
+            json!({"NodeChecks": [], "Checks": ["a"]}),
+            json!([]),
+            Value::Null,
+        ),
+        (
+            json!({"NodeChecks": ["a"], "Checks": ["b"]}),
+            json!(["a"]),
+            json!(["b"]),
+        ),
+        (
+            json!({"NodeChecks": ["a"], "Checks": ["serfHealth"]}),
+            json!(["a"]),
+            Value::Null,
+        ),
+        // An empty Checks clears even explicitly given NodeChecks (SRC, kept for pre-1.7 callers).
+        (
+            json!({"NodeChecks": ["a"], "Checks": []}),
+            json!([]),
+            Value::Null,
+        ),
+    ];
+    for (body, node_checks, checks) in cases {
+        let mut body = body;
+        body["Node"] = json!("n1");
+        let (s, created) = api
+            .json("PUT", "/v1/session/create", Some(body.clone()))
+            .await;
+        assert_eq!(s, StatusCode::OK, "{body}: {created}");
+        let id = created["ID"].as_str().unwrap();
+        let (_, info) = api
+            .json("GET", &format!("/v1/session/info/{id}"), None)
+            .await;
+        assert_eq!(info[0]["NodeChecks"], node_checks, "{body}");
+        assert_eq!(info[0]["Checks"], checks, "{body}: Checks is omitempty");
+    }
+
+    // A session bound through the deprecated field dies when that check goes critical...
+    let (_, created) = api
+        .json(
+            "PUT",
+            "/v1/session/create",
+            Some(json!({"Node": "n1", "Checks": ["b"]})),
+        )
+        .await;
+    let id = created["ID"].as_str().unwrap().to_string();
+    let critical = json!({
+        "Node": "n1", "Address": "10.0.0.1",
+        "Check": {"CheckID": "b", "Name": "b", "Status": "critical"}
+    });
+    let (s, _) = api
+        .json("PUT", "/v1/catalog/register", Some(critical))
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    let (_, info) = api
+        .json("GET", &format!("/v1/session/info/{id}"), None)
+        .await;
+    assert_eq!(info, json!([]), "session bound to check b was invalidated");
+
+    // ...and the default serfHealth stays required when only `Checks` is given.
+    let node = json!({
+        "Node": "bare", "Address": "10.0.0.2",
+        "Check": {"CheckID": "a", "Name": "a", "Status": "passing"}
+    });
+    let (s, _) = api.json("PUT", "/v1/catalog/register", Some(node)).await;
+    assert_eq!(s, StatusCode::OK);
+    let (s, _, body) = api
+        .call(
+            "PUT",
+            "/v1/session/create",
+            Some(br#"{"Node": "bare", "Checks": ["a"]}"#.to_vec()),
+        )
+        .await;
+    assert_eq!(s, StatusCode::INTERNAL_SERVER_ERROR);
+    assert_eq!(body, "Missing check 'serfHealth' registration");
+    let (s, _, _) = api
+        .call(
+            "PUT",
+            "/v1/session/create",
+            Some(br#"{"Node": "bare", "NodeChecks": ["a"]}"#.to_vec()),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "NodeChecks replaces the default");
     api.twin.shutdown().await;
 }
 

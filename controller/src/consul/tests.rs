@@ -87,7 +87,7 @@ fn assert_same_shape(sent: &serde_json::Value, documented: &serde_json::Value, p
 }
 
 #[test]
-fn session_create_body_matches_the_documented_request() {
+fn session_create_body_sends_node_checks_not_the_deprecated_checks_field() {
     let request = SessionRequest {
         name: "my-service-lock".into(),
         ttl: Some(Duration::from_secs(30)),
@@ -97,9 +97,18 @@ fn session_create_body_matches_the_documented_request() {
         checks: Some(vec!["a".into(), "b".into(), "c".into()]),
     };
     let sent = serde_json::to_value(&request).unwrap();
-    let documented: serde_json::Value =
+    // The doc sample still uses the deprecated `Checks`, which Consul binds IN ADDITION to the
+    // default serfHealth; the same request in the current field is `NodeChecks`.
+    let mut documented: serde_json::Value =
         serde_json::from_str(&fixture("session-create-request.json")).unwrap();
+    let checks = documented
+        .as_object_mut()
+        .unwrap()
+        .remove("Checks")
+        .unwrap();
+    documented["NodeChecks"] = checks;
     assert_eq!(sent, documented);
+    assert!(sent.get("Checks").is_none());
 }
 
 #[test]

@@ -98,8 +98,10 @@ pub struct SessionRequest {
     pub behavior: SessionBehavior,
     /// Node the session belongs to; `None` for the agent's node.
     pub node: Option<String>,
-    /// Node health checks bound to the session; `Some(vec![])` binds none, so the session
-    /// lives by its TTL alone. `None` keeps Consul's default (`serfHealth`).
+    /// Node health checks bound to the session, sent as `NodeChecks` (the field since Consul
+    /// 1.7; the deprecated `Checks` would keep `serfHealth` bound next to the given checks).
+    /// `Some(vec![])` binds none, so the session lives by its TTL alone. `None` keeps
+    /// Consul's default (`serfHealth`).
     pub checks: Option<Vec<String>>,
 }
 
@@ -115,7 +117,7 @@ impl Serialize for SessionRequest {
             map.serialize_entry("Node", node)?;
         }
         if let Some(checks) = &self.checks {
-            map.serialize_entry("Checks", checks)?;
+            map.serialize_entry("NodeChecks", checks)?;
         }
         map.serialize_entry("Behavior", &self.behavior)?;
         if let Some(ttl) = self.ttl {
