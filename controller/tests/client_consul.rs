@@ -526,6 +526,68 @@ async fn a_wrong_token_gets_a_terminal_forbidden_error_sent_once() {
 }
 
 #[tokio::test]
+async fn a_forbidden_listing_is_an_error_not_an_empty_tree() {
+    let t = twin(Some("right-token")).await;
+    let good = client(&t, Some("right-token"));
+    assert!(good.kv_put("p/config", b"1", None).await.unwrap());
+    let bad = client(&t, Some("wrong-token"));
+    let err = bad.kv_list("p", QueryOptions::NOW).await.unwrap_err();
+    assert_eq!(err.status(), Some(403), "{err}");
+    let err = bad.kv_keys("p", None, QueryOptions::NOW).await.unwrap_err();
+    assert_eq!(err.status(), Some(403), "{err}");
+    t.shutdown().await;
+}
+
+#[tokio::test]
+async fn keys_consul_refuses_fail_before_sending_and_name_the_prefix_flag() {
+    let t = twin(None).await;
+    let c = client(&t, None);
+    let before = t.requests(TwinApi::Consul);
+    for key in ["/lead", "a/../b", "..", " p/config"] {
+        let err = c.kv_put(key, b"v", None).await.unwrap_err();
+        assert!(matches!(err, Error::InvalidKey { .. }), "{key}: {err}");
+        assert!(err.to_string().contains("--prefix"), "{err}");
+        assert!(!err.is_retryable());
+    }
+    let err = c.kv_list("/p", QueryOptions::NOW).await.unwrap_err();
+    assert!(matches!(err, Error::InvalidKey { .. }), "{err}");
+    let err = c
+        .txn(vec![TxnOp::Set {
+            key: "/p/status".into(),
+            value: b"{}".to_vec(),
+        }])
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::InvalidKey { .. }), "{err}");
+    assert_eq!(t.requests(TwinApi::Consul), before, "nothing was sent");
+    t.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_namespace_against_consul_ce_fails_with_the_enterprise_error() {
+    let t = twin(None).await;
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let mut config =
+        ClientConfig::for_address(Api::Consul, &format!("http://{}", t.consul_addr())).unwrap();
+    config.namespace = Some("team".into());
+    let c = ConsulClient::new(&config).unwrap();
+    let err = c.kv_get("p/config", QueryOptions::NOW).await.unwrap_err();
+    assert_eq!(err.status(), Some(400), "{err}");
+    assert!(
+        err.to_string()
+            .contains("Namespaces are a Consul Enterprise feature"),
+        "{err}"
+    );
+    // Without a namespace nothing is added to the query.
+    let plain = client(&t, None);
+    assert_eq!(
+        plain.kv_get("p/config", QueryOptions::NOW).await.unwrap().0,
+        None
+    );
+    t.shutdown().await;
+}
+
+#[tokio::test]
 async fn unavailable_answers_are_retried_with_backoff_then_reported_as_retryable() {
     let t = twin(None).await;
     let c = client(&t, None);

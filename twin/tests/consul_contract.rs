@@ -267,6 +267,89 @@ async fn another_datacenter_has_no_path_and_the_own_one_works() {
 }
 
 #[tokio::test]
+async fn oss_consul_refuses_namespaces_with_the_enterprise_error() {
+    let api = Api::start().await;
+    api.put_kv("x", "v").await;
+    for path in [
+        "/v1/kv/x?ns=team",
+        "/v1/kv/x?recurse&ns=team",
+        "/v1/session/list?ns=team",
+        "/v1/catalog/services?ns=team",
+        "/v1/health/service/consul?ns=team",
+    ] {
+        let (s, _, body) = api.call("GET", path, None).await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{path}");
+        assert_eq!(
+            body, "Invalid query parameter: \"ns\" - Namespaces are a Consul Enterprise feature",
+            "{path}"
+        );
+    }
+    let (s, _, _) = api
+        .call("PUT", "/v1/kv/x?ns=team", Some(b"w".to_vec()))
+        .await;
+    assert_eq!(
+        s,
+        StatusCode::BAD_REQUEST,
+        "a write in a namespace is refused too"
+    );
+    let (_, got) = api.json("GET", "/v1/kv/x", None).await;
+    assert_eq!(got[0]["Value"], "dg==", "nothing was written");
+
+    let resp = api
+        .http
+        .get(api.url("/v1/kv/x"))
+        .header("X-Consul-Namespace", "team")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(
+        resp.text().await.unwrap(),
+        "Invalid header: \"X-Consul-Namespace\" - Namespaces are a Consul Enterprise feature"
+    );
+    // An empty namespace is no namespace.
+    let (s, _, _) = api.call("GET", "/v1/kv/x?ns=", None).await;
+    assert_eq!(s, StatusCode::OK);
+    api.twin.shutdown().await;
+}
+
+#[tokio::test]
+async fn kv_keys_with_a_leading_slash_or_traversal_are_refused_like_consul_1_21() {
+    let api = Api::start().await;
+    for (method, path, reason) in [
+        ("PUT", "/v1/kv//lead", "key must not begin with a '/'"),
+        ("GET", "/v1/kv//lead", "key must not begin with a '/'"),
+        ("GET", "/v1/kv//p?recurse", "key must not begin with a '/'"),
+        (
+            "DELETE",
+            "/v1/kv//p?recurse",
+            "key must not begin with a '/'",
+        ),
+        (
+            "PUT",
+            "/v1/kv/a/..%2Fb",
+            "URL path contains invalid traversal sequence",
+        ),
+        (
+            "GET",
+            "/v1/kv/a/..x",
+            "key contains path traversal sequence after normalization",
+        ),
+    ] {
+        let (s, _, body) = api.call(method, path, Some(b"v".to_vec())).await;
+        assert_eq!(
+            (s, body.as_str()),
+            (StatusCode::BAD_REQUEST, reason),
+            "{method} {path}"
+        );
+    }
+    let (_, keys) = api.json("GET", "/v1/kv/?keys", None).await;
+    assert_eq!(keys, json!([]), "nothing was written");
+    assert_eq!(api.put_kv("a/b.c-d_e", "ok").await, json!(true));
+    api.twin.shutdown().await;
+}
+
+#[tokio::test]
 async fn raw_read_returns_the_bytes_as_text_plain() {
     let api = Api::start().await;
     api.put_kv("cfg", "hello: world").await;

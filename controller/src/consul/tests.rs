@@ -370,3 +370,15 @@ async fn fake_keys_with_separator_fold_subdirectories() {
     let (pairs, _) = c.kv_list("web/subdir/", QueryOptions::NOW).await.unwrap();
     assert_eq!(pairs.len(), 2);
 }
+
+#[test]
+fn operator_prefixes_consul_would_refuse_are_rejected_naming_the_flag() {
+    for ok in ["proxy-operator", "team/edge", "a.b_c-d"] {
+        assert!(validate_kv_prefix(ok).is_ok(), "{ok}");
+    }
+    for bad in ["", "/proxy", "proxy/", "a/../b", "..", "a//b", " p", "p "] {
+        let err = validate_kv_prefix(bad).unwrap_err();
+        assert!(matches!(err, Error::InvalidKey { .. }), "{bad:?}");
+        assert!(err.to_string().contains("--prefix"), "{err}");
+    }
+}

@@ -196,7 +196,10 @@ pub struct ClientConfig {
     pub token_file: Option<PathBuf>,
     /// TLS settings (used when the endpoint is `https`).
     pub tls: TlsSettings,
-    /// Namespace (`?ns=` for Consul Enterprise, `?namespace=` for Nomad).
+    /// Namespace (`?ns=` for Consul Enterprise, `?namespace=` for Nomad). Sent only when set.
+    /// Consul namespaces are an Enterprise feature: Consul CE answers every KV, session,
+    /// catalog and health request carrying `?ns=` with 400 "Invalid query parameter: \"ns\" -
+    /// Namespaces are a Consul Enterprise feature", so leave `CONSUL_NAMESPACE` unset on CE.
     pub namespace: Option<String>,
     /// Nomad region (`?region=`); ignored for Consul.
     pub region: Option<String>,
@@ -444,7 +447,8 @@ pub struct ConsulFlags {
     /// Skip TLS verification (overrides CONSUL_HTTP_SSL_VERIFY).
     #[arg(id = "consul-skip-verify", long = "consul-skip-verify")]
     pub skip_verify: bool,
-    /// Consul namespace (overrides CONSUL_NAMESPACE).
+    /// Consul namespace (overrides CONSUL_NAMESPACE). Consul Enterprise only: Consul CE
+    /// refuses every request that names a namespace (400).
     #[arg(id = "consul-namespace", long = "consul-namespace", value_name = "NS")]
     pub namespace: Option<String>,
     /// Requests per second to Consul (default 50).

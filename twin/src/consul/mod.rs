@@ -158,6 +158,7 @@ impl ConsulState {
             .route("/v1/status/peers", get(catalog::status_peers))
             .fallback(|| async { text(StatusCode::NOT_FOUND, "404 page not found\n") });
         api.layer(axum::middleware::from_fn(datacenter))
+            .layer(axum::middleware::from_fn(oss_namespace))
             .layer(axum::middleware::from_fn_with_state(
                 self.clone(),
                 default_acl_policy,
@@ -454,6 +455,42 @@ async fn datacenter(req: Request, next: Next) -> Response {
     });
     if other {
         return text(StatusCode::INTERNAL_SERVER_ERROR, "No path to datacenter");
+    }
+    next.run(req).await
+}
+
+/// The twin is Consul OSS (CE): endpoints that call `parseEntMeta` refuse a namespace with a
+/// 400 before doing anything else (SRC agent/http_ce.go), header first, then `?ns=`. The
+/// catalog register/deregister bodies and txn ops carry their namespace in JSON instead.
+async fn oss_namespace(req: Request, next: Next) -> Response {
+    let path = req.uri().path();
+    let parses_ns = ["/v1/kv/", "/v1/session/", "/v1/catalog/", "/v1/health/"]
+        .iter()
+        .any(|p| path.starts_with(p))
+        && !matches!(path, "/v1/catalog/register" | "/v1/catalog/deregister");
+    if !parses_ns {
+        return next.run(req).await;
+    }
+    let header_ns = req
+        .headers()
+        .get("X-Consul-Namespace")
+        .is_some_and(|v| !v.is_empty());
+    if header_ns {
+        return text(
+            StatusCode::BAD_REQUEST,
+            "Invalid header: \"X-Consul-Namespace\" - Namespaces are a Consul Enterprise feature",
+        );
+    }
+    // Go's `Query().Get("ns")` is the first value, percent-decoded; an empty one is no namespace.
+    let query_ns = Query::<Vec<(String, String)>>::try_from_uri(req.uri())
+        .ok()
+        .and_then(|q| q.0.into_iter().find(|(k, _)| k == "ns"))
+        .is_some_and(|(_, v)| !v.is_empty());
+    if query_ns {
+        return text(
+            StatusCode::BAD_REQUEST,
+            "Invalid query parameter: \"ns\" - Namespaces are a Consul Enterprise feature",
+        );
     }
     next.run(req).await
 }
