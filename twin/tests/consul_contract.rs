@@ -14,27 +14,50 @@ fn fixture(name: &str) -> Value {
     serde_json::from_str(&text).unwrap_or_else(|e| panic!("parse {path}: {e}"))
 }
 
-/// Keys real Consul emits that the doc samples leave out (seen in Consul's structs and in the
-/// responses of `fixtures/traefik/traefik-consul-trace.txt`).
-const REAL_EXTRA_KEYS: &[&str] = &[
-    "Checks",
-    "EnableTagOverride",
-    "Proxy",
-    "Connect",
-    "PeerName",
-    "CreateIndex",
-    "ModifyIndex",
-    "Datacenter",
+/// Keys real Consul emits that the doc samples leave out, per exact path (array indices written
+/// `[]`). Sources: Consul's structs (`structs.Session`, `structs.ServiceNode`,
+/// `structs.HealthCheck`, `structs.NodeService`) and the responses recorded in
+/// `fixtures/traefik/traefik-consul-trace.txt`. A key is accepted only at the path listed.
+const REAL_EXTRA_KEYS: &[(&str, &[&str])] = &[
+    ("catalog-service[]", &["ServiceKind", "ServiceWeights"]),
+    (
+        "catalog-service[].ServiceProxy",
+        &["Mode", "MeshGateway", "Expose"],
+    ),
+    ("health-service[].Node", RAFT_INDEX),
+    (
+        "health-service[].Service",
+        &[
+            "EnableTagOverride",
+            "Proxy",
+            "Connect",
+            "PeerName",
+            "Datacenter",
+            "CreateIndex",
+            "ModifyIndex",
+        ],
+    ),
+    ("health-service[].Checks[]", HEALTH_CHECK),
+    ("health-checks[]", HEALTH_CHECK),
+    ("health-state[]", HEALTH_CHECK),
+    // The deprecated `Checks` of structs.Session (`json:",omitempty"`).
+    ("session-info[]", &["Checks"]),
+    ("session-list[]", &["Checks"]),
+    ("session-node[]", &["Checks"]),
+    ("session-renew[]", &["Checks"]),
+];
+
+const RAFT_INDEX: &[&str] = &["CreateIndex", "ModifyIndex"];
+
+/// structs.HealthCheck fields the doc sample omits.
+const HEALTH_CHECK: &[&str] = &[
     "Type",
     "Interval",
     "Timeout",
     "ExposedPort",
     "Definition",
-    "ServiceKind",
-    "ServiceWeights",
-    "Mode",
-    "MeshGateway",
-    "Expose",
+    "CreateIndex",
+    "ModifyIndex",
 ];
 
 fn type_name(v: &Value) -> &'static str {
@@ -48,11 +71,40 @@ fn type_name(v: &Value) -> &'static str {
     }
 }
 
+/// `health-service[3].Checks[0]` → `health-service[].Checks[]`.
+fn schema_path(path: &str) -> String {
+    let mut out = String::with_capacity(path.len());
+    let mut in_index = false;
+    for c in path.chars() {
+        match c {
+            '[' => {
+                in_index = true;
+                out.push('[');
+            }
+            ']' => {
+                in_index = false;
+                out.push(']');
+            }
+            _ if in_index => {}
+            _ => out.push(c),
+        }
+    }
+    out
+}
+
+fn extra_allowed(path: &str, key: &str) -> bool {
+    let at = schema_path(path);
+    REAL_EXTRA_KEYS
+        .iter()
+        .any(|(p, keys)| *p == at && keys.contains(&key))
+}
+
 /// Every key of `expected` is in `actual` with the same JSON type, recursively; extra keys are
-/// only those real Consul has. A `null` in the sample matches anything (Go nil slices/pointers).
-fn assert_same_shape(expected: &Value, actual: &Value, path: &str) {
+/// only those real Consul has at that exact path. A `null` in the sample matches anything (Go
+/// nil slices/pointers). Returns the first difference.
+fn same_shape(expected: &Value, actual: &Value, path: &str) -> Result<(), String> {
     match (expected, actual) {
-        (Value::Null, _) => {}
+        (Value::Null, _) => Ok(()),
         (Value::Object(e), Value::Object(a)) => {
             // Maps keyed by data (Meta, TaggedAddresses, catalog/services) are not schemas: only
             // their value types must match.
@@ -62,37 +114,74 @@ fn assert_same_shape(expected: &Value, actual: &Value, path: &str) {
             if data_map {
                 if let Some(sample) = e.values().next() {
                     for (k, av) in a {
-                        assert_same_shape(sample, av, &format!("{path}.{k}"));
+                        same_shape(sample, av, &format!("{path}.{k}"))?;
                     }
                 }
-                return;
+                return Ok(());
             }
             for (k, ev) in e {
                 let av = a
                     .get(k)
-                    .unwrap_or_else(|| panic!("{path}.{k} missing in twin answer {actual}"));
-                assert_same_shape(ev, av, &format!("{path}.{k}"));
+                    .ok_or_else(|| format!("{path}.{k} missing in twin answer {actual}"))?;
+                same_shape(ev, av, &format!("{path}.{k}"))?;
             }
             for k in a.keys() {
-                assert!(
-                    e.contains_key(k) || REAL_EXTRA_KEYS.contains(&k.as_str()),
-                    "{path}.{k} is not a key real Consul returns here"
-                );
+                if !e.contains_key(k) && !extra_allowed(path, k) {
+                    return Err(format!("{path}.{k} is not a key real Consul returns here"));
+                }
             }
+            Ok(())
         }
         (Value::Array(e), Value::Array(a)) => {
             if let Some(first) = e.first() {
                 for (i, item) in a.iter().enumerate() {
-                    assert_same_shape(first, item, &format!("{path}[{i}]"));
+                    same_shape(first, item, &format!("{path}[{i}]"))?;
                 }
             }
+            Ok(())
         }
-        (e, a) => assert_eq!(
-            type_name(e),
-            type_name(a),
-            "{path}: sample has {e}, twin has {a}"
-        ),
+        (e, a) if type_name(e) == type_name(a) => Ok(()),
+        (e, a) => Err(format!("{path}: sample has {e}, twin has {a}")),
     }
+}
+
+#[track_caller]
+fn assert_same_shape(expected: &Value, actual: &Value, path: &str) {
+    if let Err(diff) = same_shape(expected, actual, path) {
+        panic!("{diff}");
+    }
+}
+
+#[test]
+fn the_shape_comparator_fails_on_a_wrong_type_a_missing_key_and_a_misplaced_extra_key() {
+    let sample = json!([{"Node": {"Node": "n", "Address": "a"}, "Checks": [{"CheckID": "c"}]}]);
+    let good = json!([{
+        "Node": {"Node": "n1", "Address": "10.0.0.1", "CreateIndex": 5},
+        "Checks": [{"CheckID": "serfHealth", "Interval": "10s"}]
+    }]);
+    assert_eq!(same_shape(&sample, &good, "health-service"), Ok(()));
+
+    let wrong_type = json!([{"Node": {"Node": "n1", "Address": 7}, "Checks": []}]);
+    let err = same_shape(&sample, &wrong_type, "health-service").unwrap_err();
+    assert!(err.contains("health-service[0].Node.Address"), "{err}");
+
+    let missing = json!([{"Node": {"Node": "n1"}, "Checks": []}]);
+    let err = same_shape(&sample, &missing, "health-service").unwrap_err();
+    assert!(err.contains("Node.Address missing"), "{err}");
+
+    let unknown = json!([{"Node": {"Node": "n1", "Address": "a", "Bogus": 1}, "Checks": []}]);
+    let err = same_shape(&sample, &unknown, "health-service").unwrap_err();
+    assert!(err.contains("Node.Bogus is not a key"), "{err}");
+
+    // `Interval` is real on a check, not on a node: allowed per path, not everywhere.
+    let misplaced =
+        json!([{"Node": {"Node": "n1", "Address": "a", "Interval": "1s"}, "Checks": []}]);
+    let err = same_shape(&sample, &misplaced, "health-service").unwrap_err();
+    assert!(err.contains("Node.Interval is not a key"), "{err}");
+
+    let nested_wrong = json!([{"Node": {"Node": "n", "Address": "a"}, "Checks": [{"CheckID": 1}]}]);
+    let err = same_shape(&sample, &nested_wrong, "health-service").unwrap_err();
+    assert!(err.contains("Checks[0].CheckID"), "{err}");
 }
 
 struct Api {
