@@ -382,3 +382,69 @@ fn operator_prefixes_consul_would_refuse_are_rejected_naming_the_flag() {
         assert!(err.to_string().contains("--prefix"), "{err}");
     }
 }
+
+#[test]
+fn kv_values_never_show_in_debug_output_only_length_and_digest() {
+    const HASH: &str = "alice:$apr1$SENTINEL$Xq0bJ7yH1cJzYVw8mQ0bK/";
+    let pair = KvPair {
+        key: "p/traefik/http/middlewares/ba/basicAuth/users/0".into(),
+        value: HASH.as_bytes().to_vec(),
+        ..KvPair::default()
+    };
+    let shown = format!("{pair:?} {pair:#?}");
+    assert!(!shown.contains("SENTINEL"), "{shown}");
+    assert!(
+        shown.contains(&format!("<{} bytes, sha256:", HASH.len())),
+        "{shown}"
+    );
+    assert!(
+        shown.contains("basicAuth/users/0"),
+        "keys stay readable: {shown}"
+    );
+    let other = KvPair {
+        value: b"bob:$apr1$other".to_vec(),
+        ..pair.clone()
+    };
+    assert_ne!(
+        format!("{pair:?}"),
+        format!("{other:?}"),
+        "values stay distinguishable"
+    );
+
+    let value = HASH.as_bytes().to_vec();
+    let ops = vec![
+        TxnOp::Set {
+            key: "k".into(),
+            value: value.clone(),
+        },
+        TxnOp::Cas {
+            key: "k".into(),
+            value: value.clone(),
+            index: 7,
+        },
+        TxnOp::Lock {
+            key: "k".into(),
+            value: value.clone(),
+            session: "s1".into(),
+        },
+        TxnOp::Unlock {
+            key: "k".into(),
+            value,
+            session: "s1".into(),
+        },
+        TxnOp::CheckIndex {
+            key: "k".into(),
+            index: 7,
+        },
+    ];
+    let shown = format!("{ops:?} {ops:#?}");
+    assert!(!shown.contains("SENTINEL"), "{shown}");
+    assert!(
+        shown.contains("index: 7") && shown.contains("\"s1\""),
+        "{shown}"
+    );
+    let results = TxnResults {
+        results: vec![pair],
+    };
+    assert!(!format!("{results:?}").contains("SENTINEL"));
+}
