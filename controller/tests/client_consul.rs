@@ -539,6 +539,31 @@ async fn a_forbidden_listing_is_an_error_not_an_empty_tree() {
 }
 
 #[tokio::test]
+async fn a_listing_the_policy_does_not_cover_comes_back_empty_as_consul_filters_it() {
+    // Why the loop must not read an empty listing as "nothing there": Consul (and the twin's
+    // restricted tokens) drop denied keys from listings instead of answering 403.
+    let t = twin(Some("right-token")).await;
+    t.consul().add_restricted_token(
+        "narrow-token",
+        hashistack_twin::consul::TokenPolicy {
+            key_write: vec!["other/".into()],
+            ..Default::default()
+        },
+    );
+    let good = client(&t, Some("right-token"));
+    assert!(good.kv_put("p/config", b"1", None).await.unwrap());
+    let narrow = client(&t, Some("narrow-token"));
+    let (pairs, _) = narrow.kv_list("p", QueryOptions::NOW).await.unwrap();
+    assert!(pairs.is_empty(), "filtered, not refused");
+    let err = narrow
+        .kv_get("p/config", QueryOptions::NOW)
+        .await
+        .unwrap_err();
+    assert_eq!(err.status(), Some(403), "a single read is refused: {err}");
+    t.shutdown().await;
+}
+
+#[tokio::test]
 async fn keys_consul_refuses_fail_before_sending_and_name_the_prefix_flag() {
     let t = twin(None).await;
     let c = client(&t, None);

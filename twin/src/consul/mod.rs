@@ -5,6 +5,7 @@
 //! write. State lives in [`store::Store`] behind a lock; every index change is published on a
 //! `watch` channel that blocked readers wait on.
 
+mod acl;
 mod catalog;
 mod kv;
 mod session;
@@ -27,6 +28,7 @@ use tokio::time::Instant;
 
 use crate::blocking;
 use crate::persist::{self, Persister};
+pub use acl::TokenPolicy;
 use store::Store;
 
 /// File name of the Consul snapshot inside `data_dir`.
@@ -53,6 +55,7 @@ struct Inner {
     store: RwLock<Store>,
     changes: watch::Sender<u64>,
     acl_token: Option<String>,
+    restricted: RwLock<acl::Tokens>,
     snapshot_path: Option<PathBuf>,
     persister: Option<Persister>,
     tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
@@ -109,6 +112,7 @@ impl ConsulState {
                     store: RwLock::new(store),
                     changes,
                     acl_token: config.acl_token.clone(),
+                    restricted: RwLock::new(acl::Tokens::default()),
                     snapshot_path: snapshot_path.clone(),
                     persister,
                     tasks: Mutex::new(tasks),
@@ -210,6 +214,17 @@ impl ConsulState {
     /// it existed.
     pub fn expire_session(&self, id: &str) -> bool {
         self.write(|s| s.session_invalidate(id, Instant::now()))
+    }
+
+    /// Adds a token whose rules are narrower than the configured one (which may do
+    /// everything): requests with it are refused or filtered the way Consul refuses and
+    /// filters them (see [`TokenPolicy`]). Works with or without a configured ACL token.
+    pub fn add_restricted_token(&self, secret: &str, policy: TokenPolicy) {
+        self.inner
+            .restricted
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .add(secret, policy);
     }
 
     /// Forgets every KV tombstone, as Consul's tombstone GC does, so prefix indexes may go
@@ -431,6 +446,16 @@ fn request_token(req: &Request) -> Option<String> {
 /// ACL enforcement: with a configured token, an unknown token is "ACL not found" and a missing
 /// one falls back to the anonymous token, which has no permissions under a default-deny policy.
 async fn acl(State(st): State<ConsulState>, req: Request, next: Next) -> Response {
+    let restricted = request_token(&req).and_then(|t| {
+        st.inner
+            .restricted
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&t)
+    });
+    if let Some(r) = restricted {
+        return acl::enforce(r, req, next).await;
+    }
     let Some(expected) = &st.inner.acl_token else {
         return next.run(req).await;
     };
