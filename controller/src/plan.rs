@@ -50,6 +50,8 @@ pub struct ObservedJob {
     pub meta: BTreeMap<String, String>,
     /// `Stop` is set.
     pub stopped: bool,
+    /// `Type` (`service`, `system`, …), when known.
+    pub job_type: Option<String>,
 }
 
 impl ObservedJob {
@@ -60,13 +62,22 @@ impl ObservedJob {
     }
 }
 
-/// What runs.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+/// What runs. `Debug` shows KV keys and value lengths only: values may be basic-auth hashes.
+#[derive(Clone, PartialEq, Eq, Default)]
 pub struct Observed {
     /// The proxy job, if it exists.
     pub job: Option<ObservedJob>,
     /// Every entry under `<prefix>/traefik/`.
     pub kv: Vec<(String, String)>,
+}
+
+impl std::fmt::Debug for Observed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Observed")
+            .field("job", &self.job)
+            .field("kv", &crate::rollout::KvDebug(&self.kv))
+            .finish()
+    }
 }
 
 /// Why nothing is applied although something differs (or might).
@@ -84,6 +95,18 @@ pub enum HoldReason {
         /// What drifted (`job`, `kv`, or both).
         what: String,
     },
+    /// The document asks for another job type than the job with this ID has in Nomad. Nomad
+    /// refuses to change a job's type in place (`cannot update job from type ...`, also for a
+    /// stopped job until it is purged), and stopping + purging the proxy is an outage the
+    /// document did not ask for, so a person decides.
+    JobTypeChange {
+        /// The job ID.
+        job_id: String,
+        /// The type in Nomad.
+        running: String,
+        /// The type the document asks for.
+        wanted: String,
+    },
 }
 
 impl std::fmt::Display for HoldReason {
@@ -98,6 +121,16 @@ impl std::fmt::Display for HoldReason {
             HoldReason::Drift { what } => write!(
                 f,
                 "the running {what} drifted from the applied spec; driftPolicy is warn, so it is reported, not corrected"
+            ),
+            HoldReason::JobTypeChange {
+                job_id,
+                running,
+                wanted,
+            } => write!(
+                f,
+                "spec.job.type is {wanted:?} but job {job_id:?} is a {running:?} job in Nomad, and Nomad cannot change a job's type in place; \
+                 nothing is changed. Either set spec.job.id to a new ID (the {running} job keeps serving until you stop it), \
+                 or stop and purge the old job (`nomad job stop -purge {job_id}`, an outage until the new one is healthy) so the operator registers it anew"
             ),
         }
     }
@@ -162,6 +195,22 @@ pub fn plan(desired: &Desired<'_>, observed: &Observed, status: &ProxyStatus) ->
                 };
             }
         }
+    }
+    if let (Some(job), Some(wanted)) = (
+        &observed.job,
+        desired
+            .rendered
+            .job
+            .get("Type")
+            .and_then(serde_json::Value::as_str),
+    ) && let Some(running) = job.job_type.as_deref()
+        && running != wanted
+    {
+        return Plan::Hold(HoldReason::JobTypeChange {
+            job_id: job_id(desired).to_owned(),
+            running: running.to_owned(),
+            wanted: wanted.to_owned(),
+        });
     }
     let digest = spec.digest();
     if status.failed_digest.as_deref() == Some(digest)

@@ -164,6 +164,49 @@ pub struct RouteProbe {
     pub path: String,
     /// The status that counts as success.
     pub expect_status: u16,
+    /// Send it over HTTPS (SNI and `Host` = `host`, certificate not verified: the probe checks
+    /// the route through the local proxy, not the certificate chain, which for a name that
+    /// is not the loopback address could never verify).
+    #[serde(default)]
+    pub tls: bool,
+}
+
+/// The spec's route probes, addressed at the proxy's entry points on `proxy_host`.
+///
+/// A probe on an entry point that redirects (by default `web` → `websecure`) that does not
+/// expect the redirect itself (a 3xx) is sent to the redirect's target over HTTPS instead: that
+/// is where the redirect takes a client, and otherwise the default probe (`web`, 200) would
+/// always see a 308 and fail every rollout. An entry point serves TLS when it is `websecure` or
+/// the target of a redirect (as the renderer configures it).
+#[must_use]
+pub fn route_probes(spec: &crate::spec::ValidatedSpec, proxy_host: &str) -> Vec<RouteProbe> {
+    let listeners = spec.entry_points();
+    let is_tls = |name: &str| {
+        name == "websecure"
+            || listeners
+                .iter()
+                .any(|o| o.redirect_to.as_deref() == Some(name))
+    };
+    spec.rollout()
+        .probes
+        .iter()
+        .filter_map(|p| {
+            let mut listener = spec.entry_point(&p.entry_point)?;
+            if let Some(target) = &listener.redirect_to
+                && !(300..400).contains(&p.expect_status)
+                && let Some(t) = spec.entry_point(target)
+            {
+                listener = t;
+            }
+            Some(RouteProbe {
+                address: format!("{proxy_host}:{}", listener.address.port),
+                host: p.host.clone(),
+                path: p.path.clone(),
+                expect_status: p.expect_status,
+                tls: is_tls(&listener.name),
+            })
+        })
+        .collect()
 }
 
 impl RouteProbe {
@@ -208,6 +251,36 @@ impl HttpProbe {
         Ok(Self { client })
     }
 
+    /// `https://<host><path>` connected to `address`, so SNI and `Host` carry the route's host
+    /// as a browser's would, and the proxy picks the certificate and router it serves for it.
+    async fn route_tls(&self, probe: &RouteProbe) -> Result<u16> {
+        let bad_url = || Error::Url(format!("https://{}{}", probe.host, probe.path));
+        if probe.host.is_empty() || probe.host.contains(['/', ':', '@', ' ']) {
+            return Err(bad_url());
+        }
+        let addr = tokio::net::lookup_host(probe.address.as_str())
+            .await
+            .ok()
+            .and_then(|mut addrs| addrs.next())
+            .ok_or_else(bad_url)?;
+        let client = reqwest::Client::builder()
+            .connect_timeout(CONNECT_TIMEOUT)
+            .timeout(REQUEST_TIMEOUT)
+            .redirect(reqwest::redirect::Policy::none())
+            .no_proxy()
+            .danger_accept_invalid_certs(true)
+            .resolve(&probe.host, addr)
+            .build()
+            .map_err(Error::Client)?;
+        let url = format!("https://{}{}", probe.host, probe.path);
+        let response = client
+            .get(&url)
+            .send()
+            .await
+            .map_err(|source| Error::Request { url, source })?;
+        Ok(response.status().as_u16())
+    }
+
     async fn get(&self, url: String) -> Result<reqwest::Response> {
         self.client
             .get(&url)
@@ -240,6 +313,9 @@ impl ProxyProbe for HttpProbe {
     async fn route(&self, probe: &RouteProbe) -> Result<u16> {
         if !probe.path.starts_with('/') || probe.address.contains('/') {
             return Err(Error::Url(format!("{}{}", probe.address, probe.path)));
+        }
+        if probe.tls {
+            return self.route_tls(probe).await;
         }
         let url = format!("http://{}{}", probe.address, probe.path);
         let response = self
@@ -492,10 +568,119 @@ mod tests {
             host: "demo.localhost".into(),
             path: "/".into(),
             expect_status: 301,
+            tls: false,
         };
         assert_eq!(probe.route(&route).await.unwrap(), 301);
         route.host = "other.localhost".into();
         assert_eq!(probe.route(&route).await.unwrap(), 404);
+        server.abort();
+    }
+
+    fn spec_with_probes(probes: &str) -> crate::spec::ValidatedSpec {
+        let doc = format!(
+            "apiVersion: proxy-operator.io/v1alpha1
+kind: ProxyConfig
+spec:
+  proxy: traefik
+  entryPoints:
+    web: {{address: \":18080\", redirectTo: websecure}}
+    websecure: {{address: \":18443\"}}
+  rollout:
+    probes:
+{probes}"
+        );
+        crate::spec::load(doc.as_bytes()).unwrap()
+    }
+
+    #[test]
+    fn a_default_probe_on_the_redirecting_web_entry_point_goes_to_websecure_over_tls() {
+        let spec = spec_with_probes(
+            "      - host: app.example.test
+      - host: app.example.test
+        path: /old
+        expectStatus: 308
+      - host: app.example.test
+        entryPoint: websecure
+",
+        );
+        let probes = route_probes(&spec, "127.0.0.1");
+        assert_eq!(probes.len(), 3);
+        assert_eq!(
+            probes[0].address, "127.0.0.1:18443",
+            "follows web's redirect"
+        );
+        assert!(probes[0].tls);
+        assert_eq!(probes[0].expect_status, 200);
+        assert_eq!(
+            (probes[1].address.as_str(), probes[1].tls),
+            ("127.0.0.1:18080", false),
+            "a probe expecting the redirect must see it on web"
+        );
+        assert_eq!(
+            (probes[2].address.as_str(), probes[2].tls),
+            ("127.0.0.1:18443", true),
+            "websecure is probed over TLS"
+        );
+    }
+
+    /// A TLS server with a self-signed certificate for `app.example.test` that answers 204 only
+    /// when both SNI and `Host` name that host (421 otherwise), like a proxy routing by host.
+    async fn tls_server() -> (std::net::SocketAddr, tokio::task::JoinHandle<()>) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let cert = rcgen::generate_simple_self_signed(vec!["app.example.test".to_owned()]).unwrap();
+        let key = rustls_pki_types::PrivateKeyDer::Pkcs8(cert.signing_key.serialize_der().into());
+        let config = rustls::ServerConfig::builder()
+            .with_no_client_auth()
+            .with_single_cert(vec![cert.cert.der().clone()], key)
+            .unwrap();
+        let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let task = tokio::spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                let Ok(mut tls) = acceptor.accept(tcp).await else {
+                    continue;
+                };
+                let sni = tls.get_ref().1.server_name().map(str::to_owned);
+                let mut buf = vec![0u8; 4096];
+                let n = tls.read(&mut buf).await.unwrap_or(0);
+                let request = String::from_utf8_lossy(&buf[..n]).to_lowercase();
+                let ok = sni.as_deref() == Some("app.example.test")
+                    && request.contains("\r\nhost: app.example.test");
+                let status = if ok {
+                    "204 No Content"
+                } else {
+                    "421 Misdirected Request"
+                };
+                let answer =
+                    format!("HTTP/1.1 {status}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
+                let _ = tls.write_all(answer.as_bytes()).await;
+                let _ = tls.shutdown().await;
+            }
+        });
+        (addr, task)
+    }
+
+    #[tokio::test]
+    async fn http_probe_reaches_a_tls_route_with_the_routes_sni_and_host_despite_a_self_signed_certificate()
+     {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let (addr, server) = tls_server().await;
+        let probe = HttpProbe::new().unwrap();
+        let route = RouteProbe {
+            address: addr.to_string(),
+            host: "app.example.test".into(),
+            path: "/health".into(),
+            expect_status: 204,
+            tls: true,
+        };
+        assert_eq!(probe.route(&route).await.unwrap(), 204);
+        // Plain HTTP to the TLS port (the old behaviour) never gets an answer.
+        let plain = RouteProbe {
+            tls: false,
+            ..route.clone()
+        };
+        assert!(probe.route(&plain).await.is_err());
         server.abort();
     }
 }

@@ -43,8 +43,8 @@ use tracing::{Instrument, debug, info, info_span, warn};
 use crate::consul::{self, ConsulApi, TxnOp};
 use crate::nomad::{self, NomadApi};
 use crate::plan::{self, Desired, HoldReason, Observed, ObservedJob, Plan};
-use crate::probe::{ProxyProbe, RouteProbe};
-use crate::render::{self, META_SPEC_DIGEST, RenderContext, Rendered};
+use crate::probe::ProxyProbe;
+use crate::render::{self, META_OWNER, META_SPEC_DIGEST, RenderContext, Rendered};
 use crate::rollout::{
     self, AllocObservation, ApplyError, ApplyOutcome, Change, DeploymentObservation,
     DeploymentState, Effect, Gate, JobObservation, JobRef, Journal, Observation, Phase,
@@ -703,6 +703,13 @@ where
                         reason: &text,
                         drift: true,
                     },
+                    HoldReason::JobTypeChange { .. } => {
+                        warn!(reason = %text, "the document changes the job type; held");
+                        Report::Blocked {
+                            cause: "JobTypeChange",
+                            reason: &text,
+                        }
+                    }
                 };
                 self.report(&facts.pass(report)).await;
                 Action::await_change()
@@ -717,7 +724,8 @@ where
                 info!(kind = change.kind(), digest = %short(&change.digest), "rolling out");
                 change.gate.proxy_api = (loaded.spec.proxy() == ProxyKind::Traefik)
                     .then(|| self.proxy_api(&loaded.spec));
-                change.gate.probes = self.route_probes(&loaded.spec);
+                change.gate.probes =
+                    crate::probe::route_probes(&loaded.spec, &self.config.proxy_host);
                 let obs = Observation {
                     planned: Some(*change),
                     ..Observation::default()
@@ -1029,6 +1037,7 @@ where
             modify_index: j.job_modify_index,
             meta: j.meta,
             stopped: j.stop,
+            job_type: Some(j.job_type),
         });
         Ok(Observed { job, kv })
     }
@@ -1125,23 +1134,6 @@ where
             proxy.probes.push(outcome);
         }
         proxy
-    }
-
-    /// The spec's route probes, addressed at the proxy's entry points.
-    fn route_probes(&self, spec: &ValidatedSpec) -> Vec<RouteProbe> {
-        spec.rollout()
-            .probes
-            .iter()
-            .filter_map(|p| {
-                let listener = spec.entry_point(&p.entry_point)?;
-                Some(RouteProbe {
-                    address: format!("{}:{}", self.config.proxy_host, listener.address.port),
-                    host: p.host.clone(),
-                    path: p.path.clone(),
-                    expect_status: p.expect_status,
-                })
-            })
-            .collect()
     }
 
     fn proxy_api(&self, spec: &ValidatedSpec) -> String {
@@ -1282,7 +1274,18 @@ where
             None => self.status_index = Some(0),
         }
         if let Some(pair) = journal {
-            match serde_json::from_slice::<Journal>(&pair.value) {
+            let parsed = serde_json::from_slice::<Journal>(&pair.value)
+                .map_err(|e| e.to_string())
+                .and_then(|j| {
+                    j.check(&self.config.owner, &self.config.kv_root())
+                        .map(|()| j)
+                        .map_err(|e| e.to_string())
+                });
+            let parsed = match parsed {
+                Ok(journal) => self.trust_journal(journal).await?,
+                Err(e) => Err(e),
+            };
+            match parsed {
                 Ok(journal) if self.phase.is_at_rest() => {
                     info!(
                         digest = %short(&journal.change.digest),
@@ -1295,12 +1298,58 @@ where
                 Ok(_) => {}
                 Err(e) => {
                     // Without it the plan still re-verifies what runs before calling it Ready.
-                    warn!(error = %e, "the rollout journal is unreadable; it is dropped");
+                    warn!(error = %e, "the rollout journal is unreadable or untrusted; it is dropped and what runs is verified again");
                     self.journal_garbage = true;
                 }
             }
         }
         Ok(())
+    }
+
+    /// The checks on a journal that need the document and Nomad: it must be about the job the
+    /// document names (when the document still loads), and that job, if it exists, must carry
+    /// our owner Meta before anything registers or reverts it. `Err`: Nomad or Consul could not
+    /// be read (back off); `Ok(Err)`: the journal is not trusted.
+    async fn trust_journal(
+        &self,
+        journal: Journal,
+    ) -> Result<std::result::Result<Journal, String>> {
+        let job_id = journal.change.job_id.clone();
+        let key = self.config.config_key();
+        let (doc, _) = self
+            .consul
+            .kv_get(&key, QueryOptions::NOW)
+            .await
+            .map_err(|source| Error::Consul {
+                what: format!("the config key {key}"),
+                source,
+            })?;
+        // A deleted or broken document does not stop a rollout in flight (it runs on its own
+        // terms), so only a document that loads can contradict the journal.
+        if let Some(spec) = doc.and_then(|p| spec::load(&p.value).ok())
+            && spec.job().id != job_id
+        {
+            return Ok(Err(format!(
+                "it rolls out job {job_id:?}, but the document names job {:?}",
+                spec.job().id
+            )));
+        }
+        let (job, _) = self
+            .nomad
+            .job_read(&job_id, QueryOptions::NOW)
+            .await
+            .map_err(|source| Error::Nomad {
+                what: format!("the proxy job {job_id}"),
+                source,
+            })?;
+        if let Some(job) = job
+            && job.meta.get(META_OWNER) != Some(&self.config.owner)
+        {
+            return Ok(Err(format!(
+                "job {job_id:?} does not carry our {META_OWNER} Meta"
+            )));
+        }
+        Ok(Ok(journal))
     }
 
     /// CAS write of the status, with the journal set or removed in the same transaction; on a
@@ -1410,20 +1459,13 @@ async fn watch_config<C: ConsulApi>(
 fn alloc_observation(a: nomad::AllocationStub) -> AllocObservation {
     let tasks_running =
         !a.task_states.is_empty() && a.task_states.values().all(|t| t.state == "running");
+    // A failed task first: its events say why the allocation failed.
     let task_detail = a
         .task_states
         .iter()
-        .find(|(_, t)| t.state != "running")
-        .map(|(name, t)| {
-            let last = t.events.last().map_or("", |e| {
-                if e.display_message.is_empty() {
-                    e.message.as_str()
-                } else {
-                    e.display_message.as_str()
-                }
-            });
-            format!("task {name} {}: {last}", t.state)
-        });
+        .filter(|(_, t)| t.state != "running")
+        .max_by_key(|(_, t)| t.failed)
+        .map(|(name, t)| task_summary(name, t));
     AllocObservation {
         id: a.id,
         job_version: a.job_version,
@@ -1432,6 +1474,46 @@ fn alloc_observation(a: nomad::AllocationStub) -> AllocObservation {
         tasks_running,
         task_detail,
     }
+}
+
+/// `task traefik dead (failed, 2 restarts): Not Restarting: Exceeded allowed attempts ...;
+/// Terminated: Exit Code: 1`: the last event, and the last event that says what went wrong
+/// (a driver failure, an exit) when the last one only says what Nomad did about it.
+fn task_summary(name: &str, t: &nomad::TaskState) -> String {
+    let text = |e: &nomad::TaskEvent| {
+        let message = if e.display_message.is_empty() {
+            e.message.as_str()
+        } else {
+            e.display_message.as_str()
+        };
+        if message.is_empty() {
+            e.event_type.clone()
+        } else {
+            format!("{}: {message}", e.event_type)
+        }
+    };
+    let mut out = format!("task {name} {}", t.state);
+    if t.failed {
+        out.push_str(&format!(" (failed, {} restarts)", t.restarts));
+    }
+    let Some(last) = t.events.last() else {
+        return out;
+    };
+    out.push_str(": ");
+    out.push_str(&text(last));
+    let is_cause = |e: &nomad::TaskEvent| {
+        matches!(
+            e.event_type.as_str(),
+            "Driver Failure" | "Terminated" | "Failed Validation" | "Setup Failure" | "Killed"
+        )
+    };
+    if !is_cause(last)
+        && let Some(cause) = t.events.iter().rev().find(|e| is_cause(e))
+    {
+        out.push_str("; ");
+        out.push_str(&text(cause));
+    }
+    out
 }
 
 fn apply_error(message: &str, retryable: bool) -> ApplyError {

@@ -37,6 +37,16 @@ pub use crate::spec::status::JobRef;
 /// How often the loop looks again while a rollout is being verified or retried.
 pub const VERIFY_POLL_INTERVAL: Duration = Duration::from_millis(250);
 
+/// The longest gate duration the machine accepts from a journal. A journal read back from KV is
+/// untrusted input: anything longer is not something this operator wrote, and unbounded
+/// durations would overflow the clock arithmetic.
+pub const MAX_GATE_DURATION: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// `t + d`, capped at [`MAX_GATE_DURATION`] so no value can overflow the clock.
+fn after(t: Instant, d: Duration) -> Instant {
+    t.checked_add(d.min(MAX_GATE_DURATION)).unwrap_or(t)
+}
+
 /// The health gate one rollout must pass. It carries everything the loop needs to observe the
 /// gate signals, so a rollout keeps being judged on its own terms when the document changes,
 /// disappears or stops validating mid-rollout.
@@ -63,7 +73,8 @@ pub struct Gate {
 }
 
 /// A change of the Traefik KV policy tree, with what was there before so it can be restored.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// `Debug` shows keys and value lengths only: values may be basic-auth hashes.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct KvChange {
     /// Entries to write (full keys).
@@ -72,6 +83,46 @@ pub struct KvChange {
     pub delete: Vec<String>,
     /// The entries of our subtree before the change.
     pub previous: Vec<(String, String)>,
+}
+
+impl std::fmt::Debug for KvChange {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KvChange")
+            .field("set", &KvDebug(&self.set))
+            .field("delete", &self.delete)
+            .field("previous", &KvDebug(&self.previous))
+            .finish()
+    }
+}
+
+/// KV entries for `Debug`: each key with the length of its value, never the value.
+pub(crate) struct KvDebug<'a>(pub(crate) &'a [(String, String)]);
+
+impl std::fmt::Debug for KvDebug<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_map()
+            .entries(self.0.iter().map(|(k, v)| (k, Redacted(v.len()))))
+            .finish()
+    }
+}
+
+/// A value shown only by its size.
+struct Redacted(usize);
+
+impl std::fmt::Debug for Redacted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "<{} bytes>", self.0)
+    }
+}
+
+/// A job for `Debug`: its size only (a Caddy job embeds its config, basic-auth hashes included).
+struct JobDebug<'a>(&'a serde_json::Value);
+
+impl std::fmt::Debug for JobDebug<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let len = serde_json::to_vec(self.0).map_or(0, |v| v.len());
+        write!(f, "<job JSON, {len} bytes>")
+    }
 }
 
 impl KvChange {
@@ -93,8 +144,8 @@ impl KvChange {
     }
 }
 
-/// A new version of the proxy job.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// A new version of the proxy job. `Debug` omits the job JSON (see [`KvChange`]).
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct JobChange {
     /// Nomad job ID.
@@ -108,6 +159,18 @@ pub struct JobChange {
     /// The last version of this job that passed the gate, where a rollback goes. `None` when
     /// nothing of this job ID ever passed: a failure then leaves the new version in place.
     pub rollback_to: Option<JobRef>,
+}
+
+impl std::fmt::Debug for JobChange {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JobChange")
+            .field("job_id", &self.job_id)
+            .field("job", &JobDebug(&self.job))
+            .field("job_digest", &self.job_digest)
+            .field("enforce_index", &self.enforce_index)
+            .field("rollback_to", &self.rollback_to)
+            .finish()
+    }
 }
 
 /// One rollout: what changes and the gate it must pass.
@@ -144,8 +207,9 @@ impl Change {
     }
 }
 
-/// Something the loop must do, in order.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// Something the loop must do, in order. `Debug` shows KV keys and value lengths and no job
+/// JSON: values may be basic-auth hashes.
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", tag = "effect")]
 pub enum Effect {
     /// Write the policy tree in one `/v1/txn`.
@@ -188,6 +252,48 @@ pub enum Effect {
     },
     /// Run another pass after this long even if nothing changes.
     RequeueAfter(Duration),
+}
+
+impl std::fmt::Debug for Effect {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Effect::WriteKv { set, delete } => f
+                .debug_struct("WriteKv")
+                .field("set", &KvDebug(set))
+                .field("delete", delete)
+                .finish(),
+            Effect::RestoreKv { set, delete } => f
+                .debug_struct("RestoreKv")
+                .field("set", &KvDebug(set))
+                .field("delete", delete)
+                .finish(),
+            Effect::RegisterJob {
+                job_id,
+                job,
+                job_digest,
+                enforce_index,
+            } => f
+                .debug_struct("RegisterJob")
+                .field("job_id", job_id)
+                .field("job", &JobDebug(job))
+                .field("job_digest", job_digest)
+                .field("enforce_index", enforce_index)
+                .finish(),
+            Effect::RevertJob {
+                job_id,
+                version,
+                enforce_prior_version,
+                target_digest,
+            } => f
+                .debug_struct("RevertJob")
+                .field("job_id", job_id)
+                .field("version", version)
+                .field("enforce_prior_version", enforce_prior_version)
+                .field("target_digest", target_digest)
+                .finish(),
+            Effect::RequeueAfter(d) => f.debug_tuple("RequeueAfter").field(d).finish(),
+        }
+    }
 }
 
 impl Effect {
@@ -465,6 +571,13 @@ impl Phase {
 
 /// A rollout in flight as the loop persists it next to the status document, so a restarted (or
 /// newly elected) operator resumes it instead of taking its unverified version for a good one.
+///
+/// It holds KV values, basic-auth hashes included, on purpose: a rollback restores the previous
+/// policy tree from `change.kv.previous`, and a resumed rollout must write exactly the entries it
+/// started with; re-rendering after a restart could read rotated users and restore the wrong
+/// tree. So the ACL policy must protect `<prefix>/rollout` exactly like `<prefix>/traefik/`
+/// (readable by the operator only, never by status readers). Its `Debug` (through
+/// [`KvChange`], [`JobChange`] and [`Effect`]) shows keys and lengths, never values.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Journal {
@@ -485,7 +598,131 @@ impl Journal {
     pub fn same_stage(&self, other: &Journal) -> bool {
         self.change == other.change && self.stage == other.stage
     }
+
+    /// Checks a journal read back from KV before anything in it is replayed. The journal key is
+    /// writable by whoever can write our KV prefix, so it is untrusted input: it must only ever
+    /// touch the job it names, carry our owner Meta on every job it would register, keep its KV
+    /// writes inside `kv_root`, and hold durations this operator could have written.
+    ///
+    /// # Errors
+    /// [`JournalRejected`] with the first inconsistency found (never a KV value).
+    pub fn check(&self, owner: &str, kv_root: &str) -> Result<(), JournalRejected> {
+        let change = &self.change;
+        let reject = |why: String| Err(JournalRejected(why));
+        if change.job_id.is_empty() {
+            return reject("it names no job".into());
+        }
+        for (name, d) in [
+            ("healthyDeadline", change.gate.healthy_deadline),
+            ("minHealthyTime", change.gate.min_healthy_time),
+        ] {
+            if d > MAX_GATE_DURATION {
+                return reject(format!("its {name} exceeds {}", human(MAX_GATE_DURATION)));
+            }
+        }
+        if let Some(job) = &change.job {
+            if job.job_id != change.job_id {
+                return reject(format!(
+                    "its job change is for {:?}, not the gated job {:?}",
+                    job.job_id, change.job_id
+                ));
+            }
+            check_job_json(&job.job, &change.job_id, &job.job_digest, owner)?;
+        }
+        let kv_ok = |key: &str| key.starts_with(kv_root) && key.len() > kv_root.len();
+        if let Some(kv) = &change.kv {
+            let keys = kv
+                .set
+                .iter()
+                .chain(&kv.previous)
+                .map(|(k, _)| k)
+                .chain(&kv.delete);
+            if let Some(bad) = keys.into_iter().find(|k| !kv_ok(k)) {
+                return reject(format!("it writes key {bad:?} outside {kv_root}"));
+            }
+        }
+        let pending: &[Effect] = match &self.stage {
+            Stage::Applying { pending, .. } | Stage::RollingBack { pending, .. } => pending,
+            Stage::Verifying { .. } => &[],
+        };
+        for effect in pending {
+            match effect {
+                Effect::WriteKv { set, delete } | Effect::RestoreKv { set, delete } => {
+                    let keys = set.iter().map(|(k, _)| k).chain(delete);
+                    if let Some(bad) = keys.into_iter().find(|k| !kv_ok(k)) {
+                        return reject(format!("it writes key {bad:?} outside {kv_root}"));
+                    }
+                }
+                Effect::RegisterJob {
+                    job_id,
+                    job,
+                    job_digest,
+                    ..
+                } => {
+                    if *job_id != change.job_id {
+                        return reject(format!(
+                            "it registers job {job_id:?}, not the gated job {:?}",
+                            change.job_id
+                        ));
+                    }
+                    check_job_json(job, job_id, job_digest, owner)?;
+                }
+                Effect::RevertJob { job_id, .. } if *job_id != change.job_id => {
+                    return reject(format!(
+                        "it reverts job {job_id:?}, not the gated job {:?}",
+                        change.job_id
+                    ));
+                }
+                Effect::RevertJob { .. } => {}
+                Effect::RequeueAfter(d) if *d > MAX_GATE_DURATION => {
+                    return reject("it holds an absurd requeue interval".into());
+                }
+                Effect::RequeueAfter(_) => {}
+            }
+        }
+        Ok(())
+    }
 }
+
+/// A job from a journal must be the gated job, stamped with our owner and its own digest.
+fn check_job_json(
+    job: &serde_json::Value,
+    job_id: &str,
+    digest: &str,
+    owner: &str,
+) -> Result<(), JournalRejected> {
+    let job = crate::nomad::unwrap_job(job);
+    let id = job.get("ID").and_then(serde_json::Value::as_str);
+    if id != Some(job_id) {
+        return Err(JournalRejected(format!(
+            "the job it would register has ID {id:?}, not {job_id:?}"
+        )));
+    }
+    let meta = |key: &str| {
+        job.get("Meta")
+            .and_then(|m| m.get(key))
+            .and_then(serde_json::Value::as_str)
+    };
+    if meta(crate::render::META_OWNER) != Some(owner) {
+        return Err(JournalRejected(format!(
+            "the job it would register lacks our {} Meta",
+            crate::render::META_OWNER
+        )));
+    }
+    if meta(crate::render::META_SPEC_DIGEST) != Some(digest) {
+        return Err(JournalRejected(format!(
+            "the job it would register does not carry its own {} Meta",
+            crate::render::META_SPEC_DIGEST
+        )));
+    }
+    Ok(())
+}
+
+/// Why a journal read back from KV is not acted on (the loop drops it and re-verifies what
+/// runs instead).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("the rollout journal was not written by this operator for this job: {0}")]
+pub struct JournalRejected(pub String);
 
 /// The in-flight phases, without their clocks.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -725,7 +962,7 @@ fn start_verifying(
     Phase::Verifying {
         change: change.clone(),
         started,
-        deadline: now + change.gate.healthy_deadline,
+        deadline: after(now, change.gate.healthy_deadline),
         healthy_since: None,
         job_version,
         waiting_for: waiting_for.to_owned(),
@@ -742,7 +979,7 @@ fn step_applying(
     obs: &Observation,
     now: Instant,
 ) -> (Vec<Effect>, Phase) {
-    let deadline = started + change.gate.healthy_deadline;
+    let deadline = after(started, change.gate.healthy_deadline);
     let (done, error) = match &obs.applied {
         Some(outcome) => (outcome.completed.min(pending.len()), outcome.error.clone()),
         // The loop did not get to the effects: issue them again.
@@ -823,7 +1060,7 @@ fn step_verifying(
     // Back from an outage: the deadline moves by the blind time, and health seen before it no
     // longer counts (nobody watched it hold).
     let (deadline, healthy_since) = match blind_since {
-        Some(blind) => (deadline + (now - blind), None),
+        Some(blind) => (after(deadline, now.saturating_duration_since(blind)), None),
         None => (deadline, healthy_since),
     };
     let verifying = |healthy_since, job_version, waiting_for: String| Phase::Verifying {
@@ -1084,6 +1321,35 @@ fn evaluate_job(change: &Change, obs: &Observation, job_version: Option<u64>) ->
             job.version
         ));
     }
+    let wanted: Vec<&AllocObservation> = obs
+        .allocations
+        .iter()
+        .filter(|a| a.desired_status == "run")
+        .collect();
+    // A crashed allocation of the new version (its tasks dead, restarts exhausted) fails the
+    // gate at once, deployment or not: Nomad's deployment would only give up at its
+    // healthyDeadline, and the reason names the task events so the status says why. Only a
+    // job change creates allocations of `version` after this rollout began; for a policy or
+    // verify-only change, an allocation of the running version that failed long ago says
+    // nothing about this change.
+    if change.job.is_some()
+        && let Some(a) = wanted.iter().find(|a| {
+            a.job_version == version && matches!(a.client_status.as_str(), "failed" | "lost")
+        })
+    {
+        let detail = a.task_detail.as_deref().unwrap_or("no task event");
+        let deployment = obs
+            .deployment
+            .as_ref()
+            .filter(|d| d.job_version == version && d.state == DeploymentState::Failed)
+            .map(|d| format!("deployment failed: {}; ", d.description))
+            .unwrap_or_default();
+        return Verdict::Failed(format!(
+            "{deployment}allocation {} of job version {version} {}: {detail}",
+            short(&a.id),
+            a.client_status
+        ));
+    }
     // Deployment health where the job has deployments for this version (only a job change
     // creates one; a policy change is judged on the running allocations).
     if change.job.is_some()
@@ -1106,26 +1372,6 @@ fn evaluate_job(change: &Change, obs: &Observation, job_version: Option<u64>) ->
     }
     // No deployment (system jobs before Nomad 1.11): allocations running with running tasks; the
     // minHealthyTime hold happens in the caller.
-    let wanted: Vec<&AllocObservation> = obs
-        .allocations
-        .iter()
-        .filter(|a| a.desired_status == "run")
-        .collect();
-    // Only a job change creates allocations of `version` after this rollout began; for a policy
-    // or verify-only change, an allocation of the running version that failed long ago says
-    // nothing about this change.
-    if change.job.is_some()
-        && let Some(a) = wanted.iter().find(|a| {
-            a.job_version == version && matches!(a.client_status.as_str(), "failed" | "lost")
-        })
-    {
-        let detail = a.task_detail.as_deref().unwrap_or("no task event");
-        return Verdict::Failed(format!(
-            "allocation {} {}: {detail}",
-            short(&a.id),
-            a.client_status
-        ));
-    }
     let live: Vec<&AllocObservation> = wanted.into_iter().filter(|a| !client_terminal(a)).collect();
     if live.is_empty() {
         return Verdict::Pending(format!(

@@ -51,6 +51,14 @@ pub enum Report<'a> {
         /// Why.
         reason: &'a str,
     },
+    /// The document cannot be rolled out until a person acts (e.g. a job type Nomad cannot
+    /// change in place); `reason` says what to do.
+    Blocked {
+        /// The condition reason (`JobTypeChange`).
+        cause: &'a str,
+        /// What is wrong and what to do.
+        reason: &'a str,
+    },
     /// `spec.paused`.
     Paused,
     /// Something differs but is held (a failed digest, or drift with `driftPolicy: warn`).
@@ -92,7 +100,7 @@ pub fn next(prev: &ProxyStatus, pass: &Pass<'_>, now: SystemTime) -> ProxyStatus
     let stamp = rfc3339(now);
     let mut s = prev.clone();
     s.observed_index = pass.observed_index;
-    s.warnings = pass.warnings.to_vec();
+    s.warnings = capped(pass.warnings, "warning(s)");
     if pass.proxy.is_some() {
         s.proxy = pass.proxy;
     }
@@ -125,7 +133,7 @@ pub fn next(prev: &ProxyStatus, pass: &Pass<'_>, now: SystemTime) -> ProxyStatus
         Report::Invalid { errors } => {
             s.phase = Phase::Invalid;
             s.observed_digest = None;
-            s.validation_errors = errors.to_vec();
+            s.validation_errors = capped(errors, "validation error(s)");
             let message = format!("{} validation error(s); nothing was changed", errors.len());
             s.set_condition(
                 cond(CONDITION_VALID, false, "ValidationFailed", &message),
@@ -179,6 +187,15 @@ pub fn next(prev: &ProxyStatus, pass: &Pass<'_>, now: SystemTime) -> ProxyStatus
                     "Stalled",
                     "nothing is rolled out",
                 ),
+                &stamp,
+            );
+        }
+        Report::Blocked { cause, reason } => {
+            valid(&mut s);
+            s.phase = Phase::Stalled;
+            s.set_condition(cond(CONDITION_READY, false, cause, reason), &stamp);
+            s.set_condition(
+                cond(CONDITION_PROGRESSING, false, "Blocked", reason),
                 &stamp,
             );
         }
@@ -413,6 +430,45 @@ fn describe(change: &crate::rollout::Change) -> String {
     }
 }
 
+/// How many validation errors (and warnings) the status lists: a document of thousands of
+/// unknown keys must not make the status exceed Consul's 512 KiB value limit, or the write fails
+/// forever and the status keeps saying whatever it said before.
+pub const MAX_LISTED_ERRORS: usize = 50;
+/// The longest text of one listed error or condition message, in bytes.
+pub const MAX_MESSAGE_BYTES: usize = 1024;
+
+/// The first [`MAX_LISTED_ERRORS`], each cut to [`MAX_MESSAGE_BYTES`], and one entry saying how
+/// many more there are.
+fn capped(errors: &[FieldError], what: &str) -> Vec<FieldError> {
+    let mut out: Vec<FieldError> = errors
+        .iter()
+        .take(MAX_LISTED_ERRORS)
+        .map(|e| FieldError::new(cut(&e.path), cut(&e.message)))
+        .collect();
+    if errors.len() > MAX_LISTED_ERRORS {
+        out.push(FieldError::new(
+            "",
+            format!(
+                "and {} more {what}; run `proxy-operator validate` on the document for all of them",
+                errors.len() - MAX_LISTED_ERRORS
+            ),
+        ));
+    }
+    out
+}
+
+/// `text` cut to [`MAX_MESSAGE_BYTES`] on a character boundary.
+fn cut(text: &str) -> String {
+    if text.len() <= MAX_MESSAGE_BYTES {
+        return text.to_owned();
+    }
+    let mut end = MAX_MESSAGE_BYTES;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &text[..end])
+}
+
 fn cond(condition_type: &str, status: bool, reason: &str, message: &str) -> Condition {
     Condition {
         condition_type: condition_type.to_owned(),
@@ -422,7 +478,7 @@ fn cond(condition_type: &str, status: bool, reason: &str, message: &str) -> Cond
             ConditionStatus::False
         },
         reason: reason.to_owned(),
-        message: message.to_owned(),
+        message: cut(message),
         last_transition_time: String::new(),
     }
 }

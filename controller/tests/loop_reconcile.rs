@@ -1177,3 +1177,330 @@ async fn a_status_written_before_good_jobs_were_recorded_still_gives_a_rollback_
     assert_eq!(w.status().phase, Phase::RolledBack);
     assert_eq!(job_digest(&w.nomad.job(JOB).unwrap()), job_digest(&good));
 }
+
+// === the rollout journal is untrusted input (sec #6) ===
+
+fn journal(w: &World) -> serde_json::Value {
+    serde_json::from_slice(&w.consul.value("po/rollout").expect("a journal")).unwrap()
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_journal_with_an_absurd_deadline_is_dropped_and_what_runs_is_verified_instead_of_panicking()
+ {
+    let mut w = world();
+    w.ready(&with_cpu(100, None)).await;
+    w.put(&with_cpu(200, None));
+    w.op.reconcile().await;
+    assert_eq!(w.op.phase().name(), "Verifying");
+    let mut j = journal(&w);
+    j["change"]["gate"]["healthyDeadline"] = json!({"secs": u64::MAX, "nanos": 0});
+    w.consul.set("po/rollout", serde_json::to_vec(&j).unwrap());
+
+    w.restart();
+    w.op.reconcile().await;
+    assert_ne!(w.status().phase, Phase::Ready, "never verified");
+    assert_eq!(
+        w.op.phase().name(),
+        "Verifying",
+        "the running version is verified again with the document's own gate"
+    );
+    let rewritten = journal(&w);
+    assert_ne!(
+        rewritten["change"]["gate"]["healthyDeadline"]["secs"],
+        json!(u64::MAX),
+        "the absurd journal is replaced"
+    );
+    w.nomad.set_allocation_health(JOB, true);
+    w.until(|w| w.op.status().phase == Phase::Ready).await;
+    assert!(w.consul.value("po/rollout").is_none());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_journal_naming_a_foreign_job_never_registers_or_reverts_it() {
+    let mut w = world();
+    w.ready(&with_cpu(100, None)).await;
+    // A register that fails leaves the rollout Applying, its register pending in the journal.
+    w.put(&with_cpu(200, None));
+    w.nomad.fail_next("job_register", nomad_down());
+    w.op.reconcile().await;
+    assert_eq!(w.op.phase().name(), "Applying");
+    // Someone with write access to the prefix points it at another team's job.
+    let victim = w
+        .nomad
+        .seed_job(&json!({"ID": "victim", "Type": "service", "Meta": {"team": "db"}}))
+        .unwrap();
+    let text = String::from_utf8(w.consul.value("po/rollout").unwrap()).unwrap();
+    assert!(
+        text.contains("\"RegisterJob\"") || text.contains("registerJob"),
+        "{text}"
+    );
+    let forged = text.replace("\"proxy\"", "\"victim\"");
+    w.consul.set("po/rollout", forged);
+
+    w.restart();
+    w.until(|w| w.op.status().phase == Phase::Ready || w.op.phase().name() == "Verifying")
+        .await;
+    assert!(
+        w.nomad
+            .calls_of("job_register")
+            .iter()
+            .all(|c| c.target != "victim")
+            && w.nomad
+                .calls_of("job_revert")
+                .iter()
+                .all(|c| c.target != "victim"),
+        "the foreign job is never written: {:?}",
+        w.nomad.calls()
+    );
+    assert_eq!(w.nomad.versions("victim").len(), 1);
+    assert_eq!(
+        w.nomad.job("victim").unwrap().job_modify_index,
+        victim.job_modify_index
+    );
+}
+
+// === a job type Nomad cannot change in place (twin #1) ===
+
+#[tokio::test(start_paused = true)]
+async fn changing_the_job_type_on_the_same_id_is_held_with_what_to_do_and_never_re_registered() {
+    use proxy_operator::nomad::NomadApi;
+    let mut w = world();
+    w.ready(&doc("")).await;
+    assert_eq!(w.nomad.job(JOB).unwrap().job_type, "system");
+    let registers = w.nomad.calls_of("job_register").len();
+
+    w.put(&doc("  job:\n    type: service\n"));
+    for _ in 0..5 {
+        let action = w.op.reconcile().await;
+        tokio::time::advance(action.requeue_after.unwrap_or(Duration::from_secs(60))).await;
+    }
+    assert_eq!(
+        w.nomad.calls_of("job_register").len(),
+        registers,
+        "Nomad refuses a type change: nothing is registered"
+    );
+    let status = w.status();
+    assert_eq!(status.phase, Phase::Stalled);
+    let ready = status
+        .conditions
+        .iter()
+        .find(|c| c.condition_type == "Ready")
+        .unwrap();
+    assert_eq!(ready.reason, "JobTypeChange");
+    for hint in [
+        "spec.job.id",
+        "nomad job stop -purge proxy",
+        "\"system\"",
+        "\"service\"",
+    ] {
+        assert!(ready.message.contains(hint), "{hint} in {}", ready.message);
+    }
+    assert_eq!(
+        w.nomad.job(JOB).unwrap().job_type,
+        "system",
+        "still serving"
+    );
+
+    // The fake refuses it like Nomad does.
+    let mut job = w.nomad.job(JOB).unwrap().raw;
+    job["Type"] = json!("service");
+    let err = w.nomad.job_register(&job, None).await.unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("cannot update job from type \"system\" to \"service\""),
+        "{err}"
+    );
+}
+
+// === bounded status (sec L4) ===
+
+#[tokio::test(start_paused = true)]
+async fn a_document_with_thousands_of_errors_gets_a_capped_status_that_still_fits_consul() {
+    let mut w = world();
+    let junk: String = (0..3000)
+        .map(|i| format!("  unknownField{i}: {i}\n"))
+        .collect();
+    let document = doc(&junk);
+    let all = match spec::load(document.as_bytes()) {
+        Ok(_) => panic!("the document must be invalid"),
+        Err(e) => e.field_errors().len(),
+    };
+    assert!(all >= 3000, "{all} errors");
+    w.put(&document);
+    w.op.reconcile().await;
+    let raw = w.consul.value(STATUS).expect("the status was written");
+    assert!(raw.len() < 64 * 1024, "status is {} bytes", raw.len());
+    let status = w.status();
+    assert_eq!(status.phase, Phase::Invalid);
+    assert_eq!(status.validation_errors.len(), 51);
+    let more = &status.validation_errors[50].message;
+    assert!(more.contains(&format!("and {} more", all - 50)), "{more}");
+    let valid = status
+        .conditions
+        .iter()
+        .find(|c| c.condition_type == "Valid")
+        .unwrap();
+    assert!(
+        valid.message.contains(&all.to_string()),
+        "{}",
+        valid.message
+    );
+    assert!(w.writes_to_nomad().is_empty());
+}
+
+// === basic-auth hashes stay out of logs, status and Debug (sec L1) ===
+
+/// Every log line of the test, at every level, with span fields.
+#[derive(Clone, Default)]
+struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Captured {
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+    }
+}
+
+const SENTINEL_USERS: &str = "sentinel:$apr1$SENTINEL$h9FWgUz3n9YxylKLlR5SQ/\n";
+const SENTINEL: &str = "SENTINEL$h9FWgUz3n9YxylKLlR5SQ";
+
+fn with_basic_auth(extra: &str) -> String {
+    doc(&format!(
+        "  middlewares:\n    basicAuth:\n      usersFrom:\n        consulKey: secrets/basic-auth\n{extra}"
+    ))
+}
+
+#[tokio::test(start_paused = true)]
+async fn basic_auth_hashes_reach_only_the_policy_tree_and_the_journal_never_logs_status_or_debug() {
+    let logs = Captured::default();
+    let writer = logs.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::TRACE)
+        .with_ansi(false)
+        .with_writer(move || writer.clone())
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+
+    let mut w = world();
+    w.consul.set("secrets/basic-auth", SENTINEL_USERS);
+    let first = with_basic_auth("");
+    w.consul.set(CONFIG, &first);
+    let ctx = RenderContext {
+        prefix: PREFIX.into(),
+        owner: PREFIX.into(),
+        basic_auth_users: Some(vec![SENTINEL_USERS.trim().to_owned()]),
+    };
+    let rendered = render::render(&spec::load(first.as_bytes()).unwrap(), &ctx).unwrap();
+    w.probe
+        .set_enabled(&plan::expected_entries(&rendered.traefik_kv, "po/traefik/"));
+
+    let mut seen_debug = Vec::new();
+    let mut journals = Vec::new();
+    w.op.reconcile().await;
+    seen_debug.push(format!("{:?} {:?}", w.op.phase(), w.op.status()));
+    journals.extend(w.consul.value("po/rollout"));
+    w.nomad.set_allocation_health(JOB, true);
+    w.until(|w| w.op.status().phase == Phase::Ready).await;
+
+    // A structural change that fails: the rollback restores the previous tree from the journal.
+    w.consul.set(
+        CONFIG,
+        with_basic_auth("  job:\n    resources:\n      cpu: 321\n"),
+    );
+    w.op.reconcile().await;
+    seen_debug.push(format!("{:?} {:?}", w.op.phase(), w.op.status()));
+    journals.extend(w.consul.value("po/rollout"));
+    w.nomad.set_allocation_health(JOB, false);
+    w.until(|w| w.op.status().phase == Phase::RolledBack).await;
+    seen_debug.push(format!("{:?} {:?}", w.op.phase(), w.op.status()));
+
+    // Where Traefik needs it: the policy tree.
+    let tree = kv_values(&w.consul, "po/traefik/").await;
+    assert!(
+        tree.iter().any(|v| v.contains(SENTINEL)),
+        "the policy tree carries the users"
+    );
+    // The journal holds it by design (see `rollout::Journal`).
+    assert!(
+        journals
+            .iter()
+            .any(|j| String::from_utf8_lossy(j).contains(SENTINEL)),
+        "the journal restores the previous tree, users included"
+    );
+    // Nowhere else.
+    let status = String::from_utf8(w.consul.value(STATUS).unwrap()).unwrap();
+    assert!(!status.contains(SENTINEL), "status document: {status}");
+    for d in &seen_debug {
+        assert!(!d.contains(SENTINEL), "Debug output: {d}");
+    }
+    let text = logs.text();
+    assert!(text.contains("reconcile"), "logs were captured: {text}");
+    assert!(!text.contains(SENTINEL), "a log line holds the hash");
+
+    // Debug of the journal and everything in it.
+    for j in &journals {
+        let journal: proxy_operator::rollout::Journal = serde_json::from_slice(j).unwrap();
+        let debug = format!("{journal:?}");
+        assert!(!debug.contains(SENTINEL), "{debug}");
+        if journal.change.kv.is_some() {
+            assert!(
+                debug.contains("po/traefik/"),
+                "keys are still shown: {debug}"
+            );
+        }
+    }
+
+    // An unreadable users key: the error names the key, never the content.
+    w.consul.set("secrets/basic-auth", [0xff, 0xfe, b'S']);
+    w.consul
+        .set(CONFIG, with_basic_auth("  retryNonce: \"2\"\n"));
+    w.op.reconcile().await;
+    let status = String::from_utf8(w.consul.value(STATUS).unwrap()).unwrap();
+    assert!(status.contains("secrets/basic-auth"), "{status}");
+    assert!(!status.contains(SENTINEL));
+}
+
+// === a crashed allocation fails the gate at once (twin #8) ===
+
+#[tokio::test(start_paused = true)]
+async fn a_crashed_allocation_of_the_new_version_rolls_back_at_once_naming_the_task_event() {
+    let mut w = world();
+    w.ready(&with_cpu(100, None)).await;
+    let good = w.nomad.job(JOB).unwrap();
+    w.put(&with_cpu(200, None));
+    w.op.reconcile().await;
+    assert_eq!(w.op.phase().name(), "Verifying");
+    let bind = "listen tcp :80: bind: address already in use";
+    w.nomad.crash_allocations(
+        JOB,
+        &[
+            ("Started", "Task started by client"),
+            ("Driver Failure", bind),
+            (
+                "Not Restarting",
+                "Exceeded allowed attempts 2 in interval 30m0s and mode is \"fail\"",
+            ),
+        ],
+    );
+    // Well inside healthyDeadline (20s): no waiting for Nomad's deployment to give up.
+    let started = tokio::time::Instant::now();
+    w.until(|w| w.op.status().phase == Phase::RolledBack).await;
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "rolled back after {:?}",
+        started.elapsed()
+    );
+    assert_eq!(job_digest(&w.nomad.job(JOB).unwrap()), job_digest(&good));
+    let status = String::from_utf8(w.consul.value(STATUS).unwrap()).unwrap();
+    assert!(status.contains(bind), "the status says why: {status}");
+    assert!(status.contains("Not Restarting"), "{status}");
+}

@@ -20,11 +20,12 @@ pub struct Args {
     /// KV prefix: the document is `<prefix>/config`, the status `<prefix>/status`.
     #[arg(long, default_value = "proxy-operator")]
     prefix: String,
-    /// Quiet time after a config change before a pass (bursts of edits become one pass).
-    #[arg(long, value_parser = spec::parse_duration, default_value = "250ms")]
+    /// Quiet time after a config change before a pass (bursts of edits become one pass);
+    /// at most 1m.
+    #[arg(long, value_parser = parse_debounce, default_value = "250ms")]
     debounce: Duration,
-    /// Interval of the full resync that catches missed changes and drift.
-    #[arg(long, value_parser = spec::parse_duration, default_value = "5m")]
+    /// Interval of the full resync that catches missed changes and drift; 1s to 24h.
+    #[arg(long, value_parser = parse_resync, default_value = "5m")]
     resync: Duration,
     /// When `<prefix>/config` is absent, write a first document from PROXY_SERVER,
     /// DOMAIN_SUFFIX, TRAEFIK_PROVIDER_PRIMARY and TRAEFIK_API_INSECURE (create-only).
@@ -47,6 +48,33 @@ pub struct Args {
     consul: Box<ConsulFlags>,
     #[command(flatten)]
     nomad: Box<NomadFlags>,
+}
+
+/// The longest debounce: an edit must not wait longer than this to be looked at.
+const MAX_DEBOUNCE: Duration = Duration::from_secs(60);
+/// The resync bounds: below a second the loop spins on the API (held back only by the client
+/// rate limiters); beyond a day drift goes unnoticed for too long.
+const MIN_RESYNC: Duration = Duration::from_secs(1);
+const MAX_RESYNC: Duration = Duration::from_secs(24 * 3600);
+
+fn parse_bounded(text: &str, min: Duration, max: Duration) -> Result<Duration, String> {
+    let d = spec::parse_duration(text)?;
+    if d < min || d > max {
+        return Err(format!(
+            "must be between {} and {}",
+            spec::format_duration(min),
+            spec::format_duration(max)
+        ));
+    }
+    Ok(d)
+}
+
+fn parse_debounce(text: &str) -> Result<Duration, String> {
+    parse_bounded(text, Duration::ZERO, MAX_DEBOUNCE)
+}
+
+fn parse_resync(text: &str) -> Result<Duration, String> {
+    parse_bounded(text, MIN_RESYNC, MAX_RESYNC)
 }
 
 /// Runs the command until SIGINT or SIGTERM.
@@ -136,5 +164,26 @@ mod tests {
     #[test]
     fn the_run_command_line_is_well_formed() {
         <Args as clap::Args>::augment_args(clap::Command::new("run")).debug_assert();
+    }
+
+    fn parse(args: &[&str]) -> Result<clap::ArgMatches, clap::Error> {
+        <Args as clap::Args>::augment_args(clap::Command::new("run"))
+            .try_get_matches_from(std::iter::once("run").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn a_resync_below_one_second_or_an_absurd_debounce_is_a_clear_cli_error() {
+        for bad in [
+            ["--resync", "0s"],
+            ["--resync", "500ms"],
+            ["--resync", "1000h"],
+            ["--debounce", "2h"],
+        ] {
+            let err = parse(&bad).expect_err("rejected").to_string();
+            assert!(err.contains("must be between"), "{bad:?}: {err}");
+            assert!(err.contains(bad[0]), "names the flag: {err}");
+        }
+        assert!(parse(&["--resync", "1s", "--debounce", "0s"]).is_ok());
+        assert!(parse(&[]).is_ok(), "the defaults are within bounds");
     }
 }

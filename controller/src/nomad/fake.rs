@@ -649,6 +649,41 @@ impl FakeNomad {
         });
     }
 
+    /// Crashes the live allocations of the current version the way a task that exits at start
+    /// does once its restarts are exhausted: every task `dead` and `failed` with `events`
+    /// (`(type, display message)`, oldest first), `ClientStatus: failed`. The deployment is left
+    /// `running`, as Nomad leaves it until its healthy deadline.
+    pub fn crash_allocations(&self, job_id: &str, events: &[(&str, &str)]) {
+        self.write(|st| {
+            let Some(version) = st.current(job_id).map(|j| j.version) else {
+                return;
+            };
+            let index = st.bump();
+            let events: Vec<super::TaskEvent> = events
+                .iter()
+                .map(|(kind, display)| super::TaskEvent {
+                    event_type: (*kind).to_owned(),
+                    display_message: (*display).to_owned(),
+                    fails_task: *kind == "Not Restarting",
+                    ..super::TaskEvent::default()
+                })
+                .collect();
+            for a in st.allocs.entry(job_id.to_owned()).or_default().iter_mut() {
+                if a.job_version == version && a.desired_status == "run" {
+                    a.client_status = "failed".into();
+                    for t in a.task_states.values_mut() {
+                        t.state = "dead".into();
+                        t.failed = true;
+                        t.restarts = 2;
+                        t.events = events.clone();
+                    }
+                    a.modify_index = index;
+                }
+            }
+            st.allocs_index = index;
+        });
+    }
+
     /// Overrides the latest deployment's status and description.
     pub fn set_deployment_status(&self, job_id: &str, status: &str, description: &str) {
         self.write(|st| {
@@ -850,6 +885,18 @@ impl NomadApi for FakeNomad {
         }
         let result = self.write(|st| {
             let current = st.current(&id).cloned();
+            // Nomad's `validateJobUpdate`: a job's type never changes in place, not even for a
+            // stopped job (only a purge frees the ID).
+            let new_type = raw.get("Type").and_then(Value::as_str).unwrap_or("service");
+            if let Some(c) = current.as_ref().filter(|c| c.job_type != new_type) {
+                return Err(err500(
+                    "register job",
+                    format!(
+                        "cannot update job from type {:?} to {new_type:?}",
+                        c.job_type
+                    ),
+                ));
+            }
             if let Some(n) = enforce_index {
                 let message = match (&current, n) {
                     (Some(_), 0) => Some(format!(

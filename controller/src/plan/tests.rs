@@ -55,6 +55,7 @@ fn our_job(digest: &str) -> ObservedJob {
             (META_SPEC_DIGEST.to_owned(), digest.to_owned()),
         ]),
         stopped: false,
+        job_type: Some("system".to_owned()),
     }
 }
 

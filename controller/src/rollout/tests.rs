@@ -1294,3 +1294,63 @@ async fn a_machine_at_rest_has_no_journal() {
             .is_none()
     );
 }
+
+// === journals read back from KV are checked (sec #6) ===
+
+fn journal_of(change: Change) -> Journal {
+    let mut change = change;
+    if let Some(job) = &mut change.job {
+        job.job["Meta"]["proxy-operator/owner"] = serde_json::json!("po");
+    }
+    let (effects, _) = begin(change.clone(), Instant::now());
+    Journal {
+        change,
+        stage: Stage::Applying {
+            pending: effects.into_iter().filter(Effect::is_write).collect(),
+            kv_written: false,
+            job_registered: false,
+        },
+        elapsed_ms: 0,
+        written_at_ms: 0,
+    }
+}
+
+#[test]
+fn a_journal_this_operator_wrote_passes_its_check() {
+    journal_of(both()).check("po", "po/traefik/").unwrap();
+}
+
+#[test]
+fn a_journal_writing_outside_the_policy_tree_or_for_another_owner_is_rejected() {
+    let mut outside = journal_of(policy_only());
+    if let Stage::Applying { pending, .. } = &mut outside.stage {
+        pending.push(Effect::WriteKv {
+            set: vec![("po/config".into(), "paused: true".into())],
+            delete: Vec::new(),
+        });
+    }
+    let err = outside.check("po", "po/traefik/").unwrap_err();
+    assert!(err.to_string().contains("po/config"), "{err}");
+
+    let err = journal_of(both())
+        .check("someone-else", "po/traefik/")
+        .unwrap_err();
+    assert!(err.to_string().contains("owner"), "{err}");
+
+    let mut huge = journal_of(job_only());
+    huge.change.gate.min_healthy_time = Duration::MAX;
+    assert!(huge.check("po", "po/traefik/").is_err());
+}
+
+#[tokio::test(start_paused = true)]
+async fn resuming_a_journal_with_an_enormous_deadline_does_not_overflow_the_clock() {
+    let mut journal = journal_of(job_only());
+    journal.change.gate.healthy_deadline = Duration::MAX;
+    journal.stage = Stage::Verifying { job_version: None };
+    let phase = Phase::resume(journal, Instant::now(), SystemTime::now());
+    assert_eq!(phase.name(), "Verifying");
+    advance(Duration::from_secs(3600)).await;
+    // Stepping compares against the (capped) deadline without overflowing.
+    let (_, next) = step(&phase, &Observation::default(), Instant::now());
+    assert_eq!(next.name(), "RollingBack", "the job is gone: the gate fails");
+}

@@ -1,0 +1,23 @@
+//! Any bytes through `probe::parse_rawdata` (Traefik's `/api/rawdata` body): must return, never
+//! panic; every router middleware comes out qualified with a provider when the router has one.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use proxy_operator::probe::{self, EntryKind};
+
+fuzz_target!(|data: &[u8]| {
+    let Ok(entries) = probe::parse_rawdata(data) else {
+        return;
+    };
+    for entry in &entries {
+        if entry.kind == EntryKind::Router && entry.name.contains('@') {
+            for m in &entry.middlewares {
+                assert!(
+                    m.contains('@'),
+                    "middleware {m:?} of {:?} left unqualified",
+                    entry.name
+                );
+            }
+        }
+    }
+});
