@@ -309,6 +309,35 @@ async fn sessions_lock_renew_release_and_destroy() {
 }
 
 #[tokio::test]
+async fn session_checks_are_bound_without_the_default_serf_health() {
+    let t = twin(None).await;
+    let c = client(&t, None);
+    // A node without serfHealth: Consul would refuse a session that keeps the default check.
+    let reg = CatalogRegistration {
+        node: "n1".into(),
+        address: "10.0.0.5".into(),
+        check: Some(CheckRegistration {
+            node: "n1".into(),
+            check_id: "app".into(),
+            name: "app".into(),
+            status: "passing".into(),
+            ..CheckRegistration::default()
+        }),
+        ..CatalogRegistration::default()
+    };
+    c.catalog_register(&reg).await.unwrap();
+    let request = SessionRequest {
+        node: Some("n1".into()),
+        checks: Some(vec!["app".into()]),
+        ..session("bound", 15)
+    };
+    let id = c.session_create(&request).await.unwrap();
+    let (info, _) = c.session_info(&id, QueryOptions::NOW).await.unwrap();
+    assert_eq!(info.unwrap().node_checks, ["app"]);
+    t.shutdown().await;
+}
+
+#[tokio::test]
 async fn an_expired_session_loses_its_lock_and_renewal_reports_it_gone() {
     let t = twin(None).await;
     let c = client(&t, None);
@@ -493,6 +522,93 @@ async fn a_wrong_token_gets_a_terminal_forbidden_error_sent_once() {
     assert!(!err.to_string().contains("wrong-token"));
     let good = client(&t, Some("right-token"));
     assert!(good.kv_put("x", b"1", None).await.unwrap());
+    t.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_forbidden_listing_is_an_error_not_an_empty_tree() {
+    let t = twin(Some("right-token")).await;
+    let good = client(&t, Some("right-token"));
+    assert!(good.kv_put("p/config", b"1", None).await.unwrap());
+    let bad = client(&t, Some("wrong-token"));
+    let err = bad.kv_list("p", QueryOptions::NOW).await.unwrap_err();
+    assert_eq!(err.status(), Some(403), "{err}");
+    let err = bad.kv_keys("p", None, QueryOptions::NOW).await.unwrap_err();
+    assert_eq!(err.status(), Some(403), "{err}");
+    t.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_listing_the_policy_does_not_cover_comes_back_empty_as_consul_filters_it() {
+    // Why the loop must not read an empty listing as "nothing there": Consul (and the twin's
+    // restricted tokens) drop denied keys from listings instead of answering 403.
+    let t = twin(Some("right-token")).await;
+    t.consul().add_restricted_token(
+        "narrow-token",
+        hashistack_twin::consul::TokenPolicy {
+            key_write: vec!["other/".into()],
+            ..Default::default()
+        },
+    );
+    let good = client(&t, Some("right-token"));
+    assert!(good.kv_put("p/config", b"1", None).await.unwrap());
+    let narrow = client(&t, Some("narrow-token"));
+    let (pairs, _) = narrow.kv_list("p", QueryOptions::NOW).await.unwrap();
+    assert!(pairs.is_empty(), "filtered, not refused");
+    let err = narrow
+        .kv_get("p/config", QueryOptions::NOW)
+        .await
+        .unwrap_err();
+    assert_eq!(err.status(), Some(403), "a single read is refused: {err}");
+    t.shutdown().await;
+}
+
+#[tokio::test]
+async fn keys_consul_refuses_fail_before_sending_and_name_the_prefix_flag() {
+    let t = twin(None).await;
+    let c = client(&t, None);
+    let before = t.requests(TwinApi::Consul);
+    for key in ["/lead", "a/../b", "..", " p/config"] {
+        let err = c.kv_put(key, b"v", None).await.unwrap_err();
+        assert!(matches!(err, Error::InvalidKey { .. }), "{key}: {err}");
+        assert!(err.to_string().contains("--prefix"), "{err}");
+        assert!(!err.is_retryable());
+    }
+    let err = c.kv_list("/p", QueryOptions::NOW).await.unwrap_err();
+    assert!(matches!(err, Error::InvalidKey { .. }), "{err}");
+    let err = c
+        .txn(vec![TxnOp::Set {
+            key: "/p/status".into(),
+            value: b"{}".to_vec(),
+        }])
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::InvalidKey { .. }), "{err}");
+    assert_eq!(t.requests(TwinApi::Consul), before, "nothing was sent");
+    t.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_namespace_against_consul_ce_fails_with_the_enterprise_error() {
+    let t = twin(None).await;
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let mut config =
+        ClientConfig::for_address(Api::Consul, &format!("http://{}", t.consul_addr())).unwrap();
+    config.namespace = Some("team".into());
+    let c = ConsulClient::new(&config).unwrap();
+    let err = c.kv_get("p/config", QueryOptions::NOW).await.unwrap_err();
+    assert_eq!(err.status(), Some(400), "{err}");
+    assert!(
+        err.to_string()
+            .contains("Namespaces are a Consul Enterprise feature"),
+        "{err}"
+    );
+    // Without a namespace nothing is added to the query.
+    let plain = client(&t, None);
+    assert_eq!(
+        plain.kv_get("p/config", QueryOptions::NOW).await.unwrap().0,
+        None
+    );
     t.shutdown().await;
 }
 

@@ -169,3 +169,81 @@ async fn the_token_never_appears_in_logs_errors_or_debug_output() {
     );
     assert!(!captured.contains(SENTINEL), "a log line leaked the token");
 }
+
+const PASS_SENTINEL: &str = "SENTINEL-PASS-0c4e21aa";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn basic_auth_credentials_in_the_address_never_appear_in_logs_errors_or_debug_output() {
+    let logs = logs();
+    let twin = Twin::start(TwinConfig::default()).await.unwrap();
+    let assert_no_pass = |what: &str, err: &dyn std::error::Error| {
+        let mut texts = vec![err.to_string(), format!("{err:?}")];
+        let mut source = err.source();
+        while let Some(s) = source {
+            texts.push(s.to_string());
+            texts.push(format!("{s:?}"));
+            source = s.source();
+        }
+        for t in texts {
+            assert!(
+                !t.contains(PASS_SENTINEL),
+                "{what} leaked the password: {t}"
+            );
+        }
+    };
+
+    // The credentials still work as basic auth (the twin ignores them), and the address is
+    // shown with the password replaced.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let addr = format!("http://ops:{PASS_SENTINEL}@{}", twin.consul_addr());
+    let ok_config = ClientConfig::for_address(Api::Consul, &addr).unwrap();
+    let consul = ConsulClient::new(&ok_config).unwrap();
+    assert!(consul.kv_put("k", b"v", None).await.unwrap());
+    assert!(consul.http().endpoint().contains("ops:redacted@"));
+
+    // Connection refused, with the password in the address.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let closed_addr = closed.local_addr().unwrap();
+    drop(closed);
+    let mut refused_config = ClientConfig::for_address(
+        Api::Nomad,
+        &format!("http://ops:{PASS_SENTINEL}@{closed_addr}"),
+    )
+    .unwrap();
+    refused_config.retry = RetryPolicy {
+        max_retries: 1,
+        ..RetryPolicy::default()
+    };
+    let refused = NomadClient::new(&refused_config).unwrap();
+    let err = refused.status_leader().await.unwrap_err();
+    assert!(err.to_string().contains("redacted"), "{err}");
+    assert_no_pass("connection refused", &err);
+
+    // An address that does not parse.
+    let err = ClientConfig::for_address(Api::Consul, &format!("ftp://ops:{PASS_SENTINEL}@h"))
+        .unwrap_err();
+    assert_no_pass("invalid address", &err);
+
+    for text in [
+        format!("{ok_config:?}"),
+        format!("{refused_config:?}"),
+        format!("{consul:?}"),
+        format!("{refused:?}"),
+        ok_config.endpoint.to_string(),
+    ] {
+        assert!(
+            !text.contains(PASS_SENTINEL),
+            "Debug/Display leaked the password: {text}"
+        );
+    }
+    twin.shutdown().await;
+    let captured = String::from_utf8_lossy(&logs.lock().unwrap()).into_owned();
+    assert!(
+        captured.contains("/v1/kv/k"),
+        "requests were logged at all:\n{captured}"
+    );
+    assert!(
+        !captured.contains(PASS_SENTINEL),
+        "a log line leaked the password"
+    );
+}

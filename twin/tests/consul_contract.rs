@@ -14,26 +14,50 @@ fn fixture(name: &str) -> Value {
     serde_json::from_str(&text).unwrap_or_else(|e| panic!("parse {path}: {e}"))
 }
 
-/// Keys real Consul emits that the doc samples leave out (seen in Consul's structs and in the
-/// responses of `fixtures/traefik/traefik-consul-trace.txt`).
-const REAL_EXTRA_KEYS: &[&str] = &[
-    "EnableTagOverride",
-    "Proxy",
-    "Connect",
-    "PeerName",
-    "CreateIndex",
-    "ModifyIndex",
-    "Datacenter",
+/// Keys real Consul emits that the doc samples leave out, per exact path (array indices written
+/// `[]`). Sources: Consul's structs (`structs.Session`, `structs.ServiceNode`,
+/// `structs.HealthCheck`, `structs.NodeService`) and the responses recorded in
+/// `fixtures/traefik/traefik-consul-trace.txt`. A key is accepted only at the path listed.
+const REAL_EXTRA_KEYS: &[(&str, &[&str])] = &[
+    ("catalog-service[]", &["ServiceKind", "ServiceWeights"]),
+    (
+        "catalog-service[].ServiceProxy",
+        &["Mode", "MeshGateway", "Expose"],
+    ),
+    ("health-service[].Node", RAFT_INDEX),
+    (
+        "health-service[].Service",
+        &[
+            "EnableTagOverride",
+            "Proxy",
+            "Connect",
+            "PeerName",
+            "Datacenter",
+            "CreateIndex",
+            "ModifyIndex",
+        ],
+    ),
+    ("health-service[].Checks[]", HEALTH_CHECK),
+    ("health-checks[]", HEALTH_CHECK),
+    ("health-state[]", HEALTH_CHECK),
+    // The deprecated `Checks` of structs.Session (`json:",omitempty"`).
+    ("session-info[]", &["Checks"]),
+    ("session-list[]", &["Checks"]),
+    ("session-node[]", &["Checks"]),
+    ("session-renew[]", &["Checks"]),
+];
+
+const RAFT_INDEX: &[&str] = &["CreateIndex", "ModifyIndex"];
+
+/// structs.HealthCheck fields the doc sample omits.
+const HEALTH_CHECK: &[&str] = &[
     "Type",
     "Interval",
     "Timeout",
     "ExposedPort",
     "Definition",
-    "ServiceKind",
-    "ServiceWeights",
-    "Mode",
-    "MeshGateway",
-    "Expose",
+    "CreateIndex",
+    "ModifyIndex",
 ];
 
 fn type_name(v: &Value) -> &'static str {
@@ -47,11 +71,40 @@ fn type_name(v: &Value) -> &'static str {
     }
 }
 
+/// `health-service[3].Checks[0]` → `health-service[].Checks[]`.
+fn schema_path(path: &str) -> String {
+    let mut out = String::with_capacity(path.len());
+    let mut in_index = false;
+    for c in path.chars() {
+        match c {
+            '[' => {
+                in_index = true;
+                out.push('[');
+            }
+            ']' => {
+                in_index = false;
+                out.push(']');
+            }
+            _ if in_index => {}
+            _ => out.push(c),
+        }
+    }
+    out
+}
+
+fn extra_allowed(path: &str, key: &str) -> bool {
+    let at = schema_path(path);
+    REAL_EXTRA_KEYS
+        .iter()
+        .any(|(p, keys)| *p == at && keys.contains(&key))
+}
+
 /// Every key of `expected` is in `actual` with the same JSON type, recursively; extra keys are
-/// only those real Consul has. A `null` in the sample matches anything (Go nil slices/pointers).
-fn assert_same_shape(expected: &Value, actual: &Value, path: &str) {
+/// only those real Consul has at that exact path. A `null` in the sample matches anything (Go
+/// nil slices/pointers). Returns the first difference.
+fn same_shape(expected: &Value, actual: &Value, path: &str) -> Result<(), String> {
     match (expected, actual) {
-        (Value::Null, _) => {}
+        (Value::Null, _) => Ok(()),
         (Value::Object(e), Value::Object(a)) => {
             // Maps keyed by data (Meta, TaggedAddresses, catalog/services) are not schemas: only
             // their value types must match.
@@ -61,37 +114,74 @@ fn assert_same_shape(expected: &Value, actual: &Value, path: &str) {
             if data_map {
                 if let Some(sample) = e.values().next() {
                     for (k, av) in a {
-                        assert_same_shape(sample, av, &format!("{path}.{k}"));
+                        same_shape(sample, av, &format!("{path}.{k}"))?;
                     }
                 }
-                return;
+                return Ok(());
             }
             for (k, ev) in e {
                 let av = a
                     .get(k)
-                    .unwrap_or_else(|| panic!("{path}.{k} missing in twin answer {actual}"));
-                assert_same_shape(ev, av, &format!("{path}.{k}"));
+                    .ok_or_else(|| format!("{path}.{k} missing in twin answer {actual}"))?;
+                same_shape(ev, av, &format!("{path}.{k}"))?;
             }
             for k in a.keys() {
-                assert!(
-                    e.contains_key(k) || REAL_EXTRA_KEYS.contains(&k.as_str()),
-                    "{path}.{k} is not a key real Consul returns here"
-                );
+                if !e.contains_key(k) && !extra_allowed(path, k) {
+                    return Err(format!("{path}.{k} is not a key real Consul returns here"));
+                }
             }
+            Ok(())
         }
         (Value::Array(e), Value::Array(a)) => {
             if let Some(first) = e.first() {
                 for (i, item) in a.iter().enumerate() {
-                    assert_same_shape(first, item, &format!("{path}[{i}]"));
+                    same_shape(first, item, &format!("{path}[{i}]"))?;
                 }
             }
+            Ok(())
         }
-        (e, a) => assert_eq!(
-            type_name(e),
-            type_name(a),
-            "{path}: sample has {e}, twin has {a}"
-        ),
+        (e, a) if type_name(e) == type_name(a) => Ok(()),
+        (e, a) => Err(format!("{path}: sample has {e}, twin has {a}")),
     }
+}
+
+#[track_caller]
+fn assert_same_shape(expected: &Value, actual: &Value, path: &str) {
+    if let Err(diff) = same_shape(expected, actual, path) {
+        panic!("{diff}");
+    }
+}
+
+#[test]
+fn the_shape_comparator_fails_on_a_wrong_type_a_missing_key_and_a_misplaced_extra_key() {
+    let sample = json!([{"Node": {"Node": "n", "Address": "a"}, "Checks": [{"CheckID": "c"}]}]);
+    let good = json!([{
+        "Node": {"Node": "n1", "Address": "10.0.0.1", "CreateIndex": 5},
+        "Checks": [{"CheckID": "serfHealth", "Interval": "10s"}]
+    }]);
+    assert_eq!(same_shape(&sample, &good, "health-service"), Ok(()));
+
+    let wrong_type = json!([{"Node": {"Node": "n1", "Address": 7}, "Checks": []}]);
+    let err = same_shape(&sample, &wrong_type, "health-service").unwrap_err();
+    assert!(err.contains("health-service[0].Node.Address"), "{err}");
+
+    let missing = json!([{"Node": {"Node": "n1"}, "Checks": []}]);
+    let err = same_shape(&sample, &missing, "health-service").unwrap_err();
+    assert!(err.contains("Node.Address missing"), "{err}");
+
+    let unknown = json!([{"Node": {"Node": "n1", "Address": "a", "Bogus": 1}, "Checks": []}]);
+    let err = same_shape(&sample, &unknown, "health-service").unwrap_err();
+    assert!(err.contains("Node.Bogus is not a key"), "{err}");
+
+    // `Interval` is real on a check, not on a node: allowed per path, not everywhere.
+    let misplaced =
+        json!([{"Node": {"Node": "n1", "Address": "a", "Interval": "1s"}, "Checks": []}]);
+    let err = same_shape(&sample, &misplaced, "health-service").unwrap_err();
+    assert!(err.contains("Node.Interval is not a key"), "{err}");
+
+    let nested_wrong = json!([{"Node": {"Node": "n", "Address": "a"}, "Checks": [{"CheckID": 1}]}]);
+    let err = same_shape(&sample, &nested_wrong, "health-service").unwrap_err();
+    assert!(err.contains("Checks[0].CheckID"), "{err}");
 }
 
 struct Api {
@@ -262,6 +352,89 @@ async fn another_datacenter_has_no_path_and_the_own_one_works() {
     );
     let (s, _, _) = api.call("GET", "/v1/catalog/services?dc=dc1", None).await;
     assert_eq!(s, StatusCode::OK);
+    api.twin.shutdown().await;
+}
+
+#[tokio::test]
+async fn oss_consul_refuses_namespaces_with_the_enterprise_error() {
+    let api = Api::start().await;
+    api.put_kv("x", "v").await;
+    for path in [
+        "/v1/kv/x?ns=team",
+        "/v1/kv/x?recurse&ns=team",
+        "/v1/session/list?ns=team",
+        "/v1/catalog/services?ns=team",
+        "/v1/health/service/consul?ns=team",
+    ] {
+        let (s, _, body) = api.call("GET", path, None).await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{path}");
+        assert_eq!(
+            body, "Invalid query parameter: \"ns\" - Namespaces are a Consul Enterprise feature",
+            "{path}"
+        );
+    }
+    let (s, _, _) = api
+        .call("PUT", "/v1/kv/x?ns=team", Some(b"w".to_vec()))
+        .await;
+    assert_eq!(
+        s,
+        StatusCode::BAD_REQUEST,
+        "a write in a namespace is refused too"
+    );
+    let (_, got) = api.json("GET", "/v1/kv/x", None).await;
+    assert_eq!(got[0]["Value"], "dg==", "nothing was written");
+
+    let resp = api
+        .http
+        .get(api.url("/v1/kv/x"))
+        .header("X-Consul-Namespace", "team")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(
+        resp.text().await.unwrap(),
+        "Invalid header: \"X-Consul-Namespace\" - Namespaces are a Consul Enterprise feature"
+    );
+    // An empty namespace is no namespace.
+    let (s, _, _) = api.call("GET", "/v1/kv/x?ns=", None).await;
+    assert_eq!(s, StatusCode::OK);
+    api.twin.shutdown().await;
+}
+
+#[tokio::test]
+async fn kv_keys_with_a_leading_slash_or_traversal_are_refused_like_consul_1_21() {
+    let api = Api::start().await;
+    for (method, path, reason) in [
+        ("PUT", "/v1/kv//lead", "key must not begin with a '/'"),
+        ("GET", "/v1/kv//lead", "key must not begin with a '/'"),
+        ("GET", "/v1/kv//p?recurse", "key must not begin with a '/'"),
+        (
+            "DELETE",
+            "/v1/kv//p?recurse",
+            "key must not begin with a '/'",
+        ),
+        (
+            "PUT",
+            "/v1/kv/a/..%2Fb",
+            "URL path contains invalid traversal sequence",
+        ),
+        (
+            "GET",
+            "/v1/kv/a/..x",
+            "key contains path traversal sequence after normalization",
+        ),
+    ] {
+        let (s, _, body) = api.call(method, path, Some(b"v".to_vec())).await;
+        assert_eq!(
+            (s, body.as_str()),
+            (StatusCode::BAD_REQUEST, reason),
+            "{method} {path}"
+        );
+    }
+    let (_, keys) = api.json("GET", "/v1/kv/?keys", None).await;
+    assert_eq!(keys, json!([]), "nothing was written");
+    assert_eq!(api.put_kv("a/b.c-d_e", "ok").await, json!(true));
     api.twin.shutdown().await;
 }
 
@@ -480,10 +653,12 @@ async fn check_session_fences_a_deposed_leader() {
 async fn session_answers_have_the_documented_shapes_and_codes() {
     let api = Api::start().await;
     // The sample request names node "foobar" and checks a, b, c: register them first, as a real
-    // cluster would have them.
+    // cluster would have them (serfHealth too: the deprecated `Checks` field keeps the default
+    // NodeChecks bound).
     let node = json!({
         "Node": "foobar", "Address": "10.1.10.12",
         "Checks": [
+            {"CheckID": "serfHealth", "Name": "Serf Health Status", "Status": "passing"},
             {"CheckID": "a", "Name": "a", "Status": "passing"},
             {"CheckID": "b", "Name": "b", "Status": "passing"},
             {"CheckID": "c", "Name": "c", "Status": "passing"}
@@ -517,7 +692,8 @@ async fn session_answers_have_the_documented_shapes_and_codes() {
     );
     assert_eq!(info[0]["LockDelay"], 15_000_000_000u64);
     assert_eq!(info[0]["TTL"], "30s");
-    assert_eq!(info[0]["NodeChecks"], json!(["a", "b", "c"]));
+    assert_eq!(info[0]["NodeChecks"], json!(["serfHealth"]));
+    assert_eq!(info[0]["Checks"], json!(["a", "b", "c"]));
     let (_, list) = api.json("GET", "/v1/session/list", None).await;
     assert_same_shape(
         &fixture("session-list-response.json"),
@@ -595,6 +771,128 @@ async fn session_answers_have_the_documented_shapes_and_codes() {
         .await;
     assert_eq!(s, StatusCode::INTERNAL_SERVER_ERROR);
     assert!(body.contains("invalid session"), "{body}");
+    api.twin.shutdown().await;
+}
+
+/// Registers node `n1` with passing checks serfHealth, a and b.
+async fn node_with_checks(api: &Api) {
+    let node = json!({
+        "Node": "n1", "Address": "10.0.0.1",
+        "Checks": [
+            {"CheckID": "serfHealth", "Name": "serf", "Status": "passing"},
+            {"CheckID": "a", "Name": "a", "Status": "passing"},
+            {"CheckID": "b", "Name": "b", "Status": "passing"}
+        ]
+    });
+    let (s, _) = api.json("PUT", "/v1/catalog/register", Some(node)).await;
+    assert_eq!(s, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn session_checks_follow_consuls_fixup_of_the_deprecated_field() {
+    let api = Api::start().await;
+    node_with_checks(&api).await;
+    // (request body, NodeChecks, Checks) as agent/session_endpoint.go's
+    // fixupEmptySessionChecks leaves them.
+    let cases = [
+        (json!({}), json!(["serfHealth"]), Value::Null),
+        (
+            json!({"Checks": ["a"]}),
+            json!(["serfHealth"]),
+            json!(["a"]),
+        ),
+        (json!({"Checks": []}), json!([]), Value::Null),
+        (json!({"Checks": null}), json!([]), Value::Null),
+        (
+            json!({"Checks": ["serfHealth"]}),
+            json!(["serfHealth"]),
+            Value::Null,
+        ),
+        (json!({"NodeChecks": ["a"]}), json!(["a"]), Value::Null),
+        (json!({"NodeChecks": []}), json!([]), Value::Null),
+        (
+            json!({"NodeChecks": [], "Checks": ["a"]}),
+            json!([]),
+            Value::Null,
+        ),
+        (
+            json!({"NodeChecks": ["a"], "Checks": ["b"]}),
+            json!(["a"]),
+            json!(["b"]),
+        ),
+        (
+            json!({"NodeChecks": ["a"], "Checks": ["serfHealth"]}),
+            json!(["a"]),
+            Value::Null,
+        ),
+        // An empty Checks clears even explicitly given NodeChecks (SRC, kept for pre-1.7 callers).
+        (
+            json!({"NodeChecks": ["a"], "Checks": []}),
+            json!([]),
+            Value::Null,
+        ),
+    ];
+    for (body, node_checks, checks) in cases {
+        let mut body = body;
+        body["Node"] = json!("n1");
+        let (s, created) = api
+            .json("PUT", "/v1/session/create", Some(body.clone()))
+            .await;
+        assert_eq!(s, StatusCode::OK, "{body}: {created}");
+        let id = created["ID"].as_str().unwrap();
+        let (_, info) = api
+            .json("GET", &format!("/v1/session/info/{id}"), None)
+            .await;
+        assert_eq!(info[0]["NodeChecks"], node_checks, "{body}");
+        assert_eq!(info[0]["Checks"], checks, "{body}: Checks is omitempty");
+    }
+
+    // A session bound through the deprecated field dies when that check goes critical...
+    let (_, created) = api
+        .json(
+            "PUT",
+            "/v1/session/create",
+            Some(json!({"Node": "n1", "Checks": ["b"]})),
+        )
+        .await;
+    let id = created["ID"].as_str().unwrap().to_string();
+    let critical = json!({
+        "Node": "n1", "Address": "10.0.0.1",
+        "Check": {"CheckID": "b", "Name": "b", "Status": "critical"}
+    });
+    let (s, _) = api
+        .json("PUT", "/v1/catalog/register", Some(critical))
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    let (_, info) = api
+        .json("GET", &format!("/v1/session/info/{id}"), None)
+        .await;
+    assert_eq!(info, json!([]), "session bound to check b was invalidated");
+
+    // ...and the default serfHealth stays required when only `Checks` is given.
+    let node = json!({
+        "Node": "bare", "Address": "10.0.0.2",
+        "Check": {"CheckID": "a", "Name": "a", "Status": "passing"}
+    });
+    let (s, _) = api.json("PUT", "/v1/catalog/register", Some(node)).await;
+    assert_eq!(s, StatusCode::OK);
+    let (s, _, body) = api
+        .call(
+            "PUT",
+            "/v1/session/create",
+            Some(br#"{"Node": "bare", "Checks": ["a"]}"#.to_vec()),
+        )
+        .await;
+    assert_eq!(s, StatusCode::INTERNAL_SERVER_ERROR);
+    assert_eq!(body, "Missing check 'serfHealth' registration");
+    let (s, _, _) = api
+        .call(
+            "PUT",
+            "/v1/session/create",
+            Some(br#"{"Node": "bare", "NodeChecks": ["a"]}"#.to_vec()),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "NodeChecks replaces the default");
     api.twin.shutdown().await;
 }
 

@@ -41,6 +41,16 @@ pub enum Error {
         /// The session.
         id: String,
     },
+    /// A KV key or prefix that Consul ≥ 1.21 refuses (leading `/`, a `..` segment) or that
+    /// would silently address another key. Caught before sending: these keys are built from
+    /// `--prefix` (and `usersFrom.consulKey`), so the message names the flag. Terminal.
+    #[error("failed to use KV key {key:?}: {reason} (KV keys are built from --prefix)")]
+    InvalidKey {
+        /// The key as given.
+        key: String,
+        /// Why it is refused.
+        reason: &'static str,
+    },
     /// A request body could not be encoded.
     #[error("failed to encode {what}: {source}")]
     Encode {
@@ -61,6 +71,57 @@ fn describe_txn_errors(errors: &[TxnOpError]) -> String {
         .map(|e| format!("op {}: {}", e.op_index, e.what))
         .collect::<Vec<_>>()
         .join("; ")
+}
+
+/// Why Consul would refuse `key`, or address something other than what was meant; `None`
+/// when it is fine. An empty key is the root, valid only for listings.
+fn key_problem(key: &str) -> Option<&'static str> {
+    if key.starts_with('/') {
+        // Consul ≥ 1.21 answers 400 "key must not begin with a '/'"; older servers stored
+        // `/x` and `x` as two different keys.
+        Some("a key must not begin with '/'")
+    } else if key.split('/').any(|segment| segment == "..") {
+        // Refused as path traversal by Consul ≥ 1.21 (CVE-2025-11392); proxies may resolve it.
+        Some("a key must not contain a '..' segment")
+    } else if key.trim() != key {
+        Some("a key must not begin or end with whitespace")
+    } else {
+        None
+    }
+}
+
+fn check_key(key: &str) -> Result<()> {
+    match key_problem(key) {
+        Some(reason) => Err(Error::InvalidKey {
+            key: key.to_owned(),
+            reason,
+        }),
+        None => Ok(()),
+    }
+}
+
+/// Checks an operator KV prefix (`--prefix`) before anything is read or written under it:
+/// non-empty, no leading or trailing `/`, no `..` segment, no empty segment, no surrounding
+/// whitespace. Call it when parsing flags so a bad prefix fails at startup, not on first use.
+pub fn validate_kv_prefix(prefix: &str) -> Result<()> {
+    let reason = if prefix.is_empty() {
+        Some("the prefix must not be empty")
+    } else if let Some(reason) = key_problem(prefix) {
+        Some(reason)
+    } else if prefix.ends_with('/') {
+        Some("the prefix must not end with '/' (keys are <prefix>/config, <prefix>/status)")
+    } else if prefix.contains("//") {
+        Some("the prefix must not contain an empty segment ('//')")
+    } else {
+        None
+    };
+    match reason {
+        Some(reason) => Err(Error::InvalidKey {
+            key: prefix.to_owned(),
+            reason,
+        }),
+        None => Ok(()),
+    }
 }
 
 /// Result alias of this module.
@@ -121,13 +182,21 @@ pub trait ConsulApi: Send + Sync {
     ) -> impl Future<Output = Result<(Option<KvPair>, QueryMeta)>> + Send;
 
     /// Reads every key under `prefix` (`?recurse`); empty when none.
+    ///
+    /// Consul answers a listing with 404 both when nothing is there AND when the token may read
+    /// none of it: `KVS.List` drops denied entries (`FilterDirEnt`) instead of answering 403, so
+    /// with a mis-scoped `key_prefix` policy an empty result is not proof that the tree is
+    /// empty. Only an explicit 403 (e.g. an unknown token) is an error here, never an empty
+    /// list. Callers that hold evidence of content (a status, a journal) must treat an empty
+    /// listing under their own prefix as suspicious.
     fn kv_list(
         &self,
         prefix: &str,
         opts: QueryOptions,
     ) -> impl Future<Output = Result<(Vec<KvPair>, QueryMeta)>> + Send;
 
-    /// Lists key names under `prefix` (`?keys`), cut after `separator` when given.
+    /// Lists key names under `prefix` (`?keys`), cut after `separator` when given. ACL
+    /// filtering as for [`ConsulApi::kv_list`]: denied keys are left out, not refused.
     fn kv_keys(
         &self,
         prefix: &str,
@@ -297,6 +366,7 @@ impl ConsulClient {
 
 impl ConsulApi for ConsulClient {
     async fn kv_get(&self, key: &str, opts: QueryOptions) -> Result<(Option<KvPair>, QueryMeta)> {
+        check_key(key)?;
         let op = || format!("read KV key {key}");
         let request = Request::get("/v1/kv")
             .key(key)
@@ -314,6 +384,7 @@ impl ConsulApi for ConsulClient {
     }
 
     async fn kv_list(&self, prefix: &str, opts: QueryOptions) -> Result<(Vec<KvPair>, QueryMeta)> {
+        check_key(prefix)?;
         let op = || format!("list KV prefix {prefix}");
         let request = Request::get("/v1/kv")
             .key(prefix)
@@ -337,6 +408,7 @@ impl ConsulApi for ConsulClient {
         separator: Option<&str>,
         opts: QueryOptions,
     ) -> Result<(Vec<String>, QueryMeta)> {
+        check_key(prefix)?;
         let op = || format!("list KV keys under {prefix}");
         let mut request = Request::get("/v1/kv")
             .key(prefix)
@@ -358,6 +430,7 @@ impl ConsulApi for ConsulClient {
     }
 
     async fn kv_put(&self, key: &str, value: &[u8], cas: Option<u64>) -> Result<bool> {
+        check_key(key)?;
         let mut request = Request::put("/v1/kv").key(key).bytes(value.to_vec());
         if let Some(index) = cas {
             request = request.query("cas", index);
@@ -367,6 +440,7 @@ impl ConsulApi for ConsulClient {
     }
 
     async fn kv_delete(&self, key: &str, cas: Option<u64>) -> Result<bool> {
+        check_key(key)?;
         let mut request = Request::delete("/v1/kv").key(key);
         if let Some(index) = cas {
             request = request.query("cas", index);
@@ -376,6 +450,7 @@ impl ConsulApi for ConsulClient {
     }
 
     async fn kv_acquire(&self, key: &str, value: &[u8], session: &str) -> Result<bool> {
+        check_key(key)?;
         let request = Request::put("/v1/kv")
             .key(key)
             .query("acquire", session)
@@ -385,6 +460,7 @@ impl ConsulApi for ConsulClient {
     }
 
     async fn kv_release(&self, key: &str, value: &[u8], session: &str) -> Result<bool> {
+        check_key(key)?;
         let request = Request::put("/v1/kv")
             .key(key)
             .query("release", session)
@@ -394,6 +470,9 @@ impl ConsulApi for ConsulClient {
     }
 
     async fn txn(&self, ops: Vec<TxnOp>) -> Result<TxnResults> {
+        for op in &ops {
+            check_key(op.key())?;
+        }
         let op = || format!("apply a transaction of {} operations", ops.len());
         let request = Self::encode("transaction", Request::put("/v1/txn"), &ops)?.accept(&[409]);
         let (body, response): (TxnResponse, _) = self.json(op, request).await?;

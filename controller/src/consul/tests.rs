@@ -87,7 +87,7 @@ fn assert_same_shape(sent: &serde_json::Value, documented: &serde_json::Value, p
 }
 
 #[test]
-fn session_create_body_matches_the_documented_request() {
+fn session_create_body_sends_node_checks_not_the_deprecated_checks_field() {
     let request = SessionRequest {
         name: "my-service-lock".into(),
         ttl: Some(Duration::from_secs(30)),
@@ -97,9 +97,18 @@ fn session_create_body_matches_the_documented_request() {
         checks: Some(vec!["a".into(), "b".into(), "c".into()]),
     };
     let sent = serde_json::to_value(&request).unwrap();
-    let documented: serde_json::Value =
+    // The doc sample still uses the deprecated `Checks`, which Consul binds IN ADDITION to the
+    // default serfHealth; the same request in the current field is `NodeChecks`.
+    let mut documented: serde_json::Value =
         serde_json::from_str(&fixture("session-create-request.json")).unwrap();
+    let checks = documented
+        .as_object_mut()
+        .unwrap()
+        .remove("Checks")
+        .unwrap();
+    documented["NodeChecks"] = checks;
     assert_eq!(sent, documented);
+    assert!(sent.get("Checks").is_none());
 }
 
 #[test]
@@ -360,4 +369,82 @@ async fn fake_keys_with_separator_fold_subdirectories() {
     assert_eq!(keys, ["web/bar", "web/foo", "web/subdir/"]);
     let (pairs, _) = c.kv_list("web/subdir/", QueryOptions::NOW).await.unwrap();
     assert_eq!(pairs.len(), 2);
+}
+
+#[test]
+fn operator_prefixes_consul_would_refuse_are_rejected_naming_the_flag() {
+    for ok in ["proxy-operator", "team/edge", "a.b_c-d"] {
+        assert!(validate_kv_prefix(ok).is_ok(), "{ok}");
+    }
+    for bad in ["", "/proxy", "proxy/", "a/../b", "..", "a//b", " p", "p "] {
+        let err = validate_kv_prefix(bad).unwrap_err();
+        assert!(matches!(err, Error::InvalidKey { .. }), "{bad:?}");
+        assert!(err.to_string().contains("--prefix"), "{err}");
+    }
+}
+
+#[test]
+fn kv_values_never_show_in_debug_output_only_length_and_digest() {
+    const HASH: &str = "alice:$apr1$SENTINEL$Xq0bJ7yH1cJzYVw8mQ0bK/";
+    let pair = KvPair {
+        key: "p/traefik/http/middlewares/ba/basicAuth/users/0".into(),
+        value: HASH.as_bytes().to_vec(),
+        ..KvPair::default()
+    };
+    let shown = format!("{pair:?} {pair:#?}");
+    assert!(!shown.contains("SENTINEL"), "{shown}");
+    assert!(
+        shown.contains(&format!("<{} bytes, sha256:", HASH.len())),
+        "{shown}"
+    );
+    assert!(
+        shown.contains("basicAuth/users/0"),
+        "keys stay readable: {shown}"
+    );
+    let other = KvPair {
+        value: b"bob:$apr1$other".to_vec(),
+        ..pair.clone()
+    };
+    assert_ne!(
+        format!("{pair:?}"),
+        format!("{other:?}"),
+        "values stay distinguishable"
+    );
+
+    let value = HASH.as_bytes().to_vec();
+    let ops = vec![
+        TxnOp::Set {
+            key: "k".into(),
+            value: value.clone(),
+        },
+        TxnOp::Cas {
+            key: "k".into(),
+            value: value.clone(),
+            index: 7,
+        },
+        TxnOp::Lock {
+            key: "k".into(),
+            value: value.clone(),
+            session: "s1".into(),
+        },
+        TxnOp::Unlock {
+            key: "k".into(),
+            value,
+            session: "s1".into(),
+        },
+        TxnOp::CheckIndex {
+            key: "k".into(),
+            index: 7,
+        },
+    ];
+    let shown = format!("{ops:?} {ops:#?}");
+    assert!(!shown.contains("SENTINEL"), "{shown}");
+    assert!(
+        shown.contains("index: 7") && shown.contains("\"s1\""),
+        "{shown}"
+    );
+    let results = TxnResults {
+        results: vec![pair],
+    };
+    assert!(!format!("{results:?}").contains("SENTINEL"));
 }

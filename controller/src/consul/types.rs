@@ -1,6 +1,7 @@
 //! Wire types of the Consul HTTP API (CONSUL.md), named and shaped as the API sends them.
 
 use std::collections::BTreeMap;
+use std::fmt;
 use std::time::Duration;
 
 use base64::Engine as _;
@@ -10,8 +11,9 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use crate::transport::{go_duration, parse_go_duration};
 
 /// One KV entry. `value` holds the decoded bytes (the API sends base64; `null` for an empty
-/// value).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+/// value). `Debug` shows the value's length and a short digest only: values can be basic-auth
+/// hashes or TLS keys.
+#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase")]
 pub struct KvPair {
     /// The key.
@@ -38,6 +40,36 @@ pub struct KvPair {
         deserialize_with = "empty_string_as_none"
     )]
     pub session: Option<String>,
+}
+
+impl fmt::Debug for KvPair {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KvPair")
+            .field("key", &self.key)
+            .field("create_index", &self.create_index)
+            .field("modify_index", &self.modify_index)
+            .field("lock_index", &self.lock_index)
+            .field("flags", &self.flags)
+            .field("value", &Redacted(&self.value))
+            .field("session", &self.session)
+            .finish()
+    }
+}
+
+/// A KV value in `Debug` output: its length and the first 6 bytes of its SHA-256, enough to
+/// tell two values apart in a failed assertion, never the content.
+pub struct Redacted<'a>(pub &'a [u8]);
+
+impl fmt::Debug for Redacted<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        use sha2::{Digest, Sha256};
+        let digest = Sha256::digest(self.0);
+        write!(f, "<{} bytes, sha256:", self.0.len())?;
+        for b in &digest[..6] {
+            write!(f, "{b:02x}")?;
+        }
+        f.write_str(">")
+    }
 }
 
 /// Base64 in JSON, bytes in Rust.
@@ -98,8 +130,10 @@ pub struct SessionRequest {
     pub behavior: SessionBehavior,
     /// Node the session belongs to; `None` for the agent's node.
     pub node: Option<String>,
-    /// Node health checks bound to the session; `Some(vec![])` binds none, so the session
-    /// lives by its TTL alone. `None` keeps Consul's default (`serfHealth`).
+    /// Node health checks bound to the session, sent as `NodeChecks` (the field since Consul
+    /// 1.7; the deprecated `Checks` would keep `serfHealth` bound next to the given checks).
+    /// `Some(vec![])` binds none, so the session lives by its TTL alone. `None` keeps
+    /// Consul's default (`serfHealth`).
     pub checks: Option<Vec<String>>,
 }
 
@@ -115,7 +149,7 @@ impl Serialize for SessionRequest {
             map.serialize_entry("Node", node)?;
         }
         if let Some(checks) = &self.checks {
-            map.serialize_entry("Checks", checks)?;
+            map.serialize_entry("NodeChecks", checks)?;
         }
         map.serialize_entry("Behavior", &self.behavior)?;
         if let Some(ttl) = self.ttl {
@@ -177,7 +211,8 @@ impl SessionEntry {
 }
 
 /// One operation of a `/v1/txn` transaction (KV operations only; the operator needs no others).
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// `Debug` shows values as length and digest ([`Redacted`]), never their content.
+#[derive(Clone, PartialEq, Eq)]
 pub enum TxnOp {
     /// Write a value.
     Set {
@@ -259,6 +294,45 @@ pub enum TxnOp {
         /// Session.
         session: String,
     },
+}
+
+impl fmt::Debug for TxnOp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut d = f.debug_struct(match self {
+            TxnOp::Set { .. } => "Set",
+            TxnOp::Cas { .. } => "Cas",
+            TxnOp::Get { .. } => "Get",
+            TxnOp::GetTree { .. } => "GetTree",
+            TxnOp::Delete { .. } => "Delete",
+            TxnOp::DeleteCas { .. } => "DeleteCas",
+            TxnOp::DeleteTree { .. } => "DeleteTree",
+            TxnOp::CheckIndex { .. } => "CheckIndex",
+            TxnOp::CheckSession { .. } => "CheckSession",
+            TxnOp::CheckNotExists { .. } => "CheckNotExists",
+            TxnOp::Lock { .. } => "Lock",
+            TxnOp::Unlock { .. } => "Unlock",
+        });
+        d.field("key", &self.key());
+        match self {
+            TxnOp::Set { value, .. } => d.field("value", &Redacted(value)),
+            TxnOp::Cas { value, index, .. } => {
+                d.field("value", &Redacted(value)).field("index", index)
+            }
+            TxnOp::DeleteCas { index, .. } | TxnOp::CheckIndex { index, .. } => {
+                d.field("index", index)
+            }
+            TxnOp::CheckSession { session, .. } => d.field("session", session),
+            TxnOp::Lock { value, session, .. } | TxnOp::Unlock { value, session, .. } => {
+                d.field("value", &Redacted(value)).field("session", session)
+            }
+            TxnOp::Get { .. }
+            | TxnOp::GetTree { .. }
+            | TxnOp::Delete { .. }
+            | TxnOp::DeleteTree { .. }
+            | TxnOp::CheckNotExists { .. } => &mut d,
+        };
+        d.finish()
+    }
 }
 
 impl TxnOp {

@@ -48,7 +48,11 @@ impl fmt::Display for Token {
 }
 
 /// Where the API listens.
-#[derive(Debug, Clone, PartialEq, Eq)]
+///
+/// An address may carry basic-auth credentials (`https://user:pass@consul:8501`, which reqwest
+/// moves into an `Authorization` header). `Display` and `Debug` show such an address with the
+/// password replaced, so it can be logged and put into error texts.
+#[derive(Clone, PartialEq, Eq)]
 pub enum Endpoint {
     /// `http://` or `https://` host and port.
     Tcp(Url),
@@ -61,7 +65,7 @@ impl Endpoint {
     /// `http://…`, `https://…` or `unix://…`.
     pub fn parse(value: &str, https_default: bool) -> Result<Endpoint, Error> {
         let invalid = |reason: &'static str| Error::InvalidAddress {
-            value: value.to_owned(),
+            value: redact_userinfo(value),
             reason,
         };
         let value = value.trim();
@@ -97,9 +101,46 @@ impl Endpoint {
 impl fmt::Display for Endpoint {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
+            Endpoint::Tcp(url) if url.password().is_some() || !url.username().is_empty() => {
+                let mut shown = url.clone();
+                // These cannot fail: a URL with credentials has a host. A lone user name is
+                // hidden too, since some people put a token there.
+                if url.password().is_some() {
+                    let _ = shown.set_password(Some(REDACTED_PASSWORD));
+                } else {
+                    let _ = shown.set_username(REDACTED_PASSWORD);
+                }
+                write!(f, "{}", shown.as_str().trim_end_matches('/'))
+            }
             Endpoint::Tcp(url) => write!(f, "{}", url.as_str().trim_end_matches('/')),
             Endpoint::Unix(path) => write!(f, "unix://{}", path.display()),
         }
+    }
+}
+
+impl fmt::Debug for Endpoint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Endpoint::Tcp(_) => f.debug_tuple("Tcp").field(&self.to_string()).finish(),
+            Endpoint::Unix(path) => f.debug_tuple("Unix").field(path).finish(),
+        }
+    }
+}
+
+/// What an address shows in place of its password.
+const REDACTED_PASSWORD: &str = "redacted";
+
+/// An address as the user wrote it, with any `user:password@` part replaced, for error texts
+/// about addresses that did not even parse.
+fn redact_userinfo(value: &str) -> String {
+    let (scheme, rest) = match value.find("://") {
+        Some(i) => value.split_at(i + 3),
+        None => ("", value),
+    };
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    match rest[..authority_end].rfind('@') {
+        Some(at) => format!("{scheme}<redacted>{}", &rest[at..]),
+        None => value.to_owned(),
     }
 }
 
@@ -196,7 +237,10 @@ pub struct ClientConfig {
     pub token_file: Option<PathBuf>,
     /// TLS settings (used when the endpoint is `https`).
     pub tls: TlsSettings,
-    /// Namespace (`?ns=` for Consul Enterprise, `?namespace=` for Nomad).
+    /// Namespace (`?ns=` for Consul Enterprise, `?namespace=` for Nomad). Sent only when set.
+    /// Consul namespaces are an Enterprise feature: Consul CE answers every KV, session,
+    /// catalog and health request carrying `?ns=` with 400 "Invalid query parameter: \"ns\" -
+    /// Namespaces are a Consul Enterprise feature", so leave `CONSUL_NAMESPACE` unset on CE.
     pub namespace: Option<String>,
     /// Nomad region (`?region=`); ignored for Consul.
     pub region: Option<String>,
@@ -444,7 +488,8 @@ pub struct ConsulFlags {
     /// Skip TLS verification (overrides CONSUL_HTTP_SSL_VERIFY).
     #[arg(id = "consul-skip-verify", long = "consul-skip-verify")]
     pub skip_verify: bool,
-    /// Consul namespace (overrides CONSUL_NAMESPACE).
+    /// Consul namespace (overrides CONSUL_NAMESPACE). Consul Enterprise only: Consul CE
+    /// refuses every request that names a namespace (400).
     #[arg(id = "consul-namespace", long = "consul-namespace", value_name = "NS")]
     pub namespace: Option<String>,
     /// Requests per second to Consul (default 50).
@@ -701,5 +746,34 @@ mod tests {
             ..ClientConfig::consul_default()
         };
         assert!(!format!("{c:?}").contains("SENTINEL"));
+    }
+
+    #[test]
+    fn credentials_in_an_address_never_show_in_display_debug_or_parse_errors() {
+        const PASS: &str = "SENTINEL-PASS-7f3a";
+        let endpoint = Endpoint::parse(&format!("https://ops:{PASS}@consul:8501"), false).unwrap();
+        assert_eq!(endpoint.to_string(), "https://ops:redacted@consul:8501");
+        assert!(!format!("{endpoint:?}").contains(PASS));
+        let lone = Endpoint::parse(&format!("http://{PASS}@consul:8500"), false).unwrap();
+        assert!(!lone.to_string().contains(PASS), "{lone}");
+        assert!(!format!("{lone:?}").contains(PASS));
+        let mut config = ClientConfig::for_address(Api::Consul, "127.0.0.1:8500").unwrap();
+        config.endpoint = endpoint;
+        assert!(!format!("{config:?}").contains(PASS));
+        for bad in [
+            format!("ftp://ops:{PASS}@consul:21"),
+            format!("http://ops:{PASS}@"),
+            format!("ops:{PASS}@consul:notaport"),
+        ] {
+            let err = Endpoint::parse(&bad, false).unwrap_err();
+            assert!(!err.to_string().contains(PASS), "{err}");
+            assert!(!format!("{err:?}").contains(PASS), "{err:?}");
+        }
+        let from_env = ClientConfig::consul_from_env(env(&[(
+            "CONSUL_HTTP_ADDR",
+            &format!("http://ops:{PASS}@[::1"),
+        )]))
+        .unwrap_err();
+        assert!(!from_env.to_string().contains(PASS), "{from_env}");
     }
 }

@@ -24,7 +24,40 @@ pub(super) async fn get_root(st: State<ConsulState>, q: Q) -> Response {
 }
 
 pub(super) async fn get(st: State<ConsulState>, Path(key): Path<String>, q: Q) -> Response {
+    if let Some(r) = invalid_key(&key) {
+        return r;
+    }
     read(st, key, Params::from_query(q)).await
+}
+
+/// Consul ≥ 1.21.x/1.22 (CVE-2025-11392, SRC agent/kvs_endpoint.go `KVSEndpoint` and
+/// `validateKVKey`) refuses path traversal and a leading `/` with a 400 before any other check
+/// (unless the agent runs with `disable_kv_key_validation`). The intermediate 1.21.5 rules
+/// (a character regexp, "suspicious" file extensions) were withdrawn and are not modelled.
+/// Keys are checked as written; Go's `filepath.Clean` would also accept `a/..`, which this
+/// refuses.
+fn invalid_key(key: &str) -> Option<Response> {
+    let reason = if key.contains("../") || key.contains("..\\") {
+        "URL path contains invalid traversal sequence"
+    } else if [
+        "%2e%2e%2f",
+        "%2e%2e/",
+        "..%2f",
+        "%2e%2e%5c",
+        "%252e%252e%252f",
+    ]
+    .iter()
+    .any(|seq| key.contains(seq))
+    {
+        "URL path contains encoded traversal sequence"
+    } else if key.starts_with('/') {
+        "key must not begin with a '/'"
+    } else if key.starts_with("..") || key.contains("/..") {
+        "key contains path traversal sequence after normalization"
+    } else {
+        return None;
+    };
+    Some(text(StatusCode::BAD_REQUEST, reason))
 }
 
 pub(super) async fn put_root(st: State<ConsulState>, q: Q, body: Body) -> Response {
@@ -37,6 +70,9 @@ pub(super) async fn put(
     q: Q,
     body: Body,
 ) -> Response {
+    if let Some(r) = invalid_key(&key) {
+        return r;
+    }
     write(st, key, Params::from_query(q), body).await
 }
 
@@ -45,6 +81,9 @@ pub(super) async fn delete_root(st: State<ConsulState>, q: Q) -> Response {
 }
 
 pub(super) async fn delete(st: State<ConsulState>, Path(key): Path<String>, q: Q) -> Response {
+    if let Some(r) = invalid_key(&key) {
+        return r;
+    }
     remove(st, key, Params::from_query(q)).await
 }
 

@@ -5,6 +5,7 @@
 //! write. State lives in [`store::Store`] behind a lock; every index change is published on a
 //! `watch` channel that blocked readers wait on.
 
+mod acl;
 mod catalog;
 mod kv;
 mod session;
@@ -27,6 +28,7 @@ use tokio::time::Instant;
 
 use crate::blocking;
 use crate::persist::{self, Persister};
+pub use acl::TokenPolicy;
 use store::Store;
 
 /// File name of the Consul snapshot inside `data_dir`.
@@ -53,6 +55,7 @@ struct Inner {
     store: RwLock<Store>,
     changes: watch::Sender<u64>,
     acl_token: Option<String>,
+    restricted: RwLock<acl::Tokens>,
     snapshot_path: Option<PathBuf>,
     persister: Option<Persister>,
     tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
@@ -109,6 +112,7 @@ impl ConsulState {
                     store: RwLock::new(store),
                     changes,
                     acl_token: config.acl_token.clone(),
+                    restricted: RwLock::new(acl::Tokens::default()),
                     snapshot_path: snapshot_path.clone(),
                     persister,
                     tasks: Mutex::new(tasks),
@@ -158,6 +162,7 @@ impl ConsulState {
             .route("/v1/status/peers", get(catalog::status_peers))
             .fallback(|| async { text(StatusCode::NOT_FOUND, "404 page not found\n") });
         api.layer(axum::middleware::from_fn(datacenter))
+            .layer(axum::middleware::from_fn(oss_namespace))
             .layer(axum::middleware::from_fn_with_state(
                 self.clone(),
                 default_acl_policy,
@@ -209,6 +214,17 @@ impl ConsulState {
     /// it existed.
     pub fn expire_session(&self, id: &str) -> bool {
         self.write(|s| s.session_invalidate(id, Instant::now()))
+    }
+
+    /// Adds a token whose rules are narrower than the configured one (which may do
+    /// everything): requests with it are refused or filtered the way Consul refuses and
+    /// filters them (see [`TokenPolicy`]). Works with or without a configured ACL token.
+    pub fn add_restricted_token(&self, secret: &str, policy: TokenPolicy) {
+        self.inner
+            .restricted
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .add(secret, policy);
     }
 
     /// Forgets every KV tombstone, as Consul's tombstone GC does, so prefix indexes may go
@@ -430,6 +446,16 @@ fn request_token(req: &Request) -> Option<String> {
 /// ACL enforcement: with a configured token, an unknown token is "ACL not found" and a missing
 /// one falls back to the anonymous token, which has no permissions under a default-deny policy.
 async fn acl(State(st): State<ConsulState>, req: Request, next: Next) -> Response {
+    let restricted = request_token(&req).and_then(|t| {
+        st.inner
+            .restricted
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&t)
+    });
+    if let Some(r) = restricted {
+        return acl::enforce(r, req, next).await;
+    }
     let Some(expected) = &st.inner.acl_token else {
         return next.run(req).await;
     };
@@ -454,6 +480,42 @@ async fn datacenter(req: Request, next: Next) -> Response {
     });
     if other {
         return text(StatusCode::INTERNAL_SERVER_ERROR, "No path to datacenter");
+    }
+    next.run(req).await
+}
+
+/// The twin is Consul OSS (CE): endpoints that call `parseEntMeta` refuse a namespace with a
+/// 400 before doing anything else (SRC agent/http_ce.go), header first, then `?ns=`. The
+/// catalog register/deregister bodies and txn ops carry their namespace in JSON instead.
+async fn oss_namespace(req: Request, next: Next) -> Response {
+    let path = req.uri().path();
+    let parses_ns = ["/v1/kv/", "/v1/session/", "/v1/catalog/", "/v1/health/"]
+        .iter()
+        .any(|p| path.starts_with(p))
+        && !matches!(path, "/v1/catalog/register" | "/v1/catalog/deregister");
+    if !parses_ns {
+        return next.run(req).await;
+    }
+    let header_ns = req
+        .headers()
+        .get("X-Consul-Namespace")
+        .is_some_and(|v| !v.is_empty());
+    if header_ns {
+        return text(
+            StatusCode::BAD_REQUEST,
+            "Invalid header: \"X-Consul-Namespace\" - Namespaces are a Consul Enterprise feature",
+        );
+    }
+    // Go's `Query().Get("ns")` is the first value, percent-decoded; an empty one is no namespace.
+    let query_ns = Query::<Vec<(String, String)>>::try_from_uri(req.uri())
+        .ok()
+        .and_then(|q| q.0.into_iter().find(|(k, _)| k == "ns"))
+        .is_some_and(|(_, v)| !v.is_empty());
+    if query_ns {
+        return text(
+            StatusCode::BAD_REQUEST,
+            "Invalid query parameter: \"ns\" - Namespaces are a Consul Enterprise feature",
+        );
     }
     next.run(req).await
 }

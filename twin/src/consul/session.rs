@@ -55,6 +55,35 @@ fn strings(v: Option<&Value>) -> Result<Option<Vec<String>>, Response> {
     }
 }
 
+/// Consul starts from `NodeChecks = Checks = ["serfHealth"]`, decodes the body over it and then
+/// applies `fixupEmptySessionChecks` (SRC agent/session_endpoint.go): an empty (or `null`)
+/// `Checks` clears `NodeChecks`; `Checks: ["serfHealth"]` defers to `NodeChecks`; an empty
+/// `NodeChecks` drops `Checks`; otherwise both lists stay bound. Returns (NodeChecks, Checks).
+fn fixup_session_checks(
+    body: &Value,
+    node_checks: Option<Vec<String>>,
+    checks: Option<Vec<String>>,
+) -> (Vec<String>, Vec<String>) {
+    let serf = || vec!["serfHealth".to_string()];
+    // A JSON `null` decodes to a nil slice in Go: present but empty.
+    let given = |key: &str, list: Option<Vec<String>>| match body.get(key) {
+        None => serf(),
+        Some(_) => list.unwrap_or_default(),
+    };
+    let node_checks = given("NodeChecks", node_checks);
+    let checks = given("Checks", checks);
+    if checks.is_empty() {
+        return (Vec::new(), Vec::new());
+    }
+    if checks.len() == 1 && checks[0] == "serfHealth" {
+        return (node_checks, Vec::new());
+    }
+    if node_checks.is_empty() {
+        return (node_checks, Vec::new());
+    }
+    (node_checks, checks)
+}
+
 pub(super) async fn create(State(st): State<ConsulState>, body: Body) -> Response {
     let bytes = match body_bytes(body, 1024 * 1024).await {
         Ok(b) => b,
@@ -73,9 +102,8 @@ pub(super) async fn create(State(st): State<ConsulState>, body: Body) -> Respons
         Ok(d) => d,
         Err(r) => return r,
     };
-    let node_checks = match (strings(v.get("NodeChecks")), strings(v.get("Checks"))) {
-        (Ok(Some(n)), _) => Some(n),
-        (Ok(None), Ok(c)) => c,
+    let (node_checks, checks) = match (strings(v.get("NodeChecks")), strings(v.get("Checks"))) {
+        (Ok(n), Ok(c)) => fixup_session_checks(&v, n, c),
         (Err(r), _) | (_, Err(r)) => return r,
     };
     let service_checks: Option<Vec<ServiceCheckRef>> = match v.get("ServiceChecks") {
@@ -91,7 +119,8 @@ pub(super) async fn create(State(st): State<ConsulState>, body: Body) -> Respons
         lock_delay,
         behavior: field("Behavior"),
         ttl: field("TTL"),
-        node_checks,
+        node_checks: Some(node_checks),
+        checks,
         service_checks,
     };
     match st.write(|s| s.session_create(spec, Instant::now())) {

@@ -152,6 +152,10 @@ pub struct Session {
     /// Service checks that invalidate the session when critical.
     #[serde(rename = "ServiceChecks")]
     pub service_checks: Option<Vec<ServiceCheckRef>>,
+    /// Checks given in the deprecated `Checks` field, kept next to `NodeChecks` as Consul keeps
+    /// them (`json:",omitempty"` in structs.Session).
+    #[serde(rename = "Checks", default, skip_serializing_if = "Vec::is_empty")]
+    pub checks: Vec<String>,
     /// Index of creation.
     #[serde(rename = "CreateIndex")]
     pub create_index: u64,
@@ -175,6 +179,9 @@ pub struct SessionSpec {
     pub ttl: Option<String>,
     /// Node checks (default `["serfHealth"]`).
     pub node_checks: Option<Vec<String>>,
+    /// Checks from the deprecated `Checks` field that survive Consul's
+    /// `fixupEmptySessionChecks` (bound in addition to `node_checks`).
+    pub checks: Vec<String>,
     /// Service checks.
     pub service_checks: Option<Vec<ServiceCheckRef>>,
 }
@@ -825,7 +832,9 @@ impl Store {
         let node_checks = spec
             .node_checks
             .unwrap_or_else(|| vec!["serfHealth".to_string()]);
-        for check in &node_checks {
+        // Every bound check must exist and not be critical, whichever field named it
+        // (structs.Session.CheckIDs merges them).
+        for check in spec.checks.iter().chain(&node_checks) {
             match self.checks.get(&node).and_then(|c| c.get(check)) {
                 None => {
                     return Err(StoreError::Internal(format!(
@@ -851,6 +860,7 @@ impl Store {
             ttl,
             node_checks,
             service_checks: spec.service_checks,
+            checks: spec.checks,
             create_index: idx,
             modify_index: idx,
         };
@@ -1222,7 +1232,7 @@ impl Store {
             .values()
             .filter(|s| {
                 s.node == node
-                    && (s.node_checks.iter().any(|c| c == check_id)
+                    && (s.node_checks.iter().chain(&s.checks).any(|c| c == check_id)
                         || s.service_checks.as_ref().is_some_and(|sc| {
                             sc.iter()
                                 .any(|c| c.id == check_id && !service_id.is_empty())
