@@ -26,7 +26,7 @@ pub struct Args {
     #[arg(long, env = "TRAEFIK_BIN")]
     traefik_bin: Option<PathBuf>,
     /// KV prefix: the document is `<prefix>/config`, the status `<prefix>/status`.
-    #[arg(long, default_value = "proxy-operator")]
+    #[arg(long, value_parser = super::kv_prefix, default_value = "proxy-operator")]
     prefix: String,
     /// Log format (logs go to stderr; the URLs to stdout).
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]

@@ -44,6 +44,14 @@ enum Command {
     Migrate(migrate::Command),
 }
 
+/// Parses a `--prefix` value, refusing keys Consul would refuse (a leading `/`, `..`) before
+/// anything starts, instead of at the first KV call.
+fn kv_prefix(value: &str) -> Result<String, String> {
+    crate::consul::validate_kv_prefix(value)
+        .map(|()| value.to_string())
+        .map_err(|e| e.to_string())
+}
+
 /// Parses the command line, runs the command and maps its outcome to an exit code.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -76,5 +84,29 @@ pub fn main() -> ExitCode {
             eprintln!("error: {e:#}");
             ExitCode::from(EXIT_ERROR)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser as _;
+
+    use super::Cli;
+
+    #[test]
+    fn a_prefix_consul_would_refuse_is_a_usage_error_before_anything_starts() {
+        for command in ["run", "status", "dev"] {
+            for prefix in ["/leading-slash", "a/../b"] {
+                let parsed = Cli::try_parse_from(["proxy-operator", command, "--prefix", prefix]);
+                let error = parsed.err().map(|e| e.to_string()).unwrap_or_default();
+                assert!(
+                    error.contains("--prefix"),
+                    "{command} --prefix {prefix}: {error}"
+                );
+            }
+        }
+        assert!(
+            Cli::try_parse_from(["proxy-operator", "status", "--prefix", "team-a/edge"]).is_ok()
+        );
     }
 }

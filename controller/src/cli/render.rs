@@ -29,7 +29,7 @@ pub struct Args {
     #[arg(long, value_enum, default_value = "json")]
     pub output: Output,
     /// Consul KV prefix (Traefik's KV root is `<prefix>/traefik`).
-    #[arg(long, default_value = render::DEFAULT_PREFIX)]
+    #[arg(long, value_parser = super::kv_prefix, default_value = render::DEFAULT_PREFIX)]
     pub prefix: String,
     /// Value of the job's `proxy-operator/owner` Meta.
     #[arg(long, default_value = render::DEFAULT_PREFIX)]

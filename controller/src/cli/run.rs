@@ -18,7 +18,7 @@ use crate::transport::{ClientConfig, ConsulFlags, NomadFlags};
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// KV prefix: the document is `<prefix>/config`, the status `<prefix>/status`.
-    #[arg(long, default_value = "proxy-operator")]
+    #[arg(long, value_parser = super::kv_prefix, default_value = "proxy-operator")]
     prefix: String,
     /// Quiet time after a config change before a pass (bursts of edits become one pass);
     /// at most 1m.

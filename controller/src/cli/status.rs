@@ -13,7 +13,7 @@ use crate::transport::{ClientConfig, ConsulFlags, QueryOptions};
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// KV prefix the operator uses.
-    #[arg(long, default_value = "proxy-operator")]
+    #[arg(long, value_parser = super::kv_prefix, default_value = "proxy-operator")]
     prefix: String,
     /// Output format.
     #[arg(long, value_enum, default_value_t = Output::Text)]
