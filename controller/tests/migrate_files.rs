@@ -412,6 +412,10 @@ fn removing_the_last_tag_keeps_the_closing_bracket_out_of_the_previous_lines_com
         &["# scraped by prometheus"],
     );
     assert!(!out.contains("urlprefix-"), "{out}");
+    assert!(
+        out.contains("\"metrics\", # scraped by prometheus\n        \"traefik.enable=true\","),
+        "{out}"
+    );
     // ...-min: the comment sits on the `[` line and the list becomes empty before the additions.
     migrate_keeping_comments(
         "job{\ngroup{\nservice{\ntags=[#\n\"urlprefix-p\"]\n}\n}\n}",
@@ -491,6 +495,19 @@ fn comments_anywhere_in_a_tags_list_survive_migration_with_and_without_remove_le
             &["# see /* not a block"],
         ),
     ];
+    // Without a trailing comma, a comment after the old last element stays on its line, after
+    // the comma the new elements need.
+    let out = migrate_keeping_comments(
+        &job_with_tags(
+            "[\n        \"urlprefix-a.com/\", // legacy\n        \"metrics\" // last\n      ]",
+        ),
+        false,
+        &[],
+    );
+    assert!(
+        out.contains("\"metrics\", // last\n        \"traefik.enable=true\","),
+        "{out}"
+    );
     for (name, tags, kept, kept_when_removed) in cases {
         eprintln!("case: {name}");
         let input = job_with_tags(tags);

@@ -421,6 +421,18 @@ fn edit_array(arr: &mut Array, remove: &[String], add: &[String], attr_indent: &
         arr.set_trailing(format!("{trailing}\n{attr_indent}"));
         arr.set_trailing_comma(true);
     }
+    // Without a trailing comma, the text between the last element and `]` (a same-line comment,
+    // the line break) is that element's suffix; the new elements and their commas go after it.
+    if !arr.trailing_comma()
+        && let Some(last) = arr.len().checked_sub(1).and_then(|i| arr.get_mut(i))
+    {
+        let suffix = decor_suffix(last);
+        if !suffix.is_empty() {
+            last.decor_mut().set_suffix("");
+            let trailing = format!("{suffix}{}", arr.trailing().to_string());
+            arr.set_trailing(trailing);
+        }
+    }
     // Elements sharing a line (`"a", "b",`) have no line break in their prefix: take the
     // indentation of the nearest element that starts a line.
     let indent = arr
