@@ -516,3 +516,97 @@ fn comments_anywhere_in_a_tags_list_survive_migration_with_and_without_remove_le
         assert!(!out.contains("urlprefix-"), "{name}: {out}");
     }
 }
+
+/// What separates an element from the one before it (or from `[`); `{i}` numbers the comment.
+const SEPARATORS: &[&str] = &[
+    "",
+    " ",
+    "\n        ",
+    " # c{i}\n        ",
+    " // c{i}\n        ",
+    " /* c{i} */ ",
+    " /* c{i}\n        */\n        ",
+    "\n        # c{i}\n        ",
+];
+/// What follows an element before its comma.
+const SUFFIXES: &[&str] = &["", " ", " /* s{i} */", " # s{i}\n       "];
+/// What follows the last element (and its comma, if any) before `]`.
+const TRAILERS: &[&str] = &[
+    "",
+    "\n      ",
+    " # t\n      ",
+    " /* t */",
+    "\n        // t\n      ",
+];
+
+fn numbered(template: &str, i: usize) -> String {
+    template.replace("{i}", &i.to_string())
+}
+
+fn comments_in(template: &str, i: usize) -> Option<String> {
+    let text = numbered(template, i);
+    let start = text.find(['#', '/'])?;
+    let comment = &text[start..];
+    Some(match comment.find("*/") {
+        Some(end) => comment[..end + 2].to_string(),
+        None => comment.trim_end().to_string(),
+    })
+}
+
+proptest::proptest! {
+    #[test]
+    fn any_comment_placement_in_a_tags_list_keeps_the_output_valid_and_the_tags_as_reported(
+        elements in proptest::collection::vec(
+            (proptest::bool::ANY, 0..SEPARATORS.len(), 0..SUFFIXES.len()),
+            1..5,
+        ),
+        trailing_comma in proptest::bool::ANY,
+        trailer in 0..TRAILERS.len(),
+        remove_legacy in proptest::bool::ANY,
+    ) {
+        // At least one legacy tag, or there is nothing to migrate.
+        let none_legacy = !elements.iter().any(|(legacy, _, _)| *legacy);
+        let mut list = String::from("[");
+        let mut comments = Vec::new();
+        for (i, (legacy, sep, suffix)) in elements.iter().enumerate() {
+            if i > 0 {
+                list.push(',');
+            }
+            list.push_str(&numbered(SEPARATORS[*sep], i));
+            if *legacy || (none_legacy && i == 0) {
+                list.push_str(&format!("\"urlprefix-h{i}.example.com/\""));
+            } else {
+                list.push_str(&format!("\"m{i}\""));
+            }
+            list.push_str(&numbered(SUFFIXES[*suffix], i));
+            comments.extend(comments_in(SEPARATORS[*sep], i));
+            comments.extend(comments_in(SUFFIXES[*suffix], i));
+        }
+        if trailing_comma {
+            list.push(',');
+        }
+        list.push_str(TRAILERS[trailer]);
+        comments.extend(comments_in(TRAILERS[trailer], 0));
+        list.push(']');
+        let input = job_with_tags(&list);
+        // Comments on a removed element's line go with it; without removal every one stays.
+        let kept: Vec<&str> = if remove_legacy {
+            Vec::new()
+        } else {
+            comments.iter().map(String::as_str).collect()
+        };
+        let out = migrate_keeping_comments(&input, remove_legacy, &kept);
+        for comment in &comments {
+            let line_comment = comment.starts_with('#') || comment.starts_with("//");
+            if line_comment && out.contains(comment.as_str()) {
+                proptest::prop_assert!(
+                    out.lines().any(|l| l.trim_end().ends_with(comment.as_str())),
+                    "{} no longer ends its line\n--- input ---\n{}\n--- output ---\n{}",
+                    comment,
+                    input,
+                    out
+                );
+            }
+        }
+    }
+}
