@@ -403,7 +403,7 @@ fn edit_array(arr: &mut Array, remove: &[String], add: &[String], attr_indent: &
         return true;
     }
     let has_break = |s: &str| first_break(s).is_some();
-    let multiline = has_break(&arr.trailing().to_string())
+    let multiline = has_break(arr.trailing())
         || arr
             .iter()
             .any(|e| has_break(&decor_prefix(e)) || has_break(&decor_suffix(e)));
@@ -429,7 +429,7 @@ fn edit_array(arr: &mut Array, remove: &[String], add: &[String], attr_indent: &
         let suffix = decor_suffix(last);
         if !suffix.is_empty() {
             last.decor_mut().set_suffix("");
-            let trailing = format!("{suffix}{}", arr.trailing().to_string());
+            let trailing = format!("{suffix}{}", &**arr.trailing());
             arr.set_trailing(trailing);
         }
     }
