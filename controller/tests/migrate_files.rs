@@ -294,3 +294,319 @@ fn command_exits_2_on_unparseable_hcl_and_leaves_it_untouched() {
     assert!(stderr.contains("line 3, column"), "{stderr}");
     assert_eq!(std::fs::read_to_string(&bad).expect("read"), text);
 }
+
+// === Comments around edited tag lists ===
+
+/// Every plain string element of every `tags` list in an HCL body, at any depth.
+fn hcl_tags(body: &hcl_edit::structure::Body, out: &mut Vec<String>) {
+    use hcl_edit::expr::Expression;
+    use hcl_edit::structure::Structure;
+    for structure in body.iter() {
+        match structure {
+            Structure::Attribute(attr) if attr.key.as_str() == "tags" => {
+                if let Expression::Array(arr) = &attr.value {
+                    out.extend(arr.iter().filter_map(|e| match e {
+                        Expression::String(s) => Some(s.value().to_string()),
+                        _ => None,
+                    }));
+                }
+            }
+            Structure::Attribute(_) => {}
+            Structure::Block(block) => hcl_tags(&block.body, out),
+        }
+    }
+}
+
+fn parsed_tags(text: &str) -> Vec<String> {
+    let body = hcl_edit::parser::parse_body(text)
+        .unwrap_or_else(|e| panic!("output is not valid HCL: {e}\n{text}"));
+    let mut tags = Vec::new();
+    hcl_tags(&body, &mut tags);
+    tags.sort();
+    tags
+}
+
+/// Migrates `input` and checks what a user relies on: the output is valid HCL, its tag lists hold
+/// exactly the input's tags minus the reported removals plus the reported additions, each comment
+/// in `comments` is still there, a `#`/`//` comment still ends its line (nothing code-like was
+/// glued after it), and migrating the output again changes nothing.
+fn migrate_keeping_comments(input: &str, remove_legacy: bool, comments: &[&str]) -> String {
+    let options = ConvertOptions {
+        datacenter: Some("dc1".into()),
+        ..ConvertOptions::default()
+    };
+    let first = migrate_hcl(input, &options, remove_legacy).expect("input parses");
+    assert!(first.is_change(), "nothing to migrate in\n{input}");
+    let mut expected = parsed_tags(input);
+    for service in &first.services {
+        for tag in &service.migration.remove {
+            let at = expected.iter().position(|t| t == tag);
+            assert!(at.is_some(), "reports removing {tag:?}, not in the input");
+            expected.remove(at.unwrap_or_default());
+        }
+        expected.extend(service.migration.add.iter().cloned());
+    }
+    expected.sort();
+    let out = &first.updated;
+    assert_eq!(
+        parsed_tags(out),
+        expected,
+        "the output's tags are not the reported ones\n--- input ---\n{input}\n--- output ---\n{out}"
+    );
+    for comment in comments {
+        assert!(
+            out.contains(comment),
+            "comment {comment:?} lost\n--- output ---\n{out}"
+        );
+        if comment.starts_with('#') || comment.starts_with("//") {
+            assert!(
+                out.lines().any(|l| l.trim_end().ends_with(comment)),
+                "line comment {comment:?} no longer ends its line\n--- output ---\n{out}"
+            );
+        }
+    }
+    let second = migrate_hcl(out, &options, remove_legacy).expect("output migrates again");
+    assert!(
+        !second.is_change(),
+        "migrating again changes the file\n--- first ---\n{out}\n--- second ---\n{}",
+        second.updated
+    );
+    assert_eq!(&second.updated, out);
+    first.updated
+}
+
+fn job_with_tags(tags: &str) -> String {
+    format!(
+        "job \"j\" {{\n  group \"g\" {{\n    service {{\n      tags = {tags}\n    }}\n  }}\n}}\n"
+    )
+}
+
+#[test]
+fn tags_added_after_a_same_line_comment_start_on_a_new_line_not_inside_the_comment() {
+    // fuzz/regressions/migrate_files/same-line-comment-swallows-added-tags
+    let out = migrate_keeping_comments(
+        &job_with_tags("[\n        \"urlprefix-a.com/\", \"metrics\", # note\n      ]"),
+        false,
+        &["# note"],
+    );
+    assert!(
+        out.contains("\"metrics\", # note\n        \"traefik.enable=true\","),
+        "{out}"
+    );
+    // ...-min: a `//` comment after elements sharing the first line, and a non-string element.
+    migrate_keeping_comments(
+        "job{\ngroup{\nservice{\ntags=[\n\"urlprefix-4\",_,//\n]\n}\n}\n}",
+        false,
+        &["//"],
+    );
+}
+
+#[test]
+fn removing_the_last_tag_keeps_the_closing_bracket_out_of_the_previous_lines_comment() {
+    // fuzz/regressions/migrate_files/remove-legacy-comment-swallows-closing-bracket
+    let out = migrate_keeping_comments(
+        &job_with_tags(
+            "[\n        \"metrics\", # scraped by prometheus\n        \"urlprefix-a.com/\"]",
+        ),
+        true,
+        &["# scraped by prometheus"],
+    );
+    assert!(!out.contains("urlprefix-"), "{out}");
+    assert!(
+        out.contains("\"metrics\", # scraped by prometheus\n        \"traefik.enable=true\","),
+        "{out}"
+    );
+    // ...-min: the comment sits on the `[` line and the list becomes empty before the additions.
+    migrate_keeping_comments(
+        "job{\ngroup{\nservice{\ntags=[#\n\"urlprefix-p\"]\n}\n}\n}",
+        true,
+        &["#"],
+    );
+}
+
+#[test]
+fn comments_anywhere_in_a_tags_list_survive_migration_with_and_without_remove_legacy() {
+    // (name, tags list, comments kept when the legacy tag is kept, comments kept when removed)
+    let cases: &[(&str, &str, &[&str], &[&str])] = &[
+        (
+            "after the first element",
+            "[\n        \"metrics\", # first\n        \"urlprefix-a.com/\",\n      ]",
+            &["# first"],
+            &["# first"],
+        ),
+        (
+            "on the [ line",
+            "[ # on bracket\n        \"urlprefix-a.com/\",\n        \"metrics\",\n      ]",
+            &["# on bracket"],
+            &["# on bracket"],
+        ),
+        (
+            "after the legacy element, which is last and has no comma",
+            "[\n        \"metrics\",\n        \"urlprefix-a.com/\" # legacy\n      ]",
+            &["# legacy"],
+            &[],
+        ),
+        (
+            "between an element and its comma",
+            "[\n        \"metrics\" # why\n        , \"urlprefix-a.com/\"\n      ]",
+            &["# why"],
+            &["# why"],
+        ),
+        (
+            "on its own line before ]",
+            "[\n        \"urlprefix-a.com/\",\n        # more to come\n      ]",
+            &["# more to come"],
+            &["# more to come"],
+        ),
+        (
+            "// comments, last element without comma",
+            "[\n        \"urlprefix-a.com/\", // legacy\n        \"metrics\" // last\n      ]",
+            &["// legacy", "// last"],
+            &["// last"],
+        ),
+        (
+            "block comments before, after and at the end",
+            "[\n        \"urlprefix-a.com/\" /* legacy */,\n        /* kept */ \"metrics\", /* end */\n      ]",
+            &["/* legacy */", "/* kept */", "/* end */"],
+            &["/* kept */", "/* end */"],
+        ),
+        (
+            "a block comment spanning lines before the legacy element",
+            "[\n        \"metrics\", /* spans\n        two lines */\n        \"urlprefix-a.com/\"]",
+            &["/* spans\n        two lines */"],
+            &["/* spans\n        two lines */"],
+        ),
+        (
+            "a one-line list with a block comment",
+            "[/* one */ \"urlprefix-a.com/\", \"metrics\" /* two */]",
+            &["/* one */", "/* two */"],
+            &["/* one */", "/* two */"],
+        ),
+        (
+            "a comment line before a legacy element that shares its line with the next",
+            "[\n        \"metrics\", # m\n        \"urlprefix-a.com/\", \"extra\"\n      ]",
+            &["# m"],
+            &["# m"],
+        ),
+        (
+            "comment markers inside other comments",
+            "[\n        \"metrics\", # see /* not a block\n        \"urlprefix-a.com/\", /* # not a line */\n      ]",
+            &["# see /* not a block", "/* # not a line */"],
+            &["# see /* not a block"],
+        ),
+    ];
+    // Without a trailing comma, a comment after the old last element stays on its line, after
+    // the comma the new elements need.
+    let out = migrate_keeping_comments(
+        &job_with_tags(
+            "[\n        \"urlprefix-a.com/\", // legacy\n        \"metrics\" // last\n      ]",
+        ),
+        false,
+        &[],
+    );
+    assert!(
+        out.contains("\"metrics\", // last\n        \"traefik.enable=true\","),
+        "{out}"
+    );
+    for (name, tags, kept, kept_when_removed) in cases {
+        eprintln!("case: {name}");
+        let input = job_with_tags(tags);
+        migrate_keeping_comments(&input, false, kept);
+        let out = migrate_keeping_comments(&input, true, kept_when_removed);
+        assert!(!out.contains("urlprefix-"), "{name}: {out}");
+    }
+}
+
+/// What separates an element from the one before it (or from `[`); `{i}` numbers the comment.
+const SEPARATORS: &[&str] = &[
+    "",
+    " ",
+    "\n        ",
+    " # c{i}\n        ",
+    " // c{i}\n        ",
+    " /* c{i} */ ",
+    " /* c{i}\n        */\n        ",
+    "\n        # c{i}\n        ",
+];
+/// What follows an element before its comma.
+const SUFFIXES: &[&str] = &["", " ", " /* s{i} */", " # s{i}\n       "];
+/// What follows the last element (and its comma, if any) before `]`.
+const TRAILERS: &[&str] = &[
+    "",
+    "\n      ",
+    " # t\n      ",
+    " /* t */",
+    "\n        // t\n      ",
+];
+
+fn numbered(template: &str, i: usize) -> String {
+    template.replace("{i}", &i.to_string())
+}
+
+fn comments_in(template: &str, i: usize) -> Option<String> {
+    let text = numbered(template, i);
+    let start = text.find(['#', '/'])?;
+    let comment = &text[start..];
+    Some(match comment.find("*/") {
+        Some(end) => comment[..end + 2].to_string(),
+        None => comment.trim_end().to_string(),
+    })
+}
+
+proptest::proptest! {
+    #[test]
+    fn any_comment_placement_in_a_tags_list_keeps_the_output_valid_and_the_tags_as_reported(
+        elements in proptest::collection::vec(
+            (proptest::bool::ANY, 0..SEPARATORS.len(), 0..SUFFIXES.len()),
+            1..5,
+        ),
+        trailing_comma in proptest::bool::ANY,
+        trailer in 0..TRAILERS.len(),
+        remove_legacy in proptest::bool::ANY,
+    ) {
+        // At least one legacy tag, or there is nothing to migrate.
+        let none_legacy = !elements.iter().any(|(legacy, _, _)| *legacy);
+        let mut list = String::from("[");
+        let mut comments = Vec::new();
+        for (i, (legacy, sep, suffix)) in elements.iter().enumerate() {
+            if i > 0 {
+                list.push(',');
+            }
+            list.push_str(&numbered(SEPARATORS[*sep], i));
+            if *legacy || (none_legacy && i == 0) {
+                list.push_str(&format!("\"urlprefix-h{i}.example.com/\""));
+            } else {
+                list.push_str(&format!("\"m{i}\""));
+            }
+            list.push_str(&numbered(SUFFIXES[*suffix], i));
+            comments.extend(comments_in(SEPARATORS[*sep], i));
+            comments.extend(comments_in(SUFFIXES[*suffix], i));
+        }
+        if trailing_comma {
+            list.push(',');
+        }
+        list.push_str(TRAILERS[trailer]);
+        comments.extend(comments_in(TRAILERS[trailer], 0));
+        list.push(']');
+        let input = job_with_tags(&list);
+        // Comments on a removed element's line go with it; without removal every one stays.
+        let kept: Vec<&str> = if remove_legacy {
+            Vec::new()
+        } else {
+            comments.iter().map(String::as_str).collect()
+        };
+        let out = migrate_keeping_comments(&input, remove_legacy, &kept);
+        for comment in &comments {
+            let line_comment = comment.starts_with('#') || comment.starts_with("//");
+            if line_comment && out.contains(comment.as_str()) {
+                proptest::prop_assert!(
+                    out.lines().any(|l| l.trim_end().ends_with(comment.as_str())),
+                    "{} no longer ends its line\n--- input ---\n{}\n--- output ---\n{}",
+                    comment,
+                    input,
+                    out
+                );
+            }
+        }
+    }
+}

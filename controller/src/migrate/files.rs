@@ -257,17 +257,97 @@ fn label(block: &Block) -> String {
         .unwrap_or_default()
 }
 
-fn whitespace_tail(raw: &str) -> &str {
-    // The indentation after the last line break, for a new element on its own line.
-    match raw.rfind('\n') {
-        Some(i) => &raw[i..],
-        None => " ",
+/// Where a decor string (whitespace and comments only) breaks lines outside block comments, and
+/// whether its end is still inside a `#` or `//` comment.
+///
+/// Splitting decor at a raw `\n` would cut a multi-line `/* */` comment in half, and gluing text
+/// after an unterminated line comment puts that text (or the closing `]`) inside the comment.
+struct DecorScan {
+    breaks: Vec<usize>,
+    open_line_comment: bool,
+}
+
+fn scan_decor(s: &str) -> DecorScan {
+    let bytes = s.as_bytes();
+    let mut breaks = Vec::new();
+    let mut in_line_comment = false;
+    let mut i = 0;
+    while i < bytes.len() {
+        let next = bytes.get(i + 1).copied();
+        match bytes[i] {
+            b'\n' => {
+                breaks.push(i);
+                in_line_comment = false;
+                i += 1;
+            }
+            _ if in_line_comment => i += 1,
+            b'#' => {
+                in_line_comment = true;
+                i += 1;
+            }
+            b'/' if next == Some(b'/') => {
+                in_line_comment = true;
+                i += 2;
+            }
+            b'/' if next == Some(b'*') => {
+                i = match s.get(i + 2..).and_then(|rest| rest.find("*/")) {
+                    Some(end) => i + 2 + end + 2,
+                    None => bytes.len(),
+                };
+            }
+            _ => i += 1,
+        }
+    }
+    DecorScan {
+        breaks,
+        open_line_comment: in_line_comment,
     }
 }
 
-/// Adds and removes elements of a tags array, keeping its layout: new elements take the
-/// indentation of the existing ones, and a comment trailing the old last element stays with it.
-fn edit_array(arr: &mut Array, remove: &[String], add: &[String], attr_indent: &str) -> bool {
+/// The first line break outside a block comment: what comes before it ends the previous line.
+fn first_break(s: &str) -> Option<usize> {
+    scan_decor(s).breaks.first().copied()
+}
+
+/// The indentation after the last line break outside a block comment.
+fn indent_after_last_break(s: &str) -> Option<String> {
+    let last = *scan_decor(s).breaks.last()?;
+    Some(
+        s.get(last + 1..)
+            .unwrap_or("")
+            .chars()
+            .take_while(|c| *c == ' ' || *c == '\t')
+            .collect(),
+    )
+}
+
+fn decor_prefix(e: &Expression) -> String {
+    e.decor()
+        .prefix()
+        .map(|p| p.to_string())
+        .unwrap_or_default()
+}
+
+fn decor_suffix(e: &Expression) -> String {
+    e.decor()
+        .suffix()
+        .map(|p| p.to_string())
+        .unwrap_or_default()
+}
+
+/// Ends an unterminated line comment at the end of `s` with a line break and `indent`, so whatever
+/// follows (an element, a comma, the `]`) stays code.
+fn close_line_comment(s: String, indent: &str) -> String {
+    if scan_decor(&s).open_line_comment {
+        format!("{s}\n{indent}")
+    } else {
+        s
+    }
+}
+
+/// Removes the elements of a tags array whose text is in `remove`. A comment ending the line before
+/// a removed element stays; comments on the removed element's own line go with it.
+fn remove_elements(arr: &mut Array, remove: &[String], attr_indent: &str) {
     let mut i = 0;
     while i < arr.len() {
         let is_removed = arr
@@ -279,92 +359,130 @@ fn edit_array(arr: &mut Array, remove: &[String], add: &[String], attr_indent: &
             continue;
         }
         let removed = arr.remove(i);
-        // The removed element's prefix up to its line break ends the previous line (that line's
-        // comment): it stays. The next element's prefix up to its line break ends the removed
-        // element's line (its comment): it goes.
-        let prefix: String = removed
-            .decor()
-            .prefix()
-            .map(|p| p.to_string())
-            .unwrap_or_default();
-        let head = prefix.split('\n').next().unwrap_or("").to_string();
-        let joined = |old: &str| match old.find('\n') {
-            Some(n) => format!("{head}{}", &old[n..]),
-            None => head.clone(),
-        };
+        let prefix = decor_prefix(&removed);
+        // Up to its first line break, the removed element's prefix ends the previous line (that
+        // line's comment, possibly a `#` comment whose line break is cut off here).
+        let head = first_break(&prefix)
+            .and_then(|n| prefix.get(..n))
+            .unwrap_or(&prefix)
+            .to_string();
         if let Some(next) = arr.get_mut(i) {
-            let old: String = next
-                .decor()
-                .prefix()
-                .map(|p| p.to_string())
-                .unwrap_or_default();
-            next.decor_mut().set_prefix(joined(&old));
+            let old = decor_prefix(next);
+            let joined = match first_break(&old) {
+                // The next element's prefix up to its line break ends the removed element's line
+                // (that line's comment): it goes.
+                Some(n) => format!("{head}{}", old.get(n..).unwrap_or("")),
+                // The next element shared the removed one's line: it takes the removed one's
+                // place, line break and indentation included.
+                None => prefix.clone(),
+            };
+            next.decor_mut().set_prefix(joined);
         } else {
             let old = arr.trailing().to_string();
-            arr.set_trailing(joined(&old));
+            let joined = match first_break(&old) {
+                Some(n) => format!("{head}{}", old.get(n..).unwrap_or("")),
+                // `"x"]` on the removed element's line: the `]` must not join the previous line's
+                // comment.
+                None => close_line_comment(head, attr_indent),
+            };
+            arr.set_trailing(joined);
         }
     }
+    if arr.is_empty() {
+        arr.set_trailing_comma(false);
+    }
+}
+
+/// Adds and removes elements of a tags array, keeping its layout and every comment not on a removed
+/// element's line: new elements go one per line with the indentation of the existing ones, a
+/// comment trailing the old last element stays on its line, and a `#`/`//` comment is always
+/// followed by a line break, so neither new tags nor the `]` end up inside it.
+fn edit_array(arr: &mut Array, remove: &[String], add: &[String], attr_indent: &str) -> bool {
+    remove_elements(arr, remove, attr_indent);
     if add.is_empty() {
         return true;
     }
-    let mut multiline = arr
-        .iter()
-        .any(|e| e.decor().prefix().is_some_and(|p| p.contains('\n')));
-    if !multiline && arr.trailing().trim().is_empty() {
+    let has_break = |s: &str| first_break(s).is_some();
+    let multiline = has_break(arr.trailing())
+        || arr
+            .iter()
+            .any(|e| has_break(&decor_prefix(e)) || has_break(&decor_suffix(e)));
+    if !multiline {
         // A one-line list would become unreadable with a dozen Traefik tags: one tag per line.
+        // Block comments (the only comments a one-line list can hold) move along.
         let inner = format!("\n{attr_indent}  ");
         for e in arr.iter_mut() {
-            e.decor_mut().set_prefix(inner.clone());
-            e.decor_mut().set_suffix("");
+            let prefix = format!("{inner}{}", decor_prefix(e).trim_start());
+            let suffix = decor_suffix(e).trim_end().to_string();
+            e.decor_mut().set_prefix(prefix);
+            e.decor_mut().set_suffix(suffix);
         }
-        arr.set_trailing(format!("\n{attr_indent}"));
+        let trailing = arr.trailing().trim_end().to_string();
+        arr.set_trailing(format!("{trailing}\n{attr_indent}"));
         arr.set_trailing_comma(true);
-        multiline = true;
-        if arr.is_empty() {
-            for (k, tag) in add.iter().enumerate() {
-                let Some(mut expr) = hcl_expr(tag) else {
-                    return false;
-                };
-                expr.decor_mut().set_prefix(inner.clone());
-                let _ = k;
-                arr.push(expr);
-            }
-            return true;
+    }
+    // Without a trailing comma, the text between the last element and `]` (a same-line comment,
+    // the line break) is that element's suffix; the new elements and their commas go after it.
+    if !arr.trailing_comma()
+        && let Some(last) = arr.len().checked_sub(1).and_then(|i| arr.get_mut(i))
+    {
+        let suffix = decor_suffix(last);
+        if !suffix.is_empty() {
+            last.decor_mut().set_suffix("");
+            let trailing = format!("{suffix}{}", &**arr.trailing());
+            arr.set_trailing(trailing);
         }
     }
-    let indent: String = arr
+    // Elements sharing a line (`"a", "b",`) have no line break in their prefix: take the
+    // indentation of the nearest element that starts a line.
+    let indent = arr
         .iter()
+        .filter_map(|e| indent_after_last_break(&decor_prefix(e)))
         .last()
-        .and_then(|e| e.decor().prefix().map(|p| whitespace_tail(p).to_string()))
-        .unwrap_or_default();
-    // A same-line comment after the old last element sits in the array's trailing text.
+        .unwrap_or_else(|| format!("{attr_indent}  "));
+    let new_line = format!("\n{indent}");
+    // A same-line comment after the old last element sits in the array's trailing text, up to its
+    // line break: it stays on that line, before the first new element.
     let trailing = arr.trailing().to_string();
-    let (trail_head, trail_rest) = match trailing.find('\n') {
-        Some(n) if multiline => (trailing[..n].to_string(), trailing[n..].to_string()),
-        _ => (String::new(), trailing.clone()),
+    let (trail_head, trail_rest) = match first_break(&trailing) {
+        Some(n) => (
+            trailing.get(..n).unwrap_or("").to_string(),
+            trailing.get(n..).unwrap_or("").to_string(),
+        ),
+        None => (String::new(), trailing.clone()),
     };
-    let was_empty = arr.is_empty();
     for (k, tag) in add.iter().enumerate() {
         let Some(mut expr) = hcl_expr(tag) else {
             return false;
         };
-        let prefix = if multiline {
-            if k == 0 {
-                format!("{trail_head}{indent}")
-            } else {
-                indent.clone()
-            }
-        } else if was_empty && k == 0 {
-            String::new()
+        let prefix = if k == 0 {
+            format!("{trail_head}{new_line}")
         } else {
-            " ".to_string()
+            new_line.clone()
         };
         expr.decor_mut().set_prefix(prefix);
         expr.decor_mut().set_suffix("");
         arr.push(expr);
     }
-    if multiline {
-        arr.set_trailing(trail_rest);
+    arr.set_trailing(trail_rest);
+    // Every decor built above ends a line comment with a line break; this keeps it that way for
+    // layouts not foreseen (a `#` comment between an element and its comma, say).
+    // Only decor that changes is set: an unset prefix prints as the encoder's default space.
+    for e in arr.iter_mut() {
+        let prefix = decor_prefix(e);
+        if scan_decor(&prefix).open_line_comment {
+            e.decor_mut()
+                .set_prefix(close_line_comment(prefix, &indent));
+        }
+        let suffix = decor_suffix(e);
+        if scan_decor(&suffix).open_line_comment {
+            e.decor_mut()
+                .set_suffix(close_line_comment(suffix, &indent));
+        }
+    }
+    let trailing = arr.trailing().to_string();
+    if scan_decor(&trailing).open_line_comment {
+        arr.set_trailing(close_line_comment(trailing, attr_indent));
     }
     true
 }
