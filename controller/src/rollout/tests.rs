@@ -1352,5 +1352,9 @@ async fn resuming_a_journal_with_an_enormous_deadline_does_not_overflow_the_cloc
     advance(Duration::from_secs(3600)).await;
     // Stepping compares against the (capped) deadline without overflowing.
     let (_, next) = step(&phase, &Observation::default(), Instant::now());
-    assert_eq!(next.name(), "RollingBack", "the job is gone: the gate fails");
+    assert_eq!(
+        next.name(),
+        "RollingBack",
+        "the job is gone: the gate fails"
+    );
 }
