@@ -443,3 +443,45 @@ async fn jobs_versions_and_indexes_survive_a_restart_with_a_data_dir() {
     assert!(out["JobModifyIndex"].as_u64().unwrap() > before);
     n.shutdown().await;
 }
+
+#[tokio::test]
+async fn changing_a_jobs_type_or_periodic_nature_answers_500_like_validate_job_update() {
+    let n = Nomad::start().await;
+    n.register(sh_job("web", "sleep 1000")).await;
+    let mut system = sh_job("web", "sleep 1000");
+    system["Type"] = json!("system");
+    let a = n
+        .send("PUT", "/v1/jobs", Some(json!({"Job": system.clone()})))
+        .await;
+    assert_eq!(
+        (a.status, a.text.as_str()),
+        (500, "cannot update job from type \"service\" to \"system\"")
+    );
+    let mut periodic = sh_job("web", "sleep 1000");
+    periodic["Type"] = json!("service");
+    periodic["Periodic"] = json!({"Enabled": true, "Spec": "*/5 * * * *", "SpecType": "cron"});
+    let a = n
+        .send("PUT", "/v1/jobs", Some(json!({"Job": periodic})))
+        .await;
+    assert_eq!(
+        (a.status, a.text.as_str()),
+        (500, "cannot update non-periodic job to being periodic")
+    );
+    // A stopped job keeps its type until it is purged.
+    assert_eq!(n.send("DELETE", "/v1/job/web", None).await.status, 200);
+    let a = n
+        .send("PUT", "/v1/jobs", Some(json!({"Job": system.clone()})))
+        .await;
+    assert_eq!(a.status, 500, "{}", a.text);
+    let job = n.get("/v1/job/web").await;
+    assert_eq!(job["Type"], "service");
+    assert_eq!(
+        n.send("DELETE", "/v1/job/web?purge=true", None)
+            .await
+            .status,
+        200
+    );
+    n.register(system).await;
+    assert_eq!(n.get("/v1/job/web").await["Type"], "system");
+    n.shutdown().await;
+}

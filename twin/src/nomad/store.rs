@@ -496,6 +496,9 @@ impl Store {
                 _ => {}
             }
         }
+        if let Some(cur) = &existing {
+            validate_job_update(cur, &job)?;
+        }
         let changed = opts.force_new_version
             || existing
                 .as_ref()
@@ -1651,6 +1654,32 @@ pub fn is_active(status: &str) -> bool {
         status,
         "running" | "paused" | "blocked" | "unblocking" | "initializing" | "pending"
     )
+}
+
+/// Nomad's `validateJobUpdate`: a job keeps its type, and its periodic / parameterized nature,
+/// until it is purged (the server answers these as RPC errors, so HTTP 500).
+fn validate_job_update(old: &Value, new: &Value) -> Result<(), ApiError> {
+    let (old_type, new_type) = (s(old, "Type"), s(new, "Type"));
+    if old_type != new_type {
+        return Err(ApiError::new(
+            500,
+            format!("cannot update job from type \"{old_type}\" to \"{new_type}\""),
+        ));
+    }
+    let set = |j: &Value, k: &str| j.get(k).is_some_and(|v| !v.is_null());
+    let msg = match (set(old, "Periodic"), set(new, "Periodic")) {
+        (true, false) => Some("cannot update periodic job to being non-periodic"),
+        (false, true) => Some("cannot update non-periodic job to being periodic"),
+        _ => match (set(old, "ParameterizedJob"), set(new, "ParameterizedJob")) {
+            (true, false) => Some("cannot update parameterized job to being non-parameterized"),
+            (false, true) => Some("cannot update non-parameterized job to being parameterized"),
+            _ => None,
+        },
+    };
+    match msg {
+        Some(m) => Err(ApiError::new(500, m)),
+        None => Ok(()),
+    }
 }
 
 fn prune_versions(versions: &mut Vec<Value>) {
