@@ -1,5 +1,5 @@
-//! The standalone `hashistack-twin` binary: Consul and Nomad APIs in the foreground until SIGINT
-//! or SIGTERM.
+//! The standalone `hashistack-twin` binary: Consul and Nomad APIs in the foreground until SIGINT,
+//! SIGTERM or SIGHUP.
 #![forbid(unsafe_code)]
 
 use std::net::SocketAddr;
@@ -83,15 +83,19 @@ async fn main() -> ExitCode {
 
 async fn wait_for_signal() {
     use tokio::signal::unix::{SignalKind, signal};
-    match signal(SignalKind::terminate()) {
-        Ok(mut term) => {
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = term.recv() => {}
+    // A closed terminal (SIGHUP) ends the run like Ctrl-C: task processes sit in their own
+    // process groups, so the hangup would not reach them and they would outlive us.
+    let recv = |kind: SignalKind| async move {
+        match signal(kind) {
+            Ok(mut s) => {
+                s.recv().await;
             }
+            Err(_) => std::future::pending::<()>().await,
         }
-        Err(_) => {
-            let _ = tokio::signal::ctrl_c().await;
-        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = recv(SignalKind::terminate()) => {}
+        _ = recv(SignalKind::hangup()) => {}
     }
 }

@@ -33,7 +33,7 @@ pub struct Args {
     log_format: LogFormat,
 }
 
-/// Runs the dev environment until SIGINT or SIGTERM, then stops everything it started.
+/// Runs the dev environment until SIGINT, SIGTERM or SIGHUP, then stops everything it started.
 pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     telemetry::init(args.log_format)?;
     let mut options = dev::Options::new(args.traefik_bin.unwrap_or_else(dev::default_traefik_bin));
@@ -57,16 +57,20 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
 
 async fn shutdown_signal() {
     use tokio::signal::unix::{SignalKind, signal};
-    match signal(SignalKind::terminate()) {
-        Ok(mut term) => {
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = term.recv() => {}
+    // A closed terminal (SIGHUP) ends the run like Ctrl-C: task processes sit in their own
+    // process groups, so the hangup would not reach them and they would outlive us.
+    let recv = |kind: SignalKind| async move {
+        match signal(kind) {
+            Ok(mut s) => {
+                s.recv().await;
             }
+            Err(_) => std::future::pending::<()>().await,
         }
-        Err(_) => {
-            let _ = tokio::signal::ctrl_c().await;
-        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = recv(SignalKind::terminate()) => {}
+        _ = recv(SignalKind::hangup()) => {}
     }
     tracing::info!("shutdown requested");
 }

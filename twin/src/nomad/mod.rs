@@ -12,6 +12,7 @@ mod executor;
 mod filter;
 mod http;
 mod jobspec;
+mod reaper;
 mod store;
 mod util;
 
@@ -81,9 +82,11 @@ impl NomadState {
         let temporary = config.data_dir.is_none();
         let base_dir = match &config.data_dir {
             Some(d) => d.join("nomad-allocs"),
-            None => {
-                std::env::temp_dir().join(format!("hashistack-twin-nomad-{}", uuid::Uuid::new_v4()))
-            }
+            None => std::env::temp_dir().join(format!(
+                "{}{}",
+                reaper::SCRATCH_PREFIX,
+                uuid::Uuid::new_v4()
+            )),
         };
         let (changed, _) = tokio::sync::watch::channel(store.index);
         let (events, _) = tokio::sync::broadcast::channel(1024);
