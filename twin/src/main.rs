@@ -63,6 +63,7 @@ async fn main() -> ExitCode {
         data_dir: args.data_dir,
         acl_token,
     };
+    let signals = shutdown_signals();
     let twin = match Twin::start(config).await {
         Ok(t) => t,
         Err(e) => {
@@ -75,27 +76,35 @@ async fn main() -> ExitCode {
         twin.consul_addr(),
         twin.nomad_addr()
     );
-    wait_for_signal().await;
+    signals.await;
     tracing::info!("signal received, shutting down");
     twin.shutdown().await;
     ExitCode::SUCCESS
 }
 
-async fn wait_for_signal() {
+/// Installs the handlers at once, so a signal that arrives while the APIs start (a client may
+/// already be served) is not met by the default action, which would skip the cleanup.
+fn shutdown_signals() -> impl std::future::Future<Output = ()> {
     use tokio::signal::unix::{SignalKind, signal};
     // A closed terminal (SIGHUP) ends the run like Ctrl-C: task processes sit in their own
     // process groups, so the hangup would not reach them and they would outlive us.
-    let recv = |kind: SignalKind| async move {
-        match signal(kind) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
+    let mut term = signal(SignalKind::terminate()).ok();
+    let mut hup = signal(SignalKind::hangup()).ok();
+    let mut int = signal(SignalKind::interrupt()).ok();
+    async move {
+        tokio::select! {
+            _ = recv(term.as_mut()) => {}
+            _ = recv(hup.as_mut()) => {}
+            _ = recv(int.as_mut()) => {}
         }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = recv(SignalKind::terminate()) => {}
-        _ = recv(SignalKind::hangup()) => {}
+    }
+}
+
+async fn recv(s: Option<&mut tokio::signal::unix::Signal>) {
+    match s {
+        Some(s) => {
+            s.recv().await;
+        }
+        None => std::future::pending::<()>().await,
     }
 }
