@@ -485,3 +485,71 @@ async fn changing_a_jobs_type_or_periodic_nature_answers_500_like_validate_job_u
     assert_eq!(n.get("/v1/job/web").await["Type"], "system");
     n.shutdown().await;
 }
+
+#[tokio::test]
+async fn revert_to_a_version_equal_to_the_current_spec_only_creates_an_evaluation() {
+    let n = Nomad::start().await;
+    n.register(sh_job("web", "sleep 1000")).await;
+    n.register(sh_job("web", "sleep 2000")).await;
+    n.register(sh_job("web", "sleep 1000")).await;
+    let before = n.get("/v1/job/web").await;
+    assert_eq!(before["Version"], 2);
+    // Nomad looks the version up before it checks EnforcePriorVersion.
+    let a = n
+        .send(
+            "POST",
+            "/v1/job/web/revert",
+            Some(json!({"JobID": "web", "JobVersion": 42, "EnforcePriorVersion": 7})),
+        )
+        .await;
+    assert_eq!(
+        (a.status, a.text.as_str()),
+        (
+            500,
+            "job \"web\" in namespace \"default\" at version 42 not found"
+        )
+    );
+    let a = n
+        .send(
+            "POST",
+            "/v1/job/web/revert",
+            Some(json!({"JobID": "web", "JobVersion": 0, "EnforcePriorVersion": 2})),
+        )
+        .await;
+    assert_eq!(a.status, 200, "{}", a.text);
+    let out = a.json();
+    assert!(!out["EvalID"].as_str().unwrap().is_empty());
+    assert_eq!(out["JobModifyIndex"], before["JobModifyIndex"]);
+    let after = n.get("/v1/job/web").await;
+    assert_eq!(after["Version"], 2, "no new version for an unchanged spec");
+    assert_eq!(after["JobModifyIndex"], before["JobModifyIndex"]);
+    let versions = n.get("/v1/job/web/versions").await;
+    assert_eq!(versions["Versions"].as_array().unwrap().len(), 3);
+    n.shutdown().await;
+}
+
+#[tokio::test]
+async fn every_stop_writes_a_stopped_version_and_answers_one_index_for_job_and_eval() {
+    let n = Nomad::start().await;
+    n.register(sh_job("web", "sleep 1000")).await;
+    for expected_version in [1, 2] {
+        let a = n.send("DELETE", "/v1/job/web", None).await;
+        assert_eq!(a.status, 200, "{}", a.text);
+        let out = a.json();
+        let jmi = out["JobModifyIndex"].as_u64().unwrap();
+        assert_eq!(out["EvalCreateIndex"], jmi);
+        assert_eq!(out["Index"], jmi);
+        let job = n.get("/v1/job/web").await;
+        assert_eq!(
+            job["Version"], expected_version,
+            "a stop of a stopped job too"
+        );
+        assert_eq!(job["JobModifyIndex"], jmi);
+        assert_eq!(job["Stop"], true);
+    }
+    let a = n.send("DELETE", "/v1/job/web?purge=true", None).await;
+    let out = a.json();
+    assert_eq!(out["EvalCreateIndex"], out["JobModifyIndex"]);
+    assert_eq!(out["Index"], out["JobModifyIndex"]);
+    n.shutdown().await;
+}

@@ -557,8 +557,15 @@ impl Store {
             };
             return Ok((out, plan));
         }
-        let (eval_id, eval_index) =
-            self.create_eval(&ns, &id, opts.trigger, job_modify_index, opts.eval_priority);
+        // Since 0.12.1 the evaluation is committed atomically with a job write (same index).
+        let (eval_id, eval_index) = self.create_eval(
+            &ns,
+            &id,
+            opts.trigger,
+            job_modify_index,
+            opts.eval_priority,
+            changed.then_some(job_modify_index),
+        );
         plan.extend(self.reconcile(&ns, &id, &eval_id, changed));
         self.refresh_job_status(&ns, &id);
         Ok((
@@ -566,7 +573,9 @@ impl Store {
                 eval_id,
                 eval_create_index: eval_index,
                 job_modify_index,
-                index: self.index,
+                // The reply names the raft write of the job and its evaluation; the scheduler's
+                // plan is applied later in Nomad.
+                index: eval_index,
             },
             plan,
         ))
@@ -587,15 +596,16 @@ impl Store {
             self.jobs_dirty = true;
             job_modify_index = index;
             self.emit_job("JobDeregistered", &current);
-        } else if b(&current, "Stop") {
-            job_modify_index = u(&current, "JobModifyIndex");
         } else {
+            // The FSM upserts a stopped copy on every deregister, even of a stopped job: a new
+            // version and JobModifyIndex, with the evaluation at the same index.
             let mut stopped = current.clone();
             if let Some(o) = stopped.as_object_mut() {
                 o.insert("Stop".into(), json!(true));
             }
             let opts = RegisterOpts {
                 trigger: "job-deregister",
+                force_new_version: true,
                 ..Default::default()
             };
             match self.register(stopped, &opts) {
@@ -603,7 +613,14 @@ impl Store {
                 Err(_) => job_modify_index = u(&current, "JobModifyIndex"),
             }
         }
-        let (eval_id, eval_index) = self.create_eval(ns, id, "job-deregister", job_modify_index, 0);
+        let (eval_id, eval_index) = self.create_eval(
+            ns,
+            id,
+            "job-deregister",
+            job_modify_index,
+            0,
+            purge.then_some(job_modify_index),
+        );
         plan.extend(self.stop_job_allocs(ns, id, "alloc not needed due to job update"));
         self.cancel_active_deployments(ns, id, "Cancelled because job is stopped");
         if purge {
@@ -622,7 +639,7 @@ impl Store {
                 eval_id,
                 eval_create_index: eval_index,
                 job_modify_index,
-                index: self.index,
+                index: eval_index,
             },
             plan,
         )
@@ -645,14 +662,7 @@ impl Store {
         if version == cur_version {
             return Err(ApiError::new(500, "can't revert to current version"));
         }
-        if let Some(prior) = enforce_prior
-            && prior != cur_version
-        {
-            return Err(ApiError::new(
-                500,
-                format!("Current job has version {cur_version}; enforcing version {prior}"),
-            ));
-        }
+        // Nomad's order: current version, then the version lookup, then EnforcePriorVersion.
         let target = record
             .versions
             .iter()
@@ -664,6 +674,14 @@ impl Store {
                     format!("job \"{id}\" in namespace \"{ns}\" at version {version} not found"),
                 )
             })?;
+        if let Some(prior) = enforce_prior
+            && prior != cur_version
+        {
+            return Err(ApiError::new(
+                500,
+                format!("Current job has version {cur_version}; enforcing version {prior}"),
+            ));
+        }
         let mut job = target;
         if let Some(o) = job.as_object_mut() {
             o.insert("VersionTag".into(), Value::Null);
@@ -673,10 +691,10 @@ impl Store {
             enforce_index: enforce_prior.is_some(),
             job_modify_index: u(&current, "JobModifyIndex"),
             trigger: "job-register",
-            force_new_version: true,
             ..Default::default()
         };
-        // A revert always creates a new version, even when the spec equals the current one's.
+        // Job.Revert goes through Job.Register: a target equal to the current spec creates no
+        // version, only an evaluation.
         self.register(job, &opts)
     }
 
@@ -734,8 +752,10 @@ impl Store {
         trigger: &str,
         job_modify_index: u64,
         priority: u64,
+        at_index: Option<u64>,
     ) -> (String, u64) {
-        let index = self.next_index();
+        // An evaluation submitted with the job write shares its raft index.
+        let index = at_index.unwrap_or_else(|| self.next_index());
         let eval_id = uuid::Uuid::new_v4().to_string();
         let job = self.job(ns, id).cloned().unwrap_or(Value::Null);
         let priority = if priority > 0 {
@@ -890,7 +910,7 @@ impl Store {
             .job(ns, id)
             .map(|j| u(j, "JobModifyIndex"))
             .unwrap_or(0);
-        let (eval_id, _) = self.create_eval(ns, id, "node-update", jmi, 0);
+        let (eval_id, _) = self.create_eval(ns, id, "node-update", jmi, 0, None);
         let plan = self.reconcile(ns, id, &eval_id, false);
         self.refresh_job_status(ns, id);
         plan
@@ -1333,7 +1353,7 @@ impl Store {
             .job(&ns, &job)
             .map(|j| u(j, "JobModifyIndex"))
             .unwrap_or(0);
-        self.create_eval(&ns, &job, "deployment-watcher", jmi, 0)
+        self.create_eval(&ns, &job, "deployment-watcher", jmi, 0, None)
     }
 
     // === allocation updates from the executor ===
