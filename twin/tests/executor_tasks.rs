@@ -193,7 +193,7 @@ async fn http_check_makes_the_allocation_healthy_and_the_deployment_successful()
             "Update": {"MinHealthyTime": 300_000_000u64, "HealthyDeadline": 20 * SEC, "ProgressDeadline": 30 * SEC},
             "Services": [{
                 "Name": "webby", "PortLabel": "http", "Provider": "nomad", "Tags": ["a", "b"],
-                "Checks": [{"Type": "http", "Path": "/", "Interval": SEC / 4, "Timeout": SEC}],
+                "Checks": [{"Type": "http", "Path": "/", "Interval": SEC, "Timeout": SEC}],
             }],
             "Tasks": [{
                 "Name": "server", "Driver": "raw_exec",

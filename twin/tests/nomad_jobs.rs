@@ -553,3 +553,97 @@ async fn every_stop_writes_a_stopped_version_and_answers_one_index_for_job_and_e
     assert_eq!(out["Index"], out["JobModifyIndex"]);
     n.shutdown().await;
 }
+
+#[tokio::test]
+async fn the_server_rejects_sub_second_checks_batch_update_blocks_and_mistyped_envelope_fields() {
+    let n = Nomad::start().await;
+    let mut job = sh_job("web", "sleep 1000");
+    job["TaskGroups"][0]["Services"] = json!([{
+        "Name": "web", "Provider": "nomad",
+        "Checks": [{"Name": "alive", "Type": "tcp", "Interval": 250_000_000u64, "Timeout": 1_000_000_000u64}],
+    }]);
+    let a = n
+        .send("PUT", "/v1/jobs", Some(json!({"Job": job.clone()})))
+        .await;
+    assert_eq!(a.status, 500, "{}", a.text);
+    assert!(
+        a.text.contains("interval (250ms) cannot be lower than 1s"),
+        "{}",
+        a.text
+    );
+    job["TaskGroups"][0]["Services"][0]["Checks"][0]["Interval"] = json!(2_000_000_000u64);
+    job["TaskGroups"][0]["Services"][0]["Checks"][0]["Timeout"] = json!(500_000_000u64);
+    let a = n
+        .send("PUT", "/v1/jobs", Some(json!({"Job": job.clone()})))
+        .await;
+    assert_eq!(a.status, 500, "{}", a.text);
+    assert!(
+        a.text
+            .contains("timeout (500ms) is lower than required minimum timeout 1s"),
+        "{}",
+        a.text
+    );
+
+    let mut batch = sh_job("once", "true");
+    batch["Type"] = json!("batch");
+    batch["TaskGroups"][0]["Update"] = json!({"MaxParallel": 1});
+    let a = n.send("PUT", "/v1/jobs", Some(json!({"Job": batch}))).await;
+    assert_eq!(a.status, 500, "{}", a.text);
+    assert!(
+        a.text
+            .contains("Job type \"batch\" does not allow update block"),
+        "{}",
+        a.text
+    );
+
+    let ok = sh_job("web", "sleep 1000");
+    let a = n
+        .send(
+            "PUT",
+            "/v1/jobs",
+            Some(json!({"Job": ok.clone(), "EnforceIndex": "true"})),
+        )
+        .await;
+    assert_eq!(
+        (a.status, a.text.as_str()),
+        (
+            400,
+            "json: cannot unmarshal string into Go struct field JobRegisterRequest.EnforceIndex of type bool"
+        )
+    );
+    n.register(ok).await;
+    let a = n
+        .send(
+            "POST",
+            "/v1/job/web/revert",
+            Some(json!({"JobID": "web", "JobVersion": "1"})),
+        )
+        .await;
+    assert_eq!(
+        (a.status, a.text.as_str()),
+        (
+            400,
+            "json: cannot unmarshal string into Go struct field JobRevertRequest.JobVersion of type uint64"
+        )
+    );
+    let a = n
+        .send(
+            "POST",
+            "/v1/job/web/revert",
+            Some(json!({"JobID": "web", "JobVersion": 1.5})),
+        )
+        .await;
+    assert_eq!(a.status, 400, "{}", a.text);
+    assert!(
+        a.text
+            .contains("cannot unmarshal number 1.5 into Go struct field"),
+        "{}",
+        a.text
+    );
+    assert_eq!(
+        n.get("/v1/job/web").await["Version"],
+        0,
+        "nothing was written"
+    );
+    n.shutdown().await;
+}
