@@ -62,6 +62,7 @@ async fn main() -> ExitCode {
         nomad_addr: args.nomad_addr,
         data_dir: args.data_dir,
         acl_token,
+        ..TwinConfig::default()
     };
     let signals = shutdown_signals();
     let twin = match Twin::start(config).await {

@@ -421,3 +421,61 @@ async fn system_job_places_one_allocation_and_gets_a_deployment_with_its_update_
     );
     n.shutdown().await;
 }
+
+async fn system_job_in_mode(system_deployments: bool) -> (Nomad, Value) {
+    let n = Nomad::start_with(hashistack_twin::TwinConfig {
+        nomad_system_deployments: system_deployments,
+        ..Default::default()
+    })
+    .await;
+    let mut job = sh_job("sys", "exec sleep 1000");
+    job["Type"] = json!("system");
+    job["TaskGroups"][0]["Update"] = json!({"MinHealthyTime": 100_000_000u64, "HealthyDeadline": 5 * SEC, "HealthCheck": "task_states"});
+    n.register(job).await;
+    let alloc = first_alloc(&n, "sys", |a| a["ClientStatus"] == "running").await;
+    (n, alloc)
+}
+
+#[tokio::test]
+async fn pre_1_11_mode_gives_system_jobs_no_deployment_and_reports_nomad_1_10() {
+    let (n, alloc) = system_job_in_mode(false).await;
+    // Long enough for a deployment's min healthy time to pass, were there one.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let a = n.send("GET", "/v1/job/sys/deployment", None).await;
+    assert_eq!((a.status, a.text.as_str()), (200, "null"));
+    assert_eq!(n.get("/v1/job/sys/deployments").await, json!([]));
+    let full = n
+        .get(&format!("/v1/allocation/{}", alloc["ID"].as_str().unwrap()))
+        .await;
+    assert_eq!(full["DeploymentID"], "");
+    assert!(
+        full["DeploymentStatus"].is_null(),
+        "{}",
+        full["DeploymentStatus"]
+    );
+    let agent = n.get("/v1/agent/self").await;
+    assert_eq!(agent["config"]["Version"]["Version"], "1.10.5");
+    assert_eq!(n.get("/v1/nodes").await[0]["Version"], "1.10.5");
+    // Service jobs keep their deployments in every version.
+    let mut svc = sh_job("web", "exec sleep 1000");
+    svc["TaskGroups"][0]["Update"] = json!({"MinHealthyTime": 100_000_000u64, "HealthyDeadline": 5 * SEC, "HealthCheck": "task_states"});
+    n.register(svc).await;
+    n.wait_for("/v1/job/web/deployment", Duration::from_secs(15), |d| {
+        d["Status"] == "successful"
+    })
+    .await;
+    n.shutdown().await;
+}
+
+#[tokio::test]
+async fn default_mode_is_nomad_1_11_where_system_jobs_get_a_deployment() {
+    let (n, _) = system_job_in_mode(true).await;
+    n.wait_for("/v1/job/sys/deployment", Duration::from_secs(15), |d| {
+        d["Status"] == "successful"
+    })
+    .await;
+    let agent = n.get("/v1/agent/self").await;
+    assert_eq!(agent["config"]["Version"]["Version"], "1.11.2");
+    assert_eq!(n.get("/v1/nodes").await[0]["Version"], "1.11.2");
+    n.shutdown().await;
+}

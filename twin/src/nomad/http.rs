@@ -1254,7 +1254,7 @@ async fn list_nodes(State(inner): St, Query(q): Params) -> Response {
     blocking(&inner, &q, |st| {
         let node = json!({
             "ID": st.node_id, "Name": st.node_name, "Datacenter": st.datacenter, "NodePool": "default",
-            "NodeClass": "", "Address": "127.0.0.1", "Version": "1.11.2", "Drain": false,
+            "NodeClass": "", "Address": "127.0.0.1", "Version": inner.config.version(), "Drain": false,
             "SchedulingEligibility": "eligible", "Status": "ready", "StatusDescription": "",
             "Drivers": {"raw_exec": {"Detected": true, "Healthy": true}, "exec": {"Detected": true, "Healthy": true}},
             "CreateIndex": 1, "ModifyIndex": 1,
@@ -1285,7 +1285,7 @@ async fn agent_self(State(inner): St, Query(q): Params) -> Response {
         )
     });
     let body = json!({
-        "config": {"Region": "global", "Datacenter": dc, "NodeName": node_name, "Version": {"Version": "1.11.2", "VersionPrerelease": "", "VersionMetadata": ""}, "ACL": {"Enabled": inner.config.acl_token.is_some()}},
+        "config": {"Region": "global", "Datacenter": dc, "NodeName": node_name, "Version": {"Version": inner.config.version(), "VersionPrerelease": "", "VersionMetadata": ""}, "ACL": {"Enabled": inner.config.acl_token.is_some()}},
         "member": {"Name": format!("{node_name}.global"), "Addr": "127.0.0.1", "Port": 4648, "Tags": {"region": "global", "dc": dc, "role": "nomad", "id": node_id}, "Status": "alive"},
         "stats": {},
     });

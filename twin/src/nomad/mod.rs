@@ -31,6 +31,20 @@ pub struct NomadConfig {
     pub acl_token: Option<String>,
     /// Directory for persisted state.
     pub data_dir: Option<PathBuf>,
+    /// `true` behaves like Nomad >= 1.11 (system jobs with an update block get deployments);
+    /// `false` like 1.10 (no system-job deployments) and reports that version.
+    pub system_deployments: bool,
+}
+
+impl NomadConfig {
+    /// The Nomad version the agent and node report for this mode.
+    pub fn version(&self) -> &'static str {
+        if self.system_deployments {
+            "1.11.2"
+        } else {
+            "1.10.5"
+        }
+    }
 }
 
 /// Errors of the Nomad side that are not API answers.
@@ -75,10 +89,11 @@ impl NomadState {
             .as_ref()
             .and_then(|d| std::fs::read(d.join(STATE_FILE)).ok())
             .and_then(|bytes| serde_json::from_slice::<store::Persisted>(&bytes).ok());
-        let store = match restored {
+        let mut store = match restored {
             Some(p) => Store::restore(p),
             None => Store::new(uuid::Uuid::new_v4().to_string()),
         };
+        store.system_deployments = config.system_deployments;
         let temporary = config.data_dir.is_none();
         let base_dir = match &config.data_dir {
             Some(d) => d.join("nomad-allocs"),

@@ -287,6 +287,8 @@ pub struct Store {
     pub pending_events: Vec<Value>,
     /// Whether jobs changed in the current write (so the state file must be rewritten).
     pub jobs_dirty: bool,
+    /// Whether system jobs get deployments (Nomad >= 1.11) or none (older servers).
+    pub system_deployments: bool,
 }
 
 /// Persisted form (`nomad.json` in the data dir).
@@ -369,6 +371,7 @@ impl Store {
             events: VecDeque::new(),
             pending_events: Vec::new(),
             jobs_dirty: false,
+            system_deployments: true,
         }
     }
 
@@ -1034,6 +1037,11 @@ impl Store {
         let id = s(job, "ID").to_string();
         let job_type = s(job, "Type");
         if !(job_type == "service" || job_type == "system") {
+            return None;
+        }
+        // Before 1.11 the system scheduler never creates deployments: `/v1/job/:id/deployment`
+        // stays null and allocations carry no deployment health.
+        if job_type == "system" && !self.system_deployments {
             return None;
         }
         let mut groups = BTreeMap::new();
