@@ -479,3 +479,42 @@ async fn default_mode_is_nomad_1_11_where_system_jobs_get_a_deployment() {
     assert_eq!(n.get("/v1/nodes").await[0]["Version"], "1.11.2");
     n.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_second_allocation_on_a_reserved_static_port_is_not_placed_and_the_eval_says_why() {
+    let n = Nomad::start().await;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut job = sh_job("web", "exec sleep 1000");
+    job["TaskGroups"][0]["Count"] = json!(2);
+    job["TaskGroups"][0]["Networks"] =
+        json!([{"ReservedPorts": [{"Label": "http", "Value": port}]}]);
+    let out = n.register(job).await;
+    first_alloc(&n, "web", |a| a["ClientStatus"] == "running").await;
+    let allocs = n.get("/v1/job/web/allocations").await;
+    assert_eq!(allocs.as_array().unwrap().len(), 1, "{allocs:#}");
+    let eval = n
+        .get(&format!(
+            "/v1/evaluation/{}",
+            out["EvalID"].as_str().unwrap()
+        ))
+        .await;
+    let failed = &eval["FailedTGAllocs"]["g"];
+    assert_eq!(
+        failed["DimensionExhausted"][format!("network: reserved port collision http={port}")],
+        1,
+        "{eval:#}"
+    );
+    assert!(!eval["BlockedEval"].as_str().unwrap().is_empty());
+    // Another job asking for the same port is not placed either.
+    let mut other = sh_job("other", "exec sleep 1000");
+    other["TaskGroups"][0]["Networks"] =
+        json!([{"ReservedPorts": [{"Label": "web", "Value": port}]}]);
+    n.register(other).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(n.get("/v1/job/other/allocations").await, json!([]));
+    n.shutdown().await;
+}

@@ -890,12 +890,14 @@ impl Store {
         {
             // Reschedules and scale-ups of the same version join its deployment.
             let d_id = d.id.clone();
+            let to_place = self.drop_port_collisions(&job, eval_id, &plan.stop, to_place);
             for (group, index) in to_place {
                 let alloc_id = self.place_alloc(&job, &group, index, eval_id, Some(&d_id));
                 plan.start.push((alloc_id, waits.clone()));
             }
             return plan;
         }
+        let to_place = self.drop_port_collisions(&job, eval_id, &plan.stop, to_place);
         for (group, index) in to_place {
             let alloc_id = self.place_alloc(&job, &group, index, eval_id, deployment_id.as_deref());
             plan.start.push((alloc_id, waits.clone()));
@@ -905,6 +907,96 @@ impl Store {
             self.check_deployment_progress(&d_id);
         }
         plan
+    }
+
+    /// The one node has each static (reserved) port once: a placement whose group asks for a port
+    /// a running allocation (or an earlier placement of this plan) holds is not placed. Like the
+    /// scheduler, the evaluation then records the failure in `FailedTGAllocs` (dimension
+    /// `network: reserved port collision <label>=<port>`) and gets a blocked follow-up.
+    fn drop_port_collisions(
+        &mut self,
+        job: &Value,
+        eval_id: &str,
+        stopping: &[String],
+        to_place: Vec<(String, u64)>,
+    ) -> Vec<(String, u64)> {
+        let mut held: Vec<u64> = self
+            .allocs
+            .values()
+            .filter(|a| a.desired_run() && !a.client_terminal() && !stopping.contains(&a.id))
+            .flat_map(|a| static_ports(&a.group()))
+            .map(|(_, p)| p)
+            .collect();
+        let mut placed = Vec::new();
+        let mut failed: BTreeMap<String, (String, u64)> = BTreeMap::new();
+        for (group, index) in to_place {
+            let g = arr(job, "TaskGroups")
+                .iter()
+                .find(|g| s(g, "Name") == group)
+                .cloned()
+                .unwrap_or(Value::Null);
+            let ports = static_ports(&g);
+            match ports.iter().find(|(_, p)| held.contains(p)) {
+                Some((label, port)) => {
+                    let entry = failed.entry(group.clone()).or_insert_with(|| {
+                        (
+                            format!("network: reserved port collision {label}={port}"),
+                            0,
+                        )
+                    });
+                    entry.1 += 1;
+                }
+                None => {
+                    held.extend(ports.iter().map(|(_, p)| *p));
+                    placed.push((group, index));
+                }
+            }
+        }
+        if failed.is_empty() {
+            return placed;
+        }
+        let metrics: serde_json::Map<String, Value> = failed
+            .iter()
+            .map(|(group, (dimension, n))| {
+                (
+                    group.clone(),
+                    json!({
+                        "NodesEvaluated": 1, "NodesFiltered": 0, "NodesInPool": 1,
+                        "NodesAvailable": {self.datacenter.clone(): 1},
+                        "ClassFiltered": null, "ConstraintFiltered": null, "NodesExhausted": 1,
+                        "ClassExhausted": null, "DimensionExhausted": {dimension.clone(): 1},
+                        "QuotaExhausted": null, "ResourcesExhausted": null, "Scores": null,
+                        "ScoreMetaData": null, "AllocationTime": 0, "CoalescedFailures": n - 1,
+                    }),
+                )
+            })
+            .collect();
+        let queued: serde_json::Map<String, Value> = failed
+            .iter()
+            .map(|(g, (_, n))| (g.clone(), json!(n)))
+            .collect();
+        let blocked_id = uuid::Uuid::new_v4().to_string();
+        if let Some(eval) = self.evals.get(eval_id).cloned() {
+            let mut blocked = eval.clone();
+            if let Some(o) = blocked.as_object_mut() {
+                o.insert("ID".into(), json!(blocked_id));
+                o.insert("Status".into(), json!("blocked"));
+                o.insert("TriggeredBy".into(), json!("queued-allocs"));
+                o.insert("PreviousEval".into(), json!(eval_id));
+                o.insert(
+                    "StatusDescription".into(),
+                    json!("created to place remaining allocations"),
+                );
+                o.insert("ClassEligibility".into(), json!({}));
+            }
+            self.evals.insert(blocked_id.clone(), blocked);
+            if let Some(o) = self.evals.get_mut(eval_id).and_then(Value::as_object_mut) {
+                o.insert("FailedTGAllocs".into(), Value::Object(metrics));
+                o.insert("BlockedEval".into(), json!(blocked_id));
+                o.insert("QueuedAllocations".into(), Value::Object(queued));
+            }
+        }
+        placed
     }
 
     /// Places a restored job's allocations again (no new version, no new deployment).
@@ -1708,6 +1800,16 @@ fn validate_job_update(old: &Value, new: &Value) -> Result<(), ApiError> {
         Some(m) => Err(ApiError::new(500, m)),
         None => Ok(()),
     }
+}
+
+/// The static ports (label, value) a task group reserves.
+fn static_ports(group: &Value) -> Vec<(String, u64)> {
+    arr(group, "Networks")
+        .iter()
+        .flat_map(|n| arr(n, "ReservedPorts"))
+        .filter(|p| u(p, "Value") > 0)
+        .map(|p| (s(p, "Label").to_string(), u(p, "Value")))
+        .collect()
 }
 
 fn prune_versions(versions: &mut Vec<Value>) {
