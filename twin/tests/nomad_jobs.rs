@@ -647,3 +647,26 @@ async fn the_server_rejects_sub_second_checks_batch_update_blocks_and_mistyped_e
     );
     n.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_canary_update_block_is_refused_explicitly_because_the_twin_has_no_canaries() {
+    let n = Nomad::start().await;
+    let mut job = sh_job("web", "sleep 1000");
+    job["TaskGroups"][0]["Update"] = json!({"Canary": 1, "MaxParallel": 1});
+    let a = n
+        .send("PUT", "/v1/jobs", Some(json!({"Job": job.clone()})))
+        .await;
+    assert_eq!(a.status, 500);
+    assert!(
+        a.text
+            .starts_with("hashistack-twin: canary deployments are not implemented"),
+        "{}",
+        a.text
+    );
+    assert_eq!(n.send("GET", "/v1/job/web", None).await.status, 404);
+    let a = n
+        .send("POST", "/v1/job/web/plan", Some(json!({"Job": job})))
+        .await;
+    assert_eq!(a.status, 500, "{}", a.text);
+    n.shutdown().await;
+}

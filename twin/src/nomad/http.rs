@@ -438,6 +438,17 @@ fn validate(job: &Value) -> Result<(), ApiError> {
             }
         }
         if let Some(up) = g.get("Update").filter(|v| !v.is_null()) {
+            // Not Nomad's answer: the twin has no canaries and no promotion, and accepting the
+            // block would let a canary rollout pass here that waits for promotion on a real server.
+            let canary = u(up, "Canary");
+            if canary > 0 {
+                return Err(ApiError::new(
+                    500,
+                    format!(
+                        "hashistack-twin: canary deployments are not implemented (task group {name:?} has Canary = {canary})"
+                    ),
+                ));
+            }
             if !matches!(job_type, "service" | "system") {
                 gerrs.push(format!("Job type {job_type:?} does not allow update block"));
             }

@@ -4,7 +4,13 @@
 //! (jobs, versions, evaluations, deployments, allocations, services) under one growing index;
 //! `http` serves the API with blocking queries; `executor` runs allocations as child processes
 //! with restart policy, templates, service checks and health; `events` serves `/v1/event/stream`;
-//! `diff` builds plan/version diffs; `filter` evaluates the go-bexpr forms clients send.
+//! `diff` builds plan/version diffs; `filter` evaluates the go-bexpr forms clients send;
+//! `reaper` kills task processes a dead twin left behind.
+//!
+//! Not implemented (answered with an explicit error, never silently accepted): canary
+//! deployments. A job whose update block has `Canary > 0` is refused with a 500
+//! "hashistack-twin: canary deployments are not implemented ..." on register and plan, and
+//! `/v1/deployment/promote/:id` does not exist (404).
 
 mod diff;
 mod events;
