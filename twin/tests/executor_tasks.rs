@@ -518,3 +518,43 @@ async fn a_second_allocation_on_a_reserved_static_port_is_not_placed_and_the_eva
     assert_eq!(n.get("/v1/job/other/allocations").await, json!([]));
     n.shutdown().await;
 }
+
+#[tokio::test]
+async fn an_alloc_runs_as_soon_as_any_task_runs_and_a_system_job_runs_until_stopped() {
+    let n = Nomad::start().await;
+    let mut job = sh_job("two", "exec sleep 1000");
+    let mut flaky = job["TaskGroups"][0]["Tasks"][0].clone();
+    flaky["Name"] = json!("flaky");
+    flaky["Config"]["args"] = json!(["-c", "exit 3"]);
+    job["TaskGroups"][0]["Tasks"]
+        .as_array_mut()
+        .unwrap()
+        .push(flaky);
+    job["TaskGroups"][0]["RestartPolicy"] =
+        json!({"Attempts": 100, "Interval": 600 * SEC, "Delay": 2 * SEC, "Mode": "delay"});
+    n.register(job).await;
+    let alloc = first_alloc(&n, "two", |a| {
+        a["TaskStates"]["t"]["State"] == "running"
+            && a["TaskStates"]["flaky"]["Restarts"].as_u64() >= Some(1)
+    })
+    .await;
+    assert_eq!(alloc["ClientStatus"], "running", "{alloc:#}");
+    assert_eq!(alloc["ClientDescription"], "Tasks are running");
+    assert_eq!(n.get("/v1/job/two").await["Status"], "running");
+
+    let mut sys = sh_job("sys", "exit 3");
+    sys["Type"] = json!("system");
+    sys["TaskGroups"][0]["RestartPolicy"] =
+        json!({"Attempts": 0, "Interval": 600 * SEC, "Delay": 0, "Mode": "fail"});
+    n.register(sys).await;
+    let failed = first_alloc(&n, "sys", |a| a["ClientStatus"] == "failed").await;
+    assert_eq!(failed["ClientDescription"], "Failed tasks");
+    assert_eq!(
+        n.get("/v1/job/sys").await["Status"],
+        "running",
+        "a system job runs until it is stopped"
+    );
+    assert_eq!(n.send("DELETE", "/v1/job/sys", None).await.status, 200);
+    assert_eq!(n.get("/v1/job/sys").await["Status"], "dead");
+    n.shutdown().await;
+}

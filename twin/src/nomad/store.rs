@@ -1465,7 +1465,10 @@ impl Store {
             return;
         };
         f(a);
-        a.client_status = aggregate_client_status(a);
+        if let Some((status, description)) = client_status_of(a) {
+            a.client_status = status.into();
+            a.client_description = description.into();
+        }
         a.modify_index = index;
         a.modify_time = now_nanos();
         let (ns, job) = (a.namespace.clone(), a.job_id.clone());
@@ -1480,26 +1483,7 @@ impl Store {
         let Some(job) = self.jobs.get(&key).map(|r| r.job.clone()) else {
             return;
         };
-        let allocs: Vec<&Alloc> = self
-            .allocs
-            .values()
-            .filter(|a| a.namespace == ns && a.job_id == id)
-            .collect();
-        let status = if b(&job, "Stop") {
-            "dead"
-        } else if allocs
-            .iter()
-            .any(|a| a.client_status == "running" && a.desired_run())
-        {
-            "running"
-        } else if s(&job, "Type") == "batch"
-            && !allocs.is_empty()
-            && allocs.iter().all(|a| a.client_terminal())
-        {
-            "dead"
-        } else {
-            "pending"
-        };
+        let status = job_status(&job, &self.allocs, &self.evals);
         if s(&job, "Status") != status {
             let index = self.next_index();
             if let Some(r) = self.jobs.get_mut(&key) {
@@ -1829,23 +1813,63 @@ fn prune_versions(versions: &mut Vec<Value>) {
 }
 
 /// The client status Nomad derives from its tasks.
-fn aggregate_client_status(a: &Alloc) -> String {
-    let states: Vec<&TaskState> = a.task_states.values().collect();
-    if states.is_empty() {
-        return a.client_status.clone();
+/// The state store's `getJobStatus`: system, periodic and parameterized jobs run until stopped;
+/// otherwise any non-terminal allocation means running, then any non-terminal evaluation pending,
+/// and a job with only terminal allocations and evaluations is dead.
+fn job_status(
+    job: &Value,
+    allocs: &BTreeMap<String, Alloc>,
+    evals: &BTreeMap<String, Value>,
+) -> &'static str {
+    let (ns, id) = (s(job, "Namespace"), s(job, "ID"));
+    let set = |k: &str| job.get(k).is_some_and(|v| !v.is_null());
+    if s(job, "Type") == "system" || set("Periodic") || set("ParameterizedJob") {
+        return if b(job, "Stop") { "dead" } else { "running" };
     }
-    if states.iter().any(|t| t.failed) {
-        return "failed".into();
-    }
-    if states.iter().all(|t| t.state == "dead") {
-        return "complete".into();
-    }
-    if states
-        .iter()
-        .all(|t| t.state == "running" || t.state == "dead")
-        && states.iter().any(|t| t.state == "running")
+    let mut seen = false;
+    for a in allocs
+        .values()
+        .filter(|a| a.namespace == ns && a.job_id == id)
     {
-        return "running".into();
+        seen = true;
+        if a.desired_run() && !a.client_terminal() {
+            return "running";
+        }
     }
-    "pending".into()
+    for e in evals
+        .values()
+        .filter(|e| s(e, "Namespace") == ns && s(e, "JobID") == id)
+    {
+        seen = true;
+        if !matches!(s(e, "Status"), "complete" | "failed" | "canceled") {
+            return "pending";
+        }
+    }
+    if seen { "dead" } else { "pending" }
+}
+
+/// The Nomad client's `getClientStatus`: any failed (dead) task fails the allocation, then any
+/// running task makes it running, then any pending task pending, then all dead is complete.
+fn client_status_of(a: &Alloc) -> Option<(&'static str, &'static str)> {
+    let (mut pending, mut running, mut dead, mut failed) = (false, false, false, false);
+    for t in a.task_states.values() {
+        match t.state.as_str() {
+            "running" => running = true,
+            "pending" => pending = true,
+            "dead" if t.failed => failed = true,
+            "dead" => dead = true,
+            _ => {}
+        }
+    }
+    if failed {
+        Some(("failed", "Failed tasks"))
+    } else if running {
+        Some(("running", "Tasks are running"))
+    } else if pending {
+        Some(("pending", "No tasks have started"))
+    } else if dead {
+        Some(("complete", "All tasks have completed"))
+    } else {
+        None
+    }
 }
