@@ -38,6 +38,10 @@ pub struct TwinConfig {
     pub data_dir: Option<PathBuf>,
     /// When set, every request must carry this token (`X-Consul-Token` / `X-Nomad-Token`).
     pub acl_token: Option<String>,
+    /// Nomad version mode: `true` (default) is Nomad >= 1.11, where system jobs with an update
+    /// block get deployments; `false` is 1.10, where they get none (`/v1/job/:id/deployment` is
+    /// `null`) and the agent and node report 1.10.5.
+    pub nomad_system_deployments: bool,
 }
 
 impl Default for TwinConfig {
@@ -48,6 +52,7 @@ impl Default for TwinConfig {
             nomad_addr: ephemeral,
             data_dir: None,
             acl_token: None,
+            nomad_system_deployments: true,
         }
     }
 }
@@ -114,6 +119,7 @@ impl Twin {
             consul_http_addr: consul_addr,
             acl_token: config.acl_token.clone(),
             data_dir: config.data_dir.clone(),
+            system_deployments: config.nomad_system_deployments,
         });
         let faults = Faults::new(consul.clone());
         let consul_app = faults.wrap(Api::Consul, consul.router());

@@ -1,5 +1,5 @@
-//! The standalone `hashistack-twin` binary: Consul and Nomad APIs in the foreground until SIGINT
-//! or SIGTERM.
+//! The standalone `hashistack-twin` binary: Consul and Nomad APIs in the foreground until SIGINT,
+//! SIGTERM or SIGHUP.
 #![forbid(unsafe_code)]
 
 use std::net::SocketAddr;
@@ -62,7 +62,9 @@ async fn main() -> ExitCode {
         nomad_addr: args.nomad_addr,
         data_dir: args.data_dir,
         acl_token,
+        ..TwinConfig::default()
     };
+    let signals = shutdown_signals();
     let twin = match Twin::start(config).await {
         Ok(t) => t,
         Err(e) => {
@@ -75,23 +77,35 @@ async fn main() -> ExitCode {
         twin.consul_addr(),
         twin.nomad_addr()
     );
-    wait_for_signal().await;
+    signals.await;
     tracing::info!("signal received, shutting down");
     twin.shutdown().await;
     ExitCode::SUCCESS
 }
 
-async fn wait_for_signal() {
+/// Installs the handlers at once, so a signal that arrives while the APIs start (a client may
+/// already be served) is not met by the default action, which would skip the cleanup.
+fn shutdown_signals() -> impl std::future::Future<Output = ()> {
     use tokio::signal::unix::{SignalKind, signal};
-    match signal(SignalKind::terminate()) {
-        Ok(mut term) => {
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = term.recv() => {}
-            }
+    // A closed terminal (SIGHUP) ends the run like Ctrl-C: task processes sit in their own
+    // process groups, so the hangup would not reach them and they would outlive us.
+    let mut term = signal(SignalKind::terminate()).ok();
+    let mut hup = signal(SignalKind::hangup()).ok();
+    let mut int = signal(SignalKind::interrupt()).ok();
+    async move {
+        tokio::select! {
+            _ = recv(term.as_mut()) => {}
+            _ = recv(hup.as_mut()) => {}
+            _ = recv(int.as_mut()) => {}
         }
-        Err(_) => {
-            let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+async fn recv(s: Option<&mut tokio::signal::unix::Signal>) {
+    match s {
+        Some(s) => {
+            s.recv().await;
         }
+        None => std::future::pending::<()>().await,
     }
 }

@@ -193,7 +193,7 @@ async fn http_check_makes_the_allocation_healthy_and_the_deployment_successful()
             "Update": {"MinHealthyTime": 300_000_000u64, "HealthyDeadline": 20 * SEC, "ProgressDeadline": 30 * SEC},
             "Services": [{
                 "Name": "webby", "PortLabel": "http", "Provider": "nomad", "Tags": ["a", "b"],
-                "Checks": [{"Type": "http", "Path": "/", "Interval": SEC / 4, "Timeout": SEC}],
+                "Checks": [{"Type": "http", "Path": "/", "Interval": SEC, "Timeout": SEC}],
             }],
             "Tasks": [{
                 "Name": "server", "Driver": "raw_exec",
@@ -419,5 +419,142 @@ async fn system_job_places_one_allocation_and_gets_a_deployment_with_its_update_
         a.text, "null",
         "a system job without an update block has no deployment"
     );
+    n.shutdown().await;
+}
+
+async fn system_job_in_mode(system_deployments: bool) -> (Nomad, Value) {
+    let n = Nomad::start_with(hashistack_twin::TwinConfig {
+        nomad_system_deployments: system_deployments,
+        ..Default::default()
+    })
+    .await;
+    let mut job = sh_job("sys", "exec sleep 1000");
+    job["Type"] = json!("system");
+    job["TaskGroups"][0]["Update"] = json!({"MinHealthyTime": 100_000_000u64, "HealthyDeadline": 5 * SEC, "HealthCheck": "task_states"});
+    n.register(job).await;
+    let alloc = first_alloc(&n, "sys", |a| a["ClientStatus"] == "running").await;
+    (n, alloc)
+}
+
+#[tokio::test]
+async fn pre_1_11_mode_gives_system_jobs_no_deployment_and_reports_nomad_1_10() {
+    let (n, alloc) = system_job_in_mode(false).await;
+    // Long enough for a deployment's min healthy time to pass, were there one.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let a = n.send("GET", "/v1/job/sys/deployment", None).await;
+    assert_eq!((a.status, a.text.as_str()), (200, "null"));
+    assert_eq!(n.get("/v1/job/sys/deployments").await, json!([]));
+    let full = n
+        .get(&format!("/v1/allocation/{}", alloc["ID"].as_str().unwrap()))
+        .await;
+    assert_eq!(full["DeploymentID"], "");
+    assert!(
+        full["DeploymentStatus"].is_null(),
+        "{}",
+        full["DeploymentStatus"]
+    );
+    let agent = n.get("/v1/agent/self").await;
+    assert_eq!(agent["config"]["Version"]["Version"], "1.10.5");
+    assert_eq!(n.get("/v1/nodes").await[0]["Version"], "1.10.5");
+    // Service jobs keep their deployments in every version.
+    let mut svc = sh_job("web", "exec sleep 1000");
+    svc["TaskGroups"][0]["Update"] = json!({"MinHealthyTime": 100_000_000u64, "HealthyDeadline": 5 * SEC, "HealthCheck": "task_states"});
+    n.register(svc).await;
+    n.wait_for("/v1/job/web/deployment", Duration::from_secs(15), |d| {
+        d["Status"] == "successful"
+    })
+    .await;
+    n.shutdown().await;
+}
+
+#[tokio::test]
+async fn default_mode_is_nomad_1_11_where_system_jobs_get_a_deployment() {
+    let (n, _) = system_job_in_mode(true).await;
+    n.wait_for("/v1/job/sys/deployment", Duration::from_secs(15), |d| {
+        d["Status"] == "successful"
+    })
+    .await;
+    let agent = n.get("/v1/agent/self").await;
+    assert_eq!(agent["config"]["Version"]["Version"], "1.11.2");
+    assert_eq!(n.get("/v1/nodes").await[0]["Version"], "1.11.2");
+    n.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_second_allocation_on_a_reserved_static_port_is_not_placed_and_the_eval_says_why() {
+    let n = Nomad::start().await;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut job = sh_job("web", "exec sleep 1000");
+    job["TaskGroups"][0]["Count"] = json!(2);
+    job["TaskGroups"][0]["Networks"] =
+        json!([{"ReservedPorts": [{"Label": "http", "Value": port}]}]);
+    let out = n.register(job).await;
+    first_alloc(&n, "web", |a| a["ClientStatus"] == "running").await;
+    let allocs = n.get("/v1/job/web/allocations").await;
+    assert_eq!(allocs.as_array().unwrap().len(), 1, "{allocs:#}");
+    let eval = n
+        .get(&format!(
+            "/v1/evaluation/{}",
+            out["EvalID"].as_str().unwrap()
+        ))
+        .await;
+    let failed = &eval["FailedTGAllocs"]["g"];
+    assert_eq!(
+        failed["DimensionExhausted"][format!("network: reserved port collision http={port}")],
+        1,
+        "{eval:#}"
+    );
+    assert!(!eval["BlockedEval"].as_str().unwrap().is_empty());
+    // Another job asking for the same port is not placed either.
+    let mut other = sh_job("other", "exec sleep 1000");
+    other["TaskGroups"][0]["Networks"] =
+        json!([{"ReservedPorts": [{"Label": "web", "Value": port}]}]);
+    n.register(other).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(n.get("/v1/job/other/allocations").await, json!([]));
+    n.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_alloc_runs_as_soon_as_any_task_runs_and_a_system_job_runs_until_stopped() {
+    let n = Nomad::start().await;
+    let mut job = sh_job("two", "exec sleep 1000");
+    let mut flaky = job["TaskGroups"][0]["Tasks"][0].clone();
+    flaky["Name"] = json!("flaky");
+    flaky["Config"]["args"] = json!(["-c", "exit 3"]);
+    job["TaskGroups"][0]["Tasks"]
+        .as_array_mut()
+        .unwrap()
+        .push(flaky);
+    job["TaskGroups"][0]["RestartPolicy"] =
+        json!({"Attempts": 100, "Interval": 600 * SEC, "Delay": 2 * SEC, "Mode": "delay"});
+    n.register(job).await;
+    let alloc = first_alloc(&n, "two", |a| {
+        a["TaskStates"]["t"]["State"] == "running"
+            && a["TaskStates"]["flaky"]["Restarts"].as_u64() >= Some(1)
+    })
+    .await;
+    assert_eq!(alloc["ClientStatus"], "running", "{alloc:#}");
+    assert_eq!(alloc["ClientDescription"], "Tasks are running");
+    assert_eq!(n.get("/v1/job/two").await["Status"], "running");
+
+    let mut sys = sh_job("sys", "exit 3");
+    sys["Type"] = json!("system");
+    sys["TaskGroups"][0]["RestartPolicy"] =
+        json!({"Attempts": 0, "Interval": 600 * SEC, "Delay": 0, "Mode": "fail"});
+    n.register(sys).await;
+    let failed = first_alloc(&n, "sys", |a| a["ClientStatus"] == "failed").await;
+    assert_eq!(failed["ClientDescription"], "Failed tasks");
+    assert_eq!(
+        n.get("/v1/job/sys").await["Status"],
+        "running",
+        "a system job runs until it is stopped"
+    );
+    assert_eq!(n.send("DELETE", "/v1/job/sys", None).await.status, 200);
+    assert_eq!(n.get("/v1/job/sys").await["Status"], "dead");
     n.shutdown().await;
 }

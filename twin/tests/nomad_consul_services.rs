@@ -36,11 +36,11 @@ async fn consul_provider_services_register_with_live_check_status_and_deregister
             "Services": [
                 {
                     "Name": "api", "PortLabel": "http", "Tags": ["traefik.enable=true"],
-                    "Checks": [{"Name": "api-http", "Type": "http", "Path": "/health", "Interval": SEC / 4, "Timeout": SEC}],
+                    "Checks": [{"Name": "api-http", "Type": "http", "Path": "/health", "Interval": SEC, "Timeout": SEC}],
                 },
                 {
                     "Name": "broken", "PortLabel": "dead", "Provider": "consul",
-                    "Checks": [{"Type": "tcp", "Interval": SEC / 4, "Timeout": SEC / 2}],
+                    "Checks": [{"Type": "tcp", "Interval": SEC, "Timeout": SEC}],
                 },
             ],
             "Tasks": [{"Name": "hold", "Driver": "raw_exec", "Config": {"command": "/bin/sh", "args": ["-c", "exec sleep 1000"]}}],

@@ -443,3 +443,230 @@ async fn jobs_versions_and_indexes_survive_a_restart_with_a_data_dir() {
     assert!(out["JobModifyIndex"].as_u64().unwrap() > before);
     n.shutdown().await;
 }
+
+#[tokio::test]
+async fn changing_a_jobs_type_or_periodic_nature_answers_500_like_validate_job_update() {
+    let n = Nomad::start().await;
+    n.register(sh_job("web", "sleep 1000")).await;
+    let mut system = sh_job("web", "sleep 1000");
+    system["Type"] = json!("system");
+    let a = n
+        .send("PUT", "/v1/jobs", Some(json!({"Job": system.clone()})))
+        .await;
+    assert_eq!(
+        (a.status, a.text.as_str()),
+        (500, "cannot update job from type \"service\" to \"system\"")
+    );
+    let mut periodic = sh_job("web", "sleep 1000");
+    periodic["Type"] = json!("service");
+    periodic["Periodic"] = json!({"Enabled": true, "Spec": "*/5 * * * *", "SpecType": "cron"});
+    let a = n
+        .send("PUT", "/v1/jobs", Some(json!({"Job": periodic})))
+        .await;
+    assert_eq!(
+        (a.status, a.text.as_str()),
+        (500, "cannot update non-periodic job to being periodic")
+    );
+    // A stopped job keeps its type until it is purged.
+    assert_eq!(n.send("DELETE", "/v1/job/web", None).await.status, 200);
+    let a = n
+        .send("PUT", "/v1/jobs", Some(json!({"Job": system.clone()})))
+        .await;
+    assert_eq!(a.status, 500, "{}", a.text);
+    let job = n.get("/v1/job/web").await;
+    assert_eq!(job["Type"], "service");
+    assert_eq!(
+        n.send("DELETE", "/v1/job/web?purge=true", None)
+            .await
+            .status,
+        200
+    );
+    n.register(system).await;
+    assert_eq!(n.get("/v1/job/web").await["Type"], "system");
+    n.shutdown().await;
+}
+
+#[tokio::test]
+async fn revert_to_a_version_equal_to_the_current_spec_only_creates_an_evaluation() {
+    let n = Nomad::start().await;
+    n.register(sh_job("web", "sleep 1000")).await;
+    n.register(sh_job("web", "sleep 2000")).await;
+    n.register(sh_job("web", "sleep 1000")).await;
+    let before = n.get("/v1/job/web").await;
+    assert_eq!(before["Version"], 2);
+    // Nomad looks the version up before it checks EnforcePriorVersion.
+    let a = n
+        .send(
+            "POST",
+            "/v1/job/web/revert",
+            Some(json!({"JobID": "web", "JobVersion": 42, "EnforcePriorVersion": 7})),
+        )
+        .await;
+    assert_eq!(
+        (a.status, a.text.as_str()),
+        (
+            500,
+            "job \"web\" in namespace \"default\" at version 42 not found"
+        )
+    );
+    let a = n
+        .send(
+            "POST",
+            "/v1/job/web/revert",
+            Some(json!({"JobID": "web", "JobVersion": 0, "EnforcePriorVersion": 2})),
+        )
+        .await;
+    assert_eq!(a.status, 200, "{}", a.text);
+    let out = a.json();
+    assert!(!out["EvalID"].as_str().unwrap().is_empty());
+    assert_eq!(out["JobModifyIndex"], before["JobModifyIndex"]);
+    let after = n.get("/v1/job/web").await;
+    assert_eq!(after["Version"], 2, "no new version for an unchanged spec");
+    assert_eq!(after["JobModifyIndex"], before["JobModifyIndex"]);
+    let versions = n.get("/v1/job/web/versions").await;
+    assert_eq!(versions["Versions"].as_array().unwrap().len(), 3);
+    n.shutdown().await;
+}
+
+#[tokio::test]
+async fn every_stop_writes_a_stopped_version_and_answers_one_index_for_job_and_eval() {
+    let n = Nomad::start().await;
+    n.register(sh_job("web", "sleep 1000")).await;
+    for expected_version in [1, 2] {
+        let a = n.send("DELETE", "/v1/job/web", None).await;
+        assert_eq!(a.status, 200, "{}", a.text);
+        let out = a.json();
+        let jmi = out["JobModifyIndex"].as_u64().unwrap();
+        assert_eq!(out["EvalCreateIndex"], jmi);
+        assert_eq!(out["Index"], jmi);
+        let job = n.get("/v1/job/web").await;
+        assert_eq!(
+            job["Version"], expected_version,
+            "a stop of a stopped job too"
+        );
+        assert_eq!(job["JobModifyIndex"], jmi);
+        assert_eq!(job["Stop"], true);
+    }
+    let a = n.send("DELETE", "/v1/job/web?purge=true", None).await;
+    let out = a.json();
+    assert_eq!(out["EvalCreateIndex"], out["JobModifyIndex"]);
+    assert_eq!(out["Index"], out["JobModifyIndex"]);
+    n.shutdown().await;
+}
+
+#[tokio::test]
+async fn the_server_rejects_sub_second_checks_batch_update_blocks_and_mistyped_envelope_fields() {
+    let n = Nomad::start().await;
+    let mut job = sh_job("web", "sleep 1000");
+    job["TaskGroups"][0]["Services"] = json!([{
+        "Name": "web", "Provider": "nomad",
+        "Checks": [{"Name": "alive", "Type": "tcp", "Interval": 250_000_000u64, "Timeout": 1_000_000_000u64}],
+    }]);
+    let a = n
+        .send("PUT", "/v1/jobs", Some(json!({"Job": job.clone()})))
+        .await;
+    assert_eq!(a.status, 500, "{}", a.text);
+    assert!(
+        a.text.contains("interval (250ms) cannot be lower than 1s"),
+        "{}",
+        a.text
+    );
+    job["TaskGroups"][0]["Services"][0]["Checks"][0]["Interval"] = json!(2_000_000_000u64);
+    job["TaskGroups"][0]["Services"][0]["Checks"][0]["Timeout"] = json!(500_000_000u64);
+    let a = n
+        .send("PUT", "/v1/jobs", Some(json!({"Job": job.clone()})))
+        .await;
+    assert_eq!(a.status, 500, "{}", a.text);
+    assert!(
+        a.text
+            .contains("timeout (500ms) is lower than required minimum timeout 1s"),
+        "{}",
+        a.text
+    );
+
+    let mut batch = sh_job("once", "true");
+    batch["Type"] = json!("batch");
+    batch["TaskGroups"][0]["Update"] = json!({"MaxParallel": 1});
+    let a = n.send("PUT", "/v1/jobs", Some(json!({"Job": batch}))).await;
+    assert_eq!(a.status, 500, "{}", a.text);
+    assert!(
+        a.text
+            .contains("Job type \"batch\" does not allow update block"),
+        "{}",
+        a.text
+    );
+
+    let ok = sh_job("web", "sleep 1000");
+    let a = n
+        .send(
+            "PUT",
+            "/v1/jobs",
+            Some(json!({"Job": ok.clone(), "EnforceIndex": "true"})),
+        )
+        .await;
+    assert_eq!(
+        (a.status, a.text.as_str()),
+        (
+            400,
+            "json: cannot unmarshal string into Go struct field JobRegisterRequest.EnforceIndex of type bool"
+        )
+    );
+    n.register(ok).await;
+    let a = n
+        .send(
+            "POST",
+            "/v1/job/web/revert",
+            Some(json!({"JobID": "web", "JobVersion": "1"})),
+        )
+        .await;
+    assert_eq!(
+        (a.status, a.text.as_str()),
+        (
+            400,
+            "json: cannot unmarshal string into Go struct field JobRevertRequest.JobVersion of type uint64"
+        )
+    );
+    let a = n
+        .send(
+            "POST",
+            "/v1/job/web/revert",
+            Some(json!({"JobID": "web", "JobVersion": 1.5})),
+        )
+        .await;
+    assert_eq!(a.status, 400, "{}", a.text);
+    assert!(
+        a.text
+            .contains("cannot unmarshal number 1.5 into Go struct field"),
+        "{}",
+        a.text
+    );
+    assert_eq!(
+        n.get("/v1/job/web").await["Version"],
+        0,
+        "nothing was written"
+    );
+    n.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_canary_update_block_is_refused_explicitly_because_the_twin_has_no_canaries() {
+    let n = Nomad::start().await;
+    let mut job = sh_job("web", "sleep 1000");
+    job["TaskGroups"][0]["Update"] = json!({"Canary": 1, "MaxParallel": 1});
+    let a = n
+        .send("PUT", "/v1/jobs", Some(json!({"Job": job.clone()})))
+        .await;
+    assert_eq!(a.status, 500);
+    assert!(
+        a.text
+            .starts_with("hashistack-twin: canary deployments are not implemented"),
+        "{}",
+        a.text
+    );
+    assert_eq!(n.send("GET", "/v1/job/web", None).await.status, 404);
+    let a = n
+        .send("POST", "/v1/job/web/plan", Some(json!({"Job": job})))
+        .await;
+    assert_eq!(a.status, 500, "{}", a.text);
+    n.shutdown().await;
+}

@@ -32,7 +32,7 @@ fn traefik_job(kind: &str, nomad: SocketAddr) -> Value {
                 "Name": "edge",
                 "PortLabel": "web",
                 "Provider": "nomad",
-                "Checks": [{"Type": "http", "Path": "/ping", "PortLabel": "ping", "Interval": SEC / 4, "Timeout": SEC}],
+                "Checks": [{"Type": "http", "Path": "/ping", "PortLabel": "ping", "Interval": SEC, "Timeout": SEC}],
             }],
             "Tasks": [{
                 "Name": "traefik",

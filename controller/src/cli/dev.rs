@@ -33,7 +33,7 @@ pub struct Args {
     log_format: LogFormat,
 }
 
-/// Runs the dev environment until SIGINT or SIGTERM, then stops everything it started.
+/// Runs the dev environment until SIGINT, SIGTERM or SIGHUP, then stops everything it started.
 pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     telemetry::init(args.log_format)?;
     let mut options = dev::Options::new(args.traefik_bin.unwrap_or_else(dev::default_traefik_bin));
@@ -41,6 +41,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     options.nomad_port = args.nomad_port;
     options.http_port = args.http_port;
     options.prefix = args.prefix.clone();
+    let signals = shutdown_signals();
     let env = dev::start(options)
         .await
         .context("failed to start the dev environment")?;
@@ -50,23 +51,35 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         let _ = writeln!(out, "{}", env.banner(&args.prefix));
         let _ = out.flush();
     }
-    shutdown_signal().await;
+    signals.await;
     env.shutdown().await;
     Ok(ExitCode::SUCCESS)
 }
 
-async fn shutdown_signal() {
+/// Installs the handlers at once, so a signal that arrives while the APIs start (a client may
+/// already be served) is not met by the default action, which would skip the cleanup.
+fn shutdown_signals() -> impl std::future::Future<Output = ()> {
     use tokio::signal::unix::{SignalKind, signal};
-    match signal(SignalKind::terminate()) {
-        Ok(mut term) => {
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = term.recv() => {}
-            }
+    // A closed terminal (SIGHUP) ends the run like Ctrl-C: task processes sit in their own
+    // process groups, so the hangup would not reach them and they would outlive us.
+    let mut term = signal(SignalKind::terminate()).ok();
+    let mut hup = signal(SignalKind::hangup()).ok();
+    let mut int = signal(SignalKind::interrupt()).ok();
+    async move {
+        tokio::select! {
+            _ = recv(term.as_mut()) => {}
+            _ = recv(hup.as_mut()) => {}
+            _ = recv(int.as_mut()) => {}
         }
-        Err(_) => {
-            let _ = tokio::signal::ctrl_c().await;
-        }
+        tracing::info!("shutdown requested");
     }
-    tracing::info!("shutdown requested");
+}
+
+async fn recv(s: Option<&mut tokio::signal::unix::Signal>) {
+    match s {
+        Some(s) => {
+            s.recv().await;
+        }
+        None => std::future::pending::<()>().await,
+    }
 }

@@ -16,8 +16,10 @@
 
 use super::Inner;
 use super::jobspec::{arr, dur, s, u};
+use super::reaper::{GroupRecord, signal_named};
 use super::store::{AllocPort, Plan, ServiceReg, TaskEvent};
 use super::util::{go_duration, now_nanos, rfc3339};
+use rustix::process::Signal;
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -56,7 +58,9 @@ struct Runner {
 impl Executor {
     /// An executor keeping allocation directories under `base_dir`; a `temporary` one is removed
     /// when the executor goes away.
+    /// Before anything starts, it kills the task processes a dead twin left behind (see `reaper`).
     pub fn new(base_dir: PathBuf, temporary: bool) -> Executor {
+        super::reaper::take_over(&base_dir, temporary);
         Executor {
             base_dir,
             temporary,
@@ -631,29 +635,6 @@ fn write_templates(
 
 // === tasks ===
 
-/// Kills the process group on drop, so no task outlives the twin even when a test panics.
-struct ProcGuard {
-    pgid: Option<u32>,
-}
-
-impl ProcGuard {
-    fn signal(&self, sig: &str) {
-        if let Some(pgid) = self.pgid {
-            let _ = std::process::Command::new("kill")
-                .args(["-s", sig, "--", &format!("-{pgid}")])
-                .stdout(std::process::Stdio::null())
-                .stderr(std::process::Stdio::null())
-                .status();
-        }
-    }
-}
-
-impl Drop for ProcGuard {
-    fn drop(&mut self) {
-        self.signal("KILL");
-    }
-}
-
 async fn stopped(rx: &mut watch::Receiver<bool>) {
     // The guard `wait_for` returns is not Send; drop it before the caller's next await.
     let _ = rx.wait_for(|v| *v).await.map(|_| ());
@@ -698,8 +679,8 @@ async fn run_task(sh: Shared, task: Value, mut stop: watch::Receiver<bool>) {
     let batch = matches!(s(&sh.job, "Type"), "batch" | "sysbatch");
     let kill_timeout = dur(&task, "KillTimeout");
     let kill_signal = match s(&task, "KillSignal") {
-        "" => "INT".to_string(),
-        sig => sig.trim_start_matches("SIG").to_string(),
+        "" => Some(Signal::INT),
+        sig => signal_named(sig),
     };
     let mut window_start = Instant::now();
     let mut count = 0u64;
@@ -714,7 +695,7 @@ async fn run_task(sh: Shared, task: Value, mut stop: watch::Receiver<bool>) {
             &env,
             &mut stop,
             kill_timeout,
-            &kill_signal,
+            kill_signal,
         )
         .await;
         let (code, signal) = match exit {
@@ -825,7 +806,7 @@ async fn run_process(
     env: &BTreeMap<String, String>,
     stop: &mut watch::Receiver<bool>,
     kill_timeout: Duration,
-    kill_signal: &str,
+    kill_signal: Option<Signal>,
 ) -> Exit {
     let inner = &sh.inner;
     let name = s(task, "Name");
@@ -868,7 +849,9 @@ async fn run_process(
             return Exit::Code(-1, 0);
         }
     };
-    let guard = ProcGuard { pgid: child.id() };
+    // Dropping the record kills the whole group, so no task outlives its runner even when a test
+    // panics; the file it writes lets the next twin reap the group if this one dies first.
+    let guard = child.id().map(|pgid| GroupRecord::new(&sh.alloc_dir, pgid));
     event(
         inner,
         &sh.alloc_id,
@@ -885,9 +868,13 @@ async fn run_process(
             let mut ev = TaskEvent::new("Killing", format!("Sent interrupt. Waiting {} before force killing", go_duration(kill_timeout)));
             ev.kill_timeout = kill_timeout.as_nanos() as u64;
             event(inner, &sh.alloc_id, name, ev, |_| {});
-            guard.signal(kill_signal);
+            if let (Some(g), Some(sig)) = (&guard, kill_signal) {
+                g.signal(sig);
+            }
             if tokio::time::timeout(kill_timeout, child.wait()).await.is_err() {
-                guard.signal("KILL");
+                if let Some(g) = &guard {
+                    g.signal(Signal::KILL);
+                }
                 let _ = child.wait().await;
             }
             // Reap stray members of the group too.

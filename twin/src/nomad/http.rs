@@ -4,7 +4,7 @@
 use super::Inner;
 use super::jobspec::{self, arr, b, s, u};
 use super::store::{ApiError, RegisterOpts, RegisterOutcome, Store};
-use super::util::parse_go_duration;
+use super::util::{go_duration, parse_go_duration};
 use super::{diff, events, filter};
 use axum::Router;
 use axum::body::Bytes;
@@ -253,6 +253,53 @@ fn field<'a>(body: &'a Value, key: &str) -> Option<&'a Value> {
         .filter(|v| !v.is_null())
 }
 
+/// Go kinds of request-envelope fields, for `encoding/json`'s type errors.
+#[derive(Clone, Copy)]
+enum GoKind {
+    Bool,
+    Uint64,
+    Int,
+    String,
+}
+
+/// `field`, checked the way Go's JSON decoder checks the struct field it fills: a value of the
+/// wrong JSON type is a 400 with the decoder's text (the server decodes the whole envelope before
+/// it looks at anything).
+fn typed_field<'a>(
+    body: &'a Value,
+    go_struct: &str,
+    key: &str,
+    kind: GoKind,
+) -> Result<Option<&'a Value>, ApiError> {
+    let Some(v) = field(body, key) else {
+        return Ok(None);
+    };
+    let (ok, go_type) = match kind {
+        GoKind::Bool => (v.is_boolean(), "bool"),
+        GoKind::Uint64 => (v.is_u64(), "uint64"),
+        GoKind::Int => (v.is_i64() || v.is_u64() && v.as_i64().is_some(), "int"),
+        GoKind::String => (v.is_string(), "string"),
+    };
+    if ok {
+        return Ok(Some(v));
+    }
+    let what = match v {
+        Value::Bool(_) => "bool".to_string(),
+        Value::String(_) => "string".to_string(),
+        Value::Array(_) => "array".to_string(),
+        Value::Object(_) => "object".to_string(),
+        // A number of the wrong range or with a fraction is named with its text.
+        Value::Number(n) if !matches!(kind, GoKind::Bool | GoKind::String) => format!("number {n}"),
+        _ => "number".to_string(),
+    };
+    Err(ApiError::new(
+        400,
+        format!(
+            "json: cannot unmarshal {what} into Go struct field {go_struct}.{key} of type {go_type}"
+        ),
+    ))
+}
+
 fn parse_bool(q: &[(String, String)], key: &str) -> Result<bool, ApiError> {
     match param(q, key) {
         None | Some("") => Ok(false),
@@ -321,6 +368,35 @@ fn job_from_body(
     Ok(job)
 }
 
+/// `ServiceCheck.validate`'s interval and timeout rules (both at least one second).
+fn check_interval_error(c: &Value) -> Option<String> {
+    const MIN: u64 = 1_000_000_000;
+    if matches!(s(c, "Type").to_ascii_lowercase().as_str(), "" | "ttl") {
+        return None;
+    }
+    let nanos = |k| std::time::Duration::from_nanos(u(c, k));
+    let (interval, timeout) = (u(c, "Interval"), u(c, "Timeout"));
+    if interval == 0 {
+        return Some("missing required value interval. Interval cannot be less than 1s".into());
+    }
+    if interval < MIN {
+        return Some(format!(
+            "interval ({}) cannot be lower than 1s",
+            go_duration(nanos("Interval"))
+        ));
+    }
+    if timeout == 0 {
+        return Some("missing required value timeout. Timeout cannot be less than 1s".into());
+    }
+    if timeout < MIN {
+        return Some(format!(
+            "timeout ({}) is lower than required minimum timeout 1s",
+            go_duration(nanos("Timeout"))
+        ));
+    }
+    None
+}
+
 fn validate(job: &Value) -> Result<(), ApiError> {
     let mut errs = Vec::new();
     let job_type = s(job, "Type");
@@ -347,7 +423,35 @@ fn validate(job: &Value) -> Result<(), ApiError> {
                 gerrs.push("Missing task name".to_string());
             }
         }
+        let services = arr(g, "Services")
+            .iter()
+            .chain(arr(g, "Tasks").iter().flat_map(|t| arr(t, "Services")));
+        for svc in services {
+            for c in arr(svc, "Checks") {
+                if let Some(e) = check_interval_error(c) {
+                    gerrs.push(format!(
+                        "Service {} is invalid: Check {} invalid: {e}",
+                        s(svc, "Name"),
+                        s(c, "Name")
+                    ));
+                }
+            }
+        }
         if let Some(up) = g.get("Update").filter(|v| !v.is_null()) {
+            // Not Nomad's answer: the twin has no canaries and no promotion, and accepting the
+            // block would let a canary rollout pass here that waits for promotion on a real server.
+            let canary = u(up, "Canary");
+            if canary > 0 {
+                return Err(ApiError::new(
+                    500,
+                    format!(
+                        "hashistack-twin: canary deployments are not implemented (task group {name:?} has Canary = {canary})"
+                    ),
+                ));
+            }
+            if !matches!(job_type, "service" | "system") {
+                gerrs.push(format!("Job type {job_type:?} does not allow update block"));
+            }
             let hc = s(up, "HealthCheck");
             if !matches!(hc, "checks" | "task_states" | "manual") {
                 gerrs.push(format!("Invalid health check given: {hc:?}"));
@@ -413,22 +517,32 @@ async fn do_register(
         Ok(b) => b,
         Err(e) => return error(e),
     };
+    let envelope = (|| {
+        const REQ: &str = "JobRegisterRequest";
+        for k in ["PolicyOverride", "PreserveCounts"] {
+            typed_field(&body, REQ, k, GoKind::Bool)?;
+        }
+        Ok::<_, ApiError>(RegisterOpts {
+            enforce_index: typed_field(&body, REQ, "EnforceIndex", GoKind::Bool)?
+                .and_then(Value::as_bool)
+                .unwrap_or(false),
+            job_modify_index: typed_field(&body, REQ, "JobModifyIndex", GoKind::Uint64)?
+                .and_then(Value::as_u64)
+                .unwrap_or(0),
+            eval_priority: typed_field(&body, REQ, "EvalPriority", GoKind::Int)?
+                .and_then(Value::as_u64)
+                .unwrap_or(0),
+            trigger: "job-register",
+            force_new_version: false,
+        })
+    })();
+    let opts = match envelope {
+        Ok(o) => o,
+        Err(e) => return error(e),
+    };
     let job = match job_from_body(&body, &q, path_id.as_deref()) {
         Ok(j) => j,
         Err(e) => return error(e),
-    };
-    let opts = RegisterOpts {
-        enforce_index: field(&body, "EnforceIndex")
-            .and_then(Value::as_bool)
-            .unwrap_or(false),
-        job_modify_index: field(&body, "JobModifyIndex")
-            .and_then(Value::as_u64)
-            .unwrap_or(0),
-        eval_priority: field(&body, "EvalPriority")
-            .and_then(Value::as_u64)
-            .unwrap_or(0),
-        trigger: "job-register",
-        force_new_version: false,
     };
     match inner.write_and_apply(|st| match st.register(job, &opts) {
         Ok((out, plan)) => (Ok(out), plan),
@@ -518,17 +632,28 @@ async fn revert_job(
         Ok(b) => b,
         Err(e) => return error(e),
     };
-    let job_id = field(&body, "JobID").and_then(Value::as_str).unwrap_or("");
+    const REQ: &str = "JobRevertRequest";
+    let typed = (|| {
+        Ok::<_, ApiError>((
+            typed_field(&body, REQ, "JobID", GoKind::String)?
+                .and_then(Value::as_str)
+                .unwrap_or(""),
+            typed_field(&body, REQ, "JobVersion", GoKind::Uint64)?
+                .and_then(Value::as_u64)
+                .unwrap_or(0),
+            typed_field(&body, REQ, "EnforcePriorVersion", GoKind::Uint64)?.and_then(Value::as_u64),
+        ))
+    })();
+    let (job_id, version, enforce) = match typed {
+        Ok(t) => t,
+        Err(e) => return error(e),
+    };
     if job_id.is_empty() {
         return error(ApiError::new(400, "JobID must be specified"));
     }
     if job_id != id {
         return error(ApiError::new(400, "Job ID does not match"));
     }
-    let version = field(&body, "JobVersion")
-        .and_then(Value::as_u64)
-        .unwrap_or(0);
-    let enforce = field(&body, "EnforcePriorVersion").and_then(Value::as_u64);
     let ns = namespace(&q);
     match inner.write_and_apply(|st| match st.revert(&ns, &id, version, enforce) {
         Ok((out, plan)) => (Ok(out), plan),
@@ -1140,7 +1265,7 @@ async fn list_nodes(State(inner): St, Query(q): Params) -> Response {
     blocking(&inner, &q, |st| {
         let node = json!({
             "ID": st.node_id, "Name": st.node_name, "Datacenter": st.datacenter, "NodePool": "default",
-            "NodeClass": "", "Address": "127.0.0.1", "Version": "1.11.2", "Drain": false,
+            "NodeClass": "", "Address": "127.0.0.1", "Version": inner.config.version(), "Drain": false,
             "SchedulingEligibility": "eligible", "Status": "ready", "StatusDescription": "",
             "Drivers": {"raw_exec": {"Detected": true, "Healthy": true}, "exec": {"Detected": true, "Healthy": true}},
             "CreateIndex": 1, "ModifyIndex": 1,
@@ -1171,7 +1296,7 @@ async fn agent_self(State(inner): St, Query(q): Params) -> Response {
         )
     });
     let body = json!({
-        "config": {"Region": "global", "Datacenter": dc, "NodeName": node_name, "Version": {"Version": "1.11.2", "VersionPrerelease": "", "VersionMetadata": ""}, "ACL": {"Enabled": inner.config.acl_token.is_some()}},
+        "config": {"Region": "global", "Datacenter": dc, "NodeName": node_name, "Version": {"Version": inner.config.version(), "VersionPrerelease": "", "VersionMetadata": ""}, "ACL": {"Enabled": inner.config.acl_token.is_some()}},
         "member": {"Name": format!("{node_name}.global"), "Addr": "127.0.0.1", "Port": 4648, "Tags": {"region": "global", "dc": dc, "role": "nomad", "id": node_id}, "Status": "alive"},
         "stats": {},
     });

@@ -245,7 +245,15 @@ pub fn canonicalize(job: &mut Value, namespace: &str) {
         u
     };
     if let Some(m) = job.as_object_mut() {
-        m.insert("Update".into(), job_update.clone());
+        // `structs.Job.Update` is a value, not a pointer: a job without one reads back zeroed.
+        let stored = if job_update.is_null() {
+            json!({"Stagger": 0, "MaxParallel": 0, "HealthCheck": "", "MinHealthyTime": 0,
+                "HealthyDeadline": 0, "ProgressDeadline": 0, "AutoRevert": false,
+                "AutoPromote": false, "Canary": 0})
+        } else {
+            job_update.clone()
+        };
+        m.insert("Update".into(), stored);
     }
     let restart_default = if job_type == "service" || job_type == "system" {
         json!({"Delay": 15 * SECOND, "Attempts": 2, "Interval": 1800 * SECOND, "Mode": "fail", "RenderTemplates": false})

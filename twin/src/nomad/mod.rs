@@ -4,7 +4,13 @@
 //! (jobs, versions, evaluations, deployments, allocations, services) under one growing index;
 //! `http` serves the API with blocking queries; `executor` runs allocations as child processes
 //! with restart policy, templates, service checks and health; `events` serves `/v1/event/stream`;
-//! `diff` builds plan/version diffs; `filter` evaluates the go-bexpr forms clients send.
+//! `diff` builds plan/version diffs; `filter` evaluates the go-bexpr forms clients send;
+//! `reaper` kills task processes a dead twin left behind.
+//!
+//! Not implemented (answered with an explicit error, never silently accepted): canary
+//! deployments. A job whose update block has `Canary > 0` is refused with a 500
+//! "hashistack-twin: canary deployments are not implemented ..." on register and plan, and
+//! `/v1/deployment/promote/:id` does not exist (404).
 
 mod diff;
 mod events;
@@ -12,6 +18,7 @@ mod executor;
 mod filter;
 mod http;
 mod jobspec;
+mod reaper;
 mod store;
 mod util;
 
@@ -30,6 +37,20 @@ pub struct NomadConfig {
     pub acl_token: Option<String>,
     /// Directory for persisted state.
     pub data_dir: Option<PathBuf>,
+    /// `true` behaves like Nomad >= 1.11 (system jobs with an update block get deployments);
+    /// `false` like 1.10 (no system-job deployments) and reports that version.
+    pub system_deployments: bool,
+}
+
+impl NomadConfig {
+    /// The Nomad version the agent and node report for this mode.
+    pub fn version(&self) -> &'static str {
+        if self.system_deployments {
+            "1.11.2"
+        } else {
+            "1.10.5"
+        }
+    }
 }
 
 /// Errors of the Nomad side that are not API answers.
@@ -74,16 +95,19 @@ impl NomadState {
             .as_ref()
             .and_then(|d| std::fs::read(d.join(STATE_FILE)).ok())
             .and_then(|bytes| serde_json::from_slice::<store::Persisted>(&bytes).ok());
-        let store = match restored {
+        let mut store = match restored {
             Some(p) => Store::restore(p),
             None => Store::new(uuid::Uuid::new_v4().to_string()),
         };
+        store.system_deployments = config.system_deployments;
         let temporary = config.data_dir.is_none();
         let base_dir = match &config.data_dir {
             Some(d) => d.join("nomad-allocs"),
-            None => {
-                std::env::temp_dir().join(format!("hashistack-twin-nomad-{}", uuid::Uuid::new_v4()))
-            }
+            None => std::env::temp_dir().join(format!(
+                "{}{}",
+                reaper::SCRATCH_PREFIX,
+                uuid::Uuid::new_v4()
+            )),
         };
         let (changed, _) = tokio::sync::watch::channel(store.index);
         let (events, _) = tokio::sync::broadcast::channel(1024);

@@ -287,6 +287,8 @@ pub struct Store {
     pub pending_events: Vec<Value>,
     /// Whether jobs changed in the current write (so the state file must be rewritten).
     pub jobs_dirty: bool,
+    /// Whether system jobs get deployments (Nomad >= 1.11) or none (older servers).
+    pub system_deployments: bool,
 }
 
 /// Persisted form (`nomad.json` in the data dir).
@@ -369,6 +371,7 @@ impl Store {
             events: VecDeque::new(),
             pending_events: Vec::new(),
             jobs_dirty: false,
+            system_deployments: true,
         }
     }
 
@@ -496,6 +499,9 @@ impl Store {
                 _ => {}
             }
         }
+        if let Some(cur) = &existing {
+            validate_job_update(cur, &job)?;
+        }
         let changed = opts.force_new_version
             || existing
                 .as_ref()
@@ -554,8 +560,15 @@ impl Store {
             };
             return Ok((out, plan));
         }
-        let (eval_id, eval_index) =
-            self.create_eval(&ns, &id, opts.trigger, job_modify_index, opts.eval_priority);
+        // Since 0.12.1 the evaluation is committed atomically with a job write (same index).
+        let (eval_id, eval_index) = self.create_eval(
+            &ns,
+            &id,
+            opts.trigger,
+            job_modify_index,
+            opts.eval_priority,
+            changed.then_some(job_modify_index),
+        );
         plan.extend(self.reconcile(&ns, &id, &eval_id, changed));
         self.refresh_job_status(&ns, &id);
         Ok((
@@ -563,7 +576,9 @@ impl Store {
                 eval_id,
                 eval_create_index: eval_index,
                 job_modify_index,
-                index: self.index,
+                // The reply names the raft write of the job and its evaluation; the scheduler's
+                // plan is applied later in Nomad.
+                index: eval_index,
             },
             plan,
         ))
@@ -584,15 +599,16 @@ impl Store {
             self.jobs_dirty = true;
             job_modify_index = index;
             self.emit_job("JobDeregistered", &current);
-        } else if b(&current, "Stop") {
-            job_modify_index = u(&current, "JobModifyIndex");
         } else {
+            // The FSM upserts a stopped copy on every deregister, even of a stopped job: a new
+            // version and JobModifyIndex, with the evaluation at the same index.
             let mut stopped = current.clone();
             if let Some(o) = stopped.as_object_mut() {
                 o.insert("Stop".into(), json!(true));
             }
             let opts = RegisterOpts {
                 trigger: "job-deregister",
+                force_new_version: true,
                 ..Default::default()
             };
             match self.register(stopped, &opts) {
@@ -600,7 +616,14 @@ impl Store {
                 Err(_) => job_modify_index = u(&current, "JobModifyIndex"),
             }
         }
-        let (eval_id, eval_index) = self.create_eval(ns, id, "job-deregister", job_modify_index, 0);
+        let (eval_id, eval_index) = self.create_eval(
+            ns,
+            id,
+            "job-deregister",
+            job_modify_index,
+            0,
+            purge.then_some(job_modify_index),
+        );
         plan.extend(self.stop_job_allocs(ns, id, "alloc not needed due to job update"));
         self.cancel_active_deployments(ns, id, "Cancelled because job is stopped");
         if purge {
@@ -619,7 +642,7 @@ impl Store {
                 eval_id,
                 eval_create_index: eval_index,
                 job_modify_index,
-                index: self.index,
+                index: eval_index,
             },
             plan,
         )
@@ -642,14 +665,7 @@ impl Store {
         if version == cur_version {
             return Err(ApiError::new(500, "can't revert to current version"));
         }
-        if let Some(prior) = enforce_prior
-            && prior != cur_version
-        {
-            return Err(ApiError::new(
-                500,
-                format!("Current job has version {cur_version}; enforcing version {prior}"),
-            ));
-        }
+        // Nomad's order: current version, then the version lookup, then EnforcePriorVersion.
         let target = record
             .versions
             .iter()
@@ -661,6 +677,14 @@ impl Store {
                     format!("job \"{id}\" in namespace \"{ns}\" at version {version} not found"),
                 )
             })?;
+        if let Some(prior) = enforce_prior
+            && prior != cur_version
+        {
+            return Err(ApiError::new(
+                500,
+                format!("Current job has version {cur_version}; enforcing version {prior}"),
+            ));
+        }
         let mut job = target;
         if let Some(o) = job.as_object_mut() {
             o.insert("VersionTag".into(), Value::Null);
@@ -670,10 +694,10 @@ impl Store {
             enforce_index: enforce_prior.is_some(),
             job_modify_index: u(&current, "JobModifyIndex"),
             trigger: "job-register",
-            force_new_version: true,
             ..Default::default()
         };
-        // A revert always creates a new version, even when the spec equals the current one's.
+        // Job.Revert goes through Job.Register: a target equal to the current spec creates no
+        // version, only an evaluation.
         self.register(job, &opts)
     }
 
@@ -731,8 +755,10 @@ impl Store {
         trigger: &str,
         job_modify_index: u64,
         priority: u64,
+        at_index: Option<u64>,
     ) -> (String, u64) {
-        let index = self.next_index();
+        // An evaluation submitted with the job write shares its raft index.
+        let index = at_index.unwrap_or_else(|| self.next_index());
         let eval_id = uuid::Uuid::new_v4().to_string();
         let job = self.job(ns, id).cloned().unwrap_or(Value::Null);
         let priority = if priority > 0 {
@@ -864,12 +890,14 @@ impl Store {
         {
             // Reschedules and scale-ups of the same version join its deployment.
             let d_id = d.id.clone();
+            let to_place = self.drop_port_collisions(&job, eval_id, &plan.stop, to_place);
             for (group, index) in to_place {
                 let alloc_id = self.place_alloc(&job, &group, index, eval_id, Some(&d_id));
                 plan.start.push((alloc_id, waits.clone()));
             }
             return plan;
         }
+        let to_place = self.drop_port_collisions(&job, eval_id, &plan.stop, to_place);
         for (group, index) in to_place {
             let alloc_id = self.place_alloc(&job, &group, index, eval_id, deployment_id.as_deref());
             plan.start.push((alloc_id, waits.clone()));
@@ -881,13 +909,103 @@ impl Store {
         plan
     }
 
+    /// The one node has each static (reserved) port once: a placement whose group asks for a port
+    /// a running allocation (or an earlier placement of this plan) holds is not placed. Like the
+    /// scheduler, the evaluation then records the failure in `FailedTGAllocs` (dimension
+    /// `network: reserved port collision <label>=<port>`) and gets a blocked follow-up.
+    fn drop_port_collisions(
+        &mut self,
+        job: &Value,
+        eval_id: &str,
+        stopping: &[String],
+        to_place: Vec<(String, u64)>,
+    ) -> Vec<(String, u64)> {
+        let mut held: Vec<u64> = self
+            .allocs
+            .values()
+            .filter(|a| a.desired_run() && !a.client_terminal() && !stopping.contains(&a.id))
+            .flat_map(|a| static_ports(&a.group()))
+            .map(|(_, p)| p)
+            .collect();
+        let mut placed = Vec::new();
+        let mut failed: BTreeMap<String, (String, u64)> = BTreeMap::new();
+        for (group, index) in to_place {
+            let g = arr(job, "TaskGroups")
+                .iter()
+                .find(|g| s(g, "Name") == group)
+                .cloned()
+                .unwrap_or(Value::Null);
+            let ports = static_ports(&g);
+            match ports.iter().find(|(_, p)| held.contains(p)) {
+                Some((label, port)) => {
+                    let entry = failed.entry(group.clone()).or_insert_with(|| {
+                        (
+                            format!("network: reserved port collision {label}={port}"),
+                            0,
+                        )
+                    });
+                    entry.1 += 1;
+                }
+                None => {
+                    held.extend(ports.iter().map(|(_, p)| *p));
+                    placed.push((group, index));
+                }
+            }
+        }
+        if failed.is_empty() {
+            return placed;
+        }
+        let metrics: serde_json::Map<String, Value> = failed
+            .iter()
+            .map(|(group, (dimension, n))| {
+                (
+                    group.clone(),
+                    json!({
+                        "NodesEvaluated": 1, "NodesFiltered": 0, "NodesInPool": 1,
+                        "NodesAvailable": {self.datacenter.clone(): 1},
+                        "ClassFiltered": null, "ConstraintFiltered": null, "NodesExhausted": 1,
+                        "ClassExhausted": null, "DimensionExhausted": {dimension.clone(): 1},
+                        "QuotaExhausted": null, "ResourcesExhausted": null, "Scores": null,
+                        "ScoreMetaData": null, "AllocationTime": 0, "CoalescedFailures": n - 1,
+                    }),
+                )
+            })
+            .collect();
+        let queued: serde_json::Map<String, Value> = failed
+            .iter()
+            .map(|(g, (_, n))| (g.clone(), json!(n)))
+            .collect();
+        let blocked_id = uuid::Uuid::new_v4().to_string();
+        if let Some(eval) = self.evals.get(eval_id).cloned() {
+            let mut blocked = eval.clone();
+            if let Some(o) = blocked.as_object_mut() {
+                o.insert("ID".into(), json!(blocked_id));
+                o.insert("Status".into(), json!("blocked"));
+                o.insert("TriggeredBy".into(), json!("queued-allocs"));
+                o.insert("PreviousEval".into(), json!(eval_id));
+                o.insert(
+                    "StatusDescription".into(),
+                    json!("created to place remaining allocations"),
+                );
+                o.insert("ClassEligibility".into(), json!({}));
+            }
+            self.evals.insert(blocked_id.clone(), blocked);
+            if let Some(o) = self.evals.get_mut(eval_id).and_then(Value::as_object_mut) {
+                o.insert("FailedTGAllocs".into(), Value::Object(metrics));
+                o.insert("BlockedEval".into(), json!(blocked_id));
+                o.insert("QueuedAllocations".into(), Value::Object(queued));
+            }
+        }
+        placed
+    }
+
     /// Places a restored job's allocations again (no new version, no new deployment).
     pub fn replace_allocs_after_restore(&mut self, ns: &str, id: &str) -> Plan {
         let jmi = self
             .job(ns, id)
             .map(|j| u(j, "JobModifyIndex"))
             .unwrap_or(0);
-        let (eval_id, _) = self.create_eval(ns, id, "node-update", jmi, 0);
+        let (eval_id, _) = self.create_eval(ns, id, "node-update", jmi, 0, None);
         let plan = self.reconcile(ns, id, &eval_id, false);
         self.refresh_job_status(ns, id);
         plan
@@ -1011,6 +1129,11 @@ impl Store {
         let id = s(job, "ID").to_string();
         let job_type = s(job, "Type");
         if !(job_type == "service" || job_type == "system") {
+            return None;
+        }
+        // Before 1.11 the system scheduler never creates deployments: `/v1/job/:id/deployment`
+        // stays null and allocations carry no deployment health.
+        if job_type == "system" && !self.system_deployments {
             return None;
         }
         let mut groups = BTreeMap::new();
@@ -1330,7 +1453,7 @@ impl Store {
             .job(&ns, &job)
             .map(|j| u(j, "JobModifyIndex"))
             .unwrap_or(0);
-        self.create_eval(&ns, &job, "deployment-watcher", jmi, 0)
+        self.create_eval(&ns, &job, "deployment-watcher", jmi, 0, None)
     }
 
     // === allocation updates from the executor ===
@@ -1342,7 +1465,10 @@ impl Store {
             return;
         };
         f(a);
-        a.client_status = aggregate_client_status(a);
+        if let Some((status, description)) = client_status_of(a) {
+            a.client_status = status.into();
+            a.client_description = description.into();
+        }
         a.modify_index = index;
         a.modify_time = now_nanos();
         let (ns, job) = (a.namespace.clone(), a.job_id.clone());
@@ -1357,26 +1483,7 @@ impl Store {
         let Some(job) = self.jobs.get(&key).map(|r| r.job.clone()) else {
             return;
         };
-        let allocs: Vec<&Alloc> = self
-            .allocs
-            .values()
-            .filter(|a| a.namespace == ns && a.job_id == id)
-            .collect();
-        let status = if b(&job, "Stop") {
-            "dead"
-        } else if allocs
-            .iter()
-            .any(|a| a.client_status == "running" && a.desired_run())
-        {
-            "running"
-        } else if s(&job, "Type") == "batch"
-            && !allocs.is_empty()
-            && allocs.iter().all(|a| a.client_terminal())
-        {
-            "dead"
-        } else {
-            "pending"
-        };
+        let status = job_status(&job, &self.allocs, &self.evals);
         if s(&job, "Status") != status {
             let index = self.next_index();
             if let Some(r) = self.jobs.get_mut(&key) {
@@ -1653,6 +1760,42 @@ pub fn is_active(status: &str) -> bool {
     )
 }
 
+/// Nomad's `validateJobUpdate`: a job keeps its type, and its periodic / parameterized nature,
+/// until it is purged (the server answers these as RPC errors, so HTTP 500).
+fn validate_job_update(old: &Value, new: &Value) -> Result<(), ApiError> {
+    let (old_type, new_type) = (s(old, "Type"), s(new, "Type"));
+    if old_type != new_type {
+        return Err(ApiError::new(
+            500,
+            format!("cannot update job from type \"{old_type}\" to \"{new_type}\""),
+        ));
+    }
+    let set = |j: &Value, k: &str| j.get(k).is_some_and(|v| !v.is_null());
+    let msg = match (set(old, "Periodic"), set(new, "Periodic")) {
+        (true, false) => Some("cannot update periodic job to being non-periodic"),
+        (false, true) => Some("cannot update non-periodic job to being periodic"),
+        _ => match (set(old, "ParameterizedJob"), set(new, "ParameterizedJob")) {
+            (true, false) => Some("cannot update parameterized job to being non-parameterized"),
+            (false, true) => Some("cannot update non-parameterized job to being parameterized"),
+            _ => None,
+        },
+    };
+    match msg {
+        Some(m) => Err(ApiError::new(500, m)),
+        None => Ok(()),
+    }
+}
+
+/// The static ports (label, value) a task group reserves.
+fn static_ports(group: &Value) -> Vec<(String, u64)> {
+    arr(group, "Networks")
+        .iter()
+        .flat_map(|n| arr(n, "ReservedPorts"))
+        .filter(|p| u(p, "Value") > 0)
+        .map(|p| (s(p, "Label").to_string(), u(p, "Value")))
+        .collect()
+}
+
 fn prune_versions(versions: &mut Vec<Value>) {
     if versions.len() <= TRACKED_VERSIONS {
         return;
@@ -1670,23 +1813,63 @@ fn prune_versions(versions: &mut Vec<Value>) {
 }
 
 /// The client status Nomad derives from its tasks.
-fn aggregate_client_status(a: &Alloc) -> String {
-    let states: Vec<&TaskState> = a.task_states.values().collect();
-    if states.is_empty() {
-        return a.client_status.clone();
+/// The state store's `getJobStatus`: system, periodic and parameterized jobs run until stopped;
+/// otherwise any non-terminal allocation means running, then any non-terminal evaluation pending,
+/// and a job with only terminal allocations and evaluations is dead.
+fn job_status(
+    job: &Value,
+    allocs: &BTreeMap<String, Alloc>,
+    evals: &BTreeMap<String, Value>,
+) -> &'static str {
+    let (ns, id) = (s(job, "Namespace"), s(job, "ID"));
+    let set = |k: &str| job.get(k).is_some_and(|v| !v.is_null());
+    if s(job, "Type") == "system" || set("Periodic") || set("ParameterizedJob") {
+        return if b(job, "Stop") { "dead" } else { "running" };
     }
-    if states.iter().any(|t| t.failed) {
-        return "failed".into();
-    }
-    if states.iter().all(|t| t.state == "dead") {
-        return "complete".into();
-    }
-    if states
-        .iter()
-        .all(|t| t.state == "running" || t.state == "dead")
-        && states.iter().any(|t| t.state == "running")
+    let mut seen = false;
+    for a in allocs
+        .values()
+        .filter(|a| a.namespace == ns && a.job_id == id)
     {
-        return "running".into();
+        seen = true;
+        if a.desired_run() && !a.client_terminal() {
+            return "running";
+        }
     }
-    "pending".into()
+    for e in evals
+        .values()
+        .filter(|e| s(e, "Namespace") == ns && s(e, "JobID") == id)
+    {
+        seen = true;
+        if !matches!(s(e, "Status"), "complete" | "failed" | "canceled") {
+            return "pending";
+        }
+    }
+    if seen { "dead" } else { "pending" }
+}
+
+/// The Nomad client's `getClientStatus`: any failed (dead) task fails the allocation, then any
+/// running task makes it running, then any pending task pending, then all dead is complete.
+fn client_status_of(a: &Alloc) -> Option<(&'static str, &'static str)> {
+    let (mut pending, mut running, mut dead, mut failed) = (false, false, false, false);
+    for t in a.task_states.values() {
+        match t.state.as_str() {
+            "running" => running = true,
+            "pending" => pending = true,
+            "dead" if t.failed => failed = true,
+            "dead" => dead = true,
+            _ => {}
+        }
+    }
+    if failed {
+        Some(("failed", "Failed tasks"))
+    } else if running {
+        Some(("running", "Tasks are running"))
+    } else if pending {
+        Some(("pending", "No tasks have started"))
+    } else if dead {
+        Some(("complete", "All tasks have completed"))
+    } else {
+        None
+    }
 }

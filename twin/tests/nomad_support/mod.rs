@@ -187,6 +187,7 @@ impl CountedNomad {
             consul_http_addr: "127.0.0.1:9".parse().unwrap(),
             acl_token: None,
             data_dir: None,
+            system_deployments: true,
         });
         let requests = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
         let app = state.router().layer(axum::middleware::from_fn_with_state(
