@@ -244,7 +244,7 @@ async fn a_healthy_rollout_is_observed_through_allocations_deployment_and_servic
             "Update": {"MinHealthyTime": 200_000_000u64, "HealthyDeadline": 20 * SEC, "ProgressDeadline": 30 * SEC},
             "Services": [{
                 "Name": "webby", "PortLabel": "http", "Provider": "nomad", "Tags": ["a"],
-                "Checks": [{"Type": "http", "Path": "/", "Interval": SEC / 4, "Timeout": SEC}],
+                "Checks": [{"Type": "http", "Path": "/", "Interval": SEC, "Timeout": SEC}],
             }],
             "Tasks": [{
                 "Name": "server", "Driver": "raw_exec",
