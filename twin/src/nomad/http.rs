@@ -1000,9 +1000,8 @@ fn deployment_update_body(
         "EvalID": eval.0,
         "EvalCreateIndex": eval.1,
         "DeploymentModifyIndex": modify_index,
+        // `DeploymentUpdateResponse` embeds `WriteMeta`, which carries only `Index`.
         "Index": index,
-        "LastContact": 0,
-        "KnownLeader": false,
     });
     if let (Some(v), Some(o)) = (reverted, body.as_object_mut()) {
         o.insert("RevertedJobVersion".into(), json!(v));
