@@ -509,6 +509,21 @@ async fn a_second_allocation_on_a_reserved_static_port_is_not_placed_and_the_eva
         "{eval:#}"
     );
     assert!(!eval["BlockedEval"].as_str().unwrap().is_empty());
+    // The plan of a job that asks for the same port says so before anything is registered.
+    let mut rival = sh_job("rival", "exec sleep 1000");
+    rival["TaskGroups"][0]["Networks"] =
+        json!([{"ReservedPorts": [{"Label": "http", "Value": port}]}]);
+    let plan = n
+        .send("POST", "/v1/job/rival/plan", Some(json!({"Job": rival})))
+        .await;
+    assert_eq!(plan.status, 200, "{}", plan.text);
+    assert_eq!(
+        plan.json()["FailedTGAllocs"]["g"]["DimensionExhausted"]
+            [format!("network: reserved port collision http={port}")],
+        1,
+        "{}",
+        plan.text
+    );
     // Another job asking for the same port is not placed either.
     let mut other = sh_job("other", "exec sleep 1000");
     other["TaskGroups"][0]["Networks"] =

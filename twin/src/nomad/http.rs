@@ -743,7 +743,7 @@ async fn plan_job(
         .and_then(Value::as_bool)
         .unwrap_or(false);
     let ns = s(&job, "Namespace").to_string();
-    let (current, index, live) = inner.read(|st| {
+    let (current, index, live, mut held) = inner.read(|st| {
         let cur = st.job(&ns, &id).cloned();
         let live: Vec<(String, u64)> = st
             .allocs
@@ -753,7 +753,17 @@ async fn plan_job(
             })
             .map(|a| (a.task_group.clone(), a.job_version))
             .collect();
-        (cur, st.index, live)
+        // Static ports other jobs' running allocations hold on the one node.
+        let held: Vec<u64> = st
+            .allocs
+            .values()
+            .filter(|a| {
+                !(a.namespace == ns && a.job_id == id) && a.desired_run() && !a.client_terminal()
+            })
+            .flat_map(|a| super::store::static_ports(&a.group()))
+            .map(|(_, p)| p)
+            .collect();
+        (cur, st.index, live, held)
     });
     let changed = current
         .as_ref()
@@ -789,6 +799,32 @@ async fn plan_job(
             .map(|t| s(t, "Driver"))
             .filter(|d| !matches!(*d, "raw_exec" | "exec"))
             .collect();
+        // Every allocation this plan would run needs the group's static ports: all of them
+        // after a destructive update, otherwise the kept ones plus the new placements.
+        let ports = super::store::static_ports(g);
+        let mut collisions = 0u64;
+        let mut collision = String::new();
+        for _ in 0..(destructive + ignore + place) {
+            match ports.iter().find(|(_, p)| held.contains(p)) {
+                Some((label, port)) => {
+                    collisions += 1;
+                    collision = format!("network: reserved port collision {label}={port}");
+                }
+                None => held.extend(ports.iter().map(|(_, p)| *p)),
+            }
+        }
+        if missing.is_empty() && collisions > 0 {
+            failed.insert(
+                name.into(),
+                json!({
+                    "NodesEvaluated": 1, "NodesFiltered": 0, "NodesInPool": 1, "NodesAvailable": {"dc1": 1},
+                    "ClassFiltered": null, "ConstraintFiltered": null, "NodesExhausted": 1,
+                    "ClassExhausted": null, "DimensionExhausted": {collision: 1}, "QuotaExhausted": null,
+                    "ResourcesExhausted": null, "Scores": null, "ScoreMetaData": null,
+                    "AllocationTime": 0, "CoalescedFailures": collisions - 1,
+                }),
+            );
+        }
         if !missing.is_empty() {
             failed.insert(
                 name.into(),
@@ -1000,9 +1036,8 @@ fn deployment_update_body(
         "EvalID": eval.0,
         "EvalCreateIndex": eval.1,
         "DeploymentModifyIndex": modify_index,
+        // `DeploymentUpdateResponse` embeds `WriteMeta`, which carries only `Index`.
         "Index": index,
-        "LastContact": 0,
-        "KnownLeader": false,
     });
     if let (Some(v), Some(o)) = (reverted, body.as_object_mut()) {
         o.insert("RevertedJobVersion".into(), json!(v));

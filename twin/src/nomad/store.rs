@@ -1787,7 +1787,7 @@ fn validate_job_update(old: &Value, new: &Value) -> Result<(), ApiError> {
 }
 
 /// The static ports (label, value) a task group reserves.
-fn static_ports(group: &Value) -> Vec<(String, u64)> {
+pub fn static_ports(group: &Value) -> Vec<(String, u64)> {
     arr(group, "Networks")
         .iter()
         .flat_map(|n| arr(n, "ReservedPorts"))
