@@ -373,6 +373,9 @@ async fn force_expired_session_releases_locks_like_a_ttl_expiry() {
 
 #[tokio::test]
 async fn the_binary_serves_both_apis_and_exits_cleanly_on_sigterm() {
+    // This test builds its client before (or without) any in-process Twin::start, which is what
+    // installs reqwest's TLS provider elsewhere.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let consul_port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
