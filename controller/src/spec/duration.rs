@@ -60,17 +60,20 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         let mut nanos = whole
             .checked_mul(unit_nanos)
             .ok_or_else(|| too_long(text))?;
-        // Fractions beyond nanosecond precision are dropped, as Go does.
-        let mut scale = unit_nanos;
+        // As Go's ParseDuration: the fraction's digits form an integer `f` over `scale` (a power of
+        // ten) and add `f * unit / scale`, truncated; digits past what an int64 holds are dropped.
+        // Dividing the unit by ten per digit instead loses precision (36 ns / 10 -> 3).
+        let (mut f, mut scale): (u128, u128) = (0, 1);
         for digit in fraction.bytes() {
-            scale /= 10;
-            if scale == 0 {
+            if f > MAX_NANOS / 10 {
                 break;
             }
-            nanos = nanos
-                .checked_add(u128::from(digit - b'0') * scale)
-                .ok_or_else(|| too_long(text))?;
+            f = f * 10 + u128::from(digit - b'0');
+            scale *= 10;
         }
+        nanos = nanos
+            .checked_add(f * unit_nanos / scale)
+            .ok_or_else(|| too_long(text))?;
         total = total.checked_add(nanos).ok_or_else(|| too_long(text))?;
         if total > MAX_NANOS {
             return Err(too_long(text));
@@ -138,6 +141,13 @@ mod tests {
         assert_eq!(parse_duration("1m30s"), Ok(Duration::from_secs(90)));
         assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
         assert_eq!(parse_duration("1.5h"), Ok(Duration::from_secs(5400)));
+        // Go computes long fractions as digits * unit / 10^digits (fuzzing found the old
+        // digit-by-digit scaling 5 ns short here).
+        assert_eq!(
+            parse_duration("0.000000000009h"),
+            Ok(Duration::from_nanos(32))
+        );
+        assert_eq!(parse_duration("1.000000000099m"), Ok(Duration::new(60, 5)));
         assert_eq!(
             parse_duration("2h45m0.5s"),
             Ok(Duration::from_millis(9_900_500))
