@@ -69,9 +69,18 @@ impl Cluster {
         F: FnOnce(std::net::SocketAddr) -> Fut,
         Fut: std::future::Future<Output = ()>,
     {
+        Cluster::start_on(TwinConfig::default(), before_operator).await
+    }
+
+    /// Like [`Cluster::start_with`] on a twin configured as `twin_config` (e.g. an older Nomad).
+    async fn start_on<F, Fut>(twin_config: TwinConfig, before_operator: F) -> Cluster
+    where
+        F: FnOnce(std::net::SocketAddr) -> Fut,
+        Fut: std::future::Future<Output = ()>,
+    {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let slot = SLOTS.acquire().await.unwrap();
-        let twin = Twin::start(TwinConfig::default()).await.unwrap();
+        let twin = Twin::start(twin_config).await.unwrap();
         let backend = Backend::start("app-backend").await;
         support::register_consul_service(
             twin.consul_addr(),
@@ -790,5 +799,63 @@ async fn a_document_that_does_not_parse_is_invalid_and_starts_nothing() {
         cluster.job().await.is_none(),
         "an unparsable document started a proxy"
     );
+    cluster.shutdown().await;
+}
+
+// === Nomad before 1.11: system jobs have no deployments ===
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_nomad_before_1_11_the_gate_uses_allocation_health_and_still_rolls_back_a_broken_change()
+{
+    let old_nomad = TwinConfig {
+        nomad_system_deployments: false,
+        ..TwinConfig::default()
+    };
+    let cluster = Cluster::start_on(old_nomad, |_| async {}).await;
+    let good = cluster.converge().await;
+    // The gate passed with no deployment to read: allocation health held for minHealthyTime.
+    assert_eq!(
+        cluster
+            .nomad_get(&format!("/v1/job/{JOB}/deployment"))
+            .await,
+        Some(Value::Null),
+        "this twin mode must not create deployments for system jobs"
+    );
+    let good_version = cluster.job_version().await;
+
+    // A change whose proxy cannot bind its port fails through the allocation, not a deployment.
+    let held = TcpListener::bind("127.0.0.1:0").unwrap();
+    let taken = held.local_addr().unwrap().port();
+    let mut doc = cluster.doc();
+    doc["spec"]["entryPoints"]["web"]["address"] = json!(format!("127.0.0.1:{taken}"));
+    cluster.put_config(&doc).await;
+    let rolled = cluster
+        .wait_status("phase RolledBack", CONVERGE, |s| {
+            s.phase == Phase::RolledBack
+        })
+        .await;
+    assert_eq!(rolled.last_applied_digest, good.last_applied_digest);
+    assert!(rolled.failed_digest.is_some());
+    cluster
+        .wait_serving(cluster.web, Duration::from_secs(30))
+        .await;
+    let versions = cluster
+        .nomad_get(&format!("/v1/job/{JOB}/versions"))
+        .await
+        .unwrap();
+    let digest_of = |version: u64| {
+        versions["Versions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|v| v["Version"].as_u64() == Some(version))
+            .map(|v| v["Meta"]["proxy-operator/spec-digest"].clone())
+    };
+    assert_eq!(
+        Some(cluster.job().await.unwrap()["Meta"]["proxy-operator/spec-digest"].clone()),
+        digest_of(good_version),
+        "the running job is the last good version's content"
+    );
+    drop(held);
     cluster.shutdown().await;
 }
