@@ -69,7 +69,7 @@ pub struct WatchUpdate<T> {
 ///
 /// ```no_run
 /// # use proxy_operator::transport::{Watch, QueryOptions, QueryMeta};
-/// # async fn read(_q: QueryOptions) -> Result<(u32, QueryMeta), std::io::Error> { todo!() }
+/// # async fn read(_q: QueryOptions) -> Result<(u32, QueryMeta), std::io::Error> { Ok((0, QueryMeta::default())) }
 /// # async fn demo() -> Result<(), std::io::Error> {
 /// let mut watch = Watch::new(std::time::Duration::from_secs(300));
 /// loop {
