@@ -331,12 +331,13 @@ impl ConsulClient {
         op: impl Fn() -> String,
         request: Request,
     ) -> Result<(T, transport::Response)> {
-        let response = self.send(&op, request).await?;
-        let value = response.json().map_err(|source| Error::Request {
-            op: op(),
-            source: Box::new(source),
-        })?;
-        Ok((value, response))
+        self.http
+            .send_json(request)
+            .await
+            .map_err(|source| Error::Request {
+                op: op(),
+                source: Box::new(source),
+            })
     }
 
     fn encode<T: serde::Serialize + ?Sized>(
