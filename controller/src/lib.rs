@@ -13,6 +13,7 @@ pub mod migrate;
 pub mod nomad;
 pub mod plan;
 pub mod probe;
+pub mod proxy;
 pub mod reconcile;
 pub mod render;
 pub mod rollout;
