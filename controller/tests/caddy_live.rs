@@ -42,7 +42,11 @@ async fn a_hind_tagged_service_is_served_over_tls_with_the_security_headers_and_
         ("referrer-policy", "strict-origin-when-cross-origin"),
     ] {
         assert_eq!(resp.headers()[name], value, "{name}");
-        assert_eq!(resp.headers().get_all(name).iter().count(), 1, "{name} once");
+        assert_eq!(
+            resp.headers().get_all(name).iter().count(),
+            1,
+            "{name} once"
+        );
     }
     // A path the backend doesn't know still goes to it: the site has no path.
     let deep = tls_get("app.example.test", ports.websecure, "/a/b?c=d").await;
@@ -51,13 +55,23 @@ async fn a_hind_tagged_service_is_served_over_tls_with_the_security_headers_and_
     // Plain HTTP is redirected to the HTTPS entry point, path and query kept.
     let http = plain_client();
     let url = format!("http://127.0.0.1:{}/x/y?z=1", ports.web);
-    let get = http.get(&url).header("Host", "app.example.test").send().await.unwrap();
+    let get = http
+        .get(&url)
+        .header("Host", "app.example.test")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(get.status(), 301);
     assert_eq!(
         get.headers()["location"],
         format!("https://app.example.test:{}/x/y?z=1", ports.websecure)
     );
-    let post = http.post(&url).header("Host", "app.example.test").send().await.unwrap();
+    let post = http
+        .post(&url)
+        .header("Host", "app.example.test")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(post.status(), 308);
 }
 
@@ -89,17 +103,28 @@ async fn catalog_changes_route_after_one_load_with_the_same_caddy_pid() {
     let mut with_fresh = base.clone();
     with_fresh.push(instance("fresh", fresh.port(), &opt_in, "passing"));
     let config = render(&m, &catalog(with_fresh.clone()), ports);
-    assert_eq!(sync.apply(&caddy.admin, config.clone()).await.unwrap(), Outcome::Loaded);
-    let seen = get_with_host(ports.web, "fresh.example.test", "/").await.unwrap();
+    assert_eq!(
+        sync.apply(&caddy.admin, config.clone()).await.unwrap(),
+        Outcome::Loaded
+    );
+    let seen = get_with_host(ports.web, "fresh.example.test", "/")
+        .await
+        .unwrap();
     assert_eq!(seen.status, 200);
     assert_eq!(seen.header("x-backend"), Some("fresh"));
     assert_eq!(caddy.pid(), pid);
     // The same snapshot again needs no /load.
-    assert_eq!(sync.apply(&caddy.admin, config).await.unwrap(), Outcome::Unchanged);
+    assert_eq!(
+        sync.apply(&caddy.admin, config).await.unwrap(),
+        Outcome::Unchanged
+    );
 
     // Deregistered: the route is gone.
     let config = render(&m, &catalog(base.clone()), ports);
-    assert_eq!(sync.apply(&caddy.admin, config).await.unwrap(), Outcome::Loaded);
+    assert_eq!(
+        sync.apply(&caddy.admin, config).await.unwrap(),
+        Outcome::Loaded
+    );
     assert_eq!(status("fresh.example.test").await, Some(404));
     assert_eq!(status("app.example.test").await, Some(200));
 
@@ -110,14 +135,22 @@ async fn catalog_changes_route_after_one_load_with_the_same_caddy_pid() {
     let config = render(&m, &catalog(pair), ports);
     sync.apply(&caddy.admin, config).await.unwrap();
     for _ in 0..12 {
-        let seen = get_with_host(ports.web, "pair.example.test", "/").await.unwrap();
+        let seen = get_with_host(ports.web, "pair.example.test", "/")
+            .await
+            .unwrap();
         assert_eq!(seen.header("x-backend"), Some("good"));
     }
     assert_eq!(caddy.pid(), pid, "no restart through all of it");
     let upstreams = caddy.admin.upstreams().await.unwrap();
     let addresses: Vec<&str> = upstreams.iter().map(|u| u.address.as_str()).collect();
-    assert!(addresses.contains(&format!("127.0.0.1:{}", good.port()).as_str()), "{addresses:?}");
-    assert!(!addresses.contains(&format!("127.0.0.1:{}", sick.port()).as_str()), "{addresses:?}");
+    assert!(
+        addresses.contains(&format!("127.0.0.1:{}", good.port()).as_str()),
+        "{addresses:?}"
+    );
+    assert!(
+        !addresses.contains(&format!("127.0.0.1:{}", sick.port()).as_str()),
+        "{addresses:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -125,7 +158,12 @@ async fn the_ip_allow_list_answers_403_outside_and_200_inside_and_changes_live()
     let dir = tempfile::tempdir().unwrap();
     let ports = Ports::free();
     let app = Backend::start("app").await;
-    let cat = catalog(vec![instance("app", app.port(), &["traefik.enable=true"], "passing")]);
+    let cat = catalog(vec![instance(
+        "app",
+        app.port(),
+        &["traefik.enable=true"],
+        "passing",
+    )]);
     let outside = spec(
         ports,
         &dir.path().join("certs"),
@@ -134,7 +172,9 @@ async fn the_ip_allow_list_answers_403_outside_and_200_inside_and_changes_live()
     );
     let config = render(&model(&outside, None), &cat, ports);
     let caddy = Caddy::start(dir.path(), &config, ports.admin).await;
-    let seen = get_with_host(ports.web, "app.example.test", "/").await.unwrap();
+    let seen = get_with_host(ports.web, "app.example.test", "/")
+        .await
+        .unwrap();
     assert_eq!(seen.status, 403);
     assert_eq!(seen.header("x-frame-options"), Some("SAMEORIGIN"));
     assert_eq!(seen.header("x-backend"), None);
@@ -146,8 +186,14 @@ async fn the_ip_allow_list_answers_403_outside_and_200_inside_and_changes_live()
         "    ipAllowList:\n      sourceRange: [10.0.0.0/8, 127.0.0.0/8]\n",
     );
     let pid = caddy.pid();
-    caddy.admin.load(&render(&model(&inside, None), &cat, ports)).await.unwrap();
-    let seen = get_with_host(ports.web, "app.example.test", "/").await.unwrap();
+    caddy
+        .admin
+        .load(&render(&model(&inside, None), &cat, ports))
+        .await
+        .unwrap();
+    let seen = get_with_host(ports.web, "app.example.test", "/")
+        .await
+        .unwrap();
     assert_eq!(seen.status, 200);
     assert_eq!(seen.header("x-backend"), Some("app"));
     assert_eq!(caddy.pid(), pid);
@@ -159,7 +205,15 @@ async fn basic_auth_answers_401_without_credentials_and_200_with_them() {
     let ports = Ports::free();
     let app = Backend::start("app").await;
     let out = caddy_cmd(dir.path())
-        .args(["hash-password", "--plaintext", "s3cret", "--algorithm", "bcrypt", "--bcrypt-cost", "4"])
+        .args([
+            "hash-password",
+            "--plaintext",
+            "s3cret",
+            "--algorithm",
+            "bcrypt",
+            "--bcrypt-cost",
+            "4",
+        ])
         .output()
         .unwrap();
     let hash = String::from_utf8(out.stdout).unwrap().trim().to_string();
@@ -171,15 +225,28 @@ async fn basic_auth_answers_401_without_credentials_and_200_with_them() {
         false,
         "    basicAuth:\n      usersFrom: {file: /etc/htpasswd}\n      realm: edge\n",
     );
-    let cat = catalog(vec![instance("app", app.port(), &["traefik.enable=true"], "passing")]);
+    let cat = catalog(vec![instance(
+        "app",
+        app.port(),
+        &["traefik.enable=true"],
+        "passing",
+    )]);
     let config = render(&model(&spec, Some(&users)), &cat, ports);
     let _caddy = Caddy::start(dir.path(), &config, ports.admin).await;
 
     let http = plain_client();
     let url = format!("http://127.0.0.1:{}/", ports.web);
-    let anonymous = http.get(&url).header("Host", "app.example.test").send().await.unwrap();
+    let anonymous = http
+        .get(&url)
+        .header("Host", "app.example.test")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(anonymous.status(), 401);
-    assert_eq!(anonymous.headers()["www-authenticate"], "Basic realm=\"edge\"");
+    assert_eq!(
+        anonymous.headers()["www-authenticate"],
+        "Basic realm=\"edge\""
+    );
     let wrong = http
         .get(&url)
         .header("Host", "app.example.test")
@@ -204,7 +271,12 @@ async fn a_refused_load_returns_caddys_reason_and_the_old_config_keeps_serving()
     let dir = tempfile::tempdir().unwrap();
     let ports = Ports::free();
     let app = Backend::start("app").await;
-    let cat = catalog(vec![instance("app", app.port(), &["traefik.enable=true"], "passing")]);
+    let cat = catalog(vec![instance(
+        "app",
+        app.port(),
+        &["traefik.enable=true"],
+        "passing",
+    )]);
     let good = spec(ports, &dir.path().join("certs"), false, "");
     let config = render(&model(&good, None), &cat, ports);
     let caddy = Caddy::start(dir.path(), &config, ports.admin).await;
@@ -217,7 +289,11 @@ async fn a_refused_load_returns_caddys_reason_and_the_old_config_keeps_serving()
         web: taken.local_addr().unwrap().port(),
         ..ports
     };
-    let bad = render(&model(&spec(busy, &dir.path().join("certs"), false, ""), None), &cat, busy);
+    let bad = render(
+        &model(&spec(busy, &dir.path().join("certs"), false, ""), None),
+        &cat,
+        busy,
+    );
     let err = sync.apply(&caddy.admin, bad).await.unwrap_err();
     match &err {
         AdminError::Rejected { status, message } => {
@@ -228,8 +304,13 @@ async fn a_refused_load_returns_caddys_reason_and_the_old_config_keeps_serving()
     }
     assert!(!err.is_retryable());
     assert_eq!(sync.last_loaded(), Some(config.identity.as_str()));
-    assert_eq!(caddy.admin.identity().await.unwrap(), Some(config.identity.clone()));
-    let seen = get_with_host(ports.web, "app.example.test", "/").await.unwrap();
+    assert_eq!(
+        caddy.admin.identity().await.unwrap(),
+        Some(config.identity.clone())
+    );
+    let seen = get_with_host(ports.web, "app.example.test", "/")
+        .await
+        .unwrap();
     assert_eq!(seen.status, 200);
     assert_eq!(seen.header("x-backend"), Some("app"));
 }

@@ -29,7 +29,10 @@ const SERVICES: &[(&str, &str)] = &[
         "private",
         "urlprefix-private.test/ allow=ip:10.0.0.0/8,ip:192.168.0.0/16",
     ),
-    ("loopback", "urlprefix-loopback.test/ allow=ip:127.0.0.1,ip:::1"),
+    (
+        "loopback",
+        "urlprefix-loopback.test/ allow=ip:127.0.0.1,ip:::1",
+    ),
 ];
 
 fn json_body(text: &str) -> serde_json::Value {
@@ -65,7 +68,8 @@ async fn converted_tags_route_on_caddy_with_the_hosts_paths_and_status_codes_tra
     let spec = spec(ports, &dir.path().join("certs"), false, "");
     let m = model(&spec, None);
     let (config, table) =
-        proxy_operator::proxy::caddy::sync::desired(&m, &catalog(entries), &options(ports)).unwrap();
+        proxy_operator::proxy::caddy::sync::desired(&m, &catalog(entries), &options(ports))
+            .unwrap();
     assert!(table.findings.is_empty(), "{:?}", table.findings);
     let _caddy = Caddy::start(dir.path(), &config, ports.admin).await;
 
@@ -86,7 +90,11 @@ async fn converted_tags_route_on_caddy_with_the_hosts_paths_and_status_codes_tra
     let resp = tls_get("site.test", ports.websecure, "/anything").await;
     assert_eq!(resp.status(), 200);
     assert_eq!(backend_of(&resp).as_deref(), Some("site"));
-    assert_eq!(get("site.test", "/").await.status(), 404, "HinD sites are TLS only");
+    assert_eq!(
+        get("site.test", "/").await.status(),
+        404,
+        "HinD sites are TLS only"
+    );
 
     // Host + path prefix: a literal string prefix, path unchanged.
     for path in ["/api", "/api/v1/x", "/apis"] {

@@ -8,8 +8,7 @@ use std::time::Duration;
 
 use proxy_operator::consul::{AgentService, HealthCheck, HealthNode, ServiceEntry};
 use proxy_operator::proxy::caddy::{
-    AdminEndpoint, CaddyAdmin, CaddyConfig, CaddyOptions, Catalog, HttpCaddyAdmin, Secrets,
-    sync,
+    AdminEndpoint, CaddyAdmin, CaddyConfig, CaddyOptions, Catalog, HttpCaddyAdmin, Secrets, sync,
 };
 use proxy_operator::render::Model;
 use proxy_operator::spec::ValidatedSpec;
@@ -154,7 +153,11 @@ impl Caddy {
             }
         })
         .await;
-        assert!(ok.is_some(), "Caddy never reported {identity}; log:\n{}", self.guard.log());
+        assert!(
+            ok.is_some(),
+            "Caddy never reported {identity}; log:\n{}",
+            self.guard.log()
+        );
     }
 
     pub fn pid(&self) -> u32 {
