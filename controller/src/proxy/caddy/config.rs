@@ -261,15 +261,12 @@ fn redirect_server(model: &Model, ep: &EntryPoint, to: &str) -> Result<Value, Er
         "https://{{http.request.host}}{}{{http.request.uri}}",
         port_suffix(&target.address, 443)
     );
-    // ACME's HTTP-01 challenge is answered by Caddy's automatic HTTPS on the HTTP port.
-    let auto = if model.tls.acme.is_some() {
-        json!({"disable_redirects": true})
-    } else {
-        json!({"disable": true})
-    };
+    // Every Caddy server answers ACME HTTP-01 challenges before any route
+    // (`Server.ServeHTTP` calls `tlsApp.HandleHTTPChallenge` first, caddyhttp/server.go in
+    // v2.11.4), so automatic HTTPS can be off here even with ACME on.
     Ok(json!({
         "listen": [ep.address.to_addr_string()],
-        "automatic_https": auto,
+        "automatic_https": {"disable": true},
         "routes": redirect_routes(&location, None, true),
     }))
 }
@@ -432,6 +429,13 @@ fn bcrypt_accounts(users: &[String]) -> Result<Vec<Value>, Error> {
                 reason: format!(
                     "user {user:?}: Caddy accepts only bcrypt hashes ($2a$/$2b$/$2y$); re-hash with `htpasswd -B` or `caddy hash-password`"
                 ),
+            });
+        }
+        // Caddy takes a truncated hash and then refuses every password; say so now instead.
+        if user.is_empty() || hash.len() != 60 {
+            return Err(Error::InvalidValue {
+                field,
+                reason: "expected a user name and a complete 60-character bcrypt hash".into(),
             });
         }
         accounts.push(json!({"username": user, "password": hash}));

@@ -3,7 +3,7 @@
 use super::*;
 use crate::proxy::caddy::routes::{Route, Source};
 
-const BCRYPT: &str = "$2y$05$SENTINELabcdefghijklmuJ3X7H7t3kRr9JxW4p7pWjHn3eH5y2";
+const BCRYPT: &str = "$2y$05$SENTINELabcdefghijklmuJ3X7H7t3kRr9JxW4p7pWjHn3eH5yabc";
 
 fn spec(middlewares: &str, tls: &str) -> ValidatedSpec {
     let doc = format!(
@@ -183,6 +183,12 @@ fn non_bcrypt_hashes_are_refused_naming_the_line_but_never_the_hash() {
     .unwrap_err()
     .to_string();
     assert!(err.contains("user:hash"), "{err}");
+    let truncated = vec!["alice:$2y$05$SENTINELshort".to_string()];
+    let err = render_config(&model(&s, Some(&truncated)), &table(vec![]), &options())
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("60-character"), "{err}");
+    assert!(!err.contains("SENTINEL"), "{err}");
 }
 
 #[test]
@@ -256,6 +262,10 @@ fn certificates_come_from_files_a_folder_acme_or_the_internal_ca() {
     assert_eq!(issuer["email"], "ops@example.test");
     assert_eq!(
         v["apps"]["http"]["servers"]["web"]["automatic_https"],
+        json!({"disable": true})
+    );
+    assert_eq!(
+        v["apps"]["http"]["servers"]["websecure"]["automatic_https"],
         json!({"disable_redirects": true})
     );
 
