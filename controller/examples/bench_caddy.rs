@@ -21,11 +21,10 @@ fn caddy_bin() -> PathBuf {
     )
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .unwrap_or_else(|e| panic!("no free loopback port: {e}"))
+fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
 }
 
 /// `n` services, a third in each tag convention; `variant` moves the first one's upstream.
@@ -96,7 +95,7 @@ impl Drop for Killed {
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
-async fn main() {
+async fn main() -> anyhow::Result<()> {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let args: Vec<String> = std::env::args().collect();
     let runs: usize = args
@@ -107,7 +106,7 @@ async fn main() {
         .unwrap_or(20)
         .max(1);
     let dir = std::env::temp_dir().join(format!("bench-caddy-{}", std::process::id()));
-    std::fs::create_dir_all(dir.join("certs")).unwrap_or_else(|e| panic!("temp dir: {e}"));
+    std::fs::create_dir_all(dir.join("certs"))?;
 
     println!(
         "Caddy render and /load ({runs} runs each, real Caddy {})",
@@ -118,13 +117,13 @@ async fn main() {
     );
     println!("|---|---|---|---|---|");
     for n in [10usize, 1_000, 10_000] {
-        let (web, websecure, admin_port) = (free_port(), free_port(), free_port());
+        let (web, websecure, admin_port) = (free_port()?, free_port()?, free_port()?);
         let doc = format!(
             "apiVersion: proxy-operator.io/v1alpha1\nkind: ProxyConfig\nspec:\n  proxy: caddy\n  domainSuffix: example.org\n  entryPoints:\n    web:\n      address: \"127.0.0.1:{web}\"\n      redirectTo: websecure\n    websecure:\n      address: \"127.0.0.1:{websecure}\"\n  dashboard:\n    address: \"127.0.0.1:{admin_port}\"\n  tls:\n    certDir: {}\n",
             dir.join("certs").display()
         );
-        let spec = proxy_operator::spec::load(doc.as_bytes()).unwrap_or_else(|e| panic!("{e}"));
-        let model = Model::from_spec(&spec, None).unwrap_or_else(|e| panic!("{e}"));
+        let spec = proxy_operator::spec::load(doc.as_bytes())?;
+        let model = Model::from_spec(&spec, None)?;
         let options = CaddyOptions {
             admin: AdminEndpoint::Loopback(admin_port),
             dev_mode: false,
@@ -136,14 +135,13 @@ async fn main() {
         let mut configs = Vec::new();
         for i in 0..runs {
             let started = Instant::now();
-            let (config, _) = sync::desired(&model, &catalogs[i % 2], &options)
-                .unwrap_or_else(|e| panic!("render: {e}"));
+            let (config, _) = sync::desired(&model, &catalogs[i % 2], &options)?;
             render.push(started.elapsed());
             configs.push(config);
         }
 
         let path = dir.join(format!("bootstrap-{n}.json"));
-        std::fs::write(&path, &configs[1].body).unwrap_or_else(|e| panic!("write: {e}"));
+        std::fs::write(&path, &configs[1].body)?;
         let child = Command::new(caddy_bin())
             .args(["run", "--config"])
             .arg(&path)
@@ -151,11 +149,9 @@ async fn main() {
             .env("XDG_DATA_HOME", dir.join("data"))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| panic!("spawn caddy: {e}"));
+            .spawn()?;
         let _caddy = Killed(child);
-        let admin = HttpCaddyAdmin::new(&format!("http://127.0.0.1:{admin_port}"))
-            .unwrap_or_else(|e| panic!("{e}"));
+        let admin = HttpCaddyAdmin::new(&format!("http://127.0.0.1:{admin_port}"))?;
         let deadline = Instant::now() + Duration::from_secs(60);
         while admin.identity().await.ok().flatten().as_deref() != Some(configs[1].identity.as_str())
         {
@@ -170,10 +166,7 @@ async fn main() {
         let mut total = Vec::new();
         for (config, r) in configs.iter().zip(&render) {
             let started = Instant::now();
-            admin
-                .load(config)
-                .await
-                .unwrap_or_else(|e| panic!("load: {e}"));
+            admin.load(config).await?;
             let took = started.elapsed();
             load.push(took);
             total.push(took + *r);
@@ -185,4 +178,5 @@ async fn main() {
         println!("| {n} | {kib:.0} | {rm:.2} / {rp:.2} | {lm:.2} / {lp:.2} | {tm:.2} / {tp:.2} |");
     }
     let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
 }
