@@ -10,7 +10,8 @@ use std::time::{Duration, Instant};
 
 use proxy_operator::consul::{AgentService, HealthCheck, HealthNode, ServiceEntry};
 use proxy_operator::proxy::caddy::{
-    AdminEndpoint, CaddyAdmin, CaddyOptions, Catalog, HttpCaddyAdmin, Secrets, sync,
+    AdminEndpoint, CaddyAdmin, CaddyOptions, Catalog, HttpCaddyAdmin, RouteSettings, Secrets,
+    build_routes, render_config,
 };
 use proxy_operator::render::Model;
 
@@ -113,9 +114,9 @@ async fn main() -> anyhow::Result<()> {
         caddy_bin().display()
     );
     println!(
-        "| services | config KiB | render med/p95 ms | /load med/p95 ms | render+load med/p95 ms |"
+        "| services | config KiB | routes med/p95 ms | config med/p95 ms | render med/p95 ms | /load med/p95 ms | render+load med/p95 ms |"
     );
-    println!("|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|");
     for n in [10usize, 1_000, 10_000] {
         let (web, websecure, admin_port) = (free_port()?, free_port()?, free_port()?);
         let doc = format!(
@@ -131,12 +132,17 @@ async fn main() -> anyhow::Result<()> {
         };
         let catalogs = [catalog(n, 0), catalog(n, 1)];
 
-        let mut render = Vec::new();
+        let settings = RouteSettings::from_model(&model);
+        let (mut routes_t, mut config_t, mut render) = (Vec::new(), Vec::new(), Vec::new());
         let mut configs = Vec::new();
         for i in 0..runs {
             let started = Instant::now();
-            let (config, _) = sync::desired(&model, &catalogs[i % 2], &options)?;
+            let routes = build_routes(&catalogs[i % 2], &settings);
+            let built = started.elapsed();
+            let config = render_config(&model, &routes, &options)?;
             render.push(started.elapsed());
+            routes_t.push(built);
+            config_t.push(started.elapsed() - built);
             configs.push(config);
         }
 
@@ -172,10 +178,14 @@ async fn main() -> anyhow::Result<()> {
             total.push(took + *r);
         }
         let kib = configs[0].body.len() as f64 / 1024.0;
+        let (bm, bp) = stats(routes_t);
+        let (cm, cp) = stats(config_t);
         let (rm, rp) = stats(render);
         let (lm, lp) = stats(load);
         let (tm, tp) = stats(total);
-        println!("| {n} | {kib:.0} | {rm:.2} / {rp:.2} | {lm:.2} / {lp:.2} | {tm:.2} / {tp:.2} |");
+        println!(
+            "| {n} | {kib:.0} | {bm:.2} / {bp:.2} | {cm:.2} / {cp:.2} | {rm:.2} / {rp:.2} | {lm:.2} / {lp:.2} | {tm:.2} / {tp:.2} |"
+        );
     }
     let _ = std::fs::remove_dir_all(&dir);
     Ok(())

@@ -129,7 +129,10 @@ impl HttpCaddyAdmin {
     /// A client for the admin API at `base` (`http://127.0.0.1:2019`). The process must have
     /// installed a rustls crypto provider (reqwest is built without one).
     pub fn new(base: &str) -> Result<Self> {
+        // Caddy restarts its admin listener on every `/load` (contracts/CADDY.md §3), so a
+        // pooled keep-alive connection is dead after a load: one connection per request.
         let client = reqwest::Client::builder()
+            .pool_max_idle_per_host(0)
             .connect_timeout(CONNECT_TIMEOUT)
             .redirect(reqwest::redirect::Policy::none())
             .no_proxy()

@@ -8,10 +8,11 @@
 //! The admin API listens on loopback (or a unix socket) with its allowed origins set, and never
 //! persists the config to disk (`admin.config.persist: false`), because the live config holds the
 //! basic-auth hashes. The config carries its identity in `apps.http.@id`: `proxy-operator:` plus
-//! the sha256 of the config without it. Caddy keeps `@id` fields verbatim, so
+//! the sha256 of the serialised config with a zero placeholder in its place. Caddy keeps `@id` fields verbatim, so
 //! `GET /config/apps/http/@id` tells whether the loaded config is the one we sent.
 
 use serde_json::{Map, Value, json};
+use sha2::Digest as _;
 
 use super::routes::{HostMatch, Middleware, PathRule, Route, RouteTable, UpstreamScheme};
 use crate::render::Model;
@@ -208,9 +209,32 @@ pub fn render_config(
         "storage": {"module": "file_system", "root": model.tls.cert_dir},
         "apps": Value::Object(apps),
     });
-    let identity = format!("{IDENTITY_PREFIX}{}", crate::render::digest_json(&config));
-    config["apps"]["http"]["@id"] = json!(identity);
-    let body = serde_json::to_vec(&config).map_err(Error::Serialize)?;
+    // One serialisation: the body is written with a placeholder identity of the final length,
+    // hashed, and the placeholder overwritten in place. The bytes are deterministic because the
+    // config is built in a fixed order from sorted inputs.
+    let placeholder = format!("{IDENTITY_PREFIX}{}", "0".repeat(64));
+    config["apps"]["http"]["@id"] = json!(placeholder);
+    let mut body = serde_json::to_vec(&config).map_err(Error::Serialize)?;
+    let digest = sha2::Sha256::digest(&body);
+    let identity = format!(
+        "{IDENTITY_PREFIX}{}",
+        digest
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<String>()
+    );
+    // Matched with its key: serde escapes the quotes of any string value, so only the `@id`
+    // key itself can produce these bytes.
+    let needle = format!("\"@id\":\"{placeholder}\"");
+    let at = body
+        .windows(needle.len())
+        .position(|w| w == needle.as_bytes())
+        .ok_or_else(|| Error::InvalidValue {
+            field: "apps.http.@id".into(),
+            reason: "the identity placeholder is missing from the serialised config".into(),
+        })?
+        + "\"@id\":\"".len();
+    body[at..at + placeholder.len()].copy_from_slice(identity.as_bytes());
     Ok(CaddyConfig { body, identity })
 }
 

@@ -350,3 +350,23 @@ fn a_route_without_upstreams_is_left_out() {
         .unwrap();
     assert_eq!(routes.len(), 1, "only the 404");
 }
+
+#[test]
+fn a_value_that_looks_like_the_identity_placeholder_does_not_take_its_place() {
+    let s = spec("    securityHeaders:\n      enabled: false\n", "");
+    let mut r = route("a.test");
+    let fake = format!("{IDENTITY_PREFIX}{}", "0".repeat(64));
+    r.middlewares = vec![Middleware::ResponseHeaders(
+        [
+            ("@id".to_string(), fake.clone()),
+            ("X-Fake".to_string(), fake.clone()),
+        ]
+        .into(),
+    )];
+    let config = render_config(&model(&s, None), &table(vec![r]), &options()).unwrap();
+    let v: Value = serde_json::from_slice(&config.body).unwrap();
+    assert_eq!(v["apps"]["http"]["@id"], json!(config.identity));
+    let headers =
+        &v["apps"]["http"]["servers"]["websecure"]["routes"][0]["handle"][0]["response"]["set"];
+    assert_eq!(headers["X-Fake"], json!([fake]));
+}
