@@ -132,6 +132,7 @@ impl Caddy {
 
     /// Spawns without waiting.
     pub fn spawn(dir: &Path, config_path: &Path, admin_port: u16) -> Caddy {
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let mut cmd = caddy_cmd(dir);
         cmd.arg("run").arg("--config").arg(config_path);
         let n = std::fs::read_dir(dir).map(|d| d.count()).unwrap_or(0);
