@@ -278,6 +278,48 @@ mod tests {
         assert!(text.chars().all(|c| c == 'é'));
     }
 
+    /// A fake admin API answering every request with `body`.
+    async fn serve(body: Vec<u8>) -> (String, tokio::task::JoinHandle<()>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let app = axum::Router::new().fallback(move || {
+            let body = body.clone();
+            async move { body }
+        });
+        let task = tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        (format!("http://{addr}"), task)
+    }
+
+    #[tokio::test]
+    async fn an_answer_over_the_body_cap_is_an_error_not_a_big_allocation() {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let (base, task) = serve(vec![b' '; MAX_BODY + 1]).await;
+        let err = HttpCaddyAdmin::new(&base)
+            .unwrap()
+            .upstreams()
+            .await
+            .unwrap_err();
+        assert!(matches!(err, Error::TooLarge { .. }), "{err}");
+        task.abort();
+    }
+
+    #[tokio::test]
+    async fn a_config_without_our_identity_reads_back_as_none() {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        for body in [&b"null"[..], br#""someone-else""#] {
+            let (base, task) = serve(body.to_vec()).await;
+            let id = HttpCaddyAdmin::new(&base)
+                .unwrap()
+                .identity()
+                .await
+                .unwrap();
+            assert_eq!(id, None);
+            task.abort();
+        }
+    }
+
     #[test]
     fn only_unreachable_caddy_and_server_errors_are_retryable() {
         let rejected = Error::Rejected {
