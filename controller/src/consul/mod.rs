@@ -1,10 +1,11 @@
 //! Consul HTTP client behind the [`ConsulApi`] trait: KV with CAS, blocking reads,
 //! transactions (the `check-session` fence of DESIGN §6), sessions and locks, catalog and health.
 //!
-//! [`ConsulClient`] talks HTTP through [`crate::transport`]; [`fake::FakeConsul`] is an
+//! [`ConsulClient`] talks HTTP through [`crate::transport`]; `fake::FakeConsul` (feature `test-support`) is an
 //! in-memory implementation for unit tests of the loop. Watches drive either through
 //! [`crate::transport::Watch`].
 
+#[cfg(any(test, feature = "test-support"))]
 pub mod fake;
 mod types;
 

@@ -1,9 +1,10 @@
 //! Nomad HTTP client behind the [`NomadApi`] trait: register with `EnforceIndex`, read,
 //! versions, revert with `EnforcePriorVersion`, stop, plan, allocations, deployments, services.
 //!
-//! [`NomadClient`] talks HTTP through [`crate::transport`]; [`fake::FakeNomad`] is an in-memory
+//! [`NomadClient`] talks HTTP through [`crate::transport`]; `fake::FakeNomad` (feature `test-support`) is an in-memory
 //! implementation for unit tests of the loop.
 
+#[cfg(any(test, feature = "test-support"))]
 pub mod fake;
 mod types;
 
