@@ -7,12 +7,14 @@
 
 #[cfg(any(test, feature = "test-support"))]
 pub mod fake;
+pub mod roles;
 mod types;
 
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::time::Duration;
 
+pub(crate) use roles::role_trait;
 pub use types::*;
 
 use crate::transport::{self, ClientConfig, HttpClient, QueryMeta, QueryOptions, Request, Retry};

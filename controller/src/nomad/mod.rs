@@ -6,6 +6,7 @@
 
 #[cfg(any(test, feature = "test-support"))]
 pub mod fake;
+pub mod roles;
 mod types;
 
 use std::future::Future;
