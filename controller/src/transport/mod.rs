@@ -3,6 +3,8 @@
 //! helper every watch uses ([`Watch`]).
 
 mod config;
+#[cfg(any(test, feature = "test-support"))]
+pub mod fake;
 mod http;
 mod tls;
 mod watch;
