@@ -8,13 +8,11 @@
 //! unless deployments are disabled (system jobs before Nomad 1.11), starts a `running`
 //! deployment; nothing becomes healthy until the test says so.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::collections::BTreeMap;
+use std::sync::{Arc, MutexGuard};
 use std::time::Duration;
 
 use serde_json::{Map, Value, json};
-use tokio::sync::watch;
-use tokio::time::Instant;
 
 use super::{
     AllocDeploymentStatus, AllocationStub, Deployment, DeploymentTaskGroup,
@@ -22,18 +20,9 @@ use super::{
     JobWriteResponse, NomadApi, PlanAnnotations, PlanResponse, Result, ServiceNamespace,
     ServiceRegistration, ServiceStub, TaskGroupDiff, TaskState, unwrap_job,
 };
+pub use crate::transport::fake::Call;
+use crate::transport::fake::{Indexed, Model, Recorder};
 use crate::transport::{QueryMeta, QueryOptions};
-
-/// One recorded call: the trait method and what it targeted.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Call {
-    /// Trait method name (`job_register`, `job_revert`, …).
-    pub op: &'static str,
-    /// Job, deployment or service id.
-    pub target: String,
-    /// `EnforceIndex`, `EnforcePriorVersion` or the blocking index, when given.
-    pub index: Option<u64>,
-}
 
 /// Fields Nomad ignores when deciding whether a register changes the spec (`Job.SpecChanged`).
 const NON_SPEC_FIELDS: &[&str] = &[
@@ -59,9 +48,7 @@ struct State {
     services: Vec<ServiceRegistration>,
     services_index: u64,
     deployments_disabled: bool,
-    calls: Vec<Call>,
-    failures: HashMap<&'static str, VecDeque<Error>>,
-    lost_answers: HashMap<&'static str, VecDeque<Error>>,
+    faults: Recorder<Error>,
     leader: String,
 }
 
@@ -418,15 +405,16 @@ fn fallback_job() -> Job {
     }
 }
 
-struct Shared {
-    state: Mutex<State>,
-    changed: watch::Sender<u64>,
-}
-
 /// In-memory Nomad. Clones share state.
 #[derive(Clone)]
 pub struct FakeNomad {
-    shared: Arc<Shared>,
+    model: Arc<Model<State>>,
+}
+
+impl Indexed for State {
+    fn index(&self) -> u64 {
+        self.index
+    }
 }
 
 impl std::fmt::Debug for FakeNomad {
@@ -441,53 +429,32 @@ impl Default for FakeNomad {
     }
 }
 
-/// Nomad's servers clamp waits to 5 minutes.
+/// Nomad's servers clamp waits to 5 minutes, and use that when none is given.
 const MAX_WAIT: Duration = Duration::from_secs(300);
 
 impl FakeNomad {
     /// An empty Nomad with a leader, where new job versions get deployments.
     pub fn new() -> FakeNomad {
-        let (changed, _) = watch::channel(0);
-        let state = State {
-            leader: "127.0.0.1:4647".into(),
-            ..State::default()
-        };
         FakeNomad {
-            shared: Arc::new(Shared {
-                state: Mutex::new(state),
-                changed,
-            }),
+            model: Arc::new(Model::new(State {
+                leader: "127.0.0.1:4647".into(),
+                ..State::default()
+            })),
         }
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
-        self.shared.state.lock().unwrap_or_else(|e| e.into_inner())
+        self.model.lock()
     }
 
     fn enter(&self, op: &'static str, target: &str, index: Option<u64>) -> Result<()> {
-        let mut st = self.lock();
-        st.calls.push(Call {
-            op,
-            target: target.to_owned(),
-            index,
-        });
-        match st.failures.get_mut(op).and_then(VecDeque::pop_front) {
-            Some(e) => Err(e),
-            None => Ok(()),
-        }
+        self.lock().faults.enter(op, target, index, |status| {
+            Error::injected(op, status, "Permission denied")
+        })
     }
 
     fn write<T>(&self, f: impl FnOnce(&mut State) -> T) -> T {
-        let (out, changed) = {
-            let mut st = self.lock();
-            let before = st.index;
-            let out = f(&mut st);
-            (out, (st.index != before).then_some(st.index))
-        };
-        if let Some(i) = changed {
-            self.shared.changed.send_replace(i);
-        }
-        out
+        self.model.write(|st, _| f(st))
     }
 
     async fn blocking<T>(
@@ -495,73 +462,42 @@ impl FakeNomad {
         opts: QueryOptions,
         mut read: impl FnMut(&State) -> (T, u64),
     ) -> (T, QueryMeta) {
-        let deadline = Instant::now() + opts.wait.unwrap_or(MAX_WAIT).min(MAX_WAIT);
-        let mut rx = self.shared.changed.subscribe();
-        loop {
-            rx.borrow_and_update();
-            let (value, index) = read(&self.lock());
-            if opts.index == 0 || index > opts.index || Instant::now() >= deadline {
-                return (
-                    value,
-                    QueryMeta {
-                        index,
-                        known_leader: true,
-                        last_contact: Duration::ZERO,
-                    },
-                );
-            }
-            tokio::select! {
-                _ = rx.changed() => {}
-                () = tokio::time::sleep_until(deadline) => {}
-            }
-        }
+        self.model
+            .blocking(opts, MAX_WAIT, MAX_WAIT, |st, _| {
+                let (value, index) = read(st);
+                (value, index, None)
+            })
+            .await
     }
 
     /// Every call so far, oldest first.
     pub fn calls(&self) -> Vec<Call> {
-        self.lock().calls.clone()
+        self.lock().faults.calls()
     }
 
     /// The calls of one method.
     pub fn calls_of(&self, op: &str) -> Vec<Call> {
-        self.lock()
-            .calls
-            .iter()
-            .filter(|c| c.op == op)
-            .cloned()
-            .collect()
+        self.lock().faults.calls_of(op)
     }
 
     /// Forgets recorded calls.
     pub fn clear_calls(&self) {
-        self.lock().calls.clear();
+        self.lock().faults.clear_calls();
     }
 
     /// Makes the next call of method `op` (e.g. `"job_register"`) fail with `error`.
     pub fn fail_next(&self, op: &'static str, error: Error) {
-        self.lock().failures.entry(op).or_default().push_back(error);
+        self.lock().faults.fail_next(op, error);
     }
 
     /// Makes the next call of `op` (`job_register`, `job_revert`) take effect and then answer
     /// `error`, as when the answer of a write that landed is lost (a timeout, a reset).
     pub fn lose_answer(&self, op: &'static str, error: Error) {
-        self.lock()
-            .lost_answers
-            .entry(op)
-            .or_default()
-            .push_back(error);
+        self.lock().faults.lose_answer(op, "", error);
     }
 
     fn lost_answer<T>(&self, op: &'static str, result: Result<T>) -> Result<T> {
-        let lost = self
-            .lock()
-            .lost_answers
-            .get_mut(op)
-            .and_then(VecDeque::pop_front);
-        match (result, lost) {
-            (Ok(_), Some(e)) => Err(e),
-            (result, _) => result,
-        }
+        self.lock().faults.lost_answer(op, "", result)
     }
 
     /// Disables deployments for new versions (system jobs on Nomad before 1.11).
