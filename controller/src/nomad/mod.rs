@@ -14,7 +14,9 @@ use std::future::Future;
 use serde_json::Value;
 pub use types::*;
 
-use crate::transport::{self, ClientConfig, HttpClient, QueryMeta, QueryOptions, Request, Retry};
+use crate::transport::{
+    self, ApiClient, ClientConfig, HttpClient, QueryMeta, QueryOptions, Request, Retry,
+};
 
 /// Prefix of Nomad's answer when an `EnforceIndex` check fails (`RegisterEnforceIndexErrPrefix`
 /// in Nomad's source); Nomad sends it with status 500.
@@ -228,61 +230,36 @@ fn job_id<'a>(job: &'a Value, op: &'static str) -> Result<&'a str> {
         .ok_or(Error::MissingJobId { op })
 }
 
+impl transport::ClientError for Error {
+    fn request(op: String, source: transport::Error) -> Self {
+        Error::Request {
+            op,
+            source: Box::new(source),
+        }
+    }
+
+    fn encode(what: &'static str, source: serde_json::Error) -> Self {
+        Error::Encode { what, source }
+    }
+}
+
 /// The HTTP implementation of [`NomadApi`].
 #[derive(Debug, Clone)]
 pub struct NomadClient {
-    http: HttpClient,
+    http: ApiClient<Error>,
 }
 
 impl NomadClient {
     /// Builds a client from a configuration (see [`ClientConfig::nomad_from_env`]).
     pub fn new(config: &ClientConfig) -> Result<NomadClient, transport::Error> {
         Ok(NomadClient {
-            http: HttpClient::new(config)?,
+            http: ApiClient::new(HttpClient::new(config)?),
         })
     }
 
     /// The underlying HTTP client.
     pub fn http(&self) -> &HttpClient {
-        &self.http
-    }
-
-    async fn send(
-        &self,
-        op: impl FnOnce() -> String,
-        request: Request,
-    ) -> Result<transport::Response> {
-        self.http
-            .send(request)
-            .await
-            .map_err(|source| Error::Request {
-                op: op(),
-                source: Box::new(source),
-            })
-    }
-
-    async fn json<T: serde::de::DeserializeOwned>(
-        &self,
-        op: impl Fn() -> String,
-        request: Request,
-    ) -> Result<(T, transport::Response)> {
-        self.http
-            .send_json(request)
-            .await
-            .map_err(|source| Error::Request {
-                op: op(),
-                source: Box::new(source),
-            })
-    }
-
-    fn encode<T: serde::Serialize + ?Sized>(
-        what: &'static str,
-        request: Request,
-        body: &T,
-    ) -> Result<Request> {
-        request
-            .json(body)
-            .map_err(|source| Error::Encode { what, source })
+        self.http.http()
     }
 
     /// `GET /v1/deployment/:id`; `None` when unknown.
@@ -291,40 +268,19 @@ impl NomadClient {
         id: &str,
         opts: QueryOptions,
     ) -> Result<(Option<Deployment>, QueryMeta)> {
-        let request = Request::get("/v1/deployment")
-            .key(id)
-            .blocking(opts)
-            .accept(&[404]);
-        let response = self
-            .send(|| format!("read deployment {id}"), request)
-            .await?;
-        if response.status == 404 {
-            return Ok((None, response.meta));
-        }
-        let d = response.json().map_err(|source| Error::Request {
-            op: format!("read deployment {id}"),
-            source: Box::new(source),
-        })?;
-        Ok((Some(d), response.meta))
+        let request = Request::get("/v1/deployment").key(id).blocking(opts);
+        self.http
+            .optional(|| format!("read deployment {id}"), request)
+            .await
     }
 }
 
 impl NomadApi for NomadClient {
     async fn job_read(&self, id: &str, opts: QueryOptions) -> Result<(Option<Job>, QueryMeta)> {
-        let op = || format!("read job {id}");
-        let request = Request::get("/v1/job")
-            .key(id)
-            .blocking(opts)
-            .accept(&[404]);
-        let response = self.send(&op, request).await?;
-        if response.status == 404 {
-            return Ok((None, response.meta));
-        }
-        let job = response.json().map_err(|source| Error::Request {
-            op: op(),
-            source: Box::new(source),
-        })?;
-        Ok((Some(job), response.meta))
+        let request = Request::get("/v1/job").key(id).blocking(opts);
+        self.http
+            .optional(|| format!("read job {id}"), request)
+            .await
     }
 
     async fn job_register(
@@ -345,9 +301,13 @@ impl NomadApi for NomadClient {
         } else {
             Retry::UnsentOnly
         };
-        let request =
-            Self::encode("job register request", Request::post("/v1/jobs"), &body)?.retry(retry);
-        match self.json(|| format!("register job {id}"), request).await {
+        let request = ApiClient::encode("job register request", Request::post("/v1/jobs"), &body)?
+            .retry(retry);
+        match self
+            .http
+            .json(|| format!("register job {id}"), request)
+            .await
+        {
             Ok((r, _)) => Ok(r),
             Err(e)
                 if e.status() == Some(500)
@@ -364,22 +324,15 @@ impl NomadApi for NomadClient {
     }
 
     async fn job_versions(&self, id: &str, diffs: bool) -> Result<JobVersions> {
-        let op = || format!("read versions of job {id}");
-        let mut request = Request::get("/v1/job")
-            .key(id)
-            .key("versions")
-            .accept(&[404]);
+        let mut request = Request::get("/v1/job").key(id).key("versions");
         if diffs {
             request = request.query("diffs", "true");
         }
-        let response = self.send(&op, request).await?;
-        if response.status == 404 {
-            return Ok(JobVersions::default());
-        }
-        response.json().map_err(|source| Error::Request {
-            op: op(),
-            source: Box::new(source),
-        })
+        let (versions, _) = self
+            .http
+            .optional(|| format!("read versions of job {id}"), request)
+            .await?;
+        Ok(versions.unwrap_or_default())
     }
 
     async fn job_revert(
@@ -398,13 +351,14 @@ impl NomadApi for NomadClient {
         } else {
             Retry::UnsentOnly
         };
-        let request = Self::encode(
+        let request = ApiClient::encode(
             "job revert request",
             Request::post("/v1/job").key(id).key("revert"),
             &body,
         )?
         .retry(retry);
         match self
+            .http
             .json(|| format!("revert job {id} to version {version}"), request)
             .await
         {
@@ -430,7 +384,8 @@ impl NomadApi for NomadClient {
         if purge {
             request = request.query("purge", "true");
         }
-        self.json(|| format!("stop job {id}"), request)
+        self.http
+            .json(|| format!("stop job {id}"), request)
             .await
             .map(|(r, _)| r)
     }
@@ -442,12 +397,13 @@ impl NomadApi for NomadClient {
             diff,
             policy_override: false,
         };
-        let request = Self::encode(
+        let request = ApiClient::encode(
             "job plan request",
             Request::post("/v1/job").key(&id).key("plan"),
             &body,
         )?;
-        self.json(|| format!("plan job {id}"), request)
+        self.http
+            .json(|| format!("plan job {id}"), request)
             .await
             .map(|(r, _)| r)
     }
@@ -462,6 +418,7 @@ impl NomadApi for NomadClient {
             .key("allocations")
             .blocking(opts);
         let (allocs, response) = self
+            .http
             .json(|| format!("list allocations of job {id}"), request)
             .await?;
         Ok((allocs, response.meta))
@@ -477,6 +434,7 @@ impl NomadApi for NomadClient {
             .key("deployment")
             .blocking(opts);
         let (d, response) = self
+            .http
             .json(|| format!("read latest deployment of job {id}"), request)
             .await?;
         Ok((d, response.meta))
@@ -487,14 +445,18 @@ impl NomadApi for NomadClient {
         let request = Request::post("/v1/deployment/fail")
             .key(id)
             .retry(Retry::UnsentOnly);
-        self.json(|| format!("fail deployment {id}"), request)
+        self.http
+            .json(|| format!("fail deployment {id}"), request)
             .await
             .map(|(r, _)| r)
     }
 
     async fn services(&self, opts: QueryOptions) -> Result<(Vec<ServiceNamespace>, QueryMeta)> {
         let request = Request::get("/v1/services").blocking(opts);
-        let (s, response) = self.json(|| "list services".to_owned(), request).await?;
+        let (s, response) = self
+            .http
+            .json(|| "list services".to_owned(), request)
+            .await?;
         Ok((s, response.meta))
     }
 
@@ -505,18 +467,20 @@ impl NomadApi for NomadClient {
     ) -> Result<(Vec<ServiceRegistration>, QueryMeta)> {
         let request = Request::get("/v1/service").key(name).blocking(opts);
         let (s, response) = self
+            .http
             .json(|| format!("read service {name}"), request)
             .await?;
         Ok((s, response.meta))
     }
 
     async fn status_leader(&self) -> Result<String> {
-        self.json(
-            || "read the Raft leader".to_owned(),
-            Request::get("/v1/status/leader"),
-        )
-        .await
-        .map(|(v, _)| v)
+        self.http
+            .json(
+                || "read the Raft leader".to_owned(),
+                Request::get("/v1/status/leader"),
+            )
+            .await
+            .map(|(v, _)| v)
     }
 }
 

@@ -17,7 +17,9 @@ pub use config::{
     CONSUL_DEFAULT_RATE, ClientConfig, ConsulFlags, Endpoint, NOMAD_DEFAULT_RATE, NomadFlags,
     Overrides, RateLimit, RetryPolicy, Timeouts, TlsSettings, Token,
 };
-pub use http::{Body, HttpClient, MAX_API_BODY, Request, Response, Retry, read_capped};
+pub use http::{
+    ApiClient, Body, ClientError, HttpClient, MAX_API_BODY, Request, Response, Retry, read_capped,
+};
 pub use watch::{Change, Pacing, Watch, WatchUpdate};
 
 /// Which API a client talks to; used in error messages and headers.
