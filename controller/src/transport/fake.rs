@@ -106,16 +106,14 @@ impl<E> Recorder<E> {
     /// Replaces a successful `result` of `op` on `target` with the lost-answer error queued for
     /// it, if any. A failed call keeps its own error and leaves the queue alone.
     pub fn lost_answer<T>(&mut self, op: &str, target: &str, result: Result<T, E>) -> Result<T, E> {
-        if result.is_err() {
-            return result;
-        }
+        let value = result?;
         match self
             .lost_answers
             .iter()
             .position(|(o, t, _)| *o == op && target.contains(t.as_str()))
         {
             Some(pos) => Err(self.lost_answers.remove(pos).2),
-            None => result,
+            None => Ok(value),
         }
     }
 }
