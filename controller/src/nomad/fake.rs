@@ -453,6 +453,28 @@ impl FakeNomad {
         })
     }
 
+    /// Records a call that carries a job; returns the job object and its ID. A job without an
+    /// ID is refused as Nomad refuses it.
+    fn enter_job<'a>(
+        &self,
+        op: &'static str,
+        step: &str,
+        job: &'a Value,
+        index: Option<u64>,
+    ) -> Result<(&'a Value, String)> {
+        let raw = unwrap_job(job);
+        let id = raw
+            .get("ID")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned();
+        self.enter(op, &id, index)?;
+        if id.is_empty() {
+            return Err(Error::injected(step, 400, "Job ID hasn't been provided"));
+        }
+        Ok((raw, id))
+    }
+
     fn write<T>(&self, f: impl FnOnce(&mut State) -> T) -> T {
         self.model.write(|st, _| f(st))
     }
@@ -805,20 +827,7 @@ impl NomadApi for FakeNomad {
         job: &Value,
         enforce_index: Option<u64>,
     ) -> Result<JobWriteResponse> {
-        let raw = unwrap_job(job);
-        let id = raw
-            .get("ID")
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-            .to_owned();
-        self.enter("job_register", &id, enforce_index)?;
-        if id.is_empty() {
-            return Err(Error::injected(
-                "register job",
-                400,
-                "Job ID hasn't been provided",
-            ));
-        }
+        let (raw, id) = self.enter_job("job_register", "register job", job, enforce_index)?;
         let result = self.write(|st| {
             let current = st.current(&id).cloned();
             // Nomad's `validateJobUpdate`: a job's type never changes in place, not even for a
@@ -922,20 +931,7 @@ impl NomadApi for FakeNomad {
     }
 
     async fn job_plan(&self, job: &Value, _diff: bool) -> Result<PlanResponse> {
-        let raw = unwrap_job(job);
-        let id = raw
-            .get("ID")
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-            .to_owned();
-        self.enter("job_plan", &id, None)?;
-        if id.is_empty() {
-            return Err(Error::injected(
-                "plan job",
-                400,
-                "Job ID hasn't been provided",
-            ));
-        }
+        let (raw, id) = self.enter_job("job_plan", "plan job", job, None)?;
         let st = self.lock();
         Ok(plan(st.current(&id), &State::normalize(raw)))
     }
