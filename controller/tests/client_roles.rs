@@ -63,7 +63,9 @@ async fn a_double_implementing_only_the_kv_role_serves_a_kv_helper() {
         value: b"spec",
     };
     assert_eq!(
-        config_value(&double, "proxy-operator/config").await.unwrap(),
+        config_value(&double, "proxy-operator/config")
+            .await
+            .unwrap(),
         Some(b"spec".to_vec())
     );
     assert_eq!(config_value(&double, "other").await.unwrap(), None);
@@ -74,7 +76,9 @@ async fn every_full_consul_and_nomad_implementation_serves_the_role_helpers() {
     let consul = FakeConsul::new();
     consul.set("proxy-operator/config", "from the fake");
     assert_eq!(
-        config_value(&consul, "proxy-operator/config").await.unwrap(),
+        config_value(&consul, "proxy-operator/config")
+            .await
+            .unwrap(),
         Some(b"from the fake".to_vec())
     );
     let nomad = FakeNomad::new();

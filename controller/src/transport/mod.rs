@@ -2,6 +2,7 @@
 //! conventions, TLS, redacted tokens, rate limits, retries, timeouts and the one blocking-query
 //! helper every watch uses ([`Watch`]).
 
+mod client;
 mod config;
 #[cfg(any(test, feature = "test-support"))]
 pub mod fake;
@@ -13,13 +14,12 @@ use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
 
+pub use client::{ApiClient, ClientError};
 pub use config::{
     CONSUL_DEFAULT_RATE, ClientConfig, ConsulFlags, Endpoint, NOMAD_DEFAULT_RATE, NomadFlags,
     Overrides, RateLimit, RetryPolicy, Timeouts, TlsSettings, Token,
 };
-pub use http::{
-    ApiClient, Body, ClientError, HttpClient, MAX_API_BODY, Request, Response, Retry, read_capped,
-};
+pub use http::{Body, HttpClient, MAX_API_BODY, Request, Response, Retry, read_capped};
 pub use watch::{Change, Pacing, Watch, WatchUpdate};
 
 /// Which API a client talks to; used in error messages and headers.
