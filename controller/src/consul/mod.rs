@@ -1,8 +1,11 @@
 //! Consul HTTP client behind the [`ConsulApi`] trait: KV with CAS, blocking reads,
 //! transactions (the `check-session` fence of DESIGN §6), sessions and locks, catalog and health.
 //!
-//! [`ConsulClient`] talks HTTP through [`crate::transport`]; `fake::FakeConsul` (feature `test-support`) is an
-//! in-memory implementation for unit tests of the loop. Watches drive either through
+//! [`ConsulClient`] talks HTTP through [`crate::transport`]. Code that needs only a slice of the
+//! API asks for a role trait from [`roles`] (`ConsulKv`, `ConsulTxn`, `ConsulSessions`,
+//! `ConsulCatalog`, `ConsulStatus`); every `ConsulApi` is every role. `fake::FakeConsul`
+//! (behind `cfg(test)` or the `test-support` feature) is an in-memory implementation on the
+//! twin's Consul store for unit tests of the loop. Watches drive either through
 //! [`crate::transport::Watch`].
 
 #[cfg(any(test, feature = "test-support"))]
@@ -177,7 +180,8 @@ impl Error {
 
 /// The Consul calls the operator makes. Reads take [`QueryOptions`] (index 0: answer at once)
 /// and return [`QueryMeta`]; drive them with [`crate::transport::Watch`] to watch.
-/// CAS and lock failures are `Ok(false)`, as Consul answers them, not errors.
+/// CAS and lock failures are `Ok(false)`, as Consul answers them, not errors. The slices of it
+/// that callers use are the role traits in [`roles`].
 pub trait ConsulApi: Send + Sync {
     /// Reads one key; `None` when absent.
     fn kv_get(

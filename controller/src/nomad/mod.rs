@@ -1,8 +1,10 @@
 //! Nomad HTTP client behind the [`NomadApi`] trait: register with `EnforceIndex`, read,
 //! versions, revert with `EnforcePriorVersion`, stop, plan, allocations, deployments, services.
 //!
-//! [`NomadClient`] talks HTTP through [`crate::transport`]; `fake::FakeNomad` (feature `test-support`) is an in-memory
-//! implementation for unit tests of the loop.
+//! [`NomadClient`] talks HTTP through [`crate::transport`]. Code that needs only a slice of the
+//! API asks for a role trait from [`roles`] (`NomadJobs`, `NomadDeployments`, `NomadServices`,
+//! `NomadStatus`); every `NomadApi` is every role. `fake::FakeNomad` (behind `cfg(test)` or
+//! the `test-support` feature) is an in-memory implementation for unit tests of the loop.
 
 #[cfg(any(test, feature = "test-support"))]
 pub mod fake;
@@ -128,7 +130,8 @@ impl Error {
 }
 
 /// The Nomad calls the operator makes. Reads take [`QueryOptions`] and return [`QueryMeta`]
-/// (`X-Nomad-Index`); drive them with [`crate::transport::Watch`] to watch.
+/// (`X-Nomad-Index`); drive them with [`crate::transport::Watch`] to watch. The slices of it
+/// that callers use are the role traits in [`roles`].
 pub trait NomadApi: Send + Sync {
     /// Reads a job; `None` when it does not exist (or was purged).
     fn job_read(
