@@ -450,3 +450,35 @@ fn kv_values_never_show_in_debug_output_only_length_and_digest() {
     };
     assert!(!format!("{results:?}").contains("SENTINEL"));
 }
+
+#[tokio::test]
+async fn fake_answers_with_the_twin_stores_rules_and_error_texts() {
+    let c = FakeConsul::new();
+    let err = c
+        .session_create(&SessionRequest {
+            name: "short".into(),
+            ttl: Some(Duration::from_secs(5)),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.status(), Some(500), "{err}");
+    assert!(err.to_string().contains("Invalid Session TTL"), "{err}");
+    let err = c
+        .session_create(&SessionRequest {
+            name: "elsewhere".into(),
+            node: Some("no-such-node".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("Missing node registration"),
+        "{err}"
+    );
+    let huge = vec![b'x'; 512 * 1024 + 1];
+    let err = c.kv_put("p/status", &huge, None).await.unwrap_err();
+    assert_eq!(err.status(), Some(413), "{err}");
+    assert!(!err.is_retryable(), "an oversized value never fits: {err}");
+    assert!(c.value("p/status").is_none(), "nothing written");
+}
