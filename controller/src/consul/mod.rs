@@ -21,7 +21,7 @@ pub(crate) use roles::role_trait;
 pub use types::*;
 
 use crate::transport::{
-    self, ApiClient, ClientConfig, HttpClient, QueryMeta, QueryOptions, Request, Retry,
+    self, ApiClient, ClientConfig, ClientError, HttpClient, QueryMeta, QueryOptions, Request, Retry,
 };
 
 /// Errors of the Consul client.
@@ -139,15 +139,12 @@ impl Error {
     /// True when the same call may succeed later (network trouble, 429, transient 5xx).
     /// Conflicts, 4xx and lost sessions are terminal.
     pub fn is_retryable(&self) -> bool {
-        match self {
-            Error::Request { source, .. } => source.is_retryable(),
-            _ => false,
-        }
+        self.transport_retryable()
     }
 
     /// True for 401/403 (wrong or missing token, missing permission).
     pub fn is_forbidden(&self) -> bool {
-        matches!(self, Error::Request { source, .. } if source.is_forbidden())
+        self.transport_forbidden()
     }
 
     /// True when a transaction's check failed: another writer or a lost lock.
@@ -157,24 +154,12 @@ impl Error {
 
     /// The HTTP status, when the server answered with an error.
     pub fn status(&self) -> Option<u16> {
-        match self {
-            Error::Request { source, .. } => source.status(),
-            _ => None,
-        }
+        self.transport_status()
     }
 
     /// An error as the server would produce it with `status`; for fakes and tests.
     pub fn injected(op: &str, status: u16, message: &str) -> Error {
-        Error::Request {
-            op: op.to_owned(),
-            source: Box::new(transport::Error::from_status(
-                transport::Api::Consul,
-                "GET",
-                "/v1/injected",
-                status,
-                message,
-            )),
-        }
+        Error::answered(op, status, message)
     }
 }
 
@@ -302,7 +287,9 @@ pub trait ConsulApi: Send + Sync {
     fn status_leader(&self) -> impl Future<Output = Result<String>> + Send;
 }
 
-impl transport::ClientError for Error {
+impl ClientError for Error {
+    const API: transport::Api = transport::Api::Consul;
+
     fn request(op: String, source: transport::Error) -> Self {
         Error::Request {
             op,
@@ -312,6 +299,13 @@ impl transport::ClientError for Error {
 
     fn encode(what: &'static str, source: serde_json::Error) -> Self {
         Error::Encode { what, source }
+    }
+
+    fn transport(&self) -> Option<&transport::Error> {
+        match self {
+            Error::Request { source, .. } => Some(source),
+            _ => None,
+        }
     }
 }
 

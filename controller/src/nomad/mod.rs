@@ -17,7 +17,7 @@ use serde_json::Value;
 pub use types::*;
 
 use crate::transport::{
-    self, ApiClient, ClientConfig, HttpClient, QueryMeta, QueryOptions, Request, Retry,
+    self, ApiClient, ClientConfig, ClientError, HttpClient, QueryMeta, QueryOptions, Request, Retry,
 };
 
 /// Prefix of Nomad's answer when an `EnforceIndex` check fails (`RegisterEnforceIndexErrPrefix`
@@ -77,15 +77,12 @@ impl Error {
     /// True when the same call may succeed later (network trouble, 429, transient 5xx).
     /// Conflicts, validation errors and 4xx are terminal.
     pub fn is_retryable(&self) -> bool {
-        match self {
-            Error::Request { source, .. } => source.is_retryable(),
-            _ => false,
-        }
+        self.transport_retryable()
     }
 
     /// True for 401/403.
     pub fn is_forbidden(&self) -> bool {
-        matches!(self, Error::Request { source, .. } if source.is_forbidden())
+        self.transport_forbidden()
     }
 
     /// True for `EnforceIndex` and `EnforcePriorVersion` conflicts.
@@ -98,10 +95,7 @@ impl Error {
 
     /// The HTTP status, when the server answered with an error.
     pub fn status(&self) -> Option<u16> {
-        match self {
-            Error::Request { source, .. } => source.status(),
-            _ => None,
-        }
+        self.transport_status()
     }
 
     /// The server's error text, when it answered with an error.
@@ -116,16 +110,7 @@ impl Error {
 
     /// An error as the server would produce it with `status`; for fakes and tests.
     pub fn injected(op: &str, status: u16, message: &str) -> Error {
-        Error::Request {
-            op: op.to_owned(),
-            source: Box::new(transport::Error::from_status(
-                transport::Api::Nomad,
-                "GET",
-                "/v1/injected",
-                status,
-                message,
-            )),
-        }
+        Error::answered(op, status, message)
     }
 }
 
@@ -233,7 +218,9 @@ fn job_id<'a>(job: &'a Value, op: &'static str) -> Result<&'a str> {
         .ok_or(Error::MissingJobId { op })
 }
 
-impl transport::ClientError for Error {
+impl ClientError for Error {
+    const API: transport::Api = transport::Api::Nomad;
+
     fn request(op: String, source: transport::Error) -> Self {
         Error::Request {
             op,
@@ -243,6 +230,13 @@ impl transport::ClientError for Error {
 
     fn encode(what: &'static str, source: serde_json::Error) -> Self {
         Error::Encode { what, source }
+    }
+
+    fn transport(&self) -> Option<&transport::Error> {
+        match self {
+            Error::Request { source, .. } => Some(source),
+            _ => None,
+        }
     }
 }
 

@@ -6,15 +6,44 @@ use std::marker::PhantomData;
 
 use serde::de::DeserializeOwned;
 
-use super::{Error, HttpClient, QueryMeta, Request, Response};
+use super::{Api, Error, HttpClient, QueryMeta, Request, Response};
 
 /// How an API client's error type reports a failed request and an unencodable body, so the
 /// Consul and Nomad clients share one [`ApiClient`] instead of each wrapping [`HttpClient`].
 pub trait ClientError: Sized {
+    /// The API whose errors these are.
+    const API: Api;
+
     /// A request that failed at step `op` (`read KV key x`).
     fn request(op: String, source: Error) -> Self;
+
     /// A request body that could not be encoded.
     fn encode(what: &'static str, source: serde_json::Error) -> Self;
+
+    /// The transport failure inside, when the error is one.
+    fn transport(&self) -> Option<&Error>;
+
+    /// True when the same call may succeed later (see [`Error::is_retryable`]); errors that
+    /// are not transport failures (conflicts, validation) never are.
+    fn transport_retryable(&self) -> bool {
+        self.transport().is_some_and(Error::is_retryable)
+    }
+
+    /// True for 401/403.
+    fn transport_forbidden(&self) -> bool {
+        self.transport().is_some_and(Error::is_forbidden)
+    }
+
+    /// The HTTP status, when the server answered with an error.
+    fn transport_status(&self) -> Option<u16> {
+        self.transport().and_then(Error::status)
+    }
+
+    /// An error as the server would answer step `op` with `status`; for fakes and tests.
+    fn answered(op: &str, status: u16, message: &str) -> Self {
+        let source = Error::from_status(Self::API, "GET", "/v1/injected", status, message);
+        Self::request(op.to_owned(), source)
+    }
 }
 
 /// An [`HttpClient`] whose failures name the step and come back as the API's error `E`.
