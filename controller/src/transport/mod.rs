@@ -2,7 +2,10 @@
 //! conventions, TLS, redacted tokens, rate limits, retries, timeouts and the one blocking-query
 //! helper every watch uses ([`Watch`]).
 
+mod client;
 mod config;
+#[cfg(any(test, feature = "test-support"))]
+pub mod fake;
 mod http;
 mod tls;
 mod watch;
@@ -11,11 +14,12 @@ use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
 
+pub use client::{ApiClient, ClientError};
 pub use config::{
     CONSUL_DEFAULT_RATE, ClientConfig, ConsulFlags, Endpoint, NOMAD_DEFAULT_RATE, NomadFlags,
     Overrides, RateLimit, RetryPolicy, Timeouts, TlsSettings, Token,
 };
-pub use http::{Body, HttpClient, Request, Response, Retry};
+pub use http::{Body, HttpClient, MAX_API_BODY, Request, Response, Retry, read_capped};
 pub use watch::{Change, Pacing, Watch, WatchUpdate};
 
 /// Which API a client talks to; used in error messages and headers.
@@ -208,6 +212,19 @@ pub enum Error {
         status: u16,
         /// The plain-text error body (truncated, token scrubbed).
         message: String,
+    },
+    /// The answer's body was longer than the client reads (a misbehaving server or proxy).
+    /// Terminal: the same request would get the same answer.
+    #[error("{api}'s answer to {method} {path} is larger than {} MiB; not read", .limit / (1024 * 1024))]
+    BodyTooLarge {
+        /// Which API.
+        api: Api,
+        /// HTTP method.
+        method: String,
+        /// Request path.
+        path: String,
+        /// The cap, in bytes.
+        limit: usize,
     },
     /// The answer did not have the documented shape.
     #[error("failed to decode {api}'s answer to {method} {path}: {source}")]
