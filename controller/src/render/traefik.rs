@@ -304,21 +304,7 @@ pub struct Empty {}
 /// nanosecond: the largest unit that divides the value. Rounding (`500us` to `0s`) once made
 /// Traefik panic on a zero ticker and changed rate limits silently.
 pub fn go_duration(d: Duration) -> String {
-    let ns = d.as_nanos();
-    if ns == 0 {
-        return "0s".to_string();
-    }
-    for (unit, per) in [
-        ("m", 60_000_000_000u128),
-        ("s", 1_000_000_000),
-        ("ms", 1_000_000),
-        ("us", 1_000),
-    ] {
-        if ns.is_multiple_of(per) {
-            return format!("{}{unit}", ns / per);
-        }
-    }
-    format!("{ns}ns")
+    ::go_duration::format_whole(d, ::go_duration::LargestUnit::Minute)
 }
 
 /// The rule Traefik applies to services without a router rule: `<service>.<domain suffix>`.

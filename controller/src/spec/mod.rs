@@ -22,6 +22,7 @@
 //! - Basic-auth users are accepted only by reference (`usersFrom`); an inline `users` field is
 //!   an error, because this document lives unencrypted in Consul KV and is echoed in status.
 
+pub mod digest;
 mod duration;
 mod env;
 mod parse;
@@ -38,6 +39,7 @@ pub use env::{EnvError, from_env};
 pub use parse::{MAX_DEPTH, MAX_DOCUMENT_BYTES, parse};
 pub use scrub::looks_secret;
 pub use types::*;
+pub use validate::port_label;
 pub use validate::{
     CertificatePaths, ListenAddress, Listener, ResolvedAcme, ResolvedRateLimit, ResolvedRollout,
     ValidatedSpec, validate,

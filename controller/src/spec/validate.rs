@@ -7,7 +7,6 @@ use std::path::{Component, Path, PathBuf};
 use std::time::Duration;
 
 use ipnet::IpNet;
-use sha2::{Digest, Sha256};
 
 use super::duration::parse_duration;
 use super::types::*;
@@ -674,9 +673,10 @@ pub fn validate(config: &ProxyConfig) -> Result<ValidatedSpec, ValidationErrors>
     })
 }
 
-/// The Nomad port label the renderer gives an entry point (`-` becomes `_`); kept equal to
-/// `render::nomad_job::port_label` by a test.
-fn nomad_port_label(name: &str) -> String {
+/// The Nomad port label of an entry point: labels allow only `[A-Za-z0-9_]`, so every other
+/// character becomes `_`. Validation refuses names that collide this way; the renderer labels
+/// the job's ports with it.
+pub fn port_label(name: &str) -> String {
     name.chars()
         .map(|c| {
             if c.is_ascii_alphanumeric() || c == '_' {
@@ -699,43 +699,9 @@ fn digest_of(config: &ProxyConfig) -> String {
     let mut spec = config.spec.clone();
     spec.paused = false;
     spec.retry_nonce = None;
-    let value = serde_json::json!({ "apiVersion": config.api_version, "spec": spec });
-    let mut canonical = String::new();
-    write_canonical(&value, &mut canonical);
-    let hash = Sha256::digest(canonical.as_bytes());
-    hash.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-/// JSON with object keys sorted and no whitespace, so the digest does not depend on field order.
-fn write_canonical(value: &serde_json::Value, out: &mut String) {
-    use serde_json::Value;
-    match value {
-        Value::Object(map) => {
-            let mut keys: Vec<&String> = map.keys().collect();
-            keys.sort();
-            out.push('{');
-            for (i, key) in keys.iter().enumerate() {
-                if i > 0 {
-                    out.push(',');
-                }
-                out.push_str(&Value::String((*key).clone()).to_string());
-                out.push(':');
-                write_canonical(&map[*key], out);
-            }
-            out.push('}');
-        }
-        Value::Array(items) => {
-            out.push('[');
-            for (i, item) in items.iter().enumerate() {
-                if i > 0 {
-                    out.push(',');
-                }
-                write_canonical(item, out);
-            }
-            out.push(']');
-        }
-        other => out.push_str(&other.to_string()),
-    }
+    super::digest::digest_json(
+        &serde_json::json!({ "apiVersion": config.api_version, "spec": spec }),
+    )
 }
 
 #[derive(Default)]
@@ -1002,14 +968,13 @@ impl Validator {
                 self.error(&path, format!("{name:?} is not an entry point name; start with a letter, then letters, digits, '-' or '_'"));
             } else if ["web", "websecure", "metrics", "traefik", "internal"]
                 .iter()
-                .any(|r| nomad_port_label(name) == nomad_port_label(r))
+                .any(|r| port_label(name) == port_label(r))
             {
                 self.error(&path, format!("{name:?} is reserved; web and websecure are set directly under entryPoints, metrics, traefik and internal are used by the operator"));
-            } else if let Some((other, _)) = all
-                .iter()
-                .find(|(n, _)| nomad_port_label(n) == nomad_port_label(name))
+            } else if let Some((other, _)) =
+                all.iter().find(|(n, _)| port_label(n) == port_label(name))
             {
-                self.error(&path, format!("{name:?} and {other:?} become the same Nomad port label {:?} ('-' maps to '_'); rename one", nomad_port_label(name)));
+                self.error(&path, format!("{name:?} and {other:?} become the same Nomad port label {:?} ('-' maps to '_'); rename one", port_label(name)));
             }
             all.push((name.clone(), ep));
         }
