@@ -11,8 +11,6 @@
 //! back; `kv_digest` covers the KV entries.
 
 pub mod caddy;
-mod from_spec;
-pub mod model;
 pub mod nomad_job;
 pub mod traefik;
 
@@ -20,12 +18,11 @@ use std::collections::BTreeMap;
 
 use serde_json::Value;
 
-use crate::spec::ValidatedSpec;
+use crate::spec::{UsersFrom, ValidatedSpec};
 
 pub use crate::spec::digest::{digest_json, digest_kv};
+pub use crate::spec::model::{self, Model};
 pub use caddy::CaddyService;
-pub use from_spec::internal_address;
-pub use model::Model;
 
 /// Job Meta key naming the operator instance that owns the job.
 pub const META_OWNER: &str = "proxy-operator/owner";
@@ -171,8 +168,7 @@ impl std::fmt::Debug for Rendered {
 /// Renders every artefact of a validated spec: the proxy's Nomad job (Meta stamped), and for
 /// Traefik its static config and KV policy entries, or for Caddy its initial JSON config.
 pub fn render(spec: &ValidatedSpec, ctx: &RenderContext) -> Result<Rendered> {
-    let model = Model::from_spec(spec, ctx.basic_auth_users.as_deref())?;
-    render_model(&model, ctx)
+    render_model(&with_secrets(spec, ctx)?, ctx)
 }
 
 /// Caddy's live JSON config for a validated spec and the services discovered in the catalog
@@ -182,8 +178,33 @@ pub fn caddy_config(
     ctx: &RenderContext,
     services: &[CaddyService],
 ) -> Result<Value> {
-    let model = Model::from_spec(spec, ctx.basic_auth_users.as_deref())?;
-    caddy::render_caddy(&model, services)
+    caddy::render_caddy(&with_secrets(spec, ctx)?, services)
+}
+
+/// The proxy's internal listener, which the health gate probes (see
+/// [`model::Dashboard::address`]).
+pub fn internal_address(spec: &ValidatedSpec) -> model::ListenAddr {
+    spec.model().dashboard.address.clone()
+}
+
+/// The spec's model with the basic-auth users the caller read from the spec's `usersFrom`
+/// reference; they are required when basic auth is on.
+fn with_secrets(spec: &ValidatedSpec, ctx: &RenderContext) -> Result<Model> {
+    let mut model = spec.model().clone();
+    if let (Some(auth), Some(reference)) = (&mut model.policy.basic_auth, spec.basic_auth()) {
+        let users = ctx
+            .basic_auth_users
+            .as_ref()
+            .ok_or_else(|| Error::UnresolvedSecret {
+                field: "spec.middlewares.basicAuth.usersFrom".to_string(),
+                reference: match &reference.users_from {
+                    UsersFrom::ConsulKey(key) => format!("Consul key {key}"),
+                    UsersFrom::File(file) => format!("file {file}"),
+                },
+            })?;
+        auth.users = users.clone();
+    }
+    Ok(model)
 }
 
 /// Renders every artefact of a resolved model.

@@ -11,7 +11,7 @@ use std::time::Duration;
 use serde::Serialize;
 
 use super::Error;
-use super::model::{Model, Primary};
+use super::model::{DiscoveryPrimary, Model};
 
 /// Name of the internal entry point hosting `/ping` and the API.
 pub const INTERNAL_ENTRY_POINT: &str = "traefik";
@@ -370,7 +370,7 @@ pub fn static_config(model: &Model, kv_prefix: &str) -> StaticConfig {
     // other one routes only services whose tags give a rule.
     let nomad = NomadProvider {
         exposed_by_default: d.nomad.exposed_by_default,
-        default_rule: (d.primary == Primary::Nomad).then(|| rule.clone()),
+        default_rule: (d.primary == DiscoveryPrimary::Nomad).then(|| rule.clone()),
         refresh_interval: go_duration(d.nomad.refresh_interval),
         watch: d.nomad.watch,
         namespaces: d.nomad.namespace.iter().cloned().collect(),
@@ -384,7 +384,7 @@ pub fn static_config(model: &Model, kv_prefix: &str) -> StaticConfig {
     });
     let consul_catalog = ConsulCatalogProvider {
         exposed_by_default: d.consul.exposed_by_default,
-        default_rule: (d.primary == Primary::Consul).then(|| rule.clone()),
+        default_rule: (d.primary == DiscoveryPrimary::Consul).then(|| rule.clone()),
         refresh_interval: go_duration(d.consul.refresh_interval),
         endpoint: ConsulEndpoint {
             address: d.consul.address.clone(),

@@ -25,6 +25,7 @@
 pub mod digest;
 mod duration;
 mod env;
+pub mod model;
 mod parse;
 mod scrub;
 pub mod status;
@@ -40,10 +41,7 @@ pub use parse::{MAX_DEPTH, MAX_DOCUMENT_BYTES, parse};
 pub use scrub::looks_secret;
 pub use types::*;
 pub use validate::port_label;
-pub use validate::{
-    CertificatePaths, ListenAddress, Listener, ResolvedAcme, ResolvedRateLimit, ResolvedRollout,
-    ValidatedSpec, validate,
-};
+pub use validate::{ListenAddress, ValidatedSpec, validate};
 
 /// One problem with a document: where (`spec.middlewares.ipAllowList.sourceRange[2]`) and what
 /// would be valid. An empty path means the document as a whole.

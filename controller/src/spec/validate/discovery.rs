@@ -1,19 +1,11 @@
 //! `spec.discovery`: where Traefik finds services (Consul catalog, Nomad services) and how often.
 
-use std::time::Duration;
-
 use super::field::Validator;
-use crate::spec::{Discovery, Scheme};
+use crate::spec::model::{ConsulDiscovery, Discovery, NomadDiscovery};
+use crate::spec::{self, Scheme};
 
-/// The discovery durations, parsed (`None` where invalid).
-pub(super) struct Intervals {
-    pub(super) consul_refresh: Option<Duration>,
-    pub(super) nomad_refresh: Option<Duration>,
-    pub(super) throttle: Option<Duration>,
-}
-
-/// Checks `spec.discovery`.
-pub(super) fn check(v: &mut Validator, d: &Discovery) -> Intervals {
+/// Checks `spec.discovery` and resolves it (durations parsed, the scheme spelled out).
+pub(super) fn check(v: &mut Validator, d: &spec::Discovery) -> Discovery {
     if d.consul.address.contains("://") {
         v.error(
             "spec.discovery.consul.address",
@@ -52,9 +44,27 @@ pub(super) fn check(v: &mut Validator, d: &Discovery) -> Intervals {
         v.identifier("spec.discovery.nomad.namespace", ns);
     }
 
-    Intervals {
-        consul_refresh,
-        nomad_refresh,
-        throttle,
+    Discovery {
+        primary: d.primary,
+        nomad: NomadDiscovery {
+            address: d.nomad.address.clone(),
+            namespace: d.nomad.namespace.clone(),
+            refresh_interval: nomad_refresh.unwrap_or_default(),
+            exposed_by_default: d.nomad.exposed_by_default,
+            watch: d.nomad.watch,
+        },
+        consul: ConsulDiscovery {
+            address: d.consul.address.clone(),
+            scheme: match d.consul.scheme {
+                Scheme::Http => "http",
+                Scheme::Https => "https",
+            }
+            .to_string(),
+            datacenter: d.consul.datacenter.clone(),
+            ca_file: d.consul.ca_file.clone(),
+            refresh_interval: consul_refresh.unwrap_or_default(),
+            exposed_by_default: d.consul.exposed_by_default,
+        },
+        throttle: throttle.unwrap_or_default(),
     }
 }

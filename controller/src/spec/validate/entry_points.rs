@@ -1,8 +1,13 @@
-//! `spec.entryPoints`: names, addresses, redirects, and listeners that would share a port.
+//! `spec.entryPoints`, `spec.metrics` and `spec.dashboard`: every listener of the proxy, their
+//! names, addresses and redirects, and listeners that would share a port.
 
-use super::Listener;
 use super::field::{ListenAddress, Validator};
-use crate::spec::{EntryPoint, EntryPoints};
+use crate::spec::model::{Dashboard, EntryPoint, ListenAddr};
+use crate::spec::{self, EntryPoints, ProxyConfigSpec, ProxyKind};
+
+/// Where the internal listener goes when the spec turns the dashboard off: Traefik still needs
+/// an entry point for `/ping` and the API the health gate reads; loopback keeps it private.
+const FALLBACK_INTERNAL: (&str, u16) = ("127.0.0.1", 8080);
 
 /// The Nomad port label of an entry point: labels allow only `[A-Za-z0-9_]`, so every other
 /// character becomes `_`. Validation refuses names that collide this way; the renderer labels
@@ -26,14 +31,34 @@ fn entry_point_path(name: &str) -> String {
     }
 }
 
-/// Checks that no two listeners (entry points, metrics, dashboard) claim the same port.
-pub(super) fn check_sockets(
+/// Checks `spec.metrics` and `spec.dashboard`, and that no two listeners (entry points,
+/// metrics, dashboard) claim the same port. Returns the metrics entry point (Traefik only:
+/// Caddy serves metrics on its admin API) and the dashboard with its internal listener.
+pub(super) fn check_listeners(
     v: &mut Validator,
-    listeners: &[Listener],
-    metrics_address: Option<&ListenAddress>,
-    dashboard_address: Option<&ListenAddress>,
-) {
-    let mut sockets: Vec<(String, ListenAddress)> = listeners
+    spec: &ProxyConfigSpec,
+    entry_points: &[EntryPoint],
+) -> (Option<ListenAddr>, Dashboard) {
+    let metrics_address = if spec.metrics.prometheus {
+        v.listen("spec.metrics.address", &spec.metrics.address)
+    } else {
+        None
+    };
+    let dashboard_address = if spec.dashboard.enabled {
+        v.listen("spec.dashboard.address", &spec.dashboard.address)
+    } else {
+        None
+    };
+    if spec.dashboard.insecure && !spec.dashboard.enabled {
+        v.error(
+            "spec.dashboard.insecure",
+            "insecure: true needs enabled: true; there is no dashboard to expose",
+        );
+    }
+    if spec.dashboard.insecure && spec.proxy == ProxyKind::Caddy {
+        v.error("spec.dashboard.insecure", "insecure is Traefik-only (api.insecure); Caddy's admin API always stays on localhost. Remove it or set proxy: traefik");
+    }
+    let mut sockets: Vec<(String, ListenAddr)> = entry_points
         .iter()
         .map(|l| {
             (
@@ -42,25 +67,55 @@ pub(super) fn check_sockets(
             )
         })
         .collect();
-    if let Some(a) = metrics_address {
-        sockets.push(("spec.metrics.address".into(), a.clone()));
+    if let Some(a) = &metrics_address {
+        sockets.push(("spec.metrics.address".into(), a.into()));
     }
-    if let Some(a) = dashboard_address {
-        sockets.push(("spec.dashboard.address".into(), a.clone()));
+    if let Some(a) = &dashboard_address {
+        sockets.push(("spec.dashboard.address".into(), a.into()));
     }
+    // Hosts do not matter: the job reserves each port as a static host port, and Nomad refuses
+    // one port reserved twice ("Static port 80 already reserved") even for two addresses.
     for (i, (path, addr)) in sockets.iter().enumerate() {
-        if let Some((other, _)) = sockets[..i].iter().find(|(_, a)| a.overlaps(addr)) {
+        if let Some((other, _)) = sockets[..i].iter().find(|(_, a)| a.port == addr.port) {
             v.error(
                 path,
-                format!("{addr} conflicts with {other}; every listener needs its own port (Nomad reserves host ports, whatever the address)"),
+                format!("{} conflicts with {other}; every listener needs its own port (Nomad reserves host ports, whatever the address)", addr.to_addr_string()),
             );
         }
+    }
+    let metrics = match spec.proxy {
+        ProxyKind::Traefik => metrics_address.as_ref().map(ListenAddr::from),
+        ProxyKind::Caddy => None,
+    };
+    let dashboard = Dashboard {
+        enabled: spec.dashboard.enabled,
+        insecure: spec.dashboard.insecure,
+        address: internal_address(spec.proxy, dashboard_address.as_ref()),
+    };
+    (metrics, dashboard)
+}
+
+/// The proxy's internal listener, which the health gate probes: Traefik's `traefik` entry point
+/// (`/ping`, `/api/rawdata`) at `dashboard.address`, or Caddy's admin API, which always stays on
+/// `localhost` at the dashboard's port. With the dashboard off, Traefik's falls back to
+/// `127.0.0.1:8080`, since `/ping` and the API are still needed.
+fn internal_address(proxy: ProxyKind, dashboard: Option<&ListenAddress>) -> ListenAddr {
+    let addr = dashboard.map(ListenAddr::from).unwrap_or(ListenAddr {
+        host: FALLBACK_INTERNAL.0.to_string(),
+        port: FALLBACK_INTERNAL.1,
+    });
+    match proxy {
+        ProxyKind::Traefik => addr,
+        ProxyKind::Caddy => ListenAddr {
+            host: "localhost".to_string(),
+            port: addr.port,
+        },
     }
 }
 
 impl Validator {
-    pub(super) fn entry_points(&mut self, eps: &EntryPoints) -> Vec<Listener> {
-        let mut all: Vec<(String, &EntryPoint)> = vec![
+    pub(super) fn entry_points(&mut self, eps: &EntryPoints) -> Vec<EntryPoint> {
+        let mut all: Vec<(String, &spec::EntryPoint)> = vec![
             ("web".into(), &eps.web),
             ("websecure".into(), &eps.websecure),
         ];
@@ -114,12 +169,21 @@ impl Validator {
                 }
             }
             if let Some(address) = address {
-                listeners.push(Listener {
+                listeners.push(EntryPoint {
                     name: name.clone(),
-                    address,
+                    address: ListenAddr::from(&address),
+                    tls: false,
                     redirect_to: ep.redirect_to.clone(),
                 });
             }
+        }
+        // An entry point serves TLS when it is `websecure` or the target of an HTTPS redirect.
+        let targets: Vec<String> = listeners
+            .iter()
+            .filter_map(|l| l.redirect_to.clone())
+            .collect();
+        for l in &mut listeners {
+            l.tls = l.name == "websecure" || targets.contains(&l.name);
         }
         listeners
     }

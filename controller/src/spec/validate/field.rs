@@ -22,11 +22,7 @@ pub struct ListenAddress {
 
 impl fmt::Display for ListenAddress {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match &self.host {
-            None => write!(f, ":{}", self.port),
-            Some(h) if h.contains(':') => write!(f, "[{h}]:{}", self.port),
-            Some(h) => write!(f, "{h}:{}", self.port),
-        }
+        crate::spec::model::ListenAddr::from(self).fmt(f)
     }
 }
 
@@ -65,13 +61,6 @@ impl ListenAddress {
             ));
         };
         Ok(Self { host, port })
-    }
-
-    /// Whether two listeners would fight over the same port. Hosts do not matter: the job
-    /// reserves each port as a static host port, and Nomad refuses one port reserved twice
-    /// ("Static port 80 already reserved") even for two different addresses.
-    pub(super) fn overlaps(&self, other: &Self) -> bool {
-        self.port == other.port
     }
 }
 

@@ -2,6 +2,7 @@
 //! count) filled in.
 
 use super::field::Validator;
+use crate::spec::model::{self, JobSettings};
 use crate::spec::{CommandDriver, DockerDriver, Driver, Job, JobType, ProxyKind};
 
 /// Default Traefik version (what `scripts/bootstrap` installs and tests run).
@@ -9,8 +10,9 @@ const DEFAULT_TRAEFIK_VERSION: &str = "3.7.15";
 /// Default Caddy version.
 const DEFAULT_CADDY_VERSION: &str = "2.11.7";
 
-/// Checks `spec.job` and fills in its defaults.
-pub(super) fn check(v: &mut Validator, job: &mut Job, proxy: ProxyKind) {
+/// Checks `spec.job`, fills in its defaults (in the document too, so its digest and
+/// re-serialisation carry them) and resolves it.
+pub(super) fn check(v: &mut Validator, job: &mut Job, proxy: ProxyKind) -> JobSettings {
     v.nomad_id("spec.job.id", &job.id);
     if !job.cert_volume.is_empty() {
         v.identifier("spec.job.certVolume", &job.cert_volume);
@@ -87,6 +89,41 @@ pub(super) fn check(v: &mut Validator, job: &mut Job, proxy: ProxyKind) {
                 job.resources.memory_mb
             ),
         );
+    }
+    resolve(job)
+}
+
+fn resolve(job: &Job) -> JobSettings {
+    // `check` always fills the driver in; an absent one resolves like the default, docker.
+    let driver = match &job.driver {
+        Some(Driver::RawExec(c)) => model::Driver::RawExec {
+            command: c.command.clone(),
+            args: c.args.clone(),
+        },
+        Some(Driver::Exec(c)) => model::Driver::Exec {
+            command: c.command.clone(),
+            args: c.args.clone(),
+        },
+        Some(Driver::Docker(d)) => model::Driver::Docker {
+            image: d.image.clone().unwrap_or_default(),
+        },
+        None => model::Driver::Docker {
+            image: String::new(),
+        },
+    };
+    JobSettings {
+        id: job.id.clone(),
+        system: job.job_type == JobType::System,
+        count: job.count.unwrap_or(1),
+        datacenters: job.datacenters.clone(),
+        namespace: Some(job.namespace.clone()),
+        region: job.region.clone(),
+        node_pool: Some(job.node_pool.clone()),
+        driver,
+        cpu: job.resources.cpu,
+        memory_mb: job.resources.memory_mb,
+        version: job.version.clone().filter(|v| !v.is_empty()),
+        cert_volume: Some(job.cert_volume.clone()).filter(|v| !v.is_empty()),
     }
 }
 

@@ -6,19 +6,13 @@ use std::time::Duration;
 
 use ipnet::IpNet;
 
-use super::ResolvedRateLimit;
 use super::field::{Validator, is_header_name};
+use crate::spec::model::{BasicAuth, Policy, RateLimit};
 use crate::spec::{DEFAULT_SECURITY_HEADERS, Middlewares, ProxyKind, SecurityHeaders, UsersFrom};
 
-/// The middlewares, resolved.
-pub(super) struct Resolved {
-    pub(super) security_headers: BTreeMap<String, String>,
-    pub(super) rate_limit: Option<ResolvedRateLimit>,
-    pub(super) ip_allow_list: Option<Vec<IpNet>>,
-}
-
-/// Checks `spec.middlewares`.
-pub(super) fn check(v: &mut Validator, m: &Middlewares, proxy: ProxyKind) -> Resolved {
+/// Checks `spec.middlewares` and resolves them into the policy every user-facing entry point
+/// gets. Basic-auth users stay empty: they are behind a reference `render` resolves.
+pub(super) fn check(v: &mut Validator, m: &Middlewares, proxy: ProxyKind) -> Policy {
     let security_headers = v.security_headers(&m.security_headers);
     let rate_limit = m.rate_limit.as_ref().map(|r| {
         let period = v.positive_duration("spec.middlewares.rateLimit.period", &r.period);
@@ -48,7 +42,7 @@ pub(super) fn check(v: &mut Validator, m: &Middlewares, proxy: ProxyKind) -> Res
                 "rate limiting is Traefik-only: Caddy's standard build has no rate limiter; remove rateLimit or set proxy: traefik",
             );
         }
-        ResolvedRateLimit { average: r.average, burst: r.burst, period: period.unwrap_or(Duration::from_secs(1)) }
+        RateLimit { average: r.average, burst: r.burst, period: period.unwrap_or(Duration::from_secs(1)) }
     });
     let ip_allow_list = m
         .ip_allow_list
@@ -71,10 +65,14 @@ pub(super) fn check(v: &mut Validator, m: &Middlewares, proxy: ProxyKind) -> Res
         }
     }
 
-    Resolved {
-        security_headers,
+    Policy {
+        headers: security_headers,
         rate_limit,
-        ip_allow_list,
+        ip_allow: ip_allow_list.unwrap_or_default(),
+        basic_auth: m.basic_auth.as_ref().map(|auth| BasicAuth {
+            realm: auth.realm.clone(),
+            users: Vec::new(),
+        }),
     }
 }
 

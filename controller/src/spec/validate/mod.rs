@@ -12,11 +12,11 @@ mod rollout;
 mod tls;
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::time::Duration;
 
 use ipnet::IpNet;
 
+use super::model::{self, Acme, CertPair, EntryPoint, ListenAddr, Model, RateLimit};
 use super::types::*;
 use super::{FieldError, ValidationErrors};
 
@@ -25,81 +25,16 @@ pub use field::ListenAddress;
 use field::Validator;
 pub(crate) use field::is_hostname;
 
-/// One entry point, resolved.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Listener {
-    /// `web`, `websecure` or a name from `entryPoints.extra`.
-    pub name: String,
-    /// Where it listens.
-    pub address: ListenAddress,
-    /// Entry point every request is redirected to with HTTPS, if any.
-    pub redirect_to: Option<String>,
-}
-
-/// A certificate pair with both paths absolute.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CertificatePaths {
-    /// Certificate (chain) file.
-    pub cert_file: PathBuf,
-    /// Private key file.
-    pub key_file: PathBuf,
-}
-
-/// ACME settings with the storage path resolved.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ResolvedAcme {
-    /// Account e-mail.
-    pub email: String,
-    /// Absolute storage path.
-    pub storage: PathBuf,
-    /// ACME directory URL.
-    pub ca_server: url::Url,
-}
-
-/// Rate limit with its period parsed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ResolvedRateLimit {
-    /// Requests per period on average.
-    pub average: u64,
-    /// Burst size.
-    pub burst: u64,
-    /// Period.
-    pub period: Duration,
-}
-
-/// Rollout settings with durations parsed.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ResolvedRollout {
-    /// Deadline for a new version to become healthy.
-    pub healthy_deadline: Duration,
-    /// How long it must stay healthy.
-    pub min_healthy_time: Duration,
-    /// Route probes (entry points checked to exist).
-    pub probes: Vec<Probe>,
-    /// What happens on failure.
-    pub on_failure: OnFailure,
-}
-
-/// A document that passed validation: defaults applied, every value resolved to its type.
+/// A document that passed validation: the document with its defaults filled in, and the
+/// resolved [`Model`] the renderers read.
 ///
-/// This is the only input of the renderers and the planner. [`ValidatedSpec::config`] holds the
-/// document with proxy-dependent defaults filled in (`job.version`, `job.driver`, `job.count`),
-/// so re-serialising it gives the complete desired state.
+/// [`ValidatedSpec::config`] holds the document with proxy-dependent defaults filled in
+/// (`job.version`, `job.driver`, `job.count`), so re-serialising it gives the complete desired
+/// state; [`ValidatedSpec::model`] is the same state resolved to types.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ValidatedSpec {
     config: ProxyConfig,
-    listeners: Vec<Listener>,
-    certificates: Vec<CertificatePaths>,
-    acme: Option<ResolvedAcme>,
-    security_headers: BTreeMap<String, String>,
-    rate_limit: Option<ResolvedRateLimit>,
-    ip_allow_list: Option<Vec<IpNet>>,
-    metrics_address: Option<ListenAddress>,
-    dashboard_address: Option<ListenAddress>,
-    consul_refresh_interval: Duration,
-    nomad_refresh_interval: Duration,
-    throttle_duration: Duration,
-    rollout: ResolvedRollout,
+    model: Model,
     warnings: Vec<FieldError>,
     digest: String,
 }
@@ -108,6 +43,11 @@ impl ValidatedSpec {
     /// The document with every default applied.
     pub fn config(&self) -> &ProxyConfig {
         &self.config
+    }
+    /// The resolved model the renderers read. Basic-auth users are empty here: they live behind
+    /// a reference the caller reads, and `render` fills them in.
+    pub fn model(&self) -> &Model {
+        &self.model
     }
     /// The `spec` part of [`Self::config`].
     pub fn spec(&self) -> &ProxyConfigSpec {
@@ -119,47 +59,47 @@ impl ValidatedSpec {
     }
     /// Which proxy runs.
     pub fn proxy(&self) -> ProxyKind {
-        self.config.spec.proxy
+        self.model.proxy
     }
     /// Default routing domain.
     pub fn domain_suffix(&self) -> &str {
-        &self.config.spec.domain_suffix.0
+        &self.model.domain_suffix
     }
-    /// Discovery settings (addresses validated).
+    /// Discovery settings as written (addresses validated).
     pub fn discovery(&self) -> &Discovery {
         &self.config.spec.discovery
     }
     /// `discovery.consul.refreshInterval`.
     pub fn consul_refresh_interval(&self) -> Duration {
-        self.consul_refresh_interval
+        self.model.discovery.consul.refresh_interval
     }
     /// `discovery.nomad.refreshInterval`.
     pub fn nomad_refresh_interval(&self) -> Duration {
-        self.nomad_refresh_interval
+        self.model.discovery.nomad.refresh_interval
     }
     /// `discovery.throttleDuration` (Traefik `providers.providersThrottleDuration`).
     pub fn throttle_duration(&self) -> Duration {
-        self.throttle_duration
+        self.model.discovery.throttle
     }
     /// Entry points in order: `web`, `websecure`, then `extra` by name.
-    pub fn entry_points(&self) -> &[Listener] {
-        &self.listeners
+    pub fn entry_points(&self) -> &[EntryPoint] {
+        &self.model.entry_points
     }
     /// An entry point by name.
-    pub fn entry_point(&self, name: &str) -> Option<&Listener> {
-        self.listeners.iter().find(|l| l.name == name)
+    pub fn entry_point(&self, name: &str) -> Option<&EntryPoint> {
+        self.model.entry_points.iter().find(|l| l.name == name)
     }
     /// TLS settings as written (`certDir` absolute).
     pub fn tls(&self) -> &Tls {
         &self.config.spec.tls
     }
     /// Certificate pairs with absolute paths.
-    pub fn certificates(&self) -> &[CertificatePaths] {
-        &self.certificates
+    pub fn certificates(&self) -> &[CertPair] {
+        &self.model.tls.certificates
     }
     /// ACME settings, if enabled.
-    pub fn acme(&self) -> Option<&ResolvedAcme> {
-        self.acme.as_ref()
+    pub fn acme(&self) -> Option<&Acme> {
+        self.model.tls.acme.as_ref()
     }
     /// `tls.minVersion`.
     pub fn min_tls_version(&self) -> TlsVersion {
@@ -167,31 +107,33 @@ impl ValidatedSpec {
     }
     /// The response headers to set (empty when security headers are disabled).
     pub fn security_headers(&self) -> &BTreeMap<String, String> {
-        &self.security_headers
+        &self.model.policy.headers
     }
     /// The rate limit, if set.
-    pub fn rate_limit(&self) -> Option<&ResolvedRateLimit> {
-        self.rate_limit.as_ref()
+    pub fn rate_limit(&self) -> Option<&RateLimit> {
+        self.model.policy.rate_limit.as_ref()
     }
     /// Allowed client networks, if restricted.
     pub fn ip_allow_list(&self) -> Option<&[IpNet]> {
-        self.ip_allow_list.as_deref()
+        Some(self.model.policy.ip_allow.as_slice()).filter(|l| !l.is_empty())
     }
     /// Basic auth (by reference), if set.
     pub fn basic_auth(&self) -> Option<&BasicAuth> {
         self.config.spec.middlewares.basic_auth.as_ref()
     }
-    /// Where Prometheus metrics are served, if enabled.
-    pub fn metrics_address(&self) -> Option<&ListenAddress> {
-        self.metrics_address.as_ref()
+    /// Where the proxy's own Prometheus metrics entry point listens (Traefik), if enabled.
+    /// Caddy serves metrics on its admin API, so this is `None` for Caddy.
+    pub fn metrics_address(&self) -> Option<&ListenAddr> {
+        self.model.metrics.as_ref()
     }
     /// Dashboard settings as written.
     pub fn dashboard(&self) -> &Dashboard {
         &self.config.spec.dashboard
     }
-    /// Where the API/dashboard/ping listen, if enabled.
-    pub fn dashboard_address(&self) -> Option<&ListenAddress> {
-        self.dashboard_address.as_ref()
+    /// The internal listener (Traefik's API/dashboard/ping entry point, Caddy's admin API on
+    /// `localhost`), if the dashboard is enabled.
+    pub fn dashboard_address(&self) -> Option<&ListenAddr> {
+        Some(&self.model.dashboard.address).filter(|_| self.model.dashboard.enabled)
     }
     /// The job settings, with `version`, `driver` and (for service jobs) `count` filled in.
     pub fn job(&self) -> &Job {
@@ -206,11 +148,11 @@ impl ValidatedSpec {
     }
     /// The resolved proxy version.
     pub fn version(&self) -> &str {
-        self.config.spec.job.version.as_deref().unwrap_or_default()
+        self.model.job.version.as_deref().unwrap_or_default()
     }
     /// Rollout settings, durations parsed.
-    pub fn rollout(&self) -> &ResolvedRollout {
-        &self.rollout
+    pub fn rollout(&self) -> &model::Rollout {
+        &self.model.rollout
     }
     /// `driftPolicy`.
     pub fn drift_policy(&self) -> DriftPolicy {
@@ -235,11 +177,13 @@ impl ValidatedSpec {
     }
 }
 
-/// Validates a parsed document, reporting every error at once.
+/// Validates a parsed document, reporting every error at once. Each section of the document is
+/// checked and resolved into its part of the [`Model`] by its own file.
 pub fn validate(config: &ProxyConfig) -> Result<ValidatedSpec, ValidationErrors> {
     let mut v = Validator::default();
     let mut config = config.clone();
     let spec = &config.spec;
+    let proxy = spec.proxy;
 
     v.dns_label("metadata.name", &config.metadata.name);
     for key in config.metadata.labels.keys() {
@@ -249,62 +193,35 @@ pub fn validate(config: &ProxyConfig) -> Result<ValidatedSpec, ValidationErrors>
     }
     v.hostname("spec.domainSuffix", &spec.domain_suffix.0);
 
-    let intervals = discovery::check(&mut v, &spec.discovery);
-    let listeners = v.entry_points(&spec.entry_points);
-    let (certificates, acme) = tls::check(&mut v, &spec.tls, spec.proxy);
-    let middlewares = middlewares::check(&mut v, &spec.middlewares, spec.proxy);
-
-    // Metrics and dashboard.
-    let metrics_address = if spec.metrics.prometheus {
-        v.listen("spec.metrics.address", &spec.metrics.address)
-    } else {
-        None
-    };
-    let dashboard_address = if spec.dashboard.enabled {
-        v.listen("spec.dashboard.address", &spec.dashboard.address)
-    } else {
-        None
-    };
-    if spec.dashboard.insecure && !spec.dashboard.enabled {
-        v.error(
-            "spec.dashboard.insecure",
-            "insecure: true needs enabled: true; there is no dashboard to expose",
-        );
-    }
-    if spec.dashboard.insecure && spec.proxy == ProxyKind::Caddy {
-        v.error("spec.dashboard.insecure", "insecure is Traefik-only (api.insecure); Caddy's admin API always stays on localhost. Remove it or set proxy: traefik");
-    }
-    entry_points::check_sockets(
-        &mut v,
-        &listeners,
-        metrics_address.as_ref(),
-        dashboard_address.as_ref(),
-    );
-
-    let proxy = spec.proxy;
-    job::check(&mut v, &mut config.spec.job, proxy);
-    let rollout = rollout::check(&mut v, &config.spec, &listeners);
+    let discovery = discovery::check(&mut v, &spec.discovery);
+    let entry_points = v.entry_points(&spec.entry_points);
+    let tls = tls::check(&mut v, &spec.tls, proxy);
+    let policy = middlewares::check(&mut v, &spec.middlewares, proxy);
+    let (metrics, dashboard) = entry_points::check_listeners(&mut v, spec, &entry_points);
+    let job = job::check(&mut v, &mut config.spec.job, proxy);
+    let rollout = rollout::check(&mut v, &config.spec, &entry_points);
 
     if !v.errors.is_empty() {
         return Err(ValidationErrors(
             v.errors.into_iter().map(super::scrub::scrub).collect(),
         ));
     }
+    let model = Model {
+        proxy,
+        domain_suffix: config.spec.domain_suffix.0.clone(),
+        entry_points,
+        discovery,
+        tls,
+        policy,
+        metrics,
+        dashboard,
+        job,
+        rollout,
+    };
     let digest = digest_of(&config);
     Ok(ValidatedSpec {
         config,
-        listeners,
-        certificates,
-        acme,
-        security_headers: middlewares.security_headers,
-        rate_limit: middlewares.rate_limit,
-        ip_allow_list: middlewares.ip_allow_list,
-        metrics_address,
-        dashboard_address,
-        consul_refresh_interval: intervals.consul_refresh.unwrap_or_default(),
-        nomad_refresh_interval: intervals.nomad_refresh.unwrap_or_default(),
-        throttle_duration: intervals.throttle.unwrap_or_default(),
-        rollout,
+        model,
         warnings: v.warnings.into_iter().map(super::scrub::scrub).collect(),
         digest,
     })

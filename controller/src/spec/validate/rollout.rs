@@ -3,15 +3,15 @@
 use std::net::IpAddr;
 
 use super::field::Validator;
-use super::{Listener, ResolvedRollout};
 use crate::spec::ProxyConfigSpec;
+use crate::spec::model::{EntryPoint, Rollout};
 
 /// Checks `spec.rollout` and `spec.retryNonce`; the probes' entry points must exist.
 pub(super) fn check(
     v: &mut Validator,
     spec: &ProxyConfigSpec,
-    listeners: &[Listener],
-) -> ResolvedRollout {
+    listeners: &[EntryPoint],
+) -> Rollout {
     let r = &spec.rollout;
     let healthy_deadline = v.positive_duration("spec.rollout.healthyDeadline", &r.healthy_deadline);
     let min_healthy_time = v.duration("spec.rollout.minHealthyTime", &r.min_healthy_time);
@@ -74,7 +74,7 @@ pub(super) fn check(
         v.error("spec.retryNonce", "must be at most 256 characters");
     }
 
-    ResolvedRollout {
+    Rollout {
         healthy_deadline: healthy_deadline.unwrap_or_default(),
         min_healthy_time: min_healthy_time.unwrap_or_default(),
         probes: r.probes.clone(),

@@ -4,15 +4,11 @@ use std::collections::BTreeSet;
 use std::path::{Component, Path, PathBuf};
 
 use super::field::Validator;
-use super::{CertificatePaths, ResolvedAcme};
-use crate::spec::{Acme, LETS_ENCRYPT_DIRECTORY, ProxyKind, Tls};
+use crate::spec::model::{Acme, CertPair, Tls};
+use crate::spec::{self, LETS_ENCRYPT_DIRECTORY, ProxyKind, TlsVersion};
 
-/// Checks `spec.tls`; returns the certificate pairs and ACME settings with absolute paths.
-pub(super) fn check(
-    v: &mut Validator,
-    tls: &Tls,
-    proxy: ProxyKind,
-) -> (Vec<CertificatePaths>, Option<ResolvedAcme>) {
+/// Checks `spec.tls` and resolves it: certificate pairs and ACME storage with absolute paths.
+pub(super) fn check(v: &mut Validator, tls: &spec::Tls, proxy: ProxyKind) -> Tls {
     let cert_dir = v.absolute_path("spec.tls.certDir", &tls.cert_dir);
     let mut certificates = Vec::new();
     let mut seen_certs = BTreeSet::new();
@@ -37,9 +33,9 @@ pub(super) fn check(
                     format!("{} is listed twice", cert_file.display()),
                 );
             }
-            certificates.push(CertificatePaths {
-                cert_file,
-                key_file,
+            certificates.push(CertPair {
+                cert_file: cert_file.display().to_string(),
+                key_file: key_file.display().to_string(),
             });
         }
     }
@@ -54,7 +50,18 @@ pub(super) fn check(
         );
     }
 
-    (certificates, acme)
+    Tls {
+        cert_dir: tls.cert_dir.clone(),
+        certificates,
+        acme,
+        min_version: Some(
+            match tls.min_version {
+                TlsVersion::VersionTLS12 => "VersionTLS12",
+                TlsVersion::VersionTLS13 => "VersionTLS13",
+            }
+            .to_string(),
+        ),
+    }
 }
 
 impl Validator {
@@ -94,7 +101,7 @@ impl Validator {
         }
     }
 
-    pub(super) fn acme(&mut self, acme: &Acme, cert_dir: Option<&Path>) -> Option<ResolvedAcme> {
+    pub(super) fn acme(&mut self, acme: &spec::Acme, cert_dir: Option<&Path>) -> Option<Acme> {
         let email_ok = acme.email.split_once('@').is_some_and(|(user, domain)| {
             !user.is_empty() && domain.contains('.') && !domain.contains('@')
         }) && !acme
@@ -126,10 +133,10 @@ impl Validator {
                 None
             }
         };
-        Some(ResolvedAcme {
+        Some(Acme {
             email: acme.email.clone(),
-            storage: storage?,
-            ca_server: ca_server?,
+            storage: storage?.display().to_string(),
+            ca_server: Some(ca_server?.to_string()),
         })
         .filter(|_| email_ok)
     }
