@@ -6,7 +6,9 @@
 //!    booleans, duplicate keys, unknown fields (with the closest known name), wrong types.
 //! 2. [`validate`] turns a [`ProxyConfig`] into a [`ValidatedSpec`]: every value checked (CIDRs,
 //!    ports, addresses, durations, hostnames, paths) and every contradiction found, with *all*
-//!    errors reported at once, each naming its field path and what would be valid.
+//!    errors reported at once, each naming its field path and what would be valid. Each
+//!    section (`validate/`) resolves its part of the [`model::Model`] the renderers read, so
+//!    defaults are applied in exactly one place.
 //!
 //! [`load`] does both. A document that fails either layer changes nothing that runs.
 //!

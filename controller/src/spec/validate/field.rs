@@ -146,12 +146,7 @@ impl Validator {
     }
 
     pub(super) fn identifier(&mut self, path: &str, text: &str) {
-        let ok = !text.is_empty()
-            && text.len() <= 128
-            && text
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
-        if !ok {
+        if !is_identifier(text) {
             self.error(
                 path,
                 format!("{text:?} is not a valid name; use 1-128 letters, digits, '-', '_' or '.'"),
@@ -160,12 +155,7 @@ impl Validator {
     }
 
     pub(super) fn nomad_id(&mut self, path: &str, text: &str) {
-        let ok = !text.is_empty()
-            && text.len() <= 128
-            && text
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
-        if !ok {
+        if !is_identifier(text) {
             self.error(path, format!("{text:?} is not a Nomad job ID; use 1-128 letters, digits, '-', '_' or '.' (e.g. proxy)"));
         }
     }
@@ -236,6 +226,15 @@ impl Validator {
             self.error(path, format!("{key:?} is not a Consul KV key; use a path without a leading '/' or spaces (e.g. proxy-operator/secrets/basic-auth)"));
         }
     }
+}
+
+/// A Nomad or Consul name (job ID, namespace, datacenter): 1–128 letters, digits, `-`, `_`, `.`.
+fn is_identifier(text: &str) -> bool {
+    !text.is_empty()
+        && text.len() <= 128
+        && text
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
 }
 
 /// RFC 1123 hostname: dot-separated labels of 1–63 letters, digits and `-`, at most 253 bytes.
