@@ -11,7 +11,7 @@
 //! - [`parse_go`] is exactly Go's grammar, for text that Go programs wrote (API answers, query
 //!   parameters): an optional sign, a bare `0`, `.5s` and `1.s`.
 //!
-//! Three formats, all exact and all readable by [`parse`]:
+//! Two formats, both exact and both readable by [`parse`]:
 //! - [`format`] prints what Go's `time.Duration.String()` prints (`1h0m0s`, `1.5s`, `500µs`);
 //! - [`format_whole`] prints one integer in the largest unit that divides the value (`2m`,
 //!   `1500ms`), for configuration files people read.
