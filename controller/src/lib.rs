@@ -9,6 +9,7 @@
 pub mod cli;
 pub mod consul;
 pub mod dev;
+pub mod leader;
 pub mod migrate;
 pub mod nomad;
 pub mod plan;
