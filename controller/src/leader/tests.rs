@@ -236,3 +236,23 @@ async fn an_idle_follower_holds_no_session_and_only_waits_on_the_key() {
     follower.shutdown().await;
     leader.shutdown().await;
 }
+
+#[test]
+fn the_flags_default_to_a_15s_ttl_and_a_1s_lock_delay_and_refuse_out_of_range_values() {
+    use clap::Parser;
+    #[derive(clap::Parser)]
+    struct Cli {
+        #[command(flatten)]
+        leader: LeaderFlags,
+    }
+    let cli = Cli::try_parse_from(["x"]).unwrap();
+    let config = cli.leader.config("p", "n1", None);
+    assert_eq!(config.ttl, DEFAULT_TTL);
+    assert_eq!(config.lock_delay, DEFAULT_LOCK_DELAY);
+    assert_eq!(config.key, "p/leader");
+    assert!(Cli::try_parse_from(["x", "--leader-ttl", "5s"]).is_err());
+    assert!(Cli::try_parse_from(["x", "--lock-delay", "61s"]).is_err());
+    let cli = Cli::try_parse_from(["x", "--leader-ttl", "30s", "--instance-id", "a1"]).unwrap();
+    assert_eq!(cli.leader.leader_ttl, Duration::from_secs(30));
+    assert_eq!(cli.leader.instance_id.as_deref(), Some("a1"));
+}
