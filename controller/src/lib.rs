@@ -6,6 +6,7 @@
 //! fakes, the twin, or a real cluster.
 #![forbid(unsafe_code)]
 
+pub mod admission;
 pub mod cli;
 pub mod consul;
 pub mod dev;
