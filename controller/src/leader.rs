@@ -56,6 +56,9 @@ pub const DEFAULT_LOCK_DELAY: Duration = Duration::from_secs(1);
 pub const DEFAULT_WAIT: Duration = Duration::from_secs(300);
 /// Pause after a failed Consul call before the next attempt (the client already retried).
 pub const DEFAULT_RETRY: Duration = Duration::from_secs(1);
+/// The longest a graceful shutdown may take (cancel the pass, release the lock, destroy the
+/// session). The operator's Nomad job and Kubernetes pod give it more before SIGKILL.
+pub const GRACEFUL_SHUTDOWN: Duration = Duration::from_secs(10);
 
 /// Errors of leader election and of fenced writes.
 #[derive(Debug, thiserror::Error)]
@@ -469,10 +472,17 @@ impl LeaderHandle {
             .await;
     }
 
-    /// Releases the lock, destroys the session and stops the elector (SIGTERM).
+    /// Releases the lock, destroys the session and stops the elector (SIGTERM). Gives up
+    /// after [`GRACEFUL_SHUTDOWN`] (Consul unreachable): the session then ends by its TTL.
     pub async fn shutdown(self) {
         let _ = self.commands.send(Command::Shutdown).await;
-        let _ = self.task.await;
+        let abort = self.task.abort_handle();
+        if tokio::time::timeout(GRACEFUL_SHUTDOWN, self.task)
+            .await
+            .is_err()
+        {
+            abort.abort();
+        }
     }
 }
 
