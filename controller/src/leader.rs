@@ -472,6 +472,12 @@ impl LeaderHandle {
             .await;
     }
 
+    /// Stops electing at once and releases nothing, as SIGKILL would: the session lives until
+    /// Consul reaps it (up to twice its TTL). For failover tests and benchmarks.
+    pub fn abort(self) {
+        self.task.abort();
+    }
+
     /// Releases the lock, destroys the session and stops the elector (SIGTERM). Gives up
     /// after [`GRACEFUL_SHUTDOWN`] (Consul unreachable): the session then ends by its TTL.
     pub async fn shutdown(self) {

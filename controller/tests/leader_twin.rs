@@ -181,3 +181,19 @@ async fn a_deposed_leaders_fenced_write_is_refused_classified_and_writes_nothing
     a.shutdown().await;
     b.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_killed_leader_is_replaced_once_consul_reaps_its_session() {
+    let t = twin().await;
+    let ((a, _ra, _), (b, mut rb)) = pair(&t).await;
+    let start = Instant::now();
+    // SIGKILL: no release, no destroy, no more renewals.
+    a.abort();
+    leads(&mut rb, Duration::from_secs(30)).await;
+    let failover = start.elapsed();
+    eprintln!("failover after a kill with TTL 10s and lock-delay 1s: {failover:?}");
+    // Consul reaps a session between one and two TTLs after its last renewal; then lock-delay.
+    assert!(failover > Duration::from_secs(5), "{failover:?}");
+    assert!(failover < Duration::from_secs(23), "{failover:?}");
+    b.shutdown().await;
+}
