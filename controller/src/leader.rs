@@ -539,13 +539,7 @@ impl<C: ConsulApi + 'static> Elector<C> {
         let mut session: Option<String> = None;
         let mut pending = None;
         loop {
-            let read = pending.get_or_insert_with(|| {
-                Box::pin(read(
-                    self.consul.clone(),
-                    self.config.key.clone(),
-                    watch.clone(),
-                ))
-            });
+            let read = pending.get_or_insert_with(|| Box::pin(self.read_key(watch.clone())));
             let answer = tokio::select! {
                 command = self.commands.recv() => match command {
                     Some(Command::Shutdown) | None => break,
@@ -652,6 +646,15 @@ impl<C: ConsulApi + 'static> Elector<C> {
         self.publish.send_replace(Leadership::Stopped);
     }
 
+    /// One read of the leader key, owning everything it needs so it can stay pending across
+    /// `select!` rounds.
+    fn read_key(
+        &self,
+        watch: Watch,
+    ) -> impl Future<Output = (Watch, consul::Result<Option<KvPair>>)> + Send + 'static {
+        read(self.consul.clone(), self.config.key.clone(), watch)
+    }
+
     /// Sleeps `d`, answering commands; true when told to shut down.
     async fn pause(&mut self, d: Duration) -> bool {
         let deadline = Instant::now() + d;
@@ -711,13 +714,7 @@ impl<C: ConsulApi + 'static> Elector<C> {
         let mut watch = Watch::new(self.config.wait);
         let mut pending = None;
         loop {
-            let read = pending.get_or_insert_with(|| {
-                Box::pin(read(
-                    self.consul.clone(),
-                    self.config.key.clone(),
-                    watch.clone(),
-                ))
-            });
+            let read = pending.get_or_insert_with(|| Box::pin(self.read_key(watch.clone())));
             tokio::select! {
                 command = self.commands.recv() => match command {
                     Some(Command::Shutdown) | None => return Ended::Shutdown,
