@@ -48,6 +48,9 @@ use crate::consul::{
 };
 use crate::transport::{QueryOptions, Watch};
 
+mod flags;
+pub use flags::LeaderFlags;
+
 /// Session TTL (Consul accepts 10 s to 24 h).
 pub const DEFAULT_TTL: Duration = Duration::from_secs(15);
 /// Lock-delay after an invalidation; short because every write is fenced.
@@ -300,11 +303,14 @@ impl Term {
 }
 
 /// What this replica is, as published on the [`watch`] channel.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Leadership {
-    /// Not known yet (starting, or Consul could not be read).
-    #[default]
-    Unknown,
+    /// Not known: starting, or the last election call failed. `error` says why (a 403 names
+    /// the missing permission; no secret is in it), for status and `/readyz`.
+    Unknown {
+        /// The last failure, if any.
+        error: Option<String>,
+    },
     /// Another replica leads, or nobody does yet (`holder: None`).
     Follower {
         /// The current leader, when the key is locked.
@@ -314,6 +320,12 @@ pub enum Leadership {
     Leader(Term),
     /// The elector stopped (shutdown); the lock was released.
     Stopped,
+}
+
+impl Default for Leadership {
+    fn default() -> Self {
+        Leadership::Unknown { error: None }
+    }
 }
 
 impl Leadership {
@@ -333,7 +345,7 @@ impl Leadership {
     /// `leader`, `follower`, `unknown` or `stopped`: the `role` label of metrics and `/readyz`.
     pub fn role(&self) -> &'static str {
         match self {
-            Leadership::Unknown => "unknown",
+            Leadership::Unknown { .. } => "unknown",
             Leadership::Follower { .. } => "follower",
             Leadership::Leader(_) => "leader",
             Leadership::Stopped => "stopped",
@@ -384,59 +396,6 @@ impl ElectorConfig {
             address: None,
             wait: DEFAULT_WAIT,
             retry: DEFAULT_RETRY,
-        }
-    }
-}
-
-/// The election flags of `run` (flatten them with `#[command(flatten)]`).
-#[derive(Debug, Clone, PartialEq, Eq, clap::Args)]
-pub struct LeaderFlags {
-    /// TTL of the leader's Consul session (10s to 24h); renewed at half of it. A killed
-    /// leader is replaced after about this long plus --lock-delay.
-    #[arg(long, value_parser = parse_ttl, default_value = "15s")]
-    pub leader_ttl: Duration,
-    /// Consul lock-delay after the leader's session is invalidated (1ms to 60s). Short,
-    /// because every write of the operator is fenced.
-    #[arg(long, value_parser = parse_lock_delay, default_value = "1s")]
-    pub lock_delay: Duration,
-    /// This replica's instance, recorded in the leader key (the Nomad allocation, or the
-    /// Kubernetes pod name).
-    #[arg(long, env = "NOMAD_ALLOC_ID")]
-    pub instance_id: Option<String>,
-}
-
-fn parse_bounded(text: &str, min: Duration, max: Duration) -> Result<Duration, String> {
-    let d = crate::spec::parse_duration(text)?;
-    if d < min || d > max {
-        return Err(format!(
-            "must be between {} and {}",
-            crate::spec::format_duration(min),
-            crate::spec::format_duration(max)
-        ));
-    }
-    Ok(d)
-}
-
-fn parse_ttl(text: &str) -> Result<Duration, String> {
-    // Consul's bounds for a session TTL.
-    parse_bounded(text, Duration::from_secs(10), Duration::from_secs(86_400))
-}
-
-fn parse_lock_delay(text: &str) -> Result<Duration, String> {
-    // Consul caps lock-delay at 60 s (`MaxLockDelay`) and reads 0 as its 15 s default.
-    parse_bounded(text, Duration::from_millis(1), Duration::from_secs(60))
-}
-
-impl LeaderFlags {
-    /// The elector configuration for `<prefix>/leader` on the agent's `node`, recording
-    /// `address` (the HTTP listener) in the holder record.
-    pub fn config(&self, prefix: &str, node: &str, address: Option<String>) -> ElectorConfig {
-        ElectorConfig {
-            ttl: self.leader_ttl,
-            lock_delay: self.lock_delay,
-            allocation: self.instance_id.clone(),
-            address,
-            ..ElectorConfig::new(prefix, node)
         }
     }
 }
@@ -519,7 +478,7 @@ impl<C: ConsulApi + 'static> Elector<C> {
     /// Starts electing in a task. Dropping every handle does not stop it; call
     /// [`LeaderHandle::shutdown`].
     pub fn spawn(consul: C, config: ElectorConfig) -> LeaderHandle {
-        let (publish, leadership) = watch::channel(Leadership::Unknown);
+        let (publish, leadership) = watch::channel(Leadership::default());
         let (tx, commands) = mpsc::channel(8);
         let elector = Elector {
             consul: Arc::new(consul),
@@ -553,9 +512,9 @@ impl<C: ConsulApi + 'static> Elector<C> {
             let pair = match result {
                 Ok(pair) => pair,
                 Err(source) => {
-                    warn!(error = %Error::Read { key: self.config.key.clone(), source }, "leader election: retrying");
+                    let key = self.config.key.clone();
                     watch.reset();
-                    if self.pause(self.config.retry).await {
+                    if self.failed(Error::Read { key, source }).await {
                         break;
                     }
                     continue;
@@ -583,11 +542,10 @@ impl<C: ConsulApi + 'static> Elector<C> {
                 None => match self.create_session().await {
                     Ok(id) => id,
                     Err(e) => {
-                        warn!(error = %e, "leader election: retrying");
-                        if self.pause(self.config.retry).await {
+                        watch.reset();
+                        if self.failed(e).await {
                             break;
                         }
-                        watch.reset();
                         continue;
                     }
                 },
@@ -630,11 +588,10 @@ impl<C: ConsulApi + 'static> Elector<C> {
                     }
                 }
                 Err(e) => {
-                    warn!(error = %e, "leader election: retrying");
                     // The session may be gone (TTL while contending); start afresh.
                     self.destroy(&id).await;
                     watch.reset();
-                    if self.pause(self.config.retry).await {
+                    if self.failed(e).await {
                         break;
                     }
                 }
@@ -653,6 +610,22 @@ impl<C: ConsulApi + 'static> Elector<C> {
         watch: Watch,
     ) -> impl Future<Output = (Watch, consul::Result<Option<KvPair>>)> + Send + 'static {
         read(self.consul.clone(), self.config.key.clone(), watch)
+    }
+
+    /// Reports a failed call as [`Leadership::Unknown`] and waits before the next attempt:
+    /// briefly when it may pass, a TTL when it needs an administrator (a 403), so a missing
+    /// policy costs a log line per TTL, not per second. True when told to shut down.
+    async fn failed(&mut self, error: Error) -> bool {
+        warn!(%error, retryable = error.is_retryable(), "leader election: retrying");
+        let wait = if error.is_retryable() {
+            self.config.retry
+        } else {
+            self.config.ttl
+        };
+        self.publish.send_replace(Leadership::Unknown {
+            error: Some(error.to_string()),
+        });
+        self.pause(wait).await
     }
 
     /// Sleeps `d`, answering commands; true when told to shut down.

@@ -10,7 +10,7 @@ use proxy_operator::consul::{ConsulApi, ConsulClient, TxnOp};
 use proxy_operator::leader::{
     self, Elector, ElectorConfig, LeaderHandle, Leadership, Term, read_holder,
 };
-use proxy_operator::transport::{Api, ClientConfig, QueryOptions, RetryPolicy};
+use proxy_operator::transport::{Api, ClientConfig, QueryOptions, RetryPolicy, Token};
 use tokio::sync::watch;
 
 const PREFIX: &str = "proxy-operator";
@@ -21,9 +21,14 @@ async fn twin() -> Twin {
 }
 
 fn client(twin: &Twin) -> ConsulClient {
+    client_with_token(twin, None)
+}
+
+fn client_with_token(twin: &Twin, token: Option<&str>) -> ConsulClient {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let mut config =
         ClientConfig::for_address(Api::Consul, &format!("http://{}", twin.consul_addr())).unwrap();
+    config.token = token.map(Token::new);
     config.retry = RetryPolicy {
         max_retries: 1,
         min_delay: Duration::from_millis(5),
@@ -196,4 +201,39 @@ async fn a_killed_leader_is_replaced_once_consul_reaps_its_session() {
     assert!(failover > Duration::from_secs(5), "{failover:?}");
     assert!(failover < Duration::from_secs(23), "{failover:?}");
     b.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_refused_token_is_published_as_the_reason_without_the_token_and_is_terminal() {
+    const SENTINEL: &str = "sentinel-7f3c-not-a-valid-token";
+    let t = Twin::start(TwinConfig {
+        acl_token: Some("the-real-token".to_owned()),
+        ..TwinConfig::default()
+    })
+    .await
+    .unwrap();
+    let consul = client_with_token(&t, Some(SENTINEL));
+    let config = ElectorConfig {
+        ttl: Duration::from_secs(10),
+        ..ElectorConfig::new(PREFIX, "node-1")
+    };
+    let handle = Elector::spawn(consul, config);
+    let mut rx = handle.subscribe();
+    let state = rx
+        .wait_for(|l| matches!(l, Leadership::Unknown { error: Some(_) }))
+        .await
+        .unwrap()
+        .clone();
+    let Leadership::Unknown { error: Some(error) } = state else {
+        unreachable!()
+    };
+    assert!(error.contains("403"), "{error}");
+    assert!(!error.contains(SENTINEL), "{error}");
+    assert_eq!(rx.borrow().role(), "unknown");
+    let err = read_holder(&client_with_token(&t, Some(SENTINEL)), KEY)
+        .await
+        .unwrap_err();
+    assert!(!err.is_retryable());
+    assert!(!err.to_string().contains(SENTINEL), "{err}");
+    handle.shutdown().await;
 }

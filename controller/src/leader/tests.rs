@@ -129,7 +129,7 @@ async fn term_lost_fires_when_the_published_state_leaves_the_term() {
 
 #[tokio::test]
 async fn wait_for_leadership_returns_none_once_the_elector_stopped() {
-    let (tx, mut rx) = watch::channel(Leadership::Unknown);
+    let (tx, mut rx) = watch::channel(Leadership::default());
     tx.send_replace(Leadership::Stopped);
     assert_eq!(wait_for_leadership(&mut rx).await, None);
 }
