@@ -163,6 +163,9 @@ job "proxy-operator" {
       kill_signal  = "SIGTERM"
       kill_timeout = "30s"
 
+      # `dynamic` generates the whole config block: Nomad does not expand dynamic blocks inside
+      # a driver's config (hashicorp/nomad#15850), and the content uses var/local only, never
+      # the iterator, which an opaque config would not resolve (hashicorp/nomad#10375).
       dynamic "config" {
         for_each = var.driver == "raw_exec" ? [1] : []
         content {
