@@ -684,6 +684,8 @@ impl<C: ConsulApi + 'static> Elector<C> {
     /// Holds the term until it is lost or the elector shuts down.
     async fn lead(&mut self, session: &str) -> Ended {
         let mut renew_at = Instant::now() + self.config.ttl / 2;
+        // Past this instant without a renewal, Consul may already have invalidated the session.
+        let mut valid_until = Instant::now() + self.config.ttl;
         let mut watch = Watch::new(self.config.wait);
         let mut pending = None;
         loop {
@@ -696,10 +698,18 @@ impl<C: ConsulApi + 'static> Elector<C> {
                     }
                     Some(Command::StepDown { .. }) => {}
                 },
-                () = tokio::time::sleep_until(renew_at) => match self.consul.session_renew(session).await {
-                    Ok(ttl) => renew_at = Instant::now() + ttl.unwrap_or(self.config.ttl) / 2,
-                    Err(source) => return Ended::Lost(Error::Renew { source }.to_string()),
-                },
+                () = tokio::time::sleep_until(renew_at) => {
+                    let renewal = self.consul.session_renew(session);
+                    match tokio::time::timeout_at(valid_until, renewal).await {
+                        Ok(Ok(ttl)) => {
+                            let ttl = ttl.unwrap_or(self.config.ttl);
+                            renew_at = Instant::now() + ttl / 2;
+                            valid_until = Instant::now() + ttl;
+                        }
+                        Ok(Err(source)) => return Ended::Lost(Error::Renew { source }.to_string()),
+                        Err(_) => return Ended::Lost("the renewal got no answer within the session TTL".to_owned()),
+                    }
+                }
                 (next, result) = read => {
                     pending = None;
                     watch = next;

@@ -237,3 +237,21 @@ async fn a_refused_token_is_published_as_the_reason_without_the_token_and_is_ter
     assert!(!err.to_string().contains(SENTINEL), "{err}");
     handle.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_leader_whose_consul_stops_answering_stands_down_within_the_ttl() {
+    let t = twin().await;
+    let ((a, ra, ta), (b, mut rb)) = pair(&t).await;
+    let start = Instant::now();
+    // Every request is held: the renewal at TTL/2 never gets an answer.
+    t.faults().pause(TwinApi::Consul);
+    tokio::time::timeout(Duration::from_secs(12), ta.lost(ra.clone()))
+        .await
+        .expect("the leader kept leading without a renewal for longer than the TTL");
+    let stood_down = start.elapsed();
+    assert!(stood_down <= Duration::from_secs(11), "{stood_down:?}");
+    t.faults().resume(TwinApi::Consul);
+    leads(&mut rb, Duration::from_secs(25)).await;
+    a.shutdown().await;
+    b.shutdown().await;
+}
