@@ -184,6 +184,31 @@ pub struct CurrentLeader {
     pub session: String,
 }
 
+/// `node n1 (allocation 5c63…, 10.0.0.1:9090) since 2026-01-01T00:00:00Z`, as `status` prints
+/// it; the session alone when the record is unreadable.
+impl std::fmt::Display for CurrentLeader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let Some(h) = &self.holder else {
+            return write!(f, "session {}", self.session);
+        };
+        write!(f, "node {}", h.node)?;
+        let details: Vec<String> = [
+            h.allocation.as_ref().map(|a| format!("allocation {a}")),
+            h.address.clone(),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        if !details.is_empty() {
+            write!(f, " ({})", details.join(", "))?;
+        }
+        if !h.since.is_empty() {
+            write!(f, " since {}", h.since)?;
+        }
+        Ok(())
+    }
+}
+
 /// Reads who leads now: `None` when the key is absent or unlocked (a stale record of a past
 /// holder is not a leader).
 pub async fn read_holder(consul: &impl ConsulApi, key: &str) -> Result<Option<CurrentLeader>> {

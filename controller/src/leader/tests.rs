@@ -111,6 +111,25 @@ fn the_holder_record_is_camel_case_json_and_an_unlocked_key_has_no_leader() {
     assert_eq!(current_leader(pair), None, "a stale record is not a leader");
 }
 
+#[test]
+fn the_current_leader_prints_node_allocation_address_and_since() {
+    let mut current = CurrentLeader {
+        holder: Some(Holder {
+            node: "n1".to_owned(),
+            allocation: Some("a-1".to_owned()),
+            address: Some("10.0.0.1:9090".to_owned()),
+            since: "2026-01-01T00:00:00Z".to_owned(),
+        }),
+        session: "s1".to_owned(),
+    };
+    assert_eq!(
+        current.to_string(),
+        "node n1 (allocation a-1, 10.0.0.1:9090) since 2026-01-01T00:00:00Z"
+    );
+    current.holder = None;
+    assert_eq!(current.to_string(), "session s1");
+}
+
 #[tokio::test]
 async fn term_lost_fires_when_the_published_state_leaves_the_term() {
     let (tx, rx) = watch::channel(Leadership::Leader(term("s1")));
