@@ -3,6 +3,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 use super::*;
+use crate::consul::TxnOp;
 use crate::consul::fake::FakeConsul;
 
 const KEY: &str = "proxy-operator/leader";
