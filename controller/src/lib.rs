@@ -6,9 +6,11 @@
 //! fakes, the twin, or a real cluster.
 #![forbid(unsafe_code)]
 
+pub mod admission;
 pub mod cli;
 pub mod consul;
 pub mod dev;
+pub mod leader;
 pub mod migrate;
 pub mod nomad;
 pub mod plan;
