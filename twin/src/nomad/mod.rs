@@ -21,6 +21,7 @@ mod jobspec;
 mod reaper;
 mod store;
 mod util;
+mod view;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -138,7 +139,10 @@ impl NomadState {
         let restored: Vec<(String, String)> = self.inner.read(|st| {
             st.jobs
                 .keys()
-                .filter(|k| st.job(&k.0, &k.1).is_some_and(|j| !jobspec::b(j, "Stop")))
+                .filter(|k| {
+                    st.job(&k.0, &k.1)
+                        .is_some_and(|j| !view::View::job(j).bool("Stop"))
+                })
                 .cloned()
                 .collect()
         });

@@ -1,0 +1,186 @@
+//! Deployment endpoints: list, read, allocations, fail, pause and allocation health.
+
+use super::*;
+
+pub(super) async fn list_deployments(State(inner): St, Query(q): Params) -> Response {
+    let ns = namespace(&q);
+    blocking(&inner, &q, |st| {
+        let mut list: Vec<&crate::nomad::store::Deployment> = st
+            .deployments
+            .values()
+            .filter(|d| ns_matches(&ns, &d.namespace))
+            .collect();
+        list.sort_by_key(|d| std::cmp::Reverse(d.create_index));
+        let list: Vec<Value> = list
+            .into_iter()
+            .map(|d| serde_json::to_value(d).unwrap_or(Value::Null))
+            .collect();
+        (st.tables.deployments, Ok(Value::Array(list)))
+    })
+    .await
+}
+
+pub(super) async fn read_deployment(
+    State(inner): St,
+    Path(id): Path<String>,
+    Query(q): Params,
+) -> Response {
+    blocking(&inner, &q, |st| match st.deployments.get(&id) {
+        Some(d) => (
+            d.modify_index,
+            Ok(serde_json::to_value(d).unwrap_or(Value::Null)),
+        ),
+        None => (
+            st.tables.deployments,
+            Err(ApiError::new(404, "deployment not found")),
+        ),
+    })
+    .await
+}
+
+pub(super) async fn deployment_allocations(
+    State(inner): St,
+    Path(id): Path<String>,
+    Query(q): Params,
+) -> Response {
+    blocking(&inner, &q, |st| {
+        let list: Vec<Value> = st
+            .allocs
+            .values()
+            .filter(|a| a.deployment_id == id)
+            .map(|a| st.alloc_json(a, false))
+            .collect();
+        (st.tables.allocs, Ok(Value::Array(list)))
+    })
+    .await
+}
+
+pub(super) fn deployment_update_body(
+    eval: (String, u64),
+    modify_index: u64,
+    reverted: Option<u64>,
+    index: u64,
+) -> (u64, Value) {
+    let mut body = json!({
+        "EvalID": eval.0,
+        "EvalCreateIndex": eval.1,
+        "DeploymentModifyIndex": modify_index,
+        // `DeploymentUpdateResponse` embeds `WriteMeta`, which carries only `Index`.
+        "Index": index,
+    });
+    if let (Some(v), Some(o)) = (reverted, body.as_object_mut()) {
+        o.insert("RevertedJobVersion".into(), json!(v));
+    }
+    (index, body)
+}
+
+pub(super) async fn fail_deployment(
+    State(inner): St,
+    Path(id): Path<String>,
+    Query(q): Params,
+) -> Response {
+    let result =
+        inner.write_and_apply(
+            |st| match st.fail_deployment(&id, "Deployment marked as failed") {
+                Ok((reverted, plan)) => {
+                    let eval = st.deployment_eval(&id);
+                    let modify = st.deployments.get(&id).map(|d| d.modify_index).unwrap_or(0);
+                    (
+                        Ok(deployment_update_body(eval, modify, reverted, st.index)),
+                        plan,
+                    )
+                }
+                Err(e) => (Err(e), Default::default()),
+            },
+        );
+    match result {
+        Ok((index, body)) => write_response(&q, index, &body),
+        Err(e) => error(e),
+    }
+}
+
+pub(super) async fn pause_deployment(
+    State(inner): St,
+    Path(id): Path<String>,
+    Query(q): Params,
+    bytes: Bytes,
+) -> Response {
+    let body = match parse_body(&bytes) {
+        Ok(b) => b,
+        Err(e) => return error(e),
+    };
+    if field(&body, "DeploymentID").and_then(Value::as_str) != Some(id.as_str()) {
+        return error(ApiError::new(400, "Deployment ID does not match"));
+    }
+    let pause = field(&body, "Pause")
+        .and_then(Value::as_bool)
+        .unwrap_or(false);
+    let result = inner.write(|st| {
+        st.pause_deployment(&id, pause)
+            .map(|modify| deployment_update_body(st.deployment_eval(&id), modify, None, st.index))
+    });
+    match result {
+        Ok((index, body)) => write_response(&q, index, &body),
+        Err(e) => error(e),
+    }
+}
+
+pub(super) async fn deployment_alloc_health(
+    State(inner): St,
+    Path(id): Path<String>,
+    Query(q): Params,
+    bytes: Bytes,
+) -> Response {
+    let body = match parse_body(&bytes) {
+        Ok(b) => b,
+        Err(e) => return error(e),
+    };
+    if field(&body, "DeploymentID").and_then(Value::as_str) != Some(id.as_str()) {
+        return error(ApiError::new(400, "Deployment ID does not match"));
+    }
+    let ids = |key: &str| -> Vec<String> {
+        field(&body, key)
+            .and_then(Value::as_array)
+            .map(|a| {
+                a.iter()
+                    .filter_map(|v| v.as_str().map(String::from))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let (healthy, unhealthy) = (ids("HealthyAllocationIDs"), ids("UnhealthyAllocationIDs"));
+    let result = inner.write_and_apply(|st| {
+        let Some(d) = st.deployments.get(&id) else {
+            return (
+                Err(ApiError::new(500, "deployment not found")),
+                Default::default(),
+            );
+        };
+        if !crate::nomad::store::is_active(&d.status) {
+            return (
+                Err(ApiError::new(
+                    500,
+                    "can't set health of allocations for a terminal deployment",
+                )),
+                Default::default(),
+            );
+        }
+        let mut plan = crate::nomad::store::Plan::default();
+        for a in &healthy {
+            plan.extend(st.set_alloc_health(a, true));
+        }
+        for a in &unhealthy {
+            plan.extend(st.set_alloc_health(a, false));
+        }
+        let eval = st.deployment_eval(&id);
+        let modify = st.deployments.get(&id).map(|d| d.modify_index).unwrap_or(0);
+        (
+            Ok(deployment_update_body(eval, modify, None, st.index)),
+            plan,
+        )
+    });
+    match result {
+        Ok((index, body)) => write_response(&q, index, &body),
+        Err(e) => error(e),
+    }
+}
