@@ -42,6 +42,9 @@ pub struct TwinConfig {
     /// block get deployments; `false` is 1.10, where they get none (`/v1/job/:id/deployment` is
     /// `null`) and the agent and node report 1.10.5.
     pub nomad_system_deployments: bool,
+    /// How many Nomad client nodes the twin runs (default 1). A system job gets one allocation
+    /// per eligible node; every node runs its tasks as local processes.
+    pub nomad_nodes: usize,
 }
 
 impl Default for TwinConfig {
@@ -53,6 +56,7 @@ impl Default for TwinConfig {
             data_dir: None,
             acl_token: None,
             nomad_system_deployments: true,
+            nomad_nodes: 1,
         }
     }
 }
@@ -120,6 +124,7 @@ impl Twin {
             acl_token: config.acl_token.clone(),
             data_dir: config.data_dir.clone(),
             system_deployments: config.nomad_system_deployments,
+            nodes: config.nomad_nodes,
         });
         let faults = Faults::new(consul.clone());
         let consul_app = faults.wrap(Api::Consul, consul.router());

@@ -41,6 +41,9 @@ pub struct NomadConfig {
     /// `true` behaves like Nomad >= 1.11 (system jobs with an update block get deployments);
     /// `false` like 1.10 (no system-job deployments) and reports that version.
     pub system_deployments: bool,
+    /// How many client nodes the twin runs (at least one). Each runs its allocations' tasks as
+    /// local processes on its own loopback address.
+    pub nodes: usize,
 }
 
 impl NomadConfig {
@@ -101,6 +104,8 @@ impl NomadState {
             None => Store::new(uuid::Uuid::new_v4().to_string()),
         };
         store.system_deployments = config.system_deployments;
+        store.nomad_version = config.version();
+        store.set_node_count(config.nodes);
         let temporary = config.data_dir.is_none();
         let base_dir = match &config.data_dir {
             Some(d) => d.join("nomad-allocs"),

@@ -188,6 +188,7 @@ impl CountedNomad {
             acl_token: None,
             data_dir: None,
             system_deployments: true,
+            nodes: 1,
         });
         let requests = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
         let app = state.router().layer(axum::middleware::from_fn_with_state(

@@ -5,13 +5,8 @@ use super::*;
 pub(super) fn task_env(sh: &Shared, task: &Value) -> BTreeMap<String, String> {
     let task_name = View::task(task).str("Name");
     let task_dir = sh.alloc_dir.join(task_name);
-    let (node_id, node_name, dc) = sh.inner.read(|st| {
-        (
-            st.node_id.clone(),
-            st.node_name.clone(),
-            st.datacenter.clone(),
-        )
-    });
+    let node = &sh.node;
+    let (node_id, node_name, dc) = (node.id.clone(), node.name.clone(), node.datacenter.clone());
     let mut env = BTreeMap::new();
     let mut put = |k: String, v: String| {
         env.insert(k, v);
@@ -77,13 +72,11 @@ pub(super) fn task_env(sh: &Shared, task: &Value) -> BTreeMap<String, String> {
         let l = &p.label;
         put(format!("NOMAD_PORT_{l}"), p.value.to_string());
         put(format!("NOMAD_HOST_PORT_{l}"), p.value.to_string());
-        put(format!("NOMAD_IP_{l}"), "127.0.0.1".into());
-        put(format!("NOMAD_HOST_IP_{l}"), "127.0.0.1".into());
-        put(format!("NOMAD_ADDR_{l}"), format!("127.0.0.1:{}", p.value));
-        put(
-            format!("NOMAD_HOST_ADDR_{l}"),
-            format!("127.0.0.1:{}", p.value),
-        );
+        let ip = &node.address;
+        put(format!("NOMAD_IP_{l}"), ip.clone());
+        put(format!("NOMAD_HOST_IP_{l}"), ip.clone());
+        put(format!("NOMAD_ADDR_{l}"), format!("{ip}:{}", p.value));
+        put(format!("NOMAD_HOST_ADDR_{l}"), format!("{ip}:{}", p.value));
         put(format!("NOMAD_ALLOC_PORT_{l}"), p.value.to_string());
     }
     for meta in [
@@ -108,14 +101,14 @@ pub(super) fn task_env(sh: &Shared, task: &Value) -> BTreeMap<String, String> {
     let base = env.clone();
     if let Some(m) = View::task(task).raw("Env").and_then(Value::as_object) {
         for (k, v) in m {
-            let value = interpolate(v.as_str().unwrap_or_default(), &base, &sh.inner);
+            let value = interpolate(v.as_str().unwrap_or_default(), &base, &sh.node);
             env.insert(k.clone(), value);
         }
     }
     env
 }
 
-pub(super) fn interpolate(text: &str, env: &BTreeMap<String, String>, inner: &Inner) -> String {
+pub(super) fn interpolate(text: &str, env: &BTreeMap<String, String>, node: &Node) -> String {
     let mut out = String::new();
     let mut rest = text;
     while let Some(start) = rest.find("${") {
@@ -126,16 +119,14 @@ pub(super) fn interpolate(text: &str, env: &BTreeMap<String, String>, inner: &In
             return out;
         };
         let name = &after[..end];
-        let value = env.get(name).cloned().or_else(|| {
-            inner.read(|st| match name {
-                "node.unique.id" => Some(st.node_id.clone()),
-                "node.unique.name" => Some(st.node_name.clone()),
-                "node.datacenter" => Some(st.datacenter.clone()),
-                "node.region" => Some("global".into()),
-                "node.class" => Some(String::new()),
-                "attr.unique.network.ip-address" => Some("127.0.0.1".into()),
-                _ => None,
-            })
+        let value = env.get(name).cloned().or_else(|| match name {
+            "node.unique.id" => Some(node.id.clone()),
+            "node.unique.name" => Some(node.name.clone()),
+            "node.datacenter" => Some(node.datacenter.clone()),
+            "node.region" => Some("global".into()),
+            "node.class" => Some(String::new()),
+            "attr.unique.network.ip-address" => Some(node.address.clone()),
+            _ => None,
         });
         match value {
             Some(v) => out.push_str(&v),
@@ -199,10 +190,10 @@ pub(super) fn write_templates(
     task_dir: &Path,
     task: &Value,
     env: &BTreeMap<String, String>,
-    inner: &Inner,
+    node: &Node,
 ) -> Result<(), String> {
     for t in View::task(task).list("Templates") {
-        let dest = interpolate(t.str("DestPath"), env, inner);
+        let dest = interpolate(t.str("DestPath"), env, node);
         if dest.is_empty() {
             return Err("template has no destination".into());
         }

@@ -24,7 +24,7 @@ use task::*;
 
 use super::Inner;
 use super::reaper::{GroupRecord, signal_named};
-use super::store::{AllocPort, Plan, TaskEvent};
+use super::store::{AllocPort, Node, Plan, TaskEvent};
 use super::util::{go_duration, now_nanos, rfc3339};
 use super::view::View;
 use rustix::process::Signal;
@@ -159,6 +159,8 @@ struct Shared {
     group: Value,
     ports: Vec<AllocPort>,
     alloc_name: String,
+    /// The node the allocation runs on.
+    node: Node,
 }
 
 fn event(
@@ -255,7 +257,11 @@ async fn run_alloc(
         ctx.inner.executor.apply(&ctx.inner, plan);
         return;
     }
-    let ports = match assign_ports(&group) {
+    let Some(node) = ctx.inner.read(|st| st.nodes.get(&alloc.node_id).cloned()) else {
+        tracing::error!(alloc = %ctx.alloc_id, node = %alloc.node_id, "allocation on an unknown node");
+        return;
+    };
+    let ports = match assign_ports(&group, &node.address) {
         Ok(p) => p,
         Err(e) => {
             for t in &tasks {
@@ -291,6 +297,7 @@ async fn run_alloc(
         group: group.clone(),
         ports: ports.clone(),
         alloc_name: alloc.name.clone(),
+        node: node.clone(),
     };
     let (task_stop_tx, task_stop_rx) = watch::channel(false);
     let mut task_handles = Vec::new();
@@ -402,7 +409,7 @@ async fn run_alloc(
 
 // === ports ===
 
-fn assign_ports(group: &Value) -> std::io::Result<Vec<AllocPort>> {
+fn assign_ports(group: &Value, address: &str) -> std::io::Result<Vec<AllocPort>> {
     let mut ports = Vec::new();
     for net in View::group(group).list("Networks") {
         for p in net.list("ReservedPorts") {
@@ -415,7 +422,7 @@ fn assign_ports(group: &Value) -> std::io::Result<Vec<AllocPort>> {
         }
         for p in net.list("DynamicPorts") {
             // Bind-then-release: the port was free a moment ago, like Nomad's dynamic range pick.
-            let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+            let listener = std::net::TcpListener::bind((address, 0))?;
             let value = listener.local_addr()?.port();
             ports.push(AllocPort {
                 label: p.str("Label").into(),

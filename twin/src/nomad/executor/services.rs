@@ -29,6 +29,8 @@ pub(super) struct Check {
     pub(super) interval: Duration,
     pub(super) timeout: Duration,
     pub(super) initial: String,
+    /// The node address the check connects to.
+    pub(super) address: String,
 }
 
 pub(super) fn collect_services(sh: &Shared) -> Vec<Svc> {
@@ -68,6 +70,7 @@ pub(super) fn collect_services(sh: &Shared) -> Vec<Svc> {
                     } else {
                         c.dur("Timeout")
                     },
+                    address: sh.node.address.clone(),
                     initial: if c.str("InitialStatus").is_empty() {
                         "critical".into()
                     } else {
@@ -83,7 +86,7 @@ pub(super) fn collect_services(sh: &Shared) -> Vec<Svc> {
             tags: svc.strs("Tags").into_iter().map(String::from).collect(),
             meta: svc.raw("Meta").cloned().unwrap_or(Value::Null),
             address: if svc.str("Address").is_empty() {
-                "127.0.0.1".into()
+                sh.node.address.clone()
             } else {
                 svc.str("Address").into()
             },
@@ -114,9 +117,7 @@ pub(super) async fn register_service(
         }
     }
     if svc.provider == "nomad" {
-        let (node_id, dc) = sh
-            .inner
-            .read(|st| (st.node_id.clone(), st.datacenter.clone()));
+        let (node_id, dc) = (sh.node.id.clone(), sh.node.datacenter.clone());
         let reg = ServiceReg {
             id: svc.id.clone(),
             service_name: svc.name.clone(),
@@ -141,7 +142,7 @@ pub(super) async fn deregister_service(sh: &Shared, svc: &Svc) {
     if svc.provider == "nomad" {
         sh.inner.write(|st| st.remove_service(&svc.id));
     } else {
-        let node = sh.inner.read(|st| st.node_name.clone());
+        let node = sh.node.name.clone();
         let body = json!({"Node": node, "ServiceID": svc.id});
         let _ = consul_put(sh, "/v1/catalog/deregister", &body).await;
     }
@@ -166,9 +167,7 @@ pub(super) async fn consul_register(
     svc: &Svc,
     statuses: &Arc<Mutex<BTreeMap<String, String>>>,
 ) {
-    let (node, dc) = sh
-        .inner
-        .read(|st| (st.node_name.clone(), st.datacenter.clone()));
+    let (node, dc) = (sh.node.name.clone(), sh.node.datacenter.clone());
     let status_of = |id: &str| {
         statuses
             .lock()
@@ -220,7 +219,7 @@ pub(super) async fn consul_register(
     }
     let body = json!({
         "Node": node,
-        "Address": "127.0.0.1",
+        "Address": sh.node.address,
         "Datacenter": dc,
         "Service": {
             "ID": svc.id,
@@ -249,9 +248,9 @@ pub(super) fn check_target(c: &Check) -> String {
         } else {
             format!("/{}", c.path)
         };
-        format!("{scheme}://127.0.0.1:{}{path}", c.port)
+        format!("{scheme}://{}:{}{path}", c.address, c.port)
     } else {
-        format!("127.0.0.1:{}", c.port)
+        format!("{}:{}", c.address, c.port)
     }
 }
 
@@ -278,7 +277,7 @@ pub(super) async fn probe(inner: &Inner, c: &Check) -> bool {
         "tcp" => matches!(
             tokio::time::timeout(
                 c.timeout,
-                tokio::net::TcpStream::connect(("127.0.0.1", c.port))
+                tokio::net::TcpStream::connect((c.address.as_str(), c.port))
             )
             .await,
             Ok(Ok(_))

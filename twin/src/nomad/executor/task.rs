@@ -27,7 +27,7 @@ pub(super) async fn run_task(sh: Shared, task: Value, mut stop: watch::Receiver<
         let _ = std::fs::create_dir_all(task_dir.join(sub));
     }
     let env = task_env(&sh, &task);
-    if let Err(e) = write_templates(&task_dir, &task, &env, &inner) {
+    if let Err(e) = write_templates(&task_dir, &task, &env, &sh.node) {
         let mut ev = TaskEvent::new("Setup Failure", format!("failed to render template: {e}"));
         ev.setup_error = e;
         ev.fails_task = true;
@@ -201,8 +201,11 @@ pub(super) async fn run_process(
     let config = DriverConfig::of(task);
     let (command, args) = match &config {
         Ok(c) => (
-            interpolate(&c.command, env, inner),
-            c.args.iter().map(|a| interpolate(a, env, inner)).collect(),
+            interpolate(&c.command, env, &sh.node),
+            c.args
+                .iter()
+                .map(|a| interpolate(a, env, &sh.node))
+                .collect(),
         ),
         Err(_) => (String::new(), Vec::new()),
     };

@@ -200,20 +200,6 @@ pub(super) async fn read_namespace(
     .await
 }
 
-pub(super) async fn list_nodes(State(inner): St, Query(q): Params) -> Response {
-    blocking(&inner, &q, |st| {
-        let node = json!({
-            "ID": st.node_id, "Name": st.node_name, "Datacenter": st.datacenter, "NodePool": "default",
-            "NodeClass": "", "Address": "127.0.0.1", "Version": inner.config.version(), "Drain": false,
-            "SchedulingEligibility": "eligible", "Status": "ready", "StatusDescription": "",
-            "Drivers": {"raw_exec": {"Detected": true, "Healthy": true}, "exec": {"Detected": true, "Healthy": true}},
-            "CreateIndex": 1, "ModifyIndex": 1,
-        });
-        (1, Ok(json!([node])))
-    })
-    .await
-}
-
 pub(super) async fn status_leader(Query(q): Params) -> Response {
     query_response(&q, 1, &json!("127.0.0.1:4647"))
 }

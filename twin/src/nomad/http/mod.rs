@@ -4,12 +4,13 @@
 mod cluster;
 mod deployments;
 mod jobs;
+mod nodes;
 
 use super::Inner;
 use super::jobspec;
 use super::view::View;
 use super::{diff, events, filter};
-use crate::nomad::store::{ApiError, RegisterOpts, RegisterOutcome, Store};
+use crate::nomad::store::{ApiError, NodeUpdate, Plan, RegisterOpts, RegisterOutcome, Store};
 use crate::nomad::util::{go_duration, parse_go_duration};
 use axum::Router;
 use axum::body::Bytes;
@@ -26,6 +27,7 @@ use std::time::Duration;
 use cluster::*;
 use deployments::*;
 use jobs::*;
+use nodes::*;
 
 type St = State<Arc<Inner>>;
 type Params = Query<Vec<(String, String)>>;
@@ -87,6 +89,13 @@ pub fn router(inner: Arc<Inner>) -> Router {
         .route("/v1/namespaces", get(list_namespaces))
         .route("/v1/namespace/{name}", get(read_namespace))
         .route("/v1/nodes", get(list_nodes))
+        .route("/v1/node/{id}", get(read_node))
+        .route("/v1/node/{id}/allocations", get(node_allocations))
+        .route("/v1/node/{id}/drain", post(drain_node).put(drain_node))
+        .route(
+            "/v1/node/{id}/eligibility",
+            post(node_eligibility).put(node_eligibility),
+        )
         .route("/v1/status/leader", get(status_leader))
         .route("/v1/status/peers", get(status_peers))
         .route("/v1/regions", get(regions))

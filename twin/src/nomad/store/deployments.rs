@@ -6,7 +6,7 @@ use super::*;
 impl Store {
     // === deployments ===
 
-    pub(super) fn create_deployment(&mut self, job: &Value) -> Option<String> {
+    pub(super) fn create_deployment(&mut self, job: &Value, feasible_nodes: u64) -> Option<String> {
         let ns = View::job(job).str("Namespace").to_string();
         let id = View::job(job).str("ID").to_string();
         let job_type = View::job(job).str("Type");
@@ -26,8 +26,11 @@ impl Store {
             if upd.uint("MaxParallel") == 0 {
                 continue;
             }
+            // A system deployment's total is the nodes it could place on (SRC
+            // scheduler/reconciler/reconcile_node.go: "the desired total is the total we were
+            // able to place").
             let desired = if job_type == "system" {
-                1
+                feasible_nodes
             } else {
                 g.uint("Count")
             };
@@ -209,6 +212,7 @@ impl Store {
 
     /// Fails deployments whose progress deadline passed. Returns executor work from auto-reverts.
     pub fn check_deadlines(&mut self) -> Plan {
+        self.complete_drains();
         let now = now_nanos();
         let expired: Vec<String> = self
             .deployments

@@ -7,11 +7,14 @@
 
 mod deployments;
 mod jobs;
+mod nodes;
+mod placement;
 mod scheduler;
 mod services;
 mod views;
 
 pub use deployments::is_active;
+pub use nodes::{Node, NodeUpdate};
 pub use scheduler::static_ports;
 
 use super::jobspec;
@@ -183,6 +186,8 @@ pub struct Alloc {
     pub name: String,
     pub namespace: String,
     pub job_id: String,
+    /// The node it runs on.
+    pub node_id: String,
     pub job_type: String,
     pub job_version: u64,
     pub job: Value,
@@ -263,6 +268,8 @@ pub struct Tables {
     pub allocs: u64,
     pub deployments: u64,
     pub services: u64,
+    #[serde(default)]
+    pub nodes: u64,
 }
 
 /// What the executor must do after a state change.
@@ -294,6 +301,8 @@ pub struct Store {
     pub deployments: BTreeMap<String, Deployment>,
     pub allocs: BTreeMap<String, Alloc>,
     pub services: BTreeMap<String, ServiceReg>,
+    /// Client nodes by ID; `node_id` is the first (the agent the API runs on).
+    pub nodes: BTreeMap<String, Node>,
     pub tables: Tables,
     pub events: VecDeque<EventBatch>,
     /// Events of the current write, published when the write ends.
@@ -302,6 +311,8 @@ pub struct Store {
     pub jobs_dirty: bool,
     /// Whether system jobs get deployments (Nomad >= 1.11) or none (older servers).
     pub system_deployments: bool,
+    /// The Nomad version nodes report.
+    pub nomad_version: &'static str,
 }
 
 /// Persisted form (`nomad.json` in the data dir).
@@ -364,8 +375,10 @@ pub const ENFORCE_PREFIX: &str = "Enforcing job modify index";
 impl Store {
     /// An empty store for a node with a fresh ID.
     pub fn new(node_id: String) -> Store {
+        let first = Node::new(0, node_id.clone(), "dc1");
         Store {
             index: 1,
+            nodes: BTreeMap::from([(node_id.clone(), first)]),
             node_id,
             node_name: "hashistack-twin".into(),
             datacenter: "dc1".into(),
@@ -380,11 +393,13 @@ impl Store {
                 allocs: 1,
                 deployments: 1,
                 services: 1,
+                nodes: 1,
             },
             events: VecDeque::new(),
             pending_events: Vec::new(),
             jobs_dirty: false,
             system_deployments: true,
+            nomad_version: "1.11.2",
         }
     }
 

@@ -1,5 +1,6 @@
 //! The scheduler: evaluations, placement of allocations, and client-side allocation updates.
 
+use super::placement::Want;
 use super::*;
 
 impl Store {
@@ -72,6 +73,10 @@ impl Store {
 
     /// Brings the job's allocations in line with its current version (the scheduler's reconcile).
     /// Any spec change replaces the allocations (a destructive update); an unchanged spec keeps them.
+    /// System jobs want one allocation per feasible node (SRC scheduler/scheduler_system.go);
+    /// other jobs want `Count` allocations spread over the feasible nodes. Allocations on a
+    /// draining node are migrated (service, batch) or stopped (system, unless the drain ignores
+    /// system jobs); an ineligible node keeps what it runs but gets nothing new.
     pub(super) fn reconcile(
         &mut self,
         ns: &str,
@@ -89,7 +94,8 @@ impl Store {
             return plan;
         }
         let version = View::job(&job).uint("Version");
-        let job_type = View::job(&job).str("Type").to_string();
+        let system = matches!(View::job(&job).str("Type"), "system" | "sysbatch");
+        let feasible = self.feasible_nodes();
         let live: Vec<Alloc> = self
             .allocs
             .values()
@@ -98,166 +104,105 @@ impl Store {
             })
             .cloned()
             .collect();
-        let mut to_place: Vec<(String, u64)> = Vec::new();
-        let mut waits: Vec<String> = Vec::new();
+        let mut wants: Vec<Want> = Vec::new();
+        let mut stops: Vec<(String, &'static str)> = Vec::new();
         for group in View::job(&job).list("TaskGroups") {
             let name = group.str("Name").to_string();
-            let count = if job_type == "system" || job_type == "sysbatch" {
-                1
-            } else {
-                group.uint("Count")
-            };
             let (current, old): (Vec<&Alloc>, Vec<&Alloc>) = live
                 .iter()
                 .filter(|a| a.task_group == name)
                 .partition(|a| a.job_version == version || !spec_changed);
             for a in &old {
-                plan.stop.push(a.id.clone());
-                waits.push(a.id.clone());
+                stops.push((a.id.clone(), "alloc not needed due to job update"));
             }
-            let mut kept = 0u64;
-            for a in &current {
-                if kept < count {
-                    kept += 1;
+            let mut kept: Vec<&Alloc> = Vec::new();
+            for a in current {
+                if self.drained_off(&a.node_id, system) {
+                    let why = if system {
+                        "alloc not needed as node is tainted"
+                    } else {
+                        "alloc is being migrated"
+                    };
+                    stops.push((a.id.clone(), why));
                 } else {
-                    plan.stop.push(a.id.clone());
-                    waits.push(a.id.clone());
+                    kept.push(a);
                 }
             }
-            let used: Vec<u64> = current
+            if system {
+                let mut covered: Vec<&str> = Vec::new();
+                for a in kept {
+                    if covered.contains(&a.node_id.as_str()) {
+                        stops.push((a.id.clone(), "alloc not needed due to job update"));
+                    } else {
+                        covered.push(&a.node_id);
+                    }
+                }
+                for node in feasible.iter().filter(|n| !covered.contains(&n.as_str())) {
+                    wants.push(Want {
+                        group: name.clone(),
+                        index: 0,
+                        node: Some(node.clone()),
+                    });
+                }
+                continue;
+            }
+            let count = group.uint("Count");
+            let keep = kept.len().min(count as usize);
+            for a in &kept[keep..] {
+                stops.push((a.id.clone(), "alloc not needed due to job update"));
+            }
+            let used: Vec<u64> = kept[..keep]
                 .iter()
                 .filter_map(|a| alloc_index(&a.name))
                 .collect();
             let mut next = 0u64;
-            for _ in kept..count {
-                while used.contains(&next) || to_place.iter().any(|(g, i)| *g == name && *i == next)
-                {
+            for _ in keep as u64..count {
+                while used.contains(&next) {
                     next += 1;
                 }
-                to_place.push((name.clone(), next));
+                wants.push(Want {
+                    group: name.clone(),
+                    index: next,
+                    node: None,
+                });
                 next += 1;
             }
         }
-        for id_ in &plan.stop {
-            self.set_desired_stop(id_, "alloc not needed due to job update");
+        for (alloc_id, why) in &stops {
+            self.set_desired_stop(alloc_id, why);
+            plan.stop.push(alloc_id.clone());
         }
+        // New allocations start once the ones they replace have stopped (their ports are free).
+        let waits: Vec<String> = plan.stop.clone();
+        let joins_active = !spec_changed
+            && self
+                .active_deployment(ns, id)
+                .is_some_and(|d| d.job_version == version);
         let deployment_id = if spec_changed {
-            self.create_deployment(&job)
+            self.create_deployment(&job, feasible.len() as u64)
+        } else if joins_active {
+            // Reschedules and scale-ups of the same version join its deployment.
+            self.active_deployment(ns, id).map(|d| d.id.clone())
         } else {
             None
         };
-        if !spec_changed
-            && let Some(d) = self.active_deployment(ns, id)
-            && d.job_version == version
-        {
-            // Reschedules and scale-ups of the same version join its deployment.
-            let d_id = d.id.clone();
-            let to_place = self.drop_port_collisions(&job, eval_id, &plan.stop, to_place);
-            for (group, index) in to_place {
-                let alloc_id = self.place_alloc(&job, &group, index, eval_id, Some(&d_id));
-                plan.start.push((alloc_id, waits.clone()));
-            }
-            return plan;
-        }
-        let to_place = self.drop_port_collisions(&job, eval_id, &plan.stop, to_place);
-        for (group, index) in to_place {
-            let alloc_id = self.place_alloc(&job, &group, index, eval_id, deployment_id.as_deref());
+        let placed = self.place_wants(&job, eval_id, &plan.stop, wants);
+        for (want, node) in placed {
+            let alloc_id = self.place_alloc(
+                &job,
+                &want.group,
+                want.index,
+                eval_id,
+                deployment_id.as_deref(),
+                &node,
+            );
             plan.start.push((alloc_id, waits.clone()));
         }
-        if let Some(d_id) = deployment_id {
+        if spec_changed && let Some(d_id) = deployment_id {
             // A deployment with nothing to place (count 0) is complete at once.
             self.check_deployment_progress(&d_id);
         }
         plan
-    }
-
-    /// The one node has each static (reserved) port once: a placement whose group asks for a port
-    /// a running allocation (or an earlier placement of this plan) holds is not placed. Like the
-    /// scheduler, the evaluation then records the failure in `FailedTGAllocs` (dimension
-    /// `network: reserved port collision <label>=<port>`) and gets a blocked follow-up.
-    pub(super) fn drop_port_collisions(
-        &mut self,
-        job: &Value,
-        eval_id: &str,
-        stopping: &[String],
-        to_place: Vec<(String, u64)>,
-    ) -> Vec<(String, u64)> {
-        let mut held: Vec<u64> = self
-            .allocs
-            .values()
-            .filter(|a| a.desired_run() && !a.client_terminal() && !stopping.contains(&a.id))
-            .flat_map(|a| static_ports(&a.group()))
-            .map(|(_, p)| p)
-            .collect();
-        let mut placed = Vec::new();
-        let mut failed: BTreeMap<String, (String, u64)> = BTreeMap::new();
-        for (group, index) in to_place {
-            let g = View::job(job)
-                .named("TaskGroups", &group)
-                .map(|g| g.value().clone())
-                .unwrap_or(Value::Null);
-            let ports = static_ports(&g);
-            match ports.iter().find(|(_, p)| held.contains(p)) {
-                Some((label, port)) => {
-                    let entry = failed.entry(group.clone()).or_insert_with(|| {
-                        (
-                            format!("network: reserved port collision {label}={port}"),
-                            0,
-                        )
-                    });
-                    entry.1 += 1;
-                }
-                None => {
-                    held.extend(ports.iter().map(|(_, p)| *p));
-                    placed.push((group, index));
-                }
-            }
-        }
-        if failed.is_empty() {
-            return placed;
-        }
-        let metrics: serde_json::Map<String, Value> = failed
-            .iter()
-            .map(|(group, (dimension, n))| {
-                (
-                    group.clone(),
-                    json!({
-                        "NodesEvaluated": 1, "NodesFiltered": 0, "NodesInPool": 1,
-                        "NodesAvailable": {self.datacenter.clone(): 1},
-                        "ClassFiltered": null, "ConstraintFiltered": null, "NodesExhausted": 1,
-                        "ClassExhausted": null, "DimensionExhausted": {dimension.clone(): 1},
-                        "QuotaExhausted": null, "ResourcesExhausted": null, "Scores": null,
-                        "ScoreMetaData": null, "AllocationTime": 0, "CoalescedFailures": n - 1,
-                    }),
-                )
-            })
-            .collect();
-        let queued: serde_json::Map<String, Value> = failed
-            .iter()
-            .map(|(g, (_, n))| (g.clone(), json!(n)))
-            .collect();
-        let blocked_id = uuid::Uuid::new_v4().to_string();
-        if let Some(eval) = self.evals.get(eval_id).cloned() {
-            let mut blocked = eval.clone();
-            if let Some(o) = blocked.as_object_mut() {
-                o.insert("ID".into(), json!(blocked_id));
-                o.insert("Status".into(), json!("blocked"));
-                o.insert("TriggeredBy".into(), json!("queued-allocs"));
-                o.insert("PreviousEval".into(), json!(eval_id));
-                o.insert(
-                    "StatusDescription".into(),
-                    json!("created to place remaining allocations"),
-                );
-                o.insert("ClassEligibility".into(), json!({}));
-            }
-            self.evals.insert(blocked_id.clone(), blocked);
-            if let Some(o) = self.evals.get_mut(eval_id).and_then(Value::as_object_mut) {
-                o.insert("FailedTGAllocs".into(), Value::Object(metrics));
-                o.insert("BlockedEval".into(), json!(blocked_id));
-                o.insert("QueuedAllocations".into(), Value::Object(queued));
-            }
-        }
-        placed
     }
 
     /// Places a restored job's allocations again (no new version, no new deployment).
@@ -308,6 +253,7 @@ impl Store {
         index_in_group: u64,
         eval_id: &str,
         deployment: Option<&str>,
+        node_id: &str,
     ) -> String {
         let index = self.next_index();
         let now = now_nanos();
@@ -330,6 +276,7 @@ impl Store {
             ),
             namespace: View::job(job).str("Namespace").to_string(),
             job_id: View::job(job).str("ID").to_string(),
+            node_id: node_id.to_string(),
             job_type: View::job(job).str("Type").to_string(),
             job_version: View::job(job).uint("Version"),
             job: job.clone(),

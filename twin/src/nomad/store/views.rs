@@ -54,8 +54,8 @@ impl Store {
             "EvalID": a.eval_id,
             "Name": a.name,
             "Namespace": a.namespace,
-            "NodeID": self.node_id,
-            "NodeName": self.node_name,
+            "NodeID": a.node_id,
+            "NodeName": self.nodes.get(&a.node_id).map(|n| n.name.as_str()).unwrap_or(""),
             "JobID": a.job_id,
             "JobType": a.job_type,
             "JobVersion": a.job_version,
@@ -184,6 +184,43 @@ impl Store {
             "Meta": job.get("Meta"),
         })
     }
+
+    /// A node (`/v1/node/:id`), secret ID cleared as the server does.
+    pub fn node_json(&self, n: &Node) -> Value {
+        let drain = n.drain.as_ref().map(|d| {
+            json!({"Deadline": d.deadline, "IgnoreSystemJobs": d.ignore_system_jobs,
+                   "ForceDeadline": d.force_deadline, "StartedAt": d.started_at})
+        });
+        json!({
+            "ID": n.id, "SecretID": "", "Datacenter": n.datacenter, "Name": n.name,
+            "HTTPAddr": format!("{}:4646", n.address), "TLSEnabled": false,
+            "Attributes": {
+                "unique.network.ip-address": n.address, "unique.hostname": n.name,
+                "nomad.version": self.nomad_version, "os.name": "linux", "kernel.name": "linux",
+                "driver.raw_exec": "1", "driver.exec": "1",
+            },
+            "Resources": null, "Reserved": null, "NodeResources": null, "ReservedResources": null,
+            "Links": {}, "Meta": {}, "NodeClass": "", "NodePool": "default", "ComputedClass": "",
+            "CgroupParent": "", "Drain": n.drain.is_some(), "DrainStrategy": drain,
+            "SchedulingEligibility": n.eligibility, "Status": "ready", "StatusDescription": "",
+            "StatusUpdatedAt": 0, "Events": [], "Drivers": drivers_json(),
+            "HostVolumes": null, "GCVolumesOnNodeGC": false, "HostNetworks": null,
+            "CSIControllerPlugins": null, "CSINodePlugins": null, "LastDrain": n.last_drain,
+            "NodeMaxAllocs": 0, "CreateIndex": n.create_index, "ModifyIndex": n.modify_index,
+        })
+    }
+
+    /// A node list stub (`/v1/nodes`).
+    pub fn node_stub(&self, n: &Node) -> Value {
+        json!({
+            "Address": n.address, "ID": n.id, "Attributes": null, "Datacenter": n.datacenter,
+            "Name": n.name, "NodeClass": "", "NodePool": "default", "Version": self.nomad_version,
+            "Drain": n.drain.is_some(), "SchedulingEligibility": n.eligibility, "Status": "ready",
+            "StatusDescription": "", "Drivers": drivers_json(), "HostVolumes": null,
+            "NodeResources": null, "ReservedResources": null, "LastDrain": n.last_drain,
+            "CreateIndex": n.create_index, "ModifyIndex": n.modify_index,
+        })
+    }
 }
 
 pub(super) fn ports_json(a: &Alloc, reserved: bool) -> Value {
@@ -198,4 +235,10 @@ pub(super) fn ports_json(a: &Alloc, reserved: bool) -> Value {
     } else {
         Value::Array(ports)
     }
+}
+
+fn drivers_json() -> Value {
+    let info = json!({"Attributes": null, "Detected": true, "Healthy": true,
+                      "HealthDescription": "Healthy", "UpdateTime": "0001-01-01T00:00:00Z"});
+    json!({"raw_exec": info, "exec": info})
 }
