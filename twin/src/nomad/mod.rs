@@ -1,16 +1,17 @@
 //! The Nomad HTTP API and the local executor that runs raw_exec/exec tasks as real processes.
 //!
-//! Layout: `jobspec` decodes and canonicalizes jobs as a real server does; `store` holds the state
-//! (jobs, versions, evaluations, deployments, allocations, services) under one growing index;
-//! `http` serves the API with blocking queries; `executor` runs allocations as child processes
-//! with restart policy, templates, service checks and health; `events` serves `/v1/event/stream`;
-//! `diff` builds plan/version diffs; `filter` evaluates the go-bexpr forms clients send;
-//! `reaper` kills task processes a dead twin left behind.
+//! Layout: `jobspec` decodes and canonicalizes jobs as a real server does; `view` reads them with
+//! typed, checked accessors; `store` holds the state (jobs, versions, evaluations, deployments,
+//! allocations, services, client nodes) under one growing index; `http` serves the API with
+//! blocking queries; `executor` runs allocations as child processes on their node with restart
+//! policy, templates, service checks and health; `events` serves `/v1/event/stream`; `diff`
+//! builds plan/version diffs; `filter` evaluates the go-bexpr forms clients send; `reaper` kills
+//! task processes a dead twin left behind.
 //!
 //! Not implemented (answered with an explicit error, never silently accepted): canary
 //! deployments. A job whose update block has `Canary > 0` is refused with a 500
-//! "hashistack-twin: canary deployments are not implemented ..." on register and plan, and
-//! `/v1/deployment/promote/:id` does not exist (404).
+//! "hashistack-twin: canary deployments are not implemented ..." on register and plan, so
+//! `/v1/deployment/promote/:id` on an active deployment answers Nomad's "no canaries to promote".
 
 mod diff;
 mod events;

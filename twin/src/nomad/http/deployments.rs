@@ -149,6 +149,12 @@ pub(super) async fn deployment_alloc_health(
             .unwrap_or_default()
     };
     let (healthy, unhealthy) = (ids("HealthyAllocationIDs"), ids("UnhealthyAllocationIDs"));
+    if healthy.is_empty() && unhealthy.is_empty() {
+        return error(ApiError::new(
+            500,
+            "must specify at least one healthy/unhealthy allocation ID",
+        ));
+    }
     let result = inner.write_and_apply(|st| {
         let Some(d) = st.deployments.get(&id) else {
             return (
@@ -172,10 +178,19 @@ pub(super) async fn deployment_alloc_health(
         for a in &unhealthy {
             plan.extend(st.set_alloc_health(a, false));
         }
+        // The deployment watcher fails the deployment (and auto-reverts) as soon as the operator
+        // marks any allocation unhealthy (SRC nomad/deploymentwatcher `SetAllocHealth`).
+        let mut reverted = None;
+        if !unhealthy.is_empty()
+            && let Ok((version, p)) = st.fail_deployment(&id, "Failed due to unhealthy allocations")
+        {
+            reverted = version;
+            plan.extend(p);
+        }
         let eval = st.deployment_eval(&id);
         let modify = st.deployments.get(&id).map(|d| d.modify_index).unwrap_or(0);
         (
-            Ok(deployment_update_body(eval, modify, None, st.index)),
+            Ok(deployment_update_body(eval, modify, reverted, st.index)),
             plan,
         )
     });

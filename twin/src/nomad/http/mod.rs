@@ -4,6 +4,7 @@
 mod cluster;
 mod deployments;
 mod jobs;
+mod lifecycle;
 mod nodes;
 
 use super::Inner;
@@ -27,6 +28,7 @@ use std::time::Duration;
 use cluster::*;
 use deployments::*;
 use jobs::*;
+use lifecycle::*;
 use nodes::*;
 
 type St = State<Arc<Inner>>;
@@ -59,8 +61,13 @@ pub fn router(inner: Arc<Inner>) -> Router {
         .route("/v1/job/{id}/deployment", get(job_latest_deployment))
         .route("/v1/job/{id}/deployments", get(job_deployments))
         .route("/v1/job/{id}/services", get(job_services))
+        .route(
+            "/v1/job/{id}/evaluate",
+            post(evaluate_job).put(evaluate_job),
+        )
         .route("/v1/evaluations", get(list_evals))
         .route("/v1/evaluation/{id}", get(read_eval))
+        .route("/v1/evaluation/{id}/allocations", get(eval_allocations))
         .route("/v1/deployments", get(list_deployments))
         .route("/v1/deployment/{id}", get(read_deployment))
         .route(
@@ -72,6 +79,10 @@ pub fn router(inner: Arc<Inner>) -> Router {
             post(fail_deployment).put(fail_deployment),
         )
         .route(
+            "/v1/deployment/promote/{id}",
+            post(promote_deployment).put(promote_deployment),
+        )
+        .route(
             "/v1/deployment/pause/{id}",
             post(pause_deployment).put(pause_deployment),
         )
@@ -81,6 +92,7 @@ pub fn router(inner: Arc<Inner>) -> Router {
         )
         .route("/v1/allocations", get(list_allocs))
         .route("/v1/allocation/{id}", get(read_alloc))
+        .route("/v1/allocation/{id}/stop", post(stop_alloc).put(stop_alloc))
         .route("/v1/allocation/{id}/services", get(alloc_services))
         .route("/v1/services", get(list_services))
         .route("/v1/service/{name}", get(read_service))

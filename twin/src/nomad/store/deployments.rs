@@ -310,14 +310,22 @@ impl Store {
         Ok((reverted, plan))
     }
 
-    /// Pauses or resumes a deployment.
+    /// Pauses or resumes a deployment (`Deployment.Pause`).
     pub fn pause_deployment(&mut self, d_id: &str, pause: bool) -> Result<u64, ApiError> {
         let d = self
             .deployments
             .get(d_id)
             .ok_or_else(|| ApiError::new(500, "deployment not found"))?;
+        // SRC nomad/deployment_endpoint.go `Pause`: the refusal names the action asked for.
         if !is_active(&d.status) {
-            return Err(ApiError::new(500, "can't pause terminal deployment"));
+            return Err(ApiError::new(
+                500,
+                if pause {
+                    "can't pause terminal deployment"
+                } else {
+                    "can't resume terminal deployment"
+                },
+            ));
         }
         if pause {
             self.set_deployment_status(d_id, "paused", "Deployment is paused");

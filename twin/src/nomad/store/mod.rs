@@ -7,6 +7,7 @@
 
 mod deployments;
 mod jobs;
+mod lifecycle;
 mod nodes;
 mod placement;
 mod scheduler;
@@ -199,6 +200,9 @@ pub struct Alloc {
     pub task_states: BTreeMap<String, TaskState>,
     pub deployment_id: String,
     pub deployment_status: Option<AllocDeploymentStatus>,
+    /// `DesiredTransition.Migrate`: set by an allocation stop or a drain; the scheduler then
+    /// stops the allocation and places a replacement.
+    pub migrate: bool,
     pub ports: Vec<AllocPort>,
     pub previous_allocation: String,
     pub next_allocation: String,

@@ -117,7 +117,9 @@ impl Store {
             }
             let mut kept: Vec<&Alloc> = Vec::new();
             for a in current {
-                if self.drained_off(&a.node_id, system) {
+                if a.migrate && !self.drained_off(&a.node_id, system) {
+                    stops.push((a.id.clone(), "alloc is being migrated"));
+                } else if self.drained_off(&a.node_id, system) {
                     let why = if system {
                         "alloc not needed as node is tainted"
                     } else {
@@ -288,6 +290,7 @@ impl Store {
             task_states,
             deployment_id: deployment.unwrap_or("").to_string(),
             deployment_status: None,
+            migrate: false,
             ports: Vec::new(),
             previous_allocation: String::new(),
             next_allocation: String::new(),

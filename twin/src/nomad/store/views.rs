@@ -65,7 +65,7 @@ impl Store {
             "DesiredDescription": a.desired_description,
             "ClientStatus": a.client_status,
             "ClientDescription": a.client_description,
-            "DesiredTransition": {"Migrate": null, "Reschedule": null, "ForceReschedule": null, "NoShutdownDelay": null},
+            "DesiredTransition": {"Migrate": a.migrate.then_some(true), "Reschedule": null, "ForceReschedule": null, "NoShutdownDelay": null},
             "TaskStates": a.task_states,
             "DeploymentStatus": a.deployment_status,
             "FollowupEvalID": "",
