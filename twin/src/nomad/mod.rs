@@ -13,6 +13,7 @@
 //! "hashistack-twin: canary deployments are not implemented ..." on register and plan, so
 //! `/v1/deployment/promote/:id` on an active deployment answers Nomad's "no canaries to promote".
 
+pub mod acl;
 mod diff;
 mod events;
 mod executor;
@@ -45,6 +46,29 @@ pub struct NomadConfig {
     /// How many client nodes the twin runs (at least one). Each runs its allocations' tasks as
     /// local processes on its own loopback address.
     pub nodes: usize,
+    /// Client tokens that exist from the start, with the ACL policies attached to them. They
+    /// take effect when `acl_token` (the management token) is set.
+    pub acl_tokens: Vec<AclTokenSeed>,
+}
+
+/// A client token the twin knows from the start.
+#[derive(Debug, Clone, Default)]
+pub struct AclTokenSeed {
+    /// Its name.
+    pub name: String,
+    /// The secret a request carries (`X-Nomad-Token`).
+    pub secret_id: String,
+    /// Its policies: name and rules (Nomad's HCL or JSON policy document).
+    pub policies: Vec<(String, String)>,
+}
+
+impl AclTokenSeed {
+    /// Checks every policy document as Nomad would before it stores it.
+    pub fn validate(&self) -> Result<(), acl::PolicyError> {
+        self.policies
+            .iter()
+            .try_for_each(|(_, rules)| acl::parse(rules).map(|_| ()))
+    }
 }
 
 impl NomadConfig {
@@ -107,6 +131,7 @@ impl NomadState {
         store.system_deployments = config.system_deployments;
         store.nomad_version = config.version();
         store.set_node_count(config.nodes);
+        seed_acl(&mut store, &config);
         let temporary = config.data_dir.is_none();
         let base_dir = match &config.data_dir {
             Some(d) => d.join("nomad-allocs"),
@@ -185,6 +210,44 @@ impl NomadState {
         }
         self.inner.executor.shutdown().await;
         self.inner.executor.remove_scratch_dir();
+    }
+}
+
+/// The management token and the seeded client tokens with their policies.
+fn seed_acl(store: &mut Store, config: &NomadConfig) {
+    let Some(management) = &config.acl_token else {
+        return;
+    };
+    let seeded = store.create_acl_token(
+        "Bootstrap Token",
+        "management",
+        Vec::new(),
+        true,
+        Some(management.clone()),
+    );
+    if let Err(e) = seeded {
+        tracing::error!(error = %e.message, "nomad management token not created");
+    }
+    for seed in &config.acl_tokens {
+        let mut names = Vec::new();
+        for (name, rules) in &seed.policies {
+            match store.upsert_acl_policy(name, "", rules) {
+                Ok(_) => names.push(name.clone()),
+                Err(e) => {
+                    tracing::error!(policy = %name, error = %e.message, "nomad ACL policy refused")
+                }
+            }
+        }
+        let created = store.create_acl_token(
+            &seed.name,
+            "client",
+            names,
+            false,
+            Some(seed.secret_id.clone()),
+        );
+        if let Err(e) = created {
+            tracing::error!(token = %seed.name, error = %e.message, "nomad ACL token refused");
+        }
     }
 }
 

@@ -189,6 +189,7 @@ impl CountedNomad {
             data_dir: None,
             system_deployments: true,
             nodes: 1,
+            acl_tokens: Vec::new(),
         });
         let requests = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
         let app = state.router().layer(axum::middleware::from_fn_with_state(

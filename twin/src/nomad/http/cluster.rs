@@ -2,7 +2,11 @@
 
 use super::*;
 
-pub(super) async fn list_evals(State(inner): St, Query(q): Params) -> Response {
+pub(super) async fn list_evals(
+    State(inner): St,
+    Query(q): Params,
+    Extension(acl): ReqAcl,
+) -> Response {
     let ns = namespace(&q);
     let prefix = param(&q, "prefix").unwrap_or("").to_string();
     blocking(&inner, &q, |st| {
@@ -11,6 +15,7 @@ pub(super) async fn list_evals(State(inner): St, Query(q): Params) -> Response {
             .values()
             .filter(|e| {
                 ns_matches(&ns, View::eval(e).str("Namespace"))
+                    && acl.allow_ns_op(View::eval(e).str("Namespace"), "read-job")
                     && View::eval(e).str("ID").starts_with(&prefix)
             })
             .cloned()
@@ -42,7 +47,11 @@ pub(super) async fn read_eval(
 
 // === allocations ===
 
-pub(super) async fn list_allocs(State(inner): St, Query(q): Params) -> Response {
+pub(super) async fn list_allocs(
+    State(inner): St,
+    Query(q): Params,
+    Extension(acl): ReqAcl,
+) -> Response {
     let ns = namespace(&q);
     let prefix = param(&q, "prefix").unwrap_or("").to_string();
     let filter = match param(&q, "filter").map(filter::parse).transpose() {
@@ -53,7 +62,11 @@ pub(super) async fn list_allocs(State(inner): St, Query(q): Params) -> Response 
         let list: Vec<Value> = st
             .allocs
             .values()
-            .filter(|a| ns_matches(&ns, &a.namespace) && a.id.starts_with(&prefix))
+            .filter(|a| {
+                ns_matches(&ns, &a.namespace)
+                    && acl.allow_ns_op(&a.namespace, "read-job")
+                    && a.id.starts_with(&prefix)
+            })
             .map(|a| st.alloc_json(a, false))
             .filter(|v| filter.as_ref().is_none_or(|f| filter::eval(f, v)))
             .collect();
@@ -93,7 +106,11 @@ pub(super) async fn alloc_services(
 
 // === services ===
 
-pub(super) async fn list_services(State(inner): St, Query(q): Params) -> Response {
+pub(super) async fn list_services(
+    State(inner): St,
+    Query(q): Params,
+    Extension(acl): ReqAcl,
+) -> Response {
     let ns = namespace(&q);
     blocking(&inner, &q, |st| {
         let mut by_ns: BTreeMap<String, BTreeMap<String, std::collections::BTreeSet<String>>> =
@@ -101,7 +118,7 @@ pub(super) async fn list_services(State(inner): St, Query(q): Params) -> Respons
         for r in st
             .services
             .values()
-            .filter(|r| ns_matches(&ns, &r.namespace))
+            .filter(|r| ns_matches(&ns, &r.namespace) && acl.allow_ns_op(&r.namespace, "read-job"))
         {
             by_ns
                 .entry(r.namespace.clone())
@@ -181,8 +198,22 @@ pub(super) fn default_namespace() -> Value {
     })
 }
 
-pub(super) async fn list_namespaces(State(inner): St, Query(q): Params) -> Response {
-    blocking(&inner, &q, |_| (1, Ok(json!([default_namespace()])))).await
+pub(super) async fn list_namespaces(
+    State(inner): St,
+    Query(q): Params,
+    Extension(acl): ReqAcl,
+) -> Response {
+    // Only the namespaces the token has any capability in are listed.
+    let visible = acl.allow_namespace("default");
+    blocking(&inner, &q, move |_| {
+        let list = if visible {
+            json!([default_namespace()])
+        } else {
+            json!([])
+        };
+        (1, Ok(list))
+    })
+    .await
 }
 
 pub(super) async fn read_namespace(

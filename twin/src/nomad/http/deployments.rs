@@ -2,13 +2,17 @@
 
 use super::*;
 
-pub(super) async fn list_deployments(State(inner): St, Query(q): Params) -> Response {
+pub(super) async fn list_deployments(
+    State(inner): St,
+    Query(q): Params,
+    Extension(acl): ReqAcl,
+) -> Response {
     let ns = namespace(&q);
     blocking(&inner, &q, |st| {
         let mut list: Vec<&crate::nomad::store::Deployment> = st
             .deployments
             .values()
-            .filter(|d| ns_matches(&ns, &d.namespace))
+            .filter(|d| ns_matches(&ns, &d.namespace) && acl.allow_ns_op(&d.namespace, "read-job"))
             .collect();
         list.sort_by_key(|d| std::cmp::Reverse(d.create_index));
         let list: Vec<Value> = list

@@ -243,7 +243,11 @@ pub(super) async fn register_job(
     do_register(inner, q, bytes, Some(id)).await
 }
 
-pub(super) async fn list_jobs(State(inner): St, Query(q): Params) -> Response {
+pub(super) async fn list_jobs(
+    State(inner): St,
+    Query(q): Params,
+    Extension(acl): ReqAcl,
+) -> Response {
     let ns = namespace(&q);
     let prefix = param(&q, "prefix").unwrap_or("").to_string();
     let filter = match param(&q, "filter").map(filter::parse).transpose() {
@@ -254,7 +258,9 @@ pub(super) async fn list_jobs(State(inner): St, Query(q): Params) -> Response {
         let list: Vec<Value> = st
             .jobs
             .iter()
-            .filter(|((jns, id), _)| ns_matches(&ns, jns) && id.starts_with(&prefix))
+            .filter(|((jns, id), _)| {
+                ns_matches(&ns, jns) && acl.allow_ns_op(jns, "list-jobs") && id.starts_with(&prefix)
+            })
             .map(|(_, r)| st.job_stub(&r.job))
             .filter(|stub| filter.as_ref().is_none_or(|f| filter::eval(f, stub)))
             .collect();

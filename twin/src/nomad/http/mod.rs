@@ -1,6 +1,7 @@
 //! The Nomad HTTP API: routes, ACL check, blocking queries and the response conventions
 //! (`X-Nomad-Index`/`X-Nomad-KnownLeader`/`X-Nomad-LastContact`, plain-text errors).
 
+mod acl;
 mod cluster;
 mod deployments;
 mod jobs;
@@ -13,18 +14,19 @@ use super::view::View;
 use super::{diff, events, filter};
 use crate::nomad::store::{ApiError, NodeUpdate, Plan, RegisterOpts, RegisterOutcome, Store};
 use crate::nomad::util::{go_duration, parse_go_duration};
-use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{Path, Query, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get, post};
+use axum::routing::{delete, get, post, put};
+use axum::{Extension, Router};
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use acl::*;
 use cluster::*;
 use deployments::*;
 use jobs::*;
@@ -112,6 +114,20 @@ pub fn router(inner: Arc<Inner>) -> Router {
         .route("/v1/status/peers", get(status_peers))
         .route("/v1/regions", get(regions))
         .route("/v1/agent/self", get(agent_self))
+        .route("/v1/acl/policies", get(list_policies))
+        .route(
+            "/v1/acl/policy/{name}",
+            get(read_policy)
+                .put(upsert_policy)
+                .post(upsert_policy)
+                .delete(delete_policy),
+        )
+        .route("/v1/acl/tokens", get(list_tokens))
+        .route("/v1/acl/token", put(create_token).post(create_token))
+        .route(
+            "/v1/acl/token/{accessor}",
+            get(read_token).delete(delete_token),
+        )
         .layer(middleware::from_fn_with_state(inner.clone(), acl))
         .with_state(inner)
 }
@@ -165,6 +181,13 @@ fn query_response(q: &[(String, String)], index: u64, body: &Value) -> Response 
 }
 
 /// A write answer: only `X-Nomad-Index`.
+/// A write answered with no body, only `X-Nomad-Index` (the handler returned a nil object).
+fn write_empty(_q: &[(String, String)], index: u64) -> Response {
+    let mut resp = StatusCode::OK.into_response();
+    set_meta(resp.headers_mut(), index, false);
+    resp
+}
+
 fn write_response(q: &[(String, String)], index: u64, body: &Value) -> Response {
     let mut resp = (
         StatusCode::OK,
@@ -184,33 +207,6 @@ fn set_meta(h: &mut HeaderMap, index: u64, full: bool) {
         h.insert("X-Nomad-KnownLeader", HeaderValue::from_static("true"));
         h.insert("X-Nomad-LastContact", HeaderValue::from_static("0"));
     }
-}
-
-async fn acl(State(inner): St, req: Request, next: Next) -> Response {
-    if let Some(token) = &inner.config.acl_token {
-        let path = req.uri().path();
-        let exempt = path.starts_with("/v1/status/");
-        let h = req.headers();
-        let sent = h
-            .get("X-Nomad-Token")
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_string)
-            .or_else(|| {
-                h.get(http::header::AUTHORIZATION)
-                    .and_then(|v| v.to_str().ok())
-                    .and_then(|v| {
-                        let (scheme, rest) = v.split_once(' ')?;
-                        scheme
-                            .eq_ignore_ascii_case("bearer")
-                            .then(|| rest.trim().to_string())
-                    })
-            });
-        if !exempt && sent.as_deref() != Some(token.as_str()) {
-            return error(ApiError::new(403, "Permission denied"));
-        }
-    }
-    tracing::debug!(method = %req.method(), uri = %req.uri(), "nomad request");
-    next.run(req).await
 }
 
 /// Runs a read as a blocking query: answers at once without `index`, otherwise when the result's

@@ -5,6 +5,7 @@
 //! `scheduler` (evaluations and placement), `deployments`, `services`, and `views` (the JSON the
 //! API answers with). This file holds the records, the index and the event buffer.
 
+mod acl;
 mod deployments;
 mod jobs;
 mod lifecycle;
@@ -14,6 +15,7 @@ mod scheduler;
 mod services;
 mod views;
 
+pub use acl::{AclPolicyRecord, AclTokenRecord};
 pub use deployments::is_active;
 pub use nodes::{Node, NodeUpdate};
 pub use scheduler::static_ports;
@@ -274,6 +276,10 @@ pub struct Tables {
     pub services: u64,
     #[serde(default)]
     pub nodes: u64,
+    #[serde(default)]
+    pub acl_policies: u64,
+    #[serde(default)]
+    pub acl_tokens: u64,
 }
 
 /// What the executor must do after a state change.
@@ -307,6 +313,10 @@ pub struct Store {
     pub services: BTreeMap<String, ServiceReg>,
     /// Client nodes by ID; `node_id` is the first (the agent the API runs on).
     pub nodes: BTreeMap<String, Node>,
+    /// ACL policies by name.
+    pub acl_policies: BTreeMap<String, AclPolicyRecord>,
+    /// ACL tokens by accessor ID.
+    pub acl_tokens: BTreeMap<String, AclTokenRecord>,
     pub tables: Tables,
     pub events: VecDeque<EventBatch>,
     /// Events of the current write, published when the write ends.
@@ -383,6 +393,8 @@ impl Store {
         Store {
             index: 1,
             nodes: BTreeMap::from([(node_id.clone(), first)]),
+            acl_policies: BTreeMap::new(),
+            acl_tokens: BTreeMap::new(),
             node_id,
             node_name: "hashistack-twin".into(),
             datacenter: "dc1".into(),
@@ -398,6 +410,8 @@ impl Store {
                 deployments: 1,
                 services: 1,
                 nodes: 1,
+                acl_policies: 1,
+                acl_tokens: 1,
             },
             events: VecDeque::new(),
             pending_events: Vec::new(),
