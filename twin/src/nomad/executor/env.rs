@@ -2,6 +2,9 @@
 
 use super::*;
 
+/// `PATH` when the twin itself has none.
+const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
 pub(super) fn task_env(sh: &Shared, task: &Value) -> BTreeMap<String, String> {
     let task_name = View::task(task).str("Name");
     let task_dir = sh.alloc_dir.join(task_name);
@@ -11,6 +14,17 @@ pub(super) fn task_env(sh: &Shared, task: &Value) -> BTreeMap<String, String> {
     let mut put = |k: String, v: String| {
         env.insert(k, v);
     };
+    // A minimal base, as issue 15 asks, instead of the agent's whole environment (real Nomad
+    // passes raw_exec tasks the client's environment minus `env.denylist`): the command search
+    // path and a home directory, then the `NOMAD_*` variables and the task's `env`.
+    put(
+        "PATH".into(),
+        std::env::var("PATH").unwrap_or_else(|_| DEFAULT_PATH.into()),
+    );
+    put(
+        "HOME".into(),
+        std::env::var("HOME").unwrap_or_else(|_| "/".into()),
+    );
     put(
         "NOMAD_ALLOC_DIR".into(),
         sh.alloc_dir.join("alloc").display().to_string(),

@@ -3,7 +3,8 @@
 //!
 //! Per allocation it builds Nomad's directory layout (`<alloc>/alloc/{logs,data,tmp}`,
 //! `<alloc>/<task>/{local,secrets,tmp}`), assigns ports, renders templates, starts each task with
-//! the `NOMAD_*` environment, applies the restart policy, runs the service checks, registers the
+//! a minimal environment (`PATH`, `HOME`, the `NOMAD_*` variables and the task's `env`, never the
+//! twin's own environment), applies the restart policy, runs the service checks, registers the
 //! services (Nomad-native or in Consul) and reports allocation health to the deployment.
 //!
 //! Interpolation: `${NAME}` in `Config.command`, `Config.args`, `Env` values and template

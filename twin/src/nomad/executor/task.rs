@@ -221,7 +221,9 @@ pub(super) async fn run_process(
         (Ok(_), true, _, _) => Err("missing command in task config".to_string()),
         (Ok(_), false, Ok(out), Ok(err)) => {
             let mut cmd = tokio::process::Command::new(&command);
+            // Only the task environment: never the twin's own (which may hold tokens).
             cmd.args(&args)
+                .env_clear()
                 .envs(env)
                 .current_dir(task_dir)
                 .stdin(std::process::Stdio::null())
