@@ -9,7 +9,7 @@ mod nomad_support;
 use hashistack_twin::nomad::AclTokenSeed;
 use hashistack_twin::{Twin, TwinConfig};
 use nomad_support::{Answer, Nomad, sh_job};
-use serde_json::{Value, json};
+use serde_json::json;
 
 const MANAGEMENT: &str = "mgmt-0000-secret";
 const DEPLOYER: &str = "deployer-1111-secret";
@@ -51,34 +51,6 @@ async fn twin_with_acls() -> Nomad {
     .await
 }
 
-async fn as_token(
-    n: &Nomad,
-    token: Option<&str>,
-    method: &str,
-    path: &str,
-    body: Option<Value>,
-) -> Answer {
-    let mut req = n.client.request(
-        reqwest::Method::from_bytes(method.as_bytes()).unwrap(),
-        format!("{}{path}", n.base),
-    );
-    if let Some(t) = token {
-        req = req.header("X-Nomad-Token", t);
-    }
-    if let Some(b) = body {
-        req = req.json(&b);
-    }
-    let resp = req.send().await.unwrap();
-    let status = resp.status().as_u16();
-    let headers = resp.headers().clone();
-    let text = resp.text().await.unwrap();
-    Answer {
-        status,
-        headers,
-        text,
-    }
-}
-
 fn denied(a: &Answer) -> bool {
     a.status == 403 && a.text == "Permission denied"
 }
@@ -87,57 +59,61 @@ fn denied(a: &Answer) -> bool {
 async fn a_least_privilege_token_does_what_its_policy_says_and_nothing_next_to_it() {
     let n = twin_with_acls().await;
     let job = json!({"Job": sh_job("web", "exec sleep 1000")});
-    let a = as_token(&n, Some(DEPLOYER), "PUT", "/v1/jobs", Some(job.clone())).await;
+    let a = n
+        .send_as(Some(DEPLOYER), "PUT", "/v1/jobs", Some(job.clone()))
+        .await;
     assert_eq!(a.status, 200, "submit-job: {}", a.text);
     assert_eq!(
-        as_token(&n, Some(DEPLOYER), "GET", "/v1/job/web", None)
+        n.send_as(Some(DEPLOYER), "GET", "/v1/job/web", None)
             .await
             .status,
         200
     );
     assert_eq!(
-        as_token(&n, Some(DEPLOYER), "GET", "/v1/jobs", None)
+        n.send_as(Some(DEPLOYER), "GET", "/v1/jobs", None)
             .await
             .status,
         200
     );
     assert_eq!(
-        as_token(&n, Some(DEPLOYER), "GET", "/v1/job/web/allocations", None)
+        n.send_as(Some(DEPLOYER), "GET", "/v1/job/web/allocations", None)
             .await
             .status,
         200
     );
     assert_eq!(
-        as_token(&n, Some(DEPLOYER), "GET", "/v1/nodes", None)
+        n.send_as(Some(DEPLOYER), "GET", "/v1/nodes", None)
             .await
             .status,
         200
     );
     // Next to what it may do: node writes, the agent, allocation lifecycle, ACL admin.
-    let nodes = as_token(&n, Some(DEPLOYER), "GET", "/v1/nodes", None)
+    let nodes = n
+        .send_as(Some(DEPLOYER), "GET", "/v1/nodes", None)
         .await
         .json();
     let node = nodes[0]["ID"].as_str().unwrap();
-    let drain = as_token(
-        &n,
-        Some(DEPLOYER),
-        "PUT",
-        &format!("/v1/node/{node}/drain"),
-        Some(json!({"DrainSpec": {"Deadline": 0}})),
-    )
-    .await;
+    let drain = n
+        .send_as(
+            Some(DEPLOYER),
+            "PUT",
+            &format!("/v1/node/{node}/drain"),
+            Some(json!({"DrainSpec": {"Deadline": 0}})),
+        )
+        .await;
     assert!(denied(&drain), "{} {}", drain.status, drain.text);
     assert!(denied(
-        &as_token(&n, Some(DEPLOYER), "GET", "/v1/agent/self", None).await
+        &n.send_as(Some(DEPLOYER), "GET", "/v1/agent/self", None)
+            .await
     ));
     assert!(denied(
-        &as_token(&n, Some(DEPLOYER), "GET", "/v1/acl/policies", None).await
+        &n.send_as(Some(DEPLOYER), "GET", "/v1/acl/policies", None)
+            .await
     ));
     let allocs = n.get("/v1/job/web/allocations").await;
     let alloc = allocs[0]["ID"].as_str().unwrap();
     assert!(denied(
-        &as_token(
-            &n,
+        &n.send_as(
             Some(DEPLOYER),
             "POST",
             &format!("/v1/allocation/{alloc}/stop"),
@@ -147,43 +123,47 @@ async fn a_least_privilege_token_does_what_its_policy_says_and_nothing_next_to_i
     ));
     // Another namespace is refused.
     assert!(denied(
-        &as_token(&n, Some(DEPLOYER), "GET", "/v1/jobs?namespace=prod", None).await
+        &n.send_as(Some(DEPLOYER), "GET", "/v1/jobs?namespace=prod", None)
+            .await
     ));
 
     // `policy = "read"` reads but does not submit.
     assert_eq!(
-        as_token(&n, Some(READER), "GET", "/v1/job/web", None)
+        n.send_as(Some(READER), "GET", "/v1/job/web", None)
             .await
             .status,
         200
     );
     assert!(denied(
-        &as_token(&n, Some(READER), "PUT", "/v1/jobs", Some(job.clone())).await
+        &n.send_as(Some(READER), "PUT", "/v1/jobs", Some(job.clone()))
+            .await
     ));
     assert!(denied(
-        &as_token(&n, Some(READER), "DELETE", "/v1/job/web", None).await
+        &n.send_as(Some(READER), "DELETE", "/v1/job/web", None).await
     ));
     assert!(
-        denied(&as_token(&n, Some(READER), "GET", "/v1/nodes", None).await),
+        denied(&n.send_as(Some(READER), "GET", "/v1/nodes", None).await),
         "no node rule"
     );
 
     // Unknown and missing tokens; status endpoints need none.
-    let unknown = as_token(&n, Some("no-such-secret"), "GET", "/v1/jobs", None).await;
+    let unknown = n
+        .send_as(Some("no-such-secret"), "GET", "/v1/jobs", None)
+        .await;
     assert_eq!(
         (unknown.status, unknown.text.as_str()),
         (403, "ACL token not found")
     );
-    assert!(denied(&as_token(&n, None, "GET", "/v1/jobs", None).await));
+    assert!(denied(&n.send_as(None, "GET", "/v1/jobs", None).await));
     assert_eq!(
-        as_token(&n, None, "GET", "/v1/status/leader", None)
+        n.send_as(None, "GET", "/v1/status/leader", None)
             .await
             .status,
         200
     );
     // The management token may do everything.
     assert_eq!(
-        as_token(&n, Some(MANAGEMENT), "GET", "/v1/agent/self", None)
+        n.send_as(Some(MANAGEMENT), "GET", "/v1/agent/self", None)
             .await
             .status,
         200
@@ -194,48 +174,45 @@ async fn a_least_privilege_token_does_what_its_policy_says_and_nothing_next_to_i
 #[tokio::test]
 async fn listings_across_namespaces_are_filtered_to_what_the_token_may_see() {
     let n = twin_with_acls().await;
-    let a = as_token(
-        &n,
-        Some(MANAGEMENT),
-        "PUT",
-        "/v1/jobs",
-        Some(json!({"Job": sh_job("web", "exec sleep 1000")})),
-    )
-    .await;
+    let a = n
+        .send_as(
+            Some(MANAGEMENT),
+            "PUT",
+            "/v1/jobs",
+            Some(json!({"Job": sh_job("web", "exec sleep 1000")})),
+        )
+        .await;
     assert_eq!(a.status, 200, "{}", a.text);
-    let all = as_token(&n, Some(READER), "GET", "/v1/jobs?namespace=*", None).await;
+    let all = n
+        .send_as(Some(READER), "GET", "/v1/jobs?namespace=*", None)
+        .await;
     assert_eq!(all.json().as_array().unwrap().len(), 1);
     // A token with rules only for `prod` sees no job of `default`, and no `default` namespace.
-    let filtered = as_token(&n, Some(PROD_ONLY), "GET", "/v1/jobs?namespace=*", None).await;
+    let filtered = n
+        .send_as(Some(PROD_ONLY), "GET", "/v1/jobs?namespace=*", None)
+        .await;
     assert_eq!((filtered.status, filtered.json()), (200, json!([])));
-    let allocs = as_token(
-        &n,
-        Some(PROD_ONLY),
-        "GET",
-        "/v1/allocations?namespace=*",
-        None,
-    )
-    .await;
+    let allocs = n
+        .send_as(Some(PROD_ONLY), "GET", "/v1/allocations?namespace=*", None)
+        .await;
     assert_eq!((allocs.status, allocs.json()), (200, json!([])));
     assert!(denied(
-        &as_token(&n, Some(PROD_ONLY), "GET", "/v1/jobs", None).await
+        &n.send_as(Some(PROD_ONLY), "GET", "/v1/jobs", None).await
     ));
-    let namespaces = as_token(&n, Some(PROD_ONLY), "GET", "/v1/namespaces", None).await;
+    let namespaces = n
+        .send_as(Some(PROD_ONLY), "GET", "/v1/namespaces", None)
+        .await;
     assert_eq!((namespaces.status, namespaces.json()), (200, json!([])));
     assert!(denied(
-        &as_token(&n, Some(PROD_ONLY), "GET", "/v1/namespace/default", None).await
+        &n.send_as(Some(PROD_ONLY), "GET", "/v1/namespace/default", None)
+            .await
     ));
-    let namespaces = as_token(&n, Some(READER), "GET", "/v1/namespaces", None).await;
+    let namespaces = n.send_as(Some(READER), "GET", "/v1/namespaces", None).await;
     assert_eq!(namespaces.json()[0]["Name"], "default");
     // `*` with read-job in `default` lists default's allocations.
-    let seen = as_token(
-        &n,
-        Some(DEPLOYER),
-        "GET",
-        "/v1/allocations?namespace=*",
-        None,
-    )
-    .await;
+    let seen = n
+        .send_as(Some(DEPLOYER), "GET", "/v1/allocations?namespace=*", None)
+        .await;
     assert_eq!(seen.status, 200, "{}", seen.text);
     assert!(!seen.json().as_array().unwrap().is_empty());
     n.shutdown().await;
@@ -245,18 +222,19 @@ async fn listings_across_namespaces_are_filtered_to_what_the_token_may_see() {
 async fn policies_and_tokens_made_through_the_api_take_effect_at_once() {
     let n = twin_with_acls().await;
     let rules = "namespace \"default\" {\n  policy = \"read\"\n  capabilities = [\"alloc-lifecycle\"]\n}\nagent { policy = \"read\" }\n";
-    let up = as_token(
-        &n,
-        Some(MANAGEMENT),
-        "PUT",
-        "/v1/acl/policy/ops",
-        Some(json!({"Name": "ops", "Description": "operators", "Rules": rules})),
-    )
-    .await;
+    let up = n
+        .send_as(
+            Some(MANAGEMENT),
+            "PUT",
+            "/v1/acl/policy/ops",
+            Some(json!({"Name": "ops", "Description": "operators", "Rules": rules})),
+        )
+        .await;
     assert_eq!(up.status, 200, "{}", up.text);
     assert_eq!(up.text, "", "an upsert answers an empty body");
     assert!(up.index() > 0);
-    let read = as_token(&n, Some(MANAGEMENT), "GET", "/v1/acl/policy/ops", None)
+    let read = n
+        .send_as(Some(MANAGEMENT), "GET", "/v1/acl/policy/ops", None)
         .await
         .json();
     assert_eq!(
@@ -267,7 +245,8 @@ async fn policies_and_tokens_made_through_the_api_take_effect_at_once() {
         ),
         (Some("ops"), Some(rules), Some("operators"))
     );
-    let listed = as_token(&n, Some(MANAGEMENT), "GET", "/v1/acl/policies", None)
+    let listed = n
+        .send_as(Some(MANAGEMENT), "GET", "/v1/acl/policies", None)
         .await
         .json();
     assert!(
@@ -278,28 +257,27 @@ async fn policies_and_tokens_made_through_the_api_take_effect_at_once() {
             .any(|p| p["Name"] == "ops" && p.get("Rules").is_none())
     );
 
-    let created = as_token(
-        &n,
-        Some(MANAGEMENT),
-        "POST",
-        "/v1/acl/token",
-        Some(json!({"Name": "ops-token", "Type": "client", "Policies": ["ops"]})),
-    )
-    .await;
+    let created = n
+        .send_as(
+            Some(MANAGEMENT),
+            "POST",
+            "/v1/acl/token",
+            Some(json!({"Name": "ops-token", "Type": "client", "Policies": ["ops"]})),
+        )
+        .await;
     assert_eq!(created.status, 200, "{}", created.text);
     let token = created.json();
     let secret = token["SecretID"].as_str().unwrap().to_string();
     assert_eq!(token["Type"], "client");
     assert_eq!(token["Policies"], json!(["ops"]));
     assert_eq!(
-        as_token(&n, Some(&secret), "GET", "/v1/agent/self", None)
+        n.send_as(Some(&secret), "GET", "/v1/agent/self", None)
             .await
             .status,
         200
     );
     assert!(denied(
-        &as_token(
-            &n,
+        &n.send_as(
             Some(&secret),
             "PUT",
             "/v1/jobs",
@@ -307,22 +285,30 @@ async fn policies_and_tokens_made_through_the_api_take_effect_at_once() {
         )
         .await
     ));
-    let me = as_token(&n, Some(&secret), "GET", "/v1/acl/token/self", None)
+    let me = n
+        .send_as(Some(&secret), "GET", "/v1/acl/token/self", None)
         .await
         .json();
     assert_eq!(me["AccessorID"], token["AccessorID"]);
     // Token listings carry no secrets.
-    let list = as_token(&n, Some(MANAGEMENT), "GET", "/v1/acl/tokens", None).await;
+    let list = n
+        .send_as(Some(MANAGEMENT), "GET", "/v1/acl/tokens", None)
+        .await;
     for sentinel in [secret.as_str(), DEPLOYER, MANAGEMENT] {
         assert!(!list.text.contains(sentinel), "a token list leaks a secret");
     }
     // Deleting the policy takes its grants away from the token.
-    let del = as_token(&n, Some(MANAGEMENT), "DELETE", "/v1/acl/policy/ops", None).await;
+    let del = n
+        .send_as(Some(MANAGEMENT), "DELETE", "/v1/acl/policy/ops", None)
+        .await;
     assert_eq!(del.status, 200);
     assert!(denied(
-        &as_token(&n, Some(&secret), "GET", "/v1/agent/self", None).await
+        &n.send_as(Some(&secret), "GET", "/v1/agent/self", None)
+            .await
     ));
-    let gone = as_token(&n, Some(MANAGEMENT), "GET", "/v1/acl/policy/ops", None).await;
+    let gone = n
+        .send_as(Some(MANAGEMENT), "GET", "/v1/acl/policy/ops", None)
+        .await;
     assert_eq!(
         (gone.status, gone.text.as_str()),
         (404, "ACL policy not found")
@@ -333,26 +319,26 @@ async fn policies_and_tokens_made_through_the_api_take_effect_at_once() {
 #[tokio::test]
 async fn the_acl_endpoints_refuse_like_nomad() {
     let n = twin_with_acls().await;
-    let mismatch = as_token(
-        &n,
-        Some(MANAGEMENT),
-        "PUT",
-        "/v1/acl/policy/ops",
-        Some(json!({"Name": "other", "Rules": ""})),
-    )
-    .await;
+    let mismatch = n
+        .send_as(
+            Some(MANAGEMENT),
+            "PUT",
+            "/v1/acl/policy/ops",
+            Some(json!({"Name": "other", "Rules": ""})),
+        )
+        .await;
     assert_eq!(
         (mismatch.status, mismatch.text.as_str()),
         (400, "ACL policy name does not match request path")
     );
-    let bad = as_token(
-        &n,
-        Some(MANAGEMENT),
-        "PUT",
-        "/v1/acl/policy/bad",
-        Some(json!({"Name": "bad", "Rules": "namespace \"default\" { policy = \"admin\" }"})),
-    )
-    .await;
+    let bad = n
+        .send_as(
+            Some(MANAGEMENT),
+            "PUT",
+            "/v1/acl/policy/bad",
+            Some(json!({"Name": "bad", "Rules": "namespace \"default\" { policy = \"admin\" }"})),
+        )
+        .await;
     assert_eq!(bad.status, 500);
     assert!(
         bad.text
@@ -360,42 +346,42 @@ async fn the_acl_endpoints_refuse_like_nomad() {
         "{}",
         bad.text
     );
-    let name = as_token(
-        &n,
-        Some(MANAGEMENT),
-        "PUT",
-        "/v1/acl/policy/no_underscores",
-        Some(json!({"Name": "no_underscores", "Rules": ""})),
-    )
-    .await;
+    let name = n
+        .send_as(
+            Some(MANAGEMENT),
+            "PUT",
+            "/v1/acl/policy/no_underscores",
+            Some(json!({"Name": "no_underscores", "Rules": ""})),
+        )
+        .await;
     assert_eq!(name.status, 500);
     assert!(
         name.text.contains("invalid name 'no_underscores'"),
         "{}",
         name.text
     );
-    let no_policies = as_token(
-        &n,
-        Some(MANAGEMENT),
-        "POST",
-        "/v1/acl/token",
-        Some(json!({"Name": "t", "Type": "client"})),
-    )
-    .await;
+    let no_policies = n
+        .send_as(
+            Some(MANAGEMENT),
+            "POST",
+            "/v1/acl/token",
+            Some(json!({"Name": "t", "Type": "client"})),
+        )
+        .await;
     assert_eq!(no_policies.status, 500);
     assert!(
         no_policies.text.contains("client token missing policies"),
         "{}",
         no_policies.text
     );
-    let kind = as_token(
-        &n,
-        Some(MANAGEMENT),
-        "POST",
-        "/v1/acl/token",
-        Some(json!({"Name": "t", "Type": "root", "Policies": ["x"]})),
-    )
-    .await;
+    let kind = n
+        .send_as(
+            Some(MANAGEMENT),
+            "POST",
+            "/v1/acl/token",
+            Some(json!({"Name": "t", "Type": "root", "Policies": ["x"]})),
+        )
+        .await;
     assert!(
         kind.text
             .contains("token type must be client or management"),
@@ -403,8 +389,7 @@ async fn the_acl_endpoints_refuse_like_nomad() {
         kind.text
     );
     assert!(denied(
-        &as_token(
-            &n,
+        &n.send_as(
             Some(READER),
             "POST",
             "/v1/acl/token",

@@ -400,6 +400,7 @@ async fn node_updates_are_refused_with_nomads_texts() {
         .find(|a| a["NodeID"] == busy.as_str())
         .unwrap();
     assert_eq!(old["DesiredDescription"], "alloc is being migrated");
+    assert_eq!(old["DesiredTransition"]["Migrate"], true);
     // Cancelling the drain with MarkEligible makes the node eligible again at once.
     let a = n
         .send(

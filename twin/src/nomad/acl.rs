@@ -45,8 +45,9 @@ const NAMESPACE_CAPABILITIES: &[&str] = &[
     "host-volume-delete",
 ];
 
-/// The capabilities a namespace `policy` stands for (SRC acl/policy.go `expandNamespacePolicy`).
-fn expand_namespace_policy(policy: &str) -> &'static [&'static str] {
+/// The capabilities a namespace `policy` stands for (SRC acl/policy.go `expandNamespacePolicy`):
+/// `write` is everything `read` is, and more.
+fn expand_namespace_policy(policy: &str) -> Vec<&'static str> {
     const READ: &[&str] = &[
         "list-jobs",
         "parse-job",
@@ -58,16 +59,7 @@ fn expand_namespace_policy(policy: &str) -> &'static [&'static str] {
         "read-scaling-policy",
         "host-volume-read",
     ];
-    const WRITE: &[&str] = &[
-        "list-jobs",
-        "parse-job",
-        "read-job",
-        "csi-list-volume",
-        "csi-read-volume",
-        "read-job-scaling",
-        "list-scaling-policies",
-        "read-scaling-policy",
-        "host-volume-read",
+    const WRITE_MORE: &[&str] = &[
         "scale-job",
         "submit-job",
         "dispatch-job",
@@ -80,18 +72,17 @@ fn expand_namespace_policy(policy: &str) -> &'static [&'static str] {
         "submit-recommendation",
         "host-volume-create",
     ];
-    const SCALE: &[&str] = &[
-        "list-scaling-policies",
-        "read-scaling-policy",
-        "read-job-scaling",
-        "scale-job",
-    ];
     match policy {
-        "deny" => &["deny"],
-        "read" => READ,
-        "write" => WRITE,
-        "scale" => SCALE,
-        _ => &[],
+        "deny" => vec!["deny"],
+        "read" => READ.to_vec(),
+        "write" => READ.iter().chain(WRITE_MORE).copied().collect(),
+        "scale" => vec![
+            "list-scaling-policies",
+            "read-scaling-policy",
+            "read-job-scaling",
+            "scale-job",
+        ],
+        _ => Vec::new(),
     }
 }
 

@@ -103,19 +103,25 @@ pub(super) async fn fail_deployment(
     }
 }
 
+/// The body of a deployment action, whose `DeploymentID` must name the path's deployment.
+pub(super) fn deployment_request(bytes: &Bytes, id: &str) -> Result<Value, ApiError> {
+    let body = parse_body(bytes)?;
+    if field(&body, "DeploymentID").and_then(Value::as_str) != Some(id) {
+        return Err(ApiError::new(400, "Deployment ID does not match"));
+    }
+    Ok(body)
+}
+
 pub(super) async fn pause_deployment(
     State(inner): St,
     Path(id): Path<String>,
     Query(q): Params,
     bytes: Bytes,
 ) -> Response {
-    let body = match parse_body(&bytes) {
+    let body = match deployment_request(&bytes, &id) {
         Ok(b) => b,
         Err(e) => return error(e),
     };
-    if field(&body, "DeploymentID").and_then(Value::as_str) != Some(id.as_str()) {
-        return error(ApiError::new(400, "Deployment ID does not match"));
-    }
     let pause = field(&body, "Pause")
         .and_then(Value::as_bool)
         .unwrap_or(false);
@@ -135,13 +141,10 @@ pub(super) async fn deployment_alloc_health(
     Query(q): Params,
     bytes: Bytes,
 ) -> Response {
-    let body = match parse_body(&bytes) {
+    let body = match deployment_request(&bytes, &id) {
         Ok(b) => b,
         Err(e) => return error(e),
     };
-    if field(&body, "DeploymentID").and_then(Value::as_str) != Some(id.as_str()) {
-        return error(ApiError::new(400, "Deployment ID does not match"));
-    }
     let ids = |key: &str| -> Vec<String> {
         field(&body, key)
             .and_then(Value::as_array)

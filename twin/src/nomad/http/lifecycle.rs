@@ -108,13 +108,10 @@ pub(super) async fn promote_deployment(
     Query(q): Params,
     bytes: Bytes,
 ) -> Response {
-    let body = match parse_body(&bytes) {
+    let body = match deployment_request(&bytes, &id) {
         Ok(b) => b,
         Err(e) => return error(e),
     };
-    if field(&body, "DeploymentID").and_then(Value::as_str) != Some(id.as_str()) {
-        return error(ApiError::new(400, "Deployment ID does not match"));
-    }
     if let Err(e) = typed_field(&body, "DeploymentPromoteRequest", "All", GoKind::Bool) {
         return error(e);
     }

@@ -109,7 +109,8 @@ impl Store {
             .is_some_and(|d| !(system && d.ignore_system_jobs))
     }
 
-    fn touch_node(&mut self, node_id: &str) -> u64 {
+    /// Bumps a node's index and emits its event (`Node` topic: `NodeDrain`, `NodeEligibility`).
+    fn touch_node(&mut self, node_id: &str, kind: &str) -> u64 {
         let index = self.next_index();
         if let Some(n) = self.nodes.get_mut(node_id) {
             n.modify_index = index;
@@ -118,7 +119,7 @@ impl Store {
         if let Some(n) = self.nodes.get(node_id) {
             let payload = json!({"Node": self.node_json(n)});
             let id = n.id.clone();
-            self.emit("Node", "NodeUpdate", &id, "", vec![], payload);
+            self.emit("Node", kind, &id, "", vec![], payload);
         }
         index
     }
@@ -151,7 +152,7 @@ impl Store {
         if let Some(n) = self.nodes.get_mut(node_id) {
             n.eligibility = eligibility.into();
         }
-        let index = self.touch_node(node_id);
+        let index = self.touch_node(node_id, "NodeEligibility");
         let mut out = NodeUpdate {
             node_modify_index: index,
             index,
@@ -209,7 +210,7 @@ impl Store {
                 }
             }
         }
-        let index = self.touch_node(node_id);
+        let index = self.touch_node(node_id, "NodeDrain");
         let trigger = if spec.is_some() {
             "node-drain"
         } else {
@@ -256,7 +257,7 @@ impl Store {
                     "AccessorID": "", "Meta": null,
                 }));
             }
-            self.touch_node(&id);
+            self.touch_node(&id, "NodeDrain");
         }
     }
 

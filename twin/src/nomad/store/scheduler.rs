@@ -106,6 +106,7 @@ impl Store {
             .collect();
         let mut wants: Vec<Want> = Vec::new();
         let mut stops: Vec<(String, &'static str)> = Vec::new();
+        let mut migrating: Vec<String> = Vec::new();
         for group in View::job(&job).list("TaskGroups") {
             let name = group.str("Name").to_string();
             let (current, old): (Vec<&Alloc>, Vec<&Alloc>) = live
@@ -123,6 +124,8 @@ impl Store {
                     let why = if system {
                         "alloc not needed as node is tainted"
                     } else {
+                        // The drainer marks the allocation for migration (DesiredTransition).
+                        migrating.push(a.id.clone());
                         "alloc is being migrated"
                     };
                     stops.push((a.id.clone(), why));
@@ -168,6 +171,11 @@ impl Store {
                     node: None,
                 });
                 next += 1;
+            }
+        }
+        for alloc_id in &migrating {
+            if let Some(a) = self.allocs.get_mut(alloc_id) {
+                a.migrate = true;
             }
         }
         for (alloc_id, why) in &stops {
