@@ -415,3 +415,44 @@ async fn node_updates_are_refused_with_nomads_texts() {
     assert_eq!(node_now["DrainStrategy"], Value::Null);
     n.shutdown().await;
 }
+
+#[tokio::test]
+async fn two_allocations_share_a_static_port_on_one_node_only_with_ignore_collision() {
+    let n = Nomad::start().await;
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let job = |id: &str, ignore: bool| {
+        json!({
+            "ID": id,
+            "TaskGroups": [{
+                "Name": "g",
+                "Count": 1,
+                "Networks": [{"ReservedPorts": [{"Label": "http", "Value": port, "IgnoreCollision": ignore}]}],
+                "Tasks": [{"Name": "t", "Driver": "raw_exec", "Config": {"command": "/bin/sh", "args": ["-c", "exec sleep 1000"]}}],
+            }],
+        })
+    };
+    n.register(job("old", true)).await;
+    n.register(job("new", true)).await;
+    running_allocs(&n, "old", 1).await;
+    running_allocs(&n, "new", 1).await;
+    // Without the flag the port is the node's once: the third job is not placed.
+    let third = n.register(job("third", false)).await;
+    let eval = n
+        .get(&format!(
+            "/v1/evaluation/{}",
+            third["EvalID"].as_str().unwrap()
+        ))
+        .await;
+    assert_eq!(
+        eval["FailedTGAllocs"],
+        Value::Null,
+        "shared ports block nobody: {eval:#}"
+    );
+    n.register(job("fourth", false)).await;
+    let allocs = n.get("/v1/job/fourth/allocations").await;
+    assert_eq!(allocs, json!([]), "an exclusive port is held by `third`");
+    n.shutdown().await;
+}

@@ -371,13 +371,15 @@ pub(super) fn alloc_index(name: &str) -> Option<u64> {
     name[start + 1..].trim_end_matches(']').parse().ok()
 }
 
-/// The static ports (label, value) a task group reserves.
+/// The static ports (label, value) a task group reserves for itself on its node. A port with
+/// `IgnoreCollision` (`ignore_collision = true`, for programs that bind with SO_REUSEPORT) is
+/// shared: it neither blocks nor is blocked by another allocation's port.
 pub fn static_ports(group: &Value) -> Vec<(String, u64)> {
     View::group(group)
         .list("Networks")
         .iter()
         .flat_map(|n| n.list("ReservedPorts"))
-        .filter(|p| p.uint("Value") > 0)
+        .filter(|p| p.uint("Value") > 0 && !p.bool("IgnoreCollision"))
         .map(|p| (p.str("Label").to_string(), p.uint("Value")))
         .collect()
 }
