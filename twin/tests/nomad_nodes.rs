@@ -166,6 +166,11 @@ async fn a_system_job_on_three_nodes_runs_three_processes_on_distinct_ports_and_
         let node = n
             .get(&format!("/v1/node/{}", a["NodeID"].as_str().unwrap()))
             .await;
+        let shared = &a["AllocatedResources"]["Shared"]["Ports"][0];
+        assert_eq!(
+            shared["HostIP"],
+            node["Attributes"]["unique.network.ip-address"]
+        );
         let url = format!(
             "http://{}:{}/",
             node["Attributes"]["unique.network.ip-address"]

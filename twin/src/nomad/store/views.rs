@@ -8,6 +8,11 @@ impl Store {
     /// An allocation as JSON: the list stub, or the full object with its job.
     pub fn alloc_json(&self, a: &Alloc, full: bool) -> Value {
         let group = a.group();
+        let address = self
+            .nodes
+            .get(&a.node_id)
+            .map(|n| n.address.as_str())
+            .unwrap_or("127.0.0.1");
         let networks: Vec<Value> =
             if a.ports.is_empty() && View::group(&group).list("Networks").is_empty() {
                 vec![]
@@ -16,7 +21,7 @@ impl Store {
                     "Mode": "host",
                     "Device": "lo",
                     "CIDR": "",
-                    "IP": "127.0.0.1",
+                    "IP": address,
                     "MBits": 0,
                     "DNS": null,
                     "ReservedPorts": ports_json(a, true),
@@ -30,7 +35,7 @@ impl Store {
         let shared = json!({
             "Networks": networks,
             "DiskMB": disk_mb,
-            "Ports": a.ports.iter().map(|p| json!({"Label": p.label, "Value": p.value, "To": p.to, "HostIP": "127.0.0.1"})).collect::<Vec<_>>(),
+            "Ports": a.ports.iter().map(|p| json!({"Label": p.label, "Value": p.value, "To": p.to, "HostIP": address})).collect::<Vec<_>>(),
         });
         let mut tasks = serde_json::Map::new();
         let mut task_resources = serde_json::Map::new();
@@ -92,11 +97,12 @@ impl Store {
                 json!({"CPU": 0, "MemoryMB": 0, "DiskMB": disk_mb, "Networks": null}),
             );
             o.insert("TaskResources".into(), Value::Object(task_resources));
+            let nodes = self.nodes.len();
             o.insert(
                 "Metrics".into(),
                 json!({
-                    "NodesEvaluated": 1, "NodesFiltered": 0, "NodesInPool": 1,
-                    "NodesAvailable": {self.datacenter.clone(): 1},
+                    "NodesEvaluated": nodes, "NodesFiltered": 0, "NodesInPool": nodes,
+                    "NodesAvailable": {self.datacenter.clone(): nodes},
                     "ClassFiltered": null, "ConstraintFiltered": null, "NodesExhausted": 0,
                     "ClassExhausted": null, "DimensionExhausted": null, "QuotaExhausted": null,
                     "ResourcesExhausted": null, "Scores": null, "ScoreMetaData": null,
@@ -104,12 +110,8 @@ impl Store {
                 }),
             );
             o.insert(
-                "Metrics".into(),
-                o.get("Metrics").cloned().unwrap_or(Value::Null),
-            );
-            o.insert(
                 "NetworkStatus".into(),
-                json!({"InterfaceName": "", "Address": "127.0.0.1", "DNS": null}),
+                json!({"InterfaceName": "", "Address": address, "DNS": null}),
             );
         }
         v
