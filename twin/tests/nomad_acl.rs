@@ -425,3 +425,60 @@ async fn a_seeded_policy_nomad_would_refuse_stops_the_twin_without_naming_the_se
         "the error names the token's secret: {text}"
     );
 }
+
+#[tokio::test]
+async fn policies_and_tokens_made_through_the_api_survive_a_restart_on_the_same_data_dir() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = TwinConfig {
+        acl_token: Some(MANAGEMENT.into()),
+        data_dir: Some(dir.path().to_path_buf()),
+        ..TwinConfig::default()
+    };
+    let n = Nomad::start_with(config.clone()).await;
+    let up = n
+        .send(
+            "PUT",
+            "/v1/acl/policy/readers",
+            Some(
+                json!({"Name": "readers", "Rules": "namespace \"default\" { policy = \"read\" }"}),
+            ),
+        )
+        .await;
+    assert_eq!(up.status, 200, "{}", up.text);
+    let token = n
+        .send(
+            "POST",
+            "/v1/acl/token",
+            Some(json!({"Name": "r", "Type": "client", "Policies": ["readers"]})),
+        )
+        .await
+        .json();
+    let secret = token["SecretID"].as_str().unwrap().to_string();
+    n.shutdown().await;
+
+    let n = Nomad::start_with(config).await;
+    assert_eq!(
+        n.send_as(Some(&secret), "GET", "/v1/jobs", None)
+            .await
+            .status,
+        200
+    );
+    assert!(denied(
+        &n.send_as(
+            Some(&secret),
+            "PUT",
+            "/v1/jobs",
+            Some(json!({"Job": sh_job("x", "true")}))
+        )
+        .await
+    ));
+    let tokens = n.get("/v1/acl/tokens").await;
+    let management = tokens
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|t| t["Type"] == "management")
+        .count();
+    assert_eq!(management, 1, "the bootstrap token is not seeded twice");
+    n.shutdown().await;
+}

@@ -213,20 +213,23 @@ impl NomadState {
     }
 }
 
-/// The management token and the seeded client tokens with their policies.
+/// The management token and the seeded client tokens with their policies. Tokens restored from
+/// the data dir are kept; a seed adds only the tokens whose secret is not known yet.
 fn seed_acl(store: &mut Store, config: &NomadConfig) {
     let Some(management) = &config.acl_token else {
         return;
     };
-    let seeded = store.create_acl_token(
-        "Bootstrap Token",
-        "management",
-        Vec::new(),
-        true,
-        Some(management.clone()),
-    );
-    if let Err(e) = seeded {
-        tracing::error!(error = %e.message, "nomad management token not created");
+    if store.token_by_secret(management).is_none() {
+        let created = store.create_acl_token(
+            "Bootstrap Token",
+            "management",
+            Vec::new(),
+            true,
+            Some(management.clone()),
+        );
+        if let Err(e) = created {
+            tracing::error!(error = %e.message, "nomad management token not created");
+        }
     }
     for seed in &config.acl_tokens {
         let mut names = Vec::new();
@@ -237,6 +240,9 @@ fn seed_acl(store: &mut Store, config: &NomadConfig) {
                     tracing::error!(policy = %name, error = %e.message, "nomad ACL policy refused")
                 }
             }
+        }
+        if store.token_by_secret(&seed.secret_id).is_some() {
+            continue;
         }
         let created = store.create_acl_token(
             &seed.name,

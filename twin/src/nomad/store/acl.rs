@@ -5,18 +5,20 @@ use super::*;
 use crate::nomad::acl::{self, Acl, Rules};
 
 /// A stored policy.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct AclPolicyRecord {
     pub name: String,
     pub description: String,
     pub rules: String,
+    /// The parsed rules (parsed again from `rules` when the state is restored).
+    #[serde(skip)]
     pub parsed: Rules,
     pub create_index: u64,
     pub modify_index: u64,
 }
 
 /// A stored token.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct AclTokenRecord {
     pub accessor_id: String,
     pub secret_id: String,
@@ -91,6 +93,28 @@ impl Store {
         );
         self.tables.acl_policies = index;
         Ok(index)
+    }
+
+    /// Puts back persisted policies (rules parsed again) and tokens.
+    pub(super) fn restore_acl(
+        &mut self,
+        policies: Vec<AclPolicyRecord>,
+        tokens: Vec<AclTokenRecord>,
+    ) {
+        for mut p in policies {
+            match acl::parse(&p.rules) {
+                Ok(parsed) => {
+                    p.parsed = parsed;
+                    self.acl_policies.insert(p.name.clone(), p);
+                }
+                Err(e) => {
+                    tracing::error!(policy = %p.name, error = %e, "persisted ACL policy unreadable")
+                }
+            }
+        }
+        for t in tokens {
+            self.acl_tokens.insert(t.accessor_id.clone(), t);
+        }
     }
 
     /// Deletes a policy; tokens that name it lose what it granted.

@@ -336,6 +336,12 @@ pub struct Persisted {
     pub node_id: String,
     pub tables: Tables,
     pub jobs: Vec<PersistedJob>,
+    /// ACL policies (their rules are parsed again on restore).
+    #[serde(default)]
+    pub acl_policies: Vec<AclPolicyRecord>,
+    /// ACL tokens, as a Nomad server keeps them in its state.
+    #[serde(default)]
+    pub acl_tokens: Vec<AclTokenRecord>,
 }
 
 /// One persisted job.
@@ -429,6 +435,7 @@ impl Store {
         for j in p.jobs {
             st.jobs.insert((j.namespace, j.id), j.record);
         }
+        st.restore_acl(p.acl_policies, p.acl_tokens);
         st
     }
 
@@ -447,6 +454,8 @@ impl Store {
                     record: r.clone(),
                 })
                 .collect(),
+            acl_policies: self.acl_policies.values().cloned().collect(),
+            acl_tokens: self.acl_tokens.values().cloned().collect(),
         }
     }
 
