@@ -6,7 +6,10 @@
 //! blocking queries; `executor` runs allocations as child processes on their node with restart
 //! policy, templates, service checks and health; `events` serves `/v1/event/stream`; `diff`
 //! builds plan/version diffs; `filter` evaluates the go-bexpr forms clients send; `reaper` kills
-//! task processes a dead twin left behind.
+//! task processes a dead twin left behind; `acl` parses and decides Nomad ACL policies.
+//!
+//! Client nodes: `NomadConfig::nodes` of them, each on its own loopback address (see
+//! `store/nodes.rs`); the executor runs every allocation's tasks locally on its node.
 //!
 //! Not implemented (answered with an explicit error, never silently accepted): canary
 //! deployments. A job whose update block has `Canary > 0` is refused with a 500
