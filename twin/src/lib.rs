@@ -42,6 +42,13 @@ pub struct TwinConfig {
     /// block get deployments; `false` is 1.10, where they get none (`/v1/job/:id/deployment` is
     /// `null`) and the agent and node report 1.10.5.
     pub nomad_system_deployments: bool,
+    /// How many Nomad client nodes the twin runs (default 1). A system job gets one allocation
+    /// per eligible node; every node runs its tasks as local processes.
+    pub nomad_nodes: usize,
+    /// Nomad client tokens with their ACL policies (enforced when `acl_token`, the management
+    /// token, is set). More can be made at run time through `/v1/acl/policy/:name` and
+    /// `/v1/acl/token`.
+    pub nomad_acl_tokens: Vec<nomad::AclTokenSeed>,
 }
 
 impl Default for TwinConfig {
@@ -53,6 +60,8 @@ impl Default for TwinConfig {
             data_dir: None,
             acl_token: None,
             nomad_system_deployments: true,
+            nomad_nodes: 1,
+            nomad_acl_tokens: Vec::new(),
         }
     }
 }
@@ -90,12 +99,27 @@ pub enum Error {
     /// The Consul state could not be restored from `data_dir`.
     #[error("failed to start the Consul API: {0}")]
     Consul(#[from] consul::Error),
+    /// A Nomad ACL policy in `nomad_acl_tokens` is one Nomad would refuse.
+    #[error("failed to load Nomad ACL policy for token {token:?}: {source}")]
+    NomadAcl {
+        /// The token's name (never its secret).
+        token: String,
+        /// Nomad's refusal.
+        #[source]
+        source: nomad::acl::PolicyError,
+    },
 }
 
 impl Twin {
     /// Starts the Consul and Nomad APIs (restoring state from `data_dir` when given).
     pub async fn start(config: TwinConfig) -> Result<Twin, Error> {
         let _ = rustls::crypto::ring::default_provider().install_default();
+        for seed in &config.nomad_acl_tokens {
+            seed.validate().map_err(|source| Error::NomadAcl {
+                token: seed.name.clone(),
+                source,
+            })?;
+        }
         let bind = |addr: SocketAddr| async move {
             tokio::net::TcpListener::bind(addr)
                 .await
@@ -120,6 +144,8 @@ impl Twin {
             acl_token: config.acl_token.clone(),
             data_dir: config.data_dir.clone(),
             system_deployments: config.nomad_system_deployments,
+            nodes: config.nomad_nodes,
+            acl_tokens: config.nomad_acl_tokens.clone(),
         });
         let faults = Faults::new(consul.clone());
         let consul_app = faults.wrap(Api::Consul, consul.router());

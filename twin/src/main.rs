@@ -25,6 +25,9 @@ struct Args {
     /// File holding the ACL token every request must carry.
     #[arg(long)]
     acl_token_file: Option<PathBuf>,
+    /// Number of Nomad client nodes (each runs its tasks locally on its own loopback address).
+    #[arg(long, default_value_t = 1)]
+    nodes: usize,
 }
 
 #[tokio::main]
@@ -62,6 +65,7 @@ async fn main() -> ExitCode {
         nomad_addr: args.nomad_addr,
         data_dir: args.data_dir,
         acl_token,
+        nomad_nodes: args.nodes,
         ..TwinConfig::default()
     };
     let signals = shutdown_signals();
