@@ -298,11 +298,11 @@ pub fn admit(spec: &ValidatedSpec, limits: &AdminLimits) -> Vec<FieldError> {
     );
     for (i, pair) in spec.certificates().iter().enumerate() {
         let base = format!("spec.tls.certificates[{i}]");
-        cert_path(format!("{base}.certFile"), &pair.cert_file);
-        cert_path(format!("{base}.keyFile"), &pair.key_file);
+        cert_path(format!("{base}.certFile"), Path::new(&pair.cert_file));
+        cert_path(format!("{base}.keyFile"), Path::new(&pair.key_file));
     }
     if let Some(acme) = spec.acme() {
-        cert_path("spec.tls.acme.storage".to_owned(), &acme.storage);
+        cert_path("spec.tls.acme.storage".to_owned(), Path::new(&acme.storage));
     }
 
     if let Some(auth) = spec.basic_auth() {
