@@ -21,6 +21,7 @@ use axum::extract::Request;
 use axum::http::{HeaderValue, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::text;
@@ -202,6 +203,83 @@ pub(super) async fn enforce(r: Restricted, req: Request, next: Next) -> Response
     }
 }
 
+/// Typed views of the list rows the filter reads: a row that lacks a field is an error, not a
+/// silently empty name that a prefix rule might match.
+mod rows {
+    use serde::Deserialize;
+
+    #[derive(Deserialize)]
+    #[serde(rename_all = "PascalCase")]
+    pub(super) struct KvEntry {
+        pub(super) key: String,
+    }
+
+    #[derive(Deserialize)]
+    #[serde(rename_all = "PascalCase")]
+    pub(super) struct ServiceRow {
+        pub(super) service_name: String,
+        pub(super) node: String,
+    }
+
+    #[derive(Deserialize)]
+    #[serde(rename_all = "PascalCase")]
+    pub(super) struct NodeName {
+        pub(super) node: String,
+    }
+
+    #[derive(Deserialize)]
+    #[serde(rename_all = "PascalCase")]
+    pub(super) struct ServiceName {
+        pub(super) service: String,
+    }
+
+    #[derive(Deserialize)]
+    #[serde(rename_all = "PascalCase")]
+    pub(super) struct HealthRow {
+        pub(super) node: NodeName,
+        pub(super) service: ServiceName,
+    }
+
+    #[derive(Deserialize)]
+    #[serde(rename_all = "PascalCase")]
+    pub(super) struct CheckRow {
+        pub(super) node: String,
+        pub(super) service_name: String,
+    }
+}
+
+/// Whether a token may see one row of a list answer.
+fn keep(policy: &TokenPolicy, filter: Filter, v: &Value) -> Result<bool, serde_json::Error> {
+    Ok(match filter {
+        Filter::KvEntries => {
+            let row = rows::KvEntry::deserialize(v)?;
+            policy.key_read(&row.key)
+        }
+        Filter::KvKeys => {
+            let key = String::deserialize(v)?;
+            policy.key_read(&key)
+        }
+        Filter::CatalogServices => true,
+        Filter::ServiceRows => {
+            let row = rows::ServiceRow::deserialize(v)?;
+            policy.service_read(&row.service_name) && policy.node_read(&row.node)
+        }
+        Filter::HealthRows => {
+            let row = rows::HealthRow::deserialize(v)?;
+            policy.service_read(&row.service.service) && policy.node_read(&row.node.node)
+        }
+        Filter::Checks => {
+            let row = rows::CheckRow::deserialize(v)?;
+            policy.node_read(&row.node)
+                && (row.service_name.is_empty() || policy.service_read(&row.service_name))
+        }
+        Filter::Nodes => {
+            let row = rows::NodeName::deserialize(v)?;
+            policy.node_read(&row.node)
+        }
+    })
+}
+
 async fn filter_list(
     policy: &TokenPolicy,
     filter: Filter,
@@ -215,37 +293,24 @@ async fn filter_list(
     let Ok(mut value) = serde_json::from_slice::<Value>(&bytes) else {
         return Response::from_parts(parts, Body::from(bytes));
     };
-    let str_at = |v: &Value, ptr: &str| {
-        v.pointer(ptr)
-            .and_then(Value::as_str)
-            .unwrap_or("")
-            .to_owned()
+    let verdicts: Result<Vec<bool>, serde_json::Error> = match &value {
+        Value::Array(items) => items.iter().map(|v| keep(policy, filter, v)).collect(),
+        _ => Ok(Vec::new()),
     };
-    let keep = |v: &Value| -> bool {
-        match filter {
-            Filter::KvEntries => policy.key_read(&str_at(v, "/Key")),
-            Filter::KvKeys => v.as_str().is_some_and(|k| policy.key_read(k)),
-            Filter::CatalogServices => true,
-            Filter::ServiceRows => {
-                policy.service_read(&str_at(v, "/ServiceName"))
-                    && policy.node_read(&str_at(v, "/Node"))
-            }
-            Filter::HealthRows => {
-                policy.service_read(&str_at(v, "/Service/Service"))
-                    && policy.node_read(&str_at(v, "/Node/Node"))
-            }
-            Filter::Checks => {
-                let service = str_at(v, "/ServiceName");
-                policy.node_read(&str_at(v, "/Node"))
-                    && (service.is_empty() || policy.service_read(&service))
-            }
-            Filter::Nodes => policy.node_read(&str_at(v, "/Node")),
+    let verdicts = match verdicts {
+        Ok(v) => v,
+        Err(e) => {
+            return text(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                &format!("hashistack-twin: ACL filter cannot read its own answer: {e}"),
+            );
         }
     };
     let removed = match &mut value {
         Value::Array(items) => {
             let before = items.len();
-            items.retain(|v| keep(v));
+            let mut verdict = verdicts.iter();
+            items.retain(|_| verdict.next().copied().unwrap_or(false));
             before - items.len()
         }
         Value::Object(map) if matches!(filter, Filter::CatalogServices) => {
@@ -278,6 +343,21 @@ async fn filter_list(
     Response::from_parts(parts, Body::from(body))
 }
 
+/// What the ACL pre-check reads of a transaction operation.
+#[derive(serde::Deserialize)]
+struct TxnOpView {
+    #[serde(rename = "KV", default)]
+    kv: Option<TxnKvView>,
+}
+
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct TxnKvView {
+    verb: String,
+    #[serde(default)]
+    key: String,
+}
+
 /// `/v1/txn`: every operation is vetted first (`Txn.preCheck`); any refusal answers 409 with
 /// one "Permission denied" error per refused operation and applies nothing.
 async fn txn(r: &Restricted, req: Request, next: Next) -> Response {
@@ -285,12 +365,19 @@ async fn txn(r: &Restricted, req: Request, next: Next) -> Response {
     let Ok(bytes) = axum::body::to_bytes(body, 16 * 1024 * 1024).await else {
         return text(StatusCode::PAYLOAD_TOO_LARGE, "Request body too large");
     };
-    let ops: Vec<Value> = serde_json::from_slice(&bytes).unwrap_or_default();
+    // A body that is not a list of operations is left to the endpoint, which answers 400.
+    let ops: Vec<TxnOpView> = match serde_json::from_slice(&bytes) {
+        Ok(ops) => ops,
+        Err(_) => {
+            return next
+                .run(Request::from_parts(parts, Body::from(bytes)))
+                .await;
+        }
+    };
     let mut errors = Vec::new();
     for (i, op) in ops.iter().enumerate() {
-        let Some(kv) = op.get("KV") else { continue };
-        let verb = kv.get("Verb").and_then(Value::as_str).unwrap_or("");
-        let key = kv.get("Key").and_then(Value::as_str).unwrap_or("");
+        let Some(kv) = &op.kv else { continue };
+        let (verb, key) = (kv.verb.as_str(), kv.key.as_str());
         let allowed = match verb {
             "get" | "get-tree" | "check-index" | "check-session" | "check-not-exists" => {
                 r.policy.key_read(key)
