@@ -42,6 +42,9 @@ pub struct TwinConfig {
     /// block get deployments; `false` is 1.10, where they get none (`/v1/job/:id/deployment` is
     /// `null`) and the agent and node report 1.10.5.
     pub nomad_system_deployments: bool,
+    /// Consul's `session_ttl_min` agent option (`None`: Consul's default, 10 s). Tests lower it
+    /// to watch TTL invalidation and lock-delay in seconds, as Consul's own tests do.
+    pub consul_session_ttl_min: Option<std::time::Duration>,
 }
 
 impl Default for TwinConfig {
@@ -53,6 +56,7 @@ impl Default for TwinConfig {
             data_dir: None,
             acl_token: None,
             nomad_system_deployments: true,
+            consul_session_ttl_min: None,
         }
     }
 }
@@ -114,6 +118,7 @@ impl Twin {
         let consul = consul::ConsulState::new(consul::ConsulConfig {
             acl_token: config.acl_token.clone(),
             data_dir: config.data_dir.clone(),
+            session_ttl_min: config.consul_session_ttl_min,
         })?;
         let nomad = nomad::NomadState::new(nomad::NomadConfig {
             consul_http_addr: consul_addr,

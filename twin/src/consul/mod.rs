@@ -41,6 +41,9 @@ pub struct ConsulConfig {
     pub acl_token: Option<String>,
     /// Directory for persisted state.
     pub data_dir: Option<PathBuf>,
+    /// Consul's `session_ttl_min` agent option (`None`: its default, 10 s). Lowering it is
+    /// what Consul's own tests do to watch TTL invalidation in seconds.
+    pub session_ttl_min: Option<Duration>,
 }
 
 /// Errors creating the Consul state.
@@ -84,13 +87,16 @@ impl ConsulState {
             Some(path) => persist::read_json::<Store>(path).map_err(Error::Restore)?,
             None => None,
         };
-        let store = match restored {
+        let mut store = match restored {
             Some(mut s) => {
                 s.rearm_after_restore(Instant::now());
                 s
             }
             None => Store::seeded(),
         };
+        if let Some(min) = config.session_ttl_min {
+            store.set_session_ttl_min(min);
+        }
         let (changes, _) = watch::channel(store.index);
         let state = ConsulState {
             inner: Arc::new_cyclic(|weak: &std::sync::Weak<Inner>| {
@@ -119,7 +125,7 @@ impl ConsulState {
                 }
             }),
         };
-        let reaper = tokio::spawn(session_reaper(Arc::downgrade(&state.inner)));
+        let reaper = tokio::spawn(timers(Arc::downgrade(&state.inner), state.changes()));
         state
             .inner
             .tasks
@@ -256,15 +262,34 @@ impl ConsulState {
     }
 }
 
-/// Invalidates sessions whose TTL (× 2, as Consul) has passed.
-async fn session_reaper(inner: std::sync::Weak<Inner>) {
+/// Consul's timers: a TTL session is invalidated when `TTL × SessionTTLMultiplier` (2) has
+/// passed since its creation or last renewal (SRC agent/consul/session_ttl.go
+/// `createSessionTimer`), so never before its TTL and at the latest at twice it, the bound the
+/// docs give. The task sleeps until the earliest deadline and re-plans after every write (a
+/// renewal only moves a deadline later, so waking at the old one is harmless).
+async fn timers(inner: std::sync::Weak<Inner>, mut changes: watch::Receiver<u64>) {
     loop {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        let Some(inner) = inner.upgrade() else { return };
-        let state = ConsulState { inner };
+        let Some(strong) = inner.upgrade() else {
+            return;
+        };
+        let next = ConsulState { inner: strong }.read(Store::next_session_deadline);
+        let idle = Instant::now() + Duration::from_secs(1);
+        let wake = next.map_or(idle, |d| d.min(idle));
+        tokio::select! {
+            _ = tokio::time::sleep_until(wake) => {}
+            changed = changes.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+                continue;
+            }
+        }
+        let Some(strong) = inner.upgrade() else {
+            return;
+        };
+        let state = ConsulState { inner: strong };
         let now = Instant::now();
-        let due = state.read(|s| s.expired_sessions(now));
-        for id in due {
+        for id in state.read(|s| s.expired_sessions(now)) {
             tracing::debug!(session = %id, "session TTL expired");
             state.write(|s| s.session_invalidate(&id, now));
         }

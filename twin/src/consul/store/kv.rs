@@ -162,7 +162,6 @@ impl Store {
         value: Vec<u8>,
         flags: u64,
         mode: &PutMode,
-        now: Instant,
     ) -> Result<(bool, bool), StoreError> {
         let existing = self.kv.get(key).cloned();
         let mut entry = KvEntry {
@@ -189,11 +188,6 @@ impl Store {
                 if !self.sessions.contains_key(session) {
                     return Err(StoreError::InvalidSession(session.clone()));
                 }
-                if let Some(until) = self.lock_delays.get(key)
-                    && *until > now
-                {
-                    return Ok((false, false));
-                }
                 match existing.as_ref().and_then(|e| e.session.as_ref()) {
                     Some(holder) if holder == session => {}
                     Some(_) => return Ok((false, false)),
@@ -218,6 +212,11 @@ impl Store {
     }
 
     /// `PUT /v1/kv/:key`. Returns the `true`/`false` Consul answers.
+    ///
+    /// An acquire during the key's lock-delay is `false` before anything else is looked at,
+    /// the session's validity included: Consul enforces lock-delay in `kvsPreApply`, ahead of
+    /// the raft apply where an unknown session fails (SRC agent/consul/kvs_endpoint.go).
+    /// Transactions have no such pre-check, so a txn `lock` ignores lock-delay.
     pub fn kv_put(
         &mut self,
         key: &str,
@@ -226,8 +225,11 @@ impl Store {
         mode: &PutMode,
         now: Instant,
     ) -> Result<bool, StoreError> {
+        if matches!(mode, PutMode::Acquire(_)) && self.lock_delayed(key, now) {
+            return Ok(false);
+        }
         let idx = self.next();
-        let (applied, changed) = self.kv_put_at(idx, key, value, flags, mode, now)?;
+        let (applied, changed) = self.kv_put_at(idx, key, value, flags, mode)?;
         if changed {
             self.index = idx;
         }

@@ -21,7 +21,7 @@ pub const NODE_ID: &str = "7a1c3e4f-0000-4000-8000-000000000001";
 pub const DATACENTER: &str = "dc1";
 /// Consul reaps a TTL session only after `TTL * SessionTTLMultiplier` (agent/structs: 2).
 pub const SESSION_TTL_MULTIPLIER: u32 = 2;
-/// Smallest session TTL Consul accepts.
+/// Smallest session TTL Consul accepts by default (`session_ttl_min`).
 pub const SESSION_TTL_MIN: Duration = Duration::from_secs(10);
 /// Largest session TTL Consul accepts.
 pub const SESSION_TTL_MAX: Duration = Duration::from_secs(86400);
@@ -105,6 +105,9 @@ pub struct Store {
     session_deadlines: HashMap<String, Instant>,
     #[serde(skip)]
     journal: Option<Vec<Undo>>,
+    /// Consul's `session_ttl_min` agent option; `None` is its default, [`SESSION_TTL_MIN`].
+    #[serde(skip)]
+    session_ttl_min: Option<Duration>,
 }
 
 impl Store {

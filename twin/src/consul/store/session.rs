@@ -128,29 +128,28 @@ impl Store {
                 "Invalid Behavior setting '{behavior}'"
             )));
         }
+        // SRC agent/consul/session_endpoint.go `Apply`: the TTL is parsed by the server (the
+        // HTTP layer passes the string through), and both refusals are plain RPC errors (500).
         let ttl = spec.ttl.unwrap_or_default();
         if !ttl.is_empty() {
             let parsed = crate::blocking::parse_go_duration(&ttl).ok_or_else(|| {
-                StoreError::BadRequest(format!(
-                    "Request decode failed: time: invalid duration {ttl:?}"
+                StoreError::Internal(format!(
+                    "Session TTL '{ttl}' invalid: time: invalid duration {ttl:?}"
                 ))
             })?;
-            if parsed != Duration::ZERO && !(SESSION_TTL_MIN..=SESSION_TTL_MAX).contains(&parsed) {
+            let min = self.session_ttl_min();
+            if parsed != Duration::ZERO && !(min..=SESSION_TTL_MAX).contains(&parsed) {
                 return Err(StoreError::Internal(format!(
                     "Invalid Session TTL '{}', must be between [{}={}]",
                     parsed.as_nanos(),
-                    format_go_duration(SESSION_TTL_MIN),
+                    format_go_duration(min),
                     format_go_duration(SESSION_TTL_MAX)
                 )));
             }
         }
+        // Any lock-delay is accepted here; invalidation caps it at `MaxLockDelay`
+        // (SRC state/session.go `deleteSessionTxn`).
         let lock_delay = spec.lock_delay.unwrap_or(Duration::from_secs(15));
-        if lock_delay > MAX_LOCK_DELAY {
-            return Err(StoreError::Internal(format!(
-                "Lock delay must be between 0 and {}",
-                format_go_duration(MAX_LOCK_DELAY)
-            )));
-        }
         if !self.nodes.contains_key(&node) {
             return Err(StoreError::Internal(
                 "Missing node registration".to_string(),
@@ -198,6 +197,21 @@ impl Store {
         Ok(id)
     }
 
+    /// The smallest TTL a session may have: Consul's `session_ttl_min` (default 10 s).
+    pub fn session_ttl_min(&self) -> Duration {
+        self.session_ttl_min.unwrap_or(SESSION_TTL_MIN)
+    }
+
+    /// Sets `session_ttl_min`, the agent option Consul reads from its configuration.
+    pub fn set_session_ttl_min(&mut self, min: Duration) {
+        self.session_ttl_min = Some(min);
+    }
+
+    /// Whether an acquire of `key` is still refused by a lock-delay at `now`.
+    pub fn lock_delayed(&self, key: &str, now: Instant) -> bool {
+        self.lock_delays.get(key).is_some_and(|until| *until > now)
+    }
+
     fn session_ttl(&self, id: &str) -> Option<Duration> {
         let ttl = &self.sessions.get(id)?.ttl;
         crate::blocking::parse_go_duration(ttl).filter(|d| !d.is_zero())
@@ -231,7 +245,9 @@ impl Store {
             .filter(|e| e.session.as_deref() == Some(id))
             .cloned()
             .collect();
-        let delay = Duration::from_nanos(session.lock_delay);
+        // Lock-delay starts on every invalidation (destroy, TTL, check, node) and never on a
+        // `?release` (SRC state/session.go `deleteSessionTxn`, the only place that sets it).
+        let delay = Duration::from_nanos(session.lock_delay).min(MAX_LOCK_DELAY);
         for entry in held {
             if !delay.is_zero() {
                 self.lock_delays.insert(entry.key.clone(), now + delay);

@@ -39,11 +39,13 @@ pub(super) struct Undo {
 
 impl Store {
     /// `PUT /v1/txn` with KV operations: all or nothing. `Ok` holds the result entries, `Err`
-    /// the `(OpIndex, What)` errors of a rolled-back transaction.
+    /// the `(OpIndex, What)` errors of a rolled-back transaction. `_now` is unused: a txn
+    /// `lock` is not subject to lock-delay (see [`Store::kv_put`]); the parameter stays for
+    /// the callers written against it.
     pub fn txn(
         &mut self,
         ops: &[TxnKvOp],
-        now: Instant,
+        _now: Instant,
     ) -> Result<Vec<KvEntry>, Vec<(usize, String)>> {
         let idx = self.next();
         let saved_kv_index = self.kv_index;
@@ -52,7 +54,7 @@ impl Store {
         let mut errors = Vec::new();
         let mut changed = false;
         for (i, op) in ops.iter().enumerate() {
-            match self.txn_op(idx, op, now) {
+            match self.txn_op(idx, op) {
                 Ok((mut out, c)) => {
                     changed |= c;
                     results.append(&mut out);
@@ -89,12 +91,7 @@ impl Store {
         Ok(results)
     }
 
-    fn txn_op(
-        &mut self,
-        idx: u64,
-        op: &TxnKvOp,
-        now: Instant,
-    ) -> Result<(Vec<KvEntry>, bool), String> {
+    fn txn_op(&mut self, idx: u64, op: &TxnKvOp) -> Result<(Vec<KvEntry>, bool), String> {
         use base64::Engine;
         let key = op.key.as_str();
         let value = || -> Result<Vec<u8>, String> {
@@ -113,13 +110,13 @@ impl Store {
         match op.verb.as_str() {
             "set" => {
                 let (_, c) = self
-                    .kv_put_at(idx, key, value()?, op.flags, &PutMode::Set, now)
+                    .kv_put_at(idx, key, value()?, op.flags, &PutMode::Set)
                     .map_err(|e| e.to_string())?;
                 Ok((current(self), c))
             }
             "cas" => {
                 let (ok, c) = self
-                    .kv_put_at(idx, key, value()?, op.flags, &PutMode::Cas(op.index), now)
+                    .kv_put_at(idx, key, value()?, op.flags, &PutMode::Cas(op.index))
                     .map_err(|e| e.to_string())?;
                 if !ok {
                     return Err(format!("failed to set key {key:?}, index is stale"));
@@ -129,7 +126,7 @@ impl Store {
             "lock" => {
                 let mode = PutMode::Acquire(op.session.clone());
                 let (ok, c) = self
-                    .kv_put_at(idx, key, value()?, op.flags, &mode, now)
+                    .kv_put_at(idx, key, value()?, op.flags, &mode)
                     .map_err(|e| e.to_string())?;
                 if !ok {
                     return Err(format!("failed to lock key {key:?}, lock is already held"));
@@ -139,7 +136,7 @@ impl Store {
             "unlock" => {
                 let mode = PutMode::Release(op.session.clone());
                 let (ok, c) = self
-                    .kv_put_at(idx, key, value()?, op.flags, &mode, now)
+                    .kv_put_at(idx, key, value()?, op.flags, &mode)
                     .map_err(|e| e.to_string())?;
                 if !ok {
                     return Err(format!(
