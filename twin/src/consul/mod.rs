@@ -5,7 +5,7 @@
 //! write. State lives in [`store::Store`] behind a lock; every index change is published on a
 //! `watch` channel that blocked readers wait on.
 
-mod acl;
+pub mod acl;
 mod catalog;
 mod kv;
 mod session;
@@ -29,6 +29,7 @@ use tokio::time::Instant;
 use crate::blocking;
 use crate::persist::{self, Persister};
 pub use acl::TokenPolicy;
+pub use acl::rules::RulesError;
 use store::Store;
 
 /// File name of the Consul snapshot inside `data_dir`.
@@ -58,7 +59,7 @@ struct Inner {
     store: RwLock<Store>,
     changes: watch::Sender<u64>,
     acl_token: Option<String>,
-    restricted: RwLock<acl::Tokens>,
+    restricted: RwLock<acl::Restricted>,
     snapshot_path: Option<PathBuf>,
     persister: Option<Persister>,
     tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
@@ -97,6 +98,9 @@ impl ConsulState {
         if let Some(min) = config.session_ttl_min {
             store.set_session_ttl_min(min);
         }
+        if let Some(secret) = &config.acl_token {
+            store.acl_bootstrap(secret, &acl::rfc3339_now());
+        }
         let (changes, _) = watch::channel(store.index);
         let state = ConsulState {
             inner: Arc::new_cyclic(|weak: &std::sync::Weak<Inner>| {
@@ -118,7 +122,7 @@ impl ConsulState {
                     store: RwLock::new(store),
                     changes,
                     acl_token: config.acl_token.clone(),
-                    restricted: RwLock::new(acl::Tokens::default()),
+                    restricted: RwLock::new(acl::Restricted::default()),
                     snapshot_path: snapshot_path.clone(),
                     persister,
                     tasks: Mutex::new(tasks),
@@ -163,7 +167,11 @@ impl ConsulState {
             .route("/v1/health/checks/{name}", get(catalog::health_checks))
             .route("/v1/health/node/{node}", get(catalog::health_node))
             .route("/v1/agent/self", get(catalog::agent_self))
-            .route_layer(axum::middleware::from_fn_with_state(self.clone(), acl))
+            .merge(acl::routes())
+            .route_layer(axum::middleware::from_fn_with_state(
+                self.clone(),
+                acl::layer,
+            ))
             .route("/v1/status/leader", get(catalog::status_leader))
             .route("/v1/status/peers", get(catalog::status_peers))
             .fallback(|| async { text(StatusCode::NOT_FOUND, "404 page not found\n") });
@@ -226,11 +234,27 @@ impl ConsulState {
     /// everything): requests with it are refused or filtered the way Consul refuses and
     /// filters them (see [`TokenPolicy`]). Works with or without a configured ACL token.
     pub fn add_restricted_token(&self, secret: &str, policy: TokenPolicy) {
+        // The shorthand always renders to a valid document.
+        if let Ok(authz) = acl::rules::Authorizer::parse(&policy.rules()) {
+            self.restrict(secret, authz);
+        }
+    }
+
+    /// Adds a token governed by a Consul policy document (HCL or JSON rules, exactly what
+    /// `PUT /v1/acl/policy` takes), enforced with or without a configured ACL token. With
+    /// ACLs on, the same can be done over HTTP with `/v1/acl/policy` and `/v1/acl/token`.
+    pub fn add_token_with_rules(&self, secret: &str, rules: &str) -> Result<(), RulesError> {
+        let authz = acl::rules::Authorizer::parse(rules)?;
+        self.restrict(secret, authz);
+        Ok(())
+    }
+
+    fn restrict(&self, secret: &str, authz: acl::rules::Authorizer) {
         self.inner
             .restricted
             .write()
             .unwrap_or_else(|e| e.into_inner())
-            .add(secret, policy);
+            .add(secret, authz);
     }
 
     /// Forgets every KV tombstone, as Consul's tombstone GC does, so prefix indexes may go
@@ -443,55 +467,6 @@ pub(crate) async fn body_bytes(body: Body, limit: usize) -> Result<bytes::Bytes,
     axum::body::to_bytes(body, limit.saturating_add(1))
         .await
         .map_err(|_| text(StatusCode::PAYLOAD_TOO_LARGE, "Request body too large"))
-}
-
-/// The token of a request, in Consul's priority order: `?token`, `X-Consul-Token`, `Bearer`.
-fn request_token(req: &Request) -> Option<String> {
-    if let Some(q) = req.uri().query() {
-        for pair in q.split('&') {
-            if let Some(v) = pair.strip_prefix("token=") {
-                return Some(v.to_string());
-            }
-        }
-    }
-    if let Some(v) = req
-        .headers()
-        .get("X-Consul-Token")
-        .and_then(|v| v.to_str().ok())
-    {
-        return Some(v.to_string());
-    }
-    req.headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(|v| v.trim().to_string())
-}
-
-/// ACL enforcement: with a configured token, an unknown token is "ACL not found" and a missing
-/// one falls back to the anonymous token, which has no permissions under a default-deny policy.
-async fn acl(State(st): State<ConsulState>, req: Request, next: Next) -> Response {
-    let restricted = request_token(&req).and_then(|t| {
-        st.inner
-            .restricted
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(&t)
-    });
-    if let Some(r) = restricted {
-        return acl::enforce(r, req, next).await;
-    }
-    let Some(expected) = &st.inner.acl_token else {
-        return next.run(req).await;
-    };
-    match request_token(&req) {
-        Some(t) if !t.is_empty() && &t == expected => next.run(req).await,
-        Some(t) if !t.is_empty() => text(StatusCode::FORBIDDEN, "ACL not found"),
-        _ => text(
-            StatusCode::FORBIDDEN,
-            "Permission denied: anonymous token lacks permission for this operation",
-        ),
-    }
 }
 
 /// `?dc=` naming another datacenter: the twin is a single-datacenter cluster, so Consul's RPC

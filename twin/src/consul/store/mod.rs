@@ -67,6 +67,7 @@ mod b64 {
     }
 }
 
+pub mod acl;
 mod catalog;
 mod kv;
 mod register;
@@ -105,6 +106,9 @@ pub struct Store {
     session_deadlines: HashMap<String, Instant>,
     #[serde(skip)]
     journal: Option<Vec<Undo>>,
+    /// ACL policies and tokens (absent from snapshots written before they existed).
+    #[serde(default)]
+    acl: acl::AclTables,
     /// Consul's `session_ttl_min` agent option; `None` is its default, [`SESSION_TTL_MIN`].
     #[serde(skip)]
     session_ttl_min: Option<Duration>,
