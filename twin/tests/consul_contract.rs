@@ -45,6 +45,22 @@ const REAL_EXTRA_KEYS: &[(&str, &[&str])] = &[
     ("session-list[]", &["Checks"]),
     ("session-node[]", &["Checks"]),
     ("session-renew[]", &["Checks"]),
+    // agent/agent_endpoint.go `Self`: Stats and xDS (omitempty) next to the sample's keys, and
+    // the Config struct's PrimaryDatacenter and BuildDate; serf's Coordinate has Height.
+    ("agent-self", &["Stats", "xDS"]),
+    ("agent-self.Config", &["PrimaryDatacenter", "BuildDate"]),
+    ("agent-self.Coord", &["Height"]),
+    // `DebugConfig` is the sanitized runtime config; "format subject to change" (DOC).
+    (
+        "agent-self.DebugConfig",
+        &[
+            "Datacenter",
+            "NodeName",
+            "ServerMode",
+            "ACLsEnabled",
+            "SessionTTLMin",
+        ],
+    ),
 ];
 
 const RAFT_INDEX: &[&str] = &["CreateIndex", "ModifyIndex"];

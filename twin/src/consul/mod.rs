@@ -6,6 +6,7 @@
 //! `watch` channel that blocked readers wait on.
 
 pub mod acl;
+mod agent;
 mod catalog;
 mod kv;
 mod session;
@@ -166,14 +167,14 @@ impl ConsulState {
             .route("/v1/health/state/{state}", get(catalog::health_state))
             .route("/v1/health/checks/{name}", get(catalog::health_checks))
             .route("/v1/health/node/{node}", get(catalog::health_node))
-            .route("/v1/agent/self", get(catalog::agent_self))
+            .merge(agent::routes())
             .merge(acl::routes())
             .route_layer(axum::middleware::from_fn_with_state(
                 self.clone(),
                 acl::layer,
             ))
-            .route("/v1/status/leader", get(catalog::status_leader))
-            .route("/v1/status/peers", get(catalog::status_peers))
+            .route("/v1/status/leader", get(agent::status_leader))
+            .route("/v1/status/peers", get(agent::status_peers))
             .fallback(|| async { text(StatusCode::NOT_FOUND, "404 page not found\n") });
         api.layer(axum::middleware::from_fn(datacenter))
             .layer(axum::middleware::from_fn(oss_namespace))
@@ -286,7 +287,8 @@ impl ConsulState {
     }
 }
 
-/// Consul's timers: a TTL session is invalidated when `TTL × SessionTTLMultiplier` (2) has
+/// Consul's timers. A TTL check turns critical when its TTL passes without an update
+/// (SRC agent/checks/check.go `CheckTTL`). A TTL session is invalidated when `TTL × SessionTTLMultiplier` (2) has
 /// passed since its creation or last renewal (SRC agent/consul/session_ttl.go
 /// `createSessionTimer`), so never before its TTL and at the latest at twice it, the bound the
 /// docs give. The task sleeps until the earliest deadline and re-plans after every write (a
@@ -296,7 +298,7 @@ async fn timers(inner: std::sync::Weak<Inner>, mut changes: watch::Receiver<u64>
         let Some(strong) = inner.upgrade() else {
             return;
         };
-        let next = ConsulState { inner: strong }.read(Store::next_session_deadline);
+        let next = ConsulState { inner: strong }.read(Store::next_deadline);
         let idle = Instant::now() + Duration::from_secs(1);
         let wake = next.map_or(idle, |d| d.min(idle));
         tokio::select! {
@@ -316,6 +318,10 @@ async fn timers(inner: std::sync::Weak<Inner>, mut changes: watch::Receiver<u64>
         for id in state.read(|s| s.expired_sessions(now)) {
             tracing::debug!(session = %id, "session TTL expired");
             state.write(|s| s.session_invalidate(&id, now));
+        }
+        for id in state.read(|s| s.expired_checks(now)) {
+            tracing::debug!(check = %id, "check missed its TTL, now critical");
+            state.write(|s| s.expire_check(&id, now));
         }
     }
 }

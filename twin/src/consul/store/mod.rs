@@ -68,6 +68,7 @@ mod b64 {
 }
 
 pub mod acl;
+pub mod agent;
 mod catalog;
 mod kv;
 mod register;
@@ -106,6 +107,9 @@ pub struct Store {
     session_deadlines: HashMap<String, Instant>,
     #[serde(skip)]
     journal: Option<Vec<Undo>>,
+    /// The agent's own services and checks.
+    #[serde(default)]
+    agent: agent::AgentLocal,
     /// ACL policies and tokens (absent from snapshots written before they existed).
     #[serde(default)]
     acl: acl::AclTables,
@@ -157,6 +161,7 @@ impl Store {
         for id in ids {
             self.arm_session_timer(&id, now);
         }
+        self.rearm_checks(now);
     }
 
     fn next(&self) -> u64 {
