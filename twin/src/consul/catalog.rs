@@ -345,3 +345,8 @@ pub(super) async fn health_node(
         &Value::Array(checks),
     )
 }
+
+/// `GET /v1/catalog/datacenters`: the known datacenters, nearest first (no ACL needed).
+pub(super) async fn datacenters() -> Response {
+    json(StatusCode::OK, HeaderMap::new(), &json!([DATACENTER]))
+}

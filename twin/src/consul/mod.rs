@@ -173,6 +173,7 @@ impl ConsulState {
                 self.clone(),
                 acl::layer,
             ))
+            .route("/v1/catalog/datacenters", get(catalog::datacenters))
             .route("/v1/status/leader", get(agent::status_leader))
             .route("/v1/status/peers", get(agent::status_peers))
             .fallback(|| async { text(StatusCode::NOT_FOUND, "404 page not found\n") });

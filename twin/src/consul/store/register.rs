@@ -9,35 +9,91 @@ use tokio::time::Instant;
 
 use super::{Check, Node, ServiceInstance, Store, StoreError};
 
+/// go-uuid's `ParseUUID`, whose error texts Consul wraps in "Bad node ID: …".
+fn go_parse_uuid(id: &str) -> Result<(), String> {
+    if id.len() != 36 {
+        return Err("uuid string is wrong length".to_string());
+    }
+    let b = id.as_bytes();
+    if b[8] != b'-' || b[13] != b'-' || b[18] != b'-' || b[23] != b'-' {
+        return Err("uuid is improperly formatted".to_string());
+    }
+    match id
+        .chars()
+        .enumerate()
+        .find(|(i, c)| ![8, 13, 18, 23].contains(i) && !c.is_ascii_hexdigit())
+    {
+        Some((_, c)) => Err(format!(
+            "encoding/hex: invalid byte: U+{:04X} {c:?}",
+            c as u32
+        )),
+        None => Ok(()),
+    }
+}
+
 impl Store {
     /// `PUT /v1/catalog/register`.
     pub fn register(&mut self, req: RegisterRequest, now: Instant) -> Result<(), StoreError> {
+        // SRC agent/consul/catalog_endpoint.go `Register`: each refusal is a plain RPC error,
+        // which the HTTP layer answers with 500.
         if req.node.is_empty() {
-            return Err(StoreError::BadRequest("Must provide node".to_string()));
+            return Err(StoreError::Internal("Must provide node".to_string()));
         }
-        let exists = self.nodes.contains_key(&req.node);
-        if req.address.is_empty() && !(req.skip_node_update && exists) {
-            return Err(StoreError::BadRequest(
+        if req.address.is_empty() && !req.skip_node_update {
+            return Err(StoreError::Internal(
                 "Must provide address if SkipNodeUpdate is not set".to_string(),
             ));
         }
-        if let Some(svc) = &req.service
-            && svc.service.is_empty()
-        {
-            return Err(StoreError::BadRequest(
-                "Must provide service name (Service.Service)".to_string(),
-            ));
+        if !req.id.is_empty() {
+            go_parse_uuid(&req.id)
+                .map_err(|e| StoreError::Internal(format!("Bad node ID: {e}")))?;
         }
+        if let Some(svc) = &req.service {
+            // Consul checks the ID-without-name case; with neither, its state store fails on
+            // the empty index value. The twin refuses both with the documented text.
+            if svc.service.is_empty() {
+                return Err(StoreError::Internal(
+                    "Must provide service name with ID".to_string(),
+                ));
+            }
+            if matches!(svc.address.as_str(), "0.0.0.0" | "::" | "[::]") {
+                return Err(StoreError::Internal("Invalid service address".to_string()));
+            }
+        }
+        let exists = self.nodes.contains_key(&req.node);
         let mut checks: Vec<CheckDef> = req.checks.clone().unwrap_or_default();
         if let Some(c) = req.check.clone() {
             checks.push(c);
         }
-        for c in &checks {
-            if !c.node.is_empty() && c.node != req.node {
-                return Err(StoreError::BadRequest(format!(
-                    "Node mismatch for check '{}': expected '{}', got '{}'",
-                    c.check_id, req.node, c.node
-                )));
+        // The state store applies node, service and checks in one transaction
+        // (`ensureRegistrationTxn`): a check that cannot be inserted aborts all of it.
+        let new_service_id = req.service.as_ref().map(|s| {
+            if s.id.is_empty() {
+                s.service.clone()
+            } else {
+                s.id.clone()
+            }
+        });
+        for c in &mut checks {
+            if c.node.is_empty() {
+                c.node = req.node.clone();
+            }
+            let node_known = c.node == req.node || self.nodes.contains_key(&c.node);
+            if !node_known {
+                return Err(StoreError::Internal(
+                    "failed inserting check: Missing node registration".to_string(),
+                ));
+            }
+            let service_known = c.service_id.is_empty()
+                || (c.node == req.node && new_service_id.as_deref() == Some(c.service_id.as_str()))
+                || self
+                    .services
+                    .get(&c.node)
+                    .is_some_and(|m| m.contains_key(&c.service_id));
+            if !service_known {
+                return Err(StoreError::Internal(
+                    "failed inserting check: Missing service registration".to_string(),
+                ));
             }
         }
         let idx = self.next();
@@ -144,28 +200,17 @@ impl Store {
             if check_id.is_empty() {
                 continue;
             }
-            let (service_name, service_tags) = if def.service_id.is_empty() {
-                (String::new(), Vec::new())
-            } else {
-                match self
-                    .services
-                    .get(&req.node)
-                    .and_then(|m| m.get(&def.service_id))
-                {
-                    Some(s) => (s.service.clone(), s.tags.clone()),
-                    None => {
-                        if changed {
-                            self.index = idx;
-                        }
-                        return Err(StoreError::Internal(
-                            "Missing service registration".to_string(),
-                        ));
-                    }
-                }
-            };
+            let node = def.node.clone();
+            // Validated above: the service exists on the check's node.
+            let (service_name, service_tags) = self
+                .services
+                .get(&node)
+                .and_then(|m| m.get(&def.service_id))
+                .map(|s| (s.service.clone(), s.tags.clone()))
+                .unwrap_or_default();
             let old = self
                 .checks
-                .get(&req.node)
+                .get(&node)
                 .and_then(|m| m.get(&check_id))
                 .cloned();
             let definition = def.definition.clone().unwrap_or_else(|| json!({}));
@@ -186,7 +231,7 @@ impl Store {
                 String::new()
             };
             let check = Check {
-                node: req.node.clone(),
+                node: node.clone(),
                 check_id: check_id.clone(),
                 name: def.name.clone(),
                 status: if def.status.is_empty() {
@@ -231,14 +276,11 @@ impl Store {
                 ));
             }
             if check.service_id.is_empty() {
-                self.touch_node_services(&req.node, idx);
+                self.touch_node_services(&node, idx);
             } else {
                 self.touch_service(&check.service_name.clone(), idx);
             }
-            self.checks
-                .entry(req.node.clone())
-                .or_default()
-                .insert(check_id, check);
+            self.checks.entry(node).or_default().insert(check_id, check);
             self.checks_index = idx;
             changed = true;
         }
@@ -279,7 +321,7 @@ impl Store {
     /// `PUT /v1/catalog/deregister`: a service (and its checks), a check, or a whole node.
     pub fn deregister(&mut self, req: DeregisterRequest, now: Instant) -> Result<(), StoreError> {
         if req.node.is_empty() {
-            return Err(StoreError::BadRequest("Must provide node".to_string()));
+            return Err(StoreError::Internal("Must provide node".to_string()));
         }
         let idx = self.next();
         let mut changed = false;
