@@ -493,3 +493,110 @@ async fn the_binary_serves_both_apis_and_exits_cleanly_on_sigterm() {
         "the final snapshot is written"
     );
 }
+
+#[tokio::test]
+async fn with_acls_on_the_control_routes_need_the_management_token() {
+    const SENTINEL: &str = "mgmt-sentinel-4b1d";
+    let twin = Twin::start(TwinConfig {
+        acl_token: Some(SENTINEL.into()),
+        ..TwinConfig::default()
+    })
+    .await
+    .unwrap();
+    let consul = format!("http://{}", twin.consul_addr());
+    let nomad = format!("http://{}", twin.nomad_addr());
+    let http = reqwest::Client::new();
+    for (req, what) in [
+        (http.get(format!("{consul}/_twin/requests")), "no token"),
+        (
+            http.put(format!("{consul}/_twin/faults/consul/stop"))
+                .header("X-Consul-Token", "guess"),
+            "a wrong token",
+        ),
+        (
+            http.delete(format!("{nomad}/_twin/faults"))
+                .header("X-Nomad-Token", "guess"),
+            "a wrong Nomad token",
+        ),
+    ] {
+        let r = req.send().await.unwrap();
+        assert_eq!(r.status(), StatusCode::FORBIDDEN, "{what}");
+        let body = r.text().await.unwrap();
+        assert!(body.starts_with("Permission denied"), "{body}");
+        assert!(!body.contains(SENTINEL));
+    }
+    assert!(
+        twin.faults().is_running(Api::Consul).await,
+        "the refused stop did nothing"
+    );
+    for req in [
+        http.get(format!("{consul}/_twin/requests"))
+            .header("X-Consul-Token", SENTINEL),
+        http.get(format!("{nomad}/_twin/requests"))
+            .header("X-Nomad-Token", SENTINEL),
+        http.get(format!("{consul}/_twin/requests"))
+            .header("Authorization", format!("Bearer {SENTINEL}")),
+    ] {
+        assert_eq!(req.send().await.unwrap().status(), StatusCode::OK);
+    }
+    twin.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_generated_management_token_turns_acls_on_and_never_shows_in_debug_output() {
+    let config = TwinConfig {
+        generate_acl_token: true,
+        ..TwinConfig::default()
+    };
+    let twin = Twin::start(config.clone()).await.unwrap();
+    let token = twin.acl_token().unwrap().to_string();
+    assert_eq!(token.len(), 36, "a UUID");
+    let consul = format!("http://{}", twin.consul_addr());
+    let http = reqwest::Client::new();
+    let anonymous = http.get(format!("{consul}/v1/kv/a")).send().await.unwrap();
+    assert_eq!(anonymous.status(), StatusCode::FORBIDDEN);
+    let r = http
+        .get(format!("{consul}/v1/kv/a"))
+        .header("X-Consul-Token", &token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.status(),
+        StatusCode::NOT_FOUND,
+        "the token reaches the API"
+    );
+    let r = http
+        .get(format!("{consul}/_twin/requests"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    let shown = format!(
+        "{:?} {:?}",
+        TwinConfig {
+            acl_token: Some(token.clone()),
+            ..config
+        },
+        twin
+    );
+    assert!(!shown.contains(&token), "{shown}");
+    assert!(shown.contains("<redacted>"), "{shown}");
+    twin.shutdown().await;
+}
+
+#[test]
+fn the_binary_refuses_a_non_loopback_address_without_an_acl_token_file() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_hashistack-twin"))
+        .args(["--consul-addr", "0.0.0.0:0", "--nomad-addr", "127.0.0.1:0"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(
+            "refusing to listen on a non-loopback address (--consul-addr 0.0.0.0:0) without ACLs"
+        ) && err.contains("--acl-token-file"),
+        "{err}"
+    );
+}

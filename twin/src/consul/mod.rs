@@ -37,7 +37,7 @@ use store::Store;
 pub const SNAPSHOT_FILE: &str = "consul-state.json";
 
 /// Settings of the Consul side.
-#[derive(Debug, Clone, Default)]
+#[derive(Clone, Default)]
 pub struct ConsulConfig {
     /// Token every request must carry, when set.
     pub acl_token: Option<String>,
@@ -46,6 +46,17 @@ pub struct ConsulConfig {
     /// Consul's `session_ttl_min` agent option (`None`: its default, 10 s). Lowering it is
     /// what Consul's own tests do to watch TTL invalidation in seconds.
     pub session_ttl_min: Option<Duration>,
+}
+
+/// Leaves the token out: configurations get logged, secrets must not.
+impl std::fmt::Debug for ConsulConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConsulConfig")
+            .field("acl_token", &self.acl_token.as_ref().map(|_| "<redacted>"))
+            .field("data_dir", &self.data_dir)
+            .field("session_ttl_min", &self.session_ttl_min)
+            .finish()
+    }
 }
 
 /// Errors creating the Consul state.
