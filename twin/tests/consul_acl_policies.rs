@@ -559,3 +559,81 @@ async fn catalog_writes_need_node_write_and_service_write_as_vet_register_does()
     assert_eq!(a.status, StatusCode::OK);
     api.twin.shutdown().await;
 }
+
+#[tokio::test]
+async fn agent_endpoints_vet_service_and_node_writes_and_filter_their_lists() {
+    let api = acl_twin().await;
+    let (_, web) = token_for(
+        &api,
+        "web-agent",
+        "service \"web\" { policy = \"write\" }\nagent_prefix \"\" { policy = \"read\" }",
+    )
+    .await;
+    let t = api.as_token(&web);
+    let a = t
+        .call(
+            "PUT",
+            "/v1/agent/service/register",
+            Some(br#"{"Name": "web", "Check": {"TTL": "30s"}}"#),
+        )
+        .await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.text);
+    let a = t
+        .call(
+            "PUT",
+            "/v1/agent/service/register",
+            Some(br#"{"Name": "db"}"#),
+        )
+        .await;
+    assert_eq!(a.status, StatusCode::FORBIDDEN);
+    assert!(
+        a.text
+            .ends_with("lacks permission 'service:write' on \"db\""),
+        "{}",
+        a.text
+    );
+    api.call(
+        "PUT",
+        "/v1/agent/service/register",
+        Some(br#"{"Name": "db"}"#),
+    )
+    .await;
+    let a = t
+        .call("PUT", "/v1/agent/check/pass/service:web", None)
+        .await;
+    assert_eq!(
+        a.status,
+        StatusCode::OK,
+        "a service check needs service:write: {}",
+        a.text
+    );
+    let a = t
+        .call(
+            "PUT",
+            "/v1/agent/check/register",
+            Some(br#"{"Name": "disk", "TTL": "30s"}"#),
+        )
+        .await;
+    assert_eq!(a.status, StatusCode::FORBIDDEN);
+    assert!(
+        a.text
+            .ends_with("lacks permission 'node:write' on \"hashistack-twin\""),
+        "{}",
+        a.text
+    );
+    let a = t.call("GET", "/v1/agent/services", None).await;
+    let services = a.json();
+    assert!(
+        services.get("web").is_some() && services.get("db").is_none(),
+        "{services}"
+    );
+    assert_eq!(
+        a.header("X-Consul-Results-Filtered-By-ACLs").as_deref(),
+        Some("true")
+    );
+    let (s, _) = t.json("GET", "/v1/agent/self", None).await;
+    assert_eq!(s, StatusCode::OK, "agent_prefix read allows agent/self");
+    let (_, members) = t.json("GET", "/v1/agent/members", None).await;
+    assert_eq!(members, json!([]), "members need node:read");
+    api.twin.shutdown().await;
+}

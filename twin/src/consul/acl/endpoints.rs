@@ -17,6 +17,7 @@ use serde_json::{Value, json};
 use super::Caller;
 use super::rules::{Global, Need};
 use crate::consul::store::acl::{AclPolicy, AclToken, PolicyWrite, TokenWrite};
+use crate::consul::store::{Store, StoreError};
 use crate::consul::{ConsulState, body_bytes, json, store_error, text};
 
 /// The ACL routes (behind the ACL layer, which hands them the caller).
@@ -84,18 +85,70 @@ pub(crate) fn rfc3339_now() -> String {
     )
 }
 
-async fn decode<T: serde::de::DeserializeOwned>(body: Body, what: &str) -> Result<T, Response> {
-    let bytes = body_bytes(body, 1024 * 1024).await?;
-    serde_json::from_slice(&bytes).map_err(|e| {
-        text(
-            StatusCode::BAD_REQUEST,
-            &format!("{what} decoding failed: {e}"),
-        )
-    })
+/// The frame of the reads: ACLs on, `acl:read`, then the object or 403 "ACL not found".
+fn read_one(
+    st: &ConsulState,
+    who: Who,
+    find: impl FnOnce(&Store, &Caller) -> Option<Value>,
+) -> Response {
+    let run = || {
+        let who = caller(st, who)?;
+        who.require_global(Global::Acl, Need::Read)?;
+        st.read(|s| find(s, &who))
+            .map(|v| ok(st, &v))
+            .ok_or_else(not_found)
+    };
+    run().unwrap_or_else(|r| r)
 }
 
-fn policy_json(p: &AclPolicy) -> Value {
-    json!(p)
+/// The frame of the listings: ACLs on, `acl:read`, then every object.
+fn list(st: &ConsulState, who: Who, all: impl FnOnce(&Store, &Caller) -> Vec<Value>) -> Response {
+    let run = || {
+        let who = caller(st, who)?;
+        who.require_global(Global::Acl, Need::Read)?;
+        Ok(ok(st, &Value::Array(st.read(|s| all(s, &who)))))
+    };
+    run().unwrap_or_else(|r| r)
+}
+
+/// The frame of the deletes: ACLs on, `acl:write`, then `true`.
+fn delete(
+    st: &ConsulState,
+    who: Who,
+    remove: impl FnOnce(&mut Store) -> Result<(), StoreError>,
+) -> Response {
+    let run = || {
+        let who = caller(st, who)?;
+        who.require_global(Global::Acl, Need::Write)?;
+        st.write(remove).map_err(|e| store_error(&e))?;
+        Ok(json(StatusCode::OK, HeaderMap::new(), &json!(true)))
+    };
+    run().unwrap_or_else(|r| r)
+}
+
+/// The frame of the writes, in Consul's order: ACLs on (401), the body decoded (400),
+/// `acl:write` (403), then the write.
+async fn write<T: serde::de::DeserializeOwned>(
+    st: &ConsulState,
+    who: Who,
+    body: Body,
+    what: &str,
+    apply: impl FnOnce(&mut Store, T, &Caller) -> Result<Value, Response>,
+) -> Response {
+    let run = async {
+        let who = caller(st, who)?;
+        let bytes = body_bytes(body, 1024 * 1024).await?;
+        let input: T = serde_json::from_slice(&bytes).map_err(|e| {
+            text(
+                StatusCode::BAD_REQUEST,
+                &format!("{what} decoding failed: {e}"),
+            )
+        })?;
+        who.require_global(Global::Acl, Need::Write)?;
+        let v = st.write(|s| apply(s, input, &who))?;
+        Ok(ok(st, &v))
+    };
+    run.await.unwrap_or_else(|r| r)
 }
 
 fn policy_stub(p: &AclPolicy) -> Value {
@@ -106,23 +159,21 @@ fn policy_stub(p: &AclPolicy) -> Value {
     })
 }
 
+fn stored(e: StoreError) -> Response {
+    store_error(&e)
+}
+
 async fn policy_create(State(st): State<ConsulState>, who: Who, body: Body) -> Response {
-    let run = async {
-        let who = caller(&st, who)?;
-        who.require_global(Global::Acl, Need::Write)?;
-        let w: PolicyWrite = decode(body, "Policy").await?;
+    write(&st, who, body, "Policy", |s, w: PolicyWrite, _| {
         if !w.id.is_empty() {
             return Err(text(
                 StatusCode::BAD_REQUEST,
                 "Cannot specify the ID when creating a new policy",
             ));
         }
-        let p = st
-            .write(|s| s.acl_policy_set(w))
-            .map_err(|e| store_error(&e))?;
-        Ok(ok(&st, &policy_json(&p)))
-    };
-    run.await.unwrap_or_else(|r| r)
+        s.acl_policy_set(w).map(|p| json!(p)).map_err(stored)
+    })
+    .await
 }
 
 async fn policy_update(
@@ -131,10 +182,7 @@ async fn policy_update(
     Path(id): Path<String>,
     body: Body,
 ) -> Response {
-    let run = async {
-        let who = caller(&st, who)?;
-        who.require_global(Global::Acl, Need::Write)?;
-        let mut w: PolicyWrite = decode(body, "Policy").await?;
+    write(&st, who, body, "Policy", |s, mut w: PolicyWrite, _| {
         if !w.id.is_empty() && w.id != id {
             return Err(text(
                 StatusCode::BAD_REQUEST,
@@ -142,23 +190,13 @@ async fn policy_update(
             ));
         }
         w.id = id;
-        let p = st
-            .write(|s| s.acl_policy_set(w))
-            .map_err(|e| store_error(&e))?;
-        Ok(ok(&st, &policy_json(&p)))
-    };
-    run.await.unwrap_or_else(|r| r)
+        s.acl_policy_set(w).map(|p| json!(p)).map_err(stored)
+    })
+    .await
 }
 
 async fn policy_read(State(st): State<ConsulState>, who: Who, Path(id): Path<String>) -> Response {
-    let run = || {
-        let who = caller(&st, who)?;
-        who.require_global(Global::Acl, Need::Read)?;
-        st.read(|s| s.acl_policy(&id).map(policy_json))
-            .map(|p| ok(&st, &p))
-            .ok_or_else(not_found)
-    };
-    run().unwrap_or_else(|r| r)
+    read_one(&st, who, |s, _| s.acl_policy(&id).map(|p| json!(p)))
 }
 
 async fn policy_read_by_name(
@@ -166,14 +204,9 @@ async fn policy_read_by_name(
     who: Who,
     Path(name): Path<String>,
 ) -> Response {
-    let run = || {
-        let who = caller(&st, who)?;
-        who.require_global(Global::Acl, Need::Read)?;
-        st.read(|s| s.acl_policy_by_name(&name).map(policy_json))
-            .map(|p| ok(&st, &p))
-            .ok_or_else(not_found)
-    };
-    run().unwrap_or_else(|r| r)
+    read_one(&st, who, |s, _| {
+        s.acl_policy_by_name(&name).map(|p| json!(p))
+    })
 }
 
 async fn policy_delete(
@@ -181,24 +214,13 @@ async fn policy_delete(
     who: Who,
     Path(id): Path<String>,
 ) -> Response {
-    let run = || {
-        let who = caller(&st, who)?;
-        who.require_global(Global::Acl, Need::Write)?;
-        st.write(|s| s.acl_policy_delete(&id))
-            .map_err(|e| store_error(&e))?;
-        Ok(json(StatusCode::OK, HeaderMap::new(), &json!(true)))
-    };
-    run().unwrap_or_else(|r| r)
+    delete(&st, who, |s| s.acl_policy_delete(&id))
 }
 
 async fn policy_list(State(st): State<ConsulState>, who: Who) -> Response {
-    let run = || {
-        let who = caller(&st, who)?;
-        who.require_global(Global::Acl, Need::Read)?;
-        let list: Vec<Value> = st.read(|s| s.acl_policies().into_iter().map(policy_stub).collect());
-        Ok(ok(&st, &Value::Array(list)))
-    };
-    run().unwrap_or_else(|r| r)
+    list(&st, who, |s, _| {
+        s.acl_policies().into_iter().map(policy_stub).collect()
+    })
 }
 
 /// A token as `who` may see it: the SecretID only for `acl:write` or the token itself.
@@ -212,17 +234,12 @@ fn token_json(who: &Caller, t: &AclToken) -> Value {
 }
 
 async fn token_create(State(st): State<ConsulState>, who: Who, body: Body) -> Response {
-    let run = async {
-        let who = caller(&st, who)?;
-        who.require_global(Global::Acl, Need::Write)?;
-        let w: TokenWrite = decode(body, "Token").await?;
-        let now = rfc3339_now();
-        let t = st
-            .write(|s| s.acl_token_set(w, None, &now))
-            .map_err(|e| store_error(&e))?;
-        Ok(ok(&st, &token_json(&who, &t)))
-    };
-    run.await.unwrap_or_else(|r| r)
+    write(&st, who, body, "Token", |s, w: TokenWrite, who| {
+        s.acl_token_set(w, None, &rfc3339_now())
+            .map(|t| token_json(who, &t))
+            .map_err(stored)
+    })
+    .await
 }
 
 async fn token_update(
@@ -231,25 +248,21 @@ async fn token_update(
     Path(accessor): Path<String>,
     body: Body,
 ) -> Response {
-    let run = async {
-        let who = caller(&st, who)?;
-        who.require_global(Global::Acl, Need::Write)?;
-        let w: TokenWrite = decode(body, "Token").await?;
+    write(&st, who, body, "Token", |s, w: TokenWrite, who| {
         if !w.accessor_id.is_empty() && w.accessor_id != accessor {
             return Err(text(
                 StatusCode::BAD_REQUEST,
                 "Token Accessor ID in URL and payload do not match",
             ));
         }
-        let now = rfc3339_now();
-        let t = st
-            .write(|s| s.acl_token_set(w, Some(&accessor), &now))
-            .map_err(|e| store_error(&e))?;
-        Ok(ok(&st, &token_json(&who, &t)))
-    };
-    run.await.unwrap_or_else(|r| r)
+        s.acl_token_set(w, Some(&accessor), &rfc3339_now())
+            .map(|t| token_json(who, &t))
+            .map_err(stored)
+    })
+    .await
 }
 
+/// `token/self` needs no `acl:read`: any token may read itself.
 async fn token_self(State(st): State<ConsulState>, who: Who) -> Response {
     let run = || {
         let who = caller(&st, who)?;
@@ -265,14 +278,9 @@ async fn token_read(
     who: Who,
     Path(accessor): Path<String>,
 ) -> Response {
-    let run = || {
-        let who = caller(&st, who)?;
-        who.require_global(Global::Acl, Need::Read)?;
-        st.read(|s| s.acl_token(&accessor))
-            .map(|t| ok(&st, &token_json(&who, &t)))
-            .ok_or_else(not_found)
-    };
-    run().unwrap_or_else(|r| r)
+    read_one(&st, who, |s, who| {
+        s.acl_token(&accessor).map(|t| token_json(who, &t))
+    })
 }
 
 async fn token_delete(
@@ -280,31 +288,18 @@ async fn token_delete(
     who: Who,
     Path(accessor): Path<String>,
 ) -> Response {
-    let run = || {
-        let who = caller(&st, who)?;
-        who.require_global(Global::Acl, Need::Write)?;
-        st.write(|s| s.acl_token_delete(&accessor))
-            .map_err(|e| store_error(&e))?;
-        Ok(json(StatusCode::OK, HeaderMap::new(), &json!(true)))
-    };
-    run().unwrap_or_else(|r| r)
+    delete(&st, who, |s| s.acl_token_delete(&accessor))
 }
 
 async fn token_list(State(st): State<ConsulState>, who: Who) -> Response {
-    let run = || {
-        let who = caller(&st, who)?;
-        who.require_global(Global::Acl, Need::Read)?;
-        let list: Vec<Value> = st.read(|s| {
-            s.acl_tokens()
-                .iter()
-                .map(|t| {
-                    let mut v = token_json(&who, t);
-                    v["Legacy"] = json!(false);
-                    v
-                })
-                .collect()
-        });
-        Ok(ok(&st, &Value::Array(list)))
-    };
-    run().unwrap_or_else(|r| r)
+    list(&st, who, |s, who| {
+        s.acl_tokens()
+            .iter()
+            .map(|t| {
+                let mut v = token_json(who, t);
+                v["Legacy"] = json!(false);
+                v
+            })
+            .collect()
+    })
 }

@@ -36,6 +36,8 @@ pub(super) enum Filter {
     AgentServices,
     /// `/v1/agent/checks` (an object by ID): like [`Filter::Checks`].
     AgentChecks,
+    /// `/v1/agent/members`: serf members by `node:read` on their name.
+    Members,
 }
 
 /// Typed views of the rows the filter reads: a row that lacks a field is an error, not a
@@ -60,6 +62,12 @@ mod rows {
     #[serde(rename_all = "PascalCase")]
     pub(super) struct NodeName {
         pub(super) node: String,
+    }
+
+    #[derive(Deserialize)]
+    #[serde(rename_all = "PascalCase")]
+    pub(super) struct Member {
+        pub(super) name: String,
     }
 
     #[derive(Deserialize)]
@@ -115,6 +123,7 @@ fn keep(who: &Caller, filter: Filter, v: &Value) -> Result<bool, serde_json::Err
             };
             read(resource, &node)
         }
+        Filter::Members => read(Resource::Node, &rows::Member::deserialize(v)?.name),
         Filter::AgentServices => read(
             Resource::Service,
             &rows::ServiceName::deserialize(v)?.service,

@@ -422,6 +422,7 @@ async fn agent(
             Ok((req, None))
         }
         "services" => Ok((req, Some(Filter::AgentServices))),
+        "members" => Ok((req, Some(Filter::Members))),
         "checks" => Ok((req, Some(Filter::AgentChecks))),
         "service/register" => {
             let (req, bytes) = with_body(req).await?;

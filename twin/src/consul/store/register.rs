@@ -9,6 +9,21 @@ use tokio::time::Instant;
 
 use super::{Check, Node, ServiceInstance, Store, StoreError};
 
+/// What the catalog reads of a check's `Definition` (`structs.HealthCheckDefinition`): a
+/// field of the wrong type is a decode error, not an empty interval.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct DefinitionView {
+    #[serde(rename = "HTTP", default)]
+    http: Option<String>,
+    #[serde(rename = "TCP", default)]
+    tcp: Option<String>,
+    #[serde(default)]
+    interval: Option<String>,
+    #[serde(default)]
+    timeout: Option<String>,
+}
+
 /// go-uuid's `ParseUUID`, whose error texts Consul wraps in "Bad node ID: …".
 fn go_parse_uuid(id: &str) -> Result<(), String> {
     if id.len() != 36 {
@@ -94,6 +109,10 @@ impl Store {
                 return Err(StoreError::Internal(
                     "failed inserting check: Missing service registration".to_string(),
                 ));
+            }
+            if let Some(d) = &c.definition {
+                DefinitionView::deserialize(d)
+                    .map_err(|e| StoreError::BadRequest(format!("Request decode failed: {e}")))?;
             }
         }
         let idx = self.next();
@@ -214,18 +233,13 @@ impl Store {
                 .and_then(|m| m.get(&check_id))
                 .cloned();
             let definition = def.definition.clone().unwrap_or_else(|| json!({}));
-            let lower = |k: &str| {
-                definition
-                    .get(k)
-                    .and_then(Value::as_str)
-                    .map(str::to_string)
-                    .unwrap_or_default()
-            };
+            // Validated in the pre-check above.
+            let view = DefinitionView::deserialize(&definition).unwrap_or_default();
             let kind = if !def.kind.is_empty() {
                 def.kind.clone()
-            } else if definition.get("HTTP").is_some() {
+            } else if view.http.is_some() {
                 "http".to_string()
-            } else if definition.get("TCP").is_some() {
+            } else if view.tcp.is_some() {
                 "tcp".to_string()
             } else {
                 String::new()
@@ -246,12 +260,12 @@ impl Store {
                 service_tags,
                 kind,
                 interval: if def.interval.is_empty() {
-                    lower("Interval")
+                    view.interval.clone().unwrap_or_default()
                 } else {
                     def.interval.clone()
                 },
                 timeout: if def.timeout.is_empty() {
-                    lower("Timeout")
+                    view.timeout.clone().unwrap_or_default()
                 } else {
                     def.timeout.clone()
                 },
