@@ -1,4 +1,4 @@
-//! The Consul HTTP API: KV, transactions, sessions, catalog, health, status, agent.
+//! The Consul HTTP API: KV, transactions, sessions, catalog, health, status, agent, ACLs.
 //!
 //! Held to `contracts/CONSUL.md`: plain-text errors with Consul's status codes, `X-Consul-Index`
 //! ≥ 1 on every read (404s included), blocking queries on every read endpoint, one raft index per
@@ -39,7 +39,7 @@ pub const SNAPSHOT_FILE: &str = "consul-state.json";
 /// Settings of the Consul side.
 #[derive(Clone, Default)]
 pub struct ConsulConfig {
-    /// Token every request must carry, when set.
+    /// The management token; ACLs are on (default policy `deny`) when set.
     pub acl_token: Option<String>,
     /// Directory for persisted state.
     pub data_dir: Option<PathBuf>,
@@ -507,9 +507,17 @@ async fn datacenter(req: Request, next: Next) -> Response {
 /// catalog register/deregister bodies and txn ops carry their namespace in JSON instead.
 async fn oss_namespace(req: Request, next: Next) -> Response {
     let path = req.uri().path();
-    let parses_ns = ["/v1/kv/", "/v1/session/", "/v1/catalog/", "/v1/health/"]
-        .iter()
-        .any(|p| path.starts_with(p))
+    // The agent's service and check endpoints parse it too (`parseEntMetaNoWildcard`).
+    let parses_ns = [
+        "/v1/kv/",
+        "/v1/session/",
+        "/v1/catalog/",
+        "/v1/health/",
+        "/v1/agent/service",
+        "/v1/agent/check",
+    ]
+    .iter()
+    .any(|p| path.starts_with(p))
         && !matches!(path, "/v1/catalog/register" | "/v1/catalog/deregister");
     if !parses_ns {
         return next.run(req).await;
