@@ -60,12 +60,18 @@ fn ok(st: &ConsulState, body: &Value) -> Response {
     json(StatusCode::OK, h, body)
 }
 
-/// Seconds since the epoch as RFC 3339 UTC (civil date from days, Howard Hinnant's method).
+/// Now as RFC 3339 UTC with nanoseconds, as Go's `time.Time` marshals (`CreateTime`).
 pub(crate) fn rfc3339_now() -> String {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
-    let secs = now.as_secs();
+    rfc3339(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default(),
+    )
+}
+
+/// Civil date from days since the epoch (Howard Hinnant's `civil_from_days`).
+fn rfc3339(since_epoch: std::time::Duration) -> String {
+    let secs = since_epoch.as_secs();
     let (days, rem) = ((secs / 86_400) as i64, secs % 86_400);
     let z = days + 719_468;
     let era = z.div_euclid(146_097);
@@ -81,7 +87,7 @@ pub(crate) fn rfc3339_now() -> String {
         rem / 3600,
         rem % 3600 / 60,
         rem % 60,
-        now.subsec_nanos()
+        since_epoch.subsec_nanos()
     )
 }
 
@@ -302,4 +308,26 @@ async fn token_list(State(st): State<ConsulState>, who: Who) -> Response {
             })
             .collect()
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    #[test]
+    fn create_times_are_rfc3339_utc_dates() {
+        assert_eq!(
+            super::rfc3339(Duration::ZERO),
+            "1970-01-01T00:00:00.000000000Z"
+        );
+        assert_eq!(
+            super::rfc3339(Duration::new(1_700_000_000, 5)),
+            "2023-11-14T22:13:20.000000005Z"
+        );
+        assert_eq!(
+            super::rfc3339(Duration::from_secs(951_782_400)),
+            "2000-02-29T00:00:00.000000000Z",
+            "a leap day"
+        );
+    }
 }
