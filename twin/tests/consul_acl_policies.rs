@@ -637,3 +637,90 @@ async fn agent_endpoints_vet_service_and_node_writes_and_filter_their_lists() {
     assert_eq!(members, json!([]), "members need node:read");
     api.twin.shutdown().await;
 }
+
+#[tokio::test]
+async fn token_writes_are_validated_as_consuls_token_writer_does() {
+    let api = acl_twin().await;
+    let put = |path: String, body: Value| {
+        let api = &api;
+        async move {
+            let a = api
+                .call("PUT", &path, Some(body.to_string().as_bytes()))
+                .await;
+            (a.status, a.text)
+        }
+    };
+    let err = |t: &str| (StatusCode::INTERNAL_SERVER_ERROR, t.to_string());
+    assert_eq!(
+        put("/v1/acl/token".into(), json!({"SecretID": "not-a-uuid"})).await,
+        err("Invalid Token: SecretID - not a valid UUID")
+    );
+    assert_eq!(
+        put(
+            "/v1/acl/token".into(),
+            json!({"AccessorID": "00000000-0000-0000-0000-000000000077"})
+        )
+        .await,
+        err(
+            "Invalid Token: AccessorID - UUIDs with the prefix \"00000000-0000-0000-0000-0000000000\" are reserved"
+        )
+    );
+    let secret = "6d0c2f39-6f1b-4c4b-9d7e-3a9d9c1b2e11";
+    let (s, t) = api
+        .json("PUT", "/v1/acl/token", Some(json!({"SecretID": secret})))
+        .await;
+    assert_eq!(s, StatusCode::OK, "{t}");
+    assert_eq!(t["SecretID"], secret, "a chosen SecretID is kept");
+    let accessor = t["AccessorID"].as_str().unwrap().to_string();
+    assert_eq!(
+        put("/v1/acl/token".into(), json!({"SecretID": secret})).await,
+        err("Invalid Token: SecretID is already in use")
+    );
+    assert_eq!(
+        put(
+            format!("/v1/acl/token/{accessor}"),
+            json!({"SecretID": "9e1f0c7a-0d55-4a53-8f3e-2b7c6a4d1f00"})
+        )
+        .await,
+        err("Changing a token's SecretID is not permitted")
+    );
+    assert_eq!(
+        put(format!("/v1/acl/token/{accessor}"), json!({"Local": true})).await,
+        err(&format!("Cannot toggle local mode of {accessor}"))
+    );
+    assert_eq!(
+        put(
+            format!("/v1/acl/token/{accessor}"),
+            json!({"AccessorID": "9e1f0c7a-0d55-4a53-8f3e-2b7c6a4d1f00"})
+        )
+        .await,
+        (
+            StatusCode::BAD_REQUEST,
+            "Token Accessor ID in URL and payload do not match".into()
+        )
+    );
+    assert_eq!(
+        put(
+            "/v1/acl/token/9e1f0c7a-0d55-4a53-8f3e-2b7c6a4d1f00".into(),
+            json!({})
+        )
+        .await,
+        err("Cannot find token \"9e1f0c7a-0d55-4a53-8f3e-2b7c6a4d1f00\"")
+    );
+    let (s, _) = api
+        .json(
+            "PUT",
+            &format!("/v1/acl/token/{accessor}"),
+            Some(json!({"Description": "renamed"})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    let (_, t) = api
+        .json("GET", &format!("/v1/acl/token/{accessor}"), None)
+        .await;
+    assert_eq!(
+        (t["Description"].as_str(), t["SecretID"].as_str()),
+        (Some("renamed"), Some(secret))
+    );
+    api.twin.shutdown().await;
+}

@@ -7,7 +7,7 @@ use std::hash::{Hash, Hasher};
 
 use serde::{Deserialize, Serialize};
 
-use super::{Store, StoreError};
+use super::{Store, StoreError, go_parse_uuid};
 use crate::consul::acl::rules::Authorizer;
 
 /// The builtin `global-management` policy's ID (`structs.ACLPolicyGlobalManagementID`).
@@ -169,6 +169,17 @@ fn valid_name(name: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
+/// `validateTokenID`: a UUID outside the prefix Consul reserves for its builtin IDs.
+fn invalid_token_id(id: &str) -> Option<String> {
+    const RESERVED: &str = "00000000-0000-0000-0000-0000000000";
+    if id.starts_with(RESERVED) {
+        return Some(format!("UUIDs with the prefix {RESERVED:?} are reserved"));
+    }
+    go_parse_uuid(id)
+        .is_err()
+        .then(|| "not a valid UUID".to_string())
+}
+
 fn internal(msg: String) -> StoreError {
     StoreError::Internal(msg)
 }
@@ -275,7 +286,7 @@ impl Store {
             }
             None
         } else {
-            if uuid::Uuid::parse_str(&w.id).is_err() {
+            if go_parse_uuid(&w.id).is_err() {
                 return Err(internal("Policy ID invalid UUID".into()));
             }
             let Some(old) = self.acl.policies.get(&w.id).cloned() else {
@@ -380,35 +391,50 @@ impl Store {
         update: Option<&str>,
         create_time: &str,
     ) -> Result<AclToken, StoreError> {
+        // SRC agent/consul/auth/token_writer.go `Create` / `Update`.
         let existing = match update {
-            Some(accessor) => Some(
-                self.acl
+            Some(accessor) => {
+                if go_parse_uuid(accessor).is_err() {
+                    return Err(internal("AccessorID is not a valid UUID".into()));
+                }
+                let old = self
+                    .acl
                     .tokens
                     .get(accessor)
                     .cloned()
-                    .ok_or_else(|| internal(format!("Cannot find token {accessor:?}")))?,
-            ),
-            None => None,
+                    .ok_or_else(|| internal(format!("Cannot find token {accessor:?}")))?;
+                if !w.secret_id.is_empty() && w.secret_id != old.secret_id {
+                    return Err(internal(
+                        "Changing a token's SecretID is not permitted".into(),
+                    ));
+                }
+                if w.local != old.local {
+                    return Err(internal(format!("Cannot toggle local mode of {accessor}")));
+                }
+                Some(old)
+            }
+            None => {
+                for (field, id) in [("AccessorID", &w.accessor_id), ("SecretID", &w.secret_id)] {
+                    if id.is_empty() {
+                        continue;
+                    }
+                    if let Some(why) = invalid_token_id(id) {
+                        return Err(internal(format!("Invalid Token: {field} - {why}")));
+                    }
+                    let in_use = self
+                        .acl
+                        .tokens
+                        .values()
+                        .any(|t| t.accessor_id == *id || t.secret_id == *id);
+                    if in_use {
+                        return Err(internal(format!(
+                            "Invalid Token: {field} is already in use"
+                        )));
+                    }
+                }
+                None
+            }
         };
-        if existing.is_none() {
-            if !w.accessor_id.is_empty() {
-                if uuid::Uuid::parse_str(&w.accessor_id).is_err() {
-                    return Err(internal(
-                        "Invalid Token: AccessorID is not a valid UUID".into(),
-                    ));
-                }
-                if self.acl.tokens.contains_key(&w.accessor_id) {
-                    return Err(internal(
-                        "Invalid Token: AccessorID is already in use".into(),
-                    ));
-                }
-            }
-            if !w.secret_id.is_empty()
-                && self.acl.tokens.values().any(|t| t.secret_id == w.secret_id)
-            {
-                return Err(internal("Invalid Token: SecretID is already in use".into()));
-            }
-        }
         let mut links: Vec<PolicyLink> = Vec::new();
         for link in w.policies {
             let id = if link.id.is_empty() {

@@ -67,6 +67,28 @@ mod b64 {
     }
 }
 
+/// go-uuid's `ParseUUID`, whose error texts Consul wraps in "Bad node ID: …".
+pub(super) fn go_parse_uuid(id: &str) -> Result<(), String> {
+    if id.len() != 36 {
+        return Err("uuid string is wrong length".to_string());
+    }
+    let b = id.as_bytes();
+    if b[8] != b'-' || b[13] != b'-' || b[18] != b'-' || b[23] != b'-' {
+        return Err("uuid is improperly formatted".to_string());
+    }
+    match id
+        .chars()
+        .enumerate()
+        .find(|(i, c)| ![8, 13, 18, 23].contains(i) && !c.is_ascii_hexdigit())
+    {
+        Some((_, c)) => Err(format!(
+            "encoding/hex: invalid byte: U+{:04X} {c:?}",
+            c as u32
+        )),
+        None => Ok(()),
+    }
+}
+
 pub mod acl;
 pub mod agent;
 mod catalog;

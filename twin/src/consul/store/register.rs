@@ -7,7 +7,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio::time::Instant;
 
-use super::{Check, Node, ServiceInstance, Store, StoreError};
+use super::{Check, Node, ServiceInstance, Store, StoreError, go_parse_uuid};
 
 /// What the catalog reads of a check's `Definition` (`structs.HealthCheckDefinition`): a
 /// field of the wrong type is a decode error, not an empty interval.
@@ -22,28 +22,6 @@ struct DefinitionView {
     interval: Option<String>,
     #[serde(default)]
     timeout: Option<String>,
-}
-
-/// go-uuid's `ParseUUID`, whose error texts Consul wraps in "Bad node ID: …".
-fn go_parse_uuid(id: &str) -> Result<(), String> {
-    if id.len() != 36 {
-        return Err("uuid string is wrong length".to_string());
-    }
-    let b = id.as_bytes();
-    if b[8] != b'-' || b[13] != b'-' || b[18] != b'-' || b[23] != b'-' {
-        return Err("uuid is improperly formatted".to_string());
-    }
-    match id
-        .chars()
-        .enumerate()
-        .find(|(i, c)| ![8, 13, 18, 23].contains(i) && !c.is_ascii_hexdigit())
-    {
-        Some((_, c)) => Err(format!(
-            "encoding/hex: invalid byte: U+{:04X} {c:?}",
-            c as u32
-        )),
-        None => Ok(()),
-    }
 }
 
 impl Store {
