@@ -295,6 +295,12 @@ struct ServiceView {
 struct CheckView {
     #[serde(rename = "ServiceID", default)]
     service_id: String,
+    #[serde(default)]
+    node: String,
+    #[serde(rename = "CheckID", default)]
+    check_id: String,
+    #[serde(default)]
+    name: String,
 }
 
 /// `vetRegisterWithACL` / `vetDeregisterWithACL`.
@@ -369,6 +375,21 @@ async fn catalog_write(
         own_service_id = Some(id);
     }
     for check in r.check.iter().chain(r.checks.iter().flatten()) {
+        // With ACLs a check must sit on the request's node (`vetRegisterWithACL`).
+        if !check.node.is_empty() && !check.node.eq_ignore_ascii_case(node) {
+            let id = if check.check_id.is_empty() {
+                &check.name
+            } else {
+                &check.check_id
+            };
+            return Err(text(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                &format!(
+                    "Node '{}' for check '{id}' doesn't match register request node '{node}'",
+                    check.node
+                ),
+            ));
+        }
         if check.service_id.is_empty() {
             who.require(Resource::Node, node, Need::Write)?;
         } else if own_service_id.as_deref() != Some(check.service_id.as_str())
