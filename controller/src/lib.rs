@@ -9,6 +9,7 @@
 pub mod cli;
 pub mod consul;
 pub mod dev;
+pub mod metrics;
 pub mod migrate;
 pub mod nomad;
 pub mod plan;
