@@ -17,6 +17,7 @@ pub mod probe;
 pub mod reconcile;
 pub mod render;
 pub mod rollout;
+pub mod server;
 pub mod spec;
 pub mod status;
 pub mod telemetry;
