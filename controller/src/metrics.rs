@@ -596,37 +596,49 @@ pub fn certificates_from_pem(pem: &[u8]) -> Result<Vec<CertificateInfo>> {
             continue;
         }
         let index = out.len();
-        let cert = block.parse_x509().map_err(|e| Error::Certificate {
-            index,
-            reason: e.to_string(),
+        let info = certificate_from_der(&block.contents).map_err(|e| match e {
+            Error::Certificate { reason, .. } => Error::Certificate { index, reason },
+            other => other,
         })?;
-        let mut sans = Vec::new();
-        if let Ok(Some(ext)) = cert.subject_alternative_name() {
-            for name in &ext.value.general_names {
-                match name {
-                    x509_parser::extensions::GeneralName::DNSName(d) => sans.push((*d).to_owned()),
-                    x509_parser::extensions::GeneralName::IPAddress(bytes) => {
-                        if let Some(ip) = ip_from_bytes(bytes) {
-                            sans.push(ip.to_string());
-                        }
-                    }
-                    _ => {}
-                }
-            }
-        }
-        out.push(CertificateInfo {
-            subject: cert.subject().to_string(),
-            issuer: cert.issuer().to_string(),
-            sans,
-            not_before: cert.validity().not_before.timestamp(),
-            not_after: cert.validity().not_after.timestamp(),
-            public_key_der: cert.public_key().raw.to_vec(),
-        });
+        out.push(info);
     }
     if blocks == 0 {
         return Err(Error::Pem("no PEM block found".into()));
     }
     Ok(out)
+}
+
+/// One DER-encoded certificate (as a TLS server sends it). Pure.
+///
+/// # Errors
+/// [`Error::Certificate`] when it is not X.509.
+pub fn certificate_from_der(der: &[u8]) -> Result<CertificateInfo> {
+    let (_, cert) = x509_parser::parse_x509_certificate(der).map_err(|e| Error::Certificate {
+        index: 0,
+        reason: e.to_string(),
+    })?;
+    let mut sans = Vec::new();
+    if let Ok(Some(ext)) = cert.subject_alternative_name() {
+        for name in &ext.value.general_names {
+            match name {
+                x509_parser::extensions::GeneralName::DNSName(d) => sans.push((*d).to_owned()),
+                x509_parser::extensions::GeneralName::IPAddress(bytes) => {
+                    if let Some(ip) = ip_from_bytes(bytes) {
+                        sans.push(ip.to_string());
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+    Ok(CertificateInfo {
+        subject: cert.subject().to_string(),
+        issuer: cert.issuer().to_string(),
+        sans,
+        not_before: cert.validity().not_before.timestamp(),
+        not_after: cert.validity().not_after.timestamp(),
+        public_key_der: cert.public_key().raw.to_vec(),
+    })
 }
 
 fn ip_from_bytes(bytes: &[u8]) -> Option<std::net::IpAddr> {

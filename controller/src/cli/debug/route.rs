@@ -1,0 +1,351 @@
+//! `debug route HOST [PATH]`: Traefik's routers from `/api/rawdata`, matched against a host and
+//! path the way Traefik does (highest priority wins; the default priority is the rule's
+//! length), then one request through the entry point.
+
+use std::fmt::Write as _;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use serde_json::Value;
+
+const EXIT_HELP: &str = "Exit codes: 0 a router matches and the request got an answer, \
+1 no router matches or the request failed, 2 usage or IO error (the proxy API unreachable).";
+
+/// Arguments of `debug route`.
+#[derive(Debug, clap::Args)]
+#[command(after_help = EXIT_HELP)]
+pub struct Args {
+    /// The Host the request carries.
+    host: String,
+    /// The request path.
+    #[arg(default_value = "/")]
+    path: String,
+    /// Base URL of Traefik's API (the document's dashboard address).
+    #[arg(long, default_value = "http://127.0.0.1:8080")]
+    proxy_api: String,
+    /// Base URL of the entry point the request goes through.
+    #[arg(long, default_value = "http://127.0.0.1:80")]
+    entry_point: String,
+}
+
+/// Three-valued: a matcher this command does not evaluate (HostRegexp, Header, ...) is
+/// "unknown", so a router is never claimed to match, or not, on a guess.
+type Tri = Option<bool>;
+
+struct Parser<'a> {
+    rest: &'a str,
+    host: &'a str,
+    path: &'a str,
+}
+
+impl Parser<'_> {
+    fn skip_ws(&mut self) {
+        self.rest = self.rest.trim_start();
+    }
+
+    fn eat(&mut self, token: &str) -> bool {
+        self.skip_ws();
+        if let Some(r) = self.rest.strip_prefix(token) {
+            self.rest = r;
+            true
+        } else {
+            false
+        }
+    }
+
+    fn expr(&mut self) -> Result<Tri, String> {
+        let mut value = self.term()?;
+        while self.eat("||") {
+            let rhs = self.term()?;
+            value = match (value, rhs) {
+                (Some(true), _) | (_, Some(true)) => Some(true),
+                (Some(false), Some(false)) => Some(false),
+                _ => None,
+            };
+        }
+        Ok(value)
+    }
+
+    fn term(&mut self) -> Result<Tri, String> {
+        let mut value = self.factor()?;
+        while self.eat("&&") {
+            let rhs = self.factor()?;
+            value = match (value, rhs) {
+                (Some(false), _) | (_, Some(false)) => Some(false),
+                (Some(true), Some(true)) => Some(true),
+                _ => None,
+            };
+        }
+        Ok(value)
+    }
+
+    fn factor(&mut self) -> Result<Tri, String> {
+        if self.eat("!") {
+            return Ok(self.factor()?.map(|v| !v));
+        }
+        if self.eat("(") {
+            let v = self.expr()?;
+            if !self.eat(")") {
+                return Err("missing )".into());
+            }
+            return Ok(v);
+        }
+        self.skip_ws();
+        let name_len = self
+            .rest
+            .find(|c: char| !c.is_ascii_alphanumeric())
+            .unwrap_or(self.rest.len());
+        let name = &self.rest[..name_len];
+        self.rest = &self.rest[name_len..];
+        if name.is_empty() || !self.eat("(") {
+            return Err(format!("expected a matcher at {:?}", self.rest));
+        }
+        let mut args = Vec::new();
+        loop {
+            self.skip_ws();
+            if self.eat(")") {
+                break;
+            }
+            let quote = self.rest.chars().next().ok_or("unterminated matcher")?;
+            if quote != '`' && quote != '"' {
+                return Err(format!("expected a quoted value at {:?}", self.rest));
+            }
+            let body = &self.rest[1..];
+            let end = body.find(quote).ok_or("unterminated value")?;
+            args.push(body[..end].to_owned());
+            self.rest = &body[end + 1..];
+            let _ = self.eat(",");
+        }
+        Ok(self.matcher(name, &args))
+    }
+
+    fn matcher(&self, name: &str, args: &[String]) -> Tri {
+        let host = self.host.split(':').next().unwrap_or_default();
+        match name {
+            "Host" => Some(args.iter().any(|a| a.eq_ignore_ascii_case(host))),
+            "Path" => Some(args.iter().any(|a| a == self.path)),
+            "PathPrefix" => Some(args.iter().any(|a| self.path.starts_with(a.as_str()))),
+            _ => None,
+        }
+    }
+}
+
+/// Whether a Traefik rule matches a host and path (`None`: it uses matchers not evaluated here).
+fn rule_matches(rule: &str, host: &str, path: &str) -> Result<Tri, String> {
+    let mut p = Parser {
+        rest: rule,
+        host,
+        path,
+    };
+    let v = p.expr()?;
+    p.skip_ws();
+    if !p.rest.is_empty() {
+        return Err(format!("unexpected {:?}", p.rest));
+    }
+    Ok(v)
+}
+
+/// One router of `/api/rawdata` that matches (or might).
+#[derive(Debug)]
+struct Candidate {
+    name: String,
+    rule: String,
+    priority: i64,
+    certain: bool,
+    router: Value,
+}
+
+fn candidates(rawdata: &Value, host: &str, path: &str) -> Vec<Candidate> {
+    let mut out: Vec<Candidate> = rawdata
+        .get("routers")
+        .and_then(Value::as_object)
+        .into_iter()
+        .flatten()
+        .filter_map(|(name, router)| {
+            let rule = router.get("rule")?.as_str()?.to_owned();
+            let verdict = rule_matches(&rule, host, path).ok()?;
+            if verdict == Some(false) {
+                return None;
+            }
+            let priority = router
+                .get("priority")
+                .and_then(Value::as_i64)
+                .filter(|p| *p != 0)
+                .unwrap_or_else(|| i64::try_from(rule.len()).unwrap_or(i64::MAX));
+            Some(Candidate {
+                name: name.clone(),
+                rule,
+                priority,
+                certain: verdict == Some(true),
+                router: router.clone(),
+            })
+        })
+        .collect();
+    out.sort_by(|a, b| b.priority.cmp(&a.priority).then(a.name.cmp(&b.name)));
+    out
+}
+
+fn list(v: Option<&Value>) -> String {
+    v.and_then(Value::as_array)
+        .map(|a| {
+            a.iter()
+                .filter_map(Value::as_str)
+                .collect::<Vec<_>>()
+                .join(", ")
+        })
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "-".to_owned())
+}
+
+/// Runs `debug route`.
+pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(Duration::from_secs(5))
+        .build()
+        .context("failed to build the HTTP client")?;
+    let url = format!("{}/api/rawdata", args.proxy_api.trim_end_matches('/'));
+    let rawdata: Value = http
+        .get(&url)
+        .send()
+        .await
+        .and_then(reqwest::Response::error_for_status)
+        .with_context(|| format!("failed to read {url} (is --proxy-api Traefik's API address?)"))?
+        .json()
+        .await
+        .with_context(|| format!("failed to decode {url}"))?;
+    let mut out = String::new();
+    let found = candidates(&rawdata, &args.host, &args.path);
+    let mut ok = true;
+    match found.first() {
+        Some(best) => {
+            let verdict = if best.certain {
+                "serves it"
+            } else {
+                "may serve it (rule has matchers not evaluated here)"
+            };
+            let _ = writeln!(out, "Router {} {verdict}:", best.name);
+            let _ = writeln!(out, "  rule:        {}", best.rule);
+            let _ = writeln!(out, "  priority:    {}", best.priority);
+            let _ = writeln!(
+                out,
+                "  entryPoints: {}",
+                list(best.router.get("entryPoints"))
+            );
+            let _ = writeln!(
+                out,
+                "  middlewares: {}",
+                list(best.router.get("middlewares"))
+            );
+            let service = best
+                .router
+                .get("service")
+                .and_then(Value::as_str)
+                .unwrap_or("-");
+            let _ = writeln!(out, "  service:     {service}");
+            let status = best
+                .router
+                .get("status")
+                .and_then(Value::as_str)
+                .unwrap_or("-");
+            let _ = writeln!(out, "  status:      {status}");
+            for other in found.iter().skip(1) {
+                let _ = writeln!(
+                    out,
+                    "  also matches (lower priority {}): {}",
+                    other.priority, other.name
+                );
+            }
+        }
+        None => {
+            let _ = writeln!(
+                out,
+                "No router matches Host {} and path {}.",
+                args.host, args.path
+            );
+            ok = false;
+        }
+    }
+    let target = format!("{}{}", args.entry_point.trim_end_matches('/'), args.path);
+    let started = Instant::now();
+    match http
+        .get(&target)
+        .header(reqwest::header::HOST, &args.host)
+        .send()
+        .await
+    {
+        Ok(resp) => {
+            let took = started.elapsed();
+            let _ = writeln!(
+                out,
+                "\nGET {target} (Host: {}): {} in {} ms",
+                args.host,
+                resp.status(),
+                took.as_millis()
+            );
+            for (name, value) in resp.headers() {
+                let shown = if name == reqwest::header::SET_COOKIE {
+                    "<redacted>"
+                } else {
+                    value.to_str().unwrap_or("<binary>")
+                };
+                let _ = writeln!(out, "  {name}: {shown}");
+            }
+        }
+        Err(e) => {
+            let _ = writeln!(out, "\nGET {target} (Host: {}) failed: {e}", args.host);
+            ok = false;
+        }
+    }
+    super::super::validate::write_quietly(std::io::stdout().lock(), &out)
+        .context("failed to write to stdout")?;
+    Ok(ExitCode::from(u8::from(!ok)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rules_match_host_and_path_like_traefik_and_unknown_matchers_stay_unknown() {
+        let m = |r: &str, h: &str, p: &str| rule_matches(r, h, p).ok().flatten();
+        assert_eq!(
+            m("Host(`demo.localhost`)", "demo.localhost:8080", "/"),
+            Some(true)
+        );
+        assert_eq!(
+            m("Host(`a`, `b`) && PathPrefix(`/api`)", "b", "/api/x"),
+            Some(true)
+        );
+        assert_eq!(
+            m("Host(`a`) && PathPrefix(`/api`)", "a", "/web"),
+            Some(false)
+        );
+        assert_eq!(m("Host(`a`) || Host(`b`)", "c", "/"), Some(false));
+        assert_eq!(m("!Host(`a`)", "c", "/"), Some(true));
+        assert_eq!(m("Host(`a`) && HostRegexp(`.+`)", "a", "/"), None);
+        assert_eq!(m("Host(`a`) && HostRegexp(`.+`)", "b", "/"), Some(false));
+        assert!(rule_matches("Host(`a`", "a", "/").is_err());
+    }
+
+    #[test]
+    fn the_longest_rule_wins_unless_a_priority_is_set() {
+        let raw = serde_json::json!({"routers": {
+            "short@consul": {"rule": "Host(`a`)", "service": "s1"},
+            "long@consul": {"rule": "Host(`a`) && PathPrefix(`/api`)", "service": "s2"},
+            "other@consul": {"rule": "Host(`b`)", "service": "s3"},
+        }});
+        let c = candidates(&raw, "a", "/api/v1");
+        assert_eq!(
+            c.iter().map(|c| c.name.as_str()).collect::<Vec<_>>(),
+            ["long@consul", "short@consul"]
+        );
+        let raw = serde_json::json!({"routers": {
+            "short@consul": {"rule": "Host(`a`)", "priority": 1000},
+            "long@consul": {"rule": "Host(`a`) && PathPrefix(`/api`)"},
+        }});
+        assert_eq!(candidates(&raw, "a", "/api")[0].name, "short@consul");
+    }
+}
