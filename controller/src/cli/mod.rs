@@ -125,8 +125,13 @@ mod tests {
     use super::Cli;
 
     #[test]
+    fn the_command_line_is_well_formed() {
+        <Cli as clap::CommandFactory>::command().debug_assert();
+    }
+
+    #[test]
     fn a_prefix_consul_would_refuse_is_a_usage_error_before_anything_starts() {
-        for command in ["run", "status", "dev"] {
+        for command in ["run", "status", "dev", "history"] {
             for prefix in ["/leading-slash", "a/../b"] {
                 let parsed = Cli::try_parse_from(["proxy-operator", command, "--prefix", prefix]);
                 let error = parsed.err().map(|e| e.to_string()).unwrap_or_default();
