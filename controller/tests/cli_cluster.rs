@@ -123,6 +123,7 @@ async fn plan_exits_0_when_the_cluster_runs_the_document_already() {
     let (stdout, stderr) = streams(&out);
     assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
     assert!(stdout.contains("Change: no change"), "{stdout}");
+    assert!(stdout.contains("apply --if-index"), "{stdout}");
     assert_no_secret(&out);
     c.twin.shutdown().await;
 }
@@ -435,5 +436,59 @@ async fn debug_dump_collects_everything_and_no_file_holds_a_secret() {
     }
     let tree = std::fs::read_to_string(target.join("policy-tree.json")).unwrap();
     assert!(tree.contains("<redacted>"), "{tree}");
+    c.twin.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_watch_prints_each_new_status_until_interrupted() {
+    use tokio::io::AsyncBufReadExt as _;
+    let c = cluster().await;
+    let write = |phase| {
+        let status = ProxyStatus {
+            phase,
+            ..ProxyStatus::default()
+        };
+        serde_json::to_vec(&status).unwrap()
+    };
+    c.consul
+        .kv_put(STATUS, &write(Phase::Progressing), None)
+        .await
+        .unwrap();
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_proxy-operator"))
+        .args(["status", "--watch"])
+        .env("CONSUL_HTTP_ADDR", c.twin.consul_addr().to_string())
+        .env("CONSUL_HTTP_TOKEN", TOKEN)
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut seen = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    let mut wrote_ready = false;
+    while !seen
+        .iter()
+        .any(|l: &String| l.contains("phase:       Ready"))
+    {
+        let line = tokio::time::timeout_at(deadline, lines.next_line())
+            .await
+            .expect("status --watch printed the new status in time")
+            .unwrap()
+            .expect("still running");
+        if line.contains("phase:       Progressing") && !wrote_ready {
+            wrote_ready = true;
+            c.consul
+                .kv_put(STATUS, &write(Phase::Ready), None)
+                .await
+                .unwrap();
+        }
+        seen.push(line);
+    }
+    assert_eq!(
+        seen.iter().filter(|l| l.starts_with("--- index")).count(),
+        2,
+        "{seen:?}"
+    );
+    child.kill().await.unwrap();
     c.twin.shutdown().await;
 }

@@ -124,6 +124,11 @@ pub(super) async fn report(
             .collect(),
     };
     let decision = planner::plan(&desired, &observed, &status);
+    let config_key = format!("{prefix}/config");
+    let (live, _) = consul
+        .kv_get(&config_key, QueryOptions::NOW)
+        .await
+        .with_context(|| format!("failed to read {config_key}"))?;
 
     let mut out = String::new();
     let wanted = format!("{:?}", spec.proxy()).to_lowercase();
@@ -133,6 +138,18 @@ pub(super) async fn report(
         .is_none_or(|j| j.stopped || j.spec_digest() != Some(rendered.job_digest.as_str()));
     let kv_diff = kv_diff(&rendered.traefik_kv, &observed.kv);
     let _ = writeln!(out, "Document: spec digest {}", short(spec.digest()));
+    match &live {
+        Some(pair) => {
+            let _ = writeln!(
+                out,
+                "Live document: {config_key} at index {} (`apply --if-index {}` writes only if it is still unchanged)",
+                pair.modify_index, pair.modify_index
+            );
+        }
+        None => {
+            let _ = writeln!(out, "Live document: {config_key} does not exist yet");
+        }
+    }
     match (&running_proxy, job_differs) {
         (Some(running), _) if *running != wanted => {
             let _ = writeln!(
