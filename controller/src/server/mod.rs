@@ -292,6 +292,32 @@ impl Surface {
     }
 }
 
+/// The `--http-addr` flag, for `run` and `dev` to flatten into their arguments.
+#[derive(Debug, Clone, clap::Args)]
+pub struct HttpArgs {
+    /// Address of the HTTP listener (`/metrics`, `/healthz`, `/readyz`, `/api/status`, the
+    /// status page). Loopback by default: bind a routable address only where it should be seen.
+    #[arg(long, value_name = "ADDR", default_value = DEFAULT_HTTP_ADDR)]
+    pub http_addr: SocketAddr,
+}
+
+/// Binds `addr` and serves `surface` on a task until `shutdown` resolves; returns the bound
+/// address (useful with port 0) and the task.
+///
+/// # Errors
+/// [`Error::Bind`] when the address cannot be bound.
+pub async fn spawn(
+    addr: SocketAddr,
+    surface: Surface,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(SocketAddr, tokio::task::JoinHandle<Result<()>>)> {
+    let listener = bind(addr).await?;
+    let bound = listener
+        .local_addr()
+        .map_err(|source| Error::Bind { addr, source })?;
+    Ok((bound, tokio::spawn(serve(listener, surface, shutdown))))
+}
+
 /// Binds the listener (`--http-addr`).
 ///
 /// # Errors

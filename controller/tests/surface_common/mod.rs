@@ -171,12 +171,12 @@ pub fn parse_openmetrics(text: &str) -> Exposition {
 
 /// Starts the listener on a free loopback port; returns its address and a shutdown sender.
 pub async fn start(surface: Surface) -> (SocketAddr, tokio::sync::oneshot::Sender<()>) {
-    let listener = server::bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
-    let addr = listener.local_addr().unwrap();
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(server::serve(listener, surface, async move {
+    let (addr, _task) = server::spawn("127.0.0.1:0".parse().unwrap(), surface, async move {
         let _ = rx.await;
-    }));
+    })
+    .await
+    .unwrap();
     (addr, tx)
 }
 
