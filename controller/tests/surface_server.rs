@@ -326,3 +326,75 @@ async fn a_follower_serves_the_page_and_metrics_too() {
     assert_eq!(exp.value("proxy_operator_leader", &[]), Some(0.0));
     let _ = stop.send(());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_shows_what_the_leader_wrote_to_consul() {
+    use proxy_operator::consul::{ConsulApi, ConsulClient};
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let twin = hashistack_twin::Twin::start(hashistack_twin::TwinConfig::default())
+        .await
+        .unwrap();
+    let consul = ConsulClient::new(
+        &proxy_operator::transport::ClientConfig::for_address(
+            proxy_operator::transport::Api::Consul,
+            &twin.consul_addr().to_string(),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let surface = Surface::new(Metrics::new());
+    surface.set_role(Role::Follower);
+    let (stop_follow, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(proxy_operator::server::follow(
+        consul.clone(),
+        "proxy-operator".into(),
+        "127.0.0.1".into(),
+        surface.clone(),
+        async move {
+            let _ = stopped.await;
+        },
+    ));
+    let (addr, stop) = start(surface).await;
+    consul
+        .kv_put(
+            "proxy-operator/config",
+            &example("traefik-consul-primary.yaml"),
+            None,
+        )
+        .await
+        .unwrap();
+    let mut status = status_with_secrets();
+    status.phase = Phase::Degraded;
+    consul
+        .kv_put(
+            "proxy-operator/status",
+            &serde_json::to_vec(&status).unwrap(),
+            None,
+        )
+        .await
+        .unwrap();
+    let http = client();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let html = http
+            .get(format!("http://{addr}/"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        if html.contains(r#"id="phase">Degraded<"#) && html.contains("basic auth: realm") {
+            assert!(!html.contains("$apr1$"));
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the page never showed the status:\n{html}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let _ = stop_follow.send(());
+    let _ = stop.send(());
+    twin.shutdown().await;
+}

@@ -48,6 +48,32 @@ pub fn revision_key(prefix: &str, revision: u64) -> String {
     format!("{prefix}/revisions/{revision}")
 }
 
+/// What the loop writes when a rollout ends, in its fenced transaction: the new record's key
+/// and JSON, and the keys of the oldest records beyond [`REVISIONS_KEPT`] to delete. `existing`
+/// are the revision numbers under `<prefix>/revisions/` now; the new record's number is one
+/// past the highest (its `revision` field is set here). Pure.
+///
+/// # Errors
+/// Only when the record cannot be encoded as JSON (never for these types).
+pub fn revision_ops(
+    prefix: &str,
+    existing: &[u64],
+    mut record: Revision,
+) -> Result<(String, Vec<u8>, Vec<String>), serde_json::Error> {
+    let next = existing.iter().max().map_or(1, |n| n + 1);
+    record.revision = next;
+    let value = serde_json::to_vec(&record)?;
+    let mut kept: Vec<u64> = existing.to_vec();
+    kept.sort_unstable();
+    kept.push(next);
+    let excess = kept.len().saturating_sub(REVISIONS_KEPT);
+    let deletes = kept[..excess]
+        .iter()
+        .map(|n| revision_key(prefix, *n))
+        .collect();
+    Ok((revision_key(prefix, next), value, deletes))
+}
+
 /// Arguments of `proxy-operator history`.
 #[derive(Debug, clap::Args)]
 pub struct HistoryArgs {
@@ -250,6 +276,22 @@ mod tests {
         assert_eq!(pick(&revs, None, Some("c")).map(|r| r.revision), Some(4));
         assert_eq!(pick(&revs, Some(1), Some("d")).map(|r| r.revision), Some(1));
         assert_eq!(pick(&revs, Some(9), None), None);
+    }
+
+    #[test]
+    fn a_new_revision_takes_the_next_number_and_only_the_last_ten_are_kept() {
+        let (key, value, deletes) =
+            revision_ops("p", &[], rev(0, "a", Outcome::Succeeded)).unwrap_or_default();
+        assert_eq!(key, "p/revisions/1");
+        assert!(deletes.is_empty());
+        let back: Revision =
+            serde_json::from_slice(&value).unwrap_or_else(|_| rev(0, "", Outcome::Failed));
+        assert_eq!(back.revision, 1);
+        let existing: Vec<u64> = (3..=12).collect();
+        let (key, _, deletes) =
+            revision_ops("p", &existing, rev(0, "b", Outcome::Held)).unwrap_or_default();
+        assert_eq!(key, "p/revisions/13");
+        assert_eq!(deletes, ["p/revisions/3"]);
     }
 
     #[test]

@@ -7,7 +7,10 @@
 //! summary carry none, every string that still looks like a secret is replaced before it is
 //! shown, and every text is HTML-escaped.
 
+mod follow;
 mod page;
+
+pub use follow::follow;
 
 use std::future::Future;
 use std::net::SocketAddr;
