@@ -144,6 +144,13 @@ async fn every_route_answers_and_readyz_waits_for_the_watch_and_a_pass() {
         !html.contains("src=\"http") && !html.contains("href=\"https://"),
         "no CDN"
     );
+    let schema = get("/schemas/proxyconfig.v1alpha1.schema.json")
+        .await
+        .unwrap();
+    assert_eq!(schema.status(), 200);
+    let schema: serde_json::Value = schema.json().await.unwrap();
+    assert_eq!(schema["title"], "ProxyConfig");
+    assert_eq!(get("/schemas/nope.json").await.unwrap().status(), 404);
     let css = get("/style.css").await.unwrap();
     assert!(
         css.headers()["content-type"]

@@ -1,5 +1,6 @@
 //! The operator's one HTTP listener (DESIGN §1 `server`): `/metrics` (OpenMetrics text),
-//! `/healthz`, `/readyz`, `/api/status`, `/events` (server-sent events) and `/`, a status page.
+//! `/healthz`, `/readyz`, `/api/status`, `/events` (server-sent events), `/schemas/<file>` (the
+//! JSON Schemas, for editors) and `/`, a status page.
 //!
 //! Leader and followers serve it alike. It is fed by a [`Surface`]: a cheap, cloneable handle
 //! the loop writes to (`publish_status`, `publish_spec`, `watch_established`, `pass_completed`,
@@ -341,6 +342,7 @@ pub fn router(surface: Surface) -> Router {
         .route("/api/status", get(api_status))
         .route("/events", get(events))
         .route("/style.css", get(style))
+        .route("/schemas/{file}", get(schema))
         .with_state(surface)
 }
 
@@ -425,6 +427,28 @@ async fn index(State(surface): State<Surface>) -> Response {
         page::document(&surface.snapshot()),
     )
         .into_response()
+}
+
+/// The JSON Schemas of `crd-schemas/`, so an editor's `$schema` can point at the operator
+/// (e.g. `dev`'s starter document) instead of a URL that does not exist.
+async fn schema(axum::extract::Path(file): axum::extract::Path<String>) -> Response {
+    match crate::spec::schema_files()
+        .into_iter()
+        .find(|(name, _)| *name == file)
+    {
+        Some((_, text)) => {
+            ([(header::CONTENT_TYPE, "application/schema+json")], text).into_response()
+        }
+        None => (
+            StatusCode::NOT_FOUND,
+            format!(
+                "no schema {file:?}; there are {} and {}\n",
+                crate::spec::CONFIG_SCHEMA_FILE,
+                crate::spec::STATUS_SCHEMA_FILE
+            ),
+        )
+            .into_response(),
+    }
 }
 
 async fn style() -> Response {
