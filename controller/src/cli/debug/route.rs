@@ -1,6 +1,7 @@
 //! `debug route HOST [PATH]`: Traefik's routers from `/api/rawdata`, matched against a host and
 //! path the way Traefik does (highest priority wins; the default priority is the rule's
-//! length), then one request through the entry point.
+//! length), or Caddy's routes from its loaded config (`--caddy-admin`, first match in order),
+//! then one request through the entry point.
 
 use std::fmt::Write as _;
 use std::process::ExitCode;
@@ -24,6 +25,9 @@ pub struct Args {
     /// Base URL of Traefik's API (the document's dashboard address).
     #[arg(long, default_value = "http://127.0.0.1:8080")]
     proxy_api: String,
+    /// Base URL of Caddy's admin API: match Caddy's loaded config instead of Traefik's routers.
+    #[arg(long, value_name = "URL")]
+    caddy_admin: Option<String>,
     /// Base URL of the entry point the request goes through.
     #[arg(long, default_value = "http://127.0.0.1:80")]
     entry_point: String,
@@ -186,6 +190,118 @@ fn candidates(rawdata: &Value, host: &str, path: &str) -> Vec<Candidate> {
     out
 }
 
+/// Caddy's `host` matcher: exact (case-insensitive) or a `*.` wildcard for one label.
+fn caddy_host(pattern: &str, host: &str) -> bool {
+    let host = host.split(':').next().unwrap_or_default();
+    match pattern.strip_prefix("*.") {
+        Some(suffix) => host
+            .split_once('.')
+            .is_some_and(|(_, rest)| rest.eq_ignore_ascii_case(suffix)),
+        None => pattern.eq_ignore_ascii_case(host),
+    }
+}
+
+/// Caddy's `path` matcher: exact, or `*` at the start and/or end.
+fn caddy_path(pattern: &str, path: &str) -> bool {
+    match (pattern.strip_prefix('*'), pattern.strip_suffix('*')) {
+        (Some(p), _) if p.ends_with('*') => path.contains(&p[..p.len() - 1]),
+        (Some(p), _) => path.ends_with(p),
+        (None, Some(p)) => path.starts_with(p),
+        (None, None) => pattern == path,
+    }
+}
+
+/// Whether a route's `match` list matches (any set; all matchers of a set). Matchers other than
+/// `host` and `path` make the answer unknown.
+fn caddy_route_matches(route: &Value, host: &str, path: &str) -> Tri {
+    let Some(sets) = route.get("match").and_then(Value::as_array) else {
+        return Some(true); // no matcher: matches everything
+    };
+    let mut any_unknown = false;
+    for set in sets.iter().filter_map(Value::as_object) {
+        let mut verdict = Some(true);
+        for (name, arg) in set {
+            let patterns: Vec<&str> = arg
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(Value::as_str)
+                .collect();
+            let m = match name.as_str() {
+                "host" => Some(patterns.iter().any(|p| caddy_host(p, host))),
+                "path" => Some(patterns.iter().any(|p| caddy_path(p, path))),
+                _ => None,
+            };
+            verdict = match (verdict, m) {
+                (Some(false), _) | (_, Some(false)) => Some(false),
+                (Some(true), Some(true)) => Some(true),
+                _ => None,
+            };
+        }
+        match verdict {
+            Some(true) => return Some(true),
+            None => any_unknown = true,
+            Some(false) => {}
+        }
+    }
+    if any_unknown { None } else { Some(false) }
+}
+
+/// The handlers of a route, nested subroutes flattened: `reverse_proxy → 127.0.0.1:8081`.
+fn caddy_handlers(route: &Value, out: &mut Vec<String>) {
+    for h in route
+        .get("handle")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        let name = h.get("handler").and_then(Value::as_str).unwrap_or("?");
+        match name {
+            "subroute" => {
+                for r in h
+                    .get("routes")
+                    .and_then(Value::as_array)
+                    .into_iter()
+                    .flatten()
+                {
+                    caddy_handlers(r, out);
+                }
+            }
+            "reverse_proxy" => {
+                let dials: Vec<&str> = h
+                    .pointer("/upstreams")
+                    .and_then(Value::as_array)
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|u| u.get("dial").and_then(Value::as_str))
+                    .collect();
+                out.push(format!("reverse_proxy → {}", dials.join(", ")));
+            }
+            other => out.push(other.to_owned()),
+        }
+    }
+}
+
+/// The first route of each Caddy server that matches: `(server, index, route, certain)`.
+fn caddy_matches(config: &Value, host: &str, path: &str) -> Vec<(String, usize, Value, bool)> {
+    config
+        .pointer("/apps/http/servers")
+        .and_then(Value::as_object)
+        .into_iter()
+        .flatten()
+        .filter_map(|(server, s)| {
+            s.get("routes")
+                .and_then(Value::as_array)?
+                .iter()
+                .enumerate()
+                .find_map(|(i, r)| match caddy_route_matches(r, host, path) {
+                    Some(false) => None,
+                    v => Some((server.clone(), i, r.clone(), v == Some(true))),
+                })
+        })
+        .collect()
+}
+
 fn list(v: Option<&Value>) -> String {
     v.and_then(Value::as_array)
         .map(|a| {
@@ -198,6 +314,17 @@ fn list(v: Option<&Value>) -> String {
         .unwrap_or_else(|| "-".to_owned())
 }
 
+async fn fetch_json(http: &reqwest::Client, url: &str, flag: &str) -> anyhow::Result<Value> {
+    http.get(url)
+        .send()
+        .await
+        .and_then(reqwest::Response::error_for_status)
+        .with_context(|| format!("failed to read {url} (is {flag} the right address?)"))?
+        .json()
+        .await
+        .with_context(|| format!("failed to decode {url}"))
+}
+
 /// Runs `debug route`.
 pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let _ = rustls::crypto::ring::default_provider().install_default();
@@ -206,66 +333,87 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         .timeout(Duration::from_secs(5))
         .build()
         .context("failed to build the HTTP client")?;
-    let url = format!("{}/api/rawdata", args.proxy_api.trim_end_matches('/'));
-    let rawdata: Value = http
-        .get(&url)
-        .send()
-        .await
-        .and_then(reqwest::Response::error_for_status)
-        .with_context(|| format!("failed to read {url} (is --proxy-api Traefik's API address?)"))?
-        .json()
-        .await
-        .with_context(|| format!("failed to decode {url}"))?;
     let mut out = String::new();
-    let found = candidates(&rawdata, &args.host, &args.path);
     let mut ok = true;
-    match found.first() {
-        Some(best) => {
-            let verdict = if best.certain {
-                "serves it"
-            } else {
-                "may serve it (rule has matchers not evaluated here)"
-            };
-            let _ = writeln!(out, "Router {} {verdict}:", best.name);
-            let _ = writeln!(out, "  rule:        {}", best.rule);
-            let _ = writeln!(out, "  priority:    {}", best.priority);
+    if let Some(admin) = &args.caddy_admin {
+        let url = format!("{}/config/", admin.trim_end_matches('/'));
+        let config: Value = fetch_json(&http, &url, "--caddy-admin").await?;
+        let found = caddy_matches(&config, &args.host, &args.path);
+        if found.is_empty() {
             let _ = writeln!(
                 out,
-                "  entryPoints: {}",
-                list(best.router.get("entryPoints"))
-            );
-            let _ = writeln!(
-                out,
-                "  middlewares: {}",
-                list(best.router.get("middlewares"))
-            );
-            let service = best
-                .router
-                .get("service")
-                .and_then(Value::as_str)
-                .unwrap_or("-");
-            let _ = writeln!(out, "  service:     {service}");
-            let status = best
-                .router
-                .get("status")
-                .and_then(Value::as_str)
-                .unwrap_or("-");
-            let _ = writeln!(out, "  status:      {status}");
-            for other in found.iter().skip(1) {
-                let _ = writeln!(
-                    out,
-                    "  also matches (lower priority {}): {}",
-                    other.priority, other.name
-                );
-            }
-        }
-        None => {
-            let _ = writeln!(
-                out,
-                "No router matches Host {} and path {}.",
+                "No Caddy route matches Host {} and path {}.",
                 args.host, args.path
             );
             ok = false;
+        }
+        for (server, index, route, certain) in found {
+            let verdict = if certain {
+                "serves it"
+            } else {
+                "may serve it (matchers not evaluated here)"
+            };
+            let _ = writeln!(out, "Caddy server {server}, route {index} {verdict}:");
+            let matchers = route
+                .get("match")
+                .map_or_else(|| "(all requests)".to_owned(), ToString::to_string);
+            let _ = writeln!(out, "  match:    {matchers}");
+            let mut handlers = Vec::new();
+            caddy_handlers(&route, &mut handlers);
+            let _ = writeln!(out, "  handlers: {}", handlers.join(" | "));
+        }
+    } else {
+        let url = format!("{}/api/rawdata", args.proxy_api.trim_end_matches('/'));
+        let rawdata: Value = fetch_json(&http, &url, "--proxy-api").await?;
+        let found = candidates(&rawdata, &args.host, &args.path);
+        match found.first() {
+            Some(best) => {
+                let verdict = if best.certain {
+                    "serves it"
+                } else {
+                    "may serve it (rule has matchers not evaluated here)"
+                };
+                let _ = writeln!(out, "Router {} {verdict}:", best.name);
+                let _ = writeln!(out, "  rule:        {}", best.rule);
+                let _ = writeln!(out, "  priority:    {}", best.priority);
+                let _ = writeln!(
+                    out,
+                    "  entryPoints: {}",
+                    list(best.router.get("entryPoints"))
+                );
+                let _ = writeln!(
+                    out,
+                    "  middlewares: {}",
+                    list(best.router.get("middlewares"))
+                );
+                let service = best
+                    .router
+                    .get("service")
+                    .and_then(Value::as_str)
+                    .unwrap_or("-");
+                let _ = writeln!(out, "  service:     {service}");
+                let status = best
+                    .router
+                    .get("status")
+                    .and_then(Value::as_str)
+                    .unwrap_or("-");
+                let _ = writeln!(out, "  status:      {status}");
+                for other in found.iter().skip(1) {
+                    let _ = writeln!(
+                        out,
+                        "  also matches (lower priority {}): {}",
+                        other.priority, other.name
+                    );
+                }
+            }
+            None => {
+                let _ = writeln!(
+                    out,
+                    "No router matches Host {} and path {}.",
+                    args.host, args.path
+                );
+                ok = false;
+            }
         }
     }
     let target = format!("{}{}", args.entry_point.trim_end_matches('/'), args.path);
@@ -328,6 +476,26 @@ mod tests {
         assert_eq!(m("Host(`a`) && HostRegexp(`.+`)", "a", "/"), None);
         assert_eq!(m("Host(`a`) && HostRegexp(`.+`)", "b", "/"), Some(false));
         assert!(rule_matches("Host(`a`", "a", "/").is_err());
+    }
+
+    #[test]
+    fn caddy_routes_match_host_wildcards_and_path_globs_in_order() {
+        let config = serde_json::json!({"apps": {"http": {"servers": {"srv0": {"routes": [
+            {"match": [{"host": ["api.example.com"], "path": ["/v1/*"]}],
+             "handle": [{"handler": "reverse_proxy", "upstreams": [{"dial": "10.0.0.1:80"}]}]},
+            {"match": [{"host": ["*.example.com"]}],
+             "handle": [{"handler": "subroute", "routes": [{"handle": [{"handler": "headers"},
+                 {"handler": "reverse_proxy", "upstreams": [{"dial": "10.0.0.2:80"}]}]}]}]},
+        ]}}}}});
+        let first = caddy_matches(&config, "api.example.com", "/v1/users");
+        assert_eq!(first[0].1, 0);
+        let second = caddy_matches(&config, "www.example.com", "/");
+        assert_eq!(second[0].1, 1);
+        let mut handlers = Vec::new();
+        caddy_handlers(&second[0].2, &mut handlers);
+        assert_eq!(handlers, ["headers", "reverse_proxy → 10.0.0.2:80"]);
+        assert!(caddy_matches(&config, "example.org", "/").is_empty());
+        assert!(caddy_path("*.css", "/a/b.css") && !caddy_path("/v1/*", "/v2/x"));
     }
 
     #[test]
