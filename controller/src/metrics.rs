@@ -512,24 +512,24 @@ impl Metrics {
     /// [`Error::Encode`] only when formatting fails.
     pub fn encode(&self) -> Result<String> {
         let now = unix_now();
-        {
-            let not_after = self
-                .inner
-                .cert_not_after
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            self.inner.cert_expiry.clear();
-            for (file, at) in not_after.iter() {
-                #[allow(clippy::cast_precision_loss)] // seconds of a century fit f64 exactly
-                self.inner
-                    .cert_expiry
-                    .get_or_create(&FileLabel { file: file.clone() })
-                    .set((at - now) as f64);
-            }
+        // Held through the encoding, so a concurrent scrape never sees the family cleared.
+        let not_after = self
+            .inner
+            .cert_not_after
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        self.inner.cert_expiry.clear();
+        for (file, at) in not_after.iter() {
+            #[allow(clippy::cast_precision_loss)] // seconds of a century fit f64 exactly
+            self.inner
+                .cert_expiry
+                .get_or_create(&FileLabel { file: file.clone() })
+                .set((at - now) as f64);
         }
         let mut out = String::new();
         prometheus_client::encoding::text::encode(&mut out, &self.inner.registry)
             .map_err(Error::Encode)?;
+        drop(not_after);
         Ok(out)
     }
 }
