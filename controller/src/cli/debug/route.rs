@@ -25,6 +25,10 @@ pub struct Args {
     /// Base URL of Traefik's API (the document's dashboard address).
     #[arg(long, default_value = "http://127.0.0.1:8080")]
     proxy_api: String,
+    /// The Traefik entry point the request arrives on (default: the one whose address has the
+    /// port of --entry-point, from `/api/entrypoints`); only its routers are matched.
+    #[arg(long, value_name = "NAME")]
+    entry_point_name: Option<String>,
     /// Base URL of Caddy's admin API: match Caddy's loaded config instead of Traefik's routers.
     #[arg(long, value_name = "URL")]
     caddy_admin: Option<String>,
@@ -160,13 +164,50 @@ struct Candidate {
     router: Value,
 }
 
-fn candidates(rawdata: &Value, host: &str, path: &str) -> Vec<Candidate> {
+/// Names of Traefik entry points (from `/api/entrypoints`) listening on `port`.
+fn entry_points_on(entrypoints: &Value, port: u16) -> Vec<String> {
+    entrypoints
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|e| {
+            e.get("address")
+                .and_then(Value::as_str)
+                .and_then(|a| a.rsplit(':').next())
+                .and_then(|p| p.split('/').next())
+                .and_then(|p| p.parse::<u16>().ok())
+                == Some(port)
+        })
+        .filter_map(|e| e.get("name").and_then(Value::as_str).map(str::to_owned))
+        .collect()
+}
+
+/// Routers whose rule matches (or might), highest priority first; with `entry_points`, only
+/// routers on one of them.
+fn candidates(
+    rawdata: &Value,
+    host: &str,
+    path: &str,
+    entry_points: Option<&[String]>,
+) -> Vec<Candidate> {
     let mut out: Vec<Candidate> = rawdata
         .get("routers")
         .and_then(Value::as_object)
         .into_iter()
         .flatten()
         .filter_map(|(name, router)| {
+            if let Some(wanted) = entry_points {
+                let on: Vec<&str> = router
+                    .get("entryPoints")
+                    .and_then(Value::as_array)
+                    .into_iter()
+                    .flatten()
+                    .filter_map(Value::as_str)
+                    .collect();
+                if !on.is_empty() && !wanted.iter().any(|w| on.contains(&w.as_str())) {
+                    return None;
+                }
+            }
             let rule = router.get("rule")?.as_str()?.to_owned();
             let verdict = rule_matches(&rule, host, path).ok()?;
             if verdict == Some(false) {
@@ -365,7 +406,25 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     } else {
         let url = format!("{}/api/rawdata", args.proxy_api.trim_end_matches('/'));
         let rawdata: Value = fetch_json(&http, &url, "--proxy-api").await?;
-        let found = candidates(&rawdata, &args.host, &args.path);
+        let entry_points = match &args.entry_point_name {
+            Some(name) => Some(vec![name.clone()]),
+            None => {
+                let port = url::Url::parse(&args.entry_point)
+                    .ok()
+                    .and_then(|u| u.port_or_known_default());
+                let url = format!("{}/api/entrypoints", args.proxy_api.trim_end_matches('/'));
+                match (port, fetch_json(&http, &url, "--proxy-api").await) {
+                    (Some(port), Ok(eps)) => {
+                        Some(entry_points_on(&eps, port)).filter(|v| !v.is_empty())
+                    }
+                    _ => None,
+                }
+            }
+        };
+        if let Some(eps) = &entry_points {
+            let _ = writeln!(out, "Entry point: {}", eps.join(", "));
+        }
+        let found = candidates(&rawdata, &args.host, &args.path, entry_points.as_deref());
         match found.first() {
             Some(best) => {
                 let verdict = if best.certain {
@@ -499,13 +558,13 @@ mod tests {
     }
 
     #[test]
-    fn the_longest_rule_wins_unless_a_priority_is_set() {
+    fn the_longest_rule_wins_unless_a_priority_is_set_and_only_routers_of_the_entry_point_count() {
         let raw = serde_json::json!({"routers": {
             "short@consul": {"rule": "Host(`a`)", "service": "s1"},
             "long@consul": {"rule": "Host(`a`) && PathPrefix(`/api`)", "service": "s2"},
             "other@consul": {"rule": "Host(`b`)", "service": "s3"},
         }});
-        let c = candidates(&raw, "a", "/api/v1");
+        let c = candidates(&raw, "a", "/api/v1", None);
         assert_eq!(
             c.iter().map(|c| c.name.as_str()).collect::<Vec<_>>(),
             ["long@consul", "short@consul"]
@@ -514,6 +573,18 @@ mod tests {
             "short@consul": {"rule": "Host(`a`)", "priority": 1000},
             "long@consul": {"rule": "Host(`a`) && PathPrefix(`/api`)"},
         }});
-        assert_eq!(candidates(&raw, "a", "/api")[0].name, "short@consul");
+        assert_eq!(candidates(&raw, "a", "/api", None)[0].name, "short@consul");
+        let raw = serde_json::json!({"routers": {
+            "api@internal": {"rule": "PathPrefix(`/api`)", "entryPoints": ["traefik"], "priority": 99999},
+            "demo@file": {"rule": "Host(`a`)", "entryPoints": ["web"]},
+        }});
+        let web = ["web".to_owned()];
+        assert_eq!(
+            candidates(&raw, "a", "/api", Some(&web))[0].name,
+            "demo@file"
+        );
+        let eps = serde_json::json!([{"name": "web", "address": "127.0.0.1:8081/tcp"}, {"name": "traefik", "address": ":8080"}]);
+        assert_eq!(entry_points_on(&eps, 8081), ["web"]);
+        assert_eq!(entry_points_on(&eps, 8080), ["traefik"]);
     }
 }
