@@ -120,6 +120,45 @@ impl RolloutStage {
     }
 }
 
+/// Measures how long one rollout spends in each stage, for [`Metrics::rollout_finished`]. The
+/// loop calls [`RolloutTimer::enter`] when the rollout's state machine moves to a new stage
+/// (with the same clock it steps the machine with) and [`RolloutTimer::finish`] when it ends.
+#[derive(Debug, Clone, Default)]
+pub struct RolloutTimer {
+    current: Option<(RolloutStage, std::time::Instant)>,
+    spent: Vec<(RolloutStage, Duration)>,
+}
+
+impl RolloutTimer {
+    /// Starts timing `stage` at `now`, closing the stage before it. Entering the stage it is
+    /// already in changes nothing.
+    pub fn enter(&mut self, stage: RolloutStage, now: std::time::Instant) {
+        match self.current {
+            Some((s, _)) if s == stage => {}
+            _ => {
+                self.close(now);
+                self.current = Some((stage, now));
+            }
+        }
+    }
+
+    fn close(&mut self, now: std::time::Instant) {
+        if let Some((stage, since)) = self.current.take() {
+            let took = now.saturating_duration_since(since);
+            match self.spent.iter_mut().find(|(s, _)| *s == stage) {
+                Some((_, total)) => *total += took,
+                None => self.spent.push((stage, took)),
+            }
+        }
+    }
+
+    /// Closes the last stage at `now` and records the rollout with its outcome.
+    pub fn finish(mut self, outcome: Outcome, now: std::time::Instant, metrics: &Metrics) {
+        self.close(now);
+        metrics.rollout_finished(outcome, &self.spent);
+    }
+}
+
 /// Every phase, in the order the state gauge lists them.
 pub const PHASES: [Phase; 8] = [
     Phase::Pending,
@@ -665,6 +704,28 @@ mod tests {
             ),
             1.0
         );
+    }
+
+    #[test]
+    fn the_rollout_timer_adds_up_each_stage_and_records_them_at_the_end() {
+        let m = Metrics::new();
+        let t0 = std::time::Instant::now();
+        let mut timer = RolloutTimer::default();
+        timer.enter(RolloutStage::Apply, t0);
+        timer.enter(RolloutStage::Apply, t0 + Duration::from_secs(1));
+        timer.enter(RolloutStage::Verify, t0 + Duration::from_secs(2));
+        timer.enter(RolloutStage::Rollback, t0 + Duration::from_secs(7));
+        timer.finish(Outcome::RolledBack, t0 + Duration::from_secs(8), &m);
+        let text = m.encode().unwrap();
+        let sum = |stage: &str| {
+            value_of(
+                &text,
+                &format!("proxy_operator_rollout_phase_duration_seconds_sum{{phase=\"{stage}\"}}"),
+            )
+        };
+        assert_eq!(sum("apply"), 2.0);
+        assert_eq!(sum("verify"), 5.0);
+        assert_eq!(sum("rollback"), 1.0);
     }
 
     #[test]
