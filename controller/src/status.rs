@@ -3,8 +3,9 @@
 //!
 //! [`next`] is pure: previous status + what happened in this pass → next status. The loop
 //! writes only when [`differs`] says the content changed, so an idle operator writes nothing.
-//! [`write`] does the CAS and, on a conflict (someone else wrote in between), re-reads and
-//! tries again with the fresh index.
+//! The loop's status store (`reconcile/store.rs`) does the CAS write, together with the rollout
+//! journal in one transaction, and on a conflict (someone else wrote in between) re-reads the
+//! index and tries again.
 //!
 //! The document holds digests, phases, reasons and validation errors; never a token, a
 //! basic-auth hash or a private key (the spec refers to secrets, it does not hold them).
