@@ -22,6 +22,7 @@ use crate::render::{META_OWNER, META_SPEC_DIGEST, Rendered, digest_kv};
 use crate::rollout::{Change, Gate, JobChange, JobRef, KvChange};
 use crate::spec::status::ProxyStatus;
 use crate::spec::{DriftPolicy, ProxyKind, ValidatedSpec};
+use crate::status::short;
 
 /// The name of the provider Traefik's Consul KV provider registers its entries under.
 pub const KV_PROVIDER: &str = "consul";
@@ -366,10 +367,6 @@ pub fn expected_entries(kv: &[(String, String)], kv_root: &str) -> Vec<String> {
         }
     }
     names.into_iter().collect()
-}
-
-fn short(digest: &str) -> &str {
-    digest.get(..12).unwrap_or(digest)
 }
 
 #[cfg(test)]

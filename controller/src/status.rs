@@ -498,6 +498,13 @@ pub fn differs(prev: &ProxyStatus, next: &ProxyStatus) -> bool {
     strip(prev) != strip(next)
 }
 
+/// The first 12 characters of a digest or an ID, as logs, reasons and conditions show it: the
+/// one short form everywhere (unique enough among a job's versions, allocations and deployments).
+#[must_use]
+pub fn short(digest: &str) -> &str {
+    digest.get(..12).unwrap_or(digest)
+}
+
 /// `2024-05-01T12:00:00Z`: RFC 3339 in UTC, second precision.
 #[must_use]
 pub fn rfc3339(t: SystemTime) -> String {

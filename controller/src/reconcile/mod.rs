@@ -44,7 +44,7 @@ use crate::probe::ProxyProbe;
 use crate::rollout::{ApplyOutcome, JobRef, Phase};
 use crate::spec::status::ProxyStatus;
 use crate::spec::{FieldError, ProxyKind};
-use crate::status::{Pass, Report};
+use crate::status::{Pass, Report, short};
 
 mod effects;
 mod load;
@@ -474,9 +474,4 @@ where
         };
         self.report(&facts.pass(report)).await;
     }
-}
-
-/// The first 12 characters of a digest, for logs.
-fn short(digest: &str) -> &str {
-    digest.get(..12).unwrap_or(digest)
 }

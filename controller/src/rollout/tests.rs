@@ -1,10 +1,11 @@
 //! The rollout machine driven with tokio's paused clock. Rollback paths get the most tests:
 //! they are what stands between a bad edit and an outage.
 
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use tokio::time::{Instant, advance};
 
+use super::step::begin;
 use super::*;
 use crate::probe::{EntryKind, EntryStatus, RawEntry};
 
