@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use hashistack_twin::{Api, Twin, TwinConfig};
 use proxy_operator::consul::ConsulClient;
 use proxy_operator::nomad::NomadClient;
-use proxy_operator::probe::HttpProbe;
+use proxy_operator::proxy::probe::HttpProbe;
 use proxy_operator::reconcile::{Config, Operator};
 use proxy_operator::spec::status::{Phase, ProxyStatus};
 use proxy_operator::transport::{Api as ClientApi, ClientConfig};

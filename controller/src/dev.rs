@@ -28,7 +28,7 @@ use crate::consul::{
     CatalogRegistration, CheckRegistration, ConsulApi, ConsulClient, ServiceRegistration,
 };
 use crate::nomad::NomadClient;
-use crate::probe::HttpProbe;
+use crate::proxy::probe::HttpProbe;
 use crate::reconcile::{self, Operator};
 use crate::transport::{Api, ClientConfig};
 
@@ -76,7 +76,7 @@ pub enum Error {
     },
     /// The proxy probe's HTTP client could not be built.
     #[error("failed to build the proxy probe: {0}")]
-    Probe(#[source] crate::probe::Error),
+    Probe(#[source] crate::proxy::probe::Error),
     /// Registering the demo service or writing the starter config failed.
     #[error("failed to {step}: {source}")]
     Consul {

@@ -2,7 +2,7 @@
 //! a `ProxyConfig` kept in Consul KV.
 //!
 //! The core (`spec`, `render`, `plan`, `rollout`, `migrate`) does no IO. The clients (`consul`,
-//! `nomad`, `probe`) sit behind small traits so the loop in `reconcile` runs against in-memory
+//! `nomad`, and the proxy drivers in `proxy`) sit behind small traits so the loop in `reconcile` runs against in-memory
 //! fakes, the twin, or a real cluster.
 #![forbid(unsafe_code)]
 
@@ -12,7 +12,7 @@ pub mod dev;
 pub mod migrate;
 pub mod nomad;
 pub mod plan;
-pub mod probe;
+pub mod proxy;
 pub mod reconcile;
 pub mod render;
 pub mod rollout;
@@ -20,3 +20,6 @@ pub mod spec;
 pub mod status;
 pub mod telemetry;
 pub mod transport;
+
+/// The HTTP seam to the proxy, now under [`proxy`]; kept at its old path for callers.
+pub use proxy::probe;

@@ -8,8 +8,8 @@ use std::time::Duration;
 use proxy_operator::consul::fake::FakeConsul;
 use proxy_operator::consul::{self, ConsulApi};
 use proxy_operator::nomad::fake::FakeNomad;
-use proxy_operator::plan;
-use proxy_operator::probe::fake::FakeProbe;
+use proxy_operator::proxy;
+use proxy_operator::proxy::probe::fake::FakeProbe;
 use proxy_operator::reconcile::{Action, Config, Operator, TERMINAL_RETRY};
 use proxy_operator::render::{self, RenderContext};
 use proxy_operator::spec::{self, status::Phase, status::ProxyStatus};
@@ -87,8 +87,10 @@ impl World {
                 basic_auth_users: None,
             };
             let rendered = render::render(&spec, &ctx).unwrap();
-            self.probe
-                .set_enabled(&plan::expected_entries(&rendered.traefik_kv, "po/traefik/"));
+            self.probe.set_enabled(&proxy::traefik::expected_entries(
+                &rendered.traefik_kv,
+                "po/traefik/",
+            ));
         }
     }
 
@@ -1400,8 +1402,10 @@ async fn basic_auth_hashes_reach_only_the_policy_tree_and_the_journal_never_logs
         basic_auth_users: Some(vec![SENTINEL_USERS.trim().to_owned()]),
     };
     let rendered = render::render(&spec::load(first.as_bytes()).unwrap(), &ctx).unwrap();
-    w.probe
-        .set_enabled(&plan::expected_entries(&rendered.traefik_kv, "po/traefik/"));
+    w.probe.set_enabled(&proxy::traefik::expected_entries(
+        &rendered.traefik_kv,
+        "po/traefik/",
+    ));
 
     let mut seen_debug = Vec::new();
     let mut journals = Vec::new();

@@ -2,12 +2,13 @@
 
 use tracing::{info, warn};
 
-use super::{Operator, TXN_MAX_OPS};
-use crate::consul::{ConsulApi, TxnOp};
+use super::Operator;
+use crate::consul::ConsulApi;
 use crate::nomad::{self, NomadApi};
-use crate::probe::ProxyProbe;
+use crate::proxy::probe::ProxyProbe;
 use crate::render::META_SPEC_DIGEST;
-use crate::rollout::{ApplyError, ApplyOutcome, Effect};
+use crate::rollout::{ApplyError, ApplyOutcome, Effect, Phase};
+use crate::spec::ProxyKind;
 use crate::transport::QueryOptions;
 
 impl<C, N, P> Operator<C, N, P>
@@ -16,11 +17,15 @@ where
     N: NomadApi,
     P: ProxyProbe,
 {
-    pub(super) async fn execute(&self, writes: &[Effect]) -> ApplyOutcome {
+    /// Carries out `writes` in order, stopping at the first failure. Policy writes go through
+    /// the driver of the proxy `phase` rolls out.
+    pub(super) async fn execute(&self, writes: &[Effect], phase: &Phase) -> ApplyOutcome {
+        let proxy = phase.change().map_or(ProxyKind::Traefik, |c| c.gate.proxy);
+        let driver = self.proxies.driver(proxy);
         for (i, effect) in writes.iter().enumerate() {
             let result = match effect {
                 Effect::WriteKv { set, delete } | Effect::RestoreKv { set, delete } => {
-                    self.write_kv(set, delete).await
+                    driver.apply_policy(set, delete).await
                 }
                 Effect::RegisterJob {
                     job_id,
@@ -76,7 +81,7 @@ where
         error: &nomad::Error,
         what: &str,
     ) -> Result<(), ApplyError> {
-        let failed = apply_error(&error.to_string(), error.is_retryable());
+        let failed = ApplyError::new(error.to_string(), error.is_retryable());
         let Some(digest) = digest else {
             return Err(failed);
         };
@@ -92,89 +97,6 @@ where
                 ..failed
             }),
         }
-    }
-
-    /// Writes the policy entries in one transaction (TRAEFIK.md B: Traefik applies a half-written
-    /// tree, so one txn is the only safe way). A change with more operations than a transaction
-    /// holds rewrites the whole subtree instead (delete-tree, then every entry), which fits as
-    /// long as the tree does: [`MAX_POLICY_KEYS`] is enforced when the document is loaded.
-    pub(super) async fn write_kv(
-        &self,
-        set: &[(String, String)],
-        delete: &[String],
-    ) -> Result<(), ApplyError> {
-        info!(
-            set = set.len(),
-            delete = delete.len(),
-            "writing the policy tree"
-        );
-        let ops: Vec<TxnOp> = if set.len() + delete.len() <= TXN_MAX_OPS {
-            set.iter()
-                .map(|(key, value)| TxnOp::Set {
-                    key: key.clone(),
-                    value: value.clone().into_bytes(),
-                })
-                .chain(delete.iter().map(|key| TxnOp::Delete { key: key.clone() }))
-                .collect()
-        } else {
-            self.rewrite_ops(set, delete).await?
-        };
-        self.consul
-            .txn(ops)
-            .await
-            .map(|_| ())
-            .map_err(|e| apply_error(&e.to_string(), e.is_retryable()))
-    }
-
-    /// The whole subtree after applying `set` and `delete`, as one delete-tree + sets.
-    pub(super) async fn rewrite_ops(
-        &self,
-        set: &[(String, String)],
-        delete: &[String],
-    ) -> Result<Vec<TxnOp>, ApplyError> {
-        let root = self.config.kv_root();
-        let (pairs, _) = self
-            .consul
-            .kv_list(&root, QueryOptions::NOW)
-            .await
-            .map_err(|e| apply_error(&e.to_string(), e.is_retryable()))?;
-        let mut tree: std::collections::BTreeMap<String, Vec<u8>> = pairs
-            .into_iter()
-            .filter(|p| p.key.starts_with(&root))
-            .map(|p| (p.key, p.value))
-            .collect();
-        for key in delete {
-            tree.remove(key);
-        }
-        for (key, value) in set {
-            tree.insert(key.clone(), value.clone().into_bytes());
-        }
-        if tree.len() >= TXN_MAX_OPS {
-            return Err(apply_error(
-                &format!(
-                    "failed to write the policy tree: {} keys do not fit one Consul transaction ({TXN_MAX_OPS} operations)",
-                    tree.len()
-                ),
-                false,
-            ));
-        }
-        info!(
-            keys = tree.len(),
-            "the change exceeds one transaction; rewriting the whole policy tree"
-        );
-        Ok(std::iter::once(TxnOp::DeleteTree { key: root })
-            .chain(
-                tree.into_iter()
-                    .map(|(key, value)| TxnOp::Set { key, value }),
-            )
-            .collect())
-    }
-}
-
-fn apply_error(message: &str, retryable: bool) -> ApplyError {
-    ApplyError {
-        message: message.to_owned(),
-        retryable,
     }
 }
 

@@ -6,8 +6,8 @@ use tracing::info;
 use super::{Action, Error, Facts, Operator, Result};
 use crate::consul::ConsulApi;
 use crate::nomad::NomadApi;
-use crate::probe::ProxyProbe;
-use crate::render::{self, RenderContext, Rendered};
+use crate::proxy::probe::ProxyProbe;
+use crate::render::{RenderContext, Rendered};
 use crate::spec::{self, FieldError, UsersFrom, ValidatedSpec};
 use crate::status::Report;
 use crate::transport::QueryOptions;
@@ -86,7 +86,7 @@ where
             owner: self.config.owner.clone(),
             basic_auth_users: users,
         };
-        match render::render(&spec, &ctx) {
+        match self.proxies.driver(spec.proxy()).render(&spec, &ctx) {
             Ok(rendered) => Ok(Some(Loaded {
                 spec,
                 rendered,

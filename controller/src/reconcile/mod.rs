@@ -3,7 +3,7 @@
 //! ```no_run
 //! # async fn demo(consul: proxy_operator::consul::ConsulClient, nomad: proxy_operator::nomad::NomadClient)
 //! # -> Result<(), Box<dyn std::error::Error>> {
-//! use proxy_operator::probe::HttpProbe;
+//! use proxy_operator::proxy::probe::HttpProbe;
 //! use proxy_operator::reconcile::{Config, Operator};
 //!
 //! let operator = Operator::new(Config::new("proxy-operator"), consul, nomad, HttpProbe::new()?);
@@ -33,6 +33,7 @@
 //! - A job without our owner Meta is never touched.
 //! - An unchanged digest that passed the gate is a pass with zero writes.
 
+use std::marker::PhantomData;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -40,7 +41,8 @@ use tracing::{Instrument, debug, info_span, warn};
 
 use crate::consul::{self, ConsulApi};
 use crate::nomad::{self, NomadApi};
-use crate::probe::ProxyProbe;
+use crate::proxy::probe::ProxyProbe;
+use crate::proxy::{Proxies, Reach};
 use crate::rollout::{ApplyOutcome, JobRef, Phase};
 use crate::spec::status::ProxyStatus;
 use crate::spec::{FieldError, ProxyKind};
@@ -66,11 +68,9 @@ pub const MIN_BACKOFF: Duration = Duration::from_millis(500);
 pub const MAX_BACKOFF: Duration = Duration::from_secs(30);
 /// Consul holds a blocking query at most this long (it caps `wait` at 10 minutes).
 const MAX_WATCH_WAIT: Duration = Duration::from_secs(300);
-/// Consul transactions take at most this many operations.
-const TXN_MAX_OPS: usize = 64;
-/// The most keys a Traefik policy tree may have: one delete-tree plus every key must fit one
-/// transaction, so any change (and its restore) can be written atomically.
-pub const MAX_POLICY_KEYS: usize = TXN_MAX_OPS - 1;
+/// The policy-tree key budget lives with the renderer, which refuses a document over it.
+#[doc(hidden)]
+pub use crate::render::MAX_POLICY_KEYS;
 /// Retry interval after a terminal error (401/403): only a new token or policy fixes it, so
 /// retrying fast only adds load and log noise.
 pub const TERMINAL_RETRY: Duration = Duration::from_secs(300);
@@ -206,6 +206,15 @@ impl Config {
         format!("{}/rollout", self.prefix)
     }
 
+    /// Where the operator reaches the proxy.
+    #[must_use]
+    pub fn reach(&self) -> Reach {
+        Reach {
+            host: self.proxy_host.clone(),
+            api: self.proxy_api.clone(),
+        }
+    }
+
     /// `<prefix>/traefik/`.
     #[must_use]
     pub fn kv_root(&self) -> String {
@@ -285,7 +294,9 @@ pub struct Operator<C, N, P> {
     config: Config,
     consul: Arc<C>,
     nomad: N,
-    probe: P,
+    /// Every proxy's driver; a document or a rollout in flight names the one it uses.
+    proxies: Proxies,
+    probe: PhantomData<fn() -> P>,
     phase: Phase,
     applied: Option<ApplyOutcome>,
     /// The status document, the journal and their CAS write.
@@ -363,12 +374,15 @@ where
 {
     /// An operator that has not run a pass yet.
     pub fn new(config: Config, consul: C, nomad: N, probe: P) -> Self {
+        let consul = Arc::new(consul);
+        let proxies = Proxies::new(Arc::clone(&consul), Arc::new(probe), &config.kv_root());
         Self {
             store: StatusStore::new(&config),
             config,
-            consul: Arc::new(consul),
+            proxies,
+            consul,
             nomad,
-            probe,
+            probe: PhantomData,
             phase: Phase::Idle,
             applied: None,
             last_pass_index: 0,

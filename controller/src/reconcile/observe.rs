@@ -5,13 +5,11 @@ use super::{Error, Operator, Result};
 use crate::consul::ConsulApi;
 use crate::nomad::{self, NomadApi};
 use crate::plan::{Observed, ObservedJob};
-use crate::probe::ProxyProbe;
+use crate::proxy::probe::ProxyProbe;
 use crate::render::META_SPEC_DIGEST;
 use crate::rollout::{
-    AllocObservation, Change, DeploymentObservation, DeploymentState, Gate, JobObservation,
-    Observation, ProbeOutcome, ProxyObservation,
+    AllocObservation, Change, DeploymentObservation, DeploymentState, JobObservation, Observation,
 };
-use crate::spec::{self, ValidatedSpec};
 use crate::transport::QueryOptions;
 
 impl<C, N, P> Operator<C, N, P>
@@ -118,48 +116,13 @@ where
                 obs.allocations = allocs.into_iter().map(alloc_observation).collect();
             }
         }
-        obs.proxy = Some(self.observe_proxy(&change.gate).await);
+        obs.proxy = Some(
+            self.proxies
+                .driver(change.gate.proxy)
+                .observe(&change.gate)
+                .await,
+        );
         obs
-    }
-
-    pub(super) async fn observe_proxy(&self, gate: &Gate) -> ProxyObservation {
-        let mut proxy = ProxyObservation::default();
-        if let Some(api) = &gate.proxy_api {
-            proxy.ping_ok = self.probe.ping(api).await.unwrap_or(false);
-            proxy.rawdata = self.probe.rawdata(api).await.ok();
-        }
-        for route in &gate.probes {
-            let outcome = match self.probe.route(route).await {
-                Ok(code) => ProbeOutcome {
-                    name: route.name(),
-                    ok: code == route.expect_status,
-                    detail: format!("got {code}, want {}", route.expect_status),
-                },
-                Err(e) => ProbeOutcome {
-                    name: route.name(),
-                    ok: false,
-                    detail: e.to_string(),
-                },
-            };
-            proxy.probes.push(outcome);
-        }
-        proxy
-    }
-
-    pub(super) fn proxy_api(&self, spec: &ValidatedSpec) -> String {
-        if let Some(api) = &self.config.proxy_api {
-            return api.clone();
-        }
-        let port = spec
-            .dashboard_address()
-            .map(|a| a.port)
-            .or_else(|| {
-                spec::ListenAddress::parse(&spec.dashboard().address)
-                    .ok()
-                    .map(|a| a.port)
-            })
-            .unwrap_or(8080);
-        format!("http://{}:{port}", self.config.proxy_host)
     }
 }
 

@@ -10,9 +10,8 @@ use super::{Action, Facts, MAX_BACKOFF, MIN_BACKOFF, Operator, TERMINAL_RETRY, s
 use crate::consul::ConsulApi;
 use crate::nomad::NomadApi;
 use crate::plan::{self, Desired, HoldReason, Plan};
-use crate::probe::ProxyProbe;
+use crate::proxy::probe::ProxyProbe;
 use crate::rollout::{self, Effect, JobRef, Observation, Phase};
-use crate::spec::ProxyKind;
 use crate::status::Report;
 
 impl<C, N, P> Operator<C, N, P>
@@ -31,11 +30,13 @@ where
         span.record("generation", loaded.index);
         span.record("digest", short(loaded.spec.digest()));
         let kv_root = self.config.kv_root();
+        let reach = self.config.reach();
         let desired = Desired {
             spec: &loaded.spec,
             rendered: &loaded.rendered,
             owner: &self.config.owner,
             kv_root: &kv_root,
+            reach: &reach,
         };
         let job_id = plan::job_id(&desired).to_owned();
         let observed = match self.observe_at_rest(&job_id, &kv_root).await {
@@ -90,12 +91,8 @@ where
                     .await;
                 Action::await_change()
             }
-            Plan::Apply(mut change) => {
+            Plan::Apply(change) => {
                 info!(kind = change.kind(), digest = %short(&change.digest), "rolling out");
-                change.gate.proxy_api = (loaded.spec.proxy() == ProxyKind::Traefik)
-                    .then(|| self.proxy_api(&loaded.spec));
-                change.gate.probes =
-                    crate::probe::route_probes(&loaded.spec, &self.config.proxy_host);
                 let obs = Observation {
                     planned: Some(*change),
                     ..Observation::default()
@@ -180,7 +177,7 @@ where
                 self.phase = phase.clone();
                 self.report(&facts.pass(Report::Rollout(&phase))).await;
             }
-            let outcome = self.execute(&writes).await;
+            let outcome = self.execute(&writes, &phase).await;
             let consumes = matches!(phase, Phase::Applying { .. } | Phase::RollingBack { .. });
             if !consumes {
                 break;

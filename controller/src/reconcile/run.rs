@@ -11,7 +11,7 @@ use tracing::{debug, info};
 use super::{Backoff, MAX_BACKOFF, MAX_DEBOUNCE_FACTOR, MAX_WATCH_WAIT, MIN_BACKOFF, Operator};
 use crate::consul::ConsulApi;
 use crate::nomad::NomadApi;
-use crate::probe::ProxyProbe;
+use crate::proxy::probe::ProxyProbe;
 use crate::transport::{QueryOptions, Watch};
 
 impl<C, N, P> Operator<C, N, P>

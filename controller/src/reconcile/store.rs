@@ -15,7 +15,7 @@ use tracing::{debug, info, warn};
 use super::{Config, Error, Operator, Result, short};
 use crate::consul::{ConsulApi, TxnOp};
 use crate::nomad::NomadApi;
-use crate::probe::ProxyProbe;
+use crate::proxy::probe::ProxyProbe;
 use crate::render::META_OWNER;
 use crate::rollout::{Journal, Phase};
 use crate::spec::{self, status::ProxyStatus};

@@ -268,3 +268,14 @@ pub struct ApplyError {
     /// Whether trying again may succeed (network, 5xx) or not (4xx, index conflict).
     pub retryable: bool,
 }
+
+impl ApplyError {
+    /// An effect failed with `message`.
+    #[must_use]
+    pub fn new(message: impl Into<String>, retryable: bool) -> Self {
+        Self {
+            message: message.into(),
+            retryable,
+        }
+    }
+}

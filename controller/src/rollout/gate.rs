@@ -6,8 +6,14 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use super::{AllocObservation, Change, DeploymentState, Observation, OnFailure};
-use crate::probe::{EntryKind, EntryStatus, RawEntry, RouteProbe};
+use crate::proxy::probe::RouteProbe;
+use crate::proxy::traefik::{EntryKind, EntryStatus, RawEntry};
+use crate::spec::ProxyKind;
 use crate::status::short;
+
+fn traefik() -> ProxyKind {
+    ProxyKind::Traefik
+}
 
 /// The health gate one rollout must pass. It carries everything the loop needs to observe the
 /// gate signals, so a rollout keeps being judged on its own terms when the document changes,
@@ -15,6 +21,10 @@ use crate::status::short;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Gate {
+    /// The proxy the rollout runs: whose driver reads its health. Journals written before this
+    /// field gated Traefik only.
+    #[serde(default = "traefik")]
+    pub proxy: ProxyKind,
     /// Everything must be healthy (and held for `min_healthy_time`) before this much time passes.
     pub healthy_deadline: Duration,
     /// How long every signal must stay healthy before the rollout counts as good.

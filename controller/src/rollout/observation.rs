@@ -1,6 +1,6 @@
 //! What the loop saw in one pass: the job, its deployment and allocations, the proxy's health.
 
-use crate::probe::RawEntry;
+use crate::proxy::traefik::RawEntry;
 
 use super::{ApplyOutcome, Change};
 

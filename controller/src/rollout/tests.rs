@@ -7,7 +7,7 @@ use tokio::time::{Instant, advance};
 
 use super::step::begin;
 use super::*;
-use crate::probe::{EntryKind, EntryStatus, RawEntry};
+use crate::proxy::traefik::{EntryKind, EntryStatus, RawEntry};
 
 const DEADLINE: Duration = Duration::from_secs(30);
 const MIN_HEALTHY: Duration = Duration::from_secs(5);
@@ -16,6 +16,7 @@ const MIN_HEALTHY: Duration = Duration::from_secs(5);
 
 fn gate() -> Gate {
     Gate {
+        proxy: crate::spec::ProxyKind::Traefik,
         healthy_deadline: DEADLINE,
         min_healthy_time: MIN_HEALTHY,
         on_failure: OnFailure::Rollback,
