@@ -22,6 +22,9 @@ pub const CONDITION_VALID: &str = "Valid";
 pub const CONDITION_PROGRESSING: &str = "Progressing";
 /// Condition type: the proxy runs the observed spec and passed the gate.
 pub const CONDITION_READY: &str = "Ready";
+/// Condition type: the status document read at start was unreadable and was rebuilt from what
+/// could be kept (its message says what was kept and what was lost).
+pub const CONDITION_RECOVERED: &str = "StatusRecovered";
 
 /// What this pass found, in the order the loop decides it.
 #[derive(Debug, Clone, Copy)]
@@ -235,6 +238,20 @@ pub fn next(prev: &ProxyStatus, pass: &Pass<'_>, now: SystemTime) -> ProxyStatus
         }
     }
     s
+}
+
+/// Records that the status document was unreadable and rebuilt: `message` says what was kept
+/// and what was lost.
+pub fn recovered(s: &mut ProxyStatus, message: &str, now: SystemTime) {
+    s.set_condition(
+        cond(
+            CONDITION_RECOVERED,
+            true,
+            "UnreadableStatusRebuilt",
+            message,
+        ),
+        &rfc3339(now),
+    );
 }
 
 /// How the rollout of the failed digest ended, from its history entry.

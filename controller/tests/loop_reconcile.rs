@@ -715,6 +715,54 @@ async fn a_lost_status_write_after_a_rollback_still_remembers_the_failed_digest(
 }
 
 #[tokio::test(start_paused = true)]
+async fn an_unreadable_status_document_at_restart_keeps_the_failed_digest_and_the_rollback_target()
+{
+    let mut w = world();
+    w.ready(&with_cpu(100, None)).await;
+    w.put(&with_cpu(200, None));
+    w.op.reconcile().await;
+    w.nomad.set_allocation_health(JOB, false);
+    w.until(|w| w.op.status().phase == Phase::RolledBack).await;
+    let rolled = w.status();
+    assert!(rolled.failed_digest.is_some() && rolled.last_good_job.is_some());
+    let registers = w.nomad.calls_of("job_register").len();
+
+    // A hand edit breaks one field, and the operator restarts.
+    let mut broken: serde_json::Value =
+        serde_json::from_slice(&w.consul.value(STATUS).unwrap()).unwrap();
+    broken["history"] = serde_json::json!("edited by hand");
+    w.consul.set(STATUS, broken.to_string());
+    w.op = Operator::new(
+        Config::new(PREFIX),
+        w.consul.clone(),
+        w.nomad.clone(),
+        w.probe.clone(),
+    );
+    for _ in 0..3 {
+        let action = w.op.reconcile().await;
+        tokio::time::advance(action.requeue_after.unwrap_or(Duration::from_secs(60))).await;
+    }
+    assert_eq!(
+        w.nomad.calls_of("job_register").len(),
+        registers,
+        "the failed document was applied again"
+    );
+    let status = w.status();
+    assert_eq!(status.failed_digest, rolled.failed_digest);
+    assert_eq!(status.last_good_job, rolled.last_good_job);
+    let recovered = status
+        .conditions
+        .iter()
+        .find(|c| c.condition_type == "StatusRecovered")
+        .expect("the rebuilt status says so");
+    assert!(
+        recovered.message.contains("lost: history"),
+        "{}",
+        recovered.message
+    );
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_status_key_the_token_cannot_write_starts_no_rollout_and_never_loops() {
     let mut w = world();
     w.ready(&with_cpu(100, None)).await;

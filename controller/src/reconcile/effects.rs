@@ -7,7 +7,7 @@ use crate::consul::ConsulApi;
 use crate::nomad::{self, NomadApi};
 use crate::proxy::probe::ProxyProbe;
 use crate::render::META_SPEC_DIGEST;
-use crate::rollout::{ApplyError, ApplyOutcome, Effect, Phase};
+use crate::rollout::{ApplyError, ApplyOutcome, Effect};
 use crate::spec::ProxyKind;
 use crate::transport::QueryOptions;
 
@@ -18,9 +18,8 @@ where
     P: ProxyProbe,
 {
     /// Carries out `writes` in order, stopping at the first failure. Policy writes go through
-    /// the driver of the proxy `phase` rolls out.
-    pub(super) async fn execute(&self, writes: &[Effect], phase: &Phase) -> ApplyOutcome {
-        let proxy = phase.change().map_or(ProxyKind::Traefik, |c| c.gate.proxy);
+    /// the driver of `proxy`, the proxy the rollout runs.
+    pub(super) async fn execute(&self, writes: &[Effect], proxy: ProxyKind) -> ApplyOutcome {
         let driver = self.proxies.driver(proxy);
         for (i, effect) in writes.iter().enumerate() {
             let result = match effect {

@@ -115,6 +115,15 @@ pub enum Error {
         #[source]
         source: consul::Error,
     },
+    /// A document the loop writes could not be encoded (nothing was written).
+    #[error("failed to encode {key}: {source}")]
+    Encode {
+        /// The key it was for.
+        key: String,
+        /// The cause.
+        #[source]
+        source: serde_json::Error,
+    },
     /// The status document kept changing under us.
     #[error("failed to write the status document {key}: another writer kept changing it")]
     StatusConflict {
@@ -136,6 +145,8 @@ impl Error {
             }
             Error::Nomad { source, .. } => !source.is_forbidden(),
             Error::Secret { .. } | Error::StatusConflict { .. } => true,
+            // The same value encodes the same way every time.
+            Error::Encode { .. } => false,
         }
     }
 }

@@ -169,6 +169,10 @@ where
                 _ => None,
             });
             let writes: Vec<Effect> = effects.iter().filter(|e| e.is_write()).cloned().collect();
+            // Only a rollout in flight has writes; its gate names the proxy they go to.
+            let Some(proxy) = phase.change().map(|c| c.gate.proxy) else {
+                break;
+            };
             if writes.is_empty() {
                 break;
             }
@@ -177,7 +181,7 @@ where
                 self.phase = phase.clone();
                 self.report(&facts.pass(Report::Rollout(&phase))).await;
             }
-            let outcome = self.execute(&writes, &phase).await;
+            let outcome = self.execute(&writes, proxy).await;
             let consumes = matches!(phase, Phase::Applying { .. } | Phase::RollingBack { .. });
             if !consumes {
                 break;

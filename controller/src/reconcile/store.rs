@@ -79,14 +79,44 @@ impl StatusStore {
             })?;
         match pair {
             Some(pair) => {
-                // An unreadable status (hand-edited, older schema) is replaced, not fatal.
-                self.status = serde_json::from_slice(&pair.value).unwrap_or_default();
-                self.written = self.status.clone();
                 self.index = Some(pair.modify_index);
+                match serde_json::from_slice::<ProxyStatus>(&pair.value) {
+                    Ok(read) => {
+                        self.status = read;
+                        self.written = self.status.clone();
+                    }
+                    Err(e) => self.unreadable(&pair.value, &e),
+                }
             }
             None => self.index = Some(0),
         }
         Ok(journal.map(|p| p.value))
+    }
+
+    /// An unreadable status document (hand-edited, another schema) never becomes an empty one:
+    /// that would forget `failedDigest` (the retry-storm guard) and `lastGoodJob` (where a
+    /// rollback goes). The copy in memory is kept when there is one; otherwise every field that
+    /// still reads is recovered. Either way a condition says what happened, and the next write
+    /// replaces the document with a readable one.
+    fn unreadable(&mut self, value: &[u8], error: &serde_json::Error) {
+        let key = &self.status_key;
+        let known = self.status != ProxyStatus::default();
+        let (kept, lost) = if known {
+            (vec!["the copy this operator knows".to_owned()], Vec::new())
+        } else {
+            let (recovered, kept, lost) = salvage(value);
+            self.status = recovered;
+            (kept, lost)
+        };
+        warn!(key = %key, error = %error, ?kept, ?lost, "the status document is unreadable; it is not taken for an empty one");
+        let message = format!(
+            "the status document {key} was unreadable ({error}); kept: {}; lost: {}",
+            list(&kept),
+            list(&lost)
+        );
+        status::recovered(&mut self.status, &message, SystemTime::now());
+        // What is in KV is not what we know: the next flush writes.
+        self.written = ProxyStatus::default();
     }
 
     /// The journal read at start is the rollout now in flight.
@@ -158,15 +188,20 @@ impl StatusStore {
         journal_changed: bool,
     ) -> Result<()> {
         let key = self.status_key.clone();
-        let mut value = serde_json::to_vec_pretty(status).unwrap_or_default();
+        let mut value = encode(&key, status, true)?;
         value.push(b'\n');
-        let journal_op = journal_changed.then(|| {
+        let journal_op = if journal_changed {
             let key = self.journal_key.clone();
-            match journal.map(serde_json::to_vec) {
-                Some(Ok(value)) => TxnOp::Set { key, value },
-                _ => TxnOp::Delete { key },
-            }
-        });
+            Some(match journal {
+                Some(journal) => TxnOp::Set {
+                    value: encode(&key, journal, false)?,
+                    key,
+                },
+                None => TxnOp::Delete { key },
+            })
+        } else {
+            None
+        };
         for _ in 0..3 {
             let index = self.index.unwrap_or(0);
             let mut ops = vec![TxnOp::Cas {
@@ -183,9 +218,12 @@ impl StatusStore {
                         .find(|p| p.key == key)
                         .map(|p| p.modify_index);
                     self.index = written.or(Some(index));
-                    if written.is_none() {
-                        // Without the new index the next CAS would conflict: read it.
-                        let _ = self.read_index(consul).await;
+                    if written.is_none()
+                        && let Err(e) = self.read_index(consul).await
+                    {
+                        // The write went through; the next one conflicts on the stale index
+                        // and re-reads it then.
+                        debug!(error = %e, "the status index could not be re-read after a write");
                     }
                     return Ok(());
                 }
@@ -210,6 +248,56 @@ impl StatusStore {
             })?;
         self.index = Some(pair.map_or(0, |p| p.modify_index));
         Ok(())
+    }
+}
+
+/// JSON of a document the store writes. An encoding failure is an error, never an empty value:
+/// an empty CAS write would erase the status, an empty journal would lose the rollout.
+fn encode<T: serde::Serialize>(key: &str, value: &T, pretty: bool) -> Result<Vec<u8>> {
+    let encoded = if pretty {
+        serde_json::to_vec_pretty(value)
+    } else {
+        serde_json::to_vec(value)
+    };
+    encoded.map_err(|source| Error::Encode {
+        key: key.to_owned(),
+        source,
+    })
+}
+
+/// Every top-level field of an unreadable status document that still reads on its own, and the
+/// names of those kept and lost.
+fn salvage(value: &[u8]) -> (ProxyStatus, Vec<String>, Vec<String>) {
+    let Ok(serde_json::Value::Object(fields)) = serde_json::from_slice(value) else {
+        return (
+            ProxyStatus::default(),
+            Vec::new(),
+            vec!["everything (not a JSON object)".to_owned()],
+        );
+    };
+    let mut good = serde_json::Map::new();
+    let (mut kept, mut lost) = (Vec::new(), Vec::new());
+    for (name, field) in fields {
+        let mut candidate = good.clone();
+        candidate.insert(name.clone(), field);
+        if serde_json::from_value::<ProxyStatus>(serde_json::Value::Object(candidate.clone()))
+            .is_ok()
+        {
+            good = candidate;
+            kept.push(name);
+        } else {
+            lost.push(name);
+        }
+    }
+    let status = serde_json::from_value(serde_json::Value::Object(good)).unwrap_or_default();
+    (status, kept, lost)
+}
+
+fn list(names: &[String]) -> String {
+    if names.is_empty() {
+        "nothing".to_owned()
+    } else {
+        names.join(", ")
     }
 }
 
@@ -312,5 +400,45 @@ where
             )));
         }
         Ok(Ok(journal))
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::panic)] // tests fail loudly
+mod tests {
+    use super::*;
+
+    /// A value whose serialisation fails, as a status or journal never should.
+    struct Unencodable;
+
+    impl serde::Serialize for Unencodable {
+        fn serialize<S: serde::Serializer>(&self, _: S) -> std::result::Result<S::Ok, S::Error> {
+            Err(serde::ser::Error::custom("cannot encode"))
+        }
+    }
+
+    #[test]
+    fn a_value_that_cannot_be_encoded_is_an_error_never_an_empty_document() {
+        for pretty in [true, false] {
+            let err = encode("po/status", &Unencodable, pretty).unwrap_err();
+            assert!(matches!(err, Error::Encode { .. }), "{err}");
+            assert!(!err.is_retryable());
+            assert!(err.to_string().contains("po/status"), "{err}");
+        }
+    }
+
+    #[test]
+    fn salvage_keeps_every_field_that_still_reads_and_names_the_rest() {
+        let (status, kept, lost) = salvage(
+            br#"{"failedDigest": "abc", "history": "not a list", "lastAppliedDigest": "def"}"#,
+        );
+        assert_eq!(status.failed_digest.as_deref(), Some("abc"));
+        assert_eq!(status.last_applied_digest.as_deref(), Some("def"));
+        assert_eq!(kept, vec!["failedDigest", "lastAppliedDigest"]);
+        assert_eq!(lost, vec!["history"]);
+        let (status, kept, lost) = salvage(b"<html>");
+        assert_eq!(status, ProxyStatus::default());
+        assert!(kept.is_empty());
+        assert_eq!(lost.len(), 1);
     }
 }
