@@ -502,14 +502,16 @@ fn cond(condition_type: &str, status: bool, reason: &str, message: &str) -> Cond
 }
 
 /// Whether `next` says anything `prev` does not: the loop writes only then. `updatedAt`,
-/// `nextRetryAt` and `consecutiveFailures` alone are bookkeeping, not news: an operator backing
-/// off from the same error does not rewrite the document on every retry.
+/// `nextRetryAt`, `consecutiveFailures` and `passes` alone are bookkeeping, not news: an
+/// operator backing off from the same error does not rewrite the document on every retry (the
+/// resync pass writes `passes` on its own, see `reconcile`).
 #[must_use]
 pub fn differs(prev: &ProxyStatus, next: &ProxyStatus) -> bool {
     let strip = |s: &ProxyStatus| ProxyStatus {
         updated_at: None,
         next_retry_at: None,
         consecutive_failures: 0,
+        passes: 0,
         ..s.clone()
     };
     strip(prev) != strip(next)

@@ -715,6 +715,44 @@ async fn a_lost_status_write_after_a_rollback_still_remembers_the_failed_digest(
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_resync_pass_writes_only_the_pass_counter_and_the_count_survives_a_restart() {
+    let mut w = world();
+    w.ready(&doc("")).await;
+    let before = w.op.status().passes;
+    let writes = w.writes_to_consul().len();
+    w.op.reconcile().await;
+    assert_eq!(
+        w.writes_to_consul().len(),
+        writes,
+        "a pass that finds nothing new writes nothing"
+    );
+    w.op.resync().await;
+    assert_eq!(
+        w.writes_to_consul(),
+        {
+            let mut all = w.writes_to_consul()[..writes].to_vec();
+            all.push(format!("txn cas {STATUS}"));
+            all
+        },
+        "the resync pass writes the status alone"
+    );
+    let after = w.status();
+    assert_eq!(after.passes, before + 2, "both passes since are counted");
+    assert_eq!(after.phase, Phase::Ready);
+    assert!(w.writes_to_nomad().len() == 1, "nothing else was written");
+
+    // A restarted operator counts on from the document.
+    w.op = Operator::new(
+        Config::new(PREFIX),
+        w.consul.clone(),
+        w.nomad.clone(),
+        w.probe.clone(),
+    );
+    w.op.resync().await;
+    assert_eq!(w.status().passes, after.passes + 1);
+}
+
+#[tokio::test(start_paused = true)]
 async fn an_unreadable_status_document_at_restart_keeps_the_failed_digest_and_the_rollback_target()
 {
     let mut w = world();

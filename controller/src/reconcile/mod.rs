@@ -35,7 +35,9 @@
 
 use std::marker::PhantomData;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
+
+use tokio::time::Instant;
 
 use tracing::{Instrument, debug, info_span, warn};
 
@@ -414,7 +416,18 @@ where
     }
 
     /// One pass: observe → plan → roll out → effects → status. Never panics on what it reads.
+    /// A pass that finds nothing new writes nothing.
     pub async fn reconcile(&mut self) -> Action {
+        self.reconcile_pass(false).await
+    }
+
+    /// The periodic resync pass: a [`reconcile`](Self::reconcile) that also writes the status
+    /// document's pass counter when nothing else changed, so readers see the loop is alive.
+    pub async fn resync(&mut self) -> Action {
+        self.reconcile_pass(true).await
+    }
+
+    async fn reconcile_pass(&mut self, heartbeat: bool) -> Action {
         self.passes += 1;
         let span = info_span!(
             "reconcile",
@@ -424,13 +437,13 @@ where
             plan = tracing::field::Empty,
             phase = tracing::field::Empty,
         );
-        let action = self.pass().instrument(span.clone()).await;
+        let action = self.pass(heartbeat).instrument(span.clone()).await;
         span.record("phase", self.phase.name());
         debug!(parent: &span, requeue_after = ?action.requeue_after, status = ?self.store.status.phase, "pass done");
         action
     }
 
-    async fn pass(&mut self) -> Action {
+    async fn pass(&mut self, heartbeat: bool) -> Action {
         if !self.started {
             if let Err(e) = self.load_status().await {
                 warn!(error = %e, "cannot read the status document; backing off");
@@ -445,6 +458,10 @@ where
             // document says now: deleting or breaking the document must not freeze it.
             self.in_flight().await
         };
+        let journal = self.phase.journal(Instant::now(), SystemTime::now());
+        self.store
+            .count_pass(&*self.consul, journal, heartbeat)
+            .await;
         match &self.store.write_error {
             // The status did not go through: try again soon, even when nothing else would.
             Some(e) => {

@@ -33,10 +33,13 @@ where
         ));
         let mut watching = true;
         let mut next_pass = Instant::now();
+        // The timer is the resync (not a requeue the last pass asked for).
+        let mut resync_due = false;
         'run: loop {
+            let mut resync = false;
             tokio::select! {
                 () = &mut shutdown => break,
-                () = tokio::time::sleep_until(next_pass) => {}
+                () = tokio::time::sleep_until(next_pass) => resync = resync_due,
                 changed = changes.changed(), if watching => {
                     if changed.is_err() {
                         // The watcher ended; keep running on requeues and resyncs.
@@ -78,7 +81,12 @@ where
                     }
                 }
             }
-            let action = self.reconcile().await;
+            let action = if resync {
+                self.resync().await
+            } else {
+                self.reconcile().await
+            };
+            resync_due = action.requeue_after.is_none();
             next_pass = Instant::now() + action.requeue_after.unwrap_or(self.config.resync);
         }
         watcher.abort();

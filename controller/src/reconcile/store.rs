@@ -148,13 +148,34 @@ impl StatusStore {
         journal: Option<Journal>,
     ) {
         self.status = status::next(&self.status, pass, SystemTime::now());
-        self.flush(consul, journal).await;
+        self.flush(consul, journal, false).await;
     }
 
-    /// Writes the status and the journal when either changed since the last write.
-    pub(super) async fn flush<C: ConsulApi>(&mut self, consul: &C, journal: Option<Journal>) {
+    /// One more pass completed; with `heartbeat`, the counter is written even when nothing else
+    /// changed (the periodic resync proves the loop still runs).
+    pub(super) async fn count_pass<C: ConsulApi>(
+        &mut self,
+        consul: &C,
+        journal: Option<Journal>,
+        heartbeat: bool,
+    ) {
+        self.status.passes = self.status.passes.saturating_add(1);
+        if heartbeat {
+            self.flush(consul, journal, true).await;
+        }
+    }
+
+    /// Writes the status and the journal when either changed since the last write; with
+    /// `heartbeat`, also when only the pass counter moved.
+    pub(super) async fn flush<C: ConsulApi>(
+        &mut self,
+        consul: &C,
+        journal: Option<Journal>,
+        heartbeat: bool,
+    ) {
         let journal_changed = self.journal_garbage || self.journal_changed(journal.as_ref());
-        if !journal_changed && !status::differs(&self.written, &self.status) {
+        let counted = heartbeat && self.written.passes != self.status.passes;
+        if !journal_changed && !counted && !status::differs(&self.written, &self.status) {
             self.write_error = None;
             return;
         }
