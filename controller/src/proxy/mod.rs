@@ -79,11 +79,14 @@ pub trait ProxyDriver: Send + Sync {
     fn kind(&self) -> ProxyKind;
 
     /// Renders the proxy's Nomad job (with its config embedded) and the policy it reads live.
+    /// By default `render::render`, which renders what the document's `spec.proxy` needs.
     ///
     /// # Errors
     /// The document cannot be rendered for this proxy (terminal: the same document always
     /// renders the same way).
-    fn render(&self, spec: &ValidatedSpec, ctx: &RenderContext) -> render::Result<Rendered>;
+    fn render(&self, spec: &ValidatedSpec, ctx: &RenderContext) -> render::Result<Rendered> {
+        render::render(spec, ctx)
+    }
 
     /// Applies a policy change live: `set` and `delete` are the rollout's policy entries (full
     /// keys under the operator's policy root). All or nothing: the proxy must never load half

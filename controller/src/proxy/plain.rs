@@ -10,7 +10,6 @@ use super::probe::{ProxyProbe, probe_routes};
 use super::traefik::KvPolicyTree;
 use super::{ProxyDriver, Reach, base_gate};
 use crate::consul::ConsulApi;
-use crate::render::{self, RenderContext, Rendered};
 use crate::rollout::{ApplyError, Gate, ProxyObservation};
 use crate::spec::{ProxyKind, ValidatedSpec};
 
@@ -42,10 +41,6 @@ impl<C: ConsulApi, P> PlainDriver<C, P> {
 impl<C: ConsulApi + 'static, P: ProxyProbe> ProxyDriver for PlainDriver<C, P> {
     fn kind(&self) -> ProxyKind {
         self.kind
-    }
-
-    fn render(&self, spec: &ValidatedSpec, ctx: &RenderContext) -> render::Result<Rendered> {
-        render::render(spec, ctx)
     }
 
     fn apply_policy<'a>(

@@ -3,7 +3,7 @@
 
 use tracing::info;
 
-use super::{Action, Error, Facts, Operator, Result};
+use super::{Action, Error, Facts, Operator, Result, read_key};
 use crate::consul::ConsulApi;
 use crate::nomad::NomadApi;
 use crate::proxy::probe::ProxyProbe;
@@ -29,16 +29,12 @@ where
     /// status says why); `Err`: back off.
     pub(super) async fn load(&mut self) -> Result<Option<Loaded>, Action> {
         let key = self.config.config_key();
-        let pair = match self.consul.kv_get(&key, QueryOptions::NOW).await {
-            Ok((pair, _)) => {
+        let pair = match read_key(&*self.consul, &key, "the config key").await {
+            Ok(pair) => {
                 self.last_pass_index = pair.as_ref().map_or(0, |p| p.modify_index);
                 pair
             }
-            Err(source) => {
-                let e = Error::Consul {
-                    what: format!("the config key {key}"),
-                    source,
-                };
+            Err(e) => {
                 return Err(self.observation_failed(&e, None).await);
             }
         };

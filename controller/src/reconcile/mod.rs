@@ -41,7 +41,7 @@ use tokio::time::Instant;
 
 use tracing::{Instrument, debug, info_span, warn};
 
-use crate::consul::{self, ConsulApi};
+use crate::consul::{self, ConsulApi, KvPair};
 use crate::nomad::{self, NomadApi};
 use crate::proxy::probe::ProxyProbe;
 use crate::proxy::{Proxies, Reach};
@@ -49,6 +49,7 @@ use crate::rollout::{ApplyOutcome, JobRef, Phase};
 use crate::spec::status::ProxyStatus;
 use crate::spec::{FieldError, ProxyKind};
 use crate::status::{Pass, Report, short};
+use crate::transport::QueryOptions;
 
 mod effects;
 mod load;
@@ -136,6 +137,18 @@ pub enum Error {
 
 /// Result alias of this module.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Reads `key` now; `what` names it in the error (`the status document`).
+async fn read_key<C: ConsulApi>(consul: &C, key: &str, what: &str) -> Result<Option<KvPair>> {
+    consul
+        .kv_get(key, QueryOptions::NOW)
+        .await
+        .map(|(pair, _)| pair)
+        .map_err(|source| Error::Consul {
+            what: format!("{what} {key}"),
+            source,
+        })
+}
 
 impl Error {
     /// Whether trying again later may succeed. 401/403 are terminal (a token must change).

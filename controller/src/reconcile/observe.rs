@@ -1,7 +1,7 @@
 //! Observing: what runs at rest (the job and the policy tree, for the plan) and every gate
 //! signal of a rollout in flight (job, deployment, allocations, the proxy's health, probes).
 
-use super::{Error, Operator, Result};
+use super::{Error, Operator, Result, read_key};
 use crate::consul::ConsulApi;
 use crate::nomad::{self, NomadApi};
 use crate::plan::{Observed, ObservedJob};
@@ -58,12 +58,7 @@ where
         // Traefik reads our policy from Consul: while Consul does not answer, the gate cannot be
         // judged fairly, so the machine is blind (the deadline stops counting). Only whether
         // Consul answers matters here, not what the document says now.
-        let key = self.config.config_key();
-        if let Err(source) = self.consul.kv_get(&key, QueryOptions::NOW).await {
-            let e = Error::Consul {
-                what: format!("the config key {key}"),
-                source,
-            };
+        if let Err(e) = read_key(&*self.consul, &self.config.config_key(), "the config key").await {
             obs.error = Some(e.to_string());
             return obs;
         }

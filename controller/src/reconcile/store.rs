@@ -12,7 +12,7 @@ use std::time::SystemTime;
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
-use super::{Config, Error, Operator, Result, short};
+use super::{Config, Error, Operator, Result, read_key, short};
 use crate::consul::{ConsulApi, TxnOp};
 use crate::nomad::NomadApi;
 use crate::proxy::probe::ProxyProbe;
@@ -61,22 +61,8 @@ impl StatusStore {
     /// which the caller checks before trusting it ([`StatusStore::resumed`] or
     /// [`StatusStore::discard_journal`]).
     pub(super) async fn read<C: ConsulApi>(&mut self, consul: &C) -> Result<Option<Vec<u8>>> {
-        let key = &self.status_key;
-        let (pair, _) = consul
-            .kv_get(key, QueryOptions::NOW)
-            .await
-            .map_err(|source| Error::Consul {
-                what: format!("the status document {key}"),
-                source,
-            })?;
-        let journal_key = &self.journal_key;
-        let (journal, _) = consul
-            .kv_get(journal_key, QueryOptions::NOW)
-            .await
-            .map_err(|source| Error::Consul {
-                what: format!("the rollout journal {journal_key}"),
-                source,
-            })?;
+        let pair = read_key(consul, &self.status_key, "the status document").await?;
+        let journal = read_key(consul, &self.journal_key, "the rollout journal").await?;
         match pair {
             Some(pair) => {
                 self.index = Some(pair.modify_index);
@@ -259,14 +245,7 @@ impl StatusStore {
     }
 
     async fn read_index<C: ConsulApi>(&mut self, consul: &C) -> Result<()> {
-        let key = &self.status_key;
-        let (pair, _) = consul
-            .kv_get(key, QueryOptions::NOW)
-            .await
-            .map_err(|source| Error::Consul {
-                what: format!("the status document {key}"),
-                source,
-            })?;
+        let pair = read_key(consul, &self.status_key, "the status document").await?;
         self.index = Some(pair.map_or(0, |p| p.modify_index));
         Ok(())
     }
@@ -387,14 +366,7 @@ where
     ) -> Result<std::result::Result<Journal, String>> {
         let job_id = journal.change.job_id.clone();
         let key = self.config.config_key();
-        let (doc, _) = self
-            .consul
-            .kv_get(&key, QueryOptions::NOW)
-            .await
-            .map_err(|source| Error::Consul {
-                what: format!("the config key {key}"),
-                source,
-            })?;
+        let doc = read_key(&*self.consul, &key, "the config key").await?;
         // A deleted or broken document does not stop a rollout in flight (it runs on its own
         // terms), so only a document that loads can contradict the journal.
         if let Some(spec) = doc.and_then(|p| spec::load(&p.value).ok())

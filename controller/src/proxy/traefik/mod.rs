@@ -9,7 +9,7 @@ use futures::future::BoxFuture;
 use super::probe::{ProxyProbe, probe_routes};
 use super::{ProxyDriver, Reach, base_gate};
 use crate::consul::ConsulApi;
-use crate::render::{self, RenderContext, Rendered};
+use crate::render::Rendered;
 use crate::rollout::{ApplyError, Gate, ProxyObservation};
 use crate::spec::{self, ProxyKind, ValidatedSpec};
 
@@ -95,10 +95,6 @@ impl<C: ConsulApi, P> TraefikDriver<C, P> {
 impl<C: ConsulApi + 'static, P: ProxyProbe> ProxyDriver for TraefikDriver<C, P> {
     fn kind(&self) -> ProxyKind {
         ProxyKind::Traefik
-    }
-
-    fn render(&self, spec: &ValidatedSpec, ctx: &RenderContext) -> render::Result<Rendered> {
-        render::render(spec, ctx)
     }
 
     fn apply_policy<'a>(
