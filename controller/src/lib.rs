@@ -2,8 +2,8 @@
 //! a `ProxyConfig` kept in Consul KV.
 //!
 //! The core (`spec`, `render`, `plan`, `rollout`, `migrate`) does no IO. The clients (`consul`,
-//! `nomad`, and the proxy drivers in `proxy`) sit behind small traits so the loop in `reconcile` runs against in-memory
-//! fakes, the twin, or a real cluster.
+//! `nomad`, and the proxy drivers in `proxy`) sit behind small traits so the loop in `reconcile`
+//! runs against in-memory fakes, the twin, or a real cluster. `ARCHITECTURE.md` is the map.
 #![forbid(unsafe_code)]
 
 pub mod cli;

@@ -31,14 +31,21 @@
 //!   or the proxy's KV tree; observation errors back off (401/403 to [`TERMINAL_RETRY`]) and
 //!   the last good state stays.
 //! - A job without our owner Meta is never touched.
-//! - An unchanged digest that passed the gate is a pass with zero writes.
+//! - An unchanged digest that passed the gate is a pass with zero writes; only the periodic
+//!   resync pass ([`Operator::resync`]) writes the status's pass counter.
+//!
+//! # Where each concern lives
+//! `run` (the run loop, the config watch, debounce, resync), `load` (read, validate, resolve
+//! references, render), `observe` (what runs, and every gate signal), `pass` (one pass at rest
+//! or in flight, driving the machine), `effects` (carrying them out; policy writes go through
+//! the proxy's [`ProxyDriver`](crate::proxy::ProxyDriver)), `store` (the status document, the
+//! write-ahead journal and their CAS write).
 
 use std::marker::PhantomData;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use tokio::time::Instant;
-
 use tracing::{Instrument, debug, info_span, warn};
 
 use crate::consul::{self, ConsulApi, KvPair};
