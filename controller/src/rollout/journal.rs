@@ -17,7 +17,8 @@ use super::{Change, Effect, MAX_GATE_DURATION, Phase, human};
 /// started with; re-rendering after a restart could read rotated users and restore the wrong
 /// tree. So the ACL policy must protect `<prefix>/rollout` exactly like `<prefix>/traefik/`
 /// (readable by the operator only, never by status readers). Its `Debug` (through
-/// [`KvChange`], [`JobChange`] and [`Effect`]) shows keys and lengths, never values.
+/// [`KvChange`](super::KvChange), [`JobChange`](super::JobChange) and [`Effect`]) shows keys
+/// and lengths, never values.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Journal {

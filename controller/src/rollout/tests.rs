@@ -1360,3 +1360,12 @@ async fn resuming_a_journal_with_an_enormous_deadline_does_not_overflow_the_cloc
         "the job is gone: the gate fails"
     );
 }
+
+#[test]
+fn a_gate_journaled_before_gates_named_their_proxy_reads_as_traefik() {
+    let mut value = serde_json::to_value(gate()).unwrap();
+    value.as_object_mut().unwrap().remove("proxy");
+    let read: Gate = serde_json::from_value(value).unwrap();
+    assert_eq!(read.proxy, crate::spec::ProxyKind::Traefik);
+    assert_eq!(read, gate());
+}
