@@ -78,9 +78,6 @@ pub const MIN_BACKOFF: Duration = Duration::from_millis(500);
 pub const MAX_BACKOFF: Duration = Duration::from_secs(30);
 /// Consul holds a blocking query at most this long (it caps `wait` at 10 minutes).
 const MAX_WATCH_WAIT: Duration = Duration::from_secs(300);
-/// The policy-tree key budget lives with the renderer, which refuses a document over it.
-#[doc(hidden)]
-pub use crate::render::MAX_POLICY_KEYS;
 /// Retry interval after a terminal error (401/403): only a new token or policy fixes it, so
 /// retrying fast only adds load and log noise.
 pub const TERMINAL_RETRY: Duration = Duration::from_secs(300);

@@ -1,30 +1,15 @@
-//! The renderer's resolved view of a validated spec: every default applied, every address split
-//! into host and port, every duration a `Duration`. The renderers read only this, so they can be
-//! tested (and fuzzed) without going through the document parser, and the mapping from the spec
-//! lives in one place (`from_spec`).
+//! The resolved model: what validation produces and the renderers read. Every default is applied
+//! here once, every address split into host and port, every duration a `Duration`, every path
+//! absolute. The renderers read only this, so they can be tested (and fuzzed) with a hand-built
+//! model, and adding a field touches its raw type (`types.rs`), its section in `validate/` and
+//! the renderer that uses it.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 use ipnet::IpNet;
 
-/// Which proxy runs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ProxyKind {
-    /// Traefik: static config in the job, policies in Consul KV.
-    Traefik,
-    /// Caddy: whole config through its admin API.
-    Caddy,
-}
-
-/// Which catalog Traefik treats as primary.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Primary {
-    /// Nomad's native service catalog.
-    Nomad,
-    /// Consul's catalog.
-    Consul,
-}
+pub use super::types::{DiscoveryPrimary, OnFailure, Probe, ProxyKind};
 
 /// A listen address: optional host (empty = all interfaces) and a port.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -38,13 +23,7 @@ pub struct ListenAddr {
 impl ListenAddr {
     /// `host:port` (IPv6 hosts in brackets), or `:port` for every interface.
     pub fn to_addr_string(&self) -> String {
-        if self.host.is_empty() {
-            format!(":{}", self.port)
-        } else if self.host.contains(':') {
-            format!("[{}]:{}", self.host, self.port)
-        } else {
-            format!("{}:{}", self.host, self.port)
-        }
+        self.to_string()
     }
 
     /// Whether the address is bound to loopback only.
@@ -106,7 +85,7 @@ pub struct ConsulDiscovery {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Discovery {
     /// The primary catalog (gets the default rule `<service>.<domain suffix>`).
-    pub primary: Primary,
+    pub primary: DiscoveryPrimary,
     /// Nomad's catalog.
     pub nomad: NomadDiscovery,
     /// Consul's catalog.
@@ -159,7 +138,8 @@ pub struct RateLimit {
     pub period: Duration,
 }
 
-/// Basic auth, with users already resolved from their reference by the caller.
+/// Basic auth. Validation knows only the realm: the `user:hash` lines live behind a reference
+/// (`usersFrom`) the caller reads, and `render` fills them in from its context.
 #[derive(Clone, PartialEq, Eq)]
 pub struct BasicAuth {
     /// Realm.
@@ -256,13 +236,17 @@ pub struct JobSettings {
     pub cert_volume: Option<String>,
 }
 
-/// Rollout timings that go into the job's update block.
+/// Rollout settings: the timings go into the job's update block, the rest into the health gate.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Rollout {
     /// An allocation must be healthy by then.
     pub healthy_deadline: Duration,
     /// An allocation must stay healthy this long.
     pub min_healthy_time: Duration,
+    /// Route probes (their entry points checked to exist).
+    pub probes: Vec<Probe>,
+    /// What happens on failure.
+    pub on_failure: OnFailure,
 }
 
 /// Everything the renderers need, resolved.
@@ -286,6 +270,27 @@ pub struct Model {
     pub dashboard: Dashboard,
     /// The Nomad job.
     pub job: JobSettings,
-    /// Rollout timings.
+    /// Rollout settings.
     pub rollout: Rollout,
+}
+
+impl std::fmt::Display for ListenAddr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.host.is_empty() {
+            write!(f, ":{}", self.port)
+        } else if self.host.contains(':') {
+            write!(f, "[{}]:{}", self.host, self.port)
+        } else {
+            write!(f, "{}:{}", self.host, self.port)
+        }
+    }
+}
+
+impl From<&super::ListenAddress> for ListenAddr {
+    fn from(addr: &super::ListenAddress) -> Self {
+        ListenAddr {
+            host: addr.host.clone().unwrap_or_default(),
+            port: addr.port,
+        }
+    }
 }
