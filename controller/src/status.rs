@@ -2,7 +2,8 @@
 //! and written back with check-and-set.
 //!
 //! [`next`] is pure: previous status + what happened in this pass → next status. The loop
-//! writes only when [`differs`] says the content changed, so an idle operator writes nothing.
+//! writes only when [`differs`] says the content changed, so an idle operator writes nothing
+//! but its pass counter, once per resync interval.
 //! The loop's status store (`reconcile/store.rs`) does the CAS write, together with the rollout
 //! journal in one transaction, and on a conflict (someone else wrote in between) re-reads the
 //! index and tries again.
