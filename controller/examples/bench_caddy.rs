@@ -13,7 +13,6 @@ use proxy_operator::proxy::caddy::{
     AdminEndpoint, CaddyAdmin, CaddyOptions, Catalog, HttpCaddyAdmin, RouteSettings, Secrets,
     build_routes, render_config,
 };
-use proxy_operator::render::Model;
 
 fn caddy_bin() -> PathBuf {
     std::env::var_os("CADDY_BIN").map_or_else(
@@ -124,7 +123,7 @@ async fn main() -> anyhow::Result<()> {
             dir.join("certs").display()
         );
         let spec = proxy_operator::spec::load(doc.as_bytes())?;
-        let model = Model::from_spec(&spec, None)?;
+        let model = proxy_operator::proxy::caddy::config::resolve(&spec, None)?;
         let options = CaddyOptions {
             admin: AdminEndpoint::Loopback(admin_port),
             dev_mode: false,

@@ -2,35 +2,20 @@
 //! expiry, blocking watches, retries and ACL denial.
 #![allow(clippy::unwrap_used, clippy::panic)] // tests fail loudly
 
+mod client_support;
+
 use std::time::Duration;
 
-use hashistack_twin::{Api as TwinApi, Twin, TwinConfig};
+use client_support::{config, twin};
+use hashistack_twin::{Api as TwinApi, Twin};
 use proxy_operator::consul::{
     CatalogRegistration, CheckRegistration, ConsulApi, ConsulClient, Error, ServiceRegistration,
     SessionBehavior, SessionRequest, TxnOp,
 };
-use proxy_operator::transport::{Api, ClientConfig, QueryOptions, RetryPolicy, Token, Watch};
-
-async fn twin(token: Option<&str>) -> Twin {
-    Twin::start(TwinConfig {
-        acl_token: token.map(str::to_owned),
-        ..TwinConfig::default()
-    })
-    .await
-    .unwrap()
-}
+use proxy_operator::transport::{Api, ClientConfig, QueryOptions, RetryPolicy, Watch};
 
 fn client(twin: &Twin, token: Option<&str>) -> ConsulClient {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let mut config =
-        ClientConfig::for_address(Api::Consul, &format!("http://{}", twin.consul_addr())).unwrap();
-    config.token = token.map(Token::new);
-    config.retry = RetryPolicy {
-        max_retries: 2,
-        min_delay: Duration::from_millis(5),
-        max_delay: Duration::from_millis(20),
-    };
-    ConsulClient::new(&config).unwrap()
+    ConsulClient::new(&config(Api::Consul, twin.consul_addr(), token)).unwrap()
 }
 
 fn session(name: &str, ttl: u64) -> SessionRequest {

@@ -2,35 +2,20 @@
 //! EnforcePriorVersion, stop/purge, plan, allocations, deployments, services, ACL denial.
 #![allow(clippy::unwrap_used, clippy::panic)] // tests fail loudly
 
+mod client_support;
+
 use std::time::Duration;
 
-use hashistack_twin::{Api as TwinApi, Twin, TwinConfig};
+use client_support::{config, twin};
+use hashistack_twin::{Api as TwinApi, Twin};
 use proxy_operator::nomad::{Error, NomadApi, NomadClient};
-use proxy_operator::transport::{Api, ClientConfig, QueryOptions, RetryPolicy, Token, Watch};
+use proxy_operator::transport::{Api, QueryOptions, Watch};
 use serde_json::{Value, json};
 
 const SEC: u64 = 1_000_000_000;
 
-async fn twin(token: Option<&str>) -> Twin {
-    Twin::start(TwinConfig {
-        acl_token: token.map(str::to_owned),
-        ..TwinConfig::default()
-    })
-    .await
-    .unwrap()
-}
-
 fn client(twin: &Twin, token: Option<&str>) -> NomadClient {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let mut config =
-        ClientConfig::for_address(Api::Nomad, &format!("http://{}", twin.nomad_addr())).unwrap();
-    config.token = token.map(Token::new);
-    config.retry = RetryPolicy {
-        max_retries: 2,
-        min_delay: Duration::from_millis(5),
-        max_delay: Duration::from_millis(20),
-    };
-    NomadClient::new(&config).unwrap()
+    NomadClient::new(&config(Api::Nomad, twin.nomad_addr(), token)).unwrap()
 }
 
 fn sh_job(id: &str, script: &str) -> Value {

@@ -63,10 +63,13 @@ fn render_prints_yaml_when_asked() {
 }
 
 #[test]
-fn render_refuses_basic_auth_without_users_and_names_the_reference() {
+fn render_offline_marks_the_unread_users_placeholder_and_names_the_reference() {
     let out = render(&[&input("traefik-nomad-full.yaml")]);
-    assert_eq!(out.status.code(), Some(1));
-    assert!(out.stdout.is_empty());
+    assert_eq!(out.status.code(), Some(0));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("placeholder:<users-not-read-offline>"),
+        "the offline render must carry the marked placeholder"
+    );
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("proxy-operator/secrets/basic-auth"), "{err}");
     assert!(err.contains("--basic-auth-users"), "{err}");

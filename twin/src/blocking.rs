@@ -19,81 +19,20 @@ pub const JITTER_FRACTION: u32 = 16;
 
 /// Parses a Go `time.ParseDuration` string (`"15000ms"`, `"5m"`, `"1h30m"`, `"1.5s"`, `"0"`).
 ///
-/// Returns `None` for anything Go would reject, including a bare number other than `0`.
+/// Returns `None` for anything Go would reject, including a bare number other than `0`. A
+/// negative wait means "use the default" to Consul, so it reads as zero, which callers treat the
+/// same way.
 pub fn parse_go_duration(text: &str) -> Option<Duration> {
-    let s = text.trim();
-    if s.is_empty() {
-        return None;
+    match go_duration::parse_go(text.trim()) {
+        Ok(d) => Some(d),
+        Err(go_duration::ParseError::Negative { .. }) => Some(Duration::ZERO),
+        Err(_) => None,
     }
-    let (negative, mut rest) = match s.as_bytes()[0] {
-        b'-' => (true, &s[1..]),
-        b'+' => (false, &s[1..]),
-        _ => (false, s),
-    };
-    if rest == "0" {
-        return Some(Duration::ZERO);
-    }
-    if rest.is_empty() {
-        return None;
-    }
-    let mut total_ns: f64 = 0.0;
-    while !rest.is_empty() {
-        let num_end = rest
-            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .unwrap_or(rest.len());
-        if num_end == 0 {
-            return None;
-        }
-        let number: f64 = rest[..num_end].parse().ok()?;
-        rest = &rest[num_end..];
-        let unit_end = rest
-            .find(|c: char| c.is_ascii_digit() || c == '.')
-            .unwrap_or(rest.len());
-        let unit = &rest[..unit_end];
-        rest = &rest[unit_end..];
-        let scale = match unit {
-            "ns" => 1.0,
-            "us" | "µs" | "μs" => 1e3,
-            "ms" => 1e6,
-            "s" => 1e9,
-            "m" => 60e9,
-            "h" => 3600e9,
-            _ => return None,
-        };
-        total_ns += number * scale;
-    }
-    if negative {
-        // Negative waits mean "use the default" to Consul; callers treat zero the same way.
-        return Some(Duration::ZERO);
-    }
-    Some(Duration::from_nanos(total_ns.round() as u64))
 }
 
-/// Formats a duration the way Go's `time.Duration.String()` does for whole seconds and above
-/// (`"15s"`, `"1m30s"`, `"24h0m0s"`), used in error texts that quote Consul.
-pub fn format_go_duration(d: Duration) -> String {
-    let secs = d.as_secs();
-    let frac = d.subsec_nanos();
-    if secs == 0 && frac == 0 {
-        return "0s".to_string();
-    }
-    if secs < 1 {
-        return format!("{}ms", d.as_millis());
-    }
-    let (h, m, s) = (secs / 3600, (secs % 3600) / 60, secs % 60);
-    let seconds = if frac == 0 {
-        format!("{s}s")
-    } else {
-        format!("{}s", s as f64 + f64::from(frac) / 1e9)
-    };
-    if h > 0 {
-        format!("{h}h{m}m{seconds}")
-    } else if m > 0 {
-        format!("{m}m{seconds}")
-    } else {
-        seconds
-    }
-}
+/// Formats a duration the way Go's `time.Duration.String()` does (`"15s"`, `"1m30s"`,
+/// `"24h0m0s"`), used in error texts that quote Consul.
+pub use go_duration::format as format_go_duration;
 
 /// The effective wait of a blocking query: `requested` (or the default when absent or zero),
 /// capped at [`MAX_WAIT`], plus a random stagger of up to a sixteenth of it, as Consul does.

@@ -14,6 +14,10 @@
 //! | `DELETE /_twin/faults` | clear every fault and restart stopped APIs |
 //! | `PUT /_twin/consul/session/{id}/expire` | invalidate a session as if its TTL ran out |
 //! | `PUT /_twin/consul/tombstones/reap` | forget KV tombstones (prefix indexes may go backwards) |
+//!
+//! With ACLs on (an `acl_token` configured), every control request must carry that management
+//! token (`X-Consul-Token`, `X-Nomad-Token` or `Authorization: Bearer`), or it is answered 403:
+//! stopping an API or expiring sessions is nothing an anonymous caller may do.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -95,6 +99,8 @@ struct Inner {
     consul: ApiControl,
     nomad: ApiControl,
     consul_state: ConsulState,
+    /// The management token control requests must carry when ACLs are on.
+    control_token: Option<String>,
 }
 
 impl Inner {
@@ -136,7 +142,7 @@ impl std::fmt::Debug for Faults {
 }
 
 impl Faults {
-    pub(crate) fn new(consul_state: ConsulState) -> Faults {
+    pub(crate) fn new(consul_state: ConsulState, control_token: Option<String>) -> Faults {
         Faults {
             inner: Arc::new(Inner {
                 consul: ApiControl {
@@ -148,6 +154,7 @@ impl Faults {
                     server: OnceLock::new(),
                 },
                 consul_state,
+                control_token,
             }),
         }
     }
@@ -366,7 +373,42 @@ fn control_routes(weak: Weak<Inner>) -> Router {
         .route("/faults/{api}/{action}", put(fault_action))
         .route("/consul/session/{id}/expire", put(expire))
         .route("/consul/tombstones/reap", put(reap))
+        .layer(axum::middleware::from_fn_with_state(
+            weak.clone(),
+            require_management,
+        ))
         .with_state(weak)
+}
+
+/// The token a control request carries, from either API's header or a bearer token.
+fn control_token(req: &Request) -> Option<&str> {
+    let header = |name| req.headers().get(name).and_then(|v| v.to_str().ok());
+    header("X-Consul-Token")
+        .or_else(|| header("X-Nomad-Token"))
+        .or_else(|| {
+            header(axum::http::header::AUTHORIZATION.as_str())
+                .and_then(|v| v.strip_prefix("Bearer "))
+                .map(str::trim)
+        })
+}
+
+/// With ACLs on, only the management token may use the control routes.
+async fn require_management(State(weak): State<Weak<Inner>>, req: Request, next: Next) -> Response {
+    let expected = match weak.upgrade() {
+        Some(inner) => inner.control_token.clone(),
+        None => return gone(),
+    };
+    match expected {
+        None => next.run(req).await,
+        Some(t) if control_token(&req).is_some_and(|given| given.as_bytes() == t.as_bytes()) => {
+            next.run(req).await
+        }
+        Some(_) => (
+            StatusCode::FORBIDDEN,
+            "Permission denied: the twin's control routes need the management token",
+        )
+            .into_response(),
+    }
 }
 
 fn faults(weak: &Weak<Inner>) -> Option<Faults> {

@@ -28,7 +28,7 @@ use std::path::PathBuf;
 pub use faults::{Api, Faults, RequestRecord};
 
 /// How to start a twin.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct TwinConfig {
     /// Where the Consul API listens (`127.0.0.1:0` picks a free port).
     pub consul_addr: SocketAddr,
@@ -36,12 +36,27 @@ pub struct TwinConfig {
     pub nomad_addr: SocketAddr,
     /// Where state is persisted across restarts; `None` keeps it in memory.
     pub data_dir: Option<PathBuf>,
-    /// When set, every request must carry this token (`X-Consul-Token` / `X-Nomad-Token`).
+    /// When set, ACLs are on and this is the management token: every request must carry a
+    /// token (`X-Consul-Token` / `X-Nomad-Token`) and so must the `/_twin` control routes.
     pub acl_token: Option<String>,
+    /// Turn ACLs on with a freshly generated management token when `acl_token` is `None`
+    /// (read it back with [`Twin::acl_token`]): what `proxy-operator dev` hands to the operator
+    /// and the proxy so that nothing else on the machine can drive the twin.
+    pub generate_acl_token: bool,
     /// Nomad version mode: `true` (default) is Nomad >= 1.11, where system jobs with an update
     /// block get deployments; `false` is 1.10, where they get none (`/v1/job/:id/deployment` is
     /// `null`) and the agent and node report 1.10.5.
     pub nomad_system_deployments: bool,
+    /// How many Nomad client nodes the twin runs (default 1). A system job gets one allocation
+    /// per eligible node; every node runs its tasks as local processes.
+    pub nomad_nodes: usize,
+    /// Nomad client tokens with their ACL policies (enforced when `acl_token`, the management
+    /// token, is set). More can be made at run time through `/v1/acl/policy/:name` and
+    /// `/v1/acl/token`.
+    pub nomad_acl_tokens: Vec<nomad::AclTokenSeed>,
+    /// Consul's `session_ttl_min` agent option (`None`: Consul's default, 10 s). Tests lower it
+    /// to watch TTL invalidation and lock-delay in seconds, as Consul's own tests do.
+    pub consul_session_ttl_min: Option<std::time::Duration>,
 }
 
 impl Default for TwinConfig {
@@ -53,7 +68,28 @@ impl Default for TwinConfig {
             data_dir: None,
             acl_token: None,
             nomad_system_deployments: true,
+            nomad_nodes: 1,
+            nomad_acl_tokens: Vec::new(),
+            consul_session_ttl_min: None,
+            generate_acl_token: false,
         }
+    }
+}
+
+/// Leaves the token out: configurations get logged, secrets must not.
+impl std::fmt::Debug for TwinConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TwinConfig")
+            .field("consul_addr", &self.consul_addr)
+            .field("nomad_addr", &self.nomad_addr)
+            .field("data_dir", &self.data_dir)
+            .field("acl_token", &self.acl_token.as_ref().map(|_| "<redacted>"))
+            .field("generate_acl_token", &self.generate_acl_token)
+            .field("nomad_system_deployments", &self.nomad_system_deployments)
+            .field("consul_session_ttl_min", &self.consul_session_ttl_min)
+            .field("nomad_nodes", &self.nomad_nodes)
+            .field("nomad_acl_tokens", &self.nomad_acl_tokens.len())
+            .finish_non_exhaustive()
     }
 }
 
@@ -61,6 +97,7 @@ impl Default for TwinConfig {
 pub struct Twin {
     consul_addr: SocketAddr,
     nomad_addr: SocketAddr,
+    acl_token: Option<String>,
     consul: consul::ConsulState,
     nomad: nomad::NomadState,
     faults: Faults,
@@ -90,12 +127,30 @@ pub enum Error {
     /// The Consul state could not be restored from `data_dir`.
     #[error("failed to start the Consul API: {0}")]
     Consul(#[from] consul::Error),
+    /// A Nomad ACL policy in `nomad_acl_tokens` is one Nomad would refuse.
+    #[error("failed to load Nomad ACL policy for token {token:?}: {source}")]
+    NomadAcl {
+        /// The token's name (never its secret).
+        token: String,
+        /// Nomad's refusal.
+        #[source]
+        source: nomad::acl::PolicyError,
+    },
 }
 
 impl Twin {
     /// Starts the Consul and Nomad APIs (restoring state from `data_dir` when given).
-    pub async fn start(config: TwinConfig) -> Result<Twin, Error> {
+    pub async fn start(mut config: TwinConfig) -> Result<Twin, Error> {
         let _ = rustls::crypto::ring::default_provider().install_default();
+        for seed in &config.nomad_acl_tokens {
+            seed.validate().map_err(|source| Error::NomadAcl {
+                token: seed.name.clone(),
+                source,
+            })?;
+        }
+        if config.acl_token.is_none() && config.generate_acl_token {
+            config.acl_token = Some(uuid::Uuid::new_v4().to_string());
+        }
         let bind = |addr: SocketAddr| async move {
             tokio::net::TcpListener::bind(addr)
                 .await
@@ -114,14 +169,17 @@ impl Twin {
         let consul = consul::ConsulState::new(consul::ConsulConfig {
             acl_token: config.acl_token.clone(),
             data_dir: config.data_dir.clone(),
+            session_ttl_min: config.consul_session_ttl_min,
         })?;
         let nomad = nomad::NomadState::new(nomad::NomadConfig {
             consul_http_addr: consul_addr,
             acl_token: config.acl_token.clone(),
             data_dir: config.data_dir.clone(),
             system_deployments: config.nomad_system_deployments,
+            nodes: config.nomad_nodes,
+            acl_tokens: config.nomad_acl_tokens.clone(),
         });
-        let faults = Faults::new(consul.clone());
+        let faults = Faults::new(consul.clone(), config.acl_token.clone());
         let consul_app = faults.wrap(Api::Consul, consul.router());
         let nomad_app = faults.wrap(Api::Nomad, nomad.router());
         faults.attach(
@@ -136,6 +194,7 @@ impl Twin {
         Ok(Twin {
             consul_addr,
             nomad_addr,
+            acl_token: config.acl_token,
             consul,
             nomad,
             faults,
@@ -150,6 +209,11 @@ impl Twin {
     /// The Nomad API's address.
     pub fn nomad_addr(&self) -> SocketAddr {
         self.nomad_addr
+    }
+
+    /// The management token when ACLs are on (configured or generated), `None` when off.
+    pub fn acl_token(&self) -> Option<&str> {
+        self.acl_token.as_deref()
     }
 
     /// Fault injection and request counters.

@@ -25,6 +25,9 @@ struct Args {
     /// File holding the ACL token every request must carry.
     #[arg(long)]
     acl_token_file: Option<PathBuf>,
+    /// Number of Nomad client nodes (each runs its tasks locally on its own loopback address).
+    #[arg(long, default_value_t = 1)]
+    nodes: usize,
 }
 
 #[tokio::main]
@@ -37,6 +40,10 @@ async fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
 
+    if let Err(msg) = exposure_check(&args) {
+        eprintln!("hashistack-twin: {msg}");
+        return ExitCode::from(2);
+    }
     let acl_token = match &args.acl_token_file {
         None => None,
         Some(path) => match std::fs::read_to_string(path) {
@@ -62,6 +69,7 @@ async fn main() -> ExitCode {
         nomad_addr: args.nomad_addr,
         data_dir: args.data_dir,
         acl_token,
+        nomad_nodes: args.nodes,
         ..TwinConfig::default()
     };
     let signals = shutdown_signals();
@@ -81,6 +89,29 @@ async fn main() -> ExitCode {
     tracing::info!("signal received, shutting down");
     twin.shutdown().await;
     ExitCode::SUCCESS
+}
+
+/// Refuses to listen beyond loopback without ACLs: the Nomad API runs `raw_exec` tasks, so an
+/// open twin is remote code execution for anyone who can reach it.
+fn exposure_check(args: &Args) -> Result<(), String> {
+    if args.acl_token_file.is_some() {
+        return Ok(());
+    }
+    let exposed: Vec<String> = [
+        ("--consul-addr", args.consul_addr),
+        ("--nomad-addr", args.nomad_addr),
+    ]
+    .iter()
+    .filter(|(_, addr)| !addr.ip().is_loopback())
+    .map(|(flag, addr)| format!("{flag} {addr}"))
+    .collect();
+    if exposed.is_empty() {
+        return Ok(());
+    }
+    Err(format!(
+        "refusing to listen on a non-loopback address ({}) without ACLs: anyone who can reach it could run processes through the Nomad API. Pass --acl-token-file FILE (the management token every request must carry), or listen on 127.0.0.1",
+        exposed.join(", ")
+    ))
 }
 
 /// Installs the handlers at once, so a signal that arrives while the APIs start (a client may

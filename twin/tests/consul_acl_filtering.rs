@@ -155,9 +155,14 @@ async fn single_reads_and_writes_outside_the_policy_are_403() {
         .await;
     assert_eq!(s, StatusCode::CONFLICT);
     let v: Value = serde_json::from_str(&body).unwrap();
-    assert_eq!(
-        v["Errors"],
-        json!([{"OpIndex": 1, "What": "Permission denied"}])
+    // Txn.preCheck reports each refused operation with the permission error's own text.
+    assert_eq!(v["Errors"].as_array().unwrap().len(), 1, "{v}");
+    assert_eq!(v["Errors"][0]["OpIndex"], 1);
+    let what = v["Errors"][0]["What"].as_str().unwrap();
+    assert!(
+        what.starts_with("Permission denied: token with AccessorID '")
+            && what.ends_with("lacks permission 'key:write' on \"secret/c\""),
+        "{what}"
     );
     let (s, _, _) = api.call(ROOT, "GET", "/v1/kv/proxy-operator/x", None).await;
     assert_eq!(s, StatusCode::NOT_FOUND, "the transaction applied nothing");

@@ -45,6 +45,22 @@ const REAL_EXTRA_KEYS: &[(&str, &[&str])] = &[
     ("session-list[]", &["Checks"]),
     ("session-node[]", &["Checks"]),
     ("session-renew[]", &["Checks"]),
+    // agent/agent_endpoint.go `Self`: Stats and xDS (omitempty) next to the sample's keys, and
+    // the Config struct's PrimaryDatacenter and BuildDate; serf's Coordinate has Height.
+    ("agent-self", &["Stats", "xDS"]),
+    ("agent-self.Config", &["PrimaryDatacenter", "BuildDate"]),
+    ("agent-self.Coord", &["Height"]),
+    // `DebugConfig` is the sanitized runtime config; "format subject to change" (DOC).
+    (
+        "agent-self.DebugConfig",
+        &[
+            "Datacenter",
+            "NodeName",
+            "ServerMode",
+            "ACLsEnabled",
+            "SessionTTLMin",
+        ],
+    ),
 ];
 
 const RAFT_INDEX: &[&str] = &["CreateIndex", "ModifyIndex"];
@@ -1079,7 +1095,10 @@ async fn with_an_acl_token_requests_without_a_valid_token_get_403() {
     let api = Api::with(config).await;
     let (s, _, body) = api.call("GET", "/v1/kv/a", None).await;
     assert_eq!(s, StatusCode::FORBIDDEN);
-    assert!(body.starts_with("Permission denied"), "{body}");
+    assert_eq!(
+        body,
+        "Permission denied: anonymous token lacks permission 'key:read' on \"a\". The anonymous token is used implicitly when a request does not specify a token."
+    );
     let resp = api
         .http
         .get(api.url("/v1/kv/a"))
@@ -1109,8 +1128,23 @@ async fn with_an_acl_token_requests_without_a_valid_token_get_403() {
             "deny"
         );
     }
-    let (s, _, _) = api.call("PUT", "/v1/txn", Some(b"[]".to_vec())).await;
-    assert_eq!(s, StatusCode::FORBIDDEN);
+    // The anonymous token has no policy: Txn.preCheck refuses the write (409, nothing applied).
+    let (s, _, body) = api
+        .call(
+            "PUT",
+            "/v1/txn",
+            Some(br#"[{"KV": {"Verb": "set", "Key": "a", "Value": "eA=="}}]"#.to_vec()),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CONFLICT);
+    let v: Value = serde_json::from_str(&body).unwrap();
+    let what = v["Errors"][0]["What"].as_str().unwrap();
+    assert!(
+        what.starts_with(
+            "Permission denied: anonymous token lacks permission 'key:write' on \"a\""
+        ),
+        "{body}"
+    );
     let (s, _, _) = api.call("GET", "/v1/status/leader", None).await;
     assert_eq!(s, StatusCode::OK, "status needs no ACL");
     api.twin.shutdown().await;

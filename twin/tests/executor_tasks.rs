@@ -141,6 +141,47 @@ async fn raw_exec_task_runs_with_nomad_env_ports_template_and_logs() {
 }
 
 #[tokio::test]
+async fn a_task_gets_path_home_and_nomad_variables_but_not_the_twins_environment() {
+    // Cargo runs tests with CARGO_* variables set; a task must not inherit them (nor any token
+    // the twin's process holds).
+    assert!(
+        std::env::var("CARGO_MANIFEST_DIR").is_ok(),
+        "the sentinel must be set here"
+    );
+    let n = Nomad::start().await;
+    let mut job = sh_job(
+        "envmin",
+        "env > \"$NOMAD_ALLOC_DIR/env.txt\"; exec sleep 1000",
+    );
+    job["TaskGroups"][0]["Tasks"][0]["Env"] = json!({"MINE": "yes"});
+    n.register(job).await;
+    let alloc = first_alloc(&n, "envmin", |a| a["ClientStatus"] == "running").await;
+    let (env, _) = read_env_file(&n, alloc["ID"].as_str().unwrap()).await;
+    let names: Vec<&str> = env
+        .lines()
+        .filter_map(|l| l.split_once('=').map(|(k, _)| k))
+        .collect();
+    assert!(
+        !names.contains(&"CARGO_MANIFEST_DIR"),
+        "the twin's environment leaked: {names:?}"
+    );
+    assert!(env.lines().any(|l| l == "MINE=yes"));
+    assert!(env.lines().any(|l| l.starts_with("PATH=/")));
+    assert!(env.lines().any(|l| l.starts_with("HOME=")));
+    let unexpected: Vec<&&str> = names
+        .iter()
+        .filter(|k| {
+            !k.starts_with("NOMAD_") && !["PATH", "HOME", "MINE", "PWD", "SHLVL", "_"].contains(k)
+        })
+        .collect();
+    assert!(
+        unexpected.is_empty(),
+        "only PATH, HOME, NOMAD_* and the task env: {unexpected:?}"
+    );
+    n.shutdown().await;
+}
+
+#[tokio::test]
 async fn failing_command_restarts_per_policy_then_the_allocation_fails() {
     let n = Nomad::start().await;
     let mut job = sh_job("crashy", "echo boom; exit 3");

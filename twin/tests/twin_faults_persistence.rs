@@ -8,6 +8,29 @@ use hashistack_twin::{Api, Twin, TwinConfig};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
+/// Polls `cond` until it holds, failing the test after `limit`: tests wait for the state they
+/// need instead of sleeping a fixed window and hoping it was long enough.
+async fn wait_until<F, Fut>(what: &str, limit: Duration, mut cond: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + limit;
+    while !cond().await {
+        assert!(Instant::now() < deadline, "timed out waiting until {what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Whether a fresh connection to `url` is refused.
+async fn refused(url: &str) -> bool {
+    reqwest::Client::new()
+        .get(url)
+        .send()
+        .await
+        .is_err_and(|e| e.is_connect())
+}
+
 fn index_of(resp: &reqwest::Response) -> u64 {
     resp.headers()
         .get("X-Consul-Index")
@@ -128,11 +151,17 @@ async fn a_stopped_api_refuses_connections_and_recovers_on_the_same_port() {
         .unwrap();
     let idx = index_of(&http.get(format!("{base}/v1/kv/k")).send().await.unwrap());
     // A held blocking query dies with the connection, as with a real agent going away.
+    let parked_before = twin.consul().watchers();
     let held = tokio::spawn({
         let (http, url) = (http.clone(), format!("{base}/v1/kv/k?index={idx}&wait=30s"));
         async move { http.get(url).send().await }
     });
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    wait_until(
+        "the blocking query is parked",
+        Duration::from_secs(10),
+        || async { twin.consul().watchers() > parked_before },
+    )
+    .await;
 
     twin.faults().stop(Api::Consul).await;
     assert!(!twin.faults().is_running(Api::Consul).await);
@@ -193,11 +222,19 @@ async fn failing_paths_latency_and_pause_apply_until_cleared() {
     assert!(started.elapsed() >= Duration::from_millis(300));
 
     twin.faults().pause(Api::Consul);
+    let seen = twin.requests(Api::Consul);
     let paused = tokio::spawn({
         let (http, url) = (http.clone(), format!("{base}/v1/status/leader"));
         async move { http.get(url).send().await.map(|r| r.status()) }
     });
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Once the request is counted it is inside the twin; from then on only the pause holds it.
+    wait_until(
+        "the paused request arrived",
+        Duration::from_secs(10),
+        || async { twin.requests(Api::Consul) > seen },
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(!paused.is_finished(), "a paused API holds requests");
     twin.faults().resume(Api::Consul);
     assert_eq!(paused.await.unwrap().unwrap(), StatusCode::OK);
@@ -274,16 +311,24 @@ async fn the_control_endpoint_injects_faults_and_counts_requests_over_http() {
         .await
         .unwrap();
     assert_eq!(r.status(), StatusCode::OK);
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    let leader = format!("{consul}/v1/status/leader");
+    let stopped_at = Instant::now();
+    wait_until(
+        "the stopped API refuses connections",
+        Duration::from_secs(5),
+        || refused(&leader),
+    )
+    .await;
+    wait_until(
+        "the API restarts by itself",
+        Duration::from_secs(10),
+        || async { !refused(&leader).await },
+    )
+    .await;
     assert!(
-        reqwest::Client::new()
-            .get(format!("{consul}/v1/status/leader"))
-            .send()
-            .await
-            .unwrap_err()
-            .is_connect()
+        stopped_at.elapsed() >= Duration::from_millis(600),
+        "it stayed down for about for_ms=700 (measured from after the stop answered)"
     );
-    tokio::time::sleep(Duration::from_millis(1000)).await;
     let r = reqwest::Client::new()
         .get(format!("{consul}/v1/status/leader"))
         .send()
@@ -446,5 +491,112 @@ async fn the_binary_serves_both_apis_and_exits_cleanly_on_sigterm() {
     assert!(
         dir.path().join("data").join("consul-state.json").exists(),
         "the final snapshot is written"
+    );
+}
+
+#[tokio::test]
+async fn with_acls_on_the_control_routes_need_the_management_token() {
+    const SENTINEL: &str = "mgmt-sentinel-4b1d";
+    let twin = Twin::start(TwinConfig {
+        acl_token: Some(SENTINEL.into()),
+        ..TwinConfig::default()
+    })
+    .await
+    .unwrap();
+    let consul = format!("http://{}", twin.consul_addr());
+    let nomad = format!("http://{}", twin.nomad_addr());
+    let http = reqwest::Client::new();
+    for (req, what) in [
+        (http.get(format!("{consul}/_twin/requests")), "no token"),
+        (
+            http.put(format!("{consul}/_twin/faults/consul/stop"))
+                .header("X-Consul-Token", "guess"),
+            "a wrong token",
+        ),
+        (
+            http.delete(format!("{nomad}/_twin/faults"))
+                .header("X-Nomad-Token", "guess"),
+            "a wrong Nomad token",
+        ),
+    ] {
+        let r = req.send().await.unwrap();
+        assert_eq!(r.status(), StatusCode::FORBIDDEN, "{what}");
+        let body = r.text().await.unwrap();
+        assert!(body.starts_with("Permission denied"), "{body}");
+        assert!(!body.contains(SENTINEL));
+    }
+    assert!(
+        twin.faults().is_running(Api::Consul).await,
+        "the refused stop did nothing"
+    );
+    for req in [
+        http.get(format!("{consul}/_twin/requests"))
+            .header("X-Consul-Token", SENTINEL),
+        http.get(format!("{nomad}/_twin/requests"))
+            .header("X-Nomad-Token", SENTINEL),
+        http.get(format!("{consul}/_twin/requests"))
+            .header("Authorization", format!("Bearer {SENTINEL}")),
+    ] {
+        assert_eq!(req.send().await.unwrap().status(), StatusCode::OK);
+    }
+    twin.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_generated_management_token_turns_acls_on_and_never_shows_in_debug_output() {
+    let config = TwinConfig {
+        generate_acl_token: true,
+        ..TwinConfig::default()
+    };
+    let twin = Twin::start(config.clone()).await.unwrap();
+    let token = twin.acl_token().unwrap().to_string();
+    assert_eq!(token.len(), 36, "a UUID");
+    let consul = format!("http://{}", twin.consul_addr());
+    let http = reqwest::Client::new();
+    let anonymous = http.get(format!("{consul}/v1/kv/a")).send().await.unwrap();
+    assert_eq!(anonymous.status(), StatusCode::FORBIDDEN);
+    let r = http
+        .get(format!("{consul}/v1/kv/a"))
+        .header("X-Consul-Token", &token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.status(),
+        StatusCode::NOT_FOUND,
+        "the token reaches the API"
+    );
+    let r = http
+        .get(format!("{consul}/_twin/requests"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    let shown = format!(
+        "{:?} {:?}",
+        TwinConfig {
+            acl_token: Some(token.clone()),
+            ..config
+        },
+        twin
+    );
+    assert!(!shown.contains(&token), "{shown}");
+    assert!(shown.contains("<redacted>"), "{shown}");
+    twin.shutdown().await;
+}
+
+#[test]
+fn the_binary_refuses_a_non_loopback_address_without_an_acl_token_file() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_hashistack-twin"))
+        .args(["--consul-addr", "0.0.0.0:0", "--nomad-addr", "127.0.0.1:0"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(
+            "refusing to listen on a non-loopback address (--consul-addr 0.0.0.0:0) without ACLs"
+        ) && err.contains("--acl-token-file"),
+        "{err}"
     );
 }

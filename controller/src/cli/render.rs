@@ -35,8 +35,8 @@ pub struct Args {
     #[arg(long, default_value = render::DEFAULT_PREFIX)]
     pub owner: String,
     /// htpasswd file standing in for the spec's `basicAuth.usersFrom` (the running operator
-    /// reads the reference itself). Needed only when basic auth is on; the users are printed
-    /// as `<redacted>`.
+    /// reads the reference itself). Without it a clearly marked placeholder stands in (said on
+    /// stderr); the users are printed as `<redacted>`.
     #[arg(long, value_name = "FILE")]
     pub basic_auth_users: Option<PathBuf>,
 }
@@ -69,6 +69,23 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
             }
             return Ok(ExitCode::from(1));
         }
+    };
+    // Offline, the reference cannot be read: a visibly fake user stands in so every document
+    // renders as is, and stderr says so.
+    let users = match (users, validated.basic_auth()) {
+        (None, Some(auth)) => {
+            let reference = match &auth.users_from {
+                spec::UsersFrom::ConsulKey(k) => format!("Consul key {k}"),
+                spec::UsersFrom::File(f) => format!("file {f}"),
+            };
+            eprintln!(
+                "note: basic-auth users ({reference}) are not read offline; the render shows the placeholder {:?} in their place. \
+                 Pass --basic-auth-users FILE (htpasswd lines) to render the real ones.",
+                super::cluster::USERS_PLACEHOLDER
+            );
+            Some(vec![super::cluster::USERS_PLACEHOLDER.to_owned()])
+        }
+        (users, _) => users,
     };
     let ctx = RenderContext {
         prefix: args.prefix.clone(),
@@ -115,7 +132,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
 
 /// Everything rendered, as one document; secret KV values, Caddy basic-auth passwords and any
 /// string shaped like a password hash are replaced by `<redacted>`.
-fn to_document(r: &render::Rendered, caddy_load: Option<&Value>) -> Value {
+pub(super) fn to_document(r: &render::Rendered, caddy_load: Option<&Value>) -> Value {
     let mut doc = Map::new();
     doc.insert("job".into(), r.job.clone());
     doc.insert("jobDigest".into(), json!(r.job_digest));
@@ -125,7 +142,9 @@ fn to_document(r: &render::Rendered, caddy_load: Option<&Value>) -> Value {
             .traefik_kv
             .iter()
             .map(|(k, v)| {
-                let shown = if render::traefik::is_secret_key(k) {
+                let shown = if render::traefik::is_secret_key(k)
+                    && v != super::cluster::USERS_PLACEHOLDER
+                {
                     "<redacted>"
                 } else {
                     v.as_str()

@@ -1,13 +1,16 @@
 //! `proxy-operator status`: reads `<prefix>/status` and prints a short summary (or the JSON).
-//! Exit code 0 when the phase is `Ready`, 1 otherwise (and when there is no status yet).
+//! Exit code 0 when the phase is `Ready`, 1 otherwise (and when there is no status yet), 2 when
+//! Consul cannot be read. `--watch` prints it again on every change until interrupted.
 
 use std::process::ExitCode;
 
 use anyhow::Context as _;
 
-use crate::consul::{ConsulApi, ConsulClient};
+use std::time::Duration;
+
+use crate::consul::ConsulApi;
 use crate::spec::status::{Phase, ProxyStatus};
-use crate::transport::{ClientConfig, ConsulFlags, QueryOptions};
+use crate::transport::{ConsulFlags, QueryOptions};
 
 /// Arguments of `proxy-operator status`.
 #[derive(Debug, clap::Args)]
@@ -18,6 +21,10 @@ pub struct Args {
     /// Output format.
     #[arg(long, value_enum, default_value_t = Output::Text)]
     output: Output,
+    /// Print the status again each time it changes (blocking queries, no polling) until
+    /// interrupted.
+    #[arg(long, short)]
+    watch: bool,
     #[command(flatten)]
     consul: ConsulFlags,
 }
@@ -30,30 +37,45 @@ enum Output {
 
 /// Runs the command.
 pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let mut config = ClientConfig::consul_from_env(|k| std::env::var(k).ok())
-        .context("failed to read the Consul settings from the environment")?;
-    config
-        .apply(args.consul.into())
-        .context("failed to apply the Consul flags")?;
-    let consul = ConsulClient::new(&config).context("failed to build the Consul client")?;
+    let consul = super::cluster::consul(args.consul)?;
     let key = format!("{}/status", args.prefix);
-    let (pair, _) = consul
-        .kv_get(&key, QueryOptions::NOW)
-        .await
-        .with_context(|| format!("failed to read {key}"))?;
-    let Some(pair) = pair else {
-        eprintln!("no status at {key}: the operator has not run a pass yet");
-        return Ok(ExitCode::from(1));
-    };
-    let status: ProxyStatus = serde_json::from_slice(&pair.value)
-        .with_context(|| format!("failed to parse the status document at {key}"))?;
-    let text = match args.output {
-        Output::Json => serde_json::to_string_pretty(&status)? + "\n",
-        Output::Text => summary(&status),
-    };
-    super::validate::write_quietly(std::io::stdout().lock(), &text)
-        .context("failed to write to stdout")?;
-    Ok(ExitCode::from(u8::from(status.phase != Phase::Ready)))
+    let mut index = 0;
+    loop {
+        let opts = if args.watch && index > 0 {
+            QueryOptions::blocking(index, Duration::from_secs(300))
+        } else {
+            QueryOptions::NOW
+        };
+        let (pair, meta) = consul
+            .kv_get(&key, opts)
+            .await
+            .with_context(|| format!("failed to read {key}"))?;
+        if args.watch && meta.index == index {
+            continue; // the wait ran out with nothing new
+        }
+        index = meta.index.max(1);
+        let Some(pair) = pair else {
+            eprintln!("no status at {key}: the operator has not run a pass yet");
+            if args.watch {
+                continue;
+            }
+            return Ok(ExitCode::from(1));
+        };
+        let status: ProxyStatus = serde_json::from_slice(&pair.value)
+            .with_context(|| format!("failed to parse the status document at {key}"))?;
+        let mut text = match args.output {
+            Output::Json => serde_json::to_string_pretty(&status)? + "\n",
+            Output::Text => summary(&status),
+        };
+        if args.watch && args.output == Output::Text {
+            text = format!("--- index {}\n{text}", pair.modify_index);
+        }
+        super::validate::write_quietly(std::io::stdout().lock(), &text)
+            .context("failed to write to stdout")?;
+        if !args.watch {
+            return Ok(ExitCode::from(u8::from(status.phase != Phase::Ready)));
+        }
+    }
 }
 
 /// A few lines a human reads at a glance.

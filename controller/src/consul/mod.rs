@@ -1,20 +1,28 @@
 //! Consul HTTP client behind the [`ConsulApi`] trait: KV with CAS, blocking reads,
 //! transactions (the `check-session` fence of DESIGN §6), sessions and locks, catalog and health.
 //!
-//! [`ConsulClient`] talks HTTP through [`crate::transport`]; [`fake::FakeConsul`] is an
-//! in-memory implementation for unit tests of the loop. Watches drive either through
+//! [`ConsulClient`] talks HTTP through [`crate::transport`]. Code that needs only a slice of the
+//! API asks for a role trait from [`roles`] (`ConsulKv`, `ConsulTxn`, `ConsulSessions`,
+//! `ConsulCatalog`, `ConsulStatus`); every `ConsulApi` is every role. `fake::FakeConsul`
+//! (behind `cfg(test)` or the `test-support` feature) is an in-memory implementation on the
+//! twin's Consul store for unit tests of the loop. Watches drive either through
 //! [`crate::transport::Watch`].
 
+#[cfg(any(test, feature = "test-support"))]
 pub mod fake;
+pub mod roles;
 mod types;
 
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::time::Duration;
 
+pub(crate) use roles::role_trait;
 pub use types::*;
 
-use crate::transport::{self, ClientConfig, HttpClient, QueryMeta, QueryOptions, Request, Retry};
+use crate::transport::{
+    self, ApiClient, ClientConfig, ClientError, HttpClient, QueryMeta, QueryOptions, Request, Retry,
+};
 
 /// Errors of the Consul client.
 #[derive(Debug, thiserror::Error)]
@@ -131,15 +139,12 @@ impl Error {
     /// True when the same call may succeed later (network trouble, 429, transient 5xx).
     /// Conflicts, 4xx and lost sessions are terminal.
     pub fn is_retryable(&self) -> bool {
-        match self {
-            Error::Request { source, .. } => source.is_retryable(),
-            _ => false,
-        }
+        self.transport_retryable()
     }
 
     /// True for 401/403 (wrong or missing token, missing permission).
     pub fn is_forbidden(&self) -> bool {
-        matches!(self, Error::Request { source, .. } if source.is_forbidden())
+        self.transport_forbidden()
     }
 
     /// True when a transaction's check failed: another writer or a lost lock.
@@ -149,30 +154,19 @@ impl Error {
 
     /// The HTTP status, when the server answered with an error.
     pub fn status(&self) -> Option<u16> {
-        match self {
-            Error::Request { source, .. } => source.status(),
-            _ => None,
-        }
+        self.transport_status()
     }
 
     /// An error as the server would produce it with `status`; for fakes and tests.
     pub fn injected(op: &str, status: u16, message: &str) -> Error {
-        Error::Request {
-            op: op.to_owned(),
-            source: Box::new(transport::Error::from_status(
-                transport::Api::Consul,
-                "GET",
-                "/v1/injected",
-                status,
-                message,
-            )),
-        }
+        Error::answered(op, status, message)
     }
 }
 
 /// The Consul calls the operator makes. Reads take [`QueryOptions`] (index 0: answer at once)
 /// and return [`QueryMeta`]; drive them with [`crate::transport::Watch`] to watch.
-/// CAS and lock failures are `Ok(false)`, as Consul answers them, not errors.
+/// CAS and lock failures are `Ok(false)`, as Consul answers them, not errors. The slices of it
+/// that callers use are the role traits in [`roles`].
 pub trait ConsulApi: Send + Sync {
     /// Reads one key; `None` when absent.
     fn kv_get(
@@ -293,114 +287,86 @@ pub trait ConsulApi: Send + Sync {
     fn status_leader(&self) -> impl Future<Output = Result<String>> + Send;
 }
 
+impl ClientError for Error {
+    const API: transport::Api = transport::Api::Consul;
+
+    fn request(op: String, source: transport::Error) -> Self {
+        Error::Request {
+            op,
+            source: Box::new(source),
+        }
+    }
+
+    fn encode(what: &'static str, source: serde_json::Error) -> Self {
+        Error::Encode { what, source }
+    }
+
+    fn transport(&self) -> Option<&transport::Error> {
+        match self {
+            Error::Request { source, .. } => Some(source),
+            _ => None,
+        }
+    }
+}
+
 /// The HTTP implementation of [`ConsulApi`].
 #[derive(Debug, Clone)]
 pub struct ConsulClient {
-    http: HttpClient,
+    http: ApiClient<Error>,
 }
 
 impl ConsulClient {
     /// Builds a client from a configuration (see [`ClientConfig::consul_from_env`]).
     pub fn new(config: &ClientConfig) -> Result<ConsulClient, transport::Error> {
         Ok(ConsulClient {
-            http: HttpClient::new(config)?,
+            http: ApiClient::new(HttpClient::new(config)?),
         })
     }
 
     /// The underlying HTTP client.
     pub fn http(&self) -> &HttpClient {
-        &self.http
-    }
-
-    async fn send(
-        &self,
-        op: impl FnOnce() -> String,
-        request: Request,
-    ) -> Result<transport::Response> {
-        self.http
-            .send(request)
-            .await
-            .map_err(|source| Error::Request {
-                op: op(),
-                source: Box::new(source),
-            })
-    }
-
-    async fn json<T: serde::de::DeserializeOwned>(
-        &self,
-        op: impl Fn() -> String,
-        request: Request,
-    ) -> Result<(T, transport::Response)> {
-        self.http
-            .send_json(request)
-            .await
-            .map_err(|source| Error::Request {
-                op: op(),
-                source: Box::new(source),
-            })
-    }
-
-    fn encode<T: serde::Serialize + ?Sized>(
-        what: &'static str,
-        request: Request,
-        body: &T,
-    ) -> Result<Request> {
-        request
-            .json(body)
-            .map_err(|source| Error::Encode { what, source })
+        self.http.http()
     }
 
     async fn write_bool(&self, op: impl Fn() -> String, request: Request) -> Result<bool> {
-        self.json::<bool>(op, request).await.map(|(v, _)| v)
+        self.http.json::<bool>(op, request).await.map(|(v, _)| v)
     }
 
     /// `GET /v1/agent/self`: the agent's datacenter, node and version.
     pub async fn agent_self(&self) -> Result<AgentSelf> {
-        self.json(
-            || "read agent self".to_owned(),
-            Request::get("/v1/agent/self"),
-        )
-        .await
-        .map(|(v, _)| v)
+        self.http
+            .json(
+                || "read agent self".to_owned(),
+                Request::get("/v1/agent/self"),
+            )
+            .await
+            .map(|(v, _)| v)
     }
 }
 
 impl ConsulApi for ConsulClient {
     async fn kv_get(&self, key: &str, opts: QueryOptions) -> Result<(Option<KvPair>, QueryMeta)> {
         check_key(key)?;
-        let op = || format!("read KV key {key}");
-        let request = Request::get("/v1/kv")
-            .key(key)
-            .blocking(opts)
-            .accept(&[404]);
-        let response = self.send(&op, request).await?;
-        if response.status == 404 {
-            return Ok((None, response.meta));
-        }
-        let pairs: Vec<KvPair> = response.json().map_err(|source| Error::Request {
-            op: op(),
-            source: Box::new(source),
-        })?;
-        Ok((pairs.into_iter().find(|p| p.key == key), response.meta))
+        let request = Request::get("/v1/kv").key(key).blocking(opts);
+        let (pairs, meta): (Option<Vec<KvPair>>, _) = self
+            .http
+            .optional(|| format!("read KV key {key}"), request)
+            .await?;
+        let pair = pairs.unwrap_or_default().into_iter().find(|p| p.key == key);
+        Ok((pair, meta))
     }
 
     async fn kv_list(&self, prefix: &str, opts: QueryOptions) -> Result<(Vec<KvPair>, QueryMeta)> {
         check_key(prefix)?;
-        let op = || format!("list KV prefix {prefix}");
         let request = Request::get("/v1/kv")
             .key(prefix)
             .flag("recurse")
-            .blocking(opts)
-            .accept(&[404]);
-        let response = self.send(&op, request).await?;
-        if response.status == 404 {
-            return Ok((Vec::new(), response.meta));
-        }
-        let pairs = response.json().map_err(|source| Error::Request {
-            op: op(),
-            source: Box::new(source),
-        })?;
-        Ok((pairs, response.meta))
+            .blocking(opts);
+        let (pairs, meta) = self
+            .http
+            .optional(|| format!("list KV prefix {prefix}"), request)
+            .await?;
+        Ok((pairs.unwrap_or_default(), meta))
     }
 
     async fn kv_keys(
@@ -410,24 +376,18 @@ impl ConsulApi for ConsulClient {
         opts: QueryOptions,
     ) -> Result<(Vec<String>, QueryMeta)> {
         check_key(prefix)?;
-        let op = || format!("list KV keys under {prefix}");
         let mut request = Request::get("/v1/kv")
             .key(prefix)
             .flag("keys")
-            .blocking(opts)
-            .accept(&[404]);
+            .blocking(opts);
         if let Some(sep) = separator {
             request = request.query("separator", sep);
         }
-        let response = self.send(&op, request).await?;
-        if response.status == 404 {
-            return Ok((Vec::new(), response.meta));
-        }
-        let keys = response.json().map_err(|source| Error::Request {
-            op: op(),
-            source: Box::new(source),
-        })?;
-        Ok((keys, response.meta))
+        let (keys, meta) = self
+            .http
+            .optional(|| format!("list KV keys under {prefix}"), request)
+            .await?;
+        Ok((keys.unwrap_or_default(), meta))
     }
 
     async fn kv_put(&self, key: &str, value: &[u8], cas: Option<u64>) -> Result<bool> {
@@ -475,8 +435,9 @@ impl ConsulApi for ConsulClient {
             check_key(op.key())?;
         }
         let op = || format!("apply a transaction of {} operations", ops.len());
-        let request = Self::encode("transaction", Request::put("/v1/txn"), &ops)?.accept(&[409]);
-        let (body, response): (TxnResponse, _) = self.json(op, request).await?;
+        let request =
+            ApiClient::encode("transaction", Request::put("/v1/txn"), &ops)?.accept(&[409]);
+        let (body, response): (TxnResponse, _) = self.http.json(op, request).await?;
         if response.status == 409 || !body.errors.is_empty() {
             return Err(Error::TxnRolledBack {
                 errors: body.errors,
@@ -490,13 +451,14 @@ impl ConsulApi for ConsulClient {
     async fn session_create(&self, request: &SessionRequest) -> Result<String> {
         // A repeated create would leave an orphan session holding nothing; retry only when the
         // first attempt certainly never arrived.
-        let http = Self::encode(
+        let http = ApiClient::encode(
             "session request",
             Request::put("/v1/session/create"),
             request,
         )?
         .retry(Retry::UnsentOnly);
         let (created, _): (SessionCreated, _) = self
+            .http
             .json(|| format!("create session {:?}", request.name), http)
             .await?;
         Ok(created.id)
@@ -505,6 +467,7 @@ impl ConsulApi for ConsulClient {
     async fn session_renew(&self, id: &str) -> Result<Option<Duration>> {
         let request = Request::put("/v1/session/renew").key(id);
         let result = self
+            .http
             .json::<Vec<SessionEntry>>(|| format!("renew session {id}"), request)
             .await;
         match result {
@@ -519,7 +482,8 @@ impl ConsulApi for ConsulClient {
 
     async fn session_destroy(&self, id: &str) -> Result<()> {
         let request = Request::put("/v1/session/destroy").key(id);
-        self.send(|| format!("destroy session {id}"), request)
+        self.http
+            .send(|| format!("destroy session {id}"), request)
             .await
             .map(|_| ())
     }
@@ -530,8 +494,10 @@ impl ConsulApi for ConsulClient {
         opts: QueryOptions,
     ) -> Result<(Option<SessionEntry>, QueryMeta)> {
         let request = Request::get("/v1/session/info").key(id).blocking(opts);
-        let (entries, response): (Vec<SessionEntry>, _) =
-            self.json(|| format!("read session {id}"), request).await?;
+        let (entries, response): (Vec<SessionEntry>, _) = self
+            .http
+            .json(|| format!("read session {id}"), request)
+            .await?;
         Ok((entries.into_iter().next(), response.meta))
     }
 
@@ -541,6 +507,7 @@ impl ConsulApi for ConsulClient {
     ) -> Result<(BTreeMap<String, Vec<String>>, QueryMeta)> {
         let request = Request::get("/v1/catalog/services").blocking(opts);
         let (services, response) = self
+            .http
             .json(|| "list catalog services".to_owned(), request)
             .await?;
         Ok((services, response.meta))
@@ -553,23 +520,25 @@ impl ConsulApi for ConsulClient {
     ) -> Result<(Vec<CatalogService>, QueryMeta)> {
         let request = Request::get("/v1/catalog/service").key(name).blocking(opts);
         let (rows, response) = self
+            .http
             .json(|| format!("read catalog service {name}"), request)
             .await?;
         Ok((rows, response.meta))
     }
 
     async fn catalog_register(&self, registration: &CatalogRegistration) -> Result<()> {
-        let request = Self::encode(
+        let request = ApiClient::encode(
             "catalog registration",
             Request::put("/v1/catalog/register"),
             registration,
         )?;
-        self.send(
-            || format!("register node {} in the catalog", registration.node),
-            request,
-        )
-        .await
-        .map(|_| ())
+        self.http
+            .send(
+                || format!("register node {} in the catalog", registration.node),
+                request,
+            )
+            .await
+            .map(|_| ())
     }
 
     async fn catalog_deregister(&self, node: &str, service_id: Option<&str>) -> Result<()> {
@@ -578,17 +547,18 @@ impl ConsulApi for ConsulClient {
         if let Some(id) = service_id {
             body.insert("ServiceID".into(), id.into());
         }
-        let request = Self::encode(
+        let request = ApiClient::encode(
             "catalog deregistration",
             Request::put("/v1/catalog/deregister"),
             &body,
         )?;
-        self.send(
-            || format!("deregister {} from the catalog", service_id.unwrap_or(node)),
-            request,
-        )
-        .await
-        .map(|_| ())
+        self.http
+            .send(
+                || format!("deregister {} from the catalog", service_id.unwrap_or(node)),
+                request,
+            )
+            .await
+            .map(|_| ())
     }
 
     async fn health_service(
@@ -602,18 +572,20 @@ impl ConsulApi for ConsulClient {
             request = request.flag("passing");
         }
         let (entries, response) = self
+            .http
             .json(|| format!("read health of service {name}"), request)
             .await?;
         Ok((entries, response.meta))
     }
 
     async fn status_leader(&self) -> Result<String> {
-        self.json(
-            || "read the Raft leader".to_owned(),
-            Request::get("/v1/status/leader"),
-        )
-        .await
-        .map(|(v, _)| v)
+        self.http
+            .json(
+                || "read the Raft leader".to_owned(),
+                Request::get("/v1/status/leader"),
+            )
+            .await
+            .map(|(v, _)| v)
     }
 }
 

@@ -196,7 +196,9 @@ async fn fake_txn_is_all_or_nothing_and_fenced_by_check_session() {
         ])
         .await
         .unwrap();
-    assert_eq!(ok.results.len(), 1);
+    // Consul answers one entry per check and per write, values left out.
+    assert_eq!(ok.results.len(), 2);
+    assert!(ok.results.iter().all(|r| r.value.is_empty()));
     assert_eq!(c.value("p/status").unwrap(), b"one");
 
     let err = c
@@ -447,4 +449,36 @@ fn kv_values_never_show_in_debug_output_only_length_and_digest() {
         results: vec![pair],
     };
     assert!(!format!("{results:?}").contains("SENTINEL"));
+}
+
+#[tokio::test]
+async fn fake_answers_with_the_twin_stores_rules_and_error_texts() {
+    let c = FakeConsul::new();
+    let err = c
+        .session_create(&SessionRequest {
+            name: "short".into(),
+            ttl: Some(Duration::from_secs(5)),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.status(), Some(500), "{err}");
+    assert!(err.to_string().contains("Invalid Session TTL"), "{err}");
+    let err = c
+        .session_create(&SessionRequest {
+            name: "elsewhere".into(),
+            node: Some("no-such-node".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("Missing node registration"),
+        "{err}"
+    );
+    let huge = vec![b'x'; 512 * 1024 + 1];
+    let err = c.kv_put("p/status", &huge, None).await.unwrap_err();
+    assert_eq!(err.status(), Some(413), "{err}");
+    assert!(!err.is_retryable(), "an oversized value never fits: {err}");
+    assert!(c.value("p/status").is_none(), "nothing written");
 }

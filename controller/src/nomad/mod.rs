@@ -1,10 +1,14 @@
 //! Nomad HTTP client behind the [`NomadApi`] trait: register with `EnforceIndex`, read,
 //! versions, revert with `EnforcePriorVersion`, stop, plan, allocations, deployments, services.
 //!
-//! [`NomadClient`] talks HTTP through [`crate::transport`]; [`fake::FakeNomad`] is an in-memory
-//! implementation for unit tests of the loop.
+//! [`NomadClient`] talks HTTP through [`crate::transport`]. Code that needs only a slice of the
+//! API asks for a role trait from [`roles`] (`NomadJobs`, `NomadDeployments`, `NomadServices`,
+//! `NomadStatus`); every `NomadApi` is every role. `fake::FakeNomad` (behind `cfg(test)` or
+//! the `test-support` feature) is an in-memory implementation for unit tests of the loop.
 
+#[cfg(any(test, feature = "test-support"))]
 pub mod fake;
+pub mod roles;
 mod types;
 
 use std::future::Future;
@@ -12,7 +16,9 @@ use std::future::Future;
 use serde_json::Value;
 pub use types::*;
 
-use crate::transport::{self, ClientConfig, HttpClient, QueryMeta, QueryOptions, Request, Retry};
+use crate::transport::{
+    self, ApiClient, ClientConfig, ClientError, HttpClient, QueryMeta, QueryOptions, Request, Retry,
+};
 
 /// Prefix of Nomad's answer when an `EnforceIndex` check fails (`RegisterEnforceIndexErrPrefix`
 /// in Nomad's source); Nomad sends it with status 500.
@@ -71,15 +77,12 @@ impl Error {
     /// True when the same call may succeed later (network trouble, 429, transient 5xx).
     /// Conflicts, validation errors and 4xx are terminal.
     pub fn is_retryable(&self) -> bool {
-        match self {
-            Error::Request { source, .. } => source.is_retryable(),
-            _ => false,
-        }
+        self.transport_retryable()
     }
 
     /// True for 401/403.
     pub fn is_forbidden(&self) -> bool {
-        matches!(self, Error::Request { source, .. } if source.is_forbidden())
+        self.transport_forbidden()
     }
 
     /// True for `EnforceIndex` and `EnforcePriorVersion` conflicts.
@@ -92,10 +95,7 @@ impl Error {
 
     /// The HTTP status, when the server answered with an error.
     pub fn status(&self) -> Option<u16> {
-        match self {
-            Error::Request { source, .. } => source.status(),
-            _ => None,
-        }
+        self.transport_status()
     }
 
     /// The server's error text, when it answered with an error.
@@ -110,21 +110,13 @@ impl Error {
 
     /// An error as the server would produce it with `status`; for fakes and tests.
     pub fn injected(op: &str, status: u16, message: &str) -> Error {
-        Error::Request {
-            op: op.to_owned(),
-            source: Box::new(transport::Error::from_status(
-                transport::Api::Nomad,
-                "GET",
-                "/v1/injected",
-                status,
-                message,
-            )),
-        }
+        Error::answered(op, status, message)
     }
 }
 
 /// The Nomad calls the operator makes. Reads take [`QueryOptions`] and return [`QueryMeta`]
-/// (`X-Nomad-Index`); drive them with [`crate::transport::Watch`] to watch.
+/// (`X-Nomad-Index`); drive them with [`crate::transport::Watch`] to watch. The slices of it
+/// that callers use are the role traits in [`roles`].
 pub trait NomadApi: Send + Sync {
     /// Reads a job; `None` when it does not exist (or was purged).
     fn job_read(
@@ -226,61 +218,45 @@ fn job_id<'a>(job: &'a Value, op: &'static str) -> Result<&'a str> {
         .ok_or(Error::MissingJobId { op })
 }
 
+impl ClientError for Error {
+    const API: transport::Api = transport::Api::Nomad;
+
+    fn request(op: String, source: transport::Error) -> Self {
+        Error::Request {
+            op,
+            source: Box::new(source),
+        }
+    }
+
+    fn encode(what: &'static str, source: serde_json::Error) -> Self {
+        Error::Encode { what, source }
+    }
+
+    fn transport(&self) -> Option<&transport::Error> {
+        match self {
+            Error::Request { source, .. } => Some(source),
+            _ => None,
+        }
+    }
+}
+
 /// The HTTP implementation of [`NomadApi`].
 #[derive(Debug, Clone)]
 pub struct NomadClient {
-    http: HttpClient,
+    http: ApiClient<Error>,
 }
 
 impl NomadClient {
     /// Builds a client from a configuration (see [`ClientConfig::nomad_from_env`]).
     pub fn new(config: &ClientConfig) -> Result<NomadClient, transport::Error> {
         Ok(NomadClient {
-            http: HttpClient::new(config)?,
+            http: ApiClient::new(HttpClient::new(config)?),
         })
     }
 
     /// The underlying HTTP client.
     pub fn http(&self) -> &HttpClient {
-        &self.http
-    }
-
-    async fn send(
-        &self,
-        op: impl FnOnce() -> String,
-        request: Request,
-    ) -> Result<transport::Response> {
-        self.http
-            .send(request)
-            .await
-            .map_err(|source| Error::Request {
-                op: op(),
-                source: Box::new(source),
-            })
-    }
-
-    async fn json<T: serde::de::DeserializeOwned>(
-        &self,
-        op: impl Fn() -> String,
-        request: Request,
-    ) -> Result<(T, transport::Response)> {
-        self.http
-            .send_json(request)
-            .await
-            .map_err(|source| Error::Request {
-                op: op(),
-                source: Box::new(source),
-            })
-    }
-
-    fn encode<T: serde::Serialize + ?Sized>(
-        what: &'static str,
-        request: Request,
-        body: &T,
-    ) -> Result<Request> {
-        request
-            .json(body)
-            .map_err(|source| Error::Encode { what, source })
+        self.http.http()
     }
 
     /// `GET /v1/deployment/:id`; `None` when unknown.
@@ -289,40 +265,19 @@ impl NomadClient {
         id: &str,
         opts: QueryOptions,
     ) -> Result<(Option<Deployment>, QueryMeta)> {
-        let request = Request::get("/v1/deployment")
-            .key(id)
-            .blocking(opts)
-            .accept(&[404]);
-        let response = self
-            .send(|| format!("read deployment {id}"), request)
-            .await?;
-        if response.status == 404 {
-            return Ok((None, response.meta));
-        }
-        let d = response.json().map_err(|source| Error::Request {
-            op: format!("read deployment {id}"),
-            source: Box::new(source),
-        })?;
-        Ok((Some(d), response.meta))
+        let request = Request::get("/v1/deployment").key(id).blocking(opts);
+        self.http
+            .optional(|| format!("read deployment {id}"), request)
+            .await
     }
 }
 
 impl NomadApi for NomadClient {
     async fn job_read(&self, id: &str, opts: QueryOptions) -> Result<(Option<Job>, QueryMeta)> {
-        let op = || format!("read job {id}");
-        let request = Request::get("/v1/job")
-            .key(id)
-            .blocking(opts)
-            .accept(&[404]);
-        let response = self.send(&op, request).await?;
-        if response.status == 404 {
-            return Ok((None, response.meta));
-        }
-        let job = response.json().map_err(|source| Error::Request {
-            op: op(),
-            source: Box::new(source),
-        })?;
-        Ok((Some(job), response.meta))
+        let request = Request::get("/v1/job").key(id).blocking(opts);
+        self.http
+            .optional(|| format!("read job {id}"), request)
+            .await
     }
 
     async fn job_register(
@@ -343,9 +298,13 @@ impl NomadApi for NomadClient {
         } else {
             Retry::UnsentOnly
         };
-        let request =
-            Self::encode("job register request", Request::post("/v1/jobs"), &body)?.retry(retry);
-        match self.json(|| format!("register job {id}"), request).await {
+        let request = ApiClient::encode("job register request", Request::post("/v1/jobs"), &body)?
+            .retry(retry);
+        match self
+            .http
+            .json(|| format!("register job {id}"), request)
+            .await
+        {
             Ok((r, _)) => Ok(r),
             Err(e)
                 if e.status() == Some(500)
@@ -362,22 +321,15 @@ impl NomadApi for NomadClient {
     }
 
     async fn job_versions(&self, id: &str, diffs: bool) -> Result<JobVersions> {
-        let op = || format!("read versions of job {id}");
-        let mut request = Request::get("/v1/job")
-            .key(id)
-            .key("versions")
-            .accept(&[404]);
+        let mut request = Request::get("/v1/job").key(id).key("versions");
         if diffs {
             request = request.query("diffs", "true");
         }
-        let response = self.send(&op, request).await?;
-        if response.status == 404 {
-            return Ok(JobVersions::default());
-        }
-        response.json().map_err(|source| Error::Request {
-            op: op(),
-            source: Box::new(source),
-        })
+        let (versions, _) = self
+            .http
+            .optional(|| format!("read versions of job {id}"), request)
+            .await?;
+        Ok(versions.unwrap_or_default())
     }
 
     async fn job_revert(
@@ -396,13 +348,14 @@ impl NomadApi for NomadClient {
         } else {
             Retry::UnsentOnly
         };
-        let request = Self::encode(
+        let request = ApiClient::encode(
             "job revert request",
             Request::post("/v1/job").key(id).key("revert"),
             &body,
         )?
         .retry(retry);
         match self
+            .http
             .json(|| format!("revert job {id} to version {version}"), request)
             .await
         {
@@ -428,7 +381,8 @@ impl NomadApi for NomadClient {
         if purge {
             request = request.query("purge", "true");
         }
-        self.json(|| format!("stop job {id}"), request)
+        self.http
+            .json(|| format!("stop job {id}"), request)
             .await
             .map(|(r, _)| r)
     }
@@ -440,12 +394,13 @@ impl NomadApi for NomadClient {
             diff,
             policy_override: false,
         };
-        let request = Self::encode(
+        let request = ApiClient::encode(
             "job plan request",
             Request::post("/v1/job").key(&id).key("plan"),
             &body,
         )?;
-        self.json(|| format!("plan job {id}"), request)
+        self.http
+            .json(|| format!("plan job {id}"), request)
             .await
             .map(|(r, _)| r)
     }
@@ -460,6 +415,7 @@ impl NomadApi for NomadClient {
             .key("allocations")
             .blocking(opts);
         let (allocs, response) = self
+            .http
             .json(|| format!("list allocations of job {id}"), request)
             .await?;
         Ok((allocs, response.meta))
@@ -475,6 +431,7 @@ impl NomadApi for NomadClient {
             .key("deployment")
             .blocking(opts);
         let (d, response) = self
+            .http
             .json(|| format!("read latest deployment of job {id}"), request)
             .await?;
         Ok((d, response.meta))
@@ -485,14 +442,18 @@ impl NomadApi for NomadClient {
         let request = Request::post("/v1/deployment/fail")
             .key(id)
             .retry(Retry::UnsentOnly);
-        self.json(|| format!("fail deployment {id}"), request)
+        self.http
+            .json(|| format!("fail deployment {id}"), request)
             .await
             .map(|(r, _)| r)
     }
 
     async fn services(&self, opts: QueryOptions) -> Result<(Vec<ServiceNamespace>, QueryMeta)> {
         let request = Request::get("/v1/services").blocking(opts);
-        let (s, response) = self.json(|| "list services".to_owned(), request).await?;
+        let (s, response) = self
+            .http
+            .json(|| "list services".to_owned(), request)
+            .await?;
         Ok((s, response.meta))
     }
 
@@ -503,18 +464,20 @@ impl NomadApi for NomadClient {
     ) -> Result<(Vec<ServiceRegistration>, QueryMeta)> {
         let request = Request::get("/v1/service").key(name).blocking(opts);
         let (s, response) = self
+            .http
             .json(|| format!("read service {name}"), request)
             .await?;
         Ok((s, response.meta))
     }
 
     async fn status_leader(&self) -> Result<String> {
-        self.json(
-            || "read the Raft leader".to_owned(),
-            Request::get("/v1/status/leader"),
-        )
-        .await
-        .map(|(v, _)| v)
+        self.http
+            .json(
+                || "read the Raft leader".to_owned(),
+                Request::get("/v1/status/leader"),
+            )
+            .await
+            .map(|(v, _)| v)
     }
 }
 

@@ -11,21 +11,18 @@
 //! back; `kv_digest` covers the KV entries.
 
 pub mod caddy;
-mod from_spec;
-pub mod model;
 pub mod nomad_job;
 pub mod traefik;
 
 use std::collections::BTreeMap;
 
 use serde_json::Value;
-use sha2::{Digest, Sha256};
 
-use crate::spec::ValidatedSpec;
+use crate::spec::{UsersFrom, ValidatedSpec};
 
+pub use crate::spec::digest::{digest_json, digest_kv};
+pub use crate::spec::model::{self, Model};
 pub use caddy::CaddyService;
-pub use from_spec::internal_address;
-pub use model::Model;
 
 /// Job Meta key naming the operator instance that owns the job.
 pub const META_OWNER: &str = "proxy-operator/owner";
@@ -171,8 +168,7 @@ impl std::fmt::Debug for Rendered {
 /// Renders every artefact of a validated spec: the proxy's Nomad job (Meta stamped), and for
 /// Traefik its static config and KV policy entries, or for Caddy its initial JSON config.
 pub fn render(spec: &ValidatedSpec, ctx: &RenderContext) -> Result<Rendered> {
-    let model = Model::from_spec(spec, ctx.basic_auth_users.as_deref())?;
-    render_model(&model, ctx)
+    render_model(&with_secrets(spec, ctx)?, ctx)
 }
 
 /// Caddy's live JSON config for a validated spec and the services discovered in the catalog
@@ -182,8 +178,33 @@ pub fn caddy_config(
     ctx: &RenderContext,
     services: &[CaddyService],
 ) -> Result<Value> {
-    let model = Model::from_spec(spec, ctx.basic_auth_users.as_deref())?;
-    caddy::render_caddy(&model, services)
+    caddy::render_caddy(&with_secrets(spec, ctx)?, services)
+}
+
+/// The proxy's internal listener, which the health gate probes (see
+/// [`model::Dashboard::address`]).
+pub fn internal_address(spec: &ValidatedSpec) -> model::ListenAddr {
+    spec.model().dashboard.address.clone()
+}
+
+/// The spec's model with the basic-auth users the caller read from the spec's `usersFrom`
+/// reference; they are required when basic auth is on.
+fn with_secrets(spec: &ValidatedSpec, ctx: &RenderContext) -> Result<Model> {
+    let mut model = spec.model().clone();
+    if let (Some(auth), Some(reference)) = (&mut model.policy.basic_auth, spec.basic_auth()) {
+        let users = ctx
+            .basic_auth_users
+            .as_ref()
+            .ok_or_else(|| Error::UnresolvedSecret {
+                field: "spec.middlewares.basicAuth.usersFrom".to_string(),
+                reference: match &reference.users_from {
+                    UsersFrom::ConsulKey(key) => format!("Consul key {key}"),
+                    UsersFrom::File(file) => format!("file {file}"),
+                },
+            })?;
+        auth.users = users.clone();
+    }
+    Ok(model)
 }
 
 /// Renders every artefact of a resolved model.
@@ -290,98 +311,13 @@ pub fn job_digest_of(job: &Value) -> Option<&str> {
     job.get("Meta")?.get(META_SPEC_DIGEST)?.as_str()
 }
 
-/// sha256 hex of `value` serialised with object keys sorted, so field order never matters.
-pub fn digest_json(value: &Value) -> String {
-    let mut bytes = Vec::new();
-    write_canonical(value, &mut bytes);
-    hex(&Sha256::digest(&bytes))
-}
-
-/// sha256 hex over KV entries: `key NUL value NUL` in key order.
-pub fn digest_kv(entries: &[(String, String)]) -> String {
-    let sorted: BTreeMap<&str, &str> = entries
-        .iter()
-        .map(|(k, v)| (k.as_str(), v.as_str()))
-        .collect();
-    let mut h = Sha256::new();
-    for (k, v) in sorted {
-        h.update(k.as_bytes());
-        h.update([0]);
-        h.update(v.as_bytes());
-        h.update([0]);
-    }
-    hex(&h.finalize())
-}
-
-fn write_canonical(value: &Value, out: &mut Vec<u8>) {
-    match value {
-        Value::Object(map) => {
-            let sorted: BTreeMap<&String, &Value> = map.iter().collect();
-            out.push(b'{');
-            for (i, (k, v)) in sorted.into_iter().enumerate() {
-                if i > 0 {
-                    out.push(b',');
-                }
-                out.extend_from_slice(Value::String(k.clone()).to_string().as_bytes());
-                out.push(b':');
-                write_canonical(v, out);
-            }
-            out.push(b'}');
-        }
-        Value::Array(items) => {
-            out.push(b'[');
-            for (i, v) in items.iter().enumerate() {
-                if i > 0 {
-                    out.push(b',');
-                }
-                write_canonical(v, out);
-            }
-            out.push(b']');
-        }
-        scalar => out.extend_from_slice(scalar.to_string().as_bytes()),
-    }
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::panic)] // tests fail loudly
 mod tests {
     use super::*;
-    use serde_json::json;
-
-    #[test]
-    fn the_job_digest_ignores_key_order_but_not_values() {
-        let a = json!({"ID": "x", "Meta": {"a": "1", "b": "2"}});
-        let b = json!({"Meta": {"b": "2", "a": "1"}, "ID": "x"});
-        assert_eq!(digest_json(&a), digest_json(&b));
-        assert_ne!(
-            digest_json(&a),
-            digest_json(&json!({"ID": "y", "Meta": {"a": "1", "b": "2"}}))
-        );
-        assert_eq!(digest_json(&a).len(), 64);
-    }
-
-    #[test]
-    fn the_kv_digest_ignores_entry_order_and_separates_keys_from_values() {
-        let one = vec![
-            ("a".to_string(), "1".to_string()),
-            ("b".to_string(), "2".to_string()),
-        ];
-        let rev: Vec<_> = one.iter().rev().cloned().collect();
-        assert_eq!(digest_kv(&one), digest_kv(&rev));
-        // Without a separator `ab`+`c` and `a`+`bc` would collide.
-        assert_ne!(
-            digest_kv(&[("ab".to_string(), "c".to_string())]),
-            digest_kv(&[("a".to_string(), "bc".to_string())])
-        );
-    }
 
     #[test]
     fn the_key_budget_matches_the_loop_and_long_allow_lists_fit_in_one_key() {
-        assert_eq!(MAX_POLICY_KEYS, crate::reconcile::MAX_POLICY_KEYS);
         let ranges: Vec<String> = (0..200)
             .map(|i| format!("      - 10.{i}.0.0/16\n"))
             .collect();

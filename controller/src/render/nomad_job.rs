@@ -279,18 +279,7 @@ pub const RIGHT_DELIM: &str = ":proxy-operator]]";
 /// Name of the group volume holding the certificate directory.
 pub const CERT_VOLUME: &str = "certs";
 
-/// A Nomad port label for an entry point name (labels allow only `[A-Za-z0-9_]`).
-pub fn port_label(name: &str) -> String {
-    name.chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '_' {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect()
-}
+pub use crate::spec::port_label;
 
 /// The Nomad service name for a job ID. Job IDs may hold `_` and `.` and run to 128
 /// characters, but Nomad refuses a service name that is not an RFC 1123 label of at most 63

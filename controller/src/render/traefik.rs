@@ -11,7 +11,7 @@ use std::time::Duration;
 use serde::Serialize;
 
 use super::Error;
-use super::model::{Model, Primary};
+use super::model::{DiscoveryPrimary, Model};
 
 /// Name of the internal entry point hosting `/ping` and the API.
 pub const INTERNAL_ENTRY_POINT: &str = "traefik";
@@ -304,21 +304,7 @@ pub struct Empty {}
 /// nanosecond: the largest unit that divides the value. Rounding (`500us` to `0s`) once made
 /// Traefik panic on a zero ticker and changed rate limits silently.
 pub fn go_duration(d: Duration) -> String {
-    let ns = d.as_nanos();
-    if ns == 0 {
-        return "0s".to_string();
-    }
-    for (unit, per) in [
-        ("m", 60_000_000_000u128),
-        ("s", 1_000_000_000),
-        ("ms", 1_000_000),
-        ("us", 1_000),
-    ] {
-        if ns.is_multiple_of(per) {
-            return format!("{}{unit}", ns / per);
-        }
-    }
-    format!("{ns}ns")
+    ::go_duration::format_whole(d, ::go_duration::LargestUnit::Minute)
 }
 
 /// The rule Traefik applies to services without a router rule: `<service>.<domain suffix>`.
@@ -384,7 +370,7 @@ pub fn static_config(model: &Model, kv_prefix: &str) -> StaticConfig {
     // other one routes only services whose tags give a rule.
     let nomad = NomadProvider {
         exposed_by_default: d.nomad.exposed_by_default,
-        default_rule: (d.primary == Primary::Nomad).then(|| rule.clone()),
+        default_rule: (d.primary == DiscoveryPrimary::Nomad).then(|| rule.clone()),
         refresh_interval: go_duration(d.nomad.refresh_interval),
         watch: d.nomad.watch,
         namespaces: d.nomad.namespace.iter().cloned().collect(),
@@ -398,7 +384,7 @@ pub fn static_config(model: &Model, kv_prefix: &str) -> StaticConfig {
     });
     let consul_catalog = ConsulCatalogProvider {
         exposed_by_default: d.consul.exposed_by_default,
-        default_rule: (d.primary == Primary::Consul).then(|| rule.clone()),
+        default_rule: (d.primary == DiscoveryPrimary::Consul).then(|| rule.clone()),
         refresh_interval: go_duration(d.consul.refresh_interval),
         endpoint: ConsulEndpoint {
             address: d.consul.address.clone(),

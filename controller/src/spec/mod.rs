@@ -6,7 +6,9 @@
 //!    booleans, duplicate keys, unknown fields (with the closest known name), wrong types.
 //! 2. [`validate`] turns a [`ProxyConfig`] into a [`ValidatedSpec`]: every value checked (CIDRs,
 //!    ports, addresses, durations, hostnames, paths) and every contradiction found, with *all*
-//!    errors reported at once, each naming its field path and what would be valid.
+//!    errors reported at once, each naming its field path and what would be valid. Each
+//!    section (`validate/`) resolves its part of the [`model::Model`] the renderers read, so
+//!    defaults are applied in exactly one place.
 //!
 //! [`load`] does both. A document that fails either layer changes nothing that runs.
 //!
@@ -22,8 +24,10 @@
 //! - Basic-auth users are accepted only by reference (`usersFrom`); an inline `users` field is
 //!   an error, because this document lives unencrypted in Consul KV and is echoed in status.
 
+pub mod digest;
 mod duration;
 mod env;
+pub mod model;
 mod parse;
 mod scrub;
 pub mod status;
@@ -38,10 +42,8 @@ pub use env::{EnvError, from_env};
 pub use parse::{MAX_DEPTH, MAX_DOCUMENT_BYTES, parse};
 pub use scrub::looks_secret;
 pub use types::*;
-pub use validate::{
-    CertificatePaths, ListenAddress, Listener, ResolvedAcme, ResolvedRateLimit, ResolvedRollout,
-    ValidatedSpec, validate,
-};
+pub use validate::port_label;
+pub use validate::{ListenAddress, ValidatedSpec, validate};
 
 /// One problem with a document: where (`spec.middlewares.ipAllowList.sourceRange[2]`) and what
 /// would be valid. An empty path means the document as a whole.

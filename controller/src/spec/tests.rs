@@ -664,7 +664,7 @@ fn acme_needs_an_email_and_a_directory_url() {
         acme.storage,
         std::path::PathBuf::from("/pv/CERTS/acme.json")
     );
-    assert_eq!(acme.ca_server.as_str(), LETS_ENCRYPT_DIRECTORY);
+    assert_eq!(acme.ca_server.as_deref(), Some(LETS_ENCRYPT_DIRECTORY));
 }
 
 #[test]

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use backon::Retryable;
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use http::{HeaderMap, Method};
 use rand::Rng;
@@ -229,6 +229,41 @@ impl fmt::Debug for HttpClient {
 /// Largest part of an error body kept in an error message.
 const MAX_ERROR_BODY: usize = 512;
 
+/// Largest Consul or Nomad answer the operator reads (issue 13). The biggest legitimate answers
+/// are KV listings under the operator's prefix (values ≤ 512 KiB each) and catalogs of 10,000
+/// services, well under this; anything larger is a misbehaving server or proxy.
+pub const MAX_API_BODY: usize = 16 * 1024 * 1024;
+
+/// Most a body read pre-allocates on the word of `Content-Length`.
+const MAX_PREALLOCATION: usize = 64 * 1024;
+
+/// Reads `response`'s body as a stream and stops as soon as it would pass `limit` bytes, so a
+/// server that sends an endless or oversized body costs at most `limit` bytes of memory.
+/// `Ok(None)` means the body was longer than `limit` (the connection is dropped, not drained).
+/// A declared `Content-Length` over the limit is refused before reading, but a smaller one is
+/// not trusted: the count is kept on the bytes that actually arrive.
+///
+/// The one capped reader for every HTTP answer the operator reads: Consul and Nomad
+/// ([`MAX_API_BODY`]), and the proxy probes (their callers pass their own limits).
+pub async fn read_capped(
+    mut response: reqwest::Response,
+    limit: usize,
+) -> Result<Option<Bytes>, reqwest::Error> {
+    let declared = response.content_length();
+    if declared.is_some_and(|n| n > limit as u64) {
+        return Ok(None);
+    }
+    let capacity = declared.map_or(0, |n| usize::try_from(n).unwrap_or(limit));
+    let mut body = BytesMut::with_capacity(capacity.min(limit).min(MAX_PREALLOCATION));
+    while let Some(chunk) = response.chunk().await? {
+        if body.len() + chunk.len() > limit {
+            return Ok(None);
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(Some(body.freeze()))
+}
+
 impl HttpClient {
     /// Builds a client: reads the token file, loads TLS material, sets up the rate limiter.
     pub fn new(config: &ClientConfig) -> Result<HttpClient, Error> {
@@ -431,8 +466,16 @@ impl HttpClient {
         };
         let status = response.status().as_u16();
         let headers = response.headers().clone();
-        let body = match response.bytes().await {
-            Ok(b) => b,
+        let body = match read_capped(response, MAX_API_BODY).await {
+            Ok(Some(b)) => b,
+            Ok(None) => {
+                return Err(Error::BodyTooLarge {
+                    api: inner.api,
+                    method,
+                    path,
+                    limit: MAX_API_BODY,
+                });
+            }
             Err(e) => return Err(self.transport_error(e, &method, &path, timeout)),
         };
         tracing::debug!(api = %inner.api, %method, %path, status, elapsed = ?started.elapsed(), "request");

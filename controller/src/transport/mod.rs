@@ -2,7 +2,10 @@
 //! conventions, TLS, redacted tokens, rate limits, retries, timeouts and the one blocking-query
 //! helper every watch uses ([`Watch`]).
 
+mod client;
 mod config;
+#[cfg(any(test, feature = "test-support"))]
+pub mod fake;
 mod http;
 mod tls;
 mod watch;
@@ -11,11 +14,12 @@ use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
 
+pub use client::{ApiClient, ClientError};
 pub use config::{
     CONSUL_DEFAULT_RATE, ClientConfig, ConsulFlags, Endpoint, NOMAD_DEFAULT_RATE, NomadFlags,
     Overrides, RateLimit, RetryPolicy, Timeouts, TlsSettings, Token,
 };
-pub use http::{Body, HttpClient, Request, Response, Retry};
+pub use http::{Body, HttpClient, MAX_API_BODY, Request, Response, Retry, read_capped};
 pub use watch::{Change, Pacing, Watch, WatchUpdate};
 
 /// Which API a client talks to; used in error messages and headers.
@@ -209,6 +213,19 @@ pub enum Error {
         /// The plain-text error body (truncated, token scrubbed).
         message: String,
     },
+    /// The answer's body was longer than the client reads (a misbehaving server or proxy).
+    /// Terminal: the same request would get the same answer.
+    #[error("{api}'s answer to {method} {path} is larger than {} MiB; not read", .limit / (1024 * 1024))]
+    BodyTooLarge {
+        /// Which API.
+        api: Api,
+        /// HTTP method.
+        method: String,
+        /// Request path.
+        path: String,
+        /// The cap, in bytes.
+        limit: usize,
+    },
     /// The answer did not have the documented shape.
     #[error("failed to decode {api}'s answer to {method} {path}: {source}")]
     Decode {
@@ -286,49 +303,16 @@ impl Error {
     }
 }
 
-/// Formats a duration as a Go duration string (`"15s"`, `"1500ms"`), which both APIs accept.
+/// Formats a duration as a Go duration string in whole units up to seconds (`"15s"`,
+/// `"300s"`, `"1500ms"`), exact to the nanosecond; both APIs parse it.
 pub fn go_duration(d: Duration) -> String {
-    if d.subsec_nanos() == 0 {
-        format!("{}s", d.as_secs())
-    } else {
-        format!("{}ms", d.as_millis().max(1))
-    }
+    ::go_duration::format_whole(d, ::go_duration::LargestUnit::Second)
 }
 
-/// Parses a Go duration string as the APIs return it (`"30s"`, `"1m30s"`, `"1h0m0s"`, `"250ms"`).
+/// Parses a Go duration string as the APIs return it (`"30s"`, `"1m30s"`, `"1h0m0s"`, `"250ms"`,
+/// `"0"`); `None` for anything Go's `time.ParseDuration` rejects, and for negative values.
 pub fn parse_go_duration(s: &str) -> Option<Duration> {
-    let s = s.trim();
-    if s.is_empty() {
-        return None;
-    }
-    if s == "0" {
-        return Some(Duration::ZERO);
-    }
-    let mut total = 0f64;
-    let mut rest = s;
-    while !rest.is_empty() {
-        let num_end = rest.find(|c: char| !(c.is_ascii_digit() || c == '.'))?;
-        if num_end == 0 {
-            return None;
-        }
-        let value: f64 = rest[..num_end].parse().ok()?;
-        rest = &rest[num_end..];
-        let unit_end = rest
-            .find(|c: char| c.is_ascii_digit() || c == '.')
-            .unwrap_or(rest.len());
-        let scale = match &rest[..unit_end] {
-            "ns" => 1e-9,
-            "us" | "µs" => 1e-6,
-            "ms" => 1e-3,
-            "s" => 1.0,
-            "m" => 60.0,
-            "h" => 3600.0,
-            _ => return None,
-        };
-        total += value * scale;
-        rest = &rest[unit_end..];
-    }
-    Duration::try_from_secs_f64(total).ok()
+    ::go_duration::parse_go(s.trim()).ok()
 }
 
 #[cfg(test)]

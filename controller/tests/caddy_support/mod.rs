@@ -51,7 +51,7 @@ pub fn spec(ports: Ports, cert_dir: &Path, redirect: bool, middlewares: &str) ->
 }
 
 pub fn model(spec: &ValidatedSpec, users: Option<&[String]>) -> Model {
-    Model::from_spec(spec, users).unwrap()
+    proxy_operator::proxy::caddy::config::resolve(spec, users).unwrap()
 }
 
 /// Live options for `ports`, dev mode (Caddy's internal CA) so TLS works offline.

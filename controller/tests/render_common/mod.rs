@@ -36,7 +36,7 @@ pub fn traefik_model() -> Model {
             },
         ],
         discovery: Discovery {
-            primary: Primary::Nomad,
+            primary: DiscoveryPrimary::Nomad,
             nomad: NomadDiscovery {
                 address: "http://127.0.0.1:4646".to_string(),
                 namespace: None,
@@ -111,6 +111,8 @@ pub fn traefik_model() -> Model {
         rollout: Rollout {
             healthy_deadline: Duration::from_secs(120),
             min_healthy_time: Duration::from_secs(10),
+            probes: vec![],
+            on_failure: OnFailure::Rollback,
         },
     }
 }

@@ -1,5 +1,4 @@
-//! `/v1/catalog/*`, `/v1/health/*`, `/v1/status/*`, `/v1/agent/self`
-//! (DOC catalog.mdx, health.mdx, status.mdx, agent/index.mdx; SRC agent/health_endpoint.go).
+//! `/v1/catalog/*`, `/v1/health/*` (DOC catalog.mdx, health.mdx; SRC agent/health_endpoint.go).
 
 use axum::body::Body;
 use axum::extract::{Path, Query, State};
@@ -9,8 +8,7 @@ use serde_json::{Value, json};
 use tokio::time::Instant;
 
 use super::store::{
-    Check, DATACENTER, DeregisterRequest, NODE_ID, NODE_NAME, Node, RegisterRequest,
-    ServiceInstance, Store,
+    Check, DATACENTER, DeregisterRequest, Node, RegisterRequest, ServiceInstance, Store,
 };
 use super::{
     ConsulState, Params, ReadOpts, blocking_read, body_bytes, json, meta_headers, read_opts,
@@ -18,9 +16,6 @@ use super::{
 };
 
 type Q = Query<Vec<(String, String)>>;
-
-/// The twin's raft leader address (what `/v1/status/leader` reports).
-pub const LEADER: &str = "127.0.0.1:8300";
 
 fn node_json(n: &Node) -> Value {
     json!({
@@ -56,7 +51,7 @@ fn service_json(s: &ServiceInstance) -> Value {
     })
 }
 
-fn check_json(c: &Check) -> Value {
+pub(super) fn check_json(c: &Check) -> Value {
     json!({
         "Node": c.node,
         "CheckID": c.check_id,
@@ -351,49 +346,7 @@ pub(super) async fn health_node(
     )
 }
 
-pub(super) async fn status_leader() -> Response {
-    json(StatusCode::OK, HeaderMap::new(), &json!(LEADER))
-}
-
-pub(super) async fn status_peers() -> Response {
-    json(StatusCode::OK, HeaderMap::new(), &json!([LEADER]))
-}
-
-pub(super) async fn agent_self() -> Response {
-    let body = json!({
-        "Config": {
-            "Datacenter": DATACENTER,
-            "NodeName": NODE_NAME,
-            "NodeID": NODE_ID,
-            "Server": true,
-            "Revision": "hashistack-twin",
-            "Version": "1.22.0"
-        },
-        "DebugConfig": {},
-        "Coord": { "Adjustment": 0, "Error": 1.5, "Vec": [0, 0, 0, 0, 0, 0, 0, 0] },
-        "Member": {
-            "Name": NODE_NAME,
-            "Addr": "127.0.0.1",
-            "Port": 8301,
-            "Tags": {
-                "bootstrap": "1",
-                "dc": DATACENTER,
-                "id": NODE_ID,
-                "port": "8300",
-                "role": "consul",
-                "vsn": "2",
-                "vsn_max": "3",
-                "vsn_min": "2"
-            },
-            "Status": 1,
-            "ProtocolMin": 1,
-            "ProtocolMax": 5,
-            "ProtocolCur": 2,
-            "DelegateMin": 2,
-            "DelegateMax": 5,
-            "DelegateCur": 4
-        },
-        "Meta": { "consul-network-segment": "" }
-    });
-    json(StatusCode::OK, HeaderMap::new(), &body)
+/// `GET /v1/catalog/datacenters`: the known datacenters, nearest first (no ACL needed).
+pub(super) async fn datacenters() -> Response {
+    json(StatusCode::OK, HeaderMap::new(), &json!([DATACENTER]))
 }

@@ -1,11 +1,12 @@
-//! The Consul HTTP API: KV, transactions, sessions, catalog, health, status, agent.
+//! The Consul HTTP API: KV, transactions, sessions, catalog, health, status, agent, ACLs.
 //!
 //! Held to `contracts/CONSUL.md`: plain-text errors with Consul's status codes, `X-Consul-Index`
 //! ≥ 1 on every read (404s included), blocking queries on every read endpoint, one raft index per
 //! write. State lives in [`store::Store`] behind a lock; every index change is published on a
 //! `watch` channel that blocked readers wait on.
 
-mod acl;
+pub mod acl;
+mod agent;
 mod catalog;
 mod kv;
 mod session;
@@ -29,18 +30,33 @@ use tokio::time::Instant;
 use crate::blocking;
 use crate::persist::{self, Persister};
 pub use acl::TokenPolicy;
+pub use acl::rules::RulesError;
 use store::Store;
 
 /// File name of the Consul snapshot inside `data_dir`.
 pub const SNAPSHOT_FILE: &str = "consul-state.json";
 
 /// Settings of the Consul side.
-#[derive(Debug, Clone, Default)]
+#[derive(Clone, Default)]
 pub struct ConsulConfig {
-    /// Token every request must carry, when set.
+    /// The management token; ACLs are on (default policy `deny`) when set.
     pub acl_token: Option<String>,
     /// Directory for persisted state.
     pub data_dir: Option<PathBuf>,
+    /// Consul's `session_ttl_min` agent option (`None`: its default, 10 s). Lowering it is
+    /// what Consul's own tests do to watch TTL invalidation in seconds.
+    pub session_ttl_min: Option<Duration>,
+}
+
+/// Leaves the token out: configurations get logged, secrets must not.
+impl std::fmt::Debug for ConsulConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConsulConfig")
+            .field("acl_token", &self.acl_token.as_ref().map(|_| "<redacted>"))
+            .field("data_dir", &self.data_dir)
+            .field("session_ttl_min", &self.session_ttl_min)
+            .finish()
+    }
 }
 
 /// Errors creating the Consul state.
@@ -55,7 +71,7 @@ struct Inner {
     store: RwLock<Store>,
     changes: watch::Sender<u64>,
     acl_token: Option<String>,
-    restricted: RwLock<acl::Tokens>,
+    restricted: RwLock<acl::Restricted>,
     snapshot_path: Option<PathBuf>,
     persister: Option<Persister>,
     tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
@@ -84,13 +100,19 @@ impl ConsulState {
             Some(path) => persist::read_json::<Store>(path).map_err(Error::Restore)?,
             None => None,
         };
-        let store = match restored {
+        let mut store = match restored {
             Some(mut s) => {
                 s.rearm_after_restore(Instant::now());
                 s
             }
             None => Store::seeded(),
         };
+        if let Some(min) = config.session_ttl_min {
+            store.set_session_ttl_min(min);
+        }
+        if let Some(secret) = &config.acl_token {
+            store.acl_bootstrap(secret, &acl::rfc3339_now());
+        }
         let (changes, _) = watch::channel(store.index);
         let state = ConsulState {
             inner: Arc::new_cyclic(|weak: &std::sync::Weak<Inner>| {
@@ -112,14 +134,14 @@ impl ConsulState {
                     store: RwLock::new(store),
                     changes,
                     acl_token: config.acl_token.clone(),
-                    restricted: RwLock::new(acl::Tokens::default()),
+                    restricted: RwLock::new(acl::Restricted::default()),
                     snapshot_path: snapshot_path.clone(),
                     persister,
                     tasks: Mutex::new(tasks),
                 }
             }),
         };
-        let reaper = tokio::spawn(session_reaper(Arc::downgrade(&state.inner)));
+        let reaper = tokio::spawn(timers(Arc::downgrade(&state.inner), state.changes()));
         state
             .inner
             .tasks
@@ -156,10 +178,15 @@ impl ConsulState {
             .route("/v1/health/state/{state}", get(catalog::health_state))
             .route("/v1/health/checks/{name}", get(catalog::health_checks))
             .route("/v1/health/node/{node}", get(catalog::health_node))
-            .route("/v1/agent/self", get(catalog::agent_self))
-            .route_layer(axum::middleware::from_fn_with_state(self.clone(), acl))
-            .route("/v1/status/leader", get(catalog::status_leader))
-            .route("/v1/status/peers", get(catalog::status_peers))
+            .merge(agent::routes())
+            .merge(acl::routes())
+            .route_layer(axum::middleware::from_fn_with_state(
+                self.clone(),
+                acl::layer,
+            ))
+            .route("/v1/catalog/datacenters", get(catalog::datacenters))
+            .route("/v1/status/leader", get(agent::status_leader))
+            .route("/v1/status/peers", get(agent::status_peers))
             .fallback(|| async { text(StatusCode::NOT_FOUND, "404 page not found\n") });
         api.layer(axum::middleware::from_fn(datacenter))
             .layer(axum::middleware::from_fn(oss_namespace))
@@ -220,11 +247,27 @@ impl ConsulState {
     /// everything): requests with it are refused or filtered the way Consul refuses and
     /// filters them (see [`TokenPolicy`]). Works with or without a configured ACL token.
     pub fn add_restricted_token(&self, secret: &str, policy: TokenPolicy) {
+        // The shorthand always renders to a valid document.
+        if let Ok(authz) = acl::rules::Authorizer::parse(&policy.rules()) {
+            self.restrict(secret, authz);
+        }
+    }
+
+    /// Adds a token governed by a Consul policy document (HCL or JSON rules, exactly what
+    /// `PUT /v1/acl/policy` takes), enforced with or without a configured ACL token. With
+    /// ACLs on, the same can be done over HTTP with `/v1/acl/policy` and `/v1/acl/token`.
+    pub fn add_token_with_rules(&self, secret: &str, rules: &str) -> Result<(), RulesError> {
+        let authz = acl::rules::Authorizer::parse(rules)?;
+        self.restrict(secret, authz);
+        Ok(())
+    }
+
+    fn restrict(&self, secret: &str, authz: acl::rules::Authorizer) {
         self.inner
             .restricted
             .write()
             .unwrap_or_else(|e| e.into_inner())
-            .add(secret, policy);
+            .add(secret, authz);
     }
 
     /// Forgets every KV tombstone, as Consul's tombstone GC does, so prefix indexes may go
@@ -256,17 +299,41 @@ impl ConsulState {
     }
 }
 
-/// Invalidates sessions whose TTL (× 2, as Consul) has passed.
-async fn session_reaper(inner: std::sync::Weak<Inner>) {
+/// Consul's timers. A TTL check turns critical when its TTL passes without an update
+/// (SRC agent/checks/check.go `CheckTTL`). A TTL session is invalidated when `TTL × SessionTTLMultiplier` (2) has
+/// passed since its creation or last renewal (SRC agent/consul/session_ttl.go
+/// `createSessionTimer`), so never before its TTL and at the latest at twice it, the bound the
+/// docs give. The task sleeps until the earliest deadline and re-plans after every write (a
+/// renewal only moves a deadline later, so waking at the old one is harmless).
+async fn timers(inner: std::sync::Weak<Inner>, mut changes: watch::Receiver<u64>) {
     loop {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        let Some(inner) = inner.upgrade() else { return };
-        let state = ConsulState { inner };
+        let Some(strong) = inner.upgrade() else {
+            return;
+        };
+        let next = ConsulState { inner: strong }.read(Store::next_deadline);
+        let idle = Instant::now() + Duration::from_secs(1);
+        let wake = next.map_or(idle, |d| d.min(idle));
+        tokio::select! {
+            _ = tokio::time::sleep_until(wake) => {}
+            changed = changes.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+                continue;
+            }
+        }
+        let Some(strong) = inner.upgrade() else {
+            return;
+        };
+        let state = ConsulState { inner: strong };
         let now = Instant::now();
-        let due = state.read(|s| s.expired_sessions(now));
-        for id in due {
+        for id in state.read(|s| s.expired_sessions(now)) {
             tracing::debug!(session = %id, "session TTL expired");
             state.write(|s| s.session_invalidate(&id, now));
+        }
+        for id in state.read(|s| s.expired_checks(now)) {
+            tracing::debug!(check = %id, "check missed its TTL, now critical");
+            state.write(|s| s.expire_check(&id, now));
         }
     }
 }
@@ -420,55 +487,6 @@ pub(crate) async fn body_bytes(body: Body, limit: usize) -> Result<bytes::Bytes,
         .map_err(|_| text(StatusCode::PAYLOAD_TOO_LARGE, "Request body too large"))
 }
 
-/// The token of a request, in Consul's priority order: `?token`, `X-Consul-Token`, `Bearer`.
-fn request_token(req: &Request) -> Option<String> {
-    if let Some(q) = req.uri().query() {
-        for pair in q.split('&') {
-            if let Some(v) = pair.strip_prefix("token=") {
-                return Some(v.to_string());
-            }
-        }
-    }
-    if let Some(v) = req
-        .headers()
-        .get("X-Consul-Token")
-        .and_then(|v| v.to_str().ok())
-    {
-        return Some(v.to_string());
-    }
-    req.headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(|v| v.trim().to_string())
-}
-
-/// ACL enforcement: with a configured token, an unknown token is "ACL not found" and a missing
-/// one falls back to the anonymous token, which has no permissions under a default-deny policy.
-async fn acl(State(st): State<ConsulState>, req: Request, next: Next) -> Response {
-    let restricted = request_token(&req).and_then(|t| {
-        st.inner
-            .restricted
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(&t)
-    });
-    if let Some(r) = restricted {
-        return acl::enforce(r, req, next).await;
-    }
-    let Some(expected) = &st.inner.acl_token else {
-        return next.run(req).await;
-    };
-    match request_token(&req) {
-        Some(t) if !t.is_empty() && &t == expected => next.run(req).await,
-        Some(t) if !t.is_empty() => text(StatusCode::FORBIDDEN, "ACL not found"),
-        _ => text(
-            StatusCode::FORBIDDEN,
-            "Permission denied: anonymous token lacks permission for this operation",
-        ),
-    }
-}
-
 /// `?dc=` naming another datacenter: the twin is a single-datacenter cluster, so Consul's RPC
 /// forwarding fails as it does for an unknown datacenter.
 async fn datacenter(req: Request, next: Next) -> Response {
@@ -489,9 +507,17 @@ async fn datacenter(req: Request, next: Next) -> Response {
 /// catalog register/deregister bodies and txn ops carry their namespace in JSON instead.
 async fn oss_namespace(req: Request, next: Next) -> Response {
     let path = req.uri().path();
-    let parses_ns = ["/v1/kv/", "/v1/session/", "/v1/catalog/", "/v1/health/"]
-        .iter()
-        .any(|p| path.starts_with(p))
+    // The agent's service and check endpoints parse it too (`parseEntMetaNoWildcard`).
+    let parses_ns = [
+        "/v1/kv/",
+        "/v1/session/",
+        "/v1/catalog/",
+        "/v1/health/",
+        "/v1/agent/service",
+        "/v1/agent/check",
+    ]
+    .iter()
+    .any(|p| path.starts_with(p))
         && !matches!(path, "/v1/catalog/register" | "/v1/catalog/deregister");
     if !parses_ns {
         return next.run(req).await;

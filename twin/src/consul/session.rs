@@ -45,14 +45,38 @@ fn lock_delay(v: &Value) -> Result<Option<Duration>, Response> {
     }
 }
 
-#[allow(clippy::result_large_err)] // the error is the finished HTTP answer
-fn strings(v: Option<&Value>) -> Result<Option<Vec<String>>, Response> {
-    match v {
-        None | Some(Value::Null) => Ok(None),
-        Some(v) => serde_json::from_value(v.clone())
-            .map(Some)
-            .map_err(decode_failed),
-    }
+/// The body of `PUT /v1/session/create`, typed: a field of the wrong JSON type is a decode
+/// error (400), as Go's decoder makes it, instead of silently becoming its default.
+/// `NodeChecks`/`Checks` keep "absent" apart from `null` (a nil slice in Go) because
+/// `fixupEmptySessionChecks` treats them differently.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct CreateBody {
+    #[serde(default)]
+    name: String,
+    #[serde(default)]
+    node: Option<String>,
+    #[serde(default)]
+    lock_delay: Value,
+    #[serde(default)]
+    behavior: Option<String>,
+    #[serde(rename = "TTL", default)]
+    ttl: Option<String>,
+    #[serde(default, deserialize_with = "present")]
+    node_checks: Option<Option<Vec<String>>>,
+    #[serde(default, deserialize_with = "present")]
+    checks: Option<Option<Vec<String>>>,
+    #[serde(default)]
+    service_checks: Option<Vec<ServiceCheckRef>>,
+}
+
+/// A field that is present (possibly `null`) becomes `Some(..)`; an absent one stays `None`.
+fn present<'de, D, T>(d: D) -> Result<Option<Option<T>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: serde::Deserialize<'de>,
+{
+    serde::Deserialize::deserialize(d).map(Some)
 }
 
 /// Consul starts from `NodeChecks = Checks = ["serfHealth"]`, decodes the body over it and then
@@ -60,18 +84,17 @@ fn strings(v: Option<&Value>) -> Result<Option<Vec<String>>, Response> {
 /// `Checks` clears `NodeChecks`; `Checks: ["serfHealth"]` defers to `NodeChecks`; an empty
 /// `NodeChecks` drops `Checks`; otherwise both lists stay bound. Returns (NodeChecks, Checks).
 fn fixup_session_checks(
-    body: &Value,
-    node_checks: Option<Vec<String>>,
-    checks: Option<Vec<String>>,
+    node_checks: Option<Option<Vec<String>>>,
+    checks: Option<Option<Vec<String>>>,
 ) -> (Vec<String>, Vec<String>) {
     let serf = || vec!["serfHealth".to_string()];
     // A JSON `null` decodes to a nil slice in Go: present but empty.
-    let given = |key: &str, list: Option<Vec<String>>| match body.get(key) {
+    let given = |list: Option<Option<Vec<String>>>| match list {
         None => serf(),
-        Some(_) => list.unwrap_or_default(),
+        Some(l) => l.unwrap_or_default(),
     };
-    let node_checks = given("NodeChecks", node_checks);
-    let checks = given("Checks", checks);
+    let node_checks = given(node_checks);
+    let checks = given(checks);
     if checks.is_empty() {
         return (Vec::new(), Vec::new());
     }
@@ -89,39 +112,28 @@ pub(super) async fn create(State(st): State<ConsulState>, body: Body) -> Respons
         Ok(b) => b,
         Err(r) => return r,
     };
-    let v: Value = if bytes.iter().all(u8::is_ascii_whitespace) {
-        json!({})
+    let body: CreateBody = if bytes.iter().all(u8::is_ascii_whitespace) {
+        CreateBody::default()
     } else {
         match serde_json::from_slice(&bytes) {
             Ok(v) => v,
             Err(e) => return decode_failed(e),
         }
     };
-    let field = |k: &str| v.get(k).and_then(Value::as_str).map(str::to_string);
-    let lock_delay = match lock_delay(v.get("LockDelay").unwrap_or(&Value::Null)) {
+    let lock_delay = match lock_delay(&body.lock_delay) {
         Ok(d) => d,
         Err(r) => return r,
     };
-    let (node_checks, checks) = match (strings(v.get("NodeChecks")), strings(v.get("Checks"))) {
-        (Ok(n), Ok(c)) => fixup_session_checks(&v, n, c),
-        (Err(r), _) | (_, Err(r)) => return r,
-    };
-    let service_checks: Option<Vec<ServiceCheckRef>> = match v.get("ServiceChecks") {
-        None | Some(Value::Null) => None,
-        Some(sc) => match serde_json::from_value(sc.clone()) {
-            Ok(s) => Some(s),
-            Err(e) => return decode_failed(e),
-        },
-    };
+    let (node_checks, checks) = fixup_session_checks(body.node_checks, body.checks);
     let spec = SessionSpec {
-        name: field("Name").unwrap_or_default(),
-        node: field("Node"),
+        name: body.name,
+        node: body.node,
         lock_delay,
-        behavior: field("Behavior"),
-        ttl: field("TTL"),
+        behavior: body.behavior,
+        ttl: body.ttl,
         node_checks: Some(node_checks),
         checks,
-        service_checks,
+        service_checks: body.service_checks,
     };
     match st.write(|s| s.session_create(spec, Instant::now())) {
         Ok(id) => json(StatusCode::OK, HeaderMap::new(), &json!({ "ID": id })),

@@ -5,7 +5,8 @@
 //! `Key[k]` (e.g. `Env[foo]`), nested structs and lists become `ObjectDiff`s, empty lists are
 //! `null`, and task groups and tasks are matched by name.
 
-use super::jobspec::{NON_SPEC_FIELDS, arr, s};
+use super::jobspec::NON_SPEC_FIELDS;
+use super::view::View;
 use serde_json::{Value, json};
 use std::collections::BTreeSet;
 
@@ -192,14 +193,17 @@ pub fn job_diff(old: Option<&Value>, new: Option<&Value>, plan: bool) -> Value {
     let mut skip: Vec<&str> = NON_SPEC_FIELDS.to_vec();
     skip.extend(["TaskGroups", "ID"]);
     let (fields, objects) = diff_fields(old, new, &skip);
-    let empty = Vec::new();
-    let og = old.map(|j| arr(j, "TaskGroups")).unwrap_or(&empty);
-    let ng = new.map(|j| arr(j, "TaskGroups")).unwrap_or(&empty);
-    let names: BTreeSet<&str> = og.iter().chain(ng.iter()).map(|g| s(g, "Name")).collect();
+    let og = old
+        .map(|j| View::job(j).list("TaskGroups"))
+        .unwrap_or_default();
+    let ng = new
+        .map(|j| View::job(j).list("TaskGroups"))
+        .unwrap_or_default();
+    let names: BTreeSet<&str> = og.iter().chain(ng.iter()).map(|g| g.str("Name")).collect();
     let mut groups = Vec::new();
     for name in names {
-        let o = og.iter().find(|g| s(g, "Name") == name);
-        let n = ng.iter().find(|g| s(g, "Name") == name);
+        let o = og.iter().find(|g| g.str("Name") == name).map(View::value);
+        let n = ng.iter().find(|g| g.str("Name") == name).map(View::value);
         let g = group_diff(name, o, n, plan);
         if g["Type"] != "None" || plan {
             groups.push(g);
@@ -215,7 +219,7 @@ pub fn job_diff(old: Option<&Value>, new: Option<&Value>, plan: bool) -> Value {
     };
     let id = new
         .or(old)
-        .map(|j| s(j, "ID").to_string())
+        .map(|j| View::job(j).str("ID").to_string())
         .unwrap_or_default();
     json!({
         "Type": kind,
@@ -228,14 +232,17 @@ pub fn job_diff(old: Option<&Value>, new: Option<&Value>, plan: bool) -> Value {
 
 fn group_diff(name: &str, old: Option<&Value>, new: Option<&Value>, plan: bool) -> Value {
     let (fields, objects) = diff_fields(old, new, &["Tasks", "Name"]);
-    let empty = Vec::new();
-    let ot = old.map(|g| arr(g, "Tasks")).unwrap_or(&empty);
-    let nt = new.map(|g| arr(g, "Tasks")).unwrap_or(&empty);
-    let names: BTreeSet<&str> = ot.iter().chain(nt.iter()).map(|t| s(t, "Name")).collect();
+    let ot = old
+        .map(|g| View::group(g).list("Tasks"))
+        .unwrap_or_default();
+    let nt = new
+        .map(|g| View::group(g).list("Tasks"))
+        .unwrap_or_default();
+    let names: BTreeSet<&str> = ot.iter().chain(nt.iter()).map(|t| t.str("Name")).collect();
     let mut tasks = Vec::new();
     for tname in names {
-        let o = ot.iter().find(|t| s(t, "Name") == tname);
-        let n = nt.iter().find(|t| s(t, "Name") == tname);
+        let o = ot.iter().find(|t| t.str("Name") == tname).map(View::value);
+        let n = nt.iter().find(|t| t.str("Name") == tname).map(View::value);
         let (tf, to) = diff_fields(o, n, &["Name"]);
         let kind = match (o.is_some(), n.is_some()) {
             (false, true) => "Added",

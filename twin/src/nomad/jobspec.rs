@@ -7,6 +7,7 @@
 //! same keys as a real server. After decoding, `canonicalize` applies the defaults that
 //! `api.Job.Canonicalize` applies before the job reaches the state store.
 
+use super::view::View;
 use serde_json::{Map, Value, json};
 use std::sync::LazyLock;
 
@@ -41,11 +42,11 @@ fn json_kind(v: &Value) -> &'static str {
     }
 }
 
-fn struct_fields(name: &str) -> Option<&'static Map<String, Value>> {
+pub(super) fn struct_fields(name: &str) -> Option<&'static Map<String, Value>> {
     API_FIELDS.get("types")?.get(name)?.as_object()
 }
 
-fn alias(name: &str) -> Option<&'static str> {
+pub(super) fn alias(name: &str) -> Option<&'static str> {
     API_FIELDS
         .get("non_struct_named_types")?
         .get(name)?
@@ -151,7 +152,7 @@ pub fn decode(go_type: &str, input: Option<&Value>, path: &str) -> Result<Value,
     }
 }
 
-fn is_integer_type(t: &str) -> bool {
+pub(super) fn is_integer_type(t: &str) -> bool {
     matches!(
         t,
         "int"
@@ -200,7 +201,7 @@ fn update_is_empty(u: &Value) -> bool {
 
 /// Applies `api.Job.Canonicalize` defaults (the subset that changes behaviour or appears on read).
 pub fn canonicalize(job: &mut Value, namespace: &str) {
-    let id = s(job, "ID").to_string();
+    let id = View::job(job).str("ID").to_string();
     set_default(job, "Region", json!("global"));
     if let Some(m) = job.as_object_mut() {
         m.insert("Namespace".into(), json!(namespace));
@@ -231,7 +232,7 @@ pub fn canonicalize(job: &mut Value, namespace: &str) {
     {
         m.insert("Datacenters".into(), json!(["*"]));
     }
-    let job_type = s(job, "Type").to_string();
+    let job_type = View::job(job).str("Type").to_string();
     let job_update = job.get("Update").cloned().unwrap_or(Value::Null);
     let job_update = if job_update.is_null() {
         if job_type == "service" {
@@ -391,19 +392,20 @@ pub fn canonicalize(job: &mut Value, namespace: &str) {
 }
 
 fn canonicalize_service(svc: &mut Value) {
-    if s(svc, "Provider").is_empty() {
+    let service = |v: &Value, key: &str| View::of("Service", v).str(key).is_empty();
+    if service(svc, "Provider") {
         set_str(svc, "Provider", "consul");
     }
-    if s(svc, "AddressMode").is_empty() {
+    if service(svc, "AddressMode") {
         set_str(svc, "AddressMode", "auto");
     }
-    if s(svc, "OnUpdate").is_empty() {
+    if service(svc, "OnUpdate") {
         set_str(svc, "OnUpdate", "require_healthy");
     }
-    let on_update = s(svc, "OnUpdate").to_string();
+    let on_update = View::of("Service", svc).str("OnUpdate").to_string();
     if let Some(checks) = svc.get_mut("Checks").and_then(Value::as_array_mut) {
         for c in checks {
-            if s(c, "OnUpdate").is_empty() {
+            if View::of("ServiceCheck", c).str("OnUpdate").is_empty() {
                 set_str(c, "OnUpdate", &on_update);
             }
         }
@@ -455,38 +457,6 @@ pub fn spec_of(job: &Value) -> Value {
         }
     }
     j
-}
-
-// === typed views over JSON ===
-
-/// The string at `key`, or "".
-pub fn s<'a>(v: &'a Value, key: &str) -> &'a str {
-    v.get(key).and_then(Value::as_str).unwrap_or("")
-}
-
-/// The unsigned integer at `key`, or 0.
-pub fn u(v: &Value, key: &str) -> u64 {
-    v.get(key)
-        .and_then(|x| x.as_u64().or_else(|| x.as_i64().map(|i| i.max(0) as u64)))
-        .unwrap_or(0)
-}
-
-/// The boolean at `key`, or false.
-pub fn b(v: &Value, key: &str) -> bool {
-    v.get(key).and_then(Value::as_bool).unwrap_or(false)
-}
-
-/// The array at `key`, or an empty slice.
-pub fn arr<'a>(v: &'a Value, key: &str) -> &'a [Value] {
-    v.get(key)
-        .and_then(Value::as_array)
-        .map(Vec::as_slice)
-        .unwrap_or(&[])
-}
-
-/// A duration in nanoseconds at `key`.
-pub fn dur(v: &Value, key: &str) -> std::time::Duration {
-    std::time::Duration::from_nanos(u(v, key))
 }
 
 #[cfg(test)]

@@ -1,17 +1,22 @@
 //! The Nomad HTTP API and the local executor that runs raw_exec/exec tasks as real processes.
 //!
-//! Layout: `jobspec` decodes and canonicalizes jobs as a real server does; `store` holds the state
-//! (jobs, versions, evaluations, deployments, allocations, services) under one growing index;
-//! `http` serves the API with blocking queries; `executor` runs allocations as child processes
-//! with restart policy, templates, service checks and health; `events` serves `/v1/event/stream`;
-//! `diff` builds plan/version diffs; `filter` evaluates the go-bexpr forms clients send;
-//! `reaper` kills task processes a dead twin left behind.
+//! Layout: `jobspec` decodes and canonicalizes jobs as a real server does; `view` reads them with
+//! typed, checked accessors; `store` holds the state (jobs, versions, evaluations, deployments,
+//! allocations, services, client nodes) under one growing index; `http` serves the API with
+//! blocking queries; `executor` runs allocations as child processes on their node with restart
+//! policy, templates, service checks and health; `events` serves `/v1/event/stream`; `diff`
+//! builds plan/version diffs; `filter` evaluates the go-bexpr forms clients send; `reaper` kills
+//! task processes a dead twin left behind; `acl` parses and decides Nomad ACL policies.
+//!
+//! Client nodes: `NomadConfig::nodes` of them, each on its own loopback address (see
+//! `store/nodes.rs`); the executor runs every allocation's tasks locally on its node.
 //!
 //! Not implemented (answered with an explicit error, never silently accepted): canary
 //! deployments. A job whose update block has `Canary > 0` is refused with a 500
-//! "hashistack-twin: canary deployments are not implemented ..." on register and plan, and
-//! `/v1/deployment/promote/:id` does not exist (404).
+//! "hashistack-twin: canary deployments are not implemented ..." on register and plan, so
+//! `/v1/deployment/promote/:id` on an active deployment answers Nomad's "no canaries to promote".
 
+pub mod acl;
 mod diff;
 mod events;
 mod executor;
@@ -21,6 +26,7 @@ mod jobspec;
 mod reaper;
 mod store;
 mod util;
+mod view;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -40,6 +46,32 @@ pub struct NomadConfig {
     /// `true` behaves like Nomad >= 1.11 (system jobs with an update block get deployments);
     /// `false` like 1.10 (no system-job deployments) and reports that version.
     pub system_deployments: bool,
+    /// How many client nodes the twin runs (at least one). Each runs its allocations' tasks as
+    /// local processes on its own loopback address.
+    pub nodes: usize,
+    /// Client tokens that exist from the start, with the ACL policies attached to them. They
+    /// take effect when `acl_token` (the management token) is set.
+    pub acl_tokens: Vec<AclTokenSeed>,
+}
+
+/// A client token the twin knows from the start.
+#[derive(Debug, Clone, Default)]
+pub struct AclTokenSeed {
+    /// Its name.
+    pub name: String,
+    /// The secret a request carries (`X-Nomad-Token`).
+    pub secret_id: String,
+    /// Its policies: name and rules (Nomad's HCL or JSON policy document).
+    pub policies: Vec<(String, String)>,
+}
+
+impl AclTokenSeed {
+    /// Checks every policy document as Nomad would before it stores it.
+    pub fn validate(&self) -> Result<(), acl::PolicyError> {
+        self.policies
+            .iter()
+            .try_for_each(|(_, rules)| acl::parse(rules).map(|_| ()))
+    }
 }
 
 impl NomadConfig {
@@ -100,6 +132,9 @@ impl NomadState {
             None => Store::new(uuid::Uuid::new_v4().to_string()),
         };
         store.system_deployments = config.system_deployments;
+        store.nomad_version = config.version();
+        store.set_node_count(config.nodes);
+        seed_acl(&mut store, &config);
         let temporary = config.data_dir.is_none();
         let base_dir = match &config.data_dir {
             Some(d) => d.join("nomad-allocs"),
@@ -138,7 +173,10 @@ impl NomadState {
         let restored: Vec<(String, String)> = self.inner.read(|st| {
             st.jobs
                 .keys()
-                .filter(|k| st.job(&k.0, &k.1).is_some_and(|j| !jobspec::b(j, "Stop")))
+                .filter(|k| {
+                    st.job(&k.0, &k.1)
+                        .is_some_and(|j| !view::View::job(j).bool("Stop"))
+                })
                 .cloned()
                 .collect()
         });
@@ -175,6 +213,50 @@ impl NomadState {
         }
         self.inner.executor.shutdown().await;
         self.inner.executor.remove_scratch_dir();
+    }
+}
+
+/// The management token and the seeded client tokens with their policies. Tokens restored from
+/// the data dir are kept; a seed adds only the tokens whose secret is not known yet.
+fn seed_acl(store: &mut Store, config: &NomadConfig) {
+    let Some(management) = &config.acl_token else {
+        return;
+    };
+    if store.token_by_secret(management).is_none() {
+        let created = store.create_acl_token(
+            "Bootstrap Token",
+            "management",
+            Vec::new(),
+            true,
+            Some(management.clone()),
+        );
+        if let Err(e) = created {
+            tracing::error!(error = %e.message, "nomad management token not created");
+        }
+    }
+    for seed in &config.acl_tokens {
+        let mut names = Vec::new();
+        for (name, rules) in &seed.policies {
+            match store.upsert_acl_policy(name, "", rules) {
+                Ok(_) => names.push(name.clone()),
+                Err(e) => {
+                    tracing::error!(policy = %name, error = %e.message, "nomad ACL policy refused")
+                }
+            }
+        }
+        if store.token_by_secret(&seed.secret_id).is_some() {
+            continue;
+        }
+        let created = store.create_acl_token(
+            &seed.name,
+            "client",
+            names,
+            false,
+            Some(seed.secret_id.clone()),
+        );
+        if let Err(e) = created {
+            tracing::error!(token = %seed.name, error = %e.message, "nomad ACL token refused");
+        }
     }
 }
 

@@ -54,69 +54,11 @@ fn civil_from_days(z: i64) -> (i64, i64, i64) {
 
 /// Parses a Go duration string (`"7000ms"`, `"5s"`, `"1m30s"`); `None` when Go would reject it.
 pub fn parse_go_duration(text: &str) -> Option<Duration> {
-    if text == "0" {
-        return Some(Duration::ZERO);
-    }
-    let mut rest = text;
-    let mut total = 0f64;
-    if rest.is_empty() {
-        return None;
-    }
-    while !rest.is_empty() {
-        let num_len = rest
-            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .unwrap_or(rest.len());
-        if num_len == 0 {
-            return None;
-        }
-        let value: f64 = rest[..num_len].parse().ok()?;
-        rest = &rest[num_len..];
-        let unit_len = rest
-            .find(|c: char| c.is_ascii_digit() || c == '.')
-            .unwrap_or(rest.len());
-        let factor = match &rest[..unit_len] {
-            "ns" => 1e-9,
-            "us" | "µs" => 1e-6,
-            "ms" => 1e-3,
-            "s" => 1.0,
-            "m" => 60.0,
-            "h" => 3600.0,
-            _ => return None,
-        };
-        rest = &rest[unit_len..];
-        total += value * factor;
-    }
-    Some(Duration::from_secs_f64(total))
+    ::go_duration::parse_go(text).ok()
 }
 
 /// Prints a duration like Go's `time.Duration.String` (`15s`, `30m0s`, `1.5s`).
-pub fn go_duration(d: Duration) -> String {
-    let total = d.as_nanos();
-    if total == 0 {
-        return "0s".into();
-    }
-    if total < 1_000_000_000 {
-        let ms = total as f64 / 1e6;
-        return format!("{}ms", trim_float(ms));
-    }
-    let secs_total = d.as_secs_f64();
-    let h = (secs_total / 3600.0).floor();
-    let m = ((secs_total - h * 3600.0) / 60.0).floor();
-    let s = secs_total - h * 3600.0 - m * 60.0;
-    if h > 0.0 {
-        format!("{}h{}m{}s", h as u64, m as u64, trim_float(s))
-    } else if m > 0.0 {
-        format!("{}m{}s", m as u64, trim_float(s))
-    } else {
-        format!("{}s", trim_float(s))
-    }
-}
-
-fn trim_float(v: f64) -> String {
-    let text = format!("{v:.9}");
-    let text = text.trim_end_matches('0').trim_end_matches('.');
-    text.to_string()
-}
+pub use ::go_duration::format as go_duration;
 
 #[cfg(test)]
 mod tests {

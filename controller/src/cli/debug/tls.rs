@@ -1,0 +1,263 @@
+//! `debug tls [HOST]`.
+
+use std::fmt::Write as _;
+use std::io::{Read as _, Write as _};
+use std::net::{SocketAddr, TcpStream, ToSocketAddrs as _};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::pki_types::pem::PemObject as _;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use rustls::{DigitallySignedStruct, SignatureScheme};
+
+use crate::metrics::{self, CertificateInfo};
+
+const EXIT_HELP: &str = "Exit codes: 0 all good, 1 a certificate expires within 7 days, has \
+expired, or its key does not match, or the chain could not be fetched; 2 usage or IO error.";
+
+/// Arguments of `debug tls`.
+#[derive(Debug, clap::Args)]
+#[command(after_help = EXIT_HELP)]
+pub struct Args {
+    /// Server name sent in the TLS handshake (SNI).
+    #[arg(default_value = "localhost")]
+    host: String,
+    /// The HTTPS entry point to connect to.
+    #[arg(long, default_value = "127.0.0.1:443")]
+    connect: String,
+    /// The certificate directory to list (the document's `spec.tls.certDir`).
+    #[arg(long, default_value = "/pv/CERTS")]
+    cert_dir: PathBuf,
+}
+
+/// Accepts any chain: the point is to show what is served, valid or not.
+#[derive(Debug)]
+struct ShowAnything(Arc<rustls::crypto::CryptoProvider>);
+
+impl ServerCertVerifier for ShowAnything {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+/// The chain `addr` serves for `host` (leaf first). Blocking.
+fn fetch_chain(addr: SocketAddr, host: &str) -> anyhow::Result<Vec<CertificateDer<'static>>> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .context("failed to configure TLS")?
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(ShowAnything(provider)))
+        .with_no_client_auth();
+    let name = ServerName::try_from(host.to_owned())
+        .with_context(|| format!("{host:?} is not a valid server name"))?;
+    let mut conn = rustls::ClientConnection::new(Arc::new(config), name)
+        .context("failed to start the TLS handshake")?;
+    let mut sock = TcpStream::connect_timeout(&addr, Duration::from_secs(3))
+        .with_context(|| format!("failed to connect to {addr}"))?;
+    sock.set_read_timeout(Some(Duration::from_secs(5)))?;
+    sock.set_write_timeout(Some(Duration::from_secs(5)))?;
+    while conn.is_handshaking() {
+        conn.complete_io(&mut sock)
+            .with_context(|| format!("TLS handshake with {addr} failed"))?;
+    }
+    let chain = conn
+        .peer_certificates()
+        .map(|c| c.iter().map(|c| c.clone().into_owned()).collect())
+        .unwrap_or_default();
+    // Close politely; the answer does not matter.
+    conn.send_close_notify();
+    let _ = conn.write_tls(&mut sock);
+    let _ = sock.flush();
+    let _ = sock.read(&mut [0u8; 1]);
+    Ok(chain)
+}
+
+fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+}
+
+fn date(unix: i64) -> String {
+    crate::status::rfc3339(
+        std::time::UNIX_EPOCH + Duration::from_secs(u64::try_from(unix).unwrap_or(0)),
+    )
+}
+
+/// Appends one certificate's description; returns whether it needs attention (expired or
+/// expiring within 7 days).
+fn describe(out: &mut String, pad: &str, c: &CertificateInfo) -> bool {
+    let days = c.seconds_left(now()).div_euclid(86_400);
+    let _ = writeln!(out, "{pad}subject:   {}", c.subject);
+    if !c.sans.is_empty() {
+        let _ = writeln!(out, "{pad}SANs:      {}", c.sans.join(", "));
+    }
+    let _ = writeln!(out, "{pad}issuer:    {}", c.issuer);
+    let note = match days {
+        d if d < 0 => " (EXPIRED)",
+        d if d < 7 => " (expires within a week)",
+        _ => "",
+    };
+    let _ = writeln!(
+        out,
+        "{pad}not after: {} ({days} days left){note}",
+        date(c.not_after)
+    );
+    days < 7
+}
+
+/// Key files tried for a certificate file, in order.
+fn key_candidates(cert: &Path) -> Vec<PathBuf> {
+    let stem = cert
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .unwrap_or_default();
+    let dir = cert.parent().unwrap_or_else(|| Path::new("."));
+    let base = stem
+        .strip_suffix("-cert")
+        .or_else(|| stem.strip_suffix(".crt"))
+        .unwrap_or(stem);
+    vec![
+        cert.to_owned(),
+        dir.join(format!("{stem}.key")),
+        dir.join(format!("{base}.key")),
+        dir.join(format!("{base}-key.pem")),
+        dir.join(format!("{base}.key.pem")),
+    ]
+}
+
+/// Whether a private key in one of the candidate files belongs to the certificate: `Some(file,
+/// matches)`, or `None` when no key was found. The key is never printed.
+fn key_match(cert_file: &Path, cert: &CertificateInfo) -> Option<(PathBuf, bool)> {
+    key_candidates(cert_file).into_iter().find_map(|path| {
+        let bytes = std::fs::read(&path).ok()?;
+        let key = PrivateKeyDer::from_pem_slice(&bytes).ok()?;
+        let signer = rustls::crypto::ring::sign::any_supported_type(&key).ok()?;
+        let spki = signer.public_key()?;
+        Some((path, spki.as_ref() == cert.public_key_der.as_slice()))
+    })
+}
+
+/// Runs `debug tls`.
+pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let mut out = String::new();
+    let mut attention = false;
+    let addr = args
+        .connect
+        .to_socket_addrs()
+        .with_context(|| format!("--connect {:?} is not host:port", args.connect))?
+        .next()
+        .with_context(|| format!("--connect {:?} resolves to no address", args.connect))?;
+    let host = args.host.clone();
+    let chain = tokio::task::spawn_blocking(move || fetch_chain(addr, &host))
+        .await
+        .context("the TLS task failed")?;
+    let _ = writeln!(out, "Served by {addr} for {}:", args.host);
+    match chain {
+        Ok(chain) if !chain.is_empty() => {
+            for (i, der) in chain.iter().enumerate() {
+                let _ = writeln!(out, "  [{i}]");
+                match metrics::certificate_from_der(der) {
+                    Ok(c) => attention |= describe(&mut out, "      ", &c),
+                    Err(e) => {
+                        let _ = writeln!(out, "      unreadable: {e}");
+                        attention = true;
+                    }
+                }
+            }
+        }
+        Ok(_) => {
+            let _ = writeln!(out, "  no certificate was sent");
+            attention = true;
+        }
+        Err(e) => {
+            let chain: Vec<String> = e.chain().map(ToString::to_string).collect();
+            let _ = writeln!(out, "  could not fetch the chain: {}", chain.join(": "));
+            attention = true;
+        }
+    }
+    let _ = writeln!(out, "\nFiles in {}:", args.cert_dir.display());
+    match metrics::scan_cert_dir(&args.cert_dir) {
+        Ok(files) if files.is_empty() => {
+            let _ = writeln!(out, "  no certificate files (.pem, .crt, .cer)");
+        }
+        Ok(files) => {
+            for f in files {
+                let _ = writeln!(out, "  {}", f.path.display());
+                match (&f.certificates, f.leaf()) {
+                    (Ok(_), Some(c)) => {
+                        attention |= describe(&mut out, "      ", c);
+                        match key_match(&f.path, c) {
+                            Some((key, true)) => {
+                                let _ = writeln!(out, "      key:       {} matches", key.display());
+                            }
+                            Some((key, false)) => {
+                                let _ = writeln!(
+                                    out,
+                                    "      key:       {} DOES NOT MATCH",
+                                    key.display()
+                                );
+                                attention = true;
+                            }
+                            None => {
+                                let _ = writeln!(out, "      key:       none found next to it");
+                            }
+                        }
+                    }
+                    (Err(e), _) => {
+                        let _ = writeln!(out, "      unreadable: {e}");
+                        attention = true;
+                    }
+                    (Ok(_), None) => {}
+                }
+            }
+        }
+        Err(e) => {
+            let _ = writeln!(out, "  {e}");
+        }
+    }
+    super::super::validate::write_quietly(std::io::stdout().lock(), &out)
+        .context("failed to write to stdout")?;
+    Ok(ExitCode::from(u8::from(attention)))
+}

@@ -1,0 +1,731 @@
+//! Leader election on a Consul session lock at `<prefix>/leader`, and the fence every leader
+//! write carries (DESIGN §6, issue 11).
+//!
+//! # Expected flow
+//!
+//! [`Elector::spawn`] starts one task per replica and returns a [`LeaderHandle`]. The state is
+//! published on a [`watch::Receiver<Leadership>`], as kubert publishes its lease claim:
+//!
+//! - a **follower** holds no session and waits on the leader key with a blocking query
+//!   ([`Watch`]), so an idle follower costs one open request and nothing else;
+//! - when the key is unlocked it creates a session (TTL, behavior `release`, a short
+//!   lock-delay) and acquires the key, writing a [`Holder`] record (node, allocation, address,
+//!   since) that `status` prints through [`read_holder`];
+//! - the **leader** renews at TTL/2 (or half of the TTL Consul answers, which may be longer) and
+//!   keeps a blocking query on the key, so a session Consul invalidates (TTL ran out, destroyed
+//!   by an operator) is noticed at once, not at the next renewal.
+//!
+//! # Guarantees
+//!
+//! - Leadership is lost the moment a renewal fails, the key stops naming our session, or the
+//!   loop reports a refused fenced write ([`LeaderHandle::step_down`]). [`Leadership`] flips to
+//!   [`Leadership::Follower`] *before* anything else happens, so [`Term::lost`] fires first and
+//!   the caller cancels its in-flight pass.
+//! - Every KV write of a leader goes through [`Fence::txn`]: a `check-session` on the leader key
+//!   first, so a deposed leader (a frozen process, a partitioned node) writes nothing. Its
+//!   refusal is [`Error::Deposed`], never a conflict to retry.
+//! - [`LeaderHandle::shutdown`] (SIGTERM) releases the key and destroys the session: a follower
+//!   acquires within its blocking query's round trip, without waiting for the TTL.
+//!
+//! # Why lock-delay is short
+//!
+//! Lock-delay only protects writers that don't check the lock. Every write here is fenced, so the
+//! default is 1 s (Consul's is 15 s), which bounds the failover of a killed leader by about TTL +
+//! 1 s.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+use tracing::{debug, info, warn};
+
+use crate::consul::{self, ConsulApi, KvPair, SessionBehavior, SessionRequest, TxnOpError};
+use crate::transport::{QueryOptions, Watch};
+
+mod fence;
+mod flags;
+pub use fence::Fence;
+pub use flags::LeaderFlags;
+
+/// Session TTL (Consul accepts 10 s to 24 h).
+pub const DEFAULT_TTL: Duration = Duration::from_secs(15);
+/// Lock-delay after an invalidation; short because every write is fenced.
+pub const DEFAULT_LOCK_DELAY: Duration = Duration::from_secs(1);
+/// How long one blocking query on the leader key may be held by the server.
+pub const DEFAULT_WAIT: Duration = Duration::from_secs(300);
+/// Pause after a failed Consul call before the next attempt (the client already retried).
+pub const DEFAULT_RETRY: Duration = Duration::from_secs(1);
+/// The longest a graceful shutdown may take (cancel the pass, release the lock, destroy the
+/// session). The operator's Nomad job and Kubernetes pod give it more before SIGKILL.
+pub const GRACEFUL_SHUTDOWN: Duration = Duration::from_secs(10);
+
+/// Errors of leader election and of fenced writes.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The session could not be created (Consul unreachable, ACL, unknown node).
+    #[error("failed to create the leader session on node {node}: {source}")]
+    CreateSession {
+        /// Node the session was asked for.
+        node: String,
+        /// The cause.
+        #[source]
+        source: consul::Error,
+    },
+    /// The acquire request failed (not a plain "someone else holds it", which is no error).
+    #[error("failed to acquire the leader lock {key}: {source}")]
+    Acquire {
+        /// The leader key.
+        key: String,
+        /// The cause.
+        #[source]
+        source: consul::Error,
+    },
+    /// A renewal failed: leadership is lost, the replica stepped down.
+    #[error("failed to renew the leader session: {source}")]
+    Renew {
+        /// The cause.
+        #[source]
+        source: consul::Error,
+    },
+    /// The leader key could not be read.
+    #[error("failed to read the leader key {key}: {source}")]
+    Read {
+        /// The leader key.
+        key: String,
+        /// The cause.
+        #[source]
+        source: consul::Error,
+    },
+    /// The holder record could not be encoded.
+    #[error("failed to encode the leader holder record: {0}")]
+    Encode(#[source] serde_json::Error),
+    /// A fenced write was refused because this replica no longer holds the leader lock. It must
+    /// step down and must not retry: the next leader owns the state now.
+    #[error(
+        "write refused: session {session} no longer holds the leader lock {key} (deposed; stepping down, not retrying): {}",
+        describe(.errors)
+    )]
+    Deposed {
+        /// The leader key.
+        key: String,
+        /// The session that used to hold it.
+        session: String,
+        /// Consul's reasons.
+        errors: Vec<TxnOpError>,
+    },
+    /// A fenced write failed for another reason (a CAS index, the network, a 403).
+    #[error("failed to apply a fenced transaction: {0}")]
+    Write(#[source] consul::Error),
+}
+
+fn describe(errors: &[TxnOpError]) -> String {
+    errors
+        .iter()
+        .map(|e| format!("op {}: {}", e.op_index, e.what))
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// Result alias of this module.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    /// True when the same call may succeed later. A deposed leader's write never will.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            Error::CreateSession { source, .. }
+            | Error::Acquire { source, .. }
+            | Error::Renew { source }
+            | Error::Read { source, .. }
+            | Error::Write(source) => source.is_retryable(),
+            Error::Encode(_) | Error::Deposed { .. } => false,
+        }
+    }
+
+    /// True when a fenced write was refused because the lock is no longer ours.
+    pub fn is_deposed(&self) -> bool {
+        matches!(self, Error::Deposed { .. })
+    }
+
+    /// True when a fenced write lost a check other than the fence (a CAS index): re-read and
+    /// merge, as for any conflict.
+    pub fn is_conflict(&self) -> bool {
+        matches!(self, Error::Write(source) if source.is_conflict())
+    }
+}
+
+/// Who holds the leader lock: the JSON value of `<prefix>/leader`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Holder {
+    /// Consul node name of the replica.
+    pub node: String,
+    /// Nomad allocation id (`NOMAD_ALLOC_ID`), or the pod name on Kubernetes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allocation: Option<String>,
+    /// Where the replica's HTTP listener answers (`/healthz`, `/metrics`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address: Option<String>,
+    /// When it acquired the lock (RFC 3339, UTC).
+    #[serde(default)]
+    pub since: String,
+}
+
+/// The current leader as `status` shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CurrentLeader {
+    /// The holder record; `None` when the value is not one (an older operator, a hand edit).
+    pub holder: Option<Holder>,
+    /// The session holding the lock.
+    pub session: String,
+}
+
+/// `node n1 (allocation 5c63…, 10.0.0.1:9090) since 2026-01-01T00:00:00Z`, as `status` prints
+/// it; the session alone when the record is unreadable.
+impl std::fmt::Display for CurrentLeader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let Some(h) = &self.holder else {
+            return write!(f, "session {}", self.session);
+        };
+        write!(f, "node {}", h.node)?;
+        let details: Vec<String> = [
+            h.allocation.as_ref().map(|a| format!("allocation {a}")),
+            h.address.clone(),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        if !details.is_empty() {
+            write!(f, " ({})", details.join(", "))?;
+        }
+        if !h.since.is_empty() {
+            write!(f, " since {}", h.since)?;
+        }
+        Ok(())
+    }
+}
+
+/// Reads who leads now: `None` when the key is absent or unlocked (a stale record of a past
+/// holder is not a leader).
+pub async fn read_holder(consul: &impl ConsulApi, key: &str) -> Result<Option<CurrentLeader>> {
+    let (pair, _) = consul
+        .kv_get(key, QueryOptions::NOW)
+        .await
+        .map_err(|source| Error::Read {
+            key: key.to_owned(),
+            source,
+        })?;
+    Ok(pair.and_then(current_leader))
+}
+
+fn current_leader(pair: KvPair) -> Option<CurrentLeader> {
+    let session = pair.session.filter(|s| !s.is_empty())?;
+    Some(CurrentLeader {
+        holder: serde_json::from_slice(&pair.value).ok(),
+        session,
+    })
+}
+
+/// One period of leadership.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Term {
+    /// The session holding the lock.
+    pub session: String,
+    /// The record written to the key.
+    pub holder: Holder,
+    key: String,
+}
+
+impl Term {
+    /// The fence of this term's writes.
+    pub fn fence(&self) -> Fence {
+        Fence::new(self.key.clone(), self.session.clone())
+    }
+
+    /// Resolves the moment this term ends (or the elector is gone). Race it against the pass
+    /// (`tokio::select!`) so losing the lock cancels the pass.
+    pub fn lost(
+        &self,
+        mut leadership: watch::Receiver<Leadership>,
+    ) -> impl Future<Output = ()> + Send + 'static {
+        let session = self.session.clone();
+        async move {
+            // An error means the elector stopped: no term outlives it.
+            let _ = leadership
+                .wait_for(|l| l.term().is_none_or(|t| t.session != session))
+                .await;
+        }
+    }
+}
+
+/// What this replica is, as published on the [`watch`] channel.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Leadership {
+    /// Not known: starting, or the last election call failed. `error` says why (a 403 names
+    /// the missing permission; no secret is in it), for status and `/readyz`.
+    Unknown {
+        /// The last failure, if any.
+        error: Option<String>,
+    },
+    /// Another replica leads, or nobody does yet (`holder: None`).
+    Follower {
+        /// The current leader, when the key is locked.
+        holder: Option<CurrentLeader>,
+    },
+    /// This replica leads.
+    Leader(Term),
+    /// The elector stopped (shutdown); the lock was released.
+    Stopped,
+}
+
+impl Default for Leadership {
+    fn default() -> Self {
+        Leadership::Unknown { error: None }
+    }
+}
+
+impl Leadership {
+    /// The term when leading.
+    pub fn term(&self) -> Option<&Term> {
+        match self {
+            Leadership::Leader(term) => Some(term),
+            _ => None,
+        }
+    }
+
+    /// True when this replica leads.
+    pub fn is_leader(&self) -> bool {
+        self.term().is_some()
+    }
+
+    /// `leader`, `follower`, `unknown` or `stopped`: the `role` label of metrics and `/readyz`.
+    pub fn role(&self) -> &'static str {
+        match self {
+            Leadership::Unknown { .. } => "unknown",
+            Leadership::Follower { .. } => "follower",
+            Leadership::Leader(_) => "leader",
+            Leadership::Stopped => "stopped",
+        }
+    }
+}
+
+/// Waits until this replica leads and returns the term; `None` once the elector stopped.
+pub async fn wait_for_leadership(leadership: &mut watch::Receiver<Leadership>) -> Option<Term> {
+    let state = leadership
+        .wait_for(|l| l.is_leader() || *l == Leadership::Stopped)
+        .await
+        .ok()?;
+    state.term().cloned()
+}
+
+/// How to elect.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ElectorConfig {
+    /// The leader key, `<prefix>/leader`.
+    pub key: String,
+    /// Session TTL (10 s to 24 h).
+    pub ttl: Duration,
+    /// Lock-delay after an invalidation.
+    pub lock_delay: Duration,
+    /// Consul node of the session: the agent's own (`/v1/agent/self` `Config.NodeName`), as
+    /// Consul would default it; a session on an unregistered node is refused.
+    pub node: String,
+    /// Allocation id to record in the holder record.
+    pub allocation: Option<String>,
+    /// HTTP address to record in the holder record.
+    pub address: Option<String>,
+    /// Blocking-query wait on the leader key.
+    pub wait: Duration,
+    /// Pause after a failed call.
+    pub retry: Duration,
+}
+
+impl ElectorConfig {
+    /// Defaults for `<prefix>/leader` on `node`.
+    pub fn new(prefix: &str, node: impl Into<String>) -> ElectorConfig {
+        ElectorConfig {
+            key: format!("{prefix}/leader"),
+            ttl: DEFAULT_TTL,
+            lock_delay: DEFAULT_LOCK_DELAY,
+            node: node.into(),
+            allocation: None,
+            address: None,
+            wait: DEFAULT_WAIT,
+            retry: DEFAULT_RETRY,
+        }
+    }
+}
+
+enum Command {
+    StepDown { session: String },
+    Shutdown,
+}
+
+/// Handle on a running elector.
+#[derive(Debug)]
+pub struct LeaderHandle {
+    commands: mpsc::Sender<Command>,
+    leadership: watch::Receiver<Leadership>,
+    task: JoinHandle<()>,
+}
+
+impl LeaderHandle {
+    /// A receiver of the published state.
+    pub fn subscribe(&self) -> watch::Receiver<Leadership> {
+        self.leadership.clone()
+    }
+
+    /// Steps down from the term of `session` (after a fenced write came back
+    /// [`Error::Deposed`]): publishes follower at once, releases and destroys the session.
+    /// Ignored when that term already ended.
+    pub async fn step_down(&self, session: &str) {
+        let _ = self
+            .commands
+            .send(Command::StepDown {
+                session: session.to_owned(),
+            })
+            .await;
+    }
+
+    /// Stops electing at once and releases nothing, as SIGKILL would: the session lives until
+    /// Consul reaps it (up to twice its TTL). For failover tests and benchmarks.
+    pub fn abort(self) {
+        self.task.abort();
+    }
+
+    /// Releases the lock, destroys the session and stops the elector (SIGTERM). Gives up
+    /// after [`GRACEFUL_SHUTDOWN`] (Consul unreachable): the session then ends by its TTL.
+    pub async fn shutdown(self) {
+        let _ = self.commands.send(Command::Shutdown).await;
+        let abort = self.task.abort_handle();
+        if tokio::time::timeout(GRACEFUL_SHUTDOWN, self.task)
+            .await
+            .is_err()
+        {
+            abort.abort();
+        }
+    }
+}
+
+impl std::fmt::Debug for Command {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Command::StepDown { session } => write!(f, "StepDown({session})"),
+            Command::Shutdown => f.write_str("Shutdown"),
+        }
+    }
+}
+
+/// Why a term ended.
+enum Ended {
+    Lost(String),
+    Shutdown,
+}
+
+/// The election task of one replica.
+pub struct Elector<C> {
+    consul: Arc<C>,
+    config: ElectorConfig,
+    publish: watch::Sender<Leadership>,
+    commands: mpsc::Receiver<Command>,
+}
+
+impl<C: ConsulApi + 'static> Elector<C> {
+    /// Starts electing in a task. Dropping every handle does not stop it; call
+    /// [`LeaderHandle::shutdown`].
+    pub fn spawn(consul: C, config: ElectorConfig) -> LeaderHandle {
+        let (publish, leadership) = watch::channel(Leadership::default());
+        let (tx, commands) = mpsc::channel(8);
+        let elector = Elector {
+            consul: Arc::new(consul),
+            config,
+            publish,
+            commands,
+        };
+        LeaderHandle {
+            commands: tx,
+            leadership,
+            task: tokio::spawn(elector.run()),
+        }
+    }
+
+    async fn run(mut self) {
+        let mut watch = Watch::new(self.config.wait);
+        let mut session: Option<String> = None;
+        let mut pending = None;
+        loop {
+            let read = pending.get_or_insert_with(|| Box::pin(self.read_key(watch.clone())));
+            let answer = tokio::select! {
+                command = self.commands.recv() => match command {
+                    Some(Command::Shutdown) | None => break,
+                    Some(Command::StepDown { .. }) => continue,
+                },
+                answer = read => answer,
+            };
+            pending = None;
+            let (next, result) = answer;
+            watch = next;
+            let pair = match result {
+                Ok(pair) => pair,
+                Err(source) => {
+                    let key = self.config.key.clone();
+                    watch.reset();
+                    if self.failed(Error::Read { key, source }).await {
+                        break;
+                    }
+                    continue;
+                }
+            };
+            match pair
+                .as_ref()
+                .and_then(|p| p.session.clone())
+                .filter(|s| !s.is_empty())
+            {
+                Some(holder) if session.as_deref() != Some(holder.as_str()) => {
+                    if let Some(ours) = session.take() {
+                        self.destroy(&ours).await;
+                    }
+                    self.publish.send_replace(Leadership::Follower {
+                        holder: pair.and_then(current_leader),
+                    });
+                    continue;
+                }
+                _ => {}
+            }
+            // Unlocked (or, after a restart of this task, still ours): contend.
+            let id = match session.take() {
+                Some(id) => id,
+                None => match self.create_session().await {
+                    Ok(id) => id,
+                    Err(e) => {
+                        watch.reset();
+                        if self.failed(e).await {
+                            break;
+                        }
+                        continue;
+                    }
+                },
+            };
+            match self.acquire(&id).await {
+                Ok(Some(holder)) => {
+                    let term = Term {
+                        session: id.clone(),
+                        holder,
+                        key: self.config.key.clone(),
+                    };
+                    info!(session = %id, key = %self.config.key, "leader election: acquired the lock");
+                    self.publish.send_replace(Leadership::Leader(term));
+                    let ended = self.lead(&id).await;
+                    // Followers first: the in-flight pass is cancelled before anything else.
+                    self.publish
+                        .send_replace(Leadership::Follower { holder: None });
+                    self.vacate(&id).await;
+                    watch.reset();
+                    match ended {
+                        Ended::Shutdown => break,
+                        Ended::Lost(reason) => {
+                            warn!(session = %id, %reason, "leader election: lost the lock, stepped down");
+                            // Give the others the first try: whatever broke our term may
+                            // break the next one too.
+                            if self.pause(self.config.ttl / 2).await {
+                                break;
+                            }
+                        }
+                    }
+                }
+                Ok(None) => {
+                    // Lock-delay, or another replica won the race. The key may not change
+                    // while lock-delay runs, so look again after it instead of blocking.
+                    debug!(session = %id, "leader election: lock not acquired");
+                    session = Some(id);
+                    watch.reset();
+                    if self.pause(self.config.lock_delay).await {
+                        break;
+                    }
+                }
+                Err(e) => {
+                    // The session may be gone (TTL while contending); start afresh.
+                    self.destroy(&id).await;
+                    watch.reset();
+                    if self.failed(e).await {
+                        break;
+                    }
+                }
+            }
+        }
+        if let Some(id) = session {
+            self.destroy(&id).await;
+        }
+        self.publish.send_replace(Leadership::Stopped);
+    }
+
+    /// One read of the leader key, owning everything it needs so it can stay pending across
+    /// `select!` rounds.
+    fn read_key(
+        &self,
+        watch: Watch,
+    ) -> impl Future<Output = (Watch, consul::Result<Option<KvPair>>)> + Send + 'static {
+        read(self.consul.clone(), self.config.key.clone(), watch)
+    }
+
+    /// Reports a failed call as [`Leadership::Unknown`] and waits before the next attempt:
+    /// briefly when it may pass, a TTL when it needs an administrator (a 403), so a missing
+    /// policy costs a log line per TTL, not per second. True when told to shut down.
+    async fn failed(&mut self, error: Error) -> bool {
+        warn!(%error, retryable = error.is_retryable(), "leader election: retrying");
+        let wait = if error.is_retryable() {
+            self.config.retry
+        } else {
+            self.config.ttl
+        };
+        self.publish.send_replace(Leadership::Unknown {
+            error: Some(error.to_string()),
+        });
+        self.pause(wait).await
+    }
+
+    /// Sleeps `d`, answering commands; true when told to shut down.
+    async fn pause(&mut self, d: Duration) -> bool {
+        let deadline = Instant::now() + d;
+        loop {
+            tokio::select! {
+                () = tokio::time::sleep_until(deadline) => return false,
+                command = self.commands.recv() => match command {
+                    Some(Command::Shutdown) | None => return true,
+                    Some(Command::StepDown { .. }) => {}
+                },
+            }
+        }
+    }
+
+    async fn create_session(&self) -> Result<String> {
+        let request = SessionRequest {
+            name: format!("proxy-operator leader ({})", self.config.node),
+            ttl: Some(self.config.ttl),
+            lock_delay: Some(self.config.lock_delay),
+            behavior: SessionBehavior::Release,
+            node: Some(self.config.node.clone()),
+            // TTL only: a serfHealth binding would make the lock depend on gossip health that
+            // the TTL already covers, and not every Consul node (or twin) has that check.
+            checks: Some(Vec::new()),
+        };
+        self.consul
+            .session_create(&request)
+            .await
+            .map_err(|source| Error::CreateSession {
+                node: self.config.node.clone(),
+                source,
+            })
+    }
+
+    async fn acquire(&self, session: &str) -> Result<Option<Holder>> {
+        let holder = Holder {
+            node: self.config.node.clone(),
+            allocation: self.config.allocation.clone(),
+            address: self.config.address.clone(),
+            since: crate::status::rfc3339(SystemTime::now()),
+        };
+        let value = serde_json::to_vec(&holder).map_err(Error::Encode)?;
+        let acquired = self
+            .consul
+            .kv_acquire(&self.config.key, &value, session)
+            .await
+            .map_err(|source| Error::Acquire {
+                key: self.config.key.clone(),
+                source,
+            })?;
+        Ok(acquired.then_some(holder))
+    }
+
+    /// Holds the term until it is lost or the elector shuts down.
+    async fn lead(&mut self, session: &str) -> Ended {
+        let mut renew_at = Instant::now() + self.config.ttl / 2;
+        // Past this instant without a renewal, Consul may already have invalidated the session.
+        let mut valid_until = Instant::now() + self.config.ttl;
+        let mut watch = Watch::new(self.config.wait);
+        let mut pending = None;
+        loop {
+            let read = pending.get_or_insert_with(|| Box::pin(self.read_key(watch.clone())));
+            tokio::select! {
+                command = self.commands.recv() => match command {
+                    Some(Command::Shutdown) | None => return Ended::Shutdown,
+                    Some(Command::StepDown { session: s }) if s == session => {
+                        return Ended::Lost("a fenced write was refused".to_owned());
+                    }
+                    Some(Command::StepDown { .. }) => {}
+                },
+                () = tokio::time::sleep_until(renew_at) => {
+                    let renewal = self.consul.session_renew(session);
+                    match tokio::time::timeout_at(valid_until, renewal).await {
+                        Ok(Ok(ttl)) => {
+                            let ttl = ttl.unwrap_or(self.config.ttl);
+                            renew_at = Instant::now() + ttl / 2;
+                            valid_until = Instant::now() + ttl;
+                        }
+                        Ok(Err(source)) => return Ended::Lost(Error::Renew { source }.to_string()),
+                        Err(_) => return Ended::Lost("the renewal got no answer within the session TTL".to_owned()),
+                    }
+                }
+                (next, result) = read => {
+                    pending = None;
+                    watch = next;
+                    match result {
+                        Ok(pair) if pair.as_ref().and_then(|p| p.session.as_deref()) == Some(session) => {}
+                        Ok(_) => return Ended::Lost("the leader key no longer names our session (invalidated or released)".to_owned()),
+                        Err(source) => {
+                            // Reading is no evidence either way; the renewal decides.
+                            debug!(error = %source, "leader election: watch of the leader key failed");
+                            watch.reset();
+                            tokio::time::sleep(self.config.retry.min(renew_at.saturating_duration_since(Instant::now()))).await;
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Releases the key (followers take over at once, no lock-delay) and destroys the session.
+    async fn vacate(&self, session: &str) {
+        if let Ok((Some(pair), _)) = self
+            .consul
+            .kv_get(&self.config.key, QueryOptions::NOW)
+            .await
+            && pair.session.as_deref() == Some(session)
+        {
+            let _ = self
+                .consul
+                .kv_release(&self.config.key, &pair.value, session)
+                .await;
+        }
+        self.destroy(session).await;
+    }
+
+    async fn destroy(&self, session: &str) {
+        if let Err(e) = self.consul.session_destroy(session).await {
+            // It expires by its TTL anyway.
+            debug!(error = %e, session, "leader election: failed to destroy a session");
+        }
+    }
+}
+
+/// One blocking read of the leader key that owns its [`Watch`], so it can stay pending across
+/// `select!` rounds without borrowing the elector.
+async fn read<C: ConsulApi>(
+    consul: Arc<C>,
+    key: String,
+    mut watch: Watch,
+) -> (Watch, consul::Result<Option<KvPair>>) {
+    let result = watch
+        .next(|q| consul.kv_get(&key, q))
+        .await
+        .map(|update| update.value);
+    (watch, result)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::panic)] // tests fail loudly
+mod tests;

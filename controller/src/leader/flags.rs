@@ -1,0 +1,58 @@
+//! The election flags of `proxy-operator run`.
+
+use std::time::Duration;
+
+use super::ElectorConfig;
+
+/// The election flags of `run` (flatten them with `#[command(flatten)]`).
+#[derive(Debug, Clone, PartialEq, Eq, clap::Args)]
+pub struct LeaderFlags {
+    /// TTL of the leader's Consul session (10s to 24h); renewed at half of it. A killed
+    /// leader is replaced after about this long plus --lock-delay.
+    #[arg(long, value_parser = parse_ttl, default_value = "15s")]
+    pub leader_ttl: Duration,
+    /// Consul lock-delay after the leader's session is invalidated (1ms to 60s). Short,
+    /// because every write of the operator is fenced.
+    #[arg(long, value_parser = parse_lock_delay, default_value = "1s")]
+    pub lock_delay: Duration,
+    /// This replica's instance, recorded in the leader key (the Nomad allocation, or the
+    /// Kubernetes pod name).
+    #[arg(long, env = "NOMAD_ALLOC_ID")]
+    pub instance_id: Option<String>,
+}
+
+fn parse_bounded(text: &str, min: Duration, max: Duration) -> Result<Duration, String> {
+    let d = crate::spec::parse_duration(text)?;
+    if d < min || d > max {
+        return Err(format!(
+            "must be between {} and {}",
+            crate::spec::format_duration(min),
+            crate::spec::format_duration(max)
+        ));
+    }
+    Ok(d)
+}
+
+fn parse_ttl(text: &str) -> Result<Duration, String> {
+    // Consul's bounds for a session TTL.
+    parse_bounded(text, Duration::from_secs(10), Duration::from_secs(86_400))
+}
+
+fn parse_lock_delay(text: &str) -> Result<Duration, String> {
+    // Consul caps lock-delay at 60 s (`MaxLockDelay`) and reads 0 as its 15 s default.
+    parse_bounded(text, Duration::from_millis(1), Duration::from_secs(60))
+}
+
+impl LeaderFlags {
+    /// The elector configuration for `<prefix>/leader` on the agent's `node`, recording
+    /// `address` (the HTTP listener) in the holder record.
+    pub fn config(&self, prefix: &str, node: &str, address: Option<String>) -> ElectorConfig {
+        ElectorConfig {
+            ttl: self.leader_ttl,
+            lock_delay: self.lock_delay,
+            allocation: self.instance_id.clone(),
+            address,
+            ..ElectorConfig::new(prefix, node)
+        }
+    }
+}

@@ -1,0 +1,795 @@
+//! Prometheus metrics of the operator, in OpenMetrics text (`prometheus-client`).
+//!
+//! One cheap, cloneable [`Metrics`] handle owns the registry. Its recording methods are named for
+//! what the loop and the HTTP clients observe (`pass_completed`, `rollout_finished`, `phase`,
+//! `api_request`, ...), so wiring a call site is one line and no caller ever touches a metric
+//! type. Every name carries the `proxy_operator_` prefix and its unit (`_seconds`), counters end
+//! in `_total`, and every label value comes from a closed set or is sanitised, so a scrape can
+//! neither explode in cardinality nor carry a secret.
+//!
+//! Certificate expiry is read from the PEM files of `certDir` with `x509-parser`:
+//! [`certificates_from_pem`] is the pure part, [`scan_cert_dir`] the IO around it.
+
+use std::path::PathBuf;
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::metrics::info::Info;
+use prometheus_client::registry::{Registry, Unit};
+
+use crate::spec::status::{Outcome, Phase};
+
+mod certs;
+
+pub use certs::{
+    CertificateFile, CertificateInfo, certificate_from_der, certificates_from_pem, scan_cert_dir,
+};
+
+/// `Content-Type` of [`Metrics::encode`]'s output.
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// Errors of this module.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The registry could not be written as text (a formatter error; never expected).
+    #[error("failed to encode the metrics: {0}")]
+    Encode(#[source] std::fmt::Error),
+    /// A PEM block labelled `CERTIFICATE` did not parse as X.509.
+    #[error("failed to parse certificate {index} of the PEM data: {reason}")]
+    Certificate {
+        /// Position of the block among the certificates (0 = the first).
+        index: usize,
+        /// What x509-parser reported.
+        reason: String,
+    },
+    /// The data was not PEM at all.
+    #[error("failed to read PEM data: {0}")]
+    Pem(String),
+    /// Listing `certDir` failed.
+    #[error("failed to read the certificate directory {dir}: {source}")]
+    CertDir {
+        /// The directory.
+        dir: PathBuf,
+        /// The IO error.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Result alias of this module.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Which API a request went to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Api {
+    /// Consul's HTTP API.
+    Consul,
+    /// Nomad's HTTP API.
+    Nomad,
+    /// The proxy's own API (Traefik `/api`, Caddy admin).
+    Proxy,
+}
+
+impl Api {
+    fn as_str(self) -> &'static str {
+        match self {
+            Api::Consul => "consul",
+            Api::Nomad => "nomad",
+            Api::Proxy => "proxy",
+        }
+    }
+}
+
+/// How one reconcile pass ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PassOutcome<'a> {
+    /// The pass ran to its end (whatever it decided).
+    Ok,
+    /// The pass failed; the reason is a short machine word such as `consul`, `nomad`,
+    /// `secret` or `status_write` (the error variant), never an error message.
+    Error(&'a str),
+}
+
+/// The stages of one rollout whose durations [`Metrics::rollout_finished`] records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RolloutStage {
+    /// Observe, render and plan.
+    Plan,
+    /// Write KV and register the job.
+    Apply,
+    /// The health gate.
+    Verify,
+    /// Revert the job and restore KV.
+    Rollback,
+}
+
+impl RolloutStage {
+    fn as_str(self) -> &'static str {
+        match self {
+            RolloutStage::Plan => "plan",
+            RolloutStage::Apply => "apply",
+            RolloutStage::Verify => "verify",
+            RolloutStage::Rollback => "rollback",
+        }
+    }
+}
+
+/// Measures how long one rollout spends in each stage, for [`Metrics::rollout_finished`]. The
+/// loop calls [`RolloutTimer::enter`] when the rollout's state machine moves to a new stage
+/// (with the same clock it steps the machine with) and [`RolloutTimer::finish`] when it ends.
+#[derive(Debug, Clone, Default)]
+pub struct RolloutTimer {
+    current: Option<(RolloutStage, std::time::Instant)>,
+    spent: Vec<(RolloutStage, Duration)>,
+}
+
+impl RolloutTimer {
+    /// Starts timing `stage` at `now`, closing the stage before it. Entering the stage it is
+    /// already in changes nothing.
+    pub fn enter(&mut self, stage: RolloutStage, now: std::time::Instant) {
+        match self.current {
+            Some((s, _)) if s == stage => {}
+            _ => {
+                self.close(now);
+                self.current = Some((stage, now));
+            }
+        }
+    }
+
+    fn close(&mut self, now: std::time::Instant) {
+        if let Some((stage, since)) = self.current.take() {
+            let took = now.saturating_duration_since(since);
+            match self.spent.iter_mut().find(|(s, _)| *s == stage) {
+                Some((_, total)) => *total += took,
+                None => self.spent.push((stage, took)),
+            }
+        }
+    }
+
+    /// Closes the last stage at `now` and records the rollout with its outcome.
+    pub fn finish(mut self, outcome: Outcome, now: std::time::Instant, metrics: &Metrics) {
+        self.close(now);
+        metrics.rollout_finished(outcome, &self.spent);
+    }
+}
+
+/// Every phase, in the order the state gauge lists them.
+pub const PHASES: [Phase; 8] = [
+    Phase::Pending,
+    Phase::Progressing,
+    Phase::Ready,
+    Phase::Degraded,
+    Phase::RolledBack,
+    Phase::Invalid,
+    Phase::Paused,
+    Phase::Stalled,
+];
+
+/// The label value of a phase (its name in the status document).
+#[must_use]
+pub fn phase_name(phase: Phase) -> &'static str {
+    match phase {
+        Phase::Pending => "Pending",
+        Phase::Progressing => "Progressing",
+        Phase::Ready => "Ready",
+        Phase::Degraded => "Degraded",
+        Phase::RolledBack => "RolledBack",
+        Phase::Invalid => "Invalid",
+        Phase::Paused => "Paused",
+        Phase::Stalled => "Stalled",
+    }
+}
+
+/// The label value of a rollout outcome.
+#[must_use]
+pub fn outcome_name(outcome: Outcome) -> &'static str {
+    match outcome {
+        Outcome::Succeeded => "succeeded",
+        Outcome::RolledBack => "rolled_back",
+        Outcome::Failed => "failed",
+        Outcome::Held => "held",
+    }
+}
+
+/// The endpoint class of an API path: the first segment after `/v1/` (`/v1/kv/a/b` → `kv`,
+/// `/v1/job/x/versions` → `job`), or the first segment for the proxy's API. Keys, job IDs and
+/// service names never become labels.
+#[must_use]
+pub fn endpoint_class(path: &str) -> &str {
+    let path = path.split(['?', '#']).next().unwrap_or_default();
+    let rest = path.trim_start_matches('/');
+    let rest = rest.strip_prefix("v1/").unwrap_or(rest);
+    let first = rest.split('/').next().unwrap_or_default();
+    if first.is_empty() { "root" } else { first }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutcomeLabel {
+    outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabel {
+    reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StageLabel {
+    phase: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RequestLabels {
+    api: &'static str,
+    class: String,
+    code: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct LatencyLabels {
+    api: &'static str,
+    class: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct WatchLabel {
+    watch: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct FileLabel {
+    file: String,
+}
+
+type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
+
+/// Rollout stages run from milliseconds (a KV write) to many minutes (a slow gate).
+fn rollout_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.05, 2.0, 14))
+}
+
+/// API calls run from sub-millisecond (loopback) to the 5-minute blocking query.
+fn latency_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.001, 2.0, 19))
+}
+
+struct Inner {
+    registry: Registry,
+    passes: Family<OutcomeLabel, Counter>,
+    pass_errors: Family<ReasonLabel, Counter>,
+    rollouts: Family<OutcomeLabel, Counter>,
+    rollout_duration: HistogramFamily<StageLabel>,
+    phase: Family<StageLabel, Gauge>,
+    leader: Gauge,
+    leader_changes: Counter,
+    requests: Family<RequestLabels, Counter>,
+    request_duration: HistogramFamily<LatencyLabels>,
+    watch_wakeups: Family<WatchLabel, Counter>,
+    generation: Gauge,
+    modify_index: Gauge,
+    last_digest: Mutex<Option<String>>,
+    cert_expiry: Family<FileLabel, Gauge<f64, AtomicU64>>,
+    cert_not_after: Mutex<Vec<(String, i64)>>,
+}
+
+/// The operator's metrics: a cheap handle to one registry, shared by the loop, the clients and
+/// the HTTP server (clone it freely).
+#[derive(Clone)]
+pub struct Metrics {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Metrics").finish_non_exhaustive()
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// A registry with every metric registered (all at zero, phase `Pending`, not leader).
+    #[must_use]
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("proxy_operator");
+        let passes = Family::<OutcomeLabel, Counter>::default();
+        registry.register(
+            "reconcile_passes",
+            "Reconcile passes, by outcome (ok or error)",
+            passes.clone(),
+        );
+        let pass_errors = Family::<ReasonLabel, Counter>::default();
+        registry.register(
+            "reconcile_errors",
+            "Failed reconcile passes, by reason",
+            pass_errors.clone(),
+        );
+        let rollouts = Family::<OutcomeLabel, Counter>::default();
+        registry.register(
+            "rollouts",
+            "Finished rollouts, by outcome (succeeded, rolled_back, failed, held)",
+            rollouts.clone(),
+        );
+        let rollout_duration: HistogramFamily<StageLabel> =
+            Family::new_with_constructor(rollout_histogram);
+        registry.register_with_unit(
+            "rollout_phase_duration",
+            "Time a rollout spent in each phase (plan, apply, verify, rollback)",
+            Unit::Seconds,
+            rollout_duration.clone(),
+        );
+        let phase = Family::<StageLabel, Gauge>::default();
+        registry.register(
+            "phase",
+            "The status phase: 1 for the current phase, 0 for every other",
+            phase.clone(),
+        );
+        let leader = Gauge::default();
+        registry.register(
+            "leader",
+            "1 while this replica holds the leader lock",
+            leader.clone(),
+        );
+        let leader_changes = Counter::default();
+        registry.register(
+            "leader_changes",
+            "Times this replica gained or lost the leader lock",
+            leader_changes.clone(),
+        );
+        let requests = Family::<RequestLabels, Counter>::default();
+        registry.register(
+            "api_requests",
+            "Requests to Consul, Nomad and the proxy, by endpoint class and status code (error: no response)",
+            requests.clone(),
+        );
+        let request_duration: HistogramFamily<LatencyLabels> =
+            Family::new_with_constructor(latency_histogram);
+        registry.register_with_unit(
+            "api_request_duration",
+            "Latency of requests to Consul, Nomad and the proxy, by endpoint class",
+            Unit::Seconds,
+            request_duration.clone(),
+        );
+        let watch_wakeups = Family::<WatchLabel, Counter>::default();
+        registry.register(
+            "watch_wakeups",
+            "Blocking queries that returned, by watch",
+            watch_wakeups.clone(),
+        );
+        let generation = Gauge::default();
+        registry.register(
+            "config_generation",
+            "Distinct config documents (by digest) this replica has observed since it started",
+            generation.clone(),
+        );
+        let modify_index = Gauge::default();
+        registry.register(
+            "config_modify_index",
+            "Consul ModifyIndex of the config document last observed",
+            modify_index.clone(),
+        );
+        let cert_expiry = Family::<FileLabel, Gauge<f64, AtomicU64>>::default();
+        registry.register_with_unit(
+            "certificate_expiry",
+            "Seconds until the first certificate of each PEM file in certDir expires (negative: expired)",
+            Unit::Seconds,
+            cert_expiry.clone(),
+        );
+        registry.register(
+            "build",
+            "Version of the operator binary",
+            Info::new(vec![("version", env!("CARGO_PKG_VERSION"))]),
+        );
+        for p in PHASES {
+            phase
+                .get_or_create(&StageLabel {
+                    phase: phase_name(p),
+                })
+                .set(i64::from(p == Phase::Pending));
+        }
+        Metrics {
+            inner: Arc::new(Inner {
+                registry,
+                passes,
+                pass_errors,
+                rollouts,
+                rollout_duration,
+                phase,
+                leader,
+                leader_changes,
+                requests,
+                request_duration,
+                watch_wakeups,
+                generation,
+                modify_index,
+                last_digest: Mutex::new(None),
+                cert_expiry,
+                cert_not_after: Mutex::new(Vec::new()),
+            }),
+        }
+    }
+
+    /// A reconcile pass ended. Call once per pass, at its end, with `PassOutcome::Error(label)`
+    /// when it returned an error (the label is the error variant, e.g. `reconcile::Error`'s).
+    pub fn pass_completed(&self, outcome: PassOutcome<'_>) {
+        let label = match outcome {
+            PassOutcome::Ok => "ok",
+            PassOutcome::Error(reason) => {
+                self.inner
+                    .pass_errors
+                    .get_or_create(&ReasonLabel {
+                        reason: sanitize(reason),
+                    })
+                    .inc();
+                "error"
+            }
+        };
+        self.inner
+            .passes
+            .get_or_create(&OutcomeLabel { outcome: label })
+            .inc();
+    }
+
+    /// A rollout ended with `outcome` (the `HistoryEntry` the loop appends), having spent the
+    /// given time in each stage (stages it never entered are left out).
+    pub fn rollout_finished(&self, outcome: Outcome, per_stage: &[(RolloutStage, Duration)]) {
+        self.inner
+            .rollouts
+            .get_or_create(&OutcomeLabel {
+                outcome: outcome_name(outcome),
+            })
+            .inc();
+        for (stage, took) in per_stage {
+            self.inner
+                .rollout_duration
+                .get_or_create(&StageLabel {
+                    phase: stage.as_str(),
+                })
+                .observe(took.as_secs_f64());
+        }
+    }
+
+    /// The status phase is now `phase` (call whenever a status is written or computed).
+    pub fn phase(&self, phase: Phase) {
+        for p in PHASES {
+            self.inner
+                .phase
+                .get_or_create(&StageLabel {
+                    phase: phase_name(p),
+                })
+                .set(i64::from(p == phase));
+        }
+    }
+
+    /// This replica is (or is not) the leader. A change from the last call counts as a leader
+    /// change; repeating the same value does not.
+    pub fn leader(&self, is_leader: bool) {
+        let was = self.inner.leader.set(i64::from(is_leader));
+        if was != i64::from(is_leader) {
+            self.inner.leader_changes.inc();
+        }
+    }
+
+    /// One request to an API finished: `class` from [`endpoint_class`], `status` the HTTP code
+    /// or `None` when no response came (connect error, timeout), `latency` until the response
+    /// head (or the failure).
+    pub fn api_request(&self, api: Api, class: &str, status: Option<u16>, latency: Duration) {
+        let class = sanitize(class);
+        let code = status.map_or_else(|| "error".to_owned(), |s| s.to_string());
+        self.inner
+            .requests
+            .get_or_create(&RequestLabels {
+                api: api.as_str(),
+                class: class.clone(),
+                code,
+            })
+            .inc();
+        self.inner
+            .request_duration
+            .get_or_create(&LatencyLabels {
+                api: api.as_str(),
+                class,
+            })
+            .observe(latency.as_secs_f64());
+    }
+
+    /// A blocking query of the named watch (`config`, `services`, ...) returned.
+    pub fn watch_woke(&self, watch: &str) {
+        self.inner
+            .watch_wakeups
+            .get_or_create(&WatchLabel {
+                watch: sanitize(watch),
+            })
+            .inc();
+    }
+
+    /// The config document was read at `modify_index` with content digest `digest`; a digest
+    /// unlike the last one counts as a new generation.
+    pub fn document_observed(&self, modify_index: u64, digest: &str) {
+        self.inner
+            .modify_index
+            .set(i64::try_from(modify_index).unwrap_or(i64::MAX));
+        let mut last = self
+            .inner
+            .last_digest
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if last.as_deref() != Some(digest) {
+            *last = Some(digest.to_owned());
+            self.inner.generation.inc();
+        }
+    }
+
+    /// The certificates found in `certDir` (what [`scan_cert_dir`] returns); replaces the last
+    /// set, so removed files disappear from the scrape.
+    pub fn certificates(&self, files: &[CertificateFile]) {
+        let mut not_after = self
+            .inner
+            .cert_not_after
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        *not_after = files
+            .iter()
+            .filter_map(|f| Some((f.path.display().to_string(), f.leaf()?.not_after)))
+            .collect();
+    }
+
+    /// The registry as OpenMetrics text (ends with `# EOF`). Certificate expiry is computed
+    /// against the clock now, so it never goes stale between scans of `certDir`.
+    ///
+    /// # Errors
+    /// [`Error::Encode`] only when formatting fails.
+    pub fn encode(&self) -> Result<String> {
+        let now = unix_now();
+        // Held through the encoding, so a concurrent scrape never sees the family cleared.
+        let not_after = self
+            .inner
+            .cert_not_after
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        self.inner.cert_expiry.clear();
+        for (file, at) in not_after.iter() {
+            #[allow(clippy::cast_precision_loss)] // seconds of a century fit f64 exactly
+            self.inner
+                .cert_expiry
+                .get_or_create(&FileLabel { file: file.clone() })
+                .set((at - now) as f64);
+        }
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.inner.registry)
+            .map_err(Error::Encode)?;
+        drop(not_after);
+        Ok(out)
+    }
+}
+
+/// Label values the caller passes as text keep only their first word (`[A-Za-z0-9_.-]`, at
+/// most 64 characters, lowercased), so a careless caller passing an error message cannot turn
+/// it, or anything in it, into a label.
+fn sanitize(value: &str) -> String {
+    let cleaned: String = value
+        .chars()
+        .take_while(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
+        .take(64)
+        .map(|c| c.to_ascii_lowercase())
+        .collect();
+    if cleaned.is_empty() {
+        "unknown".to_owned()
+    } else {
+        cleaned
+    }
+}
+
+fn unix_now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::panic)] // tests fail loudly
+mod tests {
+    use super::*;
+
+    fn cert_pem(names: &[&str], not_after_unix: i64) -> (String, String) {
+        let mut params = rcgen::CertificateParams::new(
+            names.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>(),
+        )
+        .unwrap();
+        let epoch = rcgen::date_time_ymd(1970, 1, 1);
+        params.not_after = epoch + Duration::from_secs(u64::try_from(not_after_unix).unwrap());
+        params.not_before =
+            epoch + Duration::from_secs(u64::try_from(not_after_unix - 86_400 * 30).unwrap());
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = params.self_signed(&key).unwrap();
+        (cert.pem(), key.serialize_pem())
+    }
+
+    fn value_of(text: &str, line_start: &str) -> f64 {
+        text.lines()
+            .find(|l| l.starts_with(line_start))
+            .unwrap_or_else(|| panic!("no line {line_start} in\n{text}"))
+            .rsplit(' ')
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap()
+    }
+
+    #[test]
+    fn the_expiry_gauge_counts_seconds_from_the_scrape_and_files_that_vanish_disappear() {
+        let dir = tempfile::tempdir().unwrap();
+        let in_ten_days = unix_now() + 10 * 86_400;
+        let (pem, key) = cert_pem(&["a.example"], in_ten_days);
+        std::fs::write(dir.path().join("a.pem"), pem).unwrap();
+        std::fs::write(dir.path().join("a.key"), key).unwrap();
+        std::fs::write(dir.path().join("junk.crt"), "not pem").unwrap();
+        let files = scan_cert_dir(dir.path()).unwrap();
+        assert_eq!(files.len(), 2, "{files:?}");
+        assert!(
+            files[1].certificates.is_err(),
+            "junk is listed with its error"
+        );
+        let m = Metrics::new();
+        m.certificates(&files);
+        let text = m.encode().unwrap();
+        let left = value_of(&text, "proxy_operator_certificate_expiry_seconds{file=");
+        assert!((f64::from(10 * 86_400 - 5)..=f64::from(10 * 86_400)).contains(&left));
+        m.certificates(&[]);
+        assert!(!m.encode().unwrap().contains("certificate_expiry_seconds{"));
+    }
+
+    #[test]
+    fn the_phase_gauge_is_one_for_the_current_phase_only() {
+        let m = Metrics::new();
+        m.phase(Phase::RolledBack);
+        let text = m.encode().unwrap();
+        assert_eq!(
+            value_of(&text, "proxy_operator_phase{phase=\"RolledBack\"}"),
+            1.0
+        );
+        assert_eq!(
+            value_of(&text, "proxy_operator_phase{phase=\"Pending\"}"),
+            0.0
+        );
+        assert_eq!(
+            text.lines()
+                .filter(|l| l.starts_with("proxy_operator_phase{") && l.ends_with(" 1"))
+                .count(),
+            1
+        );
+    }
+
+    #[test]
+    fn rollouts_count_by_outcome_and_observe_each_stage() {
+        let m = Metrics::new();
+        m.rollout_finished(
+            Outcome::RolledBack,
+            &[
+                (RolloutStage::Apply, Duration::from_millis(200)),
+                (RolloutStage::Verify, Duration::from_secs(3)),
+                (RolloutStage::Rollback, Duration::from_secs(1)),
+            ],
+        );
+        m.rollout_finished(Outcome::Succeeded, &[]);
+        let text = m.encode().unwrap();
+        assert_eq!(
+            value_of(
+                &text,
+                "proxy_operator_rollouts_total{outcome=\"rolled_back\"}"
+            ),
+            1.0
+        );
+        assert_eq!(
+            value_of(
+                &text,
+                "proxy_operator_rollouts_total{outcome=\"succeeded\"}"
+            ),
+            1.0
+        );
+        assert_eq!(
+            value_of(
+                &text,
+                "proxy_operator_rollout_phase_duration_seconds_count{phase=\"rollback\"}"
+            ),
+            1.0
+        );
+    }
+
+    #[test]
+    fn the_rollout_timer_adds_up_each_stage_and_records_them_at_the_end() {
+        let m = Metrics::new();
+        let t0 = std::time::Instant::now();
+        let mut timer = RolloutTimer::default();
+        timer.enter(RolloutStage::Apply, t0);
+        timer.enter(RolloutStage::Apply, t0 + Duration::from_secs(1));
+        timer.enter(RolloutStage::Verify, t0 + Duration::from_secs(2));
+        timer.enter(RolloutStage::Rollback, t0 + Duration::from_secs(7));
+        timer.finish(Outcome::RolledBack, t0 + Duration::from_secs(8), &m);
+        let text = m.encode().unwrap();
+        let sum = |stage: &str| {
+            value_of(
+                &text,
+                &format!("proxy_operator_rollout_phase_duration_seconds_sum{{phase=\"{stage}\"}}"),
+            )
+        };
+        assert_eq!(sum("apply"), 2.0);
+        assert_eq!(sum("verify"), 5.0);
+        assert_eq!(sum("rollback"), 1.0);
+    }
+
+    #[test]
+    fn leader_changes_count_transitions_not_calls() {
+        let m = Metrics::new();
+        m.leader(false);
+        m.leader(true);
+        m.leader(true);
+        m.leader(false);
+        let text = m.encode().unwrap();
+        assert_eq!(value_of(&text, "proxy_operator_leader_changes_total"), 2.0);
+        assert_eq!(value_of(&text, "proxy_operator_leader "), 0.0);
+    }
+
+    #[test]
+    fn api_requests_are_labelled_by_class_and_code_never_by_key() {
+        let m = Metrics::new();
+        m.api_request(
+            Api::Consul,
+            endpoint_class("/v1/kv/proxy-operator/secret-users?index=3"),
+            Some(200),
+            Duration::from_millis(3),
+        );
+        m.api_request(
+            Api::Nomad,
+            endpoint_class("/v1/job/traefik/plan"),
+            None,
+            Duration::ZERO,
+        );
+        let text = m.encode().unwrap();
+        assert!(text.contains(
+            "proxy_operator_api_requests_total{api=\"consul\",class=\"kv\",code=\"200\"} 1"
+        ));
+        assert!(text.contains(
+            "proxy_operator_api_requests_total{api=\"nomad\",class=\"job\",code=\"error\"} 1"
+        ));
+        assert!(!text.contains("secret-users"));
+    }
+
+    #[test]
+    fn pass_errors_are_counted_by_the_first_word_of_their_reason_only() {
+        let m = Metrics::new();
+        m.pass_completed(PassOutcome::Ok);
+        m.pass_completed(PassOutcome::Error("Consul: token s3cr3t refused"));
+        let text = m.encode().unwrap();
+        assert_eq!(
+            value_of(
+                &text,
+                "proxy_operator_reconcile_passes_total{outcome=\"error\"}"
+            ),
+            1.0
+        );
+        assert!(text.contains("reason=\"consul\""), "{text}");
+        assert!(!text.contains("s3cr3t"));
+    }
+
+    #[test]
+    fn a_new_digest_is_a_new_generation_and_the_same_one_is_not() {
+        let m = Metrics::new();
+        m.document_observed(5, "aaa");
+        m.document_observed(6, "aaa");
+        m.document_observed(9, "bbb");
+        let text = m.encode().unwrap();
+        assert_eq!(value_of(&text, "proxy_operator_config_generation "), 2.0);
+        assert_eq!(value_of(&text, "proxy_operator_config_modify_index "), 9.0);
+    }
+}

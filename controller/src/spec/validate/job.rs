@@ -1,0 +1,144 @@
+//! `spec.job`: the proxy's Nomad job, with the proxy-dependent defaults (version, driver image,
+//! count) filled in.
+
+use super::field::Validator;
+use crate::spec::model::{self, JobSettings};
+use crate::spec::{CommandDriver, DockerDriver, Driver, Job, JobType, ProxyKind};
+
+/// Default Traefik version (what `scripts/bootstrap` installs and tests run).
+const DEFAULT_TRAEFIK_VERSION: &str = "3.7.15";
+/// Default Caddy version.
+const DEFAULT_CADDY_VERSION: &str = "2.11.7";
+
+/// Checks `spec.job`, fills in its defaults (in the document too, so its digest and
+/// re-serialisation carry them) and resolves it.
+pub(super) fn check(v: &mut Validator, job: &mut Job, proxy: ProxyKind) -> JobSettings {
+    v.nomad_id("spec.job.id", &job.id);
+    if !job.cert_volume.is_empty() {
+        v.identifier("spec.job.certVolume", &job.cert_volume);
+    }
+    if job.datacenters.is_empty() {
+        v.error(
+            "spec.job.datacenters",
+            "must list at least one datacenter (\"*\" means all)",
+        );
+    }
+    for (i, dc) in job.datacenters.iter().enumerate() {
+        if dc.is_empty() || dc.chars().any(char::is_whitespace) {
+            v.error(
+                format!("spec.job.datacenters[{i}]"),
+                format!("{dc:?} is not a datacenter name (no spaces; \"*\" means all)"),
+            );
+        }
+    }
+    v.identifier("spec.job.namespace", &job.namespace);
+    v.identifier("spec.job.nodePool", &job.node_pool);
+    if let Some(region) = &job.region {
+        v.identifier("spec.job.region", region);
+    }
+    match (job.job_type, job.count) {
+        (JobType::System, Some(_)) => v.error(
+            "spec.job.count",
+            "count only applies to type: service; a system job runs one proxy on every eligible node",
+        ),
+        (JobType::Service, Some(0)) => v.error("spec.job.count", "must be at least 1"),
+        (JobType::Service, None) => job.count = Some(1),
+        _ => {}
+    }
+    let default_version = match proxy {
+        ProxyKind::Traefik => DEFAULT_TRAEFIK_VERSION,
+        ProxyKind::Caddy => DEFAULT_CADDY_VERSION,
+    };
+    let version = job
+        .version
+        .get_or_insert_with(|| default_version.to_owned())
+        .clone();
+    if version.is_empty()
+        || version.len() > 128
+        || !version
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "._+-".contains(c))
+    {
+        v.error("spec.job.version", format!("{version:?} is not a version label; use letters, digits, '.', '_', '+', '-' (e.g. {default_version})"));
+    }
+    let official_image = match proxy {
+        ProxyKind::Traefik => format!("traefik:v{}", version.trim_start_matches('v')),
+        ProxyKind::Caddy => format!("caddy:{version}"),
+    };
+    match job
+        .driver
+        .get_or_insert(Driver::Docker(DockerDriver { image: None }))
+    {
+        Driver::Docker(docker) => {
+            let image = docker.image.get_or_insert(official_image);
+            if image.is_empty() || image.chars().any(|c| c.is_whitespace() || c.is_control()) {
+                v.error("spec.job.driver.docker.image", format!("{image:?} is not an image reference (e.g. traefik:v{DEFAULT_TRAEFIK_VERSION})"));
+            }
+        }
+        Driver::RawExec(cmd) => v.command("spec.job.driver.rawExec", cmd),
+        Driver::Exec(cmd) => v.command("spec.job.driver.exec", cmd),
+    }
+    if job.resources.cpu == 0 {
+        v.error("spec.job.resources.cpu", "must be at least 1 MHz");
+    }
+    if job.resources.memory_mb < 10 {
+        v.error(
+            "spec.job.resources.memoryMB",
+            format!(
+                "{} MB is below Nomad's minimum of 10 MB",
+                job.resources.memory_mb
+            ),
+        );
+    }
+    resolve(job)
+}
+
+fn resolve(job: &Job) -> JobSettings {
+    // `check` always fills the driver in; an absent one resolves like the default, docker.
+    let driver = match &job.driver {
+        Some(Driver::RawExec(c)) => model::Driver::RawExec {
+            command: c.command.clone(),
+            args: c.args.clone(),
+        },
+        Some(Driver::Exec(c)) => model::Driver::Exec {
+            command: c.command.clone(),
+            args: c.args.clone(),
+        },
+        Some(Driver::Docker(d)) => model::Driver::Docker {
+            image: d.image.clone().unwrap_or_default(),
+        },
+        None => model::Driver::Docker {
+            image: String::new(),
+        },
+    };
+    JobSettings {
+        id: job.id.clone(),
+        system: job.job_type == JobType::System,
+        count: job.count.unwrap_or(1),
+        datacenters: job.datacenters.clone(),
+        namespace: Some(job.namespace.clone()),
+        region: job.region.clone(),
+        node_pool: Some(job.node_pool.clone()),
+        driver,
+        cpu: job.resources.cpu,
+        memory_mb: job.resources.memory_mb,
+        version: job.version.clone().filter(|v| !v.is_empty()),
+        cert_volume: Some(job.cert_volume.clone()).filter(|v| !v.is_empty()),
+    }
+}
+
+impl Validator {
+    fn command(&mut self, path: &str, cmd: &CommandDriver) {
+        let c = &cmd.command;
+        if c.is_empty() || c.trim() != c || c.chars().any(char::is_control) {
+            self.error(format!("{path}.command"), format!("{c:?} is not a command; give an absolute path or a name in PATH (e.g. /usr/local/bin/traefik)"));
+        } else if c.contains('/') && !c.starts_with('/') {
+            self.error(format!("{path}.command"), format!("{c:?} is a relative path; give an absolute path or a bare name looked up in PATH"));
+        }
+        for (i, arg) in cmd.args.iter().enumerate() {
+            if arg.contains('\0') {
+                self.error(format!("{path}.args[{i}]"), "must not contain NUL bytes");
+            }
+        }
+    }
+}

@@ -1,0 +1,128 @@
+//! The typed layer over [`HttpClient`] that the Consul and Nomad clients share: failures name
+//! the step and come back as the API's own error type.
+
+use std::fmt;
+use std::marker::PhantomData;
+
+use serde::de::DeserializeOwned;
+
+use super::{Api, Error, HttpClient, QueryMeta, Request, Response};
+
+/// How an API client's error type reports a failed request and an unencodable body, so the
+/// Consul and Nomad clients share one [`ApiClient`] instead of each wrapping [`HttpClient`].
+pub trait ClientError: Sized {
+    /// The API whose errors these are.
+    const API: Api;
+
+    /// A request that failed at step `op` (`read KV key x`).
+    fn request(op: String, source: Error) -> Self;
+
+    /// A request body that could not be encoded.
+    fn encode(what: &'static str, source: serde_json::Error) -> Self;
+
+    /// The transport failure inside, when the error is one.
+    fn transport(&self) -> Option<&Error>;
+
+    /// True when the same call may succeed later (see [`Error::is_retryable`]); errors that
+    /// are not transport failures (conflicts, validation) never are.
+    fn transport_retryable(&self) -> bool {
+        self.transport().is_some_and(Error::is_retryable)
+    }
+
+    /// True for 401/403.
+    fn transport_forbidden(&self) -> bool {
+        self.transport().is_some_and(Error::is_forbidden)
+    }
+
+    /// The HTTP status, when the server answered with an error.
+    fn transport_status(&self) -> Option<u16> {
+        self.transport().and_then(Error::status)
+    }
+
+    /// An error as the server would answer step `op` with `status`; for fakes and tests.
+    fn answered(op: &str, status: u16, message: &str) -> Self {
+        let source = Error::from_status(Self::API, "GET", "/v1/injected", status, message);
+        Self::request(op.to_owned(), source)
+    }
+}
+
+/// An [`HttpClient`] whose failures name the step and come back as the API's error `E`.
+pub struct ApiClient<E> {
+    http: HttpClient,
+    error: PhantomData<fn() -> E>,
+}
+
+impl<E> Clone for ApiClient<E> {
+    fn clone(&self) -> Self {
+        ApiClient {
+            http: self.http.clone(),
+            error: PhantomData,
+        }
+    }
+}
+
+impl<E> fmt::Debug for ApiClient<E> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.http.fmt(f)
+    }
+}
+
+impl<E: ClientError> ApiClient<E> {
+    /// Wraps `http`.
+    pub fn new(http: HttpClient) -> ApiClient<E> {
+        ApiClient {
+            http,
+            error: PhantomData,
+        }
+    }
+
+    /// The underlying HTTP client.
+    pub fn http(&self) -> &HttpClient {
+        &self.http
+    }
+
+    /// [`HttpClient::send`], failing as step `op`.
+    pub async fn send(&self, op: impl FnOnce() -> String, request: Request) -> Result<Response, E> {
+        self.http
+            .send(request)
+            .await
+            .map_err(|source| E::request(op(), source))
+    }
+
+    /// [`HttpClient::send_json`], failing as step `op`.
+    pub async fn json<T: DeserializeOwned>(
+        &self,
+        op: impl FnOnce() -> String,
+        request: Request,
+    ) -> Result<(T, Response), E> {
+        self.http
+            .send_json(request)
+            .await
+            .map_err(|source| E::request(op(), source))
+    }
+
+    /// A read of something that may not exist: `None` on 404, the decoded body otherwise.
+    pub async fn optional<T: DeserializeOwned>(
+        &self,
+        op: impl Fn() -> String,
+        request: Request,
+    ) -> Result<(Option<T>, QueryMeta), E> {
+        let response = self.send(&op, request.accept(&[404])).await?;
+        if response.status == 404 {
+            return Ok((None, response.meta));
+        }
+        match response.json() {
+            Ok(value) => Ok((Some(value), response.meta)),
+            Err(source) => Err(E::request(op(), source)),
+        }
+    }
+
+    /// Sets `body` as the request's JSON body.
+    pub fn encode<T: serde::Serialize + ?Sized>(
+        what: &'static str,
+        request: Request,
+        body: &T,
+    ) -> Result<Request, E> {
+        request.json(body).map_err(|source| E::encode(what, source))
+    }
+}

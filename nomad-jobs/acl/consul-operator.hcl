@@ -1,0 +1,57 @@
+# Consul ACL policy of proxy-operator (default prefix "proxy-operator"; for another prefix,
+# replace it everywhere, e.g. `sed 's#proxy-operator/#edge/#g'`).
+#
+# `key` rules match one key exactly; `key_prefix` rules match every key that starts with the
+# string, so each prefix below ends with "/" to stay inside its tree.
+
+# The desired document: read only. Whoever may write it chooses the proxy, so it is not ours.
+key "proxy-operator/config" {
+  policy = "read"
+}
+
+# What the operator writes, every write fenced by a check-session on the leader key.
+key "proxy-operator/status" {
+  policy = "write"
+}
+
+key "proxy-operator/rollout" {
+  policy = "write"
+}
+
+key "proxy-operator/leader" {
+  policy = "write"
+}
+
+key_prefix "proxy-operator/traefik/" {
+  policy = "write"
+}
+
+key_prefix "proxy-operator/revisions/" {
+  policy = "write"
+}
+
+# Basic-auth user lists referenced by usersFrom.consulKey (--secrets-prefix): read only.
+key_prefix "proxy-operator/secrets/" {
+  policy = "read"
+}
+
+# The leader session is created on the agent's own node. A system job runs on every node, so
+# this is every node's sessions; narrow it to `session "<node>"` rules per node if you prefer.
+session_prefix "" {
+  policy = "write"
+}
+
+# /v1/agent/self names the node the session is created on.
+agent_prefix "" {
+  policy = "read"
+}
+
+# Catalog and health reads: Caddy's routes come from the service catalog, and the health gate
+# reads the proxy's checks (health endpoints need node and service read).
+service_prefix "" {
+  policy = "read"
+}
+
+node_prefix "" {
+  policy = "read"
+}

@@ -1,0 +1,503 @@
+//! The agent's local services and checks (DOC api-docs/agent/service.mdx, agent/check.mdx;
+//! SRC agent/agent_endpoint.go, agent/agent.go, agent/checks/check.go `CheckTTL`).
+//!
+//! The twin is a single server agent on node [`NODE_NAME`]. What is registered here is put
+//! into the catalog on that node at once, as the agent's anti-entropy does on every local
+//! change (`syncChanges`), and removed from it on deregistration. A TTL check turns
+//! `critical` with output "TTL expired" when no pass/warn/fail/update arrives within its TTL.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use tokio::time::Instant;
+
+use super::{
+    Check, CheckDef, DeregisterRequest, NODE_NAME, RegisterRequest, ServiceDef, ServiceInstance,
+    Store, StoreError,
+};
+
+/// What the agent owns, persisted with the snapshot.
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct AgentLocal {
+    services: BTreeSet<String>,
+    /// Check ID → its TTL (`None` for checks the twin does not run itself).
+    checks: BTreeMap<String, AgentCheck>,
+    #[serde(skip)]
+    deadlines: HashMap<String, Instant>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+struct AgentCheck {
+    ttl: Option<Duration>,
+    last_output: String,
+}
+
+/// A refusal of an agent endpoint, with the status Consul answers.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AgentError {
+    /// 400.
+    #[error("{0}")]
+    BadRequest(String),
+    /// 404 (`NotFoundError`).
+    #[error("{0}")]
+    NotFound(String),
+    /// 500.
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl From<StoreError> for AgentError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::BadRequest(m) => AgentError::BadRequest(m),
+            other => AgentError::Internal(other.to_string()),
+        }
+    }
+}
+
+/// A check definition as the agent endpoints take it (`structs.CheckType` and friends).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct AgentCheckDef {
+    /// Check ID (defaults to the name, or `service:<id>[:n]` in a service registration).
+    #[serde(rename = "CheckID", alias = "ID", default)]
+    pub check_id: String,
+    /// Name.
+    #[serde(default)]
+    pub name: String,
+    /// Initial status (default `critical`).
+    #[serde(default)]
+    pub status: String,
+    /// Notes.
+    #[serde(default)]
+    pub notes: String,
+    /// The service it belongs to.
+    #[serde(rename = "ServiceID", default)]
+    pub service_id: String,
+    /// TTL (a TTL check).
+    #[serde(rename = "TTL", default)]
+    pub ttl: String,
+    /// HTTP URL (an HTTP check).
+    #[serde(rename = "HTTP", default)]
+    pub http: String,
+    /// TCP address (a TCP check).
+    #[serde(rename = "TCP", default)]
+    pub tcp: String,
+    /// Interval of HTTP/TCP checks.
+    #[serde(default)]
+    pub interval: String,
+    /// Timeout of HTTP/TCP checks.
+    #[serde(default)]
+    pub timeout: String,
+}
+
+/// `PUT /v1/agent/service/register` (`structs.ServiceDefinition`).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct AgentServiceDef {
+    /// ID (defaults to the name).
+    #[serde(rename = "ID", default)]
+    pub id: String,
+    /// Name.
+    #[serde(default)]
+    pub name: String,
+    /// Tags.
+    #[serde(default)]
+    pub tags: Option<Vec<String>>,
+    /// Address.
+    #[serde(default)]
+    pub address: String,
+    /// Tagged addresses.
+    #[serde(default)]
+    pub tagged_addresses: Option<Value>,
+    /// Meta.
+    #[serde(default)]
+    pub meta: Option<BTreeMap<String, String>>,
+    /// Port.
+    #[serde(default)]
+    pub port: i64,
+    /// Kind.
+    #[serde(default)]
+    pub kind: String,
+    /// EnableTagOverride.
+    #[serde(default)]
+    pub enable_tag_override: bool,
+    /// Weights.
+    #[serde(default)]
+    pub weights: Option<super::WeightsDef>,
+    /// One check.
+    #[serde(default)]
+    pub check: Option<AgentCheckDef>,
+    /// Several checks.
+    #[serde(default)]
+    pub checks: Option<Vec<AgentCheckDef>>,
+}
+
+/// `CheckType.Validate` (SRC agent/structs/check_type.go), for the check kinds the twin knows.
+fn validate(c: &AgentCheckDef) -> Result<Option<Duration>, AgentError> {
+    let parse = |s: &str| {
+        if s.is_empty() {
+            Ok(Duration::ZERO)
+        } else {
+            crate::blocking::parse_go_duration(s).ok_or_else(|| {
+                AgentError::BadRequest(format!(
+                    "Request decode failed: time: invalid duration {s:?}"
+                ))
+            })
+        }
+    };
+    let ttl = parse(&c.ttl)?;
+    let interval = parse(&c.interval)?;
+    let interval_check = !c.http.is_empty() || !c.tcp.is_empty();
+    let invalid = |m: &str| Err(AgentError::BadRequest(format!("Invalid check: {m}")));
+    if !interval.is_zero() && !ttl.is_zero() {
+        return invalid("Interval and TTL cannot both be specified");
+    }
+    if interval_check && interval.is_zero() {
+        return invalid(
+            "Interval must be > 0 for Script, HTTP, H2PING, TCP, UDP or OSService checks",
+        );
+    }
+    if !interval_check && ttl.is_zero() {
+        return invalid("TTL must be > 0 for TTL checks");
+    }
+    if !c.status.is_empty() && !matches!(c.status.as_str(), "passing" | "warning" | "critical") {
+        return Err(AgentError::BadRequest(
+            "Status for checks must 'passing', 'warning', 'critical'".into(),
+        ));
+    }
+    Ok((!ttl.is_zero()).then_some(ttl))
+}
+
+fn catalog_check(c: &AgentCheckDef, id: String, service_id: &str) -> CheckDef {
+    let kind = if !c.http.is_empty() {
+        "http"
+    } else if !c.tcp.is_empty() {
+        "tcp"
+    } else {
+        "ttl"
+    };
+    CheckDef {
+        node: NODE_NAME.to_string(),
+        name: c.name.clone(),
+        check_id: id,
+        status: if c.status.is_empty() {
+            "critical".into()
+        } else {
+            c.status.clone()
+        },
+        notes: c.notes.clone(),
+        output: String::new(),
+        service_id: service_id.to_string(),
+        kind: kind.to_string(),
+        interval: c.interval.clone(),
+        timeout: c.timeout.clone(),
+        definition: Some(json!({})),
+    }
+}
+
+impl Store {
+    fn agent_node_register(
+        &mut self,
+        service: Option<ServiceDef>,
+        checks: Vec<CheckDef>,
+        now: Instant,
+    ) -> Result<(), StoreError> {
+        let req = RegisterRequest {
+            node: NODE_NAME.to_string(),
+            skip_node_update: true,
+            service,
+            checks: Some(checks),
+            ..RegisterRequest::default()
+        };
+        self.register(req, now)
+    }
+
+    fn arm_check(&mut self, id: &str, now: Instant) {
+        if let Some(ttl) = self.agent.checks.get(id).and_then(|c| c.ttl) {
+            self.agent.deadlines.insert(id.to_string(), now + ttl);
+        }
+    }
+
+    /// `PUT /v1/agent/service/register`: the service and its checks, synced to the catalog.
+    pub fn agent_service_register(
+        &mut self,
+        def: AgentServiceDef,
+        now: Instant,
+    ) -> Result<(), AgentError> {
+        if def.name.is_empty() {
+            return Err(AgentError::BadRequest("Missing service name".into()));
+        }
+        if matches!(def.address.as_str(), "0.0.0.0" | "::" | "[::]") {
+            return Err(AgentError::BadRequest("Invalid service address".into()));
+        }
+        let id = if def.id.is_empty() {
+            def.name.clone()
+        } else {
+            def.id.clone()
+        };
+        let defs: Vec<AgentCheckDef> = def
+            .check
+            .clone()
+            .into_iter()
+            .chain(def.checks.clone().unwrap_or_default())
+            .collect();
+        let numbered = defs.len() > 1;
+        let mut checks = Vec::new();
+        let mut local = Vec::new();
+        for (i, c) in defs.iter().enumerate() {
+            let ttl = validate(c)?;
+            let check_id = match (c.check_id.is_empty(), numbered) {
+                (false, _) => c.check_id.clone(),
+                (true, false) => format!("service:{id}"),
+                (true, true) => format!("service:{id}:{}", i + 1),
+            };
+            let mut cc = c.clone();
+            if cc.name.is_empty() {
+                cc.name = format!("Service '{}' check", def.name);
+            }
+            checks.push(catalog_check(&cc, check_id.clone(), &id));
+            local.push((check_id, ttl));
+        }
+        let service = ServiceDef {
+            id: id.clone(),
+            service: def.name,
+            tags: def.tags,
+            address: def.address,
+            tagged_addresses: def.tagged_addresses,
+            meta: def.meta,
+            port: def.port,
+            weights: def.weights,
+            enable_tag_override: def.enable_tag_override,
+            kind: def.kind,
+        };
+        self.agent_node_register(Some(service), checks, now)?;
+        self.agent.services.insert(id);
+        for (check_id, ttl) in local {
+            self.agent.checks.insert(
+                check_id.clone(),
+                AgentCheck {
+                    ttl,
+                    last_output: String::new(),
+                },
+            );
+            self.arm_check(&check_id, now);
+        }
+        Ok(())
+    }
+
+    /// `PUT /v1/agent/service/deregister/:id`: the service and its checks leave the catalog.
+    pub fn agent_service_deregister(&mut self, id: &str, now: Instant) -> Result<(), AgentError> {
+        if !self.agent.services.contains(id) {
+            return Err(AgentError::NotFound(format!(
+                "Unknown service ID {id:?}. Ensure that the service ID is passed, not the service name."
+            )));
+        }
+        let owned: Vec<String> = self
+            .all_checks()
+            .into_iter()
+            .filter(|c| c.node == NODE_NAME && c.service_id == id)
+            .map(|c| c.check_id.clone())
+            .collect();
+        self.deregister(
+            DeregisterRequest {
+                node: NODE_NAME.to_string(),
+                service_id: id.to_string(),
+                ..DeregisterRequest::default()
+            },
+            now,
+        )?;
+        self.agent.services.remove(id);
+        for c in owned {
+            self.agent.checks.remove(&c);
+            self.agent.deadlines.remove(&c);
+        }
+        Ok(())
+    }
+
+    /// `PUT /v1/agent/check/register`.
+    pub fn agent_check_register(
+        &mut self,
+        def: AgentCheckDef,
+        now: Instant,
+    ) -> Result<(), AgentError> {
+        if def.name.is_empty() {
+            return Err(AgentError::BadRequest("Missing check name".into()));
+        }
+        if !def.status.is_empty()
+            && !matches!(def.status.as_str(), "passing" | "warning" | "critical")
+        {
+            return Err(AgentError::BadRequest("Bad check status".into()));
+        }
+        let ttl = validate(&def)?;
+        if !def.service_id.is_empty() && !self.agent.services.contains(&def.service_id) {
+            return Err(AgentError::NotFound(format!(
+                "ServiceID {:?} does not exist",
+                def.service_id
+            )));
+        }
+        let id = if def.check_id.is_empty() {
+            def.name.clone()
+        } else {
+            def.check_id.clone()
+        };
+        let check = catalog_check(&def, id.clone(), &def.service_id);
+        self.agent_node_register(None, vec![check], now)?;
+        self.agent.checks.insert(
+            id.clone(),
+            AgentCheck {
+                ttl,
+                last_output: String::new(),
+            },
+        );
+        self.arm_check(&id, now);
+        Ok(())
+    }
+
+    fn unknown_check(id: &str) -> AgentError {
+        AgentError::NotFound(format!(
+            "Unknown check ID {id:?}. Ensure that the check ID is passed, not the check name."
+        ))
+    }
+
+    /// `PUT /v1/agent/check/deregister/:id`.
+    pub fn agent_check_deregister(&mut self, id: &str, now: Instant) -> Result<(), AgentError> {
+        if !self.agent.checks.contains_key(id) {
+            return Err(Self::unknown_check(id));
+        }
+        self.deregister(
+            DeregisterRequest {
+                node: NODE_NAME.to_string(),
+                check_id: id.to_string(),
+                ..DeregisterRequest::default()
+            },
+            now,
+        )?;
+        self.agent.checks.remove(id);
+        self.agent.deadlines.remove(id);
+        Ok(())
+    }
+
+    /// `pass`/`warn`/`fail`/`update` of a TTL check: new status and output, TTL timer reset.
+    pub fn agent_check_update(
+        &mut self,
+        id: &str,
+        status: &str,
+        output: &str,
+        now: Instant,
+    ) -> Result<(), AgentError> {
+        let Some(local) = self.agent.checks.get(id).cloned() else {
+            return Err(Self::unknown_check(id));
+        };
+        if local.ttl.is_none() {
+            return Err(AgentError::Internal(format!(
+                "CheckID {id:?} does not have associated TTL"
+            )));
+        }
+        self.set_agent_check_status(id, status, output, now)?;
+        if let Some(c) = self.agent.checks.get_mut(id) {
+            c.last_output = output.to_string();
+        }
+        self.arm_check(id, now);
+        Ok(())
+    }
+
+    fn set_agent_check_status(
+        &mut self,
+        id: &str,
+        status: &str,
+        output: &str,
+        now: Instant,
+    ) -> Result<(), StoreError> {
+        let Some(current) = self.checks.get(NODE_NAME).and_then(|m| m.get(id)).cloned() else {
+            return Ok(());
+        };
+        let def = CheckDef {
+            node: current.node,
+            check_id: current.check_id,
+            name: current.name,
+            status: status.to_string(),
+            notes: current.notes,
+            output: output.to_string(),
+            service_id: current.service_id,
+            kind: current.kind,
+            interval: current.interval,
+            timeout: current.timeout,
+            definition: Some(current.definition),
+        };
+        self.agent_node_register(None, vec![def], now)
+    }
+
+    /// TTL checks whose timer has run out.
+    pub fn expired_checks(&self, now: Instant) -> Vec<String> {
+        self.agent
+            .deadlines
+            .iter()
+            .filter(|(_, d)| **d <= now)
+            .map(|(id, _)| id.clone())
+            .collect()
+    }
+
+    /// Turns a TTL check critical, as `CheckTTL` does when its timer fires.
+    pub fn expire_check(&mut self, id: &str, now: Instant) {
+        self.agent.deadlines.remove(id);
+        let Some(last) = self.agent.checks.get(id).map(|c| c.last_output.clone()) else {
+            return;
+        };
+        let output = if last.is_empty() {
+            "TTL expired".to_string()
+        } else {
+            format!("TTL expired (last output before timeout follows): {last}")
+        };
+        // The check exists (it is ours); a failure would only leave the old status.
+        let _ = self.set_agent_check_status(id, "critical", &output, now);
+    }
+
+    /// The earliest timer of any kind (session TTLs, TTL checks), for the timer task.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        let checks = self.agent.deadlines.values().min().copied();
+        match (self.next_session_deadline(), checks) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Re-arms TTL check timers after a restore (a restarted agent starts them afresh).
+    pub(super) fn rearm_checks(&mut self, now: Instant) {
+        let ids: Vec<String> = self.agent.checks.keys().cloned().collect();
+        for id in ids {
+            self.arm_check(&id, now);
+        }
+    }
+
+    /// The agent's services.
+    pub fn agent_services(&self) -> Vec<&ServiceInstance> {
+        self.node_services(NODE_NAME)
+            .into_iter()
+            .filter(|s| self.agent.services.contains(&s.id))
+            .collect()
+    }
+
+    /// The agent's checks.
+    pub fn agent_checks(&self) -> Vec<&Check> {
+        self.checks
+            .get(NODE_NAME)
+            .map(|m| {
+                m.values()
+                    .filter(|c| self.agent.checks.contains_key(&c.check_id))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// How many TTL checks the agent runs (`Stats.agent.check_ttls`).
+    pub fn agent_ttl_checks(&self) -> usize {
+        self.agent
+            .checks
+            .values()
+            .filter(|c| c.ttl.is_some())
+            .count()
+    }
+}
