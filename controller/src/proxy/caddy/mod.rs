@@ -10,7 +10,8 @@
 //! - [`sync`]: decides whether a catalog snapshot needs a new `/load`.
 //!
 //! What the proxy driver calls, in order, for each pass (catalog change or spec change):
-//! 1. `Model::from_spec(spec, users)` then [`routes::build_routes`] and [`config::render_config`];
+//! 1. [`config::resolve`] (the spec's model plus the basic-auth users read from `usersFrom`),
+//!    then [`routes::build_routes`] and [`config::render_config`] (or [`sync::desired`]);
 //! 2. [`sync::Sync::plan`] → `Some(config)` when the identity differs from the last one loaded;
 //! 3. [`admin::CaddyAdmin::load`], then [`sync::Sync::loaded`] on success;
 //! 4. the gate: [`admin::CaddyAdmin::identity`] equals [`config::CaddyConfig::identity`],
@@ -39,7 +40,7 @@ mod traefik_tags;
 
 pub use admin::{CaddyAdmin, HttpCaddyAdmin};
 pub use config::{
-    AdminEndpoint, CaddyConfig, CaddyOptions, Secrets, caddy_unsupported, render_config,
+    AdminEndpoint, CaddyConfig, CaddyOptions, Secrets, caddy_unsupported, render_config, resolve,
 };
 pub use routes::{Catalog, RouteSettings, RouteTable, build_routes};
 pub use sync::Sync;

@@ -370,3 +370,17 @@ fn a_value_that_looks_like_the_identity_placeholder_does_not_take_its_place() {
         &v["apps"]["http"]["servers"]["websecure"]["routes"][0]["handle"][0]["response"]["set"];
     assert_eq!(headers["X-Fake"], json!([fake]));
 }
+
+#[test]
+fn basic_auth_without_the_users_read_is_refused_before_rendering() {
+    let s = spec(
+        "    basicAuth:\n      usersFrom: {consulKey: edge/htpasswd}\n",
+        "",
+    );
+    let err = resolve(&s, None).unwrap_err();
+    assert!(matches!(err, Error::UnresolvedUsers), "{err}");
+    assert!(err.to_string().contains("usersFrom"));
+    let users = vec![format!("alice:{BCRYPT}")];
+    let m = resolve(&s, Some(&users)).unwrap();
+    assert_eq!(m.policy.basic_auth.unwrap().users, users);
+}
