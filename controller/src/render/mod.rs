@@ -13,6 +13,7 @@
 pub mod caddy;
 pub mod nomad_job;
 pub mod traefik;
+pub mod traefik_kv;
 
 use std::collections::BTreeMap;
 

@@ -29,6 +29,7 @@ mod duration;
 mod env;
 pub mod model;
 mod parse;
+mod policy_types;
 mod scrub;
 pub mod status;
 mod types;
@@ -42,8 +43,8 @@ pub use env::{EnvError, from_env};
 pub use parse::{MAX_DEPTH, MAX_DOCUMENT_BYTES, parse};
 pub use scrub::looks_secret;
 pub use types::*;
-pub use validate::port_label;
 pub use validate::{ListenAddress, ValidatedSpec, validate};
+pub use validate::{check_breaker_expression, port_label};
 
 /// One problem with a document: where (`spec.middlewares.ipAllowList.sourceRange[2]`) and what
 /// would be valid. An empty path means the document as a whole.
