@@ -48,11 +48,16 @@ pub fn policy_kv(model: &Model) -> Result<BTreeMap<String, String>, Error> {
     let mut kv = BTreeMap::new();
     let policy = &model.policy;
     if policy.headers.is_empty() {
-        // A headers middleware needs at least one key to exist; `frameDeny: false` changes
-        // nothing and keeps the chain (which entry points reference) always valid.
+        // The chain (which entry points reference) always has this member, and Traefik
+        // disables a headers middleware that changes nothing ("headers configuration not
+        // valid") together with every router using it: so it deletes a request header no
+        // client sends (an empty value means delete).
         kv.insert(
-            mw(HEADERS_MIDDLEWARE, "headers/frameDeny"),
-            "false".to_string(),
+            mw(
+                HEADERS_MIDDLEWARE,
+                "headers/customRequestHeaders/X-Proxy-Operator-Noop",
+            ),
+            String::new(),
         );
     }
     let chain = policy_middlewares(&mut kv, &Names::EntryPoint, policy, "middlewares")?;

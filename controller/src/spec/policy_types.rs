@@ -75,8 +75,9 @@ fn default_ten_seconds() -> String {
     "10s".to_owned()
 }
 
-/// Re-sends a request when the backend could not be reached (connection refused or closed
-/// before an answer); a backend's own 5xx answer is not retried.
+/// Re-sends a request Traefik could not deliver (connection refused or failed before the
+/// request was written), to the next instance; a backend's own 5xx answer, or a connection
+/// dropped after the request went out, is not retried (it may not be idempotent).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Retry {
