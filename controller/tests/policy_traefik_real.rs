@@ -380,3 +380,185 @@ async fn a_client_from_a_denied_network_gets_403_and_others_get_through() {
         .unwrap();
     assert_eq!(unknown.status(), 403);
 }
+
+#[tokio::test]
+async fn a_policy_set_applies_only_to_the_service_that_opts_in_with_its_tag() {
+    let dir = tempfile::tempdir().unwrap();
+    let htpasswd = dir.path().join("admin.htpasswd");
+    // `openssl passwd -apr1 -salt abcdefgh secret`, as in render_common.
+    std::fs::write(&htpasswd, "user:$apr1$abcdefgh$h9FWgUz3n9YxylKLlR5SQ/\n").unwrap();
+    let admin = support::Backend::start("admin").await;
+    let public = support::Backend::start("public").await;
+    let mut model = plain_http_model();
+    model.discovery.primary = DiscoveryPrimary::Consul;
+    model.discovery.consul.refresh_interval = Duration::from_secs(1);
+    model.policies.insert(
+        "admin".to_string(),
+        Policy {
+            basic_auth: Some(BasicAuth {
+                realm: "admin".to_string(),
+                users: Vec::new(),
+                users_file: Some(htpasswd.display().to_string()),
+            }),
+            ..Policy::default()
+        },
+    );
+    let s = serve(model, &format!("http://{}", admin.addr)).await;
+    let consul = s.twin.consul_addr();
+    support::register_consul_service(
+        consul,
+        "admin",
+        admin.port(),
+        &[
+            "traefik.enable=true",
+            "traefik.http.routers.admin.middlewares=admin@consul",
+        ],
+    )
+    .await;
+    support::register_consul_service(consul, "public", public.port(), &["traefik.enable=true"])
+        .await;
+
+    let status_of = |host: &'static str| {
+        let web = s.web;
+        async move {
+            support::get_with_host(web, host, "/")
+                .await
+                .map(|seen| seen.status)
+        }
+    };
+    let both_routed = eventually(Duration::from_secs(15), || async {
+        let (a, p) = (
+            status_of("admin.example.test").await?,
+            status_of("public.example.test").await?,
+        );
+        (a != 404 && p != 404).then_some((a, p))
+    })
+    .await;
+    assert_eq!(
+        both_routed,
+        Some((401, 200)),
+        "admin asks for credentials, public does not; log:\n{}",
+        s.traefik.guard.log()
+    );
+    let c = reqwest::Client::builder()
+        .no_proxy()
+        .resolve("admin.example.test", ([127, 0, 0, 1], s.web).into())
+        .build()
+        .unwrap();
+    let url = format!("http://admin.example.test:{}/", s.web);
+    let unauthorized = c.get(&url).send().await.unwrap();
+    assert_eq!(
+        unauthorized.headers()["www-authenticate"],
+        "Basic realm=\"admin\""
+    );
+    let ok = c
+        .get(&url)
+        .basic_auth("user", Some(PASSWORD))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ok.status(), 200);
+    assert_eq!(ok.headers()["x-backend"], "admin");
+}
+
+fn access_lines(log: &str) -> Vec<Value> {
+    log.lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|v| v.get("DownstreamStatus").is_some())
+        .collect()
+}
+
+#[tokio::test]
+async fn access_log_lines_reach_stdout_as_json_without_the_filtered_codes_or_the_secret() {
+    const SENTINEL: &str = "Bearer sentinel-token-5f3a";
+    let backend = support::Backend::start("app").await;
+    let mut model = plain_http_model();
+    model.logging = Logging {
+        level: "INFO".to_string(),
+        format: "json".to_string(),
+        access_log: Some(AccessLog {
+            format: "json".to_string(),
+            status_codes: vec!["400-499".to_string()],
+            min_duration: None,
+            headers: true,
+            redact_headers: vec!["Authorization".to_string()],
+        }),
+    };
+    let s = serve(model, &format!("http://{}", backend.addr)).await;
+    let c = app_client(s.web, None);
+    let ok = c
+        .get(format!("http://app.test:{}/served", s.web))
+        .header("Authorization", SENTINEL)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ok.status(), 200);
+    let missing = c
+        .get(format!("http://127.0.0.1:{}/nowhere", s.web))
+        .header("Authorization", SENTINEL)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(missing.status(), 404);
+
+    let lines = eventually(Duration::from_secs(5), || {
+        let lines = access_lines(&s.traefik.guard.log());
+        async move {
+            lines
+                .iter()
+                .any(|l| l["RequestPath"] == "/nowhere")
+                .then_some(lines)
+        }
+    })
+    .await
+    .unwrap_or_else(|| panic!("no access log line; log:\n{}", s.traefik.guard.log()));
+    // Before the tree loaded, the harness's own /api polls were 404s too: they are logged.
+    assert!(
+        lines.iter().all(|l| l["DownstreamStatus"] == 404),
+        "only the kept codes: {lines:?}"
+    );
+    assert!(
+        !lines.iter().any(|l| l["RequestPath"] == "/served"),
+        "{lines:?}"
+    );
+    let nowhere = lines
+        .iter()
+        .find(|l| l["RequestPath"] == "/nowhere")
+        .unwrap();
+    assert_eq!(nowhere["request_Authorization"], "REDACTED", "{nowhere}");
+    assert!(!s.traefik.guard.log().contains("sentinel-token-5f3a"));
+}
+
+#[tokio::test]
+async fn access_log_lines_reach_stdout_in_the_common_log_format_when_chosen() {
+    let backend = support::Backend::start("app").await;
+    let mut model = plain_http_model();
+    model.logging.access_log = Some(AccessLog {
+        format: "common".to_string(),
+        status_codes: Vec::new(),
+        min_duration: None,
+        headers: false,
+        redact_headers: Vec::new(),
+    });
+    let s = serve(model, &format!("http://{}", backend.addr)).await;
+    let r = app_client(s.web, None)
+        .get(format!("http://app.test:{}/clf-probe", s.web))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let line = eventually(Duration::from_secs(5), || {
+        let log = s.traefik.guard.log();
+        async move {
+            log.lines()
+                .find(|l| l.contains("\"GET /clf-probe HTTP/1.1\" 200"))
+                .map(str::to_string)
+        }
+    })
+    .await
+    .unwrap_or_else(|| panic!("no CLF line; log:\n{}", s.traefik.guard.log()));
+    assert!(
+        serde_json::from_str::<Value>(&line).is_err(),
+        "a text line: {line}"
+    );
+}
