@@ -245,6 +245,12 @@ pub(super) fn check_sets(
 
 fn forward_auth(v: &mut Validator, path: &str, f: &ForwardAuth) -> model::ForwardAuth {
     match url::Url::parse(&f.address) {
+        // Credentials in the URL would sit unencrypted in KV and in status: refused, and the
+        // address is not echoed.
+        Ok(u) if !u.username().is_empty() || u.password().is_some() => v.error(
+            format!("{path}.address"),
+            "must not carry credentials (user:password@); authenticate the proxy to the auth service with tls.certFile/keyFile",
+        ),
         Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => {
             if f.tls.is_some() && u.scheme() != "https" {
                 v.error(format!("{path}.tls"), "is set but the address is http://; use an https:// address or remove tls");
@@ -252,7 +258,7 @@ fn forward_auth(v: &mut Validator, path: &str, f: &ForwardAuth) -> model::Forwar
         }
         _ => v.error(
             format!("{path}.address"),
-            format!("{:?} is not an http(s) URL with a host (e.g. http://oauth2-proxy.service.consul:4180/oauth2/auth)", f.address),
+            "is not an http(s) URL with a host (e.g. http://oauth2-proxy.service.consul:4180/oauth2/auth)",
         ),
     }
     if f.address.chars().any(|c| c.is_control() || c == ',') {
