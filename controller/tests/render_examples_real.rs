@@ -79,13 +79,12 @@ fn localised(path: &Path, consul: &str, nomad: &str, dir: &Path) -> spec::Valida
         .forward_auth
         .as_mut()
         .and_then(|f| f.tls.as_mut())
+        .filter(|tls| tls.ca_file.is_some())
     {
-        if tls.ca_file.is_some() {
-            let ck = rcgen::generate_simple_self_signed(vec!["auth.test".to_string()]).unwrap();
-            let ca = dir.join("auth-ca.pem");
-            std::fs::write(&ca, ck.cert.pem()).unwrap();
-            tls.ca_file = Some(ca.display().to_string());
-        }
+        let ck = rcgen::generate_simple_self_signed(vec!["auth.test".to_string()]).unwrap();
+        let ca = dir.join("auth-ca.pem");
+        std::fs::write(&ca, ck.cert.pem()).unwrap();
+        tls.ca_file = Some(ca.display().to_string());
     }
     for (name, set) in s.policies.iter_mut() {
         if let Some(auth) = set.basic_auth.as_mut() {
