@@ -562,3 +562,61 @@ async fn access_log_lines_reach_stdout_in_the_common_log_format_when_chosen() {
         "a text line: {line}"
     );
 }
+
+/// A backend that answers every request after `delay`.
+async fn slow_backend(delay: Duration) -> std::net::SocketAddr {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                let _ = stream.read(&mut buf).await;
+                tokio::time::sleep(delay).await;
+                let _ = stream
+                    .write_all(
+                        b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\nConnection: close\r\n\r\nslow",
+                    )
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+/// Starts a request that takes 1.5 s at the backend, sends Traefik SIGTERM (by its PID) while
+/// it is in flight, and returns what the client got.
+async fn in_flight_request_across_sigterm(grace: Duration) -> Result<u16, String> {
+    let backend = slow_backend(Duration::from_millis(1500)).await;
+    let mut model = plain_http_model();
+    model.transport.grace_timeout = grace;
+    let s = serve(model, &format!("http://{backend}")).await;
+    let c = app_client(s.web, None);
+    let url = format!("http://app.test:{}/", s.web);
+    let request = tokio::spawn(async move { c.get(&url).send().await });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let killed = std::process::Command::new("kill")
+        .args(["-TERM", &s.traefik.guard.pid().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    match request.await.unwrap() {
+        Ok(r) => Ok(r.status().as_u16()),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_in_flight_when_traefik_is_stopped_finishes_within_the_grace_timeout() {
+    assert_eq!(
+        in_flight_request_across_sigterm(Duration::from_secs(10)).await,
+        Ok(200)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_grace_timeout_shorter_than_the_request_cuts_it_off_so_the_drain_is_what_saves_it() {
+    let outcome = in_flight_request_across_sigterm(Duration::from_millis(200)).await;
+    assert_ne!(outcome, Ok(200), "the request outlived a 200 ms drain");
+}
