@@ -31,6 +31,20 @@ use super::traefik::{
     go_duration,
 };
 
+/// The kinds of the entry point policy's own middlewares (`proxy-operator-<kind>`), for the
+/// key budget's report.
+pub const ENTRY_POINT_MIDDLEWARES: [&str; 9] = [
+    "ipallowlist",
+    "basicauth",
+    "forwardauth",
+    "ratelimit",
+    "compress",
+    "buffering",
+    "circuitbreaker",
+    "retry",
+    "deny-all",
+];
+
 /// The router refusing denied clients and requests without the required headers.
 pub const DENY_ROUTER: &str = "proxy-operator-deny";
 /// The middleware of [`DENY_ROUTER`]: an allow list no client matches, so it answers 403.
