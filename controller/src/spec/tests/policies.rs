@@ -254,3 +254,21 @@ fn docker_proxies_get_the_open_file_limit_and_command_drivers_inherit_the_client
         "at least 1024",
     );
 }
+
+#[test]
+fn inline_users_in_a_policy_set_are_refused_without_echoing_them() {
+    let doc = traefik(
+        "  policies:\n    admin:\n      basicAuth:\n        users: [\"admin:$apr1$s3nt1nelHash\"]\n        usersFrom: {file: /etc/htpasswd}\n",
+    );
+    let errors = parse_err(&doc).field_errors();
+    assert!(
+        has_error(&errors, "spec.policies.admin.basicAuth.users", "usersFrom"),
+        "{errors:?}"
+    );
+    assert!(
+        errors
+            .iter()
+            .all(|e| !e.to_string().contains("s3nt1nelHash")),
+        "{errors:?}"
+    );
+}
