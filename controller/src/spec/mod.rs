@@ -21,6 +21,11 @@
 //! - Options only Traefik has (`middlewares.rateLimit`, `dashboard.insecure`) are errors with
 //!   `proxy: caddy`, because silently dropping a rate limit or an exposure setting would
 //!   surprise the operator more than a refusal.
+//! - The newer middlewares (`forwardAuth`, `circuitBreaker`, `retry`, `buffering`,
+//!   `compress`, `requiredHeaders`, `ipDenyList`), `policies`, and non-default `logging` and
+//!   `entryPoints.transport` are rendered for Traefik only; with `proxy: caddy` each is an error
+//!   naming the field and the proxy until Caddy's renderer expresses it. `geoBlock` and `waf`
+//!   are errors for both proxies: they need plugins neither stock build has.
 //! - Basic-auth users are accepted only by reference (`usersFrom`); an inline `users` field is
 //!   an error, because this document lives unencrypted in Consul KV and is echoed in status.
 
