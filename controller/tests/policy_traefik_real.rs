@@ -403,6 +403,11 @@ async fn a_policy_set_applies_only_to_the_service_that_opts_in_with_its_tag() {
             ..Policy::default()
         },
     );
+    // The entry point policy still applies to both services.
+    model
+        .policy
+        .headers
+        .insert("X-Entry-Policy".to_string(), "on".to_string());
     let s = serve(model, &format!("http://{}", admin.addr)).await;
     let consul = s.twin.consul_addr();
     support::register_consul_service(
@@ -459,6 +464,12 @@ async fn a_policy_set_applies_only_to_the_service_that_opts_in_with_its_tag() {
         .unwrap();
     assert_eq!(ok.status(), 200);
     assert_eq!(ok.headers()["x-backend"], "admin");
+    assert_eq!(ok.headers()["x-entry-policy"], "on");
+    let public = support::get_with_host(s.web, "public.example.test", "/")
+        .await
+        .unwrap();
+    assert_eq!(public.header("x-entry-policy"), Some("on"));
+    assert_eq!(public.header("x-backend"), Some("public"));
 }
 
 fn access_lines(log: &str) -> Vec<Value> {
@@ -619,4 +630,36 @@ async fn a_request_in_flight_when_traefik_is_stopped_finishes_within_the_grace_t
 async fn a_grace_timeout_shorter_than_the_request_cuts_it_off_so_the_drain_is_what_saves_it() {
     let outcome = in_flight_request_across_sigterm(Duration::from_millis(200)).await;
     assert_ne!(outcome, Ok(200), "the request outlived a 200 ms drain");
+}
+
+/// Sends an unfinished request head and reports whether Traefik closed (or answered) the
+/// connection within `wait`.
+async fn closes_a_stalled_request(read_timeout: Duration, wait: Duration) -> bool {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let backend = support::Backend::start("app").await;
+    let mut model = plain_http_model();
+    model.transport.read_timeout = read_timeout;
+    let s = serve(model, &format!("http://{}", backend.addr)).await;
+    let mut conn = tokio::net::TcpStream::connect(("127.0.0.1", s.web))
+        .await
+        .unwrap();
+    conn.write_all(b"GET / HTTP/1.1\r\nHost: app.test\r\n")
+        .await
+        .unwrap();
+    let mut buf = [0u8; 512];
+    // EOF or an answer (Go may write 408) both mean the server gave up on the request.
+    tokio::time::timeout(wait, conn.read(&mut buf))
+        .await
+        .is_ok()
+}
+
+#[tokio::test]
+async fn the_read_timeout_closes_a_connection_whose_request_never_finishes() {
+    assert!(closes_a_stalled_request(Duration::from_millis(500), Duration::from_secs(5)).await);
+}
+
+#[tokio::test]
+async fn with_the_default_read_timeout_the_same_stalled_request_is_still_waited_for() {
+    // Guards the test above: the close comes from the rendered readTimeout.
+    assert!(!closes_a_stalled_request(Duration::from_secs(60), Duration::from_secs(3)).await);
 }
