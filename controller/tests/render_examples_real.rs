@@ -72,6 +72,27 @@ fn localised(path: &Path, consul: &str, nomad: &str, dir: &Path) -> spec::Valida
         cert.cert_file = format!("cert{i}.crt");
         cert.key_file = format!("cert{i}.key");
     }
+    // Files the proxy reads itself (the auth service's CA, a policy set's htpasswd) must exist,
+    // or Traefik disables the middleware.
+    if let Some(tls) = s
+        .middlewares
+        .forward_auth
+        .as_mut()
+        .and_then(|f| f.tls.as_mut())
+        .filter(|tls| tls.ca_file.is_some())
+    {
+        let ck = rcgen::generate_simple_self_signed(vec!["auth.test".to_string()]).unwrap();
+        let ca = dir.join("auth-ca.pem");
+        std::fs::write(&ca, ck.cert.pem()).unwrap();
+        tls.ca_file = Some(ca.display().to_string());
+    }
+    for (name, set) in s.policies.iter_mut() {
+        if let Some(auth) = set.basic_auth.as_mut() {
+            let file = dir.join(format!("{name}.htpasswd"));
+            std::fs::write(&file, "user:$apr1$abcdefgh$h9FWgUz3n9YxylKLlR5SQ/\n").unwrap();
+            auth.users_from = spec::UsersFrom::File(file.display().to_string());
+        }
+    }
     spec::validate(&config).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
@@ -167,6 +188,18 @@ async fn real_traefik_builds_every_traefik_example_with_its_policy_chain() {
                 guard.log()
             )
         });
+        // Every router the operator owns (API, deny router) is up, not disabled by one of
+        // its middlewares.
+        for (name, router) in raw["routers"].as_object().unwrap() {
+            if name.ends_with("@consul") {
+                assert_eq!(
+                    router["status"],
+                    "enabled",
+                    "{}: {name}: {router}",
+                    path.display()
+                );
+            }
+        }
         if !validated.dashboard().insecure {
             // The API is reachable only through the operator's KV router.
             assert_eq!(

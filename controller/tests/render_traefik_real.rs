@@ -9,100 +9,17 @@
 mod support;
 
 mod render_common;
+#[path = "render_common/traefik.rs"]
+mod traefik_harness;
 
 use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 
-use proxy_operator::render::{self, RenderContext, model::Model};
+use proxy_operator::render::{self, RenderContext};
 use render_common::*;
 use serde_json::Value;
-use support::{ChildGuard, eventually, free_port, traefik_bin};
-
-/// The password of both test hashes in `render_common` (`openssl passwd -apr1 -salt abcdefgh`).
-const PASSWORD: &str = "secret";
-
-struct RunningTraefik {
-    guard: ChildGuard,
-    internal: u16,
-    _dir: tempfile::TempDir,
-}
-
-fn start_traefik(static_yaml: &str) -> RunningTraefik {
-    let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("traefik.yml");
-    std::fs::write(&config, static_yaml).unwrap();
-    // Traefik silently ignores a --configfile that does not exist and runs on defaults.
-    assert!(config.is_file());
-    let internal: u16 = static_yaml
-        .lines()
-        .skip_while(|l| !l.starts_with("  traefik:"))
-        .find_map(|l| l.trim().strip_prefix("address: ").map(str::to_string))
-        .and_then(|a| a.trim_matches('"').rsplit(':').next().map(str::to_string))
-        .and_then(|p| p.parse().ok())
-        .expect("internal entry point address in the rendered YAML");
-    let mut cmd = Command::new(traefik_bin());
-    cmd.arg(format!("--configfile={}", config.display()))
-        .current_dir(dir.path())
-        .env("XDG_CONFIG_HOME", dir.path())
-        .env("HOME", dir.path());
-    let guard = ChildGuard::spawn(cmd, &dir.path().join("traefik.log"));
-    RunningTraefik {
-        guard,
-        internal,
-        _dir: dir,
-    }
-}
-
-fn client() -> reqwest::Client {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    reqwest::Client::builder()
-        .timeout(Duration::from_secs(2))
-        .build()
-        .unwrap()
-}
-
-fn assert_no_fatal_log(t: &RunningTraefik) {
-    let log = t.guard.log();
-    for line in log.lines() {
-        assert!(
-            !line.contains("Command error")
-                && !line.contains("\"level\":\"fatal\"")
-                && !line.contains(" FTL "),
-            "Traefik logged a fatal error: {line}\nfull log:\n{log}"
-        );
-    }
-}
-
-async fn wait_for_ping(t: &mut RunningTraefik) {
-    let c = client();
-    let url = format!("http://127.0.0.1:{}/ping", t.internal);
-    let ok = eventually(Duration::from_secs(10), || {
-        let c = c.clone();
-        let url = url.clone();
-        async move {
-            c.get(&url)
-                .send()
-                .await
-                .ok()
-                .filter(|r| r.status() == 200)
-                .map(|_| ())
-        }
-    })
-    .await;
-    if ok.is_none() {
-        panic!(
-            "Traefik /ping never answered 200 (exit: {:?}); log:\n{}",
-            t.guard.try_wait(),
-            t.guard.log()
-        );
-    }
-}
-
-fn loopback_model(mut model: Model) -> Model {
-    on_free_loopback_ports(&mut model, free_port);
-    model
-}
+use support::{eventually, free_port};
+use traefik_harness::*;
 
 #[tokio::test]
 async fn traefik_starts_on_the_rendered_static_config_and_builds_every_entry_point() {
@@ -213,20 +130,6 @@ async fn traefik_reports_a_typo_in_a_nested_static_key_which_is_why_the_model_is
         "{}",
         t.guard.log()
     );
-}
-
-/// Writes the rendered KV entries into the twin's Consul KV, one PUT per key.
-async fn put_kv(consul: std::net::SocketAddr, entries: &[(String, String)]) {
-    let c = client();
-    for (k, v) in entries {
-        let resp = c
-            .put(format!("http://{consul}/v1/kv/{k}"))
-            .body(v.clone())
-            .send()
-            .await
-            .unwrap_or_else(|e| panic!("PUT {k}: {e}"));
-        assert!(resp.status().is_success(), "PUT {k}: {}", resp.status());
-    }
 }
 
 fn write_self_signed(dir: &Path, host: &str) -> (String, String) {

@@ -13,6 +13,7 @@
 pub mod caddy;
 pub mod nomad_job;
 pub mod traefik;
+pub mod traefik_kv;
 
 use std::collections::BTreeMap;
 
@@ -214,7 +215,7 @@ pub fn render_model(model: &Model, ctx: &RenderContext) -> Result<Rendered> {
             let yaml = traefik::static_yaml(&traefik::static_config(model, &ctx.prefix))?;
             let root = format!("{}/traefik/", ctx.prefix);
             let tree = traefik::policy_kv(model)?;
-            check_key_budget(&tree)?;
+            check_key_budget(&tree, model)?;
             let kv: Vec<(String, String)> = tree
                 .into_iter()
                 .map(|(k, v)| (format!("{root}{k}"), v))
@@ -263,39 +264,51 @@ pub fn render_model(model: &Model, ctx: &RenderContext) -> Result<Rendered> {
 }
 
 /// Refuses a policy tree over [`MAX_POLICY_KEYS`], naming the field that contributes most keys.
-fn check_key_budget(tree: &BTreeMap<String, String>) -> Result<()> {
+fn check_key_budget(tree: &BTreeMap<String, String>, model: &Model) -> Result<()> {
     if tree.len() <= MAX_POLICY_KEYS {
         return Ok(());
     }
-    let sources = [
+    let count = |needle: &str| tree.keys().filter(|k| k.contains(needle)).count();
+    let mut sources: Vec<(usize, String, &str)> = vec![
         (
-            "/headers/",
-            "spec.middlewares.securityHeaders",
+            count("/proxy-operator-headers/headers/"),
+            "spec.middlewares.securityHeaders".to_string(),
             "set fewer headers",
         ),
         (
-            "/basicAuth/users/",
-            "spec.middlewares.basicAuth.usersFrom",
+            count("/basicAuth/users/"),
+            "spec.middlewares.basicAuth.usersFrom".to_string(),
             "reference fewer basic-auth users",
         ),
         (
-            "tls/certificates/",
-            "spec.tls.certificates",
+            count("tls/certificates/"),
+            "spec.tls.certificates".to_string(),
             "list fewer certificate pairs",
         ),
+        (
+            count("/proxy-operator-policy/")
+                + count("/routers/proxy-operator-deny/")
+                + traefik_kv::ENTRY_POINT_MIDDLEWARES
+                    .iter()
+                    .map(|kind| count(&format!("/proxy-operator-{kind}/")))
+                    .sum::<usize>(),
+            "spec.middlewares".to_string(),
+            "enable fewer middlewares",
+        ),
     ];
+    for name in model.policies.keys() {
+        sources.push((
+            count(&format!("/middlewares/{name}/"))
+                + count(&format!("/middlewares/proxy-operator-{name}-")),
+            format!("spec.policies.{name}"),
+            "use fewer policy sets or fewer middlewares in them",
+        ));
+    }
     let (field, fix) = sources
-        .iter()
-        .map(|(needle, field, fix)| {
-            (
-                tree.keys().filter(|k| k.contains(needle)).count(),
-                field,
-                fix,
-            )
-        })
+        .into_iter()
         .max_by_key(|(n, _, _)| *n)
-        .map(|(_, field, fix)| (*field, *fix))
-        .unwrap_or(("spec", "simplify the policy"));
+        .map(|(_, field, fix)| (field, fix))
+        .unwrap_or(("spec".to_string(), "simplify the policy"));
     Err(Error::InvalidValue {
         field: field.to_string(),
         reason: format!(
@@ -356,6 +369,26 @@ mod tests {
             .to_string();
         assert!(err.contains("spec.middlewares.securityHeaders"), "{err}");
         assert!(err.contains("set fewer headers"), "{err}");
+    }
+
+    #[test]
+    fn too_many_policy_sets_are_refused_naming_the_biggest_set_instead_of_writing_two_transactions()
+    {
+        let sets: Vec<String> = (0..30)
+            .map(|i| {
+                format!("    set{i:02}:\n      compress: {{}}\n      retry: {{attempts: 2}}\n")
+            })
+            .collect();
+        let doc = format!(
+            "apiVersion: proxy-operator.io/v1alpha1\nkind: ProxyConfig\nspec:\n  proxy: traefik\n  policies:\n{}",
+            sets.concat()
+        );
+        let spec = crate::spec::load(doc.as_bytes()).unwrap();
+        let err = render(&spec, &RenderContext::default())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("spec.policies.set"), "{err}");
+        assert!(err.contains("one Consul transaction"), "{err}");
     }
 
     #[test]

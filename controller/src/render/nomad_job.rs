@@ -172,6 +172,9 @@ pub struct ServiceCheck {
     pub timeout: i64,
 }
 
+/// How much longer Nomad waits after the kill signal than the proxy's drain.
+pub const KILL_TIMEOUT_MARGIN: Duration = Duration::from_secs(5);
+
 /// A task.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 #[serde(rename_all = "PascalCase")]
@@ -412,6 +415,11 @@ pub fn proxy_job(model: &Model, config: &ConfigFile<'_>) -> Result<Job, super::E
     let driver = match &job_settings.driver {
         Driver::Docker { image } => {
             cfg.insert("image".into(), image.clone().into());
+            // A proxy holds two descriptors per proxied connection. Docker's `ulimit` block
+            // (a list of maps in the JSON API) sets soft and hard; raw_exec and exec have no
+            // such option and inherit the Nomad client's limit (see `spec.job.openFiles`).
+            let nofile = format!("{0}:{0}", job_settings.open_files);
+            cfg.insert("ulimit".into(), serde_json::json!([{ "nofile": nofile }]));
             // Nomad's docker driver sets only Cmd from `args` when `command` is empty, and the
             // official caddy image has no ENTRYPOINT: Docker would try to exec `run`. Name the
             // binary for both proxies rather than rely on traefik's entrypoint script.
@@ -485,7 +493,9 @@ pub fn proxy_job(model: &Model, config: &ConfigFile<'_>) -> Result<Job, super::E
             left_delim: LEFT_DELIM.to_string(),
             right_delim: RIGHT_DELIM.to_string(),
         }],
-        kill_timeout: None,
+        // Longer than the entry points' graceTimeOut, so Nomad never SIGKILLs a proxy still
+        // draining open requests.
+        kill_timeout: Some(nanos(model.transport.grace_timeout + KILL_TIMEOUT_MARGIN)),
         volume_mounts: cert_volume
             .iter()
             .map(|_| VolumeMount {

@@ -46,6 +46,9 @@ pub struct StaticConfig {
     pub global: Global,
     /// Logging.
     pub log: Log,
+    /// Access log (stdout).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub access_log: Option<AccessLogConfig>,
     /// Entry points by name.
     pub entry_points: BTreeMap<String, StaticEntryPoint>,
     /// `/ping` on the internal entry point.
@@ -82,6 +85,51 @@ pub struct Log {
     pub format: String,
 }
 
+/// `accessLog`: without `filePath` Traefik writes it to stdout, where Nomad collects it.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct AccessLogConfig {
+    /// `json` or `common`.
+    pub format: String,
+    /// Which requests are logged.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub filters: Option<AccessLogFilters>,
+    /// Which fields are logged.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fields: Option<AccessLogFields>,
+}
+
+/// `accessLog.filters`.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct AccessLogFilters {
+    /// Status codes or ranges kept.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub status_codes: Vec<String>,
+    /// Only slower requests (Go duration).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub min_duration: Option<String>,
+}
+
+/// `accessLog.fields`.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct AccessLogFields {
+    /// Request headers.
+    pub headers: AccessLogHeaders,
+}
+
+/// `accessLog.fields.headers`.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct AccessLogHeaders {
+    /// `keep` or `drop`.
+    pub default_mode: String,
+    /// Per header: `redact`.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub names: BTreeMap<String, String>,
+}
+
 /// One entry point.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 #[serde(rename_all = "camelCase")]
@@ -91,6 +139,40 @@ pub struct StaticEntryPoint {
     /// HTTP options.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub http: Option<EntryPointHttp>,
+    /// Shutdown and timeouts (user-facing entry points).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub transport: Option<EntryPointTransport>,
+}
+
+/// `entryPoints.<name>.transport`.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct EntryPointTransport {
+    /// `lifeCycle`.
+    pub life_cycle: LifeCycle,
+    /// `respondingTimeouts`.
+    pub responding_timeouts: RespondingTimeouts,
+}
+
+/// `transport.lifeCycle`.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct LifeCycle {
+    /// How long open requests may finish on shutdown. Traefik spells it `graceTimeOut`.
+    #[serde(rename = "graceTimeOut")]
+    pub grace_time_out: String,
+}
+
+/// `transport.respondingTimeouts`.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct RespondingTimeouts {
+    /// Whole-request read timeout (`0s` = none).
+    pub read_timeout: String,
+    /// Response write timeout (`0s` = none).
+    pub write_timeout: String,
+    /// Keep-alive idle timeout.
+    pub idle_timeout: String,
 }
 
 /// `entryPoints.<name>.http`.
@@ -339,11 +421,22 @@ pub fn static_config(model: &Model, kv_prefix: &str) -> StaticConfig {
                 cert_resolver: resolver.clone(),
             }),
         };
+        let t = &model.transport;
         entry_points.insert(
             ep.name.clone(),
             StaticEntryPoint {
                 address: ep.address.to_addr_string(),
                 http: Some(http),
+                transport: Some(EntryPointTransport {
+                    life_cycle: LifeCycle {
+                        grace_time_out: go_duration(t.grace_timeout),
+                    },
+                    responding_timeouts: RespondingTimeouts {
+                        read_timeout: go_duration(t.read_timeout),
+                        write_timeout: go_duration(t.write_timeout),
+                        idle_timeout: go_duration(t.idle_timeout),
+                    },
+                }),
             },
         );
     }
@@ -353,6 +446,7 @@ pub fn static_config(model: &Model, kv_prefix: &str) -> StaticConfig {
             StaticEntryPoint {
                 address: addr.to_addr_string(),
                 http: None,
+                transport: None,
             },
         );
     }
@@ -361,6 +455,7 @@ pub fn static_config(model: &Model, kv_prefix: &str) -> StaticConfig {
         StaticEntryPoint {
             address: model.dashboard.address.to_addr_string(),
             http: None,
+            transport: None,
         },
     );
 
@@ -415,9 +510,28 @@ pub fn static_config(model: &Model, kv_prefix: &str) -> StaticConfig {
             send_anonymous_usage: false,
         },
         log: Log {
-            level: "INFO".to_string(),
-            format: "json".to_string(),
+            level: model.logging.level.clone(),
+            format: model.logging.format.clone(),
         },
+        access_log: model.logging.access_log.as_ref().map(|a| AccessLogConfig {
+            format: a.format.clone(),
+            filters: (!a.status_codes.is_empty() || a.min_duration.is_some()).then(|| {
+                AccessLogFilters {
+                    status_codes: a.status_codes.clone(),
+                    min_duration: a.min_duration.map(go_duration),
+                }
+            }),
+            fields: a.headers.then(|| AccessLogFields {
+                headers: AccessLogHeaders {
+                    default_mode: "keep".to_string(),
+                    names: a
+                        .redact_headers
+                        .iter()
+                        .map(|h| (h.clone(), "redact".to_string()))
+                        .collect(),
+                },
+            }),
+        }),
         entry_points,
         ping: Ping {
             entry_point: INTERNAL_ENTRY_POINT.to_string(),
@@ -450,194 +564,9 @@ pub fn static_yaml(config: &StaticConfig) -> Result<String, Error> {
     serde_saphyr::to_string(config).map_err(|e| Error::SerializeYaml(e.to_string()))
 }
 
-// === dynamic policy (Consul KV) ===
+// === dynamic policy (Consul KV): see `traefik_kv.rs` ===
 
-/// The KV entries (relative to `<prefix>/traefik/`, sorted) that define the policy chain, the
-/// TLS certificates and, when the API is not insecure, the router exposing it on the internal
-/// entry point. Every value is validated first: one bad value would make Traefik drop the tree.
-pub fn policy_kv(model: &Model) -> Result<BTreeMap<String, String>, Error> {
-    let mut kv = BTreeMap::new();
-    let mw = |name: &str, rest: &str| format!("http/middlewares/{name}/{rest}");
-    let mut chain = vec![HEADERS_MIDDLEWARE];
-
-    let policy = &model.policy;
-    if policy.headers.is_empty() {
-        // A headers middleware needs at least one key to exist; `frameDeny: false` changes
-        // nothing and keeps the chain (which entry points reference) always valid.
-        kv.insert(
-            mw(HEADERS_MIDDLEWARE, "headers/frameDeny"),
-            "false".to_string(),
-        );
-    }
-    for (name, value) in &policy.headers {
-        check_header(name, value)?;
-        kv.insert(
-            mw(
-                HEADERS_MIDDLEWARE,
-                &format!("headers/customResponseHeaders/{name}"),
-            ),
-            value.clone(),
-        );
-    }
-
-    if !policy.ip_allow.is_empty() {
-        chain.push(IP_ALLOW_MIDDLEWARE);
-        // One comma-joined key (TRAEFIK.md C) instead of one key per range: the whole tree
-        // must fit one Consul transaction, and long allow lists would not.
-        let ranges: Vec<String> = policy.ip_allow.iter().map(ToString::to_string).collect();
-        kv.insert(
-            mw(IP_ALLOW_MIDDLEWARE, "ipAllowList/sourceRange"),
-            ranges.join(","),
-        );
-    }
-
-    if let Some(auth) = &policy.basic_auth {
-        // Auth before the rate limit, so rejected requests don't consume the bucket.
-        chain.push(BASIC_AUTH_MIDDLEWARE);
-        if auth.users.is_empty() {
-            return Err(Error::InvalidValue {
-                field: "middlewares.basicAuth.users".to_string(),
-                reason: "the referenced user list is empty".to_string(),
-            });
-        }
-        for (i, user) in auth.users.iter().enumerate() {
-            check_htpasswd_line(i, user)?;
-            kv.insert(
-                mw(BASIC_AUTH_MIDDLEWARE, &format!("basicAuth/users/{i}")),
-                user.clone(),
-            );
-        }
-        check_plain("middlewares.basicAuth.realm", &auth.realm)?;
-        kv.insert(
-            mw(BASIC_AUTH_MIDDLEWARE, "basicAuth/realm"),
-            auth.realm.clone(),
-        );
-    }
-
-    if let Some(rl) = &policy.rate_limit {
-        chain.push(RATE_LIMIT_MIDDLEWARE);
-        if rl.average == 0 || rl.period.is_zero() {
-            return Err(Error::InvalidValue {
-                field: "middlewares.rateLimit".to_string(),
-                reason: "average and period must be greater than zero".to_string(),
-            });
-        }
-        kv.insert(
-            mw(RATE_LIMIT_MIDDLEWARE, "rateLimit/average"),
-            rl.average.to_string(),
-        );
-        kv.insert(
-            mw(RATE_LIMIT_MIDDLEWARE, "rateLimit/burst"),
-            rl.burst.max(1).to_string(),
-        );
-        kv.insert(
-            mw(RATE_LIMIT_MIDDLEWARE, "rateLimit/period"),
-            go_duration(rl.period),
-        );
-    }
-
-    for (i, name) in chain.iter().enumerate() {
-        kv.insert(
-            mw(POLICY_MIDDLEWARE, &format!("chain/middlewares/{i}")),
-            (*name).to_string(),
-        );
-    }
-
-    for (i, pair) in model.tls.certificates.iter().enumerate() {
-        check_plain(&format!("tls.certificates[{i}].certFile"), &pair.cert_file)?;
-        check_plain(&format!("tls.certificates[{i}].keyFile"), &pair.key_file)?;
-        kv.insert(
-            format!("tls/certificates/{i}/certFile"),
-            pair.cert_file.clone(),
-        );
-        kv.insert(
-            format!("tls/certificates/{i}/keyFile"),
-            pair.key_file.clone(),
-        );
-    }
-    if let Some(min) = &model.tls.min_version {
-        if !["VersionTLS12", "VersionTLS13"].contains(&min.as_str()) {
-            return Err(Error::InvalidValue {
-                field: "tls.minVersion".to_string(),
-                reason: format!("{min:?} is not VersionTLS12 or VersionTLS13"),
-            });
-        }
-        kv.insert("tls/options/default/minVersion".to_string(), min.clone());
-    }
-
-    if !model.dashboard.insecure {
-        let r = |rest: &str| format!("http/routers/{API_ROUTER}/{rest}");
-        // Loopback clients only: without `api.insecure` nothing else may read the API, but the
-        // operator's health gate on the node must.
-        kv.insert(
-            r("rule"),
-            "(PathPrefix(`/api`) || PathPrefix(`/dashboard`)) \
-             && (ClientIP(`127.0.0.0/8`) || ClientIP(`::1/128`))"
-                .to_string(),
-        );
-        kv.insert(r("service"), "api@internal".to_string());
-        kv.insert(r("entryPoints/0"), INTERNAL_ENTRY_POINT.to_string());
-    }
-
-    let entries: Vec<(String, String)> = kv.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
-    let generation: String = super::digest_kv(&entries).chars().take(12).collect();
-    kv.insert(
-        mw(
-            &format!("{GENERATION_MIDDLEWARE}-{generation}"),
-            "headers/customResponseHeaders/X-Proxy-Operator-Generation",
-        ),
-        generation,
-    );
-    Ok(kv)
-}
-
-/// Whether a KV key under `<prefix>/traefik/` holds a secret (basic-auth users), so callers can
-/// redact it in logs and output.
-pub fn is_secret_key(key: &str) -> bool {
-    key.contains("/basicAuth/users/")
-}
-
-fn check_header(name: &str, value: &str) -> Result<(), Error> {
-    let token_ok = !name.is_empty()
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
-    if !token_ok {
-        return Err(Error::InvalidValue {
-            field: format!("middlewares.securityHeaders.{name}"),
-            reason: "a header name must be a non-empty HTTP token".to_string(),
-        });
-    }
-    check_plain(&format!("middlewares.securityHeaders.{name}"), value)
-}
-
-fn check_plain(field: &str, value: &str) -> Result<(), Error> {
-    if value.chars().any(|c| c.is_control()) {
-        return Err(Error::InvalidValue {
-            field: field.to_string(),
-            reason: "control characters are not allowed".to_string(),
-        });
-    }
-    Ok(())
-}
-
-/// Checks the shape of a htpasswd line without ever putting it in the error.
-fn check_htpasswd_line(index: usize, line: &str) -> Result<(), Error> {
-    let field = format!("middlewares.basicAuth.users[{index}]");
-    let Some((user, hash)) = line.split_once(':') else {
-        return Err(Error::InvalidValue {
-            field,
-            reason: "expected user:hash".to_string(),
-        });
-    };
-    if user.is_empty() || hash.is_empty() || line.chars().any(|c| c.is_control() || c == ',') {
-        return Err(Error::InvalidValue {
-            field,
-            reason: "expected user:hash without commas or control characters".to_string(),
-        });
-    }
-    Ok(())
-}
+pub use super::traefik_kv::{is_secret_key, policy_kv};
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::panic)] // tests fail loudly
@@ -700,40 +629,5 @@ mod tests {
             default_rule("example.com"),
             "Host(`{{ normalize .Name }}.example.com`)"
         );
-    }
-
-    #[test]
-    fn header_names_must_be_http_tokens_and_values_free_of_control_characters() {
-        assert!(check_header("X-Frame-Options", "SAMEORIGIN").is_ok());
-        assert!(check_header("Bad Name", "x").is_err());
-        assert!(check_header("", "x").is_err());
-        let err = check_header("X-Ok", "a\nInjected: 1")
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("control characters"), "{err}");
-    }
-
-    #[test]
-    fn a_malformed_htpasswd_line_is_rejected_without_echoing_it() {
-        let secret = "alice$apr1$salt$hash-without-colon";
-        let err = check_htpasswd_line(3, secret).unwrap_err().to_string();
-        assert!(err.contains("users[3]"), "{err}");
-        assert!(
-            !err.contains("apr1"),
-            "the error must not carry the secret: {err}"
-        );
-        assert!(check_htpasswd_line(0, "alice:$apr1$salt$hash").is_ok());
-        assert!(check_htpasswd_line(0, "alice:$apr1$a,b").is_err());
-    }
-
-    #[test]
-    fn basic_auth_users_are_the_only_secret_keys() {
-        assert!(is_secret_key(
-            "p/traefik/http/middlewares/m/basicAuth/users/0"
-        ));
-        assert!(!is_secret_key(
-            "p/traefik/http/middlewares/m/basicAuth/realm"
-        ));
-        assert!(!is_secret_key("p/traefik/tls/certificates/0/keyFile"));
     }
 }

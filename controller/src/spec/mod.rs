@@ -21,6 +21,11 @@
 //! - Options only Traefik has (`middlewares.rateLimit`, `dashboard.insecure`) are errors with
 //!   `proxy: caddy`, because silently dropping a rate limit or an exposure setting would
 //!   surprise the operator more than a refusal.
+//! - The newer middlewares (`forwardAuth`, `circuitBreaker`, `retry`, `buffering`,
+//!   `compress`, `requiredHeaders`, `ipDenyList`), `policies`, and non-default `logging` and
+//!   `entryPoints.transport` are rendered for Traefik only; with `proxy: caddy` each is an error
+//!   naming the field and the proxy until Caddy's renderer expresses it. `geoBlock` and `waf`
+//!   are errors for both proxies: they need plugins neither stock build has.
 //! - Basic-auth users are accepted only by reference (`usersFrom`); an inline `users` field is
 //!   an error, because this document lives unencrypted in Consul KV and is echoed in status.
 
@@ -29,6 +34,7 @@ mod duration;
 mod env;
 pub mod model;
 mod parse;
+mod policy_types;
 mod scrub;
 pub mod status;
 mod types;
@@ -42,8 +48,8 @@ pub use env::{EnvError, from_env};
 pub use parse::{MAX_DEPTH, MAX_DOCUMENT_BYTES, parse};
 pub use scrub::looks_secret;
 pub use types::*;
-pub use validate::port_label;
 pub use validate::{ListenAddress, ValidatedSpec, validate};
+pub use validate::{check_breaker_expression, port_label};
 
 /// One problem with a document: where (`spec.middlewares.ipAllowList.sourceRange[2]`) and what
 /// would be valid. An empty path means the document as a whole.

@@ -146,6 +146,9 @@ pub struct BasicAuth {
     pub realm: String,
     /// `user:hash` lines (htpasswd). Secret: never logged or put in errors.
     pub users: Vec<String>,
+    /// An htpasswd file on the proxy's node the proxy reads itself (policy sets); when set,
+    /// `users` stays empty.
+    pub users_file: Option<String>,
 }
 
 impl std::fmt::Debug for BasicAuth {
@@ -153,11 +156,75 @@ impl std::fmt::Debug for BasicAuth {
         f.debug_struct("BasicAuth")
             .field("realm", &self.realm)
             .field("users", &format_args!("<{} redacted>", self.users.len()))
+            .field("users_file", &self.users_file)
             .finish()
     }
 }
 
-/// The middleware policy applied to every user-facing entry point.
+/// Forward authentication.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ForwardAuth {
+    /// Auth service URL.
+    pub address: String,
+    /// Pass the client's `X-Forwarded-*` headers on.
+    pub trust_forward_header: bool,
+    /// Headers copied from the auth answer onto the forwarded request.
+    pub auth_response_headers: Vec<String>,
+    /// TLS client files towards the auth service.
+    pub tls: Option<ClientFiles>,
+}
+
+/// TLS client files (absolute paths on the proxy's node).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ClientFiles {
+    /// CA bundle.
+    pub ca: Option<String>,
+    /// Client certificate.
+    pub cert: Option<String>,
+    /// Client key.
+    pub key: Option<String>,
+}
+
+/// Circuit breaker.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CircuitBreaker {
+    /// Traefik's breaker expression, checked for its function names and parentheses.
+    pub expression: String,
+    /// Evaluation period.
+    pub check_period: Duration,
+    /// Time open.
+    pub fallback_duration: Duration,
+    /// Ramp-up time after closing.
+    pub recovery_duration: Duration,
+}
+
+/// Retry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Retry {
+    /// Attempts in total.
+    pub attempts: u32,
+    /// First back-off interval.
+    pub initial_interval: Duration,
+}
+
+/// Body size limits in bytes; 0 = none.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Buffering {
+    /// Request body limit (413 beyond).
+    pub max_request_body_bytes: u64,
+    /// Response body limit.
+    pub max_response_body_bytes: u64,
+}
+
+/// Compression.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Compress {
+    /// Smaller responses are not compressed.
+    pub min_response_body_bytes: u64,
+}
+
+/// A set of middlewares: the one every user-facing entry point applies, or a named set a
+/// service opts into.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Policy {
     /// Response headers set on every response (security headers).
@@ -168,6 +235,80 @@ pub struct Policy {
     pub ip_allow: Vec<IpNet>,
     /// Basic auth, when enabled.
     pub basic_auth: Option<BasicAuth>,
+    /// Forward auth, when enabled.
+    pub forward_auth: Option<ForwardAuth>,
+    /// Circuit breaker, when enabled.
+    pub circuit_breaker: Option<CircuitBreaker>,
+    /// Retry, when enabled.
+    pub retry: Option<Retry>,
+    /// Body size limits, when enabled.
+    pub buffering: Option<Buffering>,
+    /// Compression, when enabled.
+    pub compress: Option<Compress>,
+    /// Request headers every request must carry (entry point policy only).
+    pub required_headers: Vec<String>,
+    /// Refused client networks (entry point policy only).
+    pub ip_deny: Vec<IpNet>,
+}
+
+/// The access log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccessLog {
+    /// `json` or `common`.
+    pub format: String,
+    /// Status codes or ranges kept; empty = all.
+    pub status_codes: Vec<String>,
+    /// Only requests slower than this.
+    pub min_duration: Option<Duration>,
+    /// Whether request headers are logged.
+    pub headers: bool,
+    /// Headers redacted when headers are logged.
+    pub redact_headers: Vec<String>,
+}
+
+/// The proxy's logging.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Logging {
+    /// `TRACE`, `DEBUG`, `INFO`, `WARN` or `ERROR`.
+    pub level: String,
+    /// `json` or `common`.
+    pub format: String,
+    /// Access log, when on.
+    pub access_log: Option<AccessLog>,
+}
+
+impl Default for Logging {
+    fn default() -> Self {
+        Self {
+            level: "INFO".to_string(),
+            format: "json".to_string(),
+            access_log: None,
+        }
+    }
+}
+
+/// Shutdown and timeouts of the user-facing entry points.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Transport {
+    /// Drain time on shutdown.
+    pub grace_timeout: Duration,
+    /// Request read timeout; zero = none.
+    pub read_timeout: Duration,
+    /// Response write timeout; zero = none.
+    pub write_timeout: Duration,
+    /// Keep-alive idle timeout.
+    pub idle_timeout: Duration,
+}
+
+impl Default for Transport {
+    fn default() -> Self {
+        Self {
+            grace_timeout: Duration::from_secs(30),
+            read_timeout: Duration::from_secs(60),
+            write_timeout: Duration::ZERO,
+            idle_timeout: Duration::from_secs(180),
+        }
+    }
 }
 
 /// Dashboard / API settings (Traefik) or admin API (Caddy).
@@ -234,6 +375,8 @@ pub struct JobSettings {
     /// Nomad host volume mounted at the certificate directory (docker and exec drivers);
     /// `None` mounts nothing.
     pub cert_volume: Option<String>,
+    /// Open-file limit (docker `ulimit nofile`).
+    pub open_files: u32,
 }
 
 /// Rollout settings: the timings go into the job's update block, the rest into the health gate.
@@ -262,8 +405,14 @@ pub struct Model {
     pub discovery: Discovery,
     /// TLS.
     pub tls: Tls,
-    /// Middleware policy.
+    /// Middleware policy of every user-facing entry point.
     pub policy: Policy,
+    /// Named policy sets services opt into.
+    pub policies: BTreeMap<String, Policy>,
+    /// Logging.
+    pub logging: Logging,
+    /// Entry point shutdown and timeouts.
+    pub transport: Transport,
     /// Where Prometheus metrics are served (Traefik entry point `metrics`); `None` when off.
     pub metrics: Option<ListenAddr>,
     /// Dashboard / admin.

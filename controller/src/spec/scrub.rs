@@ -33,7 +33,8 @@ pub fn looks_secret(text: &str) -> bool {
 
 /// Whether a field path holds secrets or references to them.
 fn sensitive_path(path: &str) -> bool {
-    path.starts_with("spec.middlewares.basicAuth") || path.starts_with("spec.tls")
+    // Basic auth and forward auth sit under `spec.middlewares` and under every policy set.
+    path.contains(".basicAuth") || path.contains(".forwardAuth") || path.starts_with("spec.tls")
 }
 
 /// `error` with every quoted value that could be a secret replaced by [`SCRUBBED`].

@@ -43,6 +43,8 @@ fn valid(doc: &str) -> ValidatedSpec {
     }
 }
 
+mod policies;
+
 // === parse ===
 
 #[test]

@@ -10,6 +10,8 @@ use std::collections::BTreeMap;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+pub use super::policy_types::*;
+
 /// The only `apiVersion` this operator reads.
 pub const API_VERSION: &str = "proxy-operator.io/v1alpha1";
 /// The `kind` of the desired document.
@@ -101,6 +103,12 @@ pub struct ProxyConfigSpec {
     pub tls: Tls,
     /// Policies applied to routed traffic; changing them needs no proxy restart.
     pub middlewares: Middlewares,
+    /// Named policy sets a service opts into by tag (Traefik:
+    /// `traefik.http.routers.<service>.middlewares=<name>@consul`), on top of `middlewares`.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub policies: BTreeMap<String, PolicySet>,
+    /// The proxy's log and access log.
+    pub logging: Logging,
     /// Prometheus metrics of the proxy.
     pub metrics: Metrics,
     /// The proxy's API and dashboard.
@@ -277,6 +285,8 @@ pub struct EntryPoints {
     /// More listeners by name (letters, digits, `-`, `_`).
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub extra: BTreeMap<String, EntryPoint>,
+    /// Graceful shutdown and request timeouts of every listener above.
+    pub transport: Transport,
 }
 
 impl Default for EntryPoints {
@@ -291,6 +301,7 @@ impl Default for EntryPoints {
                 redirect_to: None,
             },
             extra: BTreeMap::new(),
+            transport: Transport::default(),
         }
     }
 }
@@ -394,6 +405,35 @@ pub struct Middlewares {
     /// HTTP basic authentication, with users read from a reference (off unless set).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub basic_auth: Option<BasicAuth>,
+    /// Ask an external auth service about every request (off unless set).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub forward_auth: Option<ForwardAuth>,
+    /// Stop sending traffic to a failing backend for a while (off unless set).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub circuit_breaker: Option<CircuitBreaker>,
+    /// Re-send requests whose backend could not be reached (off unless set).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retry: Option<Retry>,
+    /// Request and response body size limits (off unless set).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub buffering: Option<Buffering>,
+    /// Compress responses (off unless set).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub compress: Option<Compress>,
+    /// Request headers every request must carry (non-empty); others get 403.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub required_headers: Vec<String>,
+    /// Client networks refused with 403 (off unless set).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ip_deny_list: Option<IpDenyList>,
+    /// Not supported: blocking by country needs a plugin neither stock proxy build has.
+    /// Accepted by the parser only so validation can say so.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub geo_block: Option<serde_json::Value>,
+    /// Not supported: a WAF (SQL injection, XSS rules) needs a plugin neither stock proxy
+    /// build has. Accepted by the parser only so validation can say so.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub waf: Option<serde_json::Value>,
 }
 
 /// Security response headers: HinD's five defaults, plus `headers` (added or overriding), minus
@@ -571,6 +611,11 @@ pub struct Job {
     /// `certs`). The empty string mounts nothing (the image or chroot provides the directory).
     /// With raw_exec, `certDir` is the host path itself and nothing is mounted.
     pub cert_volume: String,
+    /// Open-file limit of the proxy (default 65535). The docker driver sets it (`ulimit`);
+    /// raw_exec and exec inherit the Nomad client's hard limit, which the Go runtime of both
+    /// proxies raises its soft limit to, so set `LimitNOFILE` on the Nomad agent instead.
+    #[schemars(range(min = 1024))]
+    pub open_files: u32,
 }
 
 impl Default for Job {
@@ -587,6 +632,7 @@ impl Default for Job {
             resources: Resources::default(),
             version: None,
             cert_volume: "certs".to_owned(),
+            open_files: 65535,
         }
     }
 }

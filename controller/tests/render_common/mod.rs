@@ -77,8 +77,13 @@ pub fn traefik_model() -> Model {
             basic_auth: Some(BasicAuth {
                 realm: "proxy".to_string(),
                 users: vec!["user:$apr1$abcdefgh$h9FWgUz3n9YxylKLlR5SQ/".to_string()],
+                users_file: None,
             }),
+            ..Policy::default()
         },
+        policies: BTreeMap::new(),
+        logging: Logging::default(),
+        transport: Transport::default(),
         metrics: Some(ListenAddr {
             host: String::new(),
             port: 8082,
@@ -107,6 +112,7 @@ pub fn traefik_model() -> Model {
             memory_mb: 256,
             version: Some("3.7.15".to_string()),
             cert_volume: None,
+            open_files: 65535,
         },
         rollout: Rollout {
             healthy_deadline: Duration::from_secs(120),
@@ -144,6 +150,7 @@ pub fn caddy_model() -> Model {
         users: vec![
             "user:$2a$04$KmdvXirWKCl8agg7DgCxPuIP1jHT1wbO6ssCdyQ8zpW9WZ.bNLZwu".to_string(),
         ],
+        users_file: None,
     });
     m.dashboard.address = ListenAddr {
         host: "localhost".to_string(),

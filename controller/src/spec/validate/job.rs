@@ -31,6 +31,12 @@ pub(super) fn check(v: &mut Validator, job: &mut Job, proxy: ProxyKind) -> JobSe
             );
         }
     }
+    if job.open_files < 1024 {
+        v.error(
+            "spec.job.openFiles",
+            "must be at least 1024; a proxy holds two descriptors per proxied connection (default 65535)",
+        );
+    }
     v.identifier("spec.job.namespace", &job.namespace);
     v.identifier("spec.job.nodePool", &job.node_pool);
     if let Some(region) = &job.region {
@@ -124,6 +130,7 @@ fn resolve(job: &Job) -> JobSettings {
         memory_mb: job.resources.memory_mb,
         version: job.version.clone().filter(|v| !v.is_empty()),
         cert_volume: Some(job.cert_volume.clone()).filter(|v| !v.is_empty()),
+        open_files: job.open_files,
     }
 }
 

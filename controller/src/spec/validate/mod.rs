@@ -7,7 +7,9 @@ mod discovery;
 mod entry_points;
 mod field;
 mod job;
+mod logging;
 mod middlewares;
+mod policies;
 mod rollout;
 mod tls;
 
@@ -24,6 +26,7 @@ pub use entry_points::port_label;
 pub use field::ListenAddress;
 use field::Validator;
 pub(crate) use field::is_hostname;
+pub use policies::check_breaker_expression;
 
 /// A document that passed validation: the document with its defaults filled in, and the
 /// resolved [`Model`] the renderers read.
@@ -197,6 +200,9 @@ pub fn validate(config: &ProxyConfig) -> Result<ValidatedSpec, ValidationErrors>
     let entry_points = v.entry_points(&spec.entry_points);
     let tls = tls::check(&mut v, &spec.tls, proxy);
     let policy = middlewares::check(&mut v, &spec.middlewares, proxy);
+    let policies = policies::check_sets(&mut v, &spec.policies, proxy);
+    let logging = logging::check(&mut v, &spec.logging, proxy);
+    let transport = logging::transport(&mut v, &spec.entry_points.transport, proxy);
     let (metrics, dashboard) = entry_points::check_listeners(&mut v, spec, &entry_points);
     let job = job::check(&mut v, &mut config.spec.job, proxy);
     let rollout = rollout::check(&mut v, &config.spec, &entry_points);
@@ -213,6 +219,9 @@ pub fn validate(config: &ProxyConfig) -> Result<ValidatedSpec, ValidationErrors>
         discovery,
         tls,
         policy,
+        policies,
+        logging,
+        transport,
         metrics,
         dashboard,
         job,
