@@ -117,6 +117,18 @@ pub enum Error {
         /// Consul's reasons.
         errors: Vec<TxnOpError>,
     },
+    /// A fenced write was refused by Consul's ACLs. Consul reports a denied operation of a
+    /// transaction as a rollback (409, "Permission denied: … lacks permission 'key:write' on
+    /// …" per operation), not as a 403, so this is told apart from a lost lock or a CAS
+    /// conflict by its reasons. Terminal: only a policy change fixes it.
+    #[error(
+        "write refused by Consul's ACLs (grant the token the policy in nomad-jobs/acl/consul-operator.hcl, not retrying): {}",
+        describe(.errors)
+    )]
+    Forbidden {
+        /// Consul's reasons, naming each missing permission and key.
+        errors: Vec<TxnOpError>,
+    },
     /// A fenced write failed for another reason (a CAS index, the network, a 403).
     #[error("failed to apply a fenced transaction: {0}")]
     Write(#[source] consul::Error),
@@ -142,6 +154,20 @@ impl Error {
             | Error::Renew { source }
             | Error::Read { source, .. }
             | Error::Write(source) => source.is_retryable(),
+            Error::Encode(_) | Error::Deposed { .. } | Error::Forbidden { .. } => false,
+        }
+    }
+
+    /// True when Consul's ACLs refused the call (a 403, or a transaction rolled back for a
+    /// missing permission): the token or its policy must change.
+    pub fn is_forbidden(&self) -> bool {
+        match self {
+            Error::Forbidden { .. } => true,
+            Error::CreateSession { source, .. }
+            | Error::Acquire { source, .. }
+            | Error::Renew { source }
+            | Error::Read { source, .. }
+            | Error::Write(source) => source.is_forbidden(),
             Error::Encode(_) | Error::Deposed { .. } => false,
         }
     }

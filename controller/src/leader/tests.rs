@@ -7,6 +7,8 @@ use crate::consul::TxnOp;
 use crate::consul::fake::FakeConsul;
 
 const KEY: &str = "proxy-operator/leader";
+/// The node the fake's catalog starts with: sessions need a registered node.
+const NODE: &str = "hashistack-twin";
 
 fn rolled_back(indexes: &[usize]) -> consul::Error {
     consul::Error::TxnRolledBack {
@@ -77,8 +79,31 @@ fn a_rollback_of_another_op_is_a_conflict_not_a_deposition() {
 }
 
 #[test]
+fn a_rollback_for_a_missing_permission_is_forbidden_even_on_the_fence() {
+    for op_index in [0, 2] {
+        let e = Fence::new(KEY, "s1").classify(consul::Error::TxnRolledBack {
+            errors: vec![TxnOpError {
+                op_index,
+                what: "Permission denied: token with AccessorID 'a' lacks permission 'key:write' on \"p/status\"".to_owned(),
+            }],
+        });
+        assert!(e.is_forbidden(), "{e}");
+        assert!(
+            !e.is_deposed() && !e.is_conflict() && !e.is_retryable(),
+            "{e}"
+        );
+        assert!(
+            e.to_string().contains("nomad-jobs/acl/consul-operator.hcl"),
+            "{e}"
+        );
+        assert!(e.to_string().contains("'key:write' on \"p/status\""), "{e}");
+    }
+}
+
+#[test]
 fn a_forbidden_write_is_neither_deposed_nor_retryable() {
     let e = Fence::new(KEY, "s1").classify(consul::Error::injected("txn", 403, "denied"));
+    assert!(e.is_forbidden());
     assert!(!e.is_deposed());
     assert!(!e.is_retryable());
 }
@@ -171,10 +196,10 @@ async fn leading(rx: &mut watch::Receiver<Leadership>) -> Term {
 #[tokio::test(start_paused = true)]
 async fn a_failed_renewal_publishes_follower_first_and_vacates_the_lock() {
     let consul = FakeConsul::new();
-    let handle = Elector::spawn(consul.clone(), config("n1"));
+    let handle = Elector::spawn(consul.clone(), config(NODE));
     let mut rx = handle.subscribe();
     let t = leading(&mut rx).await;
-    assert_eq!(t.holder.node, "n1");
+    assert_eq!(t.holder.node, NODE);
     consul.fail_next(
         "session_renew",
         consul::Error::injected("renew", 500, "boom"),
@@ -194,7 +219,7 @@ async fn a_failed_renewal_publishes_follower_first_and_vacates_the_lock() {
 async fn a_renewal_answering_a_longer_ttl_schedules_the_next_from_it() {
     let consul = FakeConsul::new();
     consul.set_renew_ttl(Duration::from_secs(60));
-    let handle = Elector::spawn(consul.clone(), config("n1"));
+    let handle = Elector::spawn(consul.clone(), config(NODE));
     let mut rx = handle.subscribe();
     leading(&mut rx).await;
     tokio::time::sleep(Duration::from_secs(6)).await;
@@ -210,7 +235,7 @@ async fn a_renewal_answering_a_longer_ttl_schedules_the_next_from_it() {
 #[tokio::test(start_paused = true)]
 async fn a_step_down_after_a_refused_write_ends_the_term_and_shutdown_releases_the_key() {
     let consul = FakeConsul::new();
-    let handle = Elector::spawn(consul.clone(), config("n1"));
+    let handle = Elector::spawn(consul.clone(), config(NODE));
     let mut rx = handle.subscribe();
     let t = leading(&mut rx).await;
     handle.step_down("some-older-session").await;
@@ -231,8 +256,16 @@ async fn a_step_down_after_a_refused_write_ends_the_term_and_shutdown_releases_t
 #[tokio::test(start_paused = true)]
 async fn an_idle_follower_holds_no_session_and_only_waits_on_the_key() {
     let consul = FakeConsul::new();
-    let leader = Elector::spawn(consul.clone(), config("n1"));
+    let leader = Elector::spawn(consul.clone(), config(NODE));
     leading(&mut leader.subscribe()).await;
+    consul
+        .catalog_register(&crate::consul::CatalogRegistration {
+            node: "n2".to_owned(),
+            address: "10.0.0.2".to_owned(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
     let follower = Elector::spawn(consul.clone(), config("n2"));
     let mut rx = follower.subscribe();
     rx.wait_for(|l| matches!(l, Leadership::Follower { holder: Some(_) }))
