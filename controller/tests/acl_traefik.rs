@@ -20,10 +20,28 @@ use support::{Backend, ChildGuard, eventually, free_port, get_with_host, traefik
 
 const P: &str = "proxy-operator";
 
-/// Traefik with the three providers the operator renders, each given its token in the static
-/// config, as the proxy job's template renders it.
-fn start_traefik(t: &Twin, consul_token: &str, dir: &std::path::Path) -> (ChildGuard, u16, u16) {
+/// Where Traefik finds its tokens.
+#[derive(Clone, Copy, PartialEq)]
+enum Tokens {
+    /// In the static config file, as a job template renders it.
+    InConfig,
+    /// Only in the environment (`CONSUL_HTTP_TOKEN`, `NOMAD_TOKEN`), as a template with
+    /// `env = true` would give them.
+    InEnv,
+}
+
+/// Traefik with the three providers the operator renders.
+fn start_traefik(
+    t: &Twin,
+    consul_token: &str,
+    dir: &std::path::Path,
+    tokens: Tokens,
+) -> (ChildGuard, u16, u16) {
     let (web, ping) = (free_port(), free_port());
+    let (in_file_consul, in_file_nomad) = match tokens {
+        Tokens::InConfig => (consul_token, NOMAD_TRAEFIK),
+        Tokens::InEnv => ("", ""),
+    };
     let consul = t.consul_addr();
     let nomad = t.nomad_addr();
     let config = format!(
@@ -44,17 +62,17 @@ providers:
     refreshInterval: 1s
     endpoint:
       address: "{consul}"
-      token: "{consul_token}"
+      token: "{in_file_consul}"
   consul:
     rootKey: "{P}/traefik"
     endpoints: ["{consul}"]
-    token: "{consul_token}"
+    token: "{in_file_consul}"
   nomad:
     exposedByDefault: false
     watch: true
     endpoint:
       address: "http://{nomad}"
-      token: "{NOMAD_TRAEFIK}"
+      token: "{in_file_nomad}"
 "#
     );
     let path = dir.join("traefik.yml");
@@ -66,6 +84,10 @@ providers:
         .env_remove("NOMAD_ADDR")
         .env("HOME", dir)
         .env("XDG_CONFIG_HOME", dir);
+    if tokens == Tokens::InEnv {
+        cmd.env("CONSUL_HTTP_TOKEN", consul_token)
+            .env("NOMAD_TOKEN", NOMAD_TRAEFIK);
+    }
     (ChildGuard::spawn(cmd, &dir.join("traefik.log")), web, ping)
 }
 
@@ -84,10 +106,16 @@ async fn routed_to(web: u16, host: &str, backend: &str) -> bool {
     .is_some()
 }
 
-#[tokio::test]
-async fn traefik_discovers_and_routes_through_all_three_providers_with_only_the_shipped_tokens() {
-    let t = acl_twin().await;
-    let consul_token = consul_token(&t, "proxy-traefik", &policy("consul-traefik.hcl")).await;
+/// The real backends of the three routes (Consul catalog, Consul KV, Nomad).
+struct Backends {
+    _catalog: Backend,
+    _kv: Backend,
+    _nomad: Backend,
+}
+
+/// Seeds the cluster with the management token and returns Traefik's Consul token.
+async fn seed_cluster(t: &Twin) -> (String, Backends) {
+    let consul_token = consul_token(t, "proxy-traefik", &policy("consul-traefik.hcl")).await;
     let (catalog_backend, kv_backend, nomad_backend) = (
         Backend::start("catalog").await,
         Backend::start("kv").await,
@@ -97,7 +125,7 @@ async fn traefik_discovers_and_routes_through_all_three_providers_with_only_the_
     // What the cluster holds: a Consul service, the operator's policy tree, a Nomad service,
     // and the keys next to the tree that Traefik must not see.
     root_put(
-        &t,
+        t,
         "/v1/catalog/register",
         json!({
             "Node": "hashistack-twin", "Address": "127.0.0.1", "SkipNodeUpdate": true,
@@ -107,7 +135,7 @@ async fn traefik_discovers_and_routes_through_all_three_providers_with_only_the_
         }),
     )
     .await;
-    let root = consul_client(&t, ROOT);
+    let root = consul_client(t, ROOT);
     let kv = |k: &str, v: &str| TxnOp::Set {
         key: format!("{P}/traefik/{k}"),
         value: v.as_bytes().to_vec(),
@@ -141,11 +169,18 @@ async fn traefik_discovers_and_routes_through_all_three_providers_with_only_the_
             "Tasks": [{"Name": "hold", "Driver": "raw_exec", "Config": {"command": "/bin/sh", "args": ["-c", "exec sleep 600"]}}]
         }]
     }});
-    let (s, text) = nomad_raw(&t, ROOT, "PUT", "/v1/jobs", Some(job)).await;
+    let (s, text) = nomad_raw(t, ROOT, "PUT", "/v1/jobs", Some(job)).await;
     assert_eq!(s, 200, "{text}");
 
-    let dir = tempfile::tempdir().unwrap();
-    let (mut traefik, web, ping) = start_traefik(&t, &consul_token, dir.path());
+    let backends = Backends {
+        _catalog: catalog_backend,
+        _kv: kv_backend,
+        _nomad: nomad_backend,
+    };
+    (consul_token, backends)
+}
+
+async fn wait_up(traefik: &mut ChildGuard, ping: u16) {
     let up = eventually(Duration::from_secs(10), || async move {
         reqwest::get(format!("http://127.0.0.1:{ping}/ping"))
             .await
@@ -159,6 +194,15 @@ async fn traefik_discovers_and_routes_through_all_three_providers_with_only_the_
         traefik.try_wait(),
         traefik.log()
     );
+}
+
+#[tokio::test]
+async fn traefik_discovers_and_routes_through_all_three_providers_with_only_the_shipped_tokens() {
+    let t = acl_twin().await;
+    let (consul_token, _backends) = seed_cluster(&t).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (mut traefik, web, ping) = start_traefik(&t, &consul_token, dir.path(), Tokens::InConfig);
+    wait_up(&mut traefik, ping).await;
 
     for (host, backend) in [
         ("cat.test", "catalog"),
@@ -193,7 +237,13 @@ async fn traefik_discovers_and_routes_through_all_three_providers_with_only_the_
         "{consul_log:#?}"
     );
     let log = traefik.log();
-    for refusal in ["Permission denied", "ACL not found", "403"] {
+    // (Not a bare "403": ephemeral ports in the log may contain it.)
+    for refusal in [
+        "Permission denied",
+        "ACL not found",
+        "response code: 403",
+        "Unexpected response code",
+    ] {
         assert!(
             !log.contains(refusal),
             "Traefik was refused something ({refusal}):\n{log}"
@@ -271,6 +321,43 @@ async fn traefik_discovers_and_routes_through_all_three_providers_with_only_the_
             "{method} {path}"
         );
     }
+    drop(traefik);
+    t.shutdown().await;
+}
+
+/// How the proxy job may hand Traefik its tokens: the Consul providers read
+/// `CONSUL_HTTP_TOKEN` from the environment, the Nomad provider does not read `NOMAD_TOKEN`
+/// (its client is built from the static config alone) and is refused. The Nomad token must be
+/// rendered into the static config.
+#[tokio::test]
+async fn traefiks_nomad_provider_ignores_nomad_token_in_its_environment_while_consuls_read_theirs()
+{
+    let t = acl_twin().await;
+    let (consul_token, _backends) = seed_cluster(&t).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (mut traefik, web, ping) = start_traefik(&t, &consul_token, dir.path(), Tokens::InEnv);
+    wait_up(&mut traefik, ping).await;
+    for (host, backend) in [("cat.test", "catalog"), ("kv.test", "kv")] {
+        assert!(
+            routed_to(web, host, backend).await,
+            "no route for {host} with the token in CONSUL_HTTP_TOKEN; log:\n{}",
+            traefik.log()
+        );
+    }
+    let refused = eventually(Duration::from_secs(10), || {
+        let log = traefik.log();
+        async move {
+            log.contains("watching Nomad events: Unexpected response code: 403")
+                .then_some(())
+        }
+    })
+    .await;
+    assert!(refused.is_some(), "log:\n{}", traefik.log());
+    let seen = get_with_host(web, "nomad.test", "/").await.unwrap();
+    assert_eq!(
+        seen.status, 404,
+        "no Nomad route without a token in the config"
+    );
     drop(traefik);
     t.shutdown().await;
 }
