@@ -30,8 +30,17 @@
 //! # Why lock-delay is short
 //!
 //! Lock-delay only protects writers that don't check the lock. Every write here is fenced, so the
-//! default is 1 s (Consul's is 15 s), which bounds the failover of a killed leader by about TTL +
-//! 1 s.
+//! default is 1 s (Consul's is 15 s).
+//!
+//! # What a killed leader costs (`scripts/bench leader`)
+//!
+//! Consul invalidates a TTL session 2 × TTL after its last renewal (`SessionTTLMultiplier`;
+//! the docs only promise "between TTL and twice the TTL"), and the leader renews every TTL/2.
+//! A SIGKILLed leader is therefore replaced 1.5 to 2 × TTL after the kill, plus lock-delay:
+//! 16 to 21 s at the minimum TTL of 10 s, 24 to 31 s at the default 15 s. "TTL + 1 s" is out of
+//! reach with TTL sessions. The renewals are the leader's whole idle cost, 120 / TTL(s) per
+//! minute (8 at 15 s; 4 takes a 30 s TTL and 46 to 61 s failovers); followers only hold a
+//! blocking query. SIGTERM does not wait for any of it: the lock is released at once.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -51,7 +60,8 @@ mod flags;
 pub use fence::Fence;
 pub use flags::LeaderFlags;
 
-/// Session TTL (Consul accepts 10 s to 24 h).
+/// Session TTL (Consul accepts 10 s to 24 h): 8 renewals a minute, and a killed leader is
+/// replaced after 1.5 to 2 × this plus lock-delay.
 pub const DEFAULT_TTL: Duration = Duration::from_secs(15);
 /// Lock-delay after an invalidation; short because every write is fenced.
 pub const DEFAULT_LOCK_DELAY: Duration = Duration::from_secs(1);
