@@ -23,7 +23,7 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use hashistack_twin::{Api, Twin, TwinConfig};
+use hashistack_twin::{Api, RequestRecord, Twin, TwinConfig};
 use proxy_operator::consul::ConsulClient;
 use proxy_operator::leader::{Elector, ElectorConfig};
 use proxy_operator::spec::{format_duration, parse_duration};
@@ -317,20 +317,13 @@ async fn idle(fleet: &Fleet, window: Duration) -> anyhow::Result<Idle> {
     }
     let per_minute = |count: usize| count as f64 * 60.0 / window.as_secs_f64();
     let window_log = &log[log.len() - n..];
-    let renewals = window_log
-        .iter()
-        .filter(|r| r.uri.starts_with("/v1/session/renew/"))
-        .count();
-    let blocking = window_log
-        .iter()
-        .filter(|r| r.method == "GET" && r.uri.contains("index="))
-        .count();
+    let is_renewal = |r: &&RequestRecord| r.uri.starts_with("/v1/session/renew/");
+    let is_blocking = |r: &&RequestRecord| r.method == "GET" && r.uri.contains("index=");
+    let renewals = window_log.iter().filter(is_renewal).count();
+    let blocking = window_log.iter().filter(is_blocking).count();
     let other_uris: Vec<String> = window_log
         .iter()
-        .filter(|r| {
-            !r.uri.starts_with("/v1/session/renew/")
-                && !(r.method == "GET" && r.uri.contains("index="))
-        })
+        .filter(|r| !is_renewal(r) && !is_blocking(r))
         .map(|r| format!("{} {}", r.method, r.uri))
         .collect();
     Ok(Idle {

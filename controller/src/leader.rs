@@ -35,7 +35,8 @@
 //! # What a killed leader costs (`scripts/bench leader`)
 //!
 //! Consul invalidates a TTL session 2 × TTL after its last renewal (`SessionTTLMultiplier`;
-//! the docs only promise "between TTL and twice the TTL"), and the leader renews every TTL/2.
+//! the TTL is a lower bound, hashicorp/consul#524, and a Consul leader change restarts every
+//! timer), and the leader renews every TTL/2.
 //! A SIGKILLed leader is therefore replaced 1.5 to 2 × TTL after the kill, plus lock-delay:
 //! 16 to 21 s at the minimum TTL of 10 s, 24 to 31 s at the default 15 s. "TTL + 1 s" is out of
 //! reach with TTL sessions. The renewals are the leader's whole idle cost, 120 / TTL(s) per
