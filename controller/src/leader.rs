@@ -492,7 +492,9 @@ impl<C: ConsulApi + 'static> Elector<C> {
 
     async fn run(mut self) {
         let mut watch = Watch::new(self.config.wait);
-        let mut session: Option<String> = None;
+        // Our session and when we asked for it: Consul's TTL clock starts at creation, not at
+        // the acquire that may come a lock-delay later.
+        let mut session: Option<(String, Instant)> = None;
         let mut pending = None;
         loop {
             let read = pending.get_or_insert_with(|| Box::pin(self.read_key(watch.clone())));
@@ -522,8 +524,10 @@ impl<C: ConsulApi + 'static> Elector<C> {
                 .and_then(|p| p.session.clone())
                 .filter(|s| !s.is_empty())
             {
-                Some(holder) if session.as_deref() != Some(holder.as_str()) => {
-                    if let Some(ours) = session.take() {
+                Some(holder)
+                    if session.as_ref().map(|(s, _)| s.as_str()) != Some(holder.as_str()) =>
+                {
+                    if let Some((ours, _)) = session.take() {
                         self.destroy(&ours).await;
                     }
                     self.publish.send_replace(Leadership::Follower {
@@ -534,10 +538,10 @@ impl<C: ConsulApi + 'static> Elector<C> {
                 _ => {}
             }
             // Unlocked (or, after a restart of this task, still ours): contend.
-            let id = match session.take() {
-                Some(id) => id,
+            let (id, created) = match session.take() {
+                Some(ours) => ours,
                 None => match self.create_session().await {
-                    Ok(id) => id,
+                    Ok(ours) => ours,
                     Err(e) => {
                         watch.reset();
                         if self.failed(e).await {
@@ -556,7 +560,7 @@ impl<C: ConsulApi + 'static> Elector<C> {
                     };
                     info!(session = %id, key = %self.config.key, "leader election: acquired the lock");
                     self.publish.send_replace(Leadership::Leader(term));
-                    let ended = self.lead(&id).await;
+                    let ended = self.lead(&id, created).await;
                     // Followers first: the in-flight pass is cancelled before anything else.
                     self.publish
                         .send_replace(Leadership::Follower { holder: None });
@@ -578,7 +582,7 @@ impl<C: ConsulApi + 'static> Elector<C> {
                     // Lock-delay, or another replica won the race. The key may not change
                     // while lock-delay runs, so look again after it instead of blocking.
                     debug!(session = %id, "leader election: lock not acquired");
-                    session = Some(id);
+                    session = Some((id, created));
                     watch.reset();
                     if self.pause(self.config.lock_delay).await {
                         break;
@@ -594,7 +598,7 @@ impl<C: ConsulApi + 'static> Elector<C> {
                 }
             }
         }
-        if let Some(id) = session {
+        if let Some((id, _)) = session {
             self.destroy(&id).await;
         }
         self.publish.send_replace(Leadership::Stopped);
@@ -639,7 +643,10 @@ impl<C: ConsulApi + 'static> Elector<C> {
         }
     }
 
-    async fn create_session(&self) -> Result<String> {
+    /// Creates a session; returns it with the instant just before the request, from which its
+    /// TTL runs at the latest.
+    async fn create_session(&self) -> Result<(String, Instant)> {
+        let asked = Instant::now();
         let request = SessionRequest {
             name: format!("proxy-operator leader ({})", self.config.node),
             ttl: Some(self.config.ttl),
@@ -653,6 +660,7 @@ impl<C: ConsulApi + 'static> Elector<C> {
         self.consul
             .session_create(&request)
             .await
+            .map(|id| (id, asked))
             .map_err(|source| Error::CreateSession {
                 node: self.config.node.clone(),
                 source,
@@ -678,11 +686,13 @@ impl<C: ConsulApi + 'static> Elector<C> {
         Ok(acquired.then_some(holder))
     }
 
-    /// Holds the term until it is lost or the elector shuts down.
-    async fn lead(&mut self, session: &str) -> Ended {
-        let mut renew_at = Instant::now() + self.config.ttl / 2;
-        // Past this instant without a renewal, Consul may already have invalidated the session.
-        let mut valid_until = Instant::now() + self.config.ttl;
+    /// Holds the term of `session` (created at `created`) until it is lost or the elector
+    /// shuts down.
+    async fn lead(&mut self, session: &str, created: Instant) -> Ended {
+        let mut renew_at = created + self.config.ttl / 2;
+        // Past this instant without a renewal, Consul may already have invalidated the session:
+        // the TTL is the contract's lower bound, counted from the request that set it.
+        let mut valid_until = created + self.config.ttl;
         let mut watch = Watch::new(self.config.wait);
         let mut pending = None;
         loop {
@@ -696,12 +706,13 @@ impl<C: ConsulApi + 'static> Elector<C> {
                     Some(Command::StepDown { .. }) => {}
                 },
                 () = tokio::time::sleep_until(renew_at) => {
+                    let sent = Instant::now();
                     let renewal = self.consul.session_renew(session);
                     match tokio::time::timeout_at(valid_until, renewal).await {
                         Ok(Ok(ttl)) => {
                             let ttl = ttl.unwrap_or(self.config.ttl);
-                            renew_at = Instant::now() + ttl / 2;
-                            valid_until = Instant::now() + ttl;
+                            renew_at = sent + ttl / 2;
+                            valid_until = sent + ttl;
                         }
                         Ok(Err(source)) => return Ended::Lost(Error::Renew { source }.to_string()),
                         Err(_) => return Ended::Lost("the renewal got no answer within the session TTL".to_owned()),

@@ -309,3 +309,36 @@ fn the_flags_default_to_a_15s_ttl_and_a_1s_lock_delay_and_refuse_out_of_range_va
     assert_eq!(cli.leader.leader_ttl, Duration::from_secs(30));
     assert_eq!(cli.leader.instance_id.as_deref(), Some("a1"));
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_term_won_after_lock_delay_renews_on_the_sessions_clock_not_the_acquires() {
+    let consul = FakeConsul::new();
+    // A leader killed a moment ago: its session is invalidated, lock-delay (1 s) runs.
+    let old = consul
+        .session_create(&SessionRequest {
+            name: "old".to_owned(),
+            ttl: Some(Duration::from_secs(10)),
+            lock_delay: Some(Duration::from_secs(1)),
+            behavior: SessionBehavior::Release,
+            node: Some(NODE.to_owned()),
+            checks: Some(Vec::new()),
+        })
+        .await
+        .unwrap();
+    assert!(consul.kv_acquire(KEY, b"{}", &old).await.unwrap());
+    consul.expire_session(&old);
+    let start = tokio::time::Instant::now();
+    let handle = Elector::spawn(consul.clone(), config(NODE));
+    let mut rx = handle.subscribe();
+    leading(&mut rx).await;
+    let won = start.elapsed();
+    assert!(
+        won >= Duration::from_secs(1),
+        "lock-delay was waited out: {won:?}"
+    );
+    // The session was made before the lock-delay; its TTL (10 s) runs from then, so the first
+    // renewal is due 5 s after it, not 5 s after the acquire.
+    tokio::time::sleep_until(start + Duration::from_millis(5_200)).await;
+    assert_eq!(consul.calls_of("session_renew").len(), 1);
+    handle.shutdown().await;
+}
