@@ -76,6 +76,8 @@ impl Fence {
 
 /// Consul's texts for an operation its ACLs refused (`acl.ErrPermissionDenied` and
 /// `PermissionDeniedError` start with "Permission denied"; an unknown token is "ACL not found").
+/// The server's `Txn.preCheck` (agent/consul/txn_endpoint.go) reports them per operation, and
+/// the HTTP layer answers 409 for any operation error.
 fn is_acl_refusal(error: &TxnOpError) -> bool {
     error.what.starts_with("Permission denied") || error.what.starts_with("ACL not found")
 }
