@@ -30,8 +30,18 @@
 //! # Why lock-delay is short
 //!
 //! Lock-delay only protects writers that don't check the lock. Every write here is fenced, so the
-//! default is 1 s (Consul's is 15 s), which bounds the failover of a killed leader by about TTL +
-//! 1 s.
+//! default is 1 s (Consul's is 15 s).
+//!
+//! # What a killed leader costs (`scripts/bench leader`)
+//!
+//! Consul invalidates a TTL session 2 × TTL after its last renewal (`SessionTTLMultiplier`;
+//! the TTL is a lower bound, hashicorp/consul#524, and a Consul leader change restarts every
+//! timer), and the leader renews every TTL/2.
+//! A SIGKILLed leader is therefore replaced 1.5 to 2 × TTL after the kill, plus lock-delay:
+//! 16 to 21 s at the minimum TTL of 10 s, 24 to 31 s at the default 15 s. "TTL + 1 s" is out of
+//! reach with TTL sessions. The renewals are the leader's whole idle cost, 120 / TTL(s) per
+//! minute (8 at 15 s; 4 takes a 30 s TTL and 46 to 61 s failovers); followers only hold a
+//! blocking query. SIGTERM does not wait for any of it: the lock is released at once.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -51,7 +61,8 @@ mod flags;
 pub use fence::Fence;
 pub use flags::LeaderFlags;
 
-/// Session TTL (Consul accepts 10 s to 24 h).
+/// Session TTL (Consul accepts 10 s to 24 h): 8 renewals a minute, and a killed leader is
+/// replaced after 1.5 to 2 × this plus lock-delay.
 pub const DEFAULT_TTL: Duration = Duration::from_secs(15);
 /// Lock-delay after an invalidation; short because every write is fenced.
 pub const DEFAULT_LOCK_DELAY: Duration = Duration::from_secs(1);
@@ -117,6 +128,18 @@ pub enum Error {
         /// Consul's reasons.
         errors: Vec<TxnOpError>,
     },
+    /// A fenced write was refused by Consul's ACLs. Consul reports a denied operation of a
+    /// transaction as a rollback (409, "Permission denied: … lacks permission 'key:write' on
+    /// …" per operation), not as a 403, so this is told apart from a lost lock or a CAS
+    /// conflict by its reasons. Terminal: only a policy change fixes it.
+    #[error(
+        "write refused by Consul's ACLs (grant the token the policy in nomad-jobs/acl/consul-operator.hcl, not retrying): {}",
+        describe(.errors)
+    )]
+    Forbidden {
+        /// Consul's reasons, naming each missing permission and key.
+        errors: Vec<TxnOpError>,
+    },
     /// A fenced write failed for another reason (a CAS index, the network, a 403).
     #[error("failed to apply a fenced transaction: {0}")]
     Write(#[source] consul::Error),
@@ -142,6 +165,20 @@ impl Error {
             | Error::Renew { source }
             | Error::Read { source, .. }
             | Error::Write(source) => source.is_retryable(),
+            Error::Encode(_) | Error::Deposed { .. } | Error::Forbidden { .. } => false,
+        }
+    }
+
+    /// True when Consul's ACLs refused the call (a 403, or a transaction rolled back for a
+    /// missing permission): the token or its policy must change.
+    pub fn is_forbidden(&self) -> bool {
+        match self {
+            Error::Forbidden { .. } => true,
+            Error::CreateSession { source, .. }
+            | Error::Acquire { source, .. }
+            | Error::Renew { source }
+            | Error::Read { source, .. }
+            | Error::Write(source) => source.is_forbidden(),
             Error::Encode(_) | Error::Deposed { .. } => false,
         }
     }
@@ -455,7 +492,9 @@ impl<C: ConsulApi + 'static> Elector<C> {
 
     async fn run(mut self) {
         let mut watch = Watch::new(self.config.wait);
-        let mut session: Option<String> = None;
+        // Our session and when we asked for it: Consul's TTL clock starts at creation, not at
+        // the acquire that may come a lock-delay later.
+        let mut session: Option<(String, Instant)> = None;
         let mut pending = None;
         loop {
             let read = pending.get_or_insert_with(|| Box::pin(self.read_key(watch.clone())));
@@ -485,8 +524,10 @@ impl<C: ConsulApi + 'static> Elector<C> {
                 .and_then(|p| p.session.clone())
                 .filter(|s| !s.is_empty())
             {
-                Some(holder) if session.as_deref() != Some(holder.as_str()) => {
-                    if let Some(ours) = session.take() {
+                Some(holder)
+                    if session.as_ref().map(|(s, _)| s.as_str()) != Some(holder.as_str()) =>
+                {
+                    if let Some((ours, _)) = session.take() {
                         self.destroy(&ours).await;
                     }
                     self.publish.send_replace(Leadership::Follower {
@@ -497,10 +538,10 @@ impl<C: ConsulApi + 'static> Elector<C> {
                 _ => {}
             }
             // Unlocked (or, after a restart of this task, still ours): contend.
-            let id = match session.take() {
-                Some(id) => id,
+            let (id, created) = match session.take() {
+                Some(ours) => ours,
                 None => match self.create_session().await {
-                    Ok(id) => id,
+                    Ok(ours) => ours,
                     Err(e) => {
                         watch.reset();
                         if self.failed(e).await {
@@ -519,7 +560,7 @@ impl<C: ConsulApi + 'static> Elector<C> {
                     };
                     info!(session = %id, key = %self.config.key, "leader election: acquired the lock");
                     self.publish.send_replace(Leadership::Leader(term));
-                    let ended = self.lead(&id).await;
+                    let ended = self.lead(&id, created).await;
                     // Followers first: the in-flight pass is cancelled before anything else.
                     self.publish
                         .send_replace(Leadership::Follower { holder: None });
@@ -541,7 +582,7 @@ impl<C: ConsulApi + 'static> Elector<C> {
                     // Lock-delay, or another replica won the race. The key may not change
                     // while lock-delay runs, so look again after it instead of blocking.
                     debug!(session = %id, "leader election: lock not acquired");
-                    session = Some(id);
+                    session = Some((id, created));
                     watch.reset();
                     if self.pause(self.config.lock_delay).await {
                         break;
@@ -557,7 +598,7 @@ impl<C: ConsulApi + 'static> Elector<C> {
                 }
             }
         }
-        if let Some(id) = session {
+        if let Some((id, _)) = session {
             self.destroy(&id).await;
         }
         self.publish.send_replace(Leadership::Stopped);
@@ -602,7 +643,10 @@ impl<C: ConsulApi + 'static> Elector<C> {
         }
     }
 
-    async fn create_session(&self) -> Result<String> {
+    /// Creates a session; returns it with the instant just before the request, from which its
+    /// TTL runs at the latest.
+    async fn create_session(&self) -> Result<(String, Instant)> {
+        let asked = Instant::now();
         let request = SessionRequest {
             name: format!("proxy-operator leader ({})", self.config.node),
             ttl: Some(self.config.ttl),
@@ -616,6 +660,7 @@ impl<C: ConsulApi + 'static> Elector<C> {
         self.consul
             .session_create(&request)
             .await
+            .map(|id| (id, asked))
             .map_err(|source| Error::CreateSession {
                 node: self.config.node.clone(),
                 source,
@@ -641,11 +686,13 @@ impl<C: ConsulApi + 'static> Elector<C> {
         Ok(acquired.then_some(holder))
     }
 
-    /// Holds the term until it is lost or the elector shuts down.
-    async fn lead(&mut self, session: &str) -> Ended {
-        let mut renew_at = Instant::now() + self.config.ttl / 2;
-        // Past this instant without a renewal, Consul may already have invalidated the session.
-        let mut valid_until = Instant::now() + self.config.ttl;
+    /// Holds the term of `session` (created at `created`) until it is lost or the elector
+    /// shuts down.
+    async fn lead(&mut self, session: &str, created: Instant) -> Ended {
+        let mut renew_at = created + self.config.ttl / 2;
+        // Past this instant without a renewal, Consul may already have invalidated the session:
+        // the TTL is the contract's lower bound, counted from the request that set it.
+        let mut valid_until = created + self.config.ttl;
         let mut watch = Watch::new(self.config.wait);
         let mut pending = None;
         loop {
@@ -659,12 +706,13 @@ impl<C: ConsulApi + 'static> Elector<C> {
                     Some(Command::StepDown { .. }) => {}
                 },
                 () = tokio::time::sleep_until(renew_at) => {
+                    let sent = Instant::now();
                     let renewal = self.consul.session_renew(session);
                     match tokio::time::timeout_at(valid_until, renewal).await {
                         Ok(Ok(ttl)) => {
                             let ttl = ttl.unwrap_or(self.config.ttl);
-                            renew_at = Instant::now() + ttl / 2;
-                            valid_until = Instant::now() + ttl;
+                            renew_at = sent + ttl / 2;
+                            valid_until = sent + ttl;
                         }
                         Ok(Err(source)) => return Ended::Lost(Error::Renew { source }.to_string()),
                         Err(_) => return Ended::Lost("the renewal got no answer within the session TTL".to_owned()),

@@ -35,8 +35,11 @@ key_prefix "proxy-operator/secrets/" {
   policy = "read"
 }
 
-# The leader session is created on the agent's own node. A system job runs on every node, so
-# this is every node's sessions; narrow it to `session "<node>"` rules per node if you prefer.
+# The leader session is created on the local agent's node (/v1/agent/self). One policy serves
+# every replica of the system job, so it cannot name the node: this allows sessions on any
+# registered node. It grants no key: a session only locks keys the rules above let it write.
+# For one policy per node, replace the rule with `session "<node>" { policy = "write" }`
+# (controller/tests/acl_operator.rs proves both).
 session_prefix "" {
   policy = "write"
 }

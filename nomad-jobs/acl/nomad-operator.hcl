@@ -4,6 +4,8 @@
 # With Workload Identity, attach it to the operator's job instead of minting a token:
 #   nomad acl policy apply -namespace default -job proxy-operator proxy-operator nomad-jobs/acl/nomad-operator.hcl
 
+# Nomad checks submit-job against the job's own Namespace when the request names none, so the
+# label below must be the ProxyConfig's spec.job.namespace.
 namespace "default" {
   # submit-job: register (with EnforceIndex), revert (EnforcePriorVersion), plan, stop.
   # read-job: jobs, versions, allocations, deployments, evaluations, services, event stream.

@@ -7,8 +7,9 @@ use super::ElectorConfig;
 /// The election flags of `run` (flatten them with `#[command(flatten)]`).
 #[derive(Debug, Clone, PartialEq, Eq, clap::Args)]
 pub struct LeaderFlags {
-    /// TTL of the leader's Consul session (10s to 24h); renewed at half of it. A killed
-    /// leader is replaced after about this long plus --lock-delay.
+    /// TTL of the leader's Consul session (10s to 24h); renewed at half of it (120/TTL
+    /// requests a minute). Consul reaps a killed leader's session 2 × TTL after its last
+    /// renewal, so it is replaced 1.5 to 2 × TTL plus --lock-delay after the kill.
     #[arg(long, value_parser = parse_ttl, default_value = "15s")]
     pub leader_ttl: Duration,
     /// Consul lock-delay after the leader's session is invalidated (1ms to 60s). Short,

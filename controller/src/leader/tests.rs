@@ -3,10 +3,12 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 use super::*;
+use crate::consul::TxnOp;
 use crate::consul::fake::FakeConsul;
-use crate::consul::{CatalogRegistration, TxnOp};
 
 const KEY: &str = "proxy-operator/leader";
+/// The node the fake's catalog starts with: sessions need a registered node.
+const NODE: &str = "hashistack-twin";
 
 fn rolled_back(indexes: &[usize]) -> consul::Error {
     consul::Error::TxnRolledBack {
@@ -77,8 +79,31 @@ fn a_rollback_of_another_op_is_a_conflict_not_a_deposition() {
 }
 
 #[test]
+fn a_rollback_for_a_missing_permission_is_forbidden_even_on_the_fence() {
+    for op_index in [0, 2] {
+        let e = Fence::new(KEY, "s1").classify(consul::Error::TxnRolledBack {
+            errors: vec![TxnOpError {
+                op_index,
+                what: "Permission denied: token with AccessorID 'a' lacks permission 'key:write' on \"p/status\"".to_owned(),
+            }],
+        });
+        assert!(e.is_forbidden(), "{e}");
+        assert!(
+            !e.is_deposed() && !e.is_conflict() && !e.is_retryable(),
+            "{e}"
+        );
+        assert!(
+            e.to_string().contains("nomad-jobs/acl/consul-operator.hcl"),
+            "{e}"
+        );
+        assert!(e.to_string().contains("'key:write' on \"p/status\""), "{e}");
+    }
+}
+
+#[test]
 fn a_forbidden_write_is_neither_deposed_nor_retryable() {
     let e = Fence::new(KEY, "s1").classify(consul::Error::injected("txn", 403, "denied"));
+    assert!(e.is_forbidden());
     assert!(!e.is_deposed());
     assert!(!e.is_retryable());
 }
@@ -154,23 +179,6 @@ async fn wait_for_leadership_returns_none_once_the_elector_stopped() {
     assert_eq!(wait_for_leadership(&mut rx).await, None);
 }
 
-/// A Consul with these nodes registered: like the real one, it refuses a session on a node it
-/// doesn't know.
-async fn consul_with_nodes(nodes: &[&str]) -> FakeConsul {
-    let consul = FakeConsul::new();
-    for node in nodes {
-        consul
-            .catalog_register(&CatalogRegistration {
-                node: (*node).to_owned(),
-                address: "127.0.0.1".to_owned(),
-                ..CatalogRegistration::default()
-            })
-            .await
-            .expect("registering a node in the fake");
-    }
-    consul
-}
-
 fn config(node: &str) -> ElectorConfig {
     ElectorConfig {
         ttl: Duration::from_secs(10),
@@ -187,11 +195,11 @@ async fn leading(rx: &mut watch::Receiver<Leadership>) -> Term {
 
 #[tokio::test(start_paused = true)]
 async fn a_failed_renewal_publishes_follower_first_and_vacates_the_lock() {
-    let consul = consul_with_nodes(&["n1"]).await;
-    let handle = Elector::spawn(consul.clone(), config("n1"));
+    let consul = FakeConsul::new();
+    let handle = Elector::spawn(consul.clone(), config(NODE));
     let mut rx = handle.subscribe();
     let t = leading(&mut rx).await;
-    assert_eq!(t.holder.node, "n1");
+    assert_eq!(t.holder.node, NODE);
     consul.fail_next(
         "session_renew",
         consul::Error::injected("renew", 500, "boom"),
@@ -209,9 +217,9 @@ async fn a_failed_renewal_publishes_follower_first_and_vacates_the_lock() {
 
 #[tokio::test(start_paused = true)]
 async fn a_renewal_answering_a_longer_ttl_schedules_the_next_from_it() {
-    let consul = consul_with_nodes(&["n1"]).await;
+    let consul = FakeConsul::new();
     consul.set_renew_ttl(Duration::from_secs(60));
-    let handle = Elector::spawn(consul.clone(), config("n1"));
+    let handle = Elector::spawn(consul.clone(), config(NODE));
     let mut rx = handle.subscribe();
     leading(&mut rx).await;
     tokio::time::sleep(Duration::from_secs(6)).await;
@@ -226,8 +234,8 @@ async fn a_renewal_answering_a_longer_ttl_schedules_the_next_from_it() {
 
 #[tokio::test(start_paused = true)]
 async fn a_step_down_after_a_refused_write_ends_the_term_and_shutdown_releases_the_key() {
-    let consul = consul_with_nodes(&["n1"]).await;
-    let handle = Elector::spawn(consul.clone(), config("n1"));
+    let consul = FakeConsul::new();
+    let handle = Elector::spawn(consul.clone(), config(NODE));
     let mut rx = handle.subscribe();
     let t = leading(&mut rx).await;
     handle.step_down("some-older-session").await;
@@ -247,9 +255,17 @@ async fn a_step_down_after_a_refused_write_ends_the_term_and_shutdown_releases_t
 
 #[tokio::test(start_paused = true)]
 async fn an_idle_follower_holds_no_session_and_only_waits_on_the_key() {
-    let consul = consul_with_nodes(&["n1", "n2"]).await;
-    let leader = Elector::spawn(consul.clone(), config("n1"));
+    let consul = FakeConsul::new();
+    let leader = Elector::spawn(consul.clone(), config(NODE));
     leading(&mut leader.subscribe()).await;
+    consul
+        .catalog_register(&crate::consul::CatalogRegistration {
+            node: "n2".to_owned(),
+            address: "10.0.0.2".to_owned(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
     let follower = Elector::spawn(consul.clone(), config("n2"));
     let mut rx = follower.subscribe();
     rx.wait_for(|l| matches!(l, Leadership::Follower { holder: Some(_) }))
@@ -292,4 +308,37 @@ fn the_flags_default_to_a_15s_ttl_and_a_1s_lock_delay_and_refuse_out_of_range_va
     let cli = Cli::try_parse_from(["x", "--leader-ttl", "30s", "--instance-id", "a1"]).unwrap();
     assert_eq!(cli.leader.leader_ttl, Duration::from_secs(30));
     assert_eq!(cli.leader.instance_id.as_deref(), Some("a1"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_term_won_after_lock_delay_renews_on_the_sessions_clock_not_the_acquires() {
+    let consul = FakeConsul::new();
+    // A leader killed a moment ago: its session is invalidated, lock-delay (1 s) runs.
+    let old = consul
+        .session_create(&SessionRequest {
+            name: "old".to_owned(),
+            ttl: Some(Duration::from_secs(10)),
+            lock_delay: Some(Duration::from_secs(1)),
+            behavior: SessionBehavior::Release,
+            node: Some(NODE.to_owned()),
+            checks: Some(Vec::new()),
+        })
+        .await
+        .unwrap();
+    assert!(consul.kv_acquire(KEY, b"{}", &old).await.unwrap());
+    consul.expire_session(&old);
+    let start = tokio::time::Instant::now();
+    let handle = Elector::spawn(consul.clone(), config(NODE));
+    let mut rx = handle.subscribe();
+    leading(&mut rx).await;
+    let won = start.elapsed();
+    assert!(
+        won >= Duration::from_secs(1),
+        "lock-delay was waited out: {won:?}"
+    );
+    // The session was made before the lock-delay; its TTL (10 s) runs from then, so the first
+    // renewal is due 5 s after it, not 5 s after the acquire.
+    tokio::time::sleep_until(start + Duration::from_millis(5_200)).await;
+    assert_eq!(consul.calls_of("session_renew").len(), 1);
+    handle.shutdown().await;
 }

@@ -1,0 +1,467 @@
+//! Leader-election benchmark (`scripts/bench leader`): failover time after SIGTERM and after
+//! SIGKILL with 3 candidate processes, and the idle request rate of 3 replicas.
+//!
+//! The example starts a twin on loopback and re-executes itself 3 times as `candidate`
+//! children, each running `leader::Elector` with the real Consul client, as `run` does. Each
+//! child prints its role whenever it changes; the parent timestamps those lines as they
+//! arrive. A failover is the time from the signal to the first `leader` line of another
+//! candidate. The killed candidate is then started again, so every kill sees 3 candidates.
+//!
+//! A SIGKILL comes at a random moment of the leader's renewal period (uniform over TTL/2,
+//! waited out before the kill): killed right after an election, a leader's session is always
+//! at its freshest and every failover would be the worst case.
+//!
+//! Requests are counted at the twin (its request counter and log), so renewals, blocking
+//! queries and anything else are all seen, whoever sent them.
+//!
+//! ```text
+//! scripts/bench leader [--kills 20] [--ttl 15s]... [--lock-delay 1s] [--idle 120s]
+//! ```
+#![forbid(unsafe_code)]
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use hashistack_twin::{Api, RequestRecord, Twin, TwinConfig};
+use proxy_operator::consul::ConsulClient;
+use proxy_operator::leader::{Elector, ElectorConfig};
+use proxy_operator::spec::{format_duration, parse_duration};
+use proxy_operator::transport::{Api as ClientApi, ClientConfig};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+const PREFIX: &str = "bench";
+const CANDIDATES: usize = 3;
+
+fn main() -> anyhow::Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    if args.first().map(String::as_str) == Some("candidate") {
+        rt.block_on(candidate(&args[1..]))
+    } else {
+        rt.block_on(bench(Options::parse(&args)?))
+    }
+}
+
+// === the candidate child ===
+
+/// `candidate <consul addr> <ttl> <lock-delay> <name>`: elects until SIGTERM, which shuts
+/// the elector down as `run` does (release the key, destroy the session).
+async fn candidate(args: &[String]) -> anyhow::Result<()> {
+    let [addr, ttl, lock_delay, name] = args else {
+        bail!("usage: bench_leader candidate <consul addr> <ttl> <lock-delay> <name>");
+    };
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let config = ClientConfig::for_address(ClientApi::Consul, &format!("http://{addr}"))?;
+    let consul = ConsulClient::new(&config)?;
+    let node = consul.agent_self().await?.config.node_name;
+    let config = ElectorConfig {
+        ttl: parse_duration(ttl).map_err(anyhow::Error::msg)?,
+        lock_delay: parse_duration(lock_delay).map_err(anyhow::Error::msg)?,
+        allocation: Some(name.clone()),
+        ..ElectorConfig::new(PREFIX, node)
+    };
+    let handle = Elector::spawn(consul, config);
+    let mut rx = handle.subscribe();
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let mut last = "";
+    loop {
+        let role = rx.borrow_and_update().role();
+        if role != last {
+            println!("ROLE {role}");
+            last = role;
+        }
+        tokio::select! {
+            changed = rx.changed() => if changed.is_err() { return Ok(()) },
+            _ = term.recv() => {
+                handle.shutdown().await;
+                println!("ROLE stopped");
+                return Ok(());
+            }
+        }
+    }
+}
+
+// === the parent ===
+
+struct Options {
+    kills: usize,
+    ttls: Vec<Duration>,
+    lock_delay: Duration,
+    idle: Duration,
+}
+
+impl Options {
+    fn parse(args: &[String]) -> anyhow::Result<Options> {
+        let mut o = Options {
+            kills: 20,
+            ttls: Vec::new(),
+            lock_delay: Duration::from_secs(1),
+            idle: Duration::from_secs(120),
+        };
+        let mut it = args.iter();
+        while let Some(flag) = it.next() {
+            let value = it.next().with_context(|| format!("{flag} needs a value"))?;
+            let duration = || parse_duration(value).map_err(anyhow::Error::msg);
+            match flag.as_str() {
+                "--kills" => o.kills = value.parse().context("--kills")?,
+                "--ttl" => o.ttls.push(duration()?),
+                "--lock-delay" => o.lock_delay = duration()?,
+                "--idle" => o.idle = duration()?,
+                other => bail!(
+                    "unknown flag {other}; flags: --kills N, --ttl D (repeatable), --lock-delay D, --idle D"
+                ),
+            }
+        }
+        if o.ttls.is_empty() {
+            o.ttls.push(proxy_operator::leader::DEFAULT_TTL);
+        }
+        Ok(o)
+    }
+}
+
+/// A role line of a candidate: (slot, generation, role, when it arrived).
+type Event = (usize, u64, String, Instant);
+
+struct Fleet {
+    twin: Twin,
+    ttl: Duration,
+    lock_delay: Duration,
+    children: Vec<Child>,
+    generations: Vec<u64>,
+    roles: Vec<String>,
+    events: mpsc::UnboundedReceiver<Event>,
+    send: mpsc::UnboundedSender<Event>,
+}
+
+impl Fleet {
+    async fn start(ttl: Duration, lock_delay: Duration) -> anyhow::Result<Fleet> {
+        let twin = Twin::start(TwinConfig::default()).await?;
+        let (send, events) = mpsc::unbounded_channel();
+        let mut fleet = Fleet {
+            twin,
+            ttl,
+            lock_delay,
+            children: Vec::new(),
+            generations: vec![0; CANDIDATES],
+            roles: vec![String::new(); CANDIDATES],
+            events,
+            send,
+        };
+        for slot in 0..CANDIDATES {
+            let child = fleet.spawn(slot)?;
+            fleet.children.push(child);
+        }
+        fleet.settle(Duration::from_secs(30)).await?;
+        Ok(fleet)
+    }
+
+    fn spawn(&mut self, slot: usize) -> anyhow::Result<Child> {
+        self.generations[slot] += 1;
+        self.roles[slot].clear();
+        let generation = self.generations[slot];
+        let mut child = Command::new(std::env::current_exe()?)
+            .args([
+                "candidate".to_owned(),
+                self.twin.consul_addr().to_string(),
+                format_duration(self.ttl),
+                format_duration(self.lock_delay),
+                format!("candidate-{slot}-{generation}"),
+            ])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .context("start a candidate")?;
+        let stdout = child.stdout.take().context("candidate stdout")?;
+        let send = self.send.clone();
+        tokio::spawn(async move {
+            let mut lines = BufReader::new(stdout).lines();
+            while let Ok(Some(line)) = lines.next_line().await {
+                if let Some(role) = line.strip_prefix("ROLE ") {
+                    let _ = send.send((slot, generation, role.to_owned(), Instant::now()));
+                }
+            }
+        });
+        Ok(child)
+    }
+
+    /// Applies events until `done` holds; returns the instant of the event that made it hold.
+    async fn until(
+        &mut self,
+        timeout: Duration,
+        done: impl Fn(&[String], usize) -> bool,
+    ) -> anyhow::Result<Instant> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let event = tokio::time::timeout_at(deadline, self.events.recv())
+                .await
+                .with_context(|| {
+                    format!(
+                        "no settled election within {timeout:?}: roles {:?}",
+                        self.roles
+                    )
+                })?
+                .context("event channel closed")?;
+            let (slot, generation, role, at) = event;
+            if generation != self.generations[slot] {
+                continue;
+            }
+            self.roles[slot] = role;
+            if done(&self.roles, slot) {
+                return Ok(at);
+            }
+        }
+    }
+
+    /// Waits for one leader and the others following.
+    async fn settle(&mut self, timeout: Duration) -> anyhow::Result<()> {
+        if settled(&self.roles) {
+            return Ok(());
+        }
+        self.until(timeout, |roles, _| settled(roles)).await?;
+        Ok(())
+    }
+
+    fn leader(&self) -> anyhow::Result<usize> {
+        self.roles
+            .iter()
+            .position(|r| r == "leader")
+            .context("no leader")
+    }
+
+    /// Kills the leader with `signal` and returns the time until another candidate leads;
+    /// then restarts the killed one and waits until it follows.
+    async fn failover(&mut self, signal: Signal) -> anyhow::Result<Duration> {
+        if let Signal::Kill = signal {
+            let phase = rand::random_range(0.0..0.5);
+            tokio::time::sleep(self.ttl.mul_f64(phase)).await;
+        }
+        let old = self.leader()?;
+        let start = Instant::now();
+        match signal {
+            Signal::Term => {
+                let pid = self.children[old].id().context("leader pid")?;
+                let status = std::process::Command::new("kill")
+                    .args(["-TERM", &pid.to_string()])
+                    .status()?;
+                if !status.success() {
+                    bail!("kill -TERM {pid} failed");
+                }
+            }
+            Signal::Kill => self.children[old].start_kill()?,
+        }
+        // Up to 2 × TTL for Consul to reap a killed leader's session, plus lock-delay.
+        let budget = self.ttl * 2 + self.lock_delay + Duration::from_secs(10);
+        let at = self
+            .until(budget, |roles, slot| slot != old && roles[slot] == "leader")
+            .await?;
+        let failover = at.saturating_duration_since(start);
+        self.children[old].wait().await?;
+        self.children[old] = self.spawn(old)?;
+        self.settle(Duration::from_secs(30)).await?;
+        Ok(failover)
+    }
+
+    async fn stop(mut self) {
+        for child in &mut self.children {
+            if let Some(pid) = child.id() {
+                let _ = std::process::Command::new("kill")
+                    .args(["-TERM", &pid.to_string()])
+                    .status();
+            }
+            let _ = tokio::time::timeout(Duration::from_secs(12), child.wait()).await;
+            let _ = child.start_kill();
+            let _ = child.wait().await;
+        }
+        self.twin.shutdown().await;
+    }
+}
+
+fn settled(roles: &[String]) -> bool {
+    roles.iter().filter(|r| *r == "leader").count() == 1
+        && roles.iter().filter(|r| *r == "follower").count() == CANDIDATES - 1
+}
+
+#[derive(Clone, Copy)]
+enum Signal {
+    Term,
+    Kill,
+}
+
+/// What 3 idle replicas sent in a window, per minute.
+struct Idle {
+    renewals: f64,
+    blocking: f64,
+    other: f64,
+    other_uris: Vec<String>,
+}
+
+async fn idle(fleet: &Fleet, window: Duration) -> anyhow::Result<Idle> {
+    // Let the last election's requests finish.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let before = fleet.twin.requests(Api::Consul);
+    tokio::time::sleep(window).await;
+    let after = fleet.twin.requests(Api::Consul);
+    let n = usize::try_from(after - before)?;
+    let log = fleet.twin.faults().request_log(Api::Consul);
+    if n > log.len() {
+        bail!("{n} requests in the window, more than the twin's log keeps");
+    }
+    let per_minute = |count: usize| count as f64 * 60.0 / window.as_secs_f64();
+    let window_log = &log[log.len() - n..];
+    let is_renewal = |r: &&RequestRecord| r.uri.starts_with("/v1/session/renew/");
+    let is_blocking = |r: &&RequestRecord| r.method == "GET" && r.uri.contains("index=");
+    let renewals = window_log.iter().filter(is_renewal).count();
+    let blocking = window_log.iter().filter(is_blocking).count();
+    let other_uris: Vec<String> = window_log
+        .iter()
+        .filter(|r| !is_renewal(r) && !is_blocking(r))
+        .map(|r| format!("{} {}", r.method, r.uri))
+        .collect();
+    Ok(Idle {
+        renewals: per_minute(renewals),
+        blocking: per_minute(blocking),
+        other: per_minute(other_uris.len()),
+        other_uris,
+    })
+}
+
+fn ms(d: Duration) -> String {
+    if d < Duration::from_secs(1) {
+        format!("{} ms", d.as_millis())
+    } else {
+        format!("{:.2} s", d.as_secs_f64())
+    }
+}
+
+struct Series {
+    ttl: Duration,
+    term: Vec<Duration>,
+    kill: Vec<Duration>,
+    idle: Idle,
+}
+
+fn stats(samples: &[Duration]) -> (Duration, Duration, Duration) {
+    let mut sorted = samples.to_vec();
+    sorted.sort();
+    let n = sorted.len();
+    let median = if n % 2 == 1 {
+        sorted[n / 2]
+    } else {
+        (sorted[n / 2 - 1] + sorted[n / 2]) / 2
+    };
+    (sorted[0], median, sorted[n - 1])
+}
+
+async fn series(o: &Options, ttl: Duration) -> anyhow::Result<Series> {
+    let mut fleet = Fleet::start(ttl, o.lock_delay).await?;
+    eprintln!(
+        "ttl {}: 3 candidates elected; idle for {}",
+        format_duration(ttl),
+        format_duration(o.idle)
+    );
+    let idle = idle(&fleet, o.idle).await?;
+    let mut term = Vec::new();
+    let mut kill = Vec::new();
+    for (signal, samples, name) in [
+        (Signal::Term, &mut term, "SIGTERM"),
+        (Signal::Kill, &mut kill, "SIGKILL"),
+    ] {
+        for i in 0..o.kills {
+            let d = fleet.failover(signal).await?;
+            eprintln!(
+                "ttl {} {name} {}/{}: {}",
+                format_duration(ttl),
+                i + 1,
+                o.kills,
+                ms(d)
+            );
+            samples.push(d);
+        }
+    }
+    fleet.stop().await;
+    Ok(Series {
+        ttl,
+        term,
+        kill,
+        idle,
+    })
+}
+
+async fn bench(o: Options) -> anyhow::Result<()> {
+    if o.kills == 0 {
+        bail!("--kills must be at least 1");
+    }
+    let mut all = Vec::new();
+    for &ttl in &o.ttls {
+        all.push(series(&o, ttl).await?);
+    }
+    println!(
+        "\nleader failover: 3 candidate processes, real Consul client, twin on loopback (reaps a TTL session 2 x TTL after its last renewal, as Consul does); lock-delay {}",
+        format_duration(o.lock_delay)
+    );
+    println!(
+        "{:<6} {:<8} {:>6} {:>10} {:>10} {:>10}  goal",
+        "ttl", "signal", "kills", "min", "median", "max"
+    );
+    for s in &all {
+        for (name, samples, goal) in [
+            ("SIGTERM", &s.term, "< 1 s".to_owned()),
+            (
+                "SIGKILL",
+                &s.kill,
+                format!("< {} (TTL + 1 s)", ms(s.ttl + Duration::from_secs(1))),
+            ),
+        ] {
+            let (min, median, max) = stats(samples);
+            println!(
+                "{:<6} {:<8} {:>6} {:>10} {:>10} {:>10}  {goal}",
+                format_duration(s.ttl),
+                name,
+                samples.len(),
+                ms(min),
+                ms(median),
+                ms(max)
+            );
+        }
+    }
+    println!(
+        "\nidle requests of 3 replicas (1 leader, 2 followers), per minute, window {}",
+        format_duration(o.idle)
+    );
+    println!(
+        "{:<6} {:>9} {:>14} {:>7} {:>16} {:>15} {:>19}  goal",
+        "ttl",
+        "renewals",
+        "blocking reqs",
+        "other",
+        "beyond blocking",
+        "per replica",
+        "leader (renewals)"
+    );
+    for s in &all {
+        let beyond = s.idle.renewals + s.idle.other;
+        println!(
+            "{:<6} {:>9.1} {:>14.1} {:>7.1} {:>16.1} {:>15.1} {:>19.1}  <= 4 per replica beyond blocking",
+            format_duration(s.ttl),
+            s.idle.renewals,
+            s.idle.blocking,
+            s.idle.other,
+            beyond,
+            beyond / CANDIDATES as f64,
+            s.idle.renewals
+        );
+        if !s.idle.other_uris.is_empty() {
+            println!("       other requests: {:?}", s.idle.other_uris);
+        }
+    }
+    Ok(())
+}
