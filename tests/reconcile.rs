@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use hashistack_twin::{Api, Twin, TwinConfig};
 use proxy_operator::consul::ConsulClient;
 use proxy_operator::nomad::NomadClient;
-use proxy_operator::probe::HttpProbe;
+use proxy_operator::proxy::probe::HttpProbe;
 use proxy_operator::reconcile::{Config, Operator};
 use proxy_operator::spec::status::{Phase, ProxyStatus};
 use proxy_operator::transport::{Api as ClientApi, ClientConfig};
@@ -37,6 +37,10 @@ const APP_HOST: &str = "app.localhost";
 const OPERATOR_UA: &str = "proxy-operator/";
 /// Long enough for a real Traefik to start in the twin and pass the gate on a busy machine.
 const CONVERGE: Duration = Duration::from_secs(90);
+/// The operator's resync interval in these scenarios.
+const RESYNC: Duration = Duration::from_secs(3);
+/// The longest wait for one pass counter move: a resync, and a slow pass on this small machine.
+const PASS_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// Each scenario runs a twin, a Traefik and an operator; a few at a time keep a small machine
 /// responsive enough for the health gate's timings.
@@ -117,7 +121,7 @@ impl Cluster {
         // within a test's time.
         let config = Config::new(PREFIX)
             .debounce(Duration::from_millis(50))
-            .resync(Duration::from_secs(3));
+            .resync(RESYNC);
         let (stop, stopped) = oneshot::channel::<()>();
         self.operator = Some(tokio::spawn(
             Operator::new(config, consul, nomad, probe).run(async {
@@ -217,6 +221,26 @@ impl Cluster {
             return None;
         }
         serde_json::from_slice(&resp.bytes().await.ok()?).ok()
+    }
+
+    /// Waits until the operator has completed `passes` more passes, as the status document's pass
+    /// counter shows (the resync pass writes it even when nothing changed). A counter seen to
+    /// move twice proves a whole pass ran after the call began: the pass that wrote the first
+    /// move may have started before, the next one started after it ended. So "nothing changed"
+    /// assertions after this wait are about passes that saw the event, and fail when the
+    /// operator has stalled.
+    async fn wait_passes(&self, passes: usize, after: &str) {
+        let mut last = self.status().await.map_or(0, |s| s.passes);
+        for seen in 0..passes {
+            let moved = self
+                .wait_status(
+                    &format!("pass {} of {passes} after {after}", seen + 1),
+                    PASS_TIMEOUT,
+                    |s| s.passes > last,
+                )
+                .await;
+            last = moved.passes;
+        }
     }
 
     /// Waits until the status satisfies `done`; panics with the last status and Traefik's log.
@@ -518,7 +542,7 @@ async fn a_structural_change_that_cannot_bind_its_port_rolls_back_is_not_retried
     // No retry storm: through several resyncs the same document is not registered again.
     let version_after_rollback = cluster.job_version().await;
     let registers = cluster.operator_requests(Api::Nomad, "POST", "/v1/job");
-    tokio::time::sleep(Duration::from_secs(8)).await;
+    cluster.wait_passes(3, "the rollback").await;
     assert_eq!(
         cluster.job_version().await,
         version_after_rollback,
@@ -593,7 +617,7 @@ async fn an_invalid_document_reports_every_error_and_changes_nothing_that_runs()
     assert_eq!(invalid.last_applied_digest, good.last_applied_digest);
 
     // Through a resync or two, nothing that runs changed.
-    tokio::time::sleep(Duration::from_secs(4)).await;
+    cluster.wait_passes(2, "the invalid document").await;
     assert_eq!(cluster.job_version().await, version);
     assert_eq!(pid_listening_on(cluster.web), Some(pid));
     let seen = cluster
@@ -700,7 +724,7 @@ async fn deleting_the_config_key_does_not_stop_the_proxy() {
     assert_ne!(reported.phase, Phase::Progressing);
 
     // Through resyncs: the job, its version, Traefik and the route all stay.
-    tokio::time::sleep(Duration::from_secs(7)).await;
+    cluster.wait_passes(2, "the config key was deleted").await;
     let job = cluster.job().await.expect("the proxy job still exists");
     assert_eq!(job["Stop"], false);
     assert_eq!(cluster.job_version().await, version);
@@ -759,7 +783,7 @@ async fn a_foreign_job_with_the_same_id_is_reported_stalled_and_left_untouched()
         "Stalled says why: {said}"
     );
 
-    tokio::time::sleep(Duration::from_secs(4)).await;
+    cluster.wait_passes(2, "the foreign job was reported").await;
     let after = cluster.job().await.unwrap();
     assert_eq!(
         after["Version"], before["Version"],
@@ -794,7 +818,7 @@ async fn a_document_that_does_not_parse_is_invalid_and_starts_nothing() {
         .wait_status("phase Invalid", CONVERGE, |s| s.phase == Phase::Invalid)
         .await;
     assert!(!invalid.validation_errors.is_empty());
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    cluster.wait_passes(2, "the unparsable document").await;
     assert!(
         cluster.job().await.is_none(),
         "an unparsable document started a proxy"

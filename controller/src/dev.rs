@@ -22,13 +22,13 @@ use std::time::Duration;
 use hashistack_twin::{Twin, TwinConfig};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
-use tracing::info;
+use tracing::{info, warn};
 
 use crate::consul::{
     CatalogRegistration, CheckRegistration, ConsulApi, ConsulClient, ServiceRegistration,
 };
 use crate::nomad::NomadClient;
-use crate::probe::HttpProbe;
+use crate::proxy::probe::HttpProbe;
 use crate::reconcile::{self, Operator};
 use crate::transport::{Api, ClientConfig};
 
@@ -76,7 +76,7 @@ pub enum Error {
     },
     /// The proxy probe's HTTP client could not be built.
     #[error("failed to build the proxy probe: {0}")]
-    Probe(#[source] crate::probe::Error),
+    Probe(#[source] crate::proxy::probe::Error),
     /// Registering the demo service or writing the starter config failed.
     #[error("failed to {step}: {source}")]
     Consul {
@@ -372,7 +372,8 @@ pub async fn start(options: Options) -> Result<Dev> {
         let config = reconcile::Config::new(options.prefix.clone()).debounce(options.debounce);
         let (stop, stopped) = oneshot::channel::<()>();
         let operator = tokio::spawn(Operator::new(config, consul, nomad, probe).run(async {
-            let _ = stopped.await;
+            // A dropped sender (the environment dropped without `shutdown`) stops it too.
+            stopped.await.ok();
         }));
         info!(consul = %endpoints.consul, nomad = %endpoints.nomad, web = %endpoints.http, "dev environment started");
         Ok::<_, Error>((endpoints, config_file, owned_dir, backend, operator, stop))
@@ -420,7 +421,8 @@ impl Dev {
     /// started), then the demo backend, and removes the temporary work directory.
     pub async fn shutdown(mut self) {
         if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
+            // The operator may have stopped already (its task ended): nothing to tell it then.
+            stop.send(()).ok();
         }
         // The operator finishes its pass; a pass stuck on a dead API must not hold shutdown.
         if tokio::time::timeout(Duration::from_secs(5), &mut self.operator)
@@ -431,8 +433,10 @@ impl Dev {
         }
         self.twin.shutdown().await;
         self.backend.abort();
-        if let Some(dir) = &self.work_dir {
-            let _ = std::fs::remove_dir_all(dir);
+        if let Some(dir) = &self.work_dir
+            && let Err(e) = std::fs::remove_dir_all(dir)
+        {
+            warn!(dir = %dir.display(), error = %e, "the dev work directory was not removed");
         }
         info!("dev environment stopped");
     }

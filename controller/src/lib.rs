@@ -2,8 +2,8 @@
 //! a `ProxyConfig` kept in Consul KV.
 //!
 //! The core (`spec`, `render`, `plan`, `rollout`, `migrate`) does no IO. The clients (`consul`,
-//! `nomad`, `probe`) sit behind small traits so the loop in `reconcile` runs against in-memory
-//! fakes, the twin, or a real cluster.
+//! `nomad`, and the proxy drivers in `proxy`) sit behind small traits so the loop in `reconcile`
+//! runs against in-memory fakes, the twin, or a real cluster. `ARCHITECTURE.md` is the map.
 #![forbid(unsafe_code)]
 
 pub mod admission;
@@ -15,7 +15,7 @@ pub mod metrics;
 pub mod migrate;
 pub mod nomad;
 pub mod plan;
-pub mod probe;
+pub mod proxy;
 pub mod reconcile;
 pub mod render;
 pub mod rollout;
@@ -24,3 +24,6 @@ pub mod spec;
 pub mod status;
 pub mod telemetry;
 pub mod transport;
+
+/// The HTTP seam to the proxy, now under [`proxy`]; kept at its old path for callers.
+pub use proxy::probe;

@@ -18,13 +18,12 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use crate::proxy::Reach;
 use crate::render::{META_OWNER, META_SPEC_DIGEST, Rendered, digest_kv};
 use crate::rollout::{Change, Gate, JobChange, JobRef, KvChange};
 use crate::spec::status::ProxyStatus;
-use crate::spec::{DriftPolicy, ProxyKind, ValidatedSpec};
-
-/// The name of the provider Traefik's Consul KV provider registers its entries under.
-pub const KV_PROVIDER: &str = "consul";
+use crate::spec::{DriftPolicy, ValidatedSpec};
+use crate::status::short;
 
 /// What the operator wants.
 #[derive(Debug, Clone, Copy)]
@@ -37,6 +36,8 @@ pub struct Desired<'a> {
     pub owner: &'a str,
     /// Traefik's KV root with a trailing slash (`<prefix>/traefik/`).
     pub kv_root: &'a str,
+    /// Where the operator reaches the proxy: the gate's API address and route probes.
+    pub reach: &'a Reach,
 }
 
 /// The proxy job as Nomad returned it (only what planning needs).
@@ -328,48 +329,14 @@ fn kv_change(desired: &[(String, String)], observed: &[(String, String)]) -> KvC
     }
 }
 
-/// The gate from the spec's rollout settings. The loop fills in where the proxy's API and entry
-/// points are reached (`proxy_api`, `probes`): it knows the addresses.
+/// The gate the change must pass, as the proxy's own module derives it.
 fn gate(desired: &Desired<'_>) -> Gate {
-    let rollout = desired.spec.rollout();
-    let traefik = desired.spec.proxy() == ProxyKind::Traefik;
-    Gate {
-        healthy_deadline: rollout.healthy_deadline,
-        min_healthy_time: rollout.min_healthy_time,
-        on_failure: rollout.on_failure,
-        check_ping: traefik,
-        expected_entries: if traefik {
-            expected_entries(&desired.rendered.traefik_kv, desired.kv_root)
-        } else {
-            Vec::new()
-        },
-        proxy_api: None,
-        probes: Vec::new(),
-    }
-}
-
-/// `<root>http/middlewares/<name>/…` → `<name>@consul` (routers likewise): what `/api/rawdata`
-/// must list enabled once Traefik loaded our tree.
-#[must_use]
-pub fn expected_entries(kv: &[(String, String)], kv_root: &str) -> Vec<String> {
-    let mut names = BTreeSet::new();
-    for (key, _) in kv {
-        let Some(rest) = key.strip_prefix(kv_root) else {
-            continue;
-        };
-        let mut parts = rest.split('/');
-        if let (Some("http"), Some("routers" | "middlewares"), Some(name)) =
-            (parts.next(), parts.next(), parts.next())
-            && !name.is_empty()
-        {
-            names.insert(format!("{name}@{KV_PROVIDER}"));
-        }
-    }
-    names.into_iter().collect()
-}
-
-fn short(digest: &str) -> &str {
-    digest.get(..12).unwrap_or(digest)
+    crate::proxy::gate(
+        desired.spec,
+        desired.rendered,
+        desired.kv_root,
+        desired.reach,
+    )
 }
 
 #[cfg(test)]

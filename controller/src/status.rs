@@ -2,9 +2,11 @@
 //! and written back with check-and-set.
 //!
 //! [`next`] is pure: previous status + what happened in this pass → next status. The loop
-//! writes only when [`differs`] says the content changed, so an idle operator writes nothing.
-//! [`write`] does the CAS and, on a conflict (someone else wrote in between), re-reads and
-//! tries again with the fresh index.
+//! writes only when [`differs`] says the content changed, so an idle operator writes nothing
+//! but its pass counter, once per resync interval.
+//! The loop's status store (`reconcile/store.rs`) does the CAS write, together with the rollout
+//! journal in one transaction, and on a conflict (someone else wrote in between) re-reads the
+//! index and tries again.
 //!
 //! The document holds digests, phases, reasons and validation errors; never a token, a
 //! basic-auth hash or a private key (the spec refers to secrets, it does not hold them).
@@ -21,6 +23,9 @@ pub const CONDITION_VALID: &str = "Valid";
 pub const CONDITION_PROGRESSING: &str = "Progressing";
 /// Condition type: the proxy runs the observed spec and passed the gate.
 pub const CONDITION_READY: &str = "Ready";
+/// Condition type: the status document read at start was unreadable and was rebuilt from what
+/// could be kept (its message says what was kept and what was lost).
+pub const CONDITION_RECOVERED: &str = "StatusRecovered";
 
 /// What this pass found, in the order the loop decides it.
 #[derive(Debug, Clone, Copy)]
@@ -234,6 +239,20 @@ pub fn next(prev: &ProxyStatus, pass: &Pass<'_>, now: SystemTime) -> ProxyStatus
         }
     }
     s
+}
+
+/// Records that the status document was unreadable and rebuilt: `message` says what was kept
+/// and what was lost.
+pub fn recovered(s: &mut ProxyStatus, message: &str, now: SystemTime) {
+    s.set_condition(
+        cond(
+            CONDITION_RECOVERED,
+            true,
+            "UnreadableStatusRebuilt",
+            message,
+        ),
+        &rfc3339(now),
+    );
 }
 
 /// How the rollout of the failed digest ended, from its history entry.
@@ -484,17 +503,26 @@ fn cond(condition_type: &str, status: bool, reason: &str, message: &str) -> Cond
 }
 
 /// Whether `next` says anything `prev` does not: the loop writes only then. `updatedAt`,
-/// `nextRetryAt` and `consecutiveFailures` alone are bookkeeping, not news: an operator backing
-/// off from the same error does not rewrite the document on every retry.
+/// `nextRetryAt`, `consecutiveFailures` and `passes` alone are bookkeeping, not news: an
+/// operator backing off from the same error does not rewrite the document on every retry (the
+/// resync pass writes `passes` on its own, see `reconcile`).
 #[must_use]
 pub fn differs(prev: &ProxyStatus, next: &ProxyStatus) -> bool {
     let strip = |s: &ProxyStatus| ProxyStatus {
         updated_at: None,
         next_retry_at: None,
         consecutive_failures: 0,
+        passes: 0,
         ..s.clone()
     };
     strip(prev) != strip(next)
+}
+
+/// The first 12 characters of a digest or an ID, as logs, reasons and conditions show it: the
+/// one short form everywhere (unique enough among a job's versions, allocations and deployments).
+#[must_use]
+pub fn short(digest: &str) -> &str {
+    digest.get(..12).unwrap_or(digest)
 }
 
 /// `2024-05-01T12:00:00Z`: RFC 3339 in UTC, second precision.

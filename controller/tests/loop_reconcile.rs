@@ -8,8 +8,8 @@ use std::time::Duration;
 use proxy_operator::consul::fake::FakeConsul;
 use proxy_operator::consul::{self, ConsulApi};
 use proxy_operator::nomad::fake::FakeNomad;
-use proxy_operator::plan;
-use proxy_operator::probe::fake::FakeProbe;
+use proxy_operator::proxy;
+use proxy_operator::proxy::probe::fake::FakeProbe;
 use proxy_operator::reconcile::{Action, Config, Operator, TERMINAL_RETRY};
 use proxy_operator::render::{self, RenderContext};
 use proxy_operator::spec::{self, status::Phase, status::ProxyStatus};
@@ -87,8 +87,10 @@ impl World {
                 basic_auth_users: None,
             };
             let rendered = render::render(&spec, &ctx).unwrap();
-            self.probe
-                .set_enabled(&plan::expected_entries(&rendered.traefik_kv, "po/traefik/"));
+            self.probe.set_enabled(&proxy::traefik::expected_entries(
+                &rendered.traefik_kv,
+                "po/traefik/",
+            ));
         }
     }
 
@@ -709,6 +711,92 @@ async fn a_lost_status_write_after_a_rollback_still_remembers_the_failed_digest(
         status.failed_digest.as_deref(),
         Some(digest(&with_cpu(200, None)).as_str()),
         "the write went through once Consul answered"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_resync_pass_writes_only_the_pass_counter_and_the_count_survives_a_restart() {
+    let mut w = world();
+    w.ready(&doc("")).await;
+    let before = w.op.status().passes;
+    let writes = w.writes_to_consul().len();
+    w.op.reconcile().await;
+    assert_eq!(
+        w.writes_to_consul().len(),
+        writes,
+        "a pass that finds nothing new writes nothing"
+    );
+    w.op.resync().await;
+    assert_eq!(
+        w.writes_to_consul(),
+        {
+            let mut all = w.writes_to_consul()[..writes].to_vec();
+            all.push(format!("txn cas {STATUS}"));
+            all
+        },
+        "the resync pass writes the status alone"
+    );
+    let after = w.status();
+    assert_eq!(after.passes, before + 2, "both passes since are counted");
+    assert_eq!(after.phase, Phase::Ready);
+    assert!(w.writes_to_nomad().len() == 1, "nothing else was written");
+
+    // A restarted operator counts on from the document.
+    w.op = Operator::new(
+        Config::new(PREFIX),
+        w.consul.clone(),
+        w.nomad.clone(),
+        w.probe.clone(),
+    );
+    w.op.resync().await;
+    assert_eq!(w.status().passes, after.passes + 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_unreadable_status_document_at_restart_keeps_the_failed_digest_and_the_rollback_target()
+{
+    let mut w = world();
+    w.ready(&with_cpu(100, None)).await;
+    w.put(&with_cpu(200, None));
+    w.op.reconcile().await;
+    w.nomad.set_allocation_health(JOB, false);
+    w.until(|w| w.op.status().phase == Phase::RolledBack).await;
+    let rolled = w.status();
+    assert!(rolled.failed_digest.is_some() && rolled.last_good_job.is_some());
+    let registers = w.nomad.calls_of("job_register").len();
+
+    // A hand edit breaks one field, and the operator restarts.
+    let mut broken: serde_json::Value =
+        serde_json::from_slice(&w.consul.value(STATUS).unwrap()).unwrap();
+    broken["history"] = serde_json::json!("edited by hand");
+    w.consul.set(STATUS, broken.to_string());
+    w.op = Operator::new(
+        Config::new(PREFIX),
+        w.consul.clone(),
+        w.nomad.clone(),
+        w.probe.clone(),
+    );
+    for _ in 0..3 {
+        let action = w.op.reconcile().await;
+        tokio::time::advance(action.requeue_after.unwrap_or(Duration::from_secs(60))).await;
+    }
+    assert_eq!(
+        w.nomad.calls_of("job_register").len(),
+        registers,
+        "the failed document was applied again"
+    );
+    let status = w.status();
+    assert_eq!(status.failed_digest, rolled.failed_digest);
+    assert_eq!(status.last_good_job, rolled.last_good_job);
+    let recovered = status
+        .conditions
+        .iter()
+        .find(|c| c.condition_type == "StatusRecovered")
+        .expect("the rebuilt status says so");
+    assert!(
+        recovered.message.contains("lost: history"),
+        "{}",
+        recovered.message
     );
 }
 
@@ -1400,8 +1488,10 @@ async fn basic_auth_hashes_reach_only_the_policy_tree_and_the_journal_never_logs
         basic_auth_users: Some(vec![SENTINEL_USERS.trim().to_owned()]),
     };
     let rendered = render::render(&spec::load(first.as_bytes()).unwrap(), &ctx).unwrap();
-    w.probe
-        .set_enabled(&plan::expected_entries(&rendered.traefik_kv, "po/traefik/"));
+    w.probe.set_enabled(&proxy::traefik::expected_entries(
+        &rendered.traefik_kv,
+        "po/traefik/",
+    ));
 
     let mut seen_debug = Vec::new();
     let mut journals = Vec::new();

@@ -9,7 +9,7 @@ use std::time::Duration;
 use hashistack_twin::{Twin, TwinConfig};
 use proxy_operator::consul::{ConsulApi, ConsulClient};
 use proxy_operator::nomad::{NomadApi, NomadClient};
-use proxy_operator::probe::fake::FakeProbe;
+use proxy_operator::proxy::probe::fake::FakeProbe;
 use proxy_operator::reconcile::{Action, Config, Operator};
 use proxy_operator::spec::status::{Phase, ProxyStatus};
 use proxy_operator::transport::{Api, ClientConfig, QueryOptions};

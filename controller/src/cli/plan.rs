@@ -90,11 +90,15 @@ pub(super) async fn report(
     }
     let rendered = render::render(spec, &ctx).context("failed to render the document")?;
     let kv_root = format!("{prefix}/traefik/");
+    // `plan` reports what would change, not the gate the operator would then run, so where the
+    // operator reaches the proxy doesn't matter here.
+    let reach = crate::proxy::Reach::on("localhost");
     let desired = Desired {
         spec,
         rendered: &rendered,
         owner: &ctx.owner,
         kv_root: &kv_root,
+        reach: &reach,
     };
     let job_id = planner::job_id(&desired).to_owned();
     let (job, _) = nomad

@@ -8,7 +8,7 @@ use tracing::info;
 
 use crate::consul::{ConsulApi, ConsulClient};
 use crate::nomad::NomadClient;
-use crate::probe::HttpProbe;
+use crate::proxy::probe::HttpProbe;
 use crate::reconcile::{self, Operator};
 use crate::spec;
 use crate::telemetry::{self, LogFormat};

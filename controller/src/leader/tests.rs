@@ -3,8 +3,8 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 use super::*;
-use crate::consul::TxnOp;
 use crate::consul::fake::FakeConsul;
+use crate::consul::{CatalogRegistration, TxnOp};
 
 const KEY: &str = "proxy-operator/leader";
 
@@ -154,6 +154,23 @@ async fn wait_for_leadership_returns_none_once_the_elector_stopped() {
     assert_eq!(wait_for_leadership(&mut rx).await, None);
 }
 
+/// A Consul with these nodes registered: like the real one, it refuses a session on a node it
+/// doesn't know.
+async fn consul_with_nodes(nodes: &[&str]) -> FakeConsul {
+    let consul = FakeConsul::new();
+    for node in nodes {
+        consul
+            .catalog_register(&CatalogRegistration {
+                node: (*node).to_owned(),
+                address: "127.0.0.1".to_owned(),
+                ..CatalogRegistration::default()
+            })
+            .await
+            .expect("registering a node in the fake");
+    }
+    consul
+}
+
 fn config(node: &str) -> ElectorConfig {
     ElectorConfig {
         ttl: Duration::from_secs(10),
@@ -170,7 +187,7 @@ async fn leading(rx: &mut watch::Receiver<Leadership>) -> Term {
 
 #[tokio::test(start_paused = true)]
 async fn a_failed_renewal_publishes_follower_first_and_vacates_the_lock() {
-    let consul = FakeConsul::new();
+    let consul = consul_with_nodes(&["n1"]).await;
     let handle = Elector::spawn(consul.clone(), config("n1"));
     let mut rx = handle.subscribe();
     let t = leading(&mut rx).await;
@@ -192,7 +209,7 @@ async fn a_failed_renewal_publishes_follower_first_and_vacates_the_lock() {
 
 #[tokio::test(start_paused = true)]
 async fn a_renewal_answering_a_longer_ttl_schedules_the_next_from_it() {
-    let consul = FakeConsul::new();
+    let consul = consul_with_nodes(&["n1"]).await;
     consul.set_renew_ttl(Duration::from_secs(60));
     let handle = Elector::spawn(consul.clone(), config("n1"));
     let mut rx = handle.subscribe();
@@ -209,7 +226,7 @@ async fn a_renewal_answering_a_longer_ttl_schedules_the_next_from_it() {
 
 #[tokio::test(start_paused = true)]
 async fn a_step_down_after_a_refused_write_ends_the_term_and_shutdown_releases_the_key() {
-    let consul = FakeConsul::new();
+    let consul = consul_with_nodes(&["n1"]).await;
     let handle = Elector::spawn(consul.clone(), config("n1"));
     let mut rx = handle.subscribe();
     let t = leading(&mut rx).await;
@@ -230,7 +247,7 @@ async fn a_step_down_after_a_refused_write_ends_the_term_and_shutdown_releases_t
 
 #[tokio::test(start_paused = true)]
 async fn an_idle_follower_holds_no_session_and_only_waits_on_the_key() {
-    let consul = FakeConsul::new();
+    let consul = consul_with_nodes(&["n1", "n2"]).await;
     let leader = Elector::spawn(consul.clone(), config("n1"));
     leading(&mut leader.subscribe()).await;
     let follower = Elector::spawn(consul.clone(), config("n2"));

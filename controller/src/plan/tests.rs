@@ -3,6 +3,7 @@
 use serde_json::json;
 
 use super::*;
+use crate::proxy::Reach;
 use crate::render::digest_kv;
 use crate::rollout::JobRef;
 use crate::spec::OnFailure;
@@ -68,11 +69,13 @@ fn converged() -> Observed {
 
 fn run(spec: &ValidatedSpec, observed: &Observed, status: &ProxyStatus) -> Plan {
     let r = rendered(kv());
+    let reach = Reach::on("127.0.0.1");
     let desired = Desired {
         spec,
         rendered: &r,
         owner: OWNER,
         kv_root: ROOT,
+        reach: &reach,
     };
     plan(&desired, observed, status)
 }
@@ -296,26 +299,6 @@ fn the_gate_comes_from_the_spec_and_expects_our_kv_entries_enabled() {
     );
 }
 
-#[test]
-fn expected_entries_ignore_tls_and_foreign_keys() {
-    let kv = vec![
-        (
-            "po/traefik/tls/certificates/0/certFile".to_owned(),
-            "/c".to_owned(),
-        ),
-        (
-            "po/traefik/http/middlewares/a/headers/x".to_owned(),
-            "1".to_owned(),
-        ),
-        (
-            "po/traefik/http/middlewares/a/headers/y".to_owned(),
-            "1".to_owned(),
-        ),
-        ("elsewhere/http/middlewares/b/x".to_owned(), "1".to_owned()),
-    ];
-    assert_eq!(expected_entries(&kv, ROOT), vec!["a@consul".to_owned()]);
-}
-
 // === hold ===
 
 #[test]
@@ -480,4 +463,89 @@ fn stalled_wins_over_a_failed_digest_but_paused_wins_over_stalled() {
         run(&spec("  paused: true\n"), &observed, &status).kind(),
         "hold"
     );
+}
+
+// === the gate a planned change carries ===
+
+/// A change planned for `spec` on a fresh cluster, the proxy reached as `reach` says.
+fn planned_gate(spec: &ValidatedSpec, reach: &Reach) -> Gate {
+    let r = rendered(kv());
+    let desired = Desired {
+        spec,
+        rendered: &r,
+        owner: OWNER,
+        kv_root: ROOT,
+        reach,
+    };
+    change(plan(
+        &desired,
+        &Observed::default(),
+        &ProxyStatus::default(),
+    ))
+    .gate
+}
+
+const PROBED: &str = "  dashboard: {address: \":9090\"}
+  entryPoints:
+    web: {address: \":18080\", redirectTo: websecure}
+    websecure: {address: \":18443\"}
+  rollout:
+    probes:
+      - host: app.example.test
+";
+
+fn probed_spec(proxy: &str) -> ValidatedSpec {
+    let doc = format!(
+        "apiVersion: proxy-operator.io/v1alpha1\nkind: ProxyConfig\nspec:\n  proxy: {proxy}\n{PROBED}"
+    );
+    crate::spec::load(doc.as_bytes()).unwrap()
+}
+
+#[test]
+fn a_planned_traefik_change_carries_its_gate_with_the_proxy_api_and_the_route_probes() {
+    let gate = planned_gate(&probed_spec("traefik"), &Reach::on("10.1.2.3"));
+    assert_eq!(gate.proxy, crate::spec::ProxyKind::Traefik);
+    assert!(gate.check_ping);
+    assert_eq!(
+        gate.proxy_api.as_deref(),
+        Some("http://10.1.2.3:9090"),
+        "the API is the dashboard's port on the proxy's host"
+    );
+    assert_eq!(
+        gate.expected_entries,
+        vec!["api@consul", "security-headers@consul"],
+        "every router and middleware of the tree"
+    );
+    assert_eq!(gate.probes.len(), 1);
+    assert_eq!(
+        (gate.probes[0].address.as_str(), gate.probes[0].tls),
+        ("10.1.2.3:18443", true),
+        "the default probe follows web's redirect to websecure"
+    );
+    assert_eq!(gate.probes[0].host, "app.example.test");
+}
+
+#[test]
+fn an_explicit_proxy_api_address_wins_over_the_documents_dashboard_port() {
+    let reach = Reach {
+        host: "10.1.2.3".into(),
+        api: Some("http://proxy.internal:7777".into()),
+    };
+    let gate = planned_gate(&probed_spec("traefik"), &reach);
+    assert_eq!(
+        gate.proxy_api.as_deref(),
+        Some("http://proxy.internal:7777")
+    );
+    assert_eq!(gate.probes[0].address, "10.1.2.3:18443");
+}
+
+#[test]
+fn a_planned_caddy_change_is_gated_on_its_route_probes_without_traefiks_api() {
+    let gate = planned_gate(&probed_spec("caddy"), &Reach::on("127.0.0.1"));
+    assert_eq!(gate.proxy, crate::spec::ProxyKind::Caddy);
+    assert!(!gate.check_ping);
+    assert_eq!(gate.proxy_api, None);
+    assert!(gate.expected_entries.is_empty());
+    assert_eq!(gate.probes.len(), 1);
+    assert_eq!(gate.probes[0].address, "127.0.0.1:18443");
 }

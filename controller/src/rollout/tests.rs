@@ -1,12 +1,13 @@
 //! The rollout machine driven with tokio's paused clock. Rollback paths get the most tests:
 //! they are what stands between a bad edit and an outage.
 
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use tokio::time::{Instant, advance};
 
+use super::step::begin;
 use super::*;
-use crate::probe::{EntryKind, EntryStatus, RawEntry};
+use crate::proxy::traefik::{EntryKind, EntryStatus, RawEntry};
 
 const DEADLINE: Duration = Duration::from_secs(30);
 const MIN_HEALTHY: Duration = Duration::from_secs(5);
@@ -15,6 +16,7 @@ const MIN_HEALTHY: Duration = Duration::from_secs(5);
 
 fn gate() -> Gate {
     Gate {
+        proxy: crate::spec::ProxyKind::Traefik,
         healthy_deadline: DEADLINE,
         min_healthy_time: MIN_HEALTHY,
         on_failure: OnFailure::Rollback,
@@ -1357,4 +1359,13 @@ async fn resuming_a_journal_with_an_enormous_deadline_does_not_overflow_the_cloc
         "RollingBack",
         "the job is gone: the gate fails"
     );
+}
+
+#[test]
+fn a_gate_journaled_before_gates_named_their_proxy_reads_as_traefik() {
+    let mut value = serde_json::to_value(gate()).unwrap();
+    value.as_object_mut().unwrap().remove("proxy");
+    let read: Gate = serde_json::from_value(value).unwrap();
+    assert_eq!(read.proxy, crate::spec::ProxyKind::Traefik);
+    assert_eq!(read, gate());
 }

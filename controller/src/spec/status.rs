@@ -69,6 +69,10 @@ pub struct ProxyStatus {
     /// When this document was written (RFC 3339).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub updated_at: Option<String>,
+    /// Reconcile passes completed, counted on across operator restarts. A pass that changes
+    /// nothing writes nothing, but the periodic resync pass writes this counter, so a reader
+    /// who sees it move twice after an event knows a whole pass ran after it.
+    pub passes: u64,
 }
 
 /// One version of one Nomad job.

@@ -29,6 +29,7 @@ fn change() -> Change {
         kv: None,
         job: None,
         gate: Gate {
+            proxy: crate::spec::ProxyKind::Traefik,
             healthy_deadline: Duration::from_secs(30),
             min_healthy_time: Duration::from_secs(1),
             on_failure: OnFailure::Rollback,

@@ -1,0 +1,170 @@
+//! The proxy boundary: everything that depends on which proxy runs (Traefik or Caddy) sits
+//! behind [`ProxyDriver`], so the loop in `reconcile` never matches on the proxy kind.
+//!
+//! A proxy module provides two things, each registered once in this file:
+//! - a pure `gate` function (registered in [`gate`]): the health gate a rollout of a document
+//!   for this proxy must pass — whether the proxy's own health endpoint is read, which of our
+//!   entries it must have loaded, the address of its API, and the route probes through its entry
+//!   points. [`plan`](crate::plan::plan) calls it, so a planned change is complete and pure.
+//! - a [`ProxyDriver`] (registered in [`Proxies`]): rendering the proxy's config and Nomad job,
+//!   applying policies live, and reading the proxy's health for the gate.
+//!
+//! Modules:
+//! - `traefik`: policies as the Consul KV provider tree, written in one transaction; health
+//!   from `/ping` and `/api/rawdata`.
+//! - `plain`: a proxy the operator only runs as a Nomad job (Caddy until its own module lands):
+//!   no live policy, gated on job health and route probes.
+//! - `probe`: the HTTP seam every driver reads a proxy through (and its test double).
+
+use std::sync::Arc;
+
+use futures::future::BoxFuture;
+
+use crate::consul::ConsulApi;
+use crate::render::{self, RenderContext, Rendered};
+use crate::rollout::{ApplyError, Gate, ProxyObservation};
+use crate::spec::{ProxyKind, ValidatedSpec};
+
+mod plain;
+pub mod probe;
+pub mod traefik;
+
+pub use plain::PlainDriver;
+use probe::ProxyProbe;
+pub use traefik::TraefikDriver;
+
+/// Where the operator reaches the proxy it runs: for the gate's reads of the proxy's API and
+/// for route probes through its entry points.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reach {
+    /// Host the proxy's entry points and API listen on, as seen from the operator.
+    pub host: String,
+    /// Base URL of the proxy's API, when set explicitly; otherwise derived from the document
+    /// (Traefik: the dashboard address's port on `host`).
+    pub api: Option<String>,
+}
+
+impl Reach {
+    /// The proxy on `host`, its API derived from the document.
+    #[must_use]
+    pub fn on(host: impl Into<String>) -> Self {
+        Self {
+            host: host.into(),
+            api: None,
+        }
+    }
+}
+
+/// One proxy as the loop drives it. Implementations own the clients they need (a Consul client
+/// for Traefik's KV provider tree, an admin-API client for Caddy, the [`ProxyProbe`] for health),
+/// so the loop only ever calls these methods.
+///
+/// The futures are boxed so the loop can hold every driver behind one `dyn ProxyDriver` and pick
+/// the one a document or a rollout in flight names ([`Proxies::driver`]).
+///
+/// # What a Caddy implementation must provide
+/// - [`render`](ProxyDriver::render): the job whose task starts Caddy from a bootstrap config
+///   (`render::render` already renders it, with the last good routes so a restarted Caddy does
+///   not come back empty) and the live config (`render::caddy_config`).
+/// - [`apply_policy`](ProxyDriver::apply_policy): Caddy has no KV provider, so a policy change is
+///   one `POST /load` of the whole config (policy plus the routes synced from the Consul
+///   catalog), which Caddy applies atomically and refuses as a whole on error. Routes are
+///   catalog-driven: the driver watches the catalog and reloads on a change, coalescing bursts.
+/// - [`observe`](ProxyDriver::observe): the admin API answers, and the config loaded is the one
+///   we sent (a config identity the operator stamps into the config and reads back, which also
+///   detects a Caddy that Nomad restarted from its bootstrap config), plus the route probes.
+/// - a pure `gate` function registered in [`gate`], and the driver registered in [`Proxies`].
+pub trait ProxyDriver: Send + Sync {
+    /// Which proxy this drives.
+    fn kind(&self) -> ProxyKind;
+
+    /// Renders the proxy's Nomad job (with its config embedded) and the policy it reads live.
+    /// By default `render::render`, which renders what the document's `spec.proxy` needs.
+    ///
+    /// # Errors
+    /// The document cannot be rendered for this proxy (terminal: the same document always
+    /// renders the same way).
+    fn render(&self, spec: &ValidatedSpec, ctx: &RenderContext) -> render::Result<Rendered> {
+        render::render(spec, ctx)
+    }
+
+    /// Applies a policy change live: `set` and `delete` are the rollout's policy entries (full
+    /// keys under the operator's policy root). All or nothing: the proxy must never load half
+    /// of a change.
+    fn apply_policy<'a>(
+        &'a self,
+        set: &'a [(String, String)],
+        delete: &'a [String],
+    ) -> BoxFuture<'a, Result<(), ApplyError>>;
+
+    /// Reads the proxy's own health and sends the gate's route probes. A proxy that does not
+    /// answer is a gate signal (unhealthy), never an error.
+    fn observe<'a>(&'a self, gate: &'a Gate) -> BoxFuture<'a, ProxyObservation>;
+}
+
+/// Every proxy the operator can run, each behind its driver.
+pub struct Proxies {
+    traefik: Box<dyn ProxyDriver>,
+    caddy: Box<dyn ProxyDriver>,
+}
+
+impl std::fmt::Debug for Proxies {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Proxies").finish_non_exhaustive()
+    }
+}
+
+impl Proxies {
+    /// The drivers over the operator's clients; `kv_root` is the policy root
+    /// (`<prefix>/traefik/`).
+    pub fn new<C, P>(consul: Arc<C>, probe: Arc<P>, kv_root: &str) -> Self
+    where
+        C: ConsulApi + 'static,
+        P: ProxyProbe,
+    {
+        Self {
+            traefik: Box::new(TraefikDriver::new(
+                Arc::clone(&consul),
+                Arc::clone(&probe),
+                kv_root,
+            )),
+            caddy: Box::new(PlainDriver::new(ProxyKind::Caddy, consul, probe, kv_root)),
+        }
+    }
+
+    /// The driver of `kind`.
+    #[must_use]
+    pub fn driver(&self, kind: ProxyKind) -> &dyn ProxyDriver {
+        match kind {
+            ProxyKind::Traefik => self.traefik.as_ref(),
+            ProxyKind::Caddy => self.caddy.as_ref(),
+        }
+    }
+}
+
+/// The health gate a rollout of `spec` must pass, derived by the proxy's own module. Pure.
+#[must_use]
+pub fn gate(spec: &ValidatedSpec, rendered: &Rendered, kv_root: &str, reach: &Reach) -> Gate {
+    match spec.proxy() {
+        ProxyKind::Traefik => traefik::gate(spec, rendered, kv_root, reach),
+        ProxyKind::Caddy => plain::gate(ProxyKind::Caddy, spec, reach),
+    }
+}
+
+/// The part of every gate that comes from the document alone: the rollout's timings and
+/// failure policy, and the route probes through the entry points on `reach.host`. Proxy modules
+/// add their own health signals.
+#[must_use]
+pub fn base_gate(kind: ProxyKind, spec: &ValidatedSpec, reach: &Reach) -> Gate {
+    let rollout = spec.rollout();
+    Gate {
+        proxy: kind,
+        healthy_deadline: rollout.healthy_deadline,
+        min_healthy_time: rollout.min_healthy_time,
+        on_failure: rollout.on_failure,
+        check_ping: false,
+        expected_entries: Vec::new(),
+        proxy_api: None,
+        probes: probe::route_probes(spec, &reach.host),
+    }
+}

@@ -1,0 +1,182 @@
+//! Observing: what runs at rest (the job and the policy tree, for the plan) and every gate
+//! signal of a rollout in flight (job, deployment, allocations, the proxy's health, probes).
+
+use super::{Error, Operator, Result, read_key};
+use crate::consul::ConsulApi;
+use crate::nomad::{self, NomadApi};
+use crate::plan::{Observed, ObservedJob};
+use crate::proxy::probe::ProxyProbe;
+use crate::render::META_SPEC_DIGEST;
+use crate::rollout::{
+    AllocObservation, Change, DeploymentObservation, DeploymentState, JobObservation, Observation,
+};
+use crate::transport::QueryOptions;
+
+impl<C, N, P> Operator<C, N, P>
+where
+    C: ConsulApi + 'static,
+    N: NomadApi,
+    P: ProxyProbe,
+{
+    pub(super) async fn observe_at_rest(&self, job_id: &str, kv_root: &str) -> Result<Observed> {
+        let (job, _) = self
+            .nomad
+            .job_read(job_id, QueryOptions::NOW)
+            .await
+            .map_err(|source| Error::Nomad {
+                what: format!("the proxy job {job_id}"),
+                source,
+            })?;
+        let (pairs, _) = self
+            .consul
+            .kv_list(kv_root, QueryOptions::NOW)
+            .await
+            .map_err(|source| Error::Consul {
+                what: format!("the policy tree {kv_root}"),
+                source,
+            })?;
+        let kv = pairs
+            .into_iter()
+            .filter(|p| p.key.starts_with(kv_root))
+            .map(|p| (p.key, String::from_utf8_lossy(&p.value).into_owned()))
+            .collect();
+        let job = job.map(|j| ObservedJob {
+            version: j.version,
+            modify_index: j.job_modify_index,
+            meta: j.meta,
+            stopped: j.stop,
+            job_type: Some(j.job_type),
+        });
+        Ok(Observed { job, kv })
+    }
+
+    /// Reads every gate signal of `change`. Nomad failing is an observation error (decide
+    /// nothing); the proxy failing to answer is a gate signal (it is unhealthy).
+    pub(super) async fn observe_gate(&self, change: &Change) -> Observation {
+        let job_id = change.job_id.as_str();
+        let mut obs = Observation::default();
+        // Traefik reads our policy from Consul: while Consul does not answer, the gate cannot be
+        // judged fairly, so the machine is blind (the deadline stops counting). Only whether
+        // Consul answers matters here, not what the document says now.
+        if let Err(e) = read_key(&*self.consul, &self.config.config_key(), "the config key").await {
+            obs.error = Some(e.to_string());
+            return obs;
+        }
+        let nomad = async {
+            let what = |w: &str| format!("{w} of the proxy job {job_id}");
+            let (job, _) = self
+                .nomad
+                .job_read(job_id, QueryOptions::NOW)
+                .await
+                .map_err(|source| Error::Nomad {
+                    what: what("the job"),
+                    source,
+                })?;
+            let (deployment, _) = self
+                .nomad
+                .job_latest_deployment(job_id, QueryOptions::NOW)
+                .await
+                .map_err(|source| Error::Nomad {
+                    what: what("the latest deployment"),
+                    source,
+                })?;
+            let (allocs, _) = self
+                .nomad
+                .job_allocations(job_id, QueryOptions::NOW)
+                .await
+                .map_err(|source| Error::Nomad {
+                    what: what("the allocations"),
+                    source,
+                })?;
+            Ok::<_, Error>((job, deployment, allocs))
+        };
+        match nomad.await {
+            Err(e) => {
+                obs.error = Some(e.to_string());
+                return obs;
+            }
+            Ok((job, deployment, allocs)) => {
+                obs.job = job.map(|j| JobObservation {
+                    version: j.version,
+                    modify_index: j.job_modify_index,
+                    spec_digest: j.meta.get(META_SPEC_DIGEST).cloned(),
+                    stopped: j.stop,
+                });
+                obs.deployment = deployment.map(|d| DeploymentObservation {
+                    state: DeploymentState::from_nomad(&d.status),
+                    id: d.id,
+                    job_version: d.job_version,
+                    description: d.status_description,
+                });
+                obs.allocations = allocs.into_iter().map(alloc_observation).collect();
+            }
+        }
+        obs.proxy = Some(
+            self.proxies
+                .driver(change.gate.proxy)
+                .observe(&change.gate)
+                .await,
+        );
+        obs
+    }
+}
+
+fn alloc_observation(a: nomad::AllocationStub) -> AllocObservation {
+    let tasks_running =
+        !a.task_states.is_empty() && a.task_states.values().all(|t| t.state == "running");
+    // A failed task first: its events say why the allocation failed.
+    let task_detail = a
+        .task_states
+        .iter()
+        .filter(|(_, t)| t.state != "running")
+        .max_by_key(|(_, t)| t.failed)
+        .map(|(name, t)| task_summary(name, t));
+    AllocObservation {
+        id: a.id,
+        job_version: a.job_version,
+        desired_status: a.desired_status,
+        client_status: a.client_status,
+        tasks_running,
+        task_detail,
+    }
+}
+
+/// `task traefik dead (failed, 2 restarts): Not Restarting: Exceeded allowed attempts ...;
+/// Terminated: Exit Code: 1`: the last event, and the last event that says what went wrong
+/// (a driver failure, an exit) when the last one only says what Nomad did about it.
+fn task_summary(name: &str, t: &nomad::TaskState) -> String {
+    let text = |e: &nomad::TaskEvent| {
+        let message = if e.display_message.is_empty() {
+            e.message.as_str()
+        } else {
+            e.display_message.as_str()
+        };
+        if message.is_empty() {
+            e.event_type.clone()
+        } else {
+            format!("{}: {message}", e.event_type)
+        }
+    };
+    let mut out = format!("task {name} {}", t.state);
+    if t.failed {
+        out.push_str(&format!(" (failed, {} restarts)", t.restarts));
+    }
+    let Some(last) = t.events.last() else {
+        return out;
+    };
+    out.push_str(": ");
+    out.push_str(&text(last));
+    let is_cause = |e: &nomad::TaskEvent| {
+        matches!(
+            e.event_type.as_str(),
+            "Driver Failure" | "Terminated" | "Failed Validation" | "Setup Failure" | "Killed"
+        )
+    };
+    if !is_cause(last)
+        && let Some(cause) = t.events.iter().rev().find(|e| is_cause(e))
+    {
+        out.push_str("; ");
+        out.push_str(&text(cause));
+    }
+    out
+}
