@@ -389,3 +389,6 @@ impl NomadApi for FakeNomad {
         Ok(self.lock().leader.clone())
     }
 }
+
+#[cfg(test)]
+mod tests;
