@@ -14,8 +14,9 @@
 
 use serde_json::Value;
 
+pub use super::store::ServiceReg;
 pub use super::store::{ApiError, Clock};
-use super::store::{Plan, RegisterOpts, ServiceReg, Store, TaskEvent};
+use super::store::{Plan, RegisterOpts, Store, TaskEvent};
 use super::submit;
 use super::util::rfc3339;
 use super::view::View;
@@ -321,16 +322,13 @@ impl Embedded {
         }
     }
 
-    /// Adds or replaces a Nomad-native service registration (its JSON, as
-    /// `/v1/service/:name` answers it), as a client registers a task's service.
-    pub fn register_service(&mut self, registration: &Value) -> Result<(), ApiError> {
-        let reg: ServiceReg = serde_json::from_value(registration.clone())
-            .map_err(|e| ApiError::new(400, format!("bad service registration: {e}")))?;
+    /// Adds or replaces a Nomad-native service registration, as a client registers a task's
+    /// service (the store sets its indexes).
+    pub fn register_service(&mut self, registration: ServiceReg) {
         self.write(|st| {
-            st.upsert_service(reg);
+            st.upsert_service(registration);
             ((), Plan::default())
         });
-        Ok(())
     }
 
     /// Removes a service registration by ID.

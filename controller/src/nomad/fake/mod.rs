@@ -14,7 +14,7 @@
 use std::sync::{Arc, MutexGuard};
 use std::time::Duration;
 
-use hashistack_twin::nomad::embedded::{ApiError, Clock, Embedded};
+use hashistack_twin::nomad::embedded::{ApiError, Clock, Embedded, ServiceReg};
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 use tokio::time::Instant;
@@ -235,11 +235,36 @@ impl FakeNomad {
 
     /// Adds (or replaces, by id) a native service registration.
     pub fn register_service(&self, registration: ServiceRegistration) {
-        let Ok(value) = serde_json::to_value(&registration) else {
-            return;
-        };
-        // The client's type has every field the twin's has: it cannot be refused.
-        let _ = self.with(|n| n.register_service(&value));
+        let ServiceRegistration {
+            id,
+            service_name,
+            namespace,
+            node_id,
+            datacenter,
+            job_id,
+            alloc_id,
+            tags,
+            address,
+            port,
+            create_index,
+            modify_index,
+        } = registration;
+        self.with(|n| {
+            n.register_service(ServiceReg {
+                id,
+                service_name,
+                namespace,
+                node_id,
+                datacenter,
+                job_id,
+                alloc_id,
+                tags,
+                address,
+                port,
+                create_index,
+                modify_index,
+            });
+        });
     }
 
     /// Removes a native service registration by id.

@@ -245,21 +245,33 @@ impl Alloc {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase")]
 pub struct ServiceReg {
+    /// `_nomad-task-<alloc>-<task>-<service>-<port>`.
     #[serde(rename = "ID")]
     pub id: String,
+    /// The service's name.
     pub service_name: String,
+    /// Its namespace.
     pub namespace: String,
+    /// The node the allocation runs on.
     #[serde(rename = "NodeID")]
     pub node_id: String,
+    /// The node's datacenter.
     pub datacenter: String,
+    /// The job that registered it.
     #[serde(rename = "JobID")]
     pub job_id: String,
+    /// The allocation that registered it.
     #[serde(rename = "AllocID")]
     pub alloc_id: String,
+    /// Its tags.
     pub tags: Vec<String>,
+    /// The address it answers on.
     pub address: String,
+    /// The port it answers on.
     pub port: u16,
+    /// Set by the store.
     pub create_index: u64,
+    /// Set by the store.
     pub modify_index: u64,
 }
 
