@@ -8,11 +8,10 @@ impl Store {
     /// The plan of `job` (decoded and canonicalized): the body of `/v1/job/:id/plan`.
     pub fn plan(&self, job: &Value, want_diff: bool) -> Value {
         let ns = View::job(job).str("Namespace").to_string();
-        let st = self;
         let id = View::job(job).str("ID");
         let (current, live, mut held) = {
-            let cur = st.job(&ns, id).cloned();
-            let live: Vec<(String, u64)> = st
+            let cur = self.job(&ns, id).cloned();
+            let live: Vec<(String, u64)> = self
                 .allocs
                 .values()
                 .filter(|a| {
@@ -21,7 +20,7 @@ impl Store {
                 .map(|a| (a.task_group.clone(), a.job_version))
                 .collect();
             // Static ports other jobs' running allocations hold on the one node.
-            let held: Vec<u64> = st
+            let held: Vec<u64> = self
                 .allocs
                 .values()
                 .filter(|a| {
