@@ -25,6 +25,7 @@ use crate::render::{self, RenderContext, Rendered};
 use crate::rollout::{ApplyError, Gate, ProxyObservation};
 use crate::spec::{ProxyKind, ValidatedSpec};
 
+pub mod caddy;
 mod plain;
 pub mod probe;
 pub mod traefik;

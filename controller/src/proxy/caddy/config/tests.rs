@@ -1,0 +1,386 @@
+#![allow(clippy::unwrap_used, clippy::panic)] // tests fail loudly
+
+use super::*;
+use crate::proxy::caddy::routes::{Route, Source};
+
+const BCRYPT: &str = "$2y$05$SENTINELabcdefghijklmuJ3X7H7t3kRr9JxW4p7pWjHn3eH5yabc";
+
+fn spec(middlewares: &str, tls: &str) -> ValidatedSpec {
+    let doc = format!(
+        "apiVersion: proxy-operator.io/v1alpha1\nkind: ProxyConfig\nspec:\n  proxy: caddy\n  domainSuffix: example.test\n  entryPoints:\n    web:\n      address: \"127.0.0.1:8000\"\n      redirectTo: websecure\n    websecure:\n      address: \"127.0.0.1:8443\"\n  tls:\n    certDir: /tmp/certs\n{tls}  middlewares:\n{middlewares}"
+    );
+    crate::spec::load(doc.as_bytes()).unwrap()
+}
+
+fn model(spec: &ValidatedSpec, users: Option<&[String]>) -> Model {
+    resolve(spec, users).unwrap()
+}
+
+fn options() -> CaddyOptions {
+    CaddyOptions {
+        admin: AdminEndpoint::Loopback(2999),
+        dev_mode: false,
+        secrets: Secrets::Include,
+    }
+}
+
+fn route(host: &str) -> Route {
+    Route {
+        service: "app".into(),
+        source: Source::Hind(format!("https://{host}")),
+        entry_points: vec!["websecure".into()],
+        host: Some(HostMatch::Exact(host.into())),
+        path: None,
+        middlewares: Vec::new(),
+        upstream_scheme: UpstreamScheme::Http,
+        pass_host_header: true,
+        upstreams: vec!["10.0.0.1:80".into()],
+        priority: 0,
+    }
+}
+
+fn table(routes: Vec<Route>) -> RouteTable {
+    RouteTable {
+        routes,
+        findings: Vec::new(),
+    }
+}
+
+fn render(model: &Model, routes: &RouteTable, options: &CaddyOptions) -> Value {
+    let config = render_config(model, routes, options).unwrap();
+    serde_json::from_slice(&config.body).unwrap()
+}
+
+#[test]
+fn each_entry_point_is_a_server_and_the_plain_one_redirects_to_https() {
+    let s = spec("    securityHeaders:\n      enabled: true\n", "");
+    let v = render(
+        &model(&s, None),
+        &table(vec![route("app.test")]),
+        &options(),
+    );
+    let servers = v["apps"]["http"]["servers"].as_object().unwrap();
+    assert_eq!(servers.len(), 2);
+    let web = &servers["web"];
+    assert_eq!(web["listen"], json!(["127.0.0.1:8000"]));
+    assert_eq!(
+        web["routes"][0]["match"][0]["method"],
+        json!(["GET", "HEAD"])
+    );
+    assert_eq!(web["routes"][0]["handle"][0]["status_code"], 301);
+    assert_eq!(web["routes"][1]["handle"][0]["status_code"], 308);
+    assert_eq!(
+        web["routes"][1]["handle"][0]["headers"]["Location"],
+        json!(["https://{http.request.host}:8443{http.request.uri}"])
+    );
+    let secure = &servers["websecure"];
+    assert_eq!(
+        secure["tls_connection_policies"][0]["protocol_min"],
+        "tls1.2"
+    );
+    let routes = secure["routes"].as_array().unwrap();
+    // headers, the app, 404.
+    assert_eq!(routes.len(), 3);
+    assert_eq!(routes[1]["match"][0]["host"], json!(["app.test"]));
+    assert_eq!(
+        routes[1]["handle"][0]["upstreams"][0]["dial"],
+        "10.0.0.1:80"
+    );
+    assert_eq!(routes[2]["handle"][0]["status_code"], 404);
+    assert_eq!(v["apps"]["http"]["https_port"], 8443);
+    assert_eq!(v["apps"]["http"]["http_port"], 8000);
+}
+
+#[test]
+fn the_admin_api_stays_on_loopback_with_origins_and_never_persists_the_config() {
+    let s = spec("    securityHeaders:\n      enabled: true\n", "");
+    let v = render(&model(&s, None), &table(vec![]), &options());
+    assert_eq!(v["admin"]["listen"], "127.0.0.1:2999");
+    assert_eq!(
+        v["admin"]["origins"],
+        json!(["127.0.0.1:2999", "localhost:2999"])
+    );
+    assert_eq!(v["admin"]["config"]["persist"], false);
+    let unix = CaddyOptions {
+        admin: AdminEndpoint::Unix("/run/caddy/admin.sock".into()),
+        ..options()
+    };
+    let v = render(&model(&s, None), &table(vec![]), &unix);
+    assert_eq!(v["admin"]["listen"], "unix//run/caddy/admin.sock");
+    assert_eq!(
+        AdminEndpoint::from_model(&model(&s, None)),
+        AdminEndpoint::Loopback(8080)
+    );
+}
+
+#[test]
+fn the_identity_is_in_the_body_stable_and_changes_with_any_route() {
+    let s = spec("    securityHeaders:\n      enabled: true\n", "");
+    let m = model(&s, None);
+    let a = render_config(&m, &table(vec![route("a.test")]), &options()).unwrap();
+    let again = render_config(&m, &table(vec![route("a.test")]), &options()).unwrap();
+    let b = render_config(&m, &table(vec![route("b.test")]), &options()).unwrap();
+    assert_eq!(a, again);
+    assert_ne!(a.identity, b.identity);
+    assert!(a.identity.starts_with(IDENTITY_PREFIX));
+    let v: Value = serde_json::from_slice(&a.body).unwrap();
+    assert_eq!(v["apps"]["http"]["@id"], json!(a.identity));
+    assert!(
+        !format!("{a:?}").contains("apps"),
+        "Debug never prints the body"
+    );
+}
+
+#[test]
+fn policy_runs_before_the_routes_headers_then_allow_list_then_basic_auth() {
+    let s = spec(
+        "    securityHeaders:\n      enabled: true\n    ipAllowList:\n      sourceRange: [10.0.0.0/8]\n    basicAuth:\n      usersFrom: {file: /etc/htpasswd}\n",
+        "",
+    );
+    let users = vec![format!("alice:{BCRYPT}"), String::new(), "# comment".into()];
+    let v = render(
+        &model(&s, Some(&users)),
+        &table(vec![route("a.test")]),
+        &options(),
+    );
+    let routes = v["apps"]["http"]["servers"]["websecure"]["routes"]
+        .as_array()
+        .unwrap();
+    assert_eq!(routes[0]["handle"][0]["handler"], "headers");
+    assert_eq!(routes[0]["handle"][1]["response"]["deferred"], true);
+    assert!(routes[0]["handle"][0]["response"]["set"]["X-Frame-Options"].is_array());
+    assert_eq!(
+        routes[1]["match"][0]["not"][0]["remote_ip"]["ranges"],
+        json!(["10.0.0.0/8"])
+    );
+    assert_eq!(routes[1]["handle"][0]["status_code"], 403);
+    let basic = &routes[2]["handle"][0]["providers"]["http_basic"];
+    assert_eq!(
+        basic["accounts"],
+        json!([{"username": "alice", "password": BCRYPT}])
+    );
+    assert_eq!(basic["hash"]["algorithm"], "bcrypt");
+}
+
+#[test]
+fn non_bcrypt_hashes_are_refused_naming_the_line_but_never_the_hash() {
+    let s = spec(
+        "    basicAuth:\n      usersFrom: {file: /etc/htpasswd}\n",
+        "",
+    );
+    let users = vec![format!("alice:{BCRYPT}"), "bob:$apr1$SENTINEL$xyz".into()];
+    let err = render_config(&model(&s, Some(&users)), &table(vec![]), &options())
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("line 2"), "{err}");
+    assert!(err.contains("bcrypt"), "{err}");
+    assert!(!err.contains("SENTINEL"), "{err}");
+    let err = render_config(
+        &model(&s, Some(&["no-colon".into()])),
+        &table(vec![]),
+        &options(),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("user:hash"), "{err}");
+    let truncated = vec!["alice:$2y$05$SENTINELshort".to_string()];
+    let err = render_config(&model(&s, Some(&truncated)), &table(vec![]), &options())
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("60-character"), "{err}");
+    assert!(!err.contains("SENTINEL"), "{err}");
+}
+
+#[test]
+fn the_bootstrap_config_withholds_the_hashes_and_answers_401() {
+    let s = spec(
+        "    basicAuth:\n      usersFrom: {file: /etc/htpasswd}\n",
+        "",
+    );
+    let users = vec![format!("alice:{BCRYPT}")];
+    let bootstrap = CaddyOptions {
+        secrets: Secrets::Withhold,
+        ..options()
+    };
+    let config = render_config(
+        &model(&s, Some(&users)),
+        &table(vec![route("a.test")]),
+        &bootstrap,
+    )
+    .unwrap();
+    let text = String::from_utf8(config.body).unwrap();
+    assert!(!text.contains("SENTINEL"));
+    assert!(text.contains("Basic realm=\\\"restricted\\\""), "{text}");
+}
+
+#[test]
+fn the_rate_limiter_is_refused_naming_the_missing_module() {
+    let doc = "apiVersion: proxy-operator.io/v1alpha1\nkind: ProxyConfig\nspec:\n  proxy: traefik\n  middlewares:\n    rateLimit:\n      average: 10\n      burst: 20\n";
+    let traefik_spec = crate::spec::load(doc.as_bytes()).unwrap();
+    let errors = caddy_unsupported(&traefik_spec);
+    assert_eq!(errors.len(), 1);
+    assert_eq!(errors[0].path, "spec.middlewares.rateLimit");
+    assert!(
+        errors[0].message.contains("http.handlers.rate_limit"),
+        "{}",
+        errors[0]
+    );
+    let err = render_config(&model(&traefik_spec, None), &table(vec![]), &options())
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("http.handlers.rate_limit"), "{err}");
+    assert!(caddy_unsupported(&spec("    securityHeaders:\n      enabled: true\n", "")).is_empty());
+}
+
+#[test]
+fn certificates_come_from_files_a_folder_acme_or_the_internal_ca() {
+    let headers = "    securityHeaders:\n      enabled: true\n";
+    let files = spec(
+        headers,
+        "    certificates:\n      - certFile: a.crt\n        keyFile: a.key\n",
+    );
+    let v = render(&model(&files, None), &table(vec![]), &options());
+    assert_eq!(
+        v["apps"]["tls"]["certificates"]["load_files"],
+        json!([{"certificate": "/tmp/certs/a.crt", "key": "/tmp/certs/a.key"}])
+    );
+    let secure = &v["apps"]["http"]["servers"]["websecure"];
+    assert_eq!(secure["automatic_https"]["disable_certificates"], true);
+
+    let folder = spec(headers, "");
+    let v = render(&model(&folder, None), &table(vec![]), &options());
+    assert_eq!(
+        v["apps"]["tls"]["certificates"]["load_folders"],
+        json!(["/tmp/certs"])
+    );
+    assert_eq!(v["storage"]["root"], "/tmp/certs");
+
+    let acme = spec(headers, "    acme:\n      email: ops@example.test\n");
+    let v = render(&model(&acme, None), &table(vec![]), &options());
+    let issuer = &v["apps"]["tls"]["automation"]["policies"][0]["issuers"][0];
+    assert_eq!(issuer["module"], "acme");
+    assert_eq!(issuer["email"], "ops@example.test");
+    assert_eq!(
+        v["apps"]["http"]["servers"]["web"]["automatic_https"],
+        json!({"disable": true})
+    );
+    assert_eq!(
+        v["apps"]["http"]["servers"]["websecure"]["automatic_https"],
+        json!({"disable_redirects": true})
+    );
+
+    let dev = CaddyOptions {
+        dev_mode: true,
+        ..options()
+    };
+    let v = render(&model(&folder, None), &table(vec![]), &dev);
+    assert_eq!(
+        v["apps"]["tls"]["automation"]["policies"][0]["issuers"][0]["module"],
+        "internal"
+    );
+    assert_eq!(
+        v["apps"]["pki"]["certificate_authorities"]["local"]["install_trust"],
+        false
+    );
+}
+
+#[test]
+fn traefik_matchers_and_middlewares_become_caddy_handlers_in_order() {
+    let s = spec("    securityHeaders:\n      enabled: false\n", "");
+    let mut r = route("unused");
+    r.host = Some(HostMatch::Regexp("^[^.]+\\.d\\.test$".into()));
+    r.path = Some(PathRule::Prefix("/api".into()));
+    r.pass_host_header = false;
+    r.upstream_scheme = UpstreamScheme::Https;
+    r.middlewares = vec![
+        Middleware::IpAllow(vec!["10.0.0.0/8".parse().unwrap()]),
+        Middleware::StripPrefix("/api".into()),
+        Middleware::AddPrefix("/v1".into()),
+        Middleware::RedirectRegex {
+            regex: "^http://(.*)$".into(),
+            replacement: "https://${1}".into(),
+            permanent: true,
+        },
+    ];
+    let v = render(&model(&s, None), &table(vec![r]), &options());
+    let route = &v["apps"]["http"]["servers"]["websecure"]["routes"][0];
+    assert_eq!(route["match"][0]["path"], json!(["/api*"]));
+    assert_eq!(
+        route["match"][0]["vars_regexp"]["{http.request.host}"]["pattern"],
+        "^[^.]+\\.d\\.test$"
+    );
+    let handlers: Vec<&str> = route["handle"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["handler"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        handlers,
+        [
+            "subroute",
+            "rewrite",
+            "rewrite",
+            "vars",
+            "subroute",
+            "reverse_proxy"
+        ]
+    );
+    let redirect = &route["handle"][4]["routes"][0]["handle"][0];
+    assert_eq!(
+        redirect["headers"]["Location"],
+        json!(["https://{http.regexp.redirect3.1}"])
+    );
+    let proxy = &route["handle"][5];
+    assert_eq!(proxy["transport"]["tls"], json!({}));
+    assert_eq!(
+        proxy["headers"]["request"]["set"]["Host"],
+        json!(["{http.reverse_proxy.upstream.hostport}"])
+    );
+}
+
+#[test]
+fn a_route_without_upstreams_is_left_out() {
+    let s = spec("    securityHeaders:\n      enabled: false\n", "");
+    let mut r = route("a.test");
+    r.upstreams.clear();
+    let v = render(&model(&s, None), &table(vec![r]), &options());
+    let routes = v["apps"]["http"]["servers"]["websecure"]["routes"]
+        .as_array()
+        .unwrap();
+    assert_eq!(routes.len(), 1, "only the 404");
+}
+
+#[test]
+fn a_value_that_looks_like_the_identity_placeholder_does_not_take_its_place() {
+    let s = spec("    securityHeaders:\n      enabled: false\n", "");
+    let mut r = route("a.test");
+    let fake = format!("{IDENTITY_PREFIX}{}", "0".repeat(64));
+    r.middlewares = vec![Middleware::ResponseHeaders(
+        [
+            ("@id".to_string(), fake.clone()),
+            ("X-Fake".to_string(), fake.clone()),
+        ]
+        .into(),
+    )];
+    let config = render_config(&model(&s, None), &table(vec![r]), &options()).unwrap();
+    let v: Value = serde_json::from_slice(&config.body).unwrap();
+    assert_eq!(v["apps"]["http"]["@id"], json!(config.identity));
+    let headers =
+        &v["apps"]["http"]["servers"]["websecure"]["routes"][0]["handle"][0]["response"]["set"];
+    assert_eq!(headers["X-Fake"], json!([fake]));
+}
+
+#[test]
+fn basic_auth_without_the_users_read_is_refused_before_rendering() {
+    let s = spec(
+        "    basicAuth:\n      usersFrom: {consulKey: edge/htpasswd}\n",
+        "",
+    );
+    let err = resolve(&s, None).unwrap_err();
+    assert!(matches!(err, Error::UnresolvedUsers), "{err}");
+    assert!(err.to_string().contains("usersFrom"));
+    let users = vec![format!("alice:{BCRYPT}")];
+    let m = resolve(&s, Some(&users)).unwrap();
+    assert_eq!(m.policy.basic_auth.unwrap().users, users);
+}

@@ -1,0 +1,46 @@
+//! Caddy as a first-class proxy: its whole JSON config rendered from the spec and the Consul
+//! catalog, loaded through its admin API (`POST /load`, atomic: Caddy keeps the old config when a
+//! load fails), and checked by an identity the operator sets.
+//!
+//! - [`routes`] (pure): catalog health entries → [`routes::RouteTable`], in HinD's `https://`,
+//!   Traefik's router and the default-rule conventions.
+//! - [`config`] (pure): model + routes → [`config::CaddyConfig`] (body and identity), plus
+//!   [`config::caddy_unsupported`], the policies the stock build cannot express.
+//! - [`admin`]: the admin API client behind [`admin::CaddyAdmin`].
+//! - [`sync`]: decides whether a catalog snapshot needs a new `/load`.
+//!
+//! What the proxy driver calls, in order, for each pass (catalog change or spec change):
+//! 1. [`config::resolve`] (the spec's model plus the basic-auth users read from `usersFrom`),
+//!    then [`routes::build_routes`] and [`config::render_config`] (or [`sync::desired`]);
+//! 2. [`sync::Sync::plan`] → `Some(config)` when the identity differs from the last one loaded;
+//! 3. [`admin::CaddyAdmin::load`], then [`sync::Sync::loaded`] on success;
+//! 4. the gate: [`admin::CaddyAdmin::identity`] equals [`config::CaddyConfig::identity`],
+//!    [`admin::CaddyAdmin::upstreams`] lists the routes' upstreams (its `fails` counters move
+//!    only with passive health checks, which the config does not turn on), and route probes
+//!    pass through the entry points.
+//!
+//! A restarted Caddy (Nomad restarts it from the bootstrap config, rendered with
+//! [`config::Secrets::Withhold`]) answers a different identity; the driver then calls
+//! [`sync::Sync::forget`] and loads again (`tests/caddy_restart.rs`: ~90 ms to serve the
+//! bootstrap routes, ~120 ms to the live config).
+//!
+//! Handover between two processes (Caddy 2.11): every TCP listener gets SO_REUSEPORT
+//! unconditionally (`listen_unix.go` `reusePort`, since v2.6.0, #4705; there is no option to
+//! turn it on or off), so a second Caddy binds the same ports and the kernel splits new
+//! connections between both. `apps.http.shutdown_delay` keeps a stopping Caddy serving before
+//! its grace period, and `apps.http.grace_period` bounds the drain (`modules/caddyhttp/app.go`,
+//! v2.6.0, #4906). Listeners can also be inherited as file descriptors (`fd/N`, v2.9.0, #6573;
+//! named `fdname/`, v2.11.0, #7243).
+
+pub mod admin;
+pub mod config;
+pub mod routes;
+pub mod sync;
+mod traefik_tags;
+
+pub use admin::{CaddyAdmin, HttpCaddyAdmin};
+pub use config::{
+    AdminEndpoint, CaddyConfig, CaddyOptions, Secrets, caddy_unsupported, render_config, resolve,
+};
+pub use routes::{Catalog, RouteSettings, RouteTable, build_routes};
+pub use sync::Sync;
