@@ -235,36 +235,21 @@ impl FakeNomad {
 
     /// Adds (or replaces, by id) a native service registration.
     pub fn register_service(&self, registration: ServiceRegistration) {
-        let ServiceRegistration {
-            id,
-            service_name,
-            namespace,
-            node_id,
-            datacenter,
-            job_id,
-            alloc_id,
-            tags,
-            address,
-            port,
-            create_index,
-            modify_index,
-        } = registration;
-        self.with(|n| {
-            n.register_service(ServiceReg {
-                id,
-                service_name,
-                namespace,
-                node_id,
-                datacenter,
-                job_id,
-                alloc_id,
-                tags,
-                address,
-                port,
-                create_index,
-                modify_index,
-            });
-        });
+        let reg = ServiceReg {
+            id: registration.id,
+            service_name: registration.service_name,
+            namespace: registration.namespace,
+            node_id: registration.node_id,
+            datacenter: registration.datacenter,
+            job_id: registration.job_id,
+            alloc_id: registration.alloc_id,
+            tags: registration.tags,
+            address: registration.address,
+            port: registration.port,
+            create_index: registration.create_index,
+            modify_index: registration.modify_index,
+        };
+        self.with(|n| n.register_service(reg));
     }
 
     /// Removes a native service registration by id.

@@ -8,7 +8,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use super::FakeNomad;
-use crate::nomad::NomadApi;
+use crate::nomad::{Deployment, NomadApi};
 use crate::transport::QueryOptions;
 
 /// A service job whose deployment must progress within 30 seconds.
@@ -24,23 +24,24 @@ fn web() -> Value {
     })
 }
 
+/// The job's latest deployment, read without blocking.
+async fn latest(n: &FakeNomad) -> Deployment {
+    let (d, _) = n
+        .job_latest_deployment("web", QueryOptions::NOW)
+        .await
+        .unwrap();
+    d.unwrap()
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_deployment_fails_when_its_progress_deadline_passes_on_paused_tokio_time() {
     let n = FakeNomad::new();
     n.job_register(&web(), None).await.unwrap();
     tokio::time::advance(Duration::from_secs(29)).await;
-    let (d, _) = n
-        .job_latest_deployment("web", QueryOptions::NOW)
-        .await
-        .unwrap();
-    assert_eq!(d.unwrap().status, "running");
+    assert_eq!(latest(&n).await.status, "running");
     tokio::time::advance(Duration::from_secs(2)).await;
-    let (d, _) = n
-        .job_latest_deployment("web", QueryOptions::NOW)
-        .await
-        .unwrap();
     assert_eq!(
-        d.unwrap().status_description,
+        latest(&n).await.status_description,
         "Failed due to progress deadline"
     );
 }
@@ -53,15 +54,16 @@ async fn a_blocking_deployment_read_wakes_when_the_progress_deadline_passes() {
         .job_latest_deployment("web", QueryOptions::NOW)
         .await
         .unwrap();
+    let index = meta.index;
     let start = tokio::time::Instant::now();
     let (d, next) = n
         .job_latest_deployment(
             "web",
-            QueryOptions::blocking(meta.index, Duration::from_secs(120)),
+            QueryOptions::blocking(index, Duration::from_secs(120)),
         )
         .await
         .unwrap();
-    assert!(next.index > meta.index);
+    assert!(next.index > index);
     assert_eq!(d.unwrap().status, "failed");
     let waited = start.elapsed();
     assert!(
@@ -76,10 +78,6 @@ async fn a_healthy_deployment_has_no_deadline_left() {
     n.job_register(&web(), None).await.unwrap();
     n.set_allocation_health("web", true);
     tokio::time::advance(Duration::from_secs(3600)).await;
-    let (d, _) = n
-        .job_latest_deployment("web", QueryOptions::NOW)
-        .await
-        .unwrap();
-    assert_eq!(d.unwrap().status, "successful");
+    assert_eq!(latest(&n).await.status, "successful");
     assert!(n.job("web").unwrap().stable);
 }
