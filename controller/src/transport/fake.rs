@@ -2,7 +2,8 @@
 //! fails, a write lands but its answer is lost, a target is denied) and blocking reads on tokio
 //! time over a model that publishes its index, so `start_paused` tests do not spin.
 //!
-//! The behaviour of the APIs themselves is not here: the Consul fake drives the twin's store.
+//! The behaviour of the APIs themselves is not here: the Consul fake drives the twin's Consul
+//! store, the Nomad fake the twin's Nomad in process (`hashistack_twin::nomad::embedded`).
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Mutex, MutexGuard};

@@ -7,6 +7,9 @@
 //! policy, templates, service checks and health; `events` serves `/v1/event/stream`; `diff`
 //! builds plan/version diffs; `filter` evaluates the go-bexpr forms clients send; `reaper` kills
 //! task processes a dead twin left behind; `acl` parses and decides Nomad ACL policies.
+//! `submit` is what a submitted job goes through before the store (decode, canonicalize,
+//! validate), on the HTTP paths and in process; `embedded` serves the store in process, without
+//! HTTP or task processes, on the caller's clock (the operator's in-memory `FakeNomad`).
 //!
 //! Client nodes: `NomadConfig::nodes` of them, each on its own loopback address (see
 //! `store/nodes.rs`); the executor runs every allocation's tasks locally on its node.
@@ -18,6 +21,7 @@
 
 pub mod acl;
 mod diff;
+pub mod embedded;
 mod events;
 mod executor;
 mod filter;
@@ -25,6 +29,7 @@ mod http;
 mod jobspec;
 mod reaper;
 mod store;
+pub mod submit;
 mod util;
 mod view;
 

@@ -1,42 +1,59 @@
-//! An in-memory [`NomadApi`] for unit tests of the loop: jobs with versions, `EnforceIndex` and
-//! `EnforcePriorVersion` checks with Nomad's exact messages, revert, stop/purge, a plan with a
-//! coarse diff, allocations and deployments a test drives (`set_allocation_health`), native
-//! services, blocking reads on tokio time, call recording and error injection.
+//! An in-memory [`NomadApi`] for unit tests of the loop, built on the twin's Nomad servers in
+//! process ([`hashistack_twin::nomad::embedded::Embedded`]): jobs are decoded, canonicalized and
+//! validated as the register endpoint does; versions, `EnforceIndex` and `EnforcePriorVersion`
+//! with Nomad's messages, revert, stop/purge, the plan, allocations, deployments with progress
+//! deadlines and auto-revert, and native services are the twin's. This file only translates
+//! between the client's types and the twin's JSON (the contract both are held to), and adds what
+//! tests need on top: call recording, error injection, blocking reads on tokio time (so
+//! `start_paused` tests do not spin) and the health controls a test drives.
 //!
-//! Each new job version replaces the job's live allocations (one per `Count`, health undecided;
-//! terminal ones stay `DesiredStatus: run` until GC, as in Nomad) and,
-//! unless deployments are disabled (system jobs before Nomad 1.11), starts a `running`
-//! deployment; nothing becomes healthy until the test says so.
+//! Placed allocations run at once; nothing becomes healthy until the test says so
+//! ([`FakeNomad::set_allocation_health`]). Time is tokio's: a deployment fails by itself only
+//! when its progress deadline passes on that clock.
 
-use std::collections::BTreeMap;
 use std::sync::{Arc, MutexGuard};
 use std::time::Duration;
 
+use hashistack_twin::nomad::embedded::{ApiError, Clock, Embedded, ServiceReg};
+use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
+use tokio::time::Instant;
 
 use super::{
-    AllocDeploymentStatus, AllocationStub, Deployment, DeploymentUpdateResponse, Error, Job,
+    AllocationStub, Deployment, DeploymentUpdateResponse, ENFORCE_INDEX_PREFIX, Error, Job,
     JobVersions, JobWriteResponse, NomadApi, PlanResponse, Result, ServiceNamespace,
-    ServiceRegistration, ServiceStub, unwrap_job,
+    ServiceRegistration, unwrap_job,
 };
 pub use crate::transport::fake::Call;
-use crate::transport::fake::{Indexed, Model};
+use crate::transport::fake::{Indexed, Model, Recorder};
 use crate::transport::{QueryMeta, QueryOptions};
 
-mod model;
+/// Nomad's servers clamp waits to 5 minutes, and use that when none is given.
+const MAX_WAIT: Duration = Duration::from_secs(300);
 
-use model::{State, err500, plan, spec_of};
+/// What the fake's clock reads when it is created: 2024-01-01T00:00:00Z, so timestamps do not
+/// depend on when a test runs.
+const EPOCH_NANOS: i64 = 1_704_067_200_000_000_000;
+
+#[derive(Debug)]
+struct State {
+    nomad: Embedded,
+    faults: Recorder<Error>,
+    leader: String,
+}
+
+impl Indexed for State {
+    fn index(&self) -> u64 {
+        self.nomad.index()
+    }
+}
 
 /// In-memory Nomad. Clones share state.
 #[derive(Clone)]
 pub struct FakeNomad {
     model: Arc<Model<State>>,
-}
-
-impl Indexed for State {
-    fn index(&self) -> u64 {
-        self.index
-    }
+    /// Tokio time at creation, [`EPOCH_NANOS`] on the twin's clock.
+    start: Instant,
 }
 
 impl std::fmt::Debug for FakeNomad {
@@ -51,17 +68,39 @@ impl Default for FakeNomad {
     }
 }
 
-/// Nomad's servers clamp waits to 5 minutes, and use that when none is given.
-const MAX_WAIT: Duration = Duration::from_secs(300);
+/// Converts the twin's answer into the client's type, as the client decodes the HTTP body. A
+/// failure is a mismatch between the two, reported as a 500.
+fn decode<T: DeserializeOwned>(what: &str, value: Value) -> Result<T> {
+    serde_json::from_value(value)
+        .map_err(|e| Error::injected(what, 500, &format!("fake: {what} does not convert: {e}")))
+}
+
+fn job_of(value: Value) -> Result<Job> {
+    Job::from_value(value)
+        .map_err(|e| Error::injected("read job", 500, &format!("fake: job does not convert: {e}")))
+}
+
+/// The error the client makes of the twin's answer to `op`.
+fn api_error(op: &str, e: ApiError) -> Error {
+    Error::injected(op, e.status, &e.message)
+}
 
 impl FakeNomad {
-    /// An empty Nomad with a leader, where new job versions get deployments.
+    /// An empty Nomad with a leader and one client node, where new job versions get
+    /// deployments (Nomad 1.11).
     pub fn new() -> FakeNomad {
+        let start = Instant::now();
+        let clock = Clock::new(move || {
+            EPOCH_NANOS
+                .saturating_add(i64::try_from(start.elapsed().as_nanos()).unwrap_or(i64::MAX))
+        });
         FakeNomad {
             model: Arc::new(Model::new(State {
+                nomad: Embedded::new(clock),
+                faults: Recorder::default(),
                 leader: "127.0.0.1:4647".into(),
-                ..State::default()
             })),
+            start,
         }
     }
 
@@ -75,41 +114,39 @@ impl FakeNomad {
         })
     }
 
-    /// Records a call that carries a job; returns the job object and its ID. A job without an
-    /// ID is refused as Nomad refuses it.
-    fn enter_job<'a>(
-        &self,
-        op: &'static str,
-        step: &str,
-        job: &'a Value,
-        index: Option<u64>,
-    ) -> Result<(&'a Value, String)> {
-        let raw = unwrap_job(job);
-        let id = raw
+    /// The job's ID, for the call record (`""` when it has none: the twin refuses it).
+    fn id_of(job: &Value) -> String {
+        unwrap_job(job)
             .get("ID")
             .and_then(Value::as_str)
             .unwrap_or_default()
-            .to_owned();
-        self.enter(op, &id, index)?;
-        if id.is_empty() {
-            return Err(Error::injected(step, 400, "Job ID hasn't been provided"));
-        }
-        Ok((raw, id))
+            .to_owned()
     }
 
-    fn write<T>(&self, f: impl FnOnce(&mut State) -> T) -> T {
-        self.model.write(|st, _| f(st))
+    /// Runs `f` on the twin after its deployment watcher caught up with the clock, and wakes
+    /// blocked readers when the index moved.
+    fn with<T>(&self, f: impl FnOnce(&mut Embedded) -> T) -> T {
+        self.model.write(|st, _| {
+            st.nomad.tick();
+            f(&mut st.nomad)
+        })
     }
 
+    /// A blocking read of the twin; it also wakes when a progress deadline passes.
     async fn blocking<T>(
         &self,
         opts: QueryOptions,
-        mut read: impl FnMut(&State) -> (T, u64),
+        mut read: impl FnMut(&Embedded) -> (T, u64),
     ) -> (T, QueryMeta) {
+        let start = self.start;
         self.model
             .blocking(opts, MAX_WAIT, MAX_WAIT, |st, _| {
-                let (value, index) = read(st);
-                (value, index, None)
+                let wake = st.nomad.tick().map(|nanos| {
+                    let after = u64::try_from(nanos.saturating_sub(EPOCH_NANOS)).unwrap_or(0);
+                    start + Duration::from_nanos(after)
+                });
+                let (value, index) = read(&st.nomad);
+                (value, index, wake)
             })
             .await
     }
@@ -144,177 +181,93 @@ impl FakeNomad {
         self.lock().faults.lost_answer(op, "", result)
     }
 
-    /// Disables deployments for new versions (system jobs on Nomad before 1.11).
+    /// `false` makes new system-job versions get no deployment (Nomad before 1.11); service
+    /// jobs keep theirs, as on such a server.
     pub fn set_deployments_enabled(&self, enabled: bool) {
-        self.lock().deployments_disabled = !enabled;
+        self.with(|n| n.set_system_deployments(enabled));
     }
 
     /// The current version of a job (test assertions).
     pub fn job(&self, id: &str) -> Option<Job> {
-        self.lock().current(id).cloned()
+        let (job, _) = self.with(|n| n.job(id));
+        job_of(job?).ok()
     }
 
-    /// All versions of a job, oldest first (test assertions).
+    /// All kept versions of a job, oldest first (test assertions).
     pub fn versions(&self, id: &str) -> Vec<Job> {
-        self.lock().jobs.get(id).cloned().unwrap_or_default()
+        let versions = self.with(|n| n.versions(id));
+        versions
+            .into_iter()
+            .rev()
+            .filter_map(|v| job_of(v).ok())
+            .collect()
     }
 
-    /// Registers a job directly (test setup), as if someone ran `nomad job run`.
+    /// Registers a job directly (test setup), as if someone ran `nomad job run`. It is decoded
+    /// and canonicalized but not validated, so a stub can stand in for another team's job.
     pub fn seed_job(&self, job: &Value) -> Option<Job> {
-        let id = unwrap_job(job)
-            .get("ID")
-            .and_then(Value::as_str)?
-            .to_owned();
-        Some(self.write(|st| st.new_version(&id, State::normalize(job))))
+        let body = json!({"Job": unwrap_job(job)});
+        let stored = self.with(|n| n.seed(&body)).ok()?;
+        job_of(stored).ok()
     }
 
-    /// Sets the deployment health of the current version's running allocations. `true` makes
-    /// the deployment `successful` and the version stable; `false` fails the allocations and the
-    /// deployment ("Failed due to unhealthy allocations"), auto-reverting when the group says so.
+    /// Decides the health of the current version's live allocations. `true` makes the
+    /// deployment `successful` and the version stable once all are healthy; `false` fails the
+    /// allocations (their tasks dead) and the deployment ("Failed due to unhealthy
+    /// allocations"), auto-reverting when the group says so. Without a deployment, `false`
+    /// only fails the allocations and `true` changes nothing.
     pub fn set_allocation_health(&self, job_id: &str, healthy: bool) {
-        self.write(|st| {
-            let Some(version) = st.current(job_id).map(|j| j.version) else {
-                return;
-            };
-            let index = st.bump();
-            for a in st.allocs.entry(job_id.to_owned()).or_default().iter_mut() {
-                if a.job_version == version && a.desired_status == "run" {
-                    a.deployment_status = Some(AllocDeploymentStatus {
-                        healthy: Some(healthy),
-                        timestamp: Some("2024-01-01T00:00:00Z".into()),
-                        canary: false,
-                        modify_index: index,
-                    });
-                    if !healthy {
-                        a.client_status = "failed".into();
-                        for t in a.task_states.values_mut() {
-                            t.state = "dead".into();
-                            t.failed = true;
-                        }
-                    }
-                    a.modify_index = index;
-                }
-            }
-            st.allocs_index = index;
-            let pos = st.deployments.get(job_id).and_then(|ds| {
-                ds.iter()
-                    .rposition(|d| d.job_version == version && !d.is_terminal())
-            });
-            let Some(pos) = pos else {
-                if healthy {
-                    st.set_stable(job_id, version);
-                }
-                return;
-            };
-            if let Some(d) = st.deployments.get_mut(job_id).map(|ds| &mut ds[pos]) {
-                for g in d.task_groups.values_mut() {
-                    if healthy {
-                        g.healthy_allocs = g.desired_total;
-                    } else {
-                        g.unhealthy_allocs = g.placed_allocs;
-                    }
-                }
-                if healthy {
-                    d.status = "successful".into();
-                    d.status_description = "Deployment completed successfully".into();
-                    d.modify_index = index;
-                }
-            }
-            st.deployments_index = index;
-            if healthy {
-                st.set_stable(job_id, version);
-            } else {
-                st.fail_deployment(job_id, pos, "Failed due to unhealthy allocations");
-            }
-        });
+        self.with(|n| n.set_health(job_id, healthy));
     }
 
     /// Crashes the live allocations of the current version the way a task that exits at start
     /// does once its restarts are exhausted: every task `dead` and `failed` with `events`
     /// (`(type, display message)`, oldest first), `ClientStatus: failed`. The deployment is left
-    /// `running`, as Nomad leaves it until its healthy deadline.
+    /// `running`, as Nomad leaves it until its deadline.
     pub fn crash_allocations(&self, job_id: &str, events: &[(&str, &str)]) {
-        self.write(|st| {
-            let Some(version) = st.current(job_id).map(|j| j.version) else {
-                return;
-            };
-            let index = st.bump();
-            let events: Vec<super::TaskEvent> = events
-                .iter()
-                .map(|(kind, display)| super::TaskEvent {
-                    event_type: (*kind).to_owned(),
-                    display_message: (*display).to_owned(),
-                    fails_task: *kind == "Not Restarting",
-                    ..super::TaskEvent::default()
-                })
-                .collect();
-            for a in st.allocs.entry(job_id.to_owned()).or_default().iter_mut() {
-                if a.job_version == version && a.desired_status == "run" {
-                    a.client_status = "failed".into();
-                    for t in a.task_states.values_mut() {
-                        t.state = "dead".into();
-                        t.failed = true;
-                        t.restarts = 2;
-                        t.events = events.clone();
-                    }
-                    a.modify_index = index;
-                }
-            }
-            st.allocs_index = index;
-        });
+        self.with(|n| n.crash(job_id, events));
     }
 
     /// Overrides the latest deployment's status and description.
     pub fn set_deployment_status(&self, job_id: &str, status: &str, description: &str) {
-        self.write(|st| {
-            let index = st.bump();
-            if let Some(d) = st.deployments.get_mut(job_id).and_then(|ds| ds.last_mut()) {
-                d.status = status.into();
-                d.status_description = description.into();
-                d.modify_index = index;
-            }
-            st.deployments_index = index;
-        });
+        self.with(|n| n.set_deployment_status(job_id, status, description));
     }
 
     /// Adds (or replaces, by id) a native service registration.
     pub fn register_service(&self, registration: ServiceRegistration) {
-        self.write(|st| {
-            let index = st.bump();
-            st.services.retain(|s| s.id != registration.id);
-            st.services.push(ServiceRegistration {
-                create_index: index,
-                modify_index: index,
-                ..registration
-            });
-            st.services_index = index;
-        });
+        let reg = ServiceReg {
+            id: registration.id,
+            service_name: registration.service_name,
+            namespace: registration.namespace,
+            node_id: registration.node_id,
+            datacenter: registration.datacenter,
+            job_id: registration.job_id,
+            alloc_id: registration.alloc_id,
+            tags: registration.tags,
+            address: registration.address,
+            port: registration.port,
+            create_index: registration.create_index,
+            modify_index: registration.modify_index,
+        };
+        self.with(|n| n.register_service(reg));
     }
 
     /// Removes a native service registration by id.
     pub fn deregister_service(&self, id: &str) {
-        self.write(|st| {
-            let index = st.bump();
-            st.services.retain(|s| s.id != id);
-            st.services_index = index;
-        });
+        self.with(|n| n.deregister_service(id));
     }
 
     /// Sets the leader address `status_leader` answers (`""`: no leader).
     pub fn set_leader(&self, leader: &str) {
-        self.lock().leader = leader.to_owned();
+        leader.clone_into(&mut self.lock().leader);
     }
 }
 
 impl NomadApi for FakeNomad {
     async fn job_read(&self, id: &str, opts: QueryOptions) -> Result<(Option<Job>, QueryMeta)> {
         self.enter("job_read", id, Some(opts.index))?;
-        Ok(self
-            .blocking(opts, |st| match st.current(id) {
-                Some(j) => (Some(j.clone()), j.modify_index),
-                None => (None, st.jobs_index),
-            })
-            .await)
+        let (job, meta) = self.blocking(opts, |n| n.job(id)).await;
+        Ok((job.map(job_of).transpose()?, meta))
     }
 
     async fn job_register(
@@ -322,64 +275,30 @@ impl NomadApi for FakeNomad {
         job: &Value,
         enforce_index: Option<u64>,
     ) -> Result<JobWriteResponse> {
-        let (raw, id) = self.enter_job("job_register", "register job", job, enforce_index)?;
-        let result = self.write(|st| {
-            let current = st.current(&id).cloned();
-            // Nomad's `validateJobUpdate`: a job's type never changes in place, not even for a
-            // stopped job (only a purge frees the ID).
-            let new_type = raw.get("Type").and_then(Value::as_str).unwrap_or("service");
-            if let Some(c) = current.as_ref().filter(|c| c.job_type != new_type) {
-                return Err(err500(
-                    "register job",
-                    format!(
-                        "cannot update job from type {:?} to {new_type:?}",
-                        c.job_type
-                    ),
-                ));
+        let id = Self::id_of(job);
+        self.enter("job_register", &id, enforce_index)?;
+        let op = format!("register job {id}");
+        let body = json!({"Job": unwrap_job(job)});
+        let result = match self.with(|n| n.register(&body, enforce_index)) {
+            Ok(answer) => decode(&op, answer),
+            Err(e) if e.status == 500 && e.message.starts_with(ENFORCE_INDEX_PREFIX) => {
+                Err(Error::EnforceIndexConflict {
+                    job: id,
+                    message: e.message,
+                })
             }
-            if let Some(n) = enforce_index {
-                let message = match (&current, n) {
-                    (Some(_), 0) => Some(format!(
-                        "{} 0: job already exists",
-                        super::ENFORCE_INDEX_PREFIX
-                    )),
-                    (Some(c), n) if c.job_modify_index != n => Some(format!(
-                        "{} {n}: job exists with conflicting job modify index: {}",
-                        super::ENFORCE_INDEX_PREFIX,
-                        c.job_modify_index
-                    )),
-                    (None, n) if n != 0 => Some(format!(
-                        "{} {n}: job does not exist",
-                        super::ENFORCE_INDEX_PREFIX
-                    )),
-                    _ => None,
-                };
-                if let Some(message) = message {
-                    return Err(Error::EnforceIndexConflict {
-                        job: id.clone(),
-                        message,
-                    });
-                }
-            }
-            let normalized = State::normalize(raw);
-            if let Some(c) = current.filter(|c| spec_of(&c.raw) == spec_of(&normalized)) {
-                // Same spec: no new version, but a new evaluation, as Nomad does.
-                return Ok(st.write_response(c.job_modify_index));
-            }
-            let job = st.new_version(&id, normalized);
-            Ok(st.write_response(job.job_modify_index))
-        });
+            Err(e) => Err(api_error(&op, e)),
+        };
         self.lost_answer("job_register", result)
     }
 
     async fn job_versions(&self, id: &str, _diffs: bool) -> Result<JobVersions> {
         self.enter("job_versions", id, None)?;
         let versions = self
-            .lock()
-            .jobs
-            .get(id)
-            .map(|vs| vs.iter().rev().cloned().collect())
-            .unwrap_or_default();
+            .with(|n| n.versions(id))
+            .into_iter()
+            .map(job_of)
+            .collect::<Result<_>>()?;
         Ok(JobVersions {
             versions,
             diffs: Vec::new(),
@@ -393,42 +312,41 @@ impl NomadApi for FakeNomad {
         enforce_prior_version: Option<u64>,
     ) -> Result<JobWriteResponse> {
         self.enter("job_revert", id, enforce_prior_version)?;
-        let result = self.write(|st| st.revert(id, version, enforce_prior_version));
+        let op = format!("revert job {id} to version {version}");
+        let result = match self.with(|n| n.revert(id, version, enforce_prior_version)) {
+            Ok(answer) => decode(&op, answer),
+            Err(e)
+                if e.status == 500
+                    && (e.message.starts_with("Current job has version")
+                        || e.message.starts_with(ENFORCE_INDEX_PREFIX)) =>
+            {
+                Err(Error::PriorVersionConflict {
+                    job: id.to_owned(),
+                    message: e.message,
+                })
+            }
+            Err(e) => Err(api_error(&op, e)),
+        };
         self.lost_answer("job_revert", result)
     }
 
     async fn job_stop(&self, id: &str, purge: bool) -> Result<JobWriteResponse> {
         self.enter("job_stop", id, None)?;
-        Ok(self.write(|st| {
-            let Some(current) = st.current(id).cloned() else {
-                return JobWriteResponse::default();
-            };
-            if purge {
-                let index = st.bump();
-                st.jobs.remove(id);
-                st.allocs.remove(id);
-                st.deployments.remove(id);
-                st.jobs_index = index;
-                st.allocs_index = index;
-                st.deployments_index = index;
-                return st.write_response(0);
-            }
-            if current.stop {
-                return st.write_response(current.job_modify_index);
-            }
-            let mut spec = spec_of(&current.raw);
-            if let Some(map) = spec.as_object_mut() {
-                map.insert("Stop".into(), json!(true));
-            }
-            let job = st.new_version(id, spec);
-            st.write_response(job.job_modify_index)
-        }))
+        decode(
+            &format!("stop job {id}"),
+            self.with(|n| n.deregister(id, purge)),
+        )
     }
 
-    async fn job_plan(&self, job: &Value, _diff: bool) -> Result<PlanResponse> {
-        let (raw, id) = self.enter_job("job_plan", "plan job", job, None)?;
-        let st = self.lock();
-        Ok(plan(st.current(&id), &State::normalize(raw)))
+    async fn job_plan(&self, job: &Value, diff: bool) -> Result<PlanResponse> {
+        let id = Self::id_of(job);
+        self.enter("job_plan", &id, None)?;
+        let op = format!("plan job {id}");
+        let body = json!({"Job": unwrap_job(job)});
+        let answer = self
+            .with(|n| n.plan(&body, diff))
+            .map_err(|e| api_error(&op, e))?;
+        decode(&op, answer)
     }
 
     async fn job_allocations(
@@ -437,14 +355,8 @@ impl NomadApi for FakeNomad {
         opts: QueryOptions,
     ) -> Result<(Vec<AllocationStub>, QueryMeta)> {
         self.enter("job_allocations", id, Some(opts.index))?;
-        Ok(self
-            .blocking(opts, |st| {
-                (
-                    st.allocs.get(id).cloned().unwrap_or_default(),
-                    st.allocs_index,
-                )
-            })
-            .await)
+        let (allocs, meta) = self.blocking(opts, |n| n.allocations(id)).await;
+        Ok((decode("allocations", Value::Array(allocs))?, meta))
     }
 
     async fn job_latest_deployment(
@@ -453,82 +365,23 @@ impl NomadApi for FakeNomad {
         opts: QueryOptions,
     ) -> Result<(Option<Deployment>, QueryMeta)> {
         self.enter("job_latest_deployment", id, Some(opts.index))?;
-        Ok(self
-            .blocking(opts, |st| {
-                let latest = st
-                    .deployments
-                    .get(id)
-                    .and_then(|ds| ds.iter().max_by_key(|d| d.create_index))
-                    .cloned();
-                (latest, st.deployments_index)
-            })
-            .await)
+        let (latest, meta) = self.blocking(opts, |n| n.latest_deployment(id)).await;
+        Ok((latest.map(|d| decode("deployment", d)).transpose()?, meta))
     }
 
     async fn deployment_fail(&self, id: &str) -> Result<DeploymentUpdateResponse> {
         self.enter("deployment_fail", id, None)?;
-        self.write(|st| {
-            let found = st.deployments.iter().find_map(|(job, ds)| {
-                ds.iter()
-                    .position(|d| d.id == id)
-                    .map(|pos| (job.clone(), pos))
-            });
-            let Some((job, pos)) = found else {
-                return Err(err500("fail deployment", "deployment not found".into()));
-            };
-            if st.deployments[&job][pos].is_terminal() {
-                return Err(err500(
-                    "fail deployment",
-                    "can't fail terminal deployment".into(),
-                ));
-            }
-            let reverted = st.fail_deployment(&job, pos, "Deployment marked as failed");
-            let index = st.bump();
-            Ok(DeploymentUpdateResponse {
-                eval_id: uuid::Uuid::new_v4().to_string(),
-                eval_create_index: index,
-                deployment_modify_index: index,
-                reverted_job_version: reverted,
-                index,
-            })
-        })
+        let op = format!("fail deployment {id}");
+        let answer = self
+            .with(|n| n.fail_deployment(id))
+            .map_err(|e| api_error(&op, e))?;
+        decode(&op, answer)
     }
 
     async fn services(&self, opts: QueryOptions) -> Result<(Vec<ServiceNamespace>, QueryMeta)> {
         self.enter("services", "", Some(opts.index))?;
-        Ok(self
-            .blocking(opts, |st| {
-                let mut by_ns: BTreeMap<String, BTreeMap<String, Vec<String>>> = BTreeMap::new();
-                for s in &st.services {
-                    let ns = if s.namespace.is_empty() {
-                        "default".to_owned()
-                    } else {
-                        s.namespace.clone()
-                    };
-                    let tags = by_ns
-                        .entry(ns)
-                        .or_default()
-                        .entry(s.service_name.clone())
-                        .or_default();
-                    for t in &s.tags {
-                        if !tags.contains(t) {
-                            tags.push(t.clone());
-                        }
-                    }
-                }
-                let list = by_ns
-                    .into_iter()
-                    .map(|(namespace, services)| ServiceNamespace {
-                        namespace,
-                        services: services
-                            .into_iter()
-                            .map(|(service_name, tags)| ServiceStub { service_name, tags })
-                            .collect(),
-                    })
-                    .collect();
-                (list, st.services_index)
-            })
-            .await)
+        let (list, meta) = self.blocking(opts, Embedded::services).await;
+        Ok((decode("services", list)?, meta))
     }
 
     async fn service(
@@ -537,18 +390,8 @@ impl NomadApi for FakeNomad {
         opts: QueryOptions,
     ) -> Result<(Vec<ServiceRegistration>, QueryMeta)> {
         self.enter("service", name, Some(opts.index))?;
-        Ok(self
-            .blocking(opts, |st| {
-                (
-                    st.services
-                        .iter()
-                        .filter(|s| s.service_name == name)
-                        .cloned()
-                        .collect(),
-                    st.services_index,
-                )
-            })
-            .await)
+        let (regs, meta) = self.blocking(opts, |n| n.service(name)).await;
+        Ok((decode("service registrations", Value::Array(regs))?, meta))
     }
 
     async fn status_leader(&self) -> Result<String> {
@@ -556,3 +399,6 @@ impl NomadApi for FakeNomad {
         Ok(self.lock().leader.clone())
     }
 }
+
+#[cfg(test)]
+mod tests;

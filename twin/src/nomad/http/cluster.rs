@@ -113,31 +113,10 @@ pub(super) async fn list_services(
 ) -> Response {
     let ns = namespace(&q);
     blocking(&inner, &q, |st| {
-        let mut by_ns: BTreeMap<String, BTreeMap<String, std::collections::BTreeSet<String>>> =
-            BTreeMap::new();
-        for r in st
-            .services
-            .values()
-            .filter(|r| ns_matches(&ns, &r.namespace) && acl.allow_ns_op(&r.namespace, "read-job"))
-        {
-            by_ns
-                .entry(r.namespace.clone())
-                .or_default()
-                .entry(r.service_name.clone())
-                .or_default()
-                .extend(r.tags.iter().cloned());
-        }
-        let list: Vec<Value> = by_ns
-            .into_iter()
-            .map(|(ns, services)| {
-                let services: Vec<Value> = services
-                    .into_iter()
-                    .map(|(name, tags)| json!({"ServiceName": name, "Tags": tags}))
-                    .collect();
-                json!({"Namespace": ns, "Services": services})
-            })
-            .collect();
-        (st.tables.services, Ok(Value::Array(list)))
+        let list = st.service_namespaces(|ns_of| {
+            ns_matches(&ns, ns_of) && acl.allow_ns_op(ns_of, "read-job")
+        });
+        (st.tables.services, Ok(list))
     })
     .await
 }
@@ -154,10 +133,8 @@ pub(super) async fn read_service(
     };
     blocking(&inner, &q, |st| {
         let list: Vec<Value> = st
-            .services
-            .values()
-            .filter(|r| ns_matches(&ns, &r.namespace) && r.service_name == name)
-            .map(|r| serde_json::to_value(r).unwrap_or(Value::Null))
+            .service_registrations(&name, |ns_of| ns_matches(&ns, ns_of))
+            .into_iter()
             .filter(|v| filter.as_ref().is_none_or(|f| filter::eval(f, v)))
             .collect();
         (st.tables.services, Ok(Value::Array(list)))

@@ -59,25 +59,6 @@ pub(super) async fn deployment_allocations(
     .await
 }
 
-pub(super) fn deployment_update_body(
-    eval: (String, u64),
-    modify_index: u64,
-    reverted: Option<u64>,
-    index: u64,
-) -> (u64, Value) {
-    let mut body = json!({
-        "EvalID": eval.0,
-        "EvalCreateIndex": eval.1,
-        "DeploymentModifyIndex": modify_index,
-        // `DeploymentUpdateResponse` embeds `WriteMeta`, which carries only `Index`.
-        "Index": index,
-    });
-    if let (Some(v), Some(o)) = (reverted, body.as_object_mut()) {
-        o.insert("RevertedJobVersion".into(), json!(v));
-    }
-    (index, body)
-}
-
 pub(super) async fn fail_deployment(
     State(inner): St,
     Path(id): Path<String>,
@@ -86,14 +67,7 @@ pub(super) async fn fail_deployment(
     let result =
         inner.write_and_apply(
             |st| match st.fail_deployment(&id, "Deployment marked as failed") {
-                Ok((reverted, plan)) => {
-                    let eval = st.deployment_eval(&id);
-                    let modify = st.deployments.get(&id).map(|d| d.modify_index).unwrap_or(0);
-                    (
-                        Ok(deployment_update_body(eval, modify, reverted, st.index)),
-                        plan,
-                    )
-                }
+                Ok((reverted, plan)) => (Ok(st.deployment_update(&id, reverted)), plan),
                 Err(e) => (Err(e), Default::default()),
             },
         );
@@ -156,50 +130,11 @@ pub(super) async fn deployment_alloc_health(
             .unwrap_or_default()
     };
     let (healthy, unhealthy) = (ids("HealthyAllocationIDs"), ids("UnhealthyAllocationIDs"));
-    if healthy.is_empty() && unhealthy.is_empty() {
-        return error(ApiError::new(
-            500,
-            "must specify at least one healthy/unhealthy allocation ID",
-        ));
-    }
     let result = inner.write_and_apply(|st| {
-        let Some(d) = st.deployments.get(&id) else {
-            return (
-                Err(ApiError::new(500, "deployment not found")),
-                Default::default(),
-            );
-        };
-        if !crate::nomad::store::is_active(&d.status) {
-            return (
-                Err(ApiError::new(
-                    500,
-                    "can't set health of allocations for a terminal deployment",
-                )),
-                Default::default(),
-            );
+        match st.set_deployment_alloc_health(&id, &healthy, &unhealthy) {
+            Ok((reverted, plan)) => (Ok(st.deployment_update(&id, reverted)), plan),
+            Err(e) => (Err(e), Default::default()),
         }
-        let mut plan = crate::nomad::store::Plan::default();
-        for a in &healthy {
-            plan.extend(st.set_alloc_health(a, true));
-        }
-        for a in &unhealthy {
-            plan.extend(st.set_alloc_health(a, false));
-        }
-        // The deployment watcher fails the deployment (and auto-reverts) as soon as the operator
-        // marks any allocation unhealthy (SRC nomad/deploymentwatcher `SetAllocHealth`).
-        let mut reverted = None;
-        if !unhealthy.is_empty()
-            && let Ok((version, p)) = st.fail_deployment(&id, "Failed due to unhealthy allocations")
-        {
-            reverted = version;
-            plan.extend(p);
-        }
-        let eval = st.deployment_eval(&id);
-        let modify = st.deployments.get(&id).map(|d| d.modify_index).unwrap_or(0);
-        (
-            Ok(deployment_update_body(eval, modify, reverted, st.index)),
-            plan,
-        )
     });
     match result {
         Ok((index, body)) => write_response(&q, index, &body),

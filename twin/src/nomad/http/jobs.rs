@@ -3,187 +3,6 @@
 
 use super::*;
 
-/// Decodes, canonicalizes and validates a job from a register/plan body.
-pub(super) fn job_from_body(
-    body: &Value,
-    q: &[(String, String)],
-    path_id: Option<&str>,
-) -> Result<Value, ApiError> {
-    let raw = field(body, "Job").ok_or_else(|| ApiError::new(400, "Job must be specified"))?;
-    let mut job =
-        jobspec::decode("Job", Some(raw), "Job").map_err(|e| ApiError::new(400, e.to_string()))?;
-    let id = View::job(&job).str("ID").to_string();
-    if id.is_empty() {
-        return Err(ApiError::new(400, "Job ID hasn't been provided"));
-    }
-    if let Some(p) = path_id
-        && p != id
-    {
-        return Err(ApiError::new(400, "Job ID does not match name"));
-    }
-    let ns = match (
-        param(q, "namespace"),
-        field(body, "Namespace").and_then(Value::as_str),
-        View::job(&job).str("Namespace"),
-    ) {
-        (Some(ns), _, _) if !ns.is_empty() => ns.to_string(),
-        (_, Some(ns), _) if !ns.is_empty() => ns.to_string(),
-        (_, _, ns) if !ns.is_empty() => ns.to_string(),
-        _ => "default".to_string(),
-    };
-    if ns != "default" {
-        return Err(ApiError::new(
-            500,
-            format!("job \"{id}\" is in nonexistent namespace \"{ns}\""),
-        ));
-    }
-    jobspec::canonicalize(&mut job, &ns);
-    validate(&job)?;
-    Ok(job)
-}
-
-/// `ServiceCheck.validate`'s interval and timeout rules (both at least one second).
-pub(super) fn check_interval_error(c: View<'_>) -> Option<String> {
-    const MIN: u64 = 1_000_000_000;
-    if matches!(c.str("Type").to_ascii_lowercase().as_str(), "" | "ttl") {
-        return None;
-    }
-    let nanos = |k| c.dur(k);
-    let (interval, timeout) = (c.uint("Interval"), c.uint("Timeout"));
-    if interval == 0 {
-        return Some("missing required value interval. Interval cannot be less than 1s".into());
-    }
-    if interval < MIN {
-        return Some(format!(
-            "interval ({}) cannot be lower than 1s",
-            go_duration(nanos("Interval"))
-        ));
-    }
-    if timeout == 0 {
-        return Some("missing required value timeout. Timeout cannot be less than 1s".into());
-    }
-    if timeout < MIN {
-        return Some(format!(
-            "timeout ({}) is lower than required minimum timeout 1s",
-            go_duration(nanos("Timeout"))
-        ));
-    }
-    None
-}
-
-pub(super) fn validate(job: &Value) -> Result<(), ApiError> {
-    let mut errs = Vec::new();
-    let job = View::job(job);
-    let job_type = job.str("Type");
-    if !matches!(job_type, "service" | "batch" | "system" | "sysbatch") {
-        errs.push(format!("Invalid job type: {job_type:?}"));
-    }
-    if job.list("TaskGroups").is_empty() {
-        errs.push("Missing job task groups".to_string());
-    }
-    for g in job.list("TaskGroups") {
-        let name = g.str("Name");
-        let mut gerrs = Vec::new();
-        let tasks = g.list("Tasks");
-        if tasks.is_empty() {
-            gerrs.push(format!("Missing tasks for task group {name:?}"));
-        }
-        for t in &tasks {
-            if t.str("Driver").is_empty() {
-                gerrs.push(format!(
-                    "Task {:?} validation failed: Missing task driver",
-                    t.str("Name")
-                ));
-            }
-            if t.str("Name").is_empty() {
-                gerrs.push("Missing task name".to_string());
-            }
-        }
-        let services = g
-            .list("Services")
-            .into_iter()
-            .chain(tasks.iter().flat_map(|t| t.list("Services")));
-        for svc in services {
-            for c in svc.list("Checks") {
-                if let Some(e) = check_interval_error(c) {
-                    gerrs.push(format!(
-                        "Service {} is invalid: Check {} invalid: {e}",
-                        svc.str("Name"),
-                        c.str("Name")
-                    ));
-                }
-            }
-        }
-        if let Some(up) = g.obj("Update") {
-            // Not Nomad's answer: the twin has no canaries and no promotion, and accepting the
-            // block would let a canary rollout pass here that waits for promotion on a real server.
-            let canary = up.uint("Canary");
-            if canary > 0 {
-                return Err(ApiError::new(
-                    500,
-                    format!(
-                        "hashistack-twin: canary deployments are not implemented (task group {name:?} has Canary = {canary})"
-                    ),
-                ));
-            }
-            if !matches!(job_type, "service" | "system") {
-                gerrs.push(format!("Job type {job_type:?} does not allow update block"));
-            }
-            let hc = up.str("HealthCheck");
-            if !matches!(hc, "checks" | "task_states" | "manual") {
-                gerrs.push(format!("Invalid health check given: {hc:?}"));
-            }
-            let (min, deadline, progress) = (
-                up.uint("MinHealthyTime"),
-                up.uint("HealthyDeadline"),
-                up.uint("ProgressDeadline"),
-            );
-            if deadline == 0 {
-                gerrs.push("Healthy deadline must be greater than zero".into());
-            }
-            if min >= deadline {
-                gerrs.push(format!(
-                    "Minimum healthy time must be less than healthy deadline: {min} > {deadline}"
-                ));
-            }
-            if progress != 0 && progress <= deadline {
-                gerrs.push(format!(
-                    "Healthy deadline must be less than progress deadline: {deadline} > {progress}"
-                ));
-            }
-            if up.bool("AutoPromote") && up.uint("Canary") == 0 {
-                gerrs.push("Auto Promote requires a Canary count greater than zero".into());
-            }
-        }
-        if job_type == "system" && g.is_set("Scaling") {
-            return Err(ApiError::new(
-                400,
-                "Task groups with job type system do not support scaling blocks",
-            ));
-        }
-        if !gerrs.is_empty() {
-            errs.push(format!(
-                "Task group {name} validation failed: {} error{} occurred:\n\t* {}\n\n",
-                gerrs.len(),
-                if gerrs.len() == 1 { "" } else { "s" },
-                gerrs.join("\n\t* ")
-            ));
-        }
-    }
-    if errs.is_empty() {
-        return Ok(());
-    }
-    Err(ApiError::new(
-        500,
-        format!(
-            "{} error{} occurred:\n\t* {}\n\n",
-            errs.len(),
-            if errs.len() == 1 { "" } else { "s" },
-            errs.join("\n\t* ")
-        ),
-    ))
-}
-
 pub(super) async fn do_register(
     inner: Arc<Inner>,
     q: Vec<(String, String)>,
@@ -217,7 +36,7 @@ pub(super) async fn do_register(
         Ok(o) => o,
         Err(e) => return error(e),
     };
-    let job = match job_from_body(&body, &q, path_id.as_deref()) {
+    let job = match job_from_body(&body, param(&q, "namespace"), path_id.as_deref()) {
         Ok(j) => j,
         Err(e) => return error(e),
     };
@@ -225,7 +44,7 @@ pub(super) async fn do_register(
         Ok((out, plan)) => (Ok(out), plan),
         Err(e) => (Err(e), Default::default()),
     }) {
-        Ok(out) => write_response(&q, out.index, &register_body(&out)),
+        Ok(out) => write_response(&q, out.index, &out.body()),
         Err(e) => error(e),
     }
 }
@@ -350,7 +169,7 @@ pub(super) async fn revert_job(
         Ok((out, plan)) => (Ok(out), plan),
         Err(e) => (Err(e), Default::default()),
     }) {
-        Ok(out) => query_response(&q, out.index, &register_body(&out)),
+        Ok(out) => query_response(&q, out.index, &out.body()),
         Err(e) => error(e),
     }
 }
@@ -430,120 +249,14 @@ pub(super) async fn plan_job(
         Ok(b) => b,
         Err(e) => return error(e),
     };
-    let job = match job_from_body(&body, &q, Some(&id)) {
+    let job = match job_from_body(&body, param(&q, "namespace"), Some(&id)) {
         Ok(j) => j,
         Err(e) => return error(e),
     };
     let want_diff = field(&body, "Diff")
         .and_then(Value::as_bool)
         .unwrap_or(false);
-    let ns = View::job(&job).str("Namespace").to_string();
-    let (current, index, live, mut held) = inner.read(|st| {
-        let cur = st.job(&ns, &id).cloned();
-        let live: Vec<(String, u64)> = st
-            .allocs
-            .values()
-            .filter(|a| {
-                a.namespace == ns && a.job_id == id && a.desired_run() && !a.client_terminal()
-            })
-            .map(|a| (a.task_group.clone(), a.job_version))
-            .collect();
-        // Static ports other jobs' running allocations hold on the one node.
-        let held: Vec<u64> = st
-            .allocs
-            .values()
-            .filter(|a| {
-                !(a.namespace == ns && a.job_id == id) && a.desired_run() && !a.client_terminal()
-            })
-            .flat_map(|a| crate::nomad::store::static_ports(&a.group()))
-            .map(|(_, p)| p)
-            .collect();
-        (cur, st.index, live, held)
-    });
-    let changed = current
-        .as_ref()
-        .is_none_or(|c| jobspec::spec_changed(c, &job));
-    let job_type = View::job(&job).str("Type");
-    let mut desired = serde_json::Map::new();
-    let mut failed = serde_json::Map::new();
-    for g in View::job(&job).list("TaskGroups") {
-        let name = g.str("Name");
-        let count = if matches!(job_type, "system" | "sysbatch") {
-            1
-        } else {
-            g.uint("Count")
-        };
-        let existing = live.iter().filter(|(tg, _)| tg == name).count() as u64;
-        let place = count.saturating_sub(existing);
-        let stop = existing.saturating_sub(count);
-        let (destructive, ignore) = if changed && existing > 0 {
-            (existing.min(count), 0)
-        } else {
-            (0, existing.min(count))
-        };
-        desired.insert(
-            name.into(),
-            json!({
-                "Ignore": ignore, "Place": place, "Migrate": 0, "Stop": stop, "InPlaceUpdate": 0,
-                "DestructiveUpdate": destructive, "Canary": 0, "Preemptions": 0, "Disconnect": 0,
-                "Reconnect": 0, "RescheduleNow": 0, "RescheduleLater": 0,
-            }),
-        );
-        let missing: Vec<&str> = g
-            .list("Tasks")
-            .iter()
-            .map(|t| t.str("Driver"))
-            .filter(|d| !matches!(*d, "raw_exec" | "exec"))
-            .collect();
-        // Every allocation this plan would run needs the group's static ports: all of them
-        // after a destructive update, otherwise the kept ones plus the new placements.
-        let ports = crate::nomad::store::static_ports(g.value());
-        let mut collisions = 0u64;
-        let mut collision = String::new();
-        for _ in 0..(destructive + ignore + place) {
-            match ports.iter().find(|(_, p)| held.contains(p)) {
-                Some((label, port)) => {
-                    collisions += 1;
-                    collision = format!("network: reserved port collision {label}={port}");
-                }
-                None => held.extend(ports.iter().map(|(_, p)| *p)),
-            }
-        }
-        if missing.is_empty() && collisions > 0 {
-            failed.insert(
-                name.into(),
-                json!({
-                    "NodesEvaluated": 1, "NodesFiltered": 0, "NodesInPool": 1, "NodesAvailable": {"dc1": 1},
-                    "ClassFiltered": null, "ConstraintFiltered": null, "NodesExhausted": 1,
-                    "ClassExhausted": null, "DimensionExhausted": {collision: 1}, "QuotaExhausted": null,
-                    "ResourcesExhausted": null, "Scores": null, "ScoreMetaData": null,
-                    "AllocationTime": 0, "CoalescedFailures": collisions - 1,
-                }),
-            );
-        }
-        if !missing.is_empty() {
-            failed.insert(
-                name.into(),
-                json!({
-                    "NodesEvaluated": 1, "NodesFiltered": 1, "NodesInPool": 1, "NodesAvailable": {"dc1": 1},
-                    "ClassFiltered": null, "ConstraintFiltered": {"missing drivers": 1}, "NodesExhausted": 0,
-                    "ClassExhausted": null, "DimensionExhausted": null, "QuotaExhausted": null,
-                    "ResourcesExhausted": null, "Scores": null, "ScoreMetaData": null,
-                    "AllocationTime": 0, "CoalescedFailures": count.saturating_sub(1),
-                }),
-            );
-        }
-    }
-    let body = json!({
-        "Annotations": {"DesiredTGUpdates": desired, "PreemptedAllocs": null},
-        "FailedTGAllocs": if failed.is_empty() { Value::Null } else { Value::Object(failed) },
-        "JobModifyIndex": current.as_ref().map(|c| View::job(c).uint("JobModifyIndex")).unwrap_or(0),
-        "CreatedEvals": null,
-        "Diff": if want_diff { diff::job_diff(current.as_ref(), Some(&job), true) } else { Value::Null },
-        "NextPeriodicLaunch": crate::nomad::util::ZERO_TIME,
-        "Warnings": "",
-        "Index": index,
-    });
+    let (index, body) = inner.read(|st| (st.index, st.plan(&job, want_diff)));
     write_response(&q, index, &body)
 }
 
@@ -567,13 +280,7 @@ pub(super) async fn job_allocations(
 ) -> Response {
     let ns = namespace(&q);
     blocking(&inner, &q, |st| {
-        let list: Vec<Value> = st
-            .allocs
-            .values()
-            .filter(|a| a.namespace == ns && a.job_id == id)
-            .map(|a| st.alloc_json(a, false))
-            .collect();
-        (st.tables.allocs, Ok(Value::Array(list)))
+        (st.tables.allocs, Ok(Value::Array(st.job_allocs(&ns, &id))))
     })
     .await
 }
@@ -597,18 +304,6 @@ pub(super) async fn job_evaluations(
     .await
 }
 
-pub(super) fn job_deployments_of(st: &Store, ns: &str, id: &str) -> Vec<Value> {
-    let mut list: Vec<&crate::nomad::store::Deployment> = st
-        .deployments
-        .values()
-        .filter(|d| d.namespace == ns && d.job_id == id)
-        .collect();
-    list.sort_by_key(|d| std::cmp::Reverse(d.create_index));
-    list.into_iter()
-        .map(|d| serde_json::to_value(d).unwrap_or(Value::Null))
-        .collect()
-}
-
 pub(super) async fn job_latest_deployment(
     State(inner): St,
     Path(id): Path<String>,
@@ -616,7 +311,8 @@ pub(super) async fn job_latest_deployment(
 ) -> Response {
     let ns = namespace(&q);
     blocking(&inner, &q, |st| {
-        let latest = job_deployments_of(st, &ns, &id)
+        let latest = st
+            .job_deployments(&ns, &id)
             .into_iter()
             .next()
             .unwrap_or(Value::Null);
@@ -634,7 +330,7 @@ pub(super) async fn job_deployments(
     blocking(&inner, &q, |st| {
         (
             st.tables.deployments,
-            Ok(Value::Array(job_deployments_of(st, &ns, &id))),
+            Ok(Value::Array(st.job_deployments(&ns, &id))),
         )
     })
     .await

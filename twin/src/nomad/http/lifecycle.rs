@@ -76,7 +76,7 @@ pub(super) async fn evaluate_job(
         Err(e) => (Err(e), Plan::default()),
     });
     match result {
-        Ok(out) => write_response(&q, out.index, &register_body(&out)),
+        Ok(out) => write_response(&q, out.index, &out.body()),
         Err(e) => error(e),
     }
 }

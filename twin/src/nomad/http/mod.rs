@@ -9,11 +9,13 @@ mod lifecycle;
 mod nodes;
 
 use super::Inner;
-use super::jobspec;
+use super::submit::{field, job_from_body};
 use super::view::View;
 use super::{diff, events, filter};
-use crate::nomad::store::{ApiError, NodeUpdate, Plan, RegisterOpts, RegisterOutcome, Store};
-use crate::nomad::util::{go_duration, parse_go_duration};
+use crate::nomad::store::{
+    ApiError, NodeUpdate, Plan, RegisterOpts, Store, deployment_update_body,
+};
+use crate::nomad::util::parse_go_duration;
 use axum::body::Bytes;
 use axum::extract::{Path, Query, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
@@ -22,7 +24,6 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post, put};
 use axum::{Extension, Router};
 use serde_json::{Value, json};
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -268,17 +269,6 @@ fn parse_body(bytes: &Bytes) -> Result<Value, ApiError> {
         .map_err(|e| ApiError::new(400, format!("Failed to decode request body: {e}")))
 }
 
-fn field<'a>(body: &'a Value, key: &str) -> Option<&'a Value> {
-    let m = body.as_object()?;
-    m.get(key)
-        .or_else(|| {
-            m.iter()
-                .find(|(k, _)| k.eq_ignore_ascii_case(key))
-                .map(|(_, v)| v)
-        })
-        .filter(|v| !v.is_null())
-}
-
 /// Go kinds of request-envelope fields, for `encoding/json`'s type errors.
 #[derive(Clone, Copy)]
 enum GoKind {
@@ -338,17 +328,4 @@ fn parse_bool(q: &[(String, String)], key: &str) -> Result<bool, ApiError> {
             ),
         )),
     }
-}
-
-fn register_body(out: &RegisterOutcome) -> Value {
-    json!({
-        "EvalID": out.eval_id,
-        "EvalCreateIndex": out.eval_create_index,
-        "JobModifyIndex": out.job_modify_index,
-        "Warnings": "",
-        "Index": out.index,
-        "LastContact": 0,
-        "KnownLeader": false,
-        "NextToken": "",
-    })
 }

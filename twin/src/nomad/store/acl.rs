@@ -158,7 +158,7 @@ impl Store {
             kind: kind.into(),
             policies,
             global,
-            create_time: rfc3339(now_nanos()),
+            create_time: rfc3339(self.clock.now()),
             create_index: index,
             modify_index: index,
         };

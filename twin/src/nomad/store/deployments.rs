@@ -57,7 +57,7 @@ impl Store {
         }
         self.cancel_active_deployments(&ns, &id, "Cancelled due to newer version of job");
         let index = self.next_index();
-        let now = now_nanos();
+        let now = self.clock.now();
         let d = Deployment {
             id: uuid::Uuid::new_v4().to_string(),
             namespace: ns.clone(),
@@ -111,13 +111,14 @@ impl Store {
         }
     }
 
-    pub(super) fn set_deployment_status(&mut self, d_id: &str, status: &str, description: &str) {
+    /// Sets a deployment's status and description, as the deployment watcher does.
+    pub fn set_deployment_status(&mut self, d_id: &str, status: &str, description: &str) {
         let index = self.next_index();
         if let Some(d) = self.deployments.get_mut(d_id) {
             d.status = status.into();
             d.status_description = description.into();
             d.modify_index = index;
-            d.modify_time = now_nanos();
+            d.modify_time = self.clock.now();
         }
         self.tables.deployments = index;
         self.emit_deployment("DeploymentStatusUpdate", d_id);
@@ -147,12 +148,12 @@ impl Store {
         }
         a.deployment_status = Some(AllocDeploymentStatus {
             healthy: Some(healthy),
-            timestamp: rfc3339(now_nanos()),
+            timestamp: rfc3339(self.clock.now()),
             canary: false,
             modify_index: index,
         });
         a.modify_index = index;
-        a.modify_time = now_nanos();
+        a.modify_time = self.clock.now();
         let (d_id, group) = (a.deployment_id.clone(), a.task_group.clone());
         self.tables.allocs = index;
         self.emit_alloc("AllocationUpdated", alloc_id);
@@ -168,7 +169,7 @@ impl Store {
                 if healthy {
                     g.healthy_allocs += 1;
                     if g.progress_deadline > 0 {
-                        g.require_progress_by_nanos = now_nanos() + g.progress_deadline as i64;
+                        g.require_progress_by_nanos = self.clock.now() + g.progress_deadline as i64;
                         g.require_progress_by = rfc3339(g.require_progress_by_nanos);
                     }
                 } else {
@@ -177,7 +178,7 @@ impl Store {
                 }
             }
             d.modify_index = index;
-            d.modify_time = now_nanos();
+            d.modify_time = self.clock.now();
         }
         self.tables.deployments = index;
         self.emit_deployment("DeploymentAllocHealth", &d_id);
@@ -189,6 +190,49 @@ impl Store {
         }
         self.check_deployment_progress(&d_id);
         Plan::default()
+    }
+
+    /// `Deployment.SetAllocHealth`: records the health of the named allocations of an active
+    /// deployment. The deployment watcher fails the deployment (and auto-reverts) as soon as any
+    /// allocation is marked unhealthy (SRC nomad/deploymentwatcher `SetAllocHealth`). Returns the
+    /// version an auto-revert registered, and work for the executor.
+    pub fn set_deployment_alloc_health(
+        &mut self,
+        d_id: &str,
+        healthy: &[String],
+        unhealthy: &[String],
+    ) -> Result<(Option<u64>, Plan), ApiError> {
+        if healthy.is_empty() && unhealthy.is_empty() {
+            return Err(ApiError::new(
+                500,
+                "must specify at least one healthy/unhealthy allocation ID",
+            ));
+        }
+        let Some(d) = self.deployments.get(d_id) else {
+            return Err(ApiError::new(500, "deployment not found"));
+        };
+        if !is_active(&d.status) {
+            return Err(ApiError::new(
+                500,
+                "can't set health of allocations for a terminal deployment",
+            ));
+        }
+        let mut plan = Plan::default();
+        for a in healthy {
+            plan.extend(self.set_alloc_health(a, true));
+        }
+        for a in unhealthy {
+            plan.extend(self.set_alloc_health(a, false));
+        }
+        let mut reverted = None;
+        if !unhealthy.is_empty()
+            && let Ok((version, p)) =
+                self.fail_deployment(d_id, "Failed due to unhealthy allocations")
+        {
+            reverted = version;
+            plan.extend(p);
+        }
+        Ok((reverted, plan))
     }
 
     /// Marks a deployment successful when every group has its healthy allocations; the job
@@ -213,19 +257,11 @@ impl Store {
     /// Fails deployments whose progress deadline passed. Returns executor work from auto-reverts.
     pub fn check_deadlines(&mut self) -> Plan {
         self.complete_drains();
-        let now = now_nanos();
+        let now = self.clock.now();
         let expired: Vec<String> = self
             .deployments
             .values()
-            .filter(|d| d.status == "running")
-            .filter(|d| {
-                d.task_groups.values().any(|g| {
-                    g.progress_deadline > 0
-                        && g.require_progress_by_nanos > 0
-                        && now > g.require_progress_by_nanos
-                        && g.healthy_allocs < g.desired_total
-                })
-            })
+            .filter(|d| progress_deadlines(d).any(|by| now > by))
             .map(|d| d.id.clone())
             .collect();
         let mut plan = Plan::default();
@@ -235,6 +271,17 @@ impl Store {
             }
         }
         plan
+    }
+
+    /// When [`Store::check_deadlines`] fails the next deployment if nothing changes before then.
+    pub fn next_deadline(&self) -> Option<i64> {
+        let now = self.clock.now();
+        self.deployments
+            .values()
+            .flat_map(progress_deadlines)
+            .filter(|by| *by >= now)
+            .min()
+            .map(|by| by + 1)
     }
 
     /// Fails a deployment and auto-reverts when a group asks for it. Returns the reverted version.
@@ -340,6 +387,18 @@ impl Store {
             .unwrap_or(0))
     }
 
+    /// The answer to an action on deployment `d_id`: a new evaluation, the deployment's modify
+    /// index and the version an auto-revert registered.
+    pub fn deployment_update(&mut self, d_id: &str, reverted: Option<u64>) -> (u64, Value) {
+        let eval = self.deployment_eval(d_id);
+        let modify = self
+            .deployments
+            .get(d_id)
+            .map(|d| d.modify_index)
+            .unwrap_or(0);
+        deployment_update_body(eval, modify, reverted, self.index)
+    }
+
     /// Creates the evaluation a deployment action returns.
     pub fn deployment_eval(&mut self, d_id: &str) -> (String, u64) {
         let (ns, job) = self
@@ -355,10 +414,44 @@ impl Store {
     }
 }
 
+/// The progress deadlines of a running deployment's groups that still wait for healthy
+/// allocations.
+fn progress_deadlines(d: &Deployment) -> impl Iterator<Item = i64> + '_ {
+    d.task_groups
+        .values()
+        .filter(move |g| {
+            d.status == "running"
+                && g.progress_deadline > 0
+                && g.require_progress_by_nanos > 0
+                && g.healthy_allocs < g.desired_total
+        })
+        .map(|g| g.require_progress_by_nanos)
+}
+
 /// Whether a deployment status is non-terminal.
 pub fn is_active(status: &str) -> bool {
     matches!(
         status,
         "running" | "paused" | "blocked" | "unblocking" | "initializing" | "pending"
     )
+}
+
+/// The body of a deployment action (`DeploymentUpdateResponse`) and its index.
+pub fn deployment_update_body(
+    eval: (String, u64),
+    modify_index: u64,
+    reverted: Option<u64>,
+    index: u64,
+) -> (u64, Value) {
+    let mut body = json!({
+        "EvalID": eval.0,
+        "EvalCreateIndex": eval.1,
+        "DeploymentModifyIndex": modify_index,
+        // `DeploymentUpdateResponse` embeds `WriteMeta`, which carries only `Index`.
+        "Index": index,
+    });
+    if let (Some(v), Some(o)) = (reverted, body.as_object_mut()) {
+        o.insert("RevertedJobVersion".into(), json!(v));
+    }
+    (index, body)
 }

@@ -67,7 +67,7 @@ impl Store {
         let job_modify_index;
         if changed {
             let index = self.next_index();
-            let now = now_nanos();
+            let now = self.clock.now();
             let (version, create_index) = match &existing {
                 Some(cur) => (
                     View::job(cur).uint("Version") + 1,

@@ -23,7 +23,7 @@ impl Store {
         if let Some(a) = self.allocs.get_mut(alloc_id) {
             a.migrate = true;
             a.modify_index = index;
-            a.modify_time = now_nanos();
+            a.modify_time = self.clock.now();
         }
         self.tables.allocs = index;
         let plan = self.reconcile(&ns, &job_id, &eval_id, false);

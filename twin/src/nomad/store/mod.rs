@@ -11,12 +11,13 @@ mod jobs;
 mod lifecycle;
 mod nodes;
 mod placement;
+mod plan;
 mod scheduler;
 mod services;
 mod views;
 
 pub use acl::{AclPolicyRecord, AclTokenRecord};
-pub use deployments::is_active;
+pub use deployments::{deployment_update_body, is_active};
 pub use nodes::{Node, NodeUpdate};
 pub use scheduler::static_ports;
 
@@ -117,11 +118,16 @@ pub struct TaskEvent {
 }
 
 impl TaskEvent {
-    /// An event of `kind` with its human message.
+    /// An event of `kind` with its human message, now (on the wall clock).
     pub fn new(kind: &str, display: impl Into<String>) -> TaskEvent {
+        TaskEvent::at(now_nanos(), kind, display)
+    }
+
+    /// An event of `kind` with its human message at `time` (nanoseconds since the epoch).
+    pub fn at(time: i64, kind: &str, display: impl Into<String>) -> TaskEvent {
         TaskEvent {
             r#type: kind.into(),
-            time: now_nanos(),
+            time,
             display_message: display.into(),
             ..Default::default()
         }
@@ -239,21 +245,33 @@ impl Alloc {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase")]
 pub struct ServiceReg {
+    /// `_nomad-task-<alloc>-<task>-<service>-<port>`.
     #[serde(rename = "ID")]
     pub id: String,
+    /// The service's name.
     pub service_name: String,
+    /// Its namespace.
     pub namespace: String,
+    /// The node the allocation runs on.
     #[serde(rename = "NodeID")]
     pub node_id: String,
+    /// The node's datacenter.
     pub datacenter: String,
+    /// The job that registered it.
     #[serde(rename = "JobID")]
     pub job_id: String,
+    /// The allocation that registered it.
     #[serde(rename = "AllocID")]
     pub alloc_id: String,
+    /// Its tags.
     pub tags: Vec<String>,
+    /// The address it answers on.
     pub address: String,
+    /// The port it answers on.
     pub port: u16,
+    /// Set by the store.
     pub create_index: u64,
+    /// Set by the store.
     pub modify_index: u64,
 }
 
@@ -299,9 +317,40 @@ impl Plan {
     }
 }
 
+/// Where the store reads the time, in nanoseconds since the Unix epoch (timestamps, `SubmitTime`,
+/// deployment progress deadlines). The HTTP twin reads the wall clock; an in-process caller may
+/// pass its own, such as tokio's clock, which tests pause and advance.
+#[derive(Clone)]
+pub struct Clock(std::sync::Arc<dyn Fn() -> i64 + Send + Sync>);
+
+impl Clock {
+    /// The system clock.
+    pub fn wall() -> Clock {
+        Clock(std::sync::Arc::new(now_nanos))
+    }
+
+    /// A clock that reads `now`.
+    pub fn new(now: impl Fn() -> i64 + Send + Sync + 'static) -> Clock {
+        Clock(std::sync::Arc::new(now))
+    }
+
+    /// The current time.
+    pub fn now(&self) -> i64 {
+        (self.0)()
+    }
+}
+
+impl std::fmt::Debug for Clock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("Clock").field(&self.now()).finish()
+    }
+}
+
 /// The whole state.
 #[derive(Debug)]
 pub struct Store {
+    /// Where the time comes from.
+    pub clock: Clock,
     pub index: u64,
     pub node_id: String,
     pub node_name: String,
@@ -371,6 +420,22 @@ pub struct RegisterOutcome {
     pub index: u64,
 }
 
+impl RegisterOutcome {
+    /// The body Nomad answers a register, revert or deregister with (`JobRegisterResponse`).
+    pub fn body(&self) -> Value {
+        json!({
+            "EvalID": self.eval_id,
+            "EvalCreateIndex": self.eval_create_index,
+            "JobModifyIndex": self.job_modify_index,
+            "Warnings": "",
+            "Index": self.index,
+            "LastContact": 0,
+            "KnownLeader": false,
+            "NextToken": "",
+        })
+    }
+}
+
 /// Errors that real Nomad answers with a status code and plain-text body.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ApiError {
@@ -393,10 +458,16 @@ impl ApiError {
 pub const ENFORCE_PREFIX: &str = "Enforcing job modify index";
 
 impl Store {
-    /// An empty store for a node with a fresh ID.
+    /// An empty store for a node with a fresh ID, on the wall clock.
     pub fn new(node_id: String) -> Store {
+        Store::with_clock(node_id, Clock::wall())
+    }
+
+    /// An empty store for a node with a fresh ID, reading the time from `clock`.
+    pub fn with_clock(node_id: String, clock: Clock) -> Store {
         let first = Node::new(0, node_id.clone(), "dc1");
         Store {
+            clock,
             index: 1,
             nodes: BTreeMap::from([(node_id.clone(), first)]),
             acl_policies: BTreeMap::new(),

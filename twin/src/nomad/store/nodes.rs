@@ -181,7 +181,7 @@ impl Store {
         if !self.nodes.contains_key(node_id) {
             return Err(ApiError::new(500, "node not found"));
         }
-        let now = now_nanos();
+        let now = self.clock.now();
         if let Some(n) = self.nodes.get_mut(node_id) {
             match spec {
                 Some((deadline, ignore_system_jobs)) => {
@@ -245,7 +245,7 @@ impl Store {
             .map(|(n, _)| n.id.clone())
             .collect();
         for id in done {
-            let now = rfc3339(now_nanos());
+            let now = rfc3339(self.clock.now());
             if let Some(n) = self.nodes.get_mut(&id) {
                 let started = n
                     .drain

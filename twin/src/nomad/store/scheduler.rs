@@ -22,7 +22,7 @@ impl Store {
         } else {
             View::job(&job).uint("Priority").max(50)
         };
-        let now = now_nanos();
+        let now = self.clock.now();
         let queued: serde_json::Map<String, Value> = View::job(&job)
             .list("TaskGroups")
             .iter()
@@ -250,7 +250,7 @@ impl Store {
             a.desired_description = why.into();
             a.modify_index = index;
             a.alloc_modify_index = index;
-            a.modify_time = now_nanos();
+            a.modify_time = self.clock.now();
         }
         self.tables.allocs = index;
         self.emit_alloc("AllocationUpdateDesiredStatus", alloc_id);
@@ -266,7 +266,7 @@ impl Store {
         node_id: &str,
     ) -> String {
         let index = self.next_index();
-        let now = now_nanos();
+        let now = self.clock.now();
         let id = uuid::Uuid::new_v4().to_string();
         let task_states = View::job(job)
             .named("TaskGroups", group_name)
@@ -358,7 +358,7 @@ impl Store {
             a.client_description = description.into();
         }
         a.modify_index = index;
-        a.modify_time = now_nanos();
+        a.modify_time = self.clock.now();
         let (ns, job) = (a.namespace.clone(), a.job_id.clone());
         self.tables.allocs = index;
         self.emit_alloc("AllocationUpdated", alloc_id);

@@ -117,6 +117,61 @@ impl Store {
         v
     }
 
+    /// A job's deployments as JSON, newest first.
+    pub fn job_deployments(&self, ns: &str, id: &str) -> Vec<Value> {
+        let mut list: Vec<&Deployment> = self
+            .deployments
+            .values()
+            .filter(|d| d.namespace == ns && d.job_id == id)
+            .collect();
+        list.sort_by_key(|d| std::cmp::Reverse(d.create_index));
+        list.into_iter()
+            .map(|d| serde_json::to_value(d).unwrap_or(Value::Null))
+            .collect()
+    }
+
+    /// A job's allocations as JSON stubs (`/v1/job/:id/allocations`).
+    pub fn job_allocs(&self, ns: &str, id: &str) -> Vec<Value> {
+        self.allocs
+            .values()
+            .filter(|a| a.namespace == ns && a.job_id == id)
+            .map(|a| self.alloc_json(a, false))
+            .collect()
+    }
+
+    /// `/v1/services`: the service names and their tags, per namespace `keep` accepts.
+    pub fn service_namespaces(&self, keep: impl Fn(&str) -> bool) -> Value {
+        let mut by_ns: BTreeMap<&str, BTreeMap<&str, std::collections::BTreeSet<&str>>> =
+            BTreeMap::new();
+        for r in self.services.values().filter(|r| keep(&r.namespace)) {
+            by_ns
+                .entry(&r.namespace)
+                .or_default()
+                .entry(&r.service_name)
+                .or_default()
+                .extend(r.tags.iter().map(String::as_str));
+        }
+        by_ns
+            .into_iter()
+            .map(|(ns, services)| {
+                let services: Vec<Value> = services
+                    .into_iter()
+                    .map(|(name, tags)| json!({"ServiceName": name, "Tags": tags}))
+                    .collect();
+                json!({"Namespace": ns, "Services": services})
+            })
+            .collect()
+    }
+
+    /// `/v1/service/:name`: the registrations of one service in the namespaces `keep` accepts.
+    pub fn service_registrations(&self, name: &str, keep: impl Fn(&str) -> bool) -> Vec<Value> {
+        self.services
+            .values()
+            .filter(|r| keep(&r.namespace) && r.service_name == name)
+            .map(|r| serde_json::to_value(r).unwrap_or(Value::Null))
+            .collect()
+    }
+
     /// A job's summary (`/v1/job/:id/summary`).
     pub fn job_summary(&self, ns: &str, id: &str) -> Option<Value> {
         let job = self.job(ns, id)?;
