@@ -1477,6 +1477,10 @@ async fn basic_auth_hashes_reach_only_the_policy_tree_and_the_journal_never_logs
         .with_writer(move || writer.clone())
         .finish();
     let _guard = tracing::subscriber::set_default(subscriber);
+    // Tracing caches each callsite's interest for the whole process: a parallel test that hit the
+    // same log lines with no subscriber may have cached "never", which would hide the very logs
+    // this test inspects. Recompute it now that this thread's subscriber exists.
+    tracing::callsite::rebuild_interest_cache();
 
     let mut w = world();
     w.consul.set("secrets/basic-auth", SENTINEL_USERS);
