@@ -89,7 +89,11 @@ async fn recorder(replica: usize, upstream: SocketAddr, log: Log) -> SocketAddr 
                         })
                         .map(|(k, v)| (k.as_str().to_owned(), v.to_str().unwrap_or("").to_owned()))
                         .collect();
-                    (status, headers, resp.bytes().await.unwrap_or_default().to_vec())
+                    (
+                        status,
+                        headers,
+                        resp.bytes().await.unwrap_or_default().to_vec(),
+                    )
                 }
                 Err(_) => (502, Vec::new(), Vec::new()),
             };
@@ -126,6 +130,8 @@ struct Cluster {
     /// Each replica's recording address to Consul.
     consul_for: Vec<SocketAddr>,
     operators: Vec<Option<ChildGuard>>,
+    /// The Consul token the replicas use (`None`: the twin's anonymous access).
+    token: Option<String>,
 }
 
 impl Cluster {
@@ -156,6 +162,7 @@ impl Cluster {
             log,
             consul_for,
             operators: (0..replicas).map(|_| None).collect(),
+            token: None,
         };
         for i in 0..replicas {
             cluster.spawn(i);
@@ -167,18 +174,32 @@ impl Cluster {
     /// Traefik from `.venv` and this test's certificate directory.
     fn spawn(&mut self, i: usize) {
         let mut cmd = Command::new(BIN);
-        cmd.args(["run", "--prefix", PREFIX, "--debounce", "50ms", "--resync", "5s"])
-            .args(["--leader-ttl", "10s", "--lock-delay", "1s"])
-            .args(["--instance-id", &format!("op-{i}")])
-            .args(["--consul-addr", &format!("http://{}", self.consul_for[i])])
-            .args(["--nomad-addr", &format!("http://{}", self.twin.nomad_addr())])
-            .args(support::operator_limit_flags(self.dir.path()))
-            .env_remove("CONSUL_HTTP_TOKEN")
-            .env_remove("NOMAD_TOKEN")
-            .env_remove("CONSUL_HTTP_ADDR")
-            .env_remove("NOMAD_ADDR")
-            .env_remove("NOMAD_ALLOC_ID")
-            .env("RUST_LOG", "info");
+        cmd.args([
+            "run",
+            "--prefix",
+            PREFIX,
+            "--debounce",
+            "50ms",
+            "--resync",
+            "5s",
+        ])
+        .args(["--leader-ttl", "10s", "--lock-delay", "1s"])
+        .args(["--instance-id", &format!("op-{i}")])
+        .args(["--consul-addr", &format!("http://{}", self.consul_for[i])])
+        .args([
+            "--nomad-addr",
+            &format!("http://{}", self.twin.nomad_addr()),
+        ])
+        .args(support::operator_limit_flags(self.dir.path()))
+        .env_remove("CONSUL_HTTP_TOKEN")
+        .env_remove("NOMAD_TOKEN")
+        .env_remove("CONSUL_HTTP_ADDR")
+        .env_remove("NOMAD_ADDR")
+        .env_remove("NOMAD_ALLOC_ID")
+        .env("RUST_LOG", "info");
+        if let Some(token) = &self.token {
+            cmd.env("CONSUL_HTTP_TOKEN", token);
+        }
         let log = self.dir.path().join(format!("op-{i}.log"));
         self.operators[i] = Some(ChildGuard::spawn(cmd, &log));
     }
@@ -238,7 +259,11 @@ impl Cluster {
         let (value, session) = self.kv(&format!("{PREFIX}/leader")).await?;
         let session = session?;
         let holder: Value = serde_json::from_slice(&value).ok()?;
-        let id = holder["allocation"].as_str()?.strip_prefix("op-")?.parse().ok()?;
+        let id = holder["allocation"]
+            .as_str()?
+            .strip_prefix("op-")?
+            .parse()
+            .ok()?;
         Some((id, session))
     }
 
@@ -336,7 +361,8 @@ impl Cluster {
                     return None;
                 }
                 let seen = get_with_host(self.web, APP_HOST, "/").await?;
-                (seen.status == 200 && seen.header("X-Edition") == Some(want.as_str())).then_some(())
+                (seen.status == 200 && seen.header("X-Edition") == Some(want.as_str()))
+                    .then_some(())
             }
         })
         .await
@@ -365,7 +391,8 @@ impl Cluster {
 fn txn_writes(body: &[u8]) -> (Vec<String>, Option<String>) {
     let ops: Vec<Value> = serde_json::from_slice(body).unwrap_or_default();
     let fence = ops.first().and_then(|op| {
-        (op["KV"]["Verb"] == "check-session").then(|| op["KV"]["Session"].as_str().map(str::to_owned))?
+        (op["KV"]["Verb"] == "check-session")
+            .then(|| op["KV"]["Session"].as_str().map(str::to_owned))?
     });
     let writes = ops
         .iter()
@@ -400,7 +427,11 @@ async fn three_replicas_one_leader_failovers_converge_and_a_frozen_leader_writes
     assert_eq!(leading, vec![first], "exactly one replica ever acquired");
     let status = c.status().await;
     assert!(
-        status.leader.as_deref().unwrap_or("").contains(&format!("op-{first}")),
+        status
+            .leader
+            .as_deref()
+            .unwrap_or("")
+            .contains(&format!("op-{first}")),
         "status names the leader: {:?}",
         status.leader
     );
@@ -418,7 +449,8 @@ async fn three_replicas_one_leader_failovers_converge_and_a_frozen_leader_writes
             c.leader().await.filter(|(_, s)| *s != old_session)
         })
         .await;
-        let (new, _) = next.unwrap_or_else(|| panic!("no failover after SIG{signal}\n{}", c.logs()));
+        let (new, _) =
+            next.unwrap_or_else(|| panic!("no failover after SIG{signal}\n{}", c.logs()));
         failovers.push((signal, killed.elapsed()));
         assert_ne!(new, old);
         c.spawn(old);
@@ -457,12 +489,19 @@ async fn three_replicas_one_leader_failovers_converge_and_a_frozen_leader_writes
     // holding the lock.
     let records = c.records();
     let mut accepted = 0;
-    for r in records.iter().filter(|r| r.method == "PUT" && r.path.starts_with("/v1/txn")) {
+    for r in records
+        .iter()
+        .filter(|r| r.method == "PUT" && r.path.starts_with("/v1/txn"))
+    {
         let (writes, fence) = txn_writes(&r.body);
         if writes.is_empty() {
             continue;
         }
-        assert!(fence.is_some(), "an unfenced write from op-{}: {writes:?}", r.replica);
+        assert!(
+            fence.is_some(),
+            "an unfenced write from op-{}: {writes:?}",
+            r.replica
+        );
         if r.status == 200 {
             accepted += 1;
         }
@@ -476,17 +515,37 @@ async fn three_replicas_one_leader_failovers_converge_and_a_frozen_leader_writes
                 && !r.path.starts_with(&format!("/v1/kv/{PREFIX}/leader"))
         })
         .collect();
-    assert!(unfenced_puts.is_empty(), "plain KV writes: {unfenced_puts:?}");
+    assert!(
+        unfenced_puts.is_empty(),
+        "plain KV writes: {unfenced_puts:?}"
+    );
 
     // (c) Freeze the leader past its TTL: another takes over and converges an edit; the frozen
     // one, resumed, steps down and nothing it held reaches Consul.
     let (frozen, frozen_session) = c.leader().await.unwrap();
+    // Frozen in the middle of a rollout, so it holds a journal and a pass in memory.
+    let doc = c.doc(99, cpu);
+    let index = c.put_config(&doc).await;
+    let in_flight = eventually(Duration::from_secs(20), || async {
+        let s = c.status().await;
+        (s.observed_index >= index && s.phase == Phase::Progressing).then_some(())
+    })
+    .await;
+    assert!(
+        in_flight.is_some(),
+        "the rollout never started\n{}",
+        c.logs()
+    );
     c.signal(frozen, "STOP");
     let next = eventually(Duration::from_secs(40), || async {
         c.leader().await.filter(|(_, s)| *s != frozen_session)
     })
     .await;
-    assert!(next.is_some(), "no failover from a frozen leader\n{}", c.logs());
+    assert!(
+        next.is_some(),
+        "no failover from a frozen leader\n{}",
+        c.logs()
+    );
     let doc = c.doc(100, cpu);
     c.put_config(&doc).await;
     assert!(c.converged(&doc, 100).await, "{}", c.logs());
@@ -496,13 +555,21 @@ async fn three_replicas_one_leader_failovers_converge_and_a_frozen_leader_writes
     let after: Vec<Record> = c
         .records()
         .into_iter()
-        .filter(|r| r.replica == frozen && r.at >= resumed && r.method == "PUT" && r.path.starts_with("/v1/txn"))
+        .filter(|r| {
+            r.replica == frozen
+                && r.at >= resumed
+                && r.method == "PUT"
+                && r.path.starts_with("/v1/txn")
+        })
         .collect();
     for r in &after {
         let (writes, fence) = txn_writes(&r.body);
         if !writes.is_empty() {
             assert_eq!(fence.as_deref(), Some(frozen_session.as_str()));
-            assert_ne!(r.status, 200, "a write of the frozen leader was accepted: {writes:?}");
+            assert_ne!(
+                r.status, 200,
+                "a write of the frozen leader was accepted: {writes:?}"
+            );
         }
     }
     let log = std::fs::read_to_string(c.dir.path().join(format!("op-{frozen}.log"))).unwrap();
@@ -510,9 +577,86 @@ async fn three_replicas_one_leader_failovers_converge_and_a_frozen_leader_writes
         log.contains("lost the lock") || log.contains("deposed"),
         "the resumed replica stepped down:\n{log}"
     );
-    assert!(c.converged(&doc, 100).await, "the frozen leader undid nothing");
+    assert!(
+        c.converged(&doc, 100).await,
+        "the frozen leader undid nothing"
+    );
     assert_ne!(c.leader().await.map(|(i, _)| i), Some(frozen));
-    eprintln!("frozen leader: {} transaction(s) after resuming, all refused", after.len());
+    eprintln!(
+        "frozen leader: {} transaction(s) after resuming, none accepted",
+        after.len()
+    );
+}
+
+/// `GET http://127.0.0.1:<port>/` for `app.localhost` as `user`; the status code.
+async fn login(port: u16, user: &str, password: &str) -> Option<u16> {
+    let client = reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .ok()?;
+    let resp = client
+        .get(format!("http://127.0.0.1:{port}/"))
+        .header("Host", APP_HOST)
+        .basic_auth(user, Some(password))
+        .send()
+        .await
+        .ok()?;
+    Some(resp.status().as_u16())
+}
+
+/// An htpasswd line for `user` (`openssl passwd -apr1`, which Traefik accepts).
+fn htpasswd(user: &str, password: &str) -> String {
+    let out = Command::new("openssl")
+        .args(["passwd", "-apr1", "-salt", "e2esalt1", password])
+        .output()
+        .expect("openssl passwd");
+    assert!(out.status.success());
+    format!("{user}:{}", String::from_utf8(out.stdout).unwrap().trim())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rotating_the_users_key_changes_who_can_log_in_within_a_second() {
+    let c = Cluster::start(1).await;
+    let users_key = format!("{PREFIX}/secrets/users");
+    let put_users = |text: String| {
+        let (http, url) = (c.http.clone(), format!("{}/v1/kv/{users_key}", c.consul()));
+        async move {
+            let resp = http.put(url).body(text).send().await.unwrap();
+            assert!(resp.status().is_success());
+        }
+    };
+    put_users(htpasswd("alice", "alice-pw")).await;
+    let mut doc: Value = serde_json::from_str(&c.doc(0, 100)).unwrap();
+    doc["spec"]["middlewares"]["basicAuth"] = json!({"usersFrom": {"consulKey": users_key}});
+    let doc = serde_json::to_string(&doc).unwrap();
+    c.put_config(&doc).await;
+    let digest = spec::load(doc.as_bytes()).unwrap().digest().to_owned();
+    let ready = eventually(CONVERGE, || async {
+        let s = c.status().await;
+        (s.phase == Phase::Ready && s.last_applied_digest.as_deref() == Some(&digest)).then_some(())
+    })
+    .await;
+    assert!(ready.is_some(), "never Ready\n{}", c.logs());
+    assert_eq!(login(c.web, "alice", "alice-pw").await, Some(200));
+    assert_eq!(login(c.web, "bob", "bob-pw").await, Some(401));
+
+    let rotated = Instant::now();
+    put_users(htpasswd("bob", "bob-pw")).await;
+    let switched = eventually(Duration::from_secs(10), || async {
+        let bob = login(c.web, "bob", "bob-pw").await;
+        let alice = login(c.web, "alice", "alice-pw").await;
+        (bob == Some(200) && alice == Some(401)).then_some(())
+    })
+    .await;
+    let took = rotated.elapsed();
+    assert!(
+        switched.is_some(),
+        "the rotation never applied\n{}",
+        c.logs()
+    );
+    eprintln!("users key rotation applied through Traefik in {took:?}");
+    assert!(took < Duration::from_secs(1), "took {took:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -530,23 +674,41 @@ async fn documents_outside_the_privilege_boundary_are_invalid_naming_the_flag() 
     };
     let cases = [
         (
-            with(&["middlewares", "basicAuth"], json!({"usersFrom": {"file": "/etc/shadow"}})),
+            with(
+                &["middlewares", "basicAuth"],
+                json!({"usersFrom": {"file": "/etc/shadow"}}),
+            ),
             "--users-dir",
         ),
         (
-            with(&["middlewares", "basicAuth"], json!({"usersFrom": {"consulKey": "elsewhere/users"}})),
+            with(
+                &["middlewares", "basicAuth"],
+                json!({"usersFrom": {"consulKey": "elsewhere/users"}}),
+            ),
             "--secrets-prefix",
         ),
         (
-            with(&["job", "driver"], json!({"rawExec": {"command": "/bin/sh"}})),
+            with(
+                &["job", "driver"],
+                json!({"rawExec": {"command": "/bin/sh"}}),
+            ),
             "--allowed-command",
         ),
         (
-            with(&["job", "driver"], json!({"docker": {"image": "evil/traefik:latest"}})),
+            with(
+                &["job", "driver"],
+                json!({"docker": {"image": "evil/traefik:latest"}}),
+            ),
             "--allowed-image",
         ),
-        (with(&["job", "certVolume"], json!("root")), "--allowed-host-volume"),
-        (with(&["tls", "certDir"], json!("/etc")), "--allowed-cert-root"),
+        (
+            with(&["job", "certVolume"], json!("root")),
+            "--allowed-host-volume",
+        ),
+        (
+            with(&["tls", "certDir"], json!("/etc")),
+            "--allowed-cert-root",
+        ),
     ];
     for (doc, flag) in &cases {
         let index = c.put_config(doc).await;
@@ -562,12 +724,57 @@ async fn documents_outside_the_privilege_boundary_are_invalid_naming_the_flag() 
     }
     assert!(c.job_versions().await.is_empty(), "no job registered");
     let records = c.records();
-    for r in records.iter().filter(|r| r.method == "PUT" && r.path.starts_with("/v1/txn")) {
+    for r in records
+        .iter()
+        .filter(|r| r.method == "PUT" && r.path.starts_with("/v1/txn"))
+    {
         let (writes, _) = txn_writes(&r.body);
         assert!(
             writes.iter().all(|k| *k == format!("{PREFIX}/status")),
             "only the status is written: {writes:?}"
         );
     }
+    c.kill(0, "TERM").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_without_the_policy_tree_permission_gets_an_actionable_error_in_status() {
+    let mut c = Cluster::start(0).await;
+    // The shipped operator policy without its `<prefix>/traefik/` write.
+    let shipped =
+        std::fs::read_to_string(support::repo_root().join("nomad-jobs/acl/consul-operator.hcl"))
+            .unwrap();
+    let rules = shipped.replace(
+        "key_prefix \"proxy-operator/traefik/\" {\n  policy = \"write\"",
+        "key_prefix \"proxy-operator/traefik/\" {\n  policy = \"read\"",
+    );
+    assert_ne!(rules, shipped, "the shipped policy grants the tree");
+    c.twin
+        .consul()
+        .add_token_with_rules("operator-token", &rules)
+        .unwrap();
+    c.token = Some("operator-token".to_owned());
+    c.operators.push(None);
+    c.consul_for
+        .push(recorder(0, c.twin.consul_addr(), Arc::clone(&c.log)).await);
+    c.spawn(0);
+    let doc = c.doc(0, 100);
+    c.put_config(&doc).await;
+    let status = eventually(Duration::from_secs(40), || async {
+        let s = c.status().await;
+        let text = serde_json::to_string(&s).unwrap();
+        (text.contains("ermission denied")).then_some(text)
+    })
+    .await
+    .unwrap_or_else(|| panic!("no permission error in status\n{}", c.logs()));
+    assert!(
+        status.contains("proxy-operator/traefik/"),
+        "names the key: {status}"
+    );
+    assert!(
+        !status.contains("operator-token"),
+        "the token never reaches status"
+    );
+    eprintln!("status with a token lacking the tree permission: {status}");
     c.kill(0, "TERM").await;
 }
