@@ -39,7 +39,8 @@
 //! references, render), `observe` (what runs, and every gate signal), `pass` (one pass at rest
 //! or in flight, driving the machine), `effects` (carrying them out; policy writes go through
 //! the proxy's [`ProxyDriver`](crate::proxy::ProxyDriver)), `store` (the status document, the
-//! write-ahead journal and their CAS write).
+//! write-ahead journal and their CAS write), `lead` (passes only as leader, each cancelled when
+//! the term ends; see [`Operator::with_leader`]).
 
 use std::marker::PhantomData;
 use std::sync::Arc;

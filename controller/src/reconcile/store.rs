@@ -319,7 +319,7 @@ impl StatusStore {
         };
         for _ in 0..3 {
             let mut value = encode(&key, &status, true)?;
-            value.push(b'\n');
+            value.extend_from_slice(b"\n");
             let index = self.index.unwrap_or(0);
             let mut ops = vec![TxnOp::Cas {
                 key: key.clone(),
