@@ -9,8 +9,9 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tracing::{debug, info};
 
+use super::run::watch_config;
 use super::store::Document;
-use super::{Action, Backoff, Error, Facts, MAX_BACKOFF, MIN_BACKOFF, Operator, Result, read_key};
+use super::{Action, Error, Facts, Operator, Result, read_key};
 use crate::admission;
 use crate::consul::ConsulApi;
 use crate::nomad::NomadApi;
@@ -18,7 +19,7 @@ use crate::proxy::probe::ProxyProbe;
 use crate::render::{RenderContext, Rendered};
 use crate::spec::{self, FieldError, UsersFrom, ValidatedSpec};
 use crate::status::Report;
-use crate::transport::{QueryOptions, Watch};
+use crate::transport::QueryOptions;
 
 /// Everything a pass derives from the document.
 pub(super) struct Loaded {
@@ -234,8 +235,9 @@ impl UsersWatch {
         self.moved.load(Ordering::SeqCst)
     }
 
-    /// The watcher task: blocking queries on whichever key the document references now;
-    /// each change marks the key moved and signals `changes` (the config watch's channel).
+    /// The watcher task: blocking queries on whichever key the document references now (the
+    /// config watch's own loop, [`watch_config`]); each change marks the key moved and signals
+    /// `changes` (the config watch's channel).
     pub(super) fn watcher<C: ConsulApi + 'static>(
         &self,
         consul: Arc<C>,
@@ -245,7 +247,6 @@ impl UsersWatch {
         let mut keys = self.key.subscribe();
         let moved = Arc::clone(&self.moved);
         async move {
-            let mut backoff = Backoff::new(MIN_BACKOFF, MAX_BACKOFF);
             loop {
                 let current = keys.borrow_and_update().clone();
                 let Some(key) = current else {
@@ -254,7 +255,9 @@ impl UsersWatch {
                     }
                     continue;
                 };
-                let mut watch = Watch::new(wait);
+                let (tx, mut seen) = watch::channel(0u64);
+                let watching = watch_config(Arc::clone(&consul), key, wait, tx);
+                tokio::pin!(watching);
                 loop {
                     tokio::select! {
                         changed = keys.changed() => {
@@ -263,24 +266,18 @@ impl UsersWatch {
                             }
                             break;
                         }
-                        update = watch.next(|q| consul.kv_get(&key, q)) => match update {
-                            Ok(update) => {
-                                backoff.reset();
-                                if matches!(update.change, crate::transport::Change::Advanced | crate::transport::Change::Reset) {
-                                    debug!(index = update.meta.index, "basic-auth users key changed");
-                                    moved.store(true, Ordering::SeqCst);
-                                    if changes.send(update.meta.index).is_err() {
-                                        return;
-                                    }
-                                }
+                        () = &mut watching => return,
+                        changed = seen.changed() => {
+                            if changed.is_err() {
+                                return;
                             }
-                            Err(e) => {
-                                let delay = backoff.next().unwrap_or(MAX_BACKOFF);
-                                debug!(error = %e, ?delay, "users key watch failed; retrying");
-                                tokio::time::sleep(delay).await;
-                                watch.reset();
+                            let index = *seen.borrow_and_update();
+                            debug!(index, "basic-auth users key changed");
+                            moved.store(true, Ordering::SeqCst);
+                            if changes.send(index).is_err() {
+                                return;
                             }
-                        },
+                        }
                     }
                 }
             }

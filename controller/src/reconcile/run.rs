@@ -113,8 +113,8 @@ where
     }
 }
 
-/// Watches the config key with blocking queries and signals each change.
-async fn watch_config<C: ConsulApi>(
+/// Watches the config key (or any key) with blocking queries and signals each change.
+pub(super) async fn watch_config<C: ConsulApi>(
     consul: Arc<C>,
     key: String,
     wait: Duration,
