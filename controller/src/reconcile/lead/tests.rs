@@ -359,3 +359,60 @@ async fn rotating_the_users_key_rewrites_the_policy_within_the_debounce() {
     stop.send(()).unwrap();
     task.await.unwrap();
 }
+
+#[tokio::test]
+async fn a_refused_fence_makes_the_leader_step_down_and_the_next_term_converges_the_edit() {
+    let (consul, nomad, probe) = (FakeConsul::new(), FakeNomad::new(), FakeProbe::healthy());
+    register_nodes(&consul, &["n1"]).await;
+    let first = doc("");
+    consul.set(CONFIG, &first);
+    enable(&probe, &first, None);
+    let a = replica(&consul, &nomad, &probe, "n1");
+    eventually("a job is registered", || nomad.job(JOB).is_some()).await;
+    nomad.set_allocation_health(JOB, true);
+    eventually("Ready", || status(&consul).phase == Phase::Ready).await;
+    let session = leader::read_holder(&consul, "po/leader")
+        .await
+        .unwrap()
+        .unwrap()
+        .session;
+    // Consul refuses the next write on its fence (op 0), as it would for a deposed leader
+    // whose elector has not noticed yet.
+    consul.fail_next(
+        "txn",
+        crate::consul::Error::TxnRolledBack {
+            errors: vec![crate::consul::TxnOpError {
+                op_index: 0,
+                what: "failed session check".to_owned(),
+            }],
+        },
+    );
+    let edited =
+        doc("  middlewares:\n    securityHeaders:\n      headers:\n        X-Edition: \"two\"\n");
+    consul.set(CONFIG, &edited);
+    enable(&probe, &edited, None);
+    eventually("the replica stepped down from its term", || {
+        consul
+            .entry("po/leader")
+            .is_none_or(|p| p.session.as_deref() != Some(session.as_str()))
+    })
+    .await;
+    // The next term (after the elector's pause) reads the state again and converges the edit.
+    let digest = spec::load(edited.as_bytes()).unwrap().digest().to_owned();
+    for _ in 0..600 {
+        let s = status(&consul);
+        if s.phase == Phase::Ready && s.last_applied_digest.as_deref() == Some(digest.as_str()) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    let s = status(&consul);
+    assert_eq!(s.last_applied_digest.as_deref(), Some(digest.as_str()));
+    let now = leader::read_holder(&consul, "po/leader")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_ne!(now.session, session, "a new term, a new session");
+    a.stop.send(()).unwrap();
+    a.task.await.unwrap();
+}
