@@ -32,10 +32,11 @@ impl<C: ConsulApi> KvPolicyTree<C> {
         }
     }
 
-    /// Writes the entries in one transaction, behind `fence` when given (a refused fence is
-    /// a deposed leader's write: not retryable, and it says so). A change with more operations than a transaction
-    /// holds rewrites the whole subtree instead (delete-tree, then every entry), which fits as
-    /// long as the tree does: `render` refuses a tree over [`MAX_POLICY_KEYS`].
+    /// Writes the entries in one transaction, behind `fence` when given (a refused fence is a
+    /// deposed leader's write: not retryable, and it says so). A change with more operations
+    /// than a transaction holds rewrites the whole subtree instead (delete-tree, then every
+    /// entry), which fits as long as the tree does: `render` refuses a tree over
+    /// [`MAX_POLICY_KEYS`].
     ///
     /// # Errors
     /// Consul refused or did not answer (retryable unless 4xx), or the tree does not fit.
