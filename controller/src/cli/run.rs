@@ -6,7 +6,9 @@ use std::time::Duration;
 use anyhow::Context as _;
 use tracing::info;
 
+use crate::admission::AdmissionFlags;
 use crate::consul::{ConsulApi, ConsulClient};
+use crate::leader::{Elector, LeaderFlags};
 use crate::nomad::NomadClient;
 use crate::proxy::probe::HttpProbe;
 use crate::reconcile::{self, Operator};
@@ -44,6 +46,10 @@ pub struct Args {
     /// dashboard address on --proxy-host).
     #[arg(long)]
     proxy_api: Option<String>,
+    #[command(flatten)]
+    leader: LeaderFlags,
+    #[command(flatten)]
+    admission: Box<AdmissionFlags>,
     #[command(flatten)]
     consul: Box<ConsulFlags>,
     #[command(flatten)]
@@ -95,9 +101,14 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let nomad = NomadClient::new(&nomad_config).context("failed to build the Nomad client")?;
     let probe = HttpProbe::new().context("failed to build the probe client")?;
 
+    let limits = args
+        .admission
+        .limits(&args.prefix)
+        .context("invalid admission flags")?;
     let mut config = reconcile::Config::new(args.prefix)
         .debounce(args.debounce)
         .resync(args.resync);
+    config.limits = Some(limits);
     if let Some(owner) = args.owner {
         config.owner = owner;
     }
@@ -107,8 +118,20 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     if args.bootstrap_from_env {
         bootstrap(&consul, &config.config_key()).await?;
     }
-    info!(prefix = %config.prefix, consul = %consul_config.endpoint, nomad = %nomad_config.endpoint, "operator starting");
+    // The session must be on the agent's own node, as Consul defaults it.
+    let node = consul
+        .agent_self()
+        .await
+        .context("failed to read the Consul agent's node name (GET /v1/agent/self) for the leader session")?
+        .config
+        .node_name;
+    let elector = Elector::spawn(
+        consul.clone(),
+        args.leader.config(&config.prefix, &node, None),
+    );
+    info!(prefix = %config.prefix, consul = %consul_config.endpoint, nomad = %nomad_config.endpoint, %node, "operator starting; passes run only while this replica holds the leader lock");
     Operator::new(config, consul, nomad, probe)
+        .with_leader(elector)
         .run(shutdown_signal())
         .await;
     Ok(ExitCode::SUCCESS)

@@ -87,6 +87,9 @@ fn summary(s: &ProxyStatus) -> String {
             .map_or("-".to_owned(), |d| d.chars().take(12).collect())
     };
     let _ = writeln!(out, "phase:       {:?}", s.phase);
+    if let Some(leader) = &s.leader {
+        let _ = writeln!(out, "leader:      {leader}");
+    }
     if let Some(proxy) = s.proxy {
         let version = s.job_version.map_or("-".to_owned(), |v| v.to_string());
         let _ = writeln!(out, "proxy:       {proxy:?} (job version {version})");

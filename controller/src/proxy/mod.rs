@@ -21,6 +21,7 @@ use std::sync::Arc;
 use futures::future::BoxFuture;
 
 use crate::consul::ConsulApi;
+use crate::leader::Fence;
 use crate::render::{self, RenderContext, Rendered};
 use crate::rollout::{ApplyError, Gate, ProxyObservation};
 use crate::spec::{ProxyKind, ValidatedSpec};
@@ -91,11 +92,13 @@ pub trait ProxyDriver: Send + Sync {
 
     /// Applies a policy change live: `set` and `delete` are the rollout's policy entries (full
     /// keys under the operator's policy root). All or nothing: the proxy must never load half
-    /// of a change.
+    /// of a change. With `fence` (a replica under leader election), a KV write carries it
+    /// first, so a deposed leader writes nothing.
     fn apply_policy<'a>(
         &'a self,
         set: &'a [(String, String)],
         delete: &'a [String],
+        fence: Option<&'a Fence>,
     ) -> BoxFuture<'a, Result<(), ApplyError>>;
 
     /// Reads the proxy's own health and sends the gate's route probes. A proxy that does not

@@ -10,6 +10,7 @@ use super::probe::{ProxyProbe, probe_routes};
 use super::traefik::KvPolicyTree;
 use super::{ProxyDriver, Reach, base_gate};
 use crate::consul::ConsulApi;
+use crate::leader::Fence;
 use crate::rollout::{ApplyError, Gate, ProxyObservation};
 use crate::spec::{ProxyKind, ValidatedSpec};
 
@@ -47,8 +48,9 @@ impl<C: ConsulApi + 'static, P: ProxyProbe> ProxyDriver for PlainDriver<C, P> {
         &'a self,
         set: &'a [(String, String)],
         delete: &'a [String],
+        fence: Option<&'a Fence>,
     ) -> BoxFuture<'a, Result<(), ApplyError>> {
-        Box::pin(self.leftover.write(set, delete))
+        Box::pin(self.leftover.write(set, delete, fence))
     }
 
     fn observe<'a>(&'a self, gate: &'a Gate) -> BoxFuture<'a, ProxyObservation> {

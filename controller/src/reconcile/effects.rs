@@ -24,7 +24,9 @@ where
         for (i, effect) in writes.iter().enumerate() {
             let result = match effect {
                 Effect::WriteKv { set, delete } | Effect::RestoreKv { set, delete } => {
-                    driver.apply_policy(set, delete).await
+                    driver
+                        .apply_policy(set, delete, self.store.fence.as_ref())
+                        .await
                 }
                 Effect::RegisterJob {
                     job_id,

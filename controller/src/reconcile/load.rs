@@ -1,9 +1,18 @@
-//! Loading the document: read the config key, parse and validate it, resolve its references
-//! (basic-auth users from KV or a file) and render it.
+//! Loading the document: read the config key, parse and validate it, admit it (the privilege
+//! boundary of [`crate::admission`]), resolve its references (basic-auth users from KV or a
+//! file) and render it. The users key is watched like the config key ([`UsersWatch`]).
 
-use tracing::info;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
+use tokio::sync::watch;
+use tracing::{debug, info};
+
+use super::run::watch_config;
+use super::store::Document;
 use super::{Action, Error, Facts, Operator, Result, read_key};
+use crate::admission;
 use crate::consul::ConsulApi;
 use crate::nomad::NomadApi;
 use crate::proxy::probe::ProxyProbe;
@@ -63,8 +72,26 @@ where
                 return Ok(None);
             }
         };
+        if let Some(limits) = &self.config.limits {
+            let errors = admission::admit(&spec, limits);
+            if !errors.is_empty() {
+                info!(
+                    errors = errors.len(),
+                    "the config document is outside the operator's limits; nothing is changed"
+                );
+                self.report_plain(pair.modify_index, Report::Invalid { errors: &errors })
+                    .await;
+                return Ok(None);
+            }
+        }
         let users = match self.basic_auth_users(&spec).await {
             Ok(users) => users,
+            Err(Error::Refused(refusal)) => {
+                let errors = vec![refusal];
+                self.report_plain(pair.modify_index, Report::Invalid { errors: &errors })
+                    .await;
+                return Ok(None);
+            }
             Err(e) => {
                 let facts = Facts {
                     index: pair.modify_index,
@@ -83,11 +110,21 @@ where
             basic_auth_users: users,
         };
         match self.proxies.driver(spec.proxy()).render(&spec, &ctx) {
-            Ok(rendered) => Ok(Some(Loaded {
-                spec,
-                rendered,
-                index: pair.modify_index,
-            })),
+            Ok(rendered) => {
+                self.store.document =
+                    String::from_utf8(pair.value.clone())
+                        .ok()
+                        .map(|text| Document {
+                            digest: spec.digest().to_owned(),
+                            index: pair.modify_index,
+                            text,
+                        });
+                Ok(Some(Loaded {
+                    spec,
+                    rendered,
+                    index: pair.modify_index,
+                }))
+            }
             Err(e) => {
                 // The same document always renders the same way: report it like a validation
                 // error and wait for an edit.
@@ -104,10 +141,12 @@ where
         spec: &ValidatedSpec,
     ) -> Result<Option<Vec<String>>> {
         let Some(auth) = spec.basic_auth() else {
+            self.users.follow(None);
             return Ok(None);
         };
         let text = match &auth.users_from {
             UsersFrom::ConsulKey(key) => {
+                self.users.follow(Some(key));
                 let what = format!("KV key {key}");
                 match self.consul.kv_get(key, QueryOptions::NOW).await {
                     Ok((Some(pair), _)) => {
@@ -126,7 +165,23 @@ where
                 }
             }
             UsersFrom::File(path) => {
-                tokio::fs::read_to_string(path)
+                self.users.follow(None);
+                let real = match &self.config.limits {
+                    Some(limits) => match limits.confine_users_file(path).await {
+                        Ok(real) => real,
+                        Err(admission::Error::Refused(refusal)) => {
+                            return Err(Error::Refused(refusal));
+                        }
+                        Err(e) => {
+                            return Err(Error::Secret {
+                                reference: format!("file {path}"),
+                                reason: e.to_string(),
+                            });
+                        }
+                    },
+                    None => path.into(),
+                };
+                tokio::fs::read_to_string(&real)
                     .await
                     .map_err(|e| Error::Secret {
                         reference: format!("file {path}"),
@@ -141,5 +196,91 @@ where
             .map(str::to_owned)
             .collect();
         Ok(Some(users))
+    }
+}
+
+/// The basic-auth users key the loaded document references, shared with the task that watches
+/// it: a rotation or revocation starts a pass within the debounce, not at the next resync.
+#[derive(Debug)]
+pub(super) struct UsersWatch {
+    key: watch::Sender<Option<String>>,
+    /// Set by the watcher when the key changed; cleared when a pass reads it.
+    moved: Arc<AtomicBool>,
+}
+
+impl Default for UsersWatch {
+    fn default() -> Self {
+        Self {
+            key: watch::channel(None).0,
+            moved: Arc::new(AtomicBool::new(false)),
+        }
+    }
+}
+
+impl UsersWatch {
+    /// Watches `key` from now on (`None`: nothing to watch). A pass is about to read it.
+    fn follow(&self, key: Option<&String>) {
+        self.moved.store(false, Ordering::SeqCst);
+        self.key.send_if_modified(|current| {
+            let changed = current.as_ref() != key;
+            if changed {
+                *current = key.cloned();
+            }
+            changed
+        });
+    }
+
+    /// Whether the users key changed since a pass last read it.
+    pub(super) fn moved(&self) -> bool {
+        self.moved.load(Ordering::SeqCst)
+    }
+
+    /// The watcher task: blocking queries on whichever key the document references now (the
+    /// config watch's own loop, [`watch_config`]); each change marks the key moved and signals
+    /// `changes` (the config watch's channel).
+    pub(super) fn watcher<C: ConsulApi + 'static>(
+        &self,
+        consul: Arc<C>,
+        wait: Duration,
+        changes: watch::Sender<u64>,
+    ) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let mut keys = self.key.subscribe();
+        let moved = Arc::clone(&self.moved);
+        async move {
+            loop {
+                let current = keys.borrow_and_update().clone();
+                let Some(key) = current else {
+                    if keys.changed().await.is_err() {
+                        return;
+                    }
+                    continue;
+                };
+                let (tx, mut seen) = watch::channel(0u64);
+                let watching = watch_config(Arc::clone(&consul), key, wait, tx);
+                tokio::pin!(watching);
+                loop {
+                    tokio::select! {
+                        changed = keys.changed() => {
+                            if changed.is_err() {
+                                return;
+                            }
+                            break;
+                        }
+                        () = &mut watching => return,
+                        changed = seen.changed() => {
+                            if changed.is_err() {
+                                return;
+                            }
+                            let index = *seen.borrow_and_update();
+                            debug!(index, "basic-auth users key changed");
+                            moved.store(true, Ordering::SeqCst);
+                            if changes.send(index).is_err() {
+                                return;
+                            }
+                        }
+                    }
+                }
+            }
+        }
     }
 }

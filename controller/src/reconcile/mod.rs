@@ -39,7 +39,8 @@
 //! references, render), `observe` (what runs, and every gate signal), `pass` (one pass at rest
 //! or in flight, driving the machine), `effects` (carrying them out; policy writes go through
 //! the proxy's [`ProxyDriver`](crate::proxy::ProxyDriver)), `store` (the status document, the
-//! write-ahead journal and their CAS write).
+//! write-ahead journal and their CAS write), `lead` (passes only as leader, each cancelled when
+//! the term ends; see [`Operator::with_leader`]).
 
 use std::marker::PhantomData;
 use std::sync::Arc;
@@ -48,6 +49,7 @@ use std::time::{Duration, SystemTime};
 use tokio::time::Instant;
 use tracing::{Instrument, debug, info_span, warn};
 
+use crate::admission::AdminLimits;
 use crate::consul::{self, ConsulApi, KvPair};
 use crate::nomad::{self, NomadApi};
 use crate::proxy::probe::ProxyProbe;
@@ -59,6 +61,7 @@ use crate::status::{Pass, Report, short};
 use crate::transport::QueryOptions;
 
 mod effects;
+mod lead;
 mod load;
 mod observe;
 mod pass;
@@ -137,6 +140,20 @@ pub enum Error {
         /// The status key.
         key: String,
     },
+    /// The document references something outside the operator's limits that only shows on
+    /// this host (a users file that resolves outside `--users-dir`): the document is invalid.
+    #[error("{0}")]
+    Refused(FieldError),
+    /// A fenced write was refused: this replica no longer holds the leader lock. Never retried;
+    /// the replica steps down.
+    #[error("failed to write {key}: {source}")]
+    Deposed {
+        /// The key written.
+        key: String,
+        /// The refusal.
+        #[source]
+        source: crate::leader::Error,
+    },
 }
 
 /// Result alias of this module.
@@ -164,9 +181,15 @@ impl Error {
             }
             Error::Nomad { source, .. } => !source.is_forbidden(),
             Error::Secret { .. } | Error::StatusConflict { .. } => true,
-            // The same value encodes the same way every time.
-            Error::Encode { .. } => false,
+            // The same value encodes the same way every time; a deposed leader stays deposed.
+            Error::Encode { .. } | Error::Deposed { .. } | Error::Refused(_) => false,
         }
+    }
+
+    /// Whether a fenced write was refused because the leader lock is no longer ours.
+    #[must_use]
+    pub fn is_deposed(&self) -> bool {
+        matches!(self, Error::Deposed { .. })
     }
 }
 
@@ -186,6 +209,10 @@ pub struct Config {
     /// Base URL of the proxy's API (`/ping`, `/api/rawdata`); derived from the spec's dashboard
     /// address and `proxy_host` when `None`.
     pub proxy_api: Option<String>,
+    /// The document's privilege boundary ([`admission`](crate::admission)). `None` admits
+    /// every valid document: only for in-process tests; `run` and `dev` always set it from
+    /// their flags.
+    pub limits: Option<AdminLimits>,
 }
 
 impl Config {
@@ -200,6 +227,7 @@ impl Config {
             resync: DEFAULT_RESYNC,
             proxy_host: "127.0.0.1".to_owned(),
             proxy_api: None,
+            limits: None,
         }
     }
 
@@ -336,6 +364,10 @@ pub struct Operator<C, N, P> {
     started: bool,
     backoff: Backoff,
     passes: u64,
+    /// Leader election, when this operator runs as one of several replicas.
+    lead: Option<lead::Lead>,
+    /// The basic-auth users key the document references, watched like the config key.
+    users: load::UsersWatch,
 }
 
 impl<C, N, P> std::fmt::Debug for Operator<C, N, P> {
@@ -419,6 +451,8 @@ where
             started: false,
             backoff: Backoff::new(MIN_BACKOFF, MAX_BACKOFF),
             passes: 0,
+            lead: None,
+            users: load::UsersWatch::default(),
         }
     }
 

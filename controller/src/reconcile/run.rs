@@ -29,6 +29,11 @@ where
             Arc::clone(&self.consul),
             self.config.config_key(),
             self.config.resync.min(MAX_WATCH_WAIT),
+            tx.clone(),
+        ));
+        let users_watcher = tokio::spawn(self.users.watcher(
+            Arc::clone(&self.consul),
+            self.config.resync.min(MAX_WATCH_WAIT),
             tx,
         ));
         let mut watching = true;
@@ -74,6 +79,7 @@ where
                     changes.borrow_and_update();
                     // The pass after the burst already read this version of the document.
                     if seen.is_some_and(|index| index != 0 && index == self.last_pass_index)
+                        && !self.users.moved()
                         && self.phase.is_at_rest()
                         && self.store.write_error.is_none()
                     {
@@ -81,15 +87,16 @@ where
                     }
                 }
             }
-            let action = if resync {
-                self.resync().await
-            } else {
-                self.reconcile().await
+            // Under election: only as leader, cancelled when the term ends or on shutdown.
+            let Some(action) = self.elected_pass(resync, shutdown.as_mut()).await else {
+                break;
             };
             resync_due = action.requeue_after.is_none();
             next_pass = Instant::now() + action.requeue_after.unwrap_or(self.config.resync);
         }
         watcher.abort();
+        users_watcher.abort();
+        self.stop_leading().await;
         info!("operator stopped");
     }
 
@@ -106,8 +113,8 @@ where
     }
 }
 
-/// Watches the config key with blocking queries and signals each change.
-async fn watch_config<C: ConsulApi>(
+/// Watches the config key (or any key) with blocking queries and signals each change.
+pub(super) async fn watch_config<C: ConsulApi>(
     consul: Arc<C>,
     key: String,
     wait: Duration,

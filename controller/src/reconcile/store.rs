@@ -13,12 +13,15 @@ use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
 use super::{Config, Error, Operator, Result, read_key, short};
-use crate::consul::{ConsulApi, TxnOp};
+use crate::cli::history::{Revision, revision_ops};
+use crate::consul::{ConsulApi, TxnOp, TxnResults};
+use crate::leader::{self, Fence};
 use crate::nomad::NomadApi;
 use crate::proxy::probe::ProxyProbe;
 use crate::render::META_OWNER;
 use crate::rollout::{Journal, Phase};
-use crate::spec::{self, status::ProxyStatus};
+use crate::spec;
+use crate::spec::status::{HistoryEntry, ProxyStatus};
 use crate::status::{self, Pass};
 use crate::transport::QueryOptions;
 
@@ -40,6 +43,26 @@ pub(super) struct StatusStore {
     /// ModifyIndex of the status key (the CAS index of the next write); `None` before the
     /// first read.
     index: Option<u64>,
+    /// The leader fence every write carries; `None` for a single replica run without election.
+    pub(super) fence: Option<Fence>,
+    /// Set when a fenced write was refused because the lock is no longer ours: the replica
+    /// steps down and this store writes nothing more.
+    pub(super) deposed: bool,
+    /// Revision ops to add to the next write: a rollout ended ([`crate::cli::history`]).
+    pub(super) revision: Option<Vec<TxnOp>>,
+    /// Who leads, as the status's `leader` field says it (set for each term).
+    pub(super) leader: Option<String>,
+    /// The document the last pass at rest loaded, for the revision of the rollout it starts.
+    pub(super) document: Option<Document>,
+    prefix: String,
+}
+
+/// A document as it was in `<prefix>/config`.
+#[derive(Debug, Clone)]
+pub(super) struct Document {
+    pub(super) digest: String,
+    pub(super) index: u64,
+    pub(super) text: String,
 }
 
 impl StatusStore {
@@ -54,6 +77,12 @@ impl StatusStore {
             journal_garbage: false,
             write_error: None,
             index: None,
+            fence: None,
+            deposed: false,
+            revision: None,
+            leader: None,
+            document: None,
+            prefix: config.prefix.clone(),
         }
     }
 
@@ -75,6 +104,10 @@ impl StatusStore {
                 }
             }
             None => self.index = Some(0),
+        }
+        if self.leader.is_some() {
+            // The next write says who leads now.
+            self.status.leader.clone_from(&self.leader);
         }
         Ok(journal.map(|p| p.value))
     }
@@ -133,8 +166,71 @@ impl StatusStore {
         pass: &Pass<'_>,
         journal: Option<Journal>,
     ) {
-        self.status = status::next(&self.status, pass, SystemTime::now());
+        let now = SystemTime::now();
+        let next = status::next(&self.status, pass, now);
+        if next.history.last() != self.status.history.last()
+            && let Some(entry) = next.history.last()
+        {
+            self.revision = self.revision_ops(consul, entry, now).await;
+        }
+        self.status = next;
         self.flush(consul, journal, false).await;
+    }
+
+    /// The revision of a rollout that just ended, written with the status that records its end
+    /// (`proxy-operator history` / `rollback`). The document text is the one the rollout
+    /// started from; after a failover it is read again and used only when its digest matches.
+    /// `None` (logged) when the text is gone or the revisions cannot be listed: the status
+    /// write does not wait for a revision.
+    async fn revision_ops<C: ConsulApi>(
+        &self,
+        consul: &C,
+        entry: &HistoryEntry,
+        now: SystemTime,
+    ) -> Option<Vec<TxnOp>> {
+        let document = match self.document.as_ref().filter(|d| d.digest == entry.digest) {
+            Some(doc) => doc.clone(),
+            None => {
+                let key = format!("{}/config", self.prefix);
+                let pair = read_key(consul, &key, "the config key").await.ok()??;
+                let spec = spec::load(&pair.value).ok()?;
+                if spec.digest() != entry.digest {
+                    debug!(digest = %short(&entry.digest), "no revision: the document of the finished rollout is no longer in the config key");
+                    return None;
+                }
+                Document {
+                    digest: entry.digest.clone(),
+                    index: pair.modify_index,
+                    text: String::from_utf8(pair.value).ok()?,
+                }
+            }
+        };
+        let root = format!("{}/revisions/", self.prefix);
+        let existing: Vec<u64> = match consul.kv_keys(&root, None, QueryOptions::NOW).await {
+            Ok((keys, _)) => keys
+                .iter()
+                .filter_map(|k| k.strip_prefix(root.as_str())?.parse().ok())
+                .collect(),
+            Err(e) => {
+                warn!(error = %e, "no revision recorded: {root} cannot be listed");
+                return None;
+            }
+        };
+        let record = Revision {
+            revision: 0,
+            digest: document.digest,
+            config_index: document.index,
+            finished_at: status::rfc3339(now),
+            outcome: entry.outcome,
+            reason: entry.reason.clone(),
+            document: document.text,
+        };
+        let (key, value, deletes) = revision_ops(&self.prefix, &existing, record).ok()?;
+        Some(
+            std::iter::once(TxnOp::Set { key, value })
+                .chain(deletes.into_iter().map(|key| TxnOp::Delete { key }))
+                .collect(),
+        )
     }
 
     /// One more pass completed; with `heartbeat`, the counter is written even when nothing else
@@ -165,17 +261,28 @@ impl StatusStore {
             self.write_error = None;
             return;
         }
+        if self.deposed {
+            // A deposed leader writes nothing more; its successor owns the document.
+            return;
+        }
         self.status.updated_at = Some(status::rfc3339(SystemTime::now()));
         let status = self.status.clone();
         match self
-            .write(consul, &status, journal.as_ref(), journal_changed)
+            .write(consul, status, journal.as_ref(), journal_changed)
             .await
         {
-            Ok(()) => {
-                self.written = status;
+            Ok(written) => {
+                self.status = written.clone();
+                self.written = written;
                 self.journal_written = journal;
                 self.journal_garbage = false;
                 self.write_error = None;
+                self.revision = None;
+            }
+            Err(e) if e.is_deposed() => {
+                warn!(error = %e, "status not written: this replica was deposed; stepping down, not retrying");
+                self.deposed = true;
+                self.write_error = Some(e);
             }
             Err(e) => {
                 warn!(error = %e, "status not written; retrying on a later pass");
@@ -184,19 +291,20 @@ impl StatusStore {
         }
     }
 
-    /// CAS write of the status, with the journal set or removed in the same transaction; on a
-    /// conflict re-reads the index and tries again (our content wins: the operator is the status
-    /// document's only writer, a conflict means a stale index).
+    /// CAS write of the status, with the journal set or removed (and a finished rollout's
+    /// revision added) in the same transaction, behind the leader fence when there is one.
+    /// Returns the document written. On a CAS conflict it re-reads the document, merges what
+    /// the other writer changed with what this pass changed ([`merge`]) and tries again: it
+    /// never overwrites content it has not seen. A refused fence is [`Error::Deposed`], never
+    /// retried.
     async fn write<C: ConsulApi>(
         &mut self,
         consul: &C,
-        status: &ProxyStatus,
+        mut status: ProxyStatus,
         journal: Option<&Journal>,
         journal_changed: bool,
-    ) -> Result<()> {
+    ) -> Result<ProxyStatus> {
         let key = self.status_key.clone();
-        let mut value = encode(&key, status, true)?;
-        value.push(b'\n');
         let journal_op = if journal_changed {
             let key = self.journal_key.clone();
             Some(match journal {
@@ -210,14 +318,17 @@ impl StatusStore {
             None
         };
         for _ in 0..3 {
+            let mut value = encode(&key, &status, true)?;
+            value.extend_from_slice(b"\n");
             let index = self.index.unwrap_or(0);
             let mut ops = vec![TxnOp::Cas {
                 key: key.clone(),
-                value: value.clone(),
+                value,
                 index,
             }];
             ops.extend(journal_op.clone());
-            match consul.txn(ops).await {
+            ops.extend(self.revision.iter().flatten().cloned());
+            match self.txn(consul, ops).await {
                 Ok(results) => {
                     let written = results
                         .results
@@ -232,16 +343,58 @@ impl StatusStore {
                         // and re-reads it then.
                         debug!(error = %e, "the status index could not be re-read after a write");
                     }
-                    return Ok(());
+                    return Ok(status);
                 }
+                Err(e) if e.is_deposed() => return Err(Error::Deposed { key, source: e }),
                 Err(e) if e.is_conflict() => {
-                    debug!("status CAS conflict; re-reading its index");
-                    self.read_index(consul).await?;
+                    debug!("status CAS conflict; re-reading and merging");
+                    status = self.merge_theirs(consul, &status).await?;
                 }
-                Err(source) => return Err(Error::WriteStatus { key, source }),
+                Err(leader::Error::Write(source)) => {
+                    return Err(Error::WriteStatus { key, source });
+                }
+                Err(e) => return Err(Error::Deposed { key, source: e }),
             }
         }
         Err(Error::StatusConflict { key })
+    }
+
+    /// One transaction, behind the fence when this replica leads under election.
+    async fn txn<C: ConsulApi>(
+        &self,
+        consul: &C,
+        ops: Vec<TxnOp>,
+    ) -> std::result::Result<TxnResults, leader::Error> {
+        match &self.fence {
+            Some(fence) => fence.txn(consul, ops).await,
+            None => consul.txn(ops).await.map_err(leader::Error::Write),
+        }
+    }
+
+    /// After a CAS conflict: reads the document another writer left, and returns `ours` merged
+    /// onto it. What we last wrote is the merge base; the document read becomes the new base
+    /// and its index the next CAS index.
+    async fn merge_theirs<C: ConsulApi>(
+        &mut self,
+        consul: &C,
+        ours: &ProxyStatus,
+    ) -> Result<ProxyStatus> {
+        let pair = read_key(consul, &self.status_key, "the status document").await?;
+        let (theirs, index) = match pair {
+            Some(pair) => {
+                let theirs = serde_json::from_slice::<ProxyStatus>(&pair.value)
+                    .unwrap_or_else(|_| salvage(&pair.value).0);
+                (theirs, pair.modify_index)
+            }
+            None => (ProxyStatus::default(), 0),
+        };
+        let (merged, contested) = merge(&self.written, ours, &theirs);
+        if !contested.is_empty() {
+            warn!(fields = ?contested, "another writer changed the status document; on the fields this pass also changed, the pass's newer observation is kept");
+        }
+        self.written = theirs;
+        self.index = Some(index);
+        Ok(merged)
     }
 
     async fn read_index<C: ConsulApi>(&mut self, consul: &C) -> Result<()> {
@@ -263,6 +416,63 @@ fn encode<T: serde::Serialize>(key: &str, value: &T, pretty: bool) -> Result<Vec
         key: key.to_owned(),
         source,
     })
+}
+
+/// Three-way merge of the status document at the level of its top-level fields: a field this
+/// pass did not change (`ours` equals `base`) takes the other writer's value (`theirs`), a
+/// field only this pass changed takes ours. Where both changed a field, the pass counter takes
+/// the larger, the history keeps the entries of both, and any other field takes ours (the
+/// newer observation); those fields are returned, for the log.
+fn merge(
+    base: &ProxyStatus,
+    ours: &ProxyStatus,
+    theirs: &ProxyStatus,
+) -> (ProxyStatus, Vec<String>) {
+    use serde_json::{Map, Value};
+    let object = |s: &ProxyStatus| match serde_json::to_value(s) {
+        Ok(Value::Object(map)) => map,
+        _ => Map::new(),
+    };
+    let (base_map, ours_map, theirs_map) = (object(base), object(ours), object(theirs));
+    let mut keys: Vec<&String> = ours_map.keys().chain(theirs_map.keys()).collect();
+    keys.sort();
+    keys.dedup();
+    let mut merged = Map::new();
+    let mut contested = Vec::new();
+    for key in keys {
+        let (b, o, t) = (base_map.get(key), ours_map.get(key), theirs_map.get(key));
+        let value = if o == b {
+            t
+        } else if t == b || t == o {
+            o
+        } else {
+            if key != "updatedAt" {
+                contested.push(key.clone());
+            }
+            o
+        };
+        if let Some(value) = value {
+            merged.insert(key.clone(), value.clone());
+        }
+    }
+    let mut status: ProxyStatus =
+        serde_json::from_value(Value::Object(merged)).unwrap_or_else(|_| ours.clone());
+    if contested.iter().any(|f| f == "passes") {
+        status.passes = ours.passes.max(theirs.passes);
+    }
+    if contested.iter().any(|f| f == "history") {
+        let mut history = theirs.history.clone();
+        for entry in &ours.history {
+            if !history.contains(entry) {
+                history.push(entry.clone());
+            }
+        }
+        history.sort_by(|a, b| a.started_at.cmp(&b.started_at));
+        let excess = history.len().saturating_sub(spec::status::HISTORY_LIMIT);
+        history.drain(..excess);
+        status.history = history;
+    }
+    (status, contested)
 }
 
 /// Every top-level field of an unreadable status document that still reads on its own, and the
@@ -311,6 +521,7 @@ where
     pub(super) async fn report(&mut self, pass: &Pass<'_>) {
         let journal = self.phase.journal(Instant::now(), SystemTime::now());
         self.store.record(&*self.consul, pass, journal).await;
+        self.park_if_deposed().await;
     }
 
     /// Whether `phase` would write another journal than the one last written.
@@ -398,40 +609,4 @@ where
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::panic)] // tests fail loudly
-mod tests {
-    use super::*;
-
-    /// A value whose serialisation fails, as a status or journal never should.
-    struct Unencodable;
-
-    impl serde::Serialize for Unencodable {
-        fn serialize<S: serde::Serializer>(&self, _: S) -> std::result::Result<S::Ok, S::Error> {
-            Err(serde::ser::Error::custom("cannot encode"))
-        }
-    }
-
-    #[test]
-    fn a_value_that_cannot_be_encoded_is_an_error_never_an_empty_document() {
-        for pretty in [true, false] {
-            let err = encode("po/status", &Unencodable, pretty).unwrap_err();
-            assert!(matches!(err, Error::Encode { .. }), "{err}");
-            assert!(!err.is_retryable());
-            assert!(err.to_string().contains("po/status"), "{err}");
-        }
-    }
-
-    #[test]
-    fn salvage_keeps_every_field_that_still_reads_and_names_the_rest() {
-        let (status, kept, lost) = salvage(
-            br#"{"failedDigest": "abc", "history": "not a list", "lastAppliedDigest": "def"}"#,
-        );
-        assert_eq!(status.failed_digest.as_deref(), Some("abc"));
-        assert_eq!(status.last_applied_digest.as_deref(), Some("def"));
-        assert_eq!(kept, vec!["failedDigest", "lastAppliedDigest"]);
-        assert_eq!(lost, vec!["history"]);
-        let (status, kept, lost) = salvage(b"<html>");
-        assert_eq!(status, ProxyStatus::default());
-        assert!(kept.is_empty());
-        assert_eq!(lost.len(), 1);
-    }
-}
+mod tests;

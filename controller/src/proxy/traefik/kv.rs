@@ -8,6 +8,7 @@ use std::sync::Arc;
 use tracing::info;
 
 use crate::consul::{ConsulApi, TxnOp};
+use crate::leader::Fence;
 use crate::render::MAX_POLICY_KEYS;
 use crate::rollout::ApplyError;
 use crate::transport::QueryOptions;
@@ -31,9 +32,11 @@ impl<C: ConsulApi> KvPolicyTree<C> {
         }
     }
 
-    /// Writes the entries in one transaction. A change with more operations than a transaction
-    /// holds rewrites the whole subtree instead (delete-tree, then every entry), which fits as
-    /// long as the tree does: `render` refuses a tree over [`MAX_POLICY_KEYS`].
+    /// Writes the entries in one transaction, behind `fence` when given (a refused fence is a
+    /// deposed leader's write: not retryable, and it says so). A change with more operations
+    /// than a transaction holds rewrites the whole subtree instead (delete-tree, then every
+    /// entry), which fits as long as the tree does: `render` refuses a tree over
+    /// [`MAX_POLICY_KEYS`].
     ///
     /// # Errors
     /// Consul refused or did not answer (retryable unless 4xx), or the tree does not fit.
@@ -41,6 +44,7 @@ impl<C: ConsulApi> KvPolicyTree<C> {
         &self,
         set: &[(String, String)],
         delete: &[String],
+        fence: Option<&Fence>,
     ) -> Result<(), ApplyError> {
         info!(
             set = set.len(),
@@ -58,11 +62,19 @@ impl<C: ConsulApi> KvPolicyTree<C> {
         } else {
             self.rewrite_ops(set, delete).await?
         };
-        self.consul
-            .txn(ops)
-            .await
-            .map(|_| ())
-            .map_err(|e| ApplyError::new(e.to_string(), e.is_retryable()))
+        match fence {
+            Some(fence) => fence
+                .txn(&*self.consul, ops)
+                .await
+                .map(|_| ())
+                .map_err(|e| ApplyError::new(e.to_string(), e.is_retryable())),
+            None => self
+                .consul
+                .txn(ops)
+                .await
+                .map(|_| ())
+                .map_err(|e| ApplyError::new(e.to_string(), e.is_retryable())),
+        }
     }
 
     /// The whole subtree after applying `set` and `delete`, as one delete-tree + sets.

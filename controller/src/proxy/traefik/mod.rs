@@ -9,6 +9,7 @@ use futures::future::BoxFuture;
 use super::probe::{ProxyProbe, probe_routes};
 use super::{ProxyDriver, Reach, base_gate};
 use crate::consul::ConsulApi;
+use crate::leader::Fence;
 use crate::render::Rendered;
 use crate::rollout::{ApplyError, Gate, ProxyObservation};
 use crate::spec::{self, ProxyKind, ValidatedSpec};
@@ -101,8 +102,9 @@ impl<C: ConsulApi + 'static, P: ProxyProbe> ProxyDriver for TraefikDriver<C, P> 
         &'a self,
         set: &'a [(String, String)],
         delete: &'a [String],
+        fence: Option<&'a Fence>,
     ) -> BoxFuture<'a, Result<(), ApplyError>> {
-        Box::pin(self.policy.write(set, delete))
+        Box::pin(self.policy.write(set, delete, fence))
     }
 
     fn observe<'a>(&'a self, gate: &'a Gate) -> BoxFuture<'a, ProxyObservation> {
