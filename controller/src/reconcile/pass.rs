@@ -6,7 +6,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 use tracing::{info, warn};
 
-use super::{Action, Facts, MAX_BACKOFF, MIN_BACKOFF, Operator, TERMINAL_RETRY, short};
+use super::{Action, Error, Facts, MAX_BACKOFF, MIN_BACKOFF, Operator, TERMINAL_RETRY, short};
 use crate::consul::ConsulApi;
 use crate::nomad::NomadApi;
 use crate::plan::{self, Desired, HoldReason, Plan};
@@ -91,7 +91,30 @@ where
                     .await;
                 Action::await_change()
             }
-            Plan::Apply(change) => {
+            Plan::Apply(mut change) => {
+                if let Some(jc) = change.job.as_mut()
+                    && jc.rollback_to.is_none()
+                    && observed.job.is_some()
+                {
+                    // The status does not know a good version (lost, unreadable, rebuilt):
+                    // Nomad's version history does. A rollout never starts blind to it.
+                    match self.nomad.job_versions(&job_id, false).await {
+                        Ok(versions) => {
+                            jc.rollback_to = plan::stable_rollback_target(
+                                &job_id,
+                                &self.config.owner,
+                                &versions.versions,
+                            );
+                        }
+                        Err(source) => {
+                            let e = Error::Nomad {
+                                what: format!("the versions of the proxy job {job_id}"),
+                                source,
+                            };
+                            return self.observation_failed(&e, Some(&facts)).await;
+                        }
+                    }
+                }
                 info!(kind = change.kind(), digest = %short(&change.digest), "rolling out");
                 let obs = Observation {
                     planned: Some(*change),
