@@ -204,3 +204,92 @@ async fn nomad_failing_to_list_versions_starts_no_rollout_without_a_rollback_tar
     assert_eq!(registers, 1, "only the first version was registered");
     assert!(w.op.phase().is_at_rest());
 }
+
+// === the journal is untrusted input ===
+
+fn with_probe(cpu: u32) -> String {
+    format!(
+        "{}  entryPoints:\n    web:\n      address: \":18080\"\n  rollout:\n    healthyDeadline: 20s\n    minHealthyTime: 2s\n    probes:\n      - host: app.example.test\n        path: /healthz\n        entryPoint: web\n        expectStatus: 200\n",
+        with_cpu(cpu).replace(
+            "  rollout:\n    healthyDeadline: 20s\n    minHealthyTime: 2s\n",
+            ""
+        )
+    )
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_forged_journal_never_points_the_gate_at_another_host() {
+    let mut w = world();
+    w.ready(&with_probe(100)).await;
+    w.put(&with_probe(200));
+    w.op.reconcile().await;
+    assert_eq!(w.op.phase().name(), "Verifying");
+    let mut j: serde_json::Value =
+        serde_json::from_slice(&w.consul.value(JOURNAL).unwrap()).unwrap();
+    let gate = &mut j["change"]["gate"];
+    assert!(gate["probes"][0]["address"].is_string(), "{gate}");
+    gate["proxyApi"] = "http://169.254.169.254:80".into();
+    gate["probes"][0]["address"] = "10.9.8.7:9200".into();
+    w.consul.set(JOURNAL, serde_json::to_vec(&j).unwrap());
+
+    w.restart();
+    w.nomad.set_allocation_health(JOB, true);
+    w.until(|w| w.op.phase().is_at_rest()).await;
+
+    let targets = w.probe.targets();
+    assert!(!targets.is_empty());
+    for target in &targets {
+        assert!(
+            target.starts_with("http://127.0.0.1:") || target.starts_with("127.0.0.1:"),
+            "the operator was made to reach {target}"
+        );
+    }
+    assert!(targets.iter().any(|t| t == "127.0.0.1:9200"), "{targets:?}");
+    assert!(
+        targets.iter().any(|t| t == "http://127.0.0.1:80"),
+        "{targets:?}"
+    );
+}
+
+fn with_big_headers(n: usize, bytes: usize) -> String {
+    let headers: String = (0..n)
+        .map(|i| format!("        X-Big-{i}: \"{}\"\n", "a".repeat(bytes)))
+        .collect();
+    format!(
+        "{}  middlewares:\n    securityHeaders:\n      headers:\n{headers}",
+        with_cpu(100)
+    )
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_rollout_whose_journal_cannot_fit_in_consul_is_blocked_with_a_clear_reason_and_writes_nothing()
+ {
+    let mut w = world();
+    w.ready(&with_cpu(100)).await;
+    let version = w.nomad.job(JOB).unwrap().version;
+    let txns = w.consul.calls_of("txn").len();
+
+    w.put(&with_big_headers(20, 10 * 1024));
+    let action = w.op.reconcile().await;
+
+    assert_eq!(action.requeue_after, None, "not retried in a loop");
+    let status = String::from_utf8(w.consul.value(STATUS).unwrap()).unwrap();
+    assert!(status.contains("JournalTooLarge"), "{status}");
+    assert!(status.contains("rollout journal would be"), "{status}");
+    assert!(w.consul.value(JOURNAL).is_none());
+    assert!(w.op.phase().is_at_rest());
+    assert_eq!(
+        w.nomad.job(JOB).unwrap().version,
+        version,
+        "the job is untouched"
+    );
+    // Only the status write: no policy transaction.
+    assert_eq!(w.consul.calls_of("txn").len(), txns + 1);
+    assert!(
+        w.consul
+            .value(
+                "po/traefik/http/middlewares/security-headers/headers/customResponseHeaders/X-Big-0"
+            )
+            .is_none()
+    );
+}

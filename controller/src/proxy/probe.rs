@@ -269,6 +269,7 @@ pub mod fake {
         rawdata: Vec<RawEntry>,
         routes: BTreeMap<String, u16>,
         calls: usize,
+        targets: Vec<String>,
     }
 
     /// A probe answering from memory. Clones share state, so a test keeps one handle and gives
@@ -333,9 +334,17 @@ pub mod fake {
             self.with(|s| s.calls)
         }
 
-        fn call(&self) -> Result<()> {
+        /// Every address the operator asked for, in order: the API base URL of `/ping` and
+        /// `/api/rawdata`, and `host:port` of a route probe.
+        #[must_use]
+        pub fn targets(&self) -> Vec<String> {
+            self.with(|s| s.targets.clone())
+        }
+
+        fn call(&self, target: &str) -> Result<()> {
             self.with(|s| {
                 s.calls += 1;
+                s.targets.push(target.to_owned());
                 if s.unreachable {
                     Err(super::Error::Url("fake proxy unreachable".into()))
                 } else {
@@ -346,18 +355,18 @@ pub mod fake {
     }
 
     impl ProxyProbe for FakeProbe {
-        async fn ping(&self, _api: &str) -> Result<bool> {
-            self.call()?;
+        async fn ping(&self, api: &str) -> Result<bool> {
+            self.call(api)?;
             Ok(self.with(|s| s.ping_ok))
         }
 
-        async fn rawdata(&self, _api: &str) -> Result<Vec<RawEntry>> {
-            self.call()?;
+        async fn rawdata(&self, api: &str) -> Result<Vec<RawEntry>> {
+            self.call(api)?;
             Ok(self.with(|s| s.rawdata.clone()))
         }
 
         async fn route(&self, probe: &RouteProbe) -> Result<u16> {
-            self.call()?;
+            self.call(&probe.address)?;
             Ok(self.with(|s| s.routes.get(&probe.host).copied().unwrap_or(200)))
         }
     }

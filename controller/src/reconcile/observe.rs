@@ -111,12 +111,9 @@ where
                 obs.allocations = allocs.into_iter().map(alloc_observation).collect();
             }
         }
-        obs.proxy = Some(
-            self.proxies
-                .driver(change.gate.proxy)
-                .observe(&change.gate)
-                .await,
-        );
+        // Addresses from our own configuration, never from the journal the change may come from.
+        let gate = crate::proxy::reached(&change.gate, &self.config.reach());
+        obs.proxy = Some(self.proxies.driver(gate.proxy).observe(&gate).await);
         obs
     }
 }

@@ -1,7 +1,7 @@
 //! One pass at rest (plan, maybe start a rollout) or in flight (step the rollout on its gate),
 //! and driving the machine through its effects.
 
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use tokio::time::Instant;
 use tracing::{info, warn};
@@ -152,6 +152,21 @@ where
     pub(super) async fn drive(&mut self, obs: Observation, facts: &Facts) -> Action {
         let before = self.phase.clone();
         let (mut effects, mut phase) = rollout::step(&self.phase, &obs, Instant::now());
+        if before.is_at_rest()
+            && let Some(journal) = phase.journal(Instant::now(), SystemTime::now())
+            && let Err(e) = journal.fits()
+        {
+            // Consul would refuse the write-ahead journal (a 413 every pass): nothing starts,
+            // and the status says what to change.
+            warn!(error = %e, "the rollout is not started: its journal does not fit in Consul");
+            let text = e.to_string();
+            let report = Report::Blocked {
+                cause: "JournalTooLarge",
+                reason: &text,
+            };
+            self.report(&facts.pass(report)).await;
+            return Action::await_change();
+        }
         if before.is_at_rest() && !phase.is_at_rest() {
             // Write-ahead: a rollout starts only once its journal is in Consul, so a restart
             // resumes it rather than mistaking its unverified version for a good one. A status
