@@ -293,3 +293,71 @@ async fn a_rollout_whose_journal_cannot_fit_in_consul_is_blocked_with_a_clear_re
             .is_none()
     );
 }
+
+// === preflight before touching the running proxy ===
+
+fn with_web_port(cpu: u32, port: u16) -> String {
+    format!(
+        "{}  entryPoints:\n    web:\n      address: \":{port}\"\n",
+        with_cpu(cpu)
+    )
+}
+
+fn held_port() -> std::net::TcpListener {
+    std::net::TcpListener::bind(("0.0.0.0", 0)).unwrap()
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_structural_change_to_a_port_something_else_holds_is_invalid_and_touches_nothing() {
+    let mut w = world();
+    let free = held_port();
+    let free_port = free.local_addr().unwrap().port();
+    drop(free);
+    w.ready(&with_web_port(100, free_port)).await;
+    let before = w.nomad.job(JOB).unwrap();
+    let registers = w.nomad.calls_of("job_register").len();
+
+    let squatter = held_port();
+    let taken = squatter.local_addr().unwrap().port();
+    w.put(&with_web_port(100, taken));
+    let action = w.op.reconcile().await;
+
+    assert_eq!(action.requeue_after, None);
+    let status = w.status();
+    assert_eq!(status.phase, Phase::Invalid, "{status:?}");
+    let text = serde_json::to_string(&status).unwrap();
+    assert!(text.contains("spec.entryPoints.web.address"), "{text}");
+    assert!(
+        text.contains(&format!("port {taken} is already in use")),
+        "{text}"
+    );
+    assert_eq!(
+        w.nomad.calls_of("job_register").len(),
+        registers,
+        "nothing registered"
+    );
+    assert_eq!(w.nomad.job(JOB).unwrap().version, before.version);
+    assert!(w.consul.value(JOURNAL).is_none());
+
+    // Freed, the same document rolls out on the next pass.
+    drop(squatter);
+    w.put(&with_web_port(100, taken));
+    w.op.reconcile().await;
+    assert_eq!(w.nomad.calls_of("job_register").len(), registers + 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_port_the_running_proxy_job_holds_passes_preflight() {
+    let mut w = world();
+    let port = held_port().local_addr().unwrap().port();
+    w.ready(&with_web_port(100, port)).await;
+    // The running version reserves the port and now listens on it (the fake Nomad binds
+    // nothing: this listener plays the running proxy's socket).
+    let running_proxy = std::net::TcpListener::bind(("0.0.0.0", port)).unwrap();
+    let registers = w.nomad.calls_of("job_register").len();
+    w.put(&with_web_port(250, port));
+    w.op.reconcile().await;
+    assert_eq!(w.nomad.calls_of("job_register").len(), registers + 1);
+    assert_eq!(w.op.phase().name(), "Verifying");
+    drop(running_proxy);
+}

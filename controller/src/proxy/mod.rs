@@ -26,6 +26,7 @@ use crate::rollout::{ApplyError, Gate, ProxyObservation};
 use crate::spec::{ProxyKind, ValidatedSpec};
 
 mod plain;
+pub mod preflight;
 pub mod probe;
 pub mod traefik;
 

@@ -18,7 +18,12 @@ where
     N: NomadApi,
     P: ProxyProbe,
 {
-    pub(super) async fn observe_at_rest(&self, job_id: &str, kv_root: &str) -> Result<Observed> {
+    /// What runs at rest, and the running job as Nomad returned it (for preflight).
+    pub(super) async fn observe_at_rest(
+        &self,
+        job_id: &str,
+        kv_root: &str,
+    ) -> Result<(Observed, Option<serde_json::Value>)> {
         let (job, _) = self
             .nomad
             .job_read(job_id, QueryOptions::NOW)
@@ -40,6 +45,7 @@ where
             .filter(|p| p.key.starts_with(kv_root))
             .map(|p| (p.key, String::from_utf8_lossy(&p.value).into_owned()))
             .collect();
+        let raw = job.as_ref().filter(|j| !j.stop).map(|j| j.raw.clone());
         let job = job.map(|j| ObservedJob {
             version: j.version,
             modify_index: j.job_modify_index,
@@ -47,7 +53,7 @@ where
             stopped: j.stop,
             job_type: Some(j.job_type),
         });
-        Ok(Observed { job, kv })
+        Ok((Observed { job, kv }, raw))
     }
 
     /// Reads every gate signal of `change`. Nomad failing is an observation error (decide

@@ -39,7 +39,7 @@ where
             reach: &reach,
         };
         let job_id = plan::job_id(&desired).to_owned();
-        let observed = match self.observe_at_rest(&job_id, &kv_root).await {
+        let (observed, running) = match self.observe_at_rest(&job_id, &kv_root).await {
             Ok(observed) => observed,
             Err(e) => {
                 let facts = Facts::of(&loaded, None);
@@ -113,6 +113,26 @@ where
                             };
                             return self.observation_failed(&e, Some(&facts)).await;
                         }
+                    }
+                }
+                if let Some(jc) = &change.job {
+                    // Before the running proxy is touched: what would certainly fail the new
+                    // version fails the document instead, and nothing changes.
+                    let now = SystemTime::now()
+                        .duration_since(SystemTime::UNIX_EPOCH)
+                        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+                    let errors = crate::proxy::preflight::check(
+                        &loaded.spec,
+                        &jc.job,
+                        running.as_ref(),
+                        &reach.host,
+                        now,
+                    );
+                    if !errors.is_empty() {
+                        warn!(errors = errors.len(), first = %errors[0], "preflight failed; the running proxy is left as it is");
+                        self.report(&facts.pass(Report::Invalid { errors: &errors }))
+                            .await;
+                        return Action::await_change();
                     }
                 }
                 info!(kind = change.kind(), digest = %short(&change.digest), "rolling out");
