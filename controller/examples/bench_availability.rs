@@ -422,12 +422,16 @@ async fn main() {
         let taken = squatter.local_addr().unwrap().port();
         let t0 = Instant::now();
         let bad = b.put(&b.doc("structural", cpu, taken)).await;
+        let port = format!("port {taken} ");
         b.wait_status("the failed change settled", |s| {
-            s.observed_digest.as_deref() == Some(bad.as_str())
-                && matches!(
-                    s.phase,
-                    Phase::Invalid | Phase::RolledBack | Phase::Degraded
-                )
+            // Refused by preflight (Invalid names the port), or rolled out and rolled back.
+            let refused = s.phase == Phase::Invalid
+                && s.validation_errors
+                    .iter()
+                    .any(|e| e.message.starts_with(&port));
+            let undone = s.failed_digest.as_deref() == Some(bad.as_str())
+                && matches!(s.phase, Phase::RolledBack | Phase::Degraded);
+            refused || undone
         })
         .await;
         row.runs.push(window(t0).await);
