@@ -14,7 +14,9 @@
 //! - Only the KV entries that differ are written, so a one-header edit is a one-key txn.
 //! - Nothing differs but the digest never passed the gate (a restart mid-rollout, a lost
 //!   status): a verify-only rollout (no writes) before it counts as Ready.
-//! - A rollback goes to the version of the same job ID that last passed the gate, or nowhere.
+//! - A rollback goes to the version of the same job ID that last passed the gate; when the
+//!   status does not know it, the loop asks Nomad ([`stable_rollback_target`]). Nowhere only
+//!   when no version ever passed.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -297,6 +299,32 @@ fn rollback_target(job_id: &str, observed: &Observed, status: &ProxyStatus) -> O
         .as_ref()
         .filter(|good| good.job_id == job_id)
         .cloned()
+}
+
+/// Where a failed job change goes back to when the status document does not say (it was lost,
+/// unreadable, or written by an operator that never saw a version pass): the newest version
+/// of `job_id` that Nomad marks `Stable` (its deployment succeeded, which Nomad and the twin
+/// record on the version) and that carries our owner Meta, never a stopped one. `versions` is
+/// Nomad's `/v1/job/:id/versions` answer, newest first.
+///
+/// Nomad sets `Stable` only through a deployment, so a system job on a Nomad without system
+/// deployments (before 1.11) has no stable version: there only the status document knows.
+#[must_use]
+pub fn stable_rollback_target(
+    job_id: &str,
+    owner: &str,
+    versions: &[crate::nomad::Job],
+) -> Option<JobRef> {
+    versions
+        .iter()
+        .filter(|v| v.id == job_id && v.stable && !v.stop)
+        .filter(|v| v.meta.get(META_OWNER).map(String::as_str) == Some(owner))
+        .max_by_key(|v| v.version)
+        .map(|v| JobRef {
+            job_id: job_id.to_owned(),
+            version: v.version,
+            job_digest: v.meta.get(META_SPEC_DIGEST).cloned(),
+        })
 }
 
 /// Only the entries that differ, and what they were.

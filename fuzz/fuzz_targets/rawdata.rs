@@ -1,12 +1,12 @@
-//! Any bytes through `probe::parse_rawdata` (Traefik's `/api/rawdata` body): must return, never
+//! Any bytes through `proxy::traefik::parse_rawdata` (Traefik's `/api/rawdata` body): must return, never
 //! panic; every router middleware comes out qualified with a provider when the router has one.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use proxy_operator::probe::{self, EntryKind};
+use proxy_operator::proxy::traefik::{EntryKind, parse_rawdata};
 
 fuzz_target!(|data: &[u8]| {
-    let Ok(entries) = probe::parse_rawdata(data) else {
+    let Ok(entries) = parse_rawdata(data) else {
         return;
     };
     for entry in &entries {

@@ -549,3 +549,46 @@ fn a_planned_caddy_change_is_gated_on_its_route_probes_without_traefiks_api() {
     assert_eq!(gate.probes.len(), 1);
     assert_eq!(gate.probes[0].address, "127.0.0.1:18443");
 }
+
+// === rollback target from Nomad when the status does not know (issue 13) ===
+
+fn version(v: u64, stable: bool, owner: Option<&str>, stop: bool) -> crate::nomad::Job {
+    let mut meta = serde_json::Map::new();
+    if let Some(owner) = owner {
+        meta.insert(META_OWNER.into(), owner.into());
+    }
+    meta.insert(META_SPEC_DIGEST.into(), format!("job-{v}").into());
+    crate::nomad::Job::from_value(serde_json::json!({
+        "ID": "traefik", "Version": v, "Stable": stable, "Stop": stop, "Meta": meta,
+    }))
+    .unwrap()
+}
+
+#[test]
+fn the_rollback_target_from_nomad_is_the_newest_stable_version_carrying_our_owner_meta() {
+    let versions = [
+        version(7, false, Some("po"), false),
+        version(6, true, Some("someone-else"), false),
+        version(5, true, Some("po"), true),
+        version(4, true, Some("po"), false),
+        version(3, true, None, false),
+        version(2, true, Some("po"), false),
+    ];
+    let target = stable_rollback_target("traefik", "po", &versions).unwrap();
+    assert_eq!(target.version, 4);
+    assert_eq!(target.job_digest.as_deref(), Some("job-4"));
+    assert_eq!(target.job_id, "traefik");
+}
+
+#[test]
+fn no_stable_version_of_ours_gives_no_rollback_target() {
+    let versions = [
+        version(1, false, Some("po"), false),
+        version(0, true, None, false),
+    ];
+    assert_eq!(stable_rollback_target("traefik", "po", &versions), None);
+    assert_eq!(
+        stable_rollback_target("other-job", "po", &[version(1, true, Some("po"), false)]),
+        None
+    );
+}

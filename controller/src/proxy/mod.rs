@@ -28,6 +28,7 @@ use crate::spec::{ProxyKind, ValidatedSpec};
 
 pub mod caddy;
 mod plain;
+pub mod preflight;
 pub mod probe;
 pub mod traefik;
 
@@ -155,6 +156,46 @@ pub fn gate(spec: &ValidatedSpec, rendered: &Rendered, kv_root: &str, reach: &Re
     }
 }
 
+/// The gate as this operator reaches the proxy: every address comes from `reach` (the
+/// operator's own configuration), whatever the gate says. A gate read back from the journal is
+/// untrusted input (the journal key is writable by whoever can write our KV prefix), and its
+/// addresses would otherwise make the operator GET arbitrary URLs and put their status codes
+/// into the status document. Only the ports survive (the document chose them, and they can
+/// only point at the proxy's own host): the API is `reach.api`, or `http://<reach.host>:<port>`;
+/// a probe connects to `<reach.host>:<port>` whatever its `Host` header says. A gate this
+/// operator planned comes back unchanged.
+#[must_use]
+pub fn reached(gate: &Gate, reach: &Reach) -> Gate {
+    let port = |address: &str| {
+        address
+            .rsplit_once(':')
+            .and_then(|(_, port)| port.trim_end_matches('/').parse::<u16>().ok())
+    };
+    let proxy_api = gate.proxy_api.as_deref().and_then(|api| match &reach.api {
+        Some(explicit) => Some(explicit.clone()),
+        None => {
+            let rest = api.strip_prefix("http://")?;
+            let port = port(rest).filter(|_| !rest.trim_end_matches('/').contains('/'))?;
+            Some(format!("http://{}:{port}", reach.host))
+        }
+    });
+    // A probe without a port still counts, and fails (nothing listens on port 0): dropping it
+    // would pass a gate that asked for it.
+    let probes = gate
+        .probes
+        .iter()
+        .map(|p| probe::RouteProbe {
+            address: format!("{}:{}", reach.host, port(&p.address).unwrap_or(0)),
+            ..p.clone()
+        })
+        .collect();
+    Gate {
+        proxy_api,
+        probes,
+        ..gate.clone()
+    }
+}
+
 /// The part of every gate that comes from the document alone: the rollout's timings and
 /// failure policy, and the route probes through the entry points on `reach.host`. Proxy modules
 /// add their own health signals.
@@ -170,5 +211,67 @@ pub fn base_gate(kind: ProxyKind, spec: &ValidatedSpec, reach: &Reach) -> Gate {
         expected_entries: Vec::new(),
         proxy_api: None,
         probes: probe::route_probes(spec, &reach.host),
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::panic)] // tests fail loudly
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::spec::OnFailure;
+
+    fn gate(api: &str, probe_address: &str) -> Gate {
+        Gate {
+            proxy: ProxyKind::Traefik,
+            healthy_deadline: Duration::from_secs(30),
+            min_healthy_time: Duration::from_secs(5),
+            on_failure: OnFailure::Rollback,
+            check_ping: true,
+            expected_entries: Vec::new(),
+            proxy_api: Some(api.into()),
+            probes: vec![probe::RouteProbe {
+                address: probe_address.into(),
+                host: "app.example.test".into(),
+                path: "/healthz".into(),
+                expect_status: 200,
+                tls: false,
+            }],
+        }
+    }
+
+    #[test]
+    fn a_gate_this_operator_planned_is_reached_unchanged() {
+        let planned = gate("http://127.0.0.1:8080", "127.0.0.1:18443");
+        assert_eq!(reached(&planned, &Reach::on("127.0.0.1")), planned);
+    }
+
+    #[test]
+    fn forged_addresses_are_replaced_by_the_operators_own_host_keeping_only_the_ports() {
+        let forged = gate(
+            "http://169.254.169.254:80/latest/meta-data",
+            "10.9.8.7:9200",
+        );
+        let gate = reached(&forged, &Reach::on("127.0.0.1"));
+        assert_eq!(gate.proxy_api, None, "a URL with a path is no API base");
+        assert_eq!(gate.probes[0].address, "127.0.0.1:9200");
+        let forged = super::tests::gate("http://metadata.internal:81", "evil:notaport");
+        let gate = reached(&forged, &Reach::on("10.0.0.5"));
+        assert_eq!(gate.proxy_api.as_deref(), Some("http://10.0.0.5:81"));
+        assert_eq!(gate.probes[0].address, "10.0.0.5:0", "kept, and it fails");
+    }
+
+    #[test]
+    fn an_explicit_api_address_in_the_operators_configuration_always_wins() {
+        let forged = gate("https://attacker.example:443", "127.0.0.1:80");
+        let reach = Reach {
+            host: "127.0.0.1".into(),
+            api: Some("http://127.0.0.1:9000".into()),
+        };
+        assert_eq!(
+            reached(&forged, &reach).proxy_api.as_deref(),
+            Some("http://127.0.0.1:9000")
+        );
     }
 }

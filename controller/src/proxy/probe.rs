@@ -16,6 +16,12 @@ use crate::rollout::ProbeOutcome;
 pub const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
 /// Whole-request timeout of every probe request.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
+/// The most of `/api/rawdata` the operator reads: a few thousand routers and services are well
+/// under it, and a larger answer is not something to hold in memory every 250 ms.
+pub const MAX_RAWDATA_BYTES: usize = 8 * 1024 * 1024;
+/// The most of a route probe's response body the operator reads: the probe judges the status
+/// code, and the body is read (and dropped) only so the request completes like a client's.
+pub const MAX_PROBE_BODY_BYTES: usize = 1024 * 1024;
 
 /// Errors of the probe.
 #[derive(Debug, thiserror::Error)]
@@ -36,6 +42,14 @@ pub enum Error {
         url: String,
         /// The status it returned.
         status: u16,
+    },
+    /// The answer was larger than the operator reads.
+    #[error("failed to read {url}: the response is larger than {limit} bytes")]
+    TooLarge {
+        /// What was requested.
+        url: String,
+        /// The cap.
+        limit: usize,
     },
     /// `/api/rawdata` was not the JSON Traefik documents.
     #[error("failed to parse /api/rawdata: {0}")]
@@ -176,8 +190,13 @@ impl HttpProbe {
             .get(&url)
             .send()
             .await
-            .map_err(|source| Error::Request { url, source })?;
-        Ok(response.status().as_u16())
+            .map_err(|source| Error::Request {
+                url: url.clone(),
+                source,
+            })?;
+        let status = response.status().as_u16();
+        capped(response, url, MAX_PROBE_BODY_BYTES).await?;
+        Ok(status)
     }
 
     async fn get(&self, url: String) -> Result<reqwest::Response> {
@@ -202,10 +221,7 @@ impl ProxyProbe for HttpProbe {
         if status != 200 {
             return Err(Error::Status { url, status });
         }
-        let body = response
-            .bytes()
-            .await
-            .map_err(|source| Error::Request { url, source })?;
+        let body = capped(response, url, MAX_RAWDATA_BYTES).await?;
         parse_rawdata(&body)
     }
 
@@ -223,8 +239,22 @@ impl ProxyProbe for HttpProbe {
             .header(reqwest::header::HOST, &probe.host)
             .send()
             .await
-            .map_err(|source| Error::Request { url, source })?;
-        Ok(response.status().as_u16())
+            .map_err(|source| Error::Request {
+                url: url.clone(),
+                source,
+            })?;
+        let status = response.status().as_u16();
+        capped(response, url, MAX_PROBE_BODY_BYTES).await?;
+        Ok(status)
+    }
+}
+
+/// The body of `response`, at most `limit` bytes; more is [`Error::TooLarge`] naming `url`.
+async fn capped(response: reqwest::Response, url: String, limit: usize) -> Result<bytes::Bytes> {
+    match crate::transport::read_capped(response, limit).await {
+        Ok(Some(body)) => Ok(body),
+        Ok(None) => Err(Error::TooLarge { url, limit }),
+        Err(source) => Err(Error::Request { url, source }),
     }
 }
 
@@ -269,6 +299,7 @@ pub mod fake {
         rawdata: Vec<RawEntry>,
         routes: BTreeMap<String, u16>,
         calls: usize,
+        targets: Vec<String>,
     }
 
     /// A probe answering from memory. Clones share state, so a test keeps one handle and gives
@@ -333,9 +364,17 @@ pub mod fake {
             self.with(|s| s.calls)
         }
 
-        fn call(&self) -> Result<()> {
+        /// Every address the operator asked for, in order: the API base URL of `/ping` and
+        /// `/api/rawdata`, and `host:port` of a route probe.
+        #[must_use]
+        pub fn targets(&self) -> Vec<String> {
+            self.with(|s| s.targets.clone())
+        }
+
+        fn call(&self, target: &str) -> Result<()> {
             self.with(|s| {
                 s.calls += 1;
+                s.targets.push(target.to_owned());
                 if s.unreachable {
                     Err(super::Error::Url("fake proxy unreachable".into()))
                 } else {
@@ -346,18 +385,18 @@ pub mod fake {
     }
 
     impl ProxyProbe for FakeProbe {
-        async fn ping(&self, _api: &str) -> Result<bool> {
-            self.call()?;
+        async fn ping(&self, api: &str) -> Result<bool> {
+            self.call(api)?;
             Ok(self.with(|s| s.ping_ok))
         }
 
-        async fn rawdata(&self, _api: &str) -> Result<Vec<RawEntry>> {
-            self.call()?;
+        async fn rawdata(&self, api: &str) -> Result<Vec<RawEntry>> {
+            self.call(api)?;
             Ok(self.with(|s| s.rawdata.clone()))
         }
 
         async fn route(&self, probe: &RouteProbe) -> Result<u16> {
-            self.call()?;
+            self.call(&probe.address)?;
             Ok(self.with(|s| s.routes.get(&probe.host).copied().unwrap_or(200)))
         }
     }
@@ -516,6 +555,97 @@ spec:
             ..route.clone()
         };
         assert!(probe.route(&plain).await.is_err());
+        server.abort();
+    }
+
+    /// A loopback server answering every request with `body` (a streamed, unsized body when
+    /// `chunked`: the cap must hold without a Content-Length too).
+    async fn serve_big(
+        size: usize,
+        chunked: bool,
+    ) -> (std::net::SocketAddr, tokio::task::JoinHandle<()>) {
+        let app = axum::Router::new().fallback(move || async move {
+            if chunked {
+                let chunks = futures::stream::iter(
+                    (0..size / 65536 + 1).map(|_| Ok::<_, std::io::Error>(vec![b'x'; 65536])),
+                );
+                axum::body::Body::from_stream(chunks)
+            } else {
+                axum::body::Body::from(vec![b'x'; size])
+            }
+        });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        (addr, server)
+    }
+
+    #[tokio::test]
+    async fn an_oversized_rawdata_answer_is_an_error_naming_the_url_not_a_9_mib_buffer() {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        for chunked in [false, true] {
+            let (addr, server) = serve_big(MAX_RAWDATA_BYTES + 1024 * 1024, chunked).await;
+            let probe = HttpProbe::new().unwrap();
+            let err = probe.rawdata(&format!("http://{addr}")).await.unwrap_err();
+            assert!(
+                matches!(
+                    err,
+                    Error::TooLarge {
+                        limit: MAX_RAWDATA_BYTES,
+                        ..
+                    }
+                ),
+                "{err}"
+            );
+            assert!(
+                err.to_string()
+                    .contains(&format!("http://{addr}/api/rawdata")),
+                "{err}"
+            );
+            server.abort();
+        }
+    }
+
+    #[tokio::test]
+    async fn a_route_probe_with_an_oversized_body_fails_naming_the_url() {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let (addr, server) = serve_big(MAX_PROBE_BODY_BYTES + 1, true).await;
+        let route = RouteProbe {
+            address: addr.to_string(),
+            host: "app.example.test".into(),
+            path: "/big".into(),
+            expect_status: 200,
+            tls: false,
+        };
+        let err = HttpProbe::new().unwrap().route(&route).await.unwrap_err();
+        assert!(
+            err.to_string().contains(&format!("http://{addr}/big")),
+            "{err}"
+        );
+        assert!(
+            err.to_string().contains("larger than 1048576 bytes"),
+            "{err}"
+        );
+        let outcome = probe_routes(&HttpProbe::new().unwrap(), &[route]).await;
+        assert!(!outcome[0].ok, "an oversized answer fails the probe");
+        server.abort();
+    }
+
+    #[tokio::test]
+    async fn a_route_probe_under_the_cap_reports_its_status() {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let (addr, server) = serve_big(MAX_PROBE_BODY_BYTES - 1, true).await;
+        let route = RouteProbe {
+            address: addr.to_string(),
+            host: "app.example.test".into(),
+            path: "/".into(),
+            expect_status: 200,
+            tls: false,
+        };
+        // serve_big rounds up to whole 64 KiB chunks: 1 MiB exactly, still within the cap.
+        assert_eq!(HttpProbe::new().unwrap().route(&route).await.unwrap(), 200);
         server.abort();
     }
 }

@@ -18,7 +18,12 @@ where
     N: NomadApi,
     P: ProxyProbe,
 {
-    pub(super) async fn observe_at_rest(&self, job_id: &str, kv_root: &str) -> Result<Observed> {
+    /// What runs at rest, and the running job as Nomad returned it (for preflight).
+    pub(super) async fn observe_at_rest(
+        &self,
+        job_id: &str,
+        kv_root: &str,
+    ) -> Result<(Observed, Option<serde_json::Value>)> {
         let (job, _) = self
             .nomad
             .job_read(job_id, QueryOptions::NOW)
@@ -40,6 +45,7 @@ where
             .filter(|p| p.key.starts_with(kv_root))
             .map(|p| (p.key, String::from_utf8_lossy(&p.value).into_owned()))
             .collect();
+        let raw = job.as_ref().filter(|j| !j.stop).map(|j| j.raw.clone());
         let job = job.map(|j| ObservedJob {
             version: j.version,
             modify_index: j.job_modify_index,
@@ -47,7 +53,7 @@ where
             stopped: j.stop,
             job_type: Some(j.job_type),
         });
-        Ok(Observed { job, kv })
+        Ok((Observed { job, kv }, raw))
     }
 
     /// Reads every gate signal of `change`. Nomad failing is an observation error (decide
@@ -111,12 +117,9 @@ where
                 obs.allocations = allocs.into_iter().map(alloc_observation).collect();
             }
         }
-        obs.proxy = Some(
-            self.proxies
-                .driver(change.gate.proxy)
-                .observe(&change.gate)
-                .await,
-        );
+        // Addresses from our own configuration, never from the journal the change may come from.
+        let gate = crate::proxy::reached(&change.gate, &self.config.reach());
+        obs.proxy = Some(self.proxies.driver(gate.proxy).observe(&gate).await);
         obs
     }
 }
@@ -131,7 +134,20 @@ fn alloc_observation(a: nomad::AllocationStub) -> AllocObservation {
         .filter(|(_, t)| t.state != "running")
         .max_by_key(|(_, t)| t.failed)
         .map(|(name, t)| task_summary(name, t));
+    // The first task that exited since the allocation started: a restart or a `Terminated`
+    // event (Nomad's restart policy may already have it running again), or a dead task.
+    let exited = a
+        .task_states
+        .iter()
+        .find(|(_, t)| {
+            t.restarts > 0
+                || t.state == "dead"
+                || t.events.iter().any(|e| e.event_type == "Terminated")
+        })
+        .map(|(name, t)| task_summary(name, t));
     AllocObservation {
+        create_index: a.create_index,
+        exited,
         id: a.id,
         job_version: a.job_version,
         desired_status: a.desired_status,
@@ -179,4 +195,65 @@ fn task_summary(name: &str, t: &nomad::TaskState) -> String {
         out.push_str(&text(cause));
     }
     out
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::panic)] // tests fail loudly
+mod tests {
+    use super::*;
+
+    fn stub(restarts: u64, state: &str, events: &[(&str, &str)]) -> nomad::AllocationStub {
+        let task = nomad::TaskState {
+            state: state.into(),
+            restarts,
+            events: events
+                .iter()
+                .map(|(kind, message)| nomad::TaskEvent {
+                    event_type: (*kind).into(),
+                    display_message: (*message).into(),
+                    ..nomad::TaskEvent::default()
+                })
+                .collect(),
+            ..nomad::TaskState::default()
+        };
+        nomad::AllocationStub {
+            id: "a1".into(),
+            job_version: 4,
+            desired_status: "run".into(),
+            client_status: "running".into(),
+            create_index: 61,
+            task_states: [("traefik".to_owned(), task)].into(),
+            ..nomad::AllocationStub::default()
+        }
+    }
+
+    #[test]
+    fn a_task_nomad_already_restarted_counts_as_exited_with_the_event_that_says_why() {
+        let a = alloc_observation(stub(
+            1,
+            "running",
+            &[
+                ("Started", "Task started by client"),
+                ("Terminated", "Exit Code: 1"),
+                ("Restarting", "Task restarting in 15s"),
+                ("Started", "Task started by client"),
+            ],
+        ));
+        assert!(a.tasks_running, "Nomad has it running again");
+        let exited = a.exited.unwrap();
+        assert!(exited.contains("Terminated: Exit Code: 1"), "{exited}");
+        assert_eq!(a.create_index, 61);
+    }
+
+    #[test]
+    fn a_task_that_exited_but_is_not_restarted_yet_counts_as_exited() {
+        let a = alloc_observation(stub(0, "pending", &[("Terminated", "Exit Code: 2")]));
+        assert!(a.exited.unwrap().contains("Exit Code: 2"));
+    }
+
+    #[test]
+    fn a_task_running_since_its_start_has_not_exited() {
+        let a = alloc_observation(stub(0, "running", &[("Started", "Task started by client")]));
+        assert_eq!(a.exited, None);
+    }
 }

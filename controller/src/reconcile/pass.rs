@@ -1,12 +1,12 @@
 //! One pass at rest (plan, maybe start a rollout) or in flight (step the rollout on its gate),
 //! and driving the machine through its effects.
 
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use tokio::time::Instant;
 use tracing::{info, warn};
 
-use super::{Action, Facts, MAX_BACKOFF, MIN_BACKOFF, Operator, TERMINAL_RETRY, short};
+use super::{Action, Error, Facts, MAX_BACKOFF, MIN_BACKOFF, Operator, TERMINAL_RETRY, short};
 use crate::consul::ConsulApi;
 use crate::nomad::NomadApi;
 use crate::plan::{self, Desired, HoldReason, Plan};
@@ -39,7 +39,7 @@ where
             reach: &reach,
         };
         let job_id = plan::job_id(&desired).to_owned();
-        let observed = match self.observe_at_rest(&job_id, &kv_root).await {
+        let (observed, running) = match self.observe_at_rest(&job_id, &kv_root).await {
             Ok(observed) => observed,
             Err(e) => {
                 let facts = Facts::of(&loaded, None);
@@ -91,7 +91,50 @@ where
                     .await;
                 Action::await_change()
             }
-            Plan::Apply(change) => {
+            Plan::Apply(mut change) => {
+                if let Some(jc) = change.job.as_mut()
+                    && jc.rollback_to.is_none()
+                    && observed.job.is_some()
+                {
+                    // The status does not know a good version (lost, unreadable, rebuilt):
+                    // Nomad's version history does. A rollout never starts blind to it.
+                    match self.nomad.job_versions(&job_id, false).await {
+                        Ok(versions) => {
+                            jc.rollback_to = plan::stable_rollback_target(
+                                &job_id,
+                                &self.config.owner,
+                                &versions.versions,
+                            );
+                        }
+                        Err(source) => {
+                            let e = Error::Nomad {
+                                what: format!("the versions of the proxy job {job_id}"),
+                                source,
+                            };
+                            return self.observation_failed(&e, Some(&facts)).await;
+                        }
+                    }
+                }
+                if let Some(jc) = &change.job {
+                    // Before the running proxy is touched: what would certainly fail the new
+                    // version fails the document instead, and nothing changes.
+                    let now = SystemTime::now()
+                        .duration_since(SystemTime::UNIX_EPOCH)
+                        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+                    let errors = crate::proxy::preflight::check(
+                        &loaded.spec,
+                        &jc.job,
+                        running.as_ref(),
+                        &reach.host,
+                        now,
+                    );
+                    if !errors.is_empty() {
+                        warn!(errors = errors.len(), first = %errors[0], "preflight failed; the running proxy is left as it is");
+                        self.report(&facts.pass(Report::Invalid { errors: &errors }))
+                            .await;
+                        return Action::await_change();
+                    }
+                }
                 info!(kind = change.kind(), digest = %short(&change.digest), "rolling out");
                 let obs = Observation {
                     planned: Some(*change),
@@ -129,6 +172,21 @@ where
     pub(super) async fn drive(&mut self, obs: Observation, facts: &Facts) -> Action {
         let before = self.phase.clone();
         let (mut effects, mut phase) = rollout::step(&self.phase, &obs, Instant::now());
+        if before.is_at_rest()
+            && let Some(journal) = phase.journal(Instant::now(), SystemTime::now())
+            && let Err(e) = journal.fits()
+        {
+            // Consul would refuse the write-ahead journal (a 413 every pass): nothing starts,
+            // and the status says what to change.
+            warn!(error = %e, "the rollout is not started: its journal does not fit in Consul");
+            let text = e.to_string();
+            let report = Report::Blocked {
+                cause: "JournalTooLarge",
+                reason: &text,
+            };
+            self.report(&facts.pass(report)).await;
+            return Action::await_change();
+        }
         if before.is_at_rest() && !phase.is_at_rest() {
             // Write-ahead: a rollout starts only once its journal is in Consul, so a restart
             // resumes it rather than mistaking its unverified version for a good one. A status

@@ -127,6 +127,25 @@ pub(super) fn evaluate_job(
             a.client_status
         ));
     }
+    // Fail fast: the first exit or restart of a task of the new version fails the gate with
+    // the task event as the reason, rather than waiting for Nomad's restart attempts (each a
+    // `delay` apart, 21 s by default with the proxy's entry points down all the while). Only
+    // allocations created for this version count: one updated in place carries the restarts of
+    // the versions before. Outside a rollout nobody judges, and Nomad's restart policy applies.
+    if change.job.is_some()
+        && let Some((a, exited)) = wanted.iter().find_map(|a| {
+            let fresh = a.job_version == version && a.create_index >= job.modify_index;
+            fresh
+                .then_some(a.exited.as_deref())
+                .flatten()
+                .map(|e| (a, e))
+        })
+    {
+        return Verdict::Failed(format!(
+            "allocation {} of job version {version}: {exited} (fails the rollout at the first exit, not after Nomad's restart attempts)",
+            short(&a.id)
+        ));
+    }
     // Deployment health where the job has deployments for this version (only a job change
     // creates one; a policy change is judged on the running allocations).
     if change.job.is_some()

@@ -159,6 +159,61 @@ pub(super) fn check_job_json(
     Ok(())
 }
 
+/// Consul's `kv_max_value_size`, which is also the default `txn_max_req_len`: the whole
+/// `/v1/txn` body, values base64-encoded, must fit in it.
+pub const CONSUL_MAX_VALUE_BYTES: usize = 512 * 1024;
+
+/// The largest journal the loop writes. It shares one transaction with the status document, and
+/// base64 grows it by 4/3 in the body: 256 KiB becomes 342 KiB, leaving 170 KiB of the 512 KiB
+/// body for the status (capped at 50 listed errors of 1 KiB) and the envelope.
+pub const MAX_JOURNAL_BYTES: usize = 256 * 1024;
+
+impl Journal {
+    /// Checks the journal fits in Consul before it is first written. Consul refuses a larger
+    /// transaction with a 413, which retrying never fixes, so such a rollout never starts.
+    ///
+    /// # Errors
+    /// [`JournalTooLarge`] with the size and what takes the room.
+    pub fn fits(&self) -> Result<usize, JournalTooLarge> {
+        let size = serde_json::to_vec(self).map_or(usize::MAX, |v| v.len());
+        if size <= MAX_JOURNAL_BYTES {
+            return Ok(size);
+        }
+        let kv: usize = self.change.kv.as_ref().map_or(0, |kv| {
+            kv.set
+                .iter()
+                .chain(&kv.previous)
+                .map(|(k, v)| k.len() + v.len())
+                .sum()
+        });
+        let job = self
+            .change
+            .job
+            .as_ref()
+            .map_or(0, |j| serde_json::to_vec(&j.job).map_or(0, |v| v.len()));
+        Err(JournalTooLarge {
+            size,
+            kv_bytes: kv,
+            job_bytes: job,
+        })
+    }
+}
+
+/// A rollout whose journal would not fit in Consul (terminal: the same document always makes
+/// the same journal).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "the rollout journal would be {size} bytes, more than the {MAX_JOURNAL_BYTES} bytes it may take of Consul's {CONSUL_MAX_VALUE_BYTES}-byte transaction limit      (policy entries, new and previous: {kv_bytes} bytes; job: {job_bytes} bytes); nothing was changed.      Make the policy smaller (fewer or shorter headers, basic-auth users from a file) and edit the document again"
+)]
+pub struct JournalTooLarge {
+    /// The encoded journal's size in bytes.
+    pub size: usize,
+    /// Bytes of policy entries it carries (new and previous values).
+    pub kv_bytes: usize,
+    /// Bytes of the job it carries.
+    pub job_bytes: usize,
+}
+
 /// Why a journal read back from KV is not acted on (the loop drops it and re-verifies what
 /// runs instead).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -44,7 +44,9 @@ pub use crate::spec::status::JobRef;
 pub(crate) use change::KvDebug;
 pub use change::{ApplyError, ApplyOutcome, Change, Effect, JobChange, KvChange};
 pub use gate::Gate;
-pub use journal::{Journal, JournalRejected, Stage};
+pub use journal::{
+    CONSUL_MAX_VALUE_BYTES, Journal, JournalRejected, JournalTooLarge, MAX_JOURNAL_BYTES, Stage,
+};
 pub use observation::{
     AllocObservation, DeploymentObservation, DeploymentState, JobObservation, Observation,
     ProbeOutcome, ProxyObservation,

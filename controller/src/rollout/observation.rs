@@ -74,6 +74,13 @@ pub struct AllocObservation {
     pub tasks_running: bool,
     /// A short description of the last task event when a task is not running.
     pub task_detail: Option<String>,
+    /// `CreateIndex`: an allocation created after the job version's `JobModifyIndex` was
+    /// placed for that version, so everything its tasks did happened under it. One updated in
+    /// place carries the restarts and exits of the versions before.
+    pub create_index: u64,
+    /// The first sign a task exited (a restart, a `Terminated` event, a dead task), with the
+    /// task event that says why; `None` while every task has run without a break.
+    pub exited: Option<String>,
 }
 
 /// The result of one user route probe.

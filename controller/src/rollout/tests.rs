@@ -118,6 +118,8 @@ fn alloc(version: u64, client_status: &str, tasks_running: bool) -> AllocObserva
         client_status: client_status.into(),
         tasks_running,
         task_detail: (!tasks_running).then(|| "Restarting: exit code 1".to_owned()),
+        create_index: 60,
+        exited: None,
     }
 }
 
@@ -1368,4 +1370,76 @@ fn a_gate_journaled_before_gates_named_their_proxy_reads_as_traefik() {
     let read: Gate = serde_json::from_value(value).unwrap();
     assert_eq!(read.proxy, crate::spec::ProxyKind::Traefik);
     assert_eq!(read, gate());
+}
+
+// === fail fast (issue 13): the first exit of a task of the new version fails the gate ===
+
+/// An allocation of the new version whose task exited once and was restarted by Nomad.
+fn restarted(create_index: u64) -> AllocObservation {
+    AllocObservation {
+        create_index,
+        exited: Some(
+            "task traefik running: Started: Task started by client; Terminated: Exit Code: 1, Exit Message: \"listen tcp :443: bind: address already in use\"".into(),
+        ),
+        ..alloc(4, "running", true)
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_first_restart_of_a_task_of_the_new_version_rolls_back_at_once_naming_the_task_event() {
+    let phase = verifying(both());
+    // The deployment is still running: Nomad would only fail it after its restart attempts.
+    let obs = Observation {
+        allocations: vec![restarted(60)],
+        ..with_deployment(healthy(), DeploymentState::Running, "Deployment is running")
+    };
+    let (effects, next) = step(&phase, &obs, Instant::now());
+    assert_eq!(next.name(), "RollingBack", "{next:?}");
+    let why = reason(&next);
+    assert!(why.contains("address already in use"), "{why}");
+    assert!(why.contains("job version 4"), "{why}");
+    assert!(
+        writes(&effects)
+            .iter()
+            .any(|e| matches!(e, Effect::RevertJob { version: 3, .. })),
+        "{effects:?}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_exit_fails_the_gate_before_any_time_passes_not_after_the_restart_delays() {
+    let phase = verifying(job_only());
+    let started = Instant::now();
+    let obs = Observation {
+        allocations: vec![restarted(60)],
+        ..healthy()
+    };
+    let (_, next) = observe_for(phase, &obs, DEADLINE).await;
+    assert_eq!(next.name(), "RollingBack");
+    assert_eq!(Instant::now(), started, "decided on the first observation");
+}
+
+#[tokio::test(start_paused = true)]
+async fn restarts_an_allocation_carries_from_before_an_in_place_update_do_not_fail_the_gate() {
+    // Created (index 40) before our version was registered (JobModifyIndex 50): its restarts
+    // happened under the old version.
+    let phase = verifying(job_only());
+    let obs = Observation {
+        allocations: vec![restarted(40)],
+        ..healthy()
+    };
+    let (_, next) = observe_for(phase, &obs, MIN_HEALTHY + Duration::from_secs(1)).await;
+    assert_eq!(next.name(), "Ready", "{next:?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_task_restart_during_a_policy_only_change_is_left_to_nomads_restart_policy() {
+    let phase = verifying(policy_only());
+    let obs = Observation {
+        job: Some(job(4, "job-old")),
+        allocations: vec![restarted(60)],
+        ..healthy()
+    };
+    let (_, next) = observe_for(phase, &obs, MIN_HEALTHY + Duration::from_secs(1)).await;
+    assert_eq!(next.name(), "Ready", "{next:?}");
 }

@@ -1,0 +1,273 @@
+//! Preflight: what can be known about a new proxy version before the running one is touched.
+//!
+//! A structural change stops the running proxy (or, with a handover, starts a second one beside
+//! it). Anything that will certainly make the new version fail is checked first, so a bad edit
+//! costs nothing: the document is reported `Invalid` with the field to fix, and nothing is
+//! written to Nomad or the proxy.
+//!
+//! - **Ports.** Every static port of the new job is free, or held by the job version running now
+//!   (its own allocation holds it, and gives it up when replaced). The operator can only try to
+//!   bind ports on its own host, so the check runs only when the proxy is reached on a loopback
+//!   address (`proxy-operator dev`, the twin, where every node is this host). On a real cluster
+//!   the proxy's nodes are other hosts: there the check is skipped, and Nomad's own placement
+//!   (which refuses a static port another allocation reserved, but knows nothing of a process
+//!   outside Nomad holding it) and the fail-fast gate are what catch a taken port.
+//! - **Certificates.** Each `spec.tls.certificates` pair exists, parses as PEM X.509, the key
+//!   matches the certificate and it has not expired. The paths are the task's: the operator sees
+//!   them only with `raw_exec`, where the task runs on the host with host paths, and only when it
+//!   runs on that host; with docker or exec they live in a host volume on the proxy's node and
+//!   are not checked.
+//! - **Host volumes** are not checked yet: the Nomad client has no node read (`GET
+//!   /v1/node/:id`, `HostVolumes`) to check them with.
+
+use std::collections::BTreeSet;
+use std::net::{Ipv4Addr, TcpListener};
+use std::path::Path;
+
+use rustls_pki_types::PrivateKeyDer;
+use rustls_pki_types::pem::PemObject;
+use serde_json::Value;
+
+use crate::metrics::certificates_from_pem;
+use crate::spec::{FieldError, ValidatedSpec};
+
+/// Every static host port a Nomad job reserves (`TaskGroups[].Networks[].ReservedPorts[].Value`).
+/// Pure.
+#[must_use]
+pub fn static_ports(job: &Value) -> BTreeSet<u16> {
+    let job = crate::nomad::unwrap_job(job);
+    let groups = job.get("TaskGroups").and_then(Value::as_array);
+    groups
+        .into_iter()
+        .flatten()
+        .filter_map(|g| g.get("Networks").and_then(Value::as_array))
+        .flatten()
+        .filter_map(|n| n.get("ReservedPorts").and_then(Value::as_array))
+        .flatten()
+        .filter_map(|p| p.get("Value").and_then(Value::as_u64))
+        .filter_map(|p| u16::try_from(p).ok())
+        .filter(|p| *p != 0)
+        .collect()
+}
+
+/// Whether ports on `host` can be checked from here: only a loopback proxy is on this host.
+#[must_use]
+pub fn ports_checkable(host: &str) -> bool {
+    host == "localhost"
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+/// The ports of `wanted` that something other than the running job holds on this host. A port
+/// the running job reserves (`running`) is its own allocation's and is not tried. A port that
+/// cannot be bound for another reason than being in use (privileged ports without the
+/// capability) is not reported: nothing is known about it.
+#[must_use]
+pub fn taken_ports(wanted: &BTreeSet<u16>, running: &BTreeSet<u16>) -> Vec<u16> {
+    wanted
+        .difference(running)
+        .copied()
+        .filter(|port| {
+            // The proxy listens on every address; a listener on any of them conflicts, and
+            // binding the wildcard address is what finds it.
+            matches!(
+                TcpListener::bind((Ipv4Addr::UNSPECIFIED, *port)),
+                Err(e) if e.kind() == std::io::ErrorKind::AddrInUse
+            )
+        })
+        .collect()
+}
+
+/// What makes the new version of `job` fail before it starts, as field errors naming what to
+/// fix; empty when nothing is known to be wrong. `running` is the job version running now, if
+/// any; `host` is where the operator reaches the proxy; `now` is unix seconds.
+#[must_use]
+pub fn check(
+    spec: &ValidatedSpec,
+    job: &Value,
+    running: Option<&Value>,
+    host: &str,
+    now: i64,
+) -> Vec<FieldError> {
+    let mut errors = Vec::new();
+    if ports_checkable(host) {
+        let running = running.map(static_ports).unwrap_or_default();
+        for port in taken_ports(&static_ports(job), &running) {
+            let field = spec
+                .entry_points()
+                .iter()
+                .find(|e| e.address.port == port)
+                .map_or_else(
+                    || "spec.job".to_owned(),
+                    |e| format!("spec.entryPoints.{}.address", e.name),
+                );
+            errors.push(FieldError::new(
+                field,
+                format!(
+                    "port {port} is already in use on {host} by something other than the running proxy job; \
+                     free it or choose another port (nothing was changed, the running proxy keeps serving)"
+                ),
+            ));
+        }
+    }
+    if matches!(spec.driver(), crate::spec::Driver::RawExec(_)) {
+        for (i, pair) in spec.certificates().iter().enumerate() {
+            if let Err(why) = check_pair(Path::new(&pair.cert_file), Path::new(&pair.key_file), now)
+            {
+                errors.push(FieldError::new(
+                    format!("spec.tls.certificates[{i}]"),
+                    format!("{why}; nothing was changed, the running proxy keeps serving"),
+                ));
+            }
+        }
+    }
+    errors
+}
+
+/// A certificate and key file pair: both read, the certificate parses and has not expired, and
+/// the key is the certificate's. The key is never part of the message.
+fn check_pair(cert_file: &Path, key_file: &Path, now: i64) -> Result<(), String> {
+    let read = |path: &Path, what: &str| {
+        std::fs::read(path).map_err(|e| format!("{what} {} cannot be read: {e}", path.display()))
+    };
+    let cert_pem = read(cert_file, "certificate file")?;
+    let key_pem = read(key_file, "key file")?;
+    let certs = certificates_from_pem(&cert_pem).map_err(|e| {
+        format!(
+            "certificate file {} does not parse: {e}",
+            cert_file.display()
+        )
+    })?;
+    let Some(leaf) = certs.first() else {
+        return Err(format!(
+            "certificate file {} holds no certificate",
+            cert_file.display()
+        ));
+    };
+    if leaf.not_after < now {
+        return Err(format!(
+            "the certificate in {} expired (notAfter {} unix seconds)",
+            cert_file.display(),
+            leaf.not_after
+        ));
+    }
+    let key = PrivateKeyDer::from_pem_slice(&key_pem)
+        .map_err(|_| format!("key file {} holds no PEM private key", key_file.display()))?;
+    let signer = rustls::crypto::ring::sign::any_supported_type(&key)
+        .map_err(|_| format!("key file {} holds an unsupported key", key_file.display()))?;
+    let matches = signer
+        .public_key()
+        .is_some_and(|spki| spki.as_ref() == leaf.public_key_der.as_slice());
+    if !matches {
+        return Err(format!(
+            "key file {} does not belong to the certificate in {}",
+            key_file.display(),
+            cert_file.display()
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::panic)] // tests fail loudly
+mod tests {
+    use super::*;
+
+    fn job(ports: &[u16]) -> Value {
+        let reserved: Vec<Value> = ports
+            .iter()
+            .map(|p| serde_json::json!({"Label": format!("p{p}"), "Value": p}))
+            .collect();
+        serde_json::json!({"Job": {"ID": "proxy", "TaskGroups": [
+            {"Networks": [{"Mode": "host", "ReservedPorts": reserved}]}
+        ]}})
+    }
+
+    #[test]
+    fn static_ports_are_read_from_every_group_network() {
+        assert_eq!(
+            static_ports(&job(&[80, 443])),
+            [80, 443].into_iter().collect()
+        );
+        assert!(static_ports(&serde_json::json!({"ID": "x"})).is_empty());
+    }
+
+    #[test]
+    fn a_port_another_process_holds_is_taken_and_one_the_running_job_holds_is_not() {
+        let held = TcpListener::bind((Ipv4Addr::UNSPECIFIED, 0)).unwrap();
+        let port = held.local_addr().unwrap().port();
+        let free = {
+            let l = TcpListener::bind((Ipv4Addr::UNSPECIFIED, 0)).unwrap();
+            l.local_addr().unwrap().port()
+        };
+        let wanted: BTreeSet<u16> = [port, free].into_iter().collect();
+        assert_eq!(taken_ports(&wanted, &BTreeSet::new()), vec![port]);
+        assert!(taken_ports(&wanted, &[port].into_iter().collect()).is_empty());
+    }
+
+    #[test]
+    fn a_loopback_listener_is_found_by_the_wildcard_bind() {
+        let held = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+        let port = held.local_addr().unwrap().port();
+        assert_eq!(
+            taken_ports(&[port].into_iter().collect(), &BTreeSet::new()),
+            vec![port]
+        );
+    }
+
+    #[test]
+    fn ports_are_checked_only_on_a_loopback_proxy() {
+        assert!(ports_checkable("127.0.0.1"));
+        assert!(ports_checkable("localhost"));
+        assert!(ports_checkable("::1"));
+        assert!(!ports_checkable("10.0.0.5"));
+        assert!(!ports_checkable("proxy.internal"));
+    }
+
+    fn write_pair(dir: &Path, expired: bool) -> (std::path::PathBuf, std::path::PathBuf) {
+        let mut params = rcgen::CertificateParams::new(vec!["app.example.test".into()]).unwrap();
+        params.not_before = rcgen::date_time_ymd(2020, 1, 1);
+        params.not_after = if expired {
+            rcgen::date_time_ymd(2021, 1, 1)
+        } else {
+            rcgen::date_time_ymd(2099, 1, 1)
+        };
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = params.self_signed(&key).unwrap();
+        let (c, k) = (dir.join("cert.pem"), dir.join("key.pem"));
+        std::fs::write(&c, cert.pem()).unwrap();
+        std::fs::write(&k, key.serialize_pem()).unwrap();
+        (c, k)
+    }
+
+    #[test]
+    fn a_valid_matching_pair_passes_and_every_broken_pair_says_what_is_wrong() {
+        let dir = tempfile::tempdir().unwrap();
+        let now = 1_800_000_000; // 2027
+        let (cert, key) = write_pair(dir.path(), false);
+        check_pair(&cert, &key, now).unwrap();
+
+        let err = check_pair(&dir.path().join("missing.pem"), &key, now).unwrap_err();
+        assert!(err.contains("cannot be read"), "{err}");
+
+        let other = tempfile::tempdir().unwrap();
+        let (_, other_key) = write_pair(other.path(), false);
+        let err = check_pair(&cert, &other_key, now).unwrap_err();
+        assert!(err.contains("does not belong"), "{err}");
+
+        let gone = tempfile::tempdir().unwrap();
+        let (expired, expired_key) = write_pair(gone.path(), true);
+        let err = check_pair(&expired, &expired_key, now).unwrap_err();
+        assert!(err.contains("expired"), "{err}");
+
+        std::fs::write(dir.path().join("junk.pem"), "not pem").unwrap();
+        let err = check_pair(&dir.path().join("junk.pem"), &key, now).unwrap_err();
+        assert!(err.contains("does not parse"), "{err}");
+        let key_text = std::fs::read_to_string(&key).unwrap();
+        assert!(
+            !err.contains(key_text.lines().nth(1).unwrap()),
+            "no key material"
+        );
+    }
+}

@@ -1,0 +1,363 @@
+//! Availability (issue 13) on the in-memory fakes: a rollback always has somewhere to go while a
+//! good version exists, and a forged journal never points the operator's probes elsewhere.
+
+#![allow(clippy::unwrap_used, clippy::panic)] // tests fail loudly
+
+use std::time::Duration;
+
+use proxy_operator::consul::fake::FakeConsul;
+use proxy_operator::nomad::fake::FakeNomad;
+use proxy_operator::proxy;
+use proxy_operator::proxy::probe::fake::FakeProbe;
+use proxy_operator::reconcile::{Action, Config, Operator};
+use proxy_operator::render::{self, RenderContext};
+use proxy_operator::spec::{self, status::Phase, status::ProxyStatus};
+
+const PREFIX: &str = "po";
+const CONFIG: &str = "po/config";
+const STATUS: &str = "po/status";
+const JOURNAL: &str = "po/rollout";
+const JOB: &str = "proxy";
+
+fn with_cpu(cpu: u32) -> String {
+    format!(
+        "apiVersion: proxy-operator.io/v1alpha1
+kind: ProxyConfig
+spec:
+  proxy: traefik
+  rollout:
+    healthyDeadline: 20s
+    minHealthyTime: 2s
+  job:
+    resources:
+      cpu: {cpu}
+"
+    )
+}
+
+struct World {
+    consul: FakeConsul,
+    nomad: FakeNomad,
+    probe: FakeProbe,
+    op: Operator<FakeConsul, FakeNomad, FakeProbe>,
+}
+
+fn operator(
+    consul: &FakeConsul,
+    nomad: &FakeNomad,
+    probe: &FakeProbe,
+) -> Operator<FakeConsul, FakeNomad, FakeProbe> {
+    Operator::new(
+        Config::new(PREFIX),
+        consul.clone(),
+        nomad.clone(),
+        probe.clone(),
+    )
+}
+
+fn world() -> World {
+    let (consul, nomad, probe) = (FakeConsul::new(), FakeNomad::new(), FakeProbe::healthy());
+    let op = operator(&consul, &nomad, &probe);
+    World {
+        consul,
+        nomad,
+        probe,
+        op,
+    }
+}
+
+impl World {
+    fn put(&self, document: &str) {
+        self.consul.set(CONFIG, document);
+        let spec = spec::load(document.as_bytes()).unwrap();
+        let ctx = RenderContext {
+            prefix: PREFIX.into(),
+            owner: PREFIX.into(),
+            basic_auth_users: None,
+        };
+        let rendered = render::render(&spec, &ctx).unwrap();
+        self.probe.set_enabled(&proxy::traefik::expected_entries(
+            &rendered.traefik_kv,
+            "po/traefik/",
+        ));
+    }
+
+    fn status(&self) -> ProxyStatus {
+        serde_json::from_slice(&self.consul.value(STATUS).unwrap()).unwrap()
+    }
+
+    fn restart(&mut self) {
+        self.op = operator(&self.consul, &self.nomad, &self.probe);
+    }
+
+    async fn until(&mut self, done: impl Fn(&Self) -> bool) -> Action {
+        let mut action = self.op.reconcile().await;
+        for _ in 0..100 {
+            if done(self) {
+                return action;
+            }
+            tokio::time::advance(action.requeue_after.unwrap_or(Duration::from_millis(250))).await;
+            action = self.op.reconcile().await;
+        }
+        panic!("never got there; phase {}", self.op.phase().name());
+    }
+
+    async fn ready(&mut self, document: &str) {
+        self.put(document);
+        self.op.reconcile().await;
+        self.nomad.set_allocation_health(JOB, true);
+        self.until(|w| w.op.status().phase == Phase::Ready).await;
+    }
+
+    /// A structural change whose new version turns unhealthy, to its end.
+    async fn failing_change(&mut self, document: &str) {
+        self.put(document);
+        self.op.reconcile().await;
+        assert_eq!(self.op.phase().name(), "Verifying");
+        self.nomad.set_allocation_health(JOB, false);
+        self.until(|w| w.op.phase().is_at_rest()).await;
+    }
+}
+
+fn job_digest(job: &proxy_operator::nomad::Job) -> Option<String> {
+    job.meta.get("proxy-operator/spec-digest").cloned()
+}
+
+// === rollback without status ===
+
+#[tokio::test(start_paused = true)]
+async fn a_lost_status_document_still_rolls_a_failed_change_back_to_nomads_newest_stable_version() {
+    let mut w = world();
+    w.ready(&with_cpu(100)).await;
+    w.ready(&with_cpu(150)).await;
+    let good = w.nomad.job(JOB).unwrap();
+    assert!(
+        good.stable,
+        "a successful deployment marks the version stable"
+    );
+
+    w.consul.remove(STATUS);
+    w.consul.remove(JOURNAL);
+    w.restart();
+    w.failing_change(&with_cpu(200)).await;
+
+    assert_eq!(w.status().phase, Phase::RolledBack, "{:?}", w.status());
+    let revert = w.nomad.calls_of("job_revert");
+    assert_eq!(revert.len(), 1, "{:?}", w.nomad.calls());
+    let now = w.nomad.job(JOB).unwrap();
+    assert_eq!(
+        job_digest(&now),
+        job_digest(&good),
+        "the newest good version, not the first"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_unreadable_status_document_still_rolls_a_failed_change_back() {
+    let mut w = world();
+    w.ready(&with_cpu(100)).await;
+    let good = w.nomad.job(JOB).unwrap();
+
+    w.consul.set(STATUS, b"{\"phase\": \"Re");
+    w.restart();
+    w.failing_change(&with_cpu(200)).await;
+
+    assert_eq!(w.status().phase, Phase::RolledBack, "{:?}", w.status());
+    assert_eq!(job_digest(&w.nomad.job(JOB).unwrap()), job_digest(&good));
+}
+
+#[tokio::test(start_paused = true)]
+async fn without_a_stable_version_a_lost_status_leaves_the_failed_version_in_place_and_says_so() {
+    // No deployments (a system job before Nomad 1.11): Nomad never marks a version stable, so
+    // with the status lost nothing says which version passed.
+    let mut w = world();
+    w.nomad.set_deployments_enabled(false);
+    w.put(&with_cpu(100));
+    w.until(|w| w.op.status().phase == Phase::Ready).await;
+    assert!(!w.nomad.job(JOB).unwrap().stable);
+
+    w.consul.remove(STATUS);
+    w.restart();
+    w.put(&with_cpu(200));
+    w.op.reconcile().await;
+    w.nomad
+        .crash_allocations(JOB, &[("Terminated", "Exit Code: 1")]);
+    w.until(|w| w.op.phase().is_at_rest()).await;
+
+    assert_eq!(w.status().phase, Phase::Degraded, "{:?}", w.status());
+    assert!(w.nomad.calls_of("job_revert").is_empty());
+}
+
+#[tokio::test(start_paused = true)]
+async fn nomad_failing_to_list_versions_starts_no_rollout_without_a_rollback_target() {
+    let mut w = world();
+    w.ready(&with_cpu(100)).await;
+    w.consul.remove(STATUS);
+    w.restart();
+    w.put(&with_cpu(200));
+    w.nomad.fail_next(
+        "job_versions",
+        proxy_operator::nomad::Error::injected("versions", 503, "No cluster leader"),
+    );
+    w.op.reconcile().await;
+    let registers = w.nomad.calls_of("job_register").len();
+    assert_eq!(registers, 1, "only the first version was registered");
+    assert!(w.op.phase().is_at_rest());
+}
+
+// === the journal is untrusted input ===
+
+fn with_probe(cpu: u32) -> String {
+    format!(
+        "{}  entryPoints:\n    web:\n      address: \":18080\"\n  rollout:\n    healthyDeadline: 20s\n    minHealthyTime: 2s\n    probes:\n      - host: app.example.test\n        path: /healthz\n        entryPoint: web\n        expectStatus: 200\n",
+        with_cpu(cpu).replace(
+            "  rollout:\n    healthyDeadline: 20s\n    minHealthyTime: 2s\n",
+            ""
+        )
+    )
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_forged_journal_never_points_the_gate_at_another_host() {
+    let mut w = world();
+    w.ready(&with_probe(100)).await;
+    w.put(&with_probe(200));
+    w.op.reconcile().await;
+    assert_eq!(w.op.phase().name(), "Verifying");
+    let mut j: serde_json::Value =
+        serde_json::from_slice(&w.consul.value(JOURNAL).unwrap()).unwrap();
+    let gate = &mut j["change"]["gate"];
+    assert!(gate["probes"][0]["address"].is_string(), "{gate}");
+    gate["proxyApi"] = "http://169.254.169.254:80".into();
+    gate["probes"][0]["address"] = "10.9.8.7:9200".into();
+    w.consul.set(JOURNAL, serde_json::to_vec(&j).unwrap());
+
+    w.restart();
+    w.nomad.set_allocation_health(JOB, true);
+    w.until(|w| w.op.phase().is_at_rest()).await;
+
+    let targets = w.probe.targets();
+    assert!(!targets.is_empty());
+    for target in &targets {
+        assert!(
+            target.starts_with("http://127.0.0.1:") || target.starts_with("127.0.0.1:"),
+            "the operator was made to reach {target}"
+        );
+    }
+    assert!(targets.iter().any(|t| t == "127.0.0.1:9200"), "{targets:?}");
+    assert!(
+        targets.iter().any(|t| t == "http://127.0.0.1:80"),
+        "{targets:?}"
+    );
+}
+
+fn with_big_headers(n: usize, bytes: usize) -> String {
+    let headers: String = (0..n)
+        .map(|i| format!("        X-Big-{i}: \"{}\"\n", "a".repeat(bytes)))
+        .collect();
+    format!(
+        "{}  middlewares:\n    securityHeaders:\n      headers:\n{headers}",
+        with_cpu(100)
+    )
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_rollout_whose_journal_cannot_fit_in_consul_is_blocked_with_a_clear_reason_and_writes_nothing()
+ {
+    let mut w = world();
+    w.ready(&with_cpu(100)).await;
+    let version = w.nomad.job(JOB).unwrap().version;
+    let txns = w.consul.calls_of("txn").len();
+
+    w.put(&with_big_headers(20, 10 * 1024));
+    let action = w.op.reconcile().await;
+
+    assert_eq!(action.requeue_after, None, "not retried in a loop");
+    let status = String::from_utf8(w.consul.value(STATUS).unwrap()).unwrap();
+    assert!(status.contains("JournalTooLarge"), "{status}");
+    assert!(status.contains("rollout journal would be"), "{status}");
+    assert!(w.consul.value(JOURNAL).is_none());
+    assert!(w.op.phase().is_at_rest());
+    assert_eq!(
+        w.nomad.job(JOB).unwrap().version,
+        version,
+        "the job is untouched"
+    );
+    // Only the status write: no policy transaction.
+    assert_eq!(w.consul.calls_of("txn").len(), txns + 1);
+    assert!(
+        w.consul
+            .value(
+                "po/traefik/http/middlewares/security-headers/headers/customResponseHeaders/X-Big-0"
+            )
+            .is_none()
+    );
+}
+
+// === preflight before touching the running proxy ===
+
+fn with_web_port(cpu: u32, port: u16) -> String {
+    format!(
+        "{}  entryPoints:\n    web:\n      address: \":{port}\"\n",
+        with_cpu(cpu)
+    )
+}
+
+fn held_port() -> std::net::TcpListener {
+    std::net::TcpListener::bind(("0.0.0.0", 0)).unwrap()
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_structural_change_to_a_port_something_else_holds_is_invalid_and_touches_nothing() {
+    let mut w = world();
+    let free = held_port();
+    let free_port = free.local_addr().unwrap().port();
+    drop(free);
+    w.ready(&with_web_port(100, free_port)).await;
+    let before = w.nomad.job(JOB).unwrap();
+    let registers = w.nomad.calls_of("job_register").len();
+
+    let squatter = held_port();
+    let taken = squatter.local_addr().unwrap().port();
+    w.put(&with_web_port(100, taken));
+    let action = w.op.reconcile().await;
+
+    assert_eq!(action.requeue_after, None);
+    let status = w.status();
+    assert_eq!(status.phase, Phase::Invalid, "{status:?}");
+    let text = serde_json::to_string(&status).unwrap();
+    assert!(text.contains("spec.entryPoints.web.address"), "{text}");
+    assert!(
+        text.contains(&format!("port {taken} is already in use")),
+        "{text}"
+    );
+    assert_eq!(
+        w.nomad.calls_of("job_register").len(),
+        registers,
+        "nothing registered"
+    );
+    assert_eq!(w.nomad.job(JOB).unwrap().version, before.version);
+    assert!(w.consul.value(JOURNAL).is_none());
+
+    // Freed, the same document rolls out on the next pass.
+    drop(squatter);
+    w.put(&with_web_port(100, taken));
+    w.op.reconcile().await;
+    assert_eq!(w.nomad.calls_of("job_register").len(), registers + 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_port_the_running_proxy_job_holds_passes_preflight() {
+    let mut w = world();
+    let port = held_port().local_addr().unwrap().port();
+    w.ready(&with_web_port(100, port)).await;
+    // The running version reserves the port and now listens on it (the fake Nomad binds
+    // nothing: this listener plays the running proxy's socket).
+    let running_proxy = std::net::TcpListener::bind(("0.0.0.0", port)).unwrap();
+    let registers = w.nomad.calls_of("job_register").len();
+    w.put(&with_web_port(250, port));
+    w.op.reconcile().await;
+    assert_eq!(w.nomad.calls_of("job_register").len(), registers + 1);
+    assert_eq!(w.op.phase().name(), "Verifying");
+    drop(running_proxy);
+}
