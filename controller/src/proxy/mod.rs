@@ -12,8 +12,8 @@
 //! Modules:
 //! - `traefik`: policies as the Consul KV provider tree, written in one transaction; health
 //!   from `/ping` and `/api/rawdata`.
-//! - `plain`: a proxy the operator only runs as a Nomad job (Caddy until its own module lands):
-//!   no live policy, gated on job health and route probes.
+//! - `caddy`: the whole config through the admin API (`POST /load`), routes from the Consul
+//!   catalog, policy identity and config identity in the gate.
 //! - `probe`: the HTTP seam every driver reads a proxy through (and its test double).
 
 use std::sync::Arc;
@@ -26,11 +26,9 @@ use crate::rollout::{ApplyError, Gate, ProxyObservation};
 use crate::spec::{ProxyKind, ValidatedSpec};
 
 pub mod caddy;
-mod plain;
 pub mod probe;
 pub mod traefik;
 
-pub use plain::PlainDriver;
 use probe::ProxyProbe;
 pub use traefik::TraefikDriver;
 
@@ -129,7 +127,7 @@ impl Proxies {
                 Arc::clone(&probe),
                 kv_root,
             )),
-            caddy: Box::new(PlainDriver::new(ProxyKind::Caddy, consul, probe, kv_root)),
+            caddy: Box::new(caddy::CaddyDriver::new(consul, probe, kv_root)),
         }
     }
 
@@ -148,7 +146,7 @@ impl Proxies {
 pub fn gate(spec: &ValidatedSpec, rendered: &Rendered, kv_root: &str, reach: &Reach) -> Gate {
     match spec.proxy() {
         ProxyKind::Traefik => traefik::gate(spec, rendered, kv_root, reach),
-        ProxyKind::Caddy => plain::gate(ProxyKind::Caddy, spec, reach),
+        ProxyKind::Caddy => caddy::gate(spec, rendered, kv_root, reach),
     }
 }
 

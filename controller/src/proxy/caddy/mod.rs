@@ -34,13 +34,16 @@
 
 pub mod admin;
 pub mod config;
+mod driver;
 pub mod routes;
 pub mod sync;
 mod traefik_tags;
+mod watch;
 
 pub use admin::{CaddyAdmin, HttpCaddyAdmin};
 pub use config::{
     AdminEndpoint, CaddyConfig, CaddyOptions, Secrets, caddy_unsupported, render_config, resolve,
 };
+pub use driver::{CaddyDriver, POLICY_KEY, gate};
 pub use routes::{Catalog, RouteSettings, RouteTable, build_routes};
 pub use sync::Sync;
