@@ -627,7 +627,7 @@ async fn switching_traefik_caddy_traefik_under_traffic_and_a_failed_switch_rolls
     serving().await;
     let on_traefik = eventually(Duration::from_secs(20), || async {
         let v = migrated_view(cluster.websecure).await;
-        (v[1].0 == 200).then_some(v)
+        (v[0].0 == 200).then_some(v)
     })
     .await
     .expect("migrated service routed on Traefik");
@@ -698,7 +698,11 @@ async fn switching_traefik_caddy_traefik_under_traffic_and_a_failed_switch_rolls
             s.phase == Phase::RolledBack
         })
         .await;
-    assert_eq!(status.proxy, Some(ProxyKind::Traefik), "{status:?}");
+    let job = cluster.nomad_get(&format!("/v1/job/{JOB}")).await.unwrap();
+    assert_eq!(
+        job["Meta"]["proxy-operator/proxy"], "traefik",
+        "the job was not reverted to Traefik: {status:?}"
+    );
     serving().await;
     assert!(
         pid_listening_on(cluster.websecure).is_some(),

@@ -6,9 +6,10 @@
 //! short debounce, and loads the whole config (`POST /load`) whenever the rendered identity
 //! differs from what Caddy reports. Caddy is never restarted for a catalog change.
 //!
-//! Once a second it reads Caddy's identity back (one loopback GET, no Consul traffic): an
-//! identity that is not the one loaded last means Caddy restarted from its bootstrap config (or
-//! someone loaded another config), and the same pass loads ours again.
+//! Once a second it reads Caddy's identity back (one loopback GET, no Consul traffic; every
+//! 100 ms while Caddy is not running our config): an identity that is not the one loaded last
+//! means Caddy restarted from its bootstrap config (or someone loaded another config), and the
+//! same pass loads ours again.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -28,8 +29,11 @@ use crate::transport::{QueryOptions, Watch};
 
 /// How long a burst of catalog events is gathered before one load.
 pub const DEBOUNCE: Duration = Duration::from_millis(25);
-/// How often Caddy's identity is read back while a config is live.
+/// How often Caddy's identity is read back while Caddy runs our config.
 const IDENTITY_CHECK: Duration = Duration::from_secs(1);
+/// How often while it does not (starting, restarted, unreachable): a Caddy that Nomad just
+/// (re)started serves its bootstrap config, without routes, until this finds it.
+const CATCH_UP: Duration = Duration::from_millis(100);
 /// Blocking-query wait.
 const WAIT: Duration = Duration::from_secs(300);
 /// Pause after a failed catalog read.
@@ -219,9 +223,15 @@ pub(super) async fn run<C: ConsulApi + 'static>(
     let mut sync = Sync::new();
     let mut admin_cache = None;
     let mut last = Report::default();
+    // The identity of the last config Caddy refused: never sent again.
+    let mut refused: Option<String> = None;
     loop {
         let live = shared.lock().live.clone();
-        let tick = if live.is_some() { IDENTITY_CHECK } else { WAIT };
+        let tick = match (&live, &last.loaded) {
+            (None, _) => WAIT,
+            (Some(_), Some(_)) => IDENTITY_CHECK,
+            (Some(_), None) => CATCH_UP,
+        };
         tokio::select! {
             event = rx.recv() => {
                 let Some(event) = event else { return };
@@ -301,6 +311,13 @@ pub(super) async fn run<C: ConsulApi + 'static>(
             }
         }
         let identity = config.identity.clone();
+        if refused.as_deref() == Some(identity.as_str()) {
+            // Terminal for this config: Caddy keeps the previous one until something changes.
+            report.rejected = last.rejected.clone();
+            last = report;
+            shared.report.send_replace(last.clone());
+            continue;
+        }
         match sync.apply(&admin, config).await {
             Ok(outcome) => {
                 debug!(?outcome, identity = %identity, routes = routes.routes.len(), "Caddy config in sync");
@@ -309,6 +326,7 @@ pub(super) async fn run<C: ConsulApi + 'static>(
             Err(admin::Error::Rejected { message, .. }) => {
                 warn!(error = %message, "Caddy refused the config and keeps the previous one");
                 report.rejected = Some(message);
+                refused = Some(identity);
             }
             Err(e) => {
                 debug!(error = %e, "loading Caddy's config failed; retrying");
