@@ -449,3 +449,7 @@ pub(super) fn live_config(
 ) -> Result<CaddyConfig, config::Error> {
     render_config(model, routes, &options(model, Secrets::Include))
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::panic)] // tests fail loudly
+mod tests;
