@@ -183,3 +183,24 @@ fn the_caddy_example_renders_its_job_and_live_config() {
         format!("http://127.0.0.1:{}", model.dashboard.address.port)
     );
 }
+
+#[test]
+fn with_the_default_driver_changing_spec_proxy_alone_switches_binary_image_and_version() {
+    let render = |proxy: &str| {
+        let text = format!(
+            "apiVersion: proxy-operator.io/v1alpha1\nkind: ProxyConfig\nspec:\n  proxy: {proxy}\n  domainSuffix: example.net\n"
+        );
+        let spec = crate::spec::load(text.as_bytes()).unwrap();
+        crate::render::render(&spec, &RenderContext::default())
+            .unwrap()
+            .job
+    };
+    let traefik = render("traefik");
+    let caddy = render("caddy");
+    let task = |job: &serde_json::Value| job["TaskGroups"][0]["Tasks"][0]["Config"].clone();
+    assert_eq!(task(&traefik)["image"], "traefik:v3.7.15");
+    assert_eq!(task(&traefik)["command"], "traefik");
+    assert_eq!(task(&caddy)["image"], "caddy:2.11.7");
+    assert_eq!(task(&caddy)["command"], "caddy");
+    assert_eq!(caddy["Meta"]["proxy-operator/proxy"], "caddy");
+}
