@@ -324,7 +324,7 @@ impl<C: ConsulApi + 'static, P: ProxyProbe> ProxyDriver for CaddyDriver<C, P> {
                         false,
                     ));
                 }
-            } else if delete.iter().any(|k| *k == self.key) {
+            } else if delete.contains(&self.key) {
                 // Another proxy takes over: stop loading Caddy.
                 self.request(None).await;
             }
