@@ -38,6 +38,8 @@ const CATCH_UP: Duration = Duration::from_millis(100);
 const WAIT: Duration = Duration::from_secs(300);
 /// Pause after a failed catalog read.
 const RETRY: Duration = Duration::from_secs(1);
+/// How often an unreachable Caddy's policy key is read again.
+const RECHECK: Duration = Duration::from_secs(5);
 /// The longest a load waits for the first answer of a new service's health watch.
 const FIRST_READ: Duration = Duration::from_secs(2);
 
@@ -225,6 +227,7 @@ pub(super) async fn run<C: ConsulApi + 'static>(
     let mut last = Report::default();
     // The identity of the last config Caddy refused: never sent again.
     let mut refused: Option<String> = None;
+    let mut last_recheck = Instant::now();
     loop {
         let live = shared.lock().live.clone();
         let tick = match (&live, &last.loaded) {
@@ -301,8 +304,14 @@ pub(super) async fn run<C: ConsulApi + 'static>(
             }
             Ok(_) => {}
             Err(e) => {
-                // Caddy is not up (yet): keep what we know, try again at the next tick.
+                // Caddy is not up (yet): keep what we know, try again at the next tick. Now and
+                // then, check that Caddy is still the proxy: a switch away deletes the policy key
+                // through the other proxy's driver, and then there is nothing to catch up with.
                 debug!(error = %e, "Caddy's admin API does not answer");
+                if last_recheck.elapsed() >= RECHECK {
+                    last_recheck = Instant::now();
+                    recheck_kv(&*consul, &key, &shared).await;
+                }
                 report.loaded = None;
                 sync.forget();
                 last = report;
@@ -354,5 +363,68 @@ async fn adopt_from_kv<C: ConsulApi>(consul: &C, key: &str, shared: &Shared) {
         && let Some(policy) = value
     {
         state.live = state.find(&policy);
+    }
+}
+
+/// While Caddy does not answer: the policy key tells whether Caddy is still the proxy. Deleted
+/// (another proxy took over) stops the catch-up; another rendered policy is loaded instead.
+async fn recheck_kv<C: ConsulApi>(consul: &C, key: &str, shared: &Shared) {
+    let Ok((pair, _)) = consul.kv_get(key, QueryOptions::NOW).await else {
+        return;
+    };
+    let value = pair.and_then(|p| String::from_utf8(p.value).ok());
+    let mut state = shared.lock();
+    if state.live.as_ref().map(|l| l.policy.as_str()) != value.as_deref() {
+        info!(policy = ?value, "the Caddy policy key changed while Caddy is down; following it");
+        state.live = value.and_then(|v| state.find(&v));
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)] // tests fail loudly
+mod tests {
+    use super::*;
+    use crate::consul::fake::FakeConsul;
+    use crate::proxy::caddy::driver::State;
+
+    #[test]
+    fn caddy_follows_services_with_hind_or_traefik_tags_or_all_when_exposed_by_default() {
+        let tags = |t: &[&str]| t.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+        assert!(relevant(&tags(&["https://a.example.org"]), false));
+        assert!(relevant(&tags(&["traefik.enable=true"]), false));
+        assert!(!relevant(&tags(&["urlprefix-a/", "http"]), false));
+        assert!(relevant(&[], true));
+    }
+
+    #[tokio::test]
+    async fn a_deleted_policy_key_stops_the_catch_up_of_a_caddy_that_is_gone() {
+        let consul = FakeConsul::new();
+        let model = Arc::new(crate::spec::load(
+            b"apiVersion: proxy-operator.io/v1alpha1\nkind: ProxyConfig\nspec:\n  proxy: caddy\n",
+        )
+        .unwrap()
+        .model()
+        .clone());
+        let shared = Shared {
+            state: std::sync::Mutex::new(State::default()),
+            kick: tokio::sync::Notify::new(),
+            report: tokio::sync::watch::Sender::new(Report::default()),
+        };
+        shared.lock().live = Some(Live {
+            policy: "p1".into(),
+            model,
+        });
+        consul.set("po/traefik/caddy", "p1");
+        recheck_kv(&consul, "po/traefik/caddy", &shared).await;
+        assert!(
+            shared.lock().live.is_some(),
+            "the key still names our policy"
+        );
+        consul.remove("po/traefik/caddy");
+        recheck_kv(&consul, "po/traefik/caddy", &shared).await;
+        assert!(
+            shared.lock().live.is_none(),
+            "still loading a Caddy that was switched away"
+        );
     }
 }
