@@ -7,7 +7,7 @@
 //! differs from what Caddy reports. Caddy is never restarted for a catalog change.
 //!
 //! Once a second it reads Caddy's identity back (one loopback GET, no Consul traffic; every
-//! 100 ms while Caddy is not running our config): an identity that is not the one loaded last
+//! 20 ms while Caddy is not running our config): an identity that is not the one loaded last
 //! means Caddy restarted from its bootstrap config (or someone loaded another config), and the
 //! same pass loads ours again.
 
@@ -33,7 +33,7 @@ pub const DEBOUNCE: Duration = Duration::from_millis(25);
 const IDENTITY_CHECK: Duration = Duration::from_secs(1);
 /// How often while it does not (starting, restarted, unreachable): a Caddy that Nomad just
 /// (re)started serves its bootstrap config, without routes, until this finds it.
-const CATCH_UP: Duration = Duration::from_millis(100);
+const CATCH_UP: Duration = Duration::from_millis(20);
 /// Blocking-query wait.
 const WAIT: Duration = Duration::from_secs(300);
 /// Pause after a failed catalog read.
