@@ -141,6 +141,22 @@ impl Proxies {
     }
 }
 
+/// What the loop renders for `spec` (the job and the policy entries under `kv_root`), pure: the
+/// same as the proxy's driver renders, for the CLI's `render`, `plan` and `validate`.
+///
+/// # Errors
+/// The document cannot be rendered for its proxy (terminal).
+pub fn render(
+    spec: &ValidatedSpec,
+    ctx: &RenderContext,
+    kv_root: &str,
+) -> render::Result<Rendered> {
+    match spec.proxy() {
+        ProxyKind::Traefik => render::render(spec, ctx),
+        ProxyKind::Caddy => caddy::render(spec, ctx, kv_root),
+    }
+}
+
 /// The health gate a rollout of `spec` must pass, derived by the proxy's own module. Pure.
 #[must_use]
 pub fn gate(spec: &ValidatedSpec, rendered: &Rendered, kv_root: &str, reach: &Reach) -> Gate {

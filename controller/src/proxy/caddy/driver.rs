@@ -110,6 +110,38 @@ fn policy_identity(model: &Model) -> Result<String, config::Error> {
         .to_owned())
 }
 
+/// What the loop registers and writes for a Caddy document, pure: the job (its bootstrap config
+/// without policy or routes) and the policy key under `kv_root`. The CLI's `render`, `plan` and
+/// `validate` must use this (through [`crate::proxy::render`]) to show what the loop does.
+///
+/// # Errors
+/// The document cannot be rendered for Caddy (terminal).
+pub fn render(
+    spec: &ValidatedSpec,
+    ctx: &RenderContext,
+    kv_root: &str,
+) -> render::Result<Rendered> {
+    render_with_model(spec, ctx, &format!("{kv_root}{POLICY_KEY}")).map(|(r, _, _)| r)
+}
+
+fn render_with_model(
+    spec: &ValidatedSpec,
+    ctx: &RenderContext,
+    key: &str,
+) -> render::Result<(Rendered, Model, String)> {
+    let model = config::resolve(spec, ctx.basic_auth_users.as_deref()).map_err(render_err)?;
+    let policy = policy_identity(&model).map_err(render_err)?;
+    // The job carries neither the policy nor the routes: editing either must not register a new
+    // job version (no restart), and the job is readable by anyone with read-job.
+    let mut boot = model.clone();
+    boot.policy = render::model::Policy::default();
+    boot.dashboard.address.host = "127.0.0.1".into();
+    let mut rendered = render::render_model(&boot, ctx)?;
+    rendered.traefik_kv = vec![(key.to_owned(), policy.clone())];
+    rendered.kv_digest = render::digest_kv(&rendered.traefik_kv);
+    Ok((rendered, model, policy))
+}
+
 /// A model the watch loads, named by its policy identity.
 #[derive(Debug, Clone)]
 pub(super) struct Live {
@@ -271,16 +303,7 @@ impl<C: ConsulApi + 'static, P: ProxyProbe> ProxyDriver for CaddyDriver<C, P> {
     }
 
     fn render(&self, spec: &ValidatedSpec, ctx: &RenderContext) -> render::Result<Rendered> {
-        let model = config::resolve(spec, ctx.basic_auth_users.as_deref()).map_err(render_err)?;
-        let policy = policy_identity(&model).map_err(render_err)?;
-        // The job carries neither the policy nor the routes: editing either must not register
-        // a new job version (no restart), and the job is readable by anyone with read-job.
-        let mut boot = model.clone();
-        boot.policy = render::model::Policy::default();
-        boot.dashboard.address.host = "127.0.0.1".into();
-        let mut rendered = render::render_model(&boot, ctx)?;
-        rendered.traefik_kv = vec![(self.key.clone(), policy.clone())];
-        rendered.kv_digest = render::digest_kv(&rendered.traefik_kv);
+        let (rendered, model, policy) = render_with_model(spec, ctx, &self.key)?;
         {
             let mut state = self.shared.lock();
             state.rendered.retain(|l| l.policy != policy);

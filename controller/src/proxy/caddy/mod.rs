@@ -50,6 +50,6 @@ pub use admin::{CaddyAdmin, HttpCaddyAdmin};
 pub use config::{
     AdminEndpoint, CaddyConfig, CaddyOptions, Secrets, caddy_unsupported, render_config, resolve,
 };
-pub use driver::{CaddyDriver, POLICY_KEY, gate};
+pub use driver::{CaddyDriver, POLICY_KEY, gate, render};
 pub use routes::{Catalog, RouteSettings, RouteTable, build_routes};
 pub use sync::Sync;

@@ -204,3 +204,14 @@ fn with_the_default_driver_changing_spec_proxy_alone_switches_binary_image_and_v
     assert_eq!(task(&caddy)["command"], "caddy");
     assert_eq!(caddy["Meta"]["proxy-operator/proxy"], "caddy");
 }
+
+#[tokio::test]
+async fn the_pure_render_the_cli_uses_is_what_the_driver_renders() {
+    let (driver, _) = driver();
+    let spec = doc(ALLOW);
+    let ctx = RenderContext::default();
+    let from_driver = driver.render(&spec, &ctx).unwrap();
+    let pure = crate::proxy::render(&spec, &ctx, ROOT).unwrap();
+    assert_eq!(pure.job_digest, from_driver.job_digest);
+    assert_eq!(pure.traefik_kv, from_driver.traefik_kv);
+}
