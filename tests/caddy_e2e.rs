@@ -23,7 +23,10 @@ use proxy_operator::spec::ProxyKind;
 use proxy_operator::spec::status::{Phase, ProxyStatus};
 use proxy_operator::transport::{Api as ClientApi, ClientConfig};
 use serde_json::{Value, json};
-use support::{Backend, Seen, eventually, free_port, get_with_host, pid_listening_on};
+use support::{
+    Backend, ChildGuard, Seen, eventually, free_port, get_with_host, pid_listening_on,
+    process_alive,
+};
 use tokio::sync::{Semaphore, SemaphorePermit, oneshot};
 use tokio::task::JoinHandle;
 
@@ -709,4 +712,47 @@ async fn switching_traefik_caddy_traefik_under_traffic_and_a_failed_switch_rolls
         "nothing serves after the rollback"
     );
     drop(taken);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dev_with_proxy_caddy_serves_the_demo_through_real_caddy_and_ctrl_c_stops_it() {
+    let _slot = SLOTS.acquire().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let http = free_port();
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_proxy-operator"));
+    cmd.args(["dev", "--proxy", "caddy", "--http-port", &http.to_string()])
+        .arg("--caddy-bin")
+        .arg(support::caddy_bin());
+    let dev = ChildGuard::spawn(cmd, &dir.path().join("dev.log"));
+    let seen = eventually(Duration::from_secs(90), || async {
+        get_with_host(http, "demo.localhost", "/")
+            .await
+            .filter(|s| s.status == 200)
+    })
+    .await;
+    let Some(seen) = seen else {
+        panic!(
+            "the demo app was never served through Caddy:\n{}",
+            dev.log()
+        )
+    };
+    assert_eq!(seen.header("x-backend"), Some("demo"));
+    assert_eq!(seen.header("via"), Some("1.1 Caddy"), "{seen:?}");
+    assert_eq!(seen.header("x-content-type-options"), Some("nosniff"));
+    assert!(dev.log().contains("Caddy admin API"), "{}", dev.log());
+    let caddy = pid_listening_on(http).expect("Caddy listens on the http port");
+    assert_ne!(caddy, dev.pid());
+    let kill = std::process::Command::new("kill")
+        .args(["-INT", &dev.pid().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    let gone = eventually(Duration::from_secs(30), || async {
+        (!process_alive(caddy) && pid_listening_on(http).is_none()).then_some(())
+    })
+    .await;
+    assert!(
+        gone.is_some(),
+        "Caddy (pid {caddy}) survived dev's shutdown"
+    );
 }
