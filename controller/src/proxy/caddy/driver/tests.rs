@@ -215,3 +215,19 @@ async fn the_pure_render_the_cli_uses_is_what_the_driver_renders() {
     assert_eq!(pure.job_digest, from_driver.job_digest);
     assert_eq!(pure.traefik_kv, from_driver.traefik_kv);
 }
+
+#[test]
+fn with_raw_exec_and_no_command_changing_spec_proxy_alone_switches_the_binary() {
+    let command = |proxy: &str| {
+        let text = format!(
+            "apiVersion: proxy-operator.io/v1alpha1\nkind: ProxyConfig\nspec:\n  proxy: {proxy}\n  job:\n    driver:\n      rawExec: {{}}\n"
+        );
+        let spec = crate::spec::load(text.as_bytes()).unwrap();
+        let job = crate::render::render(&spec, &RenderContext::default())
+            .unwrap()
+            .job;
+        job["TaskGroups"][0]["Tasks"][0]["Config"]["command"].clone()
+    };
+    assert_eq!(command("traefik"), "traefik");
+    assert_eq!(command("caddy"), "caddy");
+}
