@@ -96,7 +96,9 @@ impl Cluster {
     }
 
     /// A document for `proxy` on this cluster. Only `proxy` and the binary differ between the
-    /// two proxies (the raw_exec command names a binary; see the report on one-field switches).
+    /// two proxies: the pinned binaries live in `.venv/bin`, not in the PATH the twin's executor
+    /// inherits, so the command is an absolute path here. Without a command (`rawExec: {}`) or
+    /// with the docker driver, `proxy` alone switches (unit tests in `proxy/caddy/driver`).
     fn doc(&self, proxy: ProxyKind, redirect: bool, middlewares: Value) -> Value {
         let (name, bin) = match proxy {
             ProxyKind::Traefik => ("traefik", support::traefik_bin()),
