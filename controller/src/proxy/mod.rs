@@ -12,8 +12,8 @@
 //! Modules:
 //! - `traefik`: policies as the Consul KV provider tree, written in one transaction; health
 //!   from `/ping` and `/api/rawdata`.
-//! - `plain`: a proxy the operator only runs as a Nomad job (Caddy until its own module lands):
-//!   no live policy, gated on job health and route probes.
+//! - `caddy`: the whole config through the admin API (`POST /load`), routes from the Consul
+//!   catalog, policy identity and config identity in the gate.
 //! - `probe`: the HTTP seam every driver reads a proxy through (and its test double).
 
 use std::sync::Arc;
@@ -27,12 +27,10 @@ use crate::rollout::{ApplyError, Gate, ProxyObservation};
 use crate::spec::{ProxyKind, ValidatedSpec};
 
 pub mod caddy;
-mod plain;
 pub mod preflight;
 pub mod probe;
 pub mod traefik;
 
-pub use plain::PlainDriver;
 use probe::ProxyProbe;
 pub use traefik::TraefikDriver;
 
@@ -133,7 +131,7 @@ impl Proxies {
                 Arc::clone(&probe),
                 kv_root,
             )),
-            caddy: Box::new(PlainDriver::new(ProxyKind::Caddy, consul, probe, kv_root)),
+            caddy: Box::new(caddy::CaddyDriver::new(consul, probe, kv_root)),
         }
     }
 
@@ -147,12 +145,28 @@ impl Proxies {
     }
 }
 
+/// What the loop renders for `spec` (the job and the policy entries under `kv_root`), pure: the
+/// same as the proxy's driver renders, for the CLI's `render`, `plan` and `validate`.
+///
+/// # Errors
+/// The document cannot be rendered for its proxy (terminal).
+pub fn render(
+    spec: &ValidatedSpec,
+    ctx: &RenderContext,
+    kv_root: &str,
+) -> render::Result<Rendered> {
+    match spec.proxy() {
+        ProxyKind::Traefik => render::render(spec, ctx),
+        ProxyKind::Caddy => caddy::render(spec, ctx, kv_root),
+    }
+}
+
 /// The health gate a rollout of `spec` must pass, derived by the proxy's own module. Pure.
 #[must_use]
 pub fn gate(spec: &ValidatedSpec, rendered: &Rendered, kv_root: &str, reach: &Reach) -> Gate {
     match spec.proxy() {
         ProxyKind::Traefik => traefik::gate(spec, rendered, kv_root, reach),
-        ProxyKind::Caddy => plain::gate(ProxyKind::Caddy, spec, reach),
+        ProxyKind::Caddy => caddy::gate(spec, rendered, kv_root, reach),
     }
 }
 

@@ -662,7 +662,9 @@ pub struct DockerDriver {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct CommandDriver {
-    /// The proxy binary: an absolute path, or a name looked up in the node's PATH.
+    /// The proxy binary: an absolute path, or a name looked up in the node's PATH (default: the
+    /// proxy's name, `traefik` or `caddy`, so changing `spec.proxy` alone switches the binary).
+    #[serde(default)]
     pub command: String,
     /// Extra arguments before the ones the operator adds (config file flags).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]

@@ -8,6 +8,8 @@
 //!   [`config::caddy_unsupported`], the policies the stock build cannot express.
 //! - [`admin`]: the admin API client behind [`admin::CaddyAdmin`].
 //! - [`sync`]: decides whether a catalog snapshot needs a new `/load`.
+//! - `driver`: [`CaddyDriver`], the [`super::ProxyDriver`] the loop calls, and [`gate`].
+//! - `watch`: the driver's task following the catalog and Caddy's identity.
 //!
 //! What the proxy driver calls, in order, for each pass (catalog change or spec change):
 //! 1. [`config::resolve`] (the spec's model plus the basic-auth users read from `usersFrom`),
@@ -19,10 +21,14 @@
 //!    only with passive health checks, which the config does not turn on), and route probes
 //!    pass through the entry points.
 //!
-//! A restarted Caddy (Nomad restarts it from the bootstrap config, rendered with
-//! [`config::Secrets::Withhold`]) answers a different identity; the driver then calls
-//! [`sync::Sync::forget`] and loads again (`tests/caddy_restart.rs`: ~90 ms to serve the
-//! bootstrap routes, ~120 ms to the live config).
+//! A restarted Caddy (Nomad restarts it from the job's bootstrap config, which the driver renders
+//! without routes and without policy, so it answers only 404 and the HTTPS redirect) answers a
+//! different identity; the watch then calls [`sync::Sync::forget`] and loads again within its
+//! 20 ms catch-up tick (`tests/caddy_e2e.rs` measures kill -9 → serving: ~10.2 s, of which 10 s
+//! is the job's restart delay). [`config::Secrets::Withhold`] renders a bootstrap config that
+//! holds routes (`tests/caddy_restart.rs`: ~90 ms to serve them, ~120 ms to the live config);
+//! the job does not use it, because routes in the job would register a job version per catalog
+//! change.
 //!
 //! Handover between two processes (Caddy 2.11): every TCP listener gets SO_REUSEPORT
 //! unconditionally (`listen_unix.go` `reusePort`, since v2.6.0, #4705; there is no option to
@@ -34,13 +40,16 @@
 
 pub mod admin;
 pub mod config;
+mod driver;
 pub mod routes;
 pub mod sync;
 mod traefik_tags;
+mod watch;
 
 pub use admin::{CaddyAdmin, HttpCaddyAdmin};
 pub use config::{
     AdminEndpoint, CaddyConfig, CaddyOptions, Secrets, caddy_unsupported, render_config, resolve,
 };
+pub use driver::{CaddyDriver, POLICY_KEY, gate, render};
 pub use routes::{Catalog, RouteSettings, RouteTable, build_routes};
 pub use sync::Sync;

@@ -81,8 +81,14 @@ pub(super) fn check(v: &mut Validator, job: &mut Job, proxy: ProxyKind) -> JobSe
                 v.error("spec.job.driver.docker.image", format!("{image:?} is not an image reference (e.g. traefik:v{DEFAULT_TRAEFIK_VERSION})"));
             }
         }
-        Driver::RawExec(cmd) => v.command("spec.job.driver.rawExec", cmd),
-        Driver::Exec(cmd) => v.command("spec.job.driver.exec", cmd),
+        Driver::RawExec(cmd) => {
+            default_command(cmd, proxy);
+            v.command("spec.job.driver.rawExec", cmd);
+        }
+        Driver::Exec(cmd) => {
+            default_command(cmd, proxy);
+            v.command("spec.job.driver.exec", cmd);
+        }
     }
     if job.resources.cpu == 0 {
         v.error("spec.job.resources.cpu", "must be at least 1 MHz");
@@ -97,6 +103,14 @@ pub(super) fn check(v: &mut Validator, job: &mut Job, proxy: ProxyKind) -> JobSe
         );
     }
     resolve(job)
+}
+
+/// A command driver without a command runs the proxy's own binary from the node's PATH, so a
+/// switch of `spec.proxy` needs no other edit (as the image does for docker).
+fn default_command(cmd: &mut CommandDriver, proxy: ProxyKind) {
+    if cmd.command.is_empty() {
+        cmd.command = proxy.as_str().to_owned();
+    }
 }
 
 fn resolve(job: &Job) -> JobSettings {
