@@ -473,18 +473,20 @@ async fn a_header_and_rate_limit_change_applies_live_without_restarting_traefik_
 
 // === (3) rollback, no retry storm, retryNonce ===
 
+/// A proxy "build" that exits as soon as it starts.
+const EXITS_AT_START: &str = "/bin/false";
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_structural_change_that_cannot_bind_its_port_rolls_back_is_not_retried_and_retries_on_a_new_nonce()
+async fn a_structural_change_whose_proxy_cannot_start_rolls_back_is_not_retried_and_retries_on_a_new_nonce()
  {
     let cluster = Cluster::start().await;
     let good = cluster.converge().await;
     let good_version = cluster.job_version().await;
 
-    // The new entry point port is held by the test, so the new Traefik cannot start.
-    let held = TcpListener::bind("127.0.0.1:0").unwrap();
-    let taken = held.local_addr().unwrap().port();
+    // The new proxy build exits at start (`false` stands in for a binary that can't run):
+    // nothing preflight can see beforehand.
     let mut doc = cluster.doc();
-    doc["spec"]["entryPoints"]["web"]["address"] = json!(format!("127.0.0.1:{taken}"));
+    doc["spec"]["job"]["driver"]["rawExec"]["command"] = json!(EXITS_AT_START);
     cluster.put_config(&doc).await;
 
     let rolled = cluster
@@ -520,7 +522,7 @@ async fn a_structural_change_that_cannot_bind_its_port_rolls_back_is_not_retried
         "conditions: {conditions}"
     );
 
-    // The previous version serves again on the old port.
+    // The previous version serves again.
     cluster
         .wait_serving(cluster.web, Duration::from_secs(30))
         .await;
@@ -556,24 +558,93 @@ async fn a_structural_change_that_cannot_bind_its_port_rolls_back_is_not_retried
     assert_eq!(held_status.failed_digest, rolled.failed_digest);
     assert_ne!(held_status.phase, Phase::Progressing);
 
-    // A new retryNonce retries the same document; with the port free now it succeeds.
-    drop(held);
+    // A new retryNonce retries the same document: it is registered again, fails again and is
+    // reverted again (two more job versions; the history folds the repeat into one entry).
     doc["spec"]["retryNonce"] = json!("try-again-1");
     cluster.put_config(&doc).await;
+    eventually(CONVERGE, || async {
+        (cluster.job_version().await >= version_after_rollback + 2).then_some(())
+    })
+    .await
+    .expect("the retry registered the document again and reverted it");
     let retried = cluster
-        .wait_status("Ready after the retry", CONVERGE, |s| {
+        .wait_status("RolledBack after the retry", CONVERGE, |s| {
+            s.phase == Phase::RolledBack
+        })
+        .await;
+    assert_eq!(retried.last_applied_digest, good.last_applied_digest);
+    assert_eq!(retried.failed_digest, rolled.failed_digest);
+
+    // Fixing the document converges, and a success clears the failed digest.
+    doc["spec"]["job"]["driver"]["rawExec"]["command"] =
+        json!(support::traefik_bin().display().to_string());
+    doc["spec"]["entryPoints"]["web"]["address"] = json!(format!("127.0.0.1:{}", free_port()));
+    let fixed_port = doc["spec"]["entryPoints"]["web"]["address"]
+        .as_str()
+        .unwrap()
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .parse::<u16>()
+        .unwrap();
+    cluster.put_config(&doc).await;
+    let fixed = cluster
+        .wait_status("Ready after the fix", CONVERGE, |s| {
             s.phase == Phase::Ready && s.last_applied_digest != good.last_applied_digest
         })
         .await;
-    assert!(
-        cluster.job_version().await > version_after_rollback,
-        "the retry registered a new version"
-    );
     assert_eq!(
-        retried.failed_digest, None,
+        fixed.failed_digest, None,
         "a success clears the failed digest"
     );
-    cluster.wait_serving(taken, Duration::from_secs(30)).await;
+    cluster
+        .wait_serving(fixed_port, Duration::from_secs(30))
+        .await;
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_structural_change_onto_a_port_already_taken_is_refused_by_preflight_and_changes_nothing()
+{
+    let cluster = Cluster::start().await;
+    let good = cluster.converge().await;
+    let version = cluster.job_version().await;
+    let pid = pid_listening_on(cluster.web).expect("Traefik listens on web");
+
+    let held = TcpListener::bind("127.0.0.1:0").unwrap();
+    let taken = held.local_addr().unwrap().port();
+    let mut doc = cluster.doc();
+    doc["spec"]["entryPoints"]["web"]["address"] = json!(format!("127.0.0.1:{taken}"));
+    cluster.put_config(&doc).await;
+
+    let invalid = cluster
+        .wait_status("phase Invalid", CONVERGE, |s| s.phase == Phase::Invalid)
+        .await;
+    assert!(
+        invalid
+            .validation_errors
+            .iter()
+            .any(|e| e.path == "spec.entryPoints.web.address"),
+        "preflight names the entry point whose port is taken: {invalid:#?}"
+    );
+    assert_eq!(invalid.last_applied_digest, good.last_applied_digest);
+
+    // Through a resync or two, nothing that runs changed.
+    cluster.wait_passes(2, "the refused document").await;
+    assert_eq!(
+        cluster.job_version().await,
+        version,
+        "no job was registered"
+    );
+    assert_eq!(
+        pid_listening_on(cluster.web),
+        Some(pid),
+        "the proxy was not restarted"
+    );
+    cluster
+        .wait_serving(cluster.web, Duration::from_secs(5))
+        .await;
+    drop(held);
     cluster.shutdown().await;
 }
 
@@ -847,11 +918,9 @@ async fn on_nomad_before_1_11_the_gate_uses_allocation_health_and_still_rolls_ba
     );
     let good_version = cluster.job_version().await;
 
-    // A change whose proxy cannot bind its port fails through the allocation, not a deployment.
-    let held = TcpListener::bind("127.0.0.1:0").unwrap();
-    let taken = held.local_addr().unwrap().port();
+    // A change whose proxy cannot start fails through the allocation, not a deployment.
     let mut doc = cluster.doc();
-    doc["spec"]["entryPoints"]["web"]["address"] = json!(format!("127.0.0.1:{taken}"));
+    doc["spec"]["job"]["driver"]["rawExec"]["command"] = json!(EXITS_AT_START);
     cluster.put_config(&doc).await;
     let rolled = cluster
         .wait_status("phase RolledBack", CONVERGE, |s| {
@@ -880,6 +949,5 @@ async fn on_nomad_before_1_11_the_gate_uses_allocation_health_and_still_rolls_ba
         digest_of(good_version),
         "the running job is the last good version's content"
     );
-    drop(held);
     cluster.shutdown().await;
 }
