@@ -140,12 +140,10 @@ fn hint(error: &anyhow::Error) -> Option<String> {
             | transport::Error::Tls { api, endpoint, .. } => (*api, endpoint.clone()),
             _ => return None,
         };
-        let (var, flag) = match api {
-            transport::Api::Consul => ("CONSUL_HTTP_ADDR", "--consul-addr"),
-            transport::Api::Nomad => ("NOMAD_ADDR", "--nomad-addr"),
-        };
+        let names = transport::SettingNames::of(api);
+        let (var, flag) = (names.addr_env(), names.addr_flag());
         Some(format!(
-            "check: is {api} running and reachable at {endpoint}? That address came from {var} (or {flag}); set it to your {api} agent's address."
+            "check: is {api} running and reachable at {endpoint}? That address came from {var} (or --{flag}); set it to your {api} agent's address."
         ))
     })
 }

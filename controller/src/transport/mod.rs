@@ -16,8 +16,9 @@ use std::time::Duration;
 
 pub use client::{ApiClient, ClientError};
 pub use config::{
-    CONSUL_DEFAULT_RATE, ClientConfig, ConsulFlags, Endpoint, NOMAD_DEFAULT_RATE, NomadFlags,
-    Overrides, RateLimit, RetryPolicy, Timeouts, TlsSettings, Token,
+    ApiFlags, ApiNames, CONSUL_DEFAULT_RATE, ClientConfig, ConsulFlags, ConsulNames, Endpoint,
+    NOMAD_DEFAULT_RATE, NomadFlags, NomadNames, Overrides, RateLimit, RetryPolicy, SettingNames,
+    Timeouts, TlsSettings, Token,
 };
 pub use http::{Body, HttpClient, MAX_API_BODY, Request, Response, Retry, read_capped};
 pub use watch::{Change, Pacing, Watch, WatchUpdate};
