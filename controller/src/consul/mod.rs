@@ -287,27 +287,7 @@ pub trait ConsulApi: Send + Sync {
     fn status_leader(&self) -> impl Future<Output = Result<String>> + Send;
 }
 
-impl ClientError for Error {
-    const API: transport::Api = transport::Api::Consul;
-
-    fn request(op: String, source: transport::Error) -> Self {
-        Error::Request {
-            op,
-            source: Box::new(source),
-        }
-    }
-
-    fn encode(what: &'static str, source: serde_json::Error) -> Self {
-        Error::Encode { what, source }
-    }
-
-    fn transport(&self) -> Option<&transport::Error> {
-        match self {
-            Error::Request { source, .. } => Some(source),
-            _ => None,
-        }
-    }
-}
+transport::impl_client_error!(Error, transport::Api::Consul);
 
 /// The HTTP implementation of [`ConsulApi`].
 #[derive(Debug, Clone)]
@@ -319,7 +299,7 @@ impl ConsulClient {
     /// Builds a client from a configuration (see [`ClientConfig::consul_from_env`]).
     pub fn new(config: &ClientConfig) -> Result<ConsulClient, transport::Error> {
         Ok(ConsulClient {
-            http: ApiClient::new(HttpClient::new(config)?),
+            http: ApiClient::for_config(config)?,
         })
     }
 

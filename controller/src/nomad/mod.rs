@@ -218,27 +218,7 @@ fn job_id<'a>(job: &'a Value, op: &'static str) -> Result<&'a str> {
         .ok_or(Error::MissingJobId { op })
 }
 
-impl ClientError for Error {
-    const API: transport::Api = transport::Api::Nomad;
-
-    fn request(op: String, source: transport::Error) -> Self {
-        Error::Request {
-            op,
-            source: Box::new(source),
-        }
-    }
-
-    fn encode(what: &'static str, source: serde_json::Error) -> Self {
-        Error::Encode { what, source }
-    }
-
-    fn transport(&self) -> Option<&transport::Error> {
-        match self {
-            Error::Request { source, .. } => Some(source),
-            _ => None,
-        }
-    }
-}
+transport::impl_client_error!(Error, transport::Api::Nomad);
 
 /// The HTTP implementation of [`NomadApi`].
 #[derive(Debug, Clone)]
@@ -250,7 +230,7 @@ impl NomadClient {
     /// Builds a client from a configuration (see [`ClientConfig::nomad_from_env`]).
     pub fn new(config: &ClientConfig) -> Result<NomadClient, transport::Error> {
         Ok(NomadClient {
-            http: ApiClient::new(HttpClient::new(config)?),
+            http: ApiClient::for_config(config)?,
         })
     }
 

@@ -6,7 +6,7 @@ use std::marker::PhantomData;
 
 use serde::de::DeserializeOwned;
 
-use super::{Api, Error, HttpClient, QueryMeta, Request, Response};
+use super::{Api, ClientConfig, Error, HttpClient, QueryMeta, Request, Response};
 
 /// How an API client's error type reports a failed request and an unencodable body, so the
 /// Consul and Nomad clients share one [`ApiClient`] instead of each wrapping [`HttpClient`].
@@ -46,6 +46,37 @@ pub trait ClientError: Sized {
     }
 }
 
+/// Implements [`ClientError`] for an API module's `Error` enum, which has the variants
+/// `Request { op: String, source: Box<transport::Error> }` and
+/// `Encode { what: &'static str, source: serde_json::Error }`: the Consul and Nomad errors are
+/// two enums (one per module) whose request and encoding failures read alike.
+macro_rules! impl_client_error {
+    ($error:ident, $api:expr) => {
+        impl $crate::transport::ClientError for $error {
+            const API: $crate::transport::Api = $api;
+
+            fn request(op: String, source: $crate::transport::Error) -> Self {
+                $error::Request {
+                    op,
+                    source: Box::new(source),
+                }
+            }
+
+            fn encode(what: &'static str, source: serde_json::Error) -> Self {
+                $error::Encode { what, source }
+            }
+
+            fn transport(&self) -> Option<&$crate::transport::Error> {
+                match self {
+                    $error::Request { source, .. } => Some(source),
+                    _ => None,
+                }
+            }
+        }
+    };
+}
+pub(crate) use impl_client_error;
+
 /// An [`HttpClient`] whose failures name the step and come back as the API's error `E`.
 pub struct ApiClient<E> {
     http: HttpClient,
@@ -74,6 +105,11 @@ impl<E: ClientError> ApiClient<E> {
             http,
             error: PhantomData,
         }
+    }
+
+    /// An HTTP client built from `config` (see [`HttpClient::new`]).
+    pub fn for_config(config: &ClientConfig) -> Result<ApiClient<E>, Error> {
+        Ok(ApiClient::new(HttpClient::new(config)?))
     }
 
     /// The underlying HTTP client.
