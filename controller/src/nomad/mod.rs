@@ -394,11 +394,9 @@ impl NomadApi for NomadClient {
             .key(id)
             .key("allocations")
             .blocking(opts);
-        let (allocs, response) = self
-            .http
-            .json(|| format!("list allocations of job {id}"), request)
-            .await?;
-        Ok((allocs, response.meta))
+        self.http
+            .read(|| format!("list allocations of job {id}"), request)
+            .await
     }
 
     async fn job_latest_deployment(
@@ -410,11 +408,9 @@ impl NomadApi for NomadClient {
             .key(id)
             .key("deployment")
             .blocking(opts);
-        let (d, response) = self
-            .http
-            .json(|| format!("read latest deployment of job {id}"), request)
-            .await?;
-        Ok((d, response.meta))
+        self.http
+            .read(|| format!("read latest deployment of job {id}"), request)
+            .await
     }
 
     async fn deployment_fail(&self, id: &str) -> Result<DeploymentUpdateResponse> {
@@ -430,11 +426,7 @@ impl NomadApi for NomadClient {
 
     async fn services(&self, opts: QueryOptions) -> Result<(Vec<ServiceNamespace>, QueryMeta)> {
         let request = Request::get("/v1/services").blocking(opts);
-        let (s, response) = self
-            .http
-            .json(|| "list services".to_owned(), request)
-            .await?;
-        Ok((s, response.meta))
+        self.http.read(|| "list services".to_owned(), request).await
     }
 
     async fn service(
@@ -443,11 +435,9 @@ impl NomadApi for NomadClient {
         opts: QueryOptions,
     ) -> Result<(Vec<ServiceRegistration>, QueryMeta)> {
         let request = Request::get("/v1/service").key(name).blocking(opts);
-        let (s, response) = self
-            .http
-            .json(|| format!("read service {name}"), request)
-            .await?;
-        Ok((s, response.meta))
+        self.http
+            .read(|| format!("read service {name}"), request)
+            .await
     }
 
     async fn status_leader(&self) -> Result<String> {

@@ -137,6 +137,16 @@ impl<E: ClientError> ApiClient<E> {
             .map_err(|source| E::request(op(), source))
     }
 
+    /// A read's decoded body with its index metadata (blocking reads and plain lists alike).
+    pub async fn read<T: DeserializeOwned>(
+        &self,
+        op: impl FnOnce() -> String,
+        request: Request,
+    ) -> Result<(T, QueryMeta), E> {
+        let (body, response) = self.json(op, request).await?;
+        Ok((body, response.meta))
+    }
+
     /// A read of something that may not exist: `None` on 404, the decoded body otherwise.
     pub async fn optional<T: DeserializeOwned>(
         &self,

@@ -14,8 +14,8 @@ use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
 
-pub use client::{ApiClient, ClientError};
 pub(crate) use client::impl_client_error;
+pub use client::{ApiClient, ClientError};
 pub use config::{
     ApiFlags, ApiNames, CONSUL_DEFAULT_RATE, ClientConfig, ConsulFlags, ConsulNames, Endpoint,
     NOMAD_DEFAULT_RATE, NomadFlags, NomadNames, Overrides, RateLimit, RetryPolicy, SettingNames,
