@@ -22,6 +22,7 @@ pub use config::{
     Timeouts, TlsSettings, Token,
 };
 pub use http::{Body, HttpClient, MAX_API_BODY, Request, Response, Retry, read_capped};
+pub(crate) use tls::accept_any_certificate;
 pub use watch::{Change, Pacing, Watch, WatchUpdate};
 
 /// Which API a client talks to; used in error messages and headers.
