@@ -2,8 +2,8 @@
 //! serves only tags matching `^https://`; `http://` tags were served as plain-HTTP sites until
 //! HinD commit 1e89321 (2024-10) and are ignored since.
 
-use super::urlprefix::{host_kind, path_problem};
-use super::{Finding, Grammar, HostPattern, HttpRoute, ParsedTag, PathMatch, Route, Scheme};
+use super::urlprefix::{host_pattern, path_problem, port_number, split_port};
+use super::{Finding, Grammar, HttpRoute, ParsedTag, PathMatch, Route, Scheme};
 
 pub(crate) fn is_hind(tag: &str) -> bool {
     tag.starts_with("https://") || tag.starts_with("http://")
@@ -35,13 +35,10 @@ pub(crate) fn parse(tag: &str) -> ParsedTag {
         Some(i) => (&rest[..i], &rest[i..]),
         None => (rest, ""),
     };
-    let (host, port) = match authority.rsplit_once(':') {
-        Some((h, p)) if !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()) => (h, Some(p)),
-        _ => (authority, None),
-    };
+    let (host, port) = split_port(authority);
     let mut alt_port = None;
     if let Some(p) = port {
-        match p.parse::<u16>() {
+        match port_number(tag, p) {
             Ok(443) => {}
             Ok(n) => {
                 alt_port = Some(n);
@@ -53,26 +50,17 @@ pub(crate) fn parse(tag: &str) -> ParsedTag {
                     ),
                 ));
             }
-            Err(_) => {
-                findings.push(Finding::new(
-                    tag,
-                    "host",
-                    format!("port {p:?} is out of range"),
-                ));
+            Err(finding) => {
+                findings.push(finding);
                 return done(None, findings);
             }
         }
     }
-    let host = host.to_lowercase();
-    let host = if host.is_empty() {
-        None
-    } else {
-        match host_kind(&host, Grammar::Hind) {
-            Ok(kind) => Some(HostPattern { text: host, kind }),
-            Err(why) => {
-                findings.push(Finding::new(tag, "host", why));
-                return done(None, findings);
-            }
+    let host = match host_pattern(&host.to_lowercase(), Grammar::Hind) {
+        Ok(host) => host,
+        Err(why) => {
+            findings.push(Finding::new(tag, "host", why));
+            return done(None, findings);
         }
     };
     // A Caddy path matcher is exact unless it ends in `*`, which makes it a prefix.

@@ -99,7 +99,7 @@ fn expand_plain(s: &str) -> String {
 }
 
 /// Splits `host[:port]` (the port being digits after the last `:`).
-fn split_port(host: &str) -> (&str, Option<&str>) {
+pub(crate) fn split_port(host: &str) -> (&str, Option<&str>) {
     match host.rsplit_once(':') {
         Some((h, p)) if !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()) => (h, Some(p)),
         _ => (host, None),
@@ -148,6 +148,25 @@ pub(crate) fn host_kind(host: &str, grammar: Grammar) -> Result<HostKind, String
 }
 
 /// Characters that cannot go into a Traefik rule string or a Consul tag safely.
+/// The host pattern of a route (`None` for an empty host, which matches any), or why `host` cannot
+/// be routed on.
+pub(crate) fn host_pattern(host: &str, grammar: Grammar) -> Result<Option<HostPattern>, String> {
+    if host.is_empty() {
+        return Ok(None);
+    }
+    let kind = host_kind(host, grammar)?;
+    Ok(Some(HostPattern {
+        text: host.to_owned(),
+        kind,
+    }))
+}
+
+/// A tag's port as a number, or the finding that it is out of range.
+pub(crate) fn port_number(tag: &str, port: &str) -> Result<u16, Finding> {
+    port.parse()
+        .map_err(|_| Finding::new(tag, "host", format!("port {port:?} is out of range")))
+}
+
 pub(crate) fn path_problem(path: &str) -> Option<String> {
     path.chars()
         .find(|c| *c == '`' || c.is_control())
@@ -389,7 +408,7 @@ pub(crate) fn parse(tag: &str) -> ParsedTag {
     match port {
         Some("443") => scheme = Scheme::Https,
         Some("80") => scheme = Scheme::Http,
-        Some(p) => match p.parse::<u16>() {
+        Some(p) => match port_number(tag, p) {
             Ok(n) => {
                 alt_port = Some(n);
                 findings.push(Finding::new(
@@ -400,29 +419,18 @@ pub(crate) fn parse(tag: &str) -> ParsedTag {
                     ),
                 ));
             }
-            Err(_) => {
-                findings.push(Finding::new(
-                    tag,
-                    "host",
-                    format!("port {p:?} is out of range"),
-                ));
+            Err(finding) => {
+                findings.push(finding);
                 return done(None, findings);
             }
         },
         None => {}
     }
-    let host = if host_name.is_empty() {
-        None
-    } else {
-        match host_kind(host_name, Grammar::UrlPrefix) {
-            Ok(kind) => Some(HostPattern {
-                text: host_name.to_string(),
-                kind,
-            }),
-            Err(why) => {
-                findings.push(Finding::new(tag, "host", why));
-                return done(None, findings);
-            }
+    let host = match host_pattern(host_name, Grammar::UrlPrefix) {
+        Ok(host) => host,
+        Err(why) => {
+            findings.push(Finding::new(tag, "host", why));
+            return done(None, findings);
         }
     };
     if opts.get("proto") == Some(&"http") && scheme == Scheme::Any {
