@@ -306,21 +306,23 @@ impl ClientConfig {
     /// `CONSUL_TLS_SERVER_NAME`, `CONSUL_HTTP_SSL_VERIFY` and `CONSUL_NAMESPACE` through `lookup`.
     /// Unset and empty variables mean the same thing, as in Consul's Go client.
     pub fn consul_from_env(lookup: impl Fn(&str) -> Option<String>) -> Result<ClientConfig, Error> {
-        ClientConfig::from_env(&CONSUL, lookup)
+        ClientConfig::from_env(Api::Consul, lookup)
     }
 
     /// Reads `NOMAD_ADDR`, `NOMAD_TOKEN`, `NOMAD_CACERT`, `NOMAD_CAPATH`, `NOMAD_CLIENT_CERT`,
     /// `NOMAD_CLIENT_KEY`, `NOMAD_TLS_SERVER_NAME`, `NOMAD_SKIP_VERIFY`, `NOMAD_NAMESPACE` and
     /// `NOMAD_REGION` through `lookup`.
     pub fn nomad_from_env(lookup: impl Fn(&str) -> Option<String>) -> Result<ClientConfig, Error> {
-        ClientConfig::from_env(&NOMAD, lookup)
+        ClientConfig::from_env(Api::Nomad, lookup)
     }
 
-    /// The one reader of both APIs' variables; `names` says what each is called.
-    fn from_env(
-        names: &SettingNames,
+    /// The one reader of both APIs' variables ([`ClientConfig::consul_from_env`],
+    /// [`ClientConfig::nomad_from_env`]), each under the name its own CLI reads.
+    pub fn from_env(
+        api: Api,
         lookup: impl Fn(&str) -> Option<String>,
     ) -> Result<ClientConfig, Error> {
+        let names = SettingNames::of(api);
         let get = |name: &str| lookup(name).filter(|v| !v.trim().is_empty());
         let mut config = ClientConfig::defaults(names);
         let https = match names.https_env.and_then(|name| Some((name, get(name)?))) {
