@@ -18,18 +18,25 @@ pub(crate) fn parse(tag: &str) -> ParsedTag {
         route,
         findings,
     };
+    // Stops at a finding that leaves nothing to convert.
+    let refuse = |mut findings: Vec<Finding>, finding: Finding| {
+        findings.push(finding);
+        done(None, findings)
+    };
 
     let (scheme, rest) = match tag.strip_prefix("https://") {
         Some(rest) => (Scheme::Https, rest),
         None => (Scheme::Http, tag.strip_prefix("http://").unwrap_or(tag)),
     };
     if scheme == Scheme::Http {
-        findings.push(Finding::new(
-            tag,
-            "http://",
-            "HinD's template serves only `https://` tags (plain-HTTP sites were dropped in HinD 1e89321); not converted, so the migration exposes nothing HinD does not",
-        ));
-        return done(None, findings);
+        return refuse(
+            findings,
+            Finding::new(
+                tag,
+                "http://",
+                "HinD's template serves only `https://` tags (plain-HTTP sites were dropped in HinD 1e89321); not converted, so the migration exposes nothing HinD does not",
+            ),
+        );
     }
     let (authority, path) = match rest.find('/') {
         Some(i) => (&rest[..i], &rest[i..]),
@@ -51,16 +58,14 @@ pub(crate) fn parse(tag: &str) -> ParsedTag {
                 ));
             }
             Err(finding) => {
-                findings.push(finding);
-                return done(None, findings);
+                return refuse(findings, finding);
             }
         }
     }
     let host = match host_pattern(&host.to_lowercase(), Grammar::Hind) {
         Ok(host) => host,
         Err(why) => {
-            findings.push(Finding::new(tag, "host", why));
-            return done(None, findings);
+            return refuse(findings, Finding::new(tag, "host", why));
         }
     };
     // A Caddy path matcher is exact unless it ends in `*`, which makes it a prefix.
@@ -72,16 +77,13 @@ pub(crate) fn parse(tag: &str) -> ParsedTag {
         },
     };
     if path.as_str().contains('*') {
-        findings.push(Finding::new(
-            tag,
-            "path",
-            "only a trailing `*` can be converted",
-        ));
-        return done(None, findings);
+        return refuse(
+            findings,
+            Finding::new(tag, "path", "only a trailing `*` can be converted"),
+        );
     }
     if let Some(why) = path_problem(path.as_str()) {
-        findings.push(Finding::new(tag, "path", why));
-        return done(None, findings);
+        return refuse(findings, Finding::new(tag, "path", why));
     }
     let mut route = HttpRoute::new(host, path, scheme);
     route.alt_port = alt_port;

@@ -239,6 +239,11 @@ pub(crate) fn parse(tag: &str) -> ParsedTag {
         route,
         findings,
     };
+    // Stops at a finding that leaves nothing to convert.
+    let refuse = |mut findings: Vec<Finding>, finding: Finding| {
+        findings.push(finding);
+        done(None, findings)
+    };
 
     let body = tag.trim();
     let body = body.strip_prefix(PREFIX).unwrap_or(body).trim();
@@ -248,12 +253,14 @@ pub(crate) fn parse(tag: &str) -> ParsedTag {
         None => (body, ""),
     };
     if route_text.is_empty() {
-        findings.push(Finding::new(
-            tag,
-            "route",
-            "empty route: fabio rejects it (errInvalidPrefix)",
-        ));
-        return done(None, findings);
+        return refuse(
+            findings,
+            Finding::new(
+                tag,
+                "route",
+                "empty route: fabio rejects it (errInvalidPrefix)",
+            ),
+        );
     }
 
     // routecmd.build: consumed options first, the rest go to the opts map (last one wins).
@@ -323,12 +330,10 @@ pub(crate) fn parse(tag: &str) -> ParsedTag {
             match port.parse::<u16>() {
                 Ok(p) if p > 0 => TcpListen::Port(p),
                 _ => {
-                    findings.push(Finding::new(
-                        tag,
-                        "route",
-                        format!("{route_text:?} is not a TCP port"),
-                    ));
-                    return done(None, findings);
+                    return refuse(
+                        findings,
+                        Finding::new(tag, "route", format!("{route_text:?} is not a TCP port")),
+                    );
                 }
             }
         } else {
@@ -342,12 +347,10 @@ pub(crate) fn parse(tag: &str) -> ParsedTag {
                         port,
                     },
                     _ => {
-                        findings.push(Finding::new(
-                            tag,
-                            "route",
-                            format!("{p:?} is not a TCP port"),
-                        ));
-                        return done(None, findings);
+                        return refuse(
+                            findings,
+                            Finding::new(tag, "route", format!("{p:?} is not a TCP port")),
+                        );
                     }
                 }
             } else {
@@ -359,8 +362,7 @@ pub(crate) fn parse(tag: &str) -> ParsedTag {
                 match host_kind(&host, Grammar::UrlPrefix) {
                     Ok(kind) => TcpListen::Sni(HostPattern { text: host, kind }),
                     Err(why) => {
-                        findings.push(Finding::new(tag, "host", why));
-                        return done(None, findings);
+                        return refuse(findings, Finding::new(tag, "host", why));
                     }
                 }
             }
@@ -384,12 +386,14 @@ pub(crate) fn parse(tag: &str) -> ParsedTag {
     }
 
     if route_text.starts_with(':') {
-        findings.push(Finding::new(
-            tag,
-            "route",
-            "a `:PORT` route without proto=tcp is an HTTP route for the literal host `:PORT`, which no request matches; not converted",
-        ));
-        return done(None, findings);
+        return refuse(
+            findings,
+            Finding::new(
+                tag,
+                "route",
+                "a `:PORT` route without proto=tcp is an HTTP route for the literal host `:PORT`, which no request matches; not converted",
+            ),
+        );
     }
 
     // Host and path, as parseURLPrefixTag: bare hosts verbatim (no `$` expansion), else split at the
@@ -399,8 +403,7 @@ pub(crate) fn parse(tag: &str) -> ParsedTag {
         Some((h, p)) => (expand_lower(h), format!("/{}", expand_plain(p))),
     };
     if let Some(why) = path_problem(&path) {
-        findings.push(Finding::new(tag, "path", why));
-        return done(None, findings);
+        return refuse(findings, Finding::new(tag, "path", why));
     }
     let (host_name, port) = split_port(&host_raw);
     let mut scheme = Scheme::Any;
@@ -420,8 +423,7 @@ pub(crate) fn parse(tag: &str) -> ParsedTag {
                 ));
             }
             Err(finding) => {
-                findings.push(finding);
-                return done(None, findings);
+                return refuse(findings, finding);
             }
         },
         None => {}
@@ -429,8 +431,7 @@ pub(crate) fn parse(tag: &str) -> ParsedTag {
     let host = match host_pattern(host_name, Grammar::UrlPrefix) {
         Ok(host) => host,
         Err(why) => {
-            findings.push(Finding::new(tag, "host", why));
-            return done(None, findings);
+            return refuse(findings, Finding::new(tag, "host", why));
         }
     };
     if opts.get("proto") == Some(&"http") && scheme == Scheme::Any {
@@ -486,8 +487,7 @@ pub(crate) fn parse(tag: &str) -> ParsedTag {
         if let Some(v) = value
             && let Some(why) = path_problem(v)
         {
-            findings.push(Finding::new(tag, format!("{name}={v}"), why));
-            return done(None, findings);
+            return refuse(findings, Finding::new(tag, format!("{name}={v}"), why));
         }
     }
 
@@ -495,22 +495,26 @@ pub(crate) fn parse(tag: &str) -> ParsedTag {
         match code.parse::<u16>() {
             Ok(c) if (300..=399).contains(&c) => {
                 if target.chars().any(|c| c == '`' || c.is_control()) {
-                    findings.push(Finding::new(
-                        tag,
-                        format!("redirect={code},{target}"),
-                        "target URL has characters a tag cannot carry",
-                    ));
-                    return done(None, findings);
+                    return refuse(
+                        findings,
+                        Finding::new(
+                            tag,
+                            format!("redirect={code},{target}"),
+                            "target URL has characters a tag cannot carry",
+                        ),
+                    );
                 }
                 route.redirect = Some(Redirect { code: c, target });
             }
             _ => {
-                findings.push(Finding::new(
-                    tag,
-                    format!("redirect={code},{target}"),
-                    "code is not 300-399: fabio then PROXIES to the URL instead of redirecting; Traefik tags cannot proxy to an arbitrary URL; not converted",
-                ));
-                return done(None, findings);
+                return refuse(
+                    findings,
+                    Finding::new(
+                        tag,
+                        format!("redirect={code},{target}"),
+                        "code is not 300-399: fabio then PROXIES to the URL instead of redirecting; Traefik tags cannot proxy to an arbitrary URL; not converted",
+                    ),
+                );
             }
         }
     }
