@@ -552,13 +552,7 @@ impl ConsulApi for ConsulClient {
     }
 
     async fn status_leader(&self) -> Result<String> {
-        self.http
-            .json(
-                || "read the Raft leader".to_owned(),
-                Request::get("/v1/status/leader"),
-            )
-            .await
-            .map(|(v, _)| v)
+        self.http.status_leader().await
     }
 }
 

@@ -147,6 +147,17 @@ impl<E: ClientError> ApiClient<E> {
         Ok((body, response.meta))
     }
 
+    /// `GET /v1/status/leader`, which Consul and Nomad both serve: the Raft leader's address,
+    /// `""` when there is none.
+    pub async fn status_leader(&self) -> Result<String, E> {
+        self.json(
+            || "read the Raft leader".to_owned(),
+            Request::get("/v1/status/leader"),
+        )
+        .await
+        .map(|(leader, _)| leader)
+    }
+
     /// A read of something that may not exist: `None` on 404, the decoded body otherwise.
     pub async fn optional<T: DeserializeOwned>(
         &self,
