@@ -12,17 +12,8 @@ pub(crate) fn is_hind(tag: &str) -> bool {
 /// Parses `https://host[:port][/path]` the way Caddy reads a site address.
 pub(crate) fn parse(tag: &str) -> ParsedTag {
     let mut findings = Vec::new();
-    let done = |route, findings| ParsedTag {
-        tag: tag.to_string(),
-        grammar: Grammar::Hind,
-        route,
-        findings,
-    };
-    // Stops at a finding that leaves nothing to convert.
-    let refuse = |mut findings: Vec<Finding>, finding: Finding| {
-        findings.push(finding);
-        done(None, findings)
-    };
+    let done = |route, findings| ParsedTag::new(tag, Grammar::Hind, route, findings);
+    let refuse = |findings, finding| ParsedTag::refused(tag, Grammar::Hind, findings, finding);
 
     let (scheme, rest) = match tag.strip_prefix("https://") {
         Some(rest) => (Scheme::Https, rest),

@@ -233,17 +233,8 @@ fn access_list(tag: &str, key: &str, value: &str, findings: &mut Vec<Finding>) -
 /// Parses one `urlprefix-` tag.
 pub(crate) fn parse(tag: &str) -> ParsedTag {
     let mut findings = Vec::new();
-    let done = |route, findings| ParsedTag {
-        tag: tag.to_string(),
-        grammar: Grammar::UrlPrefix,
-        route,
-        findings,
-    };
-    // Stops at a finding that leaves nothing to convert.
-    let refuse = |mut findings: Vec<Finding>, finding: Finding| {
-        findings.push(finding);
-        done(None, findings)
-    };
+    let done = |route, findings| ParsedTag::new(tag, Grammar::UrlPrefix, route, findings);
+    let refuse = |findings, finding| ParsedTag::refused(tag, Grammar::UrlPrefix, findings, finding);
 
     let body = tag.trim();
     let body = body.strip_prefix(PREFIX).unwrap_or(body).trim();
