@@ -239,3 +239,32 @@ impl Twin {
         self.consul.shutdown().await;
     }
 }
+
+/// A future that ends on SIGTERM, SIGHUP or SIGINT: how the twin's binary and
+/// `proxy-operator dev` (which runs the twin in-process) stop. The handlers are installed at
+/// once, so a signal that arrives while the APIs start (a client may already be served) is not
+/// met by the default action, which would skip the cleanup.
+pub fn shutdown_signals() -> impl std::future::Future<Output = ()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    // A closed terminal (SIGHUP) ends the run like Ctrl-C: task processes sit in their own
+    // process groups, so the hangup would not reach them and they would outlive us.
+    let mut term = signal(SignalKind::terminate()).ok();
+    let mut hup = signal(SignalKind::hangup()).ok();
+    let mut int = signal(SignalKind::interrupt()).ok();
+    async move {
+        tokio::select! {
+            _ = recv(term.as_mut()) => {}
+            _ = recv(hup.as_mut()) => {}
+            _ = recv(int.as_mut()) => {}
+        }
+    }
+}
+
+async fn recv(s: Option<&mut tokio::signal::unix::Signal>) {
+    match s {
+        Some(s) => {
+            s.recv().await;
+        }
+        None => std::future::pending::<()>().await,
+    }
+}

@@ -72,7 +72,7 @@ async fn main() -> ExitCode {
         nomad_nodes: args.nodes,
         ..TwinConfig::default()
     };
-    let signals = shutdown_signals();
+    let signals = hashistack_twin::shutdown_signals();
     let twin = match Twin::start(config).await {
         Ok(t) => t,
         Err(e) => {
@@ -112,31 +112,4 @@ fn exposure_check(args: &Args) -> Result<(), String> {
         "refusing to listen on a non-loopback address ({}) without ACLs: anyone who can reach it could run processes through the Nomad API. Pass --acl-token-file FILE (the management token every request must carry), or listen on 127.0.0.1",
         exposed.join(", ")
     ))
-}
-
-/// Installs the handlers at once, so a signal that arrives while the APIs start (a client may
-/// already be served) is not met by the default action, which would skip the cleanup.
-fn shutdown_signals() -> impl std::future::Future<Output = ()> {
-    use tokio::signal::unix::{SignalKind, signal};
-    // A closed terminal (SIGHUP) ends the run like Ctrl-C: task processes sit in their own
-    // process groups, so the hangup would not reach them and they would outlive us.
-    let mut term = signal(SignalKind::terminate()).ok();
-    let mut hup = signal(SignalKind::hangup()).ok();
-    let mut int = signal(SignalKind::interrupt()).ok();
-    async move {
-        tokio::select! {
-            _ = recv(term.as_mut()) => {}
-            _ = recv(hup.as_mut()) => {}
-            _ = recv(int.as_mut()) => {}
-        }
-    }
-}
-
-async fn recv(s: Option<&mut tokio::signal::unix::Signal>) {
-    match s {
-        Some(s) => {
-            s.recv().await;
-        }
-        None => std::future::pending::<()>().await,
-    }
 }

@@ -9,26 +9,28 @@ use crate::nomad::NomadClient;
 use crate::render::RenderContext;
 use crate::spec::status::ProxyStatus;
 use crate::spec::{UsersFrom, ValidatedSpec};
-use crate::transport::{self, ClientConfig, ConsulFlags, NomadFlags, QueryOptions};
+use crate::transport::{self, Api, ClientConfig, ConsulFlags, NomadFlags, Overrides, QueryOptions};
 
 /// Builds the Consul client the `consul` CLI would use (`CONSUL_*`), flags overriding.
 pub(super) fn consul(flags: ConsulFlags) -> anyhow::Result<ConsulClient> {
-    let mut config = ClientConfig::consul_from_env(|k| std::env::var(k).ok())
-        .context("failed to read the Consul settings from the environment")?;
-    config
-        .apply(flags.into())
-        .context("failed to apply the Consul flags")?;
-    ConsulClient::new(&config).context("failed to build the Consul client")
+    ConsulClient::new(&settings(Api::Consul, flags.into())?)
+        .context("failed to build the Consul client")
 }
 
 /// Builds the Nomad client the `nomad` CLI would use (`NOMAD_*`), flags overriding.
 pub(super) fn nomad(flags: NomadFlags) -> anyhow::Result<NomadClient> {
-    let mut config = ClientConfig::nomad_from_env(|k| std::env::var(k).ok())
-        .context("failed to read the Nomad settings from the environment")?;
+    NomadClient::new(&settings(Api::Nomad, flags.into())?)
+        .context("failed to build the Nomad client")
+}
+
+/// `api`'s settings from the environment, `overrides` (the flags) winning.
+fn settings(api: Api, overrides: Overrides) -> anyhow::Result<ClientConfig> {
+    let mut config = ClientConfig::from_env(api, |k| std::env::var(k).ok())
+        .with_context(|| format!("failed to read the {api} settings from the environment"))?;
     config
-        .apply(flags.into())
-        .context("failed to apply the Nomad flags")?;
-    NomadClient::new(&config).context("failed to build the Nomad client")
+        .apply(overrides)
+        .with_context(|| format!("failed to apply the {api} flags"))?;
+    Ok(config)
 }
 
 /// `<prefix>/status`, `None` when absent.
@@ -140,12 +142,10 @@ fn hint(error: &anyhow::Error) -> Option<String> {
             | transport::Error::Tls { api, endpoint, .. } => (*api, endpoint.clone()),
             _ => return None,
         };
-        let (var, flag) = match api {
-            transport::Api::Consul => ("CONSUL_HTTP_ADDR", "--consul-addr"),
-            transport::Api::Nomad => ("NOMAD_ADDR", "--nomad-addr"),
-        };
+        let names = transport::SettingNames::of(api);
+        let (var, flag) = (names.addr_env(), names.addr_flag());
         Some(format!(
-            "check: is {api} running and reachable at {endpoint}? That address came from {var} (or {flag}); set it to your {api} agent's address."
+            "check: is {api} running and reachable at {endpoint}? That address came from {var} (or --{flag}); set it to your {api} agent's address."
         ))
     })
 }

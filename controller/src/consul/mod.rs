@@ -287,27 +287,7 @@ pub trait ConsulApi: Send + Sync {
     fn status_leader(&self) -> impl Future<Output = Result<String>> + Send;
 }
 
-impl ClientError for Error {
-    const API: transport::Api = transport::Api::Consul;
-
-    fn request(op: String, source: transport::Error) -> Self {
-        Error::Request {
-            op,
-            source: Box::new(source),
-        }
-    }
-
-    fn encode(what: &'static str, source: serde_json::Error) -> Self {
-        Error::Encode { what, source }
-    }
-
-    fn transport(&self) -> Option<&transport::Error> {
-        match self {
-            Error::Request { source, .. } => Some(source),
-            _ => None,
-        }
-    }
-}
+transport::impl_client_error!(Error, transport::Api::Consul);
 
 /// The HTTP implementation of [`ConsulApi`].
 #[derive(Debug, Clone)]
@@ -319,13 +299,24 @@ impl ConsulClient {
     /// Builds a client from a configuration (see [`ClientConfig::consul_from_env`]).
     pub fn new(config: &ClientConfig) -> Result<ConsulClient, transport::Error> {
         Ok(ConsulClient {
-            http: ApiClient::new(HttpClient::new(config)?),
+            http: ApiClient::for_config(config)?,
         })
     }
 
     /// The underlying HTTP client.
     pub fn http(&self) -> &HttpClient {
         self.http.http()
+    }
+
+    /// `PUT /v1/kv/:key?acquire=` or `?release=`: `verb` is the query parameter.
+    async fn lock(&self, verb: &str, key: &str, value: &[u8], session: &str) -> Result<bool> {
+        check_key(key)?;
+        let request = Request::put("/v1/kv")
+            .key(key)
+            .query(verb, session)
+            .bytes(value.to_vec());
+        self.write_bool(|| format!("{verb} lock {key}"), request)
+            .await
     }
 
     async fn write_bool(&self, op: impl Fn() -> String, request: Request) -> Result<bool> {
@@ -411,23 +402,11 @@ impl ConsulApi for ConsulClient {
     }
 
     async fn kv_acquire(&self, key: &str, value: &[u8], session: &str) -> Result<bool> {
-        check_key(key)?;
-        let request = Request::put("/v1/kv")
-            .key(key)
-            .query("acquire", session)
-            .bytes(value.to_vec());
-        self.write_bool(|| format!("acquire lock {key}"), request)
-            .await
+        self.lock("acquire", key, value, session).await
     }
 
     async fn kv_release(&self, key: &str, value: &[u8], session: &str) -> Result<bool> {
-        check_key(key)?;
-        let request = Request::put("/v1/kv")
-            .key(key)
-            .query("release", session)
-            .bytes(value.to_vec());
-        self.write_bool(|| format!("release lock {key}"), request)
-            .await
+        self.lock("release", key, value, session).await
     }
 
     async fn txn(&self, ops: Vec<TxnOp>) -> Result<TxnResults> {
@@ -494,11 +473,11 @@ impl ConsulApi for ConsulClient {
         opts: QueryOptions,
     ) -> Result<(Option<SessionEntry>, QueryMeta)> {
         let request = Request::get("/v1/session/info").key(id).blocking(opts);
-        let (entries, response): (Vec<SessionEntry>, _) = self
+        let (entries, meta): (Vec<SessionEntry>, _) = self
             .http
-            .json(|| format!("read session {id}"), request)
+            .read(|| format!("read session {id}"), request)
             .await?;
-        Ok((entries.into_iter().next(), response.meta))
+        Ok((entries.into_iter().next(), meta))
     }
 
     async fn catalog_services(
@@ -506,11 +485,9 @@ impl ConsulApi for ConsulClient {
         opts: QueryOptions,
     ) -> Result<(BTreeMap<String, Vec<String>>, QueryMeta)> {
         let request = Request::get("/v1/catalog/services").blocking(opts);
-        let (services, response) = self
-            .http
-            .json(|| "list catalog services".to_owned(), request)
-            .await?;
-        Ok((services, response.meta))
+        self.http
+            .read(|| "list catalog services".to_owned(), request)
+            .await
     }
 
     async fn catalog_service(
@@ -519,11 +496,9 @@ impl ConsulApi for ConsulClient {
         opts: QueryOptions,
     ) -> Result<(Vec<CatalogService>, QueryMeta)> {
         let request = Request::get("/v1/catalog/service").key(name).blocking(opts);
-        let (rows, response) = self
-            .http
-            .json(|| format!("read catalog service {name}"), request)
-            .await?;
-        Ok((rows, response.meta))
+        self.http
+            .read(|| format!("read catalog service {name}"), request)
+            .await
     }
 
     async fn catalog_register(&self, registration: &CatalogRegistration) -> Result<()> {
@@ -571,21 +546,13 @@ impl ConsulApi for ConsulClient {
         if passing_only {
             request = request.flag("passing");
         }
-        let (entries, response) = self
-            .http
-            .json(|| format!("read health of service {name}"), request)
-            .await?;
-        Ok((entries, response.meta))
+        self.http
+            .read(|| format!("read health of service {name}"), request)
+            .await
     }
 
     async fn status_leader(&self) -> Result<String> {
-        self.http
-            .json(
-                || "read the Raft leader".to_owned(),
-                Request::get("/v1/status/leader"),
-            )
-            .await
-            .map(|(v, _)| v)
+        self.http.status_leader().await
     }
 }
 

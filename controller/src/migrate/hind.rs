@@ -2,8 +2,8 @@
 //! serves only tags matching `^https://`; `http://` tags were served as plain-HTTP sites until
 //! HinD commit 1e89321 (2024-10) and are ignored since.
 
-use super::urlprefix::{host_kind, path_problem};
-use super::{Finding, Grammar, HostPattern, HttpRoute, ParsedTag, PathMatch, Route, Scheme};
+use super::urlprefix::{host_pattern, path_problem, port_number, split_port};
+use super::{Finding, Grammar, HttpRoute, ParsedTag, PathMatch, Route, Scheme};
 
 pub(crate) fn is_hind(tag: &str) -> bool {
     tag.starts_with("https://") || tag.starts_with("http://")
@@ -12,36 +12,31 @@ pub(crate) fn is_hind(tag: &str) -> bool {
 /// Parses `https://host[:port][/path]` the way Caddy reads a site address.
 pub(crate) fn parse(tag: &str) -> ParsedTag {
     let mut findings = Vec::new();
-    let done = |route, findings| ParsedTag {
-        tag: tag.to_string(),
-        grammar: Grammar::Hind,
-        route,
-        findings,
-    };
+    let done = |route, findings| ParsedTag::new(tag, Grammar::Hind, route, findings);
+    let refuse = |findings, finding| ParsedTag::refused(tag, Grammar::Hind, findings, finding);
 
     let (scheme, rest) = match tag.strip_prefix("https://") {
         Some(rest) => (Scheme::Https, rest),
         None => (Scheme::Http, tag.strip_prefix("http://").unwrap_or(tag)),
     };
     if scheme == Scheme::Http {
-        findings.push(Finding::new(
-            tag,
-            "http://",
-            "HinD's template serves only `https://` tags (plain-HTTP sites were dropped in HinD 1e89321); not converted, so the migration exposes nothing HinD does not",
-        ));
-        return done(None, findings);
+        return refuse(
+            findings,
+            Finding::new(
+                tag,
+                "http://",
+                "HinD's template serves only `https://` tags (plain-HTTP sites were dropped in HinD 1e89321); not converted, so the migration exposes nothing HinD does not",
+            ),
+        );
     }
     let (authority, path) = match rest.find('/') {
         Some(i) => (&rest[..i], &rest[i..]),
         None => (rest, ""),
     };
-    let (host, port) = match authority.rsplit_once(':') {
-        Some((h, p)) if !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()) => (h, Some(p)),
-        _ => (authority, None),
-    };
+    let (host, port) = split_port(authority);
     let mut alt_port = None;
     if let Some(p) = port {
-        match p.parse::<u16>() {
+        match port_number(tag, p) {
             Ok(443) => {}
             Ok(n) => {
                 alt_port = Some(n);
@@ -53,26 +48,15 @@ pub(crate) fn parse(tag: &str) -> ParsedTag {
                     ),
                 ));
             }
-            Err(_) => {
-                findings.push(Finding::new(
-                    tag,
-                    "host",
-                    format!("port {p:?} is out of range"),
-                ));
-                return done(None, findings);
+            Err(finding) => {
+                return refuse(findings, finding);
             }
         }
     }
-    let host = host.to_lowercase();
-    let host = if host.is_empty() {
-        None
-    } else {
-        match host_kind(&host, Grammar::Hind) {
-            Ok(kind) => Some(HostPattern { text: host, kind }),
-            Err(why) => {
-                findings.push(Finding::new(tag, "host", why));
-                return done(None, findings);
-            }
+    let host = match host_pattern(&host.to_lowercase(), Grammar::Hind) {
+        Ok(host) => host,
+        Err(why) => {
+            return refuse(findings, Finding::new(tag, "host", why));
         }
     };
     // A Caddy path matcher is exact unless it ends in `*`, which makes it a prefix.
@@ -84,16 +68,13 @@ pub(crate) fn parse(tag: &str) -> ParsedTag {
         },
     };
     if path.as_str().contains('*') {
-        findings.push(Finding::new(
-            tag,
-            "path",
-            "only a trailing `*` can be converted",
-        ));
-        return done(None, findings);
+        return refuse(
+            findings,
+            Finding::new(tag, "path", "only a trailing `*` can be converted"),
+        );
     }
     if let Some(why) = path_problem(path.as_str()) {
-        findings.push(Finding::new(tag, "path", why));
-        return done(None, findings);
+        return refuse(findings, Finding::new(tag, "path", why));
     }
     let mut route = HttpRoute::new(host, path, scheme);
     route.alt_port = alt_port;

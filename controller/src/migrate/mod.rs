@@ -268,6 +268,34 @@ pub struct ParsedTag {
     pub findings: Vec<Finding>,
 }
 
+impl ParsedTag {
+    /// A parse of `tag` that ends with `route` (or none) and `findings`.
+    pub(crate) fn new(
+        tag: &str,
+        grammar: Grammar,
+        route: Option<Route>,
+        findings: Vec<Finding>,
+    ) -> ParsedTag {
+        ParsedTag {
+            tag: tag.to_owned(),
+            grammar,
+            route,
+            findings,
+        }
+    }
+
+    /// A parse that stops at `finding`, which leaves nothing to convert.
+    pub(crate) fn refused(
+        tag: &str,
+        grammar: Grammar,
+        mut findings: Vec<Finding>,
+        finding: Finding,
+    ) -> ParsedTag {
+        findings.push(finding);
+        ParsedTag::new(tag, grammar, None, findings)
+    }
+}
+
 /// Whether `tag` is written in one of the legacy grammars.
 pub fn is_legacy_tag(tag: &str) -> bool {
     urlprefix::is_urlprefix(tag) || hind::is_hind(tag)

@@ -99,7 +99,7 @@ fn expand_plain(s: &str) -> String {
 }
 
 /// Splits `host[:port]` (the port being digits after the last `:`).
-fn split_port(host: &str) -> (&str, Option<&str>) {
+pub(crate) fn split_port(host: &str) -> (&str, Option<&str>) {
     match host.rsplit_once(':') {
         Some((h, p)) if !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()) => (h, Some(p)),
         _ => (host, None),
@@ -148,6 +148,25 @@ pub(crate) fn host_kind(host: &str, grammar: Grammar) -> Result<HostKind, String
 }
 
 /// Characters that cannot go into a Traefik rule string or a Consul tag safely.
+/// The host pattern of a route (`None` for an empty host, which matches any), or why `host` cannot
+/// be routed on.
+pub(crate) fn host_pattern(host: &str, grammar: Grammar) -> Result<Option<HostPattern>, String> {
+    if host.is_empty() {
+        return Ok(None);
+    }
+    let kind = host_kind(host, grammar)?;
+    Ok(Some(HostPattern {
+        text: host.to_owned(),
+        kind,
+    }))
+}
+
+/// A tag's port as a number, or the finding that it is out of range.
+pub(crate) fn port_number(tag: &str, port: &str) -> Result<u16, Finding> {
+    port.parse()
+        .map_err(|_| Finding::new(tag, "host", format!("port {port:?} is out of range")))
+}
+
 pub(crate) fn path_problem(path: &str) -> Option<String> {
     path.chars()
         .find(|c| *c == '`' || c.is_control())
@@ -214,12 +233,8 @@ fn access_list(tag: &str, key: &str, value: &str, findings: &mut Vec<Finding>) -
 /// Parses one `urlprefix-` tag.
 pub(crate) fn parse(tag: &str) -> ParsedTag {
     let mut findings = Vec::new();
-    let done = |route, findings| ParsedTag {
-        tag: tag.to_string(),
-        grammar: Grammar::UrlPrefix,
-        route,
-        findings,
-    };
+    let done = |route, findings| ParsedTag::new(tag, Grammar::UrlPrefix, route, findings);
+    let refuse = |findings, finding| ParsedTag::refused(tag, Grammar::UrlPrefix, findings, finding);
 
     let body = tag.trim();
     let body = body.strip_prefix(PREFIX).unwrap_or(body).trim();
@@ -229,12 +244,14 @@ pub(crate) fn parse(tag: &str) -> ParsedTag {
         None => (body, ""),
     };
     if route_text.is_empty() {
-        findings.push(Finding::new(
-            tag,
-            "route",
-            "empty route: fabio rejects it (errInvalidPrefix)",
-        ));
-        return done(None, findings);
+        return refuse(
+            findings,
+            Finding::new(
+                tag,
+                "route",
+                "empty route: fabio rejects it (errInvalidPrefix)",
+            ),
+        );
     }
 
     // routecmd.build: consumed options first, the rest go to the opts map (last one wins).
@@ -304,12 +321,10 @@ pub(crate) fn parse(tag: &str) -> ParsedTag {
             match port.parse::<u16>() {
                 Ok(p) if p > 0 => TcpListen::Port(p),
                 _ => {
-                    findings.push(Finding::new(
-                        tag,
-                        "route",
-                        format!("{route_text:?} is not a TCP port"),
-                    ));
-                    return done(None, findings);
+                    return refuse(
+                        findings,
+                        Finding::new(tag, "route", format!("{route_text:?} is not a TCP port")),
+                    );
                 }
             }
         } else {
@@ -323,12 +338,10 @@ pub(crate) fn parse(tag: &str) -> ParsedTag {
                         port,
                     },
                     _ => {
-                        findings.push(Finding::new(
-                            tag,
-                            "route",
-                            format!("{p:?} is not a TCP port"),
-                        ));
-                        return done(None, findings);
+                        return refuse(
+                            findings,
+                            Finding::new(tag, "route", format!("{p:?} is not a TCP port")),
+                        );
                     }
                 }
             } else {
@@ -340,8 +353,7 @@ pub(crate) fn parse(tag: &str) -> ParsedTag {
                 match host_kind(&host, Grammar::UrlPrefix) {
                     Ok(kind) => TcpListen::Sni(HostPattern { text: host, kind }),
                     Err(why) => {
-                        findings.push(Finding::new(tag, "host", why));
-                        return done(None, findings);
+                        return refuse(findings, Finding::new(tag, "host", why));
                     }
                 }
             }
@@ -365,12 +377,14 @@ pub(crate) fn parse(tag: &str) -> ParsedTag {
     }
 
     if route_text.starts_with(':') {
-        findings.push(Finding::new(
-            tag,
-            "route",
-            "a `:PORT` route without proto=tcp is an HTTP route for the literal host `:PORT`, which no request matches; not converted",
-        ));
-        return done(None, findings);
+        return refuse(
+            findings,
+            Finding::new(
+                tag,
+                "route",
+                "a `:PORT` route without proto=tcp is an HTTP route for the literal host `:PORT`, which no request matches; not converted",
+            ),
+        );
     }
 
     // Host and path, as parseURLPrefixTag: bare hosts verbatim (no `$` expansion), else split at the
@@ -380,8 +394,7 @@ pub(crate) fn parse(tag: &str) -> ParsedTag {
         Some((h, p)) => (expand_lower(h), format!("/{}", expand_plain(p))),
     };
     if let Some(why) = path_problem(&path) {
-        findings.push(Finding::new(tag, "path", why));
-        return done(None, findings);
+        return refuse(findings, Finding::new(tag, "path", why));
     }
     let (host_name, port) = split_port(&host_raw);
     let mut scheme = Scheme::Any;
@@ -389,7 +402,7 @@ pub(crate) fn parse(tag: &str) -> ParsedTag {
     match port {
         Some("443") => scheme = Scheme::Https,
         Some("80") => scheme = Scheme::Http,
-        Some(p) => match p.parse::<u16>() {
+        Some(p) => match port_number(tag, p) {
             Ok(n) => {
                 alt_port = Some(n);
                 findings.push(Finding::new(
@@ -400,29 +413,16 @@ pub(crate) fn parse(tag: &str) -> ParsedTag {
                     ),
                 ));
             }
-            Err(_) => {
-                findings.push(Finding::new(
-                    tag,
-                    "host",
-                    format!("port {p:?} is out of range"),
-                ));
-                return done(None, findings);
+            Err(finding) => {
+                return refuse(findings, finding);
             }
         },
         None => {}
     }
-    let host = if host_name.is_empty() {
-        None
-    } else {
-        match host_kind(host_name, Grammar::UrlPrefix) {
-            Ok(kind) => Some(HostPattern {
-                text: host_name.to_string(),
-                kind,
-            }),
-            Err(why) => {
-                findings.push(Finding::new(tag, "host", why));
-                return done(None, findings);
-            }
+    let host = match host_pattern(host_name, Grammar::UrlPrefix) {
+        Ok(host) => host,
+        Err(why) => {
+            return refuse(findings, Finding::new(tag, "host", why));
         }
     };
     if opts.get("proto") == Some(&"http") && scheme == Scheme::Any {
@@ -478,8 +478,7 @@ pub(crate) fn parse(tag: &str) -> ParsedTag {
         if let Some(v) = value
             && let Some(why) = path_problem(v)
         {
-            findings.push(Finding::new(tag, format!("{name}={v}"), why));
-            return done(None, findings);
+            return refuse(findings, Finding::new(tag, format!("{name}={v}"), why));
         }
     }
 
@@ -487,22 +486,26 @@ pub(crate) fn parse(tag: &str) -> ParsedTag {
         match code.parse::<u16>() {
             Ok(c) if (300..=399).contains(&c) => {
                 if target.chars().any(|c| c == '`' || c.is_control()) {
-                    findings.push(Finding::new(
-                        tag,
-                        format!("redirect={code},{target}"),
-                        "target URL has characters a tag cannot carry",
-                    ));
-                    return done(None, findings);
+                    return refuse(
+                        findings,
+                        Finding::new(
+                            tag,
+                            format!("redirect={code},{target}"),
+                            "target URL has characters a tag cannot carry",
+                        ),
+                    );
                 }
                 route.redirect = Some(Redirect { code: c, target });
             }
             _ => {
-                findings.push(Finding::new(
-                    tag,
-                    format!("redirect={code},{target}"),
-                    "code is not 300-399: fabio then PROXIES to the URL instead of redirecting; Traefik tags cannot proxy to an arbitrary URL; not converted",
-                ));
-                return done(None, findings);
+                return refuse(
+                    findings,
+                    Finding::new(
+                        tag,
+                        format!("redirect={code},{target}"),
+                        "code is not 300-399: fabio then PROXIES to the URL instead of redirecting; Traefik tags cannot proxy to an arbitrary URL; not converted",
+                    ),
+                );
             }
         }
     }

@@ -218,27 +218,7 @@ fn job_id<'a>(job: &'a Value, op: &'static str) -> Result<&'a str> {
         .ok_or(Error::MissingJobId { op })
 }
 
-impl ClientError for Error {
-    const API: transport::Api = transport::Api::Nomad;
-
-    fn request(op: String, source: transport::Error) -> Self {
-        Error::Request {
-            op,
-            source: Box::new(source),
-        }
-    }
-
-    fn encode(what: &'static str, source: serde_json::Error) -> Self {
-        Error::Encode { what, source }
-    }
-
-    fn transport(&self) -> Option<&transport::Error> {
-        match self {
-            Error::Request { source, .. } => Some(source),
-            _ => None,
-        }
-    }
-}
+transport::impl_client_error!(Error, transport::Api::Nomad);
 
 /// The HTTP implementation of [`NomadApi`].
 #[derive(Debug, Clone)]
@@ -250,7 +230,7 @@ impl NomadClient {
     /// Builds a client from a configuration (see [`ClientConfig::nomad_from_env`]).
     pub fn new(config: &ClientConfig) -> Result<NomadClient, transport::Error> {
         Ok(NomadClient {
-            http: ApiClient::new(HttpClient::new(config)?),
+            http: ApiClient::for_config(config)?,
         })
     }
 
@@ -414,11 +394,9 @@ impl NomadApi for NomadClient {
             .key(id)
             .key("allocations")
             .blocking(opts);
-        let (allocs, response) = self
-            .http
-            .json(|| format!("list allocations of job {id}"), request)
-            .await?;
-        Ok((allocs, response.meta))
+        self.http
+            .read(|| format!("list allocations of job {id}"), request)
+            .await
     }
 
     async fn job_latest_deployment(
@@ -430,11 +408,9 @@ impl NomadApi for NomadClient {
             .key(id)
             .key("deployment")
             .blocking(opts);
-        let (d, response) = self
-            .http
-            .json(|| format!("read latest deployment of job {id}"), request)
-            .await?;
-        Ok((d, response.meta))
+        self.http
+            .read(|| format!("read latest deployment of job {id}"), request)
+            .await
     }
 
     async fn deployment_fail(&self, id: &str) -> Result<DeploymentUpdateResponse> {
@@ -450,11 +426,7 @@ impl NomadApi for NomadClient {
 
     async fn services(&self, opts: QueryOptions) -> Result<(Vec<ServiceNamespace>, QueryMeta)> {
         let request = Request::get("/v1/services").blocking(opts);
-        let (s, response) = self
-            .http
-            .json(|| "list services".to_owned(), request)
-            .await?;
-        Ok((s, response.meta))
+        self.http.read(|| "list services".to_owned(), request).await
     }
 
     async fn service(
@@ -463,21 +435,13 @@ impl NomadApi for NomadClient {
         opts: QueryOptions,
     ) -> Result<(Vec<ServiceRegistration>, QueryMeta)> {
         let request = Request::get("/v1/service").key(name).blocking(opts);
-        let (s, response) = self
-            .http
-            .json(|| format!("read service {name}"), request)
-            .await?;
-        Ok((s, response.meta))
+        self.http
+            .read(|| format!("read service {name}"), request)
+            .await
     }
 
     async fn status_leader(&self) -> Result<String> {
-        self.http
-            .json(
-                || "read the Raft leader".to_owned(),
-                Request::get("/v1/status/leader"),
-            )
-            .await
-            .map(|(v, _)| v)
+        self.http.status_leader().await
     }
 }
 

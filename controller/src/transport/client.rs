@@ -6,7 +6,7 @@ use std::marker::PhantomData;
 
 use serde::de::DeserializeOwned;
 
-use super::{Api, Error, HttpClient, QueryMeta, Request, Response};
+use super::{Api, ClientConfig, Error, HttpClient, QueryMeta, Request, Response};
 
 /// How an API client's error type reports a failed request and an unencodable body, so the
 /// Consul and Nomad clients share one [`ApiClient`] instead of each wrapping [`HttpClient`].
@@ -46,6 +46,37 @@ pub trait ClientError: Sized {
     }
 }
 
+/// Implements [`ClientError`] for an API module's `Error` enum, which has the variants
+/// `Request { op: String, source: Box<transport::Error> }` and
+/// `Encode { what: &'static str, source: serde_json::Error }`: the Consul and Nomad errors are
+/// two enums (one per module) whose request and encoding failures read alike.
+macro_rules! impl_client_error {
+    ($error:ident, $api:expr) => {
+        impl $crate::transport::ClientError for $error {
+            const API: $crate::transport::Api = $api;
+
+            fn request(op: String, source: $crate::transport::Error) -> Self {
+                $error::Request {
+                    op,
+                    source: Box::new(source),
+                }
+            }
+
+            fn encode(what: &'static str, source: serde_json::Error) -> Self {
+                $error::Encode { what, source }
+            }
+
+            fn transport(&self) -> Option<&$crate::transport::Error> {
+                match self {
+                    $error::Request { source, .. } => Some(source),
+                    _ => None,
+                }
+            }
+        }
+    };
+}
+pub(crate) use impl_client_error;
+
 /// An [`HttpClient`] whose failures name the step and come back as the API's error `E`.
 pub struct ApiClient<E> {
     http: HttpClient,
@@ -76,6 +107,11 @@ impl<E: ClientError> ApiClient<E> {
         }
     }
 
+    /// An HTTP client built from `config` (see [`HttpClient::new`]).
+    pub fn for_config(config: &ClientConfig) -> Result<ApiClient<E>, Error> {
+        Ok(ApiClient::new(HttpClient::new(config)?))
+    }
+
     /// The underlying HTTP client.
     pub fn http(&self) -> &HttpClient {
         &self.http
@@ -99,6 +135,27 @@ impl<E: ClientError> ApiClient<E> {
             .send_json(request)
             .await
             .map_err(|source| E::request(op(), source))
+    }
+
+    /// A read's decoded body with its index metadata (blocking reads and plain lists alike).
+    pub async fn read<T: DeserializeOwned>(
+        &self,
+        op: impl FnOnce() -> String,
+        request: Request,
+    ) -> Result<(T, QueryMeta), E> {
+        let (body, response) = self.json(op, request).await?;
+        Ok((body, response.meta))
+    }
+
+    /// `GET /v1/status/leader`, which Consul and Nomad both serve: the Raft leader's address,
+    /// `""` when there is none.
+    pub async fn status_leader(&self) -> Result<String, E> {
+        self.json(
+            || "read the Raft leader".to_owned(),
+            Request::get("/v1/status/leader"),
+        )
+        .await
+        .map(|(leader, _)| leader)
     }
 
     /// A read of something that may not exist: `None` on 404, the decoded body otherwise.

@@ -2,7 +2,7 @@
 //!
 //! [`ClientConfig::consul_from_env`] and [`ClientConfig::nomad_from_env`] are pure functions of an
 //! environment lookup, so they are tested without touching the process environment; command-line
-//! flags ([`ConsulFlags`], [`NomadFlags`]) are applied on top with [`ClientConfig::apply`].
+//! flags ([`ConsulFlags`](super::ConsulFlags), [`NomadFlags`](super::NomadFlags)) are applied on top with [`ClientConfig::apply`].
 
 use std::fmt;
 use std::num::NonZeroU32;
@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use url::Url;
 
+use super::flags::{SettingNames, VerifyVariable};
 use super::{Api, Error};
 
 /// An ACL token. It only leaves this type through [`Token::expose`], which the HTTP layer calls
@@ -266,40 +267,35 @@ pub const NOMAD_DEFAULT_RATE: NonZeroU32 = match NonZeroU32::new(20) {
 impl ClientConfig {
     /// Consul's defaults: `http://127.0.0.1:8500`, no token, 50 requests/s.
     pub fn consul_default() -> ClientConfig {
+        ClientConfig::defaults(SettingNames::of(Api::Consul))
+    }
+
+    /// Nomad's defaults: `http://127.0.0.1:4646`, no token, 20 requests/s.
+    pub fn nomad_default() -> ClientConfig {
+        ClientConfig::defaults(SettingNames::of(Api::Nomad))
+    }
+
+    fn defaults(names: &SettingNames) -> ClientConfig {
         ClientConfig {
-            api: Api::Consul,
+            api: names.api,
             endpoint: Endpoint::Tcp(
-                Url::parse("http://127.0.0.1:8500").expect("a literal URL parses"),
+                Url::parse(&format!("http://{}", names.default_addr))
+                    .expect("the table's default address parses"),
             ),
             token: None,
             token_file: None,
             tls: TlsSettings::default(),
             namespace: None,
             region: None,
-            rate_limit: RateLimit::per_second(CONSUL_DEFAULT_RATE),
+            rate_limit: RateLimit::per_second(names.default_rate),
             retry: RetryPolicy::default(),
             timeouts: Timeouts::default(),
         }
     }
 
-    /// Nomad's defaults: `http://127.0.0.1:4646`, no token, 20 requests/s.
-    pub fn nomad_default() -> ClientConfig {
-        ClientConfig {
-            api: Api::Nomad,
-            endpoint: Endpoint::Tcp(
-                Url::parse("http://127.0.0.1:4646").expect("a literal URL parses"),
-            ),
-            rate_limit: RateLimit::per_second(NOMAD_DEFAULT_RATE),
-            ..ClientConfig::consul_default()
-        }
-    }
-
     /// A config pointing at `address` with the API's defaults otherwise (tests, the twin).
     pub fn for_address(api: Api, address: &str) -> Result<ClientConfig, Error> {
-        let mut config = match api {
-            Api::Consul => ClientConfig::consul_default(),
-            Api::Nomad => ClientConfig::nomad_default(),
-        };
+        let mut config = ClientConfig::defaults(SettingNames::of(api));
         config.endpoint = Endpoint::parse(address, false)?;
         Ok(config)
     }
@@ -309,51 +305,50 @@ impl ClientConfig {
     /// `CONSUL_TLS_SERVER_NAME`, `CONSUL_HTTP_SSL_VERIFY` and `CONSUL_NAMESPACE` through `lookup`.
     /// Unset and empty variables mean the same thing, as in Consul's Go client.
     pub fn consul_from_env(lookup: impl Fn(&str) -> Option<String>) -> Result<ClientConfig, Error> {
-        let get = |name: &str| lookup(name).filter(|v| !v.trim().is_empty());
-        let mut config = ClientConfig::consul_default();
-        let https = match get("CONSUL_HTTP_SSL") {
-            Some(v) => parse_bool("CONSUL_HTTP_SSL", &v)?,
-            None => false,
-        };
-        if let Some(addr) = get("CONSUL_HTTP_ADDR") {
-            config.endpoint = Endpoint::parse(&addr, https)?;
-        } else if https {
-            config.endpoint = Endpoint::parse("127.0.0.1:8500", true)?;
-        }
-        config.token = get("CONSUL_HTTP_TOKEN").map(Token::new);
-        config.token_file = get("CONSUL_HTTP_TOKEN_FILE").map(PathBuf::from);
-        config.tls.ca_file = get("CONSUL_CACERT").map(PathBuf::from);
-        config.tls.ca_path = get("CONSUL_CAPATH").map(PathBuf::from);
-        config.tls.client_cert = get("CONSUL_CLIENT_CERT").map(PathBuf::from);
-        config.tls.client_key = get("CONSUL_CLIENT_KEY").map(PathBuf::from);
-        config.tls.server_name = get("CONSUL_TLS_SERVER_NAME");
-        if let Some(v) = get("CONSUL_HTTP_SSL_VERIFY") {
-            config.tls.skip_verify = !parse_bool("CONSUL_HTTP_SSL_VERIFY", &v)?;
-        }
-        config.namespace = get("CONSUL_NAMESPACE");
-        Ok(config)
+        ClientConfig::from_env(Api::Consul, lookup)
     }
 
     /// Reads `NOMAD_ADDR`, `NOMAD_TOKEN`, `NOMAD_CACERT`, `NOMAD_CAPATH`, `NOMAD_CLIENT_CERT`,
     /// `NOMAD_CLIENT_KEY`, `NOMAD_TLS_SERVER_NAME`, `NOMAD_SKIP_VERIFY`, `NOMAD_NAMESPACE` and
     /// `NOMAD_REGION` through `lookup`.
     pub fn nomad_from_env(lookup: impl Fn(&str) -> Option<String>) -> Result<ClientConfig, Error> {
+        ClientConfig::from_env(Api::Nomad, lookup)
+    }
+
+    /// The one reader of both APIs' variables ([`ClientConfig::consul_from_env`],
+    /// [`ClientConfig::nomad_from_env`]), each under the name its own CLI reads.
+    pub fn from_env(
+        api: Api,
+        lookup: impl Fn(&str) -> Option<String>,
+    ) -> Result<ClientConfig, Error> {
+        let names = SettingNames::of(api);
         let get = |name: &str| lookup(name).filter(|v| !v.trim().is_empty());
-        let mut config = ClientConfig::nomad_default();
-        if let Some(addr) = get("NOMAD_ADDR") {
-            config.endpoint = Endpoint::parse(&addr, false)?;
+        let mut config = ClientConfig::defaults(names);
+        let https = match names.https_env.and_then(|name| Some((name, get(name)?))) {
+            Some((name, v)) => parse_bool(name, &v)?,
+            None => false,
+        };
+        if let Some(addr) = get(names.addr.env) {
+            config.endpoint = Endpoint::parse(&addr, https)?;
+        } else if https {
+            config.endpoint = Endpoint::parse(names.default_addr, true)?;
         }
-        config.token = get("NOMAD_TOKEN").map(Token::new);
-        config.tls.ca_file = get("NOMAD_CACERT").map(PathBuf::from);
-        config.tls.ca_path = get("NOMAD_CAPATH").map(PathBuf::from);
-        config.tls.client_cert = get("NOMAD_CLIENT_CERT").map(PathBuf::from);
-        config.tls.client_key = get("NOMAD_CLIENT_KEY").map(PathBuf::from);
-        config.tls.server_name = get("NOMAD_TLS_SERVER_NAME");
-        if let Some(v) = get("NOMAD_SKIP_VERIFY") {
-            config.tls.skip_verify = parse_bool("NOMAD_SKIP_VERIFY", &v)?;
+        config.token = get(names.token_env).map(Token::new);
+        config.token_file = names.token_file_env.and_then(get).map(PathBuf::from);
+        config.tls.ca_file = get(names.ca_file.env).map(PathBuf::from);
+        config.tls.ca_path = get(names.ca_path.env).map(PathBuf::from);
+        config.tls.client_cert = get(names.client_cert.env).map(PathBuf::from);
+        config.tls.client_key = get(names.client_key.env).map(PathBuf::from);
+        config.tls.server_name = get(names.server_name.env);
+        let (verify_env, means_skip) = match names.skip_verify_env {
+            VerifyVariable::Skip(name) => (name, true),
+            VerifyVariable::Verify(name) => (name, false),
+        };
+        if let Some(v) = get(verify_env) {
+            config.tls.skip_verify = parse_bool(verify_env, &v)? == means_skip;
         }
-        config.namespace = get("NOMAD_NAMESPACE");
-        config.region = get("NOMAD_REGION");
+        config.namespace = get(names.namespace.env);
+        config.region = names.region.and_then(|region| get(region.env));
         Ok(config)
     }
 
@@ -444,158 +439,13 @@ pub struct Overrides {
     pub rate_limit: Option<NonZeroU32>,
 }
 
-/// Consul connection flags, named like the `consul` CLI's. The token is taken from a file only:
-/// a token on the command line would be visible to every user through the process list.
-#[derive(Debug, Clone, Default, clap::Args)]
-pub struct ConsulFlags {
-    /// Consul address (overrides CONSUL_HTTP_ADDR).
-    #[arg(id = "consul-addr", long = "consul-addr", value_name = "ADDR")]
-    pub addr: Option<String>,
-    /// File holding the Consul ACL token (overrides CONSUL_HTTP_TOKEN_FILE).
-    #[arg(
-        id = "consul-token-file",
-        long = "consul-token-file",
-        value_name = "PATH"
-    )]
-    pub token_file: Option<PathBuf>,
-    /// CA certificate file (overrides CONSUL_CACERT).
-    #[arg(id = "consul-ca-cert", long = "consul-ca-cert", value_name = "PATH")]
-    pub ca_file: Option<PathBuf>,
-    /// Directory of CA certificates (overrides CONSUL_CAPATH).
-    #[arg(id = "consul-ca-path", long = "consul-ca-path", value_name = "DIR")]
-    pub ca_path: Option<PathBuf>,
-    /// Client certificate (overrides CONSUL_CLIENT_CERT).
-    #[arg(
-        id = "consul-client-cert",
-        long = "consul-client-cert",
-        value_name = "PATH"
-    )]
-    pub client_cert: Option<PathBuf>,
-    /// Client key (overrides CONSUL_CLIENT_KEY).
-    #[arg(
-        id = "consul-client-key",
-        long = "consul-client-key",
-        value_name = "PATH"
-    )]
-    pub client_key: Option<PathBuf>,
-    /// Server name to verify (overrides CONSUL_TLS_SERVER_NAME).
-    #[arg(
-        id = "consul-tls-server-name",
-        long = "consul-tls-server-name",
-        value_name = "NAME"
-    )]
-    pub server_name: Option<String>,
-    /// Skip TLS verification (overrides CONSUL_HTTP_SSL_VERIFY).
-    #[arg(id = "consul-skip-verify", long = "consul-skip-verify")]
-    pub skip_verify: bool,
-    /// Consul namespace (overrides CONSUL_NAMESPACE). Consul Enterprise only: Consul CE
-    /// refuses every request that names a namespace (400).
-    #[arg(id = "consul-namespace", long = "consul-namespace", value_name = "NS")]
-    pub namespace: Option<String>,
-    /// Requests per second to Consul (default 50).
-    #[arg(id = "consul-rate-limit", long = "consul-rate-limit", value_name = "N")]
-    pub rate_limit: Option<NonZeroU32>,
-}
-
-impl From<ConsulFlags> for Overrides {
-    fn from(f: ConsulFlags) -> Overrides {
-        Overrides {
-            addr: f.addr,
-            token: None,
-            token_file: f.token_file,
-            ca_file: f.ca_file,
-            ca_path: f.ca_path,
-            client_cert: f.client_cert,
-            client_key: f.client_key,
-            server_name: f.server_name,
-            skip_verify: f.skip_verify.then_some(true),
-            namespace: f.namespace,
-            region: None,
-            rate_limit: f.rate_limit,
-        }
-    }
-}
-
-/// Nomad connection flags, named like the `nomad` CLI's (token from a file only, see
-/// [`ConsulFlags`]).
-#[derive(Debug, Clone, Default, clap::Args)]
-pub struct NomadFlags {
-    /// Nomad address (overrides NOMAD_ADDR).
-    #[arg(id = "nomad-addr", long = "nomad-addr", value_name = "ADDR")]
-    pub addr: Option<String>,
-    /// File holding the Nomad ACL token (overrides NOMAD_TOKEN).
-    #[arg(
-        id = "nomad-token-file",
-        long = "nomad-token-file",
-        value_name = "PATH"
-    )]
-    pub token_file: Option<PathBuf>,
-    /// CA certificate file (overrides NOMAD_CACERT).
-    #[arg(id = "nomad-ca-cert", long = "nomad-ca-cert", value_name = "PATH")]
-    pub ca_file: Option<PathBuf>,
-    /// Directory of CA certificates (overrides NOMAD_CAPATH).
-    #[arg(id = "nomad-ca-path", long = "nomad-ca-path", value_name = "DIR")]
-    pub ca_path: Option<PathBuf>,
-    /// Client certificate (overrides NOMAD_CLIENT_CERT).
-    #[arg(
-        id = "nomad-client-cert",
-        long = "nomad-client-cert",
-        value_name = "PATH"
-    )]
-    pub client_cert: Option<PathBuf>,
-    /// Client key (overrides NOMAD_CLIENT_KEY).
-    #[arg(
-        id = "nomad-client-key",
-        long = "nomad-client-key",
-        value_name = "PATH"
-    )]
-    pub client_key: Option<PathBuf>,
-    /// Server name to verify (overrides NOMAD_TLS_SERVER_NAME).
-    #[arg(
-        id = "nomad-tls-server-name",
-        long = "nomad-tls-server-name",
-        value_name = "NAME"
-    )]
-    pub server_name: Option<String>,
-    /// Skip TLS verification (overrides NOMAD_SKIP_VERIFY).
-    #[arg(id = "nomad-skip-verify", long = "nomad-skip-verify")]
-    pub skip_verify: bool,
-    /// Nomad namespace (overrides NOMAD_NAMESPACE).
-    #[arg(id = "nomad-namespace", long = "nomad-namespace", value_name = "NS")]
-    pub namespace: Option<String>,
-    /// Nomad region (overrides NOMAD_REGION).
-    #[arg(id = "nomad-region", long = "nomad-region", value_name = "REGION")]
-    pub region: Option<String>,
-    /// Requests per second to Nomad (default 20).
-    #[arg(id = "nomad-rate-limit", long = "nomad-rate-limit", value_name = "N")]
-    pub rate_limit: Option<NonZeroU32>,
-}
-
-impl From<NomadFlags> for Overrides {
-    fn from(f: NomadFlags) -> Overrides {
-        Overrides {
-            addr: f.addr,
-            token: None,
-            token_file: f.token_file,
-            ca_file: f.ca_file,
-            ca_path: f.ca_path,
-            client_cert: f.client_cert,
-            client_key: f.client_key,
-            server_name: f.server_name,
-            skip_verify: f.skip_verify.then_some(true),
-            namespace: f.namespace,
-            region: f.region,
-            rate_limit: f.rate_limit,
-        }
-    }
-}
-
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::panic)] // tests fail loudly
 mod tests {
     use std::collections::HashMap;
 
     use super::*;
+    use crate::transport::NomadFlags;
 
     fn env(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
         let map: HashMap<String, String> = pairs

@@ -6,6 +6,7 @@ mod client;
 mod config;
 #[cfg(any(test, feature = "test-support"))]
 pub mod fake;
+mod flags;
 mod http;
 mod tls;
 mod watch;
@@ -14,12 +15,17 @@ use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
 
+pub(crate) use client::impl_client_error;
 pub use client::{ApiClient, ClientError};
 pub use config::{
-    CONSUL_DEFAULT_RATE, ClientConfig, ConsulFlags, Endpoint, NOMAD_DEFAULT_RATE, NomadFlags,
-    Overrides, RateLimit, RetryPolicy, Timeouts, TlsSettings, Token,
+    CONSUL_DEFAULT_RATE, ClientConfig, Endpoint, NOMAD_DEFAULT_RATE, Overrides, RateLimit,
+    RetryPolicy, Timeouts, TlsSettings, Token,
+};
+pub use flags::{
+    ApiFlags, ApiNames, ConsulFlags, ConsulNames, NomadFlags, NomadNames, SettingNames,
 };
 pub use http::{Body, HttpClient, MAX_API_BODY, Request, Response, Retry, read_capped};
+pub(crate) use tls::accept_any_certificate;
 pub use watch::{Change, Pacing, Watch, WatchUpdate};
 
 /// Which API a client talks to; used in error messages and headers.

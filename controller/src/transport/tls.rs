@@ -22,9 +22,7 @@ pub(super) fn client_config(settings: &TlsSettings) -> Result<rustls::ClientConf
         .map_err(|e| Error::TlsConfig(e.to_string()))?;
 
     let base: Arc<dyn ServerCertVerifier> = if settings.skip_verify {
-        Arc::new(AcceptAnyCertificate {
-            provider: provider.clone(),
-        })
+        accept_any_certificate(provider.clone())
     } else if settings.ca_file.is_some() || settings.ca_path.is_some() {
         let mut roots = RootCertStore::empty();
         if let Some(file) = &settings.ca_file {
@@ -47,7 +45,7 @@ pub(super) fn client_config(settings: &TlsSettings) -> Result<rustls::ClientConf
             let name = ServerName::try_from(name.clone()).map_err(|_| {
                 Error::TlsConfig(format!("{name:?} is not a valid TLS server name"))
             })?;
-            Arc::new(VerifyAs { inner: base, name })
+            Arc::new(Verifier::As { inner: base, name })
         }
         _ => base,
     };
@@ -134,16 +132,29 @@ fn add_pem_dir(roots: &mut RootCertStore, dir: &Path) -> Result<(), Error> {
     Ok(())
 }
 
-/// Verifies the server certificate against a configured name instead of the address's host
-/// (`CONSUL_TLS_SERVER_NAME`, `NOMAD_TLS_SERVER_NAME`), e.g. `server.dc1.consul` while
-/// connecting to an IP address.
+/// The two verifiers the settings add to the platform's or the CA's: one for skip-verify, one
+/// for a configured server name. One type, so the trait is implemented once.
 #[derive(Debug)]
-struct VerifyAs {
-    inner: Arc<dyn ServerCertVerifier>,
-    name: ServerName<'static>,
+enum Verifier {
+    /// `*_SKIP_VERIFY`: any certificate is accepted, but handshake signatures are still
+    /// checked so the connection is at least encrypted to whoever holds the presented key.
+    AcceptAny(Arc<CryptoProvider>),
+    /// Verifies the server certificate against a configured name instead of the address's host
+    /// (`CONSUL_TLS_SERVER_NAME`, `NOMAD_TLS_SERVER_NAME`), e.g. `server.dc1.consul` while
+    /// connecting to an IP address.
+    As {
+        inner: Arc<dyn ServerCertVerifier>,
+        name: ServerName<'static>,
+    },
 }
 
-impl ServerCertVerifier for VerifyAs {
+/// A verifier that accepts any certificate chain but still checks handshake signatures: for
+/// skip-verify, and for `debug tls`, which shows what is served, valid or not.
+pub(crate) fn accept_any_certificate(provider: Arc<CryptoProvider>) -> Arc<dyn ServerCertVerifier> {
+    Arc::new(Verifier::AcceptAny(provider))
+}
+
+impl ServerCertVerifier for Verifier {
     fn verify_server_cert(
         &self,
         end_entity: &CertificateDer<'_>,
@@ -152,8 +163,12 @@ impl ServerCertVerifier for VerifyAs {
         ocsp_response: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        self.inner
-            .verify_server_cert(end_entity, intermediates, &self.name, ocsp_response, now)
+        match self {
+            Verifier::AcceptAny(_) => Ok(ServerCertVerified::assertion()),
+            Verifier::As { inner, name } => {
+                inner.verify_server_cert(end_entity, intermediates, name, ocsp_response, now)
+            }
+        }
     }
 
     fn verify_tls12_signature(
@@ -162,7 +177,15 @@ impl ServerCertVerifier for VerifyAs {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.inner.verify_tls12_signature(message, cert, dss)
+        match self {
+            Verifier::AcceptAny(provider) => verify_tls12_signature(
+                message,
+                cert,
+                dss,
+                &provider.signature_verification_algorithms,
+            ),
+            Verifier::As { inner, .. } => inner.verify_tls12_signature(message, cert, dss),
+        }
     }
 
     fn verify_tls13_signature(
@@ -171,64 +194,23 @@ impl ServerCertVerifier for VerifyAs {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.inner.verify_tls13_signature(message, cert, dss)
+        match self {
+            Verifier::AcceptAny(provider) => verify_tls13_signature(
+                message,
+                cert,
+                dss,
+                &provider.signature_verification_algorithms,
+            ),
+            Verifier::As { inner, .. } => inner.verify_tls13_signature(message, cert, dss),
+        }
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.inner.supported_verify_schemes()
-    }
-}
-
-/// `*_SKIP_VERIFY`: any certificate is accepted, but handshake signatures are still checked so
-/// the connection is at least encrypted to whoever holds the presented key.
-#[derive(Debug)]
-struct AcceptAnyCertificate {
-    provider: Arc<CryptoProvider>,
-}
-
-impl ServerCertVerifier for AcceptAnyCertificate {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.provider
-            .signature_verification_algorithms
-            .supported_schemes()
+        match self {
+            Verifier::AcceptAny(provider) => provider
+                .signature_verification_algorithms
+                .supported_schemes(),
+            Verifier::As { inner, .. } => inner.supported_verify_schemes(),
+        }
     }
 }

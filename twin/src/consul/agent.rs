@@ -18,7 +18,7 @@ use tokio::time::Instant;
 use super::catalog::check_json;
 use super::store::agent::{AgentCheckDef, AgentError, AgentServiceDef};
 use super::store::{DATACENTER, NODE_ID, NODE_NAME, ServiceInstance};
-use super::{ConsulState, body_bytes, json, text};
+use super::{ConsulState, json, json_body_or_default, text};
 
 /// The twin's raft leader address (what `/v1/status/leader` reports).
 pub const LEADER: &str = "127.0.0.1:8300";
@@ -53,16 +53,7 @@ fn done(result: Result<(), AgentError>) -> Response {
 }
 
 async fn decode<T: serde::de::DeserializeOwned + Default>(body: Body) -> Result<T, Response> {
-    let bytes = body_bytes(body, 1024 * 1024).await?;
-    if bytes.iter().all(u8::is_ascii_whitespace) {
-        return Ok(T::default());
-    }
-    serde_json::from_slice(&bytes).map_err(|e| {
-        text(
-            StatusCode::BAD_REQUEST,
-            &format!("Request decode failed: {e}"),
-        )
-    })
+    json_body_or_default(body, 1024 * 1024).await
 }
 
 fn member() -> Value {

@@ -11,7 +11,7 @@ use super::store::{
     Check, DATACENTER, DeregisterRequest, Node, RegisterRequest, ServiceInstance, Store,
 };
 use super::{
-    ConsulState, Params, ReadOpts, blocking_read, body_bytes, json, meta_headers, read_opts,
+    ConsulState, Params, ReadOpts, blocking_read, json, json_body, meta_headers, read_opts,
     store_error, text,
 };
 
@@ -128,44 +128,28 @@ async fn opts(q: Q) -> Result<(Params, ReadOpts), Response> {
     Ok((p, o))
 }
 
-pub(super) async fn register(State(st): State<ConsulState>, body: Body) -> Response {
-    let bytes = match body_bytes(body, 4 * 1024 * 1024).await {
-        Ok(b) => b,
-        Err(r) => return r,
-    };
-    let req: RegisterRequest = match serde_json::from_slice(&bytes) {
-        Ok(r) => r,
-        Err(e) => {
-            return text(
-                StatusCode::BAD_REQUEST,
-                &format!("Request decode failed: {e}"),
-            );
-        }
-    };
-    match st.write(|s| s.register(req, Instant::now())) {
+/// A catalog write's answer: `true`, or the store's error.
+fn written(result: Result<(), super::store::StoreError>) -> Response {
+    match result {
         Ok(()) => json(StatusCode::OK, HeaderMap::new(), &json!(true)),
         Err(e) => store_error(&e),
     }
 }
 
-pub(super) async fn deregister(State(st): State<ConsulState>, body: Body) -> Response {
-    let bytes = match body_bytes(body, 1024 * 1024).await {
-        Ok(b) => b,
+pub(super) async fn register(State(st): State<ConsulState>, body: Body) -> Response {
+    let req: RegisterRequest = match json_body(body, 4 * 1024 * 1024).await {
+        Ok(r) => r,
         Err(r) => return r,
     };
-    let req: DeregisterRequest = match serde_json::from_slice(&bytes) {
+    written(st.write(|s| s.register(req, Instant::now())))
+}
+
+pub(super) async fn deregister(State(st): State<ConsulState>, body: Body) -> Response {
+    let req: DeregisterRequest = match json_body(body, 1024 * 1024).await {
         Ok(r) => r,
-        Err(e) => {
-            return text(
-                StatusCode::BAD_REQUEST,
-                &format!("Request decode failed: {e}"),
-            );
-        }
+        Err(r) => return r,
     };
-    match st.write(|s| s.deregister(req, Instant::now())) {
-        Ok(()) => json(StatusCode::OK, HeaderMap::new(), &json!(true)),
-        Err(e) => store_error(&e),
-    }
+    written(st.write(|s| s.deregister(req, Instant::now())))
 }
 
 pub(super) async fn services(State(st): State<ConsulState>, q: Q) -> Response {

@@ -487,6 +487,35 @@ pub(crate) async fn body_bytes(body: Body, limit: usize) -> Result<bytes::Bytes,
         .map_err(|_| text(StatusCode::PAYLOAD_TOO_LARGE, "Request body too large"))
 }
 
+/// Consul's 400 for a request body that does not decode.
+pub(crate) fn decode_failed(msg: impl std::fmt::Display) -> Response {
+    text(
+        StatusCode::BAD_REQUEST,
+        &format!("Request decode failed: {msg}"),
+    )
+}
+
+/// A JSON request body of at most `limit` bytes, or Consul's answer (413, 400).
+pub(crate) async fn json_body<T: serde::de::DeserializeOwned>(
+    body: Body,
+    limit: usize,
+) -> Result<T, Response> {
+    let bytes = body_bytes(body, limit).await?;
+    serde_json::from_slice(&bytes).map_err(decode_failed)
+}
+
+/// [`json_body`] for endpoints whose fields are all optional: a blank body is `T::default()`.
+pub(crate) async fn json_body_or_default<T: serde::de::DeserializeOwned + Default>(
+    body: Body,
+    limit: usize,
+) -> Result<T, Response> {
+    let bytes = body_bytes(body, limit).await?;
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Ok(T::default());
+    }
+    serde_json::from_slice(&bytes).map_err(decode_failed)
+}
+
 /// `?dc=` naming another datacenter: the twin is a single-datacenter cluster, so Consul's RPC
 /// forwarding fails as it does for an unknown datacenter.
 async fn datacenter(req: Request, next: Next) -> Response {

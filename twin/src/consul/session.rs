@@ -11,18 +11,11 @@ use tokio::time::Instant;
 
 use super::store::{ServiceCheckRef, SessionSpec};
 use super::{
-    ConsulState, Params, blocking_read, body_bytes, json, meta_headers, read_opts, store_error,
-    text,
+    ConsulState, Params, blocking_read, decode_failed, json, json_body_or_default, meta_headers,
+    read_opts, store_error, text,
 };
 
 type Q = Query<Vec<(String, String)>>;
-
-fn decode_failed(msg: impl std::fmt::Display) -> Response {
-    text(
-        StatusCode::BAD_REQUEST,
-        &format!("Request decode failed: {msg}"),
-    )
-}
 
 /// `LockDelay` may be a duration string or a number: below 1000 it counts seconds, otherwise
 /// nanoseconds (Consul's `lockDelayMinThreshold`).
@@ -108,17 +101,9 @@ fn fixup_session_checks(
 }
 
 pub(super) async fn create(State(st): State<ConsulState>, body: Body) -> Response {
-    let bytes = match body_bytes(body, 1024 * 1024).await {
-        Ok(b) => b,
+    let body: CreateBody = match json_body_or_default(body, 1024 * 1024).await {
+        Ok(v) => v,
         Err(r) => return r,
-    };
-    let body: CreateBody = if bytes.iter().all(u8::is_ascii_whitespace) {
-        CreateBody::default()
-    } else {
-        match serde_json::from_slice(&bytes) {
-            Ok(v) => v,
-            Err(e) => return decode_failed(e),
-        }
     };
     let lock_delay = match lock_delay(&body.lock_delay) {
         Ok(d) => d,

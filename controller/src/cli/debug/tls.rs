@@ -9,12 +9,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::pki_types::pem::PemObject as _;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
-use rustls::{DigitallySignedStruct, SignatureScheme};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 
 use crate::metrics::{self, CertificateInfo};
+use crate::transport;
 
 const EXIT_HELP: &str = "Exit codes: 0 all good, 1 a certificate expires within 7 days, has \
 expired, or its key does not match, or the chain could not be fetched; 2 usage or IO error.";
@@ -34,52 +33,6 @@ pub struct Args {
     cert_dir: PathBuf,
 }
 
-/// Accepts any chain: the point is to show what is served, valid or not.
-#[derive(Debug)]
-struct ShowAnything(Arc<rustls::crypto::CryptoProvider>);
-
-impl ServerCertVerifier for ShowAnything {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
-    }
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
-    }
-}
-
 /// The chain `addr` serves for `host` (leaf first). Blocking.
 fn fetch_chain(addr: SocketAddr, host: &str) -> anyhow::Result<Vec<CertificateDer<'static>>> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
@@ -87,7 +40,8 @@ fn fetch_chain(addr: SocketAddr, host: &str) -> anyhow::Result<Vec<CertificateDe
         .with_safe_default_protocol_versions()
         .context("failed to configure TLS")?
         .dangerous()
-        .with_custom_certificate_verifier(Arc::new(ShowAnything(provider)))
+        // Accepts any chain: the point is to show what is served, valid or not.
+        .with_custom_certificate_verifier(transport::accept_any_certificate(provider))
         .with_no_client_auth();
     let name = ServerName::try_from(host.to_owned())
         .with_context(|| format!("{host:?} is not a valid server name"))?;

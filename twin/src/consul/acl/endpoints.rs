@@ -60,7 +60,7 @@ fn ok(st: &ConsulState, body: &Value) -> Response {
     json(StatusCode::OK, h, body)
 }
 
-/// Now as RFC 3339 UTC with nanoseconds, as Go's `time.Time` marshals (`CreateTime`).
+/// Now as RFC 3339 UTC with nanoseconds (`CreateTime`).
 pub(crate) fn rfc3339_now() -> String {
     rfc3339(
         std::time::SystemTime::now()
@@ -69,26 +69,8 @@ pub(crate) fn rfc3339_now() -> String {
     )
 }
 
-/// Civil date from days since the epoch (Howard Hinnant's `civil_from_days`).
 fn rfc3339(since_epoch: std::time::Duration) -> String {
-    let secs = since_epoch.as_secs();
-    let (days, rem) = ((secs / 86_400) as i64, secs % 86_400);
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:09}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60,
-        since_epoch.subsec_nanos()
-    )
+    rfc3339_utc::nanos_fixed(since_epoch)
 }
 
 /// The frame of the reads: ACLs on, `acl:read`, then the object or 403 "ACL not found".

@@ -321,9 +321,14 @@ impl Store {
             modify_index: idx,
         };
         self.acl.policies.insert(policy.id.clone(), policy.clone());
+        self.acl_published(idx);
+        Ok(policy)
+    }
+
+    /// Publishes an ACL write made at `idx`: the ACL tables' index and the store's.
+    fn acl_published(&mut self, idx: u64) {
         self.acl.index = idx;
         self.index = idx;
-        Ok(policy)
     }
 
     /// Deletes a policy; an unknown ID is not an error (`PolicyDelete`).
@@ -335,8 +340,7 @@ impl Store {
         }
         if self.acl.policies.remove(id).is_some() {
             let idx = self.next();
-            self.acl.index = idx;
-            self.index = idx;
+            self.acl_published(idx);
         }
         Ok(())
     }
@@ -493,8 +497,7 @@ impl Store {
         self.acl
             .tokens
             .insert(token.accessor_id.clone(), token.clone());
-        self.acl.index = idx;
-        self.index = idx;
+        self.acl_published(idx);
         Ok(self.named(&token))
     }
 
@@ -507,8 +510,7 @@ impl Store {
         }
         if self.acl.tokens.remove(accessor).is_some() {
             let idx = self.next();
-            self.acl.index = idx;
-            self.index = idx;
+            self.acl_published(idx);
         }
         Ok(())
     }

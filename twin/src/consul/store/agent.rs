@@ -215,6 +215,18 @@ impl Store {
         self.register(req, now)
     }
 
+    /// Keeps a check the agent runs locally (fresh output) and arms its TTL.
+    fn agent_check_add(&mut self, id: String, ttl: Option<Duration>, now: Instant) {
+        self.agent.checks.insert(
+            id.clone(),
+            AgentCheck {
+                ttl,
+                last_output: String::new(),
+            },
+        );
+        self.arm_check(&id, now);
+    }
+
     fn arm_check(&mut self, id: &str, now: Instant) {
         if let Some(ttl) = self.agent.checks.get(id).and_then(|c| c.ttl) {
             self.agent.deadlines.insert(id.to_string(), now + ttl);
@@ -276,14 +288,7 @@ impl Store {
         self.agent_node_register(Some(service), checks, now)?;
         self.agent.services.insert(id);
         for (check_id, ttl) in local {
-            self.agent.checks.insert(
-                check_id.clone(),
-                AgentCheck {
-                    ttl,
-                    last_output: String::new(),
-                },
-            );
-            self.arm_check(&check_id, now);
+            self.agent_check_add(check_id, ttl, now);
         }
         Ok(())
     }
@@ -345,14 +350,7 @@ impl Store {
         };
         let check = catalog_check(&def, id.clone(), &def.service_id);
         self.agent_node_register(None, vec![check], now)?;
-        self.agent.checks.insert(
-            id.clone(),
-            AgentCheck {
-                ttl,
-                last_output: String::new(),
-            },
-        );
-        self.arm_check(&id, now);
+        self.agent_check_add(id, ttl, now);
         Ok(())
     }
 

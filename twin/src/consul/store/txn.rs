@@ -108,40 +108,27 @@ impl Store {
         };
         let current = |s: &Store| s.kv.get(key).map(blank).into_iter().collect::<Vec<_>>();
         match op.verb.as_str() {
-            "set" => {
-                let (_, c) = self
-                    .kv_put_at(idx, key, value()?, op.flags, &PutMode::Set)
-                    .map_err(|e| e.to_string())?;
-                Ok((current(self), c))
-            }
-            "cas" => {
-                let (ok, c) = self
-                    .kv_put_at(idx, key, value()?, op.flags, &PutMode::Cas(op.index))
-                    .map_err(|e| e.to_string())?;
-                if !ok {
-                    return Err(format!("failed to set key {key:?}, index is stale"));
-                }
-                Ok((current(self), c))
-            }
-            "lock" => {
-                let mode = PutMode::Acquire(op.session.clone());
-                let (ok, c) = self
-                    .kv_put_at(idx, key, value()?, op.flags, &mode)
-                    .map_err(|e| e.to_string())?;
-                if !ok {
-                    return Err(format!("failed to lock key {key:?}, lock is already held"));
-                }
-                Ok((current(self), c))
-            }
-            "unlock" => {
-                let mode = PutMode::Release(op.session.clone());
+            "set" | "cas" | "lock" | "unlock" => {
+                // Each conditional write refuses with Consul's own text (txn_endpoint.go).
+                let (mode, action, reason) = match op.verb.as_str() {
+                    "cas" => (PutMode::Cas(op.index), "set", "index is stale"),
+                    "lock" => (
+                        PutMode::Acquire(op.session.clone()),
+                        "lock",
+                        "lock is already held",
+                    ),
+                    "unlock" => (
+                        PutMode::Release(op.session.clone()),
+                        "unlock",
+                        "lock isn't held, or is held by another session",
+                    ),
+                    _ => (PutMode::Set, "set", ""),
+                };
                 let (ok, c) = self
                     .kv_put_at(idx, key, value()?, op.flags, &mode)
                     .map_err(|e| e.to_string())?;
                 if !ok {
-                    return Err(format!(
-                        "failed to unlock key {key:?}, lock isn't held, or is held by another session"
-                    ));
+                    return Err(format!("failed to {action} key {key:?}, {reason}"));
                 }
                 Ok((current(self), c))
             }
