@@ -48,6 +48,8 @@ pub struct Args {
     consul: Box<ConsulFlags>,
     #[command(flatten)]
     nomad: Box<NomadFlags>,
+    #[command(flatten)]
+    http: crate::server::HttpArgs,
 }
 
 /// The longest debounce: an edit must not wait longer than this to be looked at.
@@ -108,9 +110,25 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         bootstrap(&consul, &config.config_key()).await?;
     }
     info!(prefix = %config.prefix, consul = %consul_config.endpoint, nomad = %nomad_config.endpoint, "operator starting");
+    // The surface (issue 12): /metrics, /healthz, /readyz, the status page, fed by the loop
+    // and the clients; it stops with the loop.
+    let surface = crate::server::Surface::new(crate::metrics::Metrics::new());
+    consul.http().observe(surface.metrics().clone());
+    nomad.http().observe(surface.metrics().clone());
+    let (stop, mut on_stop) = tokio::sync::watch::channel(false);
+    let (http_addr, http) = crate::server::spawn(args.http.http_addr, surface.clone(), async move {
+        let _ = on_stop.wait_for(|s| *s).await;
+    })
+    .await
+    .context("failed to start the HTTP listener (--http-addr)")?;
+    info!(url = %format!("http://{http_addr}/"), "status page, /metrics, /healthz and /readyz listening");
     Operator::new(config, consul, nomad, probe)
+        .with_surface(surface)
         .run(shutdown_signal())
         .await;
+    let _ = stop.send(true);
+    let _ = http.await;
+    let _ = tokio::task::spawn_blocking(telemetry::shutdown).await;
     Ok(ExitCode::SUCCESS)
 }
 

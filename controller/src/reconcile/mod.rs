@@ -168,6 +168,20 @@ impl Error {
             Error::Encode { .. } => false,
         }
     }
+
+    /// The variant as a short machine word: the `reason` label of the pass-error metric
+    /// (never the message, which may name keys).
+    #[must_use]
+    pub fn label(&self) -> &'static str {
+        match self {
+            Error::Consul { .. } => "consul",
+            Error::Nomad { .. } => "nomad",
+            Error::Secret { .. } => "secret",
+            Error::WriteStatus { .. } => "status_write",
+            Error::Encode { .. } => "encode",
+            Error::StatusConflict { .. } => "status_conflict",
+        }
+    }
 }
 
 /// Settings of the loop.
@@ -336,6 +350,9 @@ pub struct Operator<C, N, P> {
     started: bool,
     backoff: Backoff,
     passes: u64,
+    /// The HTTP surface, metrics and rollout trace this loop feeds (`run.rs`); inert without a
+    /// surface, except for the trace spans.
+    observer: run::Observer,
 }
 
 impl<C, N, P> std::fmt::Debug for Operator<C, N, P> {
@@ -419,6 +436,7 @@ where
             started: false,
             backoff: Backoff::new(MIN_BACKOFF, MAX_BACKOFF),
             passes: 0,
+            observer: run::Observer::default(),
         }
     }
 
@@ -446,7 +464,10 @@ where
 
     async fn reconcile_pass(&mut self, heartbeat: bool) -> Action {
         self.passes += 1;
+        let before = self.phase.clone();
+        let parent = self.observer.pass_starting(&self.phase, Instant::now());
         let span = info_span!(
+            parent: &parent,
             "reconcile",
             pass = self.passes,
             generation = tracing::field::Empty,
@@ -457,12 +478,14 @@ where
         let action = self.pass(heartbeat).instrument(span.clone()).await;
         span.record("phase", self.phase.name());
         debug!(parent: &span, requeue_after = ?action.requeue_after, status = ?self.store.status.phase, "pass done");
+        self.pass_finished(&before);
         action
     }
 
     async fn pass(&mut self, heartbeat: bool) -> Action {
         if !self.started {
             if let Err(e) = self.load_status().await {
+                self.observer.pass_failed(e.label());
                 warn!(error = %e, "cannot read the status document; backing off");
                 return self.retry_after(&e);
             }
@@ -496,6 +519,7 @@ where
     /// Reports an observation error at rest and backs off; 401/403 back off to a long interval,
     /// since only a new token or policy fixes them.
     async fn observation_failed(&mut self, e: &Error, facts: Option<&Facts>) -> Action {
+        self.observer.pass_failed(e.label());
         let action = self.retry_after(e);
         let retry_in = action.requeue_after.unwrap_or(MIN_BACKOFF);
         let terminal = !e.is_retryable();
