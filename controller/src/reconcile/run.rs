@@ -416,3 +416,136 @@ async fn watch_config<C: ConsulApi>(
         }
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::panic)] // tests fail loudly
+mod tests {
+    use super::*;
+    use crate::consul::fake::FakeConsul;
+    use crate::metrics::Metrics;
+    use crate::nomad::fake::FakeNomad;
+    use crate::proxy::probe::fake::FakeProbe;
+    use crate::reconcile::Config;
+    use crate::spec::status::Phase as StatusPhase;
+
+    /// A paused document (a pass reads it, nothing is rolled out) that differs by `n`.
+    fn doc(n: u32) -> String {
+        format!(
+            "apiVersion: proxy-operator.io/v1alpha1\nkind: ProxyConfig\nspec:\n  proxy: traefik\n  paused: true\n  middlewares:\n    rateLimit: {{average: {n}, burst: 50}}\n"
+        )
+    }
+
+    fn passes(surface: &Surface) -> u64 {
+        let text = surface.metrics().encode().unwrap();
+        text.lines()
+            .filter(|l| l.starts_with("proxy_operator_reconcile_passes_total{"))
+            .map(|l| l.rsplit(' ').next().unwrap().parse::<u64>().unwrap())
+            .sum()
+    }
+
+    fn status(consul: &FakeConsul) -> Option<ProxyStatus> {
+        consul
+            .value("po/status")
+            .map(|v| serde_json::from_slice(&v).unwrap())
+    }
+
+    /// Starts the loop on the fakes with `debounce`; returns the consul fake, the surface and
+    /// the stop handle.
+    fn start(
+        debounce: Duration,
+    ) -> (
+        FakeConsul,
+        Surface,
+        tokio::sync::oneshot::Sender<()>,
+        tokio::task::JoinHandle<()>,
+    ) {
+        let consul = FakeConsul::new();
+        let surface = Surface::new(Metrics::new());
+        let op = Operator::new(
+            Config::new("po").debounce(debounce),
+            consul.clone(),
+            FakeNomad::new(),
+            FakeProbe::healthy(),
+        )
+        .with_surface(surface.clone());
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(op.run(async {
+            stopped.await.ok();
+        }));
+        (consul, surface, stop, task)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_single_edit_to_an_idle_loop_is_read_at_once_without_waiting_for_the_debounce() {
+        let debounce = Duration::from_secs(10);
+        let (consul, surface, stop, task) = start(debounce);
+        tokio::time::sleep(debounce * 2).await;
+        assert_eq!(passes(&surface), 1, "the pass at start");
+        let edited = Instant::now();
+        let index = consul.set("po/config", doc(7));
+        loop {
+            if status(&consul).is_some_and(|s| s.observed_index == index) {
+                break;
+            }
+            assert!(
+                edited.elapsed() < debounce,
+                "the edit waited for the debounce interval"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert!(edited.elapsed() < Duration::from_millis(100), "{:?}", edited.elapsed());
+        assert_eq!(status(&consul).unwrap().phase, StatusPhase::Paused);
+        assert_eq!(passes(&surface), 2);
+        stop.send(()).unwrap();
+        task.await.unwrap();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_burst_of_edits_is_one_leading_and_one_trailing_pass_over_the_last_document() {
+        let debounce = Duration::from_secs(2);
+        let (consul, surface, stop, task) = start(debounce);
+        tokio::time::sleep(debounce * 2).await;
+        let before = passes(&surface);
+        let mut last = 0;
+        for n in 1..=5 {
+            last = consul.set("po/config", doc(n));
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        tokio::time::sleep(debounce * 10).await;
+        assert_eq!(
+            passes(&surface) - before,
+            2,
+            "the first edit at once, the other four as one pass"
+        );
+        let s = status(&consul).unwrap();
+        assert_eq!(s.observed_index, last, "the trailing pass read the last edit");
+        stop.send(()).unwrap();
+        task.await.unwrap();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_surface_gets_readiness_the_spec_summary_and_the_written_status() {
+        let (consul, surface, stop, task) = start(Duration::from_millis(50));
+        consul.set("po/config", doc(3));
+        let metrics = loop {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            let text = surface.metrics().encode().unwrap();
+            if text.contains("proxy_operator_phase{phase=\"Paused\"} 1") {
+                break text;
+            }
+        };
+        assert!(metrics.contains("proxy_operator_watch_wakeups_total{watch=\"config\"}"), "{metrics}");
+        assert!(metrics.contains("proxy_operator_config_generation 1"), "{metrics}");
+        let ready = surface.readiness();
+        assert!(ready.watch_established && ready.pass_completed);
+        let spec = surface.spec().unwrap();
+        assert!(
+            spec.policies.iter().any(|p| p.starts_with("rate limit: 3 requests")),
+            "{:?}",
+            spec.policies
+        );
+        assert_eq!(surface.status().unwrap().phase, StatusPhase::Paused);
+        stop.send(()).unwrap();
+        task.await.unwrap();
+    }
+}

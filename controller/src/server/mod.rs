@@ -289,6 +289,24 @@ impl Surface {
         self.set_certificates(files);
     }
 
+    /// What `/readyz` answers from.
+    #[must_use]
+    pub fn readiness(&self) -> Readiness {
+        *self.shared.ready.borrow()
+    }
+
+    /// The status last published.
+    #[must_use]
+    pub fn status(&self) -> Option<ProxyStatus> {
+        self.shared.status.borrow().clone()
+    }
+
+    /// The document summary last published.
+    #[must_use]
+    pub fn spec(&self) -> Option<SpecSummary> {
+        self.shared.spec.borrow().clone()
+    }
+
     fn snapshot(&self) -> page::Snapshot {
         page::Snapshot {
             status: self.shared.status.borrow().clone(),
