@@ -63,7 +63,10 @@ impl Cdp {
             head.push(byte[0]);
         }
         let head = String::from_utf8_lossy(&head);
-        assert!(head.starts_with("HTTP/1.1 101"), "no WebSocket upgrade: {head}");
+        assert!(
+            head.starts_with("HTTP/1.1 101"),
+            "no WebSocket upgrade: {head}"
+        );
         Cdp { stream, next_id: 1 }
     }
 
@@ -175,7 +178,8 @@ fn devtools_http(port: u16, method: &str, path: &str) -> Value {
     }
     let mut body = vec![0u8; length];
     reader.read_exact(&mut body).unwrap();
-    serde_json::from_slice(&body).unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&body)))
+    serde_json::from_slice(&body)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&body)))
 }
 
 fn phase_and_rollouts(cdp: &mut Cdp) -> (String, u64) {
@@ -210,8 +214,17 @@ async fn the_status_page_shows_the_phase_and_follows_a_new_rollout_without_a_rel
             .then_some(())
     })
     .await;
-    assert!(printed.is_some(), "dev never printed the status page URL:\n{}", dev.log());
-    assert!(dev.log().contains(&format!("http://demo.localhost:{http}/")), "{}", dev.log());
+    assert!(
+        printed.is_some(),
+        "dev never printed the status page URL:\n{}",
+        dev.log()
+    );
+    assert!(
+        dev.log()
+            .contains(&format!("http://demo.localhost:{http}/")),
+        "{}",
+        dev.log()
+    );
     let _ = rustls::crypto::ring::default_provider().install_default();
     let client = reqwest::Client::builder().no_proxy().build().unwrap();
     let api = format!("{page_url}api/status");
@@ -267,7 +280,10 @@ async fn the_status_page_shows_the_phase_and_follows_a_new_rollout_without_a_rel
         if phase == "Ready" && live == "live" {
             break rollouts;
         }
-        assert!(Instant::now() < deadline, "the page never showed Ready live: {phase:?} {live}");
+        assert!(
+            Instant::now() < deadline,
+            "the page never showed Ready live: {phase:?} {live}"
+        );
         std::thread::sleep(Duration::from_millis(200));
     };
     assert!(rollouts >= 1, "the first rollout is listed");
@@ -280,7 +296,11 @@ async fn the_status_page_shows_the_phase_and_follows_a_new_rollout_without_a_rel
     let config_file = dev
         .log()
         .lines()
-        .find_map(|l| l.trim().strip_prefix("edit the config:  $EDITOR ").map(str::to_owned))
+        .find_map(|l| {
+            l.trim()
+                .strip_prefix("edit the config:  $EDITOR ")
+                .map(str::to_owned)
+        })
         .expect("dev printed the config file");
     let edited = std::fs::read_to_string(config_file.trim())
         .unwrap()
@@ -290,7 +310,9 @@ async fn the_status_page_shows_the_phase_and_follows_a_new_rollout_without_a_rel
         );
     assert!(edited.contains("    rateLimit:\n      average: 50"));
     client
-        .put(format!("http://127.0.0.1:{consul}/v1/kv/proxy-operator/config"))
+        .put(format!(
+            "http://127.0.0.1:{consul}/v1/kv/proxy-operator/config"
+        ))
         .body(edited)
         .send()
         .await
@@ -306,7 +328,10 @@ async fn the_status_page_shows_the_phase_and_follows_a_new_rollout_without_a_rel
         let policies = cdp.eval("document.getElementById('live').textContent");
         if phase == "Ready"
             && now == rollouts + 1
-            && policies.as_str().unwrap_or_default().contains("rate limit: 50 requests")
+            && policies
+                .as_str()
+                .unwrap_or_default()
+                .contains("rate limit: 50 requests")
         {
             break;
         }
@@ -323,10 +348,20 @@ async fn the_status_page_shows_the_phase_and_follows_a_new_rollout_without_a_rel
         "the page updated itself, without a reload"
     );
     let after = cdp.screenshot("surface-status-page-after-edit.png");
-    eprintln!("screenshot: {} (saw Progressing: {seen_progressing})", after.display());
+    eprintln!(
+        "screenshot: {} (saw Progressing: {seen_progressing})",
+        after.display()
+    );
     assert_ne!(
         ready["observedDigest"],
-        client.get(&api).send().await.unwrap().json::<Value>().await.unwrap()["observedDigest"],
+        client
+            .get(&api)
+            .send()
+            .await
+            .unwrap()
+            .json::<Value>()
+            .await
+            .unwrap()["observedDigest"],
         "a new document was rolled out"
     );
     guard.stop();

@@ -96,17 +96,18 @@ fn recorded() -> &'static Recorded {
             });
         });
         let base = format!("http://{addr}");
-        let config = OtlpConfig::from_env(|k| {
-            (k == "OTEL_EXPORTER_OTLP_ENDPOINT").then(|| base.clone())
-        })
-        .unwrap();
+        let config =
+            OtlpConfig::from_env(|k| (k == "OTEL_EXPORTER_OTLP_ENDPOINT").then(|| base.clone()))
+                .unwrap();
         let otel = std::thread::spawn(move || Otel::start(&config).unwrap())
             .join()
             .unwrap();
         let logs = Arc::new(Mutex::new(Vec::new()));
         let writer = LogSink(logs.clone());
         tracing_subscriber::registry()
-            .with(tracing_subscriber::EnvFilter::new("warn,proxy_operator=debug"))
+            .with(tracing_subscriber::EnvFilter::new(
+                "warn,proxy_operator=debug",
+            ))
             .with(
                 tracing_subscriber::fmt::layer()
                     .with_ansi(false)
@@ -345,49 +346,159 @@ async fn metrics_count_a_real_rollout_and_rollback_and_each_rollout_is_one_trace
     let w = world(None).await;
     let good = w.document("1", None, false);
     w.put(&good).await;
-    let in_flight = w.until(Phase::Ready, &digest(&good), Duration::from_secs(90)).await;
+    let in_flight = w
+        .until(Phase::Ready, &digest(&good), Duration::from_secs(90))
+        .await;
     assert!(
         !in_flight.is_empty(),
         "no scrape saw the rollout in flight (phase Progressing)"
     );
     let (exp, text, _) = w.scrape().await;
-    assert_eq!(counter(&exp, "proxy_operator_rollouts_total", &[("outcome", "succeeded")]), 1.0, "{text}");
-    assert_eq!(counter(&exp, "proxy_operator_rollouts_total", &[("outcome", "rolled_back")]), 0.0);
-    assert_eq!(exp.value("proxy_operator_phase", &[("phase", "Ready")]), Some(1.0));
-    assert_eq!(exp.value("proxy_operator_phase", &[("phase", "Progressing")]), Some(0.0));
+    assert_eq!(
+        counter(
+            &exp,
+            "proxy_operator_rollouts_total",
+            &[("outcome", "succeeded")]
+        ),
+        1.0,
+        "{text}"
+    );
+    assert_eq!(
+        counter(
+            &exp,
+            "proxy_operator_rollouts_total",
+            &[("outcome", "rolled_back")]
+        ),
+        0.0
+    );
+    assert_eq!(
+        exp.value("proxy_operator_phase", &[("phase", "Ready")]),
+        Some(1.0)
+    );
+    assert_eq!(
+        exp.value("proxy_operator_phase", &[("phase", "Progressing")]),
+        Some(0.0)
+    );
     for stage in ["plan", "verify"] {
         assert_eq!(
-            counter(&exp, "proxy_operator_rollout_phase_duration_seconds_count", &[("phase", stage)]),
+            counter(
+                &exp,
+                "proxy_operator_rollout_phase_duration_seconds_count",
+                &[("phase", stage)]
+            ),
             1.0,
             "{stage}: {text}"
         );
     }
-    let passes = counter(&exp, "proxy_operator_reconcile_passes_total", &[("outcome", "ok")]);
+    let passes = counter(
+        &exp,
+        "proxy_operator_reconcile_passes_total",
+        &[("outcome", "ok")],
+    );
     assert!(passes >= 3.0, "a plan pass and verification passes: {text}");
-    assert!(total(&exp, "proxy_operator_api_requests_total", &[("api", "consul"), ("class", "kv"), ("code", "200")]) > 0.0, "{text}");
-    assert!(total(&exp, "proxy_operator_api_requests_total", &[("api", "consul"), ("class", "txn")]) > 0.0, "{text}");
-    assert!(total(&exp, "proxy_operator_api_requests_total", &[("api", "nomad"), ("class", "job")]) > 0.0, "{text}");
-    assert!(total(&exp, "proxy_operator_api_request_duration_seconds_count", &[("api", "nomad")]) > 0.0);
-    assert!(counter(&exp, "proxy_operator_watch_wakeups_total", &[("watch", "config")]) >= 1.0);
-    assert_eq!(exp.value("proxy_operator_config_generation", &[]), Some(1.0));
+    assert!(
+        total(
+            &exp,
+            "proxy_operator_api_requests_total",
+            &[("api", "consul"), ("class", "kv"), ("code", "200")]
+        ) > 0.0,
+        "{text}"
+    );
+    assert!(
+        total(
+            &exp,
+            "proxy_operator_api_requests_total",
+            &[("api", "consul"), ("class", "txn")]
+        ) > 0.0,
+        "{text}"
+    );
+    assert!(
+        total(
+            &exp,
+            "proxy_operator_api_requests_total",
+            &[("api", "nomad"), ("class", "job")]
+        ) > 0.0,
+        "{text}"
+    );
+    assert!(
+        total(
+            &exp,
+            "proxy_operator_api_request_duration_seconds_count",
+            &[("api", "nomad")]
+        ) > 0.0
+    );
+    assert!(
+        counter(
+            &exp,
+            "proxy_operator_watch_wakeups_total",
+            &[("watch", "config")]
+        ) >= 1.0
+    );
+    assert_eq!(
+        exp.value("proxy_operator_config_generation", &[]),
+        Some(1.0)
+    );
 
     // A live policy change whose route probe can never pass: rolled back at healthyDeadline.
     let bad = w.document("2", Some(418), false);
     w.put(&bad).await;
-    let in_flight = w.until(Phase::RolledBack, &digest(&bad), Duration::from_secs(90)).await;
-    assert!(!in_flight.is_empty(), "no scrape saw the failing rollout in flight");
-    let (after, text, _) = w.scrape().await;
-    assert_eq!(counter(&after, "proxy_operator_rollouts_total", &[("outcome", "succeeded")]), 1.0, "{text}");
-    assert_eq!(counter(&after, "proxy_operator_rollouts_total", &[("outcome", "rolled_back")]), 1.0, "{text}");
-    assert_eq!(after.value("proxy_operator_phase", &[("phase", "RolledBack")]), Some(1.0));
-    assert_eq!(after.value("proxy_operator_phase", &[("phase", "Ready")]), Some(0.0));
-    assert!(counter(&after, "proxy_operator_reconcile_passes_total", &[("outcome", "ok")]) > passes);
+    let in_flight = w
+        .until(Phase::RolledBack, &digest(&bad), Duration::from_secs(90))
+        .await;
     assert!(
-        total(&after, "proxy_operator_api_requests_total", &[("api", "consul"), ("class", "txn")])
-            > total(&exp, "proxy_operator_api_requests_total", &[("api", "consul"), ("class", "txn")]),
+        !in_flight.is_empty(),
+        "no scrape saw the failing rollout in flight"
+    );
+    let (after, text, _) = w.scrape().await;
+    assert_eq!(
+        counter(
+            &after,
+            "proxy_operator_rollouts_total",
+            &[("outcome", "succeeded")]
+        ),
+        1.0,
+        "{text}"
+    );
+    assert_eq!(
+        counter(
+            &after,
+            "proxy_operator_rollouts_total",
+            &[("outcome", "rolled_back")]
+        ),
+        1.0,
+        "{text}"
+    );
+    assert_eq!(
+        after.value("proxy_operator_phase", &[("phase", "RolledBack")]),
+        Some(1.0)
+    );
+    assert_eq!(
+        after.value("proxy_operator_phase", &[("phase", "Ready")]),
+        Some(0.0)
+    );
+    assert!(
+        counter(
+            &after,
+            "proxy_operator_reconcile_passes_total",
+            &[("outcome", "ok")]
+        ) > passes
+    );
+    assert!(
+        total(
+            &after,
+            "proxy_operator_api_requests_total",
+            &[("api", "consul"), ("class", "txn")]
+        ) > total(
+            &exp,
+            "proxy_operator_api_requests_total",
+            &[("api", "consul"), ("class", "txn")]
+        ),
         "the rollback restored the policy tree in a txn"
     );
-    assert_eq!(after.value("proxy_operator_config_generation", &[]), Some(2.0));
+    assert_eq!(
+        after.value("proxy_operator_config_generation", &[]),
+        Some(2.0)
+    );
 
     // The trace of the good rollout: one root, its stages as children, API calls beneath.
     let short: String = digest(&good).chars().take(12).collect();
@@ -402,7 +513,10 @@ async fn metrics_count_a_real_rollout_and_rollback_and_each_rollout_is_one_trace
         if done {
             break spans;
         }
-        assert!(Instant::now() < deadline, "the rollout's trace never arrived");
+        assert!(
+            Instant::now() < deadline,
+            "the rollout's trace never arrived"
+        );
         tokio::time::sleep(Duration::from_millis(250)).await;
     };
     let root = spans
@@ -410,7 +524,10 @@ async fn metrics_count_a_real_rollout_and_rollback_and_each_rollout_is_one_trace
         .find(|s| s.name == "rollout" && attribute(s, "digest").as_deref() == Some(short.as_str()))
         .unwrap();
     assert!(root.parent_span_id.is_empty(), "the rollout is a root span");
-    let in_trace: Vec<&Span> = spans.iter().filter(|s| s.trace_id == root.trace_id).collect();
+    let in_trace: Vec<&Span> = spans
+        .iter()
+        .filter(|s| s.trace_id == root.trace_id)
+        .collect();
     let children: Vec<&str> = in_trace
         .iter()
         .filter(|s| s.parent_span_id == root.span_id)
@@ -434,23 +551,34 @@ async fn metrics_count_a_real_rollout_and_rollback_and_each_rollout_is_one_trace
         .map(|s| (s.name.as_str(), stage_of(s)))
         .collect();
     assert!(
-        calls.iter().any(|(n, stage)| n.starts_with("nomad POST job") && stage == "plan")
-            || calls.iter().any(|(n, stage)| n.starts_with("nomad PUT job") && stage == "plan"),
+        calls
+            .iter()
+            .any(|(n, stage)| n.starts_with("nomad POST job") && stage == "plan")
+            || calls
+                .iter()
+                .any(|(n, stage)| n.starts_with("nomad PUT job") && stage == "plan"),
         "the job registration is a call of the rollout's first pass: {calls:?}"
     );
     assert!(
-        calls.iter().any(|(n, stage)| n.starts_with("consul PUT txn") && stage == "plan"),
+        calls
+            .iter()
+            .any(|(n, stage)| n.starts_with("consul PUT txn") && stage == "plan"),
         "the policy tree write: {calls:?}"
     );
     assert!(
-        calls.iter().any(|(n, stage)| n.starts_with("nomad GET") && stage == "verify"),
+        calls
+            .iter()
+            .any(|(n, stage)| n.starts_with("nomad GET") && stage == "verify"),
         "the gate reads Nomad while verifying: {calls:?}"
     );
     assert!(
         in_trace
             .iter()
             .filter(|s| s.name == "reconcile")
-            .all(|s| matches!(by_id(&s.parent_span_id).map(|p| p.name.as_str()), Some("plan" | "verify"))),
+            .all(|s| matches!(
+                by_id(&s.parent_span_id).map(|p| p.name.as_str()),
+                Some("plan" | "verify")
+            )),
         "every pass of the rollout runs in one of its stages"
     );
     w.shutdown().await;
@@ -474,7 +602,11 @@ fn read_tree(dir: &Path) -> String {
 async fn a_sentinel_token_and_basic_auth_hash_reach_no_metrics_page_trace_dump_or_log() {
     let w = world(Some(SENTINEL_TOKEN)).await;
     w.consul
-        .kv_put(USERS_KEY, format!("wired:{SENTINEL_HASH}\n").as_bytes(), None)
+        .kv_put(
+            USERS_KEY,
+            format!("wired:{SENTINEL_HASH}\n").as_bytes(),
+            None,
+        )
         .await
         .unwrap();
     let document = w.document("sentinel", None, true);
@@ -490,7 +622,11 @@ async fn a_sentinel_token_and_basic_auth_hash_reach_no_metrics_page_trace_dump_o
         {
             break;
         }
-        assert!(Instant::now() < deadline, "the rollout never ended: {s:#?}\n{}", logs_tail());
+        assert!(
+            Instant::now() < deadline,
+            "the rollout never ended: {s:#?}\n{}",
+            logs_tail()
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let traefik_kv = w
@@ -523,7 +659,11 @@ async fn a_sentinel_token_and_basic_auth_hash_reach_no_metrics_page_trace_dump_o
         .unwrap()
         .unwrap();
     surfaces.push(("/events", String::from_utf8_lossy(&first).into_owned()));
-    assert!(surfaces[1].1.contains("basic auth"), "the page shows the policy: {}", surfaces[1].1);
+    assert!(
+        surfaces[1].1.contains("basic auth"),
+        "the page shows the policy: {}",
+        surfaces[1].1
+    );
 
     let dump = tempfile::tempdir().unwrap();
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_proxy-operator"))
@@ -537,11 +677,18 @@ async fn a_sentinel_token_and_basic_auth_hash_reach_no_metrics_page_trace_dump_o
         .output()
         .unwrap();
     let dumped = read_tree(&dump.path().join("dump"));
-    assert!(dumped.contains("traefik"), "the dump holds the policy tree: {dumped}");
+    assert!(
+        dumped.contains("traefik"),
+        "the dump holds the policy tree: {dumped}"
+    );
     surfaces.push(("debug dump", dumped));
     surfaces.push((
         "debug dump's output",
-        format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
     ));
 
     // Traces: wait for this rollout's root, then look at everything exported.
@@ -556,12 +703,18 @@ async fn a_sentinel_token_and_basic_auth_hash_reach_no_metrics_page_trace_dump_o
         if done {
             break;
         }
-        assert!(Instant::now() < deadline, "the rollout's trace never arrived");
+        assert!(
+            Instant::now() < deadline,
+            "the rollout's trace never arrived"
+        );
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
     surfaces.push(("traces", format!("{:?}", recorded().spans.lock().unwrap())));
     let logs = logs();
-    assert!(logs.contains("rolling out"), "the operator's logs were captured");
+    assert!(
+        logs.contains("rolling out"),
+        "the operator's logs were captured"
+    );
     surfaces.push(("logs", logs));
 
     for (what, text) in &surfaces {

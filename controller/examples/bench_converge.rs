@@ -176,7 +176,7 @@ async fn scrape_while(
         {
             took.push(t0.elapsed());
         }
-        if i % 10 == 0 {
+        if i.is_multiple_of(10) {
             let _ = http.get(format!("http://{surface}/")).send().await;
             if let Some(e) = events.as_mut() {
                 // Drain what the stream sent, without waiting for more.

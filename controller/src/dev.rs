@@ -414,7 +414,15 @@ pub async fn start(options: Options) -> Result<Dev> {
     }
     .await;
     match started {
-        Ok((endpoints, config_file, work_dir, backend, operator, stop, (listener, stop_listener))) => Ok(Dev {
+        Ok((
+            endpoints,
+            config_file,
+            work_dir,
+            backend,
+            operator,
+            stop,
+            (listener, stop_listener),
+        )) => Ok(Dev {
             twin,
             endpoints,
             config_file,

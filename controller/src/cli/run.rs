@@ -116,11 +116,12 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     consul.http().observe(surface.metrics().clone());
     nomad.http().observe(surface.metrics().clone());
     let (stop, mut on_stop) = tokio::sync::watch::channel(false);
-    let (http_addr, http) = crate::server::spawn(args.http.http_addr, surface.clone(), async move {
-        let _ = on_stop.wait_for(|s| *s).await;
-    })
-    .await
-    .context("failed to start the HTTP listener (--http-addr)")?;
+    let (http_addr, http) =
+        crate::server::spawn(args.http.http_addr, surface.clone(), async move {
+            let _ = on_stop.wait_for(|s| *s).await;
+        })
+        .await
+        .context("failed to start the HTTP listener (--http-addr)")?;
     info!(url = %format!("http://{http_addr}/"), "status page, /metrics, /healthz and /readyz listening");
     Operator::new(config, consul, nomad, probe)
         .with_surface(surface)

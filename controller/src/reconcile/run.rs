@@ -493,7 +493,11 @@ mod tests {
             );
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
-        assert!(edited.elapsed() < Duration::from_millis(100), "{:?}", edited.elapsed());
+        assert!(
+            edited.elapsed() < Duration::from_millis(100),
+            "{:?}",
+            edited.elapsed()
+        );
         assert_eq!(status(&consul).unwrap().phase, StatusPhase::Paused);
         assert_eq!(passes(&surface), 2);
         stop.send(()).unwrap();
@@ -518,7 +522,10 @@ mod tests {
             "the first edit at once, the other four as one pass"
         );
         let s = status(&consul).unwrap();
-        assert_eq!(s.observed_index, last, "the trailing pass read the last edit");
+        assert_eq!(
+            s.observed_index, last,
+            "the trailing pass read the last edit"
+        );
         stop.send(()).unwrap();
         task.await.unwrap();
     }
@@ -534,13 +541,21 @@ mod tests {
                 break text;
             }
         };
-        assert!(metrics.contains("proxy_operator_watch_wakeups_total{watch=\"config\"}"), "{metrics}");
-        assert!(metrics.contains("proxy_operator_config_generation 1"), "{metrics}");
+        assert!(
+            metrics.contains("proxy_operator_watch_wakeups_total{watch=\"config\"}"),
+            "{metrics}"
+        );
+        assert!(
+            metrics.contains("proxy_operator_config_generation 1"),
+            "{metrics}"
+        );
         let ready = surface.readiness();
         assert!(ready.watch_established && ready.pass_completed);
         let spec = surface.spec().unwrap();
         assert!(
-            spec.policies.iter().any(|p| p.starts_with("rate limit: 3 requests")),
+            spec.policies
+                .iter()
+                .any(|p| p.starts_with("rate limit: 3 requests")),
             "{:?}",
             spec.policies
         );
