@@ -464,7 +464,8 @@ where
 
     async fn reconcile_pass(&mut self, heartbeat: bool) -> Action {
         self.passes += 1;
-        let before = self.phase.clone();
+        // Only a phase at rest is kept (it is small): a rollout starts from one.
+        let before = self.phase.is_at_rest().then(|| self.phase.clone());
         let parent = self.observer.pass_starting(&self.phase, Instant::now());
         let span = info_span!(
             parent: &parent,
@@ -478,7 +479,7 @@ where
         let action = self.pass(heartbeat).instrument(span.clone()).await;
         span.record("phase", self.phase.name());
         debug!(parent: &span, requeue_after = ?action.requeue_after, status = ?self.store.status.phase, "pass done");
-        self.pass_finished(&before);
+        self.pass_finished(before.as_ref());
         action
     }
 

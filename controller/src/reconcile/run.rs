@@ -139,11 +139,12 @@ where
         }
     }
 
-    /// After each pass: the rollout's trace and timer move on (or end), the metrics count the
-    /// pass, and the surface gets the status when it was written and says something new.
-    pub(super) fn pass_finished(&mut self, before: &Phase) {
+    /// After each pass (`at_rest_before`: the phase it started from, when at rest): the
+    /// rollout's trace and timer move on (or end), the metrics count the pass, and the surface
+    /// gets the status when it was written and says something new.
+    pub(super) fn pass_finished(&mut self, at_rest_before: Option<&Phase>) {
         let now = Instant::now();
-        let started = before.is_at_rest() && self.phase != *before;
+        let started = at_rest_before.is_some_and(|before| self.phase != *before);
         let metrics = self.observer.surface.as_ref().map(|s| s.metrics().clone());
         if let Some((root, plan, t0)) = self.observer.planning.take() {
             if started {
