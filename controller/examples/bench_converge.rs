@@ -10,7 +10,10 @@
 //!   entry point reaches the backend again), plus the whole KV edit → serving-again time;
 //! - requests the operator makes to Consul and Nomad per minute while idle (counted by the
 //!   twin, told apart from Traefik's by User-Agent), and how many of them are blocking queries;
-//! - the operator's RSS (VmRSS and peak VmHWM from /proc).
+//! - the operator's RSS (VmRSS and peak VmHWM from /proc), with its HTTP listener serving
+//!   `/metrics`, the status page and its event stream all along;
+//! - `/metrics` latency (p50, p99, max) while rollouts run: scraped every 20 ms during the
+//!   structural and gate-failure series, the page and an event stream loaded alongside.
 //!
 //! Flags: `--runs N`, `--idle-secs N` (default 60), `--operator-bin PATH`, `--traefik-bin PATH`.
 #![allow(
@@ -147,6 +150,43 @@ struct Bench {
     operator: Option<Child>,
     operator_bin: PathBuf,
     log_dir: PathBuf,
+    /// The operator's `--http-addr` (the same port across restarts).
+    surface: SocketAddr,
+}
+
+/// Scrapes `/metrics` every 20 ms until stopped; loads the page every tenth time and keeps
+/// one event stream open, as a browser on the status page would. Returns each scrape's time.
+async fn scrape_while(
+    http: reqwest::Client,
+    surface: SocketAddr,
+    stop: tokio::sync::watch::Receiver<bool>,
+) -> Vec<Duration> {
+    let mut took = Vec::new();
+    let mut events = http
+        .get(format!("http://{surface}/events"))
+        .send()
+        .await
+        .ok();
+    let mut i = 0u32;
+    while !*stop.borrow() {
+        let t0 = Instant::now();
+        if let Ok(r) = http.get(format!("http://{surface}/metrics")).send().await
+            && r.status().is_success()
+            && r.text().await.is_ok()
+        {
+            took.push(t0.elapsed());
+        }
+        if i.is_multiple_of(10) {
+            let _ = http.get(format!("http://{surface}/")).send().await;
+            if let Some(e) = events.as_mut() {
+                // Drain what the stream sent, without waiting for more.
+                let _ = tokio::time::timeout(Duration::from_millis(1), e.chunk()).await;
+            }
+        }
+        i += 1;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    took
 }
 
 impl Bench {
@@ -200,6 +240,7 @@ impl Bench {
             std::fs::File::create(self.log_dir.join(format!("operator-{debounce}.log"))).unwrap();
         let child = Command::new(&self.operator_bin)
             .args(["run", "--debounce", debounce])
+            .args(["--http-addr", &self.surface.to_string()])
             .env(
                 "CONSUL_HTTP_ADDR",
                 format!("http://{}", self.twin.consul_addr()),
@@ -404,6 +445,7 @@ async fn main() {
         operator: None,
         operator_bin,
         log_dir: log_dir.clone(),
+        surface: SocketAddr::from(([127, 0, 0, 1], free_port())),
     };
     let runs = args.runs;
     eprintln!(
@@ -456,6 +498,10 @@ async fn main() {
         }
         policy.push((debounce, visible, share));
     }
+
+    // --- from here on rollouts run back to back: scrape /metrics all along ---
+    let (stop_scraping, scraping) = tokio::sync::watch::channel(false);
+    let scraper = tokio::spawn(scrape_while(b.http.clone(), b.surface, scraping));
 
     // --- structural changes: KV edit -> job registered ---
     let mut registered = Stats(Vec::new());
@@ -531,6 +577,9 @@ async fn main() {
             .await;
     }
     drop(held);
+    let _ = stop_scraping.send(true);
+    let mut scrapes = scraper.await.unwrap();
+    scrapes.sort();
 
     // --- idle: back to the good document (a no-op: it is the applied digest), then at rest ---
     let good = b.doc("structural", good_cpu, websecure, good_deadline, None);
@@ -605,9 +654,21 @@ async fn main() {
         nomad_blocking
     );
     println!(
-        "operator RSS after all series and the idle period: {:.1} MiB (peak VmHWM {:.1} MiB)",
+        "operator RSS after all series and the idle period, /metrics, the status page and its event stream served all along: {:.1} MiB (peak VmHWM {:.1} MiB; goal under 20 MiB)",
         rss as f64 / 1024.0,
         hwm as f64 / 1024.0
+    );
+    let quantile = |q: f64| {
+        scrapes
+            .get(((scrapes.len().max(1) - 1) as f64 * q).round() as usize)
+            .map_or(f64::NAN, |d| d.as_secs_f64() * 1000.0)
+    };
+    println!(
+        "/metrics while rollouts run: p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms over {} scrapes (goal p99 under 5 ms)",
+        quantile(0.5),
+        quantile(0.99),
+        quantile(1.0),
+        scrapes.len()
     );
     b.twin.shutdown().await;
     let _ = std::fs::remove_dir_all(&log_dir);

@@ -11,6 +11,8 @@
 //!    `<prefix>/config`, and a copy to a file the user can edit and `PUT` back.
 //! 4. Run the operator in-process against the twin with the real HTTP clients. It registers the
 //!    proxy job; the twin's executor starts real Traefik.
+//! 5. Serve the operator's surface (status page, `/metrics`, `/healthz`, `/readyz`, the JSON
+//!    Schemas the starter document's `$schema` points at) on `--http-addr`.
 //!
 //! [`Dev::shutdown`] stops the operator, then the twin, whose shutdown kills every process its
 //! executor started (Traefik included), then the backend.
@@ -28,9 +30,11 @@ use crate::admission::{AdminLimits, DriverKind};
 use crate::consul::{
     CatalogRegistration, CheckRegistration, ConsulApi, ConsulClient, ServiceRegistration,
 };
+use crate::metrics::Metrics;
 use crate::nomad::NomadClient;
 use crate::proxy::probe::HttpProbe;
 use crate::reconcile::{self, Operator};
+use crate::server::{self, Role, Surface};
 use crate::spec::ProxyKind;
 use crate::transport::{Api, ClientConfig};
 
@@ -85,6 +89,9 @@ pub enum Error {
     /// The proxy probe's HTTP client could not be built.
     #[error("failed to build the proxy probe: {0}")]
     Probe(#[source] crate::proxy::probe::Error),
+    /// The operator's HTTP listener could not start.
+    #[error("failed to start the status page listener (--http-addr): {0}")]
+    Listener(#[source] server::Error),
     /// Registering the demo service or writing the starter config failed.
     #[error("failed to {step}: {source}")]
     Consul {
@@ -130,6 +137,8 @@ pub struct Options {
     pub work_dir: Option<PathBuf>,
     /// Quiet time after a config change before a pass.
     pub debounce: Duration,
+    /// Where the operator's status page and `/metrics` listen (port 0: a free port).
+    pub http_addr: SocketAddr,
 }
 
 impl Options {
@@ -146,6 +155,7 @@ impl Options {
             prefix: crate::render::DEFAULT_PREFIX.to_owned(),
             work_dir: None,
             debounce: reconcile::DEFAULT_DEBOUNCE,
+            http_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
         }
     }
 }
@@ -190,6 +200,8 @@ pub struct Endpoints {
     pub dashboard: SocketAddr,
     /// The demo backend itself.
     pub backend: SocketAddr,
+    /// The operator's status page, `/metrics` and the JSON Schemas.
+    pub status: SocketAddr,
 }
 
 /// The starter document: Traefik discovering routes from the twin's Consul catalog, entry points
@@ -212,7 +224,7 @@ pub fn starter_for(proxy: ProxyKind, endpoints: &Endpoints, bin: &Path, cert_dir
     let bin = format!("{:?}", traefik_bin.display().to_string());
     let certs = format!("{:?}", cert_dir.display().to_string());
     format!(
-        r#"# yaml-language-server: $schema=https://proxy-operator.io/schemas/proxyconfig.v1alpha1.schema.json
+        r#"# yaml-language-server: $schema=http://{status}/schemas/{schema}
 # Starter ProxyConfig of `proxy-operator dev`. Edit and store it again with:
 #   curl -X PUT --data-binary @this-file http://{consul}/v1/kv/<prefix>/config
 apiVersion: proxy-operator.io/v1alpha1
@@ -274,6 +286,8 @@ spec:
         http = endpoints.http,
         https = endpoints.https,
         dashboard = endpoints.dashboard,
+        status = endpoints.status,
+        schema = crate::spec::CONFIG_SCHEMA_FILE,
     )
 }
 
@@ -296,13 +310,19 @@ pub fn banner_for(
         https,
         dashboard,
         backend,
+        status,
     } = endpoints;
+    let web_port = http.port();
+    let secure_port = https.port();
     format!(
         "\
 proxy-operator dev is running (Ctrl-C stops everything).
 
+  status page:               http://{status}/   (metrics: http://{status}/metrics)
+  demo app in a browser:     http://{DEMO_HOST}:{web_port}/   (*.localhost is loopback)
   demo app through {name}:  {pad}curl -H 'Host: {DEMO_HOST}' http://{http}/
-  demo app over HTTPS:       curl -k --resolve {DEMO_HOST}:{https_port}:127.0.0.1 https://{DEMO_HOST}:{https_port}/
+  demo app over HTTPS:       https://{DEMO_HOST}:{secure_port}/   (self-signed)
+                             curl -k --resolve {DEMO_HOST}:{secure_port}:127.0.0.1 https://{DEMO_HOST}:{secure_port}/
 {api}  Consul API:                http://{consul}   (export CONSUL_HTTP_ADDR=http://{consul})
   Nomad API:                 http://{nomad}   (export NOMAD_ADDR=http://{nomad})
   demo backend (direct):     http://{backend}/
@@ -318,7 +338,6 @@ proxy-operator dev is running (Ctrl-C stops everything).
             ProxyKind::Caddy => "Caddy",
         },
         pad = if proxy == ProxyKind::Caddy { "  " } else { "" },
-        https_port = https.port(),
         api = match proxy {
             ProxyKind::Traefik => format!(
                 "  Traefik dashboard:         http://{dashboard}/dashboard/\n  Traefik API:               http://{dashboard}/api/rawdata\n"
@@ -340,6 +359,8 @@ pub struct Dev {
     operator: JoinHandle<()>,
     stop: Option<oneshot::Sender<()>>,
     proxy: ProxyKind,
+    listener: JoinHandle<server::Result<()>>,
+    stop_listener: Option<oneshot::Sender<()>>,
 }
 
 impl std::fmt::Debug for Dev {
@@ -390,6 +411,14 @@ pub async fn start(options: Options) -> Result<Dev> {
     let started = async {
         let (backend_addr, backend) = start_demo_backend().await?;
         let loopback = |port| SocketAddr::from(([127, 0, 0, 1], port));
+        let surface = Surface::new(Metrics::new());
+        surface.set_role(Role::Leader);
+        let (stop_listener, listener_stopped) = oneshot::channel::<()>();
+        let (status_addr, listener) = server::spawn(options.http_addr, surface.clone(), async {
+            listener_stopped.await.ok();
+        })
+        .await
+        .map_err(Error::Listener)?;
         let endpoints = Endpoints {
             consul: twin.consul_addr(),
             nomad: twin.nomad_addr(),
@@ -397,6 +426,7 @@ pub async fn start(options: Options) -> Result<Dev> {
             https: loopback(https_port),
             dashboard: loopback(dashboard_port),
             backend: backend_addr,
+            status: status_addr,
         };
         let client = |api: Api, addr: SocketAddr| {
             ClientConfig::for_address(api, &format!("http://{addr}")).map_err(|source| Error::Client {
@@ -408,6 +438,8 @@ pub async fn start(options: Options) -> Result<Dev> {
             .map_err(|source| Error::Client { api: "Consul", source })?;
         let nomad = NomadClient::new(&client(Api::Nomad, endpoints.nomad)?)
             .map_err(|source| Error::Client { api: "Nomad", source })?;
+        consul.http().observe(surface.metrics().clone());
+        nomad.http().observe(surface.metrics().clone());
 
         register_demo(&consul, backend_addr).await?;
 
@@ -436,16 +468,25 @@ pub async fn start(options: Options) -> Result<Dev> {
             reconcile::Config::new(options.prefix.clone()).debounce(options.debounce);
         config.limits = Some(dev_limits(&options, &proxy_bin, &cert_dir));
         let (stop, stopped) = oneshot::channel::<()>();
-        let operator = tokio::spawn(Operator::new(config, consul, nomad, probe).run(async {
+        let operator = Operator::new(config, consul, nomad, probe).with_surface(surface);
+        let operator = tokio::spawn(operator.run(async {
             // A dropped sender (the environment dropped without `shutdown`) stops it too.
             stopped.await.ok();
         }));
-        info!(consul = %endpoints.consul, nomad = %endpoints.nomad, web = %endpoints.http, "dev environment started");
-        Ok::<_, Error>((endpoints, config_file, owned_dir, backend, operator, stop))
+        info!(consul = %endpoints.consul, nomad = %endpoints.nomad, web = %endpoints.http, status_page = %format!("http://{}/", endpoints.status), "dev environment started");
+        Ok::<_, Error>((endpoints, config_file, owned_dir, backend, operator, stop, (listener, stop_listener)))
     }
     .await;
     match started {
-        Ok((endpoints, config_file, work_dir, backend, operator, stop)) => Ok(Dev {
+        Ok((
+            endpoints,
+            config_file,
+            work_dir,
+            backend,
+            operator,
+            stop,
+            (listener, stop_listener),
+        )) => Ok(Dev {
             twin,
             endpoints,
             config_file,
@@ -454,6 +495,8 @@ pub async fn start(options: Options) -> Result<Dev> {
             operator,
             stop: Some(stop),
             proxy: options.proxy,
+            listener,
+            stop_listener: Some(stop_listener),
         }),
         Err(e) => {
             twin.shutdown().await;
@@ -496,6 +539,15 @@ impl Dev {
             .is_err()
         {
             self.operator.abort();
+        }
+        if let Some(stop) = self.stop_listener.take() {
+            stop.send(()).ok();
+        }
+        if tokio::time::timeout(Duration::from_secs(5), &mut self.listener)
+            .await
+            .is_err()
+        {
+            self.listener.abort();
         }
         self.twin.shutdown().await;
         self.backend.abort();
@@ -612,6 +664,7 @@ mod tests {
             https: at(18443),
             dashboard: at(18081),
             backend: at(19000),
+            status: at(19090),
         }
     }
 
@@ -632,6 +685,10 @@ mod tests {
             "web must serve plain HTTP in dev"
         );
         assert!(text.contains("command: \"/opt/bin/traefik\""));
+        assert!(
+            text.starts_with("# yaml-language-server: $schema=http://127.0.0.1:19090/schemas/proxyconfig.v1alpha1.schema.json\n"),
+            "the schema is served by the operator's listener: {text}"
+        );
     }
 
     #[test]
@@ -682,6 +739,11 @@ mod tests {
         assert!(text.contains("CONSUL_HTTP_ADDR=http://127.0.0.1:18500 proxy-operator status"));
         assert!(text.contains("http://127.0.0.1:18081/dashboard/"));
         assert!(text.contains("http://127.0.0.1:14646"));
+        assert!(text.contains("status page:               http://127.0.0.1:19090/"));
+        assert!(
+            text.contains("http://demo.localhost:18080/"),
+            "a URL that works in a browser: {text}"
+        );
     }
 
     #[test]

@@ -34,6 +34,10 @@ pub struct Args {
     /// KV prefix: the document is `<prefix>/config`, the status `<prefix>/status`.
     #[arg(long, value_parser = super::kv_prefix, default_value = "proxy-operator")]
     prefix: String,
+    /// Address of the operator's status page, `/metrics`, `/healthz` and `/readyz` (default: a
+    /// free port on loopback; the URL is printed).
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:0")]
+    http_addr: std::net::SocketAddr,
     /// Log format (logs go to stderr; the URLs to stdout).
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
@@ -63,6 +67,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     if let Some(bin) = args.caddy_bin {
         options.caddy_bin = bin;
     }
+    options.http_addr = args.http_addr;
     let signals = shutdown_signals();
     let env = dev::start(options)
         .await
@@ -75,6 +80,8 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     }
     signals.await;
     env.shutdown().await;
+    // The last spans of the trace export, if any (blocks on the exporter's thread).
+    let _ = tokio::task::spawn_blocking(telemetry::shutdown).await;
     Ok(ExitCode::SUCCESS)
 }
 

@@ -54,6 +54,8 @@ pub struct Args {
     consul: Box<ConsulFlags>,
     #[command(flatten)]
     nomad: Box<NomadFlags>,
+    #[command(flatten)]
+    http: crate::server::HttpArgs,
 }
 
 /// The longest debounce: an edit must not wait longer than this to be looked at.
@@ -118,6 +120,19 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     if args.bootstrap_from_env {
         bootstrap(&consul, &config.config_key()).await?;
     }
+    // The surface (issue 12): /metrics, /healthz, /readyz, the status page, fed by the loop
+    // and the clients; it stops with the loop.
+    let surface = crate::server::Surface::new(crate::metrics::Metrics::new());
+    consul.http().observe(surface.metrics().clone());
+    nomad.http().observe(surface.metrics().clone());
+    let (stop, mut on_stop) = tokio::sync::watch::channel(false);
+    let (http_addr, http) =
+        crate::server::spawn(args.http.http_addr, surface.clone(), async move {
+            let _ = on_stop.wait_for(|s| *s).await;
+        })
+        .await
+        .context("failed to start the HTTP listener (--http-addr)")?;
+    info!(url = %format!("http://{http_addr}/"), "status page, /metrics, /healthz and /readyz listening");
     // The session must be on the agent's own node, as Consul defaults it.
     let node = consul
         .agent_self()
@@ -127,13 +142,18 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         .node_name;
     let elector = Elector::spawn(
         consul.clone(),
-        args.leader.config(&config.prefix, &node, None),
+        args.leader
+            .config(&config.prefix, &node, Some(http_addr.to_string())),
     );
     info!(prefix = %config.prefix, consul = %consul_config.endpoint, nomad = %nomad_config.endpoint, %node, "operator starting; passes run only while this replica holds the leader lock");
     Operator::new(config, consul, nomad, probe)
         .with_leader(elector)
+        .with_surface(surface)
         .run(shutdown_signal())
         .await;
+    let _ = stop.send(true);
+    let _ = http.await;
+    let _ = tokio::task::spawn_blocking(telemetry::shutdown).await;
     Ok(ExitCode::SUCCESS)
 }
 

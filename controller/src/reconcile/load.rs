@@ -9,7 +9,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tracing::{debug, info};
 
-use super::run::watch_config;
+use super::run::{WatchHooks, watch_config};
 use super::store::Document;
 use super::{Action, Error, Facts, Operator, Result, read_key};
 use crate::admission;
@@ -256,7 +256,7 @@ impl UsersWatch {
                     continue;
                 };
                 let (tx, mut seen) = watch::channel(0u64);
-                let watching = watch_config(Arc::clone(&consul), key, wait, tx);
+                let watching = watch_config(Arc::clone(&consul), key, wait, tx, WatchHooks::none());
                 tokio::pin!(watching);
                 loop {
                     tokio::select! {

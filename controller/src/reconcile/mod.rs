@@ -191,6 +191,22 @@ impl Error {
     pub fn is_deposed(&self) -> bool {
         matches!(self, Error::Deposed { .. })
     }
+
+    /// The variant as a short machine word: the `reason` label of the pass-error metric
+    /// (never the message, which may name keys).
+    #[must_use]
+    pub fn label(&self) -> &'static str {
+        match self {
+            Error::Consul { .. } => "consul",
+            Error::Nomad { .. } => "nomad",
+            Error::Secret { .. } => "secret",
+            Error::WriteStatus { .. } => "status_write",
+            Error::Encode { .. } => "encode",
+            Error::StatusConflict { .. } => "status_conflict",
+            Error::Refused(_) => "refused",
+            Error::Deposed { .. } => "deposed",
+        }
+    }
 }
 
 /// Settings of the loop.
@@ -368,6 +384,9 @@ pub struct Operator<C, N, P> {
     lead: Option<lead::Lead>,
     /// The basic-auth users key the document references, watched like the config key.
     users: load::UsersWatch,
+    /// The HTTP surface, metrics and rollout trace this loop feeds (`run.rs`); inert without a
+    /// surface, except for the trace spans.
+    observer: run::Observer,
 }
 
 impl<C, N, P> std::fmt::Debug for Operator<C, N, P> {
@@ -453,6 +472,7 @@ where
             passes: 0,
             lead: None,
             users: load::UsersWatch::default(),
+            observer: run::Observer::default(),
         }
     }
 
@@ -480,7 +500,11 @@ where
 
     async fn reconcile_pass(&mut self, heartbeat: bool) -> Action {
         self.passes += 1;
+        // Only a phase at rest is kept (it is small): a rollout starts from one.
+        let before = self.phase.is_at_rest().then(|| self.phase.clone());
+        let parent = self.observer.pass_starting(&self.phase, Instant::now());
         let span = info_span!(
+            parent: &parent,
             "reconcile",
             pass = self.passes,
             generation = tracing::field::Empty,
@@ -491,12 +515,14 @@ where
         let action = self.pass(heartbeat).instrument(span.clone()).await;
         span.record("phase", self.phase.name());
         debug!(parent: &span, requeue_after = ?action.requeue_after, status = ?self.store.status.phase, "pass done");
+        self.pass_finished(before.as_ref());
         action
     }
 
     async fn pass(&mut self, heartbeat: bool) -> Action {
         if !self.started {
             if let Err(e) = self.load_status().await {
+                self.observer.pass_failed(e.label());
                 warn!(error = %e, "cannot read the status document; backing off");
                 return self.retry_after(&e);
             }
@@ -530,6 +556,7 @@ where
     /// Reports an observation error at rest and backs off; 401/403 back off to a long interval,
     /// since only a new token or policy fixes them.
     async fn observation_failed(&mut self, e: &Error, facts: Option<&Facts>) -> Action {
+        self.observer.pass_failed(e.label());
         let action = self.retry_after(e);
         let retry_in = action.requeue_after.unwrap_or(MIN_BACKOFF);
         let terminal = !e.is_retryable();

@@ -1,17 +1,24 @@
-//! The run loop: passes at start, after each debounced change of the config key, on requeue
-//! and at every resync.
+//! The run loop: passes at start, after each change of the config key (leading-edge debounce),
+//! on requeue and at every resync; and what the loop reports beyond the status document (the
+//! HTTP surface, the metrics, the trace of each rollout).
 
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use sha2::{Digest as _, Sha256};
 use tokio::time::Instant;
-use tracing::{debug, info};
+use tracing::{Span, debug, info, info_span};
 
 use super::{Backoff, MAX_BACKOFF, MAX_DEBOUNCE_FACTOR, MAX_WATCH_WAIT, MIN_BACKOFF, Operator};
-use crate::consul::ConsulApi;
+use crate::consul::{ConsulApi, KvPair};
+use crate::metrics::{PassOutcome, RolloutStage, RolloutTimer, outcome_name};
 use crate::nomad::NomadApi;
 use crate::proxy::probe::ProxyProbe;
+use crate::rollout::Phase;
+use crate::server::{SpecSummary, Surface};
+use crate::spec::{self, status::Outcome, status::ProxyStatus};
+use crate::status::{differs, short};
 use crate::transport::{QueryOptions, Watch};
 
 impl<C, N, P> Operator<C, N, P>
@@ -20,8 +27,23 @@ where
     N: NomadApi,
     P: ProxyProbe,
 {
-    /// Runs passes until `shutdown` resolves: at start, after each (debounced) change of the
-    /// config key, when a pass asks to be requeued, and every resync interval.
+    /// Feeds `surface` (status page, readiness, metrics) from this loop: every pass, every
+    /// status it writes, every wake-up of the config watch, every finished rollout. Without it
+    /// the loop reports through the status document and the trace spans only.
+    #[must_use]
+    pub fn with_surface(mut self, surface: Surface) -> Self {
+        self.observer.surface = Some(surface);
+        self
+    }
+
+    /// Runs passes until `shutdown` resolves: at start, after each change of the config key,
+    /// when a pass asks to be requeued, and every resync interval.
+    ///
+    /// Debounce is leading-edge: an edit that finds the loop idle (no pass for a debounce
+    /// interval) is looked at at once. Edits that arrive while a pass runs, or within the
+    /// debounce interval after one, wait for a quiet period (every further edit restarts it, up
+    /// to a cap) and become one trailing pass over the last document, so a burst of edits is
+    /// two passes at most, never a rollout of a document in the middle of the burst.
     pub async fn run(mut self, shutdown: impl Future<Output = ()> + Send) {
         tokio::pin!(shutdown);
         let (tx, mut changes) = tokio::sync::watch::channel(0u64);
@@ -30,6 +52,10 @@ where
             self.config.config_key(),
             self.config.resync.min(MAX_WATCH_WAIT),
             tx.clone(),
+            WatchHooks {
+                surface: self.observer.surface.clone(),
+                proxy_host: self.config.proxy_host.clone(),
+            },
         ));
         let users_watcher = tokio::spawn(self.users.watcher(
             Arc::clone(&self.consul),
@@ -40,6 +66,8 @@ where
         let mut next_pass = Instant::now();
         // The timer is the resync (not a requeue the last pass asked for).
         let mut resync_due = false;
+        // When the last pass ended: an edit within a debounce interval of it is trailing.
+        let mut last_pass_end: Option<Instant> = None;
         'run: loop {
             let mut resync = false;
             tokio::select! {
@@ -51,34 +79,40 @@ where
                         watching = false;
                         continue;
                     }
-                    // A quiet period: every further edit restarts it (up to a cap), so a burst
-                    // of edits is one pass over the last document, not a rollout of one in the
-                    // middle. The watch is paced, so it may not report edits inside the burst:
-                    // when the quiet period ends, one read of the key tells whether it moved.
-                    let cap = Instant::now() + self.config.debounce * MAX_DEBOUNCE_FACTOR;
-                    let mut seen = self.config_index().await;
-                    loop {
-                        let quiet = (Instant::now() + self.config.debounce).min(cap);
-                        tokio::select! {
-                            () = &mut shutdown => break 'run,
-                            () = tokio::time::sleep_until(quiet) => {
-                                let now = self.config_index().await;
-                                if now == seen || Instant::now() >= cap {
+                    let leading = last_pass_end
+                        .is_none_or(|end| Instant::now() >= end + self.config.debounce);
+                    let mut seen = Some(*changes.borrow_and_update()).filter(|i| *i != 0);
+                    if !leading {
+                        // A quiet period: every further edit restarts it (up to a cap). The
+                        // watch is paced, so it may not report edits inside the burst: when
+                        // the quiet period ends, one read of the key tells whether it moved.
+                        let cap = Instant::now() + self.config.debounce * MAX_DEBOUNCE_FACTOR;
+                        seen = self.config_index().await;
+                        loop {
+                            let quiet = (Instant::now() + self.config.debounce).min(cap);
+                            tokio::select! {
+                                () = &mut shutdown => break 'run,
+                                () = tokio::time::sleep_until(quiet) => {
+                                    let now = self.config_index().await;
+                                    if now == seen || Instant::now() >= cap {
+                                        seen = now;
+                                        break;
+                                    }
                                     seen = now;
-                                    break;
                                 }
-                                seen = now;
-                            }
-                            changed = changes.changed(), if watching => {
-                                if changed.is_err() {
-                                    watching = false;
+                                changed = changes.changed(), if watching => {
+                                    if changed.is_err() {
+                                        watching = false;
+                                    }
                                 }
                             }
                         }
+                        changes.borrow_and_update();
                     }
-                    changes.borrow_and_update();
-                    // The pass after the burst already read this version of the document.
-                    if seen.is_some_and(|index| index != 0 && index == self.last_pass_index)
+                    // A pass already read this version of the document (the watch reports
+                    // an edit the trailing pass of a burst has seen), and the users key it
+                    // references did not move either.
+                    if seen.is_some_and(|index| index == self.last_pass_index)
                         && !self.users.moved()
                         && self.phase.is_at_rest()
                         && self.store.write_error.is_none()
@@ -91,6 +125,7 @@ where
             let Some(action) = self.elected_pass(resync, shutdown.as_mut()).await else {
                 break;
             };
+            last_pass_end = Some(Instant::now());
             resync_due = action.requeue_after.is_none();
             next_pass = Instant::now() + action.requeue_after.unwrap_or(self.config.resync);
         }
@@ -111,6 +146,246 @@ where
             Err(_) => None,
         }
     }
+
+    /// After each pass (`at_rest_before`: the phase it started from, when at rest): the
+    /// rollout's trace and timer move on (or end), the metrics count the pass, and the surface
+    /// gets the status when it was written and says something new.
+    pub(super) fn pass_finished(&mut self, at_rest_before: Option<&Phase>) {
+        let now = Instant::now();
+        let started = at_rest_before.is_some_and(|before| self.phase != *before);
+        let metrics = self.observer.surface.as_ref().map(|s| s.metrics().clone());
+        if let Some((root, plan, t0)) = self.observer.planning.take() {
+            if started {
+                let digest = self
+                    .phase
+                    .change()
+                    .map(|c| c.digest.clone())
+                    .or_else(|| self.store.status.last_attempted_digest.clone())
+                    .unwrap_or_default();
+                root.record("digest", short(&digest));
+                let mut timer = RolloutTimer::default();
+                timer.enter(RolloutStage::Plan, t0.into_std());
+                self.observer.rollout = Some(RolloutTrace {
+                    root,
+                    stage: RolloutStage::Plan,
+                    stage_span: plan,
+                    timer,
+                });
+            } else {
+                root.record("outcome", "none");
+            }
+        }
+        if let Some(mut trace) = self.observer.rollout.take() {
+            match outcome_of(&self.phase) {
+                Some(outcome) if self.phase.is_at_rest() => {
+                    trace.root.record("outcome", outcome_name(outcome));
+                    if let Some(metrics) = &metrics {
+                        trace.timer.finish(outcome, now.into_std(), metrics);
+                    }
+                }
+                _ => {
+                    if let Some(stage) = stage_of(&self.phase) {
+                        trace.enter(stage, now);
+                    }
+                    self.observer.rollout = Some(trace);
+                }
+            }
+        }
+        let Some(surface) = self.observer.surface.clone() else {
+            return;
+        };
+        let error = self
+            .observer
+            .pass_error
+            .take()
+            .or_else(|| self.store.write_error.as_ref().map(super::Error::label));
+        surface.metrics().pass_completed(match error {
+            Some(label) => PassOutcome::Error(label),
+            None => PassOutcome::Ok,
+        });
+        surface.pass_completed();
+        // What the page shows is what Consul holds: a status whose write failed is not shown
+        // (it is retried, and shown once written).
+        let fresh = self
+            .observer
+            .published
+            .as_ref()
+            .is_none_or(|p| differs(p, &self.store.status));
+        if self.store.write_error.is_none() && fresh {
+            surface.publish_status(&self.store.status);
+            self.observer.published = Some(self.store.status.clone());
+        }
+    }
+}
+
+/// What the loop reports beyond the status document. Inert (no metrics, no page) without a
+/// surface; the trace spans are made either way, and cost nothing without a subscriber.
+#[derive(Debug, Default)]
+pub(super) struct Observer {
+    surface: Option<Surface>,
+    /// The status last published to the surface.
+    published: Option<ProxyStatus>,
+    /// The rollout in flight: its root span, the span of its stage, its timer.
+    rollout: Option<RolloutTrace>,
+    /// The pass at rest now running, in a root span of its own until it turns out to start a
+    /// rollout (then that root is the rollout's): root, plan span, start.
+    planning: Option<(Span, Span, Instant)>,
+    /// Why the pass now running failed (the error variant), if it did.
+    pass_error: Option<&'static str>,
+}
+
+impl Observer {
+    /// Called before a pass in `phase`; returns the span the pass runs in: the plan of a
+    /// possible rollout at rest, the stage of the rollout in flight.
+    pub(super) fn pass_starting(&mut self, phase: &Phase, now: Instant) -> Span {
+        self.pass_error = None;
+        if phase.is_at_rest() {
+            // Every pass at rest plans, and may start a rollout: its plan is the first child of
+            // the rollout's trace. When it starts none, the root closes as `outcome=none`.
+            self.rollout = None;
+            let root = info_span!(
+                parent: None,
+                "rollout",
+                digest = tracing::field::Empty,
+                outcome = tracing::field::Empty
+            );
+            let plan = info_span!(parent: &root, "plan");
+            self.planning = Some((root, plan.clone(), now));
+            return plan;
+        }
+        let stage = stage_of(phase).unwrap_or(RolloutStage::Verify);
+        let trace = self.rollout.get_or_insert_with(|| {
+            // A rollout resumed from its journal by a restarted operator: its trace starts here.
+            let root = info_span!(
+                parent: None,
+                "rollout",
+                digest = phase.change().map(|c| short(&c.digest).to_owned()),
+                outcome = tracing::field::Empty
+            );
+            let stage_span = stage_span(&root, stage);
+            let mut timer = RolloutTimer::default();
+            timer.enter(stage, now.into_std());
+            RolloutTrace {
+                root,
+                stage,
+                stage_span,
+                timer,
+            }
+        });
+        trace.enter(stage, now);
+        trace.stage_span.clone()
+    }
+
+    /// The pass failed; `label` is the error variant ([`super::Error::label`]).
+    pub(super) fn pass_failed(&mut self, label: &'static str) {
+        self.pass_error = Some(label);
+    }
+}
+
+/// One rollout's trace and stage timer.
+#[derive(Debug)]
+struct RolloutTrace {
+    root: Span,
+    stage: RolloutStage,
+    stage_span: Span,
+    timer: RolloutTimer,
+}
+
+impl RolloutTrace {
+    /// Moves to `stage` (a new child span of the root) unless the rollout is in it already.
+    fn enter(&mut self, stage: RolloutStage, now: Instant) {
+        self.timer.enter(stage, now.into_std());
+        if stage != self.stage {
+            self.stage = stage;
+            self.stage_span = stage_span(&self.root, stage);
+        }
+    }
+}
+
+/// The span of one stage of a rollout, a child of its root.
+fn stage_span(root: &Span, stage: RolloutStage) -> Span {
+    match stage {
+        RolloutStage::Plan => info_span!(parent: root, "plan"),
+        RolloutStage::Apply => info_span!(parent: root, "apply"),
+        RolloutStage::Verify => info_span!(parent: root, "verify"),
+        RolloutStage::Rollback => info_span!(parent: root, "rollback"),
+    }
+}
+
+/// The stage a rollout in `phase` is in (`None` at rest).
+fn stage_of(phase: &Phase) -> Option<RolloutStage> {
+    match phase {
+        Phase::Applying { .. } => Some(RolloutStage::Apply),
+        Phase::Verifying { .. } => Some(RolloutStage::Verify),
+        Phase::RollingBack { .. } => Some(RolloutStage::Rollback),
+        Phase::Idle | Phase::Ready { .. } | Phase::RolledBack { .. } | Phase::Degraded { .. } => {
+            None
+        }
+    }
+}
+
+/// How a rollout that ended in `phase` went: the outcome of the history entry it adds.
+fn outcome_of(phase: &Phase) -> Option<Outcome> {
+    match phase {
+        Phase::Ready { .. } => Some(Outcome::Succeeded),
+        Phase::RolledBack { .. } => Some(Outcome::RolledBack),
+        Phase::Degraded { held: true, .. } => Some(Outcome::Held),
+        Phase::Degraded { held: false, .. } => Some(Outcome::Failed),
+        Phase::Idle
+        | Phase::Applying { .. }
+        | Phase::Verifying { .. }
+        | Phase::RollingBack { .. } => None,
+    }
+}
+
+/// What the config watch reports besides the change itself.
+pub(super) struct WatchHooks {
+    surface: Option<Surface>,
+    /// `--proxy-host`, for the dashboard link of the page.
+    proxy_host: String,
+}
+
+impl WatchHooks {
+    /// Reports nothing: for watches of keys that are not the document (the users key holds
+    /// secrets and must never be parsed or published as one).
+    pub(super) fn none() -> Self {
+        Self {
+            surface: None,
+            proxy_host: String::new(),
+        }
+    }
+
+    /// The watch answered (first answer: it is established).
+    fn woke(&self, first: bool) {
+        if let Some(surface) = &self.surface {
+            surface.metrics().watch_woke("config");
+            if first {
+                surface.watch_established();
+            }
+        }
+    }
+
+    /// A new version of the document: its index and digest for the metrics, its policies and
+    /// links for the page (a document that does not validate keeps the last summary).
+    fn document(&self, pair: &KvPair) {
+        let Some(surface) = &self.surface else {
+            return;
+        };
+        match spec::load(&pair.value) {
+            Ok(spec) => {
+                surface
+                    .metrics()
+                    .document_observed(pair.modify_index, spec.digest());
+                surface.publish_spec(SpecSummary::of(&spec, &self.proxy_host));
+            }
+            Err(_) => {
+                let digest = format!("{:x}", Sha256::digest(&pair.value));
+                surface
+                    .metrics()
+                    .document_observed(pair.modify_index, &digest);
+            }
+        }
+    }
 }
 
 /// Watches the config key (or any key) with blocking queries and signals each change.
@@ -119,13 +394,22 @@ pub(super) async fn watch_config<C: ConsulApi>(
     key: String,
     wait: Duration,
     tx: tokio::sync::watch::Sender<u64>,
+    hooks: WatchHooks,
 ) {
     let mut watch = Watch::new(wait);
     let mut backoff = Backoff::new(MIN_BACKOFF, MAX_BACKOFF);
+    let mut established = false;
     loop {
         match watch.next(|q| consul.kv_get(&key, q)).await {
             Ok(update) => {
                 backoff.reset();
+                hooks.woke(!established);
+                established = true;
+                if update.change.is_change()
+                    && let Some(pair) = &update.value
+                {
+                    hooks.document(pair);
+                }
                 if matches!(
                     update.change,
                     crate::transport::Change::Advanced | crate::transport::Change::Reset
@@ -148,5 +432,153 @@ pub(super) async fn watch_config<C: ConsulApi>(
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::panic)] // tests fail loudly
+mod tests {
+    use super::*;
+    use crate::consul::fake::FakeConsul;
+    use crate::metrics::Metrics;
+    use crate::nomad::fake::FakeNomad;
+    use crate::proxy::probe::fake::FakeProbe;
+    use crate::reconcile::Config;
+    use crate::spec::status::Phase as StatusPhase;
+
+    /// A paused document (a pass reads it, nothing is rolled out) that differs by `n`.
+    fn doc(n: u32) -> String {
+        format!(
+            "apiVersion: proxy-operator.io/v1alpha1\nkind: ProxyConfig\nspec:\n  proxy: traefik\n  paused: true\n  middlewares:\n    rateLimit: {{average: {n}, burst: 50}}\n"
+        )
+    }
+
+    fn passes(surface: &Surface) -> u64 {
+        let text = surface.metrics().encode().unwrap();
+        text.lines()
+            .filter(|l| l.starts_with("proxy_operator_reconcile_passes_total{"))
+            .map(|l| l.rsplit(' ').next().unwrap().parse::<u64>().unwrap())
+            .sum()
+    }
+
+    fn status(consul: &FakeConsul) -> Option<ProxyStatus> {
+        consul
+            .value("po/status")
+            .map(|v| serde_json::from_slice(&v).unwrap())
+    }
+
+    /// Starts the loop on the fakes with `debounce`; returns the consul fake, the surface and
+    /// the stop handle.
+    fn start(
+        debounce: Duration,
+    ) -> (
+        FakeConsul,
+        Surface,
+        tokio::sync::oneshot::Sender<()>,
+        tokio::task::JoinHandle<()>,
+    ) {
+        let consul = FakeConsul::new();
+        let surface = Surface::new(Metrics::new());
+        let op = Operator::new(
+            Config::new("po").debounce(debounce),
+            consul.clone(),
+            FakeNomad::new(),
+            FakeProbe::healthy(),
+        )
+        .with_surface(surface.clone());
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(op.run(async {
+            stopped.await.ok();
+        }));
+        (consul, surface, stop, task)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_single_edit_to_an_idle_loop_is_read_at_once_without_waiting_for_the_debounce() {
+        let debounce = Duration::from_secs(10);
+        let (consul, surface, stop, task) = start(debounce);
+        tokio::time::sleep(debounce * 2).await;
+        assert_eq!(passes(&surface), 1, "the pass at start");
+        let edited = Instant::now();
+        let index = consul.set("po/config", doc(7));
+        loop {
+            if status(&consul).is_some_and(|s| s.observed_index == index) {
+                break;
+            }
+            assert!(
+                edited.elapsed() < debounce,
+                "the edit waited for the debounce interval"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert!(
+            edited.elapsed() < Duration::from_millis(100),
+            "{:?}",
+            edited.elapsed()
+        );
+        assert_eq!(status(&consul).unwrap().phase, StatusPhase::Paused);
+        assert_eq!(passes(&surface), 2);
+        stop.send(()).unwrap();
+        task.await.unwrap();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_burst_of_edits_is_one_leading_and_one_trailing_pass_over_the_last_document() {
+        let debounce = Duration::from_secs(2);
+        let (consul, surface, stop, task) = start(debounce);
+        tokio::time::sleep(debounce * 2).await;
+        let before = passes(&surface);
+        let mut last = 0;
+        for n in 1..=5 {
+            last = consul.set("po/config", doc(n));
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        tokio::time::sleep(debounce * 10).await;
+        assert_eq!(
+            passes(&surface) - before,
+            2,
+            "the first edit at once, the other four as one pass"
+        );
+        let s = status(&consul).unwrap();
+        assert_eq!(
+            s.observed_index, last,
+            "the trailing pass read the last edit"
+        );
+        stop.send(()).unwrap();
+        task.await.unwrap();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_surface_gets_readiness_the_spec_summary_and_the_written_status() {
+        let (consul, surface, stop, task) = start(Duration::from_millis(50));
+        consul.set("po/config", doc(3));
+        let metrics = loop {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            let text = surface.metrics().encode().unwrap();
+            if text.contains("proxy_operator_phase{phase=\"Paused\"} 1") {
+                break text;
+            }
+        };
+        assert!(
+            metrics.contains("proxy_operator_watch_wakeups_total{watch=\"config\"}"),
+            "{metrics}"
+        );
+        assert!(
+            metrics.contains("proxy_operator_config_generation 1"),
+            "{metrics}"
+        );
+        let ready = surface.readiness();
+        assert!(ready.watch_established && ready.pass_completed);
+        let spec = surface.spec().unwrap();
+        assert!(
+            spec.policies
+                .iter()
+                .any(|p| p.starts_with("rate limit: 3 requests")),
+            "{:?}",
+            spec.policies
+        );
+        assert_eq!(surface.status().unwrap().phase, StatusPhase::Paused);
+        stop.send(()).unwrap();
+        task.await.unwrap();
     }
 }

@@ -174,6 +174,9 @@ struct Shared {
     certs: watch::Sender<Vec<CertificateFile>>,
     /// Bumped on every change above; the page's event stream follows it.
     changes: watch::Sender<u64>,
+    /// Set when the listener shuts down: open event streams end, so a graceful shutdown does
+    /// not wait for every open page to be closed.
+    closing: watch::Sender<bool>,
 }
 
 /// The state the listener serves, written by the loop. Clone it freely: every clone is the
@@ -205,6 +208,7 @@ impl Surface {
                 spec: watch::Sender::new(None),
                 certs: watch::Sender::new(Vec::new()),
                 changes: watch::Sender::new(0),
+                closing: watch::Sender::new(false),
             }),
         }
     }
@@ -285,6 +289,24 @@ impl Surface {
         self.set_certificates(files);
     }
 
+    /// What `/readyz` answers from.
+    #[must_use]
+    pub fn readiness(&self) -> Readiness {
+        *self.shared.ready.borrow()
+    }
+
+    /// The status last published.
+    #[must_use]
+    pub fn status(&self) -> Option<ProxyStatus> {
+        self.shared.status.borrow().clone()
+    }
+
+    /// The document summary last published.
+    #[must_use]
+    pub fn spec(&self) -> Option<SpecSummary> {
+        self.shared.spec.borrow().clone()
+    }
+
     fn snapshot(&self) -> page::Snapshot {
         page::Snapshot {
             status: self.shared.status.borrow().clone(),
@@ -357,6 +379,11 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<()> {
     let scanner = tokio::spawn(rescan_loop(surface.clone()));
+    let closing = surface.shared.closing.clone();
+    let shutdown = async move {
+        shutdown.await;
+        closing.send_replace(true);
+    };
     let result = axum::serve(listener, router(surface))
         .with_graceful_shutdown(shutdown)
         .await
@@ -467,8 +494,15 @@ async fn events(State(surface): State<Surface>) -> impl IntoResponse {
     let rx = surface.shared.changes.subscribe();
     let stream =
         futures::stream::unfold((surface, rx, true), |(surface, mut rx, first)| async move {
-            if !first && rx.changed().await.is_err() {
+            let mut closing = surface.shared.closing.subscribe();
+            if *closing.borrow() {
                 return None;
+            }
+            if !first {
+                tokio::select! {
+                    changed = rx.changed() => changed.ok()?,
+                    _ = closing.wait_for(|c| *c) => return None,
+                }
             }
             rx.borrow_and_update();
             let body = page::live(&surface.snapshot());

@@ -158,7 +158,13 @@ fn summary(out: &mut String, s: &Snapshot) {
         (None, _) => "-".to_owned(),
     };
     row(out, "proxy", &proxy);
-    row(out, "leader", st.leader.as_deref().unwrap_or("-"));
+    // Without a holder in the status (no election ran), a leader names itself.
+    let leader = match (st.leader.as_deref(), s.role) {
+        (Some(holder), _) => holder,
+        (None, Role::Leader) => "this replica",
+        (None, _) => "-",
+    };
+    row(out, "leader", leader);
     row(
         out,
         "observed",
@@ -214,10 +220,13 @@ fn conditions(out: &mut String, st: &ProxyStatus) {
     }
     out.push_str("<section><h2>Conditions</h2><div class=\"scroll\"><table><tr><th>type</th><th>status</th><th>reason</th><th>message</th><th>since</th></tr>\n");
     for c in &st.conditions {
-        let cls = match c.status {
-            ConditionStatus::True => "ok",
-            ConditionStatus::False => "bad",
-            ConditionStatus::Unknown => "info",
+        // Not progressing is the resting state, not a failure: only the other conditions are
+        // good when true and bad when false.
+        let cls = match (c.condition_type.as_str(), c.status) {
+            ("Progressing", ConditionStatus::True) | (_, ConditionStatus::Unknown) => "info",
+            ("Progressing", ConditionStatus::False) => "",
+            (_, ConditionStatus::True) => "ok",
+            (_, ConditionStatus::False) => "bad",
         };
         let _ = writeln!(
             out,
@@ -250,7 +259,7 @@ fn history(out: &mut String, st: &ProxyStatus) {
     if st.history.is_empty() {
         return;
     }
-    out.push_str("<section><h2>Rollouts</h2><div class=\"scroll\"><table><tr><th>started</th><th>digest</th><th>outcome</th><th>took</th><th>reason</th></tr>\n");
+    out.push_str("<section id=\"history\"><h2>Rollouts</h2><div class=\"scroll\"><table><tr><th>started</th><th>digest</th><th>outcome</th><th>took</th><th>reason</th></tr>\n");
     for h in st.history.iter().rev() {
         let cls = match h.outcome {
             Outcome::Succeeded => "ok",

@@ -3,7 +3,7 @@
 
 use std::error::Error as _;
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use backon::Retryable;
@@ -12,7 +12,10 @@ use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use http::{HeaderMap, Method};
 use rand::Rng;
 use serde::de::DeserializeOwned;
+use tracing::Instrument as _;
 use url::Url;
+
+use crate::metrics::{self, Metrics};
 
 use super::{
     Api, ClientConfig, Endpoint, Error, QueryMeta, QueryOptions, RetryPolicy, Timeouts, Token,
@@ -212,6 +215,8 @@ struct Inner {
     limiter: DefaultDirectRateLimiter,
     retry: RetryPolicy,
     timeouts: Timeouts,
+    /// Where each request is counted ([`HttpClient::observe`]); unset, nothing is.
+    observer: OnceLock<Metrics>,
 }
 
 impl fmt::Debug for HttpClient {
@@ -327,6 +332,7 @@ impl HttpClient {
                 limiter: RateLimiter::direct(quota),
                 retry: config.retry,
                 timeouts: config.timeouts,
+                observer: OnceLock::new(),
             }),
         })
     }
@@ -334,6 +340,13 @@ impl HttpClient {
     /// Which API this client talks to.
     pub fn api(&self) -> Api {
         self.inner.api
+    }
+
+    /// Counts every request of this client and its clones in `metrics` (endpoint class,
+    /// status code or `error`, latency). The first call wins (false: one was set already);
+    /// without one, requests cost one atomic load more.
+    pub fn observe(&self, metrics: Metrics) -> bool {
+        self.inner.observer.set(metrics).is_ok()
     }
 
     /// The address, for messages.
@@ -437,9 +450,48 @@ impl HttpClient {
         }
     }
 
+    /// One request, in a span of its own (the endpoint class names it, never the key or job).
     async fn attempt(&self, request: &Request) -> Result<Response, Error> {
+        let path = request.path();
+        let class = metrics::endpoint_class(&path);
+        let span = match self.inner.api {
+            Api::Consul => tracing::info_span!(
+                "consul",
+                otel.name = format!("consul {} {class}", request.method),
+                http.request.method = %request.method,
+                class,
+                http.response.status_code = tracing::field::Empty,
+            ),
+            Api::Nomad => tracing::info_span!(
+                "nomad",
+                otel.name = format!("nomad {} {class}", request.method),
+                http.request.method = %request.method,
+                class,
+                http.response.status_code = tracing::field::Empty,
+            ),
+        };
+        self.inner.limiter.until_ready().await;
+        let started = Instant::now();
+        let result = self.attempt_once(request).instrument(span.clone()).await;
+        let status = match &result {
+            Ok(response) => Some(response.status),
+            Err(e) => e.status(),
+        };
+        if let Some(code) = status {
+            span.record("http.response.status_code", code);
+        }
+        if let Some(observer) = self.inner.observer.get() {
+            let api = match self.inner.api {
+                Api::Consul => metrics::Api::Consul,
+                Api::Nomad => metrics::Api::Nomad,
+            };
+            observer.api_request(api, class, status, started.elapsed());
+        }
+        result
+    }
+
+    async fn attempt_once(&self, request: &Request) -> Result<Response, Error> {
         let inner = &*self.inner;
-        inner.limiter.until_ready().await;
         let url = self.url(request);
         let path = request.path();
         let method = request.method.to_string();
