@@ -540,12 +540,21 @@ fn an_explicit_proxy_api_address_wins_over_the_documents_dashboard_port() {
 }
 
 #[test]
-fn a_planned_caddy_change_is_gated_on_its_route_probes_without_traefiks_api() {
+fn a_planned_caddy_change_is_gated_on_its_admin_api_and_route_probes_not_on_traefiks_api() {
     let gate = planned_gate(&probed_spec("caddy"), &Reach::on("127.0.0.1"));
     assert_eq!(gate.proxy, crate::spec::ProxyKind::Caddy);
-    assert!(!gate.check_ping);
-    assert_eq!(gate.proxy_api, None);
-    assert!(gate.expected_entries.is_empty());
+    // Caddy's health is its admin API answering with the config identity we loaded.
+    assert!(gate.check_ping);
+    let api = gate.proxy_api.as_deref().unwrap_or_default();
+    assert!(
+        api.starts_with("http://127.0.0.1:"),
+        "the admin API is only ever on loopback: {api}"
+    );
+    assert!(
+        gate.expected_entries.iter().all(|e| e.ends_with("@caddy")),
+        "no Traefik router or middleware is expected of Caddy: {:?}",
+        gate.expected_entries
+    );
     assert_eq!(gate.probes.len(), 1);
     assert_eq!(gate.probes[0].address, "127.0.0.1:18443");
 }
