@@ -691,12 +691,33 @@ async fn switching_traefik_caddy_traefik_under_traffic_and_a_failed_switch_rolls
         failed.load(Ordering::Relaxed)
     );
 
-    // (6) a Caddy that cannot become healthy (its admin port is taken) → RolledBack; Traefik
-    // serves again.
+    // (6a) a switch to a Caddy whose admin port is taken is refused by preflight before
+    // anything is touched: Invalid, naming the port; Traefik keeps serving.
     let taken = TcpListener::bind("127.0.0.1:0").unwrap();
+    let taken_port = taken.local_addr().unwrap().port();
+    let mut blocked = cluster.doc(ProxyKind::Caddy, false, policy.clone());
+    blocked["spec"]["dashboard"]["address"] = json!(format!("127.0.0.1:{taken_port}"));
+    let before = cluster.job_version().await;
+    cluster.put_config(&blocked).await;
+    let refused = cluster
+        .wait_status("the switch onto a taken port refused", |s| {
+            s.phase == Phase::Invalid
+        })
+        .await;
+    assert!(
+        refused.validation_errors.iter().any(|e| e
+            .message
+            .contains(&format!("port {taken_port} is already in use"))),
+        "preflight names the taken port: {refused:?}"
+    );
+    assert_eq!(cluster.job_version().await, before, "no job was registered");
+    serving().await;
+    drop(taken);
+
+    // (6b) a switch to a Caddy that cannot start (`false` stands in for a broken binary) →
+    // RolledBack; Traefik serves again.
     let mut broken = cluster.doc(ProxyKind::Caddy, false, policy.clone());
-    broken["spec"]["dashboard"]["address"] =
-        json!(format!("127.0.0.1:{}", taken.local_addr().unwrap().port()));
+    broken["spec"]["job"]["driver"]["rawExec"]["command"] = json!("/bin/false");
     cluster.put_config(&broken).await;
     let status = cluster
         .wait_status("the failed switch rolled back", |s| {
@@ -713,7 +734,6 @@ async fn switching_traefik_caddy_traefik_under_traffic_and_a_failed_switch_rolls
         pid_listening_on(cluster.websecure).is_some(),
         "nothing serves after the rollback"
     );
-    drop(taken);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

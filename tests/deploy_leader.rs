@@ -187,6 +187,8 @@ impl Cluster {
         ])
         .args(["--leader-ttl", "10s", "--lock-delay", "1s"])
         .args(["--instance-id", &format!("op-{i}")])
+        // Three replicas on one machine: each status listener on its own free port.
+        .args(["--http-addr", "127.0.0.1:0"])
         .args(["--consul-addr", &format!("http://{}", self.consul_for[i])])
         .args([
             "--nomad-addr",
