@@ -99,14 +99,24 @@ impl World {
             tokio::time::advance(action.requeue_after.unwrap_or(Duration::from_millis(250))).await;
             action = self.op.reconcile().await;
         }
-        panic!("never got there; phase {}", self.op.phase().name());
+        panic!(
+            "never got there; phase {}; status {:#?}",
+            self.op.phase().name(),
+            self.op.status()
+        );
     }
 
     async fn ready(&mut self, document: &str) {
         self.put(document);
         self.op.reconcile().await;
-        self.nomad.set_allocation_health(JOB, true);
-        self.until(|w| w.op.status().phase == Phase::Ready).await;
+        // Setup, not the behaviour under test: the version's allocations report healthy on
+        // every observation until the gate passes (marking them once races the allocation the
+        // twin-backed fake places for the deployment).
+        self.until(|w| {
+            w.nomad.set_allocation_health(JOB, true);
+            w.op.status().phase == Phase::Ready
+        })
+        .await;
     }
 
     /// A structural change whose new version turns unhealthy, to its end.
