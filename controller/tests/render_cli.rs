@@ -97,8 +97,12 @@ fn render_exits_2_when_the_file_cannot_be_read() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("failed to read"));
 }
 
-/// A bcrypt hash no renderer or message could produce by accident.
-const SENTINEL_HASH: &str = "$2y$10$SENTINELsentinelSENTINELsentinelSENTINELsentinelSENTIN";
+/// The policy root of the default prefix, as the loop has it.
+const KV_ROOT: &str = "proxy-operator/traefik/";
+
+/// A bcrypt hash (60 characters, as Caddy needs) no renderer or message could produce by
+/// accident.
+const SENTINEL_HASH: &str = "$2y$10$SENTINELsentinelSENTINELsentinelSENTINELsentinelSENTI";
 
 #[test]
 fn caddy_basic_auth_hashes_never_appear_in_render_output_or_the_job() {
@@ -139,19 +143,20 @@ fn caddy_basic_auth_hashes_never_appear_in_render_output_or_the_job() {
         basic_auth_users: Some(vec![format!("alice:{SENTINEL_HASH}")]),
         ..Default::default()
     };
-    let rendered = proxy_operator::render::render(&validated, &ctx).unwrap();
+    let rendered = proxy_operator::proxy::render(&validated, &ctx, KV_ROOT).unwrap();
     let job = rendered.job.to_string();
     assert!(!job.contains("SENTINEL"), "{job}");
     assert!(!format!("{rendered:?}").contains("SENTINEL"));
     // The live config the loop loads through Caddy's admin API does carry the users.
-    let live = proxy_operator::render::caddy_config(&validated, &ctx, &[]).unwrap();
-    assert!(live.to_string().contains("SENTINEL"));
+    let model = proxy_operator::render::resolve(&validated, &ctx).unwrap();
+    let live = proxy_operator::proxy::caddy::live(&model, &Default::default()).unwrap();
+    assert!(String::from_utf8_lossy(&live.body).contains("SENTINEL"));
 
     // A hash Caddy cannot verify fails without echoing it.
     let ctx = proxy_operator::render::RenderContext {
         basic_auth_users: Some(vec!["alice:$apr1$SENTINEL$x".to_string()]),
         ..Default::default()
     };
-    let err = proxy_operator::render::render(&validated, &ctx).unwrap_err();
+    let err = proxy_operator::proxy::render(&validated, &ctx, KV_ROOT).unwrap_err();
     assert!(!err.to_string().contains("SENTINEL"), "{err}");
 }

@@ -1,4 +1,5 @@
-//! Every example document and golden input, rendered through `spec::load` + `render::render`,
+//! Every example document and golden input, rendered through `spec::load` + `render::render`
+//! (Caddy: `proxy::render` and the driver's live config),
 //! judged by the real proxies: Traefik starts on its static config and builds every entry point
 //! and policy middleware from the KV entries (served by the twin's Consul KV); Caddy's config
 //! passes `caddy validate`. Listen addresses are moved to free loopback ports, ACME is dropped
@@ -9,10 +10,13 @@
 #[path = "../../tests/support/mod.rs"]
 mod support;
 
+mod caddy_support;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
+use proxy_operator::proxy::{self, caddy};
 use proxy_operator::render::{self, RenderContext};
 use proxy_operator::spec::{self, ProxyKind};
 use serde_json::Value;
@@ -258,14 +262,22 @@ fn real_caddy_validates_every_caddy_example() {
             continue;
         }
         judged += 1;
-        let services = [render::CaddyService {
-            name: "web".to_string(),
-            hosts: vec!["web.localhost".to_string()],
-            upstreams: vec!["127.0.0.1:18082".to_string()],
-        }];
+        let services = caddy_support::catalog(vec![caddy_support::instance(
+            "web",
+            18082,
+            &["https://web.localhost"],
+            "passing",
+        )]);
+        let model = render::resolve(&validated, &ctx()).unwrap();
+        let routes = caddy::build_routes(&services, &caddy::RouteSettings::from_model(&model));
+        assert_eq!(routes.routes.len(), 1, "{:?}", routes.findings);
+        let live = caddy::live(&model, &routes).unwrap();
         for config in [
-            render::render(&validated, &ctx()).unwrap().caddy.unwrap(),
-            render::caddy_config(&validated, &ctx(), &services).unwrap(),
+            proxy::render(&validated, &ctx(), "proxy-operator/traefik/")
+                .unwrap()
+                .caddy
+                .unwrap(),
+            serde_json::from_slice(&live.body).unwrap(),
         ] {
             let file = dir.path().join("caddy.json");
             std::fs::write(&file, serde_json::to_vec(&config).unwrap()).unwrap();

@@ -1,6 +1,7 @@
 //! Golden files: every example document (`nomad-jobs/examples/*.yaml`) and every input in
-//! `tests/golden/input/` renders to exactly the checked-in job JSON, Traefik static YAML, KV
-//! list and Caddy JSON. `UPDATE_GOLDEN=1 cargo test -p proxy-operator --test render_golden`
+//! `tests/golden/input/` renders, as the loop renders it (`proxy::render`, through the proxy's
+//! driver), to exactly the checked-in job JSON, Traefik static YAML, KV list (Traefik's policy
+//! tree, Caddy's policy key) and Caddy bootstrap JSON. `UPDATE_GOLDEN=1 cargo test -p proxy-operator --test render_golden`
 //! rewrites them; review the diff like code.
 // Tests fail loudly: unwrap and panic are how they report.
 #![allow(clippy::unwrap_used, clippy::panic)]
@@ -9,6 +10,7 @@ mod render_common;
 
 use std::path::PathBuf;
 
+use proxy_operator::proxy;
 use proxy_operator::render::{self, RenderContext, Rendered};
 use proxy_operator::spec;
 use render_common::*;
@@ -46,6 +48,9 @@ fn inputs() -> Vec<(String, PathBuf)> {
     found
 }
 
+/// The policy root of the default prefix, as the loop has it.
+const KV_ROOT: &str = "proxy-operator/traefik/";
+
 fn render_input(path: &PathBuf) -> (spec::ValidatedSpec, Rendered) {
     let bytes = std::fs::read(path).unwrap();
     let validated = spec::load(&bytes).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
@@ -53,7 +58,7 @@ fn render_input(path: &PathBuf) -> (spec::ValidatedSpec, Rendered) {
         basic_auth_users: Some(test_users()),
         ..RenderContext::default()
     };
-    let rendered = render::render(&validated, &ctx)
+    let rendered = proxy::render(&validated, &ctx, KV_ROOT)
         .unwrap_or_else(|e| panic!("{}: render failed: {e}", path.display()));
     (validated, rendered)
 }
@@ -73,6 +78,8 @@ fn every_input_renders_exactly_its_golden_files() {
         let mut artefacts = vec![("job.json", pretty(&r.job))];
         if let Some(yaml) = &r.traefik_static {
             artefacts.push(("traefik.yml", yaml.clone()));
+        }
+        if r.traefik_static.is_some() || !r.traefik_kv.is_empty() {
             let kv: String = r
                 .traefik_kv
                 .iter()
@@ -187,7 +194,7 @@ fn digests_of(doc: &str) -> (String, String) {
         basic_auth_users: Some(test_users()),
         ..RenderContext::default()
     };
-    let r = render::render(&validated, &ctx).unwrap();
+    let r = proxy::render(&validated, &ctx, KV_ROOT).unwrap();
     (r.job_digest, r.kv_digest)
 }
 
@@ -195,7 +202,7 @@ fn digests_of(doc: &str) -> (String, String) {
 fn basic_auth_without_resolved_users_fails_naming_the_reference_not_a_secret() {
     let path = golden_dir().join("input/traefik-nomad-full.yaml");
     let validated = spec::load(&std::fs::read(&path).unwrap()).unwrap();
-    let err = render::render(&validated, &RenderContext::default()).unwrap_err();
+    let err = proxy::render(&validated, &RenderContext::default(), KV_ROOT).unwrap_err();
     let text = err.to_string();
     assert!(text.contains("proxy-operator/secrets/basic-auth"), "{text}");
 }

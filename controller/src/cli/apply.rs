@@ -64,18 +64,10 @@ fn parse_timeout(text: &str) -> Result<Duration, String> {
 pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let bytes = std::fs::read(&args.file)
         .with_context(|| format!("failed to read {}", args.file.display()))?;
-    let validated = match spec::load(&bytes) {
-        Ok(v) => v,
-        Err(e) => {
-            eprintln!(
-                "{}: invalid ProxyConfig, nothing written:",
-                args.file.display()
-            );
-            for fe in e.field_errors() {
-                eprintln!("  {fe}");
-            }
-            return Ok(ExitCode::from(EXIT_NOT_READY));
-        }
+    let Some(validated) =
+        super::load_document(&args.file, &bytes, "invalid ProxyConfig, nothing written")
+    else {
+        return Ok(ExitCode::from(EXIT_NOT_READY));
     };
     for w in validated.warnings() {
         eprintln!("warning: {w}");

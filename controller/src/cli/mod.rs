@@ -71,6 +71,25 @@ enum Command {
 
 /// Parses a `--prefix` value, refusing keys Consul would refuse (a leading `/`, `..`) before
 /// anything starts, instead of at the first KV call.
+/// The document in `bytes` (read from `file`), validated; `None` when it is invalid, after every
+/// field error went to stderr under `FILE: <heading>:`.
+fn load_document(
+    file: &std::path::Path,
+    bytes: &[u8],
+    heading: &str,
+) -> Option<crate::spec::ValidatedSpec> {
+    match crate::spec::load(bytes) {
+        Ok(spec) => Some(spec),
+        Err(e) => {
+            eprintln!("{}: {heading}:", file.display());
+            for fe in e.field_errors() {
+                eprintln!("  {fe}");
+            }
+            None
+        }
+    }
+}
+
 fn kv_prefix(value: &str) -> Result<String, String> {
     crate::consul::validate_kv_prefix(value)
         .map(|()| value.to_string())

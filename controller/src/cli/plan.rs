@@ -50,15 +50,8 @@ pub(super) struct Report {
 pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let bytes = std::fs::read(&args.file)
         .with_context(|| format!("failed to read {}", args.file.display()))?;
-    let spec = match spec::load(&bytes) {
-        Ok(v) => v,
-        Err(e) => {
-            eprintln!("{}: invalid ProxyConfig:", args.file.display());
-            for fe in e.field_errors() {
-                eprintln!("  {fe}");
-            }
-            return Ok(ExitCode::from(EXIT_PLAN_ERROR));
-        }
+    let Some(spec) = super::load_document(&args.file, &bytes, "invalid ProxyConfig") else {
+        return Ok(ExitCode::from(EXIT_PLAN_ERROR));
     };
     let consul = cluster::consul(*args.consul)?;
     let nomad = cluster::nomad(*args.nomad)?;
@@ -88,8 +81,9 @@ pub(super) async fn report(
             "note: the basic-auth users could not be read here; a placeholder stands in, so their KV entry shows as changed"
         );
     }
-    let rendered = render::render(spec, &ctx).context("failed to render the document")?;
     let kv_root = format!("{prefix}/traefik/");
+    let rendered =
+        crate::proxy::render(spec, &ctx, &kv_root).context("failed to render the document")?;
     // `plan` reports what would change, not the gate the operator would then run, so where the
     // operator reaches the proxy doesn't matter here.
     let reach = crate::proxy::Reach::on("localhost");
@@ -172,9 +166,14 @@ pub(super) async fn report(
         (true, _) => {
             format!("restart: a new version of job {job_id} (the proxy's allocations are replaced)")
         }
-        (false, true) => {
-            "live policy change: Traefik reads it from Consul KV, no restart".to_owned()
-        }
+        (false, true) => match spec.proxy() {
+            spec::ProxyKind::Traefik => {
+                "live policy change: Traefik reads it from Consul KV, no restart".to_owned()
+            }
+            spec::ProxyKind::Caddy => {
+                "live policy change: Caddy loads it through its admin API, no restart".to_owned()
+            }
+        },
         (false, false) => "no change".to_owned(),
     };
     let _ = writeln!(out, "Change: {kind}");

@@ -60,15 +60,8 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
             )
         }
     };
-    let validated = match spec::load(&bytes) {
-        Ok(v) => v,
-        Err(e) => {
-            eprintln!("{}: invalid ProxyConfig:", args.file.display());
-            for fe in e.field_errors() {
-                eprintln!("  {fe}");
-            }
-            return Ok(ExitCode::from(1));
-        }
+    let Some(validated) = super::load_document(&args.file, &bytes, "invalid ProxyConfig") else {
+        return Ok(ExitCode::from(1));
     };
     // Offline, the reference cannot be read: a visibly fake user stands in so every document
     // renders as is, and stderr says so.
@@ -92,7 +85,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         owner: args.owner.clone(),
         basic_auth_users: users,
     };
-    let rendered = match render::render(&validated, &ctx) {
+    let rendered = match render_all(&validated, &ctx) {
         Ok(r) => r,
         Err(e) => {
             eprintln!("{}: {e}", args.file.display());
@@ -102,21 +95,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::from(1));
         }
     };
-
-    // The live Caddy config (what the loop loads through the admin API) holds the policy the
-    // bootstrap config in the job leaves out; show it, redacted, so the user sees the policy.
-    let caddy_load = if rendered.caddy.is_some() {
-        match render::caddy_config(&validated, &ctx, &[]) {
-            Ok(v) => Some(v),
-            Err(e) => {
-                eprintln!("{}: {e}", args.file.display());
-                return Ok(ExitCode::from(1));
-            }
-        }
-    } else {
-        None
-    };
-    let doc = to_document(&rendered, caddy_load.as_ref());
+    let doc = to_document(&rendered.0, rendered.1.as_ref());
     let text = match args.output {
         Output::Json => {
             let mut s = serde_json::to_string_pretty(&doc).context("failed to encode JSON")?;
@@ -130,6 +109,23 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// What the loop renders (through the proxy's driver), and for Caddy the live config the loop
+/// loads through the admin API, without catalog routes: it holds the policy the bootstrap
+/// config in the job leaves out, so the user sees the policy (redacted).
+fn render_all(
+    spec: &spec::ValidatedSpec,
+    ctx: &RenderContext,
+) -> render::Result<(render::Rendered, Option<Value>)> {
+    let rendered = crate::proxy::render(spec, ctx, &format!("{}/traefik/", ctx.prefix))?;
+    if rendered.caddy.is_none() {
+        return Ok((rendered, None));
+    }
+    let model = render::resolve(spec, ctx)?;
+    let live = crate::proxy::caddy::live(&model, &crate::proxy::caddy::RouteTable::default())?;
+    let live = serde_json::from_slice(&live.body).map_err(render::Error::SerializeJson)?;
+    Ok((rendered, Some(live)))
+}
+
 /// Everything rendered, as one document; secret KV values, Caddy basic-auth passwords and any
 /// string shaped like a password hash are replaced by `<redacted>`.
 pub(super) fn to_document(r: &render::Rendered, caddy_load: Option<&Value>) -> Value {
@@ -138,6 +134,9 @@ pub(super) fn to_document(r: &render::Rendered, caddy_load: Option<&Value>) -> V
     doc.insert("jobDigest".into(), json!(r.job_digest));
     if let Some(yaml) = &r.traefik_static {
         doc.insert("traefikStatic".into(), json!(yaml));
+    }
+    // Caddy's policy entry too: it is what the loop writes under the policy root.
+    if r.traefik_static.is_some() || !r.traefik_kv.is_empty() {
         let kv: Map<String, Value> = r
             .traefik_kv
             .iter()

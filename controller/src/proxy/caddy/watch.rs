@@ -21,7 +21,7 @@ use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
 use super::admin::{self, CaddyAdmin, HttpCaddyAdmin};
-use super::driver::{Live, Report, Shared, live_config, pick_default_probe};
+use super::driver::{Live, Report, Shared, pick_default_probe};
 use super::routes::{Catalog, RouteSettings, build_routes};
 use super::sync::Sync;
 use crate::consul::{ConsulApi, ServiceEntry};
@@ -280,7 +280,7 @@ pub(super) async fn run<C: ConsulApi + 'static>(
             rejected: None,
             default_probe: pick_default_probe(&model, &routes),
         };
-        let config = match live_config(&model, &routes) {
+        let config = match super::config::live(&model, &routes) {
             Ok(config) => config,
             Err(e) => {
                 report.rejected = Some(e.to_string());

@@ -13,7 +13,11 @@ fn spec(middlewares: &str, tls: &str) -> ValidatedSpec {
 }
 
 fn model(spec: &ValidatedSpec, users: Option<&[String]>) -> Model {
-    resolve(spec, users).unwrap()
+    let ctx = crate::render::RenderContext {
+        basic_auth_users: users.map(<[String]>::to_vec),
+        ..crate::render::RenderContext::default()
+    };
+    crate::render::resolve(spec, &ctx).unwrap()
 }
 
 fn options() -> CaddyOptions {
@@ -377,10 +381,13 @@ fn basic_auth_without_the_users_read_is_refused_before_rendering() {
         "    basicAuth:\n      usersFrom: {consulKey: edge/htpasswd}\n",
         "",
     );
-    let err = resolve(&s, None).unwrap_err();
-    assert!(matches!(err, Error::UnresolvedUsers), "{err}");
+    let err = crate::render::resolve(&s, &crate::render::RenderContext::default()).unwrap_err();
+    assert!(
+        matches!(err, crate::render::Error::UnresolvedSecret { .. }),
+        "{err}"
+    );
     assert!(err.to_string().contains("usersFrom"));
     let users = vec![format!("alice:{BCRYPT}")];
-    let m = resolve(&s, Some(&users)).unwrap();
+    let m = model(&s, Some(&users));
     assert_eq!(m.policy.basic_auth.unwrap().users, users);
 }

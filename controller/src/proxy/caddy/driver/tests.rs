@@ -1,5 +1,6 @@
 use super::*;
 use crate::consul::fake::FakeConsul;
+use crate::proxy::caddy::{CaddyOptions, Secrets};
 use crate::proxy::probe::fake::FakeProbe;
 use crate::render::RenderContext;
 
@@ -145,7 +146,7 @@ fn hinds_defaults_render_a_caddy_serving_the_catalogs_https_tags() {
     let text = serde_json::to_vec(&doc).unwrap();
     let spec = crate::spec::load(&text).unwrap();
     assert_eq!(spec.proxy(), ProxyKind::Caddy);
-    let model = config::resolve(&spec, None).unwrap();
+    let model = crate::render::resolve(&spec, &RenderContext::default()).unwrap();
     let catalog =
         super::super::routes::Catalog::from([(
             "app".to_owned(),
@@ -157,8 +158,12 @@ fn hinds_defaults_render_a_caddy_serving_the_catalogs_https_tags() {
         }))
         .unwrap()],
         )]);
-    let (config, routes) =
-        super::super::sync::desired(&model, &catalog, &options(&model, Secrets::Include)).unwrap();
+    let (config, routes) = super::super::sync::desired(
+        &model,
+        &catalog,
+        &CaddyOptions::of(&model, Secrets::Include),
+    )
+    .unwrap();
     assert_eq!(routes.routes.len(), 1, "{:?}", routes.findings);
     let body = String::from_utf8(config.body).unwrap();
     assert!(
@@ -176,8 +181,8 @@ fn the_caddy_example_renders_its_job_and_live_config() {
     .unwrap();
     let spec = crate::spec::load(&text).unwrap();
     assert!(config::caddy_unsupported(&spec).is_empty());
-    let model = config::resolve(&spec, None).unwrap();
-    live_config(&model, &RouteTable::default()).unwrap();
+    let model = crate::render::resolve(&spec, &RenderContext::default()).unwrap();
+    config::live(&model, &RouteTable::default()).unwrap();
     assert_eq!(
         AdminEndpoint::from_model(&model).base_url().unwrap(),
         format!("http://127.0.0.1:{}", model.dashboard.address.port)

@@ -1,30 +1,25 @@
-//! Real Caddy judges the rendered JSON: `caddy validate` loads and provisions every module
-//! without binding listeners (contracts/CADDY.md §4), and a started Caddy serves the policy.
+//! Real Caddy judges the config the Caddy driver renders (`proxy::caddy::config`, the one Caddy
+//! renderer): `caddy validate` loads and provisions every module without binding listeners
+//! (contracts/CADDY.md §4), and a started Caddy serves the policy.
 // Tests fail loudly: unwrap and panic are how they report.
 #![allow(clippy::unwrap_used, clippy::panic)]
 
 #[path = "../../tests/support/mod.rs"]
 mod support;
 
+mod caddy_support;
 mod render_common;
 
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Output;
 use std::time::Duration;
 
-use proxy_operator::render::{self, CaddyService, RenderContext};
+use caddy_support::{caddy_cmd as caddy, catalog, instance};
+use proxy_operator::proxy::caddy::{Catalog, RouteSettings, build_routes, live};
+use proxy_operator::render::{self, Model, RenderContext};
 use render_common::*;
 use serde_json::Value;
-use support::{ChildGuard, caddy_bin, eventually, free_port};
-
-fn caddy(dir: &Path) -> Command {
-    let mut cmd = Command::new(caddy_bin());
-    // Caddy autosaves and keeps TLS state under XDG dirs: keep them in the test's temp dir.
-    cmd.env("XDG_CONFIG_HOME", dir.join("config"))
-        .env("XDG_DATA_HOME", dir.join("data"))
-        .env("HOME", dir);
-    cmd
-}
+use support::{ChildGuard, eventually, free_port};
 
 fn validate(config: &Value) -> (Output, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
@@ -38,27 +33,41 @@ fn validate(config: &Value) -> (Output, tempfile::TempDir) {
     (out, dir)
 }
 
-fn services() -> Vec<CaddyService> {
+/// Traefik router tags routing `host` to the service.
+fn host_tags(service: &str, host: &str) -> Vec<String> {
     vec![
-        CaddyService {
-            name: "web".to_string(),
-            hosts: vec!["web.example.test".to_string()],
-            upstreams: vec!["127.0.0.1:18082".to_string(), "127.0.0.1:18083".to_string()],
-        },
-        CaddyService {
-            name: "api".to_string(),
-            hosts: vec!["api.example.test".to_string()],
-            upstreams: vec!["127.0.0.1:18084".to_string()],
-        },
+        "traefik.enable=true".to_string(),
+        format!("traefik.http.routers.{service}.rule=Host(`{host}`)"),
     ]
 }
 
-/// Caddy's storage root must exist and be writable where validate runs.
-fn with_storage(
-    mut model: proxy_operator::render::Model,
-    dir: &Path,
-) -> proxy_operator::render::Model {
-    model.tls.cert_dir = dir.join("certs").display().to_string();
+fn services() -> Catalog {
+    let (web, api) = (
+        host_tags("web", "web.example.test"),
+        host_tags("api", "api.example.test"),
+    );
+    fn tags(t: &[String]) -> Vec<&str> {
+        t.iter().map(String::as_str).collect()
+    }
+    catalog(vec![
+        instance("web", 18082, &tags(&web), "passing"),
+        instance("web", 18083, &tags(&web), "passing"),
+        instance("api", 18084, &tags(&api), "passing"),
+    ])
+}
+
+/// The live config the driver loads for `model` and the catalog, as JSON.
+fn live_config(model: &Model, catalog: &Catalog) -> Value {
+    let routes = build_routes(catalog, &RouteSettings::from_model(model));
+    serde_json::from_slice(&live(model, &routes).unwrap().body).unwrap()
+}
+
+/// Caddy's storage root (and the certificate folder it loads) must exist and be writable where
+/// validate runs.
+fn with_storage(mut model: Model, dir: &Path) -> Model {
+    let certs = dir.join("certs");
+    std::fs::create_dir_all(&certs).unwrap();
+    model.tls.cert_dir = certs.display().to_string();
     model
 }
 
@@ -74,7 +83,7 @@ fn caddy_validate_accepts_the_rendered_config_with_services_and_every_policy() {
     model.tls.certificates[0].cert_file = cert.display().to_string();
     model.tls.certificates[0].key_file = key.display().to_string();
 
-    let config = render::caddy::render_caddy(&model, &services()).unwrap();
+    let config = live_config(&model, &services());
     let (out, _d) = validate(&config);
     assert!(
         out.status.success(),
@@ -114,7 +123,7 @@ fn caddy_validate_rejects_a_broken_config_so_this_judge_can_fail() {
     let dir = tempfile::tempdir().unwrap();
     let mut model = with_storage(caddy_model(), dir.path());
     model.tls.certificates.clear();
-    let mut config = render::caddy::render_caddy(&model, &services()).unwrap();
+    let mut config = live_config(&model, &services());
     config["apps"]["http"]["servers"]["websecure"]["routez"] = Value::Array(vec![]);
     let (out, _d) = validate(&config);
     assert!(
@@ -135,12 +144,10 @@ async fn caddy_serves_a_discovered_service_behind_the_rendered_policy() {
     // Only the plain entry point, so the request path needs no certificate.
     model.entry_points.retain(|e| !e.tls);
     model.entry_points[0].redirect_to = None;
-    let svc = CaddyService {
-        name: "app".to_string(),
-        hosts: vec!["app.example.test".to_string()],
-        upstreams: vec![backend.addr.to_string()],
-    };
-    let config = render::caddy::render_caddy(&model, &[svc]).unwrap();
+    let tags = host_tags("app", "app.example.test");
+    let tags: Vec<&str> = tags.iter().map(String::as_str).collect();
+    let svc = catalog(vec![instance("app", backend.port(), &tags, "passing")]);
+    let config = live_config(&model, &svc);
     let path = dir.path().join("caddy.json");
     std::fs::write(&path, serde_json::to_vec(&config).unwrap()).unwrap();
     let mut cmd = caddy(dir.path());
