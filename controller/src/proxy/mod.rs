@@ -65,8 +65,8 @@ impl Reach {
 ///
 /// # What a Caddy implementation must provide
 /// - [`render`](ProxyDriver::render): the job whose task starts Caddy from a bootstrap config
-///   (`render::render` already renders it, with the last good routes so a restarted Caddy does
-///   not come back empty) and the live config (`render::caddy_config`).
+///   (`caddy::config::bootstrap`, which `render::render_model` embeds) and the policy key; the
+///   live config is `caddy::config::live`.
 /// - [`apply_policy`](ProxyDriver::apply_policy): Caddy has no KV provider, so a policy change is
 ///   one `POST /load` of the whole config (policy plus the routes synced from the Consul
 ///   catalog), which Caddy applies atomically and refuses as a whole on error. Routes are
