@@ -2,7 +2,7 @@
 //! serves only tags matching `^https://`; `http://` tags were served as plain-HTTP sites until
 //! HinD commit 1e89321 (2024-10) and are ignored since.
 
-use super::urlprefix::{host_pattern, path_problem, port_number, split_port};
+use super::urlprefix::{host_pattern, moved_port, path_problem, split_port};
 use super::{Finding, Grammar, HttpRoute, ParsedTag, PathMatch, Route, Scheme};
 
 pub(crate) fn is_hind(tag: &str) -> bool {
@@ -34,25 +34,17 @@ pub(crate) fn parse(tag: &str) -> ParsedTag {
         None => (rest, ""),
     };
     let (host, port) = split_port(authority);
-    let mut alt_port = None;
-    if let Some(p) = port {
-        match port_number(tag, p) {
-            Ok(443) => {}
-            Ok(n) => {
-                alt_port = Some(n);
-                findings.push(Finding::new(
-                    tag,
-                    format!("port :{p}"),
-                    format!(
-                        "Caddy served this site on its own TLS listener :{p}; converted onto the websecure entry point (add an entry point on :{p} if clients keep using the port)"
-                    ),
-                ));
-            }
-            Err(finding) => {
-                return refuse(findings, finding);
-            }
-        }
-    }
+    let moved = port.map(|p| {
+        moved_port(tag, p, Some(443), &mut findings, |p| {
+            format!(
+                "Caddy served this site on its own TLS listener :{p}; converted onto the websecure entry point (add an entry point on :{p} if clients keep using the port)"
+            )
+        })
+    });
+    let alt_port = match moved.transpose() {
+        Ok(n) => n.flatten(),
+        Err(finding) => return refuse(findings, finding),
+    };
     let host = match host_pattern(&host.to_lowercase(), Grammar::Hind) {
         Ok(host) => host,
         Err(why) => {

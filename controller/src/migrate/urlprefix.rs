@@ -162,9 +162,27 @@ pub(crate) fn host_pattern(host: &str, grammar: Grammar) -> Result<Option<HostPa
 }
 
 /// A tag's port as a number, or the finding that it is out of range.
-pub(crate) fn port_number(tag: &str, port: &str) -> Result<u16, Finding> {
+fn port_number(tag: &str, port: &str) -> Result<u16, Finding> {
     port.parse()
         .map_err(|_| Finding::new(tag, "host", format!("port {port:?} is out of range")))
+}
+
+/// A port the converted route cannot keep (Traefik's `Host()` ignores ports): `Some(number)`,
+/// with a finding saying what `why(port)` explains, or `None` for the grammar's own `default`.
+/// An out-of-range port is the refusal.
+pub(crate) fn moved_port(
+    tag: &str,
+    port: &str,
+    default: Option<u16>,
+    findings: &mut Vec<Finding>,
+    why: impl FnOnce(&str) -> String,
+) -> Result<Option<u16>, Finding> {
+    let n = port_number(tag, port)?;
+    if Some(n) == default {
+        return Ok(None);
+    }
+    findings.push(Finding::new(tag, format!("port :{port}"), why(port)));
+    Ok(Some(n))
 }
 
 pub(crate) fn path_problem(path: &str) -> Option<String> {
@@ -402,20 +420,13 @@ pub(crate) fn parse(tag: &str) -> ParsedTag {
     match port {
         Some("443") => scheme = Scheme::Https,
         Some("80") => scheme = Scheme::Http,
-        Some(p) => match port_number(tag, p) {
-            Ok(n) => {
-                alt_port = Some(n);
-                findings.push(Finding::new(
-                    tag,
-                    format!("port :{p}"),
-                    format!(
-                        "fabio matched only requests whose Host header carried :{p}; Traefik's Host() ignores the port, so the route answers on the web and websecure entry points (add an entry point on :{p} and restrict the router to it if needed)"
-                    ),
-                ));
-            }
-            Err(finding) => {
-                return refuse(findings, finding);
-            }
+        Some(p) => match moved_port(tag, p, None, &mut findings, |p| {
+            format!(
+                "fabio matched only requests whose Host header carried :{p}; Traefik's Host() ignores the port, so the route answers on the web and websecure entry points (add an entry point on :{p} and restrict the router to it if needed)"
+            )
+        }) {
+            Ok(n) => alt_port = n,
+            Err(finding) => return refuse(findings, finding),
         },
         None => {}
     }
