@@ -51,11 +51,7 @@ pub fn spec(ports: Ports, cert_dir: &Path, redirect: bool, middlewares: &str) ->
 }
 
 pub fn model(spec: &ValidatedSpec, users: Option<&[String]>) -> Model {
-    let ctx = proxy_operator::render::RenderContext {
-        basic_auth_users: users.map(<[String]>::to_vec),
-        ..proxy_operator::render::RenderContext::default()
-    };
-    proxy_operator::render::resolve(spec, &ctx).unwrap()
+    proxy_operator::proxy::caddy::config::resolve(spec, users).unwrap()
 }
 
 /// Live options for `ports`, dev mode (Caddy's internal CA) so TLS works offline.

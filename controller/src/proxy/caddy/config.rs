@@ -156,6 +156,23 @@ impl From<Error> for crate::render::Error {
     }
 }
 
+/// The spec's model with the basic-auth `user:hash` lines the caller read from the spec's
+/// `usersFrom` reference (required when basic auth is on): [`crate::render::resolve`] for a
+/// caller that holds only the users.
+///
+/// # Errors
+/// Basic auth is on and `users` is `None`.
+pub fn resolve(
+    spec: &ValidatedSpec,
+    users: Option<&[String]>,
+) -> Result<Model, crate::render::Error> {
+    let ctx = crate::render::RenderContext {
+        basic_auth_users: users.map(<[String]>::to_vec),
+        ..crate::render::RenderContext::default()
+    };
+    crate::render::resolve(spec, &ctx)
+}
+
 /// The live config of `model` (a model from [`crate::render::resolve`], with the basic-auth
 /// users) with `routes`: what the operator loads through `POST /load`.
 ///

@@ -12,8 +12,8 @@
 //! - `watch`: the driver's task following the catalog and Caddy's identity.
 //!
 //! What the proxy driver calls, in order, for each pass (catalog change or spec change):
-//! 1. [`crate::render::resolve`] (the spec's model plus the basic-auth users read from
-//!    `usersFrom`), then [`routes::build_routes`] and [`config::live`] (or [`sync::desired`]);
+//! 1. [`config::resolve`] (the spec's model plus the basic-auth users read from `usersFrom`),
+//!    then [`routes::build_routes`] and [`config::live`] (or [`sync::desired`]);
 //! 2. [`sync::Sync::plan`] → `Some(config)` when the identity differs from the last one loaded;
 //! 3. [`admin::CaddyAdmin::load`], then [`sync::Sync::loaded`] on success;
 //! 4. the gate: [`admin::CaddyAdmin::identity`] equals [`config::CaddyConfig::identity`],
@@ -49,7 +49,7 @@ mod watch;
 pub use admin::{CaddyAdmin, HttpCaddyAdmin};
 pub use config::{
     AdminEndpoint, CaddyConfig, CaddyOptions, Secrets, bootstrap, caddy_unsupported, live,
-    render_config,
+    render_config, resolve,
 };
 pub use driver::{CaddyDriver, POLICY_KEY, gate, render};
 pub use routes::{Catalog, RouteSettings, RouteTable, build_routes};

@@ -13,11 +13,7 @@ fn spec(middlewares: &str, tls: &str) -> ValidatedSpec {
 }
 
 fn model(spec: &ValidatedSpec, users: Option<&[String]>) -> Model {
-    let ctx = crate::render::RenderContext {
-        basic_auth_users: users.map(<[String]>::to_vec),
-        ..crate::render::RenderContext::default()
-    };
-    crate::render::resolve(spec, &ctx).unwrap()
+    resolve(spec, users).unwrap()
 }
 
 fn options() -> CaddyOptions {
@@ -381,7 +377,7 @@ fn basic_auth_without_the_users_read_is_refused_before_rendering() {
         "    basicAuth:\n      usersFrom: {consulKey: edge/htpasswd}\n",
         "",
     );
-    let err = crate::render::resolve(&s, &crate::render::RenderContext::default()).unwrap_err();
+    let err = resolve(&s, None).unwrap_err();
     assert!(
         matches!(err, crate::render::Error::UnresolvedSecret { .. }),
         "{err}"
