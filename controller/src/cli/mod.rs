@@ -69,8 +69,6 @@ enum Command {
     Migrate(migrate::Command),
 }
 
-/// Parses a `--prefix` value, refusing keys Consul would refuse (a leading `/`, `..`) before
-/// anything starts, instead of at the first KV call.
 /// The document in `bytes` (read from `file`), validated; `None` when it is invalid, after every
 /// field error went to stderr under `FILE: <heading>:`.
 fn load_document(
@@ -90,6 +88,8 @@ fn load_document(
     }
 }
 
+/// Parses a `--prefix` value, refusing keys Consul would refuse (a leading `/`, `..`) before
+/// anything starts, instead of at the first KV call.
 fn kv_prefix(value: &str) -> Result<String, String> {
     crate::consul::validate_kv_prefix(value)
         .map(|()| value.to_string())
