@@ -168,7 +168,7 @@ impl std::fmt::Debug for Rendered {
 
 /// Renders every artefact of a validated spec: the proxy's Nomad job (Meta stamped), and for
 /// Traefik its static config and KV policy entries, or for Caddy its bootstrap JSON config.
-/// Caddy's policy entry is the driver's: [`crate::proxy::render`] renders what the loop writes
+/// Caddy's policy entry is the driver's: [`crate::proxy::render()`] renders what the loop writes
 /// for either proxy.
 pub fn render(spec: &ValidatedSpec, ctx: &RenderContext) -> Result<Rendered> {
     render_model(&resolve(spec, ctx)?, ctx)

@@ -92,7 +92,7 @@ fn policy_identity(model: &Model) -> Result<String, config::Error> {
 
 /// What the loop registers and writes for a Caddy document, pure: the job (its bootstrap config
 /// without policy or routes) and the policy key under `kv_root`. The CLI's `render`, `plan` and
-/// `validate` must use this (through [`crate::proxy::render`]) to show what the loop does.
+/// `validate` must use this (through [`crate::proxy::render()`]) to show what the loop does.
 ///
 /// # Errors
 /// The document cannot be rendered for Caddy (terminal).
