@@ -259,21 +259,16 @@ impl Phase {
     /// The journal of a rollout in flight; `None` at rest.
     #[must_use]
     pub fn journal(&self, now: Instant, wall: SystemTime) -> Option<Journal> {
-        let (change, started, stage) = match self {
-            Phase::Idle
-            | Phase::Ready { .. }
-            | Phase::RolledBack { .. }
-            | Phase::Degraded { .. } => {
-                return None;
-            }
+        // At rest there is no change, and nothing to journal.
+        let change = self.change()?;
+        let (started, stage) = match self {
             Phase::Applying {
-                change,
                 started,
                 pending,
                 kv_written,
                 job_registered,
+                ..
             } => (
-                change,
                 started,
                 Stage::Applying {
                     pending: pending.clone(),
@@ -282,25 +277,22 @@ impl Phase {
                 },
             ),
             Phase::Verifying {
-                change,
                 started,
                 job_version,
                 ..
             } => (
-                change,
                 started,
                 Stage::Verifying {
                     job_version: *job_version,
                 },
             ),
             Phase::RollingBack {
-                change,
                 started,
                 reason,
                 to_version,
                 pending,
+                ..
             } => (
-                change,
                 started,
                 Stage::RollingBack {
                     reason: reason.clone(),
@@ -308,6 +300,10 @@ impl Phase {
                     pending: pending.clone(),
                 },
             ),
+            Phase::Idle
+            | Phase::Ready { .. }
+            | Phase::RolledBack { .. }
+            | Phase::Degraded { .. } => return None,
         };
         Some(Journal {
             change: change.clone(),
