@@ -10,9 +10,13 @@
 //! "nothing the frozen leader held reaches Consul" are checked.
 //!
 //! The leader TTL is 10 s, the smallest `--leader-ttl` (and Consul session TTL) allowed, with a
-//! 1 s lock-delay. A SIGKILL failover therefore takes about 20 s (Consul reaps a session up to
-//! twice its TTL after the last renewal), so the failover scenario kills the leader 8 times
-//! (6 SIGTERM, 2 SIGKILL), not 20, to keep the file under 3 minutes.
+//! 1 s lock-delay. A SIGKILL failover therefore takes 10 to 20 s (Consul reaps a session between
+//! its TTL and twice its TTL after the last renewal), so of the 20 kills 5 are SIGKILL.
+//!
+//! "Per-node gates": each replica judges the proxy through its own `--proxy-host`, as a replica
+//! on another node would. One replica's view is broken on purpose; the test shows that who leads
+//! decides nothing a failover can undo: a digest that failed one leader's gate is not retried by
+//! the next, and a version that passed is not rolled back by a leader that cannot see it.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 #[path = "support/mod.rs"]
@@ -134,10 +138,22 @@ struct Cluster {
     operators: Vec<Option<ChildGuard>>,
     /// The Consul token the replicas use (`None`: the twin's anonymous access).
     token: Option<String>,
+    /// Extra `run` flags of each replica: how it sees the proxy from "its node".
+    views: Vec<Vec<String>>,
 }
 
 impl Cluster {
     async fn start(replicas: usize) -> Cluster {
+        let mut cluster = Cluster::prepare(vec![Vec::new(); replicas]).await;
+        for i in 0..replicas {
+            cluster.spawn(i);
+        }
+        cluster
+    }
+
+    /// The twin, the backend and one recorder per view; no replica started yet.
+    async fn prepare(views: Vec<Vec<String>>) -> Cluster {
+        let replicas = views.len();
         let _ = rustls::crypto::ring::default_provider().install_default();
         let twin = Twin::start(TwinConfig::default()).await.unwrap();
         let backend = Backend::start("app-backend").await;
@@ -153,7 +169,7 @@ impl Cluster {
         for i in 0..replicas {
             consul_for.push(recorder(i, twin.consul_addr(), Arc::clone(&log)).await);
         }
-        let mut cluster = Cluster {
+        Cluster {
             http: reqwest::Client::builder().no_proxy().build().unwrap(),
             web: free_port(),
             websecure: free_port(),
@@ -165,11 +181,8 @@ impl Cluster {
             consul_for,
             operators: (0..replicas).map(|_| None).collect(),
             token: None,
-        };
-        for i in 0..replicas {
-            cluster.spawn(i);
+            views,
         }
-        cluster
     }
 
     /// Starts replica `i` (`--instance-id op-<i>`), with the limits that allow the `raw_exec`
@@ -195,6 +208,7 @@ impl Cluster {
             &format!("http://{}", self.twin.nomad_addr()),
         ])
         .args(support::operator_limit_flags(self.dir.path()))
+        .args(&self.views[i])
         .env_remove("CONSUL_HTTP_TOKEN")
         .env_remove("NOMAD_TOKEN")
         .env_remove("CONSUL_HTTP_ADDR")
@@ -443,8 +457,10 @@ async fn three_replicas_one_leader_failovers_converge_and_a_frozen_leader_writes
     // (b) Kill the leader, mixing SIGTERM and SIGKILL, with a policy edit after each kill and
     // one structural edit in the middle.
     let signals = [
-        "TERM", "KILL", "TERM", "TERM", "KILL", "TERM", "TERM", "TERM",
+        "TERM", "KILL", "TERM", "TERM", "KILL", "TERM", "TERM", "TERM", "TERM", "KILL", "TERM",
+        "TERM", "TERM", "KILL", "TERM", "TERM", "TERM", "KILL", "TERM", "TERM",
     ];
+    assert_eq!(signals.len(), 20);
     let mut failovers: Vec<(&str, Duration)> = Vec::new();
     let mut cpu = 100;
     for (n, signal) in signals.iter().enumerate() {
@@ -463,6 +479,9 @@ async fn three_replicas_one_leader_failovers_converge_and_a_frozen_leader_writes
         let edition = u32::try_from(n).unwrap() + 1;
         if n == 3 {
             cpu = 110;
+        }
+        if n == 12 {
+            cpu = 120;
         }
         let doc = c.doc(edition, cpu);
         c.put_config(&doc).await;
@@ -487,7 +506,7 @@ async fn three_replicas_one_leader_failovers_converge_and_a_frozen_leader_writes
     }
     assert_eq!(
         c.job_versions().await,
-        vec![0, 1],
+        vec![0, 1, 2],
         "one job version per structural edit, none from failovers"
     );
 
@@ -592,6 +611,100 @@ async fn three_replicas_one_leader_failovers_converge_and_a_frozen_leader_writes
         "frozen leader: {} transaction(s) after resuming, none accepted",
         after.len()
     );
+}
+
+/// Waits until replica `i` leads and has written a status pass of its own after `since` passes.
+async fn pass_by(c: &Cluster, i: usize, since: u64) -> Option<ProxyStatus> {
+    eventually(Duration::from_secs(40), || async {
+        let s = c.status().await;
+        let by_i = s
+            .leader
+            .as_deref()
+            .is_some_and(|l| l.contains(&format!("op-{i}")));
+        (by_i && s.passes > since).then_some(s)
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn per_node_gates_that_disagree_do_not_make_the_job_flap_across_replicas() {
+    // op-1 looks at the proxy through 127.0.0.2, where nothing listens (Traefik binds
+    // 127.0.0.1): from its "node", every gate fails. op-0 sees the proxy fine.
+    let views = vec![
+        Vec::new(),
+        vec!["--proxy-host".to_owned(), "127.0.0.2".to_owned()],
+    ];
+    let mut c = Cluster::prepare(views).await;
+    let fast_gate = |doc: String| {
+        let mut v: Value = serde_json::from_str(&doc).unwrap();
+        v["spec"]["rollout"] =
+            json!({"healthyDeadline": "6s", "minHealthyTime": "1s", "onFailure": "rollback"});
+        serde_json::to_string_pretty(&v).unwrap()
+    };
+
+    // op-0 alone rolls out version 0 and it passes its gate.
+    c.spawn(0);
+    let good = fast_gate(c.doc(0, 100));
+    c.put_config(&good).await;
+    assert!(c.converged(&good, 0).await, "never Ready\n{}", c.logs());
+    assert_eq!(c.job_versions().await, vec![0]);
+
+    // Failover to op-1, which cannot see the proxy: at rest it rolls nothing back.
+    c.spawn(1);
+    let before = c.status().await.passes;
+    c.kill(0, "TERM").await;
+    let s = pass_by(&c, 1, before)
+        .await
+        .unwrap_or_else(|| panic!("op-1 never took over\n{}", c.logs()));
+    let s = pass_by(&c, 1, s.passes).await.unwrap_or(s);
+    assert_eq!(s.phase, Phase::Ready, "{}", c.logs());
+    assert_eq!(
+        c.job_versions().await,
+        vec![0],
+        "a leader that cannot see the proxy changed the job"
+    );
+    assert_eq!(
+        get_with_host(c.web, APP_HOST, "/").await.map(|r| r.status),
+        Some(200)
+    );
+
+    // A structural edit under op-1 fails op-1's gate and is rolled back.
+    let failing = fast_gate(c.doc(1, 110));
+    let failing_digest = spec::load(failing.as_bytes()).unwrap().digest().to_owned();
+    c.put_config(&failing).await;
+    let rolled_back = eventually(CONVERGE, || async {
+        let s = c.status().await;
+        (s.phase == Phase::RolledBack && s.failed_digest.as_deref() == Some(&failing_digest))
+            .then_some(s)
+    })
+    .await
+    .unwrap_or_else(|| panic!("op-1's failing gate never rolled back\n{}", c.logs()));
+    let versions = c.job_versions().await;
+    assert!(
+        versions.len() >= 2,
+        "the edit was applied then reverted: {versions:?}"
+    );
+
+    // Failover back to op-0, whose gate would pass the same digest: it does not retry it.
+    c.spawn(0);
+    let before = rolled_back.passes;
+    c.kill(1, "TERM").await;
+    let s = pass_by(&c, 0, before)
+        .await
+        .unwrap_or_else(|| panic!("op-0 never took over\n{}", c.logs()));
+    let s = pass_by(&c, 0, s.passes).await.unwrap_or(s);
+    assert_eq!(s.phase, Phase::RolledBack, "{}", c.logs());
+    assert_eq!(s.failed_digest.as_deref(), Some(failing_digest.as_str()));
+    assert_eq!(
+        c.job_versions().await,
+        versions,
+        "the new leader re-applied a digest that failed the previous leader's gate"
+    );
+
+    // The cluster is not stuck: the next edit converges under op-0.
+    let next = fast_gate(c.doc(2, 100));
+    c.put_config(&next).await;
+    assert!(c.converged(&next, 2).await, "{}", c.logs());
 }
 
 /// `GET http://127.0.0.1:<port>/` for `app.localhost` as `user`; the status code.
@@ -761,6 +874,7 @@ async fn a_token_without_the_policy_tree_permission_gets_an_actionable_error_in_
         .unwrap();
     c.token = Some("operator-token".to_owned());
     c.operators.push(None);
+    c.views.push(Vec::new());
     c.consul_for
         .push(recorder(0, c.twin.consul_addr(), Arc::clone(&c.log)).await);
     c.spawn(0);
