@@ -2,9 +2,9 @@
 //! `proxy-operator run` processes against the twin, real Traefik run by the twin as a `raw_exec`
 //! job, a real backend in the catalog.
 //!
-//! The three operators run as child processes of the test (not as a Nomad system job in a
-//! 3-node twin: Traefik's entry points are static loopback ports, so one proxy allocation on a
-//! one-node twin keeps the test about leadership, not port allocation). Each operator reaches
+//! The shipped job file itself runs in a 3-node twin (one replica per node, each on its node's
+//! address, one leader, the proxy Ready). The failover scenarios run the operators as child
+//! processes of the test instead, so it can signal them and see their traffic: each reaches
 //! Consul through its own recording pass-through, so the test sees every request each replica
 //! sent and what Consul answered: that is how "KV writes only from the current holder" and
 //! "nothing the frozen leader held reaches Consul" are checked.
@@ -19,6 +19,8 @@
 //! the next, and a version that passed is not rolled back by a leader that cannot see it.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+#[path = "support/jobfile.rs"]
+mod jobfile;
 #[path = "support/mod.rs"]
 mod support;
 
@@ -153,9 +155,14 @@ impl Cluster {
 
     /// The twin, the backend and one recorder per view; no replica started yet.
     async fn prepare(views: Vec<Vec<String>>) -> Cluster {
+        Cluster::prepare_on(views, TwinConfig::default()).await
+    }
+
+    /// [`Cluster::prepare`] on a twin started with `config`.
+    async fn prepare_on(views: Vec<Vec<String>>, config: TwinConfig) -> Cluster {
         let replicas = views.len();
         let _ = rustls::crypto::ring::default_provider().install_default();
-        let twin = Twin::start(TwinConfig::default()).await.unwrap();
+        let twin = Twin::start(config).await.unwrap();
         let backend = Backend::start("app-backend").await;
         support::register_consul_service(
             twin.consul_addr(),
@@ -610,6 +617,170 @@ async fn three_replicas_one_leader_failovers_converge_and_a_frozen_leader_writes
     eprintln!(
         "frozen leader: {} transaction(s) after resuming, none accepted",
         after.len()
+    );
+}
+
+/// The allocations of `job` as `(alloc id, node id, client status)`.
+async fn allocations(c: &Cluster, job: &str) -> Vec<(String, String, String)> {
+    let url = format!("http://{}/v1/job/{job}/allocations", c.twin.nomad_addr());
+    let v: Value = c.http.get(url).send().await.unwrap().json().await.unwrap();
+    v.as_array()
+        .map(|a| {
+            a.iter()
+                .map(|x| {
+                    let s = |k: &str| x[k].as_str().unwrap_or_default().to_owned();
+                    (s("ID"), s("NodeID"), s("ClientStatus"))
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_shipped_job_file_runs_one_replica_per_node_on_three_nodes_and_one_leads() {
+    let data = tempfile::tempdir().unwrap();
+    let c = Cluster::prepare_on(
+        Vec::new(),
+        TwinConfig {
+            nomad_nodes: 3,
+            data_dir: Some(data.path().to_path_buf()),
+            ..TwinConfig::default()
+        },
+    )
+    .await;
+    // `nomad job run -var ...` of the file as shipped: raw_exec of this build's binary, the
+    // twin's addresses, no ACLs, and the operator flags an admin would add for a loopback test.
+    let http_port = free_port();
+    let mut extra: Vec<hcl::Value> = support::operator_limit_flags(c.dir.path())
+        .into_iter()
+        .map(hcl::Value::from)
+        .collect();
+    for flag in [
+        "--leader-ttl=10s",
+        "--lock-delay=1s",
+        "--debounce=50ms",
+        "--resync=5s",
+    ] {
+        extra.push(hcl::Value::from(flag));
+    }
+    let job = jobfile::evaluate_job(&[
+        ("binary", hcl::Value::from(BIN)),
+        ("http_port", hcl::Value::from(http_port)),
+        ("token_source", hcl::Value::from("none")),
+        ("consul_addr", hcl::Value::from(c.consul())),
+        (
+            "nomad_addr",
+            hcl::Value::from(format!("http://{}", c.twin.nomad_addr())),
+        ),
+        ("extra_args", hcl::Value::Array(extra)),
+    ])
+    .unwrap();
+    let body = jobfile::api_job(&job);
+    let resp = c
+        .http
+        .put(format!("http://{}/v1/jobs", c.twin.nomad_addr()))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        resp.status().as_u16(),
+        200,
+        "{}",
+        resp.text().await.unwrap()
+    );
+
+    let logs = || {
+        let mut out = String::new();
+        for entry in std::fs::read_dir(data.path().join("nomad-allocs"))
+            .into_iter()
+            .flatten()
+        {
+            let dir = entry.unwrap().path();
+            let log = dir.join("alloc/logs/operator.stderr.0");
+            out.push_str(&format!(
+                "--- {}\n{}",
+                dir.display(),
+                std::fs::read_to_string(log).unwrap_or_default()
+            ));
+        }
+        out
+    };
+
+    // One allocation per node, each a live operator answering on its node's address.
+    let running = eventually(Duration::from_secs(30), || async {
+        let allocs = allocations(&c, "proxy-operator").await;
+        (allocs.len() == 3 && allocs.iter().all(|(_, _, s)| s == "running")).then_some(allocs)
+    })
+    .await
+    .unwrap_or_else(|| panic!("3 running allocations never appeared\n{}", logs()));
+    let mut nodes: Vec<&str> = running.iter().map(|(_, n, _)| n.as_str()).collect();
+    nodes.sort_unstable();
+    nodes.dedup();
+    assert_eq!(nodes.len(), 3, "one replica per node: {running:?}");
+    for n in 1..=3 {
+        let url = format!("http://127.0.0.{n}:{http_port}/healthz");
+        let up = eventually(Duration::from_secs(20), || {
+            let (http, url) = (c.http.clone(), url.clone());
+            async move {
+                let r = http.get(url).send().await.ok()?;
+                r.status().is_success().then_some(())
+            }
+        })
+        .await;
+        assert!(up.is_some(), "no operator answers at {url}\n{}", logs());
+    }
+
+    // Three processes, not one answering on every address: each allocation's own log says it
+    // listens on its node's address, and none of them restarted.
+    let mut listeners = Vec::new();
+    for (id, _, _) in &running {
+        let log = data
+            .path()
+            .join("nomad-allocs")
+            .join(id)
+            .join("alloc/logs/operator.stderr.0");
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        let url = text
+            .split('"')
+            .find(|s| s.starts_with("http://127.0.0.") && s.ends_with(&format!(":{http_port}/")))
+            .unwrap_or_else(|| panic!("allocation {id} logged no node listener\n{text}"));
+        listeners.push(url.to_owned());
+        let url = format!("http://{}/v1/allocation/{id}", c.twin.nomad_addr());
+        let alloc: Value = c.http.get(url).send().await.unwrap().json().await.unwrap();
+        assert_eq!(
+            alloc["TaskStates"]["operator"]["Restarts"].as_u64(),
+            Some(0),
+            "allocation {id} restarted\n{}",
+            logs()
+        );
+    }
+    listeners.sort();
+    listeners.dedup();
+    assert_eq!(listeners.len(), 3, "{listeners:?}");
+
+    // The proxy (one Traefik: entry points are fixed loopback ports) reaches Ready.
+    let mut doc: Value = serde_json::from_str(&c.doc(0, 100)).unwrap();
+    doc["spec"]["job"]["type"] = json!("service");
+    doc["spec"]["job"]["count"] = json!(1);
+    let doc = serde_json::to_string_pretty(&doc).unwrap();
+    c.put_config(&doc).await;
+    assert!(c.converged(&doc, 0).await, "never Ready\n{}", logs());
+
+    // Exactly one replica acquired the lock, and it is one of the three allocations.
+    let (holder, session) = c.kv(&format!("{PREFIX}/leader")).await.unwrap();
+    assert!(session.is_some(), "the leader key is held by a session");
+    let holder: Value = serde_json::from_slice(&holder).unwrap();
+    let leader_alloc = holder["allocation"].as_str().unwrap_or_default();
+    assert!(
+        running.iter().any(|(id, _, _)| id == leader_alloc),
+        "the holder {holder} is not one of {running:?}"
+    );
+    let all = logs();
+    assert_eq!(
+        all.matches("acquired the lock").count(),
+        1,
+        "exactly one replica ever acquired\n{all}"
     );
 }
 
