@@ -103,7 +103,9 @@ locals {
   args = concat([
     "run",
     "--prefix=${var.prefix}",
-    "--http-addr=0.0.0.0:${var.http_port}",
+    # The node's address and the group's port: replicas on several nodes (or several twin nodes
+    # on one machine) never share a listener, and the Consul check reaches it where it listens.
+    "--http-addr=${NOMAD_ADDR_http}",
     "--log-format=json",
   ], var.extra_args)
 }

@@ -2,19 +2,25 @@
 //! `proxy-operator run` processes against the twin, real Traefik run by the twin as a `raw_exec`
 //! job, a real backend in the catalog.
 //!
-//! The three operators run as child processes of the test (not as a Nomad system job in a
-//! 3-node twin: Traefik's entry points are static loopback ports, so one proxy allocation on a
-//! one-node twin keeps the test about leadership, not port allocation). Each operator reaches
+//! The shipped job file itself runs in a 3-node twin (one replica per node, each on its node's
+//! address, one leader, the proxy Ready). The failover scenarios run the operators as child
+//! processes of the test instead, so it can signal them and see their traffic: each reaches
 //! Consul through its own recording pass-through, so the test sees every request each replica
 //! sent and what Consul answered: that is how "KV writes only from the current holder" and
 //! "nothing the frozen leader held reaches Consul" are checked.
 //!
 //! The leader TTL is 10 s, the smallest `--leader-ttl` (and Consul session TTL) allowed, with a
-//! 1 s lock-delay. A SIGKILL failover therefore takes about 20 s (Consul reaps a session up to
-//! twice its TTL after the last renewal), so the failover scenario kills the leader 8 times
-//! (6 SIGTERM, 2 SIGKILL), not 20, to keep the file under 3 minutes.
+//! 1 s lock-delay. A SIGKILL failover therefore takes 10 to 20 s (Consul reaps a session between
+//! its TTL and twice its TTL after the last renewal), so of the 20 kills 5 are SIGKILL.
+//!
+//! "Per-node gates": each replica judges the proxy through its own `--proxy-host`, as a replica
+//! on another node would. One replica's view is broken on purpose; the test shows that who leads
+//! decides nothing a failover can undo: a digest that failed one leader's gate is not retried by
+//! the next, and a version that passed is not rolled back by a leader that cannot see it.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+#[path = "support/jobfile.rs"]
+mod jobfile;
 #[path = "support/mod.rs"]
 mod support;
 
@@ -134,12 +140,29 @@ struct Cluster {
     operators: Vec<Option<ChildGuard>>,
     /// The Consul token the replicas use (`None`: the twin's anonymous access).
     token: Option<String>,
+    /// Extra `run` flags of each replica: how it sees the proxy from "its node".
+    views: Vec<Vec<String>>,
 }
 
 impl Cluster {
     async fn start(replicas: usize) -> Cluster {
+        let mut cluster = Cluster::prepare(vec![Vec::new(); replicas]).await;
+        for i in 0..replicas {
+            cluster.spawn(i);
+        }
+        cluster
+    }
+
+    /// The twin, the backend and one recorder per view; no replica started yet.
+    async fn prepare(views: Vec<Vec<String>>) -> Cluster {
+        Cluster::prepare_on(views, TwinConfig::default()).await
+    }
+
+    /// [`Cluster::prepare`] on a twin started with `config`.
+    async fn prepare_on(views: Vec<Vec<String>>, config: TwinConfig) -> Cluster {
+        let replicas = views.len();
         let _ = rustls::crypto::ring::default_provider().install_default();
-        let twin = Twin::start(TwinConfig::default()).await.unwrap();
+        let twin = Twin::start(config).await.unwrap();
         let backend = Backend::start("app-backend").await;
         support::register_consul_service(
             twin.consul_addr(),
@@ -153,7 +176,7 @@ impl Cluster {
         for i in 0..replicas {
             consul_for.push(recorder(i, twin.consul_addr(), Arc::clone(&log)).await);
         }
-        let mut cluster = Cluster {
+        Cluster {
             http: reqwest::Client::builder().no_proxy().build().unwrap(),
             web: free_port(),
             websecure: free_port(),
@@ -165,11 +188,8 @@ impl Cluster {
             consul_for,
             operators: (0..replicas).map(|_| None).collect(),
             token: None,
-        };
-        for i in 0..replicas {
-            cluster.spawn(i);
+            views,
         }
-        cluster
     }
 
     /// Starts replica `i` (`--instance-id op-<i>`), with the limits that allow the `raw_exec`
@@ -195,6 +215,7 @@ impl Cluster {
             &format!("http://{}", self.twin.nomad_addr()),
         ])
         .args(support::operator_limit_flags(self.dir.path()))
+        .args(&self.views[i])
         .env_remove("CONSUL_HTTP_TOKEN")
         .env_remove("NOMAD_TOKEN")
         .env_remove("CONSUL_HTTP_ADDR")
@@ -443,8 +464,10 @@ async fn three_replicas_one_leader_failovers_converge_and_a_frozen_leader_writes
     // (b) Kill the leader, mixing SIGTERM and SIGKILL, with a policy edit after each kill and
     // one structural edit in the middle.
     let signals = [
-        "TERM", "KILL", "TERM", "TERM", "KILL", "TERM", "TERM", "TERM",
+        "TERM", "KILL", "TERM", "TERM", "KILL", "TERM", "TERM", "TERM", "TERM", "KILL", "TERM",
+        "TERM", "TERM", "KILL", "TERM", "TERM", "TERM", "KILL", "TERM", "TERM",
     ];
+    assert_eq!(signals.len(), 20);
     let mut failovers: Vec<(&str, Duration)> = Vec::new();
     let mut cpu = 100;
     for (n, signal) in signals.iter().enumerate() {
@@ -463,6 +486,9 @@ async fn three_replicas_one_leader_failovers_converge_and_a_frozen_leader_writes
         let edition = u32::try_from(n).unwrap() + 1;
         if n == 3 {
             cpu = 110;
+        }
+        if n == 12 {
+            cpu = 120;
         }
         let doc = c.doc(edition, cpu);
         c.put_config(&doc).await;
@@ -487,7 +513,7 @@ async fn three_replicas_one_leader_failovers_converge_and_a_frozen_leader_writes
     }
     assert_eq!(
         c.job_versions().await,
-        vec![0, 1],
+        vec![0, 1, 2],
         "one job version per structural edit, none from failovers"
     );
 
@@ -592,6 +618,264 @@ async fn three_replicas_one_leader_failovers_converge_and_a_frozen_leader_writes
         "frozen leader: {} transaction(s) after resuming, none accepted",
         after.len()
     );
+}
+
+/// The allocations of `job` as `(alloc id, node id, client status)`.
+async fn allocations(c: &Cluster, job: &str) -> Vec<(String, String, String)> {
+    let url = format!("http://{}/v1/job/{job}/allocations", c.twin.nomad_addr());
+    let v: Value = c.http.get(url).send().await.unwrap().json().await.unwrap();
+    v.as_array()
+        .map(|a| {
+            a.iter()
+                .map(|x| {
+                    let s = |k: &str| x[k].as_str().unwrap_or_default().to_owned();
+                    (s("ID"), s("NodeID"), s("ClientStatus"))
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_shipped_job_file_runs_one_replica_per_node_on_three_nodes_and_one_leads() {
+    let data = tempfile::tempdir().unwrap();
+    let c = Cluster::prepare_on(
+        Vec::new(),
+        TwinConfig {
+            nomad_nodes: 3,
+            data_dir: Some(data.path().to_path_buf()),
+            ..TwinConfig::default()
+        },
+    )
+    .await;
+    // `nomad job run -var ...` of the file as shipped: raw_exec of this build's binary, the
+    // twin's addresses, no ACLs, and the operator flags an admin would add for a loopback test.
+    let http_port = free_port();
+    let mut extra: Vec<hcl::Value> = support::operator_limit_flags(c.dir.path())
+        .into_iter()
+        .map(hcl::Value::from)
+        .collect();
+    for flag in [
+        "--leader-ttl=10s",
+        "--lock-delay=1s",
+        "--debounce=50ms",
+        "--resync=5s",
+    ] {
+        extra.push(hcl::Value::from(flag));
+    }
+    let job = jobfile::evaluate_job(&[
+        ("binary", hcl::Value::from(BIN)),
+        ("http_port", hcl::Value::from(http_port)),
+        ("token_source", hcl::Value::from("none")),
+        ("consul_addr", hcl::Value::from(c.consul())),
+        (
+            "nomad_addr",
+            hcl::Value::from(format!("http://{}", c.twin.nomad_addr())),
+        ),
+        ("extra_args", hcl::Value::Array(extra)),
+    ])
+    .unwrap();
+    let body = jobfile::api_job(&job);
+    let resp = c
+        .http
+        .put(format!("http://{}/v1/jobs", c.twin.nomad_addr()))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        resp.status().as_u16(),
+        200,
+        "{}",
+        resp.text().await.unwrap()
+    );
+
+    let logs = || {
+        let mut out = String::new();
+        for entry in std::fs::read_dir(data.path().join("nomad-allocs"))
+            .into_iter()
+            .flatten()
+        {
+            let dir = entry.unwrap().path();
+            let log = dir.join("alloc/logs/operator.stderr.0");
+            out.push_str(&format!(
+                "--- {}\n{}",
+                dir.display(),
+                std::fs::read_to_string(log).unwrap_or_default()
+            ));
+        }
+        out
+    };
+
+    // One allocation per node, each a live operator answering on its node's address.
+    let running = eventually(Duration::from_secs(30), || async {
+        let allocs = allocations(&c, "proxy-operator").await;
+        (allocs.len() == 3 && allocs.iter().all(|(_, _, s)| s == "running")).then_some(allocs)
+    })
+    .await
+    .unwrap_or_else(|| panic!("3 running allocations never appeared\n{}", logs()));
+    let mut nodes: Vec<&str> = running.iter().map(|(_, n, _)| n.as_str()).collect();
+    nodes.sort_unstable();
+    nodes.dedup();
+    assert_eq!(nodes.len(), 3, "one replica per node: {running:?}");
+    for n in 1..=3 {
+        let url = format!("http://127.0.0.{n}:{http_port}/healthz");
+        let up = eventually(Duration::from_secs(20), || {
+            let (http, url) = (c.http.clone(), url.clone());
+            async move {
+                let r = http.get(url).send().await.ok()?;
+                r.status().is_success().then_some(())
+            }
+        })
+        .await;
+        assert!(up.is_some(), "no operator answers at {url}\n{}", logs());
+    }
+
+    // Three processes, not one answering on every address: each allocation's own log says it
+    // listens on its node's address, and none of them restarted.
+    let mut listeners = Vec::new();
+    for (id, _, _) in &running {
+        let log = data
+            .path()
+            .join("nomad-allocs")
+            .join(id)
+            .join("alloc/logs/operator.stderr.0");
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        let url = text
+            .split('"')
+            .find(|s| s.starts_with("http://127.0.0.") && s.ends_with(&format!(":{http_port}/")))
+            .unwrap_or_else(|| panic!("allocation {id} logged no node listener\n{text}"));
+        listeners.push(url.to_owned());
+        let url = format!("http://{}/v1/allocation/{id}", c.twin.nomad_addr());
+        let alloc: Value = c.http.get(url).send().await.unwrap().json().await.unwrap();
+        assert_eq!(
+            alloc["TaskStates"]["operator"]["Restarts"].as_u64(),
+            Some(0),
+            "allocation {id} restarted\n{}",
+            logs()
+        );
+    }
+    listeners.sort();
+    listeners.dedup();
+    assert_eq!(listeners.len(), 3, "{listeners:?}");
+
+    // The proxy (one Traefik: entry points are fixed loopback ports) reaches Ready.
+    let mut doc: Value = serde_json::from_str(&c.doc(0, 100)).unwrap();
+    doc["spec"]["job"]["type"] = json!("service");
+    doc["spec"]["job"]["count"] = json!(1);
+    let doc = serde_json::to_string_pretty(&doc).unwrap();
+    c.put_config(&doc).await;
+    assert!(c.converged(&doc, 0).await, "never Ready\n{}", logs());
+
+    // Exactly one replica acquired the lock, and it is one of the three allocations.
+    let (holder, session) = c.kv(&format!("{PREFIX}/leader")).await.unwrap();
+    assert!(session.is_some(), "the leader key is held by a session");
+    let holder: Value = serde_json::from_slice(&holder).unwrap();
+    let leader_alloc = holder["allocation"].as_str().unwrap_or_default();
+    assert!(
+        running.iter().any(|(id, _, _)| id == leader_alloc),
+        "the holder {holder} is not one of {running:?}"
+    );
+    let all = logs();
+    assert_eq!(
+        all.matches("acquired the lock").count(),
+        1,
+        "exactly one replica ever acquired\n{all}"
+    );
+}
+
+/// Waits until replica `i` leads and has written a status pass of its own after `since` passes.
+async fn pass_by(c: &Cluster, i: usize, since: u64) -> Option<ProxyStatus> {
+    eventually(Duration::from_secs(40), || async {
+        let s = c.status().await;
+        let by_i = s
+            .leader
+            .as_deref()
+            .is_some_and(|l| l.contains(&format!("op-{i}")));
+        (by_i && s.passes > since).then_some(s)
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn per_node_gates_that_disagree_do_not_make_the_job_flap_across_replicas() {
+    // op-1 looks at the proxy through 127.0.0.2, where nothing listens (Traefik binds
+    // 127.0.0.1): from its "node", every gate fails. op-0 sees the proxy fine.
+    let views = vec![
+        Vec::new(),
+        vec!["--proxy-host".to_owned(), "127.0.0.2".to_owned()],
+    ];
+    let mut c = Cluster::prepare(views).await;
+    let fast_gate = |doc: String| {
+        let mut v: Value = serde_json::from_str(&doc).unwrap();
+        v["spec"]["rollout"] =
+            json!({"healthyDeadline": "6s", "minHealthyTime": "1s", "onFailure": "rollback"});
+        serde_json::to_string_pretty(&v).unwrap()
+    };
+
+    // op-0 alone rolls out version 0 and it passes its gate.
+    c.spawn(0);
+    let good = fast_gate(c.doc(0, 100));
+    c.put_config(&good).await;
+    assert!(c.converged(&good, 0).await, "never Ready\n{}", c.logs());
+    assert_eq!(c.job_versions().await, vec![0]);
+
+    // Failover to op-1, which cannot see the proxy: at rest it rolls nothing back.
+    c.spawn(1);
+    let before = c.status().await.passes;
+    c.kill(0, "TERM").await;
+    let s = pass_by(&c, 1, before)
+        .await
+        .unwrap_or_else(|| panic!("op-1 never took over\n{}", c.logs()));
+    let s = pass_by(&c, 1, s.passes).await.unwrap_or(s);
+    assert_eq!(s.phase, Phase::Ready, "{}", c.logs());
+    assert_eq!(
+        c.job_versions().await,
+        vec![0],
+        "a leader that cannot see the proxy changed the job"
+    );
+    assert_eq!(
+        get_with_host(c.web, APP_HOST, "/").await.map(|r| r.status),
+        Some(200)
+    );
+
+    // A structural edit under op-1 fails op-1's gate and is rolled back.
+    let failing = fast_gate(c.doc(1, 110));
+    let failing_digest = spec::load(failing.as_bytes()).unwrap().digest().to_owned();
+    c.put_config(&failing).await;
+    let rolled_back = eventually(CONVERGE, || async {
+        let s = c.status().await;
+        (s.phase == Phase::RolledBack && s.failed_digest.as_deref() == Some(&failing_digest))
+            .then_some(s)
+    })
+    .await
+    .unwrap_or_else(|| panic!("op-1's failing gate never rolled back\n{}", c.logs()));
+    let versions = c.job_versions().await;
+    assert!(
+        versions.len() >= 2,
+        "the edit was applied then reverted: {versions:?}"
+    );
+
+    // Failover back to op-0, whose gate would pass the same digest: it does not retry it.
+    c.spawn(0);
+    let before = rolled_back.passes;
+    c.kill(1, "TERM").await;
+    let s = pass_by(&c, 0, before)
+        .await
+        .unwrap_or_else(|| panic!("op-0 never took over\n{}", c.logs()));
+    let s = pass_by(&c, 0, s.passes).await.unwrap_or(s);
+    assert_eq!(s.phase, Phase::RolledBack, "{}", c.logs());
+    assert_eq!(s.failed_digest.as_deref(), Some(failing_digest.as_str()));
+    assert_eq!(
+        c.job_versions().await,
+        versions,
+        "the new leader re-applied a digest that failed the previous leader's gate"
+    );
+
+    // The cluster is not stuck: the next edit converges under op-0.
+    let next = fast_gate(c.doc(2, 100));
+    c.put_config(&next).await;
+    assert!(c.converged(&next, 2).await, "{}", c.logs());
 }
 
 /// `GET http://127.0.0.1:<port>/` for `app.localhost` as `user`; the status code.
@@ -761,6 +1045,7 @@ async fn a_token_without_the_policy_tree_permission_gets_an_actionable_error_in_
         .unwrap();
     c.token = Some("operator-token".to_owned());
     c.operators.push(None);
+    c.views.push(Vec::new());
     c.consul_for
         .push(recorder(0, c.twin.consul_addr(), Arc::clone(&c.log)).await);
     c.spawn(0);

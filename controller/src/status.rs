@@ -305,19 +305,24 @@ fn converged(s: &mut ProxyStatus, pass: &Pass<'_>, stamp: &str) {
 }
 
 fn rollout(s: &mut ProxyStatus, pass: &Pass<'_>, phase: &Rollout, now: SystemTime, stamp: &str) {
-    let history =
-        |s: &mut ProxyStatus, digest: &str, outcome, duration: &Duration, reason: &str| {
-            push_deduped(
-                s,
-                HistoryEntry {
-                    digest: digest.to_owned(),
-                    outcome,
-                    started_at: rfc3339(now.checked_sub(*duration).unwrap_or(now)),
-                    duration_ms: u64::try_from(duration.as_millis()).unwrap_or(u64::MAX),
-                    reason: reason.to_owned(),
-                },
-            );
-        };
+    let history = |s: &mut ProxyStatus,
+                   digest: &str,
+                   proxy: ProxyKind,
+                   outcome,
+                   duration: &Duration,
+                   reason: &str| {
+        push_deduped(
+            s,
+            HistoryEntry {
+                digest: digest.to_owned(),
+                proxy: Some(proxy),
+                outcome,
+                started_at: rfc3339(now.checked_sub(*duration).unwrap_or(now)),
+                duration_ms: u64::try_from(duration.as_millis()).unwrap_or(u64::MAX),
+                reason: reason.to_owned(),
+            },
+        );
+    };
     match phase {
         Rollout::Idle => converged(s, pass, stamp),
         Rollout::Applying { change, .. } | Rollout::Verifying { change, .. } => {
@@ -343,12 +348,14 @@ fn rollout(s: &mut ProxyStatus, pass: &Pass<'_>, phase: &Rollout, now: SystemTim
         }
         Rollout::Ready {
             digest,
+            proxy,
             duration,
             job,
         } => {
             history(
                 s,
                 digest,
+                *proxy,
                 Outcome::Succeeded,
                 duration,
                 "passed the health gate",
@@ -362,11 +369,12 @@ fn rollout(s: &mut ProxyStatus, pass: &Pass<'_>, phase: &Rollout, now: SystemTim
         }
         Rollout::RolledBack {
             digest,
+            proxy,
             reason,
             duration,
             retry_nonce,
         } => {
-            history(s, digest, Outcome::RolledBack, duration, reason);
+            history(s, digest, *proxy, Outcome::RolledBack, duration, reason);
             failed(
                 s,
                 digest,
@@ -378,6 +386,7 @@ fn rollout(s: &mut ProxyStatus, pass: &Pass<'_>, phase: &Rollout, now: SystemTim
         }
         Rollout::Degraded {
             digest,
+            proxy,
             reason,
             duration,
             held,
@@ -388,7 +397,7 @@ fn rollout(s: &mut ProxyStatus, pass: &Pass<'_>, phase: &Rollout, now: SystemTim
             } else {
                 Outcome::Failed
             };
-            history(s, digest, outcome, duration, reason);
+            history(s, digest, *proxy, outcome, duration, reason);
             failed(
                 s,
                 digest,

@@ -3,155 +3,15 @@
 //! defaults and overrides, locals, `dynamic` blocks), then its structure checked.
 #![allow(clippy::unwrap_used, clippy::panic)] // tests fail loudly
 
-use std::collections::BTreeMap;
-use std::path::PathBuf;
+#[path = "../../tests/support/jobfile.rs"]
+mod jobfile;
 
-use hcl::eval::{Context, Evaluate, FuncArgs, FuncDef, ParamType};
-use hcl::{Block, Body, Structure, Value};
+use std::collections::BTreeMap;
+
+use hcl::{Block, Body, Value};
+use jobfile::{evaluate_job, label, repo_file};
 use proxy_operator::leader::GRACEFUL_SHUTDOWN;
 use proxy_operator::spec::parse_duration;
-
-fn repo_file(path: &str) -> String {
-    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("..")
-        .join(path);
-    std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
-}
-
-fn concat(args: FuncArgs) -> Result<Value, String> {
-    let mut out = Vec::new();
-    for v in args.into_values() {
-        match v {
-            Value::Array(items) => out.extend(items),
-            other => return Err(format!("concat: {other:?} is not a list")),
-        }
-    }
-    Ok(Value::Array(out))
-}
-
-fn contains(args: FuncArgs) -> Result<Value, String> {
-    let values = args.into_values();
-    match values.as_slice() {
-        [Value::Array(list), needle] => Ok(Value::Bool(list.contains(needle))),
-        _ => Err("contains(list, value)".to_owned()),
-    }
-}
-
-fn functions(ctx: &mut Context) {
-    ctx.declare_func(
-        "concat",
-        FuncDef::builder()
-            .variadic_param(ParamType::array_of(ParamType::Any))
-            .build(concat),
-    );
-    ctx.declare_func(
-        "contains",
-        FuncDef::builder()
-            .param(ParamType::array_of(ParamType::Any))
-            .param(ParamType::Any)
-            .build(contains),
-    );
-}
-
-fn label(block: &Block) -> &str {
-    block.labels().first().map_or("", |l| l.as_str())
-}
-
-/// The job evaluated with `overrides` on top of the variable defaults; errors name the failed
-/// variable validation, as `nomad job run -var` would.
-fn evaluate_job(overrides: &[(&str, Value)]) -> Result<Block, String> {
-    let body: Body = hcl::parse(&repo_file("nomad-jobs/proxy-operator.nomad.hcl")).unwrap();
-    let mut base = Context::new();
-    functions(&mut base);
-    let mut vars = hcl::Map::new();
-    let mut validations = Vec::new();
-    for block in body.blocks().filter(|b| b.identifier() == "variable") {
-        let name = label(block).to_owned();
-        let default = block
-            .body()
-            .attributes()
-            .find(|a| a.key() == "default")
-            .unwrap_or_else(|| panic!("variable {name} has no default: the job must run as is"));
-        let mut value = default.expr().evaluate(&base).unwrap();
-        if let Some((_, v)) = overrides.iter().find(|(k, _)| *k == name) {
-            value = v.clone();
-        }
-        vars.insert(name.clone(), value);
-        for v in block
-            .body()
-            .blocks()
-            .filter(|b| b.identifier() == "validation")
-        {
-            validations.push((name.clone(), v.body().clone()));
-        }
-    }
-    for (name, _) in overrides {
-        assert!(vars.contains_key(*name), "no variable {name}");
-    }
-    let mut ctx = base.clone();
-    ctx.declare_var("var", Value::Object(vars));
-    for (name, v) in validations {
-        let cond = v.attributes().find(|a| a.key() == "condition").unwrap();
-        if cond.expr().evaluate(&ctx).unwrap() != Value::Bool(true) {
-            return Err(format!("variable {name} failed its validation"));
-        }
-    }
-    let mut locals = hcl::Map::new();
-    for block in body.blocks().filter(|b| b.identifier() == "locals") {
-        for a in block.body().attributes() {
-            locals.insert(a.key().to_owned(), a.expr().evaluate(&ctx).unwrap());
-        }
-    }
-    ctx.declare_var("local", Value::Object(locals));
-    let job = body
-        .blocks()
-        .find(|b| b.identifier() == "job")
-        .expect("a job block");
-    let expanded = Block::builder(job.identifier())
-        .add_labels(job.labels().iter().cloned())
-        .add_structures(expand(job.body(), &ctx))
-        .build();
-    expanded.evaluate(&ctx).map_err(|e| e.to_string())
-}
-
-/// Expands `dynamic "x" { for_each = ...; content { ... } }` into one `x` block per element.
-fn expand(body: &Body, ctx: &Context) -> Vec<Structure> {
-    let mut out = Vec::new();
-    for s in body.iter() {
-        match s {
-            Structure::Attribute(a) => out.push(Structure::Attribute(a.clone())),
-            Structure::Block(b) if b.identifier() == "dynamic" => {
-                let for_each = b
-                    .body()
-                    .attributes()
-                    .find(|a| a.key() == "for_each")
-                    .unwrap();
-                let Value::Array(items) = for_each.expr().evaluate(ctx).unwrap() else {
-                    panic!("for_each of dynamic {} is not a list", label(b));
-                };
-                let content = b
-                    .body()
-                    .blocks()
-                    .find(|c| c.identifier() == "content")
-                    .unwrap();
-                for _ in items {
-                    out.push(Structure::Block(
-                        Block::builder(label(b))
-                            .add_structures(expand(content.body(), ctx))
-                            .build(),
-                    ));
-                }
-            }
-            Structure::Block(b) => out.push(Structure::Block(
-                Block::builder(b.identifier())
-                    .add_labels(b.labels().iter().cloned())
-                    .add_structures(expand(b.body(), ctx))
-                    .build(),
-            )),
-        }
-    }
-    out
-}
 
 fn blocks<'a>(b: &'a Block, ident: &'a str) -> Vec<&'a Block> {
     b.body()
@@ -252,7 +112,11 @@ fn prefix_port_and_addresses_come_from_variables() {
     let a = args(t);
     assert_eq!(a[0], "run");
     assert!(a.contains(&"--prefix=edge".to_owned()), "{a:?}");
-    assert!(a.contains(&"--http-addr=0.0.0.0:9191".to_owned()), "{a:?}");
+    // The node's address and port, filled in by the Nomad client when the task starts.
+    assert!(
+        a.contains(&"--http-addr=${NOMAD_ADDR_http}".to_owned()),
+        "{a:?}"
+    );
     assert_eq!(a.last().unwrap(), "--allowed-driver=raw_exec");
     let env = one(t, "env");
     assert_eq!(

@@ -60,6 +60,7 @@ fn status_with_secrets() -> ProxyStatus {
     );
     st.push_history(HistoryEntry {
         digest: "0123456789abcdef".into(),
+        proxy: None,
         outcome: Outcome::RolledBack,
         started_at: "2026-12-06T02:59:00Z".into(),
         duration_ms: 12_500,

@@ -56,10 +56,8 @@ pub use step::{Phase, step};
 /// How often the loop looks again while a rollout is being verified or retried.
 pub const VERIFY_POLL_INTERVAL: Duration = Duration::from_millis(250);
 
-/// The longest gate duration the machine accepts from a journal. A journal read back from KV is
-/// untrusted input: anything longer is not something this operator wrote, and unbounded
-/// durations would overflow the clock arithmetic.
-pub const MAX_GATE_DURATION: Duration = Duration::from_secs(7 * 24 * 3600);
+/// The longest gate duration: the same limit validation applies to the document.
+pub use crate::spec::MAX_GATE_DURATION;
 
 /// `t + d`, capped at [`MAX_GATE_DURATION`] so no value can overflow the clock.
 pub(crate) fn after(t: Instant, d: Duration) -> Instant {

@@ -6,6 +6,7 @@ use tokio::time::Instant;
 
 use super::gate::{Verdict, evaluate, our_job_version};
 use super::{Change, Effect, JobRef, Observation, OnFailure, VERIFY_POLL_INTERVAL, after, human};
+use crate::spec::ProxyKind;
 
 /// Where a rollout stands.
 #[derive(Debug, Clone, PartialEq)]
@@ -47,6 +48,8 @@ pub enum Phase {
     Ready {
         /// The digest now running.
         digest: String,
+        /// The proxy the rollout ran (history names it).
+        proxy: ProxyKind,
         /// How long the rollout took.
         duration: Duration,
         /// The job version that passed: where the next failed rollout goes back to.
@@ -69,6 +72,8 @@ pub enum Phase {
     RolledBack {
         /// The digest that failed.
         digest: String,
+        /// The proxy the failed rollout was for (history names it).
+        proxy: ProxyKind,
         /// Why it failed.
         reason: String,
         /// How long from start to restored.
@@ -80,6 +85,8 @@ pub enum Phase {
     Degraded {
         /// The digest that failed.
         digest: String,
+        /// The proxy the failed rollout was for (history names it).
+        proxy: ProxyKind,
         /// Why.
         reason: String,
         /// How long from start to giving up.
@@ -371,6 +378,7 @@ pub(super) fn step_verifying(
                 });
                 let phase = Phase::Ready {
                     digest: change.digest.clone(),
+                    proxy: change.gate.proxy,
                     duration: now - started,
                     job,
                 };
@@ -417,6 +425,7 @@ pub(super) fn step_rolling_back(
     if rest.is_empty() {
         let phase = Phase::RolledBack {
             digest: change.digest.clone(),
+            proxy: change.gate.proxy,
             reason: reason.to_owned(),
             duration: now - started,
             retry_nonce: change.retry_nonce.clone(),
@@ -427,6 +436,7 @@ pub(super) fn step_rolling_back(
         Some(err) if !err.retryable => {
             let phase = Phase::Degraded {
                 digest: change.digest.clone(),
+                proxy: change.gate.proxy,
                 reason: format!("{reason}; rollback failed: {}", err.message),
                 duration: now - started,
                 held: false,
@@ -465,6 +475,7 @@ pub(super) fn fail(
 ) -> (Vec<Effect>, Phase) {
     let degraded = |reason: String, held: bool| Phase::Degraded {
         digest: change.digest.clone(),
+        proxy: change.gate.proxy,
         reason,
         duration: now - started,
         held,
@@ -518,6 +529,7 @@ pub(super) fn fail(
     if pending.is_empty() {
         let phase = Phase::RolledBack {
             digest: change.digest.clone(),
+            proxy: change.gate.proxy,
             reason,
             duration: now - started,
             retry_nonce: change.retry_nonce.clone(),

@@ -8,6 +8,7 @@ use tokio::time::{Instant, advance};
 use super::step::begin;
 use super::*;
 use crate::proxy::traefik::{EntryKind, EntryStatus, RawEntry};
+use crate::spec::ProxyKind;
 
 const DEADLINE: Duration = Duration::from_secs(30);
 const MIN_HEALTHY: Duration = Duration::from_secs(5);
@@ -225,17 +226,20 @@ async fn a_machine_at_rest_without_a_plan_emits_nothing() {
         Phase::Idle,
         Phase::Ready {
             digest: "d".into(),
+            proxy: ProxyKind::Traefik,
             duration: Duration::ZERO,
             job: None,
         },
         Phase::RolledBack {
             digest: "d".into(),
+            proxy: ProxyKind::Traefik,
             reason: "r".into(),
             duration: Duration::ZERO,
             retry_nonce: None,
         },
         Phase::Degraded {
             digest: "d".into(),
+            proxy: ProxyKind::Traefik,
             reason: "r".into(),
             duration: Duration::ZERO,
             held: false,
@@ -266,17 +270,20 @@ async fn a_new_plan_is_taken_from_ready_rolled_back_and_degraded() {
     for rest in [
         Phase::Ready {
             digest: "old".into(),
+            proxy: ProxyKind::Traefik,
             duration: Duration::ZERO,
             job: None,
         },
         Phase::RolledBack {
             digest: "old".into(),
+            proxy: ProxyKind::Traefik,
             reason: "r".into(),
             duration: Duration::ZERO,
             retry_nonce: None,
         },
         Phase::Degraded {
             digest: "old".into(),
+            proxy: ProxyKind::Traefik,
             reason: "r".into(),
             duration: Duration::ZERO,
             held: false,
@@ -425,10 +432,16 @@ async fn healthy_signals_held_for_min_healthy_time_become_ready() {
     match next {
         Phase::Ready {
             digest,
+            proxy,
             duration,
             job,
         } => {
             assert_eq!(digest, "spec-new");
+            assert_eq!(
+                proxy,
+                ProxyKind::Traefik,
+                "the change's gate names its proxy"
+            );
             assert_eq!(
                 job,
                 Some(JobRef {
@@ -1288,6 +1301,7 @@ async fn a_resumed_apply_issues_every_effect_again() {
 async fn a_machine_at_rest_has_no_journal() {
     let ready = Phase::Ready {
         digest: "d".into(),
+        proxy: ProxyKind::Traefik,
         duration: Duration::ZERO,
         job: None,
     };

@@ -43,7 +43,7 @@ mod validate;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-pub use duration::{format_duration, parse_duration};
+pub use duration::{MAX_GATE_DURATION, format_duration, parse_duration};
 pub use env::{EnvError, from_env};
 pub use parse::{MAX_DEPTH, MAX_DOCUMENT_BYTES, parse};
 pub use scrub::looks_secret;

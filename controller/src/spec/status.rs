@@ -167,6 +167,9 @@ pub enum Outcome {
 pub struct HistoryEntry {
     /// Spec digest rolled out.
     pub digest: String,
+    /// The proxy the rollout ran (absent in entries written before it was recorded).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proxy: Option<ProxyKind>,
     /// How it ended.
     pub outcome: Outcome,
     /// When it started (RFC 3339).

@@ -563,6 +563,28 @@ fn min_healthy_time_must_be_shorter_than_the_deadline() {
 }
 
 #[test]
+fn gate_durations_over_the_journal_limit_are_refused_with_the_limit() {
+    assert_error(
+        &traefik("  rollout: {healthyDeadline: 169h}\n"),
+        "spec.rollout.healthyDeadline",
+        "use at most \"168h0m0s\"",
+    );
+    assert_error(
+        &traefik("  rollout: {healthyDeadline: 169h, minHealthyTime: 168h1s}\n"),
+        "spec.rollout.minHealthyTime",
+        "longer than 168h0m0s",
+    );
+    // Exactly the limit is what the journal check accepts back, so it validates.
+    let v = valid(&traefik(
+        "  rollout: {healthyDeadline: 168h, minHealthyTime: 1h}\n",
+    ));
+    assert_eq!(
+        v.rollout().healthy_deadline,
+        crate::rollout::MAX_GATE_DURATION
+    );
+}
+
+#[test]
 fn hostnames_are_checked_in_domain_suffix_and_probes() {
     assert_error(
         &traefik("  domainSuffix: -bad.example.com\n"),

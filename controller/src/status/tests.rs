@@ -44,6 +44,7 @@ fn change() -> Change {
 fn rolled_back() -> Rollout {
     Rollout::RolledBack {
         digest: "digest-a".into(),
+        proxy: ProxyKind::Traefik,
         reason: "route probe demo.localhost/ failed: got 404, want 200".into(),
         duration: Duration::from_millis(1500),
         retry_nonce: None,
@@ -65,6 +66,7 @@ fn rfc3339_formats_utc_dates_including_leap_days() {
 fn verified() -> ProxyStatus {
     let done = Rollout::Ready {
         digest: "digest-a".into(),
+        proxy: ProxyKind::Traefik,
         duration: Duration::from_secs(1),
         job: Some(crate::rollout::JobRef {
             job_id: "traefik".into(),
@@ -264,6 +266,7 @@ fn a_rollout_in_flight_is_progressing_with_the_attempted_digest() {
 fn a_successful_rollout_records_history_and_the_applied_digest() {
     let done = Rollout::Ready {
         digest: "digest-a".into(),
+        proxy: ProxyKind::Traefik,
         duration: Duration::from_secs(12),
         job: Some(crate::rollout::JobRef {
             job_id: "traefik".into(),
@@ -292,15 +295,46 @@ fn a_successful_rollout_records_history_and_the_applied_digest() {
 }
 
 #[test]
+fn history_names_the_proxy_of_the_rollout_not_of_the_document_read_at_its_end() {
+    // A switch to Caddy failed and was rolled back; by the pass that records it the document
+    // may already say something else. The entry names the proxy the rollout ran.
+    let failed_switch = Rollout::RolledBack {
+        digest: "digest-a".into(),
+        proxy: ProxyKind::Caddy,
+        reason: "caddy admin API did not answer".into(),
+        duration: Duration::from_secs(3),
+        retry_nonce: None,
+    };
+    let s = next(
+        &ProxyStatus::default(),
+        &pass(Report::Rollout(&failed_switch)),
+        at(1000),
+    );
+    assert_eq!(s.history.len(), 1);
+    assert_eq!(s.history[0].proxy, Some(ProxyKind::Caddy));
+    let json = serde_json::to_value(&s.history[0]).unwrap();
+    assert_eq!(json["proxy"], "caddy");
+    // Entries written before the field existed still read.
+    let old: HistoryEntry = serde_json::from_value(serde_json::json!({
+        "digest": "d", "outcome": "Succeeded", "startedAt": "2026-01-01T00:00:00Z",
+        "durationMs": 1, "reason": "r"
+    }))
+    .unwrap();
+    assert_eq!(old.proxy, None);
+}
+
+#[test]
 fn a_rolled_back_rollout_remembers_the_failed_digest_and_nonce_with_the_reason() {
     let phase = match rolled_back() {
         Rollout::RolledBack {
             digest,
+            proxy,
             reason,
             duration,
             ..
         } => Rollout::RolledBack {
             digest,
+            proxy,
             reason,
             duration,
             retry_nonce: Some("7".into()),
@@ -344,6 +378,7 @@ fn a_held_failed_digest_keeps_reporting_rolled_back() {
 fn a_hold_on_failure_is_degraded_with_outcome_held() {
     let phase = Rollout::Degraded {
         digest: "digest-a".into(),
+        proxy: ProxyKind::Traefik,
         reason: "deployment failed (onFailure: hold, left in place)".into(),
         duration: Duration::from_secs(3),
         held: true,
@@ -388,6 +423,7 @@ fn repeated_outcomes_for_one_digest_are_folded_and_history_stays_at_ten() {
     for i in 0..15 {
         let done = Rollout::Ready {
             digest: format!("d{i}"),
+            proxy: ProxyKind::Traefik,
             duration: Duration::from_secs(1),
             job: None,
         };
@@ -402,6 +438,7 @@ fn repeated_outcomes_for_one_digest_are_folded_and_history_stays_at_ten() {
 fn degraded_held() -> ProxyStatus {
     let phase = Rollout::Degraded {
         digest: "digest-a".into(),
+        proxy: ProxyKind::Traefik,
         reason: "deployment failed (onFailure: hold, left in place)".into(),
         duration: Duration::from_secs(3),
         held: true,

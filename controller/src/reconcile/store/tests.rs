@@ -100,6 +100,7 @@ async fn a_status_cas_conflict_merges_the_other_writers_content_instead_of_overw
 fn a_field_both_writers_changed_keeps_both_histories() {
     let entry = |digest: &str, at: &str| HistoryEntry {
         digest: digest.to_owned(),
+        proxy: None,
         outcome: spec::status::Outcome::Succeeded,
         started_at: at.to_owned(),
         duration_ms: 1,

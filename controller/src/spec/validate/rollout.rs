@@ -2,9 +2,11 @@
 
 use std::net::IpAddr;
 
+use std::time::Duration;
+
 use super::field::Validator;
-use crate::spec::ProxyConfigSpec;
 use crate::spec::model::{EntryPoint, Rollout};
+use crate::spec::{MAX_GATE_DURATION, ProxyConfigSpec, format_duration};
 
 /// Checks `spec.rollout` and `spec.retryNonce`; the probes' entry points must exist.
 pub(super) fn check(
@@ -13,8 +15,14 @@ pub(super) fn check(
     listeners: &[EntryPoint],
 ) -> Rollout {
     let r = &spec.rollout;
-    let healthy_deadline = v.positive_duration("spec.rollout.healthyDeadline", &r.healthy_deadline);
-    let min_healthy_time = v.duration("spec.rollout.minHealthyTime", &r.min_healthy_time);
+    let healthy_deadline = v
+        .positive_duration("spec.rollout.healthyDeadline", &r.healthy_deadline)
+        .and_then(|d| {
+            at_most_gate_limit(v, "spec.rollout.healthyDeadline", &r.healthy_deadline, d)
+        });
+    let min_healthy_time = v
+        .duration("spec.rollout.minHealthyTime", &r.min_healthy_time)
+        .and_then(|d| at_most_gate_limit(v, "spec.rollout.minHealthyTime", &r.min_healthy_time, d));
     if let (Some(deadline), Some(min)) = (healthy_deadline, min_healthy_time)
         && min >= deadline
     {
@@ -80,4 +88,21 @@ pub(super) fn check(
         probes: r.probes.clone(),
         on_failure: r.on_failure,
     }
+}
+
+/// A gate duration longer than [`MAX_GATE_DURATION`] is refused here rather than by the journal
+/// check later, where the rollout could no longer be resumed after a restart.
+fn at_most_gate_limit(v: &mut Validator, path: &str, text: &str, d: Duration) -> Option<Duration> {
+    if d > MAX_GATE_DURATION {
+        v.error(
+            path,
+            format!(
+                "{text:?} is longer than {}, the longest health gate the operator keeps; use at most \"{}\"",
+                format_duration(MAX_GATE_DURATION),
+                format_duration(MAX_GATE_DURATION)
+            ),
+        );
+        return None;
+    }
+    Some(d)
 }
