@@ -127,40 +127,59 @@ pub struct IpDenyList {
     pub source_range: Vec<String>,
 }
 
-/// A named set of policies a service opts into with the tag
-/// `traefik.http.routers.<service>.middlewares=<name>@consul`, on top of the entry point's
-/// `middlewares`. Router-level refusals (`requiredHeaders`, `ipDenyList`) are entry-point only.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
-pub struct PolicySet {
-    /// Response headers to add.
-    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
-    pub headers: BTreeMap<String, String>,
-    /// Only these client networks may connect.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub ip_allow_list: Option<IpAllowList>,
-    /// Basic authentication; in a policy set the users come from a file on the proxy's node
-    /// (`usersFrom.file`), which Traefik reads itself.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub basic_auth: Option<BasicAuth>,
-    /// Forward authentication.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub forward_auth: Option<ForwardAuth>,
-    /// Rate limit.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub rate_limit: Option<RateLimit>,
-    /// Body size limits.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub buffering: Option<Buffering>,
-    /// Circuit breaker.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub circuit_breaker: Option<CircuitBreaker>,
-    /// Retry.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub retry: Option<Retry>,
-    /// Compression.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub compress: Option<Compress>,
+/// Declares a policy struct: its own fields first, then the policies that both the entry
+/// points' `middlewares` and a named policy set hold, declared once here so the two cannot drift.
+macro_rules! policy_struct {
+    (
+        $(#[$meta:meta])*
+        pub struct $name:ident {
+            $( $(#[$field_meta:meta])* pub $field:ident: $ty:ty, )*
+        }
+    ) => {
+        $(#[$meta])*
+        pub struct $name {
+            $( $(#[$field_meta])* pub $field: $ty, )*
+            /// Per-client request rate limit (off unless set).
+            #[serde(skip_serializing_if = "Option::is_none")]
+            pub rate_limit: Option<RateLimit>,
+            /// Only these client networks may connect (off unless set).
+            #[serde(skip_serializing_if = "Option::is_none")]
+            pub ip_allow_list: Option<IpAllowList>,
+            /// HTTP basic authentication, with users read from a reference (off unless set; in
+            /// a policy set from a file on the proxy's node, `usersFrom.file`).
+            #[serde(skip_serializing_if = "Option::is_none")]
+            pub basic_auth: Option<BasicAuth>,
+            /// Ask an external auth service about every request (off unless set).
+            #[serde(skip_serializing_if = "Option::is_none")]
+            pub forward_auth: Option<ForwardAuth>,
+            /// Stop sending traffic to a failing backend for a while (off unless set).
+            #[serde(skip_serializing_if = "Option::is_none")]
+            pub circuit_breaker: Option<CircuitBreaker>,
+            /// Re-send requests whose backend could not be reached (off unless set).
+            #[serde(skip_serializing_if = "Option::is_none")]
+            pub retry: Option<Retry>,
+            /// Request and response body size limits (off unless set).
+            #[serde(skip_serializing_if = "Option::is_none")]
+            pub buffering: Option<Buffering>,
+            /// Compress responses (off unless set).
+            #[serde(skip_serializing_if = "Option::is_none")]
+            pub compress: Option<Compress>,
+        }
+    };
+}
+pub(super) use policy_struct;
+
+policy_struct! {
+    /// A named set of policies a service opts into with the tag
+    /// `traefik.http.routers.<service>.middlewares=<name>@consul`, on top of the entry point's
+    /// `middlewares`. Router-level refusals (`requiredHeaders`, `ipDenyList`) are entry-point only.
+    #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+    #[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+    pub struct PolicySet {
+        /// Response headers to add.
+        #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+        pub headers: BTreeMap<String, String>,
+    }
 }
 
 /// Log level of the proxy.

@@ -11,6 +11,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 pub use super::policy_types::*;
+use super::policy_types::policy_struct;
 
 /// The only `apiVersion` this operator reads.
 pub const API_VERSION: &str = "proxy-operator.io/v1alpha1";
@@ -390,50 +391,28 @@ fn default_ca_server() -> String {
     LETS_ENCRYPT_DIRECTORY.to_owned()
 }
 
-/// Policies applied to routed traffic.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
-pub struct Middlewares {
-    /// Response headers (on by default, with HinD's values).
-    pub security_headers: SecurityHeaders,
-    /// Per-client request rate limit (off unless set).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub rate_limit: Option<RateLimit>,
-    /// Only these client networks may connect (off unless set).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub ip_allow_list: Option<IpAllowList>,
-    /// HTTP basic authentication, with users read from a reference (off unless set).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub basic_auth: Option<BasicAuth>,
-    /// Ask an external auth service about every request (off unless set).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub forward_auth: Option<ForwardAuth>,
-    /// Stop sending traffic to a failing backend for a while (off unless set).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub circuit_breaker: Option<CircuitBreaker>,
-    /// Re-send requests whose backend could not be reached (off unless set).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub retry: Option<Retry>,
-    /// Request and response body size limits (off unless set).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub buffering: Option<Buffering>,
-    /// Compress responses (off unless set).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub compress: Option<Compress>,
-    /// Request headers every request must carry (non-empty); others get 403.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub required_headers: Vec<String>,
-    /// Client networks refused with 403 (off unless set).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub ip_deny_list: Option<IpDenyList>,
-    /// Not supported: blocking by country needs a plugin neither stock proxy build has.
-    /// Accepted by the parser only so validation can say so.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub geo_block: Option<serde_json::Value>,
-    /// Not supported: a WAF (SQL injection, XSS rules) needs a plugin neither stock proxy
-    /// build has. Accepted by the parser only so validation can say so.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub waf: Option<serde_json::Value>,
+policy_struct! {
+    /// Policies applied to routed traffic.
+    #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+    #[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+    pub struct Middlewares {
+        /// Response headers (on by default, with HinD's values).
+        pub security_headers: SecurityHeaders,
+        /// Request headers every request must carry (non-empty); others get 403.
+        #[serde(skip_serializing_if = "Vec::is_empty")]
+        pub required_headers: Vec<String>,
+        /// Client networks refused with 403 (off unless set).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        pub ip_deny_list: Option<IpDenyList>,
+        /// Not supported: blocking by country needs a plugin neither stock proxy build has.
+        /// Accepted by the parser only so validation can say so.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        pub geo_block: Option<serde_json::Value>,
+        /// Not supported: a WAF (SQL injection, XSS rules) needs a plugin neither stock proxy
+        /// build has. Accepted by the parser only so validation can say so.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        pub waf: Option<serde_json::Value>,
+    }
 }
 
 /// Security response headers: HinD's five defaults, plus `headers` (added or overriding), minus
