@@ -1,0 +1,134 @@
+//! ACLs of the dev environment.
+//!
+//! `dev` starts the twin with ACLs on and a generated management token (issue 15): without
+//! one, any web page on the machine could `PUT /v1/jobs` a `raw_exec` job to the dev Nomad port
+//! and run commands as the user. The token reaches the operator's clients in-process and is
+//! written to a 0600 file the printed `curl` lines read with `$(cat FILE)`; it is never
+//! printed.
+//!
+//! The proxy gets no token. Real Nomad would deliver one without putting it into the job (a
+//! `template` with `env = true` reading a Nomad Variable, or Workload Identity), but the twin's
+//! executor has neither, and a token in the job spec is readable by anyone with `read-job`.
+//! Instead the anonymous Consul token carries exactly the shipped proxy policy
+//! (`nomad-jobs/acl/consul-traefik.hcl`: read services, nodes and `<prefix>/traefik/`), which
+//! is what Traefik's Consul Catalog and Consul KV providers need. Nothing anonymous can write.
+//! Traefik's Nomad provider is refused (403) and stays empty: dev routes from the Consul
+//! catalog. Caddy needs neither: the operator loads its routes through the admin API.
+
+use std::io::Write as _;
+use std::net::SocketAddr;
+use std::os::unix::fs::OpenOptionsExt as _;
+use std::path::Path;
+
+use super::{Error, Result};
+
+/// Name of the token file in the work directory.
+pub const TOKEN_FILE: &str = "acl-token";
+
+/// Consul's anonymous token (`acl.AnonymousTokenID`): what a request without a token runs as.
+const ANONYMOUS_ACCESSOR: &str = "00000000-0000-0000-0000-000000000002";
+
+/// The shipped least-privilege policy of the proxy, for the default prefix.
+const PROXY_POLICY: &str = include_str!("../../../nomad-jobs/acl/consul-traefik.hcl");
+
+/// Writes `token` to `path`, readable by the user only (created 0600, never widened).
+pub(super) fn write_token_file(path: &Path, token: &str) -> Result<()> {
+    let write = || -> std::io::Result<()> {
+        // A file left by an earlier run with wider permissions must not keep them.
+        match std::fs::remove_file(path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+            _ => {}
+        }
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(path)?;
+        file.write_all(token.as_bytes())?;
+        file.write_all(b"\n")
+    };
+    write().map_err(|source| Error::WriteConfig {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+/// The proxy policy for `prefix` (the shipped file names the default prefix).
+pub(super) fn proxy_policy(prefix: &str) -> String {
+    PROXY_POLICY.replace(
+        &format!("\"{}/", crate::render::DEFAULT_PREFIX),
+        &format!("\"{prefix}/"),
+    )
+}
+
+/// Links the proxy policy to Consul's anonymous token, with the management token.
+pub(super) async fn grant_proxy_reads(consul: SocketAddr, token: &str, prefix: &str) -> Result<()> {
+    let client = reqwest::Client::builder()
+        .no_proxy()
+        .build()
+        .map_err(|e| Error::Acl {
+            step: "build an HTTP client",
+            reason: e.to_string(),
+        })?;
+    let send = |step: &'static str, url: String, body: serde_json::Value| {
+        let request = client.put(url).header("X-Consul-Token", token).json(&body);
+        async move {
+            let failed = |reason: String| Error::Acl { step, reason };
+            let response = request.send().await.map_err(|e| failed(e.to_string()))?;
+            let status = response.status();
+            if status.is_success() {
+                Ok(())
+            } else {
+                let text = response.text().await.unwrap_or_default();
+                Err(failed(format!("{status}: {}", text.trim())))
+            }
+        }
+    };
+    send(
+        "create the proxy's Consul policy",
+        format!("http://{consul}/v1/acl/policy"),
+        serde_json::json!({
+            "Name": "proxy-traefik",
+            "Description": "proxy-operator dev: what the proxy's Consul providers read",
+            "Rules": proxy_policy(prefix),
+        }),
+    )
+    .await?;
+    send(
+        "link the proxy's policy to the anonymous token",
+        format!("http://{consul}/v1/acl/token/{ANONYMOUS_ACCESSOR}"),
+        serde_json::json!({
+            "Description": "Anonymous Token",
+            "Policies": [{"Name": "proxy-traefik"}],
+        }),
+    )
+    .await
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)] // tests fail loudly
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt as _;
+
+    #[test]
+    fn the_token_file_is_readable_by_the_user_only_even_when_a_wider_one_was_left_behind() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(TOKEN_FILE);
+        std::fs::write(&path, "old").unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        write_token_file(&path, "s3cr3t").unwrap();
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "s3cr3t\n");
+    }
+
+    #[test]
+    fn the_proxy_policy_reads_the_traefik_tree_of_the_dev_prefix_and_writes_nothing() {
+        let rules = proxy_policy("edge");
+        assert!(rules.contains("key_prefix \"edge/traefik/\""), "{rules}");
+        assert!(!rules.contains("proxy-operator/"), "{rules}");
+        assert!(!rules.contains("= \"write\""), "{rules}");
+        assert_eq!(rules.matches("policy = \"read\"").count(), 3, "{rules}");
+    }
+}
