@@ -8,7 +8,27 @@
 //! carries what the operator owns, and Nomad's defaults fill the rest.
 //!
 //! No token field (`ConsulToken`, `VaultToken`, ...) exists here on purpose: tokens never go into
-//! a rendered job.
+//! a rendered job (anyone with `read-job` reads a job spec).
+//!
+//! # How the proxy's tokens reach it
+//! - Caddy talks to neither API: the operator loads its routes through the admin API. No token.
+//! - Traefik's Consul Catalog and Consul KV providers use Consul's Go client, which falls back to
+//!   `CONSUL_HTTP_TOKEN` / `CONSUL_HTTP_TOKEN_FILE` from the task's environment when their
+//!   `token` option is empty (`controller/tests/acl_traefik.rs` proves it with real Traefik).
+//! - Traefik's Nomad provider reads only `providers.nomad.endpoint.token` from its static
+//!   config: Nomad's `api.NewClient` does not default the token from `NOMAD_TOKEN`, and Traefik
+//!   takes its static config from one source (this file), never from the file and `TRAEFIK_*`
+//!   variables together.
+//!
+//! This job renders neither yet. The Nomad way, which keeps tokens out of the spec, is a
+//! `template` with `env = true` reading a Nomad Variable (`nomadVar "nomad/jobs/<id>"`, readable
+//! by the job's own workload identity) for `CONSUL_HTTP_TOKEN`, and Workload Identity
+//! (`identity { env = true }`, the proxy's policy attached with `nomad acl policy apply -job`)
+//! rendered into the static config as `{{ env "NOMAD_TOKEN" }}`, with that file moved to
+//! `secrets/`. The twin's executor has none of these (templates are literal data plus
+//! `{{ env }}`, `env = true` is ignored, no Variables, no workload identities), so nothing here
+//! could be proved; `proxy-operator dev` gives the proxy read access through Consul's
+//! anonymous token instead (`dev::acl`).
 
 use std::collections::BTreeMap;
 use std::time::Duration;
