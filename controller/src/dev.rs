@@ -485,7 +485,7 @@ pub async fn start(options: Options) -> Result<Dev> {
         let (work_dir, owned_dir) = match &options.work_dir {
             Some(dir) => (dir.clone(), None),
             None => {
-                let dir = std::env::temp_dir().join(format!("proxy-operator-dev-{}", std::process::id()));
+                let dir = acl::private_temp_dir()?;
                 (dir.clone(), Some(dir))
             }
         };

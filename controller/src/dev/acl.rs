@@ -31,6 +31,27 @@ const ANONYMOUS_ACCESSOR: &str = "00000000-0000-0000-0000-000000000002";
 /// The shipped least-privilege policy of the proxy, for the default prefix.
 const PROXY_POLICY: &str = include_str!("../../../nomad-jobs/acl/consul-traefik.hcl");
 
+/// A fresh directory for the token file and the starter document under the system temp dir,
+/// `0700` and unguessable: a directory someone else made in advance under a predictable name
+/// could let them swap the files the printed commands read.
+pub(super) fn private_temp_dir() -> Result<std::path::PathBuf> {
+    use std::os::unix::fs::DirBuilderExt as _;
+    let random = uuid::Uuid::new_v4().simple().to_string();
+    let dir = std::env::temp_dir().join(format!(
+        "proxy-operator-dev-{}-{}",
+        std::process::id(),
+        &random[..12]
+    ));
+    std::fs::DirBuilder::new()
+        .mode(0o700)
+        .create(&dir)
+        .map_err(|source| Error::WriteConfig {
+            path: dir.clone(),
+            source,
+        })?;
+    Ok(dir)
+}
+
 /// Writes `token` to `path`, readable by the user only (created 0600, never widened).
 pub(super) fn write_token_file(path: &Path, token: &str) -> Result<()> {
     let write = || -> std::io::Result<()> {
@@ -121,6 +142,16 @@ mod tests {
         let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600);
         assert_eq!(std::fs::read_to_string(&path).unwrap(), "s3cr3t\n");
+    }
+
+    #[test]
+    fn the_work_directory_is_fresh_and_private_to_the_user() {
+        let (a, b) = (private_temp_dir().unwrap(), private_temp_dir().unwrap());
+        assert_ne!(a, b);
+        let mode = std::fs::metadata(&a).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o700);
+        std::fs::remove_dir(&a).unwrap();
+        std::fs::remove_dir(&b).unwrap();
     }
 
     #[test]
