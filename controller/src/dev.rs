@@ -106,13 +106,24 @@ pub enum Error {
         #[source]
         source: crate::consul::Error,
     },
-    /// The twin's ACLs could not be set up for the proxy.
-    #[error("failed to {step}: {reason}")]
-    Acl {
+    /// A request setting up the twin's ACLs for the proxy did not get an answer.
+    #[error("failed to {step}: {source}")]
+    AclRequest {
         /// What was being done.
         step: &'static str,
-        /// Why (the twin's answer; it never holds the token).
-        reason: String,
+        /// The cause (it names the URL, never the token).
+        #[source]
+        source: reqwest::Error,
+    },
+    /// The twin refused a request setting up its ACLs for the proxy.
+    #[error("failed to {step}: the twin answered {status}: {answer}")]
+    AclRefused {
+        /// What was being done.
+        step: &'static str,
+        /// The HTTP status.
+        status: u16,
+        /// The twin's answer (it never holds the token).
+        answer: String,
     },
     /// The twin started without the ACL token it was asked to generate.
     #[error("the twin started without a management token although ACLs were asked for")]

@@ -87,22 +87,27 @@ pub(super) async fn grant_proxy_reads(consul: SocketAddr, token: &str, prefix: &
     let client = reqwest::Client::builder()
         .no_proxy()
         .build()
-        .map_err(|e| Error::Acl {
-            step: "build an HTTP client",
-            reason: e.to_string(),
+        .map_err(|source| Error::AclRequest {
+            step: "build an HTTP client for the twin's ACL API",
+            source,
         })?;
     let send = |step: &'static str, url: String, body: serde_json::Value| {
         let request = client.put(url).header("X-Consul-Token", token).json(&body);
         async move {
-            let failed = |reason: String| Error::Acl { step, reason };
-            let response = request.send().await.map_err(|e| failed(e.to_string()))?;
+            let response = request
+                .send()
+                .await
+                .map_err(|source| Error::AclRequest { step, source })?;
             let status = response.status();
             if status.is_success() {
-                Ok(())
-            } else {
-                let text = response.text().await.unwrap_or_default();
-                Err(failed(format!("{status}: {}", text.trim())))
+                return Ok(());
             }
+            let answer = response.text().await.unwrap_or_default();
+            Err(Error::AclRefused {
+                step,
+                status: status.as_u16(),
+                answer: answer.trim().to_owned(),
+            })
         }
     };
     send(
@@ -152,6 +157,46 @@ mod tests {
         assert_eq!(mode, 0o700);
         std::fs::remove_dir(&a).unwrap();
         std::fs::remove_dir(&b).unwrap();
+    }
+
+    #[tokio::test]
+    async fn anonymous_may_read_only_the_proxys_tree_once_granted_and_a_refusal_never_shows_the_token()
+     {
+        let twin = hashistack_twin::Twin::start(hashistack_twin::TwinConfig {
+            acl_token: Some("management-sentinel-7f3a".to_owned()),
+            ..hashistack_twin::TwinConfig::default()
+        })
+        .await
+        .unwrap();
+        let consul = twin.consul_addr();
+        let e = grant_proxy_reads(consul, "wrong-sentinel-91c2", "edge")
+            .await
+            .unwrap_err();
+        assert!(matches!(e, Error::AclRefused { status: 403, .. }), "{e:?}");
+        let text = format!("{e} {e:?}");
+        assert!(!text.contains("wrong-sentinel-91c2"), "{text}");
+        assert!(text.contains("create the proxy's Consul policy"), "{text}");
+
+        grant_proxy_reads(consul, "management-sentinel-7f3a", "edge")
+            .await
+            .unwrap();
+        let client = reqwest::Client::builder().no_proxy().build().unwrap();
+        let status = |key: &'static str| {
+            let request = client.get(format!("http://{consul}/v1/kv/{key}"));
+            async move { request.send().await.unwrap().status().as_u16() }
+        };
+        // Allowed and absent (404), against refused (403).
+        assert_eq!(status("edge/traefik/http/routers").await, 404);
+        assert_eq!(status("edge/config").await, 403);
+        assert_eq!(status("proxy-operator/traefik/x").await, 403);
+        let write = client
+            .put(format!("http://{consul}/v1/kv/edge/traefik/x"))
+            .body("x")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(write.status().as_u16(), 403);
+        twin.shutdown().await;
     }
 
     #[test]
