@@ -128,7 +128,18 @@ pub enum Error {
     /// The twin started without the ACL token it was asked to generate.
     #[error("the twin started without a management token although ACLs were asked for")]
     NoToken,
-    /// The starter config or the token file could not be written.
+    /// The work directory or the token file could not be made.
+    #[error("failed to write {what} at {}: {source}", path.display())]
+    Private {
+        /// What (the work directory, the token file).
+        what: &'static str,
+        /// Where.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The starter config could not be written.
     #[error("failed to write the starter config to {}: {source}", path.display())]
     WriteConfig {
         /// Where.

@@ -45,7 +45,8 @@ pub(super) fn private_temp_dir() -> Result<std::path::PathBuf> {
     std::fs::DirBuilder::new()
         .mode(0o700)
         .create(&dir)
-        .map_err(|source| Error::WriteConfig {
+        .map_err(|source| Error::Private {
+            what: "the dev work directory",
             path: dir.clone(),
             source,
         })?;
@@ -68,7 +69,8 @@ pub(super) fn write_token_file(path: &Path, token: &str) -> Result<()> {
         file.write_all(token.as_bytes())?;
         file.write_all(b"\n")
     };
-    write().map_err(|source| Error::WriteConfig {
+    write().map_err(|source| Error::Private {
+        what: "the ACL token file",
         path: path.to_path_buf(),
         source,
     })
