@@ -14,12 +14,17 @@
 //! 5. Serve the operator's surface (status page, `/metrics`, `/healthz`, `/readyz`, the JSON
 //!    Schemas the starter document's `$schema` points at) on `--http-addr`.
 //!
+//! ACLs are on (see [`acl`]): the generated management token goes to the operator in-process
+//! and to a 0600 file in the work directory, never to the output.
+//!
 //! [`Dev::shutdown`] stops the operator, then the twin, whose shutdown kills every process its
 //! executor started (Traefik included), then the backend.
 
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
+
+pub mod acl;
 
 use hashistack_twin::{Twin, TwinConfig};
 use tokio::sync::oneshot;
@@ -36,7 +41,7 @@ use crate::proxy::probe::HttpProbe;
 use crate::reconcile::{self, Operator};
 use crate::server::{self, Role, Surface};
 use crate::spec::ProxyKind;
-use crate::transport::{Api, ClientConfig};
+use crate::transport::{Api, ClientConfig, Token};
 
 /// Name of the demo service in the catalog; Traefik's default rule routes `demo.<suffix>` to it.
 pub const DEMO_SERVICE: &str = "demo";
@@ -101,7 +106,40 @@ pub enum Error {
         #[source]
         source: crate::consul::Error,
     },
-    /// The starter config file could not be written.
+    /// A request setting up the twin's ACLs for the proxy did not get an answer.
+    #[error("failed to {step}: {source}")]
+    AclRequest {
+        /// What was being done.
+        step: &'static str,
+        /// The cause (it names the URL, never the token).
+        #[source]
+        source: reqwest::Error,
+    },
+    /// The twin refused a request setting up its ACLs for the proxy.
+    #[error("failed to {step}: the twin answered {status}: {answer}")]
+    AclRefused {
+        /// What was being done.
+        step: &'static str,
+        /// The HTTP status.
+        status: u16,
+        /// The twin's answer (it never holds the token).
+        answer: String,
+    },
+    /// The twin started without the ACL token it was asked to generate.
+    #[error("the twin started without a management token although ACLs were asked for")]
+    NoToken,
+    /// The work directory or the token file could not be made.
+    #[error("failed to write {what} at {}: {source}", path.display())]
+    Private {
+        /// What (the work directory, the token file).
+        what: &'static str,
+        /// Where.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The starter config could not be written.
     #[error("failed to write the starter config to {}: {source}", path.display())]
     WriteConfig {
         /// Where.
@@ -225,8 +263,9 @@ pub fn starter_for(proxy: ProxyKind, endpoints: &Endpoints, bin: &Path, cert_dir
     let certs = format!("{:?}", cert_dir.display().to_string());
     format!(
         r#"# yaml-language-server: $schema=http://{status}/schemas/{schema}
-# Starter ProxyConfig of `proxy-operator dev`. Edit and store it again with:
-#   curl -X PUT --data-binary @this-file http://{consul}/v1/kv/<prefix>/config
+# Starter ProxyConfig of `proxy-operator dev`. Edit and store it again, from this file's
+# directory (acl-token holds the dev ACL token; ACLs are on), with:
+#   curl -X PUT -H "X-Consul-Token: $(cat acl-token)" --data-binary @proxyconfig.yaml http://{consul}/v1/kv/<prefix>/config
 apiVersion: proxy-operator.io/v1alpha1
 kind: ProxyConfig
 metadata:
@@ -291,9 +330,21 @@ spec:
     )
 }
 
-/// The text `dev` prints once everything runs: where to send requests and how to edit.
-pub fn banner(endpoints: &Endpoints, prefix: &str, config_file: &Path) -> String {
-    banner_for(ProxyKind::Traefik, endpoints, prefix, config_file)
+/// The text `dev` prints once everything runs: where to send requests and how to edit. The
+/// commands read the ACL token from `token_file`; the token itself is never printed.
+pub fn banner(
+    endpoints: &Endpoints,
+    prefix: &str,
+    config_file: &Path,
+    token_file: &Path,
+) -> String {
+    banner_for(
+        ProxyKind::Traefik,
+        endpoints,
+        prefix,
+        config_file,
+        token_file,
+    )
 }
 
 /// [`banner`] for `proxy`.
@@ -302,6 +353,7 @@ pub fn banner_for(
     endpoints: &Endpoints,
     prefix: &str,
     config_file: &Path,
+    token_file: &Path,
 ) -> String {
     let Endpoints {
         consul,
@@ -323,16 +375,18 @@ proxy-operator dev is running (Ctrl-C stops everything).
   demo app through {name}:  {pad}curl -H 'Host: {DEMO_HOST}' http://{http}/
   demo app over HTTPS:       https://{DEMO_HOST}:{secure_port}/   (self-signed)
                              curl -k --resolve {DEMO_HOST}:{secure_port}:127.0.0.1 https://{DEMO_HOST}:{secure_port}/
-{api}  Consul API:                http://{consul}   (export CONSUL_HTTP_ADDR=http://{consul})
-  Nomad API:                 http://{nomad}   (export NOMAD_ADDR=http://{nomad})
+{api}  Consul API:                http://{consul}   (export CONSUL_HTTP_ADDR=http://{consul} CONSUL_HTTP_TOKEN_FILE={token})
+  Nomad API:                 http://{nomad}   (export NOMAD_ADDR=http://{nomad} NOMAD_TOKEN=\"$(cat {token})\")
+  ACL token (management):    {token}   (ACLs are on; the file is 0600 and removed at exit)
   demo backend (direct):     http://{backend}/
 
   edit the config:  $EDITOR {file}
-                    curl -X PUT --data-binary @{file} http://{consul}/v1/kv/{prefix}/config
-  read the status:  CONSUL_HTTP_ADDR=http://{consul} proxy-operator status
-                    curl -s http://{consul}/v1/kv/{prefix}/status?raw
+                    curl -X PUT -H \"X-Consul-Token: $(cat {token})\" --data-binary @{file} http://{consul}/v1/kv/{prefix}/config
+  read the status:  CONSUL_HTTP_TOKEN_FILE={token} CONSUL_HTTP_ADDR=http://{consul} proxy-operator status
+                    curl -s -H \"X-Consul-Token: $(cat {token})\" http://{consul}/v1/kv/{prefix}/status?raw
 ",
         file = config_file.display(),
+        token = token_file.display(),
         name = match proxy {
             ProxyKind::Traefik => "Traefik",
             ProxyKind::Caddy => "Caddy",
@@ -354,6 +408,7 @@ pub struct Dev {
     twin: Twin,
     endpoints: Endpoints,
     config_file: PathBuf,
+    token_file: PathBuf,
     work_dir: Option<PathBuf>,
     backend: JoinHandle<()>,
     operator: JoinHandle<()>,
@@ -403,12 +458,14 @@ pub async fn start(options: Options) -> Result<Dev> {
     let twin = Twin::start(TwinConfig {
         consul_addr: SocketAddr::from(([127, 0, 0, 1], options.consul_port)),
         nomad_addr: SocketAddr::from(([127, 0, 0, 1], options.nomad_port)),
+        generate_acl_token: true,
         ..TwinConfig::default()
     })
     .await
     .map_err(Error::Twin)?;
 
     let started = async {
+        let token = twin.acl_token().ok_or(Error::NoToken)?.to_owned();
         let (backend_addr, backend) = start_demo_backend().await?;
         let loopback = |port| SocketAddr::from(([127, 0, 0, 1], port));
         let surface = Surface::new(Metrics::new());
@@ -429,10 +486,13 @@ pub async fn start(options: Options) -> Result<Dev> {
             status: status_addr,
         };
         let client = |api: Api, addr: SocketAddr| {
-            ClientConfig::for_address(api, &format!("http://{addr}")).map_err(|source| Error::Client {
+            let mut config = ClientConfig::for_address(api, &format!("http://{addr}")).map_err(|source| Error::Client {
                 api: if api == Api::Consul { "Consul" } else { "Nomad" },
                 source,
-            })
+            })?;
+            // In-process: no environment variable or file another process could read.
+            config.token = Some(Token::new(token.clone()));
+            Ok::<_, Error>(config)
         };
         let consul = ConsulClient::new(&client(Api::Consul, endpoints.consul)?)
             .map_err(|source| Error::Client { api: "Consul", source })?;
@@ -441,18 +501,21 @@ pub async fn start(options: Options) -> Result<Dev> {
         consul.http().observe(surface.metrics().clone());
         nomad.http().observe(surface.metrics().clone());
 
+        acl::grant_proxy_reads(endpoints.consul, &token, &options.prefix).await?;
         register_demo(&consul, backend_addr).await?;
 
         let (work_dir, owned_dir) = match &options.work_dir {
             Some(dir) => (dir.clone(), None),
             None => {
-                let dir = std::env::temp_dir().join(format!("proxy-operator-dev-{}", std::process::id()));
+                let dir = acl::private_temp_dir()?;
                 (dir.clone(), Some(dir))
             }
         };
         let cert_dir = work_dir.join("certs");
         std::fs::create_dir_all(&cert_dir)
             .map_err(|source| Error::WriteConfig { path: cert_dir.clone(), source })?;
+        let token_file = work_dir.join(acl::TOKEN_FILE);
+        acl::write_token_file(&token_file, &token)?;
         let document = starter_for(options.proxy, &endpoints, &proxy_bin, &cert_dir);
         let config_file = work_dir.join("proxyconfig.yaml");
         std::fs::write(&config_file, &document)
@@ -474,13 +537,13 @@ pub async fn start(options: Options) -> Result<Dev> {
             stopped.await.ok();
         }));
         info!(consul = %endpoints.consul, nomad = %endpoints.nomad, web = %endpoints.http, status_page = %format!("http://{}/", endpoints.status), "dev environment started");
-        Ok::<_, Error>((endpoints, config_file, owned_dir, backend, operator, stop, (listener, stop_listener)))
+        Ok::<_, Error>((endpoints, (config_file, token_file), owned_dir, backend, operator, stop, (listener, stop_listener)))
     }
     .await;
     match started {
         Ok((
             endpoints,
-            config_file,
+            (config_file, token_file),
             work_dir,
             backend,
             operator,
@@ -490,6 +553,7 @@ pub async fn start(options: Options) -> Result<Dev> {
             twin,
             endpoints,
             config_file,
+            token_file,
             work_dir,
             backend,
             operator,
@@ -521,9 +585,20 @@ impl Dev {
         &self.twin
     }
 
+    /// The 0600 file holding the twin's management token (ACLs are on).
+    pub fn token_file(&self) -> &Path {
+        &self.token_file
+    }
+
     /// What to print for the user.
     pub fn banner(&self, prefix: &str) -> String {
-        banner_for(self.proxy, &self.endpoints, prefix, &self.config_file)
+        banner_for(
+            self.proxy,
+            &self.endpoints,
+            prefix,
+            &self.config_file,
+            &self.token_file,
+        )
     }
 
     /// Stops the operator, then the twin (which kills Traefik and every other task process it
@@ -551,6 +626,14 @@ impl Dev {
         }
         self.twin.shutdown().await;
         self.backend.abort();
+        // The token dies with the twin; a file in a work directory the user chose must not
+        // outlive it either.
+        match std::fs::remove_file(&self.token_file) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                warn!(file = %self.token_file.display(), error = %e, "the dev ACL token file was not removed");
+            }
+            _ => {}
+        }
         if let Some(dir) = &self.work_dir
             && let Err(e) = std::fs::remove_dir_all(dir)
         {
@@ -651,104 +734,4 @@ fn dev_limits(options: &Options, proxy_bin: &Path, cert_dir: &Path) -> AdminLimi
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used, clippy::panic)] // tests fail loudly
-mod tests {
-    use super::*;
-
-    fn endpoints() -> Endpoints {
-        let at = |port| SocketAddr::from(([127, 0, 0, 1], port));
-        Endpoints {
-            consul: at(18500),
-            nomad: at(14646),
-            http: at(18080),
-            https: at(18443),
-            dashboard: at(18081),
-            backend: at(19000),
-            status: at(19090),
-        }
-    }
-
-    #[test]
-    fn starter_config_is_a_valid_traefik_document_pointing_at_the_twin() {
-        let text = starter_config(
-            &endpoints(),
-            Path::new("/opt/bin/traefik"),
-            Path::new("/tmp/dev/certs"),
-        );
-        let spec = crate::spec::load(text.as_bytes()).unwrap();
-        assert_eq!(spec.proxy(), crate::spec::ProxyKind::Traefik);
-        assert_eq!(spec.discovery().consul.address, "127.0.0.1:18500");
-        assert_eq!(spec.discovery().nomad.address, "http://127.0.0.1:14646");
-        let web = spec.entry_point("web").unwrap();
-        assert!(
-            web.redirect_to.is_none(),
-            "web must serve plain HTTP in dev"
-        );
-        assert!(text.contains("command: \"/opt/bin/traefik\""));
-        assert!(
-            text.starts_with("# yaml-language-server: $schema=http://127.0.0.1:19090/schemas/proxyconfig.v1alpha1.schema.json\n"),
-            "the schema is served by the operator's listener: {text}"
-        );
-    }
-
-    #[test]
-    fn the_caddy_starter_differs_from_traefiks_only_in_the_proxy_its_binary_and_the_dashboard() {
-        let caddy = starter_for(
-            ProxyKind::Caddy,
-            &endpoints(),
-            Path::new("/opt/bin/caddy"),
-            Path::new("/tmp/dev/certs"),
-        );
-        let spec = crate::spec::load(caddy.as_bytes()).unwrap();
-        assert_eq!(spec.proxy(), ProxyKind::Caddy);
-        assert!(crate::proxy::caddy::caddy_unsupported(&spec).is_empty());
-        let traefik = starter_config(
-            &endpoints(),
-            Path::new("/opt/bin/caddy"),
-            Path::new("/tmp/dev/certs"),
-        );
-        let changed: Vec<(&str, &str)> = traefik
-            .lines()
-            .filter(|l| *l != "    insecure: true")
-            .zip(caddy.lines())
-            .filter(|(a, b)| a != b)
-            .collect();
-        assert_eq!(changed, vec![("  proxy: traefik", "  proxy: caddy")]);
-        assert_eq!(traefik.lines().count(), caddy.lines().count() + 1);
-        let text = banner_for(
-            ProxyKind::Caddy,
-            &endpoints(),
-            "proxy-operator",
-            Path::new("/tmp/dev/proxyconfig.yaml"),
-        );
-        assert!(text.contains("curl -H 'Host: demo.localhost' http://127.0.0.1:18080/"));
-        assert!(text.contains("Caddy admin API"));
-    }
-
-    #[test]
-    fn banner_shows_the_proxied_curl_and_how_to_edit_and_read_status() {
-        let text = banner(
-            &endpoints(),
-            "proxy-operator",
-            Path::new("/tmp/dev/proxyconfig.yaml"),
-        );
-        assert!(text.contains("curl -H 'Host: demo.localhost' http://127.0.0.1:18080/"));
-        assert!(text.contains(
-            "curl -X PUT --data-binary @/tmp/dev/proxyconfig.yaml http://127.0.0.1:18500/v1/kv/proxy-operator/config"
-        ));
-        assert!(text.contains("CONSUL_HTTP_ADDR=http://127.0.0.1:18500 proxy-operator status"));
-        assert!(text.contains("http://127.0.0.1:18081/dashboard/"));
-        assert!(text.contains("http://127.0.0.1:14646"));
-        assert!(text.contains("status page:               http://127.0.0.1:19090/"));
-        assert!(
-            text.contains("http://demo.localhost:18080/"),
-            "a URL that works in a browser: {text}"
-        );
-    }
-
-    #[test]
-    fn a_missing_traefik_names_the_bootstrap_fix() {
-        let e = Error::TraefikMissing(PathBuf::from("/nowhere/traefik"));
-        assert!(e.to_string().contains("scripts/bootstrap"));
-    }
-}
+mod tests;

@@ -68,7 +68,8 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         options.caddy_bin = bin;
     }
     options.http_addr = args.http_addr;
-    let signals = shutdown_signals();
+    // Installed before anything starts, so an early Ctrl-C still runs the cleanup below.
+    let signals = hashistack_twin::shutdown_signals();
     let env = dev::start(options)
         .await
         .context("failed to start the dev environment")?;
@@ -79,36 +80,9 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         let _ = out.flush();
     }
     signals.await;
+    tracing::info!("shutdown requested");
     env.shutdown().await;
     // The last spans of the trace export, if any (blocks on the exporter's thread).
     let _ = tokio::task::spawn_blocking(telemetry::shutdown).await;
     Ok(ExitCode::SUCCESS)
-}
-
-/// Installs the handlers at once, so a signal that arrives while the APIs start (a client may
-/// already be served) is not met by the default action, which would skip the cleanup.
-fn shutdown_signals() -> impl std::future::Future<Output = ()> {
-    use tokio::signal::unix::{SignalKind, signal};
-    // A closed terminal (SIGHUP) ends the run like Ctrl-C: task processes sit in their own
-    // process groups, so the hangup would not reach them and they would outlive us.
-    let mut term = signal(SignalKind::terminate()).ok();
-    let mut hup = signal(SignalKind::hangup()).ok();
-    let mut int = signal(SignalKind::interrupt()).ok();
-    async move {
-        tokio::select! {
-            _ = recv(term.as_mut()) => {}
-            _ = recv(hup.as_mut()) => {}
-            _ = recv(int.as_mut()) => {}
-        }
-        tracing::info!("shutdown requested");
-    }
-}
-
-async fn recv(s: Option<&mut tokio::signal::unix::Signal>) {
-    match s {
-        Some(s) => {
-            s.recv().await;
-        }
-        None => std::future::pending::<()>().await,
-    }
 }

@@ -8,7 +8,27 @@
 //! carries what the operator owns, and Nomad's defaults fill the rest.
 //!
 //! No token field (`ConsulToken`, `VaultToken`, ...) exists here on purpose: tokens never go into
-//! a rendered job.
+//! a rendered job (anyone with `read-job` reads a job spec).
+//!
+//! # How the proxy's tokens reach it
+//! - Caddy talks to neither API: the operator loads its routes through the admin API. No token.
+//! - Traefik's Consul Catalog and Consul KV providers use Consul's Go client, which falls back to
+//!   `CONSUL_HTTP_TOKEN` / `CONSUL_HTTP_TOKEN_FILE` from the task's environment when their
+//!   `token` option is empty (`controller/tests/acl_traefik.rs` proves it with real Traefik).
+//! - Traefik's Nomad provider reads only `providers.nomad.endpoint.token` from its static
+//!   config: Nomad's `api.NewClient` does not default the token from `NOMAD_TOKEN`, and Traefik
+//!   takes its static config from one source (this file), never from the file and `TRAEFIK_*`
+//!   variables together.
+//!
+//! This job renders neither yet. The Nomad way, which keeps tokens out of the spec, is a
+//! `template` with `env = true` reading a Nomad Variable (`nomadVar "nomad/jobs/<id>"`, readable
+//! by the job's own workload identity) for `CONSUL_HTTP_TOKEN`, and Workload Identity
+//! (`identity { env = true }`, the proxy's policy attached with `nomad acl policy apply -job`)
+//! rendered into the static config as `{{ env "NOMAD_TOKEN" }}`, with that file moved to
+//! `secrets/`. The twin's executor has none of these (templates are literal data plus
+//! `{{ env }}`, `env = true` is ignored, no Variables, no workload identities), so nothing here
+//! could be proved; `proxy-operator dev` gives the proxy read access through Consul's
+//! anonymous token instead (`dev::acl`).
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -19,6 +39,14 @@ use serde::Serialize;
 const PROXY_CHECK_INTERVAL: Duration = Duration::from_secs(2);
 /// How long one health check of the proxy may take.
 const PROXY_CHECK_TIMEOUT: Duration = Duration::from_secs(1);
+/// Nomad's wait before restarting a Traefik that exited.
+const TRAEFIK_RESTART_DELAY: Duration = Duration::from_secs(10);
+/// Nomad's wait before restarting a Caddy that exited. Short, because a restarted Caddy comes
+/// back from its bootstrap config and the operator, which reads its config identity every
+/// second, loads the live one within milliseconds: the delay is nearly all of the outage
+/// (issue 10 measured 10.2 s of which 10 s was this delay). Two attempts in five minutes with
+/// mode `fail` still stop a crash loop.
+const CADDY_RESTART_DELAY: Duration = Duration::from_secs(1);
 
 /// Nanoseconds of a duration, as Nomad's JSON expects (`time.Duration`). Saturates at `i64::MAX`.
 pub fn nanos(d: Duration) -> i64 {
@@ -534,7 +562,10 @@ pub fn proxy_job(model: &Model, config: &ConfigFile<'_>) -> Result<Job, super::E
             restart_policy: Some(RestartPolicy {
                 attempts: 2,
                 interval: nanos(Duration::from_secs(300)),
-                delay: nanos(Duration::from_secs(10)),
+                delay: nanos(match model.proxy {
+                    ProxyKind::Traefik => TRAEFIK_RESTART_DELAY,
+                    ProxyKind::Caddy => CADDY_RESTART_DELAY,
+                }),
                 // Fail fast so the health gate sees a broken config instead of a restart loop.
                 mode: "fail".to_string(),
             }),
@@ -603,6 +634,24 @@ mod tests {
                 .get("VolumeMounts")
                 .is_none()
         );
+    }
+
+    #[test]
+    fn a_caddy_is_restarted_after_one_second_and_a_traefik_after_ten() {
+        let delay = |job: &serde_json::Value| {
+            job["TaskGroups"][0]["RestartPolicy"]["Delay"]
+                .as_i64()
+                .unwrap()
+        };
+        assert_eq!(delay(&job_for("")), nanos(CADDY_RESTART_DELAY));
+        let doc =
+            "apiVersion: proxy-operator.io/v1alpha1\nkind: ProxyConfig\nspec:\n  proxy: traefik\n";
+        let spec = crate::spec::load(doc.as_bytes()).unwrap();
+        let traefik = crate::render::render(&spec, &crate::render::RenderContext::default())
+            .unwrap()
+            .job;
+        assert_eq!(delay(&traefik), nanos(TRAEFIK_RESTART_DELAY));
+        assert_eq!(nanos(CADDY_RESTART_DELAY), 1_000_000_000);
     }
 
     #[test]
