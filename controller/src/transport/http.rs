@@ -454,21 +454,21 @@ impl HttpClient {
     async fn attempt(&self, request: &Request) -> Result<Response, Error> {
         let path = request.path();
         let class = metrics::endpoint_class(&path);
+        // A span's name is static metadata, so each API spells its own; the fields are shared.
+        macro_rules! request_span {
+            ($name:literal) => {
+                tracing::info_span!(
+                    $name,
+                    otel.name = format!("{} {} {class}", $name, request.method),
+                    http.request.method = %request.method,
+                    class,
+                    http.response.status_code = tracing::field::Empty,
+                )
+            };
+        }
         let span = match self.inner.api {
-            Api::Consul => tracing::info_span!(
-                "consul",
-                otel.name = format!("consul {} {class}", request.method),
-                http.request.method = %request.method,
-                class,
-                http.response.status_code = tracing::field::Empty,
-            ),
-            Api::Nomad => tracing::info_span!(
-                "nomad",
-                otel.name = format!("nomad {} {class}", request.method),
-                http.request.method = %request.method,
-                class,
-                http.response.status_code = tracing::field::Empty,
-            ),
+            Api::Consul => request_span!("consul"),
+            Api::Nomad => request_span!("nomad"),
         };
         self.inner.limiter.until_ready().await;
         let started = Instant::now();
