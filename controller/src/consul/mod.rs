@@ -283,6 +283,19 @@ impl ConsulClient {
             .await
     }
 
+    /// `PUT path` with `body` (`what`, for an encoding failure) as JSON, failing as step `op`;
+    /// Consul's answer (`true`) adds nothing.
+    async fn put_json(
+        &self,
+        op: impl Fn() -> String,
+        path: &str,
+        what: &'static str,
+        body: &impl serde::Serialize,
+    ) -> Result<()> {
+        let request = Self::encode(what, Request::put(path), body)?;
+        self.send(op, request).await.map(|_| ())
+    }
+
     async fn write_bool(&self, op: impl Fn() -> String, request: Request) -> Result<bool> {
         self.json::<bool>(op, request).await.map(|(v, _)| v)
     }
@@ -454,17 +467,10 @@ impl ConsulApi for ConsulClient {
     }
 
     async fn catalog_register(&self, registration: &CatalogRegistration) -> Result<()> {
-        let request = Self::encode(
-            "catalog registration",
-            Request::put("/v1/catalog/register"),
-            registration,
-        )?;
-        self.send(
-            || format!("register node {} in the catalog", registration.node),
-            request,
-        )
-        .await
-        .map(|_| ())
+        let op = || format!("register node {} in the catalog", registration.node);
+        let path = "/v1/catalog/register";
+        self.put_json(op, path, "catalog registration", registration)
+            .await
     }
 
     async fn catalog_deregister(&self, node: &str, service_id: Option<&str>) -> Result<()> {
@@ -473,17 +479,10 @@ impl ConsulApi for ConsulClient {
         if let Some(id) = service_id {
             body.insert("ServiceID".into(), id.into());
         }
-        let request = Self::encode(
-            "catalog deregistration",
-            Request::put("/v1/catalog/deregister"),
-            &body,
-        )?;
-        self.send(
-            || format!("deregister {} from the catalog", service_id.unwrap_or(node)),
-            request,
-        )
-        .await
-        .map(|_| ())
+        let op = || format!("deregister {} from the catalog", service_id.unwrap_or(node));
+        let path = "/v1/catalog/deregister";
+        self.put_json(op, path, "catalog deregistration", &body)
+            .await
     }
 
     async fn health_service(

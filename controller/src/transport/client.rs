@@ -156,22 +156,28 @@ impl<E: ClientError> ApiClient<E> {
             .map_err(|source| E::request(op(), source))
     }
 
-    /// [`HttpClient::send_json`], failing as step `op`.
+    /// [`ApiClient::send`], then the JSON body decoded; the response is kept for its headers
+    /// (index, leader).
     pub async fn json<T: DeserializeOwned>(
         &self,
-        op: impl FnOnce() -> String,
+        op: impl Fn() -> String,
         request: Request,
     ) -> Result<(T, Response), E> {
-        self.http
-            .send_json(request)
-            .await
-            .map_err(|source| E::request(op(), source))
+        let response = self.send(&op, request).await?;
+        Ok((Self::decode(op, &response)?, response))
+    }
+
+    fn decode<T: DeserializeOwned>(
+        op: impl FnOnce() -> String,
+        response: &Response,
+    ) -> Result<T, E> {
+        response.json().map_err(|source| E::request(op(), source))
     }
 
     /// A read's decoded body with its index metadata (blocking reads and plain lists alike).
     pub async fn read<T: DeserializeOwned>(
         &self,
-        op: impl FnOnce() -> String,
+        op: impl Fn() -> String,
         request: Request,
     ) -> Result<(T, QueryMeta), E> {
         let (body, response) = self.json(op, request).await?;
@@ -199,10 +205,7 @@ impl<E: ClientError> ApiClient<E> {
         if response.status == 404 {
             return Ok((None, response.meta));
         }
-        match response.json() {
-            Ok(value) => Ok((Some(value), response.meta)),
-            Err(source) => Err(E::request(op(), source)),
-        }
+        Ok((Some(Self::decode(op, &response)?), response.meta))
     }
 
     /// Sets `body` as the request's JSON body.

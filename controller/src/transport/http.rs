@@ -354,17 +354,6 @@ impl HttpClient {
         &self.inner.endpoint
     }
 
-    /// Sends `request` (as [`HttpClient::send`]) and decodes its JSON body, keeping the response
-    /// for its headers (index, leader).
-    pub async fn send_json<T: DeserializeOwned>(
-        &self,
-        request: Request,
-    ) -> Result<(T, Response), Error> {
-        let response = self.send(request).await?;
-        let value = response.json()?;
-        Ok((value, response))
-    }
-
     /// Sends `request`, waiting for the rate limiter, retrying with full-jitter exponential
     /// backoff when the request's [`Retry`] mode and the error allow it.
     pub async fn send(&self, request: Request) -> Result<Response, Error> {
