@@ -9,7 +9,7 @@ use serde::de::DeserializeOwned;
 use super::{Api, ClientConfig, Error, HttpClient, QueryMeta, Request, Response};
 
 /// A request that failed at a named step: the `Request` variant of the Consul and Nomad
-/// errors, in one place so both read "failed to <step>: <cause>" alike.
+/// errors, in one place so both read "failed to `step`: `cause`" alike.
 #[derive(Debug, thiserror::Error)]
 #[error("failed to {op}: {source}")]
 pub struct RequestFailed {
