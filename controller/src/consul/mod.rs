@@ -129,14 +129,19 @@ impl Error {
         self.transport_forbidden() || self.acl_rollback()
     }
 
-    /// True when a transaction's check failed: another writer or a lost lock. A rollback for
-    /// a missing permission is no conflict (re-reading cannot help): it is [`Error::is_forbidden`].
+    /// True when a transaction's check failed: another writer or a lost lock. A rollback for a
+    /// missing permission is no conflict (re-reading cannot help): it is
+    /// [`Error::is_forbidden`].
     pub fn is_conflict(&self) -> bool {
         matches!(self, Error::TxnRolledBack { .. }) && !self.acl_rollback()
     }
 
+    /// A transaction Consul rolled back because its ACLs denied an operation.
     fn acl_rollback(&self) -> bool {
-        matches!(self, Error::TxnRolledBack { errors } if errors.iter().any(TxnOpError::is_acl_refusal))
+        match self {
+            Error::TxnRolledBack { errors } => errors.iter().any(TxnOpError::is_acl_refusal),
+            _ => false,
+        }
     }
 }
 
