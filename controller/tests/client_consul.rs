@@ -549,6 +549,41 @@ async fn a_listing_the_policy_does_not_cover_comes_back_empty_as_consul_filters_
 }
 
 #[tokio::test]
+async fn a_transaction_consuls_acls_roll_back_is_forbidden_and_never_a_conflict() {
+    // Txn.preCheck answers a denied operation with 409 and "Permission denied: … lacks
+    // permission 'key:write' on …" in `Errors`: retrying it as a CAS conflict would loop.
+    let t = twin(Some("right-token")).await;
+    t.consul().add_restricted_token(
+        "narrow-token",
+        hashistack_twin::consul::TokenPolicy {
+            key_write: vec!["p/".into()],
+            ..Default::default()
+        },
+    );
+    let narrow = client(&t, Some("narrow-token"));
+    let err = narrow
+        .txn(vec![
+            TxnOp::Set {
+                key: "p/status".into(),
+                value: b"{}".to_vec(),
+            },
+            TxnOp::Set {
+                key: "elsewhere/x".into(),
+                value: b"x".to_vec(),
+            },
+        ])
+        .await
+        .unwrap_err();
+    assert!(err.is_forbidden(), "{err}");
+    assert!(!err.is_conflict() && !err.is_retryable(), "{err}");
+    assert!(err.to_string().contains("'key:write'"), "{err}");
+    let good = client(&t, Some("right-token"));
+    let (status, _) = good.kv_get("p/status", QueryOptions::NOW).await.unwrap();
+    assert!(status.is_none(), "the transaction applied nothing");
+    t.shutdown().await;
+}
+
+#[tokio::test]
 async fn keys_consul_refuses_fail_before_sending_and_name_the_prefix_flag() {
     let t = twin(None).await;
     let c = client(&t, None);

@@ -20,22 +20,14 @@ use std::time::Duration;
 pub(crate) use roles::role_trait;
 pub use types::*;
 
-use crate::transport::{
-    self, ApiClient, ClientConfig, ClientError, HttpClient, QueryMeta, QueryOptions, Request, Retry,
-};
+use crate::transport::{self, ApiClient, ClientError, QueryMeta, QueryOptions, Request, Retry};
 
 /// Errors of the Consul client.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// A request failed (network, status, decoding).
-    #[error("failed to {op}: {source}")]
-    Request {
-        /// The step that failed, e.g. `read KV key proxy-operator/config`.
-        op: String,
-        /// The cause.
-        #[source]
-        source: Box<transport::Error>,
-    },
+    #[error(transparent)]
+    Request(#[from] transport::RequestFailed),
     /// A transaction was rolled back (HTTP 409): a check failed (the leader fence, a CAS index),
     /// nothing was written.
     #[error("failed to apply transaction: rolled back: {}", describe_txn_errors(.errors))]
@@ -60,14 +52,8 @@ pub enum Error {
         reason: &'static str,
     },
     /// A request body could not be encoded.
-    #[error("failed to encode {what}: {source}")]
-    Encode {
-        /// What was being encoded.
-        what: &'static str,
-        /// The cause.
-        #[source]
-        source: serde_json::Error,
-    },
+    #[error(transparent)]
+    Encode(#[from] transport::EncodeFailed),
 }
 
 fn describe_txn_errors(errors: &[TxnOpError]) -> String {
@@ -136,30 +122,26 @@ pub fn validate_kv_prefix(prefix: &str) -> Result<()> {
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
-    /// True when the same call may succeed later (network trouble, 429, transient 5xx).
-    /// Conflicts, 4xx and lost sessions are terminal.
-    pub fn is_retryable(&self) -> bool {
-        self.transport_retryable()
-    }
-
-    /// True for 401/403 (wrong or missing token, missing permission).
+    /// True when Consul's ACLs refused the call: a 401/403, or a transaction rolled back
+    /// because an operation was denied (Consul reports those per operation with 409, see
+    /// [`TxnOpError::is_acl_refusal`]). Terminal: the token or its policy must change.
     pub fn is_forbidden(&self) -> bool {
-        self.transport_forbidden()
+        self.transport_forbidden() || self.acl_rollback()
     }
 
-    /// True when a transaction's check failed: another writer or a lost lock.
+    /// True when a transaction's check failed: another writer or a lost lock. A rollback for a
+    /// missing permission is no conflict (re-reading cannot help): it is
+    /// [`Error::is_forbidden`].
     pub fn is_conflict(&self) -> bool {
-        matches!(self, Error::TxnRolledBack { .. })
+        matches!(self, Error::TxnRolledBack { .. }) && !self.acl_rollback()
     }
 
-    /// The HTTP status, when the server answered with an error.
-    pub fn status(&self) -> Option<u16> {
-        self.transport_status()
-    }
-
-    /// An error as the server would produce it with `status`; for fakes and tests.
-    pub fn injected(op: &str, status: u16, message: &str) -> Error {
-        Error::answered(op, status, message)
+    /// A transaction Consul rolled back because its ACLs denied an operation.
+    fn acl_rollback(&self) -> bool {
+        match self {
+            Error::TxnRolledBack { errors } => errors.iter().any(TxnOpError::is_acl_refusal),
+            _ => false,
+        }
     }
 }
 
@@ -289,25 +271,12 @@ pub trait ConsulApi: Send + Sync {
 
 transport::impl_client_error!(Error, transport::Api::Consul);
 
-/// The HTTP implementation of [`ConsulApi`].
-#[derive(Debug, Clone)]
-pub struct ConsulClient {
-    http: ApiClient<Error>,
-}
+/// The HTTP implementation of [`ConsulApi`]: the shared [`ApiClient`] with this module's
+/// errors. Build it with `ConsulClient::new(&config)` (see
+/// [`transport::ClientConfig::consul_from_env`]).
+pub type ConsulClient = ApiClient<Error>;
 
 impl ConsulClient {
-    /// Builds a client from a configuration (see [`ClientConfig::consul_from_env`]).
-    pub fn new(config: &ClientConfig) -> Result<ConsulClient, transport::Error> {
-        Ok(ConsulClient {
-            http: ApiClient::for_config(config)?,
-        })
-    }
-
-    /// The underlying HTTP client.
-    pub fn http(&self) -> &HttpClient {
-        self.http.http()
-    }
-
     /// `PUT /v1/kv/:key?acquire=` or `?release=`: `verb` is the query parameter.
     async fn lock(&self, verb: &str, key: &str, value: &[u8], session: &str) -> Result<bool> {
         check_key(key)?;
@@ -319,19 +288,31 @@ impl ConsulClient {
             .await
     }
 
+    /// `PUT path` with `body` (`what`, for an encoding failure) as JSON, failing as step `op`;
+    /// Consul's answer (`true`) adds nothing.
+    async fn put_json(
+        &self,
+        op: impl Fn() -> String,
+        path: &str,
+        what: &'static str,
+        body: &impl serde::Serialize,
+    ) -> Result<()> {
+        let request = Self::encode(what, Request::put(path), body)?;
+        self.send(op, request).await.map(|_| ())
+    }
+
     async fn write_bool(&self, op: impl Fn() -> String, request: Request) -> Result<bool> {
-        self.http.json::<bool>(op, request).await.map(|(v, _)| v)
+        self.json::<bool>(op, request).await.map(|(v, _)| v)
     }
 
     /// `GET /v1/agent/self`: the agent's datacenter, node and version.
     pub async fn agent_self(&self) -> Result<AgentSelf> {
-        self.http
-            .json(
-                || "read agent self".to_owned(),
-                Request::get("/v1/agent/self"),
-            )
-            .await
-            .map(|(v, _)| v)
+        self.json(
+            || "read agent self".to_owned(),
+            Request::get("/v1/agent/self"),
+        )
+        .await
+        .map(|(v, _)| v)
     }
 }
 
@@ -340,7 +321,6 @@ impl ConsulApi for ConsulClient {
         check_key(key)?;
         let request = Request::get("/v1/kv").key(key).blocking(opts);
         let (pairs, meta): (Option<Vec<KvPair>>, _) = self
-            .http
             .optional(|| format!("read KV key {key}"), request)
             .await?;
         let pair = pairs.unwrap_or_default().into_iter().find(|p| p.key == key);
@@ -354,7 +334,6 @@ impl ConsulApi for ConsulClient {
             .flag("recurse")
             .blocking(opts);
         let (pairs, meta) = self
-            .http
             .optional(|| format!("list KV prefix {prefix}"), request)
             .await?;
         Ok((pairs.unwrap_or_default(), meta))
@@ -375,7 +354,6 @@ impl ConsulApi for ConsulClient {
             request = request.query("separator", sep);
         }
         let (keys, meta) = self
-            .http
             .optional(|| format!("list KV keys under {prefix}"), request)
             .await?;
         Ok((keys.unwrap_or_default(), meta))
@@ -414,9 +392,8 @@ impl ConsulApi for ConsulClient {
             check_key(op.key())?;
         }
         let op = || format!("apply a transaction of {} operations", ops.len());
-        let request =
-            ApiClient::encode("transaction", Request::put("/v1/txn"), &ops)?.accept(&[409]);
-        let (body, response): (TxnResponse, _) = self.http.json(op, request).await?;
+        let request = Self::encode("transaction", Request::put("/v1/txn"), &ops)?.accept(&[409]);
+        let (body, response): (TxnResponse, _) = self.json(op, request).await?;
         if response.status == 409 || !body.errors.is_empty() {
             return Err(Error::TxnRolledBack {
                 errors: body.errors,
@@ -430,14 +407,13 @@ impl ConsulApi for ConsulClient {
     async fn session_create(&self, request: &SessionRequest) -> Result<String> {
         // A repeated create would leave an orphan session holding nothing; retry only when the
         // first attempt certainly never arrived.
-        let http = ApiClient::encode(
+        let http = Self::encode(
             "session request",
             Request::put("/v1/session/create"),
             request,
         )?
         .retry(Retry::UnsentOnly);
         let (created, _): (SessionCreated, _) = self
-            .http
             .json(|| format!("create session {:?}", request.name), http)
             .await?;
         Ok(created.id)
@@ -446,7 +422,6 @@ impl ConsulApi for ConsulClient {
     async fn session_renew(&self, id: &str) -> Result<Option<Duration>> {
         let request = Request::put("/v1/session/renew").key(id);
         let result = self
-            .http
             .json::<Vec<SessionEntry>>(|| format!("renew session {id}"), request)
             .await;
         match result {
@@ -461,8 +436,7 @@ impl ConsulApi for ConsulClient {
 
     async fn session_destroy(&self, id: &str) -> Result<()> {
         let request = Request::put("/v1/session/destroy").key(id);
-        self.http
-            .send(|| format!("destroy session {id}"), request)
+        self.send(|| format!("destroy session {id}"), request)
             .await
             .map(|_| ())
     }
@@ -473,10 +447,8 @@ impl ConsulApi for ConsulClient {
         opts: QueryOptions,
     ) -> Result<(Option<SessionEntry>, QueryMeta)> {
         let request = Request::get("/v1/session/info").key(id).blocking(opts);
-        let (entries, meta): (Vec<SessionEntry>, _) = self
-            .http
-            .read(|| format!("read session {id}"), request)
-            .await?;
+        let (entries, meta): (Vec<SessionEntry>, _) =
+            self.read(|| format!("read session {id}"), request).await?;
         Ok((entries.into_iter().next(), meta))
     }
 
@@ -485,8 +457,7 @@ impl ConsulApi for ConsulClient {
         opts: QueryOptions,
     ) -> Result<(BTreeMap<String, Vec<String>>, QueryMeta)> {
         let request = Request::get("/v1/catalog/services").blocking(opts);
-        self.http
-            .read(|| "list catalog services".to_owned(), request)
+        self.read(|| "list catalog services".to_owned(), request)
             .await
     }
 
@@ -496,24 +467,15 @@ impl ConsulApi for ConsulClient {
         opts: QueryOptions,
     ) -> Result<(Vec<CatalogService>, QueryMeta)> {
         let request = Request::get("/v1/catalog/service").key(name).blocking(opts);
-        self.http
-            .read(|| format!("read catalog service {name}"), request)
+        self.read(|| format!("read catalog service {name}"), request)
             .await
     }
 
     async fn catalog_register(&self, registration: &CatalogRegistration) -> Result<()> {
-        let request = ApiClient::encode(
-            "catalog registration",
-            Request::put("/v1/catalog/register"),
-            registration,
-        )?;
-        self.http
-            .send(
-                || format!("register node {} in the catalog", registration.node),
-                request,
-            )
+        let op = || format!("register node {} in the catalog", registration.node);
+        let path = "/v1/catalog/register";
+        self.put_json(op, path, "catalog registration", registration)
             .await
-            .map(|_| ())
     }
 
     async fn catalog_deregister(&self, node: &str, service_id: Option<&str>) -> Result<()> {
@@ -522,18 +484,10 @@ impl ConsulApi for ConsulClient {
         if let Some(id) = service_id {
             body.insert("ServiceID".into(), id.into());
         }
-        let request = ApiClient::encode(
-            "catalog deregistration",
-            Request::put("/v1/catalog/deregister"),
-            &body,
-        )?;
-        self.http
-            .send(
-                || format!("deregister {} from the catalog", service_id.unwrap_or(node)),
-                request,
-            )
+        let op = || format!("deregister {} from the catalog", service_id.unwrap_or(node));
+        let path = "/v1/catalog/deregister";
+        self.put_json(op, path, "catalog deregistration", &body)
             .await
-            .map(|_| ())
     }
 
     async fn health_service(
@@ -546,13 +500,12 @@ impl ConsulApi for ConsulClient {
         if passing_only {
             request = request.flag("passing");
         }
-        self.http
-            .read(|| format!("read health of service {name}"), request)
+        self.read(|| format!("read health of service {name}"), request)
             .await
     }
 
     async fn status_leader(&self) -> Result<String> {
-        self.http.status_leader().await
+        self.raft_leader().await
     }
 }
 

@@ -482,3 +482,52 @@ async fn fake_answers_with_the_twin_stores_rules_and_error_texts() {
     assert!(!err.is_retryable(), "an oversized value never fits: {err}");
     assert!(c.value("p/status").is_none(), "nothing written");
 }
+
+/// The body Consul answers a rolled-back `/v1/txn` with (status 409): `Results` null, one
+/// `Errors` entry per failed operation with the server's text.
+fn rolled_back_with(whats: &[&str]) -> Error {
+    let errors: Vec<_> = whats
+        .iter()
+        .enumerate()
+        .map(|(i, what)| serde_json::json!({"OpIndex": i, "What": what}))
+        .collect();
+    let body = serde_json::json!({"Results": null, "Errors": errors}).to_string();
+    let answer: TxnResponse = serde_json::from_str(&body).unwrap();
+    Error::TxnRolledBack {
+        errors: answer.errors,
+    }
+}
+
+#[test]
+fn a_transaction_rolled_back_by_consuls_acls_is_forbidden_not_a_conflict() {
+    // The texts Txn.preCheck reports per operation: PermissionDeniedError (with and without a
+    // token), acl.ErrPermissionDenied, and acl.ErrNotFound for a token Consul does not know.
+    for what in [
+        "Permission denied: token with AccessorID 'a1b2c3d4-0000-4000-8000-000000000001' lacks permission 'key:write' on \"proxy-operator/status\"",
+        "Permission denied: anonymous token lacks permission 'key:write' on \"proxy-operator/status\". The anonymous token is used implicitly when a request does not specify a token.",
+        "Permission denied",
+        "ACL not found",
+    ] {
+        let err = rolled_back_with(&[what]);
+        assert!(err.is_forbidden(), "{what}");
+        assert!(!err.is_conflict() && !err.is_retryable(), "{what}");
+        // A denied operation next to a failed check is still a refusal: re-reading the index
+        // and trying again would be refused the same way.
+        let mixed = rolled_back_with(&["failed to set key \"p/status\", index is stale", what]);
+        assert!(mixed.is_forbidden() && !mixed.is_conflict(), "{what}");
+    }
+}
+
+#[test]
+fn a_transaction_rolled_back_by_a_failed_check_is_a_conflict_not_forbidden() {
+    for what in [
+        "failed to set key \"p/status\", index is stale",
+        "failed session check for key \"p/leader\", current session \"s2\" != \"s1\"",
+        "failed to check session, key \"p/leader\" doesn't exist",
+        "failed to lock key \"p/leader\", lock is already held",
+    ] {
+        let err = rolled_back_with(&[what]);
+        assert!(err.is_conflict(), "{what}");
+        assert!(!err.is_forbidden() && !err.is_retryable(), "{what}");
+    }
+}

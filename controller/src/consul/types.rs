@@ -439,6 +439,18 @@ pub struct TxnOpError {
     pub what: String,
 }
 
+impl TxnOpError {
+    /// True when Consul's ACLs refused the operation. `Txn.preCheck`
+    /// (agent/consul/txn_endpoint.go) reports a denied operation by the permission error's own
+    /// text, and the HTTP layer answers 409 for any operation error, so a refusal arrives as a
+    /// rollback, not as a 403. The texts are `acl.ErrPermissionDenied` and
+    /// `PermissionDeniedError` ("Permission denied", "Permission denied: token with AccessorID
+    /// … lacks permission 'key:write' on …") and `acl.ErrNotFound` ("ACL not found").
+    pub fn is_acl_refusal(&self) -> bool {
+        self.what.starts_with("Permission denied") || self.what.starts_with("ACL not found")
+    }
+}
+
 /// The `/v1/txn` answer body (200 and 409 alike).
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(rename_all = "PascalCase")]

@@ -1,7 +1,7 @@
 //! The fence of every KV write of the leader (DESIGN §6).
 
 use super::{Error, Result};
-use crate::consul::{self, ConsulApi, TxnOp, TxnOpError, TxnResults};
+use crate::consul::{self, ConsulApi, TxnOp, TxnResults};
 
 /// The one way a leader fences its KV writes: the `check-session` op on the leader key, first in
 /// every transaction, and the classifier of the refusal.
@@ -55,13 +55,13 @@ impl Fence {
     /// or the key is gone). Consul reports every failing op, so a CAS that failed at the same
     /// time does not hide a lost lock.
     ///
-    /// A rollback for a missing permission is [`Error::Forbidden`] first, wherever it is: a
-    /// token that may not read the leader key fails the fence too, and that is no deposition.
+    /// A rollback for a missing permission ([`consul::Error::is_forbidden`]) is
+    /// [`Error::Forbidden`] first, wherever it is: a token that may not read the leader key
+    /// fails the fence too, and that is no deposition.
     pub fn classify(&self, error: consul::Error) -> Error {
+        let forbidden = error.is_forbidden();
         match error {
-            consul::Error::TxnRolledBack { errors } if errors.iter().any(is_acl_refusal) => {
-                Error::Forbidden { errors }
-            }
+            consul::Error::TxnRolledBack { errors } if forbidden => Error::Forbidden { errors },
             consul::Error::TxnRolledBack { errors } if errors.iter().any(|e| e.op_index == 0) => {
                 Error::Deposed {
                     key: self.key.clone(),
@@ -72,12 +72,4 @@ impl Fence {
             other => Error::Write(other),
         }
     }
-}
-
-/// Consul's texts for an operation its ACLs refused (`acl.ErrPermissionDenied` and
-/// `PermissionDeniedError` start with "Permission denied"; an unknown token is "ACL not found").
-/// The server's `Txn.preCheck` (agent/consul/txn_endpoint.go) reports them per operation, and
-/// the HTTP layer answers 409 for any operation error.
-fn is_acl_refusal(error: &TxnOpError) -> bool {
-    error.what.starts_with("Permission denied") || error.what.starts_with("ACL not found")
 }

@@ -16,26 +16,22 @@ use std::future::Future;
 use serde_json::Value;
 pub use types::*;
 
-use crate::transport::{
-    self, ApiClient, ClientConfig, ClientError, HttpClient, QueryMeta, QueryOptions, Request, Retry,
-};
+use crate::transport::{self, ApiClient, ClientError, QueryMeta, QueryOptions, Request, Retry};
 
 /// Prefix of Nomad's answer when an `EnforceIndex` check fails (`RegisterEnforceIndexErrPrefix`
 /// in Nomad's source); Nomad sends it with status 500.
 pub const ENFORCE_INDEX_PREFIX: &str = "Enforcing job modify index";
 
+/// Prefix of Nomad's answer when an `EnforcePriorVersion` check fails (`Job.Revert` in Nomad's
+/// source: "Current job has version %d; enforcing version %d"); also status 500.
+const PRIOR_VERSION_PREFIX: &str = "Current job has version";
+
 /// Errors of the Nomad client.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// A request failed (network, status, decoding).
-    #[error("failed to {op}: {source}")]
-    Request {
-        /// The step that failed, e.g. `register job traefik`.
-        op: String,
-        /// The cause.
-        #[source]
-        source: Box<transport::Error>,
-    },
+    #[error(transparent)]
+    Request(#[from] transport::RequestFailed),
     /// The job changed since it was read: `EnforceIndex` refused the register. Re-read and
     /// re-plan; never retry blindly.
     #[error("failed to register job {job}: it changed since it was read ({message})")]
@@ -54,14 +50,8 @@ pub enum Error {
         message: String,
     },
     /// A request body could not be encoded.
-    #[error("failed to encode {what}: {source}")]
-    Encode {
-        /// What was being encoded.
-        what: &'static str,
-        /// The cause.
-        #[source]
-        source: serde_json::Error,
-    },
+    #[error(transparent)]
+    Encode(#[from] transport::EncodeFailed),
     /// The job document has no `ID`.
     #[error("failed to {op}: the job has no ID")]
     MissingJobId {
@@ -74,12 +64,6 @@ pub enum Error {
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
-    /// True when the same call may succeed later (network trouble, 429, transient 5xx).
-    /// Conflicts, validation errors and 4xx are terminal.
-    pub fn is_retryable(&self) -> bool {
-        self.transport_retryable()
-    }
-
     /// True for 401/403.
     pub fn is_forbidden(&self) -> bool {
         self.transport_forbidden()
@@ -93,24 +77,49 @@ impl Error {
         )
     }
 
-    /// The HTTP status, when the server answered with an error.
-    pub fn status(&self) -> Option<u16> {
-        self.transport_status()
-    }
-
     /// The server's error text, when it answered with an error.
     pub fn message(&self) -> Option<&str> {
         match self {
-            Error::Request { source, .. } => source.message(),
+            Error::Request(failed) => failed.source.message(),
             Error::EnforceIndexConflict { message, .. }
             | Error::PriorVersionConflict { message, .. } => Some(message),
             _ => None,
         }
     }
 
-    /// An error as the server would produce it with `status`; for fakes and tests.
-    pub fn injected(op: &str, status: u16, message: &str) -> Error {
-        Error::answered(op, status, message)
+    /// Nomad's text when it refused a write with a 500 that starts with one of `prefixes`:
+    /// how it reports a failed `EnforceIndex` or `EnforcePriorVersion` check.
+    fn refused_with(&self, prefixes: &[&str]) -> Option<String> {
+        let message = self.message().filter(|_| self.status() == Some(500))?;
+        prefixes
+            .iter()
+            .any(|p| message.starts_with(p))
+            .then(|| message.to_owned())
+    }
+
+    /// The error of a register of `job`: [`Error::EnforceIndexConflict`] when Nomad refused
+    /// the `EnforceIndex` check, `self` otherwise. The client and the fake both classify here.
+    pub(crate) fn of_register(self, job: &str) -> Error {
+        match self.refused_with(&[ENFORCE_INDEX_PREFIX]) {
+            Some(message) => Error::EnforceIndexConflict {
+                job: job.to_owned(),
+                message,
+            },
+            None => self,
+        }
+    }
+
+    /// The error of a revert of `job`: [`Error::PriorVersionConflict`] when Nomad refused the
+    /// `EnforcePriorVersion` check (or the index check a revert registers with), `self`
+    /// otherwise.
+    pub(crate) fn of_revert(self, job: &str) -> Error {
+        match self.refused_with(&[PRIOR_VERSION_PREFIX, ENFORCE_INDEX_PREFIX]) {
+            Some(message) => Error::PriorVersionConflict {
+                job: job.to_owned(),
+                message,
+            },
+            None => self,
+        }
     }
 }
 
@@ -220,25 +229,11 @@ fn job_id<'a>(job: &'a Value, op: &'static str) -> Result<&'a str> {
 
 transport::impl_client_error!(Error, transport::Api::Nomad);
 
-/// The HTTP implementation of [`NomadApi`].
-#[derive(Debug, Clone)]
-pub struct NomadClient {
-    http: ApiClient<Error>,
-}
+/// The HTTP implementation of [`NomadApi`]: the shared [`ApiClient`] with this module's errors.
+/// Build it with `NomadClient::new(&config)` (see [`transport::ClientConfig::nomad_from_env`]).
+pub type NomadClient = ApiClient<Error>;
 
 impl NomadClient {
-    /// Builds a client from a configuration (see [`ClientConfig::nomad_from_env`]).
-    pub fn new(config: &ClientConfig) -> Result<NomadClient, transport::Error> {
-        Ok(NomadClient {
-            http: ApiClient::for_config(config)?,
-        })
-    }
-
-    /// The underlying HTTP client.
-    pub fn http(&self) -> &HttpClient {
-        self.http.http()
-    }
-
     /// `GET /v1/deployment/:id`; `None` when unknown.
     pub async fn deployment_read(
         &self,
@@ -246,8 +241,7 @@ impl NomadClient {
         opts: QueryOptions,
     ) -> Result<(Option<Deployment>, QueryMeta)> {
         let request = Request::get("/v1/deployment").key(id).blocking(opts);
-        self.http
-            .optional(|| format!("read deployment {id}"), request)
+        self.optional(|| format!("read deployment {id}"), request)
             .await
     }
 }
@@ -255,9 +249,7 @@ impl NomadClient {
 impl NomadApi for NomadClient {
     async fn job_read(&self, id: &str, opts: QueryOptions) -> Result<(Option<Job>, QueryMeta)> {
         let request = Request::get("/v1/job").key(id).blocking(opts);
-        self.http
-            .optional(|| format!("read job {id}"), request)
-            .await
+        self.optional(|| format!("read job {id}"), request).await
     }
 
     async fn job_register(
@@ -278,26 +270,12 @@ impl NomadApi for NomadClient {
         } else {
             Retry::UnsentOnly
         };
-        let request = ApiClient::encode("job register request", Request::post("/v1/jobs"), &body)?
-            .retry(retry);
-        match self
-            .http
-            .json(|| format!("register job {id}"), request)
+        let request =
+            Self::encode("job register request", Request::post("/v1/jobs"), &body)?.retry(retry);
+        self.json(|| format!("register job {id}"), request)
             .await
-        {
-            Ok((r, _)) => Ok(r),
-            Err(e)
-                if e.status() == Some(500)
-                    && e.message()
-                        .is_some_and(|m| m.starts_with(ENFORCE_INDEX_PREFIX)) =>
-            {
-                Err(Error::EnforceIndexConflict {
-                    job: id,
-                    message: e.message().unwrap_or_default().to_owned(),
-                })
-            }
-            Err(e) => Err(e),
-        }
+            .map(|(r, _)| r)
+            .map_err(|e| e.of_register(&id))
     }
 
     async fn job_versions(&self, id: &str, diffs: bool) -> Result<JobVersions> {
@@ -306,7 +284,6 @@ impl NomadApi for NomadClient {
             request = request.query("diffs", "true");
         }
         let (versions, _) = self
-            .http
             .optional(|| format!("read versions of job {id}"), request)
             .await?;
         Ok(versions.unwrap_or_default())
@@ -328,32 +305,16 @@ impl NomadApi for NomadClient {
         } else {
             Retry::UnsentOnly
         };
-        let request = ApiClient::encode(
+        let request = Self::encode(
             "job revert request",
             Request::post("/v1/job").key(id).key("revert"),
             &body,
         )?
         .retry(retry);
-        match self
-            .http
-            .json(|| format!("revert job {id} to version {version}"), request)
+        self.json(|| format!("revert job {id} to version {version}"), request)
             .await
-        {
-            Ok((r, _)) => Ok(r),
-            Err(e)
-                if e.status() == Some(500)
-                    && e.message().is_some_and(|m| {
-                        m.starts_with("Current job has version")
-                            || m.starts_with(ENFORCE_INDEX_PREFIX)
-                    }) =>
-            {
-                Err(Error::PriorVersionConflict {
-                    job: id.to_owned(),
-                    message: e.message().unwrap_or_default().to_owned(),
-                })
-            }
-            Err(e) => Err(e),
-        }
+            .map(|(r, _)| r)
+            .map_err(|e| e.of_revert(id))
     }
 
     async fn job_stop(&self, id: &str, purge: bool) -> Result<JobWriteResponse> {
@@ -361,8 +322,7 @@ impl NomadApi for NomadClient {
         if purge {
             request = request.query("purge", "true");
         }
-        self.http
-            .json(|| format!("stop job {id}"), request)
+        self.json(|| format!("stop job {id}"), request)
             .await
             .map(|(r, _)| r)
     }
@@ -374,13 +334,12 @@ impl NomadApi for NomadClient {
             diff,
             policy_override: false,
         };
-        let request = ApiClient::encode(
+        let request = Self::encode(
             "job plan request",
             Request::post("/v1/job").key(&id).key("plan"),
             &body,
         )?;
-        self.http
-            .json(|| format!("plan job {id}"), request)
+        self.json(|| format!("plan job {id}"), request)
             .await
             .map(|(r, _)| r)
     }
@@ -394,8 +353,7 @@ impl NomadApi for NomadClient {
             .key(id)
             .key("allocations")
             .blocking(opts);
-        self.http
-            .read(|| format!("list allocations of job {id}"), request)
+        self.read(|| format!("list allocations of job {id}"), request)
             .await
     }
 
@@ -408,8 +366,7 @@ impl NomadApi for NomadClient {
             .key(id)
             .key("deployment")
             .blocking(opts);
-        self.http
-            .read(|| format!("read latest deployment of job {id}"), request)
+        self.read(|| format!("read latest deployment of job {id}"), request)
             .await
     }
 
@@ -418,15 +375,14 @@ impl NomadApi for NomadClient {
         let request = Request::post("/v1/deployment/fail")
             .key(id)
             .retry(Retry::UnsentOnly);
-        self.http
-            .json(|| format!("fail deployment {id}"), request)
+        self.json(|| format!("fail deployment {id}"), request)
             .await
             .map(|(r, _)| r)
     }
 
     async fn services(&self, opts: QueryOptions) -> Result<(Vec<ServiceNamespace>, QueryMeta)> {
         let request = Request::get("/v1/services").blocking(opts);
-        self.http.read(|| "list services".to_owned(), request).await
+        self.read(|| "list services".to_owned(), request).await
     }
 
     async fn service(
@@ -435,13 +391,11 @@ impl NomadApi for NomadClient {
         opts: QueryOptions,
     ) -> Result<(Vec<ServiceRegistration>, QueryMeta)> {
         let request = Request::get("/v1/service").key(name).blocking(opts);
-        self.http
-            .read(|| format!("read service {name}"), request)
-            .await
+        self.read(|| format!("read service {name}"), request).await
     }
 
     async fn status_leader(&self) -> Result<String> {
-        self.http.status_leader().await
+        self.raft_leader().await
     }
 }
 

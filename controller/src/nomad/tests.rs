@@ -480,3 +480,28 @@ async fn fake_records_calls_and_injects_errors() {
     assert_eq!(calls.len(), 2);
     assert_eq!(calls[1].index, Some(0));
 }
+
+#[test]
+fn task_group_and_task_diffs_read_their_object_fields_from_the_top_level() {
+    let plan: PlanResponse = decode("job-plan-response.json");
+    let group = &plan.diff.unwrap().task_groups[0];
+    assert_eq!(
+        (group.diff_type.as_str(), group.name.as_str()),
+        ("Added", "cache")
+    );
+    // The fixture elides the group's fields and objects (`["..."]`).
+    assert!(group.fields.is_empty() && group.objects.is_empty());
+    assert_eq!(group.updates["create"], 1);
+    let task = &group.tasks[0];
+    assert_eq!(
+        (task.diff_type.as_str(), task.name.as_str()),
+        ("Added", "redis")
+    );
+    let names: Vec<_> = task.fields.iter().map(|f| f.name.as_str()).collect();
+    assert_eq!(names, ["Driver", "KillTimeout"]);
+    // Written back in Nomad's shape: the object's fields at the top level, not nested.
+    let json = serde_json::to_value(task).unwrap();
+    assert_eq!(json["Name"], "redis");
+    assert_eq!(json["Annotations"][0], "forces create");
+    assert!(json.get("Node").is_none(), "{json}");
+}

@@ -1,6 +1,7 @@
 //! Wire types of the Nomad HTTP API (NOMAD.md), named and shaped as the API sends them.
 
 use std::collections::BTreeMap;
+use std::ops::Deref;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::Value;
@@ -244,21 +245,15 @@ pub struct ObjectDiff {
     pub objects: Vec<ObjectDiff>,
 }
 
-/// A task group's diff.
+/// A task group's diff: an object diff (its type, name, fields and objects) with its tasks and
+/// the scheduler's updates. Nomad's `TaskGroupDiff` repeats `ObjectDiff`'s fields at the top
+/// level; `#[serde(flatten)]` reads them into the one type, and [`Deref`] keeps `tg.name`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase", default)]
 pub struct TaskGroupDiff {
-    /// Diff type.
-    #[serde(rename = "Type")]
-    pub diff_type: String,
-    /// Group name.
-    pub name: String,
-    /// Changed fields.
-    #[serde(deserialize_with = "list_skipping_ellipsis")]
-    pub fields: Vec<FieldDiff>,
-    /// Changed objects.
-    #[serde(deserialize_with = "list_skipping_ellipsis")]
-    pub objects: Vec<ObjectDiff>,
+    /// Type, name, changed fields and objects.
+    #[serde(flatten)]
+    pub node: ObjectDiff,
     /// Task diffs.
     #[serde(deserialize_with = "list_skipping_ellipsis")]
     pub tasks: Vec<TaskDiff>,
@@ -267,24 +262,33 @@ pub struct TaskGroupDiff {
     pub updates: BTreeMap<String, u64>,
 }
 
-/// A task's diff.
+/// A task's diff: an object diff with the task's annotations (e.g. `forces create`), flattened
+/// as in [`TaskGroupDiff`].
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase", default)]
 pub struct TaskDiff {
-    /// Diff type.
-    #[serde(rename = "Type")]
-    pub diff_type: String,
-    /// Task name.
-    pub name: String,
-    /// Changed fields.
-    #[serde(deserialize_with = "list_skipping_ellipsis")]
-    pub fields: Vec<FieldDiff>,
-    /// Changed objects.
-    #[serde(deserialize_with = "list_skipping_ellipsis")]
-    pub objects: Vec<ObjectDiff>,
+    /// Type, name, changed fields and objects.
+    #[serde(flatten)]
+    pub node: ObjectDiff,
     /// e.g. `forces create`.
     #[serde(deserialize_with = "null_as_default")]
     pub annotations: Vec<String>,
+}
+
+impl Deref for TaskGroupDiff {
+    type Target = ObjectDiff;
+
+    fn deref(&self) -> &ObjectDiff {
+        &self.node
+    }
+}
+
+impl Deref for TaskDiff {
+    type Target = ObjectDiff;
+
+    fn deref(&self) -> &ObjectDiff {
+        &self.node
+    }
 }
 
 /// Answer of `POST /v1/job/:id/plan`.

@@ -154,14 +154,18 @@ impl HttpProbe {
     /// # Errors
     /// [`Error::Client`] when reqwest cannot build the client.
     pub fn new() -> Result<Self> {
-        let client = reqwest::Client::builder()
+        let client = Self::builder().build().map_err(Error::Client)?;
+        Ok(Self { client })
+    }
+
+    /// What every probe client shares: bounded waits, redirects and proxies left alone (a probe
+    /// judges the answer the proxy itself gives).
+    fn builder() -> reqwest::ClientBuilder {
+        reqwest::Client::builder()
             .connect_timeout(CONNECT_TIMEOUT)
             .timeout(REQUEST_TIMEOUT)
             .redirect(reqwest::redirect::Policy::none())
             .no_proxy()
-            .build()
-            .map_err(Error::Client)?;
-        Ok(Self { client })
     }
 
     /// `https://<host><path>` connected to `address`, so SNI and `Host` carry the route's host
@@ -176,35 +180,17 @@ impl HttpProbe {
             .ok()
             .and_then(|mut addrs| addrs.next())
             .ok_or_else(bad_url)?;
-        let client = reqwest::Client::builder()
-            .connect_timeout(CONNECT_TIMEOUT)
-            .timeout(REQUEST_TIMEOUT)
-            .redirect(reqwest::redirect::Policy::none())
-            .no_proxy()
+        let client = Self::builder()
             .danger_accept_invalid_certs(true)
             .resolve(&probe.host, addr)
             .build()
             .map_err(Error::Client)?;
         let url = format!("https://{}{}", probe.host, probe.path);
-        let response = client
-            .get(&url)
-            .send()
-            .await
-            .map_err(|source| Error::Request {
-                url: url.clone(),
-                source,
-            })?;
-        let status = response.status().as_u16();
-        capped(response, url, MAX_PROBE_BODY_BYTES).await?;
-        Ok(status)
+        route_status(client.get(&url), url).await
     }
 
     async fn get(&self, url: String) -> Result<reqwest::Response> {
-        self.client
-            .get(&url)
-            .send()
-            .await
-            .map_err(|source| Error::Request { url, source })
+        send(self.client.get(&url), url).await
     }
 }
 
@@ -233,20 +219,29 @@ impl ProxyProbe for HttpProbe {
             return self.route_tls(probe).await;
         }
         let url = format!("http://{}{}", probe.address, probe.path);
-        let response = self
+        let request = self
             .client
             .get(&url)
-            .header(reqwest::header::HOST, &probe.host)
-            .send()
-            .await
-            .map_err(|source| Error::Request {
-                url: url.clone(),
-                source,
-            })?;
-        let status = response.status().as_u16();
-        capped(response, url, MAX_PROBE_BODY_BYTES).await?;
-        Ok(status)
+            .header(reqwest::header::HOST, &probe.host);
+        route_status(request, url).await
     }
+}
+
+/// Sends `request`; a failure names `url`.
+async fn send(request: reqwest::RequestBuilder, url: String) -> Result<reqwest::Response> {
+    request
+        .send()
+        .await
+        .map_err(|source| Error::Request { url, source })
+}
+
+/// The status a route answers `request` (to `url`) with; its body is read, up to
+/// [`MAX_PROBE_BODY_BYTES`], so a route that never finishes its answer fails the probe.
+async fn route_status(request: reqwest::RequestBuilder, url: String) -> Result<u16> {
+    let response = send(request, url.clone()).await?;
+    let status = response.status().as_u16();
+    capped(response, url, MAX_PROBE_BODY_BYTES).await?;
+    Ok(status)
 }
 
 /// The body of `response`, at most `limit` bytes; more is [`Error::TooLarge`] naming `url`.

@@ -8,20 +8,46 @@ use serde::de::DeserializeOwned;
 
 use super::{Api, ClientConfig, Error, HttpClient, QueryMeta, Request, Response};
 
-/// How an API client's error type reports a failed request and an unencodable body, so the
+/// A request that failed at a named step: the `Request` variant of the Consul and Nomad
+/// errors, in one place so both read "failed to `step`: `cause`" alike.
+#[derive(Debug, thiserror::Error)]
+#[error("failed to {op}: {source}")]
+pub struct RequestFailed {
+    /// The step that failed, e.g. `read KV key proxy-operator/config`.
+    pub op: String,
+    /// The cause.
+    #[source]
+    pub source: Box<Error>,
+}
+
+/// A request body that could not be encoded: the `Encode` variant of the Consul and Nomad
+/// errors.
+#[derive(Debug, thiserror::Error)]
+#[error("failed to encode {what}: {source}")]
+pub struct EncodeFailed {
+    /// What was being encoded.
+    pub what: &'static str,
+    /// The cause.
+    #[source]
+    pub source: serde_json::Error,
+}
+
+/// How an API client's error type carries a failed request and an unencodable body, so the
 /// Consul and Nomad clients share one [`ApiClient`] instead of each wrapping [`HttpClient`].
-pub trait ClientError: Sized {
+pub trait ClientError: From<RequestFailed> + From<EncodeFailed> {
     /// The API whose errors these are.
     const API: Api;
 
-    /// A request that failed at step `op` (`read KV key x`).
-    fn request(op: String, source: Error) -> Self;
-
-    /// A request body that could not be encoded.
-    fn encode(what: &'static str, source: serde_json::Error) -> Self;
-
     /// The transport failure inside, when the error is one.
     fn transport(&self) -> Option<&Error>;
+
+    /// A request that failed at step `op` (`read KV key x`).
+    fn request(op: String, source: Error) -> Self {
+        Self::from(RequestFailed {
+            op,
+            source: Box::new(source),
+        })
+    }
 
     /// True when the same call may succeed later (see [`Error::is_retryable`]); errors that
     /// are not transport failures (conflicts, validation) never are.
@@ -47,37 +73,46 @@ pub trait ClientError: Sized {
 }
 
 /// Implements [`ClientError`] for an API module's `Error` enum, which has the variants
-/// `Request { op: String, source: Box<transport::Error> }` and
-/// `Encode { what: &'static str, source: serde_json::Error }`: the Consul and Nomad errors are
-/// two enums (one per module) whose request and encoding failures read alike.
+/// `Request(#[from] RequestFailed)` and `Encode(#[from] EncodeFailed)`, and gives it the
+/// classifiers both APIs answer alike (`is_retryable`, `status`, `injected`). What differs
+/// (`is_forbidden`, `is_conflict`) each module writes itself.
 macro_rules! impl_client_error {
     ($error:ident, $api:expr) => {
         impl $crate::transport::ClientError for $error {
             const API: $crate::transport::Api = $api;
 
-            fn request(op: String, source: $crate::transport::Error) -> Self {
-                $error::Request {
-                    op,
-                    source: Box::new(source),
-                }
-            }
-
-            fn encode(what: &'static str, source: serde_json::Error) -> Self {
-                $error::Encode { what, source }
-            }
-
             fn transport(&self) -> Option<&$crate::transport::Error> {
                 match self {
-                    $error::Request { source, .. } => Some(source),
+                    $error::Request(failed) => Some(&failed.source),
                     _ => None,
                 }
+            }
+        }
+
+        impl $error {
+            /// True when the same call may succeed later (network trouble, 429, transient
+            /// 5xx). Conflicts, refusals and other 4xx are terminal.
+            pub fn is_retryable(&self) -> bool {
+                $crate::transport::ClientError::transport_retryable(self)
+            }
+
+            /// The HTTP status, when the server answered with an error.
+            pub fn status(&self) -> Option<u16> {
+                $crate::transport::ClientError::transport_status(self)
+            }
+
+            /// An error as the server would produce it with `status`; for fakes and tests.
+            pub fn injected(op: &str, status: u16, message: &str) -> $error {
+                <$error as $crate::transport::ClientError>::answered(op, status, message)
             }
         }
     };
 }
 pub(crate) use impl_client_error;
 
-/// An [`HttpClient`] whose failures name the step and come back as the API's error `E`.
+/// An [`HttpClient`] whose failures name the step and come back as the API's error `E`: the
+/// one client type of both APIs (`consul::ConsulClient` and `nomad::NomadClient` are this
+/// type with their error), built once from a [`ClientConfig`].
 pub struct ApiClient<E> {
     http: HttpClient,
     error: PhantomData<fn() -> E>,
@@ -99,17 +134,13 @@ impl<E> fmt::Debug for ApiClient<E> {
 }
 
 impl<E: ClientError> ApiClient<E> {
-    /// Wraps `http`.
-    pub fn new(http: HttpClient) -> ApiClient<E> {
-        ApiClient {
-            http,
+    /// A client built from `config` (see [`HttpClient::new`], [`ClientConfig::consul_from_env`]
+    /// and [`ClientConfig::nomad_from_env`]).
+    pub fn new(config: &ClientConfig) -> Result<ApiClient<E>, Error> {
+        Ok(ApiClient {
+            http: HttpClient::new(config)?,
             error: PhantomData,
-        }
-    }
-
-    /// An HTTP client built from `config` (see [`HttpClient::new`]).
-    pub fn for_config(config: &ClientConfig) -> Result<ApiClient<E>, Error> {
-        Ok(ApiClient::new(HttpClient::new(config)?))
+        })
     }
 
     /// The underlying HTTP client.
@@ -125,22 +156,28 @@ impl<E: ClientError> ApiClient<E> {
             .map_err(|source| E::request(op(), source))
     }
 
-    /// [`HttpClient::send_json`], failing as step `op`.
+    /// [`ApiClient::send`], then the JSON body decoded; the response is kept for its headers
+    /// (index, leader).
     pub async fn json<T: DeserializeOwned>(
         &self,
-        op: impl FnOnce() -> String,
+        op: impl Fn() -> String,
         request: Request,
     ) -> Result<(T, Response), E> {
-        self.http
-            .send_json(request)
-            .await
-            .map_err(|source| E::request(op(), source))
+        let response = self.send(&op, request).await?;
+        Ok((Self::decode(op, &response)?, response))
+    }
+
+    fn decode<T: DeserializeOwned>(
+        op: impl FnOnce() -> String,
+        response: &Response,
+    ) -> Result<T, E> {
+        response.json().map_err(|source| E::request(op(), source))
     }
 
     /// A read's decoded body with its index metadata (blocking reads and plain lists alike).
     pub async fn read<T: DeserializeOwned>(
         &self,
-        op: impl FnOnce() -> String,
+        op: impl Fn() -> String,
         request: Request,
     ) -> Result<(T, QueryMeta), E> {
         let (body, response) = self.json(op, request).await?;
@@ -149,7 +186,7 @@ impl<E: ClientError> ApiClient<E> {
 
     /// `GET /v1/status/leader`, which Consul and Nomad both serve: the Raft leader's address,
     /// `""` when there is none.
-    pub async fn status_leader(&self) -> Result<String, E> {
+    pub async fn raft_leader(&self) -> Result<String, E> {
         self.json(
             || "read the Raft leader".to_owned(),
             Request::get("/v1/status/leader"),
@@ -168,10 +205,7 @@ impl<E: ClientError> ApiClient<E> {
         if response.status == 404 {
             return Ok((None, response.meta));
         }
-        match response.json() {
-            Ok(value) => Ok((Some(value), response.meta)),
-            Err(source) => Err(E::request(op(), source)),
-        }
+        Ok((Some(Self::decode(op, &response)?), response.meta))
     }
 
     /// Sets `body` as the request's JSON body.
@@ -180,6 +214,8 @@ impl<E: ClientError> ApiClient<E> {
         request: Request,
         body: &T,
     ) -> Result<Request, E> {
-        request.json(body).map_err(|source| E::encode(what, source))
+        request
+            .json(body)
+            .map_err(|source| E::from(EncodeFailed { what, source }))
     }
 }

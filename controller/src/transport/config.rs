@@ -564,9 +564,12 @@ mod tests {
         ]))
         .unwrap();
         let flags = NomadFlags {
-            addr: Some("http://b:4646".into()),
-            region: Some("us".into()),
-            rate_limit: NonZeroU32::new(5),
+            overrides: Overrides {
+                addr: Some("http://b:4646".into()),
+                region: Some("us".into()),
+                rate_limit: NonZeroU32::new(5),
+                ..Overrides::default()
+            },
             ..NomadFlags::default()
         };
         c.apply(flags.into()).unwrap();

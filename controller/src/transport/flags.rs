@@ -6,6 +6,7 @@ use std::marker::PhantomData;
 use std::num::NonZeroU32;
 use std::path::PathBuf;
 
+use clap::builder::ValueParser;
 use clap::{Arg, ArgAction, ArgMatches, Command, value_parser};
 
 use super::{Api, CONSUL_DEFAULT_RATE, NOMAD_DEFAULT_RATE, Overrides};
@@ -169,22 +170,11 @@ impl SettingNames {
     fn augment(&self, cmd: Command) -> Command {
         let api = self.api;
         let overrides = |what: &str, env: &str| format!("{what} (overrides {env})");
-        let path = |name: Name, value: &'static str, what: &str| {
-            option(
-                name.flag,
-                value,
-                value_parser!(PathBuf),
-                overrides(what, name.env),
-            )
+        let named = |name: Name, value: &'static str, parser: ValueParser, what: &str| {
+            option(name.flag, value, parser, overrides(what, name.env))
         };
-        let text = |name: Name, value: &'static str, what: &str| {
-            option(
-                name.flag,
-                value,
-                value_parser!(String),
-                overrides(what, name.env),
-            )
-        };
+        let path = |name, value, what: &str| named(name, value, ValueParser::path_buf(), what);
+        let text = |name, value, what: &str| named(name, value, ValueParser::string(), what);
         let token_file_env = self.token_file_env.unwrap_or(self.token_env);
         let verify_env = match self.skip_verify_env {
             VerifyVariable::Skip(name) | VerifyVariable::Verify(name) => name,
@@ -238,7 +228,7 @@ impl SettingNames {
 fn option(
     flag: &'static str,
     value_name: &'static str,
-    parser: impl clap::builder::IntoResettable<clap::builder::ValueParser>,
+    parser: impl clap::builder::IntoResettable<ValueParser>,
     help: String,
 ) -> Arg {
     Arg::new(flag)
@@ -281,28 +271,9 @@ pub type NomadFlags = ApiFlags<NomadNames>;
 /// token on the command line would be visible to every user through the process list.
 #[derive(Debug, Clone, Default)]
 pub struct ApiFlags<N> {
-    /// Address.
-    pub addr: Option<String>,
-    /// File holding the ACL token.
-    pub token_file: Option<PathBuf>,
-    /// CA certificate file.
-    pub ca_file: Option<PathBuf>,
-    /// Directory of CA certificates.
-    pub ca_path: Option<PathBuf>,
-    /// Client certificate.
-    pub client_cert: Option<PathBuf>,
-    /// Client key.
-    pub client_key: Option<PathBuf>,
-    /// Server name to verify.
-    pub server_name: Option<String>,
-    /// Skip TLS verification.
-    pub skip_verify: bool,
-    /// Namespace.
-    pub namespace: Option<String>,
-    /// Region (Nomad; always `None` for Consul, which has no such flag).
-    pub region: Option<String>,
-    /// Requests per second.
-    pub rate_limit: Option<NonZeroU32>,
+    /// What the flags set, in the shape [`ClientConfig::apply`](super::ClientConfig::apply)
+    /// takes; `token` stays `None`, since no flag carries one.
+    pub overrides: Overrides,
     /// Which table names the flags; visible to the module's tests, which build flags in place.
     pub(super) names: PhantomData<N>,
 }
@@ -335,39 +306,29 @@ impl<N: ApiNames> clap::FromArgMatches for ApiFlags<N> {
             }
         }
         let names = N::NAMES;
-        set(matches, names.addr.flag, &mut self.addr);
-        set(matches, names.token_file_flag, &mut self.token_file);
-        set(matches, names.ca_file.flag, &mut self.ca_file);
-        set(matches, names.ca_path.flag, &mut self.ca_path);
-        set(matches, names.client_cert.flag, &mut self.client_cert);
-        set(matches, names.client_key.flag, &mut self.client_key);
-        set(matches, names.server_name.flag, &mut self.server_name);
-        self.skip_verify |= matches.get_flag(names.skip_verify_flag);
-        set(matches, names.namespace.flag, &mut self.namespace);
-        if let Some(region) = names.region {
-            set(matches, region.flag, &mut self.region);
+        let o = &mut self.overrides;
+        set(matches, names.addr.flag, &mut o.addr);
+        set(matches, names.token_file_flag, &mut o.token_file);
+        set(matches, names.ca_file.flag, &mut o.ca_file);
+        set(matches, names.ca_path.flag, &mut o.ca_path);
+        set(matches, names.client_cert.flag, &mut o.client_cert);
+        set(matches, names.client_key.flag, &mut o.client_key);
+        set(matches, names.server_name.flag, &mut o.server_name);
+        if matches.get_flag(names.skip_verify_flag) {
+            o.skip_verify = Some(true);
         }
-        set(matches, names.rate_limit_flag, &mut self.rate_limit);
+        set(matches, names.namespace.flag, &mut o.namespace);
+        if let Some(region) = names.region {
+            set(matches, region.flag, &mut o.region);
+        }
+        set(matches, names.rate_limit_flag, &mut o.rate_limit);
         Ok(())
     }
 }
 
 impl<N> From<ApiFlags<N>> for Overrides {
     fn from(f: ApiFlags<N>) -> Overrides {
-        Overrides {
-            addr: f.addr,
-            token: None,
-            token_file: f.token_file,
-            ca_file: f.ca_file,
-            ca_path: f.ca_path,
-            client_cert: f.client_cert,
-            client_key: f.client_key,
-            server_name: f.server_name,
-            skip_verify: f.skip_verify.then_some(true),
-            namespace: f.namespace,
-            region: f.region,
-            rate_limit: f.rate_limit,
-        }
+        f.overrides
     }
 }
 
@@ -396,15 +357,16 @@ mod tests {
             "--nomad-rate-limit=7",
         ])
         .unwrap();
-        assert_eq!(both.consul.addr.as_deref(), Some("c:8500"));
-        assert_eq!(both.consul.ca_file, Some(PathBuf::from("/c.pem")));
-        assert!(both.consul.skip_verify);
-        assert_eq!(both.consul.region, None);
-        assert_eq!(both.nomad.addr.as_deref(), Some("n:4646"));
-        assert_eq!(both.nomad.ca_file, None);
-        assert!(!both.nomad.skip_verify);
-        assert_eq!(both.nomad.region.as_deref(), Some("eu"));
-        assert_eq!(both.nomad.rate_limit, NonZeroU32::new(7));
+        let (consul, nomad) = (both.consul.overrides, both.nomad.overrides);
+        assert_eq!(consul.addr.as_deref(), Some("c:8500"));
+        assert_eq!(consul.ca_file, Some(PathBuf::from("/c.pem")));
+        assert_eq!(consul.skip_verify, Some(true));
+        assert_eq!(consul.region, None);
+        assert_eq!(nomad.addr.as_deref(), Some("n:4646"));
+        assert_eq!(nomad.ca_file, None);
+        assert_eq!(nomad.skip_verify, None);
+        assert_eq!(nomad.region.as_deref(), Some("eu"));
+        assert_eq!(nomad.rate_limit, NonZeroU32::new(7));
         assert!(Both::try_parse_from(["x", "--consul-region=eu"]).is_err());
     }
 }

@@ -354,17 +354,6 @@ impl HttpClient {
         &self.inner.endpoint
     }
 
-    /// Sends `request` (as [`HttpClient::send`]) and decodes its JSON body, keeping the response
-    /// for its headers (index, leader).
-    pub async fn send_json<T: DeserializeOwned>(
-        &self,
-        request: Request,
-    ) -> Result<(T, Response), Error> {
-        let response = self.send(request).await?;
-        let value = response.json()?;
-        Ok((value, response))
-    }
-
     /// Sends `request`, waiting for the rate limiter, retrying with full-jitter exponential
     /// backoff when the request's [`Retry`] mode and the error allow it.
     pub async fn send(&self, request: Request) -> Result<Response, Error> {
@@ -454,21 +443,21 @@ impl HttpClient {
     async fn attempt(&self, request: &Request) -> Result<Response, Error> {
         let path = request.path();
         let class = metrics::endpoint_class(&path);
+        // A span's name is static metadata, so each API spells its own; the fields are shared.
+        macro_rules! request_span {
+            ($name:literal) => {
+                tracing::info_span!(
+                    $name,
+                    otel.name = format!("{} {} {class}", $name, request.method),
+                    http.request.method = %request.method,
+                    class,
+                    http.response.status_code = tracing::field::Empty,
+                )
+            };
+        }
         let span = match self.inner.api {
-            Api::Consul => tracing::info_span!(
-                "consul",
-                otel.name = format!("consul {} {class}", request.method),
-                http.request.method = %request.method,
-                class,
-                http.response.status_code = tracing::field::Empty,
-            ),
-            Api::Nomad => tracing::info_span!(
-                "nomad",
-                otel.name = format!("nomad {} {class}", request.method),
-                http.request.method = %request.method,
-                class,
-                http.response.status_code = tracing::field::Empty,
-            ),
+            Api::Consul => request_span!("consul"),
+            Api::Nomad => request_span!("nomad"),
         };
         self.inner.limiter.until_ready().await;
         let started = Instant::now();

@@ -16,7 +16,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 pub(crate) use client::impl_client_error;
-pub use client::{ApiClient, ClientError};
+pub use client::{ApiClient, ClientError, EncodeFailed, RequestFailed};
 pub use config::{
     CONSUL_DEFAULT_RATE, ClientConfig, Endpoint, NOMAD_DEFAULT_RATE, Overrides, RateLimit,
     RetryPolicy, Timeouts, TlsSettings, Token,

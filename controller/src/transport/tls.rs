@@ -154,6 +154,41 @@ pub(crate) fn accept_any_certificate(provider: Arc<CryptoProvider>) -> Arc<dyn S
     Arc::new(Verifier::AcceptAny(provider))
 }
 
+/// The TLS version of a handshake signature: 1.2 and 1.3 check them by different rules.
+#[derive(Debug, Clone, Copy)]
+enum Version {
+    Tls12,
+    Tls13,
+}
+
+impl Verifier {
+    /// Checks a handshake signature: with the provider's algorithms when any certificate is
+    /// accepted (skip-verify still proves the peer holds the presented key), else as the
+    /// wrapped verifier does.
+    fn signature(
+        &self,
+        version: Version,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        let inner = match self {
+            Verifier::AcceptAny(provider) => {
+                let algorithms = &provider.signature_verification_algorithms;
+                return match version {
+                    Version::Tls12 => verify_tls12_signature(message, cert, dss, algorithms),
+                    Version::Tls13 => verify_tls13_signature(message, cert, dss, algorithms),
+                };
+            }
+            Verifier::As { inner, .. } => inner,
+        };
+        match version {
+            Version::Tls12 => inner.verify_tls12_signature(message, cert, dss),
+            Version::Tls13 => inner.verify_tls13_signature(message, cert, dss),
+        }
+    }
+}
+
 impl ServerCertVerifier for Verifier {
     fn verify_server_cert(
         &self,
@@ -177,15 +212,7 @@ impl ServerCertVerifier for Verifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        match self {
-            Verifier::AcceptAny(provider) => verify_tls12_signature(
-                message,
-                cert,
-                dss,
-                &provider.signature_verification_algorithms,
-            ),
-            Verifier::As { inner, .. } => inner.verify_tls12_signature(message, cert, dss),
-        }
+        self.signature(Version::Tls12, message, cert, dss)
     }
 
     fn verify_tls13_signature(
@@ -194,15 +221,7 @@ impl ServerCertVerifier for Verifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        match self {
-            Verifier::AcceptAny(provider) => verify_tls13_signature(
-                message,
-                cert,
-                dss,
-                &provider.signature_verification_algorithms,
-            ),
-            Verifier::As { inner, .. } => inner.verify_tls13_signature(message, cert, dss),
-        }
+        self.signature(Version::Tls13, message, cert, dss)
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {

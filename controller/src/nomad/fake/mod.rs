@@ -20,9 +20,9 @@ use serde_json::{Value, json};
 use tokio::time::Instant;
 
 use super::{
-    AllocationStub, Deployment, DeploymentUpdateResponse, ENFORCE_INDEX_PREFIX, Error, Job,
-    JobVersions, JobWriteResponse, NomadApi, PlanResponse, Result, ServiceNamespace,
-    ServiceRegistration, unwrap_job,
+    AllocationStub, Deployment, DeploymentUpdateResponse, Error, Job, JobVersions,
+    JobWriteResponse, NomadApi, PlanResponse, Result, ServiceNamespace, ServiceRegistration,
+    unwrap_job,
 };
 pub use crate::transport::fake::Call;
 use crate::transport::fake::{Indexed, Model, Recorder};
@@ -281,13 +281,7 @@ impl NomadApi for FakeNomad {
         let body = json!({"Job": unwrap_job(job)});
         let result = match self.with(|n| n.register(&body, enforce_index)) {
             Ok(answer) => decode(&op, answer),
-            Err(e) if e.status == 500 && e.message.starts_with(ENFORCE_INDEX_PREFIX) => {
-                Err(Error::EnforceIndexConflict {
-                    job: id,
-                    message: e.message,
-                })
-            }
-            Err(e) => Err(api_error(&op, e)),
+            Err(e) => Err(api_error(&op, e).of_register(&id)),
         };
         self.lost_answer("job_register", result)
     }
@@ -315,17 +309,7 @@ impl NomadApi for FakeNomad {
         let op = format!("revert job {id} to version {version}");
         let result = match self.with(|n| n.revert(id, version, enforce_prior_version)) {
             Ok(answer) => decode(&op, answer),
-            Err(e)
-                if e.status == 500
-                    && (e.message.starts_with("Current job has version")
-                        || e.message.starts_with(ENFORCE_INDEX_PREFIX)) =>
-            {
-                Err(Error::PriorVersionConflict {
-                    job: id.to_owned(),
-                    message: e.message,
-                })
-            }
-            Err(e) => Err(api_error(&op, e)),
+            Err(e) => Err(api_error(&op, e).of_revert(id)),
         };
         self.lost_answer("job_revert", result)
     }

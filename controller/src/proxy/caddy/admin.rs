@@ -168,6 +168,21 @@ impl HttpCaddyAdmin {
         }
         Ok((status, body))
     }
+
+    /// `GET <base><path>`, decoded; an answer outside 2xx is [`Error::Status`] with Caddy's
+    /// text.
+    async fn read<T: serde::de::DeserializeOwned>(&self, path: &str) -> Result<T> {
+        let url = format!("{}{path}", self.base);
+        let (status, body) = self.send(self.client.get(&url), &url, READ_TIMEOUT).await?;
+        if !(200..300).contains(&status) {
+            return Err(Error::Status {
+                url,
+                status,
+                message: message(&body),
+            });
+        }
+        serde_json::from_slice(&body).map_err(|source| Error::Decode { url, source })
+    }
 }
 
 /// Caddy's error text: the `error` field of its JSON answer, or the body, cut to
@@ -214,18 +229,8 @@ impl CaddyAdmin for HttpCaddyAdmin {
     }
 
     async fn identity(&self) -> Result<Option<String>> {
-        let url = format!("{}{IDENTITY_PATH}", self.base);
-        let (status, body) = self.send(self.client.get(&url), &url, READ_TIMEOUT).await?;
-        if !(200..300).contains(&status) {
-            return Err(Error::Status {
-                url,
-                status,
-                message: message(&body),
-            });
-        }
         // A config without `apps.http.@id` answers `null`.
-        let value: serde_json::Value =
-            serde_json::from_slice(&body).map_err(|source| Error::Decode { url, source })?;
+        let value: serde_json::Value = self.read(IDENTITY_PATH).await?;
         Ok(value
             .as_str()
             .filter(|s| s.starts_with(IDENTITY_PREFIX))
@@ -233,16 +238,7 @@ impl CaddyAdmin for HttpCaddyAdmin {
     }
 
     async fn upstreams(&self) -> Result<Vec<UpstreamStatus>> {
-        let url = format!("{}/reverse_proxy/upstreams", self.base);
-        let (status, body) = self.send(self.client.get(&url), &url, READ_TIMEOUT).await?;
-        if !(200..300).contains(&status) {
-            return Err(Error::Status {
-                url,
-                status,
-                message: message(&body),
-            });
-        }
-        serde_json::from_slice(&body).map_err(|source| Error::Decode { url, source })
+        self.read("/reverse_proxy/upstreams").await
     }
 }
 
