@@ -486,10 +486,6 @@ pub struct Deployment {
     pub job_version: u64,
     /// JobModifyIndex of that version.
     pub job_modify_index: u64,
-    /// Spec modify index.
-    pub job_spec_modify_index: u64,
-    /// Job create index.
-    pub job_create_index: u64,
     /// Per task group progress.
     #[serde(deserialize_with = "null_as_default")]
     pub task_groups: BTreeMap<String, DeploymentTaskGroup>,
