@@ -154,26 +154,16 @@ where
         let now = Instant::now();
         let started = at_rest_before.is_some_and(|before| self.phase != *before);
         let metrics = self.observer.surface.as_ref().map(|s| s.metrics().clone());
-        if let Some((root, plan, t0)) = self.observer.planning.take() {
-            if started {
-                let digest = self
-                    .phase
-                    .change()
-                    .map(|c| c.digest.clone())
-                    .or_else(|| self.store.status.last_attempted_digest.clone())
-                    .unwrap_or_default();
-                root.record("digest", short(&digest));
-                let mut timer = RolloutTimer::default();
-                timer.enter(RolloutStage::Plan, t0.into_std());
-                self.observer.rollout = Some(RolloutTrace {
-                    root,
-                    stage: RolloutStage::Plan,
-                    stage_span: plan,
-                    timer,
-                });
-            } else {
-                root.record("outcome", "none");
-            }
+        if started {
+            let digest = self
+                .phase
+                .change()
+                .map(|c| c.digest.clone())
+                .or_else(|| self.store.status.last_attempted_digest.clone())
+                .unwrap_or_default();
+            self.observer.rollout_started(&digest);
+        } else if let Some((root, _, _)) = self.observer.planning.take() {
+            root.record("outcome", "none");
         }
         if let Some(mut trace) = self.observer.rollout.take() {
             match outcome_of(&self.phase) {
@@ -274,6 +264,44 @@ impl Observer {
         });
         trace.enter(stage, now);
         trace.stage_span.clone()
+    }
+
+    /// The pass is about to carry out the machine's effects: `stage` is `Apply` when they carry
+    /// the change forward, `Rollback` when they revert it. Returns their span, a child of the
+    /// rollout's root (the API calls they make nest under it). A pass at rest that gets here
+    /// has started a rollout (`digest`): its planning root becomes the rollout's.
+    pub(super) fn effects_starting(
+        &mut self,
+        stage: RolloutStage,
+        digest: &str,
+        now: Instant,
+    ) -> Span {
+        self.rollout_started(digest);
+        match &mut self.rollout {
+            Some(trace) => {
+                trace.enter(stage, now);
+                trace.stage_span.clone()
+            }
+            // Unreachable in practice (a pass in flight always has a trace): the effects then
+            // run in the pass's own span.
+            None => Span::current(),
+        }
+    }
+
+    /// The pass at rest now running started a rollout of `digest`: its root span becomes the
+    /// rollout's, with its plan span as the first stage. Nothing when it already did.
+    fn rollout_started(&mut self, digest: &str) {
+        if let Some((root, plan, t0)) = self.planning.take() {
+            root.record("digest", short(digest));
+            let mut timer = RolloutTimer::default();
+            timer.enter(RolloutStage::Plan, t0.into_std());
+            self.rollout = Some(RolloutTrace {
+                root,
+                stage: RolloutStage::Plan,
+                stage_span: plan,
+                timer,
+            });
+        }
     }
 
     /// The pass failed; `label` is the error variant ([`super::Error::label`]).
