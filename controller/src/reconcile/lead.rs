@@ -153,6 +153,7 @@ where
             .to_string(),
         };
         info!(session = %term.session, %leader, "leading: resuming from the status document and the journal in Consul");
+        self.observer.term_started();
         self.store.fence = Some(term.fence());
         self.store.leader = Some(leader);
         if let Some(lead) = &mut self.lead {

@@ -57,6 +57,22 @@ where
                 proxy_host: self.config.proxy_host.clone(),
             },
         ));
+        // Under election the surface follows the leader's status while this replica does
+        // not lead, and shows what this loop writes while it does.
+        let role =
+            self.observer
+                .surface
+                .clone()
+                .zip(self.leadership())
+                .map(|(surface, leadership)| {
+                    tokio::spawn(crate::server::serve_by_role(
+                        Arc::clone(&self.consul),
+                        self.config.prefix.clone(),
+                        self.config.proxy_host.clone(),
+                        surface,
+                        leadership,
+                    ))
+                });
         let users_watcher = tokio::spawn(self.users.watcher(
             Arc::clone(&self.consul),
             self.config.resync.min(MAX_WATCH_WAIT),
@@ -131,6 +147,9 @@ where
         }
         watcher.abort();
         users_watcher.abort();
+        if let Some(role) = role {
+            role.abort();
+        }
         self.stop_leading().await;
         info!("operator stopped");
     }
@@ -302,6 +321,13 @@ impl Observer {
                 timer,
             });
         }
+    }
+
+    /// A term starts: the surface was showing what the last leader wrote (followed), so the
+    /// first status this leader holds is published whether or not it differs from the last
+    /// one this replica published.
+    pub(super) fn term_started(&mut self) {
+        self.published = None;
     }
 
     /// The pass failed; `label` is the error variant ([`super::Error::label`]).

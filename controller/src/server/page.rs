@@ -111,7 +111,7 @@ pub(super) fn live(s: &Snapshot) -> String {
         r#"<header><h1>proxy-operator</h1><span class="badge {cls}" id="phase">{phase}</span><span class="badge">{role}</span>{ready}</header>"#,
         cls = phase_class(phase),
         phase = phase_name(phase),
-        ready = if s.ready.watch_established && s.ready.pass_completed {
+        ready = if s.ready.check(s.role).is_ok() {
             ""
         } else {
             r#"<span class="badge warn">not ready</span>"#
