@@ -26,6 +26,7 @@ use prometheus_client::registry::{Registry, Unit};
 use crate::spec::status::{Outcome, Phase};
 
 mod certs;
+pub mod probe;
 
 pub use certs::{
     CertificateFile, CertificateInfo, certificate_from_der, certificates_from_pem, scan_cert_dir,
@@ -484,8 +485,14 @@ impl Metrics {
     /// or `None` when no response came (connect error, timeout), `latency` until the response
     /// head (or the failure).
     pub fn api_request(&self, api: Api, class: &str, status: Option<u16>, latency: Duration) {
-        let class = sanitize(class);
         let code = status.map_or_else(|| "error".to_owned(), |s| s.to_string());
+        self.request_answered(api, class, code, latency);
+    }
+
+    /// One request with its `code` label: a status code, `error` (no answer), or what a call
+    /// that reports no code tells ([`probe::MeteredProbe`]: `non_200`).
+    fn request_answered(&self, api: Api, class: &str, code: String, latency: Duration) {
+        let class = sanitize(class);
         self.inner
             .requests
             .get_or_create(&RequestLabels {
