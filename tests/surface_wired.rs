@@ -146,6 +146,18 @@ fn attribute(span: &Span, key: &str) -> Option<String> {
         })
 }
 
+/// The names of `root`'s children in the order they started (a stage's span closes after the
+/// pass that ran in it, so the export order is not the stage order).
+fn stages<'a>(spans: &[&'a Span], root: &Span) -> Vec<&'a str> {
+    let mut children: Vec<&Span> = spans
+        .iter()
+        .filter(|s| s.parent_span_id == root.span_id)
+        .copied()
+        .collect();
+    children.sort_by_key(|s| s.start_time_unix_nano);
+    children.iter().map(|s| s.name.as_str()).collect()
+}
+
 // === one operator on the twin, as `run` wires it ===
 
 struct World {
@@ -545,11 +557,7 @@ async fn metrics_count_a_real_rollout_and_rollback_and_each_rollout_is_one_trace
         .iter()
         .filter(|s| s.trace_id == root.trace_id)
         .collect();
-    let children: Vec<&str> = in_trace
-        .iter()
-        .filter(|s| s.parent_span_id == root.span_id)
-        .map(|s| s.name.as_str())
-        .collect();
+    let children = stages(&in_trace, root);
     assert_eq!(
         children,
         ["plan", "apply", "verify"],
@@ -631,11 +639,8 @@ async fn metrics_count_a_real_rollout_and_rollback_and_each_rollout_is_one_trace
         );
         tokio::time::sleep(Duration::from_millis(250)).await;
     };
-    let children: Vec<&str> = spans
-        .iter()
-        .filter(|s| s.parent_span_id == root.span_id)
-        .map(|s| s.name.as_str())
-        .collect();
+    let in_trace: Vec<&Span> = spans.iter().collect();
+    let children = stages(&in_trace, &root);
     assert_eq!(children, ["plan", "apply", "verify", "rollback"]);
     let rollback = spans
         .iter()

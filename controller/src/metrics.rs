@@ -21,7 +21,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::metrics::info::Info;
-use prometheus_client::registry::{Registry, Unit};
+use prometheus_client::registry::{Metric, Registry, Unit};
 
 use crate::spec::status::{Outcome, Phase};
 
@@ -29,7 +29,8 @@ mod certs;
 pub mod probe;
 
 pub use certs::{
-    CertificateFile, CertificateInfo, certificate_from_der, certificates_from_pem, scan_cert_dir,
+    CertificateFile, CertificateInfo, Urgency, certificate_from_der, certificates_from_pem,
+    scan_cert_dir,
 };
 
 /// `Content-Type` of [`Metrics::encode`]'s output.
@@ -303,88 +304,97 @@ impl Metrics {
     #[must_use]
     pub fn new() -> Self {
         let mut registry = Registry::with_prefix("proxy_operator");
-        let passes = Family::<OutcomeLabel, Counter>::default();
-        registry.register(
+        let r = &mut registry;
+        let passes = registered(
+            r,
             "reconcile_passes",
             "Reconcile passes, by outcome (ok or error)",
-            passes.clone(),
+            None,
+            Family::<OutcomeLabel, Counter>::default(),
         );
-        let pass_errors = Family::<ReasonLabel, Counter>::default();
-        registry.register(
+        let pass_errors = registered(
+            r,
             "reconcile_errors",
             "Failed reconcile passes, by reason",
-            pass_errors.clone(),
+            None,
+            Family::<ReasonLabel, Counter>::default(),
         );
-        let rollouts = Family::<OutcomeLabel, Counter>::default();
-        registry.register(
+        let rollouts = registered(
+            r,
             "rollouts",
             "Finished rollouts, by outcome (succeeded, rolled_back, failed, held)",
-            rollouts.clone(),
+            None,
+            Family::<OutcomeLabel, Counter>::default(),
         );
-        let rollout_duration: HistogramFamily<StageLabel> =
-            Family::new_with_constructor(rollout_histogram);
-        registry.register_with_unit(
+        let rollout_duration: HistogramFamily<StageLabel> = registered(
+            r,
             "rollout_phase_duration",
             "Time a rollout spent in each phase (plan, apply, verify, rollback)",
-            Unit::Seconds,
-            rollout_duration.clone(),
+            Some(Unit::Seconds),
+            Family::new_with_constructor(rollout_histogram),
         );
-        let phase = Family::<StageLabel, Gauge>::default();
-        registry.register(
+        let phase = registered(
+            r,
             "phase",
             "The status phase: 1 for the current phase, 0 for every other",
-            phase.clone(),
+            None,
+            Family::<StageLabel, Gauge>::default(),
         );
-        let leader = Gauge::default();
-        registry.register(
+        let leader = registered(
+            r,
             "leader",
             "1 while this replica holds the leader lock",
-            leader.clone(),
+            None,
+            Gauge::default(),
         );
-        let leader_changes = Counter::default();
-        registry.register(
+        let leader_changes = registered(
+            r,
             "leader_changes",
             "Times this replica gained or lost the leader lock",
-            leader_changes.clone(),
+            None,
+            Counter::default(),
         );
-        let requests = Family::<RequestLabels, Counter>::default();
-        registry.register(
+        let requests = registered(
+            r,
             "api_requests",
             "Requests to Consul, Nomad and the proxy, by endpoint class and status code (error: no response)",
-            requests.clone(),
+            None,
+            Family::<RequestLabels, Counter>::default(),
         );
-        let request_duration: HistogramFamily<LatencyLabels> =
-            Family::new_with_constructor(latency_histogram);
-        registry.register_with_unit(
+        let request_duration: HistogramFamily<LatencyLabels> = registered(
+            r,
             "api_request_duration",
             "Latency of requests to Consul, Nomad and the proxy, by endpoint class",
-            Unit::Seconds,
-            request_duration.clone(),
+            Some(Unit::Seconds),
+            Family::new_with_constructor(latency_histogram),
         );
-        let watch_wakeups = Family::<WatchLabel, Counter>::default();
-        registry.register(
+        let watch_wakeups = registered(
+            r,
             "watch_wakeups",
             "Blocking queries that returned, by watch",
-            watch_wakeups.clone(),
+            None,
+            Family::<WatchLabel, Counter>::default(),
         );
-        let generation = Gauge::default();
-        registry.register(
+        let generation = registered(
+            r,
             "config_generation",
             "Distinct config documents (by digest) this replica has observed since it started",
-            generation.clone(),
+            None,
+            Gauge::default(),
         );
-        let modify_index = Gauge::default();
-        registry.register(
+        let modify_index = registered(
+            r,
             "config_modify_index",
             "Consul ModifyIndex of the config document last observed",
-            modify_index.clone(),
+            None,
+            Gauge::default(),
         );
-        let cert_expiry = Family::<FileLabel, Gauge<f64, AtomicU64>>::default();
-        registry.register_with_unit(
+        let cert_expiry = registered(
+            r,
             "certificate_expiry",
             "Seconds until the first certificate of each PEM file in certDir expires (negative: expired)",
-            Unit::Seconds,
-            cert_expiry.clone(),
+            Some(Unit::Seconds),
+            Family::<FileLabel, Gauge<f64, AtomicU64>>::default(),
         );
         registry.register(
             "build",
@@ -597,7 +607,24 @@ fn sanitize(value: &str) -> String {
     }
 }
 
-fn unix_now() -> i64 {
+/// Registers `metric` (with its `unit`, if any) and returns the handle the registry shares.
+fn registered<M: Metric + Clone>(
+    registry: &mut Registry,
+    name: &str,
+    help: &str,
+    unit: Option<Unit>,
+    metric: M,
+) -> M {
+    match unit {
+        Some(unit) => registry.register_with_unit(name, help, unit, metric.clone()),
+        None => registry.register(name, help, metric.clone()),
+    }
+    metric
+}
+
+/// Now, in unix seconds (0 before the epoch): what certificate expiry is measured against.
+#[must_use]
+pub fn unix_now() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
@@ -606,21 +633,8 @@ fn unix_now() -> i64 {
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::panic)] // tests fail loudly
 mod tests {
+    use super::certs::tests::cert_pem;
     use super::*;
-
-    fn cert_pem(names: &[&str], not_after_unix: i64) -> (String, String) {
-        let mut params = rcgen::CertificateParams::new(
-            names.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>(),
-        )
-        .unwrap();
-        let epoch = rcgen::date_time_ymd(1970, 1, 1);
-        params.not_after = epoch + Duration::from_secs(u64::try_from(not_after_unix).unwrap());
-        params.not_before =
-            epoch + Duration::from_secs(u64::try_from(not_after_unix - 86_400 * 30).unwrap());
-        let key = rcgen::KeyPair::generate().unwrap();
-        let cert = params.self_signed(&key).unwrap();
-        (cert.pem(), key.serialize_pem())
-    }
 
     fn value_of(text: &str, line_start: &str) -> f64 {
         text.lines()

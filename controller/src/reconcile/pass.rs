@@ -119,9 +119,7 @@ where
                 if let Some(jc) = &change.job {
                     // Before the running proxy is touched: what would certainly fail the new
                     // version fails the document instead, and nothing changes.
-                    let now = SystemTime::now()
-                        .duration_since(SystemTime::UNIX_EPOCH)
-                        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+                    let now = crate::metrics::unix_now();
                     let errors = crate::proxy::preflight::check(
                         &loaded.spec,
                         &jc.job,

@@ -27,15 +27,6 @@ where
     N: NomadApi,
     P: ProxyProbe,
 {
-    /// Feeds `surface` (status page, readiness, metrics) from this loop: every pass, every
-    /// status it writes, every wake-up of the config watch, every finished rollout. Without it
-    /// the loop reports through the status document and the trace spans only.
-    #[must_use]
-    pub fn with_surface(mut self, surface: Surface) -> Self {
-        self.observer.surface = Some(surface);
-        self
-    }
-
     /// Runs passes until `shutdown` resolves: at start, after each change of the config key,
     /// when a pass asks to be requeued, and every resync interval.
     ///
@@ -231,7 +222,7 @@ where
 /// surface; the trace spans are made either way, and cost nothing without a subscriber.
 #[derive(Debug, Default)]
 pub(super) struct Observer {
-    surface: Option<Surface>,
+    pub(super) surface: Option<Surface>,
     /// The status last published to the surface.
     published: Option<ProxyStatus>,
     /// The rollout in flight: its root span, the span of its stage, its timer.
