@@ -204,16 +204,17 @@ where
             None => PassOutcome::Ok,
         });
         surface.pass_completed();
-        // What the page shows is what Consul holds: a status whose write failed is not shown
-        // (it is retried, and shown once written).
+        // What the page shows is what Consul holds: a status whose write failed (it is
+        // retried) or was paced is not shown until it is written.
+        let written = self.store.written();
         let fresh = self
             .observer
             .published
             .as_ref()
-            .is_none_or(|p| differs(p, &self.store.status));
+            .is_none_or(|p| differs(p, written));
         if self.store.write_error.is_none() && fresh {
-            surface.publish_status(&self.store.status);
-            self.observer.published = Some(self.store.status.clone());
+            surface.publish_status(written);
+            self.observer.published = Some(written.clone());
         }
     }
 }
