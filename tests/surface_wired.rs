@@ -18,7 +18,6 @@ use std::time::{Duration, Instant};
 use axum::body::Bytes;
 use hashistack_twin::{Twin, TwinConfig};
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
-use opentelemetry_proto::tonic::common::v1::any_value::Value;
 use opentelemetry_proto::tonic::trace::v1::Span;
 use prost::Message as _;
 use proxy_operator::consul::{ConsulApi, ConsulClient};
@@ -33,7 +32,7 @@ use proxy_operator::spec::status::{Phase, ProxyStatus};
 use proxy_operator::telemetry::{Otel, OtlpConfig};
 use proxy_operator::transport::{Api, ClientConfig, QueryOptions, Token};
 use support::{free_port, traefik_bin};
-use surface_common::{Exposition, parse_openmetrics};
+use surface_common::{Exposition, attribute, parse_openmetrics, spans_in, stages};
 use tracing_subscriber::layer::SubscriberExt as _;
 use tracing_subscriber::util::SubscriberInitExt as _;
 
@@ -123,39 +122,7 @@ fn recorded() -> &'static Recorded {
 }
 
 fn exported_spans() -> Vec<Span> {
-    recorded()
-        .spans
-        .lock()
-        .unwrap()
-        .iter()
-        .flat_map(|r| &r.resource_spans)
-        .flat_map(|rs| &rs.scope_spans)
-        .flat_map(|ss| ss.spans.clone())
-        .collect()
-}
-
-fn attribute(span: &Span, key: &str) -> Option<String> {
-    span.attributes
-        .iter()
-        .find(|kv| kv.key == key)
-        .and_then(|kv| kv.value.as_ref())
-        .and_then(|v| match &v.value {
-            Some(Value::StringValue(s)) => Some(s.clone()),
-            Some(Value::IntValue(i)) => Some(i.to_string()),
-            _ => None,
-        })
-}
-
-/// The names of `root`'s children in the order they started (a stage's span closes after the
-/// pass that ran in it, so the export order is not the stage order).
-fn stages<'a>(spans: &[&'a Span], root: &Span) -> Vec<&'a str> {
-    let mut children: Vec<&Span> = spans
-        .iter()
-        .filter(|s| s.parent_span_id == root.span_id)
-        .copied()
-        .collect();
-    children.sort_by_key(|s| s.start_time_unix_nano);
-    children.iter().map(|s| s.name.as_str()).collect()
+    spans_in(&recorded().spans.lock().unwrap())
 }
 
 // === one operator on the twin, as `run` wires it ===

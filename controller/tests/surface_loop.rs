@@ -7,28 +7,18 @@ mod surface_common;
 use std::time::Duration;
 
 use hashistack_twin::{Twin, TwinConfig};
-use proxy_operator::consul::{ConsulApi, ConsulClient};
+use proxy_operator::consul::ConsulApi;
 use proxy_operator::leader::{Elector, ElectorConfig};
 use proxy_operator::metrics::Metrics;
-use proxy_operator::nomad::NomadClient;
 use proxy_operator::probe::fake::FakeProbe;
 use proxy_operator::reconcile::{Config, Operator};
 use proxy_operator::server::{self, Role, Surface};
-use proxy_operator::transport::{Api, ClientConfig};
-use surface_common::{client, start};
+use surface_common::{client, start, twin_clients};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_page_follows_the_status_the_real_loop_writes() {
-    let _ = rustls::crypto::ring::default_provider().install_default();
     let twin = Twin::start(TwinConfig::default()).await.unwrap();
-    let consul = ConsulClient::new(
-        &ClientConfig::for_address(Api::Consul, &twin.consul_addr().to_string()).unwrap(),
-    )
-    .unwrap();
-    let nomad = NomadClient::new(
-        &ClientConfig::for_address(Api::Nomad, &twin.nomad_addr().to_string()).unwrap(),
-    )
-    .unwrap();
+    let (consul, nomad) = twin_clients(&twin);
     consul
         .kv_put(
             "proxy-operator/config",
@@ -121,14 +111,7 @@ async fn replica(
     name: &str,
     stop: tokio::sync::watch::Receiver<bool>,
 ) -> (Surface, std::net::SocketAddr, tokio::task::JoinHandle<()>) {
-    let consul = ConsulClient::new(
-        &ClientConfig::for_address(Api::Consul, &twin.consul_addr().to_string()).unwrap(),
-    )
-    .unwrap();
-    let nomad = NomadClient::new(
-        &ClientConfig::for_address(Api::Nomad, &twin.nomad_addr().to_string()).unwrap(),
-    )
-    .unwrap();
+    let (consul, nomad) = twin_clients(twin);
     let node = consul.agent_self().await.unwrap().config.node_name;
     let elector = Elector::spawn(
         consul.clone(),
@@ -168,12 +151,8 @@ async fn get_json(addr: std::net::SocketAddr, path: &str) -> (u16, serde_json::V
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_follower_serves_the_leaders_status_as_follower_and_takes_over_when_the_leader_stops() {
-    let _ = rustls::crypto::ring::default_provider().install_default();
     let twin = Twin::start(TwinConfig::default()).await.unwrap();
-    let writer = ConsulClient::new(
-        &ClientConfig::for_address(Api::Consul, &twin.consul_addr().to_string()).unwrap(),
-    )
-    .unwrap();
+    let (writer, _) = twin_clients(&twin);
     writer
         .kv_put(
             "proxy-operator/config",

@@ -1,13 +1,14 @@
 //! Trace export over OTLP/HTTP: an in-test receiver on loopback decodes what the operator sends.
 #![allow(clippy::unwrap_used, clippy::panic)] // tests fail loudly
 
+mod surface_common;
+
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::routing::post;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
-use std::time::Duration;
-
 use opentelemetry_proto::tonic::common::v1::any_value::Value;
 use opentelemetry_proto::tonic::trace::v1::Span;
 use prost::Message as _;
@@ -19,6 +20,7 @@ use proxy_operator::reconcile::{Config, Operator};
 use proxy_operator::render::{self, RenderContext};
 use proxy_operator::spec::{self, status::Phase};
 use proxy_operator::telemetry::{Otel, OtlpConfig};
+use surface_common::{attribute, spans_in, stages};
 use tracing_subscriber::layer::SubscriberExt as _;
 
 type Received = Arc<Mutex<Vec<ExportTraceServiceRequest>>>;
@@ -91,12 +93,7 @@ async fn a_rollout_span_tree_arrives_at_the_otlp_endpoint_with_the_service_name(
         .unwrap();
 
     let requests = got.lock().unwrap().clone();
-    let spans: Vec<_> = requests
-        .iter()
-        .flat_map(|r| &r.resource_spans)
-        .flat_map(|rs| &rs.scope_spans)
-        .flat_map(|ss| &ss.spans)
-        .collect();
+    let spans = spans_in(&requests);
     let service = requests
         .iter()
         .flat_map(|r| &r.resource_spans)
@@ -106,13 +103,7 @@ async fn a_rollout_span_tree_arrives_at_the_otlp_endpoint_with_the_service_name(
         .and_then(|kv| kv.value.as_ref())
         .and_then(|v| v.value.clone());
     assert_eq!(service, Some(Value::StringValue("edge-operator".into())));
-    let by_name = |name: &str| {
-        spans
-            .iter()
-            .filter(|s| s.name == name)
-            .copied()
-            .collect::<Vec<_>>()
-    };
+    let by_name = |name: &str| spans.iter().filter(|s| s.name == name).collect::<Vec<_>>();
     let rollout = by_name("rollout");
     assert_eq!(rollout.len(), 1, "{spans:#?}");
     let rollout = rollout[0];
@@ -134,37 +125,6 @@ async fn a_rollout_span_tree_arrives_at_the_otlp_endpoint_with_the_service_name(
 
 fn otlp_config(base: &str) -> OtlpConfig {
     OtlpConfig::from_env(|k| (k == "OTEL_EXPORTER_OTLP_ENDPOINT").then(|| base.to_owned())).unwrap()
-}
-
-fn spans_of(got: &Received) -> Vec<Span> {
-    got.lock()
-        .unwrap()
-        .iter()
-        .flat_map(|r| &r.resource_spans)
-        .flat_map(|rs| &rs.scope_spans)
-        .flat_map(|ss| ss.spans.clone())
-        .collect()
-}
-
-fn attribute(span: &Span, key: &str) -> Option<String> {
-    span.attributes
-        .iter()
-        .find(|kv| kv.key == key)
-        .and_then(|kv| kv.value.as_ref())
-        .and_then(|v| match &v.value {
-            Some(Value::StringValue(s)) => Some(s.clone()),
-            _ => None,
-        })
-}
-
-/// The names of the root's children, in the order they started.
-fn stages(spans: &[Span], root: &Span) -> Vec<String> {
-    let mut children: Vec<_> = spans
-        .iter()
-        .filter(|s| s.parent_span_id == root.span_id)
-        .collect();
-    children.sort_by_key(|s| s.start_time_unix_nano);
-    children.iter().map(|s| s.name.clone()).collect()
 }
 
 fn doc(header: &str, min_healthy: &str) -> String {
@@ -232,7 +192,7 @@ async fn a_rollout_traces_plan_apply_and_verify_and_a_rolled_back_one_also_rollb
     }
     std::thread::spawn(move || otel.shutdown()).join().unwrap();
 
-    let spans = spans_of(&got);
+    let spans = spans_in(&got.lock().unwrap());
     let roots: Vec<_> = spans
         .iter()
         .filter(|s| s.name == "rollout" && s.parent_span_id.is_empty())
@@ -249,9 +209,10 @@ async fn a_rollout_traces_plan_apply_and_verify_and_a_rolled_back_one_also_rollb
         .find(|r| attribute(r, "outcome").as_deref() == Some("rolled_back"))
         .expect("the second rolled back");
 
-    let first = stages(&spans, ready);
+    let all: Vec<&Span> = spans.iter().collect();
+    let first = stages(&all, ready);
     assert_eq!(first, ["plan", "apply", "verify"], "{first:?}");
-    let second = stages(&spans, rolled_back);
+    let second = stages(&all, rolled_back);
     assert_eq!(
         second,
         ["plan", "apply", "verify", "rollback"],
