@@ -18,12 +18,12 @@ use std::time::{Duration, Instant};
 use axum::body::Bytes;
 use hashistack_twin::{Twin, TwinConfig};
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
-use opentelemetry_proto::tonic::common::v1::any_value::Value;
 use opentelemetry_proto::tonic::trace::v1::Span;
 use prost::Message as _;
 use proxy_operator::consul::{ConsulApi, ConsulClient};
 use proxy_operator::dev::{Endpoints, starter_config};
 use proxy_operator::metrics::Metrics;
+use proxy_operator::metrics::probe::MeteredProbe;
 use proxy_operator::nomad::NomadClient;
 use proxy_operator::proxy::probe::HttpProbe;
 use proxy_operator::reconcile::{Config, Operator};
@@ -32,7 +32,7 @@ use proxy_operator::spec::status::{Phase, ProxyStatus};
 use proxy_operator::telemetry::{Otel, OtlpConfig};
 use proxy_operator::transport::{Api, ClientConfig, QueryOptions, Token};
 use support::{free_port, traefik_bin};
-use surface_common::{Exposition, parse_openmetrics};
+use surface_common::{Exposition, attribute, parse_openmetrics, spans_in, stages};
 use tracing_subscriber::layer::SubscriberExt as _;
 use tracing_subscriber::util::SubscriberInitExt as _;
 
@@ -122,27 +122,7 @@ fn recorded() -> &'static Recorded {
 }
 
 fn exported_spans() -> Vec<Span> {
-    recorded()
-        .spans
-        .lock()
-        .unwrap()
-        .iter()
-        .flat_map(|r| &r.resource_spans)
-        .flat_map(|rs| &rs.scope_spans)
-        .flat_map(|ss| ss.spans.clone())
-        .collect()
-}
-
-fn attribute(span: &Span, key: &str) -> Option<String> {
-    span.attributes
-        .iter()
-        .find(|kv| kv.key == key)
-        .and_then(|kv| kv.value.as_ref())
-        .and_then(|v| match &v.value {
-            Some(Value::StringValue(s)) => Some(s.clone()),
-            Some(Value::IntValue(i)) => Some(i.to_string()),
-            _ => None,
-        })
+    spans_in(&recorded().spans.lock().unwrap())
 }
 
 // === one operator on the twin, as `run` wires it ===
@@ -196,7 +176,7 @@ async fn world(token: Option<&str>) -> World {
         Config::new(PREFIX).debounce(Duration::from_millis(100)),
         consul.clone(),
         nomad,
-        HttpProbe::new().unwrap(),
+        MeteredProbe::new(HttpProbe::new().unwrap(), surface.metrics().clone()),
     )
     .with_surface(surface);
     let operator = tokio::spawn(operator.run(on_stop(stopped)));
@@ -379,7 +359,7 @@ async fn metrics_count_a_real_rollout_and_rollback_and_each_rollout_is_one_trace
         exp.value("proxy_operator_phase", &[("phase", "Progressing")]),
         Some(0.0)
     );
-    for stage in ["plan", "verify"] {
+    for stage in ["plan", "apply", "verify"] {
         assert_eq!(
             counter(
                 &exp,
@@ -426,6 +406,22 @@ async fn metrics_count_a_real_rollout_and_rollback_and_each_rollout_is_one_trace
             "proxy_operator_api_request_duration_seconds_count",
             &[("api", "nomad")]
         ) > 0.0
+    );
+    assert!(
+        total(
+            &exp,
+            "proxy_operator_api_requests_total",
+            &[("api", "proxy"), ("class", "ping"), ("code", "200")]
+        ) > 0.0,
+        "the gate's reads of Traefik's API are counted: {text}"
+    );
+    assert!(
+        total(
+            &exp,
+            "proxy_operator_api_request_duration_seconds_count",
+            &[("api", "proxy"), ("class", "api")]
+        ) > 0.0,
+        "{text}"
     );
     assert!(
         counter(
@@ -528,12 +524,12 @@ async fn metrics_count_a_real_rollout_and_rollback_and_each_rollout_is_one_trace
         .iter()
         .filter(|s| s.trace_id == root.trace_id)
         .collect();
-    let children: Vec<&str> = in_trace
-        .iter()
-        .filter(|s| s.parent_span_id == root.span_id)
-        .map(|s| s.name.as_str())
-        .collect();
-    assert_eq!(children, ["plan", "verify"], "one span per stage, in order");
+    let children = stages(&in_trace, root);
+    assert_eq!(
+        children,
+        ["plan", "apply", "verify"],
+        "one span per stage, in order"
+    );
     let by_id = |id: &[u8]| in_trace.iter().find(|s| s.span_id == id).copied();
     let stage_of = |span: &Span| {
         let mut at = span;
@@ -553,17 +549,23 @@ async fn metrics_count_a_real_rollout_and_rollback_and_each_rollout_is_one_trace
     assert!(
         calls
             .iter()
-            .any(|(n, stage)| n.starts_with("nomad POST job") && stage == "plan")
+            .any(|(n, stage)| n.starts_with("nomad POST job") && stage == "apply")
             || calls
                 .iter()
-                .any(|(n, stage)| n.starts_with("nomad PUT job") && stage == "plan"),
-        "the job registration is a call of the rollout's first pass: {calls:?}"
+                .any(|(n, stage)| n.starts_with("nomad PUT job") && stage == "apply"),
+        "the job registration is a call of the rollout's apply: {calls:?}"
+    );
+    assert!(
+        calls
+            .iter()
+            .any(|(n, stage)| n.starts_with("consul PUT txn") && stage == "apply"),
+        "the policy tree write: {calls:?}"
     );
     assert!(
         calls
             .iter()
             .any(|(n, stage)| n.starts_with("consul PUT txn") && stage == "plan"),
-        "the policy tree write: {calls:?}"
+        "the write-ahead status and journal: {calls:?}"
     );
     assert!(
         calls
@@ -580,6 +582,42 @@ async fn metrics_count_a_real_rollout_and_rollback_and_each_rollout_is_one_trace
                 Some("plan" | "verify")
             )),
         "every pass of the rollout runs in one of its stages"
+    );
+
+    // The trace of the rolled-back rollout ends in its rollback, which restores the tree.
+    let bad_short: String = digest(&bad).chars().take(12).collect();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let (spans, root) = loop {
+        let spans = exported_spans();
+        let root = spans
+            .iter()
+            .find(|s| {
+                s.name == "rollout"
+                    && attribute(s, "digest").as_deref() == Some(bad_short.as_str())
+                    && attribute(s, "outcome").as_deref() == Some("rolled_back")
+            })
+            .cloned();
+        if let Some(root) = root {
+            break (spans, root);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the rolled-back rollout's trace never arrived"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    let in_trace: Vec<&Span> = spans.iter().collect();
+    let children = stages(&in_trace, &root);
+    assert_eq!(children, ["plan", "apply", "verify", "rollback"]);
+    let rollback = spans
+        .iter()
+        .find(|s| s.parent_span_id == root.span_id && s.name == "rollback")
+        .unwrap();
+    assert!(
+        spans
+            .iter()
+            .any(|s| s.parent_span_id == rollback.span_id && s.name.starts_with("consul PUT txn")),
+        "the restore of the policy tree is a call of the rollback"
     );
     w.shutdown().await;
 }

@@ -21,14 +21,16 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::metrics::info::Info;
-use prometheus_client::registry::{Registry, Unit};
+use prometheus_client::registry::{Metric, Registry, Unit};
 
 use crate::spec::status::{Outcome, Phase};
 
 mod certs;
+pub mod probe;
 
 pub use certs::{
-    CertificateFile, CertificateInfo, certificate_from_der, certificates_from_pem, scan_cert_dir,
+    CertificateFile, CertificateInfo, Urgency, certificate_from_der, certificates_from_pem,
+    scan_cert_dir,
 };
 
 /// `Content-Type` of [`Metrics::encode`]'s output.
@@ -302,88 +304,97 @@ impl Metrics {
     #[must_use]
     pub fn new() -> Self {
         let mut registry = Registry::with_prefix("proxy_operator");
-        let passes = Family::<OutcomeLabel, Counter>::default();
-        registry.register(
+        let r = &mut registry;
+        let passes = registered(
+            r,
             "reconcile_passes",
             "Reconcile passes, by outcome (ok or error)",
-            passes.clone(),
+            None,
+            Family::<OutcomeLabel, Counter>::default(),
         );
-        let pass_errors = Family::<ReasonLabel, Counter>::default();
-        registry.register(
+        let pass_errors = registered(
+            r,
             "reconcile_errors",
             "Failed reconcile passes, by reason",
-            pass_errors.clone(),
+            None,
+            Family::<ReasonLabel, Counter>::default(),
         );
-        let rollouts = Family::<OutcomeLabel, Counter>::default();
-        registry.register(
+        let rollouts = registered(
+            r,
             "rollouts",
             "Finished rollouts, by outcome (succeeded, rolled_back, failed, held)",
-            rollouts.clone(),
+            None,
+            Family::<OutcomeLabel, Counter>::default(),
         );
-        let rollout_duration: HistogramFamily<StageLabel> =
-            Family::new_with_constructor(rollout_histogram);
-        registry.register_with_unit(
+        let rollout_duration: HistogramFamily<StageLabel> = registered(
+            r,
             "rollout_phase_duration",
             "Time a rollout spent in each phase (plan, apply, verify, rollback)",
-            Unit::Seconds,
-            rollout_duration.clone(),
+            Some(Unit::Seconds),
+            Family::new_with_constructor(rollout_histogram),
         );
-        let phase = Family::<StageLabel, Gauge>::default();
-        registry.register(
+        let phase = registered(
+            r,
             "phase",
             "The status phase: 1 for the current phase, 0 for every other",
-            phase.clone(),
+            None,
+            Family::<StageLabel, Gauge>::default(),
         );
-        let leader = Gauge::default();
-        registry.register(
+        let leader = registered(
+            r,
             "leader",
             "1 while this replica holds the leader lock",
-            leader.clone(),
+            None,
+            Gauge::default(),
         );
-        let leader_changes = Counter::default();
-        registry.register(
+        let leader_changes = registered(
+            r,
             "leader_changes",
             "Times this replica gained or lost the leader lock",
-            leader_changes.clone(),
+            None,
+            Counter::default(),
         );
-        let requests = Family::<RequestLabels, Counter>::default();
-        registry.register(
+        let requests = registered(
+            r,
             "api_requests",
             "Requests to Consul, Nomad and the proxy, by endpoint class and status code (error: no response)",
-            requests.clone(),
+            None,
+            Family::<RequestLabels, Counter>::default(),
         );
-        let request_duration: HistogramFamily<LatencyLabels> =
-            Family::new_with_constructor(latency_histogram);
-        registry.register_with_unit(
+        let request_duration: HistogramFamily<LatencyLabels> = registered(
+            r,
             "api_request_duration",
             "Latency of requests to Consul, Nomad and the proxy, by endpoint class",
-            Unit::Seconds,
-            request_duration.clone(),
+            Some(Unit::Seconds),
+            Family::new_with_constructor(latency_histogram),
         );
-        let watch_wakeups = Family::<WatchLabel, Counter>::default();
-        registry.register(
+        let watch_wakeups = registered(
+            r,
             "watch_wakeups",
             "Blocking queries that returned, by watch",
-            watch_wakeups.clone(),
+            None,
+            Family::<WatchLabel, Counter>::default(),
         );
-        let generation = Gauge::default();
-        registry.register(
+        let generation = registered(
+            r,
             "config_generation",
             "Distinct config documents (by digest) this replica has observed since it started",
-            generation.clone(),
+            None,
+            Gauge::default(),
         );
-        let modify_index = Gauge::default();
-        registry.register(
+        let modify_index = registered(
+            r,
             "config_modify_index",
             "Consul ModifyIndex of the config document last observed",
-            modify_index.clone(),
+            None,
+            Gauge::default(),
         );
-        let cert_expiry = Family::<FileLabel, Gauge<f64, AtomicU64>>::default();
-        registry.register_with_unit(
+        let cert_expiry = registered(
+            r,
             "certificate_expiry",
             "Seconds until the first certificate of each PEM file in certDir expires (negative: expired)",
-            Unit::Seconds,
-            cert_expiry.clone(),
+            Some(Unit::Seconds),
+            Family::<FileLabel, Gauge<f64, AtomicU64>>::default(),
         );
         registry.register(
             "build",
@@ -484,8 +495,14 @@ impl Metrics {
     /// or `None` when no response came (connect error, timeout), `latency` until the response
     /// head (or the failure).
     pub fn api_request(&self, api: Api, class: &str, status: Option<u16>, latency: Duration) {
-        let class = sanitize(class);
         let code = status.map_or_else(|| "error".to_owned(), |s| s.to_string());
+        self.request_answered(api, class, code, latency);
+    }
+
+    /// One request with its `code` label: a status code, `error` (no answer), or what a call
+    /// that reports no code tells ([`probe::MeteredProbe`]: `non_200`).
+    fn request_answered(&self, api: Api, class: &str, code: String, latency: Duration) {
+        let class = sanitize(class);
         self.inner
             .requests
             .get_or_create(&RequestLabels {
@@ -590,7 +607,24 @@ fn sanitize(value: &str) -> String {
     }
 }
 
-fn unix_now() -> i64 {
+/// Registers `metric` (with its `unit`, if any) and returns the handle the registry shares.
+fn registered<M: Metric + Clone>(
+    registry: &mut Registry,
+    name: &str,
+    help: &str,
+    unit: Option<Unit>,
+    metric: M,
+) -> M {
+    match unit {
+        Some(unit) => registry.register_with_unit(name, help, unit, metric.clone()),
+        None => registry.register(name, help, metric.clone()),
+    }
+    metric
+}
+
+/// Now, in unix seconds (0 before the epoch): what certificate expiry is measured against.
+#[must_use]
+pub fn unix_now() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
@@ -598,198 +632,4 @@ fn unix_now() -> i64 {
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::panic)] // tests fail loudly
-mod tests {
-    use super::*;
-
-    fn cert_pem(names: &[&str], not_after_unix: i64) -> (String, String) {
-        let mut params = rcgen::CertificateParams::new(
-            names.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>(),
-        )
-        .unwrap();
-        let epoch = rcgen::date_time_ymd(1970, 1, 1);
-        params.not_after = epoch + Duration::from_secs(u64::try_from(not_after_unix).unwrap());
-        params.not_before =
-            epoch + Duration::from_secs(u64::try_from(not_after_unix - 86_400 * 30).unwrap());
-        let key = rcgen::KeyPair::generate().unwrap();
-        let cert = params.self_signed(&key).unwrap();
-        (cert.pem(), key.serialize_pem())
-    }
-
-    fn value_of(text: &str, line_start: &str) -> f64 {
-        text.lines()
-            .find(|l| l.starts_with(line_start))
-            .unwrap_or_else(|| panic!("no line {line_start} in\n{text}"))
-            .rsplit(' ')
-            .next()
-            .unwrap()
-            .parse()
-            .unwrap()
-    }
-
-    #[test]
-    fn the_expiry_gauge_counts_seconds_from_the_scrape_and_files_that_vanish_disappear() {
-        let dir = tempfile::tempdir().unwrap();
-        let in_ten_days = unix_now() + 10 * 86_400;
-        let (pem, key) = cert_pem(&["a.example"], in_ten_days);
-        std::fs::write(dir.path().join("a.pem"), pem).unwrap();
-        std::fs::write(dir.path().join("a.key"), key).unwrap();
-        std::fs::write(dir.path().join("junk.crt"), "not pem").unwrap();
-        let files = scan_cert_dir(dir.path()).unwrap();
-        assert_eq!(files.len(), 2, "{files:?}");
-        assert!(
-            files[1].certificates.is_err(),
-            "junk is listed with its error"
-        );
-        let m = Metrics::new();
-        m.certificates(&files);
-        let text = m.encode().unwrap();
-        let left = value_of(&text, "proxy_operator_certificate_expiry_seconds{file=");
-        assert!((f64::from(10 * 86_400 - 5)..=f64::from(10 * 86_400)).contains(&left));
-        m.certificates(&[]);
-        assert!(!m.encode().unwrap().contains("certificate_expiry_seconds{"));
-    }
-
-    #[test]
-    fn the_phase_gauge_is_one_for_the_current_phase_only() {
-        let m = Metrics::new();
-        m.phase(Phase::RolledBack);
-        let text = m.encode().unwrap();
-        assert_eq!(
-            value_of(&text, "proxy_operator_phase{phase=\"RolledBack\"}"),
-            1.0
-        );
-        assert_eq!(
-            value_of(&text, "proxy_operator_phase{phase=\"Pending\"}"),
-            0.0
-        );
-        assert_eq!(
-            text.lines()
-                .filter(|l| l.starts_with("proxy_operator_phase{") && l.ends_with(" 1"))
-                .count(),
-            1
-        );
-    }
-
-    #[test]
-    fn rollouts_count_by_outcome_and_observe_each_stage() {
-        let m = Metrics::new();
-        m.rollout_finished(
-            Outcome::RolledBack,
-            &[
-                (RolloutStage::Apply, Duration::from_millis(200)),
-                (RolloutStage::Verify, Duration::from_secs(3)),
-                (RolloutStage::Rollback, Duration::from_secs(1)),
-            ],
-        );
-        m.rollout_finished(Outcome::Succeeded, &[]);
-        let text = m.encode().unwrap();
-        assert_eq!(
-            value_of(
-                &text,
-                "proxy_operator_rollouts_total{outcome=\"rolled_back\"}"
-            ),
-            1.0
-        );
-        assert_eq!(
-            value_of(
-                &text,
-                "proxy_operator_rollouts_total{outcome=\"succeeded\"}"
-            ),
-            1.0
-        );
-        assert_eq!(
-            value_of(
-                &text,
-                "proxy_operator_rollout_phase_duration_seconds_count{phase=\"rollback\"}"
-            ),
-            1.0
-        );
-    }
-
-    #[test]
-    fn the_rollout_timer_adds_up_each_stage_and_records_them_at_the_end() {
-        let m = Metrics::new();
-        let t0 = std::time::Instant::now();
-        let mut timer = RolloutTimer::default();
-        timer.enter(RolloutStage::Apply, t0);
-        timer.enter(RolloutStage::Apply, t0 + Duration::from_secs(1));
-        timer.enter(RolloutStage::Verify, t0 + Duration::from_secs(2));
-        timer.enter(RolloutStage::Rollback, t0 + Duration::from_secs(7));
-        timer.finish(Outcome::RolledBack, t0 + Duration::from_secs(8), &m);
-        let text = m.encode().unwrap();
-        let sum = |stage: &str| {
-            value_of(
-                &text,
-                &format!("proxy_operator_rollout_phase_duration_seconds_sum{{phase=\"{stage}\"}}"),
-            )
-        };
-        assert_eq!(sum("apply"), 2.0);
-        assert_eq!(sum("verify"), 5.0);
-        assert_eq!(sum("rollback"), 1.0);
-    }
-
-    #[test]
-    fn leader_changes_count_transitions_not_calls() {
-        let m = Metrics::new();
-        m.leader(false);
-        m.leader(true);
-        m.leader(true);
-        m.leader(false);
-        let text = m.encode().unwrap();
-        assert_eq!(value_of(&text, "proxy_operator_leader_changes_total"), 2.0);
-        assert_eq!(value_of(&text, "proxy_operator_leader "), 0.0);
-    }
-
-    #[test]
-    fn api_requests_are_labelled_by_class_and_code_never_by_key() {
-        let m = Metrics::new();
-        m.api_request(
-            Api::Consul,
-            endpoint_class("/v1/kv/proxy-operator/secret-users?index=3"),
-            Some(200),
-            Duration::from_millis(3),
-        );
-        m.api_request(
-            Api::Nomad,
-            endpoint_class("/v1/job/traefik/plan"),
-            None,
-            Duration::ZERO,
-        );
-        let text = m.encode().unwrap();
-        assert!(text.contains(
-            "proxy_operator_api_requests_total{api=\"consul\",class=\"kv\",code=\"200\"} 1"
-        ));
-        assert!(text.contains(
-            "proxy_operator_api_requests_total{api=\"nomad\",class=\"job\",code=\"error\"} 1"
-        ));
-        assert!(!text.contains("secret-users"));
-    }
-
-    #[test]
-    fn pass_errors_are_counted_by_the_first_word_of_their_reason_only() {
-        let m = Metrics::new();
-        m.pass_completed(PassOutcome::Ok);
-        m.pass_completed(PassOutcome::Error("Consul: token s3cr3t refused"));
-        let text = m.encode().unwrap();
-        assert_eq!(
-            value_of(
-                &text,
-                "proxy_operator_reconcile_passes_total{outcome=\"error\"}"
-            ),
-            1.0
-        );
-        assert!(text.contains("reason=\"consul\""), "{text}");
-        assert!(!text.contains("s3cr3t"));
-    }
-
-    #[test]
-    fn a_new_digest_is_a_new_generation_and_the_same_one_is_not() {
-        let m = Metrics::new();
-        m.document_observed(5, "aaa");
-        m.document_observed(6, "aaa");
-        m.document_observed(9, "bbb");
-        let text = m.encode().unwrap();
-        assert_eq!(value_of(&text, "proxy_operator_config_generation "), 2.0);
-        assert_eq!(value_of(&text, "proxy_operator_config_modify_index "), 9.0);
-    }
-}
+mod tests;

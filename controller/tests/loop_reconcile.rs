@@ -1598,3 +1598,67 @@ async fn a_crashed_allocation_of_the_new_version_rolls_back_at_once_naming_the_t
     assert!(status.contains(bind), "the status says why: {status}");
     assert!(status.contains("Not Restarting"), "{status}");
 }
+
+// === status-write pacing (issue 13) ===
+
+/// The CAS writes of the status document (each is one `/v1/txn` naming the status key).
+fn status_writes(consul: &FakeConsul) -> usize {
+    consul
+        .calls_of("txn")
+        .iter()
+        .filter(|c| c.target.contains(STATUS))
+        .count()
+}
+
+#[tokio::test(start_paused = true)]
+async fn during_a_long_gate_hold_the_status_is_written_at_most_once_a_second_and_on_every_phase_change()
+ {
+    let mut w = world();
+    w.ready(&with_cpu(100, None)).await;
+    let hold = doc("  job:\n    resources:\n      cpu: 200\n").replace(
+        "healthyDeadline: 20s\n    minHealthyTime: 2s",
+        "healthyDeadline: 60s\n    minHealthyTime: 20s",
+    );
+    assert!(hold.contains("minHealthyTime: 20s"), "{hold}");
+    w.put(&hold);
+    w.consul.clear_calls();
+    // The pass that starts the rollout writes the journal and Progressing at once.
+    w.op.reconcile().await;
+    assert_eq!(w.status().phase, Phase::Progressing);
+    w.nomad.set_allocation_health(JOB, true);
+    let started = status_writes(&w.consul);
+    assert!(started >= 1, "the start is written at once");
+    let begun = tokio::time::Instant::now();
+    let mut passes = 0;
+    let mut action = w.op.reconcile().await;
+    while w.op.status().phase == Phase::Progressing {
+        passes += 1;
+        assert!(passes < 1000, "never left the hold");
+        tokio::time::advance(action.requeue_after.unwrap_or(Duration::from_millis(250))).await;
+        action = w.op.reconcile().await;
+    }
+    let held = begun.elapsed();
+    assert!(held >= Duration::from_secs(20), "{held:?}");
+    assert!(
+        passes >= 60,
+        "the gate was polled about 4 times a second: {passes}"
+    );
+    assert_eq!(
+        w.op.status().phase,
+        Phase::Ready,
+        "{:?}",
+        w.op.status().history.last()
+    );
+    assert_eq!(
+        w.status().phase,
+        Phase::Ready,
+        "the phase change is written in the pass that makes it"
+    );
+    let during = status_writes(&w.consul) - started;
+    let limit = usize::try_from(held.as_secs()).unwrap() + 2;
+    assert!(
+        during <= limit,
+        "{during} status writes in {held:?} of hold ({passes} passes)"
+    );
+    assert!(during >= 2, "the hold still reports progress: {during}");
+}

@@ -4,6 +4,8 @@
 
 #![allow(clippy::unwrap_used, clippy::panic)] // tests fail loudly
 
+mod surface_common;
+
 use std::time::Duration;
 
 use hashistack_twin::{Twin, TwinConfig};
@@ -12,23 +14,16 @@ use proxy_operator::nomad::{NomadApi, NomadClient};
 use proxy_operator::proxy::probe::fake::FakeProbe;
 use proxy_operator::reconcile::{Action, Config, Operator};
 use proxy_operator::spec::status::{Phase, ProxyStatus};
-use proxy_operator::transport::{Api, ClientConfig, QueryOptions};
+use proxy_operator::transport::QueryOptions;
 use serde_json::json;
+use surface_common::twin_clients;
 
 const CONFIG: &str = "proxy-operator/config";
 const STATUS: &str = "proxy-operator/status";
 
 async fn twin() -> (Twin, ConsulClient, NomadClient) {
-    let _ = rustls::crypto::ring::default_provider().install_default();
     let twin = Twin::start(TwinConfig::default()).await.unwrap();
-    let consul = ConsulClient::new(
-        &ClientConfig::for_address(Api::Consul, &twin.consul_addr().to_string()).unwrap(),
-    )
-    .unwrap();
-    let nomad = NomadClient::new(
-        &ClientConfig::for_address(Api::Nomad, &twin.nomad_addr().to_string()).unwrap(),
-    )
-    .unwrap();
+    let (consul, nomad) = twin_clients(&twin);
     (twin, consul, nomad)
 }
 

@@ -406,3 +406,27 @@ async fn a_follower_shows_what_the_leader_wrote_to_consul() {
     let _ = stop.send(());
     twin.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_follower_is_ready_once_its_follow_watch_answered_and_never_waits_for_a_pass() {
+    let surface = Surface::new(Metrics::new());
+    surface.set_role(Role::Follower);
+    let (addr, stop) = start(surface.clone()).await;
+    let http = client();
+    let get = |path: &str| http.get(format!("http://{addr}{path}")).send();
+
+    let not_ready = get("/readyz").await.unwrap();
+    assert_eq!(not_ready.status(), 503);
+    assert!(
+        not_ready.text().await.unwrap().contains("follow watch"),
+        "says what it waits for"
+    );
+    surface.set_following(true);
+    assert_eq!(get("/readyz").await.unwrap().status(), 200);
+    assert!(!surface.readiness().pass_completed, "no pass ran");
+    // Following stopped (it took the lock): as leader it waits for its own watch and pass.
+    surface.set_following(false);
+    surface.set_role(Role::Leader);
+    assert_eq!(get("/readyz").await.unwrap().status(), 503);
+    let _ = stop.send(());
+}

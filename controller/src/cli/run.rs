@@ -9,6 +9,7 @@ use tracing::info;
 use crate::admission::AdmissionFlags;
 use crate::consul::{ConsulApi, ConsulClient};
 use crate::leader::{Elector, LeaderFlags};
+use crate::metrics::probe::MeteredProbe;
 use crate::nomad::NomadClient;
 use crate::proxy::probe::HttpProbe;
 use crate::reconcile::{self, Operator};
@@ -125,6 +126,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let surface = crate::server::Surface::new(crate::metrics::Metrics::new());
     consul.http().observe(surface.metrics().clone());
     nomad.http().observe(surface.metrics().clone());
+    let probe = MeteredProbe::new(probe, surface.metrics().clone());
     let (stop, mut on_stop) = tokio::sync::watch::channel(false);
     let (http_addr, http) =
         crate::server::spawn(args.http.http_addr, surface.clone(), async move {

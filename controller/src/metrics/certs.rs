@@ -29,6 +29,47 @@ impl CertificateInfo {
     pub fn seconds_left(&self, now: i64) -> i64 {
         self.not_after - now
     }
+
+    /// Whole days from `now` (unix seconds) until it expires, rounded down; negative once
+    /// expired.
+    #[must_use]
+    pub fn days_left(&self, now: i64) -> i64 {
+        self.seconds_left(now).div_euclid(86_400)
+    }
+
+    /// How soon it expires, seen from `now` (unix seconds): the page and `debug tls` mark
+    /// certificates by it.
+    #[must_use]
+    pub fn urgency(&self, now: i64) -> Urgency {
+        match self.days_left(now) {
+            d if d < 0 => Urgency::Expired,
+            d if d < 7 => Urgency::ThisWeek,
+            d if d < 21 => Urgency::Soon,
+            _ => Urgency::Later,
+        }
+    }
+
+    /// notAfter as RFC 3339 (UTC).
+    #[must_use]
+    pub fn not_after_rfc3339(&self) -> String {
+        crate::status::rfc3339(
+            std::time::UNIX_EPOCH
+                + std::time::Duration::from_secs(u64::try_from(self.not_after).unwrap_or(0)),
+        )
+    }
+}
+
+/// How soon a certificate expires ([`CertificateInfo::urgency`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Urgency {
+    /// Already expired.
+    Expired,
+    /// Within 7 days: needs attention now.
+    ThisWeek,
+    /// Within 21 days.
+    Soon,
+    /// Later than that.
+    Later,
 }
 
 /// Every `CERTIFICATE` block of PEM data, in order (leaf first in a chain file). Private-key
@@ -155,12 +196,13 @@ pub fn scan_cert_dir(dir: &Path) -> Result<Vec<CertificateFile>> {
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::panic)] // tests fail loudly
-mod tests {
+pub(super) mod tests {
     use std::time::Duration;
 
     use super::*;
 
-    fn cert_pem(names: &[&str], not_after_unix: i64) -> (String, String) {
+    /// A self-signed certificate for `names` expiring at `not_after_unix`, and its key (PEM).
+    pub(in crate::metrics) fn cert_pem(names: &[&str], not_after_unix: i64) -> (String, String) {
         let mut params = rcgen::CertificateParams::new(
             names.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>(),
         )

@@ -42,6 +42,18 @@ pub(super) struct Lead {
     pub(super) deposed: Arc<Notify>,
 }
 
+impl Lead {
+    /// Under `elector`, no term yet.
+    pub(super) fn new(elector: LeaderHandle) -> Self {
+        Lead {
+            leadership: elector.subscribe(),
+            handle: elector,
+            session: None,
+            deposed: Arc::new(Notify::new()),
+        }
+    }
+}
+
 /// How a pass under a term ended.
 enum Ended {
     Done(Action),
@@ -55,19 +67,6 @@ where
     N: NomadApi,
     P: ProxyProbe,
 {
-    /// Runs passes only while this replica holds the leader lock of `elector` (started with
-    /// [`leader::Elector::spawn`]); [`run`](Self::run) shuts the elector down when it returns.
-    #[must_use]
-    pub fn with_leader(mut self, elector: LeaderHandle) -> Self {
-        self.lead = Some(Lead {
-            leadership: elector.subscribe(),
-            handle: elector,
-            session: None,
-            deposed: Arc::new(Notify::new()),
-        });
-        self
-    }
-
     /// This replica's role (leader, follower, …) when it runs under election, for readiness
     /// and metrics.
     #[must_use]
@@ -153,6 +152,7 @@ where
             .to_string(),
         };
         info!(session = %term.session, %leader, "leading: resuming from the status document and the journal in Consul");
+        self.observer.term_started();
         self.store.fence = Some(term.fence());
         self.store.leader = Some(leader);
         if let Some(lead) = &mut self.lead {

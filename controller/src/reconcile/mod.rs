@@ -476,6 +476,24 @@ where
         }
     }
 
+    /// Feeds `surface` (status page, readiness, metrics) from this loop: every pass, every
+    /// status it writes, every wake-up of the config watch, every finished rollout. Without it
+    /// the loop reports through the status document and the trace spans only.
+    #[must_use]
+    pub fn with_surface(mut self, surface: crate::server::Surface) -> Self {
+        self.observer.surface = Some(surface);
+        self
+    }
+
+    /// Runs passes only while this replica holds the leader lock of `elector` (started with
+    /// [`crate::leader::Elector::spawn`]); [`run`](Self::run) shuts the elector down when it
+    /// returns.
+    #[must_use]
+    pub fn with_leader(mut self, elector: crate::leader::LeaderHandle) -> Self {
+        self.lead = Some(lead::Lead::new(elector));
+        self
+    }
+
     /// The rollout machine's phase.
     pub fn phase(&self) -> &Phase {
         &self.phase

@@ -4,10 +4,11 @@
 use std::time::{Duration, SystemTime};
 
 use tokio::time::Instant;
-use tracing::{info, warn};
+use tracing::{Instrument as _, info, warn};
 
 use super::{Action, Error, Facts, MAX_BACKOFF, MIN_BACKOFF, Operator, TERMINAL_RETRY, short};
 use crate::consul::ConsulApi;
+use crate::metrics::RolloutStage;
 use crate::nomad::NomadApi;
 use crate::plan::{self, Desired, HoldReason, Plan};
 use crate::proxy::probe::ProxyProbe;
@@ -118,9 +119,7 @@ where
                 if let Some(jc) = &change.job {
                     // Before the running proxy is touched: what would certainly fail the new
                     // version fails the document instead, and nothing changes.
-                    let now = SystemTime::now()
-                        .duration_since(SystemTime::UNIX_EPOCH)
-                        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+                    let now = crate::metrics::unix_now();
                     let errors = crate::proxy::preflight::check(
                         &loaded.spec,
                         &jc.job,
@@ -239,7 +238,21 @@ where
                 self.phase = phase.clone();
                 self.report(&facts.pass(Report::Rollout(&phase))).await;
             }
-            let outcome = self.execute(&writes, proxy).await;
+            // The effects get a span of their own under the rollout's root: `apply` when they
+            // carry the change forward, `rollback` when they revert it.
+            let reverts = writes
+                .iter()
+                .any(|e| matches!(e, Effect::RevertJob { .. } | Effect::RestoreKv { .. }));
+            let stage = if reverts {
+                RolloutStage::Rollback
+            } else {
+                RolloutStage::Apply
+            };
+            let digest = phase.change().map(|c| c.digest.clone()).unwrap_or_default();
+            let span = self
+                .observer
+                .effects_starting(stage, &digest, Instant::now());
+            let outcome = self.execute(&writes, proxy).instrument(span).await;
             let consumes = matches!(phase, Phase::Applying { .. } | Phase::RollingBack { .. });
             if !consumes {
                 break;

@@ -27,15 +27,6 @@ where
     N: NomadApi,
     P: ProxyProbe,
 {
-    /// Feeds `surface` (status page, readiness, metrics) from this loop: every pass, every
-    /// status it writes, every wake-up of the config watch, every finished rollout. Without it
-    /// the loop reports through the status document and the trace spans only.
-    #[must_use]
-    pub fn with_surface(mut self, surface: Surface) -> Self {
-        self.observer.surface = Some(surface);
-        self
-    }
-
     /// Runs passes until `shutdown` resolves: at start, after each change of the config key,
     /// when a pass asks to be requeued, and every resync interval.
     ///
@@ -57,6 +48,22 @@ where
                 proxy_host: self.config.proxy_host.clone(),
             },
         ));
+        // Under election the surface follows the leader's status while this replica does
+        // not lead, and shows what this loop writes while it does.
+        let role =
+            self.observer
+                .surface
+                .clone()
+                .zip(self.leadership())
+                .map(|(surface, leadership)| {
+                    tokio::spawn(crate::server::serve_by_role(
+                        Arc::clone(&self.consul),
+                        self.config.prefix.clone(),
+                        self.config.proxy_host.clone(),
+                        surface,
+                        leadership,
+                    ))
+                });
         let users_watcher = tokio::spawn(self.users.watcher(
             Arc::clone(&self.consul),
             self.config.resync.min(MAX_WATCH_WAIT),
@@ -131,6 +138,9 @@ where
         }
         watcher.abort();
         users_watcher.abort();
+        if let Some(role) = role {
+            role.abort();
+        }
         self.stop_leading().await;
         info!("operator stopped");
     }
@@ -154,26 +164,16 @@ where
         let now = Instant::now();
         let started = at_rest_before.is_some_and(|before| self.phase != *before);
         let metrics = self.observer.surface.as_ref().map(|s| s.metrics().clone());
-        if let Some((root, plan, t0)) = self.observer.planning.take() {
-            if started {
-                let digest = self
-                    .phase
-                    .change()
-                    .map(|c| c.digest.clone())
-                    .or_else(|| self.store.status.last_attempted_digest.clone())
-                    .unwrap_or_default();
-                root.record("digest", short(&digest));
-                let mut timer = RolloutTimer::default();
-                timer.enter(RolloutStage::Plan, t0.into_std());
-                self.observer.rollout = Some(RolloutTrace {
-                    root,
-                    stage: RolloutStage::Plan,
-                    stage_span: plan,
-                    timer,
-                });
-            } else {
-                root.record("outcome", "none");
-            }
+        if started {
+            let digest = self
+                .phase
+                .change()
+                .map(|c| c.digest.clone())
+                .or_else(|| self.store.status.last_attempted_digest.clone())
+                .unwrap_or_default();
+            self.observer.rollout_started(&digest);
+        } else if let Some((root, _, _)) = self.observer.planning.take() {
+            root.record("outcome", "none");
         }
         if let Some(mut trace) = self.observer.rollout.take() {
             match outcome_of(&self.phase) {
@@ -204,16 +204,17 @@ where
             None => PassOutcome::Ok,
         });
         surface.pass_completed();
-        // What the page shows is what Consul holds: a status whose write failed is not shown
-        // (it is retried, and shown once written).
+        // What the page shows is what Consul holds: a status whose write failed (it is
+        // retried) or was paced is not shown until it is written.
+        let written = self.store.written();
         let fresh = self
             .observer
             .published
             .as_ref()
-            .is_none_or(|p| differs(p, &self.store.status));
+            .is_none_or(|p| differs(p, written));
         if self.store.write_error.is_none() && fresh {
-            surface.publish_status(&self.store.status);
-            self.observer.published = Some(self.store.status.clone());
+            surface.publish_status(written);
+            self.observer.published = Some(written.clone());
         }
     }
 }
@@ -222,7 +223,7 @@ where
 /// surface; the trace spans are made either way, and cost nothing without a subscriber.
 #[derive(Debug, Default)]
 pub(super) struct Observer {
-    surface: Option<Surface>,
+    pub(super) surface: Option<Surface>,
     /// The status last published to the surface.
     published: Option<ProxyStatus>,
     /// The rollout in flight: its root span, the span of its stage, its timer.
@@ -274,6 +275,51 @@ impl Observer {
         });
         trace.enter(stage, now);
         trace.stage_span.clone()
+    }
+
+    /// The pass is about to carry out the machine's effects: `stage` is `Apply` when they carry
+    /// the change forward, `Rollback` when they revert it. Returns their span, a child of the
+    /// rollout's root (the API calls they make nest under it). A pass at rest that gets here
+    /// has started a rollout (`digest`): its planning root becomes the rollout's.
+    pub(super) fn effects_starting(
+        &mut self,
+        stage: RolloutStage,
+        digest: &str,
+        now: Instant,
+    ) -> Span {
+        self.rollout_started(digest);
+        match &mut self.rollout {
+            Some(trace) => {
+                trace.enter(stage, now);
+                trace.stage_span.clone()
+            }
+            // Unreachable in practice (a pass in flight always has a trace): the effects then
+            // run in the pass's own span.
+            None => Span::current(),
+        }
+    }
+
+    /// The pass at rest now running started a rollout of `digest`: its root span becomes the
+    /// rollout's, with its plan span as the first stage. Nothing when it already did.
+    fn rollout_started(&mut self, digest: &str) {
+        if let Some((root, plan, t0)) = self.planning.take() {
+            root.record("digest", short(digest));
+            let mut timer = RolloutTimer::default();
+            timer.enter(RolloutStage::Plan, t0.into_std());
+            self.rollout = Some(RolloutTrace {
+                root,
+                stage: RolloutStage::Plan,
+                stage_span: plan,
+                timer,
+            });
+        }
+    }
+
+    /// A term starts: the surface was showing what the last leader wrote (followed), so the
+    /// first status this leader holds is published whether or not it differs from the last
+    /// one this replica published.
+    pub(super) fn term_started(&mut self) {
+        self.published = None;
     }
 
     /// The pass failed; `label` is the error variant ([`super::Error::label`]).

@@ -6,8 +6,14 @@
 //! and what was last written (a pass writes only when the two differ, so an idle operator writes
 //! nothing). The journal is written in the same transaction as the status, and only when its
 //! stage changes.
+//!
+//! Writes are paced while a rollout is in flight: the gate is polled about four times a second
+//! and its progress changes the status each time, but the document is written at most once per
+//! [`STATUS_PACE`]. A phase change, a new journal stage, a retry after a failed write and every
+//! pass at rest are written at once. What was paced is written by a later poll of the same
+//! rollout (at most a pace later) or with the phase change that ends it.
 
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
@@ -25,6 +31,10 @@ use crate::spec::status::{HistoryEntry, ProxyStatus};
 use crate::status::{self, Pass};
 use crate::transport::QueryOptions;
 
+/// The shortest time between two status writes of a rollout in flight that change neither the
+/// phase nor the journal stage (issue 13: the gate hold wrote about four times a second).
+pub(super) const STATUS_PACE: Duration = Duration::from_secs(1);
+
 /// The status document and the journal as this operator knows and last wrote them.
 #[derive(Debug)]
 pub(super) struct StatusStore {
@@ -34,6 +44,8 @@ pub(super) struct StatusStore {
     pub(super) status: ProxyStatus,
     /// The document as last written (or read at start); a pass writes when `status` differs.
     written: ProxyStatus,
+    /// When the last write went through, for the pacing of a rollout in flight.
+    written_at: Option<Instant>,
     /// The in-flight journal as last written (or read at start).
     journal_written: Option<Journal>,
     /// The journal key holds something unreadable that the next write must remove.
@@ -73,6 +85,7 @@ impl StatusStore {
             journal_key: config.journal_key(),
             status: ProxyStatus::default(),
             written: ProxyStatus::default(),
+            written_at: None,
             journal_written: None,
             journal_garbage: false,
             write_error: None,
@@ -233,6 +246,11 @@ impl StatusStore {
         )
     }
 
+    /// The document as Consul holds it (as last written or read): what the page shows.
+    pub(super) fn written(&self) -> &ProxyStatus {
+        &self.written
+    }
+
     /// One more pass completed; with `heartbeat`, the counter is written even when nothing else
     /// changed (the periodic resync proves the loop still runs).
     pub(super) async fn count_pass<C: ConsulApi>(
@@ -265,6 +283,15 @@ impl StatusStore {
             // A deposed leader writes nothing more; its successor owns the document.
             return;
         }
+        let paced = journal.is_some()
+            && !journal_changed
+            && !counted
+            && self.write_error.is_none()
+            && self.written.phase == self.status.phase
+            && self.written_at.is_some_and(|at| at.elapsed() < STATUS_PACE);
+        if paced {
+            return;
+        }
         self.status.updated_at = Some(status::rfc3339(SystemTime::now()));
         let status = self.status.clone();
         match self
@@ -274,6 +301,7 @@ impl StatusStore {
             Ok(written) => {
                 self.status = written.clone();
                 self.written = written;
+                self.written_at = Some(Instant::now());
                 self.journal_written = journal;
                 self.journal_garbage = false;
                 self.write_error = None;

@@ -7,11 +7,19 @@
 //! `set_role`) and the handlers read from. Nothing on it is secret: the status and the spec
 //! summary carry none, every string that still looks like a secret is replaced before it is
 //! shown, and every text is HTML-escaped.
+//!
+//! Under election ([`serve_by_role`], started by the run loop) a replica that does not lead
+//! shows role `follower` and [`follow`]s `<prefix>/status` and `<prefix>/config`; the leader
+//! shows what its own loop writes. `/api/status` carries the answering replica's `role`.
+//! `/readyz` ([`Readiness::check`]): the leader (or a replica without election) is ready once
+//! its config watch is established and a pass completed; a follower, once its follow watch of
+//! `<prefix>/status` answered (the key may not exist yet). Before its first election answer a
+//! replica runs no pass, so it is not ready until it leads or follows.
 
 mod follow;
 mod page;
 
-pub use follow::follow;
+pub use follow::{follow, serve_by_role};
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -79,6 +87,33 @@ pub struct Readiness {
     pub watch_established: bool,
     /// A reconcile pass ran to its end since the start.
     pub pass_completed: bool,
+    /// A replica that does not lead: its follow watch of `<prefix>/status` answered, so what
+    /// it shows is what the leader wrote ([`follow`]).
+    pub following: bool,
+}
+
+impl Readiness {
+    /// Whether a replica in `role` is ready, and if not, why. The leader (and a replica running
+    /// without election, whose role stays unknown) is ready once its config watch is
+    /// established and a pass completed. A follower runs no pass: it is ready once its follow
+    /// watch is established, since all it serves is what it follows.
+    ///
+    /// # Errors
+    /// What is missing, for `/readyz` and the page.
+    pub fn check(self, role: Role) -> Result<(), &'static str> {
+        if role == Role::Follower {
+            return if self.following {
+                Ok(())
+            } else {
+                Err("the follow watch of the leader's status is not established yet")
+            };
+        }
+        match (self.watch_established, self.pass_completed) {
+            (true, true) => Ok(()),
+            (false, _) => Err("the watch on the config key is not established yet"),
+            (true, false) => Err("no reconcile pass has completed yet"),
+        }
+    }
 }
 
 /// What the page shows of the document: one line per active policy and the links, nothing
@@ -253,6 +288,20 @@ impl Surface {
         }
     }
 
+    /// The follow watch of `<prefix>/status` answered (`true`), or following stopped.
+    pub fn set_following(&self, following: bool) {
+        if self.shared.ready.borrow().following != following {
+            self.shared.ready.send_modify(|r| r.following = following);
+            self.changed();
+        }
+    }
+
+    /// The role this replica has now.
+    #[must_use]
+    pub fn role(&self) -> Role {
+        *self.shared.role.borrow()
+    }
+
     /// The leader election decided; also sets the leader gauges.
     pub fn set_role(&self, role: Role) {
         self.shared.metrics.leader(role == Role::Leader);
@@ -416,15 +465,12 @@ async fn healthz() -> &'static str {
 
 async fn readyz(State(surface): State<Surface>) -> (StatusCode, String) {
     let r = *surface.shared.ready.borrow();
-    match (r.watch_established, r.pass_completed) {
-        (true, true) => (StatusCode::OK, "ready\n".into()),
-        (false, _) => (
+    let role = *surface.shared.role.borrow();
+    match r.check(role) {
+        Ok(()) => (StatusCode::OK, "ready\n".into()),
+        Err(why) => (
             StatusCode::SERVICE_UNAVAILABLE,
-            "not ready: the watch on the config key is not established yet\n".into(),
-        ),
-        (true, false) => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            "not ready: no reconcile pass has completed yet\n".into(),
+            format!("not ready: {why}\n"),
         ),
     }
 }
@@ -435,6 +481,10 @@ async fn api_status(State(surface): State<Surface>) -> Response {
         Some(status) => {
             let mut value = serde_json::to_value(&status).unwrap_or_default();
             page::redact_json(&mut value);
+            // Which replica answers: a follower shows what the leader wrote.
+            if let Some(map) = value.as_object_mut() {
+                map.insert("role".into(), serde_json::json!(surface.role()));
+            }
             axum::Json(value).into_response()
         }
         None => (

@@ -5,7 +5,7 @@
 use std::fmt::Write as _;
 
 use super::{Readiness, Role, SpecSummary};
-use crate::metrics::{CertificateFile, phase_name};
+use crate::metrics::{CertificateFile, Urgency, phase_name};
 use crate::spec::looks_secret;
 use crate::spec::status::{ConditionStatus, Outcome, Phase, ProxyStatus};
 
@@ -111,7 +111,7 @@ pub(super) fn live(s: &Snapshot) -> String {
         r#"<header><h1>proxy-operator</h1><span class="badge {cls}" id="phase">{phase}</span><span class="badge">{role}</span>{ready}</header>"#,
         cls = phase_class(phase),
         phase = phase_name(phase),
-        ready = if s.ready.watch_established && s.ready.pass_completed {
+        ready = if s.ready.check(s.role).is_ok() {
             ""
         } else {
             r#"<span class="badge warn">not ready</span>"#
@@ -301,31 +301,24 @@ fn certificates(out: &mut String, files: &[CertificateFile]) {
     if files.is_empty() {
         return;
     }
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+    let now = crate::metrics::unix_now();
     out.push_str("<section><h2>Certificates</h2><div class=\"scroll\"><table><tr><th>file</th><th>subject</th><th>expires</th><th>days left</th></tr>\n");
     for f in files {
         let file = f.path.display().to_string();
         match (&f.certificates, f.leaf()) {
             (Ok(_), Some(c)) => {
-                let days = c.seconds_left(now).div_euclid(86_400);
-                let cls = match days {
-                    d if d < 7 => "bad",
-                    d if d < 21 => "warn",
-                    _ => "ok",
+                let days = c.days_left(now);
+                let cls = match c.urgency(now) {
+                    Urgency::Expired | Urgency::ThisWeek => "bad",
+                    Urgency::Soon => "warn",
+                    Urgency::Later => "ok",
                 };
                 let _ = writeln!(
                     out,
                     r#"<tr><td>{}</td><td>{}</td><td>{}</td><td class="{cls}">{days}</td></tr>"#,
                     esc(&file),
                     esc(&c.subject),
-                    esc(&crate::status::rfc3339(
-                        std::time::UNIX_EPOCH
-                            + std::time::Duration::from_secs(
-                                u64::try_from(c.not_after).unwrap_or(0)
-                            )
-                    )),
+                    esc(&c.not_after_rfc3339()),
                 );
             }
             (Err(e), _) => {

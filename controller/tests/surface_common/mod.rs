@@ -1,10 +1,18 @@
-//! Helpers of the surface tests: a strict OpenMetrics text checker and a loopback server.
+//! Helpers of the surface tests: a strict OpenMetrics text checker, a loopback server, the
+//! twin's clients and readers of exported OTLP spans.
 #![allow(dead_code, clippy::unwrap_used, clippy::panic)] // each test binary uses a part
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 
+use hashistack_twin::Twin;
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::tonic::common::v1::any_value::Value;
+use opentelemetry_proto::tonic::trace::v1::Span;
+use proxy_operator::consul::ConsulClient;
+use proxy_operator::nomad::NomadClient;
 use proxy_operator::server::{self, Surface};
+use proxy_operator::transport::{Api, ClientConfig};
 
 /// One parsed sample.
 #[derive(Debug, Clone)]
@@ -184,4 +192,53 @@ pub async fn start(surface: Surface) -> (SocketAddr, tokio::sync::oneshot::Sende
 pub fn client() -> reqwest::Client {
     let _ = rustls::crypto::ring::default_provider().install_default();
     reqwest::Client::builder().no_proxy().build().unwrap()
+}
+
+/// The real Consul and Nomad clients of `twin`.
+pub fn twin_clients(twin: &Twin) -> (ConsulClient, NomadClient) {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let consul = ConsulClient::new(
+        &ClientConfig::for_address(Api::Consul, &twin.consul_addr().to_string()).unwrap(),
+    )
+    .unwrap();
+    let nomad = NomadClient::new(
+        &ClientConfig::for_address(Api::Nomad, &twin.nomad_addr().to_string()).unwrap(),
+    )
+    .unwrap();
+    (consul, nomad)
+}
+
+/// Every span of the export requests a receiver got.
+pub fn spans_in(requests: &[ExportTraceServiceRequest]) -> Vec<Span> {
+    requests
+        .iter()
+        .flat_map(|r| &r.resource_spans)
+        .flat_map(|rs| &rs.scope_spans)
+        .flat_map(|ss| ss.spans.clone())
+        .collect()
+}
+
+/// A string (or integer) attribute of an exported span.
+pub fn attribute(span: &Span, key: &str) -> Option<String> {
+    span.attributes
+        .iter()
+        .find(|kv| kv.key == key)
+        .and_then(|kv| kv.value.as_ref())
+        .and_then(|v| match &v.value {
+            Some(Value::StringValue(s)) => Some(s.clone()),
+            Some(Value::IntValue(i)) => Some(i.to_string()),
+            _ => None,
+        })
+}
+
+/// The names of `root`'s children in the order they started (a stage's span closes after the
+/// pass that ran in it, so the export order is not the stage order).
+pub fn stages<'a>(spans: &[&'a Span], root: &Span) -> Vec<&'a str> {
+    let mut children: Vec<&Span> = spans
+        .iter()
+        .filter(|s| s.parent_span_id == root.span_id)
+        .copied()
+        .collect();
+    children.sort_by_key(|s| s.start_time_unix_nano);
+    children.iter().map(|s| s.name.as_str()).collect()
 }

@@ -12,7 +12,7 @@ use anyhow::Context as _;
 use rustls::pki_types::pem::PemObject as _;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 
-use crate::metrics::{self, CertificateInfo};
+use crate::metrics::{self, CertificateInfo, Urgency};
 use crate::transport;
 
 const EXIT_HELP: &str = "Exit codes: 0 all good, 1 a certificate expires within 7 days, has \
@@ -67,38 +67,28 @@ fn fetch_chain(addr: SocketAddr, host: &str) -> anyhow::Result<Vec<CertificateDe
     Ok(chain)
 }
 
-fn now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
-}
-
-fn date(unix: i64) -> String {
-    crate::status::rfc3339(
-        std::time::UNIX_EPOCH + Duration::from_secs(u64::try_from(unix).unwrap_or(0)),
-    )
-}
-
 /// Appends one certificate's description; returns whether it needs attention (expired or
 /// expiring within 7 days).
 fn describe(out: &mut String, pad: &str, c: &CertificateInfo) -> bool {
-    let days = c.seconds_left(now()).div_euclid(86_400);
+    let now = metrics::unix_now();
+    let days = c.days_left(now);
+    let urgency = c.urgency(now);
     let _ = writeln!(out, "{pad}subject:   {}", c.subject);
     if !c.sans.is_empty() {
         let _ = writeln!(out, "{pad}SANs:      {}", c.sans.join(", "));
     }
     let _ = writeln!(out, "{pad}issuer:    {}", c.issuer);
-    let note = match days {
-        d if d < 0 => " (EXPIRED)",
-        d if d < 7 => " (expires within a week)",
-        _ => "",
+    let note = match urgency {
+        Urgency::Expired => " (EXPIRED)",
+        Urgency::ThisWeek => " (expires within a week)",
+        Urgency::Soon | Urgency::Later => "",
     };
     let _ = writeln!(
         out,
         "{pad}not after: {} ({days} days left){note}",
-        date(c.not_after)
+        c.not_after_rfc3339()
     );
-    days < 7
+    matches!(urgency, Urgency::Expired | Urgency::ThisWeek)
 }
 
 /// Key files tried for a certificate file, in order.
