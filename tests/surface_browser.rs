@@ -309,10 +309,14 @@ async fn the_status_page_shows_the_phase_and_follows_a_new_rollout_without_a_rel
             "    rateLimit:\n      average: 50\n      burst: 100\n",
         );
     assert!(edited.contains("    rateLimit:\n      average: 50"));
+    // ACLs are on in dev: the management token sits next to the starter document.
+    let token_file = std::path::Path::new(config_file.trim()).with_file_name("acl-token");
+    let token = std::fs::read_to_string(&token_file).unwrap();
     client
         .put(format!(
             "http://127.0.0.1:{consul}/v1/kv/proxy-operator/config"
         ))
+        .header("X-Consul-Token", token.trim())
         .body(edited)
         .send()
         .await

@@ -36,6 +36,7 @@ use crate::consul::{
     CatalogRegistration, CheckRegistration, ConsulApi, ConsulClient, ServiceRegistration,
 };
 use crate::metrics::Metrics;
+use crate::metrics::probe::MeteredProbe;
 use crate::nomad::NomadClient;
 use crate::proxy::probe::HttpProbe;
 use crate::reconcile::{self, Operator};
@@ -526,7 +527,11 @@ pub async fn start(options: Options) -> Result<Dev> {
             .await
             .map_err(|source| Error::Consul { step: "write the starter config", source })?;
 
-        let probe = HttpProbe::new().map_err(Error::Probe)?;
+        // Counted like `run`'s probe, so the page and /metrics show the proxy's requests.
+        let probe = MeteredProbe::new(
+            HttpProbe::new().map_err(Error::Probe)?,
+            surface.metrics().clone(),
+        );
         let mut config =
             reconcile::Config::new(options.prefix.clone()).debounce(options.debounce);
         config.limits = Some(dev_limits(&options, &proxy_bin, &cert_dir));

@@ -10,8 +10,8 @@ use std::collections::BTreeMap;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-pub use super::policy_types::*;
 use super::policy_types::policy_struct;
+pub use super::policy_types::*;
 
 /// The only `apiVersion` this operator reads.
 pub const API_VERSION: &str = "proxy-operator.io/v1alpha1";

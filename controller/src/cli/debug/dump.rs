@@ -158,7 +158,8 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     if let Some(spec) = &spec {
         // Users are never read for a dump: the placeholder stands in.
         let (ctx, _) = cluster::render_context(spec, p, None).await?;
-        match crate::render::render(spec, &ctx) {
+        // The loop's own entry point, so a Caddy dump shows the job and key it registers.
+        match crate::proxy::render(spec, &ctx, &kv_root) {
             Ok(r) => write_json(
                 dir,
                 "rendered.json",
