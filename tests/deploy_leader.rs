@@ -740,12 +740,26 @@ async fn the_shipped_job_file_runs_one_replica_per_node_on_three_nodes_and_one_l
             .join("nomad-allocs")
             .join(id)
             .join("alloc/logs/operator.stderr.0");
-        let text = std::fs::read_to_string(&log).unwrap_or_default();
-        let url = text
-            .split('"')
-            .find(|s| s.starts_with("http://127.0.0.") && s.ends_with(&format!(":{http_port}/")))
-            .unwrap_or_else(|| panic!("allocation {id} logged no node listener\n{text}"));
-        listeners.push(url.to_owned());
+        // The log reaches the file a little after the listener answers.
+        let url = eventually(Duration::from_secs(20), || {
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            let url = text
+                .split('"')
+                .find(|s| {
+                    s.starts_with("http://127.0.0.") && s.ends_with(&format!(":{http_port}/"))
+                })
+                .map(str::to_owned);
+            async move { url }
+        })
+        .await
+        .unwrap_or_else(|| {
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            panic!(
+                "allocation {id} logged no node listener\n{text}\n{}",
+                logs()
+            )
+        });
+        listeners.push(url);
         let url = format!("http://{}/v1/allocation/{id}", c.twin.nomad_addr());
         let alloc: Value = c.http.get(url).send().await.unwrap().json().await.unwrap();
         assert_eq!(

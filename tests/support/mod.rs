@@ -57,7 +57,33 @@ pub fn caddy_bin() -> PathBuf {
 
 /// A loopback port that was free a moment ago. The OS hands out ephemeral ports in sequence, so a
 /// just-released one is rarely reused by another test before the caller binds it.
+///
+/// Chosen below the kernel's ephemeral range (`/proc/sys/net/ipv4/ip_local_port_range`): a port
+/// the kernel hands out for `bind(:0)` (an operator's own listener) or as an outgoing
+/// connection's source port could otherwise be given away between this call and the moment the
+/// proxy binds it. The start is random so test binaries running side by side rarely probe the
+/// same ports.
 pub fn free_port() -> u16 {
+    use std::hash::{BuildHasher, RandomState};
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let ephemeral_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse::<u32>().ok())
+        .unwrap_or(32768);
+    let low: u32 = 15000;
+    let span = ephemeral_low.saturating_sub(low).max(1);
+    let start = u32::try_from(RandomState::new().hash_one(std::process::id()) % u64::from(span))
+        .unwrap_or(0);
+    for _ in 0..span {
+        let offset = (start + NEXT.fetch_add(1, Ordering::Relaxed)) % span;
+        let Ok(port) = u16::try_from(low + offset) else {
+            continue;
+        };
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port on loopback");
     listener.local_addr().expect("local addr").port()
 }
