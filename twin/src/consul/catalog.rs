@@ -1,22 +1,16 @@
 //! `/v1/catalog/*`, `/v1/health/*` (DOC catalog.mdx, health.mdx; SRC agent/health_endpoint.go).
 
 use axum::body::Body;
-use axum::extract::{FromRequestParts, Path, Query, State};
-use axum::http::request::Parts;
+use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use serde_json::{Value, json};
 use tokio::time::Instant;
 
 use super::store::{
     Check, DATACENTER, DeregisterRequest, Node, RegisterRequest, ServiceInstance, Store,
 };
-use super::{
-    ConsulState, Params, ReadOpts, blocking_read, json, json_body, meta_headers, read_opts,
-    store_error, text,
-};
-
-type Q = Query<Vec<(String, String)>>;
+use super::{BlockingRead, ConsulState, json, json_body, store_error, text};
 
 /// The node's identity fields (which a node and a catalog row both start with), then `rest`.
 fn node_and(n: &Node, rest: Value) -> Value {
@@ -134,47 +128,13 @@ fn go_bool(v: &str) -> Option<bool> {
     }
 }
 
-/// A catalog or health read: the state, the query and its blocking options (a bad `index`,
-/// `wait` or consistency pair is refused before the handler runs, with Consul's answer).
-pub(super) struct Read {
-    st: ConsulState,
-    params: Params,
-    opts: ReadOpts,
-}
-
-impl FromRequestParts<ConsulState> for Read {
-    type Rejection = Response;
-
-    async fn from_request_parts(parts: &mut Parts, st: &ConsulState) -> Result<Read, Response> {
-        let q = Q::from_request_parts(parts, st)
-            .await
-            .map_err(IntoResponse::into_response)?;
-        let params = Params::from_query(q);
-        let opts = read_opts(&params)?;
-        Ok(Read {
-            st: st.clone(),
-            params,
-            opts,
-        })
-    }
-}
-
-impl Read {
-    /// Answers a blocking read of `f` (the index and the body) as JSON with Consul's query-meta
-    /// headers.
-    async fn json(&self, f: impl Fn(&Store) -> (u64, Value)) -> Response {
-        let (index, body) = blocking_read(&self.st, self.opts, f).await;
-        json(StatusCode::OK, meta_headers(index, &self.opts), &body)
-    }
-
-    /// The `?tag=` filters (an instance must carry all of them).
-    fn tags(&self) -> Vec<String> {
-        self.params
-            .all("tag")
-            .into_iter()
-            .map(str::to_string)
-            .collect()
-    }
+/// The `?tag=` filters (an instance must carry all of them).
+fn tags(r: &BlockingRead) -> Vec<String> {
+    r.params
+        .all("tag")
+        .into_iter()
+        .map(str::to_string)
+        .collect()
 }
 
 /// The checks `keep` selects, at the checks index: `/v1/health/state` and `/v1/health/node`.
@@ -210,13 +170,13 @@ pub(super) async fn deregister(State(st): State<ConsulState>, body: Body) -> Res
     }
 }
 
-pub(super) async fn services(r: Read) -> Response {
+pub(super) async fn services(r: BlockingRead) -> Response {
     r.json(|s| (s.services_index(), Value::Object(s.catalog_services())))
         .await
 }
 
-pub(super) async fn service(Path(name): Path<String>, r: Read) -> Response {
-    let tags = r.tags();
+pub(super) async fn service(Path(name): Path<String>, r: BlockingRead) -> Response {
+    let tags = tags(&r);
     r.json(|s| {
         let rows = s
             .instances(&name)
@@ -229,7 +189,7 @@ pub(super) async fn service(Path(name): Path<String>, r: Read) -> Response {
     .await
 }
 
-pub(super) async fn nodes(r: Read) -> Response {
+pub(super) async fn nodes(r: BlockingRead) -> Response {
     r.json(|s| {
         let rows = s.nodes().into_iter().map(node_json).collect();
         (s.nodes_index(), Value::Array(rows))
@@ -255,7 +215,7 @@ fn health_entries(s: &Store, name: &str, tags: &[String]) -> Vec<(Value, bool)> 
         .collect()
 }
 
-pub(super) async fn health_service(Path(name): Path<String>, r: Read) -> Response {
+pub(super) async fn health_service(Path(name): Path<String>, r: BlockingRead) -> Response {
     let passing_only = match r.params.get("passing") {
         None => false,
         Some("") => true,
@@ -264,7 +224,7 @@ pub(super) async fn health_service(Path(name): Path<String>, r: Read) -> Respons
             None => return text(StatusCode::BAD_REQUEST, "Invalid value for ?passing"),
         },
     };
-    let tags = r.tags();
+    let tags = tags(&r);
     // The passing filter does not change the index: it is the unfiltered service's, as in Consul.
     r.json(|s| {
         let body = health_entries(s, &name, &tags)
@@ -277,7 +237,7 @@ pub(super) async fn health_service(Path(name): Path<String>, r: Read) -> Respons
     .await
 }
 
-pub(super) async fn health_state(Path(state): Path<String>, r: Read) -> Response {
+pub(super) async fn health_state(Path(state): Path<String>, r: BlockingRead) -> Response {
     if !matches!(state.as_str(), "any" | "passing" | "warning" | "critical") {
         return text(StatusCode::BAD_REQUEST, "Invalid state");
     }
@@ -285,7 +245,7 @@ pub(super) async fn health_state(Path(state): Path<String>, r: Read) -> Response
         .await
 }
 
-pub(super) async fn health_checks(Path(name): Path<String>, r: Read) -> Response {
+pub(super) async fn health_checks(Path(name): Path<String>, r: BlockingRead) -> Response {
     r.json(|s| {
         let checks = s
             .service_checks(&name)
@@ -297,7 +257,7 @@ pub(super) async fn health_checks(Path(name): Path<String>, r: Read) -> Response
     .await
 }
 
-pub(super) async fn health_node(Path(node): Path<String>, r: Read) -> Response {
+pub(super) async fn health_node(Path(node): Path<String>, r: BlockingRead) -> Response {
     r.json(|s| checks_where(s, |c| c.node == node)).await
 }
 
