@@ -108,6 +108,31 @@ locals {
     "--http-addr=${NOMAD_ADDR_http}",
     "--log-format=json",
   ], var.extra_args)
+
+  # Per token source, the template that writes the task's token variables.
+  token_env = {
+    # Workload Identity: Nomad writes the Consul token to secrets/consul_token.
+    identity = {
+      destination = "secrets/identity.env"
+      data        = "CONSUL_HTTP_TOKEN_FILE={{ env \"NOMAD_SECRETS_DIR\" }}/consul_token\n"
+    }
+    vault = {
+      destination = "secrets/tokens.env"
+      data        = <<-EOT
+      {{ with secret "${var.vault_secret}" }}
+      CONSUL_HTTP_TOKEN={{ .Data.data.consul_token }}
+      NOMAD_TOKEN={{ .Data.data.nomad_token }}
+      {{ end }}
+      EOT
+    }
+    consul-kv = {
+      destination = "secrets/tokens.env"
+      data        = <<-EOT
+      CONSUL_HTTP_TOKEN={{ key "${var.token_kv_prefix}/consul_token" }}
+      NOMAD_TOKEN={{ key "${var.token_kv_prefix}/nomad_token" }}
+      EOT
+    }
+  }
 }
 
 job "proxy-operator" {
@@ -211,16 +236,6 @@ job "proxy-operator" {
         }
       }
 
-      dynamic "template" {
-        for_each = var.token_source == "identity" ? [1] : []
-        content {
-          destination = "secrets/identity.env"
-          env         = true
-          change_mode = "restart"
-          data        = "CONSUL_HTTP_TOKEN_FILE={{ env \"NOMAD_SECRETS_DIR\" }}/consul_token\n"
-        }
-      }
-
       dynamic "vault" {
         for_each = var.token_source == "vault" ? [1] : []
         content {
@@ -228,31 +243,14 @@ job "proxy-operator" {
         }
       }
 
+      # The env file that hands the task its tokens (local.token_env); none without ACLs.
       dynamic "template" {
-        for_each = var.token_source == "vault" ? [1] : []
+        for_each = var.token_source == "none" ? [] : [1]
         content {
-          destination = "secrets/tokens.env"
+          destination = local.token_env[var.token_source].destination
           env         = true
           change_mode = "restart"
-          data        = <<-EOT
-          {{ with secret "${var.vault_secret}" }}
-          CONSUL_HTTP_TOKEN={{ .Data.data.consul_token }}
-          NOMAD_TOKEN={{ .Data.data.nomad_token }}
-          {{ end }}
-          EOT
-        }
-      }
-
-      dynamic "template" {
-        for_each = var.token_source == "consul-kv" ? [1] : []
-        content {
-          destination = "secrets/tokens.env"
-          env         = true
-          change_mode = "restart"
-          data        = <<-EOT
-          CONSUL_HTTP_TOKEN={{ key "${var.token_kv_prefix}/consul_token" }}
-          NOMAD_TOKEN={{ key "${var.token_kv_prefix}/nomad_token" }}
-          EOT
+          data        = local.token_env[var.token_source].data
         }
       }
 

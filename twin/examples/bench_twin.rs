@@ -37,6 +37,21 @@ fn ms(d: Duration) -> String {
     format!("{:.2} ms", d.as_secs_f64() * 1000.0)
 }
 
+/// One row of the wake-up table: samples, p50, p99 and max of the sorted `lat`.
+fn latency_row(label: &str, lat: &[Duration]) {
+    println!(
+        "| {label} | {} | {} | {} | {} |",
+        lat.len(),
+        ms(percentile(lat, 50.0)),
+        ms(percentile(lat, 99.0)),
+        ms(lat.last().copied().unwrap_or_default())
+    );
+}
+
+fn plural(n: usize) -> &'static str {
+    if n == 1 { "" } else { "s" }
+}
+
 async fn current_index(http: &reqwest::Client, base: &str) -> u64 {
     let resp = http
         .get(format!("{base}/v1/kv/bench/key"))
@@ -233,25 +248,18 @@ async fn main() {
         if watchers == 1000 {
             rss_1000 = rss;
         }
-        println!(
-            "| {watchers} HTTP watcher{} | {} | {} | {} | {} |",
-            if watchers == 1 { "" } else { "s" },
-            lat.len(),
-            ms(percentile(&lat, 50.0)),
-            ms(percentile(&lat, 99.0)),
-            ms(lat.last().copied().unwrap_or_default())
+        latency_row(
+            &format!("{watchers} HTTP watcher{}", plural(watchers)),
+            &lat,
         );
     }
     for (watchers, rounds) in [(1usize, 200usize), (100, 20), (1000, 10)] {
         let lat = wake_latency_in_process(&twin, watchers, rounds).await;
-        println!(
-            "| {watchers} in-process waiter{} (mechanism only, no HTTP) | {} | {} | {} | {} |",
-            if watchers == 1 { "" } else { "s" },
-            lat.len(),
-            ms(percentile(&lat, 50.0)),
-            ms(percentile(&lat, 99.0)),
-            ms(lat.last().copied().unwrap_or_default())
+        let label = format!(
+            "{watchers} in-process waiter{} (mechanism only, no HTTP)",
+            plural(watchers)
         );
+        latency_row(&label, &lat);
     }
     println!();
     println!("| KV write throughput (PUT over HTTP keep-alive, 2 s) | writes/s |");

@@ -333,3 +333,29 @@ async fn agent_refusals_carry_consuls_texts_and_codes() {
     );
     api.twin.shutdown().await;
 }
+
+#[tokio::test]
+async fn an_agent_service_is_named_by_name_and_a_service_key_is_ignored_whatever_its_type() {
+    let api = Api::start().await;
+    let body = json!({
+        "Name": "web",
+        "Service": 5,
+        "Port": 8080,
+        "Tags": ["a"],
+        "Meta": {"k": "v"},
+        "EnableTagOverride": true
+    })
+    .to_string();
+    let a = api
+        .call("PUT", "/v1/agent/service/register", Some(body.as_bytes()))
+        .await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.text);
+    let (_, rows) = api.json("GET", "/v1/catalog/service/web", None).await;
+    let row = &rows[0];
+    assert_eq!(row["ServiceName"], "web");
+    assert_eq!(row["ServiceID"], "web", "the ID defaults to the name");
+    assert_eq!(row["ServicePort"], 8080);
+    assert_eq!(row["ServiceTags"], json!(["a"]));
+    assert_eq!(row["ServiceMeta"], json!({"k": "v"}));
+    assert_eq!(row["ServiceEnableTagOverride"], true);
+}

@@ -1,7 +1,7 @@
 //! `/v1/catalog/*`, `/v1/health/*` (DOC catalog.mdx, health.mdx; SRC agent/health_endpoint.go).
 
 use axum::body::Body;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use serde_json::{Value, json};
@@ -10,24 +10,32 @@ use tokio::time::Instant;
 use super::store::{
     Check, DATACENTER, DeregisterRequest, Node, RegisterRequest, ServiceInstance, Store,
 };
-use super::{
-    ConsulState, Params, ReadOpts, blocking_read, json, json_body, meta_headers, read_opts,
-    store_error, text,
-};
+use super::{BlockingRead, ConsulState, json, json_body, store_error, text};
 
-type Q = Query<Vec<(String, String)>>;
-
-fn node_json(n: &Node) -> Value {
-    json!({
+/// The node's identity fields (which a node and a catalog row both start with), then `rest`.
+fn node_and(n: &Node, rest: Value) -> Value {
+    let mut out = json!({
         "ID": n.id,
         "Node": n.node,
         "Address": n.address,
         "Datacenter": DATACENTER,
         "TaggedAddresses": n.tagged_addresses,
-        "Meta": n.meta,
-        "CreateIndex": n.create_index,
-        "ModifyIndex": n.modify_index,
-    })
+    });
+    if let (Value::Object(out), Value::Object(rest)) = (&mut out, rest) {
+        out.extend(rest);
+    }
+    out
+}
+
+fn node_json(n: &Node) -> Value {
+    node_and(
+        n,
+        json!({
+            "Meta": n.meta,
+            "CreateIndex": n.create_index,
+            "ModifyIndex": n.modify_index,
+        }),
+    )
 }
 
 fn service_json(s: &ServiceInstance) -> Value {
@@ -74,39 +82,37 @@ pub(super) fn check_json(c: &Check) -> Value {
 }
 
 fn catalog_row(n: &Node, s: &ServiceInstance) -> Value {
-    json!({
-        "ID": n.id,
-        "Node": n.node,
-        "Address": n.address,
-        "Datacenter": DATACENTER,
-        "TaggedAddresses": n.tagged_addresses,
-        "NodeMeta": n.meta,
-        "ServiceKind": s.kind,
-        "ServiceID": s.id,
-        "ServiceName": s.service,
-        "ServiceTags": s.tags,
-        "ServiceAddress": s.address,
-        "ServiceTaggedAddresses": s.tagged_addresses,
-        "ServiceWeights": { "Passing": s.weights.0, "Warning": s.weights.1 },
-        "ServiceMeta": s.meta,
-        "ServicePort": s.port,
-        "ServiceEnableTagOverride": s.enable_tag_override,
-        "ServiceProxy": {
-            "DestinationServiceName": "",
-            "DestinationServiceID": "",
-            "LocalServiceAddress": "",
-            "LocalServicePort": 0,
-            "Config": null,
-            "Upstreams": null,
-            "Mode": "",
-            "MeshGateway": {},
-            "Expose": {}
-        },
-        "ServiceConnect": { "Native": false, "Proxy": null },
-        "CreateIndex": s.create_index,
-        "ModifyIndex": s.modify_index,
-        "Namespace": "default",
-    })
+    node_and(
+        n,
+        json!({
+            "NodeMeta": n.meta,
+            "ServiceKind": s.kind,
+            "ServiceID": s.id,
+            "ServiceName": s.service,
+            "ServiceTags": s.tags,
+            "ServiceAddress": s.address,
+            "ServiceTaggedAddresses": s.tagged_addresses,
+            "ServiceWeights": { "Passing": s.weights.0, "Warning": s.weights.1 },
+            "ServiceMeta": s.meta,
+            "ServicePort": s.port,
+            "ServiceEnableTagOverride": s.enable_tag_override,
+            "ServiceProxy": {
+                "DestinationServiceName": "",
+                "DestinationServiceID": "",
+                "LocalServiceAddress": "",
+                "LocalServicePort": 0,
+                "Config": null,
+                "Upstreams": null,
+                "Mode": "",
+                "MeshGateway": {},
+                "Expose": {}
+            },
+            "ServiceConnect": { "Native": false, "Proxy": null },
+            "CreateIndex": s.create_index,
+            "ModifyIndex": s.modify_index,
+            "Namespace": "default",
+        }),
+    )
 }
 
 fn has_tags(s: &ServiceInstance, tags: &[String]) -> bool {
@@ -122,10 +128,24 @@ fn go_bool(v: &str) -> Option<bool> {
     }
 }
 
-async fn opts(q: Q) -> Result<(Params, ReadOpts), Response> {
-    let p = Params::from_query(q);
-    let o = read_opts(&p)?;
-    Ok((p, o))
+/// The `?tag=` filters (an instance must carry all of them).
+fn tags(r: &BlockingRead) -> Vec<String> {
+    r.params
+        .all("tag")
+        .into_iter()
+        .map(str::to_string)
+        .collect()
+}
+
+/// The checks `keep` selects, at the checks index: `/v1/health/state` and `/v1/health/node`.
+fn checks_where(s: &Store, keep: impl Fn(&Check) -> bool) -> (u64, Value) {
+    let checks = s
+        .all_checks()
+        .into_iter()
+        .filter(|c| keep(c))
+        .map(check_json)
+        .collect();
+    (s.checks_index(), Value::Array(checks))
 }
 
 /// A catalog write's answer: `true`, or the store's error.
@@ -137,71 +157,48 @@ fn written(result: Result<(), super::store::StoreError>) -> Response {
 }
 
 pub(super) async fn register(State(st): State<ConsulState>, body: Body) -> Response {
-    let req: RegisterRequest = match json_body(body, 4 * 1024 * 1024).await {
-        Ok(r) => r,
-        Err(r) => return r,
-    };
-    written(st.write(|s| s.register(req, Instant::now())))
+    match json_body::<RegisterRequest>(body, 4 * 1024 * 1024).await {
+        Ok(req) => written(st.write(|s| s.register(req, Instant::now()))),
+        Err(r) => r,
+    }
 }
 
 pub(super) async fn deregister(State(st): State<ConsulState>, body: Body) -> Response {
-    let req: DeregisterRequest = match json_body(body, 1024 * 1024).await {
-        Ok(r) => r,
-        Err(r) => return r,
-    };
-    written(st.write(|s| s.deregister(req, Instant::now())))
+    match json_body::<DeregisterRequest>(body, 1024 * 1024).await {
+        Ok(req) => written(st.write(|s| s.deregister(req, Instant::now()))),
+        Err(r) => r,
+    }
 }
 
-pub(super) async fn services(State(st): State<ConsulState>, q: Q) -> Response {
-    let (_, o) = match opts(q).await {
-        Ok(v) => v,
-        Err(r) => return r,
-    };
-    let (index, body) = blocking_read(&st, o, |s| {
-        (s.services_index(), Value::Object(s.catalog_services()))
-    })
-    .await;
-    json(StatusCode::OK, meta_headers(index, &o), &body)
+pub(super) async fn services(r: BlockingRead) -> Response {
+    r.json(|s| (s.services_index(), Value::Object(s.catalog_services())))
+        .await
 }
 
-pub(super) async fn service(
-    State(st): State<ConsulState>,
-    Path(name): Path<String>,
-    q: Q,
-) -> Response {
-    let (p, o) = match opts(q).await {
-        Ok(v) => v,
-        Err(r) => return r,
-    };
-    let tags: Vec<String> = p.all("tag").into_iter().map(str::to_string).collect();
-    let (index, rows) = blocking_read(&st, o, |s| {
-        let rows: Vec<Value> = s
+pub(super) async fn service(Path(name): Path<String>, r: BlockingRead) -> Response {
+    let tags = tags(&r);
+    r.json(|s| {
+        let rows = s
             .instances(&name)
             .into_iter()
             .filter(|(_, svc)| has_tags(svc, &tags))
             .map(|(n, svc)| catalog_row(n, svc))
             .collect();
-        (s.service_index(&name), rows)
+        (s.service_index(&name), Value::Array(rows))
     })
-    .await;
-    json(StatusCode::OK, meta_headers(index, &o), &Value::Array(rows))
+    .await
 }
 
-pub(super) async fn nodes(State(st): State<ConsulState>, q: Q) -> Response {
-    let (_, o) = match opts(q).await {
-        Ok(v) => v,
-        Err(r) => return r,
-    };
-    let (index, rows) = blocking_read(&st, o, |s| {
-        (
-            s.nodes_index(),
-            s.nodes().into_iter().map(node_json).collect::<Vec<_>>(),
-        )
+pub(super) async fn nodes(r: BlockingRead) -> Response {
+    r.json(|s| {
+        let rows = s.nodes().into_iter().map(node_json).collect();
+        (s.nodes_index(), Value::Array(rows))
     })
-    .await;
-    json(StatusCode::OK, meta_headers(index, &o), &Value::Array(rows))
+    .await
 }
 
+/// The health entries of `name`'s instances carrying all `tags`, each with whether all its
+/// checks pass.
 fn health_entries(s: &Store, name: &str, tags: &[String]) -> Vec<(Value, bool)> {
     s.instances(name)
         .into_iter()
@@ -218,16 +215,8 @@ fn health_entries(s: &Store, name: &str, tags: &[String]) -> Vec<(Value, bool)> 
         .collect()
 }
 
-pub(super) async fn health_service(
-    State(st): State<ConsulState>,
-    Path(name): Path<String>,
-    q: Q,
-) -> Response {
-    let (p, o) = match opts(q).await {
-        Ok(v) => v,
-        Err(r) => return r,
-    };
-    let passing_only = match p.get("passing") {
+pub(super) async fn health_service(Path(name): Path<String>, r: BlockingRead) -> Response {
+    let passing_only = match r.params.get("passing") {
         None => false,
         Some("") => true,
         Some(v) => match go_bool(v) {
@@ -235,99 +224,41 @@ pub(super) async fn health_service(
             None => return text(StatusCode::BAD_REQUEST, "Invalid value for ?passing"),
         },
     };
-    let tags: Vec<String> = p.all("tag").into_iter().map(str::to_string).collect();
-    // The passing filter runs after the blocking query, so the index is the unfiltered one.
-    let (index, entries) = blocking_read(&st, o, |s| {
-        (s.service_index(&name), health_entries(s, &name, &tags))
+    let tags = tags(&r);
+    // The passing filter does not change the index: it is the unfiltered service's, as in Consul.
+    r.json(|s| {
+        let body = health_entries(s, &name, &tags)
+            .into_iter()
+            .filter(|(_, ok)| !passing_only || *ok)
+            .map(|(v, _)| v)
+            .collect();
+        (s.service_index(&name), Value::Array(body))
     })
-    .await;
-    let body: Vec<Value> = entries
-        .into_iter()
-        .filter(|(_, ok)| !passing_only || *ok)
-        .map(|(v, _)| v)
-        .collect();
-    json(StatusCode::OK, meta_headers(index, &o), &Value::Array(body))
+    .await
 }
 
-pub(super) async fn health_state(
-    State(st): State<ConsulState>,
-    Path(state): Path<String>,
-    q: Q,
-) -> Response {
-    let (_, o) = match opts(q).await {
-        Ok(v) => v,
-        Err(r) => return r,
-    };
+pub(super) async fn health_state(Path(state): Path<String>, r: BlockingRead) -> Response {
     if !matches!(state.as_str(), "any" | "passing" | "warning" | "critical") {
         return text(StatusCode::BAD_REQUEST, "Invalid state");
     }
-    let (index, checks) = blocking_read(&st, o, |s| {
-        let checks: Vec<Value> = s
-            .all_checks()
-            .into_iter()
-            .filter(|c| state == "any" || c.status == state)
-            .map(check_json)
-            .collect();
-        (s.checks_index(), checks)
-    })
-    .await;
-    json(
-        StatusCode::OK,
-        meta_headers(index, &o),
-        &Value::Array(checks),
-    )
+    r.json(|s| checks_where(s, |c| state == "any" || c.status == state))
+        .await
 }
 
-pub(super) async fn health_checks(
-    State(st): State<ConsulState>,
-    Path(name): Path<String>,
-    q: Q,
-) -> Response {
-    let (_, o) = match opts(q).await {
-        Ok(v) => v,
-        Err(r) => return r,
-    };
-    let (index, checks) = blocking_read(&st, o, |s| {
-        (
-            s.service_index(&name),
-            s.service_checks(&name)
-                .into_iter()
-                .map(check_json)
-                .collect::<Vec<_>>(),
-        )
-    })
-    .await;
-    json(
-        StatusCode::OK,
-        meta_headers(index, &o),
-        &Value::Array(checks),
-    )
-}
-
-pub(super) async fn health_node(
-    State(st): State<ConsulState>,
-    Path(node): Path<String>,
-    q: Q,
-) -> Response {
-    let (_, o) = match opts(q).await {
-        Ok(v) => v,
-        Err(r) => return r,
-    };
-    let (index, checks) = blocking_read(&st, o, |s| {
-        let checks: Vec<Value> = s
-            .all_checks()
+pub(super) async fn health_checks(Path(name): Path<String>, r: BlockingRead) -> Response {
+    r.json(|s| {
+        let checks = s
+            .service_checks(&name)
             .into_iter()
-            .filter(|c| c.node == node)
             .map(check_json)
             .collect();
-        (s.checks_index(), checks)
+        (s.service_index(&name), Value::Array(checks))
     })
-    .await;
-    json(
-        StatusCode::OK,
-        meta_headers(index, &o),
-        &Value::Array(checks),
-    )
+    .await
+}
+
+pub(super) async fn health_node(Path(node): Path<String>, r: BlockingRead) -> Response {
+    r.json(|s| checks_where(s, |c| c.node == node)).await
 }
 
 /// `GET /v1/catalog/datacenters`: the known datacenters, nearest first (no ACL needed).

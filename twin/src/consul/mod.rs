@@ -18,7 +18,8 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::body::Body;
-use axum::extract::{Query, Request, State};
+use axum::extract::{FromRequestParts, Query, Request, State};
+use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -424,6 +425,43 @@ pub(crate) fn read_opts(p: &Params) -> Result<ReadOpts, Response> {
         wait: blocking::effective_wait(requested),
         consistency,
     })
+}
+
+/// A blocking read's request: the state, the query and its blocking options (a bad `index`,
+/// `wait` or consistency pair is refused before the handler runs, with Consul's answer).
+pub(crate) struct BlockingRead {
+    pub(crate) st: ConsulState,
+    pub(crate) params: Params,
+    pub(crate) opts: ReadOpts,
+}
+
+impl FromRequestParts<ConsulState> for BlockingRead {
+    type Rejection = Response;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        st: &ConsulState,
+    ) -> Result<BlockingRead, Response> {
+        let q = Query::<Vec<(String, String)>>::from_request_parts(parts, st)
+            .await
+            .map_err(IntoResponse::into_response)?;
+        let params = Params::from_query(q);
+        let opts = read_opts(&params)?;
+        Ok(BlockingRead {
+            st: st.clone(),
+            params,
+            opts,
+        })
+    }
+}
+
+impl BlockingRead {
+    /// Answers a blocking read of `f` (the index and the body) as JSON with Consul's query-meta
+    /// headers.
+    pub(crate) async fn json(&self, f: impl Fn(&Store) -> (u64, Value)) -> Response {
+        let (index, body) = blocking_read(&self.st, self.opts, f).await;
+        json(StatusCode::OK, meta_headers(index, &self.opts), &body)
+    }
 }
 
 /// Runs a blocking read against the store.

@@ -3,19 +3,16 @@
 use std::time::Duration;
 
 use axum::body::Body;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use serde_json::{Value, json};
 use tokio::time::Instant;
 
-use super::store::{ServiceCheckRef, SessionSpec};
+use super::store::{ServiceCheckRef, Session, SessionSpec, Store};
 use super::{
-    ConsulState, Params, blocking_read, decode_failed, json, json_body_or_default, meta_headers,
-    read_opts, store_error, text,
+    BlockingRead, ConsulState, decode_failed, json, json_body_or_default, store_error, text,
 };
-
-type Q = Query<Vec<(String, String)>>;
 
 /// `LockDelay` may be a duration string or a number: below 1000 it counts seconds, otherwise
 /// nanoseconds (Consul's `lockDelayMinThreshold`).
@@ -142,31 +139,19 @@ pub(super) async fn renew(State(st): State<ConsulState>, Path(id): Path<String>)
     }
 }
 
-pub(super) async fn info(st: State<ConsulState>, Path(id): Path<String>, q: Q) -> Response {
-    list_by(st, q, move |s| {
-        s.session(&id).cloned().into_iter().collect()
-    })
-    .await
+pub(super) async fn info(Path(id): Path<String>, r: BlockingRead) -> Response {
+    list_by(r, move |s| s.session(&id).cloned().into_iter().collect()).await
 }
 
-pub(super) async fn list(st: State<ConsulState>, q: Q) -> Response {
-    list_by(st, q, |s| s.sessions()).await
+pub(super) async fn list(r: BlockingRead) -> Response {
+    list_by(r, |s| s.sessions()).await
 }
 
-pub(super) async fn node(st: State<ConsulState>, Path(node): Path<String>, q: Q) -> Response {
-    list_by(st, q, move |s| s.sessions_of_node(&node)).await
+pub(super) async fn node(Path(node): Path<String>, r: BlockingRead) -> Response {
+    list_by(r, move |s| s.sessions_of_node(&node)).await
 }
 
-async fn list_by(
-    State(st): State<ConsulState>,
-    q: Q,
-    select: impl Fn(&super::store::Store) -> Vec<super::store::Session>,
-) -> Response {
-    let p = Params::from_query(q);
-    let opts = match read_opts(&p) {
-        Ok(o) => o,
-        Err(r) => return r,
-    };
-    let (index, sessions) = blocking_read(&st, opts, |s| (s.sessions_index(), select(s))).await;
-    json(StatusCode::OK, meta_headers(index, &opts), &json!(sessions))
+/// The sessions `select` picks, at the sessions index.
+async fn list_by(r: BlockingRead, select: impl Fn(&Store) -> Vec<Session>) -> Response {
+    r.json(|s| (s.sessions_index(), json!(select(s)))).await
 }

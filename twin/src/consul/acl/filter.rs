@@ -4,6 +4,7 @@
 //! carried a token.
 
 use axum::body::Body;
+use axum::http::response::Parts;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::Response;
 use serde::Deserialize;
@@ -45,49 +46,25 @@ pub(super) enum Filter {
 mod rows {
     use serde::Deserialize;
 
-    #[derive(Deserialize)]
-    #[serde(rename_all = "PascalCase")]
-    pub(super) struct KvEntry {
-        pub(super) key: String,
+    /// Declares each row view with Consul's PascalCase field names.
+    macro_rules! views {
+        ($($name:ident { $($field:ident: $ty:ty),+ $(,)? })*) => {$(
+            #[derive(Deserialize)]
+            #[serde(rename_all = "PascalCase")]
+            pub(super) struct $name {
+                $(pub(super) $field: $ty,)+
+            }
+        )*};
     }
 
-    #[derive(Deserialize)]
-    #[serde(rename_all = "PascalCase")]
-    pub(super) struct ServiceRow {
-        pub(super) service_name: String,
-        pub(super) node: String,
-    }
-
-    #[derive(Deserialize)]
-    #[serde(rename_all = "PascalCase")]
-    pub(super) struct NodeName {
-        pub(super) node: String,
-    }
-
-    #[derive(Deserialize)]
-    #[serde(rename_all = "PascalCase")]
-    pub(super) struct Member {
-        pub(super) name: String,
-    }
-
-    #[derive(Deserialize)]
-    #[serde(rename_all = "PascalCase")]
-    pub(super) struct ServiceName {
-        pub(super) service: String,
-    }
-
-    #[derive(Deserialize)]
-    #[serde(rename_all = "PascalCase")]
-    pub(super) struct HealthRow {
-        pub(super) node: NodeName,
-        pub(super) service: ServiceName,
-    }
-
-    #[derive(Deserialize)]
-    #[serde(rename_all = "PascalCase")]
-    pub(super) struct CheckRow {
-        pub(super) node: String,
-        pub(super) service_name: String,
+    views! {
+        KvEntry { key: String }
+        ServiceRow { service_name: String, node: String }
+        NodeName { node: String }
+        Member { name: String }
+        ServiceName { service: String }
+        HealthRow { node: NodeName, service: ServiceName }
+        CheckRow { node: String, service_name: String }
     }
 }
 
@@ -172,16 +149,30 @@ fn twin_fault(e: impl std::fmt::Display) -> Response {
     )
 }
 
+/// An answer's head and its JSON body, which the filter rewrites (so the length goes).
+async fn json_answer(resp: Response) -> Result<(Parts, Value), Response> {
+    let (mut parts, body) = resp.into_parts();
+    parts.headers.remove(header::CONTENT_LENGTH);
+    let bytes = axum::body::to_bytes(body, usize::MAX)
+        .await
+        .map_err(twin_fault)?;
+    let value = serde_json::from_slice(&bytes).map_err(twin_fault)?;
+    Ok((parts, value))
+}
+
+/// The filtered answer: the original head with `value` as its body.
+fn with_body(parts: Parts, value: &Value) -> Response {
+    match serde_json::to_vec(value) {
+        Ok(body) => Response::from_parts(parts, Body::from(body)),
+        Err(e) => twin_fault(e),
+    }
+}
+
 /// Filters a list answer.
 pub(super) async fn list(who: &Caller, filter: Filter, kv_root: bool, resp: Response) -> Response {
-    let (mut parts, body) = resp.into_parts();
-    let bytes = match axum::body::to_bytes(body, usize::MAX).await {
-        Ok(b) => b,
-        Err(e) => return twin_fault(e),
-    };
-    let mut value: Value = match serde_json::from_slice(&bytes) {
-        Ok(v) => v,
-        Err(e) => return twin_fault(e),
+    let (mut parts, mut value) = match json_answer(resp).await {
+        Ok(answer) => answer,
+        Err(fault) => return fault,
     };
     let removed = match retain(who, filter, &mut value) {
         Ok(n) => n,
@@ -193,7 +184,6 @@ pub(super) async fn list(who: &Caller, filter: Filter, kv_root: bool, resp: Resp
             HeaderValue::from_static("true"),
         );
     }
-    parts.headers.remove(header::CONTENT_LENGTH);
     // KVS.List / KVS.ListKeys: nothing left to show is a 404 with the query meta (a key
     // listing of the root excepted), exactly as if the keys did not exist.
     let empty_kv = match filter {
@@ -206,10 +196,7 @@ pub(super) async fn list(who: &Caller, filter: Filter, kv_root: bool, resp: Resp
         parts.headers.remove(header::CONTENT_TYPE);
         return Response::from_parts(parts, Body::empty());
     }
-    match serde_json::to_vec(&value) {
-        Ok(body) => Response::from_parts(parts, Body::from(body)),
-        Err(e) => twin_fault(e),
-    }
+    with_body(parts, &value)
 }
 
 #[derive(Deserialize)]
@@ -220,14 +207,9 @@ struct TxnResultView {
 
 /// `Txn.Apply` drops the results of KV reads the token may not read (`FilterTxnResults`).
 pub(super) async fn txn_results(who: &Caller, resp: Response) -> Response {
-    let (mut parts, body) = resp.into_parts();
-    let bytes = match axum::body::to_bytes(body, usize::MAX).await {
-        Ok(b) => b,
-        Err(e) => return twin_fault(e),
-    };
-    let mut value: Value = match serde_json::from_slice(&bytes) {
-        Ok(v) => v,
-        Err(e) => return twin_fault(e),
+    let (parts, mut value) = match json_answer(resp).await {
+        Ok(answer) => answer,
+        Err(fault) => return fault,
     };
     if let Some(results) = value.get_mut("Results").and_then(Value::as_array_mut) {
         let mut verdicts = Vec::with_capacity(results.len());
@@ -243,9 +225,5 @@ pub(super) async fn txn_results(who: &Caller, resp: Response) -> Response {
         let mut verdict = verdicts.into_iter();
         results.retain(|_| verdict.next().unwrap_or(false));
     }
-    parts.headers.remove(header::CONTENT_LENGTH);
-    match serde_json::to_vec(&value) {
-        Ok(body) => Response::from_parts(parts, Body::from(body)),
-        Err(e) => twin_fault(e),
-    }
+    with_body(parts, &value)
 }

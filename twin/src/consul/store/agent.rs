@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
+use serde_json::json;
 use tokio::time::Instant;
 
 use super::{
@@ -59,79 +59,53 @@ impl From<StoreError> for AgentError {
 
 /// A check definition as the agent endpoints take it (`structs.CheckType` and friends).
 #[derive(Debug, Clone, Default, Deserialize)]
-#[serde(rename_all = "PascalCase")]
+#[serde(rename_all = "PascalCase", default)]
 pub struct AgentCheckDef {
     /// Check ID (defaults to the name, or `service:<id>[:n]` in a service registration).
-    #[serde(rename = "CheckID", alias = "ID", default)]
+    #[serde(rename = "CheckID", alias = "ID")]
     pub check_id: String,
     /// Name.
-    #[serde(default)]
     pub name: String,
     /// Initial status (default `critical`).
-    #[serde(default)]
     pub status: String,
     /// Notes.
-    #[serde(default)]
     pub notes: String,
     /// The service it belongs to.
-    #[serde(rename = "ServiceID", default)]
+    #[serde(rename = "ServiceID")]
     pub service_id: String,
     /// TTL (a TTL check).
-    #[serde(rename = "TTL", default)]
+    #[serde(rename = "TTL")]
     pub ttl: String,
     /// HTTP URL (an HTTP check).
-    #[serde(rename = "HTTP", default)]
+    #[serde(rename = "HTTP")]
     pub http: String,
     /// TCP address (a TCP check).
-    #[serde(rename = "TCP", default)]
+    #[serde(rename = "TCP")]
     pub tcp: String,
     /// Interval of HTTP/TCP checks.
-    #[serde(default)]
     pub interval: String,
     /// Timeout of HTTP/TCP checks.
-    #[serde(default)]
     pub timeout: String,
 }
 
 /// `PUT /v1/agent/service/register` (`structs.ServiceDefinition`).
 #[derive(Debug, Clone, Default, Deserialize)]
-#[serde(rename_all = "PascalCase")]
+#[serde(rename_all = "PascalCase", default)]
 pub struct AgentServiceDef {
-    /// ID (defaults to the name).
-    #[serde(rename = "ID", default)]
-    pub id: String,
-    /// Name.
-    #[serde(default)]
+    /// Name (the catalog entry's `Service`).
     pub name: String,
-    /// Tags.
-    #[serde(default)]
-    pub tags: Option<Vec<String>>,
-    /// Address.
-    #[serde(default)]
-    pub address: String,
-    /// Tagged addresses.
-    #[serde(default)]
-    pub tagged_addresses: Option<Value>,
-    /// Meta.
-    #[serde(default)]
-    pub meta: Option<BTreeMap<String, String>>,
-    /// Port.
-    #[serde(default)]
-    pub port: i64,
-    /// Kind.
-    #[serde(default)]
-    pub kind: String,
-    /// EnableTagOverride.
-    #[serde(default)]
-    pub enable_tag_override: bool,
-    /// Weights.
-    #[serde(default)]
-    pub weights: Option<super::WeightsDef>,
+    /// The fields the catalog entry takes as they are: ID (defaults to the name), tags,
+    /// addresses, meta, port, weights, kind, EnableTagOverride. Its `service` is replaced by
+    /// [`AgentServiceDef::name`].
+    #[serde(flatten)]
+    pub service: ServiceDef,
+    /// The definition has no `Service` field, so Consul ignores one, whatever its type; taking it
+    /// here keeps it from reaching (and failing to decode into) the flattened catalog fields.
+    #[serde(rename = "Service")]
+    _service: serde::de::IgnoredAny,
     /// One check.
-    #[serde(default)]
     pub check: Option<AgentCheckDef>,
     /// Several checks.
-    #[serde(default)]
     pub checks: Option<Vec<AgentCheckDef>>,
 }
 
@@ -242,13 +216,13 @@ impl Store {
         if def.name.is_empty() {
             return Err(AgentError::BadRequest("Missing service name".into()));
         }
-        if matches!(def.address.as_str(), "0.0.0.0" | "::" | "[::]") {
+        if matches!(def.service.address.as_str(), "0.0.0.0" | "::" | "[::]") {
             return Err(AgentError::BadRequest("Invalid service address".into()));
         }
-        let id = if def.id.is_empty() {
+        let id = if def.service.id.is_empty() {
             def.name.clone()
         } else {
-            def.id.clone()
+            def.service.id.clone()
         };
         let defs: Vec<AgentCheckDef> = def
             .check
@@ -276,14 +250,7 @@ impl Store {
         let service = ServiceDef {
             id: id.clone(),
             service: def.name,
-            tags: def.tags,
-            address: def.address,
-            tagged_addresses: def.tagged_addresses,
-            meta: def.meta,
-            port: def.port,
-            weights: def.weights,
-            enable_tag_override: def.enable_tag_override,
-            kind: def.kind,
+            ..def.service
         };
         self.agent_node_register(Some(service), checks, now)?;
         self.agent.services.insert(id);

@@ -275,9 +275,8 @@ impl Store {
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
-    use super::super::test_support::put;
+    use super::super::test_support::{put, put_as, two_sessions};
     use super::*;
-    use crate::consul::store::SessionSpec;
 
     #[test]
     fn identical_rewrite_does_not_advance_the_index() {
@@ -313,63 +312,28 @@ mod tests {
     fn cas_zero_creates_only_absent_keys_and_cas_n_needs_the_modify_index() {
         let mut s = Store::default();
         let now = Instant::now();
-        assert!(
-            s.kv_put("k", b"1".to_vec(), 0, &PutMode::Cas(0), now)
-                .unwrap()
-        );
-        assert!(
-            !s.kv_put("k", b"2".to_vec(), 0, &PutMode::Cas(0), now)
-                .unwrap()
-        );
+        assert!(put_as(&mut s, "k", "1", PutMode::Cas(0), now));
+        assert!(!put_as(&mut s, "k", "2", PutMode::Cas(0), now));
         let m = s.kv_get("k").unwrap().modify_index;
-        assert!(
-            !s.kv_put("k", b"2".to_vec(), 0, &PutMode::Cas(m + 7), now)
-                .unwrap()
-        );
-        assert!(
-            s.kv_put("k", b"2".to_vec(), 0, &PutMode::Cas(m), now)
-                .unwrap()
-        );
-        assert!(
-            !s.kv_put("missing", b"2".to_vec(), 0, &PutMode::Cas(3), now)
-                .unwrap()
-        );
+        assert!(!put_as(&mut s, "k", "2", PutMode::Cas(m + 7), now));
+        assert!(put_as(&mut s, "k", "2", PutMode::Cas(m), now));
+        assert!(!put_as(&mut s, "missing", "2", PutMode::Cas(3), now));
     }
 
     #[test]
     fn lock_index_counts_fresh_acquires_and_release_keeps_it() {
-        let mut s = Store::seeded();
         let now = Instant::now();
-        let a = s.session_create(SessionSpec::default(), now).unwrap();
-        let b = s.session_create(SessionSpec::default(), now).unwrap();
-        assert!(
-            s.kv_put("l", b"x".to_vec(), 0, &PutMode::Acquire(a.clone()), now)
-                .unwrap()
-        );
-        assert!(
-            s.kv_put("l", b"y".to_vec(), 0, &PutMode::Acquire(a.clone()), now)
-                .unwrap()
-        );
+        let (mut s, a, b) = two_sessions(now);
+        assert!(put_as(&mut s, "l", "x", PutMode::Acquire(a.clone()), now));
+        assert!(put_as(&mut s, "l", "y", PutMode::Acquire(a.clone()), now));
         assert_eq!(s.kv_get("l").unwrap().lock_index, 1);
-        assert!(
-            !s.kv_put("l", b"z".to_vec(), 0, &PutMode::Acquire(b.clone()), now)
-                .unwrap()
-        );
-        assert!(
-            !s.kv_put("l", b"z".to_vec(), 0, &PutMode::Release(b.clone()), now)
-                .unwrap()
-        );
-        assert!(
-            s.kv_put("l", b"z".to_vec(), 0, &PutMode::Release(a), now)
-                .unwrap()
-        );
+        assert!(!put_as(&mut s, "l", "z", PutMode::Acquire(b.clone()), now));
+        assert!(!put_as(&mut s, "l", "z", PutMode::Release(b.clone()), now));
+        assert!(put_as(&mut s, "l", "z", PutMode::Release(a), now));
         let e = s.kv_get("l").unwrap();
         assert_eq!((e.lock_index, e.session.clone()), (1, None));
         // release does not start lock-delay: another session may take it at once
-        assert!(
-            s.kv_put("l", b"w".to_vec(), 0, &PutMode::Acquire(b), now)
-                .unwrap()
-        );
+        assert!(put_as(&mut s, "l", "w", PutMode::Acquire(b), now));
         assert_eq!(s.kv_get("l").unwrap().lock_index, 2);
     }
 

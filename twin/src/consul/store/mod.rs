@@ -195,12 +195,26 @@ impl Store {
 pub(super) mod test_support {
     use tokio::time::Instant;
 
-    use super::{PutMode, Store};
+    use super::{PutMode, SessionSpec, Store};
 
     /// A plain PUT, for tests.
     #[allow(clippy::unwrap_used)]
     pub fn put(s: &mut Store, key: &str, v: &str) -> bool {
-        s.kv_put(key, v.as_bytes().to_vec(), 0, &PutMode::Set, Instant::now())
-            .unwrap()
+        put_as(s, key, v, PutMode::Set, Instant::now())
+    }
+
+    /// A PUT with `mode` at `now` (a lock acquire or release, a CAS); whether it took.
+    #[allow(clippy::unwrap_used)]
+    pub fn put_as(s: &mut Store, key: &str, v: &str, mode: PutMode, now: Instant) -> bool {
+        s.kv_put(key, v.as_bytes().to_vec(), 0, &mode, now).unwrap()
+    }
+
+    /// A seeded store with two default sessions, for lock tests.
+    #[allow(clippy::unwrap_used)]
+    pub fn two_sessions(now: Instant) -> (Store, String, String) {
+        let mut s = Store::seeded();
+        let a = s.session_create(SessionSpec::default(), now).unwrap();
+        let b = s.session_create(SessionSpec::default(), now).unwrap();
+        (s, a, b)
     }
 }

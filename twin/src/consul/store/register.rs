@@ -12,15 +12,13 @@ use super::{Check, Node, ServiceInstance, Store, StoreError, go_parse_uuid};
 /// What the catalog reads of a check's `Definition` (`structs.HealthCheckDefinition`): a
 /// field of the wrong type is a decode error, not an empty interval.
 #[derive(Debug, Default, Deserialize)]
-#[serde(rename_all = "PascalCase")]
+#[serde(rename_all = "PascalCase", default)]
 struct DefinitionView {
-    #[serde(rename = "HTTP", default)]
+    #[serde(rename = "HTTP")]
     http: Option<String>,
-    #[serde(rename = "TCP", default)]
+    #[serde(rename = "TCP")]
     tcp: Option<String>,
-    #[serde(default)]
     interval: Option<String>,
-    #[serde(default)]
     timeout: Option<String>,
 }
 
@@ -407,37 +405,28 @@ fn one() -> i64 {
 
 /// The `Service` block of a register request.
 #[derive(Debug, Clone, Default, Deserialize)]
-#[serde(rename_all = "PascalCase")]
+#[serde(rename_all = "PascalCase", default)]
 pub struct ServiceDef {
     /// Service ID (defaults to the name).
-    #[serde(rename = "ID", default)]
+    #[serde(rename = "ID")]
     pub id: String,
     /// Service name.
-    #[serde(default)]
     pub service: String,
     /// Tags.
-    #[serde(default)]
     pub tags: Option<Vec<String>>,
     /// Address.
-    #[serde(default)]
     pub address: String,
     /// Tagged addresses.
-    #[serde(default)]
     pub tagged_addresses: Option<Value>,
     /// Meta.
-    #[serde(default)]
     pub meta: Option<BTreeMap<String, String>>,
     /// Port.
-    #[serde(default)]
     pub port: i64,
     /// Weights.
-    #[serde(default)]
     pub weights: Option<WeightsDef>,
     /// EnableTagOverride.
-    #[serde(default)]
     pub enable_tag_override: bool,
     /// Kind.
-    #[serde(default)]
     pub kind: String,
 }
 
@@ -482,54 +471,43 @@ pub struct CheckDef {
 
 /// `PUT /v1/catalog/register` body.
 #[derive(Debug, Clone, Default, Deserialize)]
-#[serde(rename_all = "PascalCase")]
+#[serde(rename_all = "PascalCase", default)]
 pub struct RegisterRequest {
     /// Node ID.
-    #[serde(rename = "ID", default)]
+    #[serde(rename = "ID")]
     pub id: String,
     /// Node name.
-    #[serde(default)]
     pub node: String,
     /// Node address.
-    #[serde(default)]
     pub address: String,
     /// Datacenter.
-    #[serde(default)]
     pub datacenter: String,
     /// Tagged addresses.
-    #[serde(default)]
     pub tagged_addresses: Option<BTreeMap<String, String>>,
     /// Node meta.
-    #[serde(default)]
     pub node_meta: Option<BTreeMap<String, String>>,
     /// Service.
-    #[serde(default)]
     pub service: Option<ServiceDef>,
     /// One check.
-    #[serde(default)]
     pub check: Option<CheckDef>,
     /// Several checks.
-    #[serde(default)]
     pub checks: Option<Vec<CheckDef>>,
     /// Keep the node as is.
-    #[serde(default)]
     pub skip_node_update: bool,
 }
 
 /// `PUT /v1/catalog/deregister` body.
 #[derive(Debug, Clone, Default, Deserialize)]
-#[serde(rename_all = "PascalCase")]
+#[serde(rename_all = "PascalCase", default)]
 pub struct DeregisterRequest {
     /// Node.
-    #[serde(default)]
     pub node: String,
     /// Service to remove.
-    #[serde(rename = "ServiceID", default)]
+    #[serde(rename = "ServiceID")]
     pub service_id: String,
     /// Check to remove.
-    #[serde(rename = "CheckID", default)]
+    #[serde(rename = "CheckID")]
     pub check_id: String,
     /// Datacenter.
-    #[serde(default)]
     pub datacenter: String,
 }

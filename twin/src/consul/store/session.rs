@@ -286,30 +286,20 @@ impl Store {
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
+    use super::super::test_support::{put_as, two_sessions};
     use super::*;
     use crate::consul::store::PutMode;
 
     #[test]
     fn invalidated_session_releases_its_locks_and_imposes_lock_delay() {
-        let mut s = Store::seeded();
         let now = Instant::now();
-        let a = s.session_create(SessionSpec::default(), now).unwrap();
-        let b = s.session_create(SessionSpec::default(), now).unwrap();
-        assert!(
-            s.kv_put("l", b"x".to_vec(), 0, &PutMode::Acquire(a.clone()), now)
-                .unwrap()
-        );
+        let (mut s, a, b) = two_sessions(now);
+        assert!(put_as(&mut s, "l", "x", PutMode::Acquire(a.clone()), now));
         assert!(s.session_invalidate(&a, now));
         assert_eq!(s.kv_get("l").unwrap().session, None);
-        assert!(
-            !s.kv_put("l", b"y".to_vec(), 0, &PutMode::Acquire(b.clone()), now)
-                .unwrap()
-        );
+        assert!(!put_as(&mut s, "l", "y", PutMode::Acquire(b.clone()), now));
         let later = now + Duration::from_secs(16);
-        assert!(
-            s.kv_put("l", b"y".to_vec(), 0, &PutMode::Acquire(b), later)
-                .unwrap()
-        );
+        assert!(put_as(&mut s, "l", "y", PutMode::Acquire(b), later));
     }
 
     #[test]
@@ -321,10 +311,7 @@ mod tests {
             ..SessionSpec::default()
         };
         let a = s.session_create(spec, now).unwrap();
-        assert!(
-            s.kv_put("l", b"x".to_vec(), 0, &PutMode::Acquire(a.clone()), now)
-                .unwrap()
-        );
+        assert!(put_as(&mut s, "l", "x", PutMode::Acquire(a.clone()), now));
         s.session_invalidate(&a, now);
         assert!(s.kv_get("l").is_none());
     }

@@ -25,7 +25,7 @@ use task::*;
 
 use super::Inner;
 use super::reaper::{GroupRecord, signal_named};
-use super::store::{AllocPort, Node, Plan, TaskEvent};
+use super::store::{AllocPort, Node, Plan, TaskEvent, TaskState};
 use super::util::{go_duration, now_nanos, rfc3339};
 use super::view::View;
 use rustix::process::Signal;
@@ -164,13 +164,7 @@ struct Shared {
     node: Node,
 }
 
-fn event(
-    inner: &Inner,
-    alloc_id: &str,
-    task: &str,
-    ev: TaskEvent,
-    f: impl FnOnce(&mut super::store::TaskState),
-) {
+fn event(inner: &Inner, alloc_id: &str, task: &str, ev: TaskEvent, f: impl FnOnce(&mut TaskState)) {
     inner.write(|st| {
         st.update_alloc(alloc_id, |a| {
             let ts = a.task_states.entry(task.to_string()).or_default();
@@ -183,6 +177,52 @@ fn event(
             f(ts);
         })
     });
+}
+
+impl Shared {
+    /// Records `ev` on `task` and moves its state with `f`.
+    fn event(&self, task: &str, ev: TaskEvent, f: impl FnOnce(&mut TaskState)) {
+        event(&self.inner, &self.alloc_id, task, ev, f);
+    }
+}
+
+impl AllocCtx {
+    /// Records a fresh `ev()` on each of `tasks` and moves each one's state with `f`.
+    fn event_all(&self, tasks: &[Value], ev: impl Fn() -> TaskEvent, f: impl Fn(&mut TaskState)) {
+        for t in tasks {
+            event(
+                &self.inner,
+                &self.alloc_id,
+                View::task(t).str("Name"),
+                ev(),
+                &f,
+            );
+        }
+    }
+}
+
+// === task-state moves that go with an event ===
+
+/// The event changes nothing but the event list.
+fn unchanged(_: &mut TaskState) {}
+
+/// The task ended now.
+fn finished(ts: &mut TaskState) {
+    ts.state = "dead".into();
+    ts.finished_at = rfc3339(now_nanos());
+}
+
+/// The task ended now, failed.
+fn failed(ts: &mut TaskState) {
+    ts.failed = true;
+    finished(ts);
+}
+
+/// The task waits for its restart.
+fn restarting(ts: &mut TaskState) {
+    ts.state = "pending".into();
+    ts.restarts += 1;
+    ts.last_restart = rfc3339(now_nanos());
 }
 
 async fn run_alloc(
@@ -202,28 +242,17 @@ async fn run_alloc(
         .iter()
         .map(|t| t.value().clone())
         .collect();
-    for t in &tasks {
-        event(
-            &ctx.inner,
-            &ctx.alloc_id,
-            View::task(t).str("Name"),
-            TaskEvent::new("Received", "Task received by client"),
-            |_| {},
-        );
-    }
+    ctx.event_all(
+        &tasks,
+        || TaskEvent::new("Received", "Task received by client"),
+        unchanged,
+    );
     if *stop.borrow() {
-        for t in &tasks {
-            event(
-                &ctx.inner,
-                &ctx.alloc_id,
-                View::task(t).str("Name"),
-                TaskEvent::new("Killed", "Task successfully killed"),
-                |ts| {
-                    ts.state = "dead".into();
-                    ts.finished_at = rfc3339(now_nanos());
-                },
-            );
-        }
+        ctx.event_all(
+            &tasks,
+            || TaskEvent::new("Killed", "Task successfully killed"),
+            finished,
+        );
         return;
     }
     if let Some(bad) = tasks
@@ -233,22 +262,13 @@ async fn run_alloc(
         let driver = View::task(bad).str("Driver").to_string();
         let msg =
             format!("missing drivers: the twin's node has only raw_exec and exec, not {driver:?}");
-        for t in &tasks {
+        let ev = || {
             let mut ev = TaskEvent::new("Driver Failure", msg.clone());
             ev.driver_error = msg.clone();
             ev.fails_task = true;
-            event(
-                &ctx.inner,
-                &ctx.alloc_id,
-                View::task(t).str("Name"),
-                ev,
-                |ts| {
-                    ts.state = "dead".into();
-                    ts.failed = true;
-                    ts.finished_at = rfc3339(now_nanos());
-                },
-            );
-        }
+            ev
+        };
+        ctx.event_all(&tasks, ev, failed);
         let plan = ctx.inner.write(|st| {
             st.update_alloc(&ctx.alloc_id, |a| {
                 a.client_description = "Failed tasks".into()
@@ -265,22 +285,17 @@ async fn run_alloc(
     let ports = match assign_ports(&group, &node.address) {
         Ok(p) => p,
         Err(e) => {
-            for t in &tasks {
+            let ev = || {
                 let mut ev =
                     TaskEvent::new("Setup Failure", format!("failed to assign ports: {e}"));
                 ev.setup_error = e.to_string();
                 ev.fails_task = true;
-                event(
-                    &ctx.inner,
-                    &ctx.alloc_id,
-                    View::task(t).str("Name"),
-                    ev,
-                    |ts| {
-                        ts.state = "dead".into();
-                        ts.failed = true;
-                    },
-                );
-            }
+                ev
+            };
+            ctx.event_all(&tasks, ev, |ts| {
+                ts.state = "dead".into();
+                ts.failed = true;
+            });
             return;
         }
     };

@@ -13,15 +13,12 @@ pub(super) enum Exit {
 }
 
 pub(super) async fn run_task(sh: Shared, task: Value, mut stop: watch::Receiver<bool>) {
-    let inner = sh.inner.clone();
     let name = View::task(&task).str("Name").to_string();
     let task_dir = sh.alloc_dir.join(&name);
-    event(
-        &inner,
-        &sh.alloc_id,
+    sh.event(
         &name,
         TaskEvent::new("Task Setup", "Building Task Directory"),
-        |_| {},
+        unchanged,
     );
     for sub in ["local", "secrets", "tmp"] {
         let _ = std::fs::create_dir_all(task_dir.join(sub));
@@ -31,11 +28,7 @@ pub(super) async fn run_task(sh: Shared, task: Value, mut stop: watch::Receiver<
         let mut ev = TaskEvent::new("Setup Failure", format!("failed to render template: {e}"));
         ev.setup_error = e;
         ev.fails_task = true;
-        event(&inner, &sh.alloc_id, &name, ev, |ts| {
-            ts.state = "dead".into();
-            ts.failed = true;
-            ts.finished_at = rfc3339(now_nanos());
-        });
+        sh.event(&name, ev, failed);
         return;
     }
     let restart = View::task(&task).obj_or_empty("RestartPolicy");
@@ -83,17 +76,12 @@ pub(super) async fn run_task(sh: Shared, task: Value, mut stop: watch::Receiver<
         term.exit_code = code;
         term.signal = signal;
         term.details.insert("exit_code".into(), code.to_string());
-        event(&inner, &sh.alloc_id, &name, term, |_| {});
+        sh.event(&name, term, unchanged);
         if batch && code == 0 {
-            event(
-                &inner,
-                &sh.alloc_id,
+            sh.event(
                 &name,
                 TaskEvent::new("Not Restarting", "Task completed successfully"),
-                |ts| {
-                    ts.state = "dead".into();
-                    ts.finished_at = rfc3339(now_nanos());
-                },
+                finished,
             );
             return;
         }
@@ -109,11 +97,7 @@ pub(super) async fn run_task(sh: Shared, task: Value, mut stop: watch::Receiver<
             );
             ev.restart_reason = "Restart within policy".into();
             ev.start_delay = delay.as_nanos() as i64;
-            event(&inner, &sh.alloc_id, &name, ev, |ts| {
-                ts.state = "pending".into();
-                ts.restarts += 1;
-                ts.last_restart = rfc3339(now_nanos());
-            });
+            sh.event(&name, ev, restarting);
             delay
         } else if mode == "delay" {
             let until_window_end = interval.saturating_sub(window_start.elapsed()) + delay;
@@ -126,11 +110,7 @@ pub(super) async fn run_task(sh: Shared, task: Value, mut stop: watch::Receiver<
             );
             ev.restart_reason = "Exceeded allowed attempts, applying a delay".into();
             ev.start_delay = until_window_end.as_nanos() as i64;
-            event(&inner, &sh.alloc_id, &name, ev, |ts| {
-                ts.state = "pending".into();
-                ts.restarts += 1;
-                ts.last_restart = rfc3339(now_nanos());
-            });
+            sh.event(&name, ev, restarting);
             window_start = Instant::now() + until_window_end;
             count = 0;
             until_window_end
@@ -142,11 +122,7 @@ pub(super) async fn run_task(sh: Shared, task: Value, mut stop: watch::Receiver<
             let mut ev = TaskEvent::new("Not Restarting", msg.clone());
             ev.restart_reason = msg;
             ev.fails_task = true;
-            event(&inner, &sh.alloc_id, &name, ev, |ts| {
-                ts.state = "dead".into();
-                ts.failed = true;
-                ts.finished_at = rfc3339(now_nanos());
-            });
+            sh.event(&name, ev, failed);
             return;
         };
         tokio::select! {
@@ -154,15 +130,10 @@ pub(super) async fn run_task(sh: Shared, task: Value, mut stop: watch::Receiver<
             _ = stopped(&mut stop) => break,
         }
     }
-    event(
-        &inner,
-        &sh.alloc_id,
+    sh.event(
         &name,
         TaskEvent::new("Killed", "Task successfully killed"),
-        |ts| {
-            ts.state = "dead".into();
-            ts.finished_at = rfc3339(now_nanos());
-        },
+        finished,
     );
 }
 
@@ -196,7 +167,6 @@ pub(super) async fn run_process(
     kill_timeout: Duration,
     kill_signal: Option<Signal>,
 ) -> Exit {
-    let inner = &sh.inner;
     let name = View::task(task).str("Name");
     let config = DriverConfig::of(task);
     let (command, args) = match &config {
@@ -243,16 +213,14 @@ pub(super) async fn run_process(
         Err(msg) => {
             let mut ev = TaskEvent::new("Driver Failure", msg.clone());
             ev.driver_error = msg;
-            event(inner, &sh.alloc_id, name, ev, |_| {});
+            sh.event(name, ev, unchanged);
             return Exit::Code(-1, 0);
         }
     };
     // Dropping the record kills the whole group, so no task outlives its runner even when a test
     // panics; the file it writes lets the next twin reap the group if this one dies first.
     let guard = child.id().map(|pgid| GroupRecord::new(&sh.alloc_dir, pgid));
-    event(
-        inner,
-        &sh.alloc_id,
+    sh.event(
         name,
         TaskEvent::new("Started", "Task started by client"),
         |ts| {
@@ -265,7 +233,7 @@ pub(super) async fn run_process(
         _ = stopped(stop) => {
             let mut ev = TaskEvent::new("Killing", format!("Sent interrupt. Waiting {} before force killing", go_duration(kill_timeout)));
             ev.kill_timeout = kill_timeout.as_nanos() as u64;
-            event(inner, &sh.alloc_id, name, ev, |_| {});
+            sh.event(name, ev, unchanged);
             if let (Some(g), Some(sig)) = (&guard, kill_signal) {
                 g.signal(sig);
             }

@@ -135,8 +135,8 @@ pub(super) type ReqAcl = Extension<Arc<Acl>>;
 
 // === endpoints ===
 
-pub(super) async fn list_policies(State(inner): St, Query(q): Params) -> Response {
-    blocking(&inner, &q, |st| {
+pub(super) async fn list_policies(r: Req) -> Response {
+    r.blocking(|st| {
         let list: Vec<Value> = st
             .acl_policies
             .values()
@@ -147,12 +147,8 @@ pub(super) async fn list_policies(State(inner): St, Query(q): Params) -> Respons
     .await
 }
 
-pub(super) async fn read_policy(
-    State(inner): St,
-    Path(name): Path<String>,
-    Query(q): Params,
-) -> Response {
-    blocking(&inner, &q, move |st| match st.acl_policies.get(&name) {
+pub(super) async fn read_policy(Path(name): Path<String>, r: Req) -> Response {
+    r.blocking(move |st| match st.acl_policies.get(&name) {
         Some(p) => (p.modify_index, Ok(Store::acl_policy_json(p, true))),
         None => (
             st.tables.acl_policies,
@@ -164,51 +160,34 @@ pub(super) async fn read_policy(
 
 /// `POST/PUT /v1/acl/policy/:name` with `{"Name", "Description", "Rules"}`; answers an empty
 /// body with `X-Nomad-Index`.
-pub(super) async fn upsert_policy(
-    State(inner): St,
-    Path(name): Path<String>,
-    Query(q): Params,
-    bytes: Bytes,
-) -> Response {
-    let body = match parse_body(&bytes) {
-        Ok(b) => b,
-        Err(e) => return error(ApiError::new(500, e.message)),
-    };
+pub(super) async fn upsert_policy(Path(name): Path<String>, r: Req, bytes: Bytes) -> Answer {
+    // The ACL endpoints answer an undecodable body with a 500.
+    let body = parse_body(&bytes).map_err(|e| ApiError::new(500, e.message))?;
     const REQ: &str = "ACLPolicy";
-    let fields = (|| {
-        let get = |k| {
-            typed_field(&body, REQ, k, GoKind::String)
-                .map(|v| v.and_then(Value::as_str).unwrap_or("").to_string())
-        };
-        Ok::<_, ApiError>((get("Name")?, get("Description")?, get("Rules")?))
-    })();
-    let (body_name, description, rules) = match fields {
-        Ok(f) => f,
-        Err(e) => return error(e),
+    let get = |k| {
+        typed_field(&body, REQ, k, GoKind::String)
+            .map(|v| v.and_then(Value::as_str).unwrap_or("").to_string())
     };
+    let (body_name, description, rules) = (get("Name")?, get("Description")?, get("Rules")?);
     if body_name != name {
-        return error(ApiError::new(
+        return Err(ApiError::new(
             400,
             "ACL policy name does not match request path",
         ));
     }
-    match inner.write(|st| st.upsert_acl_policy(&name, &description, &rules)) {
-        Ok(index) => write_empty(&q, index),
-        Err(e) => error(e),
-    }
+    let index = r
+        .inner
+        .write(|st| st.upsert_acl_policy(&name, &description, &rules))?;
+    Ok(write_empty(&r.q, index))
 }
 
-pub(super) async fn delete_policy(
-    State(inner): St,
-    Path(name): Path<String>,
-    Query(q): Params,
-) -> Response {
-    let index = inner.write(|st| st.delete_acl_policy(&name));
-    write_empty(&q, index)
+pub(super) async fn delete_policy(Path(name): Path<String>, r: Req) -> Response {
+    let index = r.inner.write(|st| st.delete_acl_policy(&name));
+    write_empty(&r.q, index)
 }
 
-pub(super) async fn list_tokens(State(inner): St, Query(q): Params) -> Response {
-    blocking(&inner, &q, |st| {
+pub(super) async fn list_tokens(r: Req) -> Response {
+    r.blocking(|st| {
         let list: Vec<Value> = st
             .acl_tokens
             .values()
@@ -220,13 +199,12 @@ pub(super) async fn list_tokens(State(inner): St, Query(q): Params) -> Response 
 }
 
 pub(super) async fn read_token(
-    State(inner): St,
     Path(accessor): Path<String>,
-    Query(q): Params,
+    r: Req,
     headers: HeaderMap,
 ) -> Response {
     let secret = token_of(&headers);
-    blocking(&inner, &q, move |st| {
+    r.blocking(move |st| {
         let found = if accessor == "self" {
             secret.as_deref().and_then(|s| st.token_by_secret(s))
         } else {
@@ -245,11 +223,9 @@ pub(super) async fn read_token(
 
 /// `POST/PUT /v1/acl/token` with `{"Name", "Type", "Policies", "Global"}`: the new token,
 /// secret included.
-pub(super) async fn create_token(State(inner): St, Query(q): Params, bytes: Bytes) -> Response {
-    let body = match parse_body(&bytes) {
-        Ok(b) => b,
-        Err(e) => return error(ApiError::new(500, e.message)),
-    };
+pub(super) async fn create_token(r: Req, bytes: Bytes) -> Answer {
+    // The ACL endpoints answer an undecodable body with a 500.
+    let body = parse_body(&bytes).map_err(|e| ApiError::new(500, e.message))?;
     const REQ: &str = "ACLToken";
     let fields = (|| {
         let name = typed_field(&body, REQ, "Name", GoKind::String)?
@@ -282,30 +258,23 @@ pub(super) async fn create_token(State(inner): St, Query(q): Params, bytes: Byte
         };
         Ok::<_, ApiError>((name, kind, policies, global))
     })();
-    let (name, kind, policies, global) = match fields {
-        Ok(f) => f,
-        Err(e) => return error(e),
-    };
+    let (name, kind, policies, global) = fields?;
     if field(&body, "AccessorID")
         .and_then(Value::as_str)
         .is_some_and(|a| !a.is_empty())
     {
-        return error(ApiError::new(
+        return Err(ApiError::new(
             400,
             "hashistack-twin: updating a token (AccessorID set) is not implemented",
         ));
     }
-    match inner.write(|st| st.create_acl_token(&name, &kind, policies, global, None)) {
-        Ok(t) => write_response(&q, t.modify_index, &Store::acl_token_json(&t, true)),
-        Err(e) => error(e),
-    }
+    let t = r
+        .inner
+        .write(|st| st.create_acl_token(&name, &kind, policies, global, None))?;
+    Ok(r.written(t.modify_index, &Store::acl_token_json(&t, true)))
 }
 
-pub(super) async fn delete_token(
-    State(inner): St,
-    Path(accessor): Path<String>,
-    Query(q): Params,
-) -> Response {
-    let index = inner.write(|st| st.delete_acl_token(&accessor));
-    write_empty(&q, index)
+pub(super) async fn delete_token(Path(accessor): Path<String>, r: Req) -> Response {
+    let index = r.inner.write(|st| st.delete_acl_token(&accessor));
+    write_empty(&r.q, index)
 }

@@ -2,14 +2,10 @@
 
 use super::*;
 
-pub(super) async fn list_evals(
-    State(inner): St,
-    Query(q): Params,
-    Extension(acl): ReqAcl,
-) -> Response {
-    let ns = namespace(&q);
-    let prefix = param(&q, "prefix").unwrap_or("").to_string();
-    blocking(&inner, &q, |st| {
+pub(super) async fn list_evals(r: Req, Extension(acl): ReqAcl) -> Response {
+    let ns = r.ns();
+    let prefix = r.param("prefix").unwrap_or("").to_string();
+    r.blocking(|st| {
         let mut list: Vec<Value> = st
             .evals
             .values()
@@ -26,13 +22,9 @@ pub(super) async fn list_evals(
     .await
 }
 
-pub(super) async fn read_eval(
-    State(inner): St,
-    Path(id): Path<String>,
-    Query(q): Params,
-) -> Response {
-    let related = matches!(param(&q, "related"), Some("true" | "1"));
-    blocking(&inner, &q, |st| match st.evals.get(&id) {
+pub(super) async fn read_eval(Path(id): Path<String>, r: Req) -> Response {
+    let related = matches!(r.param("related"), Some("true" | "1"));
+    r.blocking(|st| match st.evals.get(&id) {
         Some(e) => {
             let mut e = e.clone();
             if related && let Some(o) = e.as_object_mut() {
@@ -47,18 +39,11 @@ pub(super) async fn read_eval(
 
 // === allocations ===
 
-pub(super) async fn list_allocs(
-    State(inner): St,
-    Query(q): Params,
-    Extension(acl): ReqAcl,
-) -> Response {
-    let ns = namespace(&q);
-    let prefix = param(&q, "prefix").unwrap_or("").to_string();
-    let filter = match param(&q, "filter").map(filter::parse).transpose() {
-        Ok(f) => f,
-        Err(e) => return error(ApiError::new(500, e.to_string())),
-    };
-    blocking(&inner, &q, |st| {
+pub(super) async fn list_allocs(r: Req, Extension(acl): ReqAcl) -> Answer {
+    let ns = r.ns();
+    let prefix = r.param("prefix").unwrap_or("").to_string();
+    let filter = r.filter()?;
+    Ok(r.blocking(|st| {
         let list: Vec<Value> = st
             .allocs
             .values()
@@ -72,27 +57,19 @@ pub(super) async fn list_allocs(
             .collect();
         (st.tables.allocs, Ok(Value::Array(list)))
     })
-    .await
+    .await)
 }
 
-pub(super) async fn read_alloc(
-    State(inner): St,
-    Path(id): Path<String>,
-    Query(q): Params,
-) -> Response {
-    blocking(&inner, &q, |st| match st.allocs.get(&id) {
+pub(super) async fn read_alloc(Path(id): Path<String>, r: Req) -> Response {
+    r.blocking(|st| match st.allocs.get(&id) {
         Some(a) => (a.modify_index, Ok(st.alloc_json(a, true))),
         None => (st.tables.allocs, Err(ApiError::new(404, "alloc not found"))),
     })
     .await
 }
 
-pub(super) async fn alloc_services(
-    State(inner): St,
-    Path(id): Path<String>,
-    Query(q): Params,
-) -> Response {
-    blocking(&inner, &q, |st| {
+pub(super) async fn alloc_services(Path(id): Path<String>, r: Req) -> Response {
+    r.blocking(|st| {
         let list: Vec<Value> = st
             .services
             .values()
@@ -106,13 +83,9 @@ pub(super) async fn alloc_services(
 
 // === services ===
 
-pub(super) async fn list_services(
-    State(inner): St,
-    Query(q): Params,
-    Extension(acl): ReqAcl,
-) -> Response {
-    let ns = namespace(&q);
-    blocking(&inner, &q, |st| {
+pub(super) async fn list_services(r: Req, Extension(acl): ReqAcl) -> Response {
+    let ns = r.ns();
+    r.blocking(|st| {
         let list = st.service_namespaces(|ns_of| {
             ns_matches(&ns, ns_of) && acl.allow_ns_op(ns_of, "read-job")
         });
@@ -121,17 +94,10 @@ pub(super) async fn list_services(
     .await
 }
 
-pub(super) async fn read_service(
-    State(inner): St,
-    Path(name): Path<String>,
-    Query(q): Params,
-) -> Response {
-    let ns = namespace(&q);
-    let filter = match param(&q, "filter").map(filter::parse).transpose() {
-        Ok(f) => f,
-        Err(e) => return error(ApiError::new(500, e.to_string())),
-    };
-    blocking(&inner, &q, |st| {
+pub(super) async fn read_service(Path(name): Path<String>, r: Req) -> Answer {
+    let ns = r.ns();
+    let filter = r.filter()?;
+    Ok(r.blocking(|st| {
         let list: Vec<Value> = st
             .service_registrations(&name, |ns_of| ns_matches(&ns, ns_of))
             .into_iter()
@@ -139,23 +105,19 @@ pub(super) async fn read_service(
             .collect();
         (st.tables.services, Ok(Value::Array(list)))
     })
-    .await
+    .await)
 }
 
-pub(super) async fn delete_service(
-    State(inner): St,
-    Path((_name, id)): Path<(String, String)>,
-    Query(q): Params,
-) -> Response {
-    let index = inner.write(|st| {
+pub(super) async fn delete_service(Path((_name, id)): Path<(String, String)>, r: Req) -> Response {
+    let index = r.inner.write(|st| {
         st.remove_service(&id);
         st.index
     });
-    write_response(&q, index, &Value::Null)
+    r.written(index, &Value::Null)
 }
 
-pub(super) async fn event_stream(State(inner): St, Query(q): Params) -> Response {
-    events::stream(inner, &q)
+pub(super) async fn event_stream(r: Req) -> Response {
+    events::stream(r.inner, &r.q)
 }
 
 // === namespaces, status, agent ===
@@ -175,14 +137,10 @@ pub(super) fn default_namespace() -> Value {
     })
 }
 
-pub(super) async fn list_namespaces(
-    State(inner): St,
-    Query(q): Params,
-    Extension(acl): ReqAcl,
-) -> Response {
+pub(super) async fn list_namespaces(r: Req, Extension(acl): ReqAcl) -> Response {
     // Only the namespaces the token has any capability in are listed.
     let visible = acl.allow_namespace("default");
-    blocking(&inner, &q, move |_| {
+    r.blocking(move |_| {
         let list = if visible {
             json!([default_namespace()])
         } else {
@@ -193,12 +151,8 @@ pub(super) async fn list_namespaces(
     .await
 }
 
-pub(super) async fn read_namespace(
-    State(inner): St,
-    Path(name): Path<String>,
-    Query(q): Params,
-) -> Response {
-    blocking(&inner, &q, |_| {
+pub(super) async fn read_namespace(Path(name): Path<String>, r: Req) -> Response {
+    r.blocking(|_| {
         if name == "default" {
             (1, Ok(default_namespace()))
         } else {

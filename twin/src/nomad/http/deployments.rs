@@ -2,13 +2,9 @@
 
 use super::*;
 
-pub(super) async fn list_deployments(
-    State(inner): St,
-    Query(q): Params,
-    Extension(acl): ReqAcl,
-) -> Response {
-    let ns = namespace(&q);
-    blocking(&inner, &q, |st| {
+pub(super) async fn list_deployments(r: Req, Extension(acl): ReqAcl) -> Response {
+    let ns = r.ns();
+    r.blocking(|st| {
         let mut list: Vec<&crate::nomad::store::Deployment> = st
             .deployments
             .values()
@@ -24,12 +20,8 @@ pub(super) async fn list_deployments(
     .await
 }
 
-pub(super) async fn read_deployment(
-    State(inner): St,
-    Path(id): Path<String>,
-    Query(q): Params,
-) -> Response {
-    blocking(&inner, &q, |st| match st.deployments.get(&id) {
+pub(super) async fn read_deployment(Path(id): Path<String>, r: Req) -> Response {
+    r.blocking(|st| match st.deployments.get(&id) {
         Some(d) => (
             d.modify_index,
             Ok(serde_json::to_value(d).unwrap_or(Value::Null)),
@@ -42,12 +34,8 @@ pub(super) async fn read_deployment(
     .await
 }
 
-pub(super) async fn deployment_allocations(
-    State(inner): St,
-    Path(id): Path<String>,
-    Query(q): Params,
-) -> Response {
-    blocking(&inner, &q, |st| {
+pub(super) async fn deployment_allocations(Path(id): Path<String>, r: Req) -> Response {
+    r.blocking(|st| {
         let list: Vec<Value> = st
             .allocs
             .values()
@@ -59,22 +47,12 @@ pub(super) async fn deployment_allocations(
     .await
 }
 
-pub(super) async fn fail_deployment(
-    State(inner): St,
-    Path(id): Path<String>,
-    Query(q): Params,
-) -> Response {
-    let result =
-        inner.write_and_apply(
-            |st| match st.fail_deployment(&id, "Deployment marked as failed") {
-                Ok((reverted, plan)) => (Ok(st.deployment_update(&id, reverted)), plan),
-                Err(e) => (Err(e), Default::default()),
-            },
-        );
-    match result {
-        Ok((index, body)) => write_response(&q, index, &body),
-        Err(e) => error(e),
-    }
+pub(super) async fn fail_deployment(Path(id): Path<String>, r: Req) -> Answer {
+    let (index, body) = r.apply(|st| {
+        let (reverted, plan) = st.fail_deployment(&id, "Deployment marked as failed")?;
+        Ok((st.deployment_update(&id, reverted), plan))
+    })?;
+    Ok(r.written(index, &body))
 }
 
 /// The body of a deployment action, whose `DeploymentID` must name the path's deployment.
@@ -86,39 +64,24 @@ pub(super) fn deployment_request(bytes: &Bytes, id: &str) -> Result<Value, ApiEr
     Ok(body)
 }
 
-pub(super) async fn pause_deployment(
-    State(inner): St,
-    Path(id): Path<String>,
-    Query(q): Params,
-    bytes: Bytes,
-) -> Response {
-    let body = match deployment_request(&bytes, &id) {
-        Ok(b) => b,
-        Err(e) => return error(e),
-    };
+pub(super) async fn pause_deployment(Path(id): Path<String>, r: Req, bytes: Bytes) -> Answer {
+    let body = deployment_request(&bytes, &id)?;
     let pause = field(&body, "Pause")
         .and_then(Value::as_bool)
         .unwrap_or(false);
-    let result = inner.write(|st| {
+    let (index, body) = r.inner.write(|st| {
         st.pause_deployment(&id, pause)
             .map(|modify| deployment_update_body(st.deployment_eval(&id), modify, None, st.index))
-    });
-    match result {
-        Ok((index, body)) => write_response(&q, index, &body),
-        Err(e) => error(e),
-    }
+    })?;
+    Ok(r.written(index, &body))
 }
 
 pub(super) async fn deployment_alloc_health(
-    State(inner): St,
     Path(id): Path<String>,
-    Query(q): Params,
+    r: Req,
     bytes: Bytes,
-) -> Response {
-    let body = match deployment_request(&bytes, &id) {
-        Ok(b) => b,
-        Err(e) => return error(e),
-    };
+) -> Answer {
+    let body = deployment_request(&bytes, &id)?;
     let ids = |key: &str| -> Vec<String> {
         field(&body, key)
             .and_then(Value::as_array)
@@ -130,14 +93,9 @@ pub(super) async fn deployment_alloc_health(
             .unwrap_or_default()
     };
     let (healthy, unhealthy) = (ids("HealthyAllocationIDs"), ids("UnhealthyAllocationIDs"));
-    let result = inner.write_and_apply(|st| {
-        match st.set_deployment_alloc_health(&id, &healthy, &unhealthy) {
-            Ok((reverted, plan)) => (Ok(st.deployment_update(&id, reverted)), plan),
-            Err(e) => (Err(e), Default::default()),
-        }
-    });
-    match result {
-        Ok((index, body)) => write_response(&q, index, &body),
-        Err(e) => error(e),
-    }
+    let (index, body) = r.apply(|st| {
+        let (reverted, plan) = st.set_deployment_alloc_health(&id, &healthy, &unhealthy)?;
+        Ok((st.deployment_update(&id, reverted), plan))
+    })?;
+    Ok(r.written(index, &body))
 }

@@ -3,77 +3,43 @@
 
 use super::*;
 
-pub(super) async fn do_register(
-    inner: Arc<Inner>,
-    q: Vec<(String, String)>,
-    bytes: Bytes,
-    path_id: Option<String>,
-) -> Response {
-    let body = match parse_body(&bytes) {
-        Ok(b) => b,
-        Err(e) => return error(e),
-    };
-    let envelope = (|| {
-        const REQ: &str = "JobRegisterRequest";
-        for k in ["PolicyOverride", "PreserveCounts"] {
-            typed_field(&body, REQ, k, GoKind::Bool)?;
-        }
-        Ok::<_, ApiError>(RegisterOpts {
-            enforce_index: typed_field(&body, REQ, "EnforceIndex", GoKind::Bool)?
-                .and_then(Value::as_bool)
-                .unwrap_or(false),
-            job_modify_index: typed_field(&body, REQ, "JobModifyIndex", GoKind::Uint64)?
-                .and_then(Value::as_u64)
-                .unwrap_or(0),
-            eval_priority: typed_field(&body, REQ, "EvalPriority", GoKind::Int)?
-                .and_then(Value::as_u64)
-                .unwrap_or(0),
-            trigger: "job-register",
-            force_new_version: false,
-        })
-    })();
-    let opts = match envelope {
-        Ok(o) => o,
-        Err(e) => return error(e),
-    };
-    let job = match job_from_body(&body, param(&q, "namespace"), path_id.as_deref()) {
-        Ok(j) => j,
-        Err(e) => return error(e),
-    };
-    match inner.write_and_apply(|st| match st.register(job, &opts) {
-        Ok((out, plan)) => (Ok(out), plan),
-        Err(e) => (Err(e), Default::default()),
-    }) {
-        Ok(out) => write_response(&q, out.index, &out.body()),
-        Err(e) => error(e),
+pub(super) fn do_register(r: &Req, bytes: &Bytes, path_id: Option<&str>) -> Answer {
+    let body = parse_body(bytes)?;
+    const REQ: &str = "JobRegisterRequest";
+    for k in ["PolicyOverride", "PreserveCounts"] {
+        typed_field(&body, REQ, k, GoKind::Bool)?;
     }
-}
-
-pub(super) async fn register_jobs(State(inner): St, Query(q): Params, bytes: Bytes) -> Response {
-    do_register(inner, q, bytes, None).await
-}
-
-pub(super) async fn register_job(
-    State(inner): St,
-    Path(id): Path<String>,
-    Query(q): Params,
-    bytes: Bytes,
-) -> Response {
-    do_register(inner, q, bytes, Some(id)).await
-}
-
-pub(super) async fn list_jobs(
-    State(inner): St,
-    Query(q): Params,
-    Extension(acl): ReqAcl,
-) -> Response {
-    let ns = namespace(&q);
-    let prefix = param(&q, "prefix").unwrap_or("").to_string();
-    let filter = match param(&q, "filter").map(filter::parse).transpose() {
-        Ok(f) => f,
-        Err(e) => return error(ApiError::new(500, e.to_string())),
+    let opts = RegisterOpts {
+        enforce_index: typed_field(&body, REQ, "EnforceIndex", GoKind::Bool)?
+            .and_then(Value::as_bool)
+            .unwrap_or(false),
+        job_modify_index: typed_field(&body, REQ, "JobModifyIndex", GoKind::Uint64)?
+            .and_then(Value::as_u64)
+            .unwrap_or(0),
+        eval_priority: typed_field(&body, REQ, "EvalPriority", GoKind::Int)?
+            .and_then(Value::as_u64)
+            .unwrap_or(0),
+        trigger: "job-register",
+        force_new_version: false,
     };
-    blocking(&inner, &q, |st| {
+    let job = job_from_body(&body, r.param("namespace"), path_id)?;
+    let out = r.apply(|st| st.register(job, &opts))?;
+    Ok(r.written(out.index, &out.body()))
+}
+
+pub(super) async fn register_jobs(r: Req, bytes: Bytes) -> Answer {
+    do_register(&r, &bytes, None)
+}
+
+pub(super) async fn register_job(Path(id): Path<String>, r: Req, bytes: Bytes) -> Answer {
+    do_register(&r, &bytes, Some(&id))
+}
+
+pub(super) async fn list_jobs(r: Req, Extension(acl): ReqAcl) -> Answer {
+    let ns = r.ns();
+    let prefix = r.param("prefix").unwrap_or("").to_string();
+    let filter = r.filter()?;
+    Ok(r.blocking(|st| {
         let list: Vec<Value> = st
             .jobs
             .iter()
@@ -85,33 +51,25 @@ pub(super) async fn list_jobs(
             .collect();
         (st.tables.jobs, Ok(Value::Array(list)))
     })
-    .await
+    .await)
 }
 
-pub(super) async fn read_job(
-    State(inner): St,
-    Path(id): Path<String>,
-    Query(q): Params,
-) -> Response {
-    let ns = namespace(&q);
-    blocking(&inner, &q, |st| match st.job(&ns, &id) {
+pub(super) async fn read_job(Path(id): Path<String>, r: Req) -> Response {
+    let ns = r.ns();
+    r.blocking(|st| match st.job(&ns, &id) {
         Some(job) => (View::job(job).uint("ModifyIndex"), Ok(job.clone())),
         None => (st.tables.jobs, Err(ApiError::new(404, "job not found"))),
     })
     .await
 }
 
-pub(super) async fn job_versions(
-    State(inner): St,
-    Path(id): Path<String>,
-    Query(q): Params,
-) -> Response {
-    let ns = namespace(&q);
+pub(super) async fn job_versions(Path(id): Path<String>, r: Req) -> Response {
+    let ns = r.ns();
     let diffs = matches!(
-        param(&q, "diffs"),
+        r.param("diffs"),
         Some("true" | "1" | "t" | "T" | "TRUE" | "True")
     );
-    blocking(&inner, &q, |st| {
+    r.blocking(|st| {
         let Some(record) = st.jobs.get(&(ns.clone(), id.clone())) else {
             return (st.tables.jobs, Err(ApiError::new(404, "job versions not found")));
         };
@@ -132,61 +90,33 @@ pub(super) async fn job_versions(
     .await
 }
 
-pub(super) async fn revert_job(
-    State(inner): St,
-    Path(id): Path<String>,
-    Query(q): Params,
-    bytes: Bytes,
-) -> Response {
-    let body = match parse_body(&bytes) {
-        Ok(b) => b,
-        Err(e) => return error(e),
-    };
+pub(super) async fn revert_job(Path(id): Path<String>, r: Req, bytes: Bytes) -> Answer {
+    let body = parse_body(&bytes)?;
     const REQ: &str = "JobRevertRequest";
-    let typed = (|| {
-        Ok::<_, ApiError>((
-            typed_field(&body, REQ, "JobID", GoKind::String)?
-                .and_then(Value::as_str)
-                .unwrap_or(""),
-            typed_field(&body, REQ, "JobVersion", GoKind::Uint64)?
-                .and_then(Value::as_u64)
-                .unwrap_or(0),
-            typed_field(&body, REQ, "EnforcePriorVersion", GoKind::Uint64)?.and_then(Value::as_u64),
-        ))
-    })();
-    let (job_id, version, enforce) = match typed {
-        Ok(t) => t,
-        Err(e) => return error(e),
-    };
+    let job_id = typed_field(&body, REQ, "JobID", GoKind::String)?
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    let version = typed_field(&body, REQ, "JobVersion", GoKind::Uint64)?
+        .and_then(Value::as_u64)
+        .unwrap_or(0);
+    let enforce =
+        typed_field(&body, REQ, "EnforcePriorVersion", GoKind::Uint64)?.and_then(Value::as_u64);
     if job_id.is_empty() {
-        return error(ApiError::new(400, "JobID must be specified"));
+        return Err(ApiError::new(400, "JobID must be specified"));
     }
     if job_id != id {
-        return error(ApiError::new(400, "Job ID does not match"));
+        return Err(ApiError::new(400, "Job ID does not match"));
     }
-    let ns = namespace(&q);
-    match inner.write_and_apply(|st| match st.revert(&ns, &id, version, enforce) {
-        Ok((out, plan)) => (Ok(out), plan),
-        Err(e) => (Err(e), Default::default()),
-    }) {
-        Ok(out) => query_response(&q, out.index, &out.body()),
-        Err(e) => error(e),
-    }
+    let ns = r.ns();
+    let out = r.apply(|st| st.revert(&ns, &id, version, enforce))?;
+    Ok(query_response(&r.q, out.index, &out.body()))
 }
 
-pub(super) async fn stable_job(
-    State(inner): St,
-    Path(id): Path<String>,
-    Query(q): Params,
-    bytes: Bytes,
-) -> Response {
-    let body = match parse_body(&bytes) {
-        Ok(b) => b,
-        Err(e) => return error(e),
-    };
+pub(super) async fn stable_job(Path(id): Path<String>, r: Req, bytes: Bytes) -> Answer {
+    let body = parse_body(&bytes)?;
     let job_id = field(&body, "JobID").and_then(Value::as_str).unwrap_or("");
     if job_id != id {
-        return error(ApiError::new(400, "Job ID does not match"));
+        return Err(ApiError::new(400, "Job ID does not match"));
     }
     let version = field(&body, "JobVersion")
         .and_then(Value::as_u64)
@@ -194,36 +124,26 @@ pub(super) async fn stable_job(
     let stable = field(&body, "Stable")
         .and_then(Value::as_bool)
         .unwrap_or(false);
-    let ns = namespace(&q);
-    match inner.write(|st| st.set_stable(&ns, &id, version, stable)) {
-        Ok(index) => write_response(&q, index, &json!({"JobModifyIndex": index, "Index": index})),
-        Err(e) => error(e),
-    }
+    let ns = r.ns();
+    let index = r
+        .inner
+        .write(|st| st.set_stable(&ns, &id, version, stable))?;
+    Ok(r.written(index, &json!({"JobModifyIndex": index, "Index": index})))
 }
 
-pub(super) async fn deregister_job(
-    State(inner): St,
-    Path(id): Path<String>,
-    Query(q): Params,
-) -> Response {
-    let purge = match parse_bool(&q, "purge") {
-        Ok(p) => p,
-        Err(e) => return error(e),
-    };
+pub(super) async fn deregister_job(Path(id): Path<String>, r: Req) -> Answer {
+    let purge = parse_bool(&r.q, "purge")?;
     for key in ["global", "no_shutdown_delay"] {
-        if let Err(e) = parse_bool(&q, key) {
-            return error(e);
-        }
+        parse_bool(&r.q, key)?;
     }
-    let ns = namespace(&q);
-    let out = inner.write_and_apply(|st| st.deregister(&ns, &id, purge));
+    let ns = r.ns();
+    let out = r.inner.write_and_apply(|st| st.deregister(&ns, &id, purge));
     let index = if out.index == 0 {
-        inner.read(|st| st.index)
+        r.inner.read(|st| st.index)
     } else {
         out.index
     };
-    write_response(
-        &q,
+    Ok(r.written(
         index,
         &json!({
             "EvalID": out.eval_id,
@@ -236,62 +156,37 @@ pub(super) async fn deregister_job(
             "KnownLeader": false,
             "NextToken": "",
         }),
-    )
+    ))
 }
 
-pub(super) async fn plan_job(
-    State(inner): St,
-    Path(id): Path<String>,
-    Query(q): Params,
-    bytes: Bytes,
-) -> Response {
-    let body = match parse_body(&bytes) {
-        Ok(b) => b,
-        Err(e) => return error(e),
-    };
-    let job = match job_from_body(&body, param(&q, "namespace"), Some(&id)) {
-        Ok(j) => j,
-        Err(e) => return error(e),
-    };
+pub(super) async fn plan_job(Path(id): Path<String>, r: Req, bytes: Bytes) -> Answer {
+    let body = parse_body(&bytes)?;
+    let job = job_from_body(&body, r.param("namespace"), Some(&id))?;
     let want_diff = field(&body, "Diff")
         .and_then(Value::as_bool)
         .unwrap_or(false);
-    let (index, body) = inner.read(|st| (st.index, st.plan(&job, want_diff)));
-    write_response(&q, index, &body)
+    let (index, body) = r.inner.read(|st| (st.index, st.plan(&job, want_diff)));
+    Ok(r.written(index, &body))
 }
 
-pub(super) async fn job_summary(
-    State(inner): St,
-    Path(id): Path<String>,
-    Query(q): Params,
-) -> Response {
-    let ns = namespace(&q);
-    blocking(&inner, &q, |st| match st.job_summary(&ns, &id) {
+pub(super) async fn job_summary(Path(id): Path<String>, r: Req) -> Response {
+    let ns = r.ns();
+    r.blocking(|st| match st.job_summary(&ns, &id) {
         Some(sum) => (st.tables.allocs.max(st.tables.jobs), Ok(sum)),
         None => (st.tables.jobs, Err(ApiError::new(404, "job not found"))),
     })
     .await
 }
 
-pub(super) async fn job_allocations(
-    State(inner): St,
-    Path(id): Path<String>,
-    Query(q): Params,
-) -> Response {
-    let ns = namespace(&q);
-    blocking(&inner, &q, |st| {
-        (st.tables.allocs, Ok(Value::Array(st.job_allocs(&ns, &id))))
-    })
-    .await
+pub(super) async fn job_allocations(Path(id): Path<String>, r: Req) -> Response {
+    let ns = r.ns();
+    r.blocking(|st| (st.tables.allocs, Ok(Value::Array(st.job_allocs(&ns, &id)))))
+        .await
 }
 
-pub(super) async fn job_evaluations(
-    State(inner): St,
-    Path(id): Path<String>,
-    Query(q): Params,
-) -> Response {
-    let ns = namespace(&q);
-    blocking(&inner, &q, |st| {
+pub(super) async fn job_evaluations(Path(id): Path<String>, r: Req) -> Response {
+    let ns = r.ns();
+    r.blocking(|st| {
         let mut list: Vec<Value> = st
             .evals
             .values()
@@ -304,13 +199,9 @@ pub(super) async fn job_evaluations(
     .await
 }
 
-pub(super) async fn job_latest_deployment(
-    State(inner): St,
-    Path(id): Path<String>,
-    Query(q): Params,
-) -> Response {
-    let ns = namespace(&q);
-    blocking(&inner, &q, |st| {
+pub(super) async fn job_latest_deployment(Path(id): Path<String>, r: Req) -> Response {
+    let ns = r.ns();
+    r.blocking(|st| {
         let latest = st
             .job_deployments(&ns, &id)
             .into_iter()
@@ -321,28 +212,18 @@ pub(super) async fn job_latest_deployment(
     .await
 }
 
-pub(super) async fn job_deployments(
-    State(inner): St,
-    Path(id): Path<String>,
-    Query(q): Params,
-) -> Response {
-    let ns = namespace(&q);
-    blocking(&inner, &q, |st| {
-        (
-            st.tables.deployments,
-            Ok(Value::Array(st.job_deployments(&ns, &id))),
-        )
+pub(super) async fn job_deployments(Path(id): Path<String>, r: Req) -> Response {
+    let ns = r.ns();
+    r.blocking(|st| {
+        let list = st.job_deployments(&ns, &id);
+        (st.tables.deployments, Ok(Value::Array(list)))
     })
     .await
 }
 
-pub(super) async fn job_services(
-    State(inner): St,
-    Path(id): Path<String>,
-    Query(q): Params,
-) -> Response {
-    let ns = namespace(&q);
-    blocking(&inner, &q, |st| {
+pub(super) async fn job_services(Path(id): Path<String>, r: Req) -> Response {
+    let ns = r.ns();
+    r.blocking(|st| {
         let list: Vec<Value> = st
             .services
             .values()

@@ -6,12 +6,8 @@
 use super::*;
 
 /// `POST/PUT /v1/allocation/:id/stop` → `{"EvalID", "Index"}`.
-pub(super) async fn stop_alloc(
-    State(inner): St,
-    Path(id): Path<String>,
-    Query(q): Params,
-) -> Response {
-    if let Some(v) = param(&q, "no_shutdown_delay").filter(|v| !v.is_empty())
+pub(super) async fn stop_alloc(Path(id): Path<String>, r: Req) -> Answer {
+    if let Some(v) = r.param("no_shutdown_delay").filter(|v| !v.is_empty())
         && !matches!(
             v,
             "1" | "t"
@@ -27,68 +23,41 @@ pub(super) async fn stop_alloc(
                 | "False"
         )
     {
-        return error(ApiError::new(
+        return Err(ApiError::new(
             500,
             format!(
                 "no_shutdown_delay value is not a boolean: strconv.ParseBool: parsing {v:?}: invalid syntax"
             ),
         ));
     }
-    let result = inner.write_and_apply(|st| match st.stop_alloc(&id) {
-        Ok((eval, plan)) => (Ok(eval), plan),
-        Err(e) => (Err(e), Plan::default()),
-    });
-    match result {
-        Ok((eval_id, index)) => {
-            write_response(&q, index, &json!({"EvalID": eval_id, "Index": index}))
-        }
-        Err(e) => error(e),
-    }
+    let (eval_id, index) = r.apply(|st| st.stop_alloc(&id))?;
+    Ok(r.written(index, &json!({"EvalID": eval_id, "Index": index})))
 }
 
 /// `POST/PUT /v1/job/:id/evaluate` with an optional `api.JobEvaluateRequest`
 /// (`{"JobID", "EvalOptions": {"ForceReschedule"}}`); an empty body evaluates the path's job.
-pub(super) async fn evaluate_job(
-    State(inner): St,
-    Path(id): Path<String>,
-    Query(q): Params,
-    bytes: Bytes,
-) -> Response {
+pub(super) async fn evaluate_job(Path(id): Path<String>, r: Req, bytes: Bytes) -> Answer {
     if !bytes.is_empty() {
-        let body = match parse_body(&bytes) {
-            Ok(b) => b,
-            Err(e) => return error(e),
-        };
-        let job_id = match typed_field(&body, "JobEvaluateRequest", "JobID", GoKind::String) {
-            Ok(v) => v.and_then(Value::as_str).unwrap_or(""),
-            Err(e) => return error(e),
-        };
+        let body = parse_body(&bytes)?;
+        let job_id = typed_field(&body, "JobEvaluateRequest", "JobID", GoKind::String)?
+            .and_then(Value::as_str)
+            .unwrap_or("");
         if job_id.is_empty() {
-            return error(ApiError::new(400, "Job ID must be specified"));
+            return Err(ApiError::new(400, "Job ID must be specified"));
         }
         if job_id != id {
-            return error(ApiError::new(400, "JobID not same as job name"));
+            return Err(ApiError::new(400, "JobID not same as job name"));
         }
     }
-    let ns = namespace(&q);
-    let result = inner.write_and_apply(|st| match st.evaluate_job(&ns, &id) {
-        Ok((out, plan)) => (Ok(out), plan),
-        Err(e) => (Err(e), Plan::default()),
-    });
-    match result {
-        Ok(out) => write_response(&q, out.index, &out.body()),
-        Err(e) => error(e),
-    }
+    let ns = r.ns();
+    let out = r.apply(|st| st.evaluate_job(&ns, &id))?;
+    Ok(r.written(out.index, &out.body()))
 }
 
 /// `GET /v1/evaluation/:id/allocations`: stubs of the allocations the evaluation placed (an
 /// unknown evaluation has none: `[]`).
-pub(super) async fn eval_allocations(
-    State(inner): St,
-    Path(id): Path<String>,
-    Query(q): Params,
-) -> Response {
-    blocking(&inner, &q, move |st| {
+pub(super) async fn eval_allocations(Path(id): Path<String>, r: Req) -> Response {
+    r.blocking(move |st| {
         let list: Vec<Value> = st
             .allocs
             .values()
@@ -102,25 +71,12 @@ pub(super) async fn eval_allocations(
 
 /// `POST/PUT /v1/deployment/promote/:id` with `{"DeploymentID", "All"}` or
 /// `{"DeploymentID", "Groups"}`.
-pub(super) async fn promote_deployment(
-    State(inner): St,
-    Path(id): Path<String>,
-    Query(q): Params,
-    bytes: Bytes,
-) -> Response {
-    let body = match deployment_request(&bytes, &id) {
-        Ok(b) => b,
-        Err(e) => return error(e),
-    };
-    if let Err(e) = typed_field(&body, "DeploymentPromoteRequest", "All", GoKind::Bool) {
-        return error(e);
-    }
-    let result = inner.write(|st| {
+pub(super) async fn promote_deployment(Path(id): Path<String>, r: Req, bytes: Bytes) -> Answer {
+    let body = deployment_request(&bytes, &id)?;
+    typed_field(&body, "DeploymentPromoteRequest", "All", GoKind::Bool)?;
+    let (index, body) = r.inner.write(|st| {
         st.promote_deployment(&id)
             .map(|modify| deployment_update_body(st.deployment_eval(&id), modify, None, st.index))
-    });
-    match result {
-        Ok((index, body)) => write_response(&q, index, &body),
-        Err(e) => error(e),
-    }
+    })?;
+    Ok(r.written(index, &body))
 }

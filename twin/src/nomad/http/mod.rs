@@ -17,11 +17,13 @@ use crate::nomad::store::{
 };
 use crate::nomad::util::parse_go_duration;
 use axum::body::Bytes;
-use axum::extract::{Path, Query, Request, State};
+use axum::extract::{FromRequestParts, Path, Query, Request, State};
+use axum::handler::Handler;
+use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get, post, put};
+use axum::routing::{MethodRouter, delete, get, post};
 use axum::{Extension, Router};
 use serde_json::{Value, json};
 use std::sync::Arc;
@@ -55,19 +57,16 @@ pub fn router(inner: Arc<Inner>) -> Router {
                 .delete(deregister_job),
         )
         .route("/v1/job/{id}/versions", get(job_versions))
-        .route("/v1/job/{id}/revert", post(revert_job).put(revert_job))
-        .route("/v1/job/{id}/stable", post(stable_job).put(stable_job))
-        .route("/v1/job/{id}/plan", post(plan_job).put(plan_job))
+        .route("/v1/job/{id}/revert", post_or_put(revert_job))
+        .route("/v1/job/{id}/stable", post_or_put(stable_job))
+        .route("/v1/job/{id}/plan", post_or_put(plan_job))
         .route("/v1/job/{id}/summary", get(job_summary))
         .route("/v1/job/{id}/allocations", get(job_allocations))
         .route("/v1/job/{id}/evaluations", get(job_evaluations))
         .route("/v1/job/{id}/deployment", get(job_latest_deployment))
         .route("/v1/job/{id}/deployments", get(job_deployments))
         .route("/v1/job/{id}/services", get(job_services))
-        .route(
-            "/v1/job/{id}/evaluate",
-            post(evaluate_job).put(evaluate_job),
-        )
+        .route("/v1/job/{id}/evaluate", post_or_put(evaluate_job))
         .route("/v1/evaluations", get(list_evals))
         .route("/v1/evaluation/{id}", get(read_eval))
         .route("/v1/evaluation/{id}/allocations", get(eval_allocations))
@@ -77,25 +76,19 @@ pub fn router(inner: Arc<Inner>) -> Router {
             "/v1/deployment/allocations/{id}",
             get(deployment_allocations),
         )
-        .route(
-            "/v1/deployment/fail/{id}",
-            post(fail_deployment).put(fail_deployment),
-        )
+        .route("/v1/deployment/fail/{id}", post_or_put(fail_deployment))
         .route(
             "/v1/deployment/promote/{id}",
-            post(promote_deployment).put(promote_deployment),
+            post_or_put(promote_deployment),
         )
-        .route(
-            "/v1/deployment/pause/{id}",
-            post(pause_deployment).put(pause_deployment),
-        )
+        .route("/v1/deployment/pause/{id}", post_or_put(pause_deployment))
         .route(
             "/v1/deployment/allocation-health/{id}",
-            post(deployment_alloc_health).put(deployment_alloc_health),
+            post_or_put(deployment_alloc_health),
         )
         .route("/v1/allocations", get(list_allocs))
         .route("/v1/allocation/{id}", get(read_alloc))
-        .route("/v1/allocation/{id}/stop", post(stop_alloc).put(stop_alloc))
+        .route("/v1/allocation/{id}/stop", post_or_put(stop_alloc))
         .route("/v1/allocation/{id}/services", get(alloc_services))
         .route("/v1/services", get(list_services))
         .route("/v1/service/{name}", get(read_service))
@@ -106,11 +99,8 @@ pub fn router(inner: Arc<Inner>) -> Router {
         .route("/v1/nodes", get(list_nodes))
         .route("/v1/node/{id}", get(read_node))
         .route("/v1/node/{id}/allocations", get(node_allocations))
-        .route("/v1/node/{id}/drain", post(drain_node).put(drain_node))
-        .route(
-            "/v1/node/{id}/eligibility",
-            post(node_eligibility).put(node_eligibility),
-        )
+        .route("/v1/node/{id}/drain", post_or_put(drain_node))
+        .route("/v1/node/{id}/eligibility", post_or_put(node_eligibility))
         .route("/v1/status/leader", get(status_leader))
         .route("/v1/status/peers", get(status_peers))
         .route("/v1/regions", get(regions))
@@ -124,7 +114,7 @@ pub fn router(inner: Arc<Inner>) -> Router {
                 .delete(delete_policy),
         )
         .route("/v1/acl/tokens", get(list_tokens))
-        .route("/v1/acl/token", put(create_token).post(create_token))
+        .route("/v1/acl/token", post_or_put(create_token))
         .route(
             "/v1/acl/token/{accessor}",
             get(read_token).delete(delete_token),
@@ -133,7 +123,89 @@ pub fn router(inner: Arc<Inner>) -> Router {
         .with_state(inner)
 }
 
+/// A write endpoint: Nomad's agent takes both verbs for it.
+fn post_or_put<H, T>(handler: H) -> MethodRouter<Arc<Inner>>
+where
+    H: Handler<T, Arc<Inner>> + Clone,
+    T: 'static,
+{
+    post(handler.clone()).put(handler)
+}
+
 // === conventions ===
+
+/// A handler's answer; an error is answered as Nomad does ([`error`]).
+type Answer = Result<Response, ApiError>;
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        error(self)
+    }
+}
+
+/// The state and the query string every handler reads, extracted together.
+pub(super) struct Req {
+    inner: Arc<Inner>,
+    q: Vec<(String, String)>,
+}
+
+impl FromRequestParts<Arc<Inner>> for Req {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, inner: &Arc<Inner>) -> Result<Req, Response> {
+        let Query(q) = Params::from_request_parts(parts, inner)
+            .await
+            .map_err(IntoResponse::into_response)?;
+        Ok(Req {
+            inner: inner.clone(),
+            q,
+        })
+    }
+}
+
+impl Req {
+    /// A query parameter.
+    fn param(&self, key: &str) -> Option<&str> {
+        param(&self.q, key)
+    }
+
+    /// The request's namespace (`default` when absent or blank).
+    fn ns(&self) -> String {
+        namespace(&self.q)
+    }
+
+    /// The `filter` expression, parsed (a bad one is Nomad's 500).
+    fn filter(&self) -> Result<Option<filter::Expr>, ApiError> {
+        self.param("filter")
+            .map(filter::parse)
+            .transpose()
+            .map_err(|e| ApiError::new(500, e.to_string()))
+    }
+
+    /// Answers `read` as a blocking query ([`blocking`]).
+    async fn blocking<F>(&self, read: F) -> Response
+    where
+        F: Fn(&Store) -> (u64, Result<Value, ApiError>),
+    {
+        blocking(&self.inner, &self.q, read).await
+    }
+
+    /// A write's answer: `body` with `X-Nomad-Index: index`.
+    fn written(&self, index: u64, body: &Value) -> Response {
+        write_response(&self.q, index, body)
+    }
+
+    /// Runs the write `f`, then the plan it returns on the executor; what `f` returned.
+    fn apply<T>(
+        &self,
+        f: impl FnOnce(&mut Store) -> Result<(T, Plan), ApiError>,
+    ) -> Result<T, ApiError> {
+        self.inner.write_and_apply(|st| match f(st) {
+            Ok((out, plan)) => (Ok(out), plan),
+            Err(e) => (Err(e), Plan::default()),
+        })
+    }
+}
 
 fn param<'a>(q: &'a [(String, String)], key: &str) -> Option<&'a str> {
     q.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())

@@ -3,9 +3,9 @@
 
 use super::*;
 
-pub(super) async fn list_nodes(State(inner): St, Query(q): Params) -> Response {
-    let prefix = param(&q, "prefix").unwrap_or("").to_string();
-    blocking(&inner, &q, move |st| {
+pub(super) async fn list_nodes(r: Req) -> Response {
+    let prefix = r.param("prefix").unwrap_or("").to_string();
+    r.blocking(move |st| {
         let list: Vec<Value> = st
             .nodes_in_order()
             .into_iter()
@@ -17,24 +17,16 @@ pub(super) async fn list_nodes(State(inner): St, Query(q): Params) -> Response {
     .await
 }
 
-pub(super) async fn read_node(
-    State(inner): St,
-    Path(id): Path<String>,
-    Query(q): Params,
-) -> Response {
-    blocking(&inner, &q, move |st| match st.nodes.get(&id) {
+pub(super) async fn read_node(Path(id): Path<String>, r: Req) -> Response {
+    r.blocking(move |st| match st.nodes.get(&id) {
         Some(n) => (n.modify_index, Ok(st.node_json(n))),
         None => (st.tables.nodes, Err(ApiError::new(404, "node not found"))),
     })
     .await
 }
 
-pub(super) async fn node_allocations(
-    State(inner): St,
-    Path(id): Path<String>,
-    Query(q): Params,
-) -> Response {
-    blocking(&inner, &q, move |st| {
+pub(super) async fn node_allocations(Path(id): Path<String>, r: Req) -> Response {
+    r.blocking(move |st| {
         let allocs: Vec<&crate::nomad::store::Alloc> =
             st.allocs.values().filter(|a| a.node_id == id).collect();
         // The max ModifyIndex of the node's allocations, or the allocs table index without any.
@@ -59,89 +51,56 @@ fn node_update_body(out: &NodeUpdate) -> Value {
 }
 
 fn node_write(
-    inner: &Arc<Inner>,
-    q: &[(String, String)],
+    r: &Req,
     f: impl FnOnce(&mut Store) -> Result<(NodeUpdate, Plan), ApiError>,
-) -> Response {
-    let result = inner.write_and_apply(|st| match f(st) {
-        Ok((out, plan)) => (Ok(out), plan),
-        Err(e) => (Err(e), Plan::default()),
-    });
-    match result {
-        Ok(out) => write_response(q, out.index, &node_update_body(&out)),
-        Err(e) => error(e),
-    }
+) -> Answer {
+    let out = r.apply(f)?;
+    Ok(r.written(out.index, &node_update_body(&out)))
 }
 
 /// `PUT/POST /v1/node/:id/drain` with `api.NodeUpdateDrainRequest`
 /// (`{"DrainSpec": {"Deadline", "IgnoreSystemJobs"} | null, "MarkEligible", "Meta"}`).
-pub(super) async fn drain_node(
-    State(inner): St,
-    Path(id): Path<String>,
-    Query(q): Params,
-    bytes: Bytes,
-) -> Response {
-    let parsed = (|| {
-        let body = parse_body(&bytes)?;
-        const REQ: &str = "NodeUpdateDrainRequest";
-        let mark_eligible = typed_field(&body, REQ, "MarkEligible", GoKind::Bool)?
-            .and_then(Value::as_bool)
-            .unwrap_or(false);
-        let spec = match field(&body, "DrainSpec") {
-            None => None,
-            Some(s) if s.is_object() => {
-                let deadline = typed_field(s, "DrainSpec", "Deadline", GoKind::Int)?
-                    .and_then(Value::as_i64)
-                    .unwrap_or(0);
-                let ignore = typed_field(s, "DrainSpec", "IgnoreSystemJobs", GoKind::Bool)?
-                    .and_then(Value::as_bool)
-                    .unwrap_or(false);
-                Some((deadline, ignore))
-            }
-            Some(_) => {
-                return Err(ApiError::new(
-                    400,
-                    format!(
-                        "json: cannot unmarshal value into Go struct field {REQ}.DrainSpec of type api.DrainSpec"
-                    ),
-                ));
-            }
-        };
-        Ok((spec, mark_eligible))
-    })();
-    match parsed {
-        Ok((spec, mark_eligible)) => {
-            node_write(&inner, &q, |st| st.set_drain(&id, spec, mark_eligible))
+pub(super) async fn drain_node(Path(id): Path<String>, r: Req, bytes: Bytes) -> Answer {
+    let body = parse_body(&bytes)?;
+    const REQ: &str = "NodeUpdateDrainRequest";
+    let mark_eligible = typed_field(&body, REQ, "MarkEligible", GoKind::Bool)?
+        .and_then(Value::as_bool)
+        .unwrap_or(false);
+    let spec = match field(&body, "DrainSpec") {
+        None => None,
+        Some(s) if s.is_object() => {
+            let deadline = typed_field(s, "DrainSpec", "Deadline", GoKind::Int)?
+                .and_then(Value::as_i64)
+                .unwrap_or(0);
+            let ignore = typed_field(s, "DrainSpec", "IgnoreSystemJobs", GoKind::Bool)?
+                .and_then(Value::as_bool)
+                .unwrap_or(false);
+            Some((deadline, ignore))
         }
-        Err(e) => error(e),
-    }
+        Some(_) => {
+            return Err(ApiError::new(
+                400,
+                format!(
+                    "json: cannot unmarshal value into Go struct field {REQ}.DrainSpec of type api.DrainSpec"
+                ),
+            ));
+        }
+    };
+    node_write(&r, |st| st.set_drain(&id, spec, mark_eligible))
 }
 
 /// `PUT/POST /v1/node/:id/eligibility` with `{"NodeID", "Eligibility": "eligible"|"ineligible"}`.
-pub(super) async fn node_eligibility(
-    State(inner): St,
-    Path(id): Path<String>,
-    Query(q): Params,
-    bytes: Bytes,
-) -> Response {
-    let parsed = (|| {
-        let body = parse_body(&bytes)?;
-        const REQ: &str = "NodeUpdateEligibilityRequest";
-        let node = typed_field(&body, REQ, "NodeID", GoKind::String)?
-            .and_then(Value::as_str)
-            .filter(|n| !n.is_empty())
-            .unwrap_or(&id)
-            .to_string();
-        let eligibility = typed_field(&body, REQ, "Eligibility", GoKind::String)?
-            .and_then(Value::as_str)
-            .unwrap_or("")
-            .to_string();
-        Ok((node, eligibility))
-    })();
-    match parsed {
-        Ok((node, eligibility)) => {
-            node_write(&inner, &q, |st| st.set_eligibility(&node, &eligibility))
-        }
-        Err(e) => error(e),
-    }
+pub(super) async fn node_eligibility(Path(id): Path<String>, r: Req, bytes: Bytes) -> Answer {
+    let body = parse_body(&bytes)?;
+    const REQ: &str = "NodeUpdateEligibilityRequest";
+    let node = typed_field(&body, REQ, "NodeID", GoKind::String)?
+        .and_then(Value::as_str)
+        .filter(|n| !n.is_empty())
+        .unwrap_or(&id)
+        .to_string();
+    let eligibility = typed_field(&body, REQ, "Eligibility", GoKind::String)?
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_string();
+    node_write(&r, |st| st.set_eligibility(&node, &eligibility))
 }

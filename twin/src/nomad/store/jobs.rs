@@ -132,14 +132,7 @@ impl Store {
         plan.extend(self.reconcile(&ns, &id, &eval_id, changed));
         self.refresh_job_status(&ns, &id);
         Ok((
-            RegisterOutcome {
-                eval_id,
-                eval_create_index: eval_index,
-                job_modify_index,
-                // The reply names the raft write of the job and its evaluation; the scheduler's
-                // plan is applied later in Nomad.
-                index: eval_index,
-            },
+            RegisterOutcome::evaluated(eval_id, eval_index, job_modify_index),
             plan,
         ))
     }
@@ -198,12 +191,7 @@ impl Store {
             }
         }
         (
-            RegisterOutcome {
-                eval_id,
-                eval_create_index: eval_index,
-                job_modify_index,
-                index: eval_index,
-            },
+            RegisterOutcome::evaluated(eval_id, eval_index, job_modify_index),
             plan,
         )
     }

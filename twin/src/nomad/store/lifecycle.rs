@@ -54,12 +54,7 @@ impl Store {
         let plan = self.reconcile(ns, id, &eval_id, false);
         self.refresh_job_status(ns, id);
         Ok((
-            RegisterOutcome {
-                eval_id,
-                eval_create_index: eval_index,
-                job_modify_index: modify,
-                index: eval_index,
-            },
+            RegisterOutcome::evaluated(eval_id, eval_index, modify),
             plan,
         ))
     }

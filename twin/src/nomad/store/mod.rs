@@ -421,6 +421,17 @@ pub struct RegisterOutcome {
 }
 
 impl RegisterOutcome {
+    /// The outcome of a write committed with its evaluation `eval_id` at `eval_index`: the reply
+    /// names that raft write (the scheduler's plan is applied later in Nomad).
+    pub fn evaluated(eval_id: String, eval_index: u64, job_modify_index: u64) -> RegisterOutcome {
+        RegisterOutcome {
+            eval_id,
+            eval_create_index: eval_index,
+            job_modify_index,
+            index: eval_index,
+        }
+    }
+
     /// The body Nomad answers a register, revert or deregister with (`JobRegisterResponse`).
     pub fn body(&self) -> Value {
         json!({
