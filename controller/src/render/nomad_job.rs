@@ -228,6 +228,37 @@ pub struct Task {
     /// Group volumes mounted into the task.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub volume_mounts: Vec<VolumeMount>,
+    /// The task's default workload identity, exposed as `NOMAD_TOKEN` when set.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub identity: Option<WorkloadIdentity>,
+    /// Further identities (`consul_default` logs the task in to Consul).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub identities: Vec<WorkloadIdentity>,
+}
+
+/// A workload identity of a task (`identity` block).
+#[derive(Debug, Clone, Serialize, PartialEq)]
+#[serde(rename_all = "PascalCase")]
+pub struct WorkloadIdentity {
+    /// `default` (empty) or e.g. `consul_default`.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub name: String,
+    /// JWT audiences.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub audience: Vec<String>,
+    /// What Nomad does when the identity is renewed (`restart`, `signal`, `noop`).
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub change_mode: String,
+    /// Exposes the JWT as `NOMAD_TOKEN` in the task's environment.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub env: bool,
+    /// Lifetime in nanoseconds (0: Nomad's default).
+    #[serde(rename = "TTL", skip_serializing_if = "is_zero")]
+    pub ttl: i64,
+}
+
+fn is_zero(n: &i64) -> bool {
+    *n == 0
 }
 
 /// CPU and memory of a task.
@@ -259,6 +290,9 @@ pub struct Template {
     pub left_delim: String,
     /// Right template delimiter.
     pub right_delim: String,
+    /// Read the rendered `KEY=value` lines into the task's environment.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub envvars: bool,
 }
 
 /// A restart policy.
@@ -295,7 +329,7 @@ pub struct UpdateStrategy {
 
 // === the proxy job ===
 
-use super::model::{Driver, ListenAddr, Model, ProxyKind};
+use super::model::{Driver, ListenAddr, Model, ProxyKind, TokenSource};
 
 /// Label of the internal port (Traefik's `traefik` entry point, Caddy's admin API).
 pub const INTERNAL_PORT_LABEL: &str = "internal";
@@ -348,9 +382,103 @@ fn check_host(addr: &ListenAddr) -> String {
     }
 }
 
+// === the proxy's tokens (`spec.job.tokens`) ===
+
+/// The identity Nomad logs in to Consul with for the `default` Consul cluster.
+const CONSUL_IDENTITY: &str = "consul_default";
+/// The audience Consul's `nomad-workloads` auth method (`nomad setup consul`) expects.
+const CONSUL_AUDIENCE: &str = "consul.io";
+/// Lifetime of the Consul identity JWT; Nomad renews it before it expires.
+const CONSUL_IDENTITY_TTL: Duration = Duration::from_secs(3600);
+/// Where the token template writes its `KEY=value` lines (read into the task's environment).
+pub const TOKENS_ENV_PATH: &str = "secrets/proxy-tokens.env";
+
+/// The template action, in the config file's delimiters, that the Nomad client replaces with
+/// Traefik's Nomad token when it renders the static config: Traefik's Nomad provider reads its
+/// token only from there (`controller/tests/acl_traefik.rs`). With a variable, the action
+/// reads the variable itself rather than `NOMAD_TOKEN`, so the token never needs to be in the
+/// task's environment.
+pub fn nomad_token_action(source: &TokenSource) -> String {
+    match source {
+        TokenSource::WorkloadIdentity => format!("{LEFT_DELIM} env \"NOMAD_TOKEN\" {RIGHT_DELIM}"),
+        TokenSource::NomadVariable { path } => format!(
+            "{LEFT_DELIM} with nomadVar \"{path}\" {RIGHT_DELIM}{LEFT_DELIM} .nomad_token {RIGHT_DELIM}{LEFT_DELIM} end {RIGHT_DELIM}"
+        ),
+    }
+}
+
+/// The template that gives Traefik's two Consul providers their token through the environment
+/// (Consul's Go client falls back to `CONSUL_HTTP_TOKEN` / `CONSUL_HTTP_TOKEN_FILE`). Its data
+/// is the operator's own, so it keeps Nomad's default delimiters.
+fn consul_token_template(source: &TokenSource) -> Template {
+    let data = match source {
+        // Nomad writes the Consul token it got for the consul_default identity there.
+        TokenSource::WorkloadIdentity => {
+            "CONSUL_HTTP_TOKEN_FILE={{ env \"NOMAD_SECRETS_DIR\" }}/consul_token\n".to_string()
+        }
+        TokenSource::NomadVariable { path } => format!(
+            "{{{{ with nomadVar \"{path}\" }}}}CONSUL_HTTP_TOKEN={{{{ .consul_token }}}}\n{{{{ end }}}}"
+        ),
+    };
+    Template {
+        embedded_tmpl: data,
+        dest_path: TOKENS_ENV_PATH.to_string(),
+        change_mode: "restart".to_string(),
+        perms: "0600".to_string(),
+        left_delim: "{{".to_string(),
+        right_delim: "}}".to_string(),
+        envvars: true,
+    }
+}
+
+/// The identities of a task whose tokens come from Workload Identity: the default one as
+/// `NOMAD_TOKEN` (for the static config's template), and `consul_default`, with which the
+/// Nomad client logs in to Consul and writes the token to `secrets/consul_token`.
+fn workload_identities() -> (WorkloadIdentity, Vec<WorkloadIdentity>) {
+    (
+        WorkloadIdentity {
+            name: String::new(),
+            audience: Vec::new(),
+            change_mode: "restart".to_string(),
+            env: true,
+            ttl: 0,
+        },
+        vec![WorkloadIdentity {
+            name: CONSUL_IDENTITY.to_string(),
+            audience: vec![CONSUL_AUDIENCE.to_string()],
+            change_mode: String::new(),
+            env: false,
+            ttl: nanos(CONSUL_IDENTITY_TTL),
+        }],
+    )
+}
+
 /// Builds the proxy's job (without the ownership Meta, which `render` stamps on).
 pub fn proxy_job(model: &Model, config: &ConfigFile<'_>) -> Result<Job, super::Error> {
-    if config.data.contains(LEFT_DELIM) || config.data.contains(RIGHT_DELIM) {
+    let tokens = model.job.tokens.as_ref();
+    let token_action = match (model.proxy, tokens) {
+        (_, None) => None,
+        (ProxyKind::Traefik, Some(source)) => Some(nomad_token_action(source)),
+        (ProxyKind::Caddy, Some(_)) => {
+            return Err(super::Error::Unsupported {
+                field: "spec.job.tokens".to_string(),
+                reason: "Caddy reads neither Consul nor Nomad and takes no tokens".to_string(),
+            });
+        }
+    };
+    // The one template action the config may hold is the token's; everything else is literal.
+    let literal = match &token_action {
+        Some(action) if !config.data.contains(action.as_str()) => {
+            return Err(super::Error::InvalidValue {
+                field: "spec.job.tokens".to_string(),
+                reason: "the static config does not carry the Nomad token's template action"
+                    .to_string(),
+            });
+        }
+        Some(action) => config.data.replace(action.as_str(), ""),
+        None => config.data.to_string(),
+    };
+    if literal.contains(LEFT_DELIM) || literal.contains(RIGHT_DELIM) {
         return Err(super::Error::InvalidValue {
             field: "rendered config".to_string(),
             reason: format!("contains the template delimiter {LEFT_DELIM:?}"),
@@ -428,11 +556,18 @@ pub fn proxy_job(model: &Model, config: &ConfigFile<'_>) -> Result<Job, super::E
         }],
     };
 
+    // A config that renders a token lives in `secrets/` (per task, not in the shared alloc
+    // directory, and a tmpfs where the driver supports it).
+    let (dir, dir_var, perms) = if token_action.is_some() {
+        ("secrets", "NOMAD_SECRETS_DIR", "0600")
+    } else {
+        ("local", "NOMAD_TASK_DIR", "0644")
+    };
     let (local_path, docker_path) = (
-        format!("local/{}", config.name),
-        format!("/local/{}", config.name),
+        format!("{dir}/{}", config.name),
+        format!("/{dir}/{}", config.name),
     );
-    let task_dir_path = format!("${{NOMAD_TASK_DIR}}/{}", config.name);
+    let task_dir_path = format!("${{{dir_var}}}/{}", config.name);
     let proxy_args = |path: &str| -> Vec<String> {
         match model.proxy {
             ProxyKind::Traefik => vec![format!("--configfile={path}")],
@@ -501,6 +636,25 @@ pub fn proxy_job(model: &Model, config: &ConfigFile<'_>) -> Result<Job, super::E
         env.insert("XDG_DATA_HOME".to_string(), "${NOMAD_TASK_DIR}".to_string());
     }
 
+    let mut templates = vec![Template {
+        embedded_tmpl: config.data.to_string(),
+        dest_path: local_path.clone(),
+        change_mode: "restart".to_string(),
+        perms: perms.to_string(),
+        left_delim: LEFT_DELIM.to_string(),
+        right_delim: RIGHT_DELIM.to_string(),
+        envvars: false,
+    }];
+    let (identity, identities) = match tokens {
+        Some(TokenSource::WorkloadIdentity) => {
+            let (default, more) = workload_identities();
+            (Some(default), more)
+        }
+        // nomadVar reads with the task's default identity, which every task has.
+        Some(TokenSource::NomadVariable { .. }) | None => (None, Vec::new()),
+    };
+    templates.extend(tokens.map(consul_token_template));
+
     let task = Task {
         name: match model.proxy {
             ProxyKind::Traefik => "traefik".to_string(),
@@ -513,14 +667,7 @@ pub fn proxy_job(model: &Model, config: &ConfigFile<'_>) -> Result<Job, super::E
             cpu: job_settings.cpu,
             memory_mb: job_settings.memory_mb,
         }),
-        templates: vec![Template {
-            embedded_tmpl: config.data.to_string(),
-            dest_path: local_path.clone(),
-            change_mode: "restart".to_string(),
-            perms: "0644".to_string(),
-            left_delim: LEFT_DELIM.to_string(),
-            right_delim: RIGHT_DELIM.to_string(),
-        }],
+        templates,
         // Longer than the entry points' graceTimeOut, so Nomad never SIGKILLs a proxy still
         // draining open requests.
         kill_timeout: Some(nanos(model.transport.grace_timeout + KILL_TIMEOUT_MARGIN)),
@@ -532,6 +679,8 @@ pub fn proxy_job(model: &Model, config: &ConfigFile<'_>) -> Result<Job, super::E
                 read_only: false,
             })
             .collect(),
+        identity,
+        identities,
     };
 
     let healthy = nanos(r.healthy_deadline);
