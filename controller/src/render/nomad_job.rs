@@ -398,11 +398,14 @@ pub const TOKENS_ENV_PATH: &str = "secrets/proxy-tokens.env";
 /// token only from there (`controller/tests/acl_traefik.rs`). With a variable, the action
 /// reads the variable itself rather than `NOMAD_TOKEN`, so the token never needs to be in the
 /// task's environment.
+///
+/// The string arguments are Go raw strings (backquotes): the action sits inside a YAML
+/// double-quoted scalar, where a `"` would be escaped as `\"` and break the template.
 pub fn nomad_token_action(source: &TokenSource) -> String {
     match source {
-        TokenSource::WorkloadIdentity => format!("{LEFT_DELIM} env \"NOMAD_TOKEN\" {RIGHT_DELIM}"),
+        TokenSource::WorkloadIdentity => format!("{LEFT_DELIM} env `NOMAD_TOKEN` {RIGHT_DELIM}"),
         TokenSource::NomadVariable { path } => format!(
-            "{LEFT_DELIM} with nomadVar \"{path}\" {RIGHT_DELIM}{LEFT_DELIM} .nomad_token {RIGHT_DELIM}{LEFT_DELIM} end {RIGHT_DELIM}"
+            "{LEFT_DELIM} with nomadVar `{path}` {RIGHT_DELIM}{LEFT_DELIM} .nomad_token {RIGHT_DELIM}{LEFT_DELIM} end {RIGHT_DELIM}"
         ),
     }
 }

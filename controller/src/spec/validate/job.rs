@@ -128,17 +128,17 @@ fn check_tokens(v: &mut Validator, job: &mut Job, proxy: ProxyKind) {
             "spec.job.tokens",
             "Caddy reads neither Consul nor Nomad (the operator loads its routes through Caddy's admin API), so it takes no tokens; remove spec.job.tokens",
         ),
-        Some(ProxyTokens::WorkloadIdentity) => {}
-        Some(ProxyTokens::NomadVariable { path }) => {
-            let path = path.get_or_insert(job_path.clone());
+        Some(ProxyTokens::WorkloadIdentity(_)) => {}
+        Some(ProxyTokens::NomadVariable(var)) => {
+            let path = var.path.get_or_insert(job_path.clone());
             if !is_variable_path(path) {
                 v.error(
-                    "spec.job.tokens.path",
+                    "spec.job.tokens.nomadVariable.path",
                     format!("{path:?} is not a Nomad variable path; use 1-128 letters, digits, '-', '_', '~' and '/' between segments (e.g. {job_path})"),
                 );
             } else if path != &job_path && !path.starts_with(&format!("{job_path}/")) {
                 v.warn(
-                    "spec.job.tokens.path",
+                    "spec.job.tokens.nomadVariable.path",
                     format!("{path:?} is outside {job_path}, which the job reads without a policy; attach one granting read on it: nomad acl policy apply -job {} ...", job.id),
                 );
             }
@@ -187,9 +187,9 @@ fn resolve(job: &Job) -> JobSettings {
         cert_volume: Some(job.cert_volume.clone()).filter(|v| !v.is_empty()),
         open_files: job.open_files,
         tokens: job.tokens.as_ref().map(|t| match t {
-            ProxyTokens::WorkloadIdentity => model::TokenSource::WorkloadIdentity,
-            ProxyTokens::NomadVariable { path } => model::TokenSource::NomadVariable {
-                path: path.clone().unwrap_or_default(),
+            ProxyTokens::WorkloadIdentity(_) => model::TokenSource::WorkloadIdentity,
+            ProxyTokens::NomadVariable(var) => model::TokenSource::NomadVariable {
+                path: var.path.clone().unwrap_or_default(),
             },
         }),
     }
