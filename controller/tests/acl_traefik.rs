@@ -393,7 +393,9 @@ fn render_template(
             out.push_str(&rest[..start]);
         }
         let after = &rest[start + left.len()..];
-        let end = after.find(right).unwrap_or_else(|| panic!("unclosed action in {data}"));
+        let end = after
+            .find(right)
+            .unwrap_or_else(|| panic!("unclosed action in {data}"));
         let action = after[..end].trim();
         rest = &after[end + right.len()..];
         if let Some(name) = arg(action, "env ") {
@@ -448,11 +450,9 @@ spec:
         traefik = traefik_bin().display(),
     );
     let spec = proxy_operator::spec::load(doc.as_bytes()).unwrap_or_else(|e| panic!("{e}"));
-    let rendered = proxy_operator::render::render(
-        &spec,
-        &proxy_operator::render::RenderContext::default(),
-    )
-    .unwrap();
+    let rendered =
+        proxy_operator::render::render(&spec, &proxy_operator::render::RenderContext::default())
+            .unwrap();
     consul_client(t, ROOT)
         .txn(
             rendered
@@ -574,8 +574,14 @@ async fn the_proxy_job_rendered_with_workload_identity_routes_through_all_three_
     assert_all_three_providers_route(&t, &traefik, web).await;
     assert_job_holds_no_token(&job, &[&consul_token, NOMAD_TRAEFIK]);
     let config = std::fs::read_to_string(dir.path().join("secrets/traefik.yml")).unwrap();
-    assert!(config.contains(&format!("token: \"{NOMAD_TRAEFIK}\"")), "{config}");
-    assert!(!config.contains(&consul_token), "Consul's token comes from the file");
+    assert!(
+        config.contains(&format!("token: \"{NOMAD_TRAEFIK}\"")),
+        "{config}"
+    );
+    assert!(
+        !config.contains(&consul_token),
+        "Consul's token comes from the file"
+    );
     drop(traefik);
     t.shutdown().await;
 }

@@ -52,12 +52,15 @@ fn strings<'a>(v: &'a Value, key: &str, out: &mut Vec<(String, &'a str)>) {
 /// A Nomad/Consul ACL secret is a UUID; a workload identity is a JWT (`eyJ...`, three
 /// base64url parts).
 fn looks_like_a_token(s: &str) -> bool {
-    let uuid = s.split(|c: char| !(c.is_ascii_hexdigit() || c == '-')).any(|w| {
-        let parts: Vec<usize> = w.split('-').map(str::len).collect();
-        parts == [8, 4, 4, 4, 12]
-    });
+    let uuid = s
+        .split(|c: char| !(c.is_ascii_hexdigit() || c == '-'))
+        .any(|w| {
+            let parts: Vec<usize> = w.split('-').map(str::len).collect();
+            parts == [8, 4, 4, 4, 12]
+        });
     let jwt = s.split_whitespace().any(|w| {
-        w.trim_matches('"').starts_with("eyJ") && w.split('.').filter(|p| !p.is_empty()).count() == 3
+        w.trim_matches('"').starts_with("eyJ")
+            && w.split('.').filter(|p| !p.is_empty()).count() == 3
     });
     uuid || jwt
 }
@@ -67,7 +70,10 @@ fn assert_no_token(job: &Value) {
     let mut all = Vec::new();
     strings(job, "", &mut all);
     for (key, s) in all {
-        assert!(!looks_like_a_token(s), "{key} holds a token-looking value: {s}");
+        assert!(
+            !looks_like_a_token(s),
+            "{key} holds a token-looking value: {s}"
+        );
         if key.to_ascii_lowercase().contains("token") {
             panic!("the job has a token field {key}: {s}");
         }
@@ -79,11 +85,15 @@ const VARIABLE: &str = "    tokens:\n      nomadVariable: {}\n";
 
 #[test]
 fn the_token_check_of_these_tests_catches_a_uuid_and_a_jwt() {
-    assert!(looks_like_a_token("token: \"5d1e8c2f-41aa-0b7d-9a3e-0123456789ab\""));
-    assert!(looks_like_a_token("eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJ4In0.c2lnbmF0dXJl"));
-    assert!(!looks_like_a_token(
-        &nomad_token_action(&TokenSource::WorkloadIdentity)
+    assert!(looks_like_a_token(
+        "token: \"5d1e8c2f-41aa-0b7d-9a3e-0123456789ab\""
     ));
+    assert!(looks_like_a_token(
+        "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJ4In0.c2lnbmF0dXJl"
+    ));
+    assert!(!looks_like_a_token(&nomad_token_action(
+        &TokenSource::WorkloadIdentity
+    )));
     let mut job = render(&doc("traefik", IDENTITY)).job;
     job["TaskGroups"][0]["Tasks"][0]["Env"] =
         serde_json::json!({"X": "5d1e8c2f-41aa-0b7d-9a3e-0123456789ab"});
@@ -95,7 +105,10 @@ fn the_token_check_of_these_tests_catches_a_uuid_and_a_jwt() {
 fn without_a_token_source_the_job_has_no_identity_no_env_template_and_the_config_in_local() {
     let r = render(&doc("traefik", ""));
     let t = task(&r.job);
-    assert!(t.get("Identity").is_none() && t.get("Identities").is_none(), "{t}");
+    assert!(
+        t.get("Identity").is_none() && t.get("Identities").is_none(),
+        "{t}"
+    );
     assert_eq!(templates(&r.job).len(), 1);
     assert_eq!(templates(&r.job)[0]["DestPath"], "local/traefik.yml");
     assert!(templates(&r.job)[0].get("Envvars").is_none());
@@ -106,7 +119,10 @@ fn without_a_token_source_the_job_has_no_identity_no_env_template_and_the_config
 fn workload_identity_gives_the_task_nomad_token_a_consul_identity_and_consul_http_token_file() {
     let r = render(&doc("traefik", IDENTITY));
     let t = task(&r.job);
-    assert_eq!(t["Identity"], serde_json::json!({"ChangeMode": "restart", "Env": true}));
+    assert_eq!(
+        t["Identity"],
+        serde_json::json!({"ChangeMode": "restart", "Env": true})
+    );
     assert_eq!(
         t["Identities"],
         serde_json::json!([{"Name": "consul_default", "Audience": ["consul.io"], "TTL": 3_600_000_000_000_i64}])
@@ -151,7 +167,10 @@ fn with_a_token_source_the_static_config_is_a_secret_template_whose_nomad_token_
         let rendered = yaml.replace(&action, "the-token");
         assert!(!rendered.contains(LEFT_DELIM), "{rendered}");
         let parsed: Value = serde_saphyr::from_str(&rendered).unwrap();
-        assert_eq!(parsed["providers"]["nomad"]["endpoint"]["token"], "the-token");
+        assert_eq!(
+            parsed["providers"]["nomad"]["endpoint"]["token"],
+            "the-token"
+        );
         assert!(rendered.contains("{{ normalize .Name }}"));
         assert!(parsed["providers"]["consul"].get("token").is_none());
         assert_no_token(&r.job);
@@ -162,7 +181,10 @@ fn with_a_token_source_the_static_config_is_a_secret_template_whose_nomad_token_
 fn a_nomad_variable_feeds_consul_http_token_through_an_env_template_and_needs_no_identity_block() {
     let r = render(&doc("traefik", VARIABLE));
     let t = task(&r.job);
-    assert!(t.get("Identity").is_none() && t.get("Identities").is_none(), "{t}");
+    assert!(
+        t.get("Identity").is_none() && t.get("Identities").is_none(),
+        "{t}"
+    );
     let env = &templates(&r.job)[1];
     assert_eq!(env["Envvars"], true);
     assert_eq!(
@@ -171,7 +193,9 @@ fn a_nomad_variable_feeds_consul_http_token_through_an_env_template_and_needs_no
     );
     let yaml = r.traefik_static.unwrap();
     assert!(
-        yaml.contains("with nomadVar `nomad/jobs/edge` :proxy-operator]][[proxy-operator: .nomad_token"),
+        yaml.contains(
+            "with nomadVar `nomad/jobs/edge` :proxy-operator]][[proxy-operator: .nomad_token"
+        ),
         "{yaml}"
     );
     assert_no_token(&r.job);
@@ -187,7 +211,10 @@ fn the_variable_path_defaults_to_the_jobs_own_and_is_written_into_the_document()
         }))
     );
     assert!(
-        !spec.warnings().iter().any(|w| w.path.starts_with("spec.job")),
+        !spec
+            .warnings()
+            .iter()
+            .any(|w| w.path.starts_with("spec.job")),
         "{:?}",
         spec.warnings()
     );
@@ -201,22 +228,29 @@ fn a_variable_outside_the_jobs_path_is_a_warning_naming_the_policy_to_attach() {
     ));
     let w = spec.warnings();
     assert!(
-        w.iter().any(|w| w.path == "spec.job.tokens.nomadVariable.path"
-            && w.message.contains("nomad acl policy apply -job edge")),
+        w.iter()
+            .any(|w| w.path == "spec.job.tokens.nomadVariable.path"
+                && w.message.contains("nomad acl policy apply -job edge")),
         "{w:?}"
     );
 }
 
 #[test]
 fn a_bad_variable_path_is_refused_with_the_field_and_an_example() {
-    for path in ["\"nomad/jobs/x\\\" }}{{ evil\"", "/nomad/jobs/x", "a//b", "\"\""] {
+    for path in [
+        "\"nomad/jobs/x\\\" }}{{ evil\"",
+        "/nomad/jobs/x",
+        "a//b",
+        "\"\"",
+    ] {
         let e = errors(&doc(
             "traefik",
             &format!("    tokens:\n      nomadVariable: {{path: {path}}}\n"),
         ));
         assert!(
-            e.iter().any(|e| e.path == "spec.job.tokens.nomadVariable.path"
-                && e.message.contains("e.g. nomad/jobs/edge")),
+            e.iter()
+                .any(|e| e.path == "spec.job.tokens.nomadVariable.path"
+                    && e.message.contains("e.g. nomad/jobs/edge")),
             "{path}: {e:?}"
         );
     }
@@ -246,7 +280,10 @@ fn an_unknown_token_source_is_refused_naming_the_field_and_the_sources() {
         "traefik",
         "    tokens:\n      workloadIdentity: {token: abc}\n",
     ));
-    assert!(format!("{e:?}").contains("spec.job.tokens.workloadIdentity"), "{e:?}");
+    assert!(
+        format!("{e:?}").contains("spec.job.tokens.workloadIdentity"),
+        "{e:?}"
+    );
 }
 
 #[test]

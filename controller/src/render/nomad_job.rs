@@ -20,15 +20,23 @@
 //!   takes its static config from one source (this file), never from the file and `TRAEFIK_*`
 //!   variables together.
 //!
-//! This job renders neither yet. The Nomad way, which keeps tokens out of the spec, is a
-//! `template` with `env = true` reading a Nomad Variable (`nomadVar "nomad/jobs/<id>"`, readable
-//! by the job's own workload identity) for `CONSUL_HTTP_TOKEN`, and Workload Identity
-//! (`identity { env = true }`, the proxy's policy attached with `nomad acl policy apply -job`)
-//! rendered into the static config as `{{ env "NOMAD_TOKEN" }}`, with that file moved to
-//! `secrets/`. The twin's executor has none of these (templates are literal data plus
-//! `{{ env }}`, `env = true` is ignored, no Variables, no workload identities), so nothing here
-//! could be proved; `proxy-operator dev` gives the proxy read access through Consul's
-//! anonymous token instead (`dev::acl`).
+//! `spec.job.tokens` names where both come from, and the job carries only the way to them,
+//! read by the Nomad client when it starts the task:
+//! - `workloadIdentity`: `identity { env = true }` makes the task's identity its `NOMAD_TOKEN`
+//!   (the proxy's policy attached with `nomad acl policy apply -job`), and a `consul_default`
+//!   identity makes the client log in to Consul and write `secrets/consul_token`, which an
+//!   `env = true` template points `CONSUL_HTTP_TOKEN_FILE` at (as the operator's own
+//!   `nomad-jobs/proxy-operator.nomad.hcl` does);
+//! - `nomadVariable`: an `env = true` template sets `CONSUL_HTTP_TOKEN` from the variable's
+//!   `consul_token` item (`nomadVar`, read with the task's identity).
+//!
+//! The Nomad token goes into the static config itself ([`nomad_token_action`]), which then
+//! moves from `local/` to `secrets/`. Without `tokens` none of this is rendered. The twin's
+//! executor has none of these (templates are literal data plus `{{ env }}`, `Envvars` is
+//! ignored, no Variables, no workload identities): `controller/tests/acl_traefik.rs` renders
+//! the job's templates the way the client would and runs real Traefik on the result;
+//! `proxy-operator dev` gives the proxy read access through Consul's anonymous token instead
+//! (`dev::acl`).
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -331,6 +339,9 @@ pub struct UpdateStrategy {
 
 use super::model::{Driver, ListenAddr, Model, ProxyKind, TokenSource};
 
+mod tokens;
+pub use tokens::{TOKENS_ENV_PATH, nomad_token_action};
+
 /// Label of the internal port (Traefik's `traefik` entry point, Caddy's admin API).
 pub const INTERNAL_PORT_LABEL: &str = "internal";
 /// Label of Traefik's metrics port.
@@ -382,111 +393,10 @@ fn check_host(addr: &ListenAddr) -> String {
     }
 }
 
-// === the proxy's tokens (`spec.job.tokens`) ===
-
-/// The identity Nomad logs in to Consul with for the `default` Consul cluster.
-const CONSUL_IDENTITY: &str = "consul_default";
-/// The audience Consul's `nomad-workloads` auth method (`nomad setup consul`) expects.
-const CONSUL_AUDIENCE: &str = "consul.io";
-/// Lifetime of the Consul identity JWT; Nomad renews it before it expires.
-const CONSUL_IDENTITY_TTL: Duration = Duration::from_secs(3600);
-/// Where the token template writes its `KEY=value` lines (read into the task's environment).
-pub const TOKENS_ENV_PATH: &str = "secrets/proxy-tokens.env";
-
-/// The template action, in the config file's delimiters, that the Nomad client replaces with
-/// Traefik's Nomad token when it renders the static config: Traefik's Nomad provider reads its
-/// token only from there (`controller/tests/acl_traefik.rs`). With a variable, the action
-/// reads the variable itself rather than `NOMAD_TOKEN`, so the token never needs to be in the
-/// task's environment.
-///
-/// The string arguments are Go raw strings (backquotes): the action sits inside a YAML
-/// double-quoted scalar, where a `"` would be escaped as `\"` and break the template.
-pub fn nomad_token_action(source: &TokenSource) -> String {
-    match source {
-        TokenSource::WorkloadIdentity => format!("{LEFT_DELIM} env `NOMAD_TOKEN` {RIGHT_DELIM}"),
-        TokenSource::NomadVariable { path } => format!(
-            "{LEFT_DELIM} with nomadVar `{path}` {RIGHT_DELIM}{LEFT_DELIM} .nomad_token {RIGHT_DELIM}{LEFT_DELIM} end {RIGHT_DELIM}"
-        ),
-    }
-}
-
-/// The template that gives Traefik's two Consul providers their token through the environment
-/// (Consul's Go client falls back to `CONSUL_HTTP_TOKEN` / `CONSUL_HTTP_TOKEN_FILE`). Its data
-/// is the operator's own, so it keeps Nomad's default delimiters.
-fn consul_token_template(source: &TokenSource) -> Template {
-    let data = match source {
-        // Nomad writes the Consul token it got for the consul_default identity there.
-        TokenSource::WorkloadIdentity => {
-            "CONSUL_HTTP_TOKEN_FILE={{ env \"NOMAD_SECRETS_DIR\" }}/consul_token\n".to_string()
-        }
-        TokenSource::NomadVariable { path } => format!(
-            "{{{{ with nomadVar \"{path}\" }}}}CONSUL_HTTP_TOKEN={{{{ .consul_token }}}}\n{{{{ end }}}}"
-        ),
-    };
-    Template {
-        embedded_tmpl: data,
-        dest_path: TOKENS_ENV_PATH.to_string(),
-        change_mode: "restart".to_string(),
-        perms: "0600".to_string(),
-        left_delim: "{{".to_string(),
-        right_delim: "}}".to_string(),
-        envvars: true,
-    }
-}
-
-/// The identities of a task whose tokens come from Workload Identity: the default one as
-/// `NOMAD_TOKEN` (for the static config's template), and `consul_default`, with which the
-/// Nomad client logs in to Consul and writes the token to `secrets/consul_token`.
-fn workload_identities() -> (WorkloadIdentity, Vec<WorkloadIdentity>) {
-    (
-        WorkloadIdentity {
-            name: String::new(),
-            audience: Vec::new(),
-            change_mode: "restart".to_string(),
-            env: true,
-            ttl: 0,
-        },
-        vec![WorkloadIdentity {
-            name: CONSUL_IDENTITY.to_string(),
-            audience: vec![CONSUL_AUDIENCE.to_string()],
-            change_mode: String::new(),
-            env: false,
-            ttl: nanos(CONSUL_IDENTITY_TTL),
-        }],
-    )
-}
-
 /// Builds the proxy's job (without the ownership Meta, which `render` stamps on).
 pub fn proxy_job(model: &Model, config: &ConfigFile<'_>) -> Result<Job, super::Error> {
     let tokens = model.job.tokens.as_ref();
-    let token_action = match (model.proxy, tokens) {
-        (_, None) => None,
-        (ProxyKind::Traefik, Some(source)) => Some(nomad_token_action(source)),
-        (ProxyKind::Caddy, Some(_)) => {
-            return Err(super::Error::Unsupported {
-                field: "spec.job.tokens".to_string(),
-                reason: "Caddy reads neither Consul nor Nomad and takes no tokens".to_string(),
-            });
-        }
-    };
-    // The one template action the config may hold is the token's; everything else is literal.
-    let literal = match &token_action {
-        Some(action) if !config.data.contains(action.as_str()) => {
-            return Err(super::Error::InvalidValue {
-                field: "spec.job.tokens".to_string(),
-                reason: "the static config does not carry the Nomad token's template action"
-                    .to_string(),
-            });
-        }
-        Some(action) => config.data.replace(action.as_str(), ""),
-        None => config.data.to_string(),
-    };
-    if literal.contains(LEFT_DELIM) || literal.contains(RIGHT_DELIM) {
-        return Err(super::Error::InvalidValue {
-            field: "rendered config".to_string(),
-            reason: format!("contains the template delimiter {LEFT_DELIM:?}"),
-        });
-    }
+    let token_action = tokens::config_token_action(model, config)?;
     let r = &model.rollout;
     if r.min_healthy_time >= r.healthy_deadline {
         return Err(super::Error::InvalidValue {
@@ -650,13 +560,13 @@ pub fn proxy_job(model: &Model, config: &ConfigFile<'_>) -> Result<Job, super::E
     }];
     let (identity, identities) = match tokens {
         Some(TokenSource::WorkloadIdentity) => {
-            let (default, more) = workload_identities();
+            let (default, more) = tokens::workload_identities();
             (Some(default), more)
         }
         // nomadVar reads with the task's default identity, which every task has.
         Some(TokenSource::NomadVariable { .. }) | None => (None, Vec::new()),
     };
-    templates.extend(tokens.map(consul_token_template));
+    templates.extend(tokens.map(tokens::consul_token_template));
 
     let task = Task {
         name: match model.proxy {
