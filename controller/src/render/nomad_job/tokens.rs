@@ -24,6 +24,10 @@ pub const TOKENS_ENV_PATH: &str = "secrets/proxy-tokens.env";
 /// reads the variable itself rather than `NOMAD_TOKEN`, so the token never needs to be in the
 /// task's environment.
 ///
+/// `env` in a Nomad template reads the task's environment as the client builds it, which
+/// carries the default identity as `NOMAD_TOKEN` when `identity { env = true }`
+/// (hashicorp/nomad `client/taskenv/env.go`, `WorkloadToken`).
+///
 /// The string arguments are Go raw strings (backquotes): the action sits inside a YAML
 /// double-quoted scalar, where a `"` would be escaped as `\"` and break the template.
 pub fn nomad_token_action(source: &TokenSource) -> String {
