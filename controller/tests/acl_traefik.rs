@@ -361,3 +361,256 @@ async fn traefiks_nomad_provider_ignores_nomad_token_in_its_environment_while_co
     drop(traefik);
     t.shutdown().await;
 }
+
+// === the proxy job as rendered with `spec.job.tokens` ===
+
+/// What the Nomad client does with one of the job's templates, for exactly the actions the
+/// operator renders: `env "X"` (the task's environment) and `with nomadVar "P"` ... `.item` ...
+/// `end` (a Nomad Variable's items). Anything else fails the test: an action this renderer
+/// does not know is an action nobody proved. The twin's executor has none of this (its
+/// templates are literal data plus `{{ env }}`; no `Envvars`, Variables or workload
+/// identities), so the test plays the client.
+fn render_template(
+    tmpl: &serde_json::Value,
+    env: &std::collections::BTreeMap<String, String>,
+    variables: &std::collections::BTreeMap<String, std::collections::BTreeMap<String, String>>,
+) -> String {
+    let data = tmpl["EmbeddedTmpl"].as_str().unwrap();
+    let (left, right) = (
+        tmpl["LeftDelim"].as_str().unwrap(),
+        tmpl["RightDelim"].as_str().unwrap(),
+    );
+    let arg = |action: &str, func: &str| -> Option<String> {
+        let rest = action.strip_prefix(func)?.trim();
+        let quoted = (rest.starts_with('"') && rest.ends_with('"'))
+            || (rest.starts_with('`') && rest.ends_with('`'));
+        (quoted && rest.len() >= 2).then(|| rest[1..rest.len() - 1].to_string())
+    };
+    let (mut out, mut rest) = (String::new(), data);
+    let mut scope: Option<Option<&std::collections::BTreeMap<String, String>>> = None;
+    while let Some(start) = rest.find(left) {
+        if scope != Some(None) {
+            out.push_str(&rest[..start]);
+        }
+        let after = &rest[start + left.len()..];
+        let end = after
+            .find(right)
+            .unwrap_or_else(|| panic!("unclosed action in {data}"));
+        let action = after[..end].trim();
+        rest = &after[end + right.len()..];
+        if let Some(name) = arg(action, "env ") {
+            out.push_str(env.get(&name).map(String::as_str).unwrap_or_default());
+        } else if let Some(path) = arg(action, "with nomadVar ") {
+            scope = Some(variables.get(&path));
+        } else if action == "end" {
+            scope = None;
+        } else if let (Some(item), Some(Some(items))) = (action.strip_prefix('.'), scope) {
+            out.push_str(items.get(item).map(String::as_str).unwrap_or_default());
+        } else {
+            panic!("the test's template renderer does not implement {action:?}");
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+/// Renders the proxy job from a document with `tokens`, writes the policy tree as the
+/// operator does, renders the job's templates into a task directory as the Nomad client does,
+/// and runs the task's raw_exec command there. Returns Traefik, its `web` port and the job.
+async fn run_rendered_proxy_job(
+    t: &Twin,
+    tokens: &str,
+    task_env: std::collections::BTreeMap<String, String>,
+    variables: std::collections::BTreeMap<String, std::collections::BTreeMap<String, String>>,
+    task_dir: &std::path::Path,
+) -> (ChildGuard, u16, serde_json::Value) {
+    let (web, websecure, internal) = (free_port(), free_port(), free_port());
+    let doc = format!(
+        r#"apiVersion: proxy-operator.io/v1alpha1
+kind: ProxyConfig
+spec:
+  proxy: traefik
+  discovery:
+    primary: consul
+    consul: {{address: "{consul}", refreshInterval: 1s}}
+    nomad: {{address: "http://{nomad}", watch: true}}
+    throttleDuration: 100ms
+  entryPoints:
+    web: {{address: "127.0.0.1:{web}", redirectTo: null}}
+    websecure: {{address: "127.0.0.1:{websecure}"}}
+  metrics: {{prometheus: false}}
+  dashboard: {{address: "127.0.0.1:{internal}"}}
+  job:
+    id: proxy
+    driver: {{rawExec: {{command: "{traefik}"}}}}
+    tokens: {tokens}
+"#,
+        consul = t.consul_addr(),
+        nomad = t.nomad_addr(),
+        traefik = traefik_bin().display(),
+    );
+    let spec = proxy_operator::spec::load(doc.as_bytes()).unwrap_or_else(|e| panic!("{e}"));
+    let rendered =
+        proxy_operator::render::render(&spec, &proxy_operator::render::RenderContext::default())
+            .unwrap();
+    consul_client(t, ROOT)
+        .txn(
+            rendered
+                .traefik_kv
+                .iter()
+                .map(|(key, value)| TxnOp::Set {
+                    key: key.clone(),
+                    value: value.as_bytes().to_vec(),
+                })
+                .collect(),
+        )
+        .await
+        .unwrap();
+
+    let task = rendered.job["TaskGroups"][0]["Tasks"][0].clone();
+    assert_eq!(task["Driver"], "raw_exec");
+    std::fs::create_dir_all(task_dir.join("secrets")).unwrap();
+    std::fs::create_dir_all(task_dir.join("local")).unwrap();
+    let mut env = task_env;
+    env.insert(
+        "NOMAD_SECRETS_DIR".into(),
+        task_dir.join("secrets").display().to_string(),
+    );
+    let mut from_templates = Vec::new();
+    for tmpl in task["Templates"].as_array().unwrap() {
+        let text = render_template(tmpl, &env, &variables);
+        let dest = task_dir.join(tmpl["DestPath"].as_str().unwrap());
+        std::fs::write(&dest, &text).unwrap();
+        if tmpl["Envvars"] == true {
+            for line in text.lines().filter(|l| !l.trim().is_empty()) {
+                let (k, v) = line.split_once('=').unwrap();
+                from_templates.push((k.to_string(), v.to_string()));
+            }
+        }
+    }
+    // raw_exec: the task directory is the working directory, the environment is the task's
+    // plus the templates' variables.
+    let mut cmd = Command::new(task["Config"]["command"].as_str().unwrap());
+    cmd.args(
+        task["Config"]["args"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a.as_str().unwrap()),
+    )
+    .current_dir(task_dir)
+    .env_remove("CONSUL_HTTP_TOKEN")
+    .env_remove("CONSUL_HTTP_TOKEN_FILE")
+    .env_remove("NOMAD_TOKEN")
+    .env_remove("NOMAD_ADDR")
+    .env("HOME", task_dir)
+    .env("XDG_CONFIG_HOME", task_dir)
+    .envs(&env)
+    .envs(from_templates);
+    let mut traefik = ChildGuard::spawn(cmd, &task_dir.join("traefik.log"));
+    wait_up(&mut traefik, internal).await;
+    (traefik, web, rendered.job)
+}
+
+/// Routes through all three providers, no refusal in Traefik's log.
+async fn assert_all_three_providers_route(t: &Twin, traefik: &ChildGuard, web: u16) {
+    for (host, backend) in [
+        ("cat.test", "catalog"),
+        ("kv.test", "kv"),
+        ("nomad.test", "nomad"),
+    ] {
+        assert!(
+            routed_to(web, host, backend).await,
+            "no route for {host} to the {backend} backend; log:\n{}",
+            traefik.log()
+        );
+    }
+    let log = traefik.log();
+    for refusal in [
+        "Permission denied",
+        "ACL not found",
+        "response code: 403",
+        "Unexpected response code",
+    ] {
+        assert!(!log.contains(refusal), "refused ({refusal}):\n{log}");
+    }
+    let consul_log = t.faults().request_log(Api::Consul);
+    assert!(
+        consul_log
+            .iter()
+            .any(|r| r.uri.starts_with(&format!("/v1/kv/{P}/traefik"))),
+        "{consul_log:#?}"
+    );
+}
+
+#[track_caller]
+fn assert_job_holds_no_token(job: &serde_json::Value, tokens: &[&str]) {
+    let text = job.to_string();
+    for token in tokens {
+        assert!(!text.contains(token), "the job holds a token: {text}");
+    }
+}
+
+/// `spec.job.tokens: {workloadIdentity: {}}`: the Nomad client logs the task in to Consul
+/// with its `consul_default` identity (the token lands in `secrets/consul_token`) and exposes
+/// the task's identity as `NOMAD_TOKEN`. The twin mints no workload identities, so the tokens
+/// of the shipped policies stand in for them.
+#[tokio::test]
+async fn the_proxy_job_rendered_with_workload_identity_routes_through_all_three_providers() {
+    let t = acl_twin().await;
+    let (consul_token, _backends) = seed_cluster(&t).await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("secrets")).unwrap();
+    std::fs::write(dir.path().join("secrets/consul_token"), &consul_token).unwrap();
+    let env = [("NOMAD_TOKEN".to_string(), NOMAD_TRAEFIK.to_string())].into();
+    let (traefik, web, job) = run_rendered_proxy_job(
+        &t,
+        "{workloadIdentity: {}}",
+        env,
+        Default::default(),
+        dir.path(),
+    )
+    .await;
+    assert_all_three_providers_route(&t, &traefik, web).await;
+    assert_job_holds_no_token(&job, &[&consul_token, NOMAD_TRAEFIK]);
+    let config = std::fs::read_to_string(dir.path().join("secrets/traefik.yml")).unwrap();
+    assert!(
+        config.contains(&format!("token: \"{NOMAD_TRAEFIK}\"")),
+        "{config}"
+    );
+    assert!(
+        !config.contains(&consul_token),
+        "Consul's token comes from the file"
+    );
+    drop(traefik);
+    t.shutdown().await;
+}
+
+/// `spec.job.tokens: {nomadVariable: {}}`: the Nomad client reads `nomad/jobs/proxy` with the
+/// task's identity; its `consul_token` reaches Traefik's Consul providers as
+/// `CONSUL_HTTP_TOKEN`, its `nomad_token` the static config. The twin has no Variables, so the
+/// test hands the renderer the variable's items.
+#[tokio::test]
+async fn the_proxy_job_rendered_with_a_nomad_variable_routes_through_all_three_providers() {
+    let t = acl_twin().await;
+    let (consul_token, _backends) = seed_cluster(&t).await;
+    let dir = tempfile::tempdir().unwrap();
+    let items = [
+        ("consul_token".to_string(), consul_token.clone()),
+        ("nomad_token".to_string(), NOMAD_TRAEFIK.to_string()),
+    ]
+    .into();
+    let variables = [("nomad/jobs/proxy".to_string(), items)].into();
+    let (traefik, web, job) = run_rendered_proxy_job(
+        &t,
+        "{nomadVariable: {}}",
+        Default::default(),
+        variables,
+        dir.path(),
+    )
+    .await;
+    assert_all_three_providers_route(&t, &traefik, web).await;
+    assert_job_holds_no_token(&job, &[&consul_token, NOMAD_TRAEFIK]);
+    drop(traefik);
+    t.shutdown().await;
+}

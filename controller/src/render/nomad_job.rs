@@ -20,15 +20,23 @@
 //!   takes its static config from one source (this file), never from the file and `TRAEFIK_*`
 //!   variables together.
 //!
-//! This job renders neither yet. The Nomad way, which keeps tokens out of the spec, is a
-//! `template` with `env = true` reading a Nomad Variable (`nomadVar "nomad/jobs/<id>"`, readable
-//! by the job's own workload identity) for `CONSUL_HTTP_TOKEN`, and Workload Identity
-//! (`identity { env = true }`, the proxy's policy attached with `nomad acl policy apply -job`)
-//! rendered into the static config as `{{ env "NOMAD_TOKEN" }}`, with that file moved to
-//! `secrets/`. The twin's executor has none of these (templates are literal data plus
-//! `{{ env }}`, `env = true` is ignored, no Variables, no workload identities), so nothing here
-//! could be proved; `proxy-operator dev` gives the proxy read access through Consul's
-//! anonymous token instead (`dev::acl`).
+//! `spec.job.tokens` names where both come from, and the job carries only the way to them,
+//! read by the Nomad client when it starts the task:
+//! - `workloadIdentity`: `identity { env = true }` makes the task's identity its `NOMAD_TOKEN`
+//!   (the proxy's policy attached with `nomad acl policy apply -job`), and a `consul_default`
+//!   identity makes the client log in to Consul and write `secrets/consul_token`, which an
+//!   `env = true` template points `CONSUL_HTTP_TOKEN_FILE` at (as the operator's own
+//!   `nomad-jobs/proxy-operator.nomad.hcl` does);
+//! - `nomadVariable`: an `env = true` template sets `CONSUL_HTTP_TOKEN` from the variable's
+//!   `consul_token` item (`nomadVar`, read with the task's identity).
+//!
+//! The Nomad token goes into the static config itself ([`nomad_token_action`]), which then
+//! moves from `local/` to `secrets/`. Without `tokens` none of this is rendered. The twin's
+//! executor has none of these (templates are literal data plus `{{ env }}`, `Envvars` is
+//! ignored, no Variables, no workload identities): `controller/tests/acl_traefik.rs` renders
+//! the job's templates the way the client would and runs real Traefik on the result;
+//! `proxy-operator dev` gives the proxy read access through Consul's anonymous token instead
+//! (`dev::acl`).
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -228,6 +236,37 @@ pub struct Task {
     /// Group volumes mounted into the task.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub volume_mounts: Vec<VolumeMount>,
+    /// The task's default workload identity, exposed as `NOMAD_TOKEN` when set.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub identity: Option<WorkloadIdentity>,
+    /// Further identities (`consul_default` logs the task in to Consul).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub identities: Vec<WorkloadIdentity>,
+}
+
+/// A workload identity of a task (`identity` block).
+#[derive(Debug, Clone, Serialize, PartialEq)]
+#[serde(rename_all = "PascalCase")]
+pub struct WorkloadIdentity {
+    /// `default` (empty) or e.g. `consul_default`.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub name: String,
+    /// JWT audiences.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub audience: Vec<String>,
+    /// What Nomad does when the identity is renewed (`restart`, `signal`, `noop`).
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub change_mode: String,
+    /// Exposes the JWT as `NOMAD_TOKEN` in the task's environment.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub env: bool,
+    /// Lifetime in nanoseconds (0: Nomad's default).
+    #[serde(rename = "TTL", skip_serializing_if = "is_zero")]
+    pub ttl: i64,
+}
+
+fn is_zero(n: &i64) -> bool {
+    *n == 0
 }
 
 /// CPU and memory of a task.
@@ -259,6 +298,9 @@ pub struct Template {
     pub left_delim: String,
     /// Right template delimiter.
     pub right_delim: String,
+    /// Read the rendered `KEY=value` lines into the task's environment.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub envvars: bool,
 }
 
 /// A restart policy.
@@ -295,7 +337,10 @@ pub struct UpdateStrategy {
 
 // === the proxy job ===
 
-use super::model::{Driver, ListenAddr, Model, ProxyKind};
+use super::model::{Driver, ListenAddr, Model, ProxyKind, TokenSource};
+
+mod tokens;
+pub use tokens::{TOKENS_ENV_PATH, nomad_token_action};
 
 /// Label of the internal port (Traefik's `traefik` entry point, Caddy's admin API).
 pub const INTERNAL_PORT_LABEL: &str = "internal";
@@ -350,12 +395,8 @@ fn check_host(addr: &ListenAddr) -> String {
 
 /// Builds the proxy's job (without the ownership Meta, which `render` stamps on).
 pub fn proxy_job(model: &Model, config: &ConfigFile<'_>) -> Result<Job, super::Error> {
-    if config.data.contains(LEFT_DELIM) || config.data.contains(RIGHT_DELIM) {
-        return Err(super::Error::InvalidValue {
-            field: "rendered config".to_string(),
-            reason: format!("contains the template delimiter {LEFT_DELIM:?}"),
-        });
-    }
+    let tokens = model.job.tokens.as_ref();
+    let token_action = tokens::config_token_action(model, config)?;
     let r = &model.rollout;
     if r.min_healthy_time >= r.healthy_deadline {
         return Err(super::Error::InvalidValue {
@@ -428,11 +469,18 @@ pub fn proxy_job(model: &Model, config: &ConfigFile<'_>) -> Result<Job, super::E
         }],
     };
 
+    // A config that renders a token lives in `secrets/` (per task, not in the shared alloc
+    // directory, and a tmpfs where the driver supports it).
+    let (dir, dir_var, perms) = if token_action.is_some() {
+        ("secrets", "NOMAD_SECRETS_DIR", "0600")
+    } else {
+        ("local", "NOMAD_TASK_DIR", "0644")
+    };
     let (local_path, docker_path) = (
-        format!("local/{}", config.name),
-        format!("/local/{}", config.name),
+        format!("{dir}/{}", config.name),
+        format!("/{dir}/{}", config.name),
     );
-    let task_dir_path = format!("${{NOMAD_TASK_DIR}}/{}", config.name);
+    let task_dir_path = format!("${{{dir_var}}}/{}", config.name);
     let proxy_args = |path: &str| -> Vec<String> {
         match model.proxy {
             ProxyKind::Traefik => vec![format!("--configfile={path}")],
@@ -501,6 +549,25 @@ pub fn proxy_job(model: &Model, config: &ConfigFile<'_>) -> Result<Job, super::E
         env.insert("XDG_DATA_HOME".to_string(), "${NOMAD_TASK_DIR}".to_string());
     }
 
+    let mut templates = vec![Template {
+        embedded_tmpl: config.data.to_string(),
+        dest_path: local_path.clone(),
+        change_mode: "restart".to_string(),
+        perms: perms.to_string(),
+        left_delim: LEFT_DELIM.to_string(),
+        right_delim: RIGHT_DELIM.to_string(),
+        envvars: false,
+    }];
+    let (identity, identities) = match tokens {
+        Some(TokenSource::WorkloadIdentity) => {
+            let (default, more) = tokens::workload_identities();
+            (Some(default), more)
+        }
+        // nomadVar reads with the task's default identity, which every task has.
+        Some(TokenSource::NomadVariable { .. }) | None => (None, Vec::new()),
+    };
+    templates.extend(tokens.map(tokens::consul_token_template));
+
     let task = Task {
         name: match model.proxy {
             ProxyKind::Traefik => "traefik".to_string(),
@@ -513,14 +580,7 @@ pub fn proxy_job(model: &Model, config: &ConfigFile<'_>) -> Result<Job, super::E
             cpu: job_settings.cpu,
             memory_mb: job_settings.memory_mb,
         }),
-        templates: vec![Template {
-            embedded_tmpl: config.data.to_string(),
-            dest_path: local_path.clone(),
-            change_mode: "restart".to_string(),
-            perms: "0644".to_string(),
-            left_delim: LEFT_DELIM.to_string(),
-            right_delim: RIGHT_DELIM.to_string(),
-        }],
+        templates,
         // Longer than the entry points' graceTimeOut, so Nomad never SIGKILLs a proxy still
         // draining open requests.
         kill_timeout: Some(nanos(model.transport.grace_timeout + KILL_TIMEOUT_MARGIN)),
@@ -532,6 +592,8 @@ pub fn proxy_job(model: &Model, config: &ConfigFile<'_>) -> Result<Job, super::E
                 read_only: false,
             })
             .collect(),
+        identity,
+        identities,
     };
 
     let healthy = nanos(r.healthy_deadline);

@@ -295,6 +295,11 @@ pub struct NomadProvider {
 pub struct NomadEndpoint {
     /// `http://host:port`.
     pub address: String,
+    /// The Nomad token, as a template action the Nomad client renders
+    /// ([`super::nomad_job::nomad_token_action`]), never a token; absent without
+    /// `spec.job.tokens`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
 }
 
 /// `providers.consulCatalog`.
@@ -471,6 +476,11 @@ pub fn static_config(model: &Model, kv_prefix: &str) -> StaticConfig {
         namespaces: d.nomad.namespace.iter().cloned().collect(),
         endpoint: NomadEndpoint {
             address: d.nomad.address.clone(),
+            token: model
+                .job
+                .tokens
+                .as_ref()
+                .map(super::nomad_job::nomad_token_action),
         },
     };
     let consul_tls = (d.consul.scheme == "https").then(|| ClientTls {

@@ -377,6 +377,20 @@ pub struct JobSettings {
     pub cert_volume: Option<String>,
     /// Open-file limit (docker `ulimit nofile`).
     pub open_files: u32,
+    /// Where the proxy's ACL tokens come from; `None` when ACLs are off.
+    pub tokens: Option<TokenSource>,
+}
+
+/// Where the proxy's ACL tokens come from (`spec.job.tokens`, resolved).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TokenSource {
+    /// The task's Workload Identity (`NOMAD_TOKEN`) and its `consul_default` identity.
+    WorkloadIdentity,
+    /// A Nomad Variable with `consul_token` and `nomad_token` items.
+    NomadVariable {
+        /// Variable path.
+        path: String,
+    },
 }
 
 /// Rollout settings: the timings go into the job's update block, the rest into the health gate.

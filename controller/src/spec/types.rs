@@ -595,6 +595,47 @@ pub struct Job {
     /// proxies raises its soft limit to, so set `LimitNOFILE` on the Nomad agent instead.
     #[schemars(range(min = 1024))]
     pub open_files: u32,
+    /// Where Traefik's Consul and Nomad tokens come from when the cluster has ACLs on (default:
+    /// none, ACLs off). The job never carries a token (anyone with `read-job` reads a job spec):
+    /// it carries a Nomad `template` that reads the token at the client, from the task's
+    /// Workload Identity (`workloadIdentity: {}`) or a Nomad Variable
+    /// (`nomadVariable: {path: nomad/jobs/proxy}`). Caddy reads neither API and takes no
+    /// tokens.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tokens: Option<ProxyTokens>,
+}
+
+/// Where the proxy's ACL tokens come from (`spec.job.tokens`): one key naming the source, as
+/// `driver` names the driver. Each source is read by the Nomad client when it starts the task;
+/// the operator never sees a token.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub enum ProxyTokens {
+    /// `workloadIdentity: {}`: Nomad Workload Identity (Nomad >= 1.7, `nomad setup consul`
+    /// done). The task's own identity is its Nomad token (attach
+    /// `nomad-jobs/acl/nomad-traefik.hcl` with `nomad acl policy apply -job <job id>`), and
+    /// Nomad logs in to Consul with the task's `consul_default` identity (bind
+    /// `consul-traefik.hcl` to it with a role and a binding rule).
+    WorkloadIdentity(WorkloadIdentityTokens),
+    /// `nomadVariable: {path: ...}`: a Nomad Variable with the items `consul_token` and
+    /// `nomad_token` (tokens of the `consul-traefik.hcl` and `nomad-traefik.hcl` policies),
+    /// read with the task's identity.
+    NomadVariable(NomadVariableTokens),
+}
+
+/// `spec.job.tokens.workloadIdentity`: no settings.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct WorkloadIdentityTokens {}
+
+/// `spec.job.tokens.nomadVariable`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct NomadVariableTokens {
+    /// Variable path (default `nomad/jobs/<job id>`, which the job reads without any policy;
+    /// another path needs a policy granting `read` on it attached to the job).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
 }
 
 impl Default for Job {
@@ -612,6 +653,7 @@ impl Default for Job {
             version: None,
             cert_volume: "certs".to_owned(),
             open_files: 65535,
+            tokens: None,
         }
     }
 }

@@ -113,6 +113,7 @@ pub fn traefik_model() -> Model {
             version: Some("3.7.15".to_string()),
             cert_volume: None,
             open_files: 65535,
+            tokens: None,
         },
         rollout: Rollout {
             healthy_deadline: Duration::from_secs(120),

@@ -3,7 +3,7 @@
 
 use super::field::Validator;
 use crate::spec::model::{self, JobSettings};
-use crate::spec::{CommandDriver, DockerDriver, Driver, Job, JobType, ProxyKind};
+use crate::spec::{CommandDriver, DockerDriver, Driver, Job, JobType, ProxyKind, ProxyTokens};
 
 /// Default Traefik version (what `scripts/bootstrap` installs and tests run).
 const DEFAULT_TRAEFIK_VERSION: &str = "3.7.15";
@@ -102,7 +102,48 @@ pub(super) fn check(v: &mut Validator, job: &mut Job, proxy: ProxyKind) -> JobSe
             ),
         );
     }
+    check_tokens(v, job, proxy);
     resolve(job)
+}
+
+/// Nomad's rule for a variable path (`structs.validVariablePath`): what `nomad var put` accepts.
+fn is_variable_path(path: &str) -> bool {
+    (1..=128).contains(&path.len())
+        && path
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_~/".contains(c))
+        && !path.starts_with('/')
+        && !path.ends_with('/')
+        && !path.contains("//")
+}
+
+/// `spec.job.tokens`: only Traefik reads the Consul and Nomad APIs; a variable path defaults
+/// to the one the job's identity reads without a policy (`nomad/jobs/<job id>`), filled into
+/// the document so its digest carries it.
+fn check_tokens(v: &mut Validator, job: &mut Job, proxy: ProxyKind) {
+    let job_path = format!("nomad/jobs/{}", job.id);
+    match &mut job.tokens {
+        None => {}
+        Some(_) if proxy == ProxyKind::Caddy => v.error(
+            "spec.job.tokens",
+            "Caddy reads neither Consul nor Nomad (the operator loads its routes through Caddy's admin API), so it takes no tokens; remove spec.job.tokens",
+        ),
+        Some(ProxyTokens::WorkloadIdentity(_)) => {}
+        Some(ProxyTokens::NomadVariable(var)) => {
+            let path = var.path.get_or_insert(job_path.clone());
+            if !is_variable_path(path) {
+                v.error(
+                    "spec.job.tokens.nomadVariable.path",
+                    format!("{path:?} is not a Nomad variable path; use 1-128 letters, digits, '-', '_', '~' and '/' between segments (e.g. {job_path})"),
+                );
+            } else if path != &job_path && !path.starts_with(&format!("{job_path}/")) {
+                v.warn(
+                    "spec.job.tokens.nomadVariable.path",
+                    format!("{path:?} is outside {job_path}, which the job reads without a policy; attach one granting read on it: nomad acl policy apply -job {} ...", job.id),
+                );
+            }
+        }
+    }
 }
 
 /// A command driver without a command runs the proxy's own binary from the node's PATH, so a
@@ -145,6 +186,12 @@ fn resolve(job: &Job) -> JobSettings {
         version: job.version.clone().filter(|v| !v.is_empty()),
         cert_volume: Some(job.cert_volume.clone()).filter(|v| !v.is_empty()),
         open_files: job.open_files,
+        tokens: job.tokens.as_ref().map(|t| match t {
+            ProxyTokens::WorkloadIdentity(_) => model::TokenSource::WorkloadIdentity,
+            ProxyTokens::NomadVariable(var) => model::TokenSource::NomadVariable {
+                path: var.path.clone().unwrap_or_default(),
+            },
+        }),
     }
 }
 
