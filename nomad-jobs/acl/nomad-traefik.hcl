@@ -4,7 +4,9 @@
 #
 # Traefik's nomad provider does not read NOMAD_TOKEN from its environment (its Consul providers
 # do read CONSUL_HTTP_TOKEN): the token must be in the static config, providers.nomad.endpoint.token,
-# rendered by the job's template (controller/tests/acl_traefik.rs shows both).
+# rendered by the job's template (controller/tests/acl_traefik.rs shows both). Set the document's
+# `spec.job.tokens` (workloadIdentity or nomadVariable) and the operator renders that template;
+# with Workload Identity attach this policy with `nomad acl policy apply -job <proxy job id> ...`.
 
 namespace "default" {
   capabilities = ["read-job"]
