@@ -480,10 +480,8 @@ impl ConsulApi for FakeConsul {
                     .instances(name)
                     .into_iter()
                     .map(|(node, svc)| CatalogService {
-                        id: node.id.clone(),
                         node: node.node.clone(),
                         address: node.address.clone(),
-                        datacenter: store::DATACENTER.to_owned(),
                         node_meta: node.meta.clone(),
                         service_id: svc.id.clone(),
                         service_name: svc.service.clone(),

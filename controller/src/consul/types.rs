@@ -471,15 +471,10 @@ pub(crate) struct TxnResult {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase", default)]
 pub struct CatalogService {
-    /// Node id.
-    #[serde(rename = "ID")]
-    pub id: String,
     /// Node name.
     pub node: String,
     /// Node address.
     pub address: String,
-    /// Datacenter.
-    pub datacenter: String,
     /// Node tagged addresses.
     #[serde(deserialize_with = "null_as_default")]
     pub tagged_addresses: BTreeMap<String, String>,
