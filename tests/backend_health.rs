@@ -10,6 +10,8 @@
 //! real backend sets, and counted on the backend side as well.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+#[path = "edge_cluster/mod.rs"]
+mod edge_cluster;
 #[path = "support/mod.rs"]
 mod support;
 
@@ -19,36 +21,19 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use hashistack_twin::{Twin, TwinConfig};
-use proxy_operator::consul::ConsulClient;
-use proxy_operator::nomad::NomadClient;
-use proxy_operator::proxy::probe::HttpProbe;
-use proxy_operator::reconcile::{Config, Operator};
+use edge_cluster::{Cluster, REFRESH};
 use proxy_operator::spec::ProxyKind;
-use proxy_operator::spec::status::{Phase, ProxyStatus};
-use proxy_operator::transport::{Api as ClientApi, ClientConfig};
-use serde_json::{Value, json};
-use support::{free_port, get_with_host};
-use tokio::sync::{Semaphore, SemaphorePermit, oneshot};
+use support::get_with_host;
 use tokio::task::JoinHandle;
 
-const PREFIX: &str = "proxy-operator";
-const JOB: &str = "proxy";
 const SERVICE: &str = "app";
 const HOST: &str = "app.localhost";
-/// Traefik's `providers.consulCatalog.refreshInterval` in the document. Caddy's catalog watch is
-/// a blocking query, so its refresh is the operator's debounce plus one `POST /load`.
-const REFRESH: Duration = Duration::from_secs(1);
 /// What the test allows on top of the refresh on this small, shared machine: the provider's
 /// next poll, the router rebuild, and the in-flight requests of the old backend set.
 const SLACK: Duration = Duration::from_secs(6);
 /// Requests per sample: enough that round-robin or random balancing over two instances reaches
 /// both with overwhelming probability (random: 2^-39 to miss one).
 const SAMPLE: usize = 40;
-const CONVERGE: Duration = Duration::from_secs(90);
-
-/// One proxy at a time: each scenario runs a twin, a proxy and the operator on two cores.
-static SLOTS: Semaphore = Semaphore::const_new(1);
 
 /// A real HTTP backend on 127.0.0.1 that names itself in `X-Backend` and counts what it serves,
 /// so "no new requests" is checked where the requests would land, not only in the answers.
@@ -85,200 +70,6 @@ impl CountingBackend {
 impl Drop for CountingBackend {
     fn drop(&mut self) {
         self.task.abort();
-    }
-}
-
-struct Cluster {
-    twin: Twin,
-    http: reqwest::Client,
-    web: u16,
-    websecure: u16,
-    dashboard: u16,
-    dir: tempfile::TempDir,
-    stop: Option<oneshot::Sender<()>>,
-    operator: Option<JoinHandle<()>>,
-    _slot: SemaphorePermit<'static>,
-}
-
-impl Cluster {
-    async fn start() -> Cluster {
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        let slot = SLOTS.acquire().await.unwrap();
-        let twin = Twin::start(TwinConfig::default()).await.unwrap();
-        let consul_url = format!("http://{}", twin.consul_addr());
-        let nomad_url = format!("http://{}", twin.nomad_addr());
-        let consul =
-            ConsulClient::new(&ClientConfig::for_address(ClientApi::Consul, &consul_url).unwrap())
-                .unwrap();
-        let nomad =
-            NomadClient::new(&ClientConfig::for_address(ClientApi::Nomad, &nomad_url).unwrap())
-                .unwrap();
-        let config = Config::new(PREFIX)
-            .debounce(Duration::from_millis(50))
-            .resync(Duration::from_secs(3));
-        let (stop, stopped) = oneshot::channel::<()>();
-        let operator = tokio::spawn(
-            Operator::new(config, consul, nomad, HttpProbe::new().unwrap()).run(async {
-                let _ = stopped.await;
-            }),
-        );
-        Cluster {
-            twin,
-            http: reqwest::Client::builder().no_proxy().build().unwrap(),
-            web: free_port(),
-            websecure: free_port(),
-            dashboard: free_port(),
-            dir: tempfile::tempdir().unwrap(),
-            stop: Some(stop),
-            operator: Some(operator),
-            _slot: slot,
-        }
-    }
-
-    fn consul_url(&self) -> String {
-        format!("http://{}", self.twin.consul_addr())
-    }
-
-    /// The document: `proxy` on loopback, Consul catalog discovery refreshed every [`REFRESH`],
-    /// plain HTTP on `web` (no redirect), no middlewares.
-    fn doc(&self, proxy: ProxyKind) -> Value {
-        let (name, bin) = match proxy {
-            ProxyKind::Traefik => ("traefik", support::traefik_bin()),
-            ProxyKind::Caddy => ("caddy", support::caddy_bin()),
-        };
-        json!({
-            "apiVersion": "proxy-operator.io/v1alpha1",
-            "kind": "ProxyConfig",
-            "metadata": {"name": "health"},
-            "spec": {
-                "proxy": name,
-                "domainSuffix": "localhost",
-                "discovery": {
-                    "primary": "consul",
-                    "consul": {
-                        "address": self.twin.consul_addr().to_string(),
-                        "refreshInterval": format!("{}s", REFRESH.as_secs()),
-                    },
-                    "throttleDuration": "100ms"
-                },
-                "entryPoints": {
-                    "web": {"address": format!("127.0.0.1:{}", self.web), "redirectTo": null},
-                    "websecure": {"address": format!("127.0.0.1:{}", self.websecure)}
-                },
-                "tls": {"certDir": self.dir.path().join("certs").display().to_string()},
-                "metrics": {"prometheus": false},
-                "dashboard": {"enabled": true, "address": format!("127.0.0.1:{}", self.dashboard)},
-                "job": {
-                    "id": JOB,
-                    "type": "system",
-                    "driver": {"rawExec": {"command": bin.display().to_string()}},
-                    "resources": {"cpu": 100, "memoryMB": 128}
-                },
-                "rollout": {"healthyDeadline": "20s", "minHealthyTime": "1s", "onFailure": "rollback"}
-            }
-        })
-    }
-
-    async fn put_config(&self, doc: &Value) {
-        let resp = self
-            .http
-            .put(format!("{}/v1/kv/{PREFIX}/config", self.consul_url()))
-            .body(serde_json::to_vec_pretty(doc).unwrap())
-            .send()
-            .await
-            .unwrap();
-        assert!(resp.status().is_success(), "PUT config: {}", resp.status());
-    }
-
-    async fn status(&self) -> Option<ProxyStatus> {
-        let resp = self
-            .http
-            .get(format!("{}/v1/kv/{PREFIX}/status?raw", self.consul_url()))
-            .send()
-            .await
-            .ok()?;
-        if !resp.status().is_success() {
-            return None;
-        }
-        serde_json::from_slice(&resp.bytes().await.ok()?).ok()
-    }
-
-    async fn wait_ready(&self, proxy: ProxyKind) {
-        let deadline = Instant::now() + CONVERGE;
-        let mut last = None;
-        while Instant::now() < deadline {
-            if let Some(s) = self.status().await {
-                if s.phase == Phase::Ready
-                    && s.proxy == Some(proxy)
-                    && s.observed_digest.is_some()
-                    && s.last_applied_digest == s.observed_digest
-                {
-                    return;
-                }
-                last = Some(s);
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        panic!(
-            "{proxy:?} not Ready within {CONVERGE:?}; last status: {}",
-            serde_json::to_string_pretty(&last).unwrap()
-        );
-    }
-
-    /// Registers (or re-registers) instance `id` of [`SERVICE`] with its check in `status`, the
-    /// way an agent's anti-entropy writes a check's new state into the catalog.
-    async fn register(&self, id: &str, port: u16, status: &str) {
-        let registration = json!({
-            "Node": "hashistack-twin", "Address": "127.0.0.1", "SkipNodeUpdate": true,
-            "Service": {"ID": id, "Service": SERVICE, "Tags": ["traefik.enable=true"],
-                        "Address": "127.0.0.1", "Port": port},
-            "Check": {"CheckID": format!("service:{id}"), "Name": format!("{SERVICE} alive"),
-                      "Status": status, "ServiceID": id}
-        });
-        let resp = self
-            .http
-            .put(format!("{}/v1/catalog/register", self.consul_url()))
-            .json(&registration)
-            .send()
-            .await
-            .unwrap();
-        assert!(
-            resp.status().is_success(),
-            "register {id} as {status}: {}",
-            resp.status()
-        );
-    }
-
-    /// The instances the catalog's health endpoint reports passing: what both providers read.
-    async fn passing(&self) -> Vec<u16> {
-        let resp = self
-            .http
-            .get(format!(
-                "{}/v1/health/service/{SERVICE}?passing=true",
-                self.consul_url()
-            ))
-            .send()
-            .await
-            .unwrap();
-        let entries: Vec<Value> = resp.json().await.unwrap();
-        let mut ports: Vec<u16> = entries
-            .iter()
-            .filter_map(|e| e["Service"]["Port"].as_u64())
-            .map(|p| u16::try_from(p).unwrap())
-            .collect();
-        ports.sort_unstable();
-        ports
-    }
-}
-
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(op) = self.operator.take() {
-            op.abort();
-        }
     }
 }
 
@@ -324,7 +115,9 @@ fn only(seen: &BTreeMap<String, usize>, name: &str) -> bool {
 }
 
 fn both(seen: &BTreeMap<String, usize>) -> bool {
-    seen.len() == 2 && seen.get("a").is_some_and(|n| *n > 0) && seen.get("b").is_some_and(|n| *n > 0)
+    seen.len() == 2
+        && seen.get("a").is_some_and(|n| *n > 0)
+        && seen.get("b").is_some_and(|n| *n > 0)
 }
 
 /// The scenario, the same for both proxies.
@@ -332,9 +125,18 @@ async fn only_passing_instances_get_traffic(proxy: ProxyKind) {
     let cluster = Cluster::start().await;
     let a = CountingBackend::start("a").await;
     let b = CountingBackend::start("b").await;
-    cluster.register("app-a", a.addr.port(), "passing").await;
-    cluster.register("app-b", b.addr.port(), "passing").await;
-    cluster.put_config(&cluster.doc(proxy)).await;
+    cluster
+        .register(SERVICE, "app-a", a.addr.port(), "passing")
+        .await;
+    cluster
+        .register(SERVICE, "app-b", b.addr.port(), "passing")
+        .await;
+    let bin = match proxy {
+        ProxyKind::Traefik => support::traefik_bin(),
+        ProxyKind::Caddy => support::caddy_bin(),
+    };
+    let doc = cluster.doc(proxy, "localhost", &bin.display().to_string());
+    cluster.put_config(&doc).await;
     cluster.wait_ready(proxy).await;
     let web = cluster.web;
 
@@ -343,9 +145,11 @@ async fn only_passing_instances_get_traffic(proxy: ProxyKind) {
     println!("{proxy:?}: both passing → {seen:?} (after {t:?})");
 
     // (2) b turns critical: within the refresh, every request goes to a, and b serves nothing.
-    cluster.register("app-b", b.addr.port(), "critical").await;
+    cluster
+        .register(SERVICE, "app-b", b.addr.port(), "critical")
+        .await;
     assert_eq!(
-        cluster.passing().await,
+        cluster.passing(SERVICE).await,
         vec![a.addr.port()],
         "the catalog reports only a passing"
     );
@@ -365,7 +169,9 @@ async fn only_passing_instances_get_traffic(proxy: ProxyKind) {
     );
 
     // (3) b passes again: it gets traffic again within the refresh.
-    cluster.register("app-b", b.addr.port(), "passing").await;
+    cluster
+        .register(SERVICE, "app-b", b.addr.port(), "passing")
+        .await;
     let b_before = b.served();
     let (t, seen) = until(web, "b back", REFRESH + SLACK, both).await;
     println!("{proxy:?}: b passing again → {seen:?} after {t:?}");
