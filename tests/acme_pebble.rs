@@ -303,3 +303,12 @@ async fn traefik_gets_its_certificate_from_pebble_over_tls_alpn_and_serves_it() 
     )
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn caddy_gets_its_certificate_from_pebble_and_serves_it() {
+    // The rendered ACME issuer has no `trusted_roots_pem_files`, so Caddy's ACME client trusts
+    // Pebble's listener through Go's system-roots override (crypto/x509 reads SSL_CERT_FILE on
+    // Linux). Caddy picks HTTP-01 or TLS-ALPN-01 itself; both ports are the entry points'.
+    served_certificate_chains_to_pebble(ProxyKind::Caddy, &support::caddy_bin(), "SSL_CERT_FILE")
+        .await;
+}
