@@ -272,6 +272,16 @@ async fn served_certificate_chains_to_pebble(proxy: ProxyKind, bin: &Path, trust
                     refused.as_ref().is_err_and(|e| e.starts_with("handshake")),
                     "a client trusting another root accepted the chain: {refused:?}"
                 );
+                // The challenge ran on the entry points' ports: the proxy holds neither 80
+                // nor 443 (the tests run as root here, where it could).
+                let pid = support::pid_listening_on(cluster.websecure);
+                for port in [80, 443] {
+                    let holder = support::pid_listening_on(port);
+                    assert!(
+                        pid.is_some() && holder != pid,
+                        "{proxy:?} (pid {pid:?}) listens on port {port}"
+                    );
+                }
                 // Pebble's VA validated a challenge against the proxy (no authorization reuse:
                 // the account and its first order are new).
                 assert!(

@@ -242,37 +242,68 @@ struct Rig {
     args: Args,
 }
 
+/// The proxy setups, each on a fresh cluster.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Setup {
+    /// `securityHeaders` off, no middlewares.
+    Bare,
+    /// The default policies (those the proxy's renderer expresses).
+    Defaults,
+    /// The default policies without compression: shows what compression costs on its own.
+    DefaultsWithoutCompress,
+}
+
+impl Setup {
+    fn label(self) -> &'static str {
+        match self {
+            Setup::Bare => "no policies",
+            Setup::Defaults => "default policies",
+            Setup::DefaultsWithoutCompress => "default policies − compress",
+        }
+    }
+}
+
 /// What one proxy setup measured.
 struct Measured {
     row: Row,
     reloads: Vec<Duration>,
     notes: Vec<String>,
+    /// The middlewares the document carried.
+    middlewares: Vec<String>,
 }
 
-/// Starts a fresh cluster running `proxy` with no policies, or with the default ones (then also
-/// measures `args.reloads` hot reloads of a `securityHeaders` toggle), and measures idle RSS and
-/// the load.
-async fn run_setup(rig: &Rig, proxy: ProxyKind, with_policies: bool) -> Measured {
+/// Starts a fresh cluster running `proxy` in `setup`, measures idle RSS and the load, and with
+/// the default policies `args.reloads` hot reloads of a `securityHeaders` toggle.
+async fn run_setup(rig: &Rig, proxy: ProxyKind, setup: Setup) -> Measured {
     let cluster = Cluster::start().await;
     cluster
         .register("app", "app-1", rig.backend.port(), "passing")
         .await;
     let mut doc = cluster.doc(proxy, "localhost", &proxy_bin(proxy).display().to_string());
-    let (setup, reloads, notes) = if with_policies {
-        let (middlewares, mut notes) = default_policies(proxy, &doc);
-        notes.push(format!(
-            "{proxy:?} default policies: {}",
-            middlewares
-                .as_object()
-                .map(|m| m.keys().cloned().collect::<Vec<_>>().join(", "))
-                .unwrap_or_default()
-        ));
-        doc["spec"]["middlewares"] = middlewares;
-        ("default policies", rig.args.reloads, notes)
-    } else {
-        doc["spec"]["middlewares"] = json!({"securityHeaders": {"enabled": false}});
-        ("no policies", 0, Vec::new())
+    let (middlewares, mut notes) = match setup {
+        Setup::Bare => (json!({"securityHeaders": {"enabled": false}}), Vec::new()),
+        Setup::Defaults => default_policies(proxy, &doc),
+        Setup::DefaultsWithoutCompress => {
+            let (mut m, _) = default_policies(proxy, &doc);
+            if let Some(m) = m.as_object_mut() {
+                m.remove("compress");
+            }
+            (m, Vec::new())
+        }
     };
+    let names: Vec<String> = middlewares
+        .as_object()
+        .map(|m| m.keys().cloned().collect())
+        .unwrap_or_default();
+    if setup == Setup::Defaults {
+        notes.push(format!("{proxy:?} default policies: {}", names.join(", ")));
+    }
+    let reloads = if setup == Setup::Defaults {
+        rig.args.reloads
+    } else {
+        0
+    };
+    doc["spec"]["middlewares"] = middlewares;
     cluster.put_config(&doc).await;
     cluster.wait_ready(proxy).await;
     let served = support::eventually(Duration::from_secs(30), || async {
@@ -281,9 +312,25 @@ async fn run_setup(rig: &Rig, proxy: ProxyKind, with_policies: bool) -> Measured
             .filter(|s| s.status == 200)
     })
     .await
-    .unwrap_or_else(|| panic!("{proxy:?} ({setup}) never served {HOST}"));
+    .unwrap_or_else(|| panic!("{proxy:?} ({}) never served {HOST}", setup.label()));
+    let encoded = reqwest::Client::builder()
+        .no_proxy()
+        .build()
+        .unwrap()
+        .get(format!("http://127.0.0.1:{}/", cluster.web))
+        .header("Host", HOST)
+        .header("Accept-Encoding", "gzip")
+        .send()
+        .await
+        .ok()
+        .and_then(|r| {
+            r.headers()
+                .get("content-encoding")
+                .and_then(|v| v.to_str().ok().map(str::to_owned))
+        });
     eprintln!(
-        "{proxy:?} {setup}: served; x-frame-options={:?}",
+        "{proxy:?} {}: served; x-frame-options={:?}, content-encoding with gzip asked={encoded:?}",
+        setup.label(),
         served.header("x-frame-options")
     );
     tokio::time::sleep(Duration::from_secs(1)).await;
@@ -334,12 +381,13 @@ async fn run_setup(rig: &Rig, proxy: ProxyKind, with_policies: bool) -> Measured
     Measured {
         row: Row {
             proxy: name.to_owned(),
-            setup,
+            setup: setup.label(),
             rss_kib: rss,
             load,
         },
         reloads: times,
         notes,
+        middlewares: names,
     }
 }
 
@@ -371,6 +419,7 @@ async fn main() {
     }];
     let mut notes = Vec::new();
     let mut reloads = Vec::new();
+    let mut costs = Vec::new();
     let rig = Rig {
         wrk,
         script,
@@ -378,11 +427,16 @@ async fn main() {
         args: a,
     };
     for proxy in [ProxyKind::Traefik, ProxyKind::Caddy] {
-        for with_policies in [false, true] {
-            let m = run_setup(&rig, proxy, with_policies).await;
-            if with_policies {
-                reloads.push((proxy, m.reloads));
-            }
+        let bare = run_setup(&rig, proxy, Setup::Bare).await;
+        let full = run_setup(&rig, proxy, Setup::Defaults).await;
+        let breakdown = if full.middlewares.iter().any(|m| m == "compress") {
+            Some(run_setup(&rig, proxy, Setup::DefaultsWithoutCompress).await)
+        } else {
+            None
+        };
+        reloads.push((proxy, full.reloads.clone()));
+        costs.push((bare.row.load, full.row.load, bare.row.proxy.clone()));
+        for m in [Some(bare), Some(full), breakdown].into_iter().flatten() {
             notes.extend(m.notes);
             rows.push(m.row);
         }
@@ -414,13 +468,11 @@ async fn main() {
         );
     }
     println!();
-    for pair in rows[1..].chunks(2) {
-        let (bare, full) = (&pair[0], &pair[1]);
-        let cost = 1.0 - full.load.rps / bare.load.rps;
-        let dp95 = (full.load.p95_us - bare.load.p95_us) / 1000.0;
+    for (bare, full, proxy) in &costs {
+        let cost = 1.0 - full.rps / bare.rps;
+        let dp95 = (full.p95_us - bare.p95_us) / 1000.0;
         println!(
-            "{}: the policy chain costs {:.1} % req/s and {:+.2} ms p95 vs no policies (goal < 10 %, < 1 ms: {})",
-            full.proxy,
+            "{proxy}: the default policy chain costs {:.1} % req/s and {:+.2} ms p95 vs no policies (goal < 10 %, < 1 ms: {})",
             cost * 100.0,
             dp95,
             if cost < 0.10 && dp95 < 1.0 {
