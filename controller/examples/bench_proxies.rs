@@ -18,7 +18,8 @@
 //! were not. Hot reload is measured on the policies cluster: a `securityHeaders` toggle written
 //! to `<prefix>/config` until the first response through the proxy shows it.
 //!
-//! Flags: `--duration SECS` (10), `--connections N` (32), `--threads N` (2), `--reloads N` (5).
+//! Flags: `--duration SECS` (10), `--connections N` (32), `--threads N` (2), `--reloads N` (5
+//! per round), `--rounds N` (3: the setups interleaved, each row the median over the rounds).
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -51,6 +52,7 @@ struct Args {
     connections: u32,
     threads: u32,
     reloads: usize,
+    rounds: usize,
 }
 
 fn args() -> Args {
@@ -59,6 +61,7 @@ fn args() -> Args {
         connections: 32,
         threads: 2,
         reloads: 5,
+        rounds: 3,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -72,8 +75,9 @@ fn args() -> Args {
             "--connections" => a.connections = u32::try_from(value()).unwrap(),
             "--threads" => a.threads = u32::try_from(value()).unwrap(),
             "--reloads" => a.reloads = usize::try_from(value()).unwrap(),
+            "--rounds" => a.rounds = usize::try_from(value()).unwrap().max(1),
             other => panic!(
-                "unknown flag {other}; flags: --duration SECS --connections N --threads N --reloads N"
+                "unknown flag {other}; flags: --duration SECS --connections N --threads N --reloads N --rounds N"
             ),
         }
     }
@@ -395,6 +399,51 @@ fn ms(us: f64) -> String {
     format!("{:.2} ms", us / 1000.0)
 }
 
+/// Every round's figures for one row, summarised as medians.
+struct Series {
+    proxy: String,
+    setup: &'static str,
+    rss_kib: Vec<u64>,
+    loads: Vec<Load>,
+}
+
+impl Series {
+    fn median(&self, of: impl Fn(&Load) -> f64) -> f64 {
+        let mut v: Vec<f64> = self.loads.iter().map(of).collect();
+        v.sort_by(f64::total_cmp);
+        v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
+    }
+
+    fn summary(&self) -> Load {
+        Load {
+            rps: self.median(|l| l.rps),
+            p50_us: self.median(|l| l.p50_us),
+            p95_us: self.median(|l| l.p95_us),
+            p99_us: self.median(|l| l.p99_us),
+            bad: self.loads.iter().map(|l| l.bad).sum(),
+        }
+    }
+}
+
+fn series<'a>(all: &'a mut Vec<Series>, proxy: &str, setup: &'static str) -> &'a mut Series {
+    let at = match all
+        .iter()
+        .position(|s| s.proxy == proxy && s.setup == setup)
+    {
+        Some(at) => at,
+        None => {
+            all.push(Series {
+                proxy: proxy.to_owned(),
+                setup,
+                rss_kib: Vec::new(),
+                loads: Vec::new(),
+            });
+            all.len() - 1
+        }
+    };
+    &mut all[at]
+}
+
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     let _ = rustls::crypto::ring::default_provider().install_default();
@@ -404,71 +453,101 @@ async fn main() {
     let script = scratch.path().join("report.lua");
     std::fs::write(&script, WRK_SCRIPT).unwrap();
     let backend = start_backend().await;
-
-    let floor = {
-        let (wb, sc, args) = (wrk.clone(), script.clone(), a);
-        tokio::task::spawn_blocking(move || measure(&wb, &sc, backend.port(), &args))
-            .await
-            .unwrap()
-    };
-    let mut rows = vec![Row {
-        proxy: "-".to_owned(),
-        setup: "direct (floor)",
-        rss_kib: None,
-        load: floor,
-    }];
-    let mut notes = Vec::new();
-    let mut reloads = Vec::new();
-    let mut costs = Vec::new();
     let rig = Rig {
         wrk,
         script,
         backend,
         args: a,
     };
-    for proxy in [ProxyKind::Traefik, ProxyKind::Caddy] {
-        let bare = run_setup(&rig, proxy, Setup::Bare).await;
-        let full = run_setup(&rig, proxy, Setup::Defaults).await;
-        let breakdown = if full.middlewares.iter().any(|m| m == "compress") {
-            Some(run_setup(&rig, proxy, Setup::DefaultsWithoutCompress).await)
-        } else {
-            None
-        };
-        reloads.push((proxy, full.reloads.clone()));
-        costs.push((bare.row.load, full.row.load, bare.row.proxy.clone()));
-        for m in [Some(bare), Some(full), breakdown].into_iter().flatten() {
-            notes.extend(m.notes);
-            rows.push(m.row);
+
+    // Rounds interleave the setups, so load from elsewhere on a shared machine falls on all of
+    // them alike; each row is the median over the rounds.
+    let mut all: Vec<Series> = Vec::new();
+    let mut notes = Vec::new();
+    let mut reloads: Vec<(ProxyKind, Vec<Duration>)> = Vec::new();
+    let mut compress_rendered = [true, true];
+    for round in 0..a.rounds {
+        let (wb, sc, args) = (rig.wrk.clone(), rig.script.clone(), a);
+        let floor = tokio::task::spawn_blocking(move || measure(&wb, &sc, backend.port(), &args))
+            .await
+            .unwrap();
+        series(&mut all, "-", "direct (floor)").loads.push(floor);
+        for (i, proxy) in [ProxyKind::Traefik, ProxyKind::Caddy]
+            .into_iter()
+            .enumerate()
+        {
+            for setup in [Setup::Bare, Setup::Defaults, Setup::DefaultsWithoutCompress] {
+                if setup == Setup::DefaultsWithoutCompress && !compress_rendered[i] {
+                    continue;
+                }
+                let m = run_setup(&rig, proxy, setup).await;
+                if setup == Setup::Defaults {
+                    compress_rendered[i] = m.middlewares.iter().any(|n| n == "compress");
+                    match reloads.iter_mut().find(|(p, _)| *p == proxy) {
+                        Some((_, times)) => times.extend(m.reloads),
+                        None => reloads.push((proxy, m.reloads)),
+                    }
+                }
+                if round == 0 {
+                    notes.extend(m.notes);
+                }
+                let row = series(&mut all, &m.row.proxy, m.row.setup);
+                row.loads.push(m.row.load);
+                row.rss_kib.extend(m.row.rss_kib);
+            }
         }
     }
 
+    let floor = all[0].summary();
     println!(
-        "\nproxies: wrk -t{} -c{} -d{}s, Accept-Encoding: gzip, {} B text body; 127.0.0.1, {} CPUs",
+        "\nproxies: wrk -t{} -c{} -d{}s (after a 2 s warm-up), Accept-Encoding: gzip, {} B text body; \
+         127.0.0.1, {} CPUs; medians over {} interleaved rounds, each proxy row a fresh cluster",
         a.threads,
         a.connections,
         a.duration,
         BODY_BYTES,
-        std::thread::available_parallelism().map_or(0, usize::from)
+        std::thread::available_parallelism().map_or(0, usize::from),
+        a.rounds
     );
-    println!("| proxy | setup | idle RSS | req/s | × floor | p50 | p95 | p99 | non-2xx/errors |");
-    println!("|---|---|---|---|---|---|---|---|---|");
-    for r in &rows {
+    println!(
+        "| proxy | setup | idle RSS | req/s | req/s range | × floor | p50 | p95 | p99 | non-2xx/errors |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|---|");
+    for s in &all {
+        let l = s.summary();
+        let mut rss = s.rss_kib.clone();
+        rss.sort_unstable();
+        let (lo, hi) = s
+            .loads
+            .iter()
+            .map(|l| l.rps)
+            .fold((f64::MAX, 0.0f64), |(lo, hi), r| (lo.min(r), hi.max(r)));
         println!(
-            "| {} | {} | {} | {:.0} | {:.2} | {} | {} | {} | {} |",
-            r.proxy,
-            r.setup,
-            r.rss_kib
-                .map_or("-".to_owned(), |k| format!("{:.1} MiB", k as f64 / 1024.0)),
-            r.load.rps,
-            r.load.rps / floor.rps,
-            ms(r.load.p50_us),
-            ms(r.load.p95_us),
-            ms(r.load.p99_us),
-            r.load.bad
+            "| {} | {} | {} | {:.0} | {:.0}–{:.0} | {:.2} | {} | {} | {} | {} |",
+            s.proxy,
+            s.setup,
+            rss.get(rss.len() / 2)
+                .map_or("-".to_owned(), |k| format!("{:.1} MiB", *k as f64 / 1024.0)),
+            l.rps,
+            lo,
+            hi,
+            l.rps / floor.rps,
+            ms(l.p50_us),
+            ms(l.p95_us),
+            ms(l.p99_us),
+            l.bad
         );
     }
     println!();
-    for (bare, full, proxy) in &costs {
+    for proxy in ["traefik", "caddy"] {
+        let find = |setup: Setup| {
+            all.iter()
+                .find(|s| s.proxy == proxy && s.setup == setup.label())
+                .map(Series::summary)
+        };
+        let (Some(bare), Some(full)) = (find(Setup::Bare), find(Setup::Defaults)) else {
+            continue;
+        };
         let cost = 1.0 - full.rps / bare.rps;
         let dp95 = (full.p95_us - bare.p95_us) / 1000.0;
         println!(
