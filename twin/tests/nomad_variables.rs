@@ -269,7 +269,7 @@ async fn a_task_gets_its_jobs_variable_through_an_env_template_and_a_file_templa
     let mut job = sh_job(
         "vars-job",
         &format!(
-            "printf '%s|%s' \"$CONSUL_HTTP_TOKEN\" \"$(cat secrets/conf.yml)\" > {}; exec sleep 1000",
+            "printf '%s|%s|%s' \"$CONSUL_HTTP_TOKEN\" \"$(cat secrets/conf.yml)\" \"$(stat -c %a secrets/tokens.env)\" > {}; exec sleep 1000",
             seen.display()
         ),
     );
@@ -290,7 +290,7 @@ async fn a_task_gets_its_jobs_variable_through_an_env_template_and_a_file_templa
     n.register(job).await;
     assert_eq!(
         wait_file(&seen).await,
-        "consul-sentinel|token: \"nomad-sentinel\""
+        "consul-sentinel|token: \"nomad-sentinel\"|600"
     );
     n.shutdown().await;
 }

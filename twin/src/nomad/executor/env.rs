@@ -210,8 +210,6 @@ pub(super) fn write_templates(
             std::fs::create_dir_all(parent)
                 .map_err(|e| format!("failed to create {}: {e}", parent.display()))?;
         }
-        std::fs::write(&path, body)
-            .map_err(|e| format!("failed to write {}: {e}", path.display()))?;
         let perms = u32::from_str_radix(
             if t.str("Perms").is_empty() {
                 "0644"
@@ -221,8 +219,21 @@ pub(super) fn write_templates(
             8,
         )
         .unwrap_or(0o644);
-        use std::os::unix::fs::PermissionsExt;
-        let _ = std::fs::set_permissions(&path, std::fs::Permissions::from_mode(perms));
+        // Created with its mode, so a secrets template is never readable by others, not even
+        // between the write and a chmod; the chmod covers a file left by an earlier start.
+        use std::io::Write as _;
+        use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
+        let write = || -> std::io::Result<()> {
+            let mut file = std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(perms)
+                .open(&path)?;
+            file.set_permissions(std::fs::Permissions::from_mode(perms))?;
+            file.write_all(body.as_bytes())
+        };
+        write().map_err(|e| format!("failed to write {}: {e}", path.display()))?;
     }
     env.extend(exported);
     Ok(())
