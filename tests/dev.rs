@@ -304,15 +304,12 @@ async fn dev_turns_acls_on_so_an_anonymous_raw_exec_job_and_kv_write_are_refused
             .all(|j| j["ID"] != "drive-by"),
         "{listed}"
     );
-    let stored = client
-        .get(format!("{config}?raw"))
-        .header("X-Consul-Token", &token)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    // A read with the management token, as the printed commands do.
+    let read_as_admin = |url: String, header: &'static str| {
+        let request = client.get(url).header(header, &token);
+        async move { request.send().await.unwrap().text().await.unwrap() }
+    };
+    let stored = read_as_admin(format!("{config}?raw"), "X-Consul-Token").await;
     assert!(stored.contains("kind: ProxyConfig"), "{stored}");
 
     // The operator and the proxy work with ACLs on: Ready, and the demo served by Traefik.
@@ -333,24 +330,13 @@ async fn dev_turns_acls_on_so_an_anonymous_raw_exec_job_and_kv_write_are_refused
 
     // Traefik got its tokens from the Nomad Variable: neither is in the job spec, and none of
     // its providers was refused.
-    let tokens: serde_json::Value = client
-        .get(&variable)
-        .header("X-Nomad-Token", &token)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let job = client
-        .get(format!("http://127.0.0.1:{nomad}/v1/job/proxy"))
-        .header("X-Nomad-Token", &token)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let tokens: serde_json::Value =
+        serde_json::from_str(&read_as_admin(variable, "X-Nomad-Token").await).unwrap();
+    let job = read_as_admin(
+        format!("http://127.0.0.1:{nomad}/v1/job/proxy"),
+        "X-Nomad-Token",
+    )
+    .await;
     assert!(
         job.contains("nomadVar"),
         "the job reads the variable: {job}"
