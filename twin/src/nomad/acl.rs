@@ -10,8 +10,7 @@
 //! Variables: a namespace block's `variables { path "<glob>" { capabilities = [...] } }`
 //! (`read`, `write`, `list`, `destroy`, `deny`; `read` implies `list`), decided for the closest
 //! namespace and then the closest path glob, as Nomad's `AllowVariableOperation` does. The
-//! namespace shorthand `policy` grants no variable capability. HCL's JSON form of the
-//! `variables` block is not parsed (its paths grant nothing).
+//! namespace shorthand `policy` grants no variable capability.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -239,6 +238,46 @@ fn json_blocks(rules: &str) -> Result<Vec<RawBlock>, PolicyError> {
     use serde_json::Value;
     let doc: Value = serde_json::from_str(rules).map_err(|e| bad(&e.to_string()))?;
     let top = doc.as_object().ok_or_else(|| bad("not an object"))?;
+    let capabilities = |o: &serde_json::Map<String, Value>| match o.get("capabilities") {
+        None => Ok(Vec::new()),
+        Some(Value::Array(items)) => items
+            .iter()
+            .map(|i| {
+                i.as_str()
+                    .map(String::from)
+                    .ok_or_else(|| bad("capabilities must hold strings"))
+            })
+            .collect::<Result<_, _>>(),
+        Some(_) => Err(bad("capabilities must be a list")),
+    };
+    // A block, or a list of blocks, as HCL's JSON form writes repeated blocks.
+    let each = |v: &Value| -> Vec<Value> {
+        match v {
+            Value::Array(a) => a.clone(),
+            other => vec![other.clone()],
+        }
+    };
+    // `"variables": {"path": {"<glob>": {"capabilities": [...]}}}`.
+    let variables = |v: &Value| -> Result<Vec<(String, Vec<String>)>, PolicyError> {
+        let mut paths = Vec::new();
+        for block in each(v) {
+            let o = block
+                .as_object()
+                .ok_or_else(|| bad("variables must be an object"))?;
+            for labelled in o.get("path").map(each).unwrap_or_default() {
+                let labelled = labelled
+                    .as_object()
+                    .ok_or_else(|| bad("path must be an object"))?;
+                for (spec, inner) in labelled {
+                    let inner = inner
+                        .as_object()
+                        .ok_or_else(|| bad("path must be an object"))?;
+                    paths.push((spec.clone(), capabilities(inner)?));
+                }
+            }
+        }
+        Ok(paths)
+    };
     let body = |kind: &str, label: Option<String>, v: &Value| -> Result<RawBlock, PolicyError> {
         let o = v
             .as_object()
@@ -248,24 +287,12 @@ fn json_blocks(rules: &str) -> Result<Vec<RawBlock>, PolicyError> {
             Some(Value::String(p)) => Some(p.clone()),
             Some(_) => return Err(bad("policy must be a string")),
         };
-        let capabilities = match o.get("capabilities") {
-            None => Vec::new(),
-            Some(Value::Array(items)) => items
-                .iter()
-                .map(|i| {
-                    i.as_str()
-                        .map(String::from)
-                        .ok_or_else(|| bad("capabilities must hold strings"))
-                })
-                .collect::<Result<_, _>>()?,
-            Some(_) => return Err(bad("capabilities must be a list")),
-        };
         Ok(RawBlock {
             kind: kind.to_string(),
             label,
             policy,
-            capabilities,
-            variables: None,
+            capabilities: capabilities(o)?,
+            variables: o.get("variables").map(variables).transpose()?,
         })
     };
     let mut out = Vec::new();
@@ -608,6 +635,16 @@ mod tests {
             "Invalid variable capability 'peek' in namespace default"
         );
         assert!(parse("namespace \"default\" {\n  variables {}\n}").is_err());
+        let json = parse(
+            r#"{"namespace": {"default": {"variables": {"path": {"nomad/jobs/*": {"capabilities": ["read"]}}}}}}"#,
+        )
+        .unwrap();
+        let acl = Acl {
+            management: false,
+            rules: json,
+        };
+        assert!(acl.allow_variable("default", "nomad/jobs/proxy", "list"));
+        assert!(!acl.allow_variable("default", "nomad/jobs/proxy", "write"));
     }
 
     #[test]
