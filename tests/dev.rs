@@ -53,6 +53,27 @@ async fn wait_ready(consul: u16, token_file: &std::path::Path) -> Option<String>
     .await
 }
 
+/// Every task log of the twin's allocations under `tmp` (the twin's scratch directories).
+fn traefik_logs(tmp: &std::path::Path) -> String {
+    let mut out = String::new();
+    let dirs = |p: &std::path::Path| {
+        std::fs::read_dir(p)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.path())
+            .collect::<Vec<_>>()
+    };
+    for scratch in dirs(tmp) {
+        for alloc in dirs(&scratch) {
+            for log in dirs(&alloc.join("alloc/logs")) {
+                out.push_str(&std::fs::read_to_string(&log).unwrap_or_default());
+            }
+        }
+    }
+    out
+}
+
 /// Sends SIGINT to dev and waits until it exited successfully.
 async fn interrupt(dev: &mut ChildGuard) {
     let kill = Command::new("kill")
@@ -189,8 +210,12 @@ async fn dev_serves_the_demo_app_through_real_traefik_and_ctrl_c_stops_everythin
 async fn dev_turns_acls_on_so_an_anonymous_raw_exec_job_and_kv_write_are_refused_and_never_prints_the_token()
  {
     let dir = tempfile::tempdir().unwrap();
+    // The twin's allocation directories go under the temp dir: Traefik's logs are read there.
+    let tmp = dir.path().join("tmp");
+    std::fs::create_dir(&tmp).unwrap();
     let (consul, nomad, http) = (free_port(), free_port(), free_port());
     let mut cmd = Command::new(BIN);
+    cmd.env("TMPDIR", &tmp);
     cmd.args(["dev", "--consul-port", &consul.to_string()])
         .args(["--nomad-port", &nomad.to_string()])
         .args(["--http-port", &http.to_string()])
@@ -239,7 +264,7 @@ async fn dev_turns_acls_on_so_an_anonymous_raw_exec_job_and_kv_write_are_refused
         .unwrap();
     assert_eq!(forged.status().as_u16(), 403, "{:?}", forged.text().await);
 
-    // Anonymous Consul may read what the proxy reads, and write nothing.
+    // Anonymous Consul reads and writes nothing: the proxy has its own tokens.
     let config = format!("http://127.0.0.1:{consul}/v1/kv/proxy-operator/config");
     let write = client.put(&config).body("kind: Evil").send().await.unwrap();
     assert_eq!(write.status().as_u16(), 403, "{:?}", write.text().await);
@@ -251,6 +276,15 @@ async fn dev_turns_acls_on_so_an_anonymous_raw_exec_job_and_kv_write_are_refused
         read.status().as_u16(),
         403,
         "the document is not the proxy's to read"
+    );
+    let read = client.get(&tree).send().await.unwrap();
+    assert_eq!(read.status().as_u16(), 403, "anonymous has no read grant");
+    let variable = format!("http://127.0.0.1:{nomad}/v1/var/nomad/jobs/proxy");
+    let read = client.get(&variable).send().await.unwrap();
+    assert_eq!(
+        read.status().as_u16(),
+        403,
+        "the proxy's tokens are not anonymous"
     );
 
     // The printed commands work: the file's token is the twin's management token.
@@ -270,15 +304,12 @@ async fn dev_turns_acls_on_so_an_anonymous_raw_exec_job_and_kv_write_are_refused
             .all(|j| j["ID"] != "drive-by"),
         "{listed}"
     );
-    let stored = client
-        .get(format!("{config}?raw"))
-        .header("X-Consul-Token", &token)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    // A read with the management token, as the printed commands do.
+    let read_as_admin = |url: String, header: &'static str| {
+        let request = client.get(url).header(header, &token);
+        async move { request.send().await.unwrap().text().await.unwrap() }
+    };
+    let stored = read_as_admin(format!("{config}?raw"), "X-Consul-Token").await;
     assert!(stored.contains("kind: ProxyConfig"), "{stored}");
 
     // The operator and the proxy work with ACLs on: Ready, and the demo served by Traefik.
@@ -296,6 +327,52 @@ async fn dev_turns_acls_on_so_an_anonymous_raw_exec_job_and_kv_write_are_refused
     .await;
     assert!(served.is_some(), "the demo is not served:\n{}", dev.log());
     assert!(!marker.exists(), "the anonymous job ran");
+
+    // Traefik got its tokens from the Nomad Variable: neither is in the job spec, and none of
+    // its providers was refused.
+    let tokens: serde_json::Value =
+        serde_json::from_str(&read_as_admin(variable, "X-Nomad-Token").await).unwrap();
+    let job = read_as_admin(
+        format!("http://127.0.0.1:{nomad}/v1/job/proxy"),
+        "X-Nomad-Token",
+    )
+    .await;
+    assert!(
+        job.contains("nomadVar"),
+        "the job reads the variable: {job}"
+    );
+    for item in ["consul_token", "nomad_token"] {
+        let secret = tokens["Items"][item].as_str().unwrap();
+        assert_eq!(secret.len(), 36, "{item} is a token");
+        assert!(!job.contains(secret), "{item} is in the job spec");
+        assert!(!dev.log().contains(secret), "{item} was printed");
+    }
+    assert!(
+        !job.contains(&token),
+        "the management token is in the job spec"
+    );
+    let traefik_log = traefik_logs(&tmp);
+    assert!(
+        traefik_log.contains("Starting provider *nomad.Provider"),
+        "no Traefik log found (its nomad provider should start):\n{traefik_log}"
+    );
+    // A provider refused by Consul or Nomad logs a "Provider error" at level error.
+    assert!(
+        !traefik_log.contains("\"level\":\"error\""),
+        "Traefik logged an error:\n{traefik_log}"
+    );
+    for refusal in [
+        "Permission denied",
+        "ACL not found",
+        "ACL token not found",
+        "response code: 403",
+        "Unexpected response code",
+    ] {
+        assert!(
+            !traefik_log.contains(refusal),
+            "Traefik was refused something ({refusal}):\n{traefik_log}"
+        );
+    }
 
     interrupt(&mut dev).await;
     let log = dev.log();

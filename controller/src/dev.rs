@@ -15,7 +15,9 @@
 //!    Schemas the starter document's `$schema` points at) on `--http-addr`.
 //!
 //! ACLs are on (see [`acl`]): the generated management token goes to the operator in-process
-//! and to a 0600 file in the work directory, never to the output.
+//! and to a 0600 file in the work directory, never to the output. Traefik gets tokens of the
+//! shipped proxy policies through the Nomad Variable `nomad/jobs/proxy` (`spec.job.tokens`);
+//! anonymous gets nothing.
 //!
 //! [`Dev::shutdown`] stops the operator, then the twin, whose shutdown kills every process its
 //! executor started (Traefik included), then the backend.
@@ -48,6 +50,9 @@ use crate::transport::{Api, ClientConfig, Token};
 pub const DEMO_SERVICE: &str = "demo";
 /// The `Host` header that reaches the demo backend through Traefik.
 pub const DEMO_HOST: &str = "demo.localhost";
+/// The proxy job's ID in the starter document; its tokens are in the Nomad Variable
+/// `nomad/jobs/<this>`.
+pub const DEV_JOB_ID: &str = "proxy";
 /// The node the twin seeds its catalog with; the demo service is registered on it.
 const TWIN_NODE: &str = "hashistack-twin";
 
@@ -254,9 +259,9 @@ pub fn starter_config(endpoints: &Endpoints, traefik_bin: &Path, cert_dir: &Path
 /// API (on the dashboard address) stays on loopback, so it has no `insecure` dashboard.
 pub fn starter_for(proxy: ProxyKind, endpoints: &Endpoints, bin: &Path, cert_dir: &Path) -> String {
     let traefik_bin = bin;
-    let (name, insecure) = match proxy {
-        ProxyKind::Traefik => ("traefik", "\n    insecure: true"),
-        ProxyKind::Caddy => ("caddy", ""),
+    let (name, insecure, tokens) = match proxy {
+        ProxyKind::Traefik => ("traefik", "\n    insecure: true", TRAEFIK_TOKENS),
+        ProxyKind::Caddy => ("caddy", "", ""),
     };
     // Paths and addresses are quoted for YAML; Debug of a str gives a valid double-quoted scalar
     // for the characters a path may hold.
@@ -304,8 +309,8 @@ spec:
     enabled: true{insecure}
     address: "{dashboard}"
   job:
-    id: proxy
-    type: system
+    id: {DEV_JOB_ID}
+    type: system{tokens}
     driver:
       rawExec:
         command: {bin}
@@ -330,6 +335,15 @@ spec:
         schema = crate::spec::CONFIG_SCHEMA_FILE,
     )
 }
+
+/// Traefik's tokens in the starter document: the Nomad client renders them from the variable dev
+/// wrote (see [`acl`]); with another job ID, write `nomad/jobs/<id>` first.
+const TRAEFIK_TOKENS: &str = "
+    # Traefik's Consul and Nomad tokens: the Nomad client reads them from the Nomad Variable
+    # nomad/jobs/<job id> when it starts the task (dev wrote it for `proxy`, with tokens of
+    # the shipped policies nomad-jobs/acl/*-traefik.hcl). The job carries no token.
+    tokens:
+      nomadVariable: {}";
 
 /// The text `dev` prints once everything runs: where to send requests and how to edit. The
 /// commands read the ACL token from `token_file`; the token itself is never printed.
@@ -502,7 +516,14 @@ pub async fn start(options: Options) -> Result<Dev> {
         consul.http().observe(surface.metrics().clone());
         nomad.http().observe(surface.metrics().clone());
 
-        acl::grant_proxy_reads(endpoints.consul, &token, &options.prefix).await?;
+        acl::provision_proxy_tokens(
+            endpoints.consul,
+            endpoints.nomad,
+            &token,
+            &options.prefix,
+            DEV_JOB_ID,
+        )
+        .await?;
         register_demo(&consul, backend_addr).await?;
 
         let (work_dir, owned_dir) = match &options.work_dir {

@@ -6,14 +6,15 @@
 //! written to a 0600 file the printed `curl` lines read with `$(cat FILE)`; it is never
 //! printed.
 //!
-//! The proxy gets no token. Real Nomad would deliver one without putting it into the job (a
-//! `template` with `env = true` reading a Nomad Variable, or Workload Identity), but the twin's
-//! executor has neither, and a token in the job spec is readable by anyone with `read-job`.
-//! Instead the anonymous Consul token carries exactly the shipped proxy policy
-//! (`nomad-jobs/acl/consul-traefik.hcl`: read services, nodes and `<prefix>/traefik/`), which
-//! is what Traefik's Consul Catalog and Consul KV providers need. Nothing anonymous can write.
-//! Traefik's Nomad provider is refused (403) and stays empty: dev routes from the Consul
-//! catalog. Caddy needs neither: the operator loads its routes through the admin API.
+//! The proxy gets its tokens the Nomad way, never in its job spec (anyone with `read-job` reads
+//! a job): dev mints a Consul token with the shipped proxy policy
+//! (`nomad-jobs/acl/consul-traefik.hcl`, for the dev prefix) and a Nomad token with
+//! `nomad-jobs/acl/nomad-traefik.hcl`, and writes both to the Nomad Variable
+//! `nomad/jobs/<proxy job id>` (items `consul_token`, `nomad_token`); the starter document
+//! sets `spec.job.tokens: {nomadVariable: {}}`, so the rendered job's templates read them when
+//! the twin's executor starts Traefik. Anonymous gets nothing. Caddy needs no token: the
+//! operator loads its routes through the admin API (its starter sets no `tokens`; the variable
+//! is written anyway and unused).
 
 use std::io::Write as _;
 use std::net::SocketAddr;
@@ -25,11 +26,14 @@ use super::{Error, Result};
 /// Name of the token file in the work directory.
 pub const TOKEN_FILE: &str = "acl-token";
 
-/// Consul's anonymous token (`acl.AnonymousTokenID`): what a request without a token runs as.
-const ANONYMOUS_ACCESSOR: &str = "00000000-0000-0000-0000-000000000002";
-
-/// The shipped least-privilege policy of the proxy, for the default prefix.
+/// The shipped least-privilege Consul policy of the proxy, for the default prefix.
 const PROXY_POLICY: &str = include_str!("../../../nomad-jobs/acl/consul-traefik.hcl");
+
+/// The shipped Nomad policy of the proxy (its Nomad provider reads service registrations).
+const NOMAD_PROXY_POLICY: &str = include_str!("../../../nomad-jobs/acl/nomad-traefik.hcl");
+
+/// The name of the proxy's policies and tokens in both APIs.
+const PROXY_POLICY_NAME: &str = "proxy-traefik";
 
 /// A fresh directory for the token file and the starter document under the system temp dir,
 /// `0700` and unguessable: a directory someone else made in advance under a predictable name
@@ -84,8 +88,82 @@ pub(super) fn proxy_policy(prefix: &str) -> String {
     )
 }
 
-/// Links the proxy policy to Consul's anonymous token, with the management token.
-pub(super) async fn grant_proxy_reads(consul: SocketAddr, token: &str, prefix: &str) -> Result<()> {
+/// The variable path the proxy job reads its tokens from: the default of
+/// `spec.job.tokens.nomadVariable.path`, which Workload Identity lets the job's tasks read.
+pub(super) fn tokens_variable_path(job_id: &str) -> String {
+    format!("nomad/jobs/{job_id}")
+}
+
+/// The twin's ACL API, driven with the management token.
+struct Admin<'a> {
+    client: reqwest::Client,
+    token: &'a str,
+}
+
+/// Whether a refusal's answer may be shown: an answer to a write of secrets may echo them.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Answer {
+    Show,
+    Withhold,
+}
+
+impl Admin<'_> {
+    /// `PUT url` with `body` as JSON; the answer's JSON (`Null` when empty).
+    async fn put(
+        &self,
+        step: &'static str,
+        url: String,
+        header: &'static str,
+        body: serde_json::Value,
+        show: Answer,
+    ) -> Result<serde_json::Value> {
+        let response = self
+            .client
+            .put(url)
+            .header(header, self.token)
+            .json(&body)
+            .send()
+            .await
+            .map_err(|source| Error::AclRequest { step, source })?;
+        let status = response.status();
+        let text = response.text().await.unwrap_or_default();
+        if !status.is_success() {
+            return Err(Error::AclRefused {
+                step,
+                status: status.as_u16(),
+                answer: match show {
+                    Answer::Show => text.trim().to_owned(),
+                    Answer::Withhold => "(withheld: it may hold the tokens)".to_owned(),
+                },
+            });
+        }
+        Ok(serde_json::from_str(&text).unwrap_or(serde_json::Value::Null))
+    }
+
+    /// The `SecretID` of a token-creating answer.
+    fn secret(step: &'static str, answer: &serde_json::Value) -> Result<String> {
+        answer["SecretID"]
+            .as_str()
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+            .ok_or(Error::AclRefused {
+                step,
+                status: 200,
+                answer: "the answer has no SecretID".to_owned(),
+            })
+    }
+}
+
+/// Mints the proxy's Consul and Nomad tokens from the shipped policies and writes them to the
+/// Nomad Variable `nomad/jobs/<job_id>`, with the management token. The tokens stay in the
+/// twin: nothing here logs or returns them.
+pub(super) async fn provision_proxy_tokens(
+    consul: SocketAddr,
+    nomad: SocketAddr,
+    token: &str,
+    prefix: &str,
+    job_id: &str,
+) -> Result<()> {
     let client = reqwest::Client::builder()
         .no_proxy()
         .build()
@@ -93,44 +171,76 @@ pub(super) async fn grant_proxy_reads(consul: SocketAddr, token: &str, prefix: &
             step: "build an HTTP client for the twin's ACL API",
             source,
         })?;
-    let send = |step: &'static str, url: String, body: serde_json::Value| {
-        let request = client.put(url).header("X-Consul-Token", token).json(&body);
-        async move {
-            let response = request
-                .send()
-                .await
-                .map_err(|source| Error::AclRequest { step, source })?;
-            let status = response.status();
-            if status.is_success() {
-                return Ok(());
-            }
-            let answer = response.text().await.unwrap_or_default();
-            Err(Error::AclRefused {
-                step,
-                status: status.as_u16(),
-                answer: answer.trim().to_owned(),
-            })
-        }
-    };
-    send(
-        "create the proxy's Consul policy",
-        format!("http://{consul}/v1/acl/policy"),
-        serde_json::json!({
-            "Name": "proxy-traefik",
-            "Description": "proxy-operator dev: what the proxy's Consul providers read",
-            "Rules": proxy_policy(prefix),
-        }),
-    )
-    .await?;
-    send(
-        "link the proxy's policy to the anonymous token",
-        format!("http://{consul}/v1/acl/token/{ANONYMOUS_ACCESSOR}"),
-        serde_json::json!({
-            "Description": "Anonymous Token",
-            "Policies": [{"Name": "proxy-traefik"}],
-        }),
-    )
-    .await
+    let admin = Admin { client, token };
+    const CONSUL: &str = "X-Consul-Token";
+    const NOMAD: &str = "X-Nomad-Token";
+    admin
+        .put(
+            "create the proxy's Consul policy",
+            format!("http://{consul}/v1/acl/policy"),
+            CONSUL,
+            serde_json::json!({
+                "Name": PROXY_POLICY_NAME,
+                "Description": "proxy-operator dev: what the proxy's Consul providers read",
+                "Rules": proxy_policy(prefix),
+            }),
+            Answer::Show,
+        )
+        .await?;
+    let step = "create the proxy's Consul token";
+    let answer = admin
+        .put(
+            step,
+            format!("http://{consul}/v1/acl/token"),
+            CONSUL,
+            serde_json::json!({
+                "Description": "proxy-operator dev: the proxy's Consul providers",
+                "Policies": [{"Name": PROXY_POLICY_NAME}],
+            }),
+            Answer::Show,
+        )
+        .await?;
+    let consul_token = Admin::secret(step, &answer)?;
+    admin
+        .put(
+            "create the proxy's Nomad policy",
+            format!("http://{nomad}/v1/acl/policy/{PROXY_POLICY_NAME}"),
+            NOMAD,
+            serde_json::json!({
+                "Name": PROXY_POLICY_NAME,
+                "Description": "proxy-operator dev: what the proxy's Nomad provider reads",
+                "Rules": NOMAD_PROXY_POLICY,
+            }),
+            Answer::Show,
+        )
+        .await?;
+    let step = "create the proxy's Nomad token";
+    let answer = admin
+        .put(
+            step,
+            format!("http://{nomad}/v1/acl/token"),
+            NOMAD,
+            serde_json::json!({
+                "Name": PROXY_POLICY_NAME,
+                "Type": "client",
+                "Policies": [PROXY_POLICY_NAME],
+            }),
+            Answer::Show,
+        )
+        .await?;
+    let nomad_token = Admin::secret(step, &answer)?;
+    admin
+        .put(
+            "write the proxy's tokens to its Nomad Variable",
+            format!("http://{nomad}/v1/var/{}", tokens_variable_path(job_id)),
+            NOMAD,
+            serde_json::json!({
+                "Items": {"consul_token": consul_token, "nomad_token": nomad_token},
+            }),
+            Answer::Withhold,
+        )
+        .await?;
+    Ok(())
 }
 
 #[cfg(test)]
@@ -162,16 +272,16 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn anonymous_may_read_only_the_proxys_tree_once_granted_and_a_refusal_never_shows_the_token()
-     {
+    async fn the_proxys_variable_holds_tokens_of_the_shipped_policies_and_anonymous_gets_nothing() {
+        const MANAGEMENT: &str = "management-sentinel-7f3a";
         let twin = hashistack_twin::Twin::start(hashistack_twin::TwinConfig {
-            acl_token: Some("management-sentinel-7f3a".to_owned()),
+            acl_token: Some(MANAGEMENT.to_owned()),
             ..hashistack_twin::TwinConfig::default()
         })
         .await
         .unwrap();
-        let consul = twin.consul_addr();
-        let e = grant_proxy_reads(consul, "wrong-sentinel-91c2", "edge")
+        let (consul, nomad) = (twin.consul_addr(), twin.nomad_addr());
+        let e = provision_proxy_tokens(consul, nomad, "wrong-sentinel-91c2", "edge", "proxy")
             .await
             .unwrap_err();
         assert!(matches!(e, Error::AclRefused { status: 403, .. }), "{e:?}");
@@ -179,25 +289,66 @@ mod tests {
         assert!(!text.contains("wrong-sentinel-91c2"), "{text}");
         assert!(text.contains("create the proxy's Consul policy"), "{text}");
 
-        grant_proxy_reads(consul, "management-sentinel-7f3a", "edge")
+        provision_proxy_tokens(consul, nomad, MANAGEMENT, "edge", "proxy")
             .await
             .unwrap();
         let client = reqwest::Client::builder().no_proxy().build().unwrap();
-        let status = |key: &'static str| {
-            let request = client.get(format!("http://{consul}/v1/kv/{key}"));
+        let status = |url: String, header: &'static str, token: Option<String>| {
+            let mut request = client.get(url);
+            if let Some(token) = token {
+                request = request.header(header, token);
+            }
             async move { request.send().await.unwrap().status().as_u16() }
         };
-        // Allowed and absent (404), against refused (403).
-        assert_eq!(status("edge/traefik/http/routers").await, 404);
-        assert_eq!(status("edge/config").await, 403);
-        assert_eq!(status("proxy-operator/traefik/x").await, 403);
+        let variable: serde_json::Value = client
+            .get(format!("http://{nomad}/v1/var/nomad/jobs/proxy"))
+            .header("X-Nomad-Token", MANAGEMENT)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let item = |k: &str| Some(variable["Items"][k].as_str().unwrap().to_owned());
+        let (consul_token, nomad_token) = (item("consul_token"), item("nomad_token"));
+        assert_ne!(consul_token.as_deref(), Some(MANAGEMENT));
+        assert_ne!(nomad_token.as_deref(), Some(MANAGEMENT));
+        let kv = |key: &str| format!("http://{consul}/v1/kv/{key}");
+        const C: &str = "X-Consul-Token";
+        // The Consul token reads the proxy's tree (allowed and absent: 404) and nothing else.
+        assert_eq!(
+            status(kv("edge/traefik/http/routers"), C, consul_token.clone()).await,
+            404
+        );
+        assert_eq!(
+            status(kv("edge/config"), C, consul_token.clone()).await,
+            403
+        );
         let write = client
-            .put(format!("http://{consul}/v1/kv/edge/traefik/x"))
+            .put(kv("edge/traefik/x"))
+            .header(C, consul_token.clone().unwrap())
             .body("x")
             .send()
             .await
             .unwrap();
         assert_eq!(write.status().as_u16(), 403);
+        // The Nomad token reads service registrations and submits nothing.
+        const N: &str = "X-Nomad-Token";
+        let services = format!("http://{nomad}/v1/services");
+        assert_eq!(status(services.clone(), N, nomad_token.clone()).await, 200);
+        let submit = client
+            .put(format!("http://{nomad}/v1/jobs"))
+            .header(N, nomad_token.clone().unwrap())
+            .json(&serde_json::json!({"Job": {"ID": "x"}}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(submit.status().as_u16(), 403);
+        // Anonymous: neither the tree, nor the services, nor the variable.
+        assert_eq!(status(kv("edge/traefik/http/routers"), C, None).await, 403);
+        assert_eq!(status(services, N, None).await, 403);
+        let var = format!("http://{nomad}/v1/var/nomad/jobs/proxy");
+        assert_eq!(status(var, N, None).await, 403);
         twin.shutdown().await;
     }
 

@@ -32,6 +32,15 @@ fn starter_config_is_a_valid_traefik_document_pointing_at_the_twin() {
         "web must serve plain HTTP in dev"
     );
     assert!(text.contains("command: \"/opt/bin/traefik\""));
+    // Traefik reads its tokens from the variable dev writes.
+    let rendered = crate::render::render(&spec, &crate::render::RenderContext::default()).unwrap();
+    let job = rendered.job.to_string();
+    let read = format!(
+        "with nomadVar \\\"{}\\\"",
+        acl::tokens_variable_path(DEV_JOB_ID)
+    );
+    assert!(job.contains(&read), "{read} not in {job}");
+    assert!(job.contains("\"Envvars\":true"), "{job}");
     assert!(
         text.starts_with("# yaml-language-server: $schema=http://127.0.0.1:19090/schemas/proxyconfig.v1alpha1.schema.json\n"),
         "the schema is served by the operator's listener: {text}"
@@ -39,7 +48,7 @@ fn starter_config_is_a_valid_traefik_document_pointing_at_the_twin() {
 }
 
 #[test]
-fn the_caddy_starter_differs_from_traefiks_only_in_the_proxy_its_binary_and_the_dashboard() {
+fn the_caddy_starter_differs_from_traefiks_only_in_the_proxy_its_binary_the_dashboard_and_tokens() {
     let caddy = starter_for(
         ProxyKind::Caddy,
         &endpoints(),
@@ -56,12 +65,15 @@ fn the_caddy_starter_differs_from_traefiks_only_in_the_proxy_its_binary_and_the_
     );
     let changed: Vec<(&str, &str)> = traefik
         .lines()
-        .filter(|l| *l != "    insecure: true")
+        .filter(|l| *l != "    insecure: true" && !TRAEFIK_TOKENS.lines().any(|t| t == *l))
         .zip(caddy.lines())
         .filter(|(a, b)| a != b)
         .collect();
     assert_eq!(changed, vec![("  proxy: traefik", "  proxy: caddy")]);
-    assert_eq!(traefik.lines().count(), caddy.lines().count() + 1);
+    assert_eq!(
+        traefik.lines().count(),
+        caddy.lines().count() + 1 + TRAEFIK_TOKENS.lines().filter(|l| !l.is_empty()).count()
+    );
     let text = banner_for(
         ProxyKind::Caddy,
         &endpoints(),

@@ -6,6 +6,11 @@
 //! [...] }` blocks and `node`, `agent`, `operator`, `quota`, `plugin` blocks with a `policy`.
 //! Several policies on one token are merged: the union of capabilities, except that `deny`
 //! wins; the strongest `policy` of a block wins, except that `deny` wins.
+//!
+//! Variables: a namespace block's `variables { path "<glob>" { capabilities = [...] } }`
+//! (`read`, `write`, `list`, `destroy`, `deny`; `read` implies `list`), decided for the closest
+//! namespace and then the closest path glob, as Nomad's `AllowVariableOperation` does. The
+//! namespace shorthand `policy` grants no variable capability.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -86,6 +91,9 @@ fn expand_namespace_policy(policy: &str) -> Vec<&'static str> {
     }
 }
 
+/// Capabilities Nomad accepts on a variables path (SRC acl/policy.go `isPathCapabilityValid`).
+const VARIABLE_CAPABILITIES: &[&str] = &["write", "read", "list", "destroy", "deny"];
+
 /// A coarse level (`node`, `agent`, `operator`, … blocks).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
 pub enum Level {
@@ -136,6 +144,8 @@ pub struct Rules {
     pub agent: Level,
     /// `operator` block.
     pub operator: Level,
+    /// Namespace name or glob → variable path glob → capabilities.
+    pub variables: BTreeMap<String, BTreeMap<String, BTreeSet<String>>>,
 }
 
 /// What a request's token may do.
@@ -153,6 +163,9 @@ struct RawBlock {
     label: Option<String>,
     policy: Option<String>,
     capabilities: Vec<String>,
+    /// `variables { path "<glob>" { capabilities = [...] } }` of a namespace block; `None`
+    /// without a `variables` block.
+    variables: Option<Vec<(String, Vec<String>)>>,
 }
 
 fn bad(what: &str) -> PolicyError {
@@ -166,6 +179,16 @@ fn hcl_string(e: &hcl::Expression, key: &str) -> Result<String, PolicyError> {
     }
 }
 
+fn hcl_strings(e: &hcl::Expression) -> Result<Vec<String>, PolicyError> {
+    match e {
+        hcl::Expression::Array(items) => items
+            .iter()
+            .map(|i| hcl_string(i, "capabilities"))
+            .collect(),
+        other => Err(bad(&format!("capabilities must be a list, not {other}"))),
+    }
+}
+
 fn hcl_blocks(rules: &str) -> Result<Vec<RawBlock>, PolicyError> {
     let body = hcl::parse(rules).map_err(|e| bad(&e.to_string()))?;
     let mut out = Vec::new();
@@ -175,18 +198,32 @@ fn hcl_blocks(rules: &str) -> Result<Vec<RawBlock>, PolicyError> {
             label: block.labels().first().map(|l| l.as_str().to_string()),
             policy: None,
             capabilities: Vec::new(),
+            variables: None,
         };
+        for inner in block.body().blocks() {
+            if inner.identifier() != "variables" {
+                continue;
+            }
+            let paths = raw.variables.get_or_insert_with(Vec::new);
+            for path in inner.body().blocks().filter(|b| b.identifier() == "path") {
+                let spec = path
+                    .labels()
+                    .first()
+                    .map(|l| l.as_str().to_string())
+                    .unwrap_or_default();
+                let mut caps = Vec::new();
+                for attr in path.body().attributes() {
+                    if attr.key() == "capabilities" {
+                        caps.extend(hcl_strings(attr.expr())?);
+                    }
+                }
+                paths.push((spec, caps));
+            }
+        }
         for attr in block.body().attributes() {
             match attr.key() {
                 "policy" => raw.policy = Some(hcl_string(attr.expr(), "policy")?),
-                "capabilities" => match attr.expr() {
-                    hcl::Expression::Array(items) => {
-                        for i in items {
-                            raw.capabilities.push(hcl_string(i, "capabilities")?);
-                        }
-                    }
-                    other => return Err(bad(&format!("capabilities must be a list, not {other}"))),
-                },
+                "capabilities" => raw.capabilities.extend(hcl_strings(attr.expr())?),
                 _ => {}
             }
         }
@@ -201,6 +238,46 @@ fn json_blocks(rules: &str) -> Result<Vec<RawBlock>, PolicyError> {
     use serde_json::Value;
     let doc: Value = serde_json::from_str(rules).map_err(|e| bad(&e.to_string()))?;
     let top = doc.as_object().ok_or_else(|| bad("not an object"))?;
+    let capabilities = |o: &serde_json::Map<String, Value>| match o.get("capabilities") {
+        None => Ok(Vec::new()),
+        Some(Value::Array(items)) => items
+            .iter()
+            .map(|i| {
+                i.as_str()
+                    .map(String::from)
+                    .ok_or_else(|| bad("capabilities must hold strings"))
+            })
+            .collect::<Result<_, _>>(),
+        Some(_) => Err(bad("capabilities must be a list")),
+    };
+    // A block, or a list of blocks, as HCL's JSON form writes repeated blocks.
+    let each = |v: &Value| -> Vec<Value> {
+        match v {
+            Value::Array(a) => a.clone(),
+            other => vec![other.clone()],
+        }
+    };
+    // `"variables": {"path": {"<glob>": {"capabilities": [...]}}}`.
+    let variables = |v: &Value| -> Result<Vec<(String, Vec<String>)>, PolicyError> {
+        let mut paths = Vec::new();
+        for block in each(v) {
+            let o = block
+                .as_object()
+                .ok_or_else(|| bad("variables must be an object"))?;
+            for labelled in o.get("path").map(each).unwrap_or_default() {
+                let labelled = labelled
+                    .as_object()
+                    .ok_or_else(|| bad("path must be an object"))?;
+                for (spec, inner) in labelled {
+                    let inner = inner
+                        .as_object()
+                        .ok_or_else(|| bad("path must be an object"))?;
+                    paths.push((spec.clone(), capabilities(inner)?));
+                }
+            }
+        }
+        Ok(paths)
+    };
     let body = |kind: &str, label: Option<String>, v: &Value| -> Result<RawBlock, PolicyError> {
         let o = v
             .as_object()
@@ -210,23 +287,12 @@ fn json_blocks(rules: &str) -> Result<Vec<RawBlock>, PolicyError> {
             Some(Value::String(p)) => Some(p.clone()),
             Some(_) => return Err(bad("policy must be a string")),
         };
-        let capabilities = match o.get("capabilities") {
-            None => Vec::new(),
-            Some(Value::Array(items)) => items
-                .iter()
-                .map(|i| {
-                    i.as_str()
-                        .map(String::from)
-                        .ok_or_else(|| bad("capabilities must hold strings"))
-                })
-                .collect::<Result<_, _>>()?,
-            Some(_) => return Err(bad("capabilities must be a list")),
-        };
         Ok(RawBlock {
             kind: kind.to_string(),
             label,
             policy,
-            capabilities,
+            capabilities: capabilities(o)?,
+            variables: o.get("variables").map(variables).transpose()?,
         })
     };
     let mut out = Vec::new();
@@ -249,6 +315,18 @@ fn json_blocks(rules: &str) -> Result<Vec<RawBlock>, PolicyError> {
         }
     }
     Ok(out)
+}
+
+/// `read` implies `list`; `deny` stands alone (SRC acl/policy.go `expandVariablesCapabilities`).
+fn expand_variable_caps(caps: Vec<String>) -> Vec<String> {
+    if caps.iter().any(|c| c == "deny") {
+        return vec!["deny".to_string()];
+    }
+    let mut caps = caps;
+    if caps.iter().any(|c| c == "read") && !caps.iter().any(|c| c == "list") {
+        caps.push("list".to_string());
+    }
+    caps
 }
 
 fn valid_namespace_name(name: &str) -> bool {
@@ -298,6 +376,32 @@ pub fn parse(rules: &str) -> Result<Rules, PolicyError> {
                     }
                     caps.extend(expand_namespace_policy(p).iter().map(|c| c.to_string()));
                 }
+                if let Some(paths) = block.variables {
+                    if paths.is_empty() {
+                        return Err(PolicyError(format!(
+                            "Invalid variable policy: no variable paths in namespace {name}"
+                        )));
+                    }
+                    let vars = out.variables.entry(name.clone()).or_default();
+                    for (spec, caps) in paths {
+                        if spec.is_empty() {
+                            return Err(PolicyError(format!(
+                                "Invalid missing variable path in namespace {name}"
+                            )));
+                        }
+                        if let Some(cap) = caps
+                            .iter()
+                            .find(|c| !VARIABLE_CAPABILITIES.contains(&c.as_str()))
+                        {
+                            return Err(PolicyError(format!(
+                                "Invalid variable capability '{cap}' in namespace {name}"
+                            )));
+                        }
+                        vars.entry(spec)
+                            .or_default()
+                            .extend(expand_variable_caps(caps));
+                    }
+                }
                 out.namespaces.entry(name).or_default().extend(caps);
             }
             "node" | "agent" | "operator" | "quota" | "plugin" => {
@@ -309,8 +413,8 @@ pub fn parse(rules: &str) -> Result<Rules, PolicyError> {
                     _ => {}
                 }
             }
-            // Other blocks of newer Nomad (host_volume, variables) are accepted and grant
-            // nothing the twin checks.
+            // Other top-level blocks of newer Nomad (host_volume, node_pool) are accepted and
+            // grant nothing the twin checks.
             _ => {}
         }
     }
@@ -329,20 +433,39 @@ impl Rules {
         self.node = self.node.merge(other.node);
         self.agent = self.agent.merge(other.agent);
         self.operator = self.operator.merge(other.operator);
+        for (ns, paths) in &other.variables {
+            let mine = self.variables.entry(ns.clone()).or_default();
+            for (path, caps) in paths {
+                mine.entry(path.clone())
+                    .or_default()
+                    .extend(caps.iter().cloned());
+            }
+        }
     }
 
     /// The capabilities that apply to namespace `ns`: an exact rule, else the closest glob.
     fn namespace_caps(&self, ns: &str) -> Option<&BTreeSet<String>> {
-        if let Some(exact) = self.namespaces.get(ns) {
-            return Some(exact);
-        }
-        self.namespaces
-            .iter()
-            .filter(|(pattern, _)| pattern.contains('*') && glob_match(pattern, ns))
-            // Closest match: the fewest characters left for the wildcards.
-            .min_by_key(|(pattern, _)| ns.len().saturating_sub(pattern.replace('*', "").len()))
-            .map(|(_, caps)| caps)
+        closest(&self.namespaces, ns)
     }
+
+    /// The capabilities on variable `path` in namespace `ns`: the closest namespace rule with
+    /// a `variables` block, then the closest path glob in it.
+    fn variable_caps(&self, ns: &str, path: &str) -> Option<&BTreeSet<String>> {
+        closest(&self.variables, ns).and_then(|paths| closest(paths, path))
+    }
+}
+
+/// The rule for `name`: an exact one, else the closest glob (the fewest characters left for
+/// the wildcards), as Nomad's `findClosestMatchingGlob`.
+fn closest<'a, T>(rules: &'a BTreeMap<String, T>, name: &str) -> Option<&'a T> {
+    if let Some(exact) = rules.get(name) {
+        return Some(exact);
+    }
+    rules
+        .iter()
+        .filter(|(pattern, _)| pattern.contains('*') && glob_match(pattern, name))
+        .min_by_key(|(pattern, _)| name.len().saturating_sub(pattern.replace('*', "").len()))
+        .map(|(_, v)| v)
 }
 
 fn glob_match(pattern: &str, name: &str) -> bool {
@@ -394,6 +517,16 @@ impl Acl {
                 .rules
                 .namespace_caps(ns)
                 .is_some_and(|caps| !caps.contains("deny") && !caps.is_empty())
+    }
+
+    /// Whether `cap` (`read`, `write`, `list`, `destroy`) is allowed on variable `path` in
+    /// namespace `ns`.
+    pub fn allow_variable(&self, ns: &str, path: &str, cap: &str) -> bool {
+        self.management
+            || self
+                .rules
+                .variable_caps(ns, path)
+                .is_some_and(|caps| !caps.contains("deny") && caps.contains(cap))
     }
 
     /// `node:read`.
@@ -460,6 +593,58 @@ mod tests {
             rules: r,
         };
         assert!(!merged.allow_ns_op("default", "read-job"));
+    }
+
+    #[test]
+    fn variable_paths_grant_by_closest_glob_and_read_implies_list() {
+        let rules = parse(
+            r#"
+            namespace "default" {
+              policy = "write"
+              variables {
+                path "nomad/jobs/*" { capabilities = ["read"] }
+                path "nomad/jobs/secret" { capabilities = ["deny"] }
+                path "team/*" { capabilities = ["write", "destroy"] }
+              }
+            }
+            "#,
+        )
+        .unwrap();
+        let acl = Acl {
+            management: false,
+            rules,
+        };
+        assert!(acl.allow_variable("default", "nomad/jobs/proxy", "read"));
+        assert!(acl.allow_variable("default", "nomad/jobs/proxy", "list"));
+        assert!(!acl.allow_variable("default", "nomad/jobs/proxy", "write"));
+        assert!(!acl.allow_variable("default", "nomad/jobs/secret", "read"));
+        assert!(acl.allow_variable("default", "team/a", "write"));
+        assert!(!acl.allow_variable("default", "other", "read"));
+        assert!(!acl.allow_variable("prod", "nomad/jobs/proxy", "read"));
+        assert!(Acl::management().allow_variable("prod", "x", "write"));
+        assert_eq!(
+            parse(
+                r#"namespace "default" {
+                  variables {
+                    path "x" { capabilities = ["peek"] }
+                  }
+                }"#
+            )
+            .unwrap_err()
+            .to_string(),
+            "Invalid variable capability 'peek' in namespace default"
+        );
+        assert!(parse("namespace \"default\" {\n  variables {}\n}").is_err());
+        let json = parse(
+            r#"{"namespace": {"default": {"variables": {"path": {"nomad/jobs/*": {"capabilities": ["read"]}}}}}}"#,
+        )
+        .unwrap();
+        let acl = Acl {
+            management: false,
+            rules: json,
+        };
+        assert!(acl.allow_variable("default", "nomad/jobs/proxy", "list"));
+        assert!(!acl.allow_variable("default", "nomad/jobs/proxy", "write"));
     }
 
     #[test]

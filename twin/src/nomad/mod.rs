@@ -6,7 +6,13 @@
 //! blocking queries; `executor` runs allocations as child processes on their node with restart
 //! policy, templates, service checks and health; `events` serves `/v1/event/stream`; `diff`
 //! builds plan/version diffs; `filter` evaluates the go-bexpr forms clients send; `reaper` kills
-//! task processes a dead twin left behind; `acl` parses and decides Nomad ACL policies.
+//! task processes a dead twin left behind; `acl` parses and decides Nomad ACL policies
+//! (namespace capabilities, `node`/`agent`, and `variables` paths).
+//!
+//! Variables (`/v1/var/:path`, `/v1/vars`, `store/variables.rs`) are kept in plain text (no
+//! keyring). The executor reads a job's variables for its templates (`nomadVar`) as the client
+//! does with the task's identity; a template whose variable is missing fails the task start
+//! instead of blocking it (`executor/template.rs`).
 //! `submit` is what a submitted job goes through before the store (decode, canonicalize,
 //! validate), on the HTTP paths and in process; `embedded` serves the store in process, without
 //! HTTP or task processes, on the caller's clock (the operator's in-memory `FakeNomad`).

@@ -1,4 +1,5 @@
-//! The task environment (`NOMAD_*`), `${...}` interpolation and `template` rendering.
+//! The task environment (`NOMAD_*`), `${...}` interpolation and writing `template`s (their
+//! language: `template.rs`).
 
 use super::*;
 
@@ -152,40 +153,6 @@ pub(super) fn interpolate(text: &str, env: &BTreeMap<String, String>, node: &Nod
     out
 }
 
-pub(super) fn render_template(
-    data: &str,
-    left: &str,
-    right: &str,
-    env: &BTreeMap<String, String>,
-) -> String {
-    let mut out = String::new();
-    let mut rest = data;
-    while let Some(start) = rest.find(left) {
-        let after = &rest[start + left.len()..];
-        let Some(end) = after.find(right) else {
-            break;
-        };
-        let expr = after[..end]
-            .trim()
-            .trim_start_matches('-')
-            .trim_end_matches('-')
-            .trim();
-        let replaced = expr
-            .strip_prefix("env")
-            .map(str::trim)
-            .and_then(|q| q.strip_prefix('"').and_then(|q| q.strip_suffix('"')))
-            .map(|name| env.get(name).cloned().unwrap_or_default());
-        out.push_str(&rest[..start]);
-        match replaced {
-            Some(v) => out.push_str(&v),
-            None => out.push_str(&rest[start..start + left.len() + end + right.len()]),
-        }
-        rest = &after[end + right.len()..];
-    }
-    out.push_str(rest);
-    out
-}
-
 pub(super) fn within(base: &Path, rel: &str) -> Option<PathBuf> {
     let rel = Path::new(rel);
     let mut out = base.to_path_buf();
@@ -200,12 +167,17 @@ pub(super) fn within(base: &Path, rel: &str) -> Option<PathBuf> {
     Some(out)
 }
 
+/// Renders the task's templates into its directory; the variables of `env = true` templates
+/// (`Envvars`) join `env` once all are written, as the Nomad client sets them before the task
+/// starts.
 pub(super) fn write_templates(
     task_dir: &Path,
     task: &Value,
-    env: &BTreeMap<String, String>,
+    env: &mut BTreeMap<String, String>,
     node: &Node,
+    vars: &Variables<'_>,
 ) -> Result<(), String> {
+    let mut exported = Vec::new();
     for t in View::task(task).list("Templates") {
         let dest = interpolate(t.str("DestPath"), env, node);
         if dest.is_empty() {
@@ -227,15 +199,17 @@ pub(super) fn write_templates(
         } else {
             t.str("RightDelim")
         };
-        let body = render_template(t.str("EmbeddedTmpl"), left, right, env);
+        let body = render_template(t.str("EmbeddedTmpl"), left, right, env, vars)
+            .map_err(|e| format!("template {dest:?}: {e}"))?;
+        if t.bool("Envvars") {
+            exported.extend(parse_env_file(&body));
+        }
         let path = within(task_dir, &dest)
             .ok_or_else(|| format!("template destination {dest:?} escapes the task directory"))?;
         if let Some(parent) = path.parent() {
             std::fs::create_dir_all(parent)
                 .map_err(|e| format!("failed to create {}: {e}", parent.display()))?;
         }
-        std::fs::write(&path, body)
-            .map_err(|e| format!("failed to write {}: {e}", path.display()))?;
         let perms = u32::from_str_radix(
             if t.str("Perms").is_empty() {
                 "0644"
@@ -245,9 +219,23 @@ pub(super) fn write_templates(
             8,
         )
         .unwrap_or(0o644);
-        use std::os::unix::fs::PermissionsExt;
-        let _ = std::fs::set_permissions(&path, std::fs::Permissions::from_mode(perms));
+        // Created with its mode, so a secrets template is never readable by others, not even
+        // between the write and a chmod; the chmod covers a file left by an earlier start.
+        use std::io::Write as _;
+        use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
+        let write = || -> std::io::Result<()> {
+            let mut file = std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(perms)
+                .open(&path)?;
+            file.set_permissions(std::fs::Permissions::from_mode(perms))?;
+            file.write_all(body.as_bytes())
+        };
+        write().map_err(|e| format!("failed to write {}: {e}", path.display()))?;
     }
+    env.extend(exported);
     Ok(())
 }
 
@@ -255,18 +243,6 @@ pub(super) fn write_templates(
 mod tests {
     use super::*;
     use std::path::Path;
-
-    #[test]
-    fn env_templates_substitute_and_other_actions_stay_verbatim() {
-        let env = BTreeMap::from([("NOMAD_PORT_http".to_string(), "8080".to_string())]);
-        let out = render_template(
-            "port={{ env \"NOMAD_PORT_http\" }} {{ key \"x\" }}",
-            "{{",
-            "}}",
-            &env,
-        );
-        assert_eq!(out, "port=8080 {{ key \"x\" }}");
-    }
 
     #[test]
     fn template_destinations_cannot_escape_the_task_dir() {

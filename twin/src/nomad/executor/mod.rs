@@ -18,10 +18,12 @@
 mod env;
 mod services;
 mod task;
+mod template;
 
 use env::*;
 use services::*;
 use task::*;
+use template::*;
 
 use super::Inner;
 use super::reaper::{GroupRecord, signal_named};

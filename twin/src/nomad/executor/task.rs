@@ -23,8 +23,15 @@ pub(super) async fn run_task(sh: Shared, task: Value, mut stop: watch::Receiver<
     for sub in ["local", "secrets", "tmp"] {
         let _ = std::fs::create_dir_all(task_dir.join(sub));
     }
-    let env = task_env(&sh, &task);
-    if let Err(e) = write_templates(&task_dir, &task, &env, &sh.node) {
+    let mut env = task_env(&sh, &task);
+    // The client reads the job's variables on the task's behalf (Workload Identity grants a
+    // task its own `nomad/jobs/<job>` implicitly; the twin does not check other paths).
+    let namespace = View::job(&sh.job).str("Namespace").to_string();
+    let variables = |path: &str| {
+        sh.inner
+            .read(|st| st.variable(&namespace, path).map(|v| v.items.clone()))
+    };
+    if let Err(e) = write_templates(&task_dir, &task, &mut env, &sh.node, &variables) {
         let mut ev = TaskEvent::new("Setup Failure", format!("failed to render template: {e}"));
         ev.setup_error = e;
         ev.fails_task = true;

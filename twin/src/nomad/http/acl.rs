@@ -25,6 +25,10 @@ enum Need {
     NodeRead,
     NodeWrite,
     AgentRead,
+    /// Any token, anonymous included: the handler filters what it answers (`/v1/vars`).
+    Filtered,
+    /// A capability on the variable at the request's path (`/v1/var/:path`).
+    Variable(&'static str),
 }
 
 fn need(method: &http::Method, path: &str, q: &[(String, String)]) -> Need {
@@ -65,6 +69,10 @@ fn need(method: &http::Method, path: &str, q: &[(String, String)]) -> Need {
                 Need::Ns("read-job")
             }
         }
+        ["vars"] => Need::Filtered,
+        ["var", ..] if read => Need::Variable("read"),
+        ["var", ..] if method == http::Method::DELETE => Need::Variable("destroy"),
+        ["var", ..] => Need::Variable("write"),
         ["namespaces"] => Need::Token,
         ["namespace", _] => Need::Namespace,
         ["nodes"] | ["node", _] | ["node", _, "allocations"] => Need::NodeRead,
@@ -122,6 +130,11 @@ pub(super) async fn acl(State(inner): St, mut req: Request, next: Next) -> Respo
         Need::NodeRead => acl.allow_node_read(),
         Need::NodeWrite => acl.allow_node_write(),
         Need::AgentRead => acl.allow_agent_read(),
+        Need::Filtered => true,
+        Need::Variable(cap) => {
+            let path = req.uri().path().strip_prefix("/v1/var/").unwrap_or("");
+            acl.allow_variable(&ns, path, cap)
+        }
     };
     if !allowed {
         return error(ApiError::new(403, "Permission denied"));

@@ -7,6 +7,7 @@ mod deployments;
 mod jobs;
 mod lifecycle;
 mod nodes;
+mod variables;
 
 use super::Inner;
 use super::submit::{field, job_from_body};
@@ -23,7 +24,7 @@ use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{MethodRouter, delete, get, post};
+use axum::routing::{MethodRouter, any, delete, get, post};
 use axum::{Extension, Router};
 use serde_json::{Value, json};
 use std::sync::Arc;
@@ -35,6 +36,7 @@ use deployments::*;
 use jobs::*;
 use lifecycle::*;
 use nodes::*;
+use variables::*;
 
 type St = State<Arc<Inner>>;
 type Params = Query<Vec<(String, String)>>;
@@ -105,6 +107,15 @@ pub fn router(inner: Arc<Inner>) -> Router {
         .route("/v1/status/peers", get(status_peers))
         .route("/v1/regions", get(regions))
         .route("/v1/agent/self", get(agent_self))
+        .route("/v1/vars", get(list_variables))
+        .route("/v1/var/", any(missing_variable_path))
+        .route(
+            "/v1/var/{*path}",
+            get(read_variable)
+                .put(put_variable)
+                .post(put_variable)
+                .delete(delete_variable),
+        )
         .route("/v1/acl/policies", get(list_policies))
         .route(
             "/v1/acl/policy/{name}",

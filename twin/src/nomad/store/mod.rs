@@ -14,12 +14,14 @@ mod placement;
 mod plan;
 mod scheduler;
 mod services;
+mod variables;
 mod views;
 
 pub use acl::{AclPolicyRecord, AclTokenRecord};
 pub use deployments::{deployment_update_body, is_active};
 pub use nodes::{Node, NodeUpdate};
 pub use scheduler::static_ports;
+pub use variables::VariableRecord;
 
 use super::jobspec;
 use super::util::{now_nanos, rfc3339};
@@ -298,6 +300,8 @@ pub struct Tables {
     pub acl_policies: u64,
     #[serde(default)]
     pub acl_tokens: u64,
+    #[serde(default)]
+    pub variables: u64,
 }
 
 /// What the executor must do after a state change.
@@ -366,6 +370,8 @@ pub struct Store {
     pub acl_policies: BTreeMap<String, AclPolicyRecord>,
     /// ACL tokens by accessor ID.
     pub acl_tokens: BTreeMap<String, AclTokenRecord>,
+    /// Variables by namespace and path.
+    pub variables: BTreeMap<(String, String), VariableRecord>,
     pub tables: Tables,
     pub events: VecDeque<EventBatch>,
     /// Events of the current write, published when the write ends.
@@ -391,6 +397,9 @@ pub struct Persisted {
     /// ACL tokens, as a Nomad server keeps them in its state.
     #[serde(default)]
     pub acl_tokens: Vec<AclTokenRecord>,
+    /// Variables (kept in plain text: the twin has no keyring).
+    #[serde(default)]
+    pub variables: Vec<VariableRecord>,
 }
 
 /// One persisted job.
@@ -483,6 +492,7 @@ impl Store {
             nodes: BTreeMap::from([(node_id.clone(), first)]),
             acl_policies: BTreeMap::new(),
             acl_tokens: BTreeMap::new(),
+            variables: BTreeMap::new(),
             node_id,
             node_name: "hashistack-twin".into(),
             datacenter: "dc1".into(),
@@ -500,6 +510,7 @@ impl Store {
                 nodes: 1,
                 acl_policies: 1,
                 acl_tokens: 1,
+                variables: 1,
             },
             events: VecDeque::new(),
             pending_events: Vec::new(),
@@ -518,6 +529,10 @@ impl Store {
             st.jobs.insert((j.namespace, j.id), j.record);
         }
         st.restore_acl(p.acl_policies, p.acl_tokens);
+        for v in p.variables {
+            st.variables
+                .insert((v.namespace.clone(), v.path.clone()), v);
+        }
         st
     }
 
@@ -538,6 +553,7 @@ impl Store {
                 .collect(),
             acl_policies: self.acl_policies.values().cloned().collect(),
             acl_tokens: self.acl_tokens.values().cloned().collect(),
+            variables: self.variables.values().cloned().collect(),
         }
     }
 
