@@ -57,6 +57,9 @@ pub struct TwinConfig {
     /// Consul's `session_ttl_min` agent option (`None`: Consul's default, 10 s). Tests lower it
     /// to watch TTL invalidation and lock-delay in seconds, as Consul's own tests do.
     pub consul_session_ttl_min: Option<std::time::Duration>,
+    /// The `PATH` of the Nomad client agent, which `raw_exec` tasks inherit (`None`: the
+    /// twin's own `PATH`), so a job can name its command (`traefik`) instead of a path.
+    pub nomad_client_path: Option<String>,
 }
 
 impl Default for TwinConfig {
@@ -72,6 +75,7 @@ impl Default for TwinConfig {
             nomad_acl_tokens: Vec::new(),
             consul_session_ttl_min: None,
             generate_acl_token: false,
+            nomad_client_path: None,
         }
     }
 }
@@ -89,6 +93,7 @@ impl std::fmt::Debug for TwinConfig {
             .field("consul_session_ttl_min", &self.consul_session_ttl_min)
             .field("nomad_nodes", &self.nomad_nodes)
             .field("nomad_acl_tokens", &self.nomad_acl_tokens.len())
+            .field("nomad_client_path", &self.nomad_client_path)
             .finish_non_exhaustive()
     }
 }
@@ -178,6 +183,7 @@ impl Twin {
             system_deployments: config.nomad_system_deployments,
             nodes: config.nomad_nodes,
             acl_tokens: config.nomad_acl_tokens.clone(),
+            client_path: config.nomad_client_path.clone(),
         });
         let faults = Faults::new(consul.clone(), config.acl_token.clone());
         let consul_app = faults.wrap(Api::Consul, consul.router());

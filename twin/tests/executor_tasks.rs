@@ -182,6 +182,36 @@ async fn a_task_gets_path_home_and_nomad_variables_but_not_the_twins_environment
 }
 
 #[tokio::test]
+async fn a_command_named_without_a_path_is_found_in_the_client_agents_path() {
+    // A binary installed outside the system path, found only through the PATH the client agent
+    // runs with (as a Nomad client started with that environment would find it).
+    let bin = tempfile::tempdir().unwrap();
+    let script = bin.path().join("twin-path-probe");
+    std::fs::write(
+        &script,
+        "#!/bin/sh\necho \"$PATH\" > \"$NOMAD_ALLOC_DIR/env.txt\"; echo NOMAD_ALLOC_ID >> \"$NOMAD_ALLOC_DIR/env.txt\"; exec sleep 1000\n",
+    )
+    .unwrap();
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let client_path = format!("{}:/usr/bin:/bin", bin.path().display());
+    let n = Nomad::start_with(hashistack_twin::TwinConfig {
+        nomad_client_path: Some(client_path.clone()),
+        ..hashistack_twin::TwinConfig::default()
+    })
+    .await;
+    let mut job = sh_job("bypath", "unused");
+    job["TaskGroups"][0]["Tasks"][0]["Config"] = json!({"command": "twin-path-probe"});
+    n.register(job).await;
+    let alloc = first_alloc(&n, "bypath", |a| a["ClientStatus"] == "running").await;
+    let (env, _) = read_env_file(&n, alloc["ID"].as_str().unwrap()).await;
+    assert_eq!(env.lines().next(), Some(client_path.as_str()));
+    n.shutdown().await;
+}
+
+#[tokio::test]
 async fn failing_command_restarts_per_policy_then_the_allocation_fails() {
     let n = Nomad::start().await;
     let mut job = sh_job("crashy", "echo boom; exit 3");

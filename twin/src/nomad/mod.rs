@@ -63,6 +63,10 @@ pub struct NomadConfig {
     /// Client tokens that exist from the start, with the ACL policies attached to them. They
     /// take effect when `acl_token` (the management token) is set.
     pub acl_tokens: Vec<AclTokenSeed>,
+    /// The `PATH` the client agent runs with, which its `raw_exec` tasks inherit (`None`: the
+    /// twin's own). A test that installs binaries outside the system path sets it, as an
+    /// operator sets the Nomad agent's environment.
+    pub client_path: Option<String>,
 }
 
 /// A client token the twin knows from the start.

@@ -202,6 +202,7 @@ impl CountedNomad {
             system_deployments: true,
             nodes: 1,
             acl_tokens: Vec::new(),
+            client_path: None,
         });
         let requests = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
         let app = state.router().layer(axum::middleware::from_fn_with_state(

@@ -18,9 +18,11 @@ pub(super) fn task_env(sh: &Shared, task: &Value) -> BTreeMap<String, String> {
     // A minimal base, as issue 15 asks, instead of the agent's whole environment (real Nomad
     // passes raw_exec tasks the client's environment minus `env.denylist`): the command search
     // path and a home directory, then the `NOMAD_*` variables and the task's `env`.
+    let path = sh.inner.config.client_path.clone();
     put(
         "PATH".into(),
-        std::env::var("PATH").unwrap_or_else(|_| DEFAULT_PATH.into()),
+        path.or_else(|| std::env::var("PATH").ok())
+            .unwrap_or_else(|| DEFAULT_PATH.into()),
     );
     put(
         "HOME".into(),
