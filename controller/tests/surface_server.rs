@@ -60,7 +60,7 @@ fn status_with_secrets() -> ProxyStatus {
     );
     st.push_history(HistoryEntry {
         digest: "0123456789abcdef".into(),
-        proxy: None,
+        proxy: Some(ProxyKind::Caddy),
         outcome: Outcome::RolledBack,
         started_at: "2026-12-06T02:59:00Z".into(),
         duration_ms: 12_500,
@@ -133,6 +133,8 @@ async fn every_route_answers_and_readyz_waits_for_the_watch_and_a_pass() {
         "GateFailed",
         "route probe &lt;b&gt;failed&lt;/b&gt;",
         "answered 502",
+        // History names the proxy each rollout ran.
+        "<td>caddy</td>",
         "basic auth: realm &quot;example&quot;, users from Consul key proxy-operator/secrets/basic-auth",
         "/dashboard/",
         "EventSource",

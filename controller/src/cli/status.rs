@@ -135,7 +135,10 @@ fn summary(s: &ProxyStatus) -> String {
     if let Some(h) = s.history.last() {
         let _ = writeln!(
             out,
-            "last rollout: {} {:?} in {} ms: {}",
+            "last rollout: {}{} {:?} in {} ms: {}",
+            h.proxy
+                .map(|p| format!("{} ", p.as_str()))
+                .unwrap_or_default(),
             h.digest.chars().take(12).collect::<String>(),
             h.outcome,
             h.duration_ms,

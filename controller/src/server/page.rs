@@ -6,8 +6,8 @@ use std::fmt::Write as _;
 
 use super::{Readiness, Role, SpecSummary};
 use crate::metrics::{CertificateFile, Urgency, phase_name};
-use crate::spec::looks_secret;
 use crate::spec::status::{ConditionStatus, Outcome, Phase, ProxyStatus};
+use crate::spec::{ProxyKind, looks_secret};
 
 /// What one rendering reads.
 pub(super) struct Snapshot {
@@ -259,7 +259,7 @@ fn history(out: &mut String, st: &ProxyStatus) {
     if st.history.is_empty() {
         return;
     }
-    out.push_str("<section id=\"history\"><h2>Rollouts</h2><div class=\"scroll\"><table><tr><th>started</th><th>digest</th><th>outcome</th><th>took</th><th>reason</th></tr>\n");
+    out.push_str("<section id=\"history\"><h2>Rollouts</h2><div class=\"scroll\"><table><tr><th>started</th><th>proxy</th><th>digest</th><th>outcome</th><th>took</th><th>reason</th></tr>\n");
     for h in st.history.iter().rev() {
         let cls = match h.outcome {
             Outcome::Succeeded => "ok",
@@ -268,8 +268,9 @@ fn history(out: &mut String, st: &ProxyStatus) {
         };
         let _ = writeln!(
             out,
-            r#"<tr><td>{}</td><td><code>{}</code></td><td class="{cls}">{}</td><td>{:.1} s</td><td>{}</td></tr>"#,
+            r#"<tr><td>{}</td><td>{}</td><td><code>{}</code></td><td class="{cls}">{}</td><td>{:.1} s</td><td>{}</td></tr>"#,
             esc(&h.started_at),
+            h.proxy.map_or("", ProxyKind::as_str),
             esc(&short(Some(&h.digest))),
             crate::metrics::outcome_name(h.outcome),
             seconds(h.duration_ms),
