@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 
 use proxy_operator::consul::{AgentService, HealthCheck, HealthNode, ServiceEntry};
 use proxy_operator::proxy::caddy::{
-    AdminEndpoint, CaddyAdmin, CaddyOptions, Catalog, HttpCaddyAdmin, RouteSettings, Secrets,
-    build_routes, render_config,
+    AdminEndpoint, CaddyAdmin, CaddyOptions, Catalog, HOST_MAPS_FROM, HttpCaddyAdmin,
+    RouteSettings, Secrets, build_routes, render_config,
 };
 
 fn caddy_bin() -> PathBuf {
@@ -128,6 +128,7 @@ async fn main() -> anyhow::Result<()> {
             admin: AdminEndpoint::Loopback(admin_port),
             dev_mode: false,
             secrets: Secrets::Include,
+            host_maps_from: HOST_MAPS_FROM,
         };
         let catalogs = [catalog(n, 0), catalog(n, 1)];
 

@@ -48,8 +48,8 @@ mod watch;
 
 pub use admin::{CaddyAdmin, HttpCaddyAdmin};
 pub use config::{
-    AdminEndpoint, CaddyConfig, CaddyOptions, Secrets, bootstrap, caddy_unsupported, live,
-    render_config, resolve,
+    AdminEndpoint, CaddyConfig, CaddyOptions, HOST_MAPS_FROM, Secrets, bootstrap,
+    caddy_unsupported, live, render_config, resolve,
 };
 pub use driver::{CaddyDriver, POLICY_KEY, gate, render};
 pub use routes::{Catalog, RouteSettings, RouteTable, build_routes};
