@@ -94,6 +94,84 @@ impl Drop for Killed {
     }
 }
 
+/// One table row (without the services and shape columns) for `n` services rendered with
+/// `host_maps_from`: render times, then `/load` into a real Caddy started from the same shape.
+async fn measure(
+    n: usize,
+    host_maps_from: usize,
+    runs: usize,
+    dir: &std::path::Path,
+) -> anyhow::Result<String> {
+    let (web, websecure, admin_port) = (free_port()?, free_port()?, free_port()?);
+    let doc = format!(
+        "apiVersion: proxy-operator.io/v1alpha1\nkind: ProxyConfig\nspec:\n  proxy: caddy\n  domainSuffix: example.org\n  entryPoints:\n    web:\n      address: \"127.0.0.1:{web}\"\n      redirectTo: websecure\n    websecure:\n      address: \"127.0.0.1:{websecure}\"\n  dashboard:\n    address: \"127.0.0.1:{admin_port}\"\n  tls:\n    certDir: {}\n",
+        dir.join("certs").display()
+    );
+    let spec = proxy_operator::spec::load(doc.as_bytes())?;
+    let model = proxy_operator::proxy::caddy::config::resolve(&spec, None)?;
+    let options = CaddyOptions {
+        admin: AdminEndpoint::Loopback(admin_port),
+        dev_mode: false,
+        secrets: Secrets::Include,
+        host_maps_from,
+    };
+    let catalogs = [catalog(n, 0), catalog(n, 1)];
+
+    let settings = RouteSettings::from_model(&model);
+    let (mut routes_t, mut config_t, mut render) = (Vec::new(), Vec::new(), Vec::new());
+    let mut configs = Vec::new();
+    for i in 0..runs {
+        let started = Instant::now();
+        let routes = build_routes(&catalogs[i % 2], &settings);
+        let built = started.elapsed();
+        let config = render_config(&model, &routes, &options)?;
+        render.push(started.elapsed());
+        routes_t.push(built);
+        config_t.push(started.elapsed() - built);
+        configs.push(config);
+    }
+
+    let path = dir.join(format!("bootstrap-{n}-{host_maps_from}.json"));
+    std::fs::write(&path, &configs[1].body)?;
+    let child = Command::new(caddy_bin())
+        .args(["run", "--config"])
+        .arg(&path)
+        .env("XDG_CONFIG_HOME", dir.join("config"))
+        .env("XDG_DATA_HOME", dir.join("data"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()?;
+    let _caddy = Killed(child);
+    let admin = HttpCaddyAdmin::new(&format!("http://127.0.0.1:{admin_port}"))?;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while admin.identity().await.ok().flatten().as_deref() != Some(configs[1].identity.as_str()) {
+        assert!(
+            Instant::now() < deadline,
+            "Caddy never started with {n} services"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    let mut load = Vec::new();
+    let mut total = Vec::new();
+    for (config, r) in configs.iter().zip(&render) {
+        let started = Instant::now();
+        admin.load(config).await?;
+        let took = started.elapsed();
+        load.push(took);
+        total.push(took + *r);
+    }
+    let kib = configs[0].body.len() as f64 / 1024.0;
+    let (bm, bp) = stats(routes_t);
+    let (cm, cp) = stats(config_t);
+    let (rm, rp) = stats(render);
+    let (lm, lp) = stats(load);
+    let (tm, tp) = stats(total);
+    Ok(format!(
+        "{kib:.0} | {bm:.2} / {bp:.2} | {cm:.2} / {cp:.2} | {rm:.2} / {rp:.2} | {lm:.2} / {lp:.2} | {tm:.2} / {tp:.2} |"
+    ))
+}
+
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> anyhow::Result<()> {
     let _ = rustls::crypto::ring::default_provider().install_default();
@@ -113,79 +191,16 @@ async fn main() -> anyhow::Result<()> {
         caddy_bin().display()
     );
     println!(
-        "| services | config KiB | routes med/p95 ms | config med/p95 ms | render med/p95 ms | /load med/p95 ms | render+load med/p95 ms |"
+        "| services | shape | config KiB | routes med/p95 ms | config med/p95 ms | render med/p95 ms | /load med/p95 ms | render+load med/p95 ms |"
     );
-    println!("|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|");
     for n in [10usize, 1_000, 10_000] {
-        let (web, websecure, admin_port) = (free_port()?, free_port()?, free_port()?);
-        let doc = format!(
-            "apiVersion: proxy-operator.io/v1alpha1\nkind: ProxyConfig\nspec:\n  proxy: caddy\n  domainSuffix: example.org\n  entryPoints:\n    web:\n      address: \"127.0.0.1:{web}\"\n      redirectTo: websecure\n    websecure:\n      address: \"127.0.0.1:{websecure}\"\n  dashboard:\n    address: \"127.0.0.1:{admin_port}\"\n  tls:\n    certDir: {}\n",
-            dir.join("certs").display()
-        );
-        let spec = proxy_operator::spec::load(doc.as_bytes())?;
-        let model = proxy_operator::proxy::caddy::config::resolve(&spec, None)?;
-        let options = CaddyOptions {
-            admin: AdminEndpoint::Loopback(admin_port),
-            dev_mode: false,
-            secrets: Secrets::Include,
-            host_maps_from: HOST_MAPS_FROM,
-        };
-        let catalogs = [catalog(n, 0), catalog(n, 1)];
-
-        let settings = RouteSettings::from_model(&model);
-        let (mut routes_t, mut config_t, mut render) = (Vec::new(), Vec::new(), Vec::new());
-        let mut configs = Vec::new();
-        for i in 0..runs {
-            let started = Instant::now();
-            let routes = build_routes(&catalogs[i % 2], &settings);
-            let built = started.elapsed();
-            let config = render_config(&model, &routes, &options)?;
-            render.push(started.elapsed());
-            routes_t.push(built);
-            config_t.push(started.elapsed() - built);
-            configs.push(config);
+        // One route per catalog route (the shape below HOST_MAPS_FROM) side by side with what the
+        // operator renders by default.
+        for (shape, from) in [("per route", usize::MAX), ("default", HOST_MAPS_FROM)] {
+            let row = measure(n, from, runs, &dir).await?;
+            println!("| {n} | {shape} | {row}");
         }
-
-        let path = dir.join(format!("bootstrap-{n}.json"));
-        std::fs::write(&path, &configs[1].body)?;
-        let child = Command::new(caddy_bin())
-            .args(["run", "--config"])
-            .arg(&path)
-            .env("XDG_CONFIG_HOME", dir.join("config"))
-            .env("XDG_DATA_HOME", dir.join("data"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()?;
-        let _caddy = Killed(child);
-        let admin = HttpCaddyAdmin::new(&format!("http://127.0.0.1:{admin_port}"))?;
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while admin.identity().await.ok().flatten().as_deref() != Some(configs[1].identity.as_str())
-        {
-            assert!(
-                Instant::now() < deadline,
-                "Caddy never started with {n} services"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-
-        let mut load = Vec::new();
-        let mut total = Vec::new();
-        for (config, r) in configs.iter().zip(&render) {
-            let started = Instant::now();
-            admin.load(config).await?;
-            let took = started.elapsed();
-            load.push(took);
-            total.push(took + *r);
-        }
-        let kib = configs[0].body.len() as f64 / 1024.0;
-        let (bm, bp) = stats(routes_t);
-        let (cm, cp) = stats(config_t);
-        let (rm, rp) = stats(render);
-        let (lm, lp) = stats(load);
-        let (tm, tp) = stats(total);
-        println!(
-            "| {n} | {kib:.0} | {bm:.2} / {bp:.2} | {cm:.2} / {cp:.2} | {rm:.2} / {rp:.2} | {lm:.2} / {lp:.2} | {tm:.2} / {tp:.2} |"
-        );
     }
     let _ = std::fs::remove_dir_all(&dir);
     Ok(())
