@@ -5,11 +5,18 @@
 //! redirect does). Every other server runs the policy first (security headers, IP allow list →
 //! 403, basic auth → 401), then the catalog routes, most specific first, then 404.
 //!
-//! The admin API listens on loopback (or a unix socket) with its allowed origins set, and never
-//! persists the config to disk (`admin.config.persist: false`), because the live config holds the
-//! basic-auth hashes. The config carries its identity in `apps.http.@id`: `proxy-operator:` plus
-//! the sha256 of the serialised config with a zero placeholder in its place. Caddy keeps `@id` fields verbatim, so
-//! `GET /config/apps/http/@id` tells whether the loaded config is the one we sent.
+//! The admin API listens on loopback (or a unix socket) with its allowed origins set. The live
+//! config persists (`admin.config.persist: true`): Caddy autosaves every config it accepts,
+//! mode 0600, to `$XDG_CONFIG_HOME/caddy/autosave.json` (`caddy.go` `unsyncedDecodeAndRun`), which
+//! the job keeps in the task directory, and the job runs `caddy run --resume`, so a Caddy that
+//! Nomad restarts in the same allocation serves the last good routes and policy before the
+//! operator says anything. That file holds the basic-auth bcrypt hashes: on the node it is
+//! readable by the task's user and, through `nomad alloc fs`, by tokens with `read-fs` on the
+//! namespace (never by `read-job`). The bootstrap config does not persist, so it never replaces
+//! the last live config. The config carries its identity in `apps.http.@id`: `proxy-operator:`
+//! plus the sha256 of the serialised config with a zero placeholder in its place. Caddy keeps
+//! `@id` fields verbatim (also in the autosave), so `GET /config/apps/http/@id` tells whether the
+//! loaded config is the one we sent.
 
 use serde_json::{Map, Value, json};
 use sha2::Digest as _;
@@ -95,7 +102,7 @@ impl AdminEndpoint {
 /// Whether the basic-auth hashes go into the config.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Secrets {
-    /// The live config sent to `/load`.
+    /// The live config sent to `/load`, which Caddy autosaves for `caddy run --resume`.
     Include,
     /// The bootstrap config in the Nomad job (readable with `read-job`): basic auth answers
     /// 401 to everyone until the operator loads the live config (fail closed).
@@ -112,7 +119,7 @@ pub struct CaddyOptions {
     /// Live or bootstrap.
     pub secrets: Secrets,
     /// From how many consecutive host-name routes on a server they are rendered as host maps
-    /// (see [`host_map`]); [`HOST_MAPS_FROM`] by default, `usize::MAX` never.
+    /// (`config/host_map.rs`); [`HOST_MAPS_FROM`] by default, `usize::MAX` never.
     pub host_maps_from: usize,
 }
 
@@ -276,7 +283,7 @@ pub fn render_config(
     }
     let mut admin = json!({
         "listen": options.admin.listen(),
-        "config": {"persist": false},
+        "config": {"persist": options.secrets == Secrets::Include},
     });
     let origins = options.admin.origins();
     if !origins.is_empty() {

@@ -93,7 +93,7 @@ fn each_entry_point_is_a_server_and_the_plain_one_redirects_to_https() {
 }
 
 #[test]
-fn the_admin_api_stays_on_loopback_with_origins_and_never_persists_the_config() {
+fn the_admin_api_stays_on_loopback_with_origins_and_only_the_live_config_persists() {
     let s = spec("    securityHeaders:\n      enabled: true\n", "");
     let v = render(&model(&s, None), &table(vec![]), &options());
     assert_eq!(v["admin"]["listen"], "127.0.0.1:2999");
@@ -101,6 +101,12 @@ fn the_admin_api_stays_on_loopback_with_origins_and_never_persists_the_config() 
         v["admin"]["origins"],
         json!(["127.0.0.1:2999", "localhost:2999"])
     );
+    assert_eq!(v["admin"]["config"]["persist"], true);
+    let bootstrap = CaddyOptions {
+        secrets: Secrets::Withhold,
+        ..options()
+    };
+    let v = render(&model(&s, None), &table(vec![]), &bootstrap);
     assert_eq!(v["admin"]["config"]["persist"], false);
     let unix = CaddyOptions {
         admin: AdminEndpoint::Unix("/run/caddy/admin.sock".into()),
