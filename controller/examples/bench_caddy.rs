@@ -16,6 +16,9 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+// The end-to-end tests' harness (real binaries, backends); it panics with the fix when a binary
+// is missing, which is what a benchmark should do too.
+#[allow(clippy::panic, clippy::expect_used)]
 #[path = "../../tests/support/mod.rs"]
 mod support;
 
