@@ -346,21 +346,9 @@ impl Cluster {
 
     /// `GET http://<web>/` with `Host: host`: status, backend, the policy header.
     async fn through(&self, host: &str) -> Option<(u16, Option<String>, Option<String>)> {
-        let resp = self
-            .http
-            .get(format!("http://127.0.0.1:{}/", self.web))
-            .header("Host", host)
-            .timeout(Duration::from_secs(2))
-            .send()
-            .await
-            .ok()?;
-        let h = |n: &str| {
-            resp.headers()
-                .get(n)
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_owned)
-        };
-        Some((resp.status().as_u16(), h("x-backend"), h(HEADER)))
+        let seen = support::get_with_host(self.web, host, "/").await?;
+        let h = |n: &str| seen.header(n).map(str::to_owned);
+        Some((seen.status, h("x-backend"), h(HEADER)))
     }
 
     /// Polls every millisecond until `done` holds for an answer from `host`; returns when.
