@@ -239,11 +239,20 @@ pub(super) async fn run<C: ConsulApi + 'static>(
         tokio::select! {
             event = rx.recv() => {
                 let Some(event) = event else { return };
-                follower.apply(event);
                 // Coalesce the burst: everything that arrives within the debounce is one load.
+                // A new service's health watch starts at once, so its first answer usually lands
+                // in the same window instead of costing a second one.
+                let exposed = live.as_ref().map(|l| l.model.discovery.consul.exposed_by_default);
+                let take = |follower: &mut Follower<C>, event| {
+                    follower.apply(event);
+                    if let Some(exposed) = exposed {
+                        follower.follow(exposed);
+                    }
+                };
+                take(&mut follower, event);
                 let until = Instant::now() + debounce;
                 while let Ok(Some(event)) = tokio::time::timeout_at(until, rx.recv()).await {
-                    follower.apply(event);
+                    take(&mut follower, event);
                 }
             }
             () = shared.kick.notified() => {}
