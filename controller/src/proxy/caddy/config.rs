@@ -394,7 +394,14 @@ fn serving_server(
         .iter()
         .filter(|r| r.entry_points.contains(&ep.name) && !r.upstreams.is_empty())
         .collect();
-    list.extend(host_map::catalog_routes(&served, options.host_maps_from)?);
+    // Caddy's automatic HTTPS reads the domains it manages certificates for from the routes'
+    // `host` matchers (`autohttps.go`); elsewhere the host maps need no host list.
+    let manages_certificates = ep.tls && (model.tls.acme.is_some() || options.dev_mode);
+    list.extend(host_map::catalog_routes(
+        &served,
+        options.host_maps_from,
+        manages_certificates,
+    )?);
     list.push(json!({
         "handle": [{"handler": "static_response", "status_code": 404, "body": "no service for this host\n"}]
     }));

@@ -13,29 +13,35 @@
 //!   repeated inside a group is the route served first there; the later one is shadowed, as
 //!   before (`routes::report_shadowed` names it).
 //! - **shapes**: within a group, routes with the same middlewares, upstream protocol,
-//!   `passHostHeader` and number of upstreams. Each (group, shape) is one Caddy route:
-//!   - its `host` matcher lists every host of the shape: Caddy's own case-insensitive matcher
-//!     (a binary search from 101 hosts on), and the list automatic HTTPS reads its domains from,
-//!     so certificates are managed for the same hosts as with one route per service;
-//!   - its `map` handler (`http.handlers.map`) maps the host to the `host:port` of each passing
-//!     instance, in the placeholders `{proxy_operator.upstream.N}`;
-//!   - the shape's middlewares, then one `reverse_proxy` whose upstreams dial those placeholders
-//!     (`Upstream.Dial` accepts placeholders, resolved per request in `fillDialInfo`,
-//!     `modules/caddyhttp/reverseproxy/hosts.go`). Selection stays Caddy's default random choice
-//!     among N distinct instances, as with N static upstreams; no health check is configured
-//!     either way, so only the passing instances the catalog lists get traffic.
+//!   `passHostHeader` and number of upstreams. Each (group, shape) is two Caddy routes:
+//!   - one that runs its `map` handler (`http.handlers.map`), which maps the host to the
+//!     `host:port` of each passing instance, in placeholders of its own
+//!     (`{proxy_operator.<n>.upstream.<i>}`); a map only defines placeholders, lazily, so the
+//!     route does nothing else and the next one runs;
+//!   - one that matches when the map knows the host (its first placeholder is not empty) and
+//!     the group's path, then runs the shape's middlewares and one `reverse_proxy` whose
+//!     upstreams dial those placeholders (`Upstream.Dial` accepts placeholders, resolved per
+//!     request in `fillDialInfo`, `modules/caddyhttp/reverseproxy/hosts.go`). Selection stays
+//!     Caddy's default random choice among N distinct instances, as with N static upstreams; no
+//!     health check is configured either way, so only the passing instances the catalog lists
+//!     get traffic. On a server whose certificates Caddy manages (ACME, or the internal CA in
+//!     dev mode), this route also lists the shape's hosts in a `host` matcher: automatic HTTPS
+//!     reads the domains it obtains certificates for from `host` matchers (`autohttps.go`), so
+//!     the same certificates are managed as with one route per service.
 //!
-//! The map compares its input exactly, while hosts match case-insensitively, so the input is
-//! composed from `{http.request.host.labels.N}` (Caddy lowercases each label, `replacer.go`):
-//! with K the most labels of a mapped host, `{labels.K-1}.….{labels.0}` is the request host
-//! lowercased, preceded by one dot per label it has fewer than K. The `host` matcher has already
-//! matched, so the request host is one of the mapped hosts up to case, and the input is exactly
-//! its key.
+//! The map compares its input exactly, while Caddy's `host` matcher ignores case, so the input
+//! is composed from `{http.request.host.labels.N}` (the request host without port, label `N`
+//! from the right, lowercased by Caddy, `replacer.go`): with K one more than the most labels of
+//! a mapped host, `{labels.K-1}.….{labels.0}` is the request host lowercased, preceded by one dot
+//! per label it has fewer than K. Every mapped key starts with at least one dot, so a request
+//! host with K or more labels (a subdomain of a mapped host) never matches one, and a host with
+//! fewer matches exactly the key of the same host in any case, as the `host` matcher does.
 //!
 //! What differs: Caddy's `/reverse_proxy/upstreams` reports the placeholders, not the instances
-//! (the gate does not read it), and a request is matched by a map lookup (a linear scan of the
-//! shape's hosts, one string comparison each) instead of a route per service; both are why the
-//! per-route shape is kept below [`super::HOST_MAPS_FROM`] routes. Routes on wildcard or regexp
+//! (the gate does not read it), and a request is matched by map lookups (a linear scan of the
+//! shape's hosts, one string comparison each, for the guard and again for the dial) instead of
+//! a route per service; both are why the per-route shape is kept below
+//! [`super::HOST_MAPS_FROM`] routes. Routes on wildcard or regexp
 //! hosts, without a host, or with non-ASCII paths stay one Caddy route each, in their place.
 
 use std::collections::{HashMap, HashSet};
@@ -48,25 +54,36 @@ use crate::proxy::caddy::routes::{HostMatch, Middleware, PathRule, Route, Upstre
 /// The catalog routes of one server, in serving order: a run of at least `from` consecutive
 /// routes on plain host names becomes host maps, everything else one Caddy route per route.
 /// Errors name the first route in serving order that cannot be rendered.
-pub(super) fn catalog_routes(routes: &[&Route], from: usize) -> Result<Vec<Value>, Error> {
+/// `name_hosts`: list the hosts in `host` matchers too (the server's certificates are managed).
+pub(super) fn catalog_routes(
+    routes: &[&Route],
+    from: usize,
+    name_hosts: bool,
+) -> Result<Vec<Value>, Error> {
     let mut out = Vec::new();
     let mut run: Vec<(&Route, String)> = Vec::new();
     for route in routes {
         match map_host(route) {
             Some(host) => run.push((route, host)),
             None => {
-                flush(&mut run, from, &mut out)?;
+                flush(&mut run, from, name_hosts, &mut out)?;
                 out.push(service_route(route)?);
             }
         }
     }
-    flush(&mut run, from, &mut out)?;
+    flush(&mut run, from, name_hosts, &mut out)?;
     Ok(out)
 }
 
-fn flush(run: &mut Vec<(&Route, String)>, from: usize, out: &mut Vec<Value>) -> Result<(), Error> {
+fn flush(
+    run: &mut Vec<(&Route, String)>,
+    from: usize,
+    name_hosts: bool,
+    out: &mut Vec<Value>,
+) -> Result<(), Error> {
     if run.len() >= from {
-        out.extend(host_maps(run)?);
+        let maps = out.iter().filter(|r| is_map_route(r)).count();
+        out.extend(host_maps(run, maps, name_hosts)?);
     } else {
         for (route, _) in run.iter() {
             out.push(service_route(route)?);
@@ -113,7 +130,17 @@ struct Group<'a> {
     by_key: HashMap<ShapeKey<'a>, usize>,
 }
 
-fn host_maps(run: &[(&Route, String)]) -> Result<Vec<Value>, Error> {
+/// Whether a rendered route is the map half of a (group, shape).
+fn is_map_route(route: &Value) -> bool {
+    route["handle"][0]["handler"] == "map"
+}
+
+/// The host maps of a run; `first` numbers the placeholders after the maps rendered before it.
+fn host_maps(
+    run: &[(&Route, String)],
+    first: usize,
+    name_hosts: bool,
+) -> Result<Vec<Value>, Error> {
     let mut groups: Vec<Group<'_>> = Vec::new();
     let mut by_key: HashMap<(i64, Option<String>), usize> = HashMap::new();
     for (route, host) in run {
@@ -162,21 +189,22 @@ fn host_maps(run: &[(&Route, String)]) -> Result<Vec<Value>, Error> {
         .into_iter()
         .flat_map(|g| {
             let path = g.path;
-            g.shapes
-                .into_iter()
-                .map(move |shape| shape_route(path.as_deref(), shape))
+            g.shapes.into_iter().map(move |shape| (path.clone(), shape))
         })
+        .enumerate()
+        .flat_map(|(n, (path, shape))| shape_routes(first + n, path.as_deref(), shape, name_hosts))
         .collect())
 }
 
-fn shape_route(path: Option<&str>, shape: Shape<'_>) -> Value {
+/// The two Caddy routes of one (group, shape), the `n`th map of the server.
+fn shape_routes(n: usize, path: Option<&str>, shape: Shape<'_>, name_hosts: bool) -> [Value; 2] {
     let Shape {
         first,
         handlers,
         mut hosts,
     } = shape;
     hosts.sort_by(|a, b| a.0.cmp(&b.0));
-    let labels = hosts
+    let labels = 1 + hosts
         .iter()
         .map(|(h, _)| h.split('.').count())
         .max()
@@ -187,7 +215,7 @@ fn shape_route(path: Option<&str>, shape: Shape<'_>) -> Value {
         .collect::<Vec<_>>()
         .join(".");
     let destinations: Vec<String> = (0..first.upstreams.len())
-        .map(|i| format!("{{proxy_operator.upstream.{i}}}"))
+        .map(|i| format!("{{proxy_operator.{n}.upstream.{i}}}"))
         .collect();
     let mappings: Vec<Value> = hosts
         .iter()
@@ -196,21 +224,31 @@ fn shape_route(path: Option<&str>, shape: Shape<'_>) -> Value {
             json!({"input": format!("{pad}{host}"), "outputs": upstreams})
         })
         .collect();
-    let mut matcher = Map::new();
-    matcher.insert(
-        "host".into(),
-        json!(hosts.iter().map(|(h, _)| h).collect::<Vec<_>>()),
-    );
+    let mut when = Map::new();
     if let Some(path) = path {
-        matcher.insert("path".into(), json!([path]));
+        when.insert("path".into(), json!([path]));
     }
-    let mut handle = vec![json!({
+    let mut map = json!({"handle": [{
         "handler": "map",
         "source": source,
         "destinations": destinations,
         "mappings": mappings,
-    })];
-    handle.extend(handlers);
+    }]});
+    if !when.is_empty() {
+        map["match"] = json!([Value::Object(when.clone())]);
+    }
+    if name_hosts {
+        when.insert(
+            "host".into(),
+            json!(hosts.iter().map(|(h, _)| h).collect::<Vec<_>>()),
+        );
+    }
+    when.insert(
+        "not".into(),
+        json!([{"vars": {destinations[0].clone(): [""]}}]),
+    );
+    let mut handle = handlers;
     handle.push(proxy_handler(first, &destinations));
-    json!({"match": [Value::Object(matcher)], "handle": handle, "terminal": true})
+    let proxy = json!({"match": [Value::Object(when)], "handle": handle, "terminal": true});
+    [map, proxy]
 }

@@ -410,7 +410,7 @@ fn secure_routes(v: &Value) -> Vec<Value> {
 }
 
 #[test]
-fn a_run_of_host_routes_becomes_one_host_map_route_per_path_and_shape() {
+fn a_run_of_host_routes_becomes_a_map_and_a_proxy_route_per_path_and_shape() {
     let s = spec("    securityHeaders:\n      enabled: false\n", "");
     let a = route("A.test");
     let mut b = route("b.deep.test");
@@ -423,50 +423,91 @@ fn a_run_of_host_routes_becomes_one_host_map_route_per_path_and_shape() {
     let routes = table(vec![c, a, b, d]);
     let v = render(&model(&s, None), &routes, &maps_from(1));
     let list = secure_routes(&v);
-    // /API group (longer path first), then the hosts without path: one upstream, two upstreams.
-    assert_eq!(list.len(), 4, "{list:#?}");
-    assert_eq!(list[0]["match"][0]["path"], json!(["/api*"]));
-    assert_eq!(list[0]["match"][0]["host"], json!(["c.test"]));
-    assert_eq!(list[0]["handle"][1]["strip_path_prefix"], "/API");
-    let one = &list[1];
-    assert_eq!(one["match"][0], json!({"host": ["a.test", "d.test"]}));
-    let map = &one["handle"][0];
+    // /API group (longer path first), then the hosts without path: one upstream, two upstreams;
+    // each a map route and a proxy route; then 404.
+    assert_eq!(list.len(), 7, "{list:#?}");
+    assert_eq!(list[0]["match"][0], json!({"path": ["/api*"]}));
+    assert_eq!(
+        list[0]["handle"][0]["mappings"],
+        json!([{"input": ".c.test", "outputs": ["10.0.0.1:80"]}])
+    );
+    assert_eq!(
+        list[1]["match"][0],
+        json!({"path": ["/api*"], "not": [{"vars": {"{proxy_operator.0.upstream.0}": [""]}}]})
+    );
+    assert_eq!(list[1]["handle"][0]["strip_path_prefix"], "/API");
+    assert_eq!(
+        list[1]["handle"][1]["upstreams"],
+        json!([{"dial": "{proxy_operator.0.upstream.0}"}])
+    );
+    assert_eq!(list[1]["terminal"], true);
+    let map = &list[2]["handle"][0];
     assert_eq!(map["handler"], "map");
+    assert!(list[2].get("match").is_none(), "{:?}", list[2]);
+    assert!(list[2].get("terminal").is_none(), "{:?}", list[2]);
     assert_eq!(
         map["source"],
-        "{http.request.host.labels.1}.{http.request.host.labels.0}"
+        "{http.request.host.labels.2}.{http.request.host.labels.1}.{http.request.host.labels.0}"
     );
-    assert_eq!(map["destinations"], json!(["{proxy_operator.upstream.0}"]));
+    assert_eq!(
+        map["destinations"],
+        json!(["{proxy_operator.1.upstream.0}"])
+    );
     assert_eq!(
         map["mappings"],
         json!([
-            {"input": "a.test", "outputs": ["10.0.0.1:80"]},
-            {"input": "d.test", "outputs": ["10.0.0.4:80"]}
+            {"input": ".a.test", "outputs": ["10.0.0.1:80"]},
+            {"input": ".d.test", "outputs": ["10.0.0.4:80"]}
         ])
     );
     assert_eq!(
-        one["handle"][1]["upstreams"],
-        json!([{"dial": "{proxy_operator.upstream.0}"}])
-    );
-    assert_eq!(one["terminal"], true);
-    let two = &list[2];
-    // The most labels of the shape's hosts: b.deep.test has three, no padding.
-    assert_eq!(
-        two["handle"][0]["mappings"],
-        json!([{"input": "b.deep.test", "outputs": ["10.0.0.2:80", "10.0.0.3:80"]}])
+        list[4]["handle"][0]["mappings"],
+        json!([{"input": ".b.deep.test", "outputs": ["10.0.0.2:80", "10.0.0.3:80"]}])
     );
     assert_eq!(
-        two["handle"][1]["upstreams"],
+        list[5]["handle"][0]["upstreams"],
         json!([
-            {"dial": "{proxy_operator.upstream.0}"},
-            {"dial": "{proxy_operator.upstream.1}"}
+            {"dial": "{proxy_operator.2.upstream.0}"},
+            {"dial": "{proxy_operator.2.upstream.1}"}
         ])
     );
-    assert_eq!(list[3]["handle"][0]["status_code"], 404);
+    assert_eq!(list[6]["handle"][0]["status_code"], 404);
 }
 
 #[test]
-fn map_inputs_are_lowercased_and_padded_with_one_dot_per_missing_label() {
+fn where_caddy_manages_certificates_the_proxy_route_lists_its_hosts_for_automatic_https() {
+    let s = spec("    securityHeaders:\n      enabled: false\n", "");
+    let dev = CaddyOptions {
+        dev_mode: true,
+        ..maps_from(1)
+    };
+    let v = render(
+        &model(&s, None),
+        &table(vec![route("b.test"), route("A.test")]),
+        &dev,
+    );
+    let list = secure_routes(&v);
+    assert_eq!(list[1]["match"][0]["host"], json!(["a.test", "b.test"]));
+    let acme = spec(
+        "    securityHeaders:\n      enabled: false\n",
+        "    acme:\n      email: ops@example.test\n",
+    );
+    let v = render(
+        &model(&acme, None),
+        &table(vec![route("a.test")]),
+        &maps_from(1),
+    );
+    assert_eq!(secure_routes(&v)[1]["match"][0]["host"], json!(["a.test"]));
+    let files = render(
+        &model(&s, None),
+        &table(vec![route("a.test")]),
+        &maps_from(1),
+    );
+    assert!(secure_routes(&files)[1]["match"][0].get("host").is_none());
+}
+
+#[test]
+fn map_inputs_are_lowercased_and_padded_to_one_label_more_than_the_longest_host() {
     let s = spec("    securityHeaders:\n      enabled: false\n", "");
     let v = render(
         &model(&s, None),
@@ -476,7 +517,7 @@ fn map_inputs_are_lowercased_and_padded_with_one_dot_per_missing_label() {
     let map = &secure_routes(&v)[0]["handle"][0];
     assert_eq!(
         map["source"],
-        "{http.request.host.labels.3}.{http.request.host.labels.2}.{http.request.host.labels.1}.{http.request.host.labels.0}"
+        "{http.request.host.labels.4}.{http.request.host.labels.3}.{http.request.host.labels.2}.{http.request.host.labels.1}.{http.request.host.labels.0}"
     );
     let inputs: Vec<&str> = map["mappings"]
         .as_array()
@@ -484,7 +525,7 @@ fn map_inputs_are_lowercased_and_padded_with_one_dot_per_missing_label() {
         .iter()
         .map(|m| m["input"].as_str().unwrap())
         .collect();
-    assert_eq!(inputs, ["..b.test", "x.sub.example.test"]);
+    assert_eq!(inputs, ["...b.test", ".x.sub.example.test"]);
 }
 
 #[test]
@@ -548,9 +589,18 @@ fn wildcard_regexp_and_hostless_routes_stay_single_routes_in_their_place() {
     let v = render(&model(&s, None), &table, &maps_from(1));
     let kinds: Vec<String> = secure_routes(&v)
         .iter()
+        .filter(|r| {
+            r["handle"][0]["handler"] != "reverse_proxy" || r["match"][0].get("not").is_none()
+        })
         .map(|r| {
             if r["handle"][0]["handler"] == "map" {
-                format!("map {}", r["match"][0]["host"])
+                let hosts: Vec<&str> = r["handle"][0]["mappings"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|m| m["input"].as_str().unwrap().trim_start_matches('.'))
+                    .collect();
+                format!("map {hosts:?}")
             } else if let Some(h) = r["match"][0].get("host") {
                 format!("route {h}")
             } else if r["match"][0].get("vars_regexp").is_some() {
@@ -566,14 +616,33 @@ fn wildcard_regexp_and_hostless_routes_stay_single_routes_in_their_place() {
         kinds,
         [
             "map [\"top.test\"]",
-            // The non-ASCII path breaks the run: one route, then the map resumes.
+            // The non-ASCII path breaks the run: one route, then the maps resume.
             "route [\"u.test\"]",
-            "map [\"a.test\",\"b.test\"]",
+            "map [\"a.test\", \"b.test\"]",
             "route [\"*.w.test\"]",
             "regexp",
             "path [\"/any*\"]",
             "map [\"low.test\"]",
             "404",
+        ]
+    );
+    // Placeholders are numbered across runs, so no map answers for another's hosts.
+    let dests: Vec<String> = secure_routes(&v)
+        .iter()
+        .filter(|r| r["handle"][0]["handler"] == "map")
+        .map(|r| {
+            r["handle"][0]["destinations"][0]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+    assert_eq!(
+        dests,
+        [
+            "{proxy_operator.0.upstream.0}",
+            "{proxy_operator.1.upstream.0}",
+            "{proxy_operator.2.upstream.0}"
         ]
     );
 }
@@ -593,10 +662,10 @@ fn a_host_repeated_in_a_group_is_served_by_the_first_route_only() {
         &maps_from(1),
     );
     let list = secure_routes(&v);
-    assert_eq!(list.len(), 3, "{list:#?}");
+    assert_eq!(list.len(), 5, "{list:#?}");
     assert_eq!(list[0]["match"][0]["path"], json!(["/x"]));
     assert_eq!(
-        list[1]["handle"][0]["mappings"],
-        json!([{"input": "dup.test", "outputs": ["10.0.0.1:80"]}])
+        list[2]["handle"][0]["mappings"],
+        json!([{"input": ".dup.test", "outputs": ["10.0.0.1:80"]}])
     );
 }
