@@ -263,7 +263,10 @@ pub fn render_config(
         };
         servers.insert(ep.name.clone(), server);
     }
+    let placeholder = format!("{IDENTITY_PREFIX}{}", "0".repeat(64));
+    // First, so the search for it below ends before the servers (most of the body) begin.
     let mut http = Map::new();
+    http.insert("@id".into(), json!(placeholder));
     if let Some(plain) = model.entry_points.iter().find(|ep| !ep.tls) {
         http.insert("http_port".into(), json!(plain.address.port));
     }
@@ -298,8 +301,6 @@ pub fn render_config(
     // One serialisation: the body is written with a placeholder identity of the final length,
     // hashed, and the placeholder overwritten in place. The bytes are deterministic because the
     // config is built in a fixed order from sorted inputs.
-    let placeholder = format!("{IDENTITY_PREFIX}{}", "0".repeat(64));
-    config["apps"]["http"]["@id"] = json!(placeholder);
     let mut body = serde_json::to_vec(&config).map_err(Error::Serialize)?;
     let digest = sha2::Sha256::digest(&body);
     let identity = format!(
