@@ -292,7 +292,7 @@ pub fn render_config(
     if !origins.is_empty() {
         admin["origins"] = json!(origins);
     }
-    let mut config = json!({
+    let config = json!({
         "admin": admin,
         "logging": {"logs": {"default": {"encoder": {"format": "json"}}}},
         "storage": {"module": "file_system", "root": model.tls.cert_dir},
