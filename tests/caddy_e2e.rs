@@ -554,6 +554,92 @@ async fn caddy_serves_the_catalog_applies_policies_live_and_comes_back_after_kil
     );
 }
 
+/// Issue 10, "Caddy restarts are survived": with the operator stopped, a Caddy that Nomad
+/// restarts after `kill -9` serves the routes and the policy the operator loaded last, by itself
+/// (`caddy run --resume` reads the config Caddy autosaved in the task directory), including a
+/// route that only ever reached Caddy through `/load` and the basic-auth users.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_killed_caddy_comes_back_with_its_last_routes_and_policy_while_the_operator_is_down() {
+    let mut cluster = Cluster::start().await;
+    let app = Backend::start("app-backend").await;
+    cluster
+        .register(
+            "app",
+            "app-1",
+            app.port(),
+            &tags(&["https://app.localhost"]),
+            "passing",
+        )
+        .await;
+    let hash = bcrypt(cluster.dir.path(), "s3cret");
+    cluster
+        .put_kv(USERS_KEY, format!("alice:{hash}\n").into_bytes())
+        .await;
+    let policy = json!({"securityHeaders": {"enabled": true}, "basicAuth": {"usersFrom": {"consulKey": USERS_KEY}}});
+    cluster
+        .put_config(&cluster.doc(ProxyKind::Caddy, true, policy))
+        .await;
+    cluster.wait_ready(ProxyKind::Caddy, "Caddy Ready").await;
+    // Registered after Ready: in the live config only, never in the job.
+    let late = Backend::start("late-backend").await;
+    cluster
+        .register(
+            "late",
+            "late-1",
+            late.port(),
+            &tags(&["https://late.localhost"]),
+            "passing",
+        )
+        .await;
+    let alice = Some(("alice", "s3cret"));
+    let routed = eventually(Duration::from_secs(20), || async {
+        https(cluster.websecure, "late.localhost", "/hello", alice)
+            .await
+            .filter(|s| s.status == 200 && s.header("x-backend") == Some("late-backend"))
+    })
+    .await;
+    assert!(routed.is_some(), "the late service was never routed");
+    let pid = pid_listening_on(cluster.websecure).expect("Caddy listens");
+
+    // The operator stops; nothing loads Caddy from here on.
+    if let Some(stop) = cluster.stop.take() {
+        let _ = stop.send(());
+    }
+    let operator = cluster.operator.take().expect("the operator runs");
+    tokio::time::timeout(Duration::from_secs(20), operator)
+        .await
+        .expect("the operator stops")
+        .unwrap();
+
+    let killed = Instant::now();
+    let status = std::process::Command::new("kill")
+        .args(["-9", &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let back = eventually(Duration::from_secs(60), || async {
+        let s = https(cluster.websecure, "late.localhost", "/hello", alice).await?;
+        (s.status == 200
+            && s.header("x-backend") == Some("late-backend")
+            && pid_listening_on(cluster.websecure).is_some_and(|p| p != pid))
+        .then_some(s)
+    })
+    .await;
+    let took = killed.elapsed();
+    let back = back.expect("the restarted Caddy never served the last routes");
+    assert!(!process_alive(pid));
+    println!("kill -9 of Caddy, operator down → last routes serve again in {took:?}");
+    assert_eq!(back.header("x-frame-options"), Some("SAMEORIGIN"));
+    let anonymous = https(cluster.websecure, "late.localhost", "/hello", None)
+        .await
+        .unwrap();
+    assert_eq!(anonymous.status, 401, "{anonymous:?}");
+    let first = https(cluster.websecure, "app.localhost", "/hello", alice)
+        .await
+        .unwrap();
+    assert_eq!(first.header("x-backend"), Some("app-backend"), "{first:?}");
+}
+
 /// Tags a service gets from `migrate tags` for HinD's `https://mig.localhost/api`.
 fn migrated_tags() -> Vec<String> {
     let legacy = tags(&["https://mig.localhost/api"]);

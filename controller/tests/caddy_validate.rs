@@ -11,7 +11,7 @@ use std::path::Path;
 
 use caddy_support::*;
 use proxy_operator::proxy::caddy::{
-    AdminEndpoint, CaddyConfig, CaddyOptions, Secrets, build_routes, render_config,
+    AdminEndpoint, CaddyConfig, CaddyOptions, HOST_MAPS_FROM, Secrets, build_routes, render_config,
     routes::RouteSettings,
 };
 
@@ -96,6 +96,7 @@ fn caddy_validate_accepts_every_config_shape_the_operator_renders() {
         admin: AdminEndpoint::Loopback(ports.admin),
         dev_mode: false,
         secrets: Secrets::Include,
+        host_maps_from: HOST_MAPS_FROM,
     };
     let with_policy = model(&spec(ports, &certs, true, policy), Some(&users));
     let routes = build_routes(&cat, &RouteSettings::from_model(&with_policy));

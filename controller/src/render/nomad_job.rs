@@ -484,7 +484,15 @@ pub fn proxy_job(model: &Model, config: &ConfigFile<'_>) -> Result<Job, super::E
     let proxy_args = |path: &str| -> Vec<String> {
         match model.proxy {
             ProxyKind::Traefik => vec![format!("--configfile={path}")],
-            ProxyKind::Caddy => vec!["run".to_string(), "--config".to_string(), path.to_string()],
+            // `--resume`: a Caddy restarted in this allocation starts from the config the
+            // operator loaded last (autosaved under XDG_CONFIG_HOME, below), holding its routes;
+            // the file is only the first start's config (caddy `cmd/commandfuncs.go`).
+            ProxyKind::Caddy => vec![
+                "run".to_string(),
+                "--config".to_string(),
+                path.to_string(),
+                "--resume".to_string(),
+            ],
         }
     };
     let mut cfg = serde_json::Map::new();
@@ -541,7 +549,8 @@ pub fn proxy_job(model: &Model, config: &ConfigFile<'_>) -> Result<Job, super::E
     };
     let mut env = BTreeMap::new();
     if model.proxy == ProxyKind::Caddy {
-        // Caddy autosaves its config under XDG_CONFIG_HOME; keep it in the task directory.
+        // Caddy autosaves its config under XDG_CONFIG_HOME; keep it in the task directory,
+        // which outlives a task restart in the same allocation (`--resume` reads it).
         env.insert(
             "XDG_CONFIG_HOME".to_string(),
             "${NOMAD_TASK_DIR}".to_string(),

@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use proxy_operator::consul::{AgentService, HealthCheck, HealthNode, ServiceEntry};
 use proxy_operator::proxy::caddy::{
-    AdminEndpoint, CaddyAdmin, CaddyConfig, CaddyOptions, Catalog, HttpCaddyAdmin, Secrets, sync,
+    AdminEndpoint, CaddyAdmin, CaddyConfig, CaddyOptions, Catalog, HOST_MAPS_FROM, HttpCaddyAdmin,
+    Secrets, sync,
 };
 use proxy_operator::render::Model;
 use proxy_operator::spec::ValidatedSpec;
@@ -60,6 +61,7 @@ pub fn options(ports: Ports) -> CaddyOptions {
         admin: AdminEndpoint::Loopback(ports.admin),
         dev_mode: true,
         secrets: Secrets::Include,
+        host_maps_from: HOST_MAPS_FROM,
     }
 }
 

@@ -2,9 +2,10 @@
 //!
 //! - **Job.** The Nomad job starts Caddy from a bootstrap config without policy and without
 //!   routes ([`config::bootstrap`], which `render::render_model` embeds), so neither a policy
-//!   edit nor a catalog change registers a new job version. A Caddy started from it serves
-//!   nothing but 404 and the HTTPS redirect (fail closed) until the operator loads the live
-//!   config, which the watch does within a second of seeing the bootstrap identity.
+//!   edit nor a catalog change registers a new job version. A new allocation started from it
+//!   serves nothing but 404 and the HTTPS redirect (fail closed) until the operator loads the
+//!   live config, which the watch does within a second of seeing the bootstrap identity; a task
+//!   restarted in its allocation resumes the live config Caddy autosaved (`--resume`).
 //! - **Policy.** Caddy has no KV provider, so the loop's policy tree for Caddy is one key,
 //!   `<kv_root>caddy`, holding the identity of the live config rendered without routes: every
 //!   setting of the document that reaches Caddy's config (policy, entry points, TLS, discovery)

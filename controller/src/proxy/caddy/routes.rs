@@ -72,7 +72,7 @@ pub enum HostMatch {
 }
 
 /// How the request path is matched.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum PathRule {
     /// A literal prefix: `/api` matches `/api`, `/api/x` and `/apis` (Traefik's `PathPrefix`).
     Prefix(String),
@@ -81,7 +81,7 @@ pub enum PathRule {
 }
 
 /// A request or response step before the proxy, in the router's order.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Middleware {
     /// `ipallowlist.sourcerange`: other clients get 403.
     IpAllow(Vec<IpNet>),
@@ -115,7 +115,7 @@ pub enum Middleware {
 }
 
 /// The upstream protocol.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum UpstreamScheme {
     /// HTTP/1.1 (default).
     Http,

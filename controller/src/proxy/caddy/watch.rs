@@ -8,8 +8,9 @@
 //!
 //! Once a second it reads Caddy's identity back (one loopback GET, no Consul traffic; every
 //! 20 ms while Caddy is not running our config): an identity that is not the one loaded last
-//! means Caddy restarted from its bootstrap config (or someone loaded another config), and the
-//! same pass loads ours again.
+//! means Caddy started from its bootstrap config (a new allocation; a restarted task resumes the
+//! last config loaded, see [`super::config`]) or someone loaded another config, and the same
+//! pass loads ours again.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -32,7 +33,7 @@ pub const DEBOUNCE: Duration = Duration::from_millis(25);
 /// How often Caddy's identity is read back while Caddy runs our config.
 const IDENTITY_CHECK: Duration = Duration::from_secs(1);
 /// How often while it does not (starting, restarted, unreachable): a Caddy that Nomad just
-/// (re)started serves its bootstrap config, without routes, until this finds it.
+/// started in a new allocation serves its bootstrap config, without routes, until this finds it.
 const CATCH_UP: Duration = Duration::from_millis(20);
 /// Blocking-query wait.
 const WAIT: Duration = Duration::from_secs(300);
@@ -238,11 +239,20 @@ pub(super) async fn run<C: ConsulApi + 'static>(
         tokio::select! {
             event = rx.recv() => {
                 let Some(event) = event else { return };
-                follower.apply(event);
                 // Coalesce the burst: everything that arrives within the debounce is one load.
+                // A new service's health watch starts at once, so its first answer usually lands
+                // in the same window instead of costing a second one.
+                let exposed = live.as_ref().map(|l| l.model.discovery.consul.exposed_by_default);
+                let take = |follower: &mut Follower<C>, event| {
+                    follower.apply(event);
+                    if let Some(exposed) = exposed {
+                        follower.follow(exposed);
+                    }
+                };
+                take(&mut follower, event);
                 let until = Instant::now() + debounce;
                 while let Ok(Some(event)) = tokio::time::timeout_at(until, rx.recv()).await {
-                    follower.apply(event);
+                    take(&mut follower, event);
                 }
             }
             () = shared.kick.notified() => {}

@@ -21,6 +21,7 @@ fn options() -> CaddyOptions {
         admin: AdminEndpoint::Loopback(2999),
         dev_mode: false,
         secrets: Secrets::Include,
+        host_maps_from: HOST_MAPS_FROM,
     }
 }
 
@@ -92,7 +93,7 @@ fn each_entry_point_is_a_server_and_the_plain_one_redirects_to_https() {
 }
 
 #[test]
-fn the_admin_api_stays_on_loopback_with_origins_and_never_persists_the_config() {
+fn the_admin_api_stays_on_loopback_with_origins_and_only_the_live_config_persists() {
     let s = spec("    securityHeaders:\n      enabled: true\n", "");
     let v = render(&model(&s, None), &table(vec![]), &options());
     assert_eq!(v["admin"]["listen"], "127.0.0.1:2999");
@@ -100,6 +101,12 @@ fn the_admin_api_stays_on_loopback_with_origins_and_never_persists_the_config() 
         v["admin"]["origins"],
         json!(["127.0.0.1:2999", "localhost:2999"])
     );
+    assert_eq!(v["admin"]["config"]["persist"], true);
+    let bootstrap = CaddyOptions {
+        secrets: Secrets::Withhold,
+        ..options()
+    };
+    let v = render(&model(&s, None), &table(vec![]), &bootstrap);
     assert_eq!(v["admin"]["config"]["persist"], false);
     let unix = CaddyOptions {
         admin: AdminEndpoint::Unix("/run/caddy/admin.sock".into()),
@@ -386,4 +393,279 @@ fn basic_auth_without_the_users_read_is_refused_before_rendering() {
     let users = vec![format!("alice:{BCRYPT}")];
     let m = model(&s, Some(&users));
     assert_eq!(m.policy.basic_auth.unwrap().users, users);
+}
+
+fn maps_from(from: usize) -> CaddyOptions {
+    CaddyOptions {
+        host_maps_from: from,
+        ..options()
+    }
+}
+
+fn secure_routes(v: &Value) -> Vec<Value> {
+    v["apps"]["http"]["servers"]["websecure"]["routes"]
+        .as_array()
+        .unwrap()
+        .clone()
+}
+
+#[test]
+fn a_run_of_host_routes_becomes_a_map_and_a_proxy_route_per_path_and_shape() {
+    let s = spec("    securityHeaders:\n      enabled: false\n", "");
+    let a = route("A.test");
+    let mut b = route("b.deep.test");
+    b.upstreams = vec!["10.0.0.2:80".into(), "10.0.0.3:80".into()];
+    let mut c = route("c.test");
+    c.path = Some(PathRule::Prefix("/API".into()));
+    c.middlewares = vec![Middleware::StripPrefix("/API".into())];
+    let mut d = route("d.test");
+    d.upstreams = vec!["10.0.0.4:80".into()];
+    let routes = table(vec![c, a, b, d]);
+    let v = render(&model(&s, None), &routes, &maps_from(1));
+    let list = secure_routes(&v);
+    // /API group (longer path first), then the hosts without path: one upstream, two upstreams;
+    // each a map route and a proxy route; then 404.
+    assert_eq!(list.len(), 7, "{list:#?}");
+    assert_eq!(list[0]["match"][0], json!({"path": ["/api*"]}));
+    assert_eq!(
+        list[0]["handle"][0]["mappings"],
+        json!([{"input": ".c.test", "outputs": ["10.0.0.1:80"]}])
+    );
+    assert_eq!(
+        list[1]["match"][0],
+        json!({"path": ["/api*"], "not": [{"vars": {"{proxy_operator.0.upstream.0}": [""]}}]})
+    );
+    assert_eq!(list[1]["handle"][0]["strip_path_prefix"], "/API");
+    assert_eq!(
+        list[1]["handle"][1]["upstreams"],
+        json!([{"dial": "{proxy_operator.0.upstream.0}"}])
+    );
+    assert_eq!(list[1]["terminal"], true);
+    let map = &list[2]["handle"][0];
+    assert_eq!(map["handler"], "map");
+    assert!(list[2].get("match").is_none(), "{:?}", list[2]);
+    assert!(list[2].get("terminal").is_none(), "{:?}", list[2]);
+    assert_eq!(
+        map["source"],
+        "{http.request.host.labels.2}.{http.request.host.labels.1}.{http.request.host.labels.0}"
+    );
+    assert_eq!(
+        map["destinations"],
+        json!(["{proxy_operator.1.upstream.0}"])
+    );
+    assert_eq!(
+        map["mappings"],
+        json!([
+            {"input": ".a.test", "outputs": ["10.0.0.1:80"]},
+            {"input": ".d.test", "outputs": ["10.0.0.4:80"]}
+        ])
+    );
+    assert_eq!(
+        list[4]["handle"][0]["mappings"],
+        json!([{"input": ".b.deep.test", "outputs": ["10.0.0.2:80", "10.0.0.3:80"]}])
+    );
+    assert_eq!(
+        list[5]["handle"][0]["upstreams"],
+        json!([
+            {"dial": "{proxy_operator.2.upstream.0}"},
+            {"dial": "{proxy_operator.2.upstream.1}"}
+        ])
+    );
+    assert_eq!(list[6]["handle"][0]["status_code"], 404);
+}
+
+#[test]
+fn where_caddy_manages_certificates_the_proxy_route_lists_its_hosts_for_automatic_https() {
+    let s = spec("    securityHeaders:\n      enabled: false\n", "");
+    let dev = CaddyOptions {
+        dev_mode: true,
+        ..maps_from(1)
+    };
+    let v = render(
+        &model(&s, None),
+        &table(vec![route("b.test"), route("A.test")]),
+        &dev,
+    );
+    let list = secure_routes(&v);
+    assert_eq!(list[1]["match"][0]["host"], json!(["a.test", "b.test"]));
+    let acme = spec(
+        "    securityHeaders:\n      enabled: false\n",
+        "    acme:\n      email: ops@example.test\n",
+    );
+    let v = render(
+        &model(&acme, None),
+        &table(vec![route("a.test")]),
+        &maps_from(1),
+    );
+    assert_eq!(secure_routes(&v)[1]["match"][0]["host"], json!(["a.test"]));
+    let files = render(
+        &model(&s, None),
+        &table(vec![route("a.test")]),
+        &maps_from(1),
+    );
+    assert!(secure_routes(&files)[1]["match"][0].get("host").is_none());
+}
+
+#[test]
+fn map_inputs_are_lowercased_and_padded_to_one_label_more_than_the_longest_host() {
+    let s = spec("    securityHeaders:\n      enabled: false\n", "");
+    let v = render(
+        &model(&s, None),
+        &table(vec![route("X.Sub.Example.test"), route("b.test")]),
+        &maps_from(1),
+    );
+    let map = &secure_routes(&v)[0]["handle"][0];
+    assert_eq!(
+        map["source"],
+        "{http.request.host.labels.4}.{http.request.host.labels.3}.{http.request.host.labels.2}.{http.request.host.labels.1}.{http.request.host.labels.0}"
+    );
+    let inputs: Vec<&str> = map["mappings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["input"].as_str().unwrap())
+        .collect();
+    assert_eq!(inputs, ["...b.test", ".x.sub.example.test"]);
+}
+
+#[test]
+fn below_the_threshold_every_route_is_its_own_caddy_route_as_before() {
+    let s = spec("    securityHeaders:\n      enabled: true\n", "");
+    let m = model(&s, None);
+    let routes = table(
+        (0..HOST_MAPS_FROM - 1)
+            .map(|i| route(&format!("h{i}.test")))
+            .collect(),
+    );
+    let default = render_config(&m, &routes, &options()).unwrap();
+    let never = render_config(&m, &routes, &maps_from(usize::MAX)).unwrap();
+    assert_eq!(default, never);
+    assert!(!String::from_utf8(default.body).unwrap().contains("\"map\""));
+    let mut more = routes.clone();
+    more.routes.push(route("last.test"));
+    let at = render(&m, &more, &options());
+    assert_eq!(secure_routes(&at)[1]["handle"][0]["handler"], "map");
+}
+
+#[test]
+fn wildcard_regexp_and_hostless_routes_stay_single_routes_in_their_place() {
+    let s = spec("    securityHeaders:\n      enabled: false\n", "");
+    let mut top = route("top.test");
+    top.priority = 10;
+    let mut wild = route("*.w.test");
+    wild.service = "wild".into();
+    let mut re = route("unused");
+    re.host = Some(HostMatch::Regexp("^r[0-9]+\\.test$".into()));
+    let mut any = route("unused");
+    any.host = None;
+    any.path = Some(PathRule::Prefix("/any".into()));
+    let mut unicode = route("u.test");
+    unicode.path = Some(PathRule::Prefix("/ü".into()));
+    let mut low = route("low.test");
+    low.priority = -1;
+    let mut table = table(vec![
+        low,
+        any,
+        re,
+        wild,
+        route("a.test"),
+        route("b.test"),
+        top,
+        unicode,
+    ]);
+    table.routes.sort_by_cached_key(|r| {
+        // The serving order `build_routes` gives.
+        let host_class = match &r.host {
+            Some(HostMatch::Exact(h)) if !h.contains('*') => 0,
+            Some(HostMatch::Exact(_)) => 1,
+            Some(HostMatch::Regexp(_)) => 2,
+            None => 3,
+        };
+        let len = r.path.as_ref().map_or(0, |p| match p {
+            PathRule::Prefix(p) | PathRule::Exact(p) => p.len(),
+        });
+        (-r.priority, host_class, usize::MAX - len, r.name())
+    });
+    let v = render(&model(&s, None), &table, &maps_from(1));
+    let kinds: Vec<String> = secure_routes(&v)
+        .iter()
+        .filter(|r| {
+            r["handle"][0]["handler"] != "reverse_proxy" || r["match"][0].get("not").is_none()
+        })
+        .map(|r| {
+            if r["handle"][0]["handler"] == "map" {
+                let hosts: Vec<&str> = r["handle"][0]["mappings"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|m| m["input"].as_str().unwrap().trim_start_matches('.'))
+                    .collect();
+                format!("map {hosts:?}")
+            } else if let Some(h) = r["match"][0].get("host") {
+                format!("route {h}")
+            } else if r["match"][0].get("vars_regexp").is_some() {
+                "regexp".to_string()
+            } else if let Some(p) = r["match"][0].get("path") {
+                format!("path {p}")
+            } else {
+                format!("{}", r["handle"][0]["status_code"])
+            }
+        })
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            "map [\"top.test\"]",
+            // The non-ASCII path breaks the run: one route, then the maps resume.
+            "route [\"u.test\"]",
+            "map [\"a.test\", \"b.test\"]",
+            "route [\"*.w.test\"]",
+            "regexp",
+            "path [\"/any*\"]",
+            "map [\"low.test\"]",
+            "404",
+        ]
+    );
+    // Placeholders are numbered across runs, so no map answers for another's hosts.
+    let dests: Vec<String> = secure_routes(&v)
+        .iter()
+        .filter(|r| r["handle"][0]["handler"] == "map")
+        .map(|r| {
+            r["handle"][0]["destinations"][0]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+    assert_eq!(
+        dests,
+        [
+            "{proxy_operator.0.upstream.0}",
+            "{proxy_operator.1.upstream.0}",
+            "{proxy_operator.2.upstream.0}"
+        ]
+    );
+}
+
+#[test]
+fn a_host_repeated_in_a_group_is_served_by_the_first_route_only() {
+    let s = spec("    securityHeaders:\n      enabled: false\n", "");
+    let first = route("dup.test");
+    let mut second = route("DUP.test");
+    second.upstreams = vec!["10.0.0.9:80".into()];
+    let mut other_path = route("dup.test");
+    other_path.path = Some(PathRule::Exact("/x".into()));
+    other_path.upstreams = vec!["10.0.0.8:80".into()];
+    let v = render(
+        &model(&s, None),
+        &table(vec![other_path, first, second]),
+        &maps_from(1),
+    );
+    let list = secure_routes(&v);
+    assert_eq!(list.len(), 5, "{list:#?}");
+    assert_eq!(list[0]["match"][0]["path"], json!(["/x"]));
+    assert_eq!(
+        list[2]["handle"][0]["mappings"],
+        json!([{"input": ".dup.test", "outputs": ["10.0.0.1:80"]}])
+    );
 }
