@@ -56,6 +56,19 @@ impl Reach {
     }
 }
 
+/// One policy change to apply live: the rollout's policy entries (full keys under the
+/// operator's policy root), and the fence a replica under leader election puts first in its KV
+/// write, so a deposed leader writes nothing.
+#[derive(Debug, Clone, Copy)]
+pub struct PolicyWrite<'a> {
+    /// Keys to set, with their values.
+    pub set: &'a [(String, String)],
+    /// Keys to delete.
+    pub delete: &'a [String],
+    /// The leader's fence (`None` without election).
+    pub fence: Option<&'a Fence>,
+}
+
 /// One proxy as the loop drives it. Implementations own the clients they need (a Consul client
 /// for Traefik's KV provider tree, an admin-API client for Caddy, the [`ProxyProbe`] for health),
 /// so the loop only ever calls these methods.
@@ -89,16 +102,9 @@ pub trait ProxyDriver: Send + Sync {
         render::render(spec, ctx)
     }
 
-    /// Applies a policy change live: `set` and `delete` are the rollout's policy entries (full
-    /// keys under the operator's policy root). All or nothing: the proxy must never load half
-    /// of a change. With `fence` (a replica under leader election), a KV write carries it
-    /// first, so a deposed leader writes nothing.
-    fn apply_policy<'a>(
-        &'a self,
-        set: &'a [(String, String)],
-        delete: &'a [String],
-        fence: Option<&'a Fence>,
-    ) -> BoxFuture<'a, Result<(), ApplyError>>;
+    /// Applies a policy change live. All or nothing: the proxy must never load half of a
+    /// change.
+    fn apply_policy<'a>(&'a self, write: PolicyWrite<'a>) -> BoxFuture<'a, Result<(), ApplyError>>;
 
     /// Reads the proxy's own health and sends the gate's route probes. A proxy that does not
     /// answer is a gate signal (unhealthy), never an error.

@@ -5,6 +5,7 @@ use tracing::{info, warn};
 use super::Operator;
 use crate::consul::ConsulApi;
 use crate::nomad::{self, NomadApi};
+use crate::proxy::PolicyWrite;
 use crate::proxy::probe::ProxyProbe;
 use crate::render::META_SPEC_DIGEST;
 use crate::rollout::{ApplyError, ApplyOutcome, Effect};
@@ -25,7 +26,11 @@ where
             let result = match effect {
                 Effect::WriteKv { set, delete } | Effect::RestoreKv { set, delete } => {
                     driver
-                        .apply_policy(set, delete, self.store.fence.as_ref())
+                        .apply_policy(PolicyWrite {
+                            set,
+                            delete,
+                            fence: self.store.fence.as_ref(),
+                        })
                         .await
                 }
                 Effect::RegisterJob {

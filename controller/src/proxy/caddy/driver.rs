@@ -31,7 +31,7 @@ use super::admin::{CaddyAdmin, HttpCaddyAdmin};
 use super::config::{self, AdminEndpoint, IDENTITY_PREFIX};
 use super::routes::{HostMatch, PathRule, RouteTable};
 use crate::consul::ConsulApi;
-use crate::leader::Fence;
+use crate::proxy::PolicyWrite;
 use crate::proxy::probe::{ProxyProbe, RouteProbe, probe_routes};
 use crate::proxy::traefik::{EntryKind, EntryStatus, KvPolicyTree, RawEntry};
 use crate::proxy::{ProxyDriver, Reach, base_gate};
@@ -284,15 +284,10 @@ impl<C: ConsulApi + 'static, P: ProxyProbe> ProxyDriver for CaddyDriver<C, P> {
         Ok(rendered)
     }
 
-    fn apply_policy<'a>(
-        &'a self,
-        set: &'a [(String, String)],
-        delete: &'a [String],
-        fence: Option<&'a Fence>,
-    ) -> BoxFuture<'a, Result<(), ApplyError>> {
+    fn apply_policy<'a>(&'a self, write: PolicyWrite<'a>) -> BoxFuture<'a, Result<(), ApplyError>> {
         Box::pin(async move {
-            self.tree.write(set, delete, fence).await?;
-            if let Some((_, policy)) = set.iter().find(|(k, _)| *k == self.key) {
+            self.tree.write(write).await?;
+            if let Some((_, policy)) = write.set.iter().find(|(k, _)| *k == self.key) {
                 let live = self.shared.lock().find(policy);
                 let Some(live) = live else {
                     // A restore after an operator restart: nothing rendered it in this process;
@@ -309,7 +304,7 @@ impl<C: ConsulApi + 'static, P: ProxyProbe> ProxyDriver for CaddyDriver<C, P> {
                         false,
                     ));
                 }
-            } else if delete.contains(&self.key) {
+            } else if write.delete.contains(&self.key) {
                 // Another proxy takes over: stop loading Caddy.
                 self.request(None).await;
             }

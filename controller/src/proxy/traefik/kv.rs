@@ -2,13 +2,13 @@
 //! always written in one transaction (TRAEFIK.md B: Traefik applies a half-written tree, so one
 //! txn is the only safe way).
 
+use crate::proxy::PolicyWrite;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use tracing::info;
 
 use crate::consul::{ConsulApi, TxnOp};
-use crate::leader::Fence;
 use crate::render::MAX_POLICY_KEYS;
 use crate::rollout::ApplyError;
 use crate::transport::QueryOptions;
@@ -40,12 +40,8 @@ impl<C: ConsulApi> KvPolicyTree<C> {
     ///
     /// # Errors
     /// Consul refused or did not answer (retryable unless 4xx), or the tree does not fit.
-    pub async fn write(
-        &self,
-        set: &[(String, String)],
-        delete: &[String],
-        fence: Option<&Fence>,
-    ) -> Result<(), ApplyError> {
+    pub async fn write(&self, write: PolicyWrite<'_>) -> Result<(), ApplyError> {
+        let PolicyWrite { set, delete, fence } = write;
         info!(
             set = set.len(),
             delete = delete.len(),

@@ -7,9 +7,8 @@ use std::sync::Arc;
 use futures::future::BoxFuture;
 
 use super::probe::{ProxyProbe, probe_routes};
-use super::{ProxyDriver, Reach, base_gate};
+use super::{PolicyWrite, ProxyDriver, Reach, base_gate};
 use crate::consul::ConsulApi;
-use crate::leader::Fence;
 use crate::render::Rendered;
 use crate::rollout::{ApplyError, Gate, ProxyObservation};
 use crate::spec::{self, ProxyKind, ValidatedSpec};
@@ -98,13 +97,8 @@ impl<C: ConsulApi + 'static, P: ProxyProbe> ProxyDriver for TraefikDriver<C, P> 
         ProxyKind::Traefik
     }
 
-    fn apply_policy<'a>(
-        &'a self,
-        set: &'a [(String, String)],
-        delete: &'a [String],
-        fence: Option<&'a Fence>,
-    ) -> BoxFuture<'a, Result<(), ApplyError>> {
-        Box::pin(self.policy.write(set, delete, fence))
+    fn apply_policy<'a>(&'a self, write: PolicyWrite<'a>) -> BoxFuture<'a, Result<(), ApplyError>> {
+        Box::pin(self.policy.write(write))
     }
 
     fn observe<'a>(&'a self, gate: &'a Gate) -> BoxFuture<'a, ProxyObservation> {

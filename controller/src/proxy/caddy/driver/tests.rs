@@ -1,5 +1,6 @@
 use super::*;
 use crate::consul::fake::FakeConsul;
+use crate::proxy::PolicyWrite;
 use crate::proxy::caddy::{CaddyOptions, Secrets};
 use crate::proxy::probe::fake::FakeProbe;
 use crate::render::RenderContext;
@@ -116,7 +117,11 @@ async fn applying_a_policy_while_caddy_is_down_writes_the_key_and_succeeds() {
         .unwrap();
     let started = std::time::Instant::now();
     driver
-        .apply_policy(&rendered.traefik_kv, &[], None)
+        .apply_policy(PolicyWrite {
+            set: &rendered.traefik_kv,
+            delete: &[],
+            fence: None,
+        })
         .await
         .unwrap();
     assert!(
