@@ -141,6 +141,20 @@ async fn world(token: Option<&str>) -> World {
     let _ = recorded();
     let _ = rustls::crypto::ring::default_provider().install_default();
     let twin = Twin::start(TwinConfig::default()).await.unwrap();
+    // dev's starter document takes Traefik's tokens from the Nomad Variable dev writes; this
+    // twin has ACLs off, so the variable only has to exist for the task to start.
+    let variable = reqwest::Client::new()
+        .put(format!(
+            "http://{}/v1/var/nomad/jobs/proxy",
+            twin.nomad_addr()
+        ))
+        .json(&serde_json::json!({
+            "Items": {"consul_token": "acls-off", "nomad_token": "acls-off"}
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert!(variable.status().is_success(), "{variable:?}");
     let client_config = |api, addr: SocketAddr| {
         let mut c = ClientConfig::for_address(api, &addr.to_string()).unwrap();
         c.token = token.map(Token::new);

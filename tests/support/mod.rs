@@ -66,6 +66,9 @@ pub fn caddy_bin() -> PathBuf {
 pub fn free_port() -> u16 {
     use std::hash::{BuildHasher, RandomState};
     use std::sync::atomic::{AtomicU32, Ordering};
+    // One random start per process, then consecutive candidates: a port handed out once is
+    // never handed out again by this process, even before its caller binds it.
+    static START: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
     static NEXT: AtomicU32 = AtomicU32::new(0);
     let ephemeral_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
         .ok()
@@ -73,8 +76,10 @@ pub fn free_port() -> u16 {
         .unwrap_or(32768);
     let low: u32 = 15000;
     let span = ephemeral_low.saturating_sub(low).max(1);
-    let start = u32::try_from(RandomState::new().hash_one(std::process::id()) % u64::from(span))
-        .unwrap_or(0);
+    let start = *START.get_or_init(|| {
+        u32::try_from(RandomState::new().hash_one(std::process::id()) % u64::from(span))
+            .unwrap_or(0)
+    });
     for _ in 0..span {
         let offset = (start + NEXT.fetch_add(1, Ordering::Relaxed)) % span;
         let Ok(port) = u16::try_from(low + offset) else {
