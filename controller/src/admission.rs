@@ -303,6 +303,9 @@ pub fn admit(spec: &ValidatedSpec, limits: &AdminLimits) -> Vec<FieldError> {
     }
     if let Some(acme) = spec.acme() {
         cert_path("spec.tls.acme.storage".to_owned(), Path::new(&acme.storage));
+        for (i, root) in acme.ca_roots.iter().enumerate() {
+            cert_path(format!("spec.tls.acme.caRoots[{i}]"), Path::new(root));
+        }
     }
 
     if let Some(auth) = spec.basic_auth() {

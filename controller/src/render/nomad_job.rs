@@ -557,6 +557,14 @@ pub fn proxy_job(model: &Model, config: &ConfigFile<'_>) -> Result<Job, super::E
         );
         env.insert("XDG_DATA_HOME".to_string(), "${NOMAD_TASK_DIR}".to_string());
     }
+    if let Some(acme) = model.tls.acme.as_ref().filter(|a| !a.ca_roots.is_empty())
+        && model.proxy == ProxyKind::Traefik
+    {
+        // lego, Traefik's ACME client, trusts the PEM files in LEGO_CA_CERTIFICATES (':'
+        // separated) *instead of* the system roots unless LEGO_CA_SYSTEM_CERT_POOL is set.
+        env.insert("LEGO_CA_CERTIFICATES".to_string(), acme.ca_roots.join(":"));
+        env.insert("LEGO_CA_SYSTEM_CERT_POOL".to_string(), "true".to_string());
+    }
 
     let mut templates = vec![Template {
         embedded_tmpl: config.data.to_string(),

@@ -112,6 +112,8 @@ pub struct Acme {
     pub storage: String,
     /// CA directory URL; `None` for Let's Encrypt production.
     pub ca_server: Option<String>,
+    /// PEM files of extra CAs to trust for the directory's HTTPS (resolved paths).
+    pub ca_roots: Vec<String>,
 }
 
 /// TLS settings.

@@ -381,6 +381,12 @@ pub struct Acme {
     /// ACME directory URL (default Let's Encrypt production).
     #[serde(default = "default_ca_server")]
     pub ca_server: String,
+    /// PEM files of the CAs that sign a private ACME directory's HTTPS certificate (step-ca,
+    /// Pebble, an internal PKI), absolute or relative to `certDir`. The system roots stay
+    /// trusted. Traefik gets them through `LEGO_CA_CERTIFICATES`, Caddy as the issuer's
+    /// `trusted_roots_pem_files`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ca_roots: Vec<String>,
 }
 
 fn default_acme_storage() -> String {

@@ -456,6 +456,9 @@ fn tls_app(model: &Model, options: &CaddyOptions) -> Value {
             if let Some(ca) = &acme.ca_server {
                 issuer["ca"] = json!(ca);
             }
+            if !acme.ca_roots.is_empty() {
+                issuer["trusted_roots_pem_files"] = json!(acme.ca_roots);
+            }
             issuer
         })
     };

@@ -133,10 +133,30 @@ impl Validator {
                 None
             }
         };
+        let ca_roots: Vec<Option<String>> = acme
+            .ca_roots
+            .iter()
+            .enumerate()
+            .map(|(i, root)| {
+                let path = format!("spec.tls.acme.caRoots[{i}]");
+                if root.contains(':') {
+                    // LEGO_CA_CERTIFICATES is a ':'-separated list.
+                    self.error(
+                        &path,
+                        format!("{root:?} must not contain ':'; rename the file"),
+                    );
+                    return None;
+                }
+                self.cert_path(&path, root, cert_dir)
+                    .map(|p| p.display().to_string())
+            })
+            .collect();
+        let ca_roots: Option<Vec<String>> = ca_roots.into_iter().collect();
         Some(Acme {
             email: acme.email.clone(),
             storage: storage?.display().to_string(),
             ca_server: Some(ca_server?.to_string()),
+            ca_roots: ca_roots?,
         })
         .filter(|_| email_ok)
     }
