@@ -381,10 +381,8 @@ pub struct Acme {
     /// ACME directory URL (default Let's Encrypt production).
     #[serde(default = "default_ca_server")]
     pub ca_server: String,
-    /// PEM files of the CAs that sign a private ACME directory's HTTPS certificate (step-ca,
-    /// Pebble, an internal PKI), absolute or relative to `certDir`. The system roots stay
-    /// trusted. Traefik gets them through `LEGO_CA_CERTIFICATES`, Caddy as the issuer's
-    /// `trusted_roots_pem_files`.
+    /// PEM files (absolute or relative to `certDir`) of the CAs behind a private ACME directory
+    /// (step-ca, Pebble), trusted in addition to the system roots.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub ca_roots: Vec<String>,
 }
