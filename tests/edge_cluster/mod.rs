@@ -5,7 +5,7 @@
 //! Included with `#[path = "edge_cluster/mod.rs"] mod edge_cluster;` next to `support`.
 #![allow(dead_code)]
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use hashistack_twin::{Twin, TwinConfig};
 use proxy_operator::consul::ConsulClient;
@@ -174,25 +174,19 @@ impl Cluster {
 
     /// Waits until the document in KV is Ready on `proxy`, or panics with the last status.
     pub async fn wait_ready(&self, proxy: ProxyKind) {
-        let deadline = Instant::now() + CONVERGE;
-        let mut last = None;
-        while Instant::now() < deadline {
-            if let Some(s) = self.status().await {
-                if s.phase == Phase::Ready
+        crate::support::wait_status(
+            &format!("{proxy:?} Ready"),
+            CONVERGE,
+            || self.status(),
+            |s: &ProxyStatus| {
+                s.phase == Phase::Ready
                     && s.proxy == Some(proxy)
                     && s.observed_digest.is_some()
                     && s.last_applied_digest == s.observed_digest
-                {
-                    return;
-                }
-                last = Some(s);
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        panic!(
-            "{proxy:?} not Ready within {CONVERGE:?}; last status: {}",
-            serde_json::to_string_pretty(&last).unwrap_or_default()
-        );
+            },
+            || async { String::new() },
+        )
+        .await;
     }
 
     /// Registers (or re-registers) instance `id` of `service` with tag `traefik.enable=true`
