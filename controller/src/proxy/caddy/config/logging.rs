@@ -3,7 +3,10 @@
 //!
 //! - Every log goes to stdout (`caddy.logging.writers.stdout`; Caddy's default is stderr), so
 //!   Nomad collects it with the task's stdout. The proxy's own log is the `default` logger:
-//!   `json`, or `console` (Caddy's human-readable text) for `format: common`.
+//!   `json`, or `console` (Caddy's human-readable text) for `format: common`. Caddy's error
+//!   entries (`http.log.error`) carry the request's headers; the proxy's log drops them, as
+//!   Traefik's does, so request headers are logged only in the access log and only with
+//!   `headers: true`, where `redactHeaders` applies.
 //! - The access log is a logger of its own including `http.log.access` (the default logger
 //!   excludes it, or every entry would be written twice), turned on by a `logs` object on each
 //!   server (`modules/caddyhttp/server.go` `shouldLogRequest`). Its encoder is the stock
@@ -105,13 +108,14 @@ fn only_server_errors(codes: &[String]) -> bool {
 /// The top-level `logging` object.
 pub(super) fn logging(model: &Model) -> Value {
     let stdout = json!({"output": "stdout"});
+    // Caddy's console encoder colours the level with ANSI escapes unless told otherwise.
     let format = match model.logging.format.as_str() {
-        "common" => "console",
-        _ => "json",
+        "common" => json!({"format": "console", "level_format": "upper"}),
+        _ => json!({"format": "json"}),
     };
     let mut default = json!({
         "writer": stdout,
-        "encoder": {"format": format},
+        "encoder": filter(format, [("request>headers".to_string(), json!({"filter": "delete"}))].into_iter().collect()),
         "level": model.logging.level,
     });
     let mut logs = Map::new();
@@ -131,6 +135,11 @@ pub(super) fn logging(model: &Model) -> Value {
     json!({"logs": logs})
 }
 
+/// `encoder` with `fields` filtered first.
+fn filter(encoder: Value, fields: Map<String, Value>) -> Value {
+    json!({"format": "filter", "wrap": encoder, "fields": fields})
+}
+
 fn access_encoder(access: &AccessLog) -> Value {
     let mut fields = Map::new();
     if access.headers {
@@ -144,7 +153,7 @@ fn access_encoder(access: &AccessLog) -> Value {
         fields.insert("request>headers".into(), json!({"filter": "delete"}));
         fields.insert("resp_headers".into(), json!({"filter": "delete"}));
     }
-    json!({"format": "filter", "wrap": {"format": "json"}, "fields": fields})
+    filter(json!({"format": "json"}), fields)
 }
 
 /// Go's `textproto.CanonicalMIMEHeaderKey` for a valid header name: `x-api-key` → `X-Api-Key`.

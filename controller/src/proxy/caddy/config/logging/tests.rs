@@ -36,7 +36,11 @@ fn by_default_caddy_logs_json_at_info_to_stdout_without_access_logs_and_drains_f
     let v = render("");
     assert_eq!(
         v["logging"],
-        json!({"logs": {"default": {"writer": {"output": "stdout"}, "encoder": {"format": "json"}, "level": "INFO"}}})
+        json!({"logs": {"default": {
+            "writer": {"output": "stdout"},
+            "encoder": {"format": "filter", "wrap": {"format": "json"}, "fields": {"request>headers": {"filter": "delete"}}},
+            "level": "INFO"
+        }}})
     );
     assert_eq!(v["apps"]["http"]["grace_period"], "30s");
     for name in ["web", "websecure"] {
@@ -51,11 +55,14 @@ fn by_default_caddy_logs_json_at_info_to_stdout_without_access_logs_and_drains_f
 }
 
 #[test]
-fn the_proxy_log_takes_the_level_and_common_is_caddy_console_text() {
+fn the_proxy_log_takes_the_level_and_common_is_caddys_uncoloured_console_text() {
     let v = render("  logging:\n    level: WARN\n    format: common\n");
     let default = &v["logging"]["logs"]["default"];
     assert_eq!(default["level"], "WARN");
-    assert_eq!(default["encoder"], json!({"format": "console"}));
+    assert_eq!(
+        default["encoder"]["wrap"],
+        json!({"format": "console", "level_format": "upper"})
+    );
 }
 
 #[test]
