@@ -170,24 +170,28 @@ async fn get(port: u16, host: &str, path: &str, headers: &[(&str, &str)]) -> (u1
     (resp.status().as_u16(), resp.text().await.unwrap())
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn access_log_lines_reach_caddys_stdout_as_json_and_a_redacted_headers_value_never_does() {
+/// Caddy with `logging` (under `spec`) in front of two services: `app` (a backend that answers
+/// 200) and `broken`, whose port nobody listens on, so Caddy answers 502 and writes an error
+/// entry as well.
+async fn app_and_broken(logging: &str) -> (tempfile::TempDir, Ports, Backend, Caddy) {
     let dir = tempfile::tempdir().unwrap();
     let ports = Ports::free();
     let app = Backend::start("app").await;
-    let s = spec(
-        ports,
-        dir.path(),
-        "",
-        "  logging:\n    accessLog:\n      headers: true\n      redactHeaders: [Authorization, Cookie, Proxy-Authorization, x-secret-token]\n",
-    );
-    // Nothing listens on the broken instance's port, so Caddy answers 502 and writes an error
-    // entry as well.
+    let s = spec(ports, dir.path(), "", logging);
     let services = catalog(vec![
         instance("app", app.port(), &OPT_IN, "passing"),
         instance("broken", free_port(), &OPT_IN, "passing"),
     ]);
     let caddy = Caddy::start(dir.path(), &render(&s, &services, ports), ports).await;
+    (dir, ports, app, caddy)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn access_log_lines_reach_caddys_stdout_as_json_and_a_redacted_headers_value_never_does() {
+    let (_dir, ports, _app, caddy) = app_and_broken(
+        "  logging:\n    accessLog:\n      headers: true\n      redactHeaders: [Authorization, Cookie, Proxy-Authorization, x-secret-token]\n",
+    )
+    .await;
 
     let sentinel = "SENTINEL-9d3c61";
     let (status, body) = get(
@@ -249,21 +253,10 @@ async fn access_log_lines_reach_caddys_stdout_as_json_and_a_redacted_headers_val
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_5xx_filter_logs_only_server_errors_without_headers_and_the_proxy_log_is_console_text() {
-    let dir = tempfile::tempdir().unwrap();
-    let ports = Ports::free();
-    let app = Backend::start("app").await;
-    let s = spec(
-        ports,
-        dir.path(),
-        "",
+    let (_dir, ports, _app, caddy) = app_and_broken(
         "  logging:\n    format: common\n    accessLog:\n      statusCodes: ['500-599']\n",
-    );
-    // Nothing listens on the broken instance's port, so Caddy answers 502.
-    let services = catalog(vec![
-        instance("app", app.port(), &OPT_IN, "passing"),
-        instance("broken", free_port(), &OPT_IN, "passing"),
-    ]);
-    let caddy = Caddy::start(dir.path(), &render(&s, &services, ports), ports).await;
+    )
+    .await;
 
     assert_eq!(get(ports.web, "app.example.test", "/ok", &[]).await.0, 200);
     assert_eq!(

@@ -66,7 +66,10 @@ fn policy_sets_are_refused_for_caddy_and_defaults_are_not() {
         "{errors:#?}"
     );
     // Logging and timeouts render for Caddy (proxy/caddy/config/logging.rs).
-    assert_eq!(errors.len(), 1, "{errors:#?}");
+    assert!(
+        errors.iter().all(|e| e.path.starts_with("spec.policies")),
+        "{errors:#?}"
+    );
     // The defaults are what Caddy gets today; they must not refuse every Caddy document.
     valid(MINIMAL);
 }

@@ -3,9 +3,8 @@
 use serde_json::{Value, json};
 
 use super::canonical_header;
-use crate::proxy::caddy::config::{
-    AdminEndpoint, CaddyOptions, HOST_MAPS_FROM, Secrets, caddy_unsupported, render_config, resolve,
-};
+use crate::proxy::caddy::config::tests::options;
+use crate::proxy::caddy::config::{caddy_unsupported, render_config, resolve};
 use crate::proxy::caddy::routes::RouteTable;
 use crate::spec::ValidatedSpec;
 
@@ -14,15 +13,6 @@ fn spec(proxy: &str, extra: &str) -> ValidatedSpec {
         "apiVersion: proxy-operator.io/v1alpha1\nkind: ProxyConfig\nspec:\n  proxy: {proxy}\n  entryPoints:\n    web:\n      address: \"127.0.0.1:8000\"\n      redirectTo: websecure\n    websecure:\n      address: \"127.0.0.1:8443\"\n{extra}"
     );
     crate::spec::load(doc.as_bytes()).unwrap_or_else(|e| panic!("{e}\n{doc}"))
-}
-
-fn options() -> CaddyOptions {
-    CaddyOptions {
-        admin: AdminEndpoint::Loopback(2999),
-        dev_mode: false,
-        secrets: Secrets::Include,
-        host_maps_from: HOST_MAPS_FROM,
-    }
 }
 
 fn render(extra: &str) -> Value {
