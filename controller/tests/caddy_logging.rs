@@ -130,16 +130,16 @@ impl Caddy {
         assert!(status.success());
     }
 
-    /// Waits for Caddy to exit by itself; how long it took.
-    async fn exited_within(&mut self, limit: Duration) -> Option<Duration> {
+    /// Waits up to `limit` for Caddy to exit by itself; whether it did.
+    async fn exits_within(&mut self, limit: Duration) -> bool {
         let start = Instant::now();
         while start.elapsed() < limit {
             if self.child.try_wait().ok().flatten().is_some() {
-                return Some(start.elapsed());
+                return true;
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        None
+        false
     }
 }
 
@@ -332,55 +332,90 @@ async fn slow_backend(
     (port, rx, task)
 }
 
-/// Starts Caddy with `graceTimeout: grace` in front of a backend that takes 5 s, sends SIGTERM
-/// once the request reached the backend, and returns the request's outcome, how long after the
-/// signal it came, and how long Caddy took to exit.
+/// A Caddy with `graceTimeout: grace` in front of a backend that takes 5 s, and a request to it
+/// that reached the backend.
+struct InFlight {
+    _dir: tempfile::TempDir,
+    ports: Ports,
+    spec: ValidatedSpec,
+    services: Catalog,
+    caddy: Caddy,
+    request: tokio::task::JoinHandle<Result<(u16, String), String>>,
+    backend: tokio::task::JoinHandle<()>,
+}
+
+impl InFlight {
+    async fn start(grace: &str) -> InFlight {
+        let dir = tempfile::tempdir().unwrap();
+        let ports = Ports::free();
+        let (port, mut arrived, backend) = slow_backend(Duration::from_secs(5)).await;
+        let spec = spec(
+            ports,
+            dir.path(),
+            &format!("    transport:\n      graceTimeout: {grace}\n"),
+            "",
+        );
+        let services = catalog(vec![instance("slow", port, &OPT_IN, "passing")]);
+        let caddy = Caddy::start(dir.path(), &render(&spec, &services, ports), ports).await;
+        let web = ports.web;
+        let request = tokio::spawn(async move {
+            let resp = client()
+                .get(format!("http://127.0.0.1:{web}/slow"))
+                .header("Host", "slow.example.test")
+                .send()
+                .await
+                .map_err(|e| e.to_string())?;
+            let status = resp.status().as_u16();
+            let body = resp.text().await.map_err(|e| e.to_string())?;
+            Ok((status, body))
+        });
+        tokio::time::timeout(Duration::from_secs(10), arrived.recv())
+            .await
+            .expect("the request never reached the backend");
+        InFlight {
+            _dir: dir,
+            ports,
+            spec,
+            services,
+            caddy,
+            request,
+            backend,
+        }
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.backend.abort();
+    }
+}
+
+/// Sends SIGTERM to a Caddy with `graceTimeout: grace` while a 5 s request is in flight, and
+/// returns the request's outcome, how long after the signal it came, and how long after the
+/// signal Caddy exited.
 async fn five_second_request_across_sigterm(
     grace: &str,
 ) -> (Result<(u16, String), String>, Duration, Option<Duration>) {
-    let dir = tempfile::tempdir().unwrap();
-    let ports = Ports::free();
-    let (port, mut arrived, backend) = slow_backend(Duration::from_secs(5)).await;
-    let s = spec(
-        ports,
-        dir.path(),
-        &format!("    transport:\n      graceTimeout: {grace}\n"),
-        "",
-    );
-    let services = catalog(vec![instance("slow", port, &OPT_IN, "passing")]);
-    let mut caddy = Caddy::start(dir.path(), &render(&s, &services, ports), ports).await;
-    let pid = caddy.child.id();
-
-    let web = ports.web;
-    let request = tokio::spawn(async move {
-        let resp = client()
-            .get(format!("http://127.0.0.1:{web}/slow"))
-            .header("Host", "slow.example.test")
-            .send()
-            .await
-            .map_err(|e| e.to_string())?;
-        let status = resp.status().as_u16();
-        let body = resp.text().await.map_err(|e| e.to_string())?;
-        Ok((status, body))
-    });
-    tokio::time::timeout(Duration::from_secs(10), arrived.recv())
-        .await
-        .expect("the request never reached the backend");
-    caddy.terminate();
+    let mut flight = InFlight::start(grace).await;
+    let pid = flight.caddy.child.id();
+    flight.caddy.terminate();
     let signalled = Instant::now();
     // Draining: the listener is closed, so a new connection is refused at once.
     tokio::time::sleep(Duration::from_millis(300)).await;
     let late = client()
-        .get(format!("http://127.0.0.1:{web}/slow"))
+        .get(format!("http://127.0.0.1:{}/slow", flight.ports.web))
         .header("Host", "slow.example.test")
         .send()
         .await;
     assert!(late.is_err(), "a draining Caddy accepted a new request");
-    let outcome = request.await.unwrap();
+    let outcome = (&mut flight.request).await.unwrap();
     let answered = signalled.elapsed();
-    let exited = caddy.exited_within(Duration::from_secs(15)).await;
+    let exited = flight
+        .caddy
+        .exits_within(Duration::from_secs(15))
+        .await
+        .then(|| signalled.elapsed());
     assert!(exited.is_none() || !process_alive(pid));
-    backend.abort();
     (outcome, answered, exited)
 }
 
@@ -400,7 +435,7 @@ async fn a_request_in_flight_at_sigterm_gets_its_full_response_within_the_grace_
         exited < Duration::from_secs(8),
         "exited {exited:?} after SIGTERM"
     );
-    println!("SIGTERM → full response in {answered:?}, Caddy exited after {exited:?}");
+    println!("SIGTERM → full response after {answered:?}, Caddy exited after {exited:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -462,4 +497,33 @@ fn caddy_validate_accepts_the_config_with_every_logging_and_timeout_setting() {
         !out.status.success(),
         "caddy validate took an unknown filter"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_in_flight_across_a_config_load_is_answered_and_the_load_does_not_wait_for_it() {
+    let mut flight = InFlight::start("10s").await;
+    let app = Backend::start("app").await;
+    let mut services = flight.services.clone();
+    services.extend(catalog(vec![instance(
+        "app",
+        app.port(),
+        &OPT_IN,
+        "passing",
+    )]));
+    let next = render(&flight.spec, &services, flight.ports);
+    let admin = HttpCaddyAdmin::new(&format!("http://127.0.0.1:{}", flight.ports.admin)).unwrap();
+    let loading = Instant::now();
+    admin.load(&next).await.unwrap();
+    let loaded = loading.elapsed();
+    assert!(
+        loaded < Duration::from_secs(2),
+        "the load waited {loaded:?} for the drain"
+    );
+    let (status, body) = (&mut flight.request)
+        .await
+        .unwrap()
+        .unwrap_or_else(|e| panic!("the request in flight failed across the load: {e}"));
+    assert_eq!((status, body.as_str()), (200, "slow response, complete\n"));
+    let (status, _) = get(flight.ports.web, "app.example.test", "/", &[]).await;
+    assert_eq!(status, 200, "the new config serves");
 }
