@@ -122,9 +122,10 @@ impl Caddy {
         })
     }
 
-    fn terminate(&self) {
+    /// Sends `signal` (`TERM`, `INT`) by PID.
+    fn signal(&self, signal: &str) {
         let status = std::process::Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
+            .args([&format!("-{signal}"), &self.child.id().to_string()])
             .status()
             .unwrap();
         assert!(status.success());
@@ -390,15 +391,16 @@ impl Drop for InFlight {
     }
 }
 
-/// Sends SIGTERM to a Caddy with `graceTimeout: grace` while a 5 s request is in flight, and
+/// Sends `signal` to a Caddy with `graceTimeout: grace` while a 5 s request is in flight, and
 /// returns the request's outcome, how long after the signal it came, and how long after the
 /// signal Caddy exited.
-async fn five_second_request_across_sigterm(
+async fn five_second_request_across(
+    signal: &str,
     grace: &str,
 ) -> (Result<(u16, String), String>, Duration, Option<Duration>) {
     let mut flight = InFlight::start(grace).await;
     let pid = flight.caddy.child.id();
-    flight.caddy.terminate();
+    flight.caddy.signal(signal);
     let signalled = Instant::now();
     // Draining: the listener is closed, so a new connection is refused at once.
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -419,28 +421,42 @@ async fn five_second_request_across_sigterm(
     (outcome, answered, exited)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_request_in_flight_at_sigterm_gets_its_full_response_within_the_grace_period() {
-    let (outcome, answered, exited) = five_second_request_across_sigterm("10s").await;
+/// A 5 s request in flight at `signal` with a 10 s grace period gets its full response, and
+/// Caddy exits once it is answered.
+async fn drains_on(signal: &str) {
+    let (outcome, answered, exited) = five_second_request_across(signal, "10s").await;
     let (status, body) = outcome.unwrap_or_else(|e| panic!("the request failed: {e}"));
     assert_eq!(status, 200);
     assert_eq!(body, "slow response, complete\n");
     assert!(
         answered < Duration::from_secs(10),
-        "answered {answered:?} after SIGTERM"
+        "answered {answered:?} after SIG{signal}"
     );
     // Caddy exits once the last request is done, not at the end of the grace period.
     let exited = exited.expect("Caddy did not exit after draining");
     assert!(
         exited < Duration::from_secs(8),
-        "exited {exited:?} after SIGTERM"
+        "exited {exited:?} after SIG{signal}"
     );
-    println!("SIGTERM → full response after {answered:?}, Caddy exited after {exited:?}");
+    assert!(exited >= answered, "exited before answering");
+    println!("SIG{signal} → full response after {answered:?}, Caddy exited after {exited:?}");
+}
+
+/// Docker's `docker stop` (Nomad's docker driver) sends SIGTERM.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_in_flight_at_sigterm_gets_its_full_response_within_the_grace_period() {
+    drains_on("TERM").await;
+}
+
+/// Nomad's exec and raw_exec drivers send SIGINT, Nomad's default `kill_signal`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_in_flight_at_sigint_gets_its_full_response_within_the_grace_period() {
+    drains_on("INT").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_grace_period_bounds_the_drain_so_a_longer_request_is_cut_at_its_end() {
-    let (outcome, answered, exited) = five_second_request_across_sigterm("1s").await;
+    let (outcome, answered, exited) = five_second_request_across("TERM", "1s").await;
     assert!(
         outcome.is_err() || outcome.as_ref().is_ok_and(|(s, _)| *s >= 500),
         "a 5 s request outlived a 1 s grace period: {outcome:?}"
