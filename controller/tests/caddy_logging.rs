@@ -1,9 +1,10 @@
 //! `spec.logging` and `spec.entryPoints.transport` through real Caddy (issue 14): the rendered
 //! config is started with `caddy run`, with its stdout and stderr in separate files, so the
 //! tests see where each line goes. Access logs reach stdout as JSON with redacted headers, the
-//! 5xx filter keeps only server errors, the proxy's own log takes the chosen format, and a
-//! request in flight when Caddy gets SIGTERM is answered within the grace period, which also
-//! bounds the drain. `caddy validate` accepts the config with every logging setting.
+//! 5xx filter keeps only server errors, the proxy's own log takes the chosen format, a request
+//! in flight when Caddy gets SIGTERM or SIGINT (or a new config) is answered within the grace
+//! period, which also bounds the drain, and the read timeout closes a stalled request.
+//! `caddy validate` accepts the config with every logging and timeout setting.
 #![allow(clippy::unwrap_used, clippy::panic)] // tests fail loudly
 
 #[path = "../../tests/support/mod.rs"]
@@ -542,4 +543,38 @@ async fn a_request_in_flight_across_a_config_load_is_answered_and_the_load_does_
     assert_eq!((status, body.as_str()), (200, "slow response, complete\n"));
     let (status, _) = get(flight.ports.web, "app.example.test", "/", &[]).await;
     assert_eq!(status, 200, "the new config serves");
+}
+
+/// How long Caddy keeps a connection whose request headers never finish, up to `limit`; `None`
+/// when it is still open then.
+async fn closes_a_stalled_request_after(transport: &str, limit: Duration) -> Option<Duration> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let dir = tempfile::tempdir().unwrap();
+    let ports = Ports::free();
+    let s = spec(ports, dir.path(), transport, "");
+    let _caddy = Caddy::start(dir.path(), &render(&s, &catalog(vec![]), ports), ports).await;
+    let mut conn = tokio::net::TcpStream::connect(("127.0.0.1", ports.web))
+        .await
+        .unwrap();
+    conn.write_all(b"GET / HTTP/1.1\r\nHost: slow.example.test\r\n")
+        .await
+        .unwrap();
+    let sent = Instant::now();
+    let mut buf = Vec::new();
+    // Caddy either closes the connection or answers 408 and closes it.
+    tokio::time::timeout(limit, conn.read_to_end(&mut buf))
+        .await
+        .ok()
+        .map(|_| sent.elapsed())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_read_timeout_closes_a_connection_whose_request_never_finishes() {
+    let limit = Duration::from_secs(4);
+    let cut = closes_a_stalled_request_after("    transport:\n      readTimeout: 1s\n", limit)
+        .await
+        .expect("Caddy kept a stalled request past its 1 s read timeout");
+    assert!(cut >= Duration::from_millis(900), "closed after {cut:?}");
+    // The default (60 s) keeps it open longer than the test waits.
+    assert_eq!(closes_a_stalled_request_after("", limit).await, None);
 }
