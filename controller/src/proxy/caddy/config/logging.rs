@@ -18,9 +18,10 @@
 //!   be expressed. The one status Caddy tells apart is 5xx, which it logs at ERROR level and
 //!   everything else at INFO (`Server.logRequest`), so `statusCodes` covering exactly 500-599
 //!   is the access logger's level ERROR; every other status filter is refused.
-//! - `graceTimeout` is `apps.http.grace_period`: on SIGTERM (`sigtrap_posix.go`) or when a load
-//!   replaces the servers, Caddy closes its listeners and gives open requests that long
-//!   (`App.Stop`). Caddy reads a zero grace period as "wait forever", so `0s` (Traefik: close
+//! - `graceTimeout` is `apps.http.grace_period`: on SIGINT (Nomad's default `kill_signal`,
+//!   `sigtrap.go`), SIGTERM (`docker stop`, `sigtrap_posix.go`) or when a load replaces the
+//!   servers, Caddy closes its listeners and gives open requests that long (`App.Stop`; a load
+//!   does not wait for them). Caddy reads a zero grace period as "wait forever", so `0s` (Traefik: close
 //!   at once) is rendered as one nanosecond. The job's `kill_timeout` is derived from the same
 //!   field for both proxies (`render/nomad_job.rs`).
 //! - `readTimeout`, `writeTimeout` and `idleTimeout` are the servers' Go `http.Server`
@@ -113,9 +114,11 @@ pub(super) fn logging(model: &Model) -> Value {
         "common" => json!({"format": "console", "level_format": "upper"}),
         _ => json!({"format": "json"}),
     };
+    let mut drop_headers = Map::new();
+    drop_headers.insert("request>headers".into(), json!({"filter": "delete"}));
     let mut default = json!({
         "writer": stdout,
-        "encoder": filter(format, [("request>headers".to_string(), json!({"filter": "delete"}))].into_iter().collect()),
+        "encoder": filter(format, drop_headers),
         "level": model.logging.level,
     });
     let mut logs = Map::new();
