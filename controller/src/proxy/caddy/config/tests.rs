@@ -16,7 +16,7 @@ fn model(spec: &ValidatedSpec, users: Option<&[String]>) -> Model {
     resolve(spec, users).unwrap()
 }
 
-fn options() -> CaddyOptions {
+pub(super) fn options() -> CaddyOptions {
     CaddyOptions {
         admin: AdminEndpoint::Loopback(2999),
         dev_mode: false,
