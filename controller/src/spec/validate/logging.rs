@@ -113,9 +113,8 @@ fn is_status_range(text: &str) -> bool {
     }
 }
 
-/// Checks `spec.entryPoints.transport`. Every field renders for both proxies, so `_proxy` is
-/// not read (kept for the caller's signature).
-pub(super) fn transport(v: &mut Validator, t: &Transport, _proxy: ProxyKind) -> model::Transport {
+/// Checks `spec.entryPoints.transport`. Every field renders for both proxies.
+pub(super) fn transport(v: &mut Validator, t: &Transport) -> model::Transport {
     const BASE: &str = "spec.entryPoints.transport";
     let defaults = model::Transport::default();
     let mut d = |field: &str, text: &str, default: Duration| {

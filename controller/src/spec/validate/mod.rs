@@ -202,7 +202,7 @@ pub fn validate(config: &ProxyConfig) -> Result<ValidatedSpec, ValidationErrors>
     let policy = middlewares::check(&mut v, &spec.middlewares, proxy);
     let policies = policies::check_sets(&mut v, &spec.policies, proxy);
     let logging = logging::check(&mut v, &spec.logging, proxy);
-    let transport = logging::transport(&mut v, &spec.entry_points.transport, proxy);
+    let transport = logging::transport(&mut v, &spec.entry_points.transport);
     let (metrics, dashboard) = entry_points::check_listeners(&mut v, spec, &entry_points);
     let job = job::check(&mut v, &mut config.spec.job, proxy);
     let rollout = rollout::check(&mut v, &config.spec, &entry_points);
