@@ -50,6 +50,7 @@
 pub mod admin;
 pub mod config;
 mod driver;
+mod policy;
 pub mod routes;
 pub mod sync;
 mod traefik_tags;

@@ -36,23 +36,37 @@ fn every_new_middleware_is_valid_for_traefik() {
 }
 
 #[test]
-fn every_new_middleware_is_refused_for_caddy_naming_the_proxy_and_the_field() {
+fn caddy_takes_every_new_middleware_it_renders_and_refuses_the_circuit_breaker_by_name() {
     let errors = field_errors(&caddy(EVERY_NEW_MIDDLEWARE));
-    for field in [
-        "forwardAuth",
-        "circuitBreaker",
-        "retry",
-        "buffering",
-        "compress",
-        "requiredHeaders",
-        "ipDenyList",
+    assert!(
+        has_error(&errors, "spec.middlewares.circuitBreaker", "circuit_breakers"),
+        "{errors:#?}"
+    );
+    assert_eq!(errors.len(), 1, "only the breaker is refused: {errors:#?}");
+}
+
+#[test]
+fn caddy_refuses_a_response_body_limit_a_trusted_forward_header_and_a_set_s_htpasswd_file() {
+    let doc = caddy(
+        "  middlewares:
+    forwardAuth: {address: 'http://auth.test/verify', trustForwardHeader: true}
+    buffering: {maxRequestBodyBytes: 10, maxResponseBodyBytes: 10}
+  policies:
+    admin:
+      basicAuth: {usersFrom: {file: /etc/admin.htpasswd}}
+      compress: {}
+",
+    );
+    let errors = field_errors(&doc);
+    for (path, why) in [
+        ("spec.middlewares.forwardAuth.trustForwardHeader", "trusted_proxies"),
+        ("spec.middlewares.buffering.maxResponseBodyBytes", "request bodies only"),
+        ("spec.policies.admin.basicAuth", "htpasswd"),
     ] {
-        let path = format!("spec.middlewares.{field}");
-        assert!(
-            has_error(&errors, &path, "proxy: caddy"),
-            "{path} not refused for Caddy: {errors:#?}"
-        );
+        assert!(has_error(&errors, path, why), "{path}: {errors:#?}");
+        assert!(has_error(&errors, path, "proxy: caddy"), "{path}: {errors:#?}");
     }
+    assert_eq!(errors.len(), 3, "{errors:#?}");
 }
 
 #[test]
@@ -61,8 +75,11 @@ fn policy_sets_logging_and_timeouts_are_refused_for_caddy_and_defaults_are_not()
         "  policies:\n    admin:\n      compress: {}\n  logging:\n    level: DEBUG\n  entryPoints:\n    transport:\n      graceTimeout: 10s\n",
     );
     let errors = field_errors(&doc);
+    assert!(
+        !errors.iter().any(|e| e.to_string().contains("spec.policies")),
+        "Caddy renders policy sets: {errors:#?}"
+    );
     for path in [
-        "spec.policies.admin",
         "spec.logging",
         "spec.entryPoints.transport",
     ] {

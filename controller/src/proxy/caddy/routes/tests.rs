@@ -9,6 +9,7 @@ fn settings() -> RouteSettings {
         exposed_by_default: false,
         entry_points: vec!["web".into(), "websecure".into()],
         tls_entry_point: "websecure".into(),
+        policy_sets: ["admin".to_string()].into(),
     }
 }
 
