@@ -80,6 +80,7 @@ async fn forward_auth_passes_on_401_and_403_and_lets_200_through_with_only_the_c
                 ],
                 String::new(),
             ),
+            Some("anonymous-ok") => (200, vec![], String::new()),
             Some(_) => (403, vec![], "denied by auth".into()),
         })
     })
@@ -130,6 +131,18 @@ async fn forward_auth_passes_on_401_and_403_and_lets_200_through_with_only_the_c
         seen["headers"].get("x-not-copied").is_none(),
         "only the listed headers: {seen}"
     );
+
+    // An auth service that vouches for no user: the client's own value is dropped too.
+    let forged = c
+        .post(&url)
+        .header("X-Test-Verdict", "anonymous-ok")
+        .header("X-Auth-User", "mallory")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(forged.status(), 200);
+    let seen: Value = forged.json().await.unwrap();
+    assert!(seen["headers"].get("x-auth-user").is_none(), "{seen}");
 }
 
 /// The app's two instances: one whose port refuses connections (a crashed instance), one that
