@@ -380,3 +380,109 @@ async fn a_policy_set_applies_only_to_the_service_that_opts_in_with_its_tag() {
     assert!(public.headers().get("x-policy").is_none());
     assert_eq!(public.headers()["x-frame-options"], "SAMEORIGIN");
 }
+
+/// A CA-signed certificate and its key, as PEM files in `dir` named `<name>.crt`/`<name>.key`.
+fn leaf(
+    dir: &std::path::Path,
+    name: &str,
+    ca: &rcgen::Issuer<'_, rcgen::KeyPair>,
+) -> (rustls_pki_types::CertificateDer<'static>, Vec<u8>) {
+    let params = rcgen::CertificateParams::new(vec!["localhost".to_string()]).unwrap();
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = params.signed_by(&key, ca).unwrap();
+    std::fs::write(dir.join(format!("{name}.crt")), cert.pem()).unwrap();
+    std::fs::write(dir.join(format!("{name}.key")), key.serialize_pem()).unwrap();
+    (cert.der().clone(), key.serialize_der())
+}
+
+/// An HTTPS auth service on `localhost` that requires a client certificate signed by the same
+/// private CA as its own (`ca.pem` in `dir`), and vouches for `tls-alice`.
+async fn mutual_tls_auth_service(dir: &std::path::Path) -> std::net::SocketAddr {
+    use std::sync::Arc;
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let mut params = rcgen::CertificateParams::new(Vec::new()).unwrap();
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let ca_cert = params.self_signed(&ca_key).unwrap();
+    std::fs::write(dir.join("ca.pem"), ca_cert.pem()).unwrap();
+    let ca = rcgen::Issuer::new(params, ca_key);
+    let (server_der, server_key) = leaf(dir, "server", &ca);
+    leaf(dir, "client", &ca);
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(ca_cert.der().clone()).unwrap();
+    let verifier = rustls::server::WebPkiClientVerifier::builder(Arc::new(roots))
+        .build()
+        .unwrap();
+    let key = rustls_pki_types::PrivateKeyDer::Pkcs8(server_key.into());
+    let config = rustls::ServerConfig::builder()
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(vec![server_der], key)
+        .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                if let Ok(tls) = acceptor.accept(tcp).await {
+                    let verdict = |_: usize, _: &str, _: &[(String, String)]| {
+                        Some((
+                            200,
+                            vec![("X-Auth-User".into(), "tls-alice".into())],
+                            String::new(),
+                        ))
+                    };
+                    traefik_harness::answer(tls, 0, &verdict).await;
+                }
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forward_auth_reaches_a_mutual_tls_auth_service_with_the_rendered_ca_and_client_certificate()
+ {
+    let dir = tempfile::tempdir().unwrap();
+    let auth = mutual_tls_auth_service(dir.path()).await;
+    let app = Backend::start("app").await;
+    let d = dir.path().display();
+    let address = format!("https://localhost:{}/verify", auth.port());
+    let with_tls = |client_cert: bool| {
+        let mut yaml = format!(
+            "    forwardAuth:\n      address: '{address}'\n      authResponseHeaders: [X-Auth-User]\n      tls:\n        caFile: {d}/ca.pem\n"
+        );
+        if client_cert {
+            yaml.push_str(&format!(
+                "        certFile: {d}/client.crt\n        keyFile: {d}/client.key\n"
+            ));
+        }
+        yaml
+    };
+    let entries = vec![instance("app", app.port(), &APP_TAGS, "passing")];
+
+    let run = tempfile::tempdir().unwrap();
+    let (caddy, ports) = serve(run.path(), &with_tls(true), entries.clone()).await;
+    let ok = app_client(ports.web, None)
+        .get(app_url(ports, "/"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ok.status(), 200, "log:\n{}", caddy.guard.log());
+    let seen: Value = ok.json().await.unwrap();
+    assert_eq!(seen["headers"]["x-auth-user"], "tls-alice", "{seen}");
+    drop(caddy);
+
+    // Guards the above: without the client certificate the auth service refuses the handshake
+    // and nothing reaches the app.
+    let run = tempfile::tempdir().unwrap();
+    let (_caddy, ports) = serve(run.path(), &with_tls(false), entries).await;
+    let refused = app_client(ports.web, None)
+        .get(app_url(ports, "/"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 502);
+    assert!(refused.headers().get("x-backend").is_none());
+}
