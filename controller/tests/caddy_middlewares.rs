@@ -63,7 +63,10 @@ async fn forward_auth_passes_on_401_and_403_and_lets_200_through_with_only_the_c
     let dir = tempfile::tempdir().unwrap();
     let (auth, _task) = fake_http(|_, request_line, headers| {
         // The auth service is asked with GET on its own path, told the original request.
-        assert!(request_line.starts_with("GET /verify?via=caddy "), "{request_line}");
+        assert!(
+            request_line.starts_with("GET /verify?via=caddy "),
+            "{request_line}"
+        );
         assert_eq!(header(headers, "x-forwarded-method"), Some("POST"));
         assert_eq!(header(headers, "x-forwarded-uri"), Some("/orders?id=7"));
         Some(match header(headers, "x-test-verdict") {
@@ -163,7 +166,11 @@ async fn statuses_of_twelve_requests(ports: Ports) -> Vec<u16> {
     let c = app_client(ports.web, None);
     let mut out = Vec::new();
     for i in 0..12 {
-        let r = c.get(app_url(ports, &format!("/{i}"))).send().await.unwrap();
+        let r = c
+            .get(app_url(ports, &format!("/{i}")))
+            .send()
+            .await
+            .unwrap();
         out.push(r.status().as_u16());
     }
     out
@@ -485,4 +492,64 @@ async fn forward_auth_reaches_a_mutual_tls_auth_service_with_the_rendered_ca_and
         .unwrap();
     assert_eq!(refused.status(), 502);
     assert!(refused.headers().get("x-backend").is_none());
+}
+
+#[test]
+fn caddy_validate_accepts_every_middleware_caddy_renders_together_with_a_policy_set() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().display();
+    let ca = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+    std::fs::write(dir.path().join("ca.pem"), ca.cert.pem()).unwrap();
+    let ports = Ports::free();
+    let every = format!(
+        "    ipAllowList: {{sourceRange: [127.0.0.0/8]}}
+    forwardAuth:
+      address: 'https://localhost:9/verify'
+      authResponseHeaders: [X-Auth-User]
+      tls: {{caFile: {d}/ca.pem}}
+    retry: {{attempts: 3, initialInterval: 50ms}}
+    buffering: {{maxRequestBodyBytes: 1000}}
+    compress: {{}}
+    requiredHeaders: [X-Api-Key]
+    ipDenyList: {{sourceRange: [203.0.113.0/24]}}
+  policies:
+    admin:
+      headers: {{X-Policy: admin}}
+      ipAllowList: {{sourceRange: [10.0.0.0/8]}}
+      forwardAuth: {{address: 'http://127.0.0.1:9/admin'}}
+      retry: {{attempts: 2}}
+      buffering: {{maxRequestBodyBytes: 10}}
+      compress: {{minResponseBodyBytes: 1}}
+"
+    );
+    let spec = spec(ports, &dir.path().join("certs"), false, &every);
+    let entries = vec![
+        instance(
+            "admin",
+            18090,
+            &["traefik.enable=true", "proxy-operator.policy=admin"],
+            "passing",
+        ),
+        instance("app", 18091, &APP_TAGS, "passing"),
+    ];
+    let config = render(&model(&spec, None), &catalog(entries), ports);
+    let path = dir.path().join("caddy.json");
+    std::fs::write(&path, &config.body).unwrap();
+    let out = caddy_cmd(dir.path())
+        .args(["validate", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Both services' proxies retry, each with its own policy's attempts.
+    let body: Value = serde_json::from_slice(&config.body).unwrap();
+    let text = body.to_string();
+    assert!(
+        text.contains(r#""retries":2"#) && text.contains(r#""retries":1"#),
+        "{text}"
+    );
 }

@@ -302,7 +302,9 @@ fn forward_auth(f: &ForwardAuth, base: &str) -> Result<Value, Error> {
     }
     // Traefik sends the auth request to the address's own host, the client's in
     // X-Forwarded-Host (which reverse_proxy sets, with X-Forwarded-For/-Proto).
-    let host_header = url.port().map_or_else(|| host.to_string(), |p| format!("{host}:{p}"));
+    let host_header = url
+        .port()
+        .map_or_else(|| host.to_string(), |p| format!("{host}:{p}"));
     let mut copy = vec![json!({"handle": [{"handler": "vars"}]})];
     if !f.auth_response_headers.is_empty() {
         copy.push(json!({"handle": [{"handler": "headers", "request": {"delete": f.auth_response_headers}}]}));

@@ -368,13 +368,18 @@ fn instance_routes(
         Ok(None) => out,
         Ok(Some(name)) => {
             for route in &mut out {
-                route.middlewares.insert(0, Middleware::PolicySet(name.clone()));
+                route
+                    .middlewares
+                    .insert(0, Middleware::PolicySet(name.clone()));
             }
             out
         }
         // Fail closed: the set may be the service's only authentication.
         Err(reason) => {
-            report(POLICY_TAG.trim_end_matches('='), format!("{reason}; not routed"));
+            report(
+                POLICY_TAG.trim_end_matches('='),
+                format!("{reason}; not routed"),
+            );
             Vec::new()
         }
     }

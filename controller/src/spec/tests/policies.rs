@@ -39,7 +39,11 @@ fn every_new_middleware_is_valid_for_traefik() {
 fn caddy_takes_every_new_middleware_it_renders_and_refuses_the_circuit_breaker_by_name() {
     let errors = field_errors(&caddy(EVERY_NEW_MIDDLEWARE));
     assert!(
-        has_error(&errors, "spec.middlewares.circuitBreaker", "circuit_breakers"),
+        has_error(
+            &errors,
+            "spec.middlewares.circuitBreaker",
+            "circuit_breakers"
+        ),
         "{errors:#?}"
     );
     assert_eq!(errors.len(), 1, "only the breaker is refused: {errors:#?}");
@@ -59,12 +63,21 @@ fn caddy_refuses_a_response_body_limit_a_trusted_forward_header_and_a_set_s_htpa
     );
     let errors = field_errors(&doc);
     for (path, why) in [
-        ("spec.middlewares.forwardAuth.trustForwardHeader", "trusted_proxies"),
-        ("spec.middlewares.buffering.maxResponseBodyBytes", "request bodies only"),
+        (
+            "spec.middlewares.forwardAuth.trustForwardHeader",
+            "trusted_proxies",
+        ),
+        (
+            "spec.middlewares.buffering.maxResponseBodyBytes",
+            "request bodies only",
+        ),
         ("spec.policies.admin.basicAuth", "htpasswd"),
     ] {
         assert!(has_error(&errors, path, why), "{path}: {errors:#?}");
-        assert!(has_error(&errors, path, "proxy: caddy"), "{path}: {errors:#?}");
+        assert!(
+            has_error(&errors, path, "proxy: caddy"),
+            "{path}: {errors:#?}"
+        );
     }
     assert_eq!(errors.len(), 3, "{errors:#?}");
 }
@@ -76,13 +89,12 @@ fn policy_sets_logging_and_timeouts_are_refused_for_caddy_and_defaults_are_not()
     );
     let errors = field_errors(&doc);
     assert!(
-        !errors.iter().any(|e| e.to_string().contains("spec.policies")),
+        !errors
+            .iter()
+            .any(|e| e.to_string().contains("spec.policies")),
         "Caddy renders policy sets: {errors:#?}"
     );
-    for path in [
-        "spec.logging",
-        "spec.entryPoints.transport",
-    ] {
+    for path in ["spec.logging", "spec.entryPoints.transport"] {
         assert!(
             has_error(&errors, path, "proxy: caddy"),
             "{path}: {errors:#?}"
