@@ -354,6 +354,16 @@ async fn a_policy_set_applies_only_to_the_service_that_opts_in_with_its_tag() {
                 "passing",
             ),
             instance("public", public.port(), &["traefik.enable=true"], "passing"),
+            // Traefik's own opt-in tag, so one tag serves both proxies.
+            instance(
+                "ops",
+                admin.port(),
+                &[
+                    "traefik.enable=true",
+                    "traefik.http.routers.ops.middlewares=admin@consul",
+                ],
+                "passing",
+            ),
         ],
         ports,
     )
@@ -380,6 +390,9 @@ async fn a_policy_set_applies_only_to_the_service_that_opts_in_with_its_tag() {
     assert_eq!(ok.headers()["x-policy"], "admin");
     // The entry point policy still applies to the opted-in service.
     assert_eq!(ok.headers()["x-frame-options"], "SAMEORIGIN");
+
+    let ops = get("ops.example.test", false).await.unwrap();
+    assert_eq!(ops.status(), 401, "Traefik's tag opts in on Caddy too");
 
     let public = get("public.example.test", false).await.unwrap();
     assert_eq!(public.status(), 200, "the other service asks for nothing");

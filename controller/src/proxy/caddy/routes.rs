@@ -367,10 +367,9 @@ fn instance_routes(
     match policy_set(entry, settings) {
         Ok(None) => out,
         Ok(Some(name)) => {
-            for route in &mut out {
-                route
-                    .middlewares
-                    .insert(0, Middleware::PolicySet(name.clone()));
+            let set = Middleware::PolicySet(name);
+            for route in out.iter_mut().filter(|r| !r.middlewares.contains(&set)) {
+                route.middlewares.insert(0, set.clone());
             }
             out
         }

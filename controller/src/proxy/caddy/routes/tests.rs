@@ -754,6 +754,22 @@ fn a_service_opting_into_a_policy_set_runs_it_first_in_every_route_and_an_unknow
     }
     assert!(opted.findings.is_empty(), "{:?}", opted.findings);
 
+    // Traefik's own opt-in tag works on Caddy too, and both tags naming one set run it once.
+    let traefik_tag = one(&[
+        "traefik.enable=true",
+        "traefik.http.routers.app.middlewares=admin@consul",
+        "proxy-operator.policy=admin",
+    ]);
+    assert_eq!(
+        traefik_tag.routes[0].middlewares,
+        [Middleware::PolicySet("admin".into())]
+    );
+    let unknown = one(&[
+        "traefik.enable=true",
+        "traefik.http.routers.app.middlewares=other@consul",
+    ]);
+    assert!(unknown.routes.is_empty(), "{unknown:#?}");
+
     let plain = one(&["traefik.enable=true"]);
     assert!(plain.routes[0].middlewares.is_empty());
 
