@@ -187,3 +187,46 @@ fn without_sets_or_retry_the_route_table_is_borrowed_not_copied() {
         json!({"selection_policy": {"policy": "round_robin"}, "retries": 2, "try_interval": 20_000_000})
     );
 }
+
+#[test]
+fn in_host_maps_a_set_s_handlers_and_retry_stay_with_the_services_that_opted_in() {
+    let m = model(
+        "  policies:\n    admin:\n      headers: {X-Policy: admin}\n      retry: {attempts: 4}\n",
+    );
+    let mut public = route(Vec::new());
+    public.service = "public".into();
+    public.host = Some(HostMatch::Exact("public.example.test".into()));
+    let routed = table(vec![
+        route(vec![Middleware::PolicySet("admin".into())]),
+        public,
+    ]);
+    let options = CaddyOptions {
+        admin: AdminEndpoint::Loopback(2999),
+        dev_mode: false,
+        secrets: Secrets::Include,
+        host_maps_from: 1,
+    };
+    let v: Value =
+        serde_json::from_slice(&render_config(&m, &routed, &options).unwrap().body).unwrap();
+    let routes = v["apps"]["http"]["servers"]["web"]["routes"]
+        .as_array()
+        .unwrap();
+    // Per shape: the map route, then the proxy route with the shape's handlers.
+    let last = |r: &Value| r["handle"].as_array().unwrap().last().unwrap().clone();
+    let proxies: Vec<&Value> = routes
+        .iter()
+        .filter(|r| last(r)["handler"] == "reverse_proxy")
+        .collect();
+    assert_eq!(proxies.len(), 2, "{routes:#?}");
+    let with_set: Vec<&&Value> = proxies
+        .iter()
+        .filter(|r| r.to_string().contains("X-Policy"))
+        .collect();
+    assert_eq!(with_set.len(), 1, "one shape runs the set: {proxies:#?}");
+    assert_eq!(last(with_set[0])["load_balancing"]["retries"], 3);
+    for r in &proxies {
+        if !r.to_string().contains("X-Policy") {
+            assert!(last(r).get("load_balancing").is_none(), "{r}");
+        }
+    }
+}
