@@ -47,6 +47,37 @@ async fn serve_model(
     (Caddy::start(dir, &config, ports.admin).await, ports)
 }
 
+/// Caddy serving `middlewares` in front of one app instance, and what must live as long.
+struct App {
+    caddy: Caddy,
+    ports: Ports,
+    _backend: Backend,
+    _dir: tempfile::TempDir,
+}
+
+impl App {
+    async fn start(middlewares: &str) -> App {
+        let dir = tempfile::tempdir().unwrap();
+        let backend = Backend::start("app").await;
+        let entries = vec![instance("app", backend.port(), &APP_TAGS, "passing")];
+        let (caddy, ports) = serve(dir.path(), middlewares, entries).await;
+        App {
+            caddy,
+            ports,
+            _backend: backend,
+            _dir: dir,
+        }
+    }
+
+    fn client(&self, local: Option<std::net::IpAddr>) -> reqwest::Client {
+        app_client(self.ports.web, local)
+    }
+
+    fn url(&self, path: &str) -> String {
+        app_url(self.ports, path)
+    }
+}
+
 fn app_url(ports: Ports, path: &str) -> String {
     format!("http://app.test:{}{path}", ports.web)
 }
@@ -60,7 +91,6 @@ fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn forward_auth_passes_on_401_and_403_and_lets_200_through_with_only_the_copied_headers() {
-    let dir = tempfile::tempdir().unwrap();
     let (auth, _task) = fake_http(|_, request_line, headers| {
         // The auth service is asked with GET on its own path, told the original request.
         assert!(
@@ -88,20 +118,15 @@ async fn forward_auth_passes_on_401_and_403_and_lets_200_through_with_only_the_c
         })
     })
     .await;
-    let app = Backend::start("app").await;
-    let (caddy, ports) = serve(
-        dir.path(),
-        &format!(
-            "    forwardAuth:\n      address: 'http://{auth}/verify?via=caddy'\n      authResponseHeaders: [X-Auth-User]\n"
-        ),
-        vec![instance("app", app.port(), &APP_TAGS, "passing")],
-    )
+    let app = App::start(&format!(
+        "    forwardAuth:\n      address: 'http://{auth}/verify?via=caddy'\n      authResponseHeaders: [X-Auth-User]\n"
+    ))
     .await;
-    let c = app_client(ports.web, None);
-    let url = app_url(ports, "/orders?id=7");
+    let c = app.client(None);
+    let url = app.url("/orders?id=7");
 
     let anonymous = c.post(&url).send().await.unwrap();
-    assert_eq!(anonymous.status(), 401, "log:\n{}", caddy.guard.log());
+    assert_eq!(anonymous.status(), 401, "log:\n{}", app.caddy.guard.log());
     assert_eq!(
         anonymous.headers()["www-authenticate"],
         "Bearer realm=\"sso\""
@@ -203,16 +228,9 @@ async fn without_retry_the_same_dead_instance_costs_a_502() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn buffering_refuses_an_oversized_request_body_with_413() {
-    let dir = tempfile::tempdir().unwrap();
-    let app = Backend::start("app").await;
-    let (_caddy, ports) = serve(
-        dir.path(),
-        "    buffering: {maxRequestBodyBytes: 1000}\n",
-        vec![instance("app", app.port(), &APP_TAGS, "passing")],
-    )
-    .await;
-    let c = app_client(ports.web, None);
-    let url = app_url(ports, "/upload");
+    let app = App::start("    buffering: {maxRequestBodyBytes: 1000}\n").await;
+    let c = app.client(None);
+    let url = app.url("/upload");
     let big = c.post(&url).body(vec![b'x'; 2000]).send().await.unwrap();
     assert_eq!(big.status(), 413);
     let small = c.post(&url).body(vec![b'x'; 10]).send().await.unwrap();
@@ -222,16 +240,9 @@ async fn buffering_refuses_an_oversized_request_body_with_413() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn compress_gzips_for_clients_that_accept_it_and_only_for_them() {
-    let dir = tempfile::tempdir().unwrap();
-    let app = Backend::start("app").await;
-    let (_caddy, ports) = serve(
-        dir.path(),
-        "    compress: {minResponseBodyBytes: 10}\n",
-        vec![instance("app", app.port(), &APP_TAGS, "passing")],
-    )
-    .await;
-    let c = app_client(ports.web, None);
-    let url = app_url(ports, "/");
+    let app = App::start("    compress: {minResponseBodyBytes: 10}\n").await;
+    let c = app.client(None);
+    let url = app.url("/");
     let gz = c
         .get(&url)
         .header("Accept-Encoding", "gzip")
@@ -251,16 +262,9 @@ async fn compress_gzips_for_clients_that_accept_it_and_only_for_them() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_request_without_a_required_header_is_refused_with_403() {
-    let dir = tempfile::tempdir().unwrap();
-    let app = Backend::start("app").await;
-    let (_caddy, ports) = serve(
-        dir.path(),
-        "    requiredHeaders: [X-Api-Key, X-Tenant]\n",
-        vec![instance("app", app.port(), &APP_TAGS, "passing")],
-    )
-    .await;
-    let c = app_client(ports.web, None);
-    let url = app_url(ports, "/");
+    let app = App::start("    requiredHeaders: [X-Api-Key, X-Tenant]\n").await;
+    let c = app.client(None);
+    let url = app.url("/");
     let missing = c.get(&url).send().await.unwrap();
     assert_eq!(missing.status(), 403);
     assert!(missing.headers().get("x-backend").is_none());
@@ -287,23 +291,18 @@ async fn a_request_without_a_required_header_is_refused_with_403() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_from_a_denied_network_gets_403_and_others_get_through() {
-    let dir = tempfile::tempdir().unwrap();
-    let app = Backend::start("app").await;
-    let (_caddy, ports) = serve(
-        dir.path(),
-        "    ipDenyList: {sourceRange: [127.0.0.1/32]}\n",
-        vec![instance("app", app.port(), &APP_TAGS, "passing")],
-    )
-    .await;
-    let url = app_url(ports, "/");
-    let denied = app_client(ports.web, Some([127, 0, 0, 1].into()))
+    let app = App::start("    ipDenyList: {sourceRange: [127.0.0.1/32]}\n").await;
+    let url = app.url("/");
+    let denied = app
+        .client(Some([127, 0, 0, 1].into()))
         .get(&url)
         .send()
         .await
         .unwrap();
     assert_eq!(denied.status(), 403);
     assert!(denied.headers().get("x-backend").is_none());
-    let other = app_client(ports.web, Some([127, 0, 0, 2].into()))
+    let other = app
+        .client(Some([127, 0, 0, 2].into()))
         .get(&url)
         .send()
         .await
@@ -311,8 +310,9 @@ async fn a_client_from_a_denied_network_gets_403_and_others_get_through() {
     assert_eq!(other.status(), 200);
     assert_eq!(backend_of(&other).as_deref(), Some("app"));
     // A host no route knows is refused too for the denied client, not 404, as on Traefik.
-    let unknown = app_client(ports.web, Some([127, 0, 0, 1].into()))
-        .get(format!("http://127.0.0.1:{}/", ports.web))
+    let unknown = app
+        .client(Some([127, 0, 0, 1].into()))
+        .get(format!("http://127.0.0.1:{}/", app.ports.web))
         .send()
         .await
         .unwrap();
@@ -466,7 +466,6 @@ async fn forward_auth_reaches_a_mutual_tls_auth_service_with_the_rendered_ca_and
  {
     let dir = tempfile::tempdir().unwrap();
     let auth = mutual_tls_auth_service(dir.path()).await;
-    let app = Backend::start("app").await;
     let d = dir.path().display();
     let address = format!("https://localhost:{}/verify", auth.port());
     let with_tls = |client_cert: bool| {
@@ -480,26 +479,19 @@ async fn forward_auth_reaches_a_mutual_tls_auth_service_with_the_rendered_ca_and
         }
         yaml
     };
-    let entries = vec![instance("app", app.port(), &APP_TAGS, "passing")];
-
-    let run = tempfile::tempdir().unwrap();
-    let (caddy, ports) = serve(run.path(), &with_tls(true), entries.clone()).await;
-    let ok = app_client(ports.web, None)
-        .get(app_url(ports, "/"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(ok.status(), 200, "log:\n{}", caddy.guard.log());
-    let seen: Value = ok.json().await.unwrap();
+    let ok = App::start(&with_tls(true)).await;
+    let resp = ok.client(None).get(ok.url("/")).send().await.unwrap();
+    assert_eq!(resp.status(), 200, "log:\n{}", ok.caddy.guard.log());
+    let seen: Value = resp.json().await.unwrap();
     assert_eq!(seen["headers"]["x-auth-user"], "tls-alice", "{seen}");
-    drop(caddy);
+    drop(ok);
 
     // Guards the above: without the client certificate the auth service refuses the handshake
     // and nothing reaches the app.
-    let run = tempfile::tempdir().unwrap();
-    let (_caddy, ports) = serve(run.path(), &with_tls(false), entries).await;
-    let refused = app_client(ports.web, None)
-        .get(app_url(ports, "/"))
+    let no_cert = App::start(&with_tls(false)).await;
+    let refused = no_cert
+        .client(None)
+        .get(no_cert.url("/"))
         .send()
         .await
         .unwrap();
