@@ -9,6 +9,8 @@
 mod support;
 
 mod caddy_support;
+#[path = "middleware_checks/mod.rs"]
+mod checks;
 mod render_common;
 #[path = "render_common/traefik.rs"]
 mod traefik_harness;
@@ -99,78 +101,19 @@ async fn forward_auth_passes_on_401_and_403_and_lets_200_through_with_only_the_c
         );
         assert_eq!(header(headers, "x-forwarded-method"), Some("POST"));
         assert_eq!(header(headers, "x-forwarded-uri"), Some("/orders?id=7"));
-        Some(match header(headers, "x-test-verdict") {
-            None => (
-                401,
-                vec![("WWW-Authenticate".into(), "Bearer realm=\"sso\"".into())],
-                "login first".into(),
-            ),
-            Some("ok") => (
-                200,
-                vec![
-                    ("X-Auth-User".into(), "alice".into()),
-                    ("X-Not-Copied".into(), "1".into()),
-                ],
-                String::new(),
-            ),
-            Some("anonymous-ok") => (200, vec![], String::new()),
-            Some(_) => (403, vec![], "denied by auth".into()),
-        })
+        Some(checks::auth_verdict(headers))
     })
     .await;
     let app = App::start(&format!(
         "    forwardAuth:\n      address: 'http://{auth}/verify?via=caddy'\n      authResponseHeaders: [X-Auth-User]\n"
     ))
     .await;
-    let c = app.client(None);
-    let url = app.url("/orders?id=7");
-
-    let anonymous = c.post(&url).send().await.unwrap();
-    assert_eq!(anonymous.status(), 401, "log:\n{}", app.caddy.guard.log());
-    assert_eq!(
-        anonymous.headers()["www-authenticate"],
-        "Bearer realm=\"sso\""
-    );
-    assert!(anonymous.headers().get("x-backend").is_none());
-    assert_eq!(anonymous.text().await.unwrap(), "login first");
-
-    let denied = c
-        .post(&url)
-        .header("X-Test-Verdict", "no")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(denied.status(), 403);
-    assert_eq!(denied.text().await.unwrap(), "denied by auth");
-
-    let ok = c
-        .post(&url)
-        .header("X-Test-Verdict", "ok")
-        // A client cannot forge what the auth service vouches for.
-        .header("X-Auth-User", "mallory")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(ok.status(), 200);
-    assert_eq!(backend_of(&ok).as_deref(), Some("app"));
-    let seen: Value = ok.json().await.unwrap();
-    assert_eq!(seen["headers"]["x-auth-user"], "alice", "{seen}");
-    assert!(
-        seen["headers"].get("x-not-copied").is_none(),
-        "only the listed headers: {seen}"
-    );
-
-    // An auth service that vouches for no user: the client's own value is dropped too.
-    let forged = c
-        .post(&url)
-        .header("X-Test-Verdict", "anonymous-ok")
-        .header("X-Auth-User", "mallory")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(forged.status(), 200);
-    let seen: Value = forged.json().await.unwrap();
-    assert!(seen["headers"].get("x-auth-user").is_none(), "{seen}");
+    checks::forward_auth_verdicts_reach_the_client(
+        &app.client(None),
+        reqwest::Method::POST,
+        &app.url("/orders?id=7"),
+    )
+    .await;
 }
 
 /// The app's two instances: one whose port refuses connections (a crashed instance), one that
@@ -229,94 +172,36 @@ async fn without_retry_the_same_dead_instance_costs_a_502() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn buffering_refuses_an_oversized_request_body_with_413() {
     let app = App::start("    buffering: {maxRequestBodyBytes: 1000}\n").await;
-    let c = app.client(None);
-    let url = app.url("/upload");
-    let big = c.post(&url).body(vec![b'x'; 2000]).send().await.unwrap();
-    assert_eq!(big.status(), 413);
-    let small = c.post(&url).body(vec![b'x'; 10]).send().await.unwrap();
-    assert_eq!(small.status(), 200);
-    assert_eq!(backend_of(&small).as_deref(), Some("app"));
+    checks::an_oversized_body_gets_413(&app.client(None), &app.url("/upload")).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn compress_gzips_for_clients_that_accept_it_and_only_for_them() {
     let app = App::start("    compress: {minResponseBodyBytes: 10}\n").await;
-    let c = app.client(None);
-    let url = app.url("/");
-    let gz = c
-        .get(&url)
-        .header("Accept-Encoding", "gzip")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(gz.status(), 200);
-    assert_eq!(gz.headers()["content-encoding"], "gzip");
-    let bytes = gz.bytes().await.unwrap();
-    assert_eq!(&bytes[..2], &[0x1f, 0x8b], "a gzip stream");
-
-    let plain = c.get(&url).send().await.unwrap();
-    assert!(plain.headers().get("content-encoding").is_none());
-    let body: Value = plain.json().await.unwrap();
-    assert_eq!(body["backend"], "app");
+    checks::gzip_only_for_clients_that_accept_it(&app.client(None), &app.url("/")).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_request_without_a_required_header_is_refused_with_403() {
     let app = App::start("    requiredHeaders: [X-Api-Key, X-Tenant]\n").await;
-    let c = app.client(None);
-    let url = app.url("/");
-    let missing = c.get(&url).send().await.unwrap();
-    assert_eq!(missing.status(), 403);
-    assert!(missing.headers().get("x-backend").is_none());
-    let one_missing = c.get(&url).header("X-Api-Key", "k1").send().await.unwrap();
-    assert_eq!(one_missing.status(), 403, "every listed header is required");
-    let empty = c
-        .get(&url)
-        .header("X-Api-Key", "")
-        .header("X-Tenant", "t")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(empty.status(), 403, "an empty value counts as missing");
-    let ok = c
-        .get(&url)
-        .header("X-Api-Key", "k1")
-        .header("X-Tenant", "t")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(ok.status(), 200);
-    assert_eq!(backend_of(&ok).as_deref(), Some("app"));
+    checks::a_missing_or_empty_required_header_gets_403(
+        &app.client(None),
+        &app.url("/"),
+        &["X-Api-Key", "X-Tenant"],
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_from_a_denied_network_gets_403_and_others_get_through() {
     let app = App::start("    ipDenyList: {sourceRange: [127.0.0.1/32]}\n").await;
-    let url = app.url("/");
-    let denied = app
-        .client(Some([127, 0, 0, 1].into()))
-        .get(&url)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(denied.status(), 403);
-    assert!(denied.headers().get("x-backend").is_none());
-    let other = app
-        .client(Some([127, 0, 0, 2].into()))
-        .get(&url)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(other.status(), 200);
-    assert_eq!(backend_of(&other).as_deref(), Some("app"));
-    // A host no route knows is refused too for the denied client, not 404, as on Traefik.
-    let unknown = app
-        .client(Some([127, 0, 0, 1].into()))
-        .get(format!("http://127.0.0.1:{}/", app.ports.web))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(unknown.status(), 403);
+    checks::a_denied_network_gets_403(
+        &app.client(Some([127, 0, 0, 1].into())),
+        &app.client(Some([127, 0, 0, 2].into())),
+        &app.url("/"),
+        &format!("http://127.0.0.1:{}/", app.ports.web),
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -401,71 +286,11 @@ async fn a_policy_set_applies_only_to_the_service_that_opts_in_with_its_tag() {
     assert_eq!(public.headers()["x-frame-options"], "SAMEORIGIN");
 }
 
-/// A CA-signed certificate and its key, as PEM files in `dir` named `<name>.crt`/`<name>.key`.
-fn leaf(
-    dir: &std::path::Path,
-    name: &str,
-    ca: &rcgen::Issuer<'_, rcgen::KeyPair>,
-) -> (rustls_pki_types::CertificateDer<'static>, Vec<u8>) {
-    let params = rcgen::CertificateParams::new(vec!["localhost".to_string()]).unwrap();
-    let key = rcgen::KeyPair::generate().unwrap();
-    let cert = params.signed_by(&key, ca).unwrap();
-    std::fs::write(dir.join(format!("{name}.crt")), cert.pem()).unwrap();
-    std::fs::write(dir.join(format!("{name}.key")), key.serialize_pem()).unwrap();
-    (cert.der().clone(), key.serialize_der())
-}
-
-/// An HTTPS auth service on `localhost` that requires a client certificate signed by the same
-/// private CA as its own (`ca.pem` in `dir`), and vouches for `tls-alice`.
-async fn mutual_tls_auth_service(dir: &std::path::Path) -> std::net::SocketAddr {
-    use std::sync::Arc;
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let mut params = rcgen::CertificateParams::new(Vec::new()).unwrap();
-    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    let ca_key = rcgen::KeyPair::generate().unwrap();
-    let ca_cert = params.self_signed(&ca_key).unwrap();
-    std::fs::write(dir.join("ca.pem"), ca_cert.pem()).unwrap();
-    let ca = rcgen::Issuer::new(params, ca_key);
-    let (server_der, server_key) = leaf(dir, "server", &ca);
-    leaf(dir, "client", &ca);
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add(ca_cert.der().clone()).unwrap();
-    let verifier = rustls::server::WebPkiClientVerifier::builder(Arc::new(roots))
-        .build()
-        .unwrap();
-    let key = rustls_pki_types::PrivateKeyDer::Pkcs8(server_key.into());
-    let config = rustls::ServerConfig::builder()
-        .with_client_cert_verifier(verifier)
-        .with_single_cert(vec![server_der], key)
-        .unwrap();
-    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        while let Ok((tcp, _)) = listener.accept().await {
-            let acceptor = acceptor.clone();
-            tokio::spawn(async move {
-                if let Ok(tls) = acceptor.accept(tcp).await {
-                    let verdict = |_: usize, _: &str, _: &[(String, String)]| {
-                        Some((
-                            200,
-                            vec![("X-Auth-User".into(), "tls-alice".into())],
-                            String::new(),
-                        ))
-                    };
-                    traefik_harness::answer(tls, 0, &verdict).await;
-                }
-            });
-        }
-    });
-    addr
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn forward_auth_reaches_a_mutual_tls_auth_service_with_the_rendered_ca_and_client_certificate()
  {
     let dir = tempfile::tempdir().unwrap();
-    let auth = mutual_tls_auth_service(dir.path()).await;
+    let auth = checks::https_auth_service(dir.path(), true).await;
     let d = dir.path().display();
     let address = format!("https://localhost:{}/verify", auth.port());
     let with_tls = |client_cert: bool| {
