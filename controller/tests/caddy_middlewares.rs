@@ -84,13 +84,6 @@ fn app_url(ports: Ports, path: &str) -> String {
     format!("http://app.test:{}{path}", ports.web)
 }
 
-fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
-    headers
-        .iter()
-        .find(|(k, _)| k == name)
-        .map(|(_, v)| v.as_str())
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn forward_auth_passes_on_401_and_403_and_lets_200_through_with_only_the_copied_headers() {
     let (auth, _task) = fake_http(|_, request_line, headers| {
@@ -99,8 +92,11 @@ async fn forward_auth_passes_on_401_and_403_and_lets_200_through_with_only_the_c
             request_line.starts_with("GET /verify?via=caddy "),
             "{request_line}"
         );
-        assert_eq!(header(headers, "x-forwarded-method"), Some("POST"));
-        assert_eq!(header(headers, "x-forwarded-uri"), Some("/orders?id=7"));
+        assert_eq!(checks::header(headers, "x-forwarded-method"), Some("POST"));
+        assert_eq!(
+            checks::header(headers, "x-forwarded-uri"),
+            Some("/orders?id=7")
+        );
         Some(checks::auth_verdict(headers))
     })
     .await;

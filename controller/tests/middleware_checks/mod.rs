@@ -15,7 +15,8 @@ use serde_json::Value;
 /// What a hand-rolled auth service answers: status, headers, body.
 pub type Answer = (u16, Vec<(String, String)>, String);
 
-fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
+/// A header of a request head, by lowercased name.
+pub fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
     headers
         .iter()
         .find(|(k, _)| k == name)
