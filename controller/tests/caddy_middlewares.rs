@@ -265,10 +265,16 @@ async fn a_policy_set_applies_only_to_the_service_that_opts_in_with_its_tag() {
         anonymous.headers()["www-authenticate"],
         "Basic realm=\"admin\""
     );
+    assert_eq!(
+        anonymous.headers()["x-policy"],
+        "admin",
+        "the set's headers on its 401"
+    );
     let ok = get("admin.example.test", true).await.unwrap();
     assert_eq!(ok.status(), 200);
     assert_eq!(backend_of(&ok).as_deref(), Some("admin"));
     assert_eq!(ok.headers()["x-policy"], "admin");
+    assert_eq!(ok.headers().get_all("x-policy").iter().count(), 1, "once");
     // The entry point policy still applies to the opted-in service.
     assert_eq!(ok.headers()["x-frame-options"], "SAMEORIGIN");
 

@@ -195,7 +195,9 @@ fn set_handlers(name: &str, set: &Policy, secrets: Secrets) -> Result<Vec<Value>
             .iter()
             .map(|(k, v)| (k.clone(), json!([v])))
             .collect();
-        // Deferred, so they replace (not duplicate) the same header from the backend.
+        // As the entry point's: at once, so the 401/403 of later handlers carry them, and
+        // deferred, so they replace (not duplicate) the same header from the backend.
+        out.push(json!({"handler": "headers", "response": {"set": set_map.clone()}}));
         out.push(json!({"handler": "headers", "response": {"set": set_map, "deferred": true}}));
     }
     if !set.ip_allow.is_empty() {
