@@ -36,7 +36,10 @@ pub(super) struct Parts<'a> {
 pub(super) fn common(v: &mut Validator, base: &str, p: Parts<'_>, proxy: ProxyKind) -> Policy {
     let caddy_refuses = |v: &mut Validator, field: &str, why: &str| {
         if proxy == ProxyKind::Caddy {
-            v.error(format!("{base}.{field}"), format!("{why} (proxy: caddy)"));
+            v.error(
+                format!("{base}.{field}"),
+                format!("refused with proxy: caddy: {why}"),
+            );
         }
     };
     let ip_allow = p
@@ -205,7 +208,7 @@ pub(super) fn check_sets(
         policy.headers = set.headers.clone();
         if let Some(auth) = &set.basic_auth {
             if proxy == ProxyKind::Caddy {
-                v.error(format!("{base}.basicAuth"), "Caddy cannot read an htpasswd file (its http_basic takes the accounts inline) and the operator reads users for spec.middlewares.basicAuth only; put the auth in forwardAuth, use spec.middlewares.basicAuth, or set proxy: traefik (proxy: caddy)");
+                v.error(format!("{base}.basicAuth"), "refused with proxy: caddy: Caddy cannot read an htpasswd file (its http_basic takes the accounts inline) and the operator reads users for spec.middlewares.basicAuth only; put the auth in forwardAuth, use spec.middlewares.basicAuth, or set proxy: traefik");
             }
             v.realm(&format!("{base}.basicAuth.realm"), &auth.realm);
             let users_file = match &auth.users_from {
