@@ -293,6 +293,9 @@ fn forward_auth(f: &ForwardAuth, base: &str) -> Result<Value, Error> {
     };
     // The address is not echoed: validation refuses credentials in it, but never trust input.
     let url = url::Url::parse(&f.address).map_err(|_| invalid("is not a URL"))?;
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(invalid("must not carry credentials (user:password@)"));
+    }
     let host = url.host_str().ok_or_else(|| invalid("has no host"))?;
     let port = url
         .port_or_known_default()

@@ -230,3 +230,22 @@ fn in_host_maps_a_set_s_handlers_and_retry_stay_with_the_services_that_opted_in(
         }
     }
 }
+
+#[test]
+fn a_forward_auth_address_with_credentials_is_refused_without_echoing_them() {
+    let mut m = model("  middlewares:\n    forwardAuth: {address: 'http://auth.test/verify'}\n");
+    if let Some(f) = m.policy.forward_auth.as_mut() {
+        f.address = "http://svc:hunter2-sentinel@auth.test/verify".into();
+    }
+    match render(&m, &table(Vec::new()), Secrets::Include) {
+        Err(e @ Error::InvalidValue { .. }) => {
+            let text = e.to_string();
+            assert!(
+                text.contains("spec.middlewares.forwardAuth.address"),
+                "{text}"
+            );
+            assert!(!text.contains("hunter2"), "{text}");
+        }
+        other => panic!("{other:?}"),
+    }
+}
