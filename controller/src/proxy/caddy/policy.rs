@@ -170,8 +170,10 @@ pub(super) fn tune_proxy(route: &Route, proxy: &mut Value) {
             proxy["load_balancing"] = json!({
                 "selection_policy": {"policy": "round_robin"},
                 "retries": attempts.saturating_sub(1),
-                // Caddy durations in JSON are nanoseconds.
-                "try_interval": interval_ms.saturating_mul(1_000_000),
+                // Nanoseconds. Caddy waits this long before every retry (Traefik doubles it
+                // each time); Traefik's `0s` is 1 ns, because Caddy's provisioning may replace
+                // a zero with its 250 ms default.
+                "try_interval": interval_ms.saturating_mul(1_000_000).max(1),
             });
         }
     }

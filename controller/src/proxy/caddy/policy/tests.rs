@@ -186,6 +186,13 @@ fn without_sets_or_retry_the_route_table_is_borrowed_not_copied() {
         v["apps"]["http"]["servers"]["web"]["routes"][1]["handle"][0]["load_balancing"],
         json!({"selection_policy": {"policy": "round_robin"}, "retries": 2, "try_interval": 20_000_000})
     );
+    let no_wait = model("  middlewares:\n    retry: {attempts: 2, initialInterval: 0s}\n");
+    let v = render(&no_wait, &plain, Secrets::Include).unwrap();
+    assert_eq!(
+        v["apps"]["http"]["servers"]["web"]["routes"][1]["handle"][0]["load_balancing"]["try_interval"],
+        1,
+        "not Caddy's 250 ms default"
+    );
 }
 
 #[test]
