@@ -870,3 +870,114 @@ async fn dev_with_proxy_caddy_serves_the_demo_through_real_caddy_and_ctrl_c_stop
         "Caddy (pid {caddy}) survived dev's shutdown"
     );
 }
+
+/// An auth service standing in for an SSO: 401 with a Basic challenge unless the request
+/// carries credentials, then 200 naming the user in `X-Auth-User`.
+async fn challenging_auth_service() -> (SocketAddr, JoinHandle<()>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let app = axum::Router::new().fallback(|req: axum::extract::Request| async move {
+        let builder = axum::http::Response::builder();
+        let response = if req.headers().contains_key("authorization") {
+            builder.status(200).header("X-Auth-User", "admin-user")
+        } else {
+            builder
+                .status(401)
+                .header("WWW-Authenticate", "Basic realm=\"admin\"")
+        };
+        response.body(axum::body::Body::empty()).unwrap()
+    });
+    let task = tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    (addr, task)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_operator_applies_a_policy_set_only_to_the_service_whose_tag_opts_in_and_follows_the_tag_live()
+ {
+    let cluster = Cluster::start().await;
+    let (auth, _auth_task) = challenging_auth_service().await;
+    let admin = Backend::start("admin-backend").await;
+    let public = Backend::start("public-backend").await;
+    let admin_tags = tags(&["https://admin.localhost", "proxy-operator.policy=admin"]);
+    cluster
+        .register("admin", "admin-1", admin.port(), &admin_tags, "passing")
+        .await;
+    cluster
+        .register(
+            "public",
+            "public-1",
+            public.port(),
+            &tags(&["https://public.localhost"]),
+            "passing",
+        )
+        .await;
+    let mut doc = cluster.doc(
+        ProxyKind::Caddy,
+        true,
+        json!({"securityHeaders": {"enabled": true}, "compress": {}}),
+    );
+    doc["spec"]["policies"] = json!({"admin": {
+        "forwardAuth": {"address": format!("http://{auth}/check"), "authResponseHeaders": ["X-Auth-User"]},
+        "headers": {"X-Policy": "admin"}
+    }});
+    cluster.put_config(&doc).await;
+    cluster
+        .wait_ready(ProxyKind::Caddy, "Caddy Ready with a policy set")
+        .await;
+
+    let open = wait_https(
+        cluster.websecure,
+        "public.localhost",
+        "public served",
+        |s| s.status == 200,
+    )
+    .await;
+    assert_eq!(open.header("x-backend"), Some("public-backend"));
+    assert_eq!(open.header("x-policy"), None, "{open:?}");
+    let challenged = wait_https(
+        cluster.websecure,
+        "admin.localhost",
+        "admin challenged",
+        |s| s.status == 401,
+    )
+    .await;
+    assert_eq!(
+        challenged.header("www-authenticate"),
+        Some("Basic realm=\"admin\"")
+    );
+    assert_eq!(challenged.header("x-backend"), None);
+    let signed_in = https(
+        cluster.websecure,
+        "admin.localhost",
+        "/hello",
+        Some(("admin", "pw")),
+    )
+    .await
+    .unwrap();
+    assert_eq!(signed_in.status, 200, "{signed_in:?}");
+    assert_eq!(signed_in.header("x-policy"), Some("admin"));
+    // The entry point policy still runs on the opted-in service.
+    assert_eq!(signed_in.header("x-frame-options"), Some("SAMEORIGIN"));
+    let seen: Value = serde_json::from_str(&signed_in.body).unwrap();
+    assert_eq!(seen["headers"]["x-auth-user"], "admin-user", "{seen}");
+
+    // Without the tag, the service is open again: one catalog change, no new job version.
+    let version = cluster.job_version().await;
+    cluster
+        .register(
+            "admin",
+            "admin-1",
+            admin.port(),
+            &tags(&["https://admin.localhost"]),
+            "passing",
+        )
+        .await;
+    let opened = wait_https(cluster.websecure, "admin.localhost", "tag removed", |s| {
+        s.status == 200
+    })
+    .await;
+    assert_eq!(opened.header("x-backend"), Some("admin-backend"));
+    assert_eq!(cluster.job_version().await, version);
+}

@@ -262,7 +262,9 @@ pub fn render_config(
             reason: e.message,
         });
     }
-    let policy = policy_routes(model, options.secrets)?;
+    let mut policy = policy_routes(model, options.secrets)?;
+    policy.extend(super::policy::entry_point_routes(model)?);
+    let routes = &*super::policy::attach(model, routes, options.secrets)?;
     let mut servers = Map::new();
     for ep in &model.entry_points {
         let mut server = match (&ep.redirect_to, ep.tls) {
@@ -540,7 +542,7 @@ fn policy_routes(model: &Model, secrets: Secrets) -> Result<Vec<Value>, Error> {
 /// `user:hash` lines → Caddy accounts. Caddy verifies bcrypt (`$2a$`, `$2b$`, `$2y$`) only among
 /// the htpasswd formats; Apache's `$apr1$` MD5 or SHA1 lines are refused, naming the line (never
 /// the hash).
-fn bcrypt_accounts(users: &[String]) -> Result<Vec<Value>, Error> {
+pub(super) fn bcrypt_accounts(users: &[String]) -> Result<Vec<Value>, Error> {
     let mut accounts = Vec::new();
     for (i, line) in users.iter().enumerate() {
         let line = line.trim();
@@ -639,6 +641,7 @@ fn proxy_handler(route: &Route, dials: &[String]) -> Value {
         proxy["headers"] =
             json!({"request": {"set": {"Host": ["{http.reverse_proxy.upstream.hostport}"]}}});
     }
+    super::policy::tune_proxy(route, &mut proxy);
     proxy
 }
 
@@ -723,6 +726,9 @@ fn middleware_handlers(route: &Route, index: usize, mw: &Middleware) -> Result<V
                     *permanent,
                 )}),
             ]
+        }
+        Middleware::PolicySet(_) | Middleware::Handlers(_) | Middleware::Retry { .. } => {
+            super::policy::handlers(mw)?
         }
     })
 }

@@ -6,6 +6,9 @@
 //!   Traefik's router and the default-rule conventions.
 //! - [`config`] (pure): model + routes → [`config::CaddyConfig`] (body and identity), plus
 //!   [`config::caddy_unsupported`], the policies the stock build cannot express.
+//! - `policy` (pure): issue 14's middlewares (forward auth, retry, request body limit,
+//!   compression, required headers, IP deny list) and the policy sets services opt into with
+//!   [`routes::POLICY_TAG`] or Traefik's `<set>@consul` middleware tag.
 //! - [`admin`]: the admin API client behind [`admin::CaddyAdmin`].
 //! - [`sync`]: decides whether a catalog snapshot needs a new `/load`.
 //! - `driver`: [`CaddyDriver`], the [`super::ProxyDriver`] the loop calls, and [`gate`].
@@ -50,6 +53,7 @@
 pub mod admin;
 pub mod config;
 mod driver;
+mod policy;
 pub mod routes;
 pub mod sync;
 mod traefik_tags;

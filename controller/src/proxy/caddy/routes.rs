@@ -44,7 +44,13 @@ pub struct RouteSettings {
     pub entry_points: Vec<String>,
     /// The TLS entry point HinD's `https://` tags are served on.
     pub tls_entry_point: String,
+    /// The names of the document's policy sets (`spec.policies`), which services opt into
+    /// with [`POLICY_TAG`].
+    pub policy_sets: BTreeSet<String>,
 }
+
+/// The tag a service opts into a policy set with: `proxy-operator.policy=<name>`.
+pub const POLICY_TAG: &str = "proxy-operator.policy=";
 
 impl RouteSettings {
     /// The settings of a resolved spec.
@@ -58,6 +64,7 @@ impl RouteSettings {
                 .iter()
                 .find(|e| e.tls)
                 .map_or_else(|| "websecure".to_string(), |e| e.name.clone()),
+            policy_sets: model.policies.keys().cloned().collect(),
         }
     }
 }
@@ -112,6 +119,18 @@ pub enum Middleware {
     RequestHeaders(BTreeMap<String, String>),
     /// `headers.customresponseheaders`: set (empty value: delete) response headers.
     ResponseHeaders(BTreeMap<String, String>),
+    /// The policy set the service opts into with [`POLICY_TAG`]; the renderer replaces it with
+    /// the set's [`Middleware::Handlers`] (and [`Middleware::Retry`]).
+    PolicySet(String),
+    /// Handlers rendered from a policy set (`super::policy`).
+    Handlers(super::policy::Handlers),
+    /// Retries on the route's `reverse_proxy`: it is a setting of the proxy, not a handler.
+    Retry {
+        /// Attempts in total, the first included.
+        attempts: u32,
+        /// The wait between two attempts, in milliseconds.
+        interval_ms: u64,
+    },
 }
 
 /// The upstream protocol.
@@ -345,7 +364,46 @@ fn instance_routes(
     out.extend(super::traefik_tags::traefik_routes(
         service, entry, settings, report,
     ));
-    out
+    match policy_set(entry, settings) {
+        Ok(None) => out,
+        Ok(Some(name)) => {
+            let set = Middleware::PolicySet(name);
+            for route in out.iter_mut().filter(|r| !r.middlewares.contains(&set)) {
+                route.middlewares.insert(0, set.clone());
+            }
+            out
+        }
+        // Fail closed: the set may be the service's only authentication.
+        Err(reason) => {
+            report(
+                POLICY_TAG.trim_end_matches('='),
+                format!("{reason}; not routed"),
+            );
+            Vec::new()
+        }
+    }
+}
+
+/// The policy set an instance opts into, checked against the document's sets.
+fn policy_set(entry: &ServiceEntry, settings: &RouteSettings) -> Result<Option<String>, String> {
+    let names: BTreeSet<&str> = entry
+        .service
+        .tags
+        .iter()
+        .filter_map(|t| t.strip_prefix(POLICY_TAG))
+        .map(str::trim)
+        .collect();
+    let mut names = names.into_iter();
+    match (names.next(), names.next()) {
+        (None, _) => Ok(None),
+        (Some(a), Some(b)) => Err(format!(
+            "names two policy sets ({a:?}, {b:?}); a service opts into one"
+        )),
+        (Some(name), None) if settings.policy_sets.contains(name) => Ok(Some(name.to_string())),
+        (Some(name), None) => Err(format!(
+            "policy set {name:?} is not defined in spec.policies"
+        )),
+    }
 }
 
 fn hind_routes(

@@ -188,6 +188,14 @@ fn router_route(
     if let Some(list) = options.get("middlewares") {
         for m in list.split(',').map(str::trim).filter(|s| !s.is_empty()) {
             let local = m.strip_suffix("@consulcatalog").unwrap_or(m);
+            // Traefik's opt-in tag for a policy set (`<name>@consul`, the KV provider): the
+            // same tag opts the service in on both proxies.
+            if let Some(set) = local.strip_suffix("@consul")
+                && settings.policy_sets.contains(set)
+            {
+                middlewares.push(Middleware::PolicySet(set.to_string()));
+                continue;
+            }
             if local.contains('@') {
                 return Err(format!(
                     "middleware {m:?} lives in another provider, which Caddy does not read"

@@ -36,41 +36,60 @@ fn every_new_middleware_is_valid_for_traefik() {
 }
 
 #[test]
-fn every_new_middleware_is_refused_for_caddy_naming_the_proxy_and_the_field() {
+fn caddy_takes_every_new_middleware_it_renders_and_refuses_the_circuit_breaker_by_name() {
     let errors = field_errors(&caddy(EVERY_NEW_MIDDLEWARE));
-    for field in [
-        "forwardAuth",
-        "circuitBreaker",
-        "retry",
-        "buffering",
-        "compress",
-        "requiredHeaders",
-        "ipDenyList",
-    ] {
-        let path = format!("spec.middlewares.{field}");
-        assert!(
-            has_error(&errors, &path, "proxy: caddy"),
-            "{path} not refused for Caddy: {errors:#?}"
-        );
-    }
+    assert!(
+        has_error(
+            &errors,
+            "spec.middlewares.circuitBreaker",
+            "circuit_breakers"
+        ),
+        "{errors:#?}"
+    );
+    assert_eq!(errors.len(), 1, "only the breaker is refused: {errors:#?}");
 }
 
 #[test]
-fn policy_sets_are_refused_for_caddy_and_defaults_are_not() {
+fn caddy_refuses_a_response_body_limit_a_trusted_forward_header_and_a_set_s_htpasswd_file() {
+    let doc = caddy(
+        "  middlewares:
+    forwardAuth: {address: 'http://auth.test/verify', trustForwardHeader: true}
+    buffering: {maxRequestBodyBytes: 10, maxResponseBodyBytes: 10}
+  policies:
+    admin:
+      basicAuth: {usersFrom: {file: /etc/admin.htpasswd}}
+      compress: {}
+",
+    );
+    let errors = field_errors(&doc);
+    for (path, why) in [
+        (
+            "spec.middlewares.forwardAuth.trustForwardHeader",
+            "trusted_proxies",
+        ),
+        (
+            "spec.middlewares.buffering.maxResponseBodyBytes",
+            "request bodies only",
+        ),
+        ("spec.policies.admin.basicAuth", "htpasswd"),
+    ] {
+        assert!(has_error(&errors, path, why), "{path}: {errors:#?}");
+        assert!(
+            has_error(&errors, path, "proxy: caddy"),
+            "{path}: {errors:#?}"
+        );
+    }
+    assert_eq!(errors.len(), 3, "{errors:#?}");
+}
+
+#[test]
+fn policy_sets_logging_and_timeouts_are_accepted_for_caddy() {
     let doc = caddy(
         "  policies:\n    admin:\n      compress: {}\n  logging:\n    level: DEBUG\n  entryPoints:\n    transport:\n      graceTimeout: 10s\n",
     );
+    // Caddy renders all three (proxy/caddy/policy.rs, proxy/caddy/config/logging.rs).
     let errors = field_errors(&doc);
-    assert!(
-        has_error(&errors, "spec.policies.admin", "proxy: caddy"),
-        "{errors:#?}"
-    );
-    // Logging and timeouts render for Caddy (proxy/caddy/config/logging.rs).
-    assert!(
-        errors.iter().all(|e| e.path.starts_with("spec.policies")),
-        "{errors:#?}"
-    );
-    // The defaults are what Caddy gets today; they must not refuse every Caddy document.
+    assert!(errors.is_empty(), "{errors:#?}");
     valid(MINIMAL);
 }
 

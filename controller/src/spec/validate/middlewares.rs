@@ -48,7 +48,7 @@ pub(super) fn check(v: &mut Validator, m: &Middlewares, proxy: ProxyKind) -> Pol
             users_file: None,
         });
     }
-    super::policies::entry_point_only(v, m, proxy, &mut policy);
+    super::policies::entry_point_only(v, m, &mut policy);
     policy
 }
 

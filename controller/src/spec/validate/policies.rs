@@ -2,9 +2,9 @@
 //! (`spec.policies.<name>`) can hold, the refusals only an entry point can express, and the
 //! options no stock proxy build has.
 //!
-//! Every middleware here is rendered for Traefik only; with `proxy: caddy` each one is refused
-//! naming the proxy and the field, because silently dropping an auth or a deny list would open
-//! what the operator meant to close.
+//! Every middleware here renders for Traefik. Caddy (`proxy/caddy/policy.rs`) renders them too,
+//! except what its stock build cannot express, which is refused naming the field, why and the
+//! fix: silently dropping an auth or a limit would open what the operator meant to close.
 
 use std::collections::BTreeMap;
 
@@ -34,11 +34,11 @@ pub(super) struct Parts<'a> {
 
 /// Checks the shared middlewares under `base` (`spec.middlewares` or `spec.policies.<name>`).
 pub(super) fn common(v: &mut Validator, base: &str, p: Parts<'_>, proxy: ProxyKind) -> Policy {
-    let caddy_refuses = |v: &mut Validator, field: &str, what: &str| {
+    let caddy_refuses = |v: &mut Validator, field: &str, why: &str| {
         if proxy == ProxyKind::Caddy {
             v.error(
                 format!("{base}.{field}"),
-                format!("{what} is not supported with proxy: caddy yet (the Caddy renderer cannot express it); remove {field} or set proxy: traefik"),
+                format!("refused with proxy: caddy: {why}"),
             );
         }
     };
@@ -50,11 +50,13 @@ pub(super) fn common(v: &mut Validator, base: &str, p: Parts<'_>, proxy: ProxyKi
         .rate_limit
         .map(|r| super::middlewares::rate_limit(v, &format!("{base}.rateLimit"), r, proxy));
     let forward_auth = p.forward_auth.map(|f| {
-        caddy_refuses(v, "forwardAuth", "forward auth");
+        if f.trust_forward_header {
+            caddy_refuses(v, "forwardAuth.trustForwardHeader", "Caddy decides which clients' X-Forwarded-* headers to trust per server (trusted_proxies), not per forward auth, and the operator renders no trusted proxies; remove trustForwardHeader (the auth service then sees the headers Caddy sets itself) or set proxy: traefik");
+        }
         forward_auth(v, &format!("{base}.forwardAuth"), f)
     });
     let circuit_breaker = p.circuit_breaker.map(|c| {
-        caddy_refuses(v, "circuitBreaker", "a circuit breaker");
+        caddy_refuses(v, "circuitBreaker", "Caddy's stock build has no circuit breaker: reverse_proxy's circuit_breaker field takes a module from the namespace http.reverse_proxy.circuit_breakers, which holds none (see `caddy list-modules`; the module http.reverse_proxy.circuit_breakers.simple from github.com/caddyserver/circuitbreaker needs a custom build); remove circuitBreaker (retry sends a request a dead instance refused to the next one) or set proxy: traefik");
         let path = format!("{base}.circuitBreaker");
         if let Err(why) = check_breaker_expression(&c.expression) {
             v.error(format!("{path}.expression"), format!("{why}; e.g. \"ResponseCodeRatio(500, 600, 0, 600) > 0.25\" or \"NetworkErrorRatio() > 0.5\""));
@@ -71,7 +73,6 @@ pub(super) fn common(v: &mut Validator, base: &str, p: Parts<'_>, proxy: ProxyKi
         }
     });
     let retry = p.retry.map(|r| {
-        caddy_refuses(v, "retry", "retry");
         let path = format!("{base}.retry");
         if !(1..=100).contains(&r.attempts) {
             v.error(
@@ -87,7 +88,6 @@ pub(super) fn common(v: &mut Validator, base: &str, p: Parts<'_>, proxy: ProxyKi
         }
     });
     let buffering = p.buffering.map(|b| {
-        caddy_refuses(v, "buffering", "buffering (body size limits)");
         let path = format!("{base}.buffering");
         for (field, n) in [
             ("maxRequestBodyBytes", b.max_request_body_bytes),
@@ -96,6 +96,9 @@ pub(super) fn common(v: &mut Validator, base: &str, p: Parts<'_>, proxy: ProxyKi
             if n > MAX_BYTES {
                 v.error(format!("{path}.{field}"), format!("must be at most {MAX_BYTES}"));
             }
+        }
+        if b.max_response_body_bytes > 0 {
+            caddy_refuses(v, "buffering.maxResponseBodyBytes", "Caddy's stock build limits request bodies only (request_body max_size), not responses; remove maxResponseBodyBytes or set proxy: traefik");
         }
         if b.max_request_body_bytes == 0 && b.max_response_body_bytes == 0 {
             v.error(&path, "sets no limit; give maxRequestBodyBytes and/or maxResponseBodyBytes, or remove buffering");
@@ -106,7 +109,6 @@ pub(super) fn common(v: &mut Validator, base: &str, p: Parts<'_>, proxy: ProxyKi
         }
     });
     let compress = p.compress.map(|c| {
-        caddy_refuses(v, "compress", "compression");
         if c.min_response_body_bytes > MAX_BYTES {
             v.error(
                 format!("{base}.compress.minResponseBodyBytes"),
@@ -134,12 +136,7 @@ pub(super) fn common(v: &mut Validator, base: &str, p: Parts<'_>, proxy: ProxyKi
 
 /// The parts of `spec.middlewares` Traefik expresses as router rules on the entry points (so a
 /// policy set cannot hold them), and the plugin-only options, refused.
-pub(super) fn entry_point_only(
-    v: &mut Validator,
-    m: &Middlewares,
-    proxy: ProxyKind,
-    policy: &mut Policy,
-) {
+pub(super) fn entry_point_only(v: &mut Validator, m: &Middlewares, policy: &mut Policy) {
     const BASE: &str = "spec.middlewares";
     for (i, name) in m.required_headers.iter().enumerate() {
         if !is_header_name(name) {
@@ -151,14 +148,8 @@ pub(super) fn entry_point_only(
             );
         }
     }
-    if !m.required_headers.is_empty() && proxy == ProxyKind::Caddy {
-        v.error(format!("{BASE}.requiredHeaders"), "required request headers are not supported with proxy: caddy yet (the Caddy renderer cannot express them); remove requiredHeaders or set proxy: traefik");
-    }
     policy.required_headers = m.required_headers.clone();
     if let Some(deny) = &m.ip_deny_list {
-        if proxy == ProxyKind::Caddy {
-            v.error(format!("{BASE}.ipDenyList"), "an IP deny list is not supported with proxy: caddy yet (the Caddy renderer cannot express it); remove ipDenyList or set proxy: traefik");
-        }
         policy.ip_deny = v.cidrs(
             &format!("{BASE}.ipDenyList.sourceRange"),
             &deny.source_range,
@@ -192,9 +183,6 @@ pub(super) fn check_sets(
         } else if name.starts_with(RESERVED_PREFIX) {
             v.error(&base, format!("{name:?} starts with {RESERVED_PREFIX:?}, which names the operator's own middlewares; pick another name"));
         }
-        if proxy == ProxyKind::Caddy {
-            v.error(&base, "policy sets are not supported with proxy: caddy yet (the Caddy renderer cannot attach middlewares per service); remove spec.policies or set proxy: traefik");
-        }
         let mut policy = common(
             v,
             &base,
@@ -219,6 +207,9 @@ pub(super) fn check_sets(
         }
         policy.headers = set.headers.clone();
         if let Some(auth) = &set.basic_auth {
+            if proxy == ProxyKind::Caddy {
+                v.error(format!("{base}.basicAuth"), "refused with proxy: caddy: Caddy cannot read an htpasswd file (its http_basic takes the accounts inline) and the operator reads users for spec.middlewares.basicAuth only; put the auth in forwardAuth, use spec.middlewares.basicAuth, or set proxy: traefik");
+            }
             v.realm(&format!("{base}.basicAuth.realm"), &auth.realm);
             let users_file = match &auth.users_from {
                 UsersFrom::File(file) => v

@@ -9,6 +9,7 @@ fn settings() -> RouteSettings {
         exposed_by_default: false,
         entry_points: vec!["web".into(), "websecure".into()],
         tls_entry_point: "websecure".into(),
+        policy_sets: ["admin".to_string()].into(),
     }
 }
 
@@ -729,4 +730,73 @@ fn go_replacements_become_caddy_capture_placeholders() {
         assert_eq!(caddy_replacement(go, "r").unwrap(), caddy, "{go}");
     }
     assert!(caddy_replacement("https://{host}", "r").is_err());
+}
+
+#[test]
+fn a_service_opting_into_a_policy_set_runs_it_first_in_every_route_and_an_unknown_set_is_not_routed()
+ {
+    let opted = one(&[
+        "https://app.example.test",
+        "traefik.enable=true",
+        "traefik.http.routers.api.rule=Host(`api.example.test`)",
+        "traefik.http.routers.api.middlewares=strip",
+        "traefik.http.middlewares.strip.stripprefix.prefixes=/v1",
+        "proxy-operator.policy=admin",
+    ]);
+    assert_eq!(opted.routes.len(), 2, "{opted:#?}");
+    for r in &opted.routes {
+        assert_eq!(
+            r.middlewares.first(),
+            Some(&Middleware::PolicySet("admin".into())),
+            "{}",
+            r.name()
+        );
+    }
+    assert!(opted.findings.is_empty(), "{:?}", opted.findings);
+
+    // Traefik's own opt-in tag works on Caddy too, and both tags naming one set run it once.
+    let traefik_tag = one(&[
+        "traefik.enable=true",
+        "traefik.http.routers.app.middlewares=admin@consul",
+        "proxy-operator.policy=admin",
+    ]);
+    assert_eq!(
+        traefik_tag.routes[0].middlewares,
+        [Middleware::PolicySet("admin".into())]
+    );
+    let unknown = one(&[
+        "traefik.enable=true",
+        "traefik.http.routers.app.middlewares=other@consul",
+    ]);
+    assert!(unknown.routes.is_empty(), "{unknown:#?}");
+
+    let plain = one(&["traefik.enable=true"]);
+    assert!(plain.routes[0].middlewares.is_empty());
+
+    // Fail closed: the set may be the service's only authentication.
+    for (tags, why) in [
+        (
+            ["traefik.enable=true", "proxy-operator.policy=missing"].as_slice(),
+            "not defined",
+        ),
+        (
+            [
+                "traefik.enable=true",
+                "proxy-operator.policy=admin",
+                "proxy-operator.policy=other",
+            ]
+            .as_slice(),
+            "two policy sets",
+        ),
+    ] {
+        let t = one(tags);
+        assert!(t.routes.is_empty(), "{tags:?}: {t:#?}");
+        assert!(
+            t.findings
+                .iter()
+                .any(|f| f.reason.contains(why) && f.reason.contains("not routed")),
+            "{tags:?}: {:?}",
+            t.findings
+        );
+    }
 }
