@@ -482,4 +482,4 @@ pub async fn check(spec: &ValidatedSpec, proxy_host: &str, now: i64) -> Vec<Chec
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::panic)] // tests fail loudly
-mod tests;
+pub(crate) mod tests;

@@ -196,7 +196,12 @@ fn warnings_name_the_host_what_was_served_the_expected_source_and_the_fix() {
 
 /// A document for Traefik with `websecure` on `port`, the given certificate pairs (cert, key)
 /// and TLS route probes for `probe_hosts`; `acme` adds an ACME resolver.
-fn spec(port: u16, pairs: &[(&Path, &Path)], probe_hosts: &[&str], acme: bool) -> ValidatedSpec {
+pub(crate) fn spec(
+    port: u16,
+    pairs: &[(&Path, &Path)],
+    probe_hosts: &[&str],
+    acme: bool,
+) -> ValidatedSpec {
     let mut doc = format!(
         "apiVersion: proxy-operator.io/v1alpha1
 kind: ProxyConfig
@@ -318,7 +323,7 @@ impl rustls::server::ResolvesServerCert for NoCertificate {
 
 /// A TLS server on a free loopback port: `Some((cert, key))` serves that certificate for every
 /// name, `None` refuses every handshake.
-async fn tls_server(pair: Option<(&str, &str)>) -> (u16, tokio::task::JoinHandle<()>) {
+pub(crate) async fn tls_server(pair: Option<(&str, &str)>) -> (u16, tokio::task::JoinHandle<()>) {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let builder = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
@@ -350,7 +355,7 @@ async fn tls_server(pair: Option<(&str, &str)>) -> (u16, tokio::task::JoinHandle
 }
 
 /// Writes a certificate file and its key under `dir`.
-fn write_pair(
+pub(crate) fn write_pair(
     dir: &Path,
     name: &str,
     cert: &str,

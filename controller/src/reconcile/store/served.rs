@@ -84,3 +84,117 @@ where
         }
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::panic)] // tests fail loudly
+mod tests {
+    use super::*;
+    use crate::consul::fake::FakeConsul;
+    use crate::metrics::{Metrics, test_cert_pem};
+    use crate::nomad::fake::FakeNomad;
+    use crate::proxy::probe::fake::FakeProbe;
+    use crate::proxy::served_cert::tests::{spec, tls_server};
+    use crate::reconcile::Config;
+    use crate::server::Surface;
+    use crate::spec::status::CertificateWarningKind;
+
+    const SENTINEL: &str = "SENTINEL-private-key-7f3a9c";
+
+    /// The key material of a PEM key: its base64 lines.
+    fn key_lines(key_pem: &str) -> Vec<&str> {
+        key_pem
+            .lines()
+            .filter(|l| !l.starts_with("-----") && l.len() > 16)
+            .collect()
+    }
+
+    #[tokio::test]
+    #[tracing_test::traced_test]
+    async fn a_fallback_is_a_status_warning_a_metric_and_a_log_line_and_no_key_material_reaches_any_of_them()
+     {
+        let dir = tempfile::tempdir().unwrap();
+        let now = crate::metrics::unix_now();
+        let (cert, key) = test_cert_pem(&["app.example.test"], now + 90 * 86_400);
+        // A bundle (key and certificate in one file, as Caddy's folders hold them) and the
+        // key file itself, both carrying the sentinel.
+        let bundle = dir.path().join("app.pem");
+        let key_file = dir.path().join("app.key");
+        std::fs::write(&bundle, format!("{SENTINEL}\n{key}{cert}")).unwrap();
+        std::fs::write(&key_file, format!("{SENTINEL}\n{key}")).unwrap();
+        // The entry point serves another certificate for the name: the file did not load.
+        let (other_cert, other_key) = test_cert_pem(&["app.example.test"], now + 90 * 86_400);
+        let (port, server) = tls_server(Some((&other_cert, &other_key))).await;
+
+        let surface = Surface::new(Metrics::new());
+        let mut op = Operator::new(
+            Config::new("po"),
+            FakeConsul::new(),
+            FakeNomad::new(),
+            FakeProbe::healthy(),
+        )
+        .with_surface(surface.clone());
+        let doc = spec(port, &[(&bundle, &key_file)], &[], false);
+        let action = op.check_served_certificates(&doc).await;
+        server.abort();
+
+        assert_eq!(
+            action.requeue_after,
+            Some(CERT_RECHECK),
+            "a fallback is looked at again soon"
+        );
+        let status = serde_json::to_string(&op.store.status).unwrap();
+        let warnings = &op.store.status.certificate_warnings;
+        assert_eq!(warnings.len(), 1, "{status}");
+        assert_eq!(
+            warnings[0].kind,
+            CertificateWarningKind::CertificateFallback
+        );
+        assert!(
+            warnings[0].message.contains(&bundle.display().to_string()),
+            "{status}"
+        );
+        let metrics = surface.metrics().encode().unwrap();
+        assert!(
+            metrics.contains("proxy_operator_certificate_fallback{host=\"app.example.test\"} 1"),
+            "{metrics}"
+        );
+        assert!(logs_contain("served certificate"), "the warning is logged");
+
+        assert!(!status.contains(SENTINEL), "{status}");
+        assert!(!metrics.contains(SENTINEL));
+        assert!(!logs_contain(SENTINEL));
+        for line in key_lines(&key) {
+            assert!(!status.contains(line) && !metrics.contains(line));
+            assert!(!logs_contain(line));
+        }
+    }
+
+    #[tokio::test]
+    async fn an_expected_certificate_clears_the_warnings_and_asks_for_no_recheck() {
+        let dir = tempfile::tempdir().unwrap();
+        let now = crate::metrics::unix_now();
+        let (cert, key) = test_cert_pem(&["app.example.test"], now + 90 * 86_400);
+        let (c, k) = crate::proxy::served_cert::tests::write_pair(dir.path(), "app", &cert, &key);
+        let (port, server) = tls_server(Some((&cert, &key))).await;
+        let mut op = Operator::new(
+            Config::new("po"),
+            FakeConsul::new(),
+            FakeNomad::new(),
+            FakeProbe::healthy(),
+        );
+        op.store.status.certificate_warnings = vec![Default::default()];
+        let action = op
+            .check_served_certificates(&spec(port, &[(&c, &k)], &[], false))
+            .await;
+        server.abort();
+        assert_eq!(action, Action::await_change());
+        assert!(op.store.status.certificate_warnings.is_empty());
+        assert_eq!(
+            op.store
+                .status
+                .condition(status::CONDITION_CERTIFICATES)
+                .map(|c| c.status),
+            Some(crate::spec::status::ConditionStatus::True)
+        );
+    }
+}
