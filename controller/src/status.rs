@@ -261,15 +261,17 @@ pub fn recovered(s: &mut ProxyStatus, message: &str, now: SystemTime) {
 }
 
 /// Records a look at the certificates the proxy serves: `checked` hosts were asked, `warnings`
-/// is what was wrong. The warnings replace the last check's, and the `CertificatesServed`
-/// condition summarises them; with nothing checked (the document names no host to check) both
+/// is what was wrong. The warnings replace the last check's, most urgent kind first, and the
+/// `CertificatesServed` condition summarises them (its reason: the most urgent kind); with
+/// nothing checked (the document names no host to check) both
 /// are removed. A warning never changes the phase: it is not a failed rollout.
 pub fn certificates_checked(
     s: &mut ProxyStatus,
     checked: usize,
-    warnings: Vec<CertificateWarning>,
+    mut warnings: Vec<CertificateWarning>,
     now: SystemTime,
 ) {
+    warnings.sort_by(|a, b| (a.kind, &a.host).cmp(&(b.kind, &b.host)));
     if checked == 0 {
         s.certificate_warnings.clear();
         s.conditions

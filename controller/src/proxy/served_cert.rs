@@ -8,10 +8,12 @@
 //! Decided from the document alone (no catalog read), at most [`MAX_HOSTS`]:
 //! - every DNS name (subjectAltName, wildcards left out) of each `spec.tls.certificates` file
 //!   the operator can read; the proxy must serve exactly that certificate (same public key);
-//! - the host of every route probe (`spec.rollout.probes`) that goes over TLS, when the
+//! - the host of every route probe (`spec.rollout.probes`, whichever entry point it uses: the
+//!   name is routed, and its certificate is the same on every TLS entry point), when the
 //!   document has a certificate source (files or ACME): with ACME the proxy must serve a
 //!   certificate that names the host and is not its fallback; without ACME, one of the files
-//!   must name it. ACME names are therefore checked only when a probe names them.
+//!   must name it. ACME names are therefore checked only when a probe names them (a probe on
+//!   the plain entry point is enough, and does not fail the gate while ACME is pending).
 //!
 //! Every host is asked on the first TLS entry point (`websecure`): both proxies keep one
 //! certificate store for every entry point.
@@ -263,10 +265,8 @@ pub fn targets(
         (!spec.certificates().is_empty()).then_some(Expect::Named)
     };
     if let Some(expect) = source {
-        for probe in crate::proxy::probe::route_probes(spec, proxy_host) {
-            if probe.tls {
-                push(&probe.host, expect.clone());
-            }
+        for probe in &spec.rollout().probes {
+            push(&probe.host, expect.clone());
         }
     }
     out.truncate(MAX_HOSTS);

@@ -98,8 +98,10 @@ pub struct CertificateWarning {
     pub days_left: Option<i64>,
 }
 
-/// Kinds of [`CertificateWarning`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+/// Kinds of [`CertificateWarning`], most urgent first.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default, Serialize, Deserialize, JsonSchema,
+)]
 pub enum CertificateWarningKind {
     /// The proxy serves its own fallback certificate for the host (Traefik's self-signed
     /// default), another one that does not name it, or none at all (Caddy refuses the

@@ -547,7 +547,9 @@ fn certificate_warnings_are_a_condition_and_a_list_that_never_change_the_phase_a
             "soon.example.test",
         ),
     ];
-    certificates_checked(&mut s, 3, warnings.clone(), at(11));
+    // Found in another order: listed most urgent first, and the condition names that.
+    let found = vec![warnings[1].clone(), warnings[0].clone()];
+    certificates_checked(&mut s, 3, found, at(11));
     assert_eq!(s.phase, Phase::Ready, "a warning, not a failure");
     assert_eq!(s.certificate_warnings, warnings);
     let c = cond_of(&s, CONDITION_CERTIFICATES);

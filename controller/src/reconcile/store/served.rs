@@ -47,24 +47,26 @@ where
                 .metrics()
                 .served_certificates(checked.iter().filter_map(|c| c.gauge()).collect());
         }
-        if warnings != self.store.status.certificate_warnings {
-            // Logged when the findings change, not at every resync.
-            for w in &warnings {
-                warn!(host = %w.host, kind = w.kind.as_str(), message = %w.message, "served certificate");
-            }
-            if warnings.is_empty() && !checked.is_empty() {
-                info!(
-                    hosts = checked.len(),
-                    "every checked host is served its certificate"
-                );
-            }
-        }
+        let before = std::mem::take(&mut self.store.status.certificate_warnings);
         status::certificates_checked(
             &mut self.store.status,
             checked.len(),
             warnings,
             SystemTime::now(),
         );
+        let after = &self.store.status.certificate_warnings;
+        if *after != before {
+            // Logged when the findings change, not at every resync.
+            for w in after {
+                warn!(host = %w.host, kind = w.kind.as_str(), message = %w.message, "served certificate");
+            }
+            if after.is_empty() && !checked.is_empty() {
+                info!(
+                    hosts = checked.len(),
+                    "every checked host is served its certificate"
+                );
+            }
+        }
         let unsettled = checked.iter().any(|c| {
             matches!(
                 c.verdict,
