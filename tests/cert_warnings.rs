@@ -317,6 +317,45 @@ async fn fallback_and_expiry_are_warned_and_a_good_certificate_is_not(proxy: Pro
 
     assert!(!raw.contains(SENTINEL), "key material in the status");
     assert!(!metrics.contains(SENTINEL), "key material in the metrics");
+
+    // Fixed: only the good certificate is left. The warnings and their gauges go, and the
+    // condition says every host checked is served its certificate.
+    let mut fixed = doc.clone();
+    fixed["spec"]["tls"] = json!({
+        "certDir": certs.display().to_string(),
+        "certificates": [{"certFile": "good.pem", "keyFile": "good.key"}]
+    });
+    // Without a probe Caddy's gate picks a default route, which may be the acme host that has
+    // no certificate now: the probe names the good one.
+    fixed["spec"]["rollout"]["probes"] = json!([{"host": good, "entryPoint": "web"}]);
+    h.put_config(&fixed).await;
+    let (raw, _) = support::wait_status(
+        &format!("{proxy:?} Ready with no certificate warning"),
+        CONVERGE,
+        || h.status(),
+        |(_, s): &(String, ProxyStatus)| {
+            s.phase == Phase::Ready
+                && s.last_applied_digest == s.observed_digest
+                && s.observed_digest != status.observed_digest
+                && s.certificate_warnings.is_empty()
+                && s.condition("CertificatesServed")
+                    .is_some_and(|c| c.reason == "Served" && c.message.starts_with("1 host(s)"))
+        },
+        || async { String::new() },
+    )
+    .await;
+    let metrics = h.surface.metrics().encode().unwrap();
+    assert_eq!(
+        gauge(
+            &metrics,
+            &format!("proxy_operator_certificate_fallback{{host=\"{good}\"}}")
+        ),
+        Some(0.0),
+        "{metrics}"
+    );
+    assert!(!metrics.contains(&format!("host=\"{acme}\"")), "{metrics}");
+    assert!(!metrics.contains(&format!("host=\"{soon}\"")), "{metrics}");
+    assert!(!raw.contains(SENTINEL));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
