@@ -8,7 +8,10 @@
 //! neither explode in cardinality nor carry a secret.
 //!
 //! Certificate expiry is read from the PEM files of `certDir` with `x509-parser`:
-//! [`certificates_from_pem`] is the pure part, [`scan_cert_dir`] the IO around it.
+//! [`certificates_from_pem`] is the pure part, [`scan_cert_dir`] the IO around it. What the
+//! proxy actually serves per host (`certificate_fallback`, `served_certificate_expiry_seconds`)
+//! comes from the loop's look at its TLS entry point ([`crate::proxy::served_cert`]), at most
+//! [`MAX_HOSTS`](crate::proxy::served_cert::MAX_HOSTS) hosts, replaced at each look.
 
 use std::path::PathBuf;
 use std::sync::atomic::AtomicU64;
