@@ -19,12 +19,14 @@ use crate::spec::ValidatedSpec;
 use crate::status;
 
 /// While a host is served a fallback (an ACME order may still be in progress right after a
-/// rollout) or could not be checked, it is looked at again after this long rather than at the
-/// next resync...
+/// rollout) or could not be checked, it is looked at again after this long (or the resync
+/// interval, when shorter) rather than at the next resync...
 pub(crate) const CERT_RECHECK: Duration = Duration::from_secs(30);
-/// ...for this long after it was first found so; then at each resync, so a lasting failure
-/// costs no more passes than a healthy proxy.
-pub(crate) const CERT_RECHECK_WINDOW: Duration = Duration::from_secs(300);
+/// ...for this long after it was first found so (an ACME order takes seconds to a minute or
+/// two); then at each resync, so a lasting failure costs no more passes than a healthy proxy.
+/// A requeued pass is not a resync: the status's pass counter is not written by these
+/// rechecks.
+pub(crate) const CERT_RECHECK_WINDOW: Duration = Duration::from_secs(180);
 
 impl<C, N, P> Operator<C, N, P>
 where
@@ -79,7 +81,7 @@ where
             return Action::await_change();
         }
         let first = *since.get_or_insert_with(Instant::now);
-        if first.elapsed() < CERT_RECHECK_WINDOW {
+        if first.elapsed() < CERT_RECHECK_WINDOW && CERT_RECHECK < self.config.resync {
             Action::requeue(CERT_RECHECK)
         } else {
             Action::await_change()
@@ -169,6 +171,47 @@ mod tests {
             assert!(!status.contains(line) && !metrics.contains(line));
             assert!(!logs_contain(line));
         }
+    }
+
+    #[tokio::test]
+    async fn a_lasting_fallback_is_rechecked_soon_only_within_the_window_and_never_later_than_a_resync()
+     {
+        // Nothing listens: unreachable, which may resolve by itself.
+        let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = closed.local_addr().unwrap().port();
+        drop(closed);
+        let doc = spec(port, &[], &["app.example.test"], true);
+        let op = |resync| {
+            Operator::new(
+                Config::new("po").resync(resync),
+                FakeConsul::new(),
+                FakeNomad::new(),
+                FakeProbe::healthy(),
+            )
+        };
+        let mut first = op(Duration::from_secs(300));
+        assert_eq!(
+            first.check_served_certificates(&doc).await,
+            Action::requeue(CERT_RECHECK)
+        );
+        assert_eq!(
+            first.store.status.certificate_warnings[0].kind,
+            CertificateWarningKind::CertificateUnchecked
+        );
+        first.store.served_unsettled_since =
+            Instant::now().checked_sub(CERT_RECHECK_WINDOW + Duration::from_secs(1));
+        assert!(first.store.served_unsettled_since.is_some());
+        assert_eq!(
+            first.check_served_certificates(&doc).await,
+            Action::await_change(),
+            "past the window: the resync looks again"
+        );
+        let mut fast = op(Duration::from_secs(3));
+        assert_eq!(
+            fast.check_served_certificates(&doc).await,
+            Action::await_change(),
+            "a resync sooner than the recheck is the recheck"
+        );
     }
 
     #[tokio::test]
