@@ -22,6 +22,7 @@ use std::time::{Duration, Instant};
 
 use edge_cluster::Cluster;
 use proxy_operator::spec::ProxyKind;
+use proxy_operator::spec::status::{ConditionStatus, ProxyStatus};
 use rustls::pki_types::pem::PemObject as _;
 use rustls::pki_types::{CertificateDer, ServerName};
 use serde_json::json;
@@ -246,6 +247,9 @@ async fn served_certificate_chains_to_pebble(proxy: ProxyKind, bin: &Path) {
         "caServer": pebble.directory,
         "caRoots": [pebble.listener_ca.display().to_string()],
     });
+    // A probe naming the ACME host (on the plain entry point, so the gate does not wait for
+    // issuance) makes it one the operator checks the served certificate of.
+    doc["spec"]["rollout"]["probes"] = json!([{"host": HOST, "entryPoint": "web"}]);
     cluster.put_config(&doc).await;
     cluster.wait_ready(proxy).await;
 
@@ -290,6 +294,20 @@ async fn served_certificate_chains_to_pebble(proxy: ProxyKind, bin: &Path) {
                     "Pebble validated no challenge:\n{}",
                     pebble.log()
                 );
+                // The operator sees it too: once the certificate is served, no warning stands
+                // for the host (a fallback seen before issuance is looked at again soon).
+                support::wait_status(
+                    "no certificate warning once Pebble's certificate is served",
+                    ISSUANCE,
+                    || cluster.status(),
+                    |s: &ProxyStatus| {
+                        s.certificate_warnings.is_empty()
+                            && s.condition("CertificatesServed")
+                                .is_some_and(|c| c.status == ConditionStatus::True)
+                    },
+                    || async { String::new() },
+                )
+                .await;
                 return;
             }
             Err(e) => last = e,

@@ -8,7 +8,10 @@
 //! neither explode in cardinality nor carry a secret.
 //!
 //! Certificate expiry is read from the PEM files of `certDir` with `x509-parser`:
-//! [`certificates_from_pem`] is the pure part, [`scan_cert_dir`] the IO around it.
+//! [`certificates_from_pem`] is the pure part, [`scan_cert_dir`] the IO around it. What the
+//! proxy actually serves per host (`certificate_fallback`, `served_certificate_expiry_seconds`)
+//! comes from the loop's look at its TLS entry point ([`crate::proxy::served_cert`]), at most
+//! [`MAX_HOSTS`](crate::proxy::served_cert::MAX_HOSTS) hosts, replaced at each look.
 
 use std::path::PathBuf;
 use std::sync::atomic::AtomicU64;
@@ -28,6 +31,9 @@ use crate::spec::status::{Outcome, Phase};
 mod certs;
 pub mod probe;
 
+/// A self-signed certificate and its key (PEM), for the tests of other modules.
+#[cfg(test)]
+pub(crate) use certs::tests::cert_pem as test_cert_pem;
 pub use certs::{
     CertificateFile, CertificateInfo, Urgency, certificate_from_der, certificates_from_pem,
     scan_cert_dir,
@@ -249,6 +255,22 @@ struct FileLabel {
     file: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct HostLabel {
+    host: String,
+}
+
+/// What the proxy served for one host at the last look ([`crate::proxy::served_cert`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServedCertificate {
+    /// The SNI asked for.
+    pub host: String,
+    /// The proxy served its fallback, another certificate, or none.
+    pub fallback: bool,
+    /// notAfter of what was served (unix seconds), when something was.
+    pub not_after: Option<i64>,
+}
+
 type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
 
 /// Rollout stages run from milliseconds (a KV write) to many minutes (a slow gate).
@@ -278,6 +300,9 @@ struct Inner {
     last_digest: Mutex<Option<String>>,
     cert_expiry: Family<FileLabel, Gauge<f64, AtomicU64>>,
     cert_not_after: Mutex<Vec<(String, i64)>>,
+    served_fallback: Family<HostLabel, Gauge>,
+    served_expiry: Family<HostLabel, Gauge<f64, AtomicU64>>,
+    served: Mutex<Vec<ServedCertificate>>,
 }
 
 /// The operator's metrics: a cheap handle to one registry, shared by the loop, the clients and
@@ -396,6 +421,20 @@ impl Metrics {
             Some(Unit::Seconds),
             Family::<FileLabel, Gauge<f64, AtomicU64>>::default(),
         );
+        let served_fallback = registered(
+            r,
+            "certificate_fallback",
+            "1 when the proxy served its fallback certificate (or none, or one not naming the host) for a host the document expects a certificate for, 0 when it served the expected one",
+            None,
+            Family::<HostLabel, Gauge>::default(),
+        );
+        let served_expiry = registered(
+            r,
+            "served_certificate_expiry",
+            "Seconds until the certificate the proxy served for each checked host expires (negative: expired)",
+            Some(Unit::Seconds),
+            Family::<HostLabel, Gauge<f64, AtomicU64>>::default(),
+        );
         registry.register(
             "build",
             "Version of the operator binary",
@@ -426,6 +465,9 @@ impl Metrics {
                 last_digest: Mutex::new(None),
                 cert_expiry,
                 cert_not_after: Mutex::new(Vec::new()),
+                served_fallback,
+                served_expiry,
+                served: Mutex::new(Vec::new()),
             }),
         }
     }
@@ -561,6 +603,17 @@ impl Metrics {
             .collect();
     }
 
+    /// What the proxy served at the last look at its certificates; replaces the last set, so a
+    /// host the document no longer names disappears from the scrape. Host labels are
+    /// sanitised like every label.
+    pub fn served_certificates(&self, served: Vec<ServedCertificate>) {
+        *self
+            .inner
+            .served
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = served;
+    }
+
     /// The registry as OpenMetrics text (ends with `# EOF`). Certificate expiry is computed
     /// against the clock now, so it never goes stale between scans of `certDir`.
     ///
@@ -582,9 +635,33 @@ impl Metrics {
                 .get_or_create(&FileLabel { file: file.clone() })
                 .set((at - now) as f64);
         }
+        let served = self
+            .inner
+            .served
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        self.inner.served_fallback.clear();
+        self.inner.served_expiry.clear();
+        for s in served.iter() {
+            let label = HostLabel {
+                host: sanitize(&s.host),
+            };
+            self.inner
+                .served_fallback
+                .get_or_create(&label)
+                .set(i64::from(s.fallback));
+            if let Some(at) = s.not_after {
+                #[allow(clippy::cast_precision_loss)] // seconds of a century fit f64 exactly
+                self.inner
+                    .served_expiry
+                    .get_or_create(&label)
+                    .set((at - now) as f64);
+            }
+        }
         let mut out = String::new();
         prometheus_client::encoding::text::encode(&mut out, &self.inner.registry)
             .map_err(Error::Encode)?;
+        drop(served);
         drop(not_after);
         Ok(out)
     }

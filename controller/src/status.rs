@@ -14,7 +14,9 @@
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::rollout::{JobRef, Phase as Rollout};
-use crate::spec::status::{Condition, ConditionStatus, HistoryEntry, Outcome, Phase, ProxyStatus};
+use crate::spec::status::{
+    CertificateWarning, Condition, ConditionStatus, HistoryEntry, Outcome, Phase, ProxyStatus,
+};
 use crate::spec::{FieldError, ProxyKind};
 
 /// Condition type: the config document parsed and validated.
@@ -23,6 +25,9 @@ pub const CONDITION_VALID: &str = "Valid";
 pub const CONDITION_PROGRESSING: &str = "Progressing";
 /// Condition type: the proxy runs the observed spec and passed the gate.
 pub const CONDITION_READY: &str = "Ready";
+/// Condition type: every host checked is served the certificate the document asks for, valid
+/// for more than 14 days ([`certificates_checked`]).
+pub const CONDITION_CERTIFICATES: &str = "CertificatesServed";
 /// Condition type: the status document read at start was unreadable and was rebuilt from what
 /// could be kept (its message says what was kept and what was lost).
 pub const CONDITION_RECOVERED: &str = "StatusRecovered";
@@ -253,6 +258,57 @@ pub fn recovered(s: &mut ProxyStatus, message: &str, now: SystemTime) {
         ),
         &rfc3339(now),
     );
+}
+
+/// Records a look at the certificates the proxy serves: `checked` hosts were asked, `warnings`
+/// is what was wrong. The warnings replace the last check's, most urgent kind first, and the
+/// `CertificatesServed` condition summarises them (its reason: the most urgent kind); with
+/// nothing checked (the document names no host to check) both
+/// are removed. A warning never changes the phase: it is not a failed rollout.
+pub fn certificates_checked(
+    s: &mut ProxyStatus,
+    checked: usize,
+    mut warnings: Vec<CertificateWarning>,
+    now: SystemTime,
+) {
+    warnings.sort_by(|a, b| (a.kind, &a.host).cmp(&(b.kind, &b.host)));
+    if checked == 0 {
+        s.certificate_warnings.clear();
+        s.conditions
+            .retain(|c| c.condition_type != CONDITION_CERTIFICATES);
+        return;
+    }
+    let condition = match warnings.first() {
+        None => cond(
+            CONDITION_CERTIFICATES,
+            true,
+            "Served",
+            &format!(
+                "{checked} host(s) checked: each is served its certificate, valid for 14 days or more"
+            ),
+        ),
+        Some(first) => {
+            let messages: Vec<&str> = warnings.iter().map(|w| w.message.as_str()).collect();
+            cond(
+                CONDITION_CERTIFICATES,
+                false,
+                first.kind.as_str(),
+                &format!(
+                    "{} of {checked} host(s) checked: {}",
+                    warnings.len(),
+                    messages.join("; ")
+                ),
+            )
+        }
+    };
+    s.set_condition(condition, &rfc3339(now));
+    s.certificate_warnings = warnings
+        .into_iter()
+        .map(|mut w| {
+            w.message = cut(&w.message);
+            w
+        })
+        .collect();
 }
 
 /// How the rollout of the failed digest ended, from its history entry.

@@ -196,13 +196,13 @@ pub fn scan_cert_dir(dir: &Path) -> Result<Vec<CertificateFile>> {
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::panic)] // tests fail loudly
-pub(super) mod tests {
+pub(crate) mod tests {
     use std::time::Duration;
 
     use super::*;
 
     /// A self-signed certificate for `names` expiring at `not_after_unix`, and its key (PEM).
-    pub(in crate::metrics) fn cert_pem(names: &[&str], not_after_unix: i64) -> (String, String) {
+    pub(crate) fn cert_pem(names: &[&str], not_after_unix: i64) -> (String, String) {
         let mut params = rcgen::CertificateParams::new(
             names.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>(),
         )

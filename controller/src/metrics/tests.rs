@@ -180,3 +180,53 @@ fn a_new_digest_is_a_new_generation_and_the_same_one_is_not() {
     assert_eq!(value_of(&text, "proxy_operator_config_generation "), 2.0);
     assert_eq!(value_of(&text, "proxy_operator_config_modify_index "), 9.0);
 }
+
+#[test]
+fn served_certificates_export_fallback_per_host_and_expiry_from_the_scrape_and_are_replaced_whole()
+{
+    let m = Metrics::new();
+    let in_five_days = unix_now() + 5 * 86_400;
+    m.served_certificates(vec![
+        ServedCertificate {
+            host: "acme.example.test".into(),
+            fallback: true,
+            not_after: None,
+        },
+        ServedCertificate {
+            host: "soon.example.test".into(),
+            fallback: false,
+            not_after: Some(in_five_days),
+        },
+    ]);
+    let text = m.encode().unwrap();
+    assert_eq!(
+        value_of(
+            &text,
+            "proxy_operator_certificate_fallback{host=\"acme.example.test\"}"
+        ),
+        1.0
+    );
+    assert_eq!(
+        value_of(
+            &text,
+            "proxy_operator_certificate_fallback{host=\"soon.example.test\"}"
+        ),
+        0.0
+    );
+    let left = value_of(
+        &text,
+        "proxy_operator_served_certificate_expiry_seconds{host=\"soon.example.test\"}",
+    );
+    assert!((f64::from(5 * 86_400 - 5)..=f64::from(5 * 86_400)).contains(&left));
+    assert!(
+        !text.contains("served_certificate_expiry_seconds{host=\"acme.example.test\"}"),
+        "nothing served, no expiry"
+    );
+    m.served_certificates(Vec::new());
+    let text = m.encode().unwrap();
+    assert!(!text.contains("certificate_fallback{"), "{text}");
+    assert!(
+        !text.contains("served_certificate_expiry_seconds{"),
+        "{text}"
+    );
+}

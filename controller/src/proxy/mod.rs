@@ -29,6 +29,7 @@ use crate::spec::{ProxyKind, ValidatedSpec};
 pub mod caddy;
 pub mod preflight;
 pub mod probe;
+pub mod served_cert;
 pub mod traefik;
 
 use probe::ProxyProbe;

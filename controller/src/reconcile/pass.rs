@@ -60,8 +60,9 @@ where
                     version: job.version,
                     job_digest: job.spec_digest().map(str::to_owned),
                 });
+                let recheck = self.check_served_certificates(&loaded.spec).await;
                 self.report(&facts.pass(Report::Converged)).await;
-                Action::await_change()
+                recheck
             }
             Plan::Hold(reason) => {
                 let text = reason.to_string();

@@ -66,6 +66,9 @@ pub(super) struct StatusStore {
     pub(super) leader: Option<String>,
     /// The document the last pass at rest loaded, for the revision of the rollout it starts.
     pub(super) document: Option<Document>,
+    /// Since when the served certificates have been unsettled (a fallback, or not checked),
+    /// for the sooner rechecks of [`served`].
+    served_unsettled_since: Option<Instant>,
     prefix: String,
 }
 
@@ -95,6 +98,7 @@ impl StatusStore {
             revision: None,
             leader: None,
             document: None,
+            served_unsettled_since: None,
             prefix: config.prefix.clone(),
         }
     }
@@ -634,6 +638,8 @@ where
         Ok(Ok(journal))
     }
 }
+
+mod served;
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::panic)] // tests fail loudly

@@ -242,7 +242,10 @@ fn conditions(out: &mut String, st: &ProxyStatus) {
 }
 
 fn problems(out: &mut String, st: &ProxyStatus) {
-    if st.validation_errors.is_empty() && st.warnings.is_empty() {
+    if st.validation_errors.is_empty()
+        && st.warnings.is_empty()
+        && st.certificate_warnings.is_empty()
+    {
         return;
     }
     out.push_str("<section><h2>Errors and warnings</h2><ul>\n");
@@ -251,6 +254,14 @@ fn problems(out: &mut String, st: &ProxyStatus) {
     }
     for w in &st.warnings {
         let _ = writeln!(out, r#"<li class="warn">{}</li>"#, esc(&w.to_string()));
+    }
+    for w in &st.certificate_warnings {
+        let _ = writeln!(
+            out,
+            r#"<li class="warn">{}: {}</li>"#,
+            w.kind.as_str(),
+            esc(&w.message)
+        );
     }
     out.push_str("</ul></section>\n");
 }
@@ -388,6 +399,26 @@ mod tests {
         assert!(
             !page.contains("http://") && !page.contains("https://"),
             "no external resources"
+        );
+    }
+
+    #[test]
+    fn certificate_warnings_are_listed_with_their_kind() {
+        use crate::spec::status::{CertificateWarning, CertificateWarningKind};
+        let status = ProxyStatus {
+            certificate_warnings: vec![CertificateWarning {
+                kind: CertificateWarningKind::CertificateExpiring,
+                host: "soon.example.test".into(),
+                message: "soon.example.test: expires <soon>".into(),
+                ..CertificateWarning::default()
+            }],
+            ..ProxyStatus::default()
+        };
+        let mut out = String::new();
+        problems(&mut out, &status);
+        assert!(
+            out.contains("CertificateExpiring: soon.example.test: expires &lt;soon&gt;"),
+            "{out}"
         );
     }
 }

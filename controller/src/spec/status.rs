@@ -64,6 +64,11 @@ pub struct ProxyStatus {
     /// Validation warnings of the observed document; they do not block rollouts.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<FieldError>,
+    /// What the last look at the certificates the proxy serves found wrong: a host served the
+    /// proxy's fallback (self-signed) certificate, or one expiring within 14 days. Replaced by
+    /// every check (after a rollout passes the gate and at each resync); never blocks a rollout.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub certificate_warnings: Vec<CertificateWarning>,
     /// The last rollouts, oldest first, at most [`HISTORY_LIMIT`].
     pub history: Vec<HistoryEntry>,
     /// When this document was written (RFC 3339).
@@ -73,6 +78,52 @@ pub struct ProxyStatus {
     /// nothing writes nothing, but the periodic resync pass writes this counter, so a reader
     /// who sees it move twice after an event knows a whole pass ran after it.
     pub passes: u64,
+}
+
+/// What is wrong with the certificate the proxy serves for one host.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", default)]
+pub struct CertificateWarning {
+    /// What kind of problem.
+    pub kind: CertificateWarningKind,
+    /// The host name (SNI) the certificate was asked for.
+    pub host: String,
+    /// What was served instead, and what to fix.
+    pub message: String,
+    /// notAfter of the served certificate (RFC 3339), when one was served.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub not_after: Option<String>,
+    /// Whole days until notAfter (negative once expired), for `CertificateExpiring`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub days_left: Option<i64>,
+}
+
+/// Kinds of [`CertificateWarning`], most urgent first.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default, Serialize, Deserialize, JsonSchema,
+)]
+pub enum CertificateWarningKind {
+    /// The proxy serves its own fallback certificate for the host (Traefik's self-signed
+    /// default), another one that does not name it, or none at all (Caddy refuses the
+    /// handshake): the configured file did not load, or ACME did not obtain one.
+    #[default]
+    CertificateFallback,
+    /// The served certificate expires within 14 days (or has expired).
+    CertificateExpiring,
+    /// The entry point could not be reached to look at the certificate.
+    CertificateUnchecked,
+}
+
+impl CertificateWarningKind {
+    /// The name, as the status document spells it.
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::CertificateFallback => "CertificateFallback",
+            Self::CertificateExpiring => "CertificateExpiring",
+            Self::CertificateUnchecked => "CertificateUnchecked",
+        }
+    }
 }
 
 /// One version of one Nomad job.

@@ -4,6 +4,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use super::*;
 use crate::rollout::{Change, Gate, OnFailure};
+use crate::spec::status::CertificateWarningKind;
 
 fn at(secs: u64) -> SystemTime {
     UNIX_EPOCH + Duration::from_secs(secs)
@@ -521,4 +522,83 @@ fn a_terminal_error_says_so_in_the_condition_reason() {
     let ready = cond_of(&s, CONDITION_READY);
     assert_eq!(ready.reason, "AccessDenied");
     assert!(ready.message.contains("will not resolve by itself"));
+}
+
+fn cert_warning(kind: CertificateWarningKind, host: &str) -> CertificateWarning {
+    CertificateWarning {
+        kind,
+        host: host.to_owned(),
+        message: format!("{host}: something to fix"),
+        ..CertificateWarning::default()
+    }
+}
+
+#[test]
+fn certificate_warnings_are_a_condition_and_a_list_that_never_change_the_phase_and_last_across_passes()
+ {
+    let mut s = next(&ProxyStatus::default(), &pass(Report::Converged), at(10));
+    let warnings = vec![
+        cert_warning(
+            CertificateWarningKind::CertificateFallback,
+            "acme.example.test",
+        ),
+        cert_warning(
+            CertificateWarningKind::CertificateExpiring,
+            "soon.example.test",
+        ),
+    ];
+    // Found in another order: listed most urgent first, and the condition names that.
+    let found = vec![warnings[1].clone(), warnings[0].clone()];
+    certificates_checked(&mut s, 3, found, at(11));
+    assert_eq!(s.phase, Phase::Ready, "a warning, not a failure");
+    assert_eq!(s.certificate_warnings, warnings);
+    let c = cond_of(&s, CONDITION_CERTIFICATES);
+    assert_eq!(c.status, ConditionStatus::False);
+    assert_eq!(c.reason, "CertificateFallback");
+    assert!(
+        c.message.starts_with("2 of 3 host(s) checked"),
+        "{}",
+        c.message
+    );
+    assert!(c.message.contains("acme.example.test") && c.message.contains("soon.example.test"));
+
+    // A pass that does not look (a held digest, an observation error) keeps what was found.
+    let later = next(&s, &pass(Report::Converged), at(20));
+    assert_eq!(later.certificate_warnings, warnings);
+    let json = serde_json::to_value(&later).unwrap();
+    assert_eq!(
+        json["certificateWarnings"][0]["kind"],
+        "CertificateFallback"
+    );
+    assert_eq!(json["certificateWarnings"][0]["host"], "acme.example.test");
+
+    let mut fixed = later.clone();
+    certificates_checked(&mut fixed, 3, Vec::new(), at(30));
+    assert!(fixed.certificate_warnings.is_empty());
+    assert_eq!(
+        cond_of(&fixed, CONDITION_CERTIFICATES).status,
+        ConditionStatus::True
+    );
+    assert!(differs(&later, &fixed), "the fix is news: it is written");
+    assert!(
+        serde_json::to_value(&fixed)
+            .unwrap()
+            .get("certificateWarnings")
+            .is_none()
+    );
+
+    certificates_checked(&mut fixed, 0, Vec::new(), at(40));
+    assert!(
+        fixed.condition(CONDITION_CERTIFICATES).is_none(),
+        "nothing to check, nothing said"
+    );
+}
+
+#[test]
+fn a_repeated_identical_certificate_check_is_not_news() {
+    let mut a = next(&ProxyStatus::default(), &pass(Report::Converged), at(10));
+    certificates_checked(&mut a, 1, Vec::new(), at(11));
+    let mut b = a.clone();
+    certificates_checked(&mut b, 1, Vec::new(), at(500));
+    assert!(!differs(&a, &b), "an idle operator writes nothing");
 }
