@@ -7,6 +7,8 @@
 #[path = "../../tests/support/mod.rs"]
 mod support;
 
+#[path = "middleware_checks/mod.rs"]
+mod checks;
 mod render_common;
 #[path = "render_common/traefik.rs"]
 mod traefik_harness;
@@ -20,13 +22,6 @@ use serde_json::Value;
 use support::eventually;
 use traefik_harness::*;
 
-fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
-    headers
-        .iter()
-        .find(|(k, _)| k == name)
-        .map(|(_, v)| v.as_str())
-}
-
 /// The headers the backend (`support::Backend`) says it received.
 async fn seen_by_backend(resp: reqwest::Response) -> Value {
     let body: Value = resp.json().await.unwrap();
@@ -35,25 +30,7 @@ async fn seen_by_backend(resp: reqwest::Response) -> Value {
 
 #[tokio::test]
 async fn forward_auth_passes_on_401_and_403_and_lets_200_through_with_the_copied_headers() {
-    let (auth, _task) = fake_http(|_, _, headers| {
-        Some(match header(headers, "x-test-verdict") {
-            None => (
-                401,
-                vec![("WWW-Authenticate".into(), "Bearer realm=\"sso\"".into())],
-                "login first".into(),
-            ),
-            Some("ok") => (
-                200,
-                vec![
-                    ("X-Auth-User".into(), "alice".into()),
-                    ("X-Not-Copied".into(), "1".into()),
-                ],
-                String::new(),
-            ),
-            Some(_) => (403, vec![], "denied by auth".into()),
-        })
-    })
-    .await;
+    let (auth, _task) = fake_http(|_, _, headers| Some(checks::auth_verdict(headers))).await;
     let backend = support::Backend::start("app").await;
     let mut model = plain_http_model();
     model.policy.forward_auth = Some(ForwardAuth {
@@ -63,82 +40,20 @@ async fn forward_auth_passes_on_401_and_403_and_lets_200_through_with_the_copied
         tls: None,
     });
     let s = serve(model, &format!("http://{}", backend.addr)).await;
-    let c = app_client(s.web, None);
-    let url = format!("http://app.test:{}/", s.web);
-
-    let anonymous = c.get(&url).send().await.unwrap();
-    assert_eq!(anonymous.status(), 401);
-    assert_eq!(
-        anonymous.headers()["www-authenticate"],
-        "Bearer realm=\"sso\""
-    );
-    assert_eq!(anonymous.text().await.unwrap(), "login first");
-
-    let denied = c
-        .get(&url)
-        .header("X-Test-Verdict", "no")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(denied.status(), 403);
-    assert_eq!(denied.text().await.unwrap(), "denied by auth");
-
-    let ok = c
-        .get(&url)
-        .header("X-Test-Verdict", "ok")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(ok.status(), 200);
-    assert_eq!(ok.headers()["x-backend"], "app");
-    let seen = seen_by_backend(ok).await;
-    assert_eq!(seen["x-auth-user"], "alice", "{seen}");
-    assert!(
-        seen.get("x-not-copied").is_none(),
-        "only the listed headers: {seen}"
-    );
+    checks::forward_auth_verdicts_reach_the_client(
+        &app_client(s.web, None),
+        reqwest::Method::GET,
+        &format!("http://app.test:{}/", s.web),
+    )
+    .await;
     assert_no_fatal_log(&s.traefik);
-}
-
-/// An HTTPS auth service with a certificate for `localhost`; returns its address and the CA
-/// (the self-signed certificate itself) as a PEM file.
-async fn tls_auth_service(dir: &std::path::Path) -> (std::net::SocketAddr, String) {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let ck = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
-    let ca = dir.join("auth-ca.pem");
-    std::fs::write(&ca, ck.cert.pem()).unwrap();
-    let key = rustls_pki_types::PrivateKeyDer::try_from(ck.signing_key.serialize_der()).unwrap();
-    let config = rustls::ServerConfig::builder()
-        .with_no_client_auth()
-        .with_single_cert(vec![ck.cert.der().clone()], key)
-        .unwrap();
-    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        while let Ok((tcp, _)) = listener.accept().await {
-            let acceptor = acceptor.clone();
-            tokio::spawn(async move {
-                if let Ok(tls) = acceptor.accept(tcp).await {
-                    let verdict = |_: usize, _: &str, _: &[(String, String)]| {
-                        Some((
-                            200,
-                            vec![("X-Auth-User".into(), "tls-alice".into())],
-                            String::new(),
-                        ))
-                    };
-                    answer(tls, 0, &verdict).await;
-                }
-            });
-        }
-    });
-    (addr, ca.display().to_string())
 }
 
 #[tokio::test]
 async fn forward_auth_reaches_an_https_auth_service_through_the_rendered_ca() {
     let dir = tempfile::tempdir().unwrap();
-    let (auth, ca) = tls_auth_service(dir.path()).await;
+    let auth = checks::https_auth_service(dir.path(), false).await;
+    let ca = dir.path().join("ca.pem").display().to_string();
     let backend = support::Backend::start("app").await;
     let mut model = plain_http_model();
     model.policy.forward_auth = Some(ForwardAuth {
@@ -297,13 +212,8 @@ async fn buffering_refuses_an_oversized_request_body_with_413() {
         max_response_body_bytes: 0,
     });
     let s = serve(model, &format!("http://{}", backend.addr)).await;
-    let c = app_client(s.web, None);
     let url = format!("http://app.test:{}/upload", s.web);
-    let big = c.post(&url).body(vec![b'x'; 2000]).send().await.unwrap();
-    assert_eq!(big.status(), 413);
-    let small = c.post(&url).body(vec![b'x'; 10]).send().await.unwrap();
-    assert_eq!(small.status(), 200);
-    assert_eq!(small.headers()["x-backend"], "app");
+    checks::an_oversized_body_gets_413(&app_client(s.web, None), &url).await;
 }
 
 #[tokio::test]
@@ -314,41 +224,23 @@ async fn compress_gzips_for_clients_that_accept_it_and_only_for_them() {
         min_response_body_bytes: 10,
     });
     let s = serve(model, &format!("http://{}", backend.addr)).await;
-    let c = app_client(s.web, None);
     let url = format!("http://app.test:{}/", s.web);
-    let gz = c
-        .get(&url)
-        .header("Accept-Encoding", "gzip")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(gz.status(), 200);
-    assert_eq!(gz.headers()["content-encoding"], "gzip");
-    let bytes = gz.bytes().await.unwrap();
-    assert_eq!(&bytes[..2], &[0x1f, 0x8b], "a gzip stream");
-
-    let plain = c.get(&url).send().await.unwrap();
-    assert!(plain.headers().get("content-encoding").is_none());
-    let body: Value = plain.json().await.unwrap();
-    assert_eq!(body["backend"], "app");
+    checks::gzip_only_for_clients_that_accept_it(&app_client(s.web, None), &url).await;
 }
 
 #[tokio::test]
 async fn a_request_without_a_required_header_is_refused_with_403() {
     let backend = support::Backend::start("app").await;
     let mut model = plain_http_model();
-    model.policy.required_headers = vec!["X-Api-Key".to_string()];
+    model.policy.required_headers = vec!["X-Api-Key".to_string(), "X-Tenant".to_string()];
     let s = serve(model, &format!("http://{}", backend.addr)).await;
-    let c = app_client(s.web, None);
     let url = format!("http://app.test:{}/", s.web);
-    let missing = c.get(&url).send().await.unwrap();
-    assert_eq!(missing.status(), 403);
-    assert!(missing.headers().get("x-backend").is_none());
-    let empty = c.get(&url).header("X-Api-Key", "").send().await.unwrap();
-    assert_eq!(empty.status(), 403, "an empty value counts as missing");
-    let ok = c.get(&url).header("X-Api-Key", "k1").send().await.unwrap();
-    assert_eq!(ok.status(), 200);
-    assert_eq!(ok.headers()["x-backend"], "app");
+    checks::a_missing_or_empty_required_header_gets_403(
+        &app_client(s.web, None),
+        &url,
+        &["X-Api-Key", "X-Tenant"],
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -357,28 +249,13 @@ async fn a_client_from_a_denied_network_gets_403_and_others_get_through() {
     let mut model = plain_http_model();
     model.policy.ip_deny = vec!["127.0.0.1/32".parse().unwrap()];
     let s = serve(model, &format!("http://{}", backend.addr)).await;
-    let url = format!("http://app.test:{}/", s.web);
-    let denied = app_client(s.web, Some([127, 0, 0, 1].into()))
-        .get(&url)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(denied.status(), 403);
-    assert!(denied.headers().get("x-backend").is_none());
-    let other = app_client(s.web, Some([127, 0, 0, 2].into()))
-        .get(&url)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(other.status(), 200);
-    assert_eq!(other.headers()["x-backend"], "app");
-    // A host no router knows is refused too for the denied client, not 404.
-    let unknown = app_client(s.web, Some([127, 0, 0, 1].into()))
-        .get(format!("http://127.0.0.1:{}/", s.web))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(unknown.status(), 403);
+    checks::a_denied_network_gets_403(
+        &app_client(s.web, Some([127, 0, 0, 1].into())),
+        &app_client(s.web, Some([127, 0, 0, 2].into())),
+        &format!("http://app.test:{}/", s.web),
+        &format!("http://127.0.0.1:{}/", s.web),
+    )
+    .await;
 }
 
 #[tokio::test]

@@ -1,19 +1,20 @@
 //! `debug tls [HOST]`.
 
 use std::fmt::Write as _;
-use std::io::{Read as _, Write as _};
-use std::net::{SocketAddr, TcpStream, ToSocketAddrs as _};
+use std::net::ToSocketAddrs as _;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
+use rustls::pki_types::PrivateKeyDer;
 use rustls::pki_types::pem::PemObject as _;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 
 use crate::metrics::{self, CertificateInfo, Urgency};
-use crate::transport;
+use crate::proxy::served_cert;
+
+/// How long connecting and the handshake may take together.
+const FETCH_TIMEOUT: Duration = Duration::from_secs(5);
 
 const EXIT_HELP: &str = "Exit codes: 0 all good, 1 a certificate expires within 7 days, has \
 expired, or its key does not match, or the chain could not be fetched; 2 usage or IO error.";
@@ -31,40 +32,6 @@ pub struct Args {
     /// The certificate directory to list (the document's `spec.tls.certDir`).
     #[arg(long, default_value = "/pv/CERTS")]
     cert_dir: PathBuf,
-}
-
-/// The chain `addr` serves for `host` (leaf first). Blocking.
-fn fetch_chain(addr: SocketAddr, host: &str) -> anyhow::Result<Vec<CertificateDer<'static>>> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ClientConfig::builder_with_provider(provider.clone())
-        .with_safe_default_protocol_versions()
-        .context("failed to configure TLS")?
-        .dangerous()
-        // Accepts any chain: the point is to show what is served, valid or not.
-        .with_custom_certificate_verifier(transport::accept_any_certificate(provider))
-        .with_no_client_auth();
-    let name = ServerName::try_from(host.to_owned())
-        .with_context(|| format!("{host:?} is not a valid server name"))?;
-    let mut conn = rustls::ClientConnection::new(Arc::new(config), name)
-        .context("failed to start the TLS handshake")?;
-    let mut sock = TcpStream::connect_timeout(&addr, Duration::from_secs(3))
-        .with_context(|| format!("failed to connect to {addr}"))?;
-    sock.set_read_timeout(Some(Duration::from_secs(5)))?;
-    sock.set_write_timeout(Some(Duration::from_secs(5)))?;
-    while conn.is_handshaking() {
-        conn.complete_io(&mut sock)
-            .with_context(|| format!("TLS handshake with {addr} failed"))?;
-    }
-    let chain = conn
-        .peer_certificates()
-        .map(|c| c.iter().map(|c| c.clone().into_owned()).collect())
-        .unwrap_or_default();
-    // Close politely; the answer does not matter.
-    conn.send_close_notify();
-    let _ = conn.write_tls(&mut sock);
-    let _ = sock.flush();
-    let _ = sock.read(&mut [0u8; 1]);
-    Ok(chain)
 }
 
 /// Appends one certificate's description; returns whether it needs attention (expired or
@@ -133,10 +100,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         .with_context(|| format!("--connect {:?} is not host:port", args.connect))?
         .next()
         .with_context(|| format!("--connect {:?} resolves to no address", args.connect))?;
-    let host = args.host.clone();
-    let chain = tokio::task::spawn_blocking(move || fetch_chain(addr, &host))
-        .await
-        .context("the TLS task failed")?;
+    let chain = served_cert::fetch_chain(&addr.to_string(), &args.host, FETCH_TIMEOUT).await;
     let _ = writeln!(out, "Served by {addr} for {}:", args.host);
     match chain {
         Ok(chain) if !chain.is_empty() => {
@@ -156,8 +120,13 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
             attention = true;
         }
         Err(e) => {
-            let chain: Vec<String> = e.chain().map(ToString::to_string).collect();
-            let _ = writeln!(out, "  could not fetch the chain: {}", chain.join(": "));
+            let mut why = e.to_string();
+            let mut source = std::error::Error::source(&e);
+            while let Some(s) = source {
+                let _ = write!(why, ": {s}");
+                source = s.source();
+            }
+            let _ = writeln!(out, "  could not fetch the chain: {why}");
             attention = true;
         }
     }
