@@ -86,7 +86,9 @@ fn localised(path: &Path, consul: &str, nomad: &str, dir: &Path) -> spec::Valida
         .filter(|tls| tls.ca_file.is_some())
     {
         let ck = rcgen::generate_simple_self_signed(vec!["auth.test".to_string()]).unwrap();
-        let ca = dir.join("auth-ca.pem");
+        // `.crt`, not `.pem`: a Caddy without listed files or ACME loads every `.pem` under
+        // certDir as a certificate+key bundle and refuses to start on a CA alone.
+        let ca = dir.join("auth-ca.crt");
         std::fs::write(&ca, ck.cert.pem()).unwrap();
         tls.ca_file = Some(ca.display().to_string());
     }
@@ -291,9 +293,11 @@ fn real_caddy_validates_every_caddy_example() {
                 .unwrap();
             assert!(
                 out.status.success(),
-                "{}: caddy validate failed:\n{}",
+                "{}: caddy validate failed:\n{}{}",
                 path.display(),
-                String::from_utf8_lossy(&out.stderr)
+                String::from_utf8_lossy(&out.stderr),
+                // The config's own logger writes to stdout, so the reason may be there.
+                String::from_utf8_lossy(&out.stdout)
             );
         }
     }
