@@ -195,7 +195,9 @@ where
 }
 
 /// A real HTTP backend on 127.0.0.1: answers every request with 200 and a JSON body naming itself
-/// and echoing the request's method, path and headers, so a test can see what the proxy forwarded.
+/// and echoing the request's method, path, headers and body length, so a test can see what the
+/// proxy forwarded. It reads the whole request body before answering, as an upload endpoint does
+/// (a proxy that limits bodies while streaming, such as Caddy, can only refuse what is read).
 pub struct Backend {
     /// The address it listens on.
     pub addr: SocketAddr,
@@ -215,8 +217,13 @@ impl Backend {
         let app = axum::Router::new().fallback(move |req: axum::extract::Request| {
             let name = owned.clone();
             async move {
+                let (req, body) = req.into_parts();
+                let body_bytes = axum::body::to_bytes(body, 16 << 20)
+                    .await
+                    .map(|b| b.len())
+                    .ok();
                 let headers: serde_json::Map<String, serde_json::Value> = req
-                    .headers()
+                    .headers
                     .iter()
                     .map(|(k, v)| {
                         (
@@ -227,9 +234,10 @@ impl Backend {
                     .collect();
                 let body = serde_json::json!({
                     "backend": name,
-                    "method": req.method().as_str(),
-                    "path": req.uri().path(),
+                    "method": req.method.as_str(),
+                    "path": req.uri.path(),
                     "headers": headers,
+                    "bodyBytes": body_bytes,
                 });
                 ([("X-Backend", name)], axum::Json(body))
             }

@@ -99,6 +99,8 @@ pub async fn an_oversized_body_gets_413(c: &Client, url: &str) {
     let small = c.post(url).body(vec![b'x'; 10]).send().await.unwrap();
     assert_eq!(small.status(), 200);
     assert_eq!(small.headers()["x-backend"], "app");
+    let seen: Value = small.json().await.unwrap();
+    assert_eq!(seen["bodyBytes"], 10, "the app got the whole small body: {seen}");
 }
 
 /// Compression with a small minimum: gzip with `Accept-Encoding: gzip`, none without.
