@@ -159,6 +159,16 @@ pub trait NomadApi: Send + Sync {
         enforce_prior_version: Option<u64>,
     ) -> impl Future<Output = Result<JobWriteResponse>> + Send;
 
+    /// Marks `version` of a job stable (or not): what Nomad does by itself when the version's
+    /// deployment succeeds, for versions that get none (system jobs before Nomad 1.11), so a
+    /// version that passed the gate is a rollback target Nomad knows. Not a new version.
+    fn job_stable(
+        &self,
+        id: &str,
+        version: u64,
+        stable: bool,
+    ) -> impl Future<Output = Result<JobWriteResponse>> + Send;
+
     /// Stops a job (a new version with `Stop: true`), or removes it with `purge`.
     fn job_stop(
         &self,
@@ -315,6 +325,24 @@ impl NomadApi for NomadClient {
             .await
             .map(|(r, _)| r)
             .map_err(|e| e.of_revert(id))
+    }
+
+    async fn job_stable(&self, id: &str, version: u64, stable: bool) -> Result<JobWriteResponse> {
+        let body = JobStableRequest {
+            job_id: id,
+            job_version: version,
+            stable,
+        };
+        // Setting a flag to a value: repeating it changes nothing.
+        let request = Self::encode(
+            "job stable request",
+            Request::post("/v1/job").key(id).key("stable"),
+            &body,
+        )?
+        .retry(Retry::Idempotent);
+        self.json(|| format!("mark version {version} of job {id} stable"), request)
+            .await
+            .map(|(r, _)| r)
     }
 
     async fn job_stop(&self, id: &str, purge: bool) -> Result<JobWriteResponse> {

@@ -12,7 +12,7 @@ use crate::consul::role_trait;
 use crate::transport::{QueryMeta, QueryOptions};
 
 role_trait! {
-    /// Jobs: read, register with `EnforceIndex`, versions, revert, stop, plan.
+    /// Jobs: read, register with `EnforceIndex`, versions, revert, stable, stop, plan.
     pub trait NomadJobs: NomadApi {
         fn job_read(&self, id: &str, opts: QueryOptions) -> Result<(Option<Job>, QueryMeta)>;
         fn job_register(&self, job: &Value, enforce_index: Option<u64>) -> Result<JobWriteResponse>;
@@ -23,6 +23,7 @@ role_trait! {
             version: u64,
             enforce_prior_version: Option<u64>,
         ) -> Result<JobWriteResponse>;
+        fn job_stable(&self, id: &str, version: u64, stable: bool) -> Result<JobWriteResponse>;
         fn job_stop(&self, id: &str, purge: bool) -> Result<JobWriteResponse>;
         fn job_plan(&self, job: &Value, diff: bool) -> Result<PlanResponse>;
     }

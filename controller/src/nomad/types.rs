@@ -150,6 +150,17 @@ pub(crate) struct JobRevertRequest<'a> {
     pub enforce_prior_version: Option<u64>,
 }
 
+/// Body of `POST /v1/job/:id/stable` (`structs.JobStabilityRequest`; Nomad API docs, "Update
+/// Job Stability": <https://developer.hashicorp.com/nomad/api-docs/jobs#update-job-stability>).
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub(crate) struct JobStableRequest<'a> {
+    #[serde(rename = "JobID")]
+    pub job_id: &'a str,
+    pub job_version: u64,
+    pub stable: bool,
+}
+
 /// Body of `POST /v1/job/:id/plan`.
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "PascalCase")]
@@ -159,7 +170,8 @@ pub(crate) struct JobPlanRequest<'a> {
     pub policy_override: bool,
 }
 
-/// Answer of register, update, revert and deregister.
+/// Answer of register, update, revert, deregister and stable (which sets only
+/// `JobModifyIndex`).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase", default)]
 pub struct JobWriteResponse {

@@ -170,6 +170,12 @@ impl Embedded {
         )
     }
 
+    /// `POST /v1/job/:id/stable`: the endpoint's answer (`{"JobModifyIndex"}`).
+    pub fn stable(&mut self, id: &str, version: u64, stable: bool) -> Result<Value, ApiError> {
+        let index = self.write(|st| (st.set_stable(NS, id, version, stable), Plan::default()))?;
+        Ok(serde_json::json!({"JobModifyIndex": index, "Index": index}))
+    }
+
     /// `DELETE /v1/job/:id` (with `purge`): the endpoint's answer.
     pub fn deregister(&mut self, id: &str, purge: bool) -> Value {
         self.write(|st| {

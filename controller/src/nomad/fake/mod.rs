@@ -314,6 +314,15 @@ impl NomadApi for FakeNomad {
         self.lost_answer("job_revert", result)
     }
 
+    async fn job_stable(&self, id: &str, version: u64, stable: bool) -> Result<JobWriteResponse> {
+        self.enter("job_stable", id, Some(version))?;
+        let op = format!("mark version {version} of job {id} stable");
+        let answer = self
+            .with(|n| n.stable(id, version, stable))
+            .map_err(|e| api_error(&op, e))?;
+        decode(&op, answer)
+    }
+
     async fn job_stop(&self, id: &str, purge: bool) -> Result<JobWriteResponse> {
         self.enter("job_stop", id, None)?;
         decode(
