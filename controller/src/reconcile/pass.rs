@@ -271,6 +271,9 @@ where
         let changed = phase != before;
         self.phase = phase;
         let phase = self.phase.clone();
+        if let (false, Phase::Ready { job: Some(job), .. }) = (before.is_at_rest(), &phase) {
+            self.mark_stable(job).await;
+        }
         if changed || !phase.is_at_rest() {
             self.report(&facts.pass(Report::Rollout(&phase))).await;
         }
