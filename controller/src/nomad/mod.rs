@@ -1,5 +1,6 @@
 //! Nomad HTTP client behind the [`NomadApi`] trait: register with `EnforceIndex`, read,
-//! versions, revert with `EnforcePriorVersion`, stop, plan, allocations, deployments, services.
+//! versions, revert with `EnforcePriorVersion`, stable, stop, plan, allocations, deployments,
+//! nodes, services.
 //!
 //! [`NomadClient`] talks HTTP through [`crate::transport`]. Code that needs only a slice of the
 //! API asks for a role trait from [`roles`] (`NomadJobs`, `NomadDeployments`, `NomadServices`,
@@ -204,6 +205,12 @@ pub trait NomadApi: Send + Sync {
         id: &str,
     ) -> impl Future<Output = Result<DeploymentUpdateResponse>> + Send;
 
+    /// The client nodes, with their datacenter, node pool, state and host volumes.
+    fn nodes(
+        &self,
+        opts: QueryOptions,
+    ) -> impl Future<Output = Result<(Vec<NodeStub>, QueryMeta)>> + Send;
+
     /// Native service names by namespace.
     fn services(
         &self,
@@ -340,9 +347,12 @@ impl NomadApi for NomadClient {
             &body,
         )?
         .retry(Retry::Idempotent);
-        self.json(|| format!("mark version {version} of job {id} stable"), request)
-            .await
-            .map(|(r, _)| r)
+        self.json(
+            || format!("mark version {version} of job {id} stable"),
+            request,
+        )
+        .await
+        .map(|(r, _)| r)
     }
 
     async fn job_stop(&self, id: &str, purge: bool) -> Result<JobWriteResponse> {
@@ -406,6 +416,11 @@ impl NomadApi for NomadClient {
         self.json(|| format!("fail deployment {id}"), request)
             .await
             .map(|(r, _)| r)
+    }
+
+    async fn nodes(&self, opts: QueryOptions) -> Result<(Vec<NodeStub>, QueryMeta)> {
+        let request = Request::get("/v1/nodes").blocking(opts);
+        self.read(|| "list nodes".to_owned(), request).await
     }
 
     async fn services(&self, opts: QueryOptions) -> Result<(Vec<ServiceNamespace>, QueryMeta)> {

@@ -6,7 +6,7 @@ use serde_json::Value;
 
 use super::{
     AllocationStub, Deployment, DeploymentUpdateResponse, Job, JobVersions, JobWriteResponse,
-    NomadApi, PlanResponse, Result, ServiceNamespace, ServiceRegistration,
+    NodeStub, NomadApi, PlanResponse, Result, ServiceNamespace, ServiceRegistration,
 };
 use crate::consul::role_trait;
 use crate::transport::{QueryMeta, QueryOptions};
@@ -55,6 +55,13 @@ role_trait! {
             name: &str,
             opts: QueryOptions,
         ) -> Result<(Vec<ServiceRegistration>, QueryMeta)>;
+    }
+}
+
+role_trait! {
+    /// The client nodes (preflight: their host volumes).
+    pub trait NomadNodes: NomadApi {
+        fn nodes(&self, opts: QueryOptions) -> Result<(Vec<NodeStub>, QueryMeta)>;
     }
 }
 
