@@ -127,7 +127,11 @@ async fn a_system_job_without_deployments_is_marked_stable_once_it_passes_so_a_l
     let status: ProxyStatus = serde_json::from_slice(&consul.value(STATUS).unwrap()).unwrap();
     assert_eq!(status.phase, Phase::RolledBack, "{status:?}");
     let now = nomad.job(JOB).unwrap();
-    assert_eq!(digest(&now), digest(&good), "back to the version that passed");
+    assert_eq!(
+        digest(&now),
+        digest(&good),
+        "back to the version that passed"
+    );
     assert_eq!(
         nomad.calls_of("job_stable").len(),
         2,
@@ -147,5 +151,9 @@ async fn a_version_nomad_already_marked_stable_is_not_marked_again() {
     })
     .await;
     assert!(nomad.job(JOB).unwrap().stable, "the deployment marked it");
-    assert!(nomad.calls_of("job_stable").is_empty(), "{:?}", nomad.calls());
+    assert!(
+        nomad.calls_of("job_stable").is_empty(),
+        "{:?}",
+        nomad.calls()
+    );
 }
