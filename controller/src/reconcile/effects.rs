@@ -95,8 +95,12 @@ where
             return;
         }
         match self.nomad.job_stable(&job.job_id, job.version, true).await {
-            Ok(_) => info!(job = %job.job_id, version = job.version, "marked the version that passed the gate stable"),
-            Err(e) => warn!(job = %job.job_id, version = job.version, error = %e, "cannot mark the version that passed the gate stable"),
+            Ok(_) => {
+                info!(job = %job.job_id, version = job.version, "marked the version that passed the gate stable")
+            }
+            Err(e) => {
+                warn!(job = %job.job_id, version = job.version, error = %e, "cannot mark the version that passed the gate stable")
+            }
         }
     }
 

@@ -120,13 +120,26 @@ where
                     // Before the running proxy is touched: what would certainly fail the new
                     // version fails the document instead, and nothing changes.
                     let now = crate::metrics::unix_now();
-                    let errors = crate::proxy::preflight::check(
+                    let mut errors = crate::proxy::preflight::check(
                         &loaded.spec,
                         &jc.job,
                         running.as_ref(),
                         &reach.host,
                         now,
                     );
+                    let volumes = crate::proxy::preflight::host_volumes(
+                        &self.nomad,
+                        &jc.job,
+                        running.as_ref(),
+                    );
+                    match volumes.await {
+                        Ok(missing) => errors.extend(missing),
+                        Err(source) => {
+                            let what = "the client nodes (their host volumes)".to_owned();
+                            let e = Error::Nomad { what, source };
+                            return self.observation_failed(&e, Some(&facts)).await;
+                        }
+                    }
                     if !errors.is_empty() {
                         warn!(errors = errors.len(), first = %errors[0], "preflight failed; the running proxy is left as it is");
                         self.report(&facts.pass(Report::Invalid { errors: &errors }))
