@@ -148,6 +148,8 @@ struct Matrix {
     samplers: Vec<tokio::task::JoinHandle<()>>,
     /// The leader's session when the case's fault began.
     leader_before: Option<String>,
+    /// The process listening on `web` when the case began.
+    pid_before: Option<u32>,
 }
 
 impl Drop for Matrix {
@@ -195,6 +197,7 @@ impl Matrix {
             pids: Arc::default(),
             samplers: Vec::new(),
             leader_before: None,
+            pid_before: None,
         };
         m.spawn_operator();
         let digest = m.put_doc().await;
@@ -342,6 +345,12 @@ impl Matrix {
         })
     }
 
+    /// Starts a case: remembers the process serving now; the case's start.
+    fn begin(&mut self) -> Instant {
+        self.pid_before = pid_listening_on(self.web);
+        Instant::now()
+    }
+
     /// The session holding the leader lock now.
     fn leader(&self) -> Option<String> {
         self.kv(&format!("{PREFIX}/leader")).and_then(|e| e.2)
@@ -462,7 +471,9 @@ impl Matrix {
             .iter()
             .filter(|(t, ok)| *t >= t0 && *t <= end && !ok)
             .count();
-        let mut seen: Vec<u32> = Vec::new();
+        // Seeded with the process of the case's start: a replacement within the first samples
+        // must not go unseen.
+        let mut seen: Vec<u32> = self.pid_before.into_iter().collect();
         for (t, pid) in self.pids.lock().unwrap().iter() {
             if *t >= t0
                 && *t <= end
@@ -507,7 +518,7 @@ impl Matrix {
         inject: impl AsyncFnOnce(&Twin),
         lift: impl AsyncFnOnce(&Twin),
     ) -> Row {
-        let t0 = Instant::now();
+        let t0 = self.begin();
         let before = self.journal_index();
         let digest = self.edit(edit).await;
         self.rollout_started(before).await;
@@ -601,7 +612,7 @@ async fn every_fault_of_the_matrix_loses_no_document_tears_down_no_serving_proxy
     // The operator SIGKILLed once its journal is written, and started again at once.
     {
         let case = "operator SIGKILLed mid-rollout, restarted (structural)";
-        let t0 = Instant::now();
+        let t0 = m.begin();
         let before = m.journal_index();
         let leader = m.leader();
         assert!(leader.is_some(), "the operator leads");
@@ -672,13 +683,10 @@ async fn every_fault_of_the_matrix_loses_no_document_tears_down_no_serving_proxy
     // recovery is the new process listening.
     {
         let case = "the proxy process killed (Nomad restarts it)";
-        let t0 = Instant::now();
+        let t0 = m.begin();
         let digest = m.status().and_then(|s| s.last_applied_digest).unwrap();
         let pid = pid_listening_on(m.web).expect("Traefik listens");
         m.leader_before = m.leader();
-        // The sampler must see the killed process too, or a second replacement would hide
-        // behind Nomad's restart.
-        tokio::time::sleep(3 * PID_INTERVAL).await;
         let fault_start = Instant::now();
         let killed = Command::new("kill")
             .args(["-KILL", &pid.to_string()])
@@ -706,7 +714,7 @@ async fn every_fault_of_the_matrix_loses_no_document_tears_down_no_serving_proxy
     // refuses it (nothing changes, Traefik keeps serving); once readable again it rolls out.
     {
         let case = "the certificate directory unreadable (structural change)";
-        let t0 = Instant::now();
+        let t0 = m.begin();
         m.leader_before = m.leader();
         let fault_start = Instant::now();
         let restore = make_unreadable(&m.certs());
