@@ -20,6 +20,8 @@
 //! - **pass**: 0 lost documents, 0 teardowns, and convergence within 2 × the backoff the
 //!   operator reaches during the fault (doubling from `MIN_BACKOFF`, capped at `MAX_BACKOFF`).
 //!
+//! `FAULT_MATRIX_LOGS=<dir>` keeps the operators' logs.
+//!
 //! The operator's leader session has Consul's minimum TTL (10 s): a SIGKILLed leader's lock is
 //! released by Consul 1.5–2 × TTL later (`leader.rs`), so for that case recovery is the moment
 //! the dead leader's lock is released, the earliest any replica may act.
@@ -156,6 +158,15 @@ impl Drop for Matrix {
     fn drop(&mut self) {
         for task in &self.samplers {
             task.abort();
+        }
+        // `FAULT_MATRIX_LOGS=<dir>` keeps the operators' logs for a look at what they did.
+        if let Some(keep) = std::env::var_os("FAULT_MATRIX_LOGS") {
+            let keep = PathBuf::from(keep);
+            let _ = std::fs::create_dir_all(&keep);
+            for i in 1..=self.starts {
+                let name = format!("operator-{i}.log");
+                let _ = std::fs::copy(self.dir.path().join(&name), keep.join(&name));
+            }
         }
         // A failed assertion must not leave Traefik behind: it is found by its port.
         if let Some(pid) = pid_listening_on(self.web) {
