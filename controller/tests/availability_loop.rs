@@ -177,28 +177,6 @@ async fn an_unreadable_status_document_still_rolls_a_failed_change_back() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn without_a_stable_version_a_lost_status_leaves_the_failed_version_in_place_and_says_so() {
-    // No deployments (a system job before Nomad 1.11): Nomad never marks a version stable, so
-    // with the status lost nothing says which version passed.
-    let mut w = world();
-    w.nomad.set_deployments_enabled(false);
-    w.put(&with_cpu(100));
-    w.until(|w| w.op.status().phase == Phase::Ready).await;
-    assert!(!w.nomad.job(JOB).unwrap().stable);
-
-    w.consul.remove(STATUS);
-    w.restart();
-    w.put(&with_cpu(200));
-    w.op.reconcile().await;
-    w.nomad
-        .crash_allocations(JOB, &[("Terminated", "Exit Code: 1")]);
-    w.until(|w| w.op.phase().is_at_rest()).await;
-
-    assert_eq!(w.status().phase, Phase::Degraded, "{:?}", w.status());
-    assert!(w.nomad.calls_of("job_revert").is_empty());
-}
-
-#[tokio::test(start_paused = true)]
 async fn nomad_failing_to_list_versions_starts_no_rollout_without_a_rollback_target() {
     let mut w = world();
     w.ready(&with_cpu(100)).await;

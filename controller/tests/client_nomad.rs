@@ -160,6 +160,105 @@ async fn versions_come_newest_first_with_diffs_and_revert_enforces_the_prior_ver
 }
 
 #[tokio::test]
+async fn marking_a_version_stable_sets_its_flag_without_making_a_new_version() {
+    let t = twin(None).await;
+    let n = client(&t, None);
+    n.job_register(&sh_job("edge", "sleep 1000"), None)
+        .await
+        .unwrap();
+    n.job_register(&sh_job("edge", "sleep 2000"), None)
+        .await
+        .unwrap();
+    let before = n
+        .job_read("edge", QueryOptions::NOW)
+        .await
+        .unwrap()
+        .0
+        .unwrap();
+
+    let stable = |versions: &proxy_operator::nomad::JobVersions, v: u64| {
+        versions
+            .versions
+            .iter()
+            .find(|j| j.version == v)
+            .map(|j| j.stable)
+    };
+    n.job_stable("edge", 0, true).await.unwrap();
+    let versions = n.job_versions("edge", false).await.unwrap();
+    assert_eq!(stable(&versions, 0), Some(true), "{versions:?}");
+    n.job_stable("edge", 0, false).await.unwrap();
+    let versions = n.job_versions("edge", false).await.unwrap();
+    assert_eq!(stable(&versions, 0), Some(false));
+
+    n.job_stable("edge", 1, true).await.unwrap();
+    let after = n
+        .job_read("edge", QueryOptions::NOW)
+        .await
+        .unwrap()
+        .0
+        .unwrap();
+    assert!(after.stable, "the current version carries the flag too");
+    assert_eq!(
+        (after.version, after.job_modify_index),
+        (before.version, before.job_modify_index),
+        "stability is not a spec change: EnforceIndex is unaffected"
+    );
+    assert!(
+        after.modify_index > before.modify_index,
+        "but it is a write"
+    );
+
+    let err = n.job_stable("edge", 9, true).await.unwrap_err();
+    assert!(err.to_string().contains("at version 9 not found"), "{err}");
+    let err = n.job_stable("ghost", 0, true).await.unwrap_err();
+    assert!(err.to_string().contains("not found"), "{err}");
+    t.shutdown().await;
+}
+
+#[tokio::test]
+async fn nodes_list_their_datacenter_pool_state_and_host_volumes() {
+    let t = hashistack_twin::Twin::start(hashistack_twin::TwinConfig {
+        nomad_nodes: 2,
+        ..hashistack_twin::TwinConfig::default()
+    })
+    .await
+    .unwrap();
+    let n = client(&t, None);
+    let (nodes, meta) = n.nodes(QueryOptions::NOW).await.unwrap();
+    assert_eq!(nodes.len(), 2, "{nodes:?}");
+    assert!(meta.index > 0);
+    for node in &nodes {
+        assert_eq!(node.id.len(), 36, "{node:?}");
+        assert!(!node.name.is_empty() && !node.datacenter.is_empty());
+        assert_eq!(node.node_pool, "default");
+        assert!(node.schedulable(), "{node:?}");
+        assert!(
+            node.host_volumes.is_empty(),
+            "a client without host_volume blocks reports null"
+        );
+    }
+
+    // A draining node is one the scheduler no longer places on.
+    let http = reqwest::Client::builder().no_proxy().build().unwrap();
+    let drain = json!({"DrainSpec": {"Deadline": 60 * SEC, "IgnoreSystemJobs": false}});
+    let resp = http
+        .post(format!(
+            "http://{}/v1/node/{}/drain",
+            t.nomad_addr(),
+            nodes[1].id
+        ))
+        .json(&drain)
+        .send()
+        .await
+        .unwrap();
+    assert!(resp.status().is_success(), "{}", resp.status());
+    let (after, _) = n.nodes(QueryOptions::NOW).await.unwrap();
+    let drained = after.iter().find(|x| x.id == nodes[1].id).unwrap();
+    assert!(drained.drain && !drained.schedulable(), "{drained:?}");
+    t.shutdown().await;
+}
+
+#[tokio::test]
 async fn plan_reports_the_diff_and_the_index_to_enforce() {
     let t = twin(None).await;
     let n = client(&t, None);

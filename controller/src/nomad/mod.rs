@@ -1,5 +1,6 @@
 //! Nomad HTTP client behind the [`NomadApi`] trait: register with `EnforceIndex`, read,
-//! versions, revert with `EnforcePriorVersion`, stop, plan, allocations, deployments, services.
+//! versions, revert with `EnforcePriorVersion`, stable, stop, plan, allocations, deployments,
+//! nodes, services.
 //!
 //! [`NomadClient`] talks HTTP through [`crate::transport`]. Code that needs only a slice of the
 //! API asks for a role trait from [`roles`] (`NomadJobs`, `NomadDeployments`, `NomadServices`,
@@ -159,6 +160,16 @@ pub trait NomadApi: Send + Sync {
         enforce_prior_version: Option<u64>,
     ) -> impl Future<Output = Result<JobWriteResponse>> + Send;
 
+    /// Marks `version` of a job stable (or not): what Nomad does by itself when the version's
+    /// deployment succeeds, for versions that get none (system jobs before Nomad 1.11), so a
+    /// version that passed the gate is a rollback target Nomad knows. Not a new version.
+    fn job_stable(
+        &self,
+        id: &str,
+        version: u64,
+        stable: bool,
+    ) -> impl Future<Output = Result<JobWriteResponse>> + Send;
+
     /// Stops a job (a new version with `Stop: true`), or removes it with `purge`.
     fn job_stop(
         &self,
@@ -193,6 +204,12 @@ pub trait NomadApi: Send + Sync {
         &self,
         id: &str,
     ) -> impl Future<Output = Result<DeploymentUpdateResponse>> + Send;
+
+    /// The client nodes, with their datacenter, node pool, state and host volumes.
+    fn nodes(
+        &self,
+        opts: QueryOptions,
+    ) -> impl Future<Output = Result<(Vec<NodeStub>, QueryMeta)>> + Send;
 
     /// Native service names by namespace.
     fn services(
@@ -317,6 +334,27 @@ impl NomadApi for NomadClient {
             .map_err(|e| e.of_revert(id))
     }
 
+    async fn job_stable(&self, id: &str, version: u64, stable: bool) -> Result<JobWriteResponse> {
+        let body = JobStableRequest {
+            job_id: id,
+            job_version: version,
+            stable,
+        };
+        // Setting a flag to a value: repeating it changes nothing.
+        let request = Self::encode(
+            "job stable request",
+            Request::post("/v1/job").key(id).key("stable"),
+            &body,
+        )?
+        .retry(Retry::Idempotent);
+        self.json(
+            || format!("mark version {version} of job {id} stable"),
+            request,
+        )
+        .await
+        .map(|(r, _)| r)
+    }
+
     async fn job_stop(&self, id: &str, purge: bool) -> Result<JobWriteResponse> {
         let mut request = Request::delete("/v1/job").key(id);
         if purge {
@@ -378,6 +416,11 @@ impl NomadApi for NomadClient {
         self.json(|| format!("fail deployment {id}"), request)
             .await
             .map(|(r, _)| r)
+    }
+
+    async fn nodes(&self, opts: QueryOptions) -> Result<(Vec<NodeStub>, QueryMeta)> {
+        let request = Request::get("/v1/nodes").blocking(opts);
+        self.read(|| "list nodes".to_owned(), request).await
     }
 
     async fn services(&self, opts: QueryOptions) -> Result<(Vec<ServiceNamespace>, QueryMeta)> {

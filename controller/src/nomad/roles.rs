@@ -6,13 +6,13 @@ use serde_json::Value;
 
 use super::{
     AllocationStub, Deployment, DeploymentUpdateResponse, Job, JobVersions, JobWriteResponse,
-    NomadApi, PlanResponse, Result, ServiceNamespace, ServiceRegistration,
+    NodeStub, NomadApi, PlanResponse, Result, ServiceNamespace, ServiceRegistration,
 };
 use crate::consul::role_trait;
 use crate::transport::{QueryMeta, QueryOptions};
 
 role_trait! {
-    /// Jobs: read, register with `EnforceIndex`, versions, revert, stop, plan.
+    /// Jobs: read, register with `EnforceIndex`, versions, revert, stable, stop, plan.
     pub trait NomadJobs: NomadApi {
         fn job_read(&self, id: &str, opts: QueryOptions) -> Result<(Option<Job>, QueryMeta)>;
         fn job_register(&self, job: &Value, enforce_index: Option<u64>) -> Result<JobWriteResponse>;
@@ -23,6 +23,7 @@ role_trait! {
             version: u64,
             enforce_prior_version: Option<u64>,
         ) -> Result<JobWriteResponse>;
+        fn job_stable(&self, id: &str, version: u64, stable: bool) -> Result<JobWriteResponse>;
         fn job_stop(&self, id: &str, purge: bool) -> Result<JobWriteResponse>;
         fn job_plan(&self, job: &Value, diff: bool) -> Result<PlanResponse>;
     }
@@ -54,6 +55,13 @@ role_trait! {
             name: &str,
             opts: QueryOptions,
         ) -> Result<(Vec<ServiceRegistration>, QueryMeta)>;
+    }
+}
+
+role_trait! {
+    /// The client nodes (preflight: their host volumes).
+    pub trait NomadNodes: NomadApi {
+        fn nodes(&self, opts: QueryOptions) -> Result<(Vec<NodeStub>, QueryMeta)>;
     }
 }
 

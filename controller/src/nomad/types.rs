@@ -150,6 +150,17 @@ pub(crate) struct JobRevertRequest<'a> {
     pub enforce_prior_version: Option<u64>,
 }
 
+/// Body of `POST /v1/job/:id/stable` (`structs.JobStabilityRequest`; Nomad API docs, "Update
+/// Job Stability": <https://developer.hashicorp.com/nomad/api-docs/jobs#update-job-stability>).
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub(crate) struct JobStableRequest<'a> {
+    #[serde(rename = "JobID")]
+    pub job_id: &'a str,
+    pub job_version: u64,
+    pub stable: bool,
+}
+
 /// Body of `POST /v1/job/:id/plan`.
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "PascalCase")]
@@ -159,7 +170,8 @@ pub(crate) struct JobPlanRequest<'a> {
     pub policy_override: bool,
 }
 
-/// Answer of register, update, revert and deregister.
+/// Answer of register, update, revert, deregister and stable (which sets only
+/// `JobModifyIndex`).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase", default)]
 pub struct JobWriteResponse {
@@ -550,6 +562,48 @@ pub struct DeploymentUpdateResponse {
     pub reverted_job_version: Option<u64>,
     /// Raft index.
     pub index: u64,
+}
+
+/// A client node in `/v1/nodes` (`structs.NodeListStub`; the stub carries `HostVolumes` since
+/// `Node.Stub` copies it, so one list answers what the proxy's nodes can mount).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct NodeStub {
+    /// Node ID.
+    #[serde(rename = "ID")]
+    pub id: String,
+    /// Node name.
+    pub name: String,
+    /// Datacenter.
+    pub datacenter: String,
+    /// Node pool (`default` unless the client config names one).
+    pub node_pool: String,
+    /// `ready`, `down`, `initializing`, `disconnected`.
+    pub status: String,
+    /// `eligible` or `ineligible`.
+    pub scheduling_eligibility: String,
+    /// Whether it is draining.
+    pub drain: bool,
+    /// The client's `host_volume` blocks by name (`null` without any).
+    #[serde(deserialize_with = "null_as_default")]
+    pub host_volumes: BTreeMap<String, HostVolumeInfo>,
+}
+
+impl NodeStub {
+    /// Whether the scheduler may place new allocations here.
+    pub fn schedulable(&self) -> bool {
+        self.status == "ready" && self.scheduling_eligibility == "eligible" && !self.drain
+    }
+}
+
+/// One host volume of a node (`structs.ClientHostVolumeConfig`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct HostVolumeInfo {
+    /// The host path.
+    pub path: String,
+    /// Read-only in the client config.
+    pub read_only: bool,
 }
 
 /// One namespace's services in `/v1/services`.

@@ -17,8 +17,15 @@
 //!   them only with `raw_exec`, where the task runs on the host with host paths, and only when it
 //!   runs on that host; with docker or exec they live in a host volume on the proxy's node and
 //!   are not checked.
-//! - **Host volumes** are not checked yet: the Nomad client has no node read (`GET
-//!   /v1/node/:id`, `HostVolumes`) to check them with.
+//! - **Host volumes.** Every host volume a task group of the new job mounts (`Volumes[].Source`
+//!   with `Type = "host"`: `spec.job.certVolume` for docker and exec) is in the `HostVolumes` of
+//!   every node the job can be placed on: ready, eligible, not draining, in one of the job's
+//!   datacenters (Nomad's `*` glob) and its node pool (`all`: any). One `GET /v1/nodes` answers
+//!   it (the list stub carries `HostVolumes`). A volume the running version mounts too is not
+//!   held against a node that lacks it: the proxy does not run there today either. What cannot
+//!   be known remotely: whether the volume's host path exists, is writable by the task, and
+//!   holds the certificates (the client fingerprints only its config); a dynamic host volume
+//!   still being created; constraints beyond datacenter and pool (the operator renders none).
 
 use std::collections::BTreeSet;
 use std::net::{Ipv4Addr, TcpListener};
@@ -29,7 +36,10 @@ use rustls_pki_types::pem::PemObject;
 use serde_json::Value;
 
 use crate::metrics::certificates_from_pem;
+use crate::nomad::NodeStub;
+use crate::nomad::roles::NomadNodes;
 use crate::spec::{FieldError, ValidatedSpec};
+use crate::transport::QueryOptions;
 
 /// Every static host port a Nomad job reserves (`TaskGroups[].Networks[].ReservedPorts[].Value`).
 /// Pure.
@@ -123,6 +133,138 @@ pub fn check(
         }
     }
     errors
+}
+
+/// The host volumes (`Source` of each `Type = "host"` group volume) a Nomad job mounts. Pure.
+#[must_use]
+pub fn host_volume_sources(job: &Value) -> BTreeSet<String> {
+    let job = crate::nomad::unwrap_job(job);
+    let groups = job.get("TaskGroups").and_then(Value::as_array);
+    groups
+        .into_iter()
+        .flatten()
+        .filter_map(|g| g.get("Volumes").and_then(Value::as_object))
+        .flat_map(|volumes| volumes.values())
+        .filter(|v| v.get("Type").and_then(Value::as_str) == Some("host"))
+        .filter_map(|v| v.get("Source").and_then(Value::as_str))
+        .filter(|source| !source.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Nomad's datacenter glob (`go-glob`): `*` matches any run of characters, nothing else is
+/// special.
+fn glob_match(pattern: &str, text: &str) -> bool {
+    let parts: Vec<&str> = pattern.split('*').collect();
+    let [first, middle @ .., last] = parts.as_slice() else {
+        return pattern == text;
+    };
+    let Some(mut rest) = text.strip_prefix(first) else {
+        return false;
+    };
+    for part in middle {
+        match rest.find(part) {
+            Some(at) => rest = &rest[at + part.len()..],
+            None => return false,
+        }
+    }
+    rest.len() >= last.len() && rest.ends_with(last)
+}
+
+/// Whether the scheduler may place `job` on `node`: schedulable, in one of the job's
+/// datacenters (none: all, as Nomad defaults to `["*"]`) and in its node pool (none:
+/// `default`; `all`: every pool).
+fn placeable(job: &Value, node: &NodeStub) -> bool {
+    let job = crate::nomad::unwrap_job(job);
+    let datacenters: Vec<&str> = job
+        .get("Datacenters")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .collect();
+    let in_datacenter = datacenters.is_empty()
+        || datacenters
+            .iter()
+            .any(|dc| glob_match(dc, &node.datacenter));
+    let pool = job
+        .get("NodePool")
+        .and_then(Value::as_str)
+        .filter(|p| !p.is_empty())
+        .unwrap_or("default");
+    let node_pool = if node.node_pool.is_empty() {
+        "default"
+    } else {
+        node.node_pool.as_str()
+    };
+    node.schedulable() && in_datacenter && (pool == "all" || pool == node_pool)
+}
+
+/// How many nodes a message names before it counts the rest.
+const NODES_NAMED: usize = 3;
+
+/// The host volumes of `job` that a node it can be placed on does not have, one error per
+/// volume naming the nodes and the fix; empty when every node has them. A volume the running
+/// version (`running`) mounts too is not reported: a node without it runs no proxy today
+/// either. Pure.
+#[must_use]
+pub fn missing_host_volumes(
+    job: &Value,
+    running: Option<&Value>,
+    nodes: &[NodeStub],
+) -> Vec<FieldError> {
+    let already = running.map(host_volume_sources).unwrap_or_default();
+    let placeable: Vec<&NodeStub> = nodes.iter().filter(|n| placeable(job, n)).collect();
+    let mut errors = Vec::new();
+    for volume in host_volume_sources(job).difference(&already) {
+        let lacking: Vec<&&NodeStub> = placeable
+            .iter()
+            .filter(|n| !n.host_volumes.contains_key(volume))
+            .collect();
+        if lacking.is_empty() {
+            continue;
+        }
+        let mut named: Vec<String> = lacking
+            .iter()
+            .take(NODES_NAMED)
+            .map(|n| {
+                let id: String = n.id.chars().take(8).collect();
+                format!("{} ({id}, datacenter {})", n.name, n.datacenter)
+            })
+            .collect();
+        if lacking.len() > NODES_NAMED {
+            named.push(format!("{} more", lacking.len() - NODES_NAMED));
+        }
+        errors.push(FieldError::new(
+            "spec.job.certVolume",
+            format!(
+                "Nomad host volume {volume:?} does not exist on node {}, where the proxy job can be placed; \
+                 add host_volume \"{volume}\" {{ path = \"...\" }} to that node's Nomad client config and restart \
+                 the client, or name a volume the nodes have, or narrow spec.job.datacenters or spec.job.nodePool \
+                 (nothing was changed, the running proxy keeps serving)",
+                named.join(", ")
+            ),
+        ));
+    }
+    errors
+}
+
+/// [`missing_host_volumes`] against the nodes Nomad lists now. Asks Nomad only when the job
+/// mounts a host volume; an error is Nomad's, and nothing is known then.
+///
+/// # Errors
+///
+/// The node list could not be read.
+pub async fn host_volumes<N: NomadNodes>(
+    nomad: &N,
+    job: &Value,
+    running: Option<&Value>,
+) -> Result<Vec<FieldError>, crate::nomad::Error> {
+    if host_volume_sources(job).is_empty() {
+        return Ok(Vec::new());
+    }
+    let (nodes, _) = nomad.nodes(QueryOptions::NOW).await?;
+    Ok(missing_host_volumes(job, running, &nodes))
 }
 
 /// A certificate and key file pair: both read, the certificate parses and has not expired, and
@@ -223,6 +365,150 @@ mod tests {
         assert!(ports_checkable("::1"));
         assert!(!ports_checkable("10.0.0.5"));
         assert!(!ports_checkable("proxy.internal"));
+    }
+
+    fn volume_job(volume: &str, datacenters: &[&str], pool: Option<&str>) -> Value {
+        let mut job = serde_json::json!({"ID": "proxy", "Datacenters": datacenters, "TaskGroups": [{
+            "Volumes": {"certs": {"Name": "certs", "Type": "host", "Source": volume, "ReadOnly": false}}
+        }]});
+        if let Some(pool) = pool {
+            job["NodePool"] = serde_json::json!(pool);
+        }
+        job
+    }
+
+    fn node(name: &str, dc: &str, volumes: &[&str]) -> NodeStub {
+        NodeStub {
+            id: format!("{name}-0000-1111"),
+            name: name.to_owned(),
+            datacenter: dc.to_owned(),
+            node_pool: "default".to_owned(),
+            status: "ready".to_owned(),
+            scheduling_eligibility: "eligible".to_owned(),
+            drain: false,
+            host_volumes: volumes
+                .iter()
+                .map(|v| ((*v).to_owned(), crate::nomad::HostVolumeInfo::default()))
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn only_host_volume_sources_are_requested_volumes() {
+        let mut mounts = volume_job("edge-certs", &["*"], None);
+        mounts["TaskGroups"][0]["Volumes"]["csi"] =
+            serde_json::json!({"Type": "csi", "Source": "ebs"});
+        assert_eq!(
+            host_volume_sources(&serde_json::json!({"Job": mounts})),
+            ["edge-certs".to_owned()].into_iter().collect()
+        );
+        assert!(host_volume_sources(&job(&[80])).is_empty());
+    }
+
+    #[test]
+    fn a_volume_missing_on_a_node_the_job_can_use_names_the_volume_the_node_and_the_fix() {
+        let job = volume_job("certs", &["*"], None);
+        let nodes = [
+            node("edge-1", "dc1", &["certs"]),
+            node("edge-2", "dc1", &[]),
+        ];
+        let errors = missing_host_volumes(&job, None, &nodes);
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert_eq!(errors[0].path, "spec.job.certVolume");
+        let text = &errors[0].message;
+        assert!(text.contains("\"certs\""), "{text}");
+        assert!(text.contains("edge-2 (edge-2-0"), "{text}");
+        assert!(!text.contains("edge-1"), "{text}");
+        assert!(text.contains("host_volume \"certs\""), "{text}");
+        assert!(text.contains("nothing was changed"), "{text}");
+        assert!(missing_host_volumes(&job, None, &nodes[..1]).is_empty());
+    }
+
+    #[test]
+    fn nodes_outside_the_jobs_datacenters_pool_or_schedule_are_not_held_against_it() {
+        let nodes = [
+            node("edge-1", "edge-west", &["certs"]),
+            node("app-1", "apps", &[]),
+        ];
+        assert!(
+            missing_host_volumes(&volume_job("certs", &["edge-*"], None), None, &nodes).is_empty()
+        );
+        assert_eq!(
+            missing_host_volumes(&volume_job("certs", &["*"], None), None, &nodes).len(),
+            1
+        );
+        assert_eq!(
+            missing_host_volumes(&volume_job("certs", &[], None), None, &nodes).len(),
+            1,
+            "no datacenters is every datacenter"
+        );
+
+        let mut pooled = nodes.clone();
+        pooled[1].node_pool = "apps".to_owned();
+        let job = volume_job("certs", &["*"], None);
+        assert!(missing_host_volumes(&job, None, &pooled).is_empty());
+        let all = volume_job("certs", &["*"], Some("all"));
+        assert_eq!(missing_host_volumes(&all, None, &pooled).len(), 1);
+
+        for unschedulable in [
+            NodeStub {
+                status: "down".into(),
+                ..nodes[1].clone()
+            },
+            NodeStub {
+                scheduling_eligibility: "ineligible".into(),
+                ..nodes[1].clone()
+            },
+            NodeStub {
+                drain: true,
+                ..nodes[1].clone()
+            },
+        ] {
+            let nodes = [nodes[0].clone(), unschedulable];
+            assert!(
+                missing_host_volumes(&job, None, &nodes).is_empty(),
+                "{nodes:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_volume_the_running_version_mounts_too_is_not_a_new_absence() {
+        let nodes = [node("edge-1", "dc1", &["certs"]), node("app-1", "dc1", &[])];
+        let running = volume_job("certs", &["*"], None);
+        assert!(missing_host_volumes(&running, Some(&running), &nodes).is_empty());
+        let renamed = volume_job("edge-certs", &["*"], None);
+        let errors = missing_host_volumes(&renamed, Some(&running), &nodes);
+        assert_eq!(
+            errors.len(),
+            1,
+            "a new volume is checked on every node: {errors:?}"
+        );
+    }
+
+    #[test]
+    fn many_lacking_nodes_are_counted_after_the_first_few() {
+        let nodes: Vec<NodeStub> = (0..7).map(|i| node(&format!("n{i}"), "dc1", &[])).collect();
+        let errors = missing_host_volumes(&volume_job("certs", &["*"], None), None, &nodes);
+        assert!(errors[0].message.contains("n2 ("), "{}", errors[0].message);
+        assert!(!errors[0].message.contains("n3 ("), "{}", errors[0].message);
+        assert!(
+            errors[0].message.contains("4 more"),
+            "{}",
+            errors[0].message
+        );
+    }
+
+    #[test]
+    fn datacenter_globs_match_as_nomads_do() {
+        assert!(glob_match("*", "dc1"));
+        assert!(glob_match("dc1", "dc1"));
+        assert!(!glob_match("dc1", "dc12"));
+        assert!(glob_match("edge-*", "edge-west"));
+        assert!(glob_match("*-west", "edge-west"));
+        assert!(glob_match("e*g*t", "edge-west"));
+        assert!(!glob_match("edge-*", "apps"));
+        assert!(!glob_match("a*a", "a"));
     }
 
     fn write_pair(dir: &Path, expired: bool) -> (std::path::PathBuf, std::path::PathBuf) {

@@ -8,7 +8,7 @@ use crate::nomad::{self, NomadApi};
 use crate::proxy::PolicyWrite;
 use crate::proxy::probe::ProxyProbe;
 use crate::render::META_SPEC_DIGEST;
-use crate::rollout::{ApplyError, ApplyOutcome, Effect};
+use crate::rollout::{ApplyError, ApplyOutcome, Effect, JobRef};
 use crate::spec::ProxyKind;
 use crate::transport::QueryOptions;
 
@@ -75,6 +75,33 @@ where
             }
         }
         ApplyOutcome::all(writes.len())
+    }
+
+    /// After a gate passed: marks the job version that passed `Stable` when Nomad has not (a
+    /// system job gets no deployment before Nomad 1.11), so a rollback target survives a lost
+    /// status document (`plan::stable_rollback_target`). Best effort: the status names it too.
+    pub(super) async fn mark_stable(&self, job: &JobRef) {
+        let versions = match self.nomad.job_versions(&job.job_id, false).await {
+            Ok(versions) => versions.versions,
+            Err(e) => {
+                warn!(job = %job.job_id, version = job.version, error = %e, "cannot read the job's versions to mark the good one stable");
+                return;
+            }
+        };
+        if !versions
+            .iter()
+            .any(|v| v.version == job.version && !v.stable)
+        {
+            return;
+        }
+        match self.nomad.job_stable(&job.job_id, job.version, true).await {
+            Ok(_) => {
+                info!(job = %job.job_id, version = job.version, "marked the version that passed the gate stable")
+            }
+            Err(e) => {
+                warn!(job = %job.job_id, version = job.version, error = %e, "cannot mark the version that passed the gate stable")
+            }
+        }
     }
 
     /// A job write answered with an error may still have landed: the answer was lost and the

@@ -121,13 +121,26 @@ where
                     // Before the running proxy is touched: what would certainly fail the new
                     // version fails the document instead, and nothing changes.
                     let now = crate::metrics::unix_now();
-                    let errors = crate::proxy::preflight::check(
+                    let mut errors = crate::proxy::preflight::check(
                         &loaded.spec,
                         &jc.job,
                         running.as_ref(),
                         &reach.host,
                         now,
                     );
+                    let volumes = crate::proxy::preflight::host_volumes(
+                        &self.nomad,
+                        &jc.job,
+                        running.as_ref(),
+                    );
+                    match volumes.await {
+                        Ok(missing) => errors.extend(missing),
+                        Err(source) => {
+                            let what = "the client nodes (their host volumes)".to_owned();
+                            let e = Error::Nomad { what, source };
+                            return self.observation_failed(&e, Some(&facts)).await;
+                        }
+                    }
                     if !errors.is_empty() {
                         warn!(errors = errors.len(), first = %errors[0], "preflight failed; the running proxy is left as it is");
                         self.report(&facts.pass(Report::Invalid { errors: &errors }))
@@ -272,6 +285,9 @@ where
         let changed = phase != before;
         self.phase = phase;
         let phase = self.phase.clone();
+        if let (false, Phase::Ready { job: Some(job), .. }) = (before.is_at_rest(), &phase) {
+            self.mark_stable(job).await;
+        }
         if changed || !phase.is_at_rest() {
             self.report(&facts.pass(Report::Rollout(&phase))).await;
         }

@@ -14,6 +14,7 @@
 
 use serde_json::Value;
 
+use super::store::HostVolume;
 pub use super::store::ServiceReg;
 pub use super::store::{ApiError, Clock};
 use super::store::{Plan, RegisterOpts, Store, TaskEvent};
@@ -168,6 +169,33 @@ impl Embedded {
                 Err(e) => (Err(e), Plan::default()),
             },
         )
+    }
+
+    /// `POST /v1/job/:id/stable`: the endpoint's answer (`{"JobModifyIndex"}`).
+    pub fn stable(&mut self, id: &str, version: u64, stable: bool) -> Result<Value, ApiError> {
+        let index = self.write(|st| (st.set_stable(NS, id, version, stable), Plan::default()))?;
+        Ok(serde_json::json!({"JobModifyIndex": index, "Index": index}))
+    }
+
+    /// `GET /v1/nodes`: the node stubs and the index of the answer.
+    pub fn nodes(&self) -> (Vec<Value>, u64) {
+        let stubs = self
+            .store
+            .nodes_in_order()
+            .into_iter()
+            .map(|n| self.store.node_stub(n))
+            .collect();
+        (stubs, self.store.tables.nodes)
+    }
+
+    /// Gives the client node a `host_volume` `name` at `path` (its client config).
+    pub fn set_host_volume(&mut self, name: &str, path: &str) {
+        let node = self.store.node_id.clone();
+        let volume = HostVolume {
+            path: path.to_owned(),
+            read_only: false,
+        };
+        self.write(|st| (st.set_host_volume(&node, name, volume), Plan::default()));
     }
 
     /// `DELETE /v1/job/:id` (with `purge`): the endpoint's answer.

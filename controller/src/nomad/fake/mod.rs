@@ -21,8 +21,8 @@ use tokio::time::Instant;
 
 use super::{
     AllocationStub, Deployment, DeploymentUpdateResponse, Error, Job, JobVersions,
-    JobWriteResponse, NomadApi, PlanResponse, Result, ServiceNamespace, ServiceRegistration,
-    unwrap_job,
+    JobWriteResponse, NodeStub, NomadApi, PlanResponse, Result, ServiceNamespace,
+    ServiceRegistration, unwrap_job,
 };
 pub use crate::transport::fake::Call;
 use crate::transport::fake::{Indexed, Model, Recorder};
@@ -87,21 +87,25 @@ fn api_error(op: &str, e: ApiError) -> Error {
 
 impl FakeNomad {
     /// An empty Nomad with a leader and one client node, where new job versions get
-    /// deployments (Nomad 1.11).
+    /// deployments (Nomad 1.11). The node has `host_volume "certs"` in its client config (the
+    /// default `spec.job.certVolume`, which a cluster running the docker or exec proxy has), so it
+    /// passes preflight; another name is missing until [`FakeNomad::set_host_volume`].
     pub fn new() -> FakeNomad {
         let start = Instant::now();
         let clock = Clock::new(move || {
             EPOCH_NANOS
                 .saturating_add(i64::try_from(start.elapsed().as_nanos()).unwrap_or(i64::MAX))
         });
-        FakeNomad {
+        let fake = FakeNomad {
             model: Arc::new(Model::new(State {
                 nomad: Embedded::new(clock),
                 faults: Recorder::default(),
                 leader: "127.0.0.1:4647".into(),
             })),
             start,
-        }
+        };
+        fake.set_host_volume("certs", "/opt/proxy/certs");
+        fake
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -257,6 +261,11 @@ impl FakeNomad {
         self.with(|n| n.deregister_service(id));
     }
 
+    /// Gives the client node a `host_volume` `name` at `path`, as its client config would.
+    pub fn set_host_volume(&self, name: &str, path: &str) {
+        self.with(|n| n.set_host_volume(name, path));
+    }
+
     /// Sets the leader address `status_leader` answers (`""`: no leader).
     pub fn set_leader(&self, leader: &str) {
         leader.clone_into(&mut self.lock().leader);
@@ -314,6 +323,15 @@ impl NomadApi for FakeNomad {
         self.lost_answer("job_revert", result)
     }
 
+    async fn job_stable(&self, id: &str, version: u64, stable: bool) -> Result<JobWriteResponse> {
+        self.enter("job_stable", id, Some(version))?;
+        let op = format!("mark version {version} of job {id} stable");
+        let answer = self
+            .with(|n| n.stable(id, version, stable))
+            .map_err(|e| api_error(&op, e))?;
+        decode(&op, answer)
+    }
+
     async fn job_stop(&self, id: &str, purge: bool) -> Result<JobWriteResponse> {
         self.enter("job_stop", id, None)?;
         decode(
@@ -360,6 +378,12 @@ impl NomadApi for FakeNomad {
             .with(|n| n.fail_deployment(id))
             .map_err(|e| api_error(&op, e))?;
         decode(&op, answer)
+    }
+
+    async fn nodes(&self, opts: QueryOptions) -> Result<(Vec<NodeStub>, QueryMeta)> {
+        self.enter("nodes", "", Some(opts.index))?;
+        let (nodes, meta) = self.blocking(opts, Embedded::nodes).await;
+        Ok((decode("nodes", Value::Array(nodes))?, meta))
     }
 
     async fn services(&self, opts: QueryOptions) -> Result<(Vec<ServiceNamespace>, QueryMeta)> {

@@ -81,3 +81,19 @@ async fn a_healthy_deployment_has_no_deadline_left() {
     assert_eq!(latest(&n).await.status, "successful");
     assert!(n.job("web").unwrap().stable);
 }
+
+#[tokio::test]
+async fn the_node_has_the_default_cert_volume_and_any_other_once_set() {
+    let n = FakeNomad::new();
+    let (nodes, _) = n.nodes(QueryOptions::NOW).await.unwrap();
+    assert_eq!(nodes.len(), 1);
+    assert!(nodes[0].schedulable());
+    assert_eq!(
+        nodes[0].host_volumes.keys().collect::<Vec<_>>(),
+        ["certs"],
+        "{nodes:?}"
+    );
+    n.set_host_volume("edge-certs", "/srv/edge");
+    let (nodes, _) = n.nodes(QueryOptions::NOW).await.unwrap();
+    assert_eq!(nodes[0].host_volumes["edge-certs"].path, "/srv/edge");
+}

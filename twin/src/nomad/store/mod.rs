@@ -19,7 +19,7 @@ mod views;
 
 pub use acl::{AclPolicyRecord, AclTokenRecord};
 pub use deployments::{deployment_update_body, is_active};
-pub use nodes::{Node, NodeUpdate};
+pub use nodes::{HostVolume, Node, NodeUpdate};
 pub use scheduler::static_ports;
 pub use variables::VariableRecord;
 

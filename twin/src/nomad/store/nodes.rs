@@ -37,6 +37,9 @@ pub struct Node {
     pub drain: Option<DrainStrategy>,
     /// The last finished drain (`structs.DrainMetadata`), as JSON.
     pub last_drain: Option<Value>,
+    /// The client's `host_volume` blocks by name (`structs.ClientHostVolumeConfig`): what a
+    /// job's `volume "x" { type = "host", source = "<name>" }` can mount on this node.
+    pub host_volumes: BTreeMap<String, HostVolume>,
     pub create_index: u64,
     pub modify_index: u64,
 }
@@ -56,6 +59,7 @@ impl Node {
             eligibility: "eligible".into(),
             drain: None,
             last_drain: None,
+            host_volumes: BTreeMap::new(),
             create_index: 1,
             modify_index: 1,
         }
@@ -65,6 +69,15 @@ impl Node {
     pub fn feasible(&self) -> bool {
         self.eligibility == "eligible" && self.drain.is_none()
     }
+}
+
+/// One `host_volume` of a client's config, as the node reports it (`Path`, `ReadOnly`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostVolume {
+    /// The host path.
+    pub path: String,
+    /// Whether the client config makes it read-only.
+    pub read_only: bool,
 }
 
 /// What `Node.UpdateDrain` and `Node.UpdateEligibility` answer.
@@ -99,6 +112,18 @@ impl Store {
             .filter(|n| n.feasible())
             .map(|n| n.id.clone())
             .collect()
+    }
+
+    /// Adds (or replaces) a `host_volume` in a node's client config, as a client restarted
+    /// with it fingerprints it: the node is updated (`NodeRegistration` event). `false` when
+    /// there is no such node.
+    pub fn set_host_volume(&mut self, node_id: &str, name: &str, volume: HostVolume) -> bool {
+        let Some(node) = self.nodes.get_mut(node_id) else {
+            return false;
+        };
+        node.host_volumes.insert(name.to_owned(), volume);
+        self.touch_node(node_id, "NodeRegistration");
+        true
     }
 
     /// Whether an allocation of a job of this kind must leave `node_id` because it drains.
@@ -294,5 +319,43 @@ impl Store {
             last = index;
         }
         (ids, last, plan)
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_node_reports_its_host_volumes_in_the_read_and_the_list_stub_and_null_without_any() {
+        let mut st = Store::new("node-1".into());
+        let node = st.nodes_in_order()[0].clone();
+        assert_eq!(st.node_json(&node)["HostVolumes"], Value::Null);
+        assert_eq!(st.node_stub(&node)["HostVolumes"], Value::Null);
+        let before = node.modify_index;
+
+        let volume = HostVolume {
+            path: "/srv/certs".into(),
+            read_only: true,
+        };
+        assert!(st.set_host_volume("node-1", "certs", volume));
+        assert!(!st.set_host_volume(
+            "ghost",
+            "certs",
+            HostVolume {
+                path: String::new(),
+                read_only: false
+            }
+        ));
+        let node = st.nodes_in_order()[0].clone();
+        let want =
+            json!({"certs": {"Name": "certs", "Path": "/srv/certs", "ReadOnly": true, "ID": ""}});
+        assert_eq!(st.node_json(&node)["HostVolumes"], want);
+        assert_eq!(st.node_stub(&node)["HostVolumes"], want);
+        assert!(
+            node.modify_index > before,
+            "a fingerprint change is a node update"
+        );
     }
 }

@@ -261,7 +261,7 @@ impl Store {
             "CgroupParent": "", "Drain": n.drain.is_some(), "DrainStrategy": drain,
             "SchedulingEligibility": n.eligibility, "Status": "ready", "StatusDescription": "",
             "StatusUpdatedAt": 0, "Events": [], "Drivers": drivers_json(),
-            "HostVolumes": null, "GCVolumesOnNodeGC": false, "HostNetworks": null,
+            "HostVolumes": host_volumes_json(n), "GCVolumesOnNodeGC": false, "HostNetworks": null,
             "CSIControllerPlugins": null, "CSINodePlugins": null, "LastDrain": n.last_drain,
             "NodeMaxAllocs": 0, "CreateIndex": n.create_index, "ModifyIndex": n.modify_index,
         })
@@ -273,7 +273,7 @@ impl Store {
             "Address": n.address, "ID": n.id, "Attributes": null, "Datacenter": n.datacenter,
             "Name": n.name, "NodeClass": "", "NodePool": "default", "Version": self.nomad_version,
             "Drain": n.drain.is_some(), "SchedulingEligibility": n.eligibility, "Status": "ready",
-            "StatusDescription": "", "Drivers": drivers_json(), "HostVolumes": null,
+            "StatusDescription": "", "Drivers": drivers_json(), "HostVolumes": host_volumes_json(n),
             "NodeResources": null, "ReservedResources": null, "LastDrain": n.last_drain,
             "CreateIndex": n.create_index, "ModifyIndex": n.modify_index,
         })
@@ -292,6 +292,22 @@ pub(super) fn ports_json(a: &Alloc, reserved: bool) -> Value {
     } else {
         Value::Array(ports)
     }
+}
+
+/// `Node.HostVolumes`: `map[string]*ClientHostVolumeConfig` (`Name`, `Path`, `ReadOnly`, and
+/// `ID` for dynamic volumes, which the twin has none of); `null` without any, as a client with
+/// no `host_volume` block reports it. The list stub carries it too (`Node.Stub`).
+fn host_volumes_json(n: &Node) -> Value {
+    if n.host_volumes.is_empty() {
+        return Value::Null;
+    }
+    n.host_volumes
+        .iter()
+        .map(|(name, v)| {
+            let config = json!({"Name": name, "Path": v.path, "ReadOnly": v.read_only, "ID": ""});
+            (name.clone(), config)
+        })
+        .collect()
 }
 
 fn drivers_json() -> Value {
