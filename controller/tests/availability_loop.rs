@@ -9,7 +9,7 @@ use proxy_operator::consul::fake::FakeConsul;
 use proxy_operator::nomad::fake::FakeNomad;
 use proxy_operator::proxy;
 use proxy_operator::proxy::probe::fake::FakeProbe;
-use proxy_operator::reconcile::{Action, Config, Operator};
+use proxy_operator::reconcile::{Action, Config, Operator, PREFLIGHT_RECHECK};
 use proxy_operator::render::{self, RenderContext};
 use proxy_operator::spec::{self, status::Phase, status::ProxyStatus};
 
@@ -310,7 +310,8 @@ async fn a_structural_change_to_a_port_something_else_holds_is_invalid_and_touch
     w.put(&with_web_port(100, taken));
     let action = w.op.reconcile().await;
 
-    assert_eq!(action.requeue_after, None);
+    // The node is what is wrong, so the operator looks again soon rather than waiting for an edit.
+    assert_eq!(action.requeue_after, Some(PREFLIGHT_RECHECK));
     let status = w.status();
     assert_eq!(status.phase, Phase::Invalid, "{status:?}");
     let text = serde_json::to_string(&status).unwrap();
@@ -327,9 +328,8 @@ async fn a_structural_change_to_a_port_something_else_holds_is_invalid_and_touch
     assert_eq!(w.nomad.job(JOB).unwrap().version, before.version);
     assert!(w.consul.value(JOURNAL).is_none());
 
-    // Freed, the same document rolls out on the next pass.
+    // Freed, the same document rolls out on the recheck, with no edit.
     drop(squatter);
-    w.put(&with_web_port(100, taken));
     w.op.reconcile().await;
     assert_eq!(w.nomad.calls_of("job_register").len(), registers + 1);
 }

@@ -7,7 +7,7 @@
 use proxy_operator::consul::fake::FakeConsul;
 use proxy_operator::nomad::fake::FakeNomad;
 use proxy_operator::proxy::probe::fake::FakeProbe;
-use proxy_operator::reconcile::{Config, Operator};
+use proxy_operator::reconcile::{Config, Operator, PREFLIGHT_RECHECK};
 use proxy_operator::spec::status::{Phase, ProxyStatus};
 
 const CONFIG: &str = "po/config";
@@ -40,8 +40,9 @@ async fn a_host_volume_missing_on_the_proxys_node_is_invalid_names_the_node_and_
     let action = op.reconcile().await;
 
     assert_eq!(
-        action.requeue_after, None,
-        "nothing to retry until a change"
+        action.requeue_after,
+        Some(PREFLIGHT_RECHECK),
+        "the node is what is wrong: looked at again soon"
     );
     let invalid = status(&consul);
     assert_eq!(invalid.phase, Phase::Invalid, "{invalid:?}");
@@ -58,11 +59,8 @@ async fn a_host_volume_missing_on_the_proxys_node_is_invalid_names_the_node_and_
     assert!(consul.value(JOURNAL).is_none(), "no rollout started");
     assert_eq!(nomad.calls_of("nodes").len(), 1, "{:?}", nomad.calls());
 
+    // The node gets the volume; the recheck rolls out with no edit.
     nomad.set_host_volume("edge-certs", "/srv/edge/certs");
-    consul.set(
-        CONFIG,
-        format!("{}# the node has it now\n", with_volume("edge-certs")),
-    );
     op.reconcile().await;
     assert_eq!(
         nomad.calls_of("job_register").len(),
@@ -92,15 +90,30 @@ async fn nomad_failing_to_list_its_nodes_starts_nothing_and_retries() {
     );
 }
 
+/// A loopback port nothing listens on, for entry points the port preflight then finds free (the
+/// default :80 would be probed by every test of this binary at once).
+fn unused_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_raw_exec_proxy_mounts_no_volume_and_never_asks_for_the_nodes() {
     let (consul, nomad, probe) = (FakeConsul::new(), FakeNomad::new(), FakeProbe::healthy());
     let mut op = Operator::new(Config::new("po"), consul.clone(), nomad.clone(), probe);
     consul.set(
         CONFIG,
-        "apiVersion: proxy-operator.io/v1alpha1\nkind: ProxyConfig\nspec:\n  proxy: traefik\n  job:\n    driver: {rawExec: {command: traefik}}\n    certVolume: nowhere\n",
+        format!("apiVersion: proxy-operator.io/v1alpha1\nkind: ProxyConfig\nspec:\n  proxy: traefik\n  entryPoints:\n    web: {{address: \"127.0.0.1:{}\"}}\n    websecure: {{address: \"127.0.0.1:{}\"}}\n  job:\n    driver: {{rawExec: {{command: traefik}}}}\n    certVolume: nowhere\n", unused_port(), unused_port()),
     );
     op.reconcile().await;
     assert!(nomad.calls_of("nodes").is_empty());
-    assert_eq!(nomad.calls_of("job_register").len(), 1);
+    assert_eq!(
+        nomad.calls_of("job_register").len(),
+        1,
+        "{:?}",
+        status(&consul)
+    );
 }

@@ -71,6 +71,10 @@ mod store;
 use load::Loaded;
 use store::StatusStore;
 
+/// How soon a change that failed preflight is tried again: what failed is on the node (a port,
+/// a file, a host volume), and nothing announces that it was fixed.
+pub const PREFLIGHT_RECHECK: Duration = Duration::from_secs(5);
+
 /// Default quiet time after a config change before a pass starts, so a burst of edits is one pass.
 pub const DEFAULT_DEBOUNCE: Duration = Duration::from_millis(250);
 /// Default interval of the full resync that catches anything a watch missed.

@@ -6,7 +6,10 @@ use std::time::{Duration, SystemTime};
 use tokio::time::Instant;
 use tracing::{Instrument as _, info, warn};
 
-use super::{Action, Error, Facts, MAX_BACKOFF, MIN_BACKOFF, Operator, TERMINAL_RETRY, short};
+use super::{
+    Action, Error, Facts, MAX_BACKOFF, MIN_BACKOFF, Operator, PREFLIGHT_RECHECK, TERMINAL_RETRY,
+    short,
+};
 use crate::consul::ConsulApi;
 use crate::metrics::RolloutStage;
 use crate::nomad::NomadApi;
@@ -145,7 +148,9 @@ where
                         warn!(errors = errors.len(), first = %errors[0], "preflight failed; the running proxy is left as it is");
                         self.report(&facts.pass(Report::Invalid { errors: &errors }))
                             .await;
-                        return Action::await_change();
+                        // The node, not the document, is wrong (a port taken, a certificate or
+                        // host volume missing): look again soon, so fixing it needs no edit.
+                        return Action::requeue(PREFLIGHT_RECHECK);
                     }
                 }
                 info!(kind = change.kind(), digest = %short(&change.digest), "rolling out");

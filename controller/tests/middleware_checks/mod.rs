@@ -100,7 +100,10 @@ pub async fn an_oversized_body_gets_413(c: &Client, url: &str) {
     assert_eq!(small.status(), 200);
     assert_eq!(small.headers()["x-backend"], "app");
     let seen: Value = small.json().await.unwrap();
-    assert_eq!(seen["bodyBytes"], 10, "the app got the whole small body: {seen}");
+    assert_eq!(
+        seen["bodyBytes"], 10,
+        "the app got the whole small body: {seen}"
+    );
 }
 
 /// Compression with a small minimum: gzip with `Accept-Encoding: gzip`, none without.
