@@ -32,7 +32,9 @@ async fn healthz() -> (SocketAddr, JoinHandle<()>) {
                 let mut buf = [0u8; 1024];
                 let _ = conn.read(&mut buf).await;
                 let _ = conn
-                    .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok")
+                    .write_all(
+                        b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok",
+                    )
                     .await;
             });
         }
@@ -94,7 +96,7 @@ fn linked(check: &str) -> Value {
 
 #[tokio::test]
 async fn an_agent_http_check_starts_critical_passes_when_answered_and_fails_when_the_endpoint_dies()
- {
+{
     let api = Api::start().await;
     let (addr, server) = healthz().await;
     register(&api, "svc-1", addr).await;
@@ -168,7 +170,10 @@ async fn a_session_linked_to_a_service_check_is_invalidated_when_the_check_fails
     let (_, info) = api
         .json("GET", &format!("/v1/session/info/{sid}"), None)
         .await;
-    assert_eq!(info[0]["ServiceChecks"], json!([{"ID": "svc-3-http", "Namespace": ""}]));
+    assert_eq!(
+        info[0]["ServiceChecks"],
+        json!([{"ID": "svc-3-http", "Namespace": ""}])
+    );
     assert!(api.lock("acquire", "leader", &sid).await);
     let held = api.call("GET", "/v1/kv/leader", None).await;
     let index = held.index();
@@ -221,7 +226,11 @@ async fn deregistering_the_linked_service_invalidates_the_session() {
     let (_, info) = api
         .json("GET", &format!("/v1/session/info/{sid}"), None)
         .await;
-    assert_eq!(info, json!([]), "deleteCheckTxn invalidates the check's sessions");
+    assert_eq!(
+        info,
+        json!([]),
+        "deleteCheckTxn invalidates the check's sessions"
+    );
     let (_, entry) = api.json("GET", "/v1/kv/leader", None).await;
     assert!(entry[0].get("Session").is_none(), "{entry}");
     api.twin.shutdown().await;

@@ -38,8 +38,8 @@ pub(super) fn start_due(state: &ConsulState) {
 async fn run(probe: &Probe) -> (&'static str, String) {
     match &probe.target {
         ProbeTarget::Http { url, method } => {
-            let method = reqwest::Method::from_bytes(method.as_bytes())
-                .unwrap_or(reqwest::Method::GET);
+            let method =
+                reqwest::Method::from_bytes(method.as_bytes()).unwrap_or(reqwest::Method::GET);
             let request = HTTP
                 .request(method.clone(), url)
                 .timeout(probe.timeout)

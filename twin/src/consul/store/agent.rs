@@ -314,7 +314,9 @@ impl Store {
         for id in due {
             match self.agent.checks.get(&id).and_then(|c| c.probe.clone()) {
                 Some(probe) => {
-                    self.agent.probe_due.insert(id.clone(), now + probe.interval);
+                    self.agent
+                        .probe_due
+                        .insert(id.clone(), now + probe.interval);
                     out.push((id, probe));
                 }
                 None => {

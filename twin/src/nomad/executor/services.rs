@@ -183,7 +183,11 @@ pub(super) async fn consul_register(sh: &Shared, svc: &Svc) {
             if let Some(o) = check.as_object_mut() {
                 if c.kind == "http" {
                     o.insert("HTTP".into(), json!(check_target(c)));
-                    let method = if c.method.is_empty() { "GET" } else { &c.method };
+                    let method = if c.method.is_empty() {
+                        "GET"
+                    } else {
+                        &c.method
+                    };
                     o.insert("Method".into(), json!(method));
                 } else {
                     o.insert("TCP".into(), json!(check_target(c)));
