@@ -796,6 +796,78 @@ async fn the_shipped_job_file_runs_one_replica_per_node_on_three_nodes_and_one_l
         1,
         "exactly one replica ever acquired\n{all}"
     );
+
+    // The leader's session is bound to its allocation's /healthz check, which the twin's Nomad
+    // registered with the Consul agent for the job's service, as Nomad does.
+    let session = session.unwrap();
+    let info: Value = c
+        .http
+        .get(format!("{}/v1/session/info/{session}", c.consul()))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let bound = info[0]["ServiceChecks"][0]["ID"]
+        .as_str()
+        .unwrap_or_else(|| panic!("the session is bound to no check: {info}\n{all}"))
+        .to_owned();
+    let checks: Value = c
+        .http
+        .get(format!("{}/v1/agent/checks", c.consul()))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let service = checks[&bound]["ServiceID"].as_str().unwrap_or_default();
+    assert!(
+        service.starts_with("_nomad-task-") && service.contains(leader_alloc),
+        "{bound} is not a check of the leader's allocation: {checks}"
+    );
+
+    // SIGKILL the leader's process: its check goes critical, Consul invalidates the session,
+    // and another allocation leads within the TTL (10 s) + 1 s, not the 1.5 to 2 x TTL a
+    // TTL-only session takes.
+    let pid = pid_of_allocation(leader_alloc).expect("the leader's process");
+    let killed = Instant::now();
+    let status = Command::new("kill")
+        .args(["-KILL", &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let next = eventually(Duration::from_secs(25), || async {
+        let (value, holder) = c.kv(&format!("{PREFIX}/leader")).await?;
+        let holder = holder?;
+        (holder != session).then(|| serde_json::from_slice::<Value>(&value).ok())?
+    })
+    .await
+    .unwrap_or_else(|| panic!("nobody took over\n{}", logs()));
+    let took = killed.elapsed();
+    assert_ne!(next["allocation"].as_str(), Some(leader_alloc), "{next}");
+    assert!(
+        took < Duration::from_secs(11),
+        "SIGKILL failover took {took:?} (TTL 10 s)"
+    );
+    eprintln!("job-file SIGKILL failover: {took:?}");
+}
+
+/// The PID of the process Nomad runs for allocation `alloc` (its `NOMAD_ALLOC_ID`), found in
+/// `/proc` because the twin, like Nomad's API, does not report task PIDs.
+fn pid_of_allocation(alloc: &str) -> Option<u32> {
+    let wanted = format!("NOMAD_ALLOC_ID={alloc}");
+    std::fs::read_dir("/proc").ok()?.flatten().find_map(|entry| {
+        let pid: u32 = entry.file_name().to_str()?.parse().ok()?;
+        let environ = std::fs::read(entry.path().join("environ")).ok()?;
+        let cmdline = std::fs::read(entry.path().join("cmdline")).ok()?;
+        let is_operator = String::from_utf8_lossy(&cmdline).contains("proxy-operator");
+        let has_alloc = environ
+            .split(|b| *b == 0)
+            .any(|kv| kv == wanted.as_bytes());
+        (is_operator && has_alloc).then_some(pid)
+    })
 }
 
 /// Waits until replica `i` leads and has written a status pass of its own after `since` passes.
