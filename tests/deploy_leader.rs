@@ -858,16 +858,17 @@ async fn the_shipped_job_file_runs_one_replica_per_node_on_three_nodes_and_one_l
 /// `/proc` because the twin, like Nomad's API, does not report task PIDs.
 fn pid_of_allocation(alloc: &str) -> Option<u32> {
     let wanted = format!("NOMAD_ALLOC_ID={alloc}");
-    std::fs::read_dir("/proc").ok()?.flatten().find_map(|entry| {
-        let pid: u32 = entry.file_name().to_str()?.parse().ok()?;
-        let environ = std::fs::read(entry.path().join("environ")).ok()?;
-        let cmdline = std::fs::read(entry.path().join("cmdline")).ok()?;
-        let is_operator = String::from_utf8_lossy(&cmdline).contains("proxy-operator");
-        let has_alloc = environ
-            .split(|b| *b == 0)
-            .any(|kv| kv == wanted.as_bytes());
-        (is_operator && has_alloc).then_some(pid)
-    })
+    std::fs::read_dir("/proc")
+        .ok()?
+        .flatten()
+        .find_map(|entry| {
+            let pid: u32 = entry.file_name().to_str()?.parse().ok()?;
+            let environ = std::fs::read(entry.path().join("environ")).ok()?;
+            let cmdline = std::fs::read(entry.path().join("cmdline")).ok()?;
+            let is_operator = String::from_utf8_lossy(&cmdline).contains("proxy-operator");
+            let has_alloc = environ.split(|b| *b == 0).any(|kv| kv == wanted.as_bytes());
+            (is_operator && has_alloc).then_some(pid)
+        })
 }
 
 /// Waits until replica `i` leads and has written a status pass of its own after `since` passes.

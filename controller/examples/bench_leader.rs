@@ -67,7 +67,9 @@ fn main() -> anyhow::Result<()> {
 /// elector down as `run` does (release the key, destroy the session).
 async fn candidate(args: &[String]) -> anyhow::Result<()> {
     let [addr, ttl, lock_delay, name, port] = args else {
-        bail!("usage: bench_leader candidate <consul addr> <ttl> <lock-delay> <alloc id> <http port>");
+        bail!(
+            "usage: bench_leader candidate <consul addr> <ttl> <lock-delay> <alloc id> <http port>"
+        );
     };
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", port.parse::<u16>()?)).await?;
     tokio::spawn(serve_healthz(listener));
@@ -213,7 +215,11 @@ impl Fleet {
         }
         let response = request.send().await?;
         if !response.status().is_success() {
-            bail!("PUT {path}: {} {}", response.status(), response.text().await?);
+            bail!(
+                "PUT {path}: {} {}",
+                response.status(),
+                response.text().await?
+            );
         }
         Ok(())
     }

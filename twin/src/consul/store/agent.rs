@@ -330,7 +330,7 @@ impl Store {
     /// Records what a run of an HTTP/TCP check found. A check deregistered while it ran is left
     /// alone.
     pub fn agent_probe_result(&mut self, id: &str, status: &str, output: &str, now: Instant) {
-        if !self.agent.checks.get(id).is_some_and(|c| c.probe.is_some()) {
+        if self.agent.checks.get(id).is_none_or(|c| c.probe.is_none()) {
             return;
         }
         // The check exists (it is ours); a failure would only leave the old status.
