@@ -10,8 +10,11 @@
 //! "nothing the frozen leader held reaches Consul" are checked.
 //!
 //! The leader TTL is 10 s, the smallest `--leader-ttl` (and Consul session TTL) allowed, with a
-//! 1 s lock-delay. A SIGKILL failover therefore takes 10 to 20 s (Consul reaps a session between
-//! its TTL and twice its TTL after the last renewal), so of the 20 kills 5 are SIGKILL.
+//! 1 s lock-delay. The child processes have no Consul check (no Nomad allocation), so their
+//! sessions are TTL-only and a SIGKILL failover takes 10 to 20 s (Consul reaps a session between
+//! its TTL and twice its TTL after the last renewal): of the 20 kills 5 are SIGKILL. Under the
+//! job file the session is bound to the allocation's `/healthz` check, and a SIGKILLed leader
+//! is replaced within seconds; the job-file test shows that.
 //!
 //! "Per-node gates": each replica judges the proxy through its own `--proxy-host`, as a replica
 //! on another node would. One replica's view is broken on purpose; the test shows that who leads
@@ -256,6 +259,19 @@ impl Cluster {
 
     fn consul(&self) -> String {
         format!("http://{}", self.twin.consul_addr())
+    }
+
+    /// A JSON read of the twin's Consul API.
+    async fn consul_json(&self, path: &str) -> Value {
+        let url = format!("{}{path}", self.consul());
+        self.http
+            .get(url)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
     }
 
     async fn kv(&self, key: &str) -> Option<(Vec<u8>, Option<String>)> {
@@ -800,28 +816,12 @@ async fn the_shipped_job_file_runs_one_replica_per_node_on_three_nodes_and_one_l
     // The leader's session is bound to its allocation's /healthz check, which the twin's Nomad
     // registered with the Consul agent for the job's service, as Nomad does.
     let session = session.unwrap();
-    let info: Value = c
-        .http
-        .get(format!("{}/v1/session/info/{session}", c.consul()))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let info = c.consul_json(&format!("/v1/session/info/{session}")).await;
     let bound = info[0]["ServiceChecks"][0]["ID"]
         .as_str()
         .unwrap_or_else(|| panic!("the session is bound to no check: {info}\n{all}"))
         .to_owned();
-    let checks: Value = c
-        .http
-        .get(format!("{}/v1/agent/checks", c.consul()))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let checks = c.consul_json("/v1/agent/checks").await;
     let service = checks[&bound]["ServiceID"].as_str().unwrap_or_default();
     assert!(
         service.starts_with("_nomad-task-") && service.contains(leader_alloc),

@@ -19,6 +19,10 @@
 //! Between kills the killed candidate's service is deregistered (its allocation is gone) and
 //! the replacement's registered, and the next kill waits until its check passes.
 //!
+//! A third series stops the leader as Nomad does (`nomad alloc stop`, a job update, a drain):
+//! its service is deregistered first, which invalidates its session and starts lock-delay, and
+//! only then is it sent SIGTERM.
+//!
 //! Requests are counted at the twin (its request counter and log), so renewals, blocking
 //! queries and anything else are all seen, whoever sent them.
 //!
@@ -362,7 +366,13 @@ impl Fleet {
         let old = self.leader()?;
         let start = Instant::now();
         match signal {
-            Signal::Term => {
+            Signal::Term | Signal::Stop => {
+                if let Signal::Stop = signal {
+                    // Nomad deregisters the group's services before it signals the task
+                    // (allocrunner groupServiceHook.PreKill): the check's deregistration
+                    // invalidates the session first, and lock-delay starts.
+                    self.deregister(old).await?;
+                }
                 let pid = self.children[old].id().context("leader pid")?;
                 let status = std::process::Command::new("kill")
                     .args(["-TERM", &pid.to_string()])
@@ -380,7 +390,9 @@ impl Fleet {
             .await?;
         let failover = at.saturating_duration_since(start);
         self.children[old].wait().await?;
-        self.deregister(old).await?;
+        if !matches!(signal, Signal::Stop) {
+            self.deregister(old).await?;
+        }
         self.children[old] = self.spawn(old).await?;
         self.settle(Duration::from_secs(30)).await?;
         self.passing(old, Duration::from_secs(10)).await?;
@@ -411,6 +423,8 @@ fn settled(roles: &[String]) -> bool {
 enum Signal {
     Term,
     Kill,
+    /// A stop by Nomad: services deregistered, then SIGTERM.
+    Stop,
 }
 
 /// What 3 idle replicas sent in a window, per minute.
@@ -463,6 +477,7 @@ struct Series {
     ttl: Duration,
     term: Vec<Duration>,
     kill: Vec<Duration>,
+    stop: Vec<Duration>,
     idle: Idle,
 }
 
@@ -488,9 +503,11 @@ async fn series(o: &Options, ttl: Duration) -> anyhow::Result<Series> {
     let idle = idle(&fleet, o.idle).await?;
     let mut term = Vec::new();
     let mut kill = Vec::new();
+    let mut stop = Vec::new();
     for (signal, samples, name) in [
         (Signal::Term, &mut term, "SIGTERM"),
         (Signal::Kill, &mut kill, "SIGKILL"),
+        (Signal::Stop, &mut stop, "stop"),
     ] {
         for i in 0..o.kills {
             let d = fleet.failover(signal).await?;
@@ -509,6 +526,7 @@ async fn series(o: &Options, ttl: Duration) -> anyhow::Result<Series> {
         ttl,
         term,
         kill,
+        stop,
         idle,
     })
 }
@@ -536,6 +554,11 @@ async fn bench(o: Options) -> anyhow::Result<()> {
                 "SIGKILL",
                 &s.kill,
                 format!("< {} (TTL + 1 s)", ms(s.ttl + Duration::from_secs(1))),
+            ),
+            (
+                "stop",
+                &s.stop,
+                "none (Nomad's stop: deregister, then SIGTERM; about lock-delay)".to_owned(),
             ),
         ] {
             let (min, median, max) = stats(samples);

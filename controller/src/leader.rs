@@ -66,8 +66,8 @@ pub use flags::LeaderFlags;
 use holder::current_leader;
 pub use holder::{CurrentLeader, Holder, read_holder};
 
-/// Session TTL (Consul accepts 10 s to 24 h): 8 renewals a minute, and a killed leader is
-/// replaced after 1.5 to 2 × this plus lock-delay.
+/// Session TTL (Consul accepts 10 s to 24 h): 8 renewals a minute. A killed leader whose
+/// session is bound to no health check is replaced after 1.5 to 2 × this plus lock-delay.
 pub const DEFAULT_TTL: Duration = Duration::from_secs(15);
 /// Lock-delay after an invalidation; short because every write is fenced.
 pub const DEFAULT_LOCK_DELAY: Duration = Duration::from_secs(1);
@@ -373,7 +373,8 @@ impl LeaderHandle {
     }
 
     /// Stops electing at once and releases nothing, as SIGKILL would: the session lives until
-    /// Consul reaps it (up to twice its TTL). For failover tests and benchmarks.
+    /// Consul reaps it (up to twice its TTL) or a bound check fails. For failover tests and
+    /// benchmarks.
     pub fn abort(self) {
         self.task.abort();
     }

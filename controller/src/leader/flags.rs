@@ -8,8 +8,9 @@ use super::{ElectorConfig, SessionCheck};
 #[derive(Debug, Clone, PartialEq, Eq, clap::Args)]
 pub struct LeaderFlags {
     /// TTL of the leader's Consul session (10s to 24h); renewed at half of it (120/TTL
-    /// requests a minute). Consul reaps a killed leader's session 2 × TTL after its last
-    /// renewal, so it is replaced 1.5 to 2 × TTL plus --lock-delay after the kill.
+    /// requests a minute). Without a --session-check, Consul reaps a killed leader's session 2
+    /// × TTL after its last renewal, so it is replaced 1.5 to 2 × TTL plus --lock-delay after
+    /// the kill; with one, when the check goes critical.
     #[arg(long, value_parser = parse_ttl, default_value = "15s")]
     pub leader_ttl: Duration,
     /// Consul lock-delay after the leader's session is invalidated (1ms to 60s). Short,

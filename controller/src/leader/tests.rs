@@ -368,6 +368,15 @@ fn register_operator_service(consul: &FakeConsul, status: &str) {
         .unwrap();
 }
 
+/// The session's record as Consul keeps it.
+async fn session_entry(consul: &FakeConsul, session: &str) -> crate::consul::SessionEntry {
+    let (info, _) = consul
+        .session_info(session, QueryOptions::NOW)
+        .await
+        .unwrap();
+    info.unwrap()
+}
+
 fn bound_config() -> ElectorConfig {
     ElectorConfig {
         session_check: SessionCheck::Allocation(ALLOC.to_owned()),
@@ -442,12 +451,8 @@ async fn the_session_is_bound_to_the_allocations_check_and_its_failure_ends_the_
     let handle = Elector::spawn(consul.clone(), bound_config());
     let mut rx = handle.subscribe();
     let t = leading(&mut rx).await;
-    let (info, _) = consul
-        .session_info(&t.session, QueryOptions::NOW)
-        .await
-        .unwrap();
     assert_eq!(
-        info.unwrap().service_checks,
+        session_entry(&consul, &t.session).await.service_checks,
         Some(serde_json::json!([{"ID": "_nomad-check-0123abcd", "Namespace": ""}]))
     );
     // The leader dies: its /healthz check goes critical and Consul invalidates the session,
@@ -481,11 +486,13 @@ async fn a_check_still_critical_at_start_is_waited_for_and_then_bound_not_replac
     );
     consul.set_check_status(SERVICE_ID, "passing");
     let t = leading(&mut rx).await;
-    let (info, _) = consul
-        .session_info(&t.session, QueryOptions::NOW)
-        .await
-        .unwrap();
-    assert!(info.unwrap().service_checks.is_some(), "bound once passing");
+    assert!(
+        session_entry(&consul, &t.session)
+            .await
+            .service_checks
+            .is_some(),
+        "bound once passing"
+    );
     handle.shutdown().await;
 }
 
@@ -495,11 +502,7 @@ async fn without_a_check_of_the_allocation_the_session_lives_by_its_ttl_alone() 
     let handle = Elector::spawn(consul.clone(), bound_config());
     let mut rx = handle.subscribe();
     let t = leading(&mut rx).await;
-    let (info, _) = consul
-        .session_info(&t.session, QueryOptions::NOW)
-        .await
-        .unwrap();
-    let info = info.unwrap();
+    let info = session_entry(&consul, &t.session).await;
     assert_eq!(info.service_checks, None);
     assert_eq!(info.ttl, "10s");
     handle.shutdown().await;
