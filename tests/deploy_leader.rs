@@ -10,8 +10,11 @@
 //! "nothing the frozen leader held reaches Consul" are checked.
 //!
 //! The leader TTL is 10 s, the smallest `--leader-ttl` (and Consul session TTL) allowed, with a
-//! 1 s lock-delay. A SIGKILL failover therefore takes 10 to 20 s (Consul reaps a session between
-//! its TTL and twice its TTL after the last renewal), so of the 20 kills 5 are SIGKILL.
+//! 1 s lock-delay. The child processes have no Consul check (no Nomad allocation), so their
+//! sessions are TTL-only and a SIGKILL failover takes 10 to 20 s (Consul reaps a session between
+//! its TTL and twice its TTL after the last renewal): of the 20 kills 5 are SIGKILL. Under the
+//! job file the session is bound to the allocation's `/healthz` check, and a SIGKILLed leader
+//! is replaced within seconds; the job-file test shows that.
 //!
 //! "Per-node gates": each replica judges the proxy through its own `--proxy-host`, as a replica
 //! on another node would. One replica's view is broken on purpose; the test shows that who leads
@@ -256,6 +259,19 @@ impl Cluster {
 
     fn consul(&self) -> String {
         format!("http://{}", self.twin.consul_addr())
+    }
+
+    /// A JSON read of the twin's Consul API.
+    async fn consul_json(&self, path: &str) -> Value {
+        let url = format!("{}{path}", self.consul());
+        self.http
+            .get(url)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
     }
 
     async fn kv(&self, key: &str) -> Option<(Vec<u8>, Option<String>)> {
@@ -796,6 +812,63 @@ async fn the_shipped_job_file_runs_one_replica_per_node_on_three_nodes_and_one_l
         1,
         "exactly one replica ever acquired\n{all}"
     );
+
+    // The leader's session is bound to its allocation's /healthz check, which the twin's Nomad
+    // registered with the Consul agent for the job's service, as Nomad does.
+    let session = session.unwrap();
+    let info = c.consul_json(&format!("/v1/session/info/{session}")).await;
+    let bound = info[0]["ServiceChecks"][0]["ID"]
+        .as_str()
+        .unwrap_or_else(|| panic!("the session is bound to no check: {info}\n{all}"))
+        .to_owned();
+    let checks = c.consul_json("/v1/agent/checks").await;
+    let service = checks[&bound]["ServiceID"].as_str().unwrap_or_default();
+    assert!(
+        service.starts_with("_nomad-task-") && service.contains(leader_alloc),
+        "{bound} is not a check of the leader's allocation: {checks}"
+    );
+
+    // SIGKILL the leader's process: its check goes critical, Consul invalidates the session,
+    // and another allocation leads within the TTL (10 s) + 1 s, not the 1.5 to 2 x TTL a
+    // TTL-only session takes.
+    let pid = pid_of_allocation(leader_alloc).expect("the leader's process");
+    let killed = Instant::now();
+    let status = Command::new("kill")
+        .args(["-KILL", &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let next = eventually(Duration::from_secs(25), || async {
+        let (value, holder) = c.kv(&format!("{PREFIX}/leader")).await?;
+        let holder = holder?;
+        (holder != session).then(|| serde_json::from_slice::<Value>(&value).ok())?
+    })
+    .await
+    .unwrap_or_else(|| panic!("nobody took over\n{}", logs()));
+    let took = killed.elapsed();
+    assert_ne!(next["allocation"].as_str(), Some(leader_alloc), "{next}");
+    assert!(
+        took < Duration::from_secs(11),
+        "SIGKILL failover took {took:?} (TTL 10 s)"
+    );
+    eprintln!("job-file SIGKILL failover: {took:?}");
+}
+
+/// The PID of the process Nomad runs for allocation `alloc` (its `NOMAD_ALLOC_ID`), found in
+/// `/proc` because the twin, like Nomad's API, does not report task PIDs.
+fn pid_of_allocation(alloc: &str) -> Option<u32> {
+    let wanted = format!("NOMAD_ALLOC_ID={alloc}");
+    std::fs::read_dir("/proc")
+        .ok()?
+        .flatten()
+        .find_map(|entry| {
+            let pid: u32 = entry.file_name().to_str()?.parse().ok()?;
+            let environ = std::fs::read(entry.path().join("environ")).ok()?;
+            let cmdline = std::fs::read(entry.path().join("cmdline")).ok()?;
+            let is_operator = String::from_utf8_lossy(&cmdline).contains("proxy-operator");
+            let has_alloc = environ.split(|b| *b == 0).any(|kv| kv == wanted.as_bytes());
+            (is_operator && has_alloc).then_some(pid)
+        })
 }
 
 /// Waits until replica `i` leads and has written a status pass of its own after `since` passes.

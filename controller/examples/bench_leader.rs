@@ -11,6 +11,18 @@
 //! waited out before the kill): killed right after an election, a leader's session is always
 //! at its freshest and every failover would be the worst case.
 //!
+//! As under Nomad with the shipped job file, each candidate serves `/healthz` and has a Consul
+//! service with an HTTP check (interval 2 s, timeout 1 s) registered in the twin's agent under
+//! a Nomad-style service ID holding its allocation ID, before it starts; the twin's agent runs
+//! the check. The elector finds the check by the allocation ID and binds its session to it, so
+//! a SIGKILLed leader loses the lock when its check goes critical, not when the TTL runs out.
+//! Between kills the killed candidate's service is deregistered (its allocation is gone) and
+//! the replacement's registered, and the next kill waits until its check passes.
+//!
+//! A third series stops the leader as Nomad does (`nomad alloc stop`, a job update, a drain):
+//! its service is deregistered first, which invalidates its session and starts lock-delay, and
+//! only then is it sent SIGTERM.
+//!
 //! Requests are counted at the twin (its request counter and log), so renewals, blocking
 //! queries and anything else are all seen, whoever sent them.
 //!
@@ -25,7 +37,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use hashistack_twin::{Api, RequestRecord, Twin, TwinConfig};
 use proxy_operator::consul::ConsulClient;
-use proxy_operator::leader::{Elector, ElectorConfig};
+use proxy_operator::leader::{Elector, ElectorConfig, SessionCheck};
 use proxy_operator::spec::{format_duration, parse_duration};
 use proxy_operator::transport::{Api as ClientApi, ClientConfig};
 use tokio::io::{AsyncBufReadExt, BufReader};
@@ -35,6 +47,9 @@ use tokio::time::Instant;
 
 const PREFIX: &str = "bench";
 const CANDIDATES: usize = 3;
+/// The check of the shipped job file (`nomad-jobs/proxy-operator.nomad.hcl`).
+const CHECK_INTERVAL: &str = "2s";
+const CHECK_TIMEOUT: &str = "1s";
 
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -51,12 +66,17 @@ fn main() -> anyhow::Result<()> {
 
 // === the candidate child ===
 
-/// `candidate <consul addr> <ttl> <lock-delay> <name>`: elects until SIGTERM, which shuts
-/// the elector down as `run` does (release the key, destroy the session).
+/// `candidate <consul addr> <ttl> <lock-delay> <alloc id> <http port>`: serves `/healthz` on
+/// the port and elects, bound to its allocation's check, until SIGTERM, which shuts the
+/// elector down as `run` does (release the key, destroy the session).
 async fn candidate(args: &[String]) -> anyhow::Result<()> {
-    let [addr, ttl, lock_delay, name] = args else {
-        bail!("usage: bench_leader candidate <consul addr> <ttl> <lock-delay> <name>");
+    let [addr, ttl, lock_delay, name, port] = args else {
+        bail!(
+            "usage: bench_leader candidate <consul addr> <ttl> <lock-delay> <alloc id> <http port>"
+        );
     };
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port.parse::<u16>()?)).await?;
+    tokio::spawn(serve_healthz(listener));
     let _ = rustls::crypto::ring::default_provider().install_default();
     let config = ClientConfig::for_address(ClientApi::Consul, &format!("http://{addr}"))?;
     let consul = ConsulClient::new(&config)?;
@@ -65,6 +85,7 @@ async fn candidate(args: &[String]) -> anyhow::Result<()> {
         ttl: parse_duration(ttl).map_err(anyhow::Error::msg)?,
         lock_delay: parse_duration(lock_delay).map_err(anyhow::Error::msg)?,
         allocation: Some(name.clone()),
+        session_check: SessionCheck::Allocation(name.clone()),
         ..ElectorConfig::new(PREFIX, node)
     };
     let handle = Elector::spawn(consul, config);
@@ -85,6 +106,20 @@ async fn candidate(args: &[String]) -> anyhow::Result<()> {
                 return Ok(());
             }
         }
+    }
+}
+
+/// Answers 200 to every request, as the operator's `/healthz` does while it runs.
+async fn serve_healthz(listener: tokio::net::TcpListener) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    while let Ok((mut conn, _)) = listener.accept().await {
+        tokio::spawn(async move {
+            let mut buf = [0u8; 1024];
+            let _ = conn.read(&mut buf).await;
+            let _ = conn
+                .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok")
+                .await;
+        });
     }
 }
 
@@ -135,6 +170,9 @@ struct Fleet {
     lock_delay: Duration,
     children: Vec<Child>,
     generations: Vec<u64>,
+    /// The allocation ID of each slot's current candidate.
+    allocs: Vec<String>,
+    http: reqwest::Client,
     roles: Vec<String>,
     events: mpsc::UnboundedReceiver<Event>,
     send: mpsc::UnboundedSender<Event>,
@@ -150,29 +188,110 @@ impl Fleet {
             lock_delay,
             children: Vec::new(),
             generations: vec![0; CANDIDATES],
+            allocs: vec![String::new(); CANDIDATES],
+            http: reqwest::Client::builder().no_proxy().build()?,
             roles: vec![String::new(); CANDIDATES],
             events,
             send,
         };
         for slot in 0..CANDIDATES {
-            let child = fleet.spawn(slot)?;
+            let child = fleet.spawn(slot).await?;
             fleet.children.push(child);
         }
         fleet.settle(Duration::from_secs(30)).await?;
+        for slot in 0..CANDIDATES {
+            fleet.passing(slot, Duration::from_secs(10)).await?;
+        }
         Ok(fleet)
     }
 
-    fn spawn(&mut self, slot: usize) -> anyhow::Result<Child> {
+    /// The Nomad-style service ID of an allocation's operator service (`MakeAllocServiceID`).
+    fn service_id(alloc: &str) -> String {
+        format!("_nomad-task-{alloc}-group-operator-proxy-operator-http")
+    }
+
+    async fn consul_put(&self, path: &str, body: Option<serde_json::Value>) -> anyhow::Result<()> {
+        let mut request = self
+            .http
+            .put(format!("http://{}{path}", self.twin.consul_addr()));
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await?;
+        if !response.status().is_success() {
+            bail!(
+                "PUT {path}: {} {}",
+                response.status(),
+                response.text().await?
+            );
+        }
+        Ok(())
+    }
+
+    /// Registers the slot's service and HTTP check in the twin's agent, as Nomad does when
+    /// the allocation starts (the check starts critical).
+    async fn register(&self, slot: usize, port: u16) -> anyhow::Result<()> {
+        let alloc = &self.allocs[slot];
+        let body = serde_json::json!({
+            "ID": Self::service_id(alloc),
+            "Name": "proxy-operator",
+            "Address": "127.0.0.1",
+            "Port": port,
+            "Checks": [{
+                "CheckID": format!("_nomad-check-{alloc}"),
+                "Name": "healthz",
+                "HTTP": format!("http://127.0.0.1:{port}/healthz"),
+                "Interval": CHECK_INTERVAL,
+                "Timeout": CHECK_TIMEOUT,
+            }],
+        });
+        self.consul_put("/v1/agent/service/register", Some(body))
+            .await
+    }
+
+    /// Deregisters the slot's service, as Nomad does when the allocation is gone.
+    async fn deregister(&self, slot: usize) -> anyhow::Result<()> {
+        let path = format!(
+            "/v1/agent/service/deregister/{}",
+            Self::service_id(&self.allocs[slot])
+        );
+        self.consul_put(&path, None).await
+    }
+
+    /// Waits until the slot's check passes (Nomad's healthy allocation).
+    async fn passing(&self, slot: usize, timeout: Duration) -> anyhow::Result<()> {
+        let check = format!("_nomad-check-{}", self.allocs[slot]);
+        let url = format!("http://{}/v1/agent/checks", self.twin.consul_addr());
+        let deadline = Instant::now() + timeout;
+        loop {
+            let checks: serde_json::Value = self.http.get(&url).send().await?.json().await?;
+            if checks[&check]["Status"] == "passing" {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                bail!("check {check} never passed: {}", checks[&check]);
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    async fn spawn(&mut self, slot: usize) -> anyhow::Result<Child> {
         self.generations[slot] += 1;
         self.roles[slot].clear();
         let generation = self.generations[slot];
+        self.allocs[slot] = uuid::Uuid::new_v4().to_string();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port();
+        self.register(slot, port).await?;
         let mut child = Command::new(std::env::current_exe()?)
             .args([
                 "candidate".to_owned(),
                 self.twin.consul_addr().to_string(),
                 format_duration(self.ttl),
                 format_duration(self.lock_delay),
-                format!("candidate-{slot}-{generation}"),
+                self.allocs[slot].clone(),
+                port.to_string(),
             ])
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -247,7 +366,13 @@ impl Fleet {
         let old = self.leader()?;
         let start = Instant::now();
         match signal {
-            Signal::Term => {
+            Signal::Term | Signal::Stop => {
+                if let Signal::Stop = signal {
+                    // Nomad deregisters the group's services before it signals the task
+                    // (allocrunner groupServiceHook.PreKill): the check's deregistration
+                    // invalidates the session first, and lock-delay starts.
+                    self.deregister(old).await?;
+                }
                 let pid = self.children[old].id().context("leader pid")?;
                 let status = std::process::Command::new("kill")
                     .args(["-TERM", &pid.to_string()])
@@ -265,8 +390,12 @@ impl Fleet {
             .await?;
         let failover = at.saturating_duration_since(start);
         self.children[old].wait().await?;
-        self.children[old] = self.spawn(old)?;
+        if !matches!(signal, Signal::Stop) {
+            self.deregister(old).await?;
+        }
+        self.children[old] = self.spawn(old).await?;
         self.settle(Duration::from_secs(30)).await?;
+        self.passing(old, Duration::from_secs(10)).await?;
         Ok(failover)
     }
 
@@ -294,6 +423,8 @@ fn settled(roles: &[String]) -> bool {
 enum Signal {
     Term,
     Kill,
+    /// A stop by Nomad: services deregistered, then SIGTERM.
+    Stop,
 }
 
 /// What 3 idle replicas sent in a window, per minute.
@@ -346,6 +477,7 @@ struct Series {
     ttl: Duration,
     term: Vec<Duration>,
     kill: Vec<Duration>,
+    stop: Vec<Duration>,
     idle: Idle,
 }
 
@@ -371,9 +503,11 @@ async fn series(o: &Options, ttl: Duration) -> anyhow::Result<Series> {
     let idle = idle(&fleet, o.idle).await?;
     let mut term = Vec::new();
     let mut kill = Vec::new();
+    let mut stop = Vec::new();
     for (signal, samples, name) in [
         (Signal::Term, &mut term, "SIGTERM"),
         (Signal::Kill, &mut kill, "SIGKILL"),
+        (Signal::Stop, &mut stop, "stop"),
     ] {
         for i in 0..o.kills {
             let d = fleet.failover(signal).await?;
@@ -392,6 +526,7 @@ async fn series(o: &Options, ttl: Duration) -> anyhow::Result<Series> {
         ttl,
         term,
         kill,
+        stop,
         idle,
     })
 }
@@ -405,7 +540,7 @@ async fn bench(o: Options) -> anyhow::Result<()> {
         all.push(series(&o, ttl).await?);
     }
     println!(
-        "\nleader failover: 3 candidate processes, real Consul client, twin on loopback (reaps a TTL session 2 x TTL after its last renewal, as Consul does); lock-delay {}",
+        "\nleader failover: 3 candidate processes, real Consul client, twin on loopback (reaps a TTL session 2 x TTL after its last renewal, as Consul does); session bound to each candidate's HTTP check (interval {CHECK_INTERVAL}, timeout {CHECK_TIMEOUT}, run by the twin's agent); lock-delay {}",
         format_duration(o.lock_delay)
     );
     println!(
@@ -419,6 +554,11 @@ async fn bench(o: Options) -> anyhow::Result<()> {
                 "SIGKILL",
                 &s.kill,
                 format!("< {} (TTL + 1 s)", ms(s.ttl + Duration::from_secs(1))),
+            ),
+            (
+                "stop",
+                &s.stop,
+                "none (Nomad's stop: deregister, then SIGTERM; about lock-delay)".to_owned(),
             ),
         ] {
             let (min, median, max) = stats(samples);

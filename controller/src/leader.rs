@@ -35,19 +35,18 @@
 //! # What a killed leader costs (`scripts/bench leader`)
 //!
 //! Consul invalidates a TTL session 2 × TTL after its last renewal (`SessionTTLMultiplier`;
-//! the TTL is a lower bound, hashicorp/consul#524, and a Consul leader change restarts every
-//! timer), and the leader renews every TTL/2.
-//! A SIGKILLed leader is therefore replaced 1.5 to 2 × TTL after the kill, plus lock-delay:
-//! 16 to 21 s at the minimum TTL of 10 s, 24 to 31 s at the default 15 s. "TTL + 1 s" is out of
-//! reach with TTL sessions. The renewals are the leader's whole idle cost, 120 / TTL(s) per
-//! minute (8 at 15 s; 4 takes a 30 s TTL and 46 to 61 s failovers); followers only hold a
-//! blocking query. SIGTERM does not wait for any of it: the lock is released at once.
+//! the TTL is a lower bound, hashicorp/consul#524), so with a TTL alone a SIGKILLed leader is
+//! replaced 1.5 to 2 × TTL after the kill plus lock-delay (24 to 31 s at 15 s). The session is
+//! therefore also bound to the operator's own Consul health check ([`SessionCheck`],
+//! [`check`]): Consul invalidates it when the check goes critical, about one check interval
+//! after the kill. Without a check (Kubernetes) the TTL decides. Renewals are the leader's
+//! whole idle cost, 120 / TTL(s) per minute; followers only hold a blocking query. SIGTERM
+//! waits for none of it: the lock is released at once.
 
 use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
@@ -56,13 +55,19 @@ use tracing::{debug, info, warn};
 use crate::consul::{self, ConsulApi, KvPair, SessionBehavior, SessionRequest, TxnOpError};
 use crate::transport::{QueryOptions, Watch};
 
+pub mod check;
 mod fence;
 mod flags;
+mod holder;
+use check::Binding;
+pub use check::SessionCheck;
 pub use fence::Fence;
 pub use flags::LeaderFlags;
+use holder::current_leader;
+pub use holder::{CurrentLeader, Holder, read_holder};
 
-/// Session TTL (Consul accepts 10 s to 24 h): 8 renewals a minute, and a killed leader is
-/// replaced after 1.5 to 2 × this plus lock-delay.
+/// Session TTL (Consul accepts 10 s to 24 h): 8 renewals a minute. A killed leader whose
+/// session is bound to no health check is replaced after 1.5 to 2 × this plus lock-delay.
 pub const DEFAULT_TTL: Duration = Duration::from_secs(15);
 /// Lock-delay after an invalidation; short because every write is fenced.
 pub const DEFAULT_LOCK_DELAY: Duration = Duration::from_secs(1);
@@ -110,6 +115,13 @@ pub enum Error {
         /// The cause.
         #[source]
         source: consul::Error,
+    },
+    /// A health check the session is to be bound to is critical (not run yet after a start,
+    /// or the replica is unhealthy): Consul would refuse the session. Retried.
+    #[error("waiting for health check {check:?} to pass before creating the leader session")]
+    CheckCritical {
+        /// The check.
+        check: String,
     },
     /// The holder record could not be encoded.
     #[error("failed to encode the leader holder record: {0}")]
@@ -165,6 +177,7 @@ impl Error {
             | Error::Renew { source }
             | Error::Read { source, .. }
             | Error::Write(source) => source.is_retryable(),
+            Error::CheckCritical { .. } => true,
             Error::Encode(_) | Error::Deposed { .. } | Error::Forbidden { .. } => false,
         }
     }
@@ -179,7 +192,7 @@ impl Error {
             | Error::Renew { source }
             | Error::Read { source, .. }
             | Error::Write(source) => source.is_forbidden(),
-            Error::Encode(_) | Error::Deposed { .. } => false,
+            Error::Encode(_) | Error::Deposed { .. } | Error::CheckCritical { .. } => false,
         }
     }
 
@@ -193,78 +206,6 @@ impl Error {
     pub fn is_conflict(&self) -> bool {
         matches!(self, Error::Write(source) if source.is_conflict())
     }
-}
-
-/// Who holds the leader lock: the JSON value of `<prefix>/leader`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Holder {
-    /// Consul node name of the replica.
-    pub node: String,
-    /// Nomad allocation id (`NOMAD_ALLOC_ID`), or the pod name on Kubernetes.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub allocation: Option<String>,
-    /// Where the replica's HTTP listener answers (`/healthz`, `/metrics`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub address: Option<String>,
-    /// When it acquired the lock (RFC 3339, UTC).
-    #[serde(default)]
-    pub since: String,
-}
-
-/// The current leader as `status` shows it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CurrentLeader {
-    /// The holder record; `None` when the value is not one (an older operator, a hand edit).
-    pub holder: Option<Holder>,
-    /// The session holding the lock.
-    pub session: String,
-}
-
-/// `node n1 (allocation 5c63…, 10.0.0.1:9090) since 2026-01-01T00:00:00Z`, as `status` prints
-/// it; the session alone when the record is unreadable.
-impl std::fmt::Display for CurrentLeader {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let Some(h) = &self.holder else {
-            return write!(f, "session {}", self.session);
-        };
-        write!(f, "node {}", h.node)?;
-        let details: Vec<String> = [
-            h.allocation.as_ref().map(|a| format!("allocation {a}")),
-            h.address.clone(),
-        ]
-        .into_iter()
-        .flatten()
-        .collect();
-        if !details.is_empty() {
-            write!(f, " ({})", details.join(", "))?;
-        }
-        if !h.since.is_empty() {
-            write!(f, " since {}", h.since)?;
-        }
-        Ok(())
-    }
-}
-
-/// Reads who leads now: `None` when the key is absent or unlocked (a stale record of a past
-/// holder is not a leader).
-pub async fn read_holder(consul: &impl ConsulApi, key: &str) -> Result<Option<CurrentLeader>> {
-    let (pair, _) = consul
-        .kv_get(key, QueryOptions::NOW)
-        .await
-        .map_err(|source| Error::Read {
-            key: key.to_owned(),
-            source,
-        })?;
-    Ok(pair.and_then(current_leader))
-}
-
-fn current_leader(pair: KvPair) -> Option<CurrentLeader> {
-    let session = pair.session.filter(|s| !s.is_empty())?;
-    Some(CurrentLeader {
-        holder: serde_json::from_slice(&pair.value).ok(),
-        session,
-    })
 }
 
 /// One period of leadership.
@@ -379,6 +320,8 @@ pub struct ElectorConfig {
     pub wait: Duration,
     /// Pause after a failed call.
     pub retry: Duration,
+    /// The health checks the session is bound to.
+    pub session_check: SessionCheck,
 }
 
 impl ElectorConfig {
@@ -393,6 +336,7 @@ impl ElectorConfig {
             address: None,
             wait: DEFAULT_WAIT,
             retry: DEFAULT_RETRY,
+            session_check: SessionCheck::TtlOnly,
         }
     }
 }
@@ -429,7 +373,8 @@ impl LeaderHandle {
     }
 
     /// Stops electing at once and releases nothing, as SIGKILL would: the session lives until
-    /// Consul reaps it (up to twice its TTL). For failover tests and benchmarks.
+    /// Consul reaps it (up to twice its TTL) or a bound check fails. For failover tests and
+    /// benchmarks.
     pub fn abort(self) {
         self.task.abort();
     }
@@ -469,6 +414,8 @@ pub struct Elector<C> {
     config: ElectorConfig,
     publish: watch::Sender<Leadership>,
     commands: mpsc::Receiver<Command>,
+    /// What the last session was bound to, so a change is logged once, not per session.
+    binding: Option<Vec<String>>,
 }
 
 impl<C: ConsulApi + 'static> Elector<C> {
@@ -482,6 +429,7 @@ impl<C: ConsulApi + 'static> Elector<C> {
             config,
             publish,
             commands,
+            binding: None,
         };
         LeaderHandle {
             commands: tx,
@@ -643,9 +591,31 @@ impl<C: ConsulApi + 'static> Elector<C> {
         }
     }
 
-    /// Creates a session; returns it with the instant just before the request, from which its
-    /// TTL runs at the latest.
-    async fn create_session(&self) -> Result<(String, Instant)> {
+    /// Creates a session bound to the configured health checks; returns it with the instant
+    /// just before the request, from which its TTL runs at the latest.
+    async fn create_session(&mut self) -> Result<(String, Instant)> {
+        let node = self.config.node.clone();
+        let create = |source| Error::CreateSession {
+            node: node.clone(),
+            source,
+        };
+        let service_checks = match check::resolve(&*self.consul, &self.config.session_check)
+            .await
+            .map_err(create)?
+        {
+            Binding::Checks(ids) => ids,
+            Binding::Critical(check) => return Err(Error::CheckCritical { check }),
+            Binding::TtlOnly(reason) => {
+                if self.binding.as_ref().is_none_or(|b| !b.is_empty()) {
+                    warn!(%reason, ttl = ?self.config.ttl, "leader election: the session is bound to no health check, so a killed leader is replaced only when Consul reaps its TTL (1.5 to 2 x TTL after the kill)");
+                }
+                Vec::new()
+            }
+        };
+        if !service_checks.is_empty() && self.binding.as_ref() != Some(&service_checks) {
+            info!(checks = ?service_checks, "leader election: the session is bound to the operator's health check");
+        }
+        self.binding = Some(service_checks.clone());
         let asked = Instant::now();
         let request = SessionRequest {
             name: format!("proxy-operator leader ({})", self.config.node),
@@ -653,18 +623,22 @@ impl<C: ConsulApi + 'static> Elector<C> {
             lock_delay: Some(self.config.lock_delay),
             behavior: SessionBehavior::Release,
             node: Some(self.config.node.clone()),
-            // TTL only: a serfHealth binding would make the lock depend on gossip health that
-            // the TTL already covers, and not every Consul node (or twin) has that check.
+            // No serfHealth: the TTL already covers a dead agent, and not every Consul node (or
+            // twin) has that check.
             checks: Some(Vec::new()),
         };
-        self.consul
-            .session_create(&request)
+        match self
+            .consul
+            .session_create_bound(&request, &service_checks)
             .await
-            .map(|id| (id, asked))
-            .map_err(|source| Error::CreateSession {
-                node: self.config.node.clone(),
-                source,
-            })
+        {
+            Ok(id) => Ok((id, asked)),
+            // The check went critical between the read and the create.
+            Err(e) if check::refused_as_critical(&e) => Err(Error::CheckCritical {
+                check: service_checks.join(", "),
+            }),
+            Err(source) => Err(create(source)),
+        }
     }
 
     async fn acquire(&self, session: &str) -> Result<Option<Holder>> {

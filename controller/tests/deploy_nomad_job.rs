@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 
 use hcl::{Block, Body, Value};
 use jobfile::{evaluate_job, label, repo_file};
-use proxy_operator::leader::GRACEFUL_SHUTDOWN;
+use proxy_operator::leader::{DEFAULT_LOCK_DELAY, DEFAULT_TTL, GRACEFUL_SHUTDOWN};
 use proxy_operator::spec::parse_duration;
 
 fn blocks<'a>(b: &'a Block, ident: &'a str) -> Vec<&'a Block> {
@@ -81,6 +81,32 @@ fn the_job_is_a_system_job_whose_health_check_is_the_operators_healthz() {
     assert_eq!(string(restart, "mode"), "delay");
     let resources = one(task(&job), "resources");
     assert!(attr(resources, "cpu").is_some() && attr(resources, "memory").is_some());
+}
+
+#[test]
+fn the_consul_check_the_leader_session_binds_to_replaces_a_killed_leader_within_ttl_plus_a_second()
+{
+    let job = evaluate_job(&[]).unwrap();
+    let service = one(one(&job, "group"), "service");
+    assert_eq!(
+        string(service, "provider"),
+        "consul",
+        "the session binds to a Consul check"
+    );
+    let check = one(service, "check");
+    let interval = parse_duration(&string(check, "interval")).unwrap();
+    let timeout = parse_duration(&string(check, "timeout")).unwrap();
+    // A killed leader's check fails at its next run (a hung one after the timeout); Consul
+    // then invalidates the session and the lock-delay runs.
+    let worst = interval + timeout + DEFAULT_LOCK_DELAY;
+    assert!(
+        worst < DEFAULT_TTL + std::time::Duration::from_secs(1),
+        "{worst:?}"
+    );
+    // Nomad restarts the task only after about 30 s of failed checks, not after a blip.
+    let restart = one(check, "check_restart");
+    let limit = attr(restart, "limit").and_then(|v| v.as_u64()).unwrap();
+    assert!(interval * u32::try_from(limit).unwrap() >= std::time::Duration::from_secs(20));
 }
 
 #[test]

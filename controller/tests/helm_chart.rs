@@ -324,6 +324,7 @@ fn the_default_values_render_a_two_replica_deployment_with_probes_and_secret_tok
         "--leader-ttl=15s",
         "--lock-delay=1s",
         "--instance-id=$(POD_NAME)",
+        "--session-check=none",
     ] {
         assert!(a.contains(&expected), "{expected} missing from {a:?}");
     }

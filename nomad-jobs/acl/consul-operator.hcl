@@ -51,6 +51,15 @@ agent_prefix "" {
 
 # Catalog and health reads: Caddy's routes come from the service catalog, and the health gate
 # reads the proxy's checks (health endpoints need node and service read).
+#
+# The leader session is bound to the operator's own health check (the job's "proxy-operator"
+# service), so a killed leader loses the lock about one check interval after it dies. Finding
+# the check reads GET /v1/agent/checks, which Consul filters (never refuses) per check:
+# service:read on the check's service, node:read on the agent's node for node checks (SRC
+# agent/agent.go filterChecksWithAuthorizer). Binding it needs nothing beyond the session rule
+# above (Session.Apply checks only session:write on the node). If you narrow the rule below,
+# keep `service "proxy-operator" { policy = "read" }`, or the session is TTL-only and a killed
+# leader is replaced only after 1.5 to 2 x --leader-ttl (the operator logs a warning).
 service_prefix "" {
   policy = "read"
 }

@@ -294,6 +294,26 @@ impl FakeConsul {
         });
     }
 
+    /// Registers a service with its checks through the agent, as Nomad does for a job's
+    /// `provider = "consul"` service: `definition` is the body of `PUT
+    /// /v1/agent/service/register`. Its checks are listed by `agent_checks`; the fake never runs
+    /// them, so set their status with [`FakeConsul::set_check_status`].
+    pub fn register_agent_service(
+        &self,
+        definition: serde_json::Value,
+    ) -> std::result::Result<(), String> {
+        let def: store::agent::AgentServiceDef = serde_json::from_value(definition)
+            .map_err(|e| format!("not an agent service definition: {e}"))?;
+        self.write(|s, now| s.agent_service_register(def, now))
+            .map_err(|e| e.to_string())
+    }
+
+    /// Deregisters an agent service and its checks (Nomad stopping the allocation).
+    pub fn deregister_agent_service(&self, id: &str) -> std::result::Result<(), String> {
+        self.write(|s, now| s.agent_service_deregister(id, now))
+            .map_err(|e| e.to_string())
+    }
+
     /// Sets the leader address `status_leader` answers (`""`: no leader).
     pub fn set_leader(&self, leader: &str) {
         leader.clone_into(&mut self.model.lock().leader);
@@ -408,7 +428,11 @@ impl ConsulApi for FakeConsul {
         self.answer("txn", &summary, result)
     }
 
-    async fn session_create(&self, request: &SessionRequest) -> Result<String> {
+    async fn session_create_bound(
+        &self,
+        request: &SessionRequest,
+        service_checks: &[String],
+    ) -> Result<String> {
         self.enter("session_create", &request.name, None)?;
         let spec = SessionSpec {
             name: request.name.clone(),
@@ -424,7 +448,15 @@ impl ConsulApi for FakeConsul {
             ttl: request.ttl.map(go_duration),
             node_checks: request.checks.clone(),
             checks: Vec::new(),
-            service_checks: None,
+            service_checks: (!service_checks.is_empty()).then(|| {
+                service_checks
+                    .iter()
+                    .map(|id| store::ServiceCheckRef {
+                        id: id.clone(),
+                        namespace: String::new(),
+                    })
+                    .collect()
+            }),
         };
         self.write(|s, now| s.session_create(spec, now))
             .map_err(|e| store_error("create session", &e))
@@ -551,5 +583,16 @@ impl ConsulApi for FakeConsul {
     async fn status_leader(&self) -> Result<String> {
         self.enter("status_leader", "", None)?;
         Ok(self.model.lock().leader.clone())
+    }
+
+    async fn agent_checks(&self) -> Result<BTreeMap<String, HealthCheck>> {
+        self.enter("agent_checks", "", None)?;
+        let model = self.model.lock();
+        Ok(model
+            .store
+            .agent_checks()
+            .into_iter()
+            .map(|c| (c.check_id.clone(), health_check(c)))
+            .collect())
     }
 }

@@ -214,6 +214,19 @@ pub trait ConsulApi: Send + Sync {
     fn session_create(
         &self,
         request: &SessionRequest,
+    ) -> impl Future<Output = Result<String>> + Send {
+        self.session_create_bound(request, &[])
+    }
+
+    /// Creates a session also bound to these service health checks (`ServiceChecks`, Consul ≥
+    /// 1.7) and returns its id. Consul invalidates the session as soon as one of them goes
+    /// critical or is deregistered, and refuses the session (500, "Missing check '<id>'
+    /// registration" / "Check '<id>' is in critical state") when one is unknown on the
+    /// session's node or critical now.
+    fn session_create_bound(
+        &self,
+        request: &SessionRequest,
+        service_checks: &[String],
     ) -> impl Future<Output = Result<String>> + Send;
 
     /// Renews a session and returns the TTL the server now enforces, which may be longer than
@@ -267,6 +280,12 @@ pub trait ConsulApi: Send + Sync {
 
     /// The Raft leader's address, `""` when there is none.
     fn status_leader(&self) -> impl Future<Output = Result<String>> + Send;
+
+    /// The local agent's checks by check id (`GET /v1/agent/checks`), those registered
+    /// through it (by Nomad, for a job's `provider = "consul"` services). Consul filters out
+    /// the checks the token may not read (`service:read` on the service, `node:read` for node
+    /// checks) instead of refusing.
+    fn agent_checks(&self) -> impl Future<Output = Result<BTreeMap<String, HealthCheck>>> + Send;
 }
 
 transport::impl_client_error!(Error, transport::Api::Consul);
@@ -404,15 +423,22 @@ impl ConsulApi for ConsulClient {
         })
     }
 
-    async fn session_create(&self, request: &SessionRequest) -> Result<String> {
+    async fn session_create_bound(
+        &self,
+        request: &SessionRequest,
+        service_checks: &[String],
+    ) -> Result<String> {
+        let body = SessionCreateBody {
+            request,
+            service_checks: service_checks
+                .iter()
+                .map(|id| ServiceCheckRef { id })
+                .collect(),
+        };
         // A repeated create would leave an orphan session holding nothing; retry only when the
         // first attempt certainly never arrived.
-        let http = Self::encode(
-            "session request",
-            Request::put("/v1/session/create"),
-            request,
-        )?
-        .retry(Retry::UnsentOnly);
+        let http = Self::encode("session request", Request::put("/v1/session/create"), &body)?
+            .retry(Retry::UnsentOnly);
         let (created, _): (SessionCreated, _) = self
             .json(|| format!("create session {:?}", request.name), http)
             .await?;
@@ -506,6 +532,13 @@ impl ConsulApi for ConsulClient {
 
     async fn status_leader(&self) -> Result<String> {
         self.raft_leader().await
+    }
+
+    async fn agent_checks(&self) -> Result<BTreeMap<String, HealthCheck>> {
+        let request = Request::get("/v1/agent/checks");
+        self.json(|| "list the agent's checks".to_owned(), request)
+            .await
+            .map(|(v, _)| v)
     }
 }
 

@@ -78,6 +78,11 @@ role_trait! {
         fn kv_acquire(&self, key: &str, value: &[u8], session: &str) -> Result<bool>;
         fn kv_release(&self, key: &str, value: &[u8], session: &str) -> Result<bool>;
         fn session_create(&self, request: &SessionRequest) -> Result<String>;
+        fn session_create_bound(
+            &self,
+            request: &SessionRequest,
+            service_checks: &[String],
+        ) -> Result<String>;
         fn session_renew(&self, id: &str) -> Result<Option<Duration>>;
         fn session_destroy(&self, id: &str) -> Result<()>;
         fn session_info(

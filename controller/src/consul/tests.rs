@@ -112,6 +112,36 @@ fn session_create_body_sends_node_checks_not_the_deprecated_checks_field() {
 }
 
 #[test]
+fn a_bound_session_create_sends_service_checks_as_id_objects_next_to_the_request() {
+    let request = SessionRequest {
+        name: "leader".into(),
+        ttl: Some(Duration::from_secs(15)),
+        checks: Some(Vec::new()),
+        ..Default::default()
+    };
+    let body = SessionCreateBody {
+        request: &request,
+        service_checks: vec![ServiceCheckRef {
+            id: "_nomad-check-1",
+        }],
+    };
+    let sent = serde_json::to_value(&body).unwrap();
+    assert_eq!(
+        sent["ServiceChecks"],
+        serde_json::json!([{"ID": "_nomad-check-1"}])
+    );
+    assert_eq!(sent["NodeChecks"], serde_json::json!([]));
+    assert_eq!(sent["TTL"], "15s");
+    let unbound = SessionCreateBody {
+        request: &request,
+        service_checks: Vec::new(),
+    };
+    let sent = serde_json::to_value(&unbound).unwrap();
+    assert!(sent.get("ServiceChecks").is_none(), "{sent}");
+    assert_eq!(sent, serde_json::to_value(&request).unwrap());
+}
+
+#[test]
 fn catalog_register_body_round_trips_the_documented_request() {
     let documented: serde_json::Value =
         serde_json::from_str(&fixture("catalog-register-request.json")).unwrap();

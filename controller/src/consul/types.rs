@@ -159,6 +159,22 @@ impl Serialize for SessionRequest {
     }
 }
 
+/// The body of `PUT /v1/session/create`: the request and the service checks bound to it.
+#[derive(Serialize)]
+pub(crate) struct SessionCreateBody<'a> {
+    #[serde(flatten)]
+    pub(crate) request: &'a SessionRequest,
+    #[serde(rename = "ServiceChecks", skip_serializing_if = "Vec::is_empty")]
+    pub(crate) service_checks: Vec<ServiceCheckRef<'a>>,
+}
+
+/// `{"ID": …}` in `ServiceChecks` (the namespace is Enterprise's).
+#[derive(Serialize)]
+pub(crate) struct ServiceCheckRef<'a> {
+    #[serde(rename = "ID")]
+    pub(crate) id: &'a str,
+}
+
 /// `{"ID": …}` answered by session create.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 pub struct SessionCreated {

@@ -342,3 +342,196 @@ async fn a_term_won_after_lock_delay_renews_on_the_sessions_clock_not_the_acquir
     assert_eq!(consul.calls_of("session_renew").len(), 1);
     handle.shutdown().await;
 }
+
+// === the session's health check ===
+
+const ALLOC: &str = "5c63e7a1-0000-4000-8000-00000000abcd";
+/// What Nomad registers for the shipped job's group service (`MakeAllocServiceID`).
+const SERVICE_ID: &str =
+    "_nomad-task-5c63e7a1-0000-4000-8000-00000000abcd-group-operator-proxy-operator-http";
+
+fn register_operator_service(consul: &FakeConsul, status: &str) {
+    consul
+        .register_agent_service(serde_json::json!({
+            "ID": SERVICE_ID,
+            "Name": "proxy-operator",
+            "Port": 9090,
+            "Check": {
+                "CheckID": "_nomad-check-0123abcd",
+                "Name": "healthz",
+                "HTTP": "http://127.0.0.1:9090/healthz",
+                "Interval": "2s",
+                "Timeout": "1s",
+                "Status": status,
+            },
+        }))
+        .unwrap();
+}
+
+/// The session's record as Consul keeps it.
+async fn session_entry(consul: &FakeConsul, session: &str) -> crate::consul::SessionEntry {
+    let (info, _) = consul
+        .session_info(session, QueryOptions::NOW)
+        .await
+        .unwrap();
+    info.unwrap()
+}
+
+fn bound_config() -> ElectorConfig {
+    ElectorConfig {
+        session_check: SessionCheck::Allocation(ALLOC.to_owned()),
+        ..config(NODE)
+    }
+}
+
+fn check(service_id: &str, id: &str, status: &str) -> (String, crate::consul::HealthCheck) {
+    let c = crate::consul::HealthCheck {
+        node: NODE.to_owned(),
+        check_id: id.to_owned(),
+        status: status.to_owned(),
+        service_id: service_id.to_owned(),
+        ..Default::default()
+    };
+    (id.to_owned(), c)
+}
+
+#[test]
+fn only_the_checks_of_this_allocations_services_bind_and_none_means_ttl_only() {
+    let checks: std::collections::BTreeMap<_, _> = [
+        check(SERVICE_ID, "mine", "passing"),
+        check(
+            "_nomad-task-ffffffff-other-alloc-web-http",
+            "theirs",
+            "critical",
+        ),
+        check("", "serfHealth", "passing"),
+    ]
+    .into_iter()
+    .collect();
+    assert_eq!(
+        check::of_allocation(&checks, ALLOC),
+        check::Binding::Checks(vec!["mine".to_owned()])
+    );
+    let other = check::of_allocation(&checks, "no-such-alloc");
+    assert!(
+        matches!(&other, check::Binding::TtlOnly(reason) if reason.contains("no-such-alloc")),
+        "{other:?}"
+    );
+    assert!(matches!(
+        check::of_allocation(&checks, ""),
+        check::Binding::TtlOnly(_)
+    ));
+}
+
+#[test]
+fn a_critical_check_of_the_allocation_is_waited_for_not_skipped() {
+    let checks: std::collections::BTreeMap<_, _> = [
+        check(SERVICE_ID, "a", "passing"),
+        check(SERVICE_ID, "b", "critical"),
+    ]
+    .into_iter()
+    .collect();
+    assert_eq!(
+        check::of_allocation(&checks, ALLOC),
+        check::Binding::Critical("b".to_owned())
+    );
+    assert!(
+        Error::CheckCritical {
+            check: "b".to_owned()
+        }
+        .is_retryable()
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_session_is_bound_to_the_allocations_check_and_its_failure_ends_the_term_before_the_ttl()
+ {
+    let consul = FakeConsul::new();
+    register_operator_service(&consul, "passing");
+    let handle = Elector::spawn(consul.clone(), bound_config());
+    let mut rx = handle.subscribe();
+    let t = leading(&mut rx).await;
+    assert_eq!(
+        session_entry(&consul, &t.session).await.service_checks,
+        Some(serde_json::json!([{"ID": "_nomad-check-0123abcd", "Namespace": ""}]))
+    );
+    // The leader dies: its /healthz check goes critical and Consul invalidates the session,
+    // long before the 10 s TTL (and its 2 x reaping) would.
+    let start = tokio::time::Instant::now();
+    consul.set_check_status(SERVICE_ID, "critical");
+    tokio::time::timeout(Duration::from_secs(1), t.lost(rx.clone()))
+        .await
+        .unwrap();
+    assert!(start.elapsed() < Duration::from_secs(1));
+    assert_eq!(consul.entry(KEY).unwrap().session, None);
+    handle.shutdown().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_check_still_critical_at_start_is_waited_for_and_then_bound_not_replaced_by_a_ttl_only_session()
+ {
+    let consul = FakeConsul::new();
+    register_operator_service(&consul, "critical");
+    let handle = Elector::spawn(consul.clone(), bound_config());
+    let mut rx = handle.subscribe();
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert!(
+        consul.calls_of("session_create").is_empty(),
+        "no session while the check is critical"
+    );
+    let state = rx.borrow().clone();
+    assert!(
+        matches!(&state, Leadership::Unknown { error: Some(e) } if e.contains("_nomad-check-0123abcd")),
+        "{state:?}"
+    );
+    consul.set_check_status(SERVICE_ID, "passing");
+    let t = leading(&mut rx).await;
+    assert!(
+        session_entry(&consul, &t.session)
+            .await
+            .service_checks
+            .is_some(),
+        "bound once passing"
+    );
+    handle.shutdown().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn without_a_check_of_the_allocation_the_session_lives_by_its_ttl_alone() {
+    let consul = FakeConsul::new();
+    let handle = Elector::spawn(consul.clone(), bound_config());
+    let mut rx = handle.subscribe();
+    let t = leading(&mut rx).await;
+    let info = session_entry(&consul, &t.session).await;
+    assert_eq!(info.service_checks, None);
+    assert_eq!(info.ttl, "10s");
+    handle.shutdown().await;
+}
+
+#[test]
+fn session_check_defaults_to_the_nomad_allocation_and_the_flag_overrides_it() {
+    use clap::Parser;
+    #[derive(clap::Parser)]
+    struct Cli {
+        #[command(flatten)]
+        leader: LeaderFlags,
+    }
+    let parse = |args: &[&str]| {
+        let mut argv = vec!["x"];
+        argv.extend_from_slice(args);
+        Cli::try_parse_from(argv).unwrap().leader.session_check()
+    };
+    assert_eq!(parse(&[]), SessionCheck::TtlOnly);
+    assert_eq!(
+        parse(&["--nomad-alloc-id", ALLOC]),
+        SessionCheck::Allocation(ALLOC.to_owned())
+    );
+    assert_eq!(
+        parse(&["--nomad-alloc-id", ALLOC, "--session-check", "c1"]),
+        SessionCheck::Id("c1".to_owned())
+    );
+    assert_eq!(
+        parse(&["--nomad-alloc-id", ALLOC, "--session-check", "none"]),
+        SessionCheck::TtlOnly
+    );
+}

@@ -9,6 +9,7 @@ pub mod acl;
 mod agent;
 mod catalog;
 mod kv;
+mod probes;
 mod session;
 pub mod store;
 
@@ -301,7 +302,8 @@ impl ConsulState {
 }
 
 /// Consul's timers. A TTL check turns critical when its TTL passes without an update
-/// (SRC agent/checks/check.go `CheckTTL`). A TTL session is invalidated when `TTL × SessionTTLMultiplier` (2) has
+/// (SRC agent/checks/check.go `CheckTTL`); HTTP and TCP checks run every interval
+/// ([`probes`]). A TTL session is invalidated when `TTL × SessionTTLMultiplier` (2) has
 /// passed since its creation or last renewal (SRC agent/consul/session_ttl.go
 /// `createSessionTimer`), so never before its TTL and at the latest at twice it, the bound the
 /// docs give. The task sleeps until the earliest deadline and re-plans after every write (a
@@ -336,6 +338,7 @@ async fn timers(inner: std::sync::Weak<Inner>, mut changes: watch::Receiver<u64>
             tracing::debug!(check = %id, "check missed its TTL, now critical");
             state.write(|s| s.expire_check(&id, now));
         }
+        probes::start_due(&state);
     }
 }
 

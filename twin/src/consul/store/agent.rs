@@ -5,6 +5,9 @@
 //! into the catalog on that node at once, as the agent's anti-entropy does on every local
 //! change (`syncChanges`), and removed from it on deregistration. A TTL check turns
 //! `critical` with output "TTL expired" when no pass/warn/fail/update arrives within its TTL.
+//! HTTP and TCP checks are run by the agent (SRC agent/checks/check.go `CheckHTTP`,
+//! `CheckTCP`): the store says which are due ([`Store::due_probes`]), the timer task runs them
+//! and hands the result back ([`Store::agent_probe_result`]).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::Duration;
@@ -26,13 +29,50 @@ pub struct AgentLocal {
     checks: BTreeMap<String, AgentCheck>,
     #[serde(skip)]
     deadlines: HashMap<String, Instant>,
+    /// When each HTTP/TCP check runs next.
+    #[serde(skip)]
+    probe_due: HashMap<String, Instant>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 struct AgentCheck {
     ttl: Option<Duration>,
     last_output: String,
+    /// What the agent runs every interval (HTTP and TCP checks).
+    #[serde(default)]
+    probe: Option<Probe>,
 }
+
+/// An HTTP or TCP check the agent runs itself.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Probe {
+    /// What to reach.
+    pub target: ProbeTarget,
+    /// Time between two runs.
+    pub interval: Duration,
+    /// How long one run may take before the check is critical (Consul's default: 10 s).
+    pub timeout: Duration,
+}
+
+/// The endpoint of a [`Probe`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ProbeTarget {
+    /// `HTTP`: 2xx is passing, 429 warning, anything else critical.
+    Http {
+        /// The URL.
+        url: String,
+        /// The method (default `GET`).
+        method: String,
+    },
+    /// `TCP`: a connection is passing.
+    Tcp {
+        /// `host:port`.
+        address: String,
+    },
+}
+
+/// Consul's default timeout of HTTP and TCP checks (SRC agent/checks/check.go).
+const DEFAULT_PROBE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A refusal of an agent endpoint, with the status Consul answers.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -79,6 +119,8 @@ pub struct AgentCheckDef {
     /// HTTP URL (an HTTP check).
     #[serde(rename = "HTTP")]
     pub http: String,
+    /// HTTP method (default `GET`).
+    pub method: String,
     /// TCP address (a TCP check).
     #[serde(rename = "TCP")]
     pub tcp: String,
@@ -109,8 +151,15 @@ pub struct AgentServiceDef {
     pub checks: Option<Vec<AgentCheckDef>>,
 }
 
+/// How the agent keeps a check's status: a TTL it waits on, or a probe it runs.
+#[derive(Debug, Clone, Default)]
+struct Runner {
+    ttl: Option<Duration>,
+    probe: Option<Probe>,
+}
+
 /// `CheckType.Validate` (SRC agent/structs/check_type.go), for the check kinds the twin knows.
-fn validate(c: &AgentCheckDef) -> Result<Option<Duration>, AgentError> {
+fn validate(c: &AgentCheckDef) -> Result<Runner, AgentError> {
     let parse = |s: &str| {
         if s.is_empty() {
             Ok(Duration::ZERO)
@@ -142,7 +191,36 @@ fn validate(c: &AgentCheckDef) -> Result<Option<Duration>, AgentError> {
             "Status for checks must 'passing', 'warning', 'critical'".into(),
         ));
     }
-    Ok((!ttl.is_zero()).then_some(ttl))
+    let timeout = parse(&c.timeout)?;
+    let timeout = if timeout.is_zero() {
+        DEFAULT_PROBE_TIMEOUT
+    } else {
+        timeout
+    };
+    let target = if !c.http.is_empty() {
+        Some(ProbeTarget::Http {
+            url: c.http.clone(),
+            method: if c.method.is_empty() {
+                "GET".into()
+            } else {
+                c.method.clone()
+            },
+        })
+    } else if !c.tcp.is_empty() {
+        Some(ProbeTarget::Tcp {
+            address: c.tcp.clone(),
+        })
+    } else {
+        None
+    };
+    Ok(Runner {
+        ttl: (!ttl.is_zero()).then_some(ttl),
+        probe: target.map(|target| Probe {
+            target,
+            interval,
+            timeout,
+        }),
+    })
 }
 
 fn catalog_check(c: &AgentCheckDef, id: String, service_id: &str) -> CheckDef {
@@ -189,16 +267,74 @@ impl Store {
         self.register(req, now)
     }
 
-    /// Keeps a check the agent runs locally (fresh output) and arms its TTL.
-    fn agent_check_add(&mut self, id: String, ttl: Option<Duration>, now: Instant) {
+    /// Keeps a check the agent runs locally (fresh output) and arms its TTL or its first run.
+    fn agent_check_add(&mut self, id: String, runner: Runner, now: Instant) {
+        let same_probe = self
+            .agent
+            .checks
+            .get(&id)
+            .is_some_and(|c| c.probe.is_some() && c.probe == runner.probe);
         self.agent.checks.insert(
             id.clone(),
             AgentCheck {
-                ttl,
+                ttl: runner.ttl,
                 last_output: String::new(),
+                probe: runner.probe,
             },
         );
         self.arm_check(&id, now);
+        // A re-registration of the same probe keeps its schedule (Nomad re-syncs services).
+        if !same_probe {
+            self.arm_probe(&id, now);
+        }
+    }
+
+    /// The first run comes after a random part of the interval, as Consul staggers it
+    /// (`RandomStagger(Interval)` in `CheckHTTP.run`); until then the check keeps its initial
+    /// status.
+    fn arm_probe(&mut self, id: &str, now: Instant) {
+        let Some(probe) = self.agent.checks.get(id).and_then(|c| c.probe.as_ref()) else {
+            self.agent.probe_due.remove(id);
+            return;
+        };
+        let stagger = probe.interval.mul_f64(rand::random_range(0.0..1.0));
+        self.agent.probe_due.insert(id.to_string(), now + stagger);
+    }
+
+    /// The HTTP/TCP checks due at `now`, each scheduled again one interval later.
+    pub fn due_probes(&mut self, now: Instant) -> Vec<(String, Probe)> {
+        let due: Vec<String> = self
+            .agent
+            .probe_due
+            .iter()
+            .filter(|(_, at)| **at <= now)
+            .map(|(id, _)| id.clone())
+            .collect();
+        let mut out = Vec::new();
+        for id in due {
+            match self.agent.checks.get(&id).and_then(|c| c.probe.clone()) {
+                Some(probe) => {
+                    self.agent
+                        .probe_due
+                        .insert(id.clone(), now + probe.interval);
+                    out.push((id, probe));
+                }
+                None => {
+                    self.agent.probe_due.remove(&id);
+                }
+            }
+        }
+        out
+    }
+
+    /// Records what a run of an HTTP/TCP check found. A check deregistered while it ran is left
+    /// alone.
+    pub fn agent_probe_result(&mut self, id: &str, status: &str, output: &str, now: Instant) {
+        if self.agent.checks.get(id).is_none_or(|c| c.probe.is_none()) {
+            return;
+        }
+        // The check exists (it is ours); a failure would only leave the old status.
+        let _ = self.set_agent_check_status(id, status, output, now);
     }
 
     fn arm_check(&mut self, id: &str, now: Instant) {
@@ -234,7 +370,7 @@ impl Store {
         let mut checks = Vec::new();
         let mut local = Vec::new();
         for (i, c) in defs.iter().enumerate() {
-            let ttl = validate(c)?;
+            let runner = validate(c)?;
             let check_id = match (c.check_id.is_empty(), numbered) {
                 (false, _) => c.check_id.clone(),
                 (true, false) => format!("service:{id}"),
@@ -245,7 +381,7 @@ impl Store {
                 cc.name = format!("Service '{}' check", def.name);
             }
             checks.push(catalog_check(&cc, check_id.clone(), &id));
-            local.push((check_id, ttl));
+            local.push((check_id, runner));
         }
         let service = ServiceDef {
             id: id.clone(),
@@ -254,8 +390,8 @@ impl Store {
         };
         self.agent_node_register(Some(service), checks, now)?;
         self.agent.services.insert(id);
-        for (check_id, ttl) in local {
-            self.agent_check_add(check_id, ttl, now);
+        for (check_id, runner) in local {
+            self.agent_check_add(check_id, runner, now);
         }
         Ok(())
     }
@@ -285,6 +421,7 @@ impl Store {
         for c in owned {
             self.agent.checks.remove(&c);
             self.agent.deadlines.remove(&c);
+            self.agent.probe_due.remove(&c);
         }
         Ok(())
     }
@@ -303,7 +440,7 @@ impl Store {
         {
             return Err(AgentError::BadRequest("Bad check status".into()));
         }
-        let ttl = validate(&def)?;
+        let runner = validate(&def)?;
         if !def.service_id.is_empty() && !self.agent.services.contains(&def.service_id) {
             return Err(AgentError::NotFound(format!(
                 "ServiceID {:?} does not exist",
@@ -317,7 +454,7 @@ impl Store {
         };
         let check = catalog_check(&def, id.clone(), &def.service_id);
         self.agent_node_register(None, vec![check], now)?;
-        self.agent_check_add(id, ttl, now);
+        self.agent_check_add(id, runner, now);
         Ok(())
     }
 
@@ -342,6 +479,7 @@ impl Store {
         )?;
         self.agent.checks.remove(id);
         self.agent.deadlines.remove(id);
+        self.agent.probe_due.remove(id);
         Ok(())
     }
 
@@ -420,13 +558,17 @@ impl Store {
         let _ = self.set_agent_check_status(id, "critical", &output, now);
     }
 
-    /// The earliest timer of any kind (session TTLs, TTL checks), for the timer task.
+    /// The earliest timer of any kind (session TTLs, TTL checks, check runs), for the timer
+    /// task.
     pub fn next_deadline(&self) -> Option<Instant> {
-        let checks = self.agent.deadlines.values().min().copied();
-        match (self.next_session_deadline(), checks) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        [
+            self.next_session_deadline(),
+            self.agent.deadlines.values().min().copied(),
+            self.agent.probe_due.values().min().copied(),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 
     /// Re-arms TTL check timers after a restore (a restarted agent starts them afresh).
@@ -434,6 +576,7 @@ impl Store {
         let ids: Vec<String> = self.agent.checks.keys().cloned().collect();
         for id in ids {
             self.arm_check(&id, now);
+            self.arm_probe(&id, now);
         }
     }
 

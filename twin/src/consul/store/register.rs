@@ -259,11 +259,7 @@ impl Store {
                 continue;
             }
             if check.status == "critical" {
-                went_critical.push((
-                    check.node.clone(),
-                    check.check_id.clone(),
-                    check.service_id.clone(),
-                ));
+                went_critical.push((check.node.clone(), check.check_id.clone()));
             }
             if check.service_id.is_empty() {
                 self.touch_node_services(&node, idx);
@@ -277,8 +273,8 @@ impl Store {
         if changed {
             self.index = idx;
         }
-        for (node, check_id, service_id) in went_critical {
-            self.invalidate_sessions_on_check(&node, &check_id, &service_id, now);
+        for (node, check_id) in went_critical {
+            self.invalidate_sessions_on_check(&node, &check_id, now);
         }
         Ok(())
     }
@@ -287,19 +283,21 @@ impl Store {
         &mut self,
         node: &str,
         check_id: &str,
-        service_id: &str,
         now: Instant,
     ) {
+        // Consul keeps one `session_checks` row per (node, check) whichever field named the
+        // check (`structs.Session.CheckIDs`), and `checkSessionsTxn` looks it up by node and
+        // check ID alone.
         let doomed: Vec<String> = self
             .sessions
             .values()
             .filter(|s| {
                 s.node == node
-                    && (s.node_checks.iter().chain(&s.checks).any(|c| c == check_id)
-                        || s.service_checks.as_ref().is_some_and(|sc| {
-                            sc.iter()
-                                .any(|c| c.id == check_id && !service_id.is_empty())
-                        }))
+                    && s.node_checks
+                        .iter()
+                        .chain(&s.checks)
+                        .chain(s.service_checks.iter().flatten().map(|c| &c.id))
+                        .any(|c| c == check_id)
             })
             .map(|s| s.id.clone())
             .collect();
@@ -315,7 +313,7 @@ impl Store {
         }
         let idx = self.next();
         let mut changed = false;
-        let mut removed_checks: Vec<(String, String)> = Vec::new();
+        let mut removed_checks: Vec<String> = Vec::new();
         if !req.service_id.is_empty() {
             let removed = self
                 .services
@@ -332,7 +330,7 @@ impl Store {
                         .collect();
                     for id in ids {
                         m.remove(&id);
-                        removed_checks.push((id, req.service_id.clone()));
+                        removed_checks.push(id);
                         self.checks_index = idx;
                     }
                 }
@@ -350,7 +348,7 @@ impl Store {
                     self.touch_service(&c.service_name, idx);
                 }
                 self.checks_index = idx;
-                removed_checks.push((c.check_id, c.service_id));
+                removed_checks.push(c.check_id);
                 changed = true;
             }
         } else if self.nodes.contains_key(&req.node) {
@@ -361,7 +359,7 @@ impl Store {
             }
             if let Some(m) = self.checks.remove(&req.node) {
                 for c in m.into_values() {
-                    removed_checks.push((c.check_id, c.service_id));
+                    removed_checks.push(c.check_id);
                 }
                 self.checks_index = idx;
             }
@@ -380,8 +378,8 @@ impl Store {
         if changed {
             self.index = self.index.max(idx);
         }
-        for (check_id, service_id) in removed_checks {
-            self.invalidate_sessions_on_check(&req.node, &check_id, &service_id, now);
+        for check_id in removed_checks {
+            self.invalidate_sessions_on_check(&req.node, &check_id, now);
         }
         Ok(())
     }

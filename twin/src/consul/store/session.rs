@@ -158,9 +158,13 @@ impl Store {
         let node_checks = spec
             .node_checks
             .unwrap_or_else(|| vec!["serfHealth".to_string()]);
-        // Every bound check must exist and not be critical, whichever field named it
-        // (structs.Session.CheckIDs merges them).
-        for check in spec.checks.iter().chain(&node_checks) {
+        // Every bound check must exist on the session's node and not be critical, whichever
+        // field named it: `structs.Session.CheckIDs` merges Checks, NodeChecks and
+        // ServiceChecks, and `validateSessionChecksTxn` (SRC state/session.go) refuses a
+        // missing one with "Missing check '<id>' registration" and a critical one with "Check
+        // '<id>' is in critical state" (RPC errors: HTTP 500). A warning check binds.
+        let service_checks = spec.service_checks.iter().flatten().map(|c| &c.id);
+        for check in spec.checks.iter().chain(&node_checks).chain(service_checks) {
             match self.checks.get(&node).and_then(|c| c.get(check)) {
                 None => {
                     return Err(StoreError::Internal(format!(

@@ -359,7 +359,6 @@ async fn run_alloc(
                 for check in &svc.checks {
                     check_handles.push(tokio::spawn(run_check(
                         shared.clone(),
-                        svc.clone(),
                         check.clone(),
                         check_status.clone(),
                     )));

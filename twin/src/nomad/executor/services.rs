@@ -134,7 +134,7 @@ pub(super) async fn register_service(
         };
         sh.inner.write(|st| st.upsert_service(reg));
     } else {
-        consul_register(sh, svc, statuses).await;
+        consul_register(sh, svc).await;
     }
 }
 
@@ -142,9 +142,8 @@ pub(super) async fn deregister_service(sh: &Shared, svc: &Svc) {
     if svc.provider == "nomad" {
         sh.inner.write(|st| st.remove_service(&svc.id));
     } else {
-        let node = sh.node.name.clone();
-        let body = json!({"Node": node, "ServiceID": svc.id});
-        let _ = consul_put(sh, "/v1/catalog/deregister", &body).await;
+        let path = format!("/v1/agent/service/deregister/{}", svc.id);
+        let _ = consul_put(sh, &path, &Value::Null).await;
     }
 }
 
@@ -154,7 +153,10 @@ pub(super) async fn consul_put(
     body: &Value,
 ) -> Result<(), reqwest::Error> {
     let url = format!("http://{}{path}", sh.inner.config.consul_http_addr);
-    let mut req = sh.inner.http.put(url).json(body);
+    let mut req = sh.inner.http.put(url);
+    if !body.is_null() {
+        req = req.json(body);
+    }
     if let Some(token) = &sh.inner.config.acl_token {
         req = req.header("X-Consul-Token", token);
     }
@@ -162,52 +164,36 @@ pub(super) async fn consul_put(
     Ok(())
 }
 
-pub(super) async fn consul_register(
-    sh: &Shared,
-    svc: &Svc,
-    statuses: &Arc<Mutex<BTreeMap<String, String>>>,
-) {
-    let (node, dc) = (sh.node.name.clone(), sh.node.datacenter.clone());
-    let status_of = |id: &str| {
-        statuses
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(id)
-            .cloned()
-            .unwrap_or_else(|| "critical".into())
-    };
+/// Registers a `provider = "consul"` service with the local Consul agent, as Nomad's service
+/// client does (SRC command/agent/consul/service_client.go `sync`: `ServiceRegisterOpts` on the
+/// agent API, never the catalog). The agent then runs the HTTP/TCP checks itself and owns their
+/// status; a check starts `critical` unless the job gives an `initial_status`, as in Consul.
+pub(super) async fn consul_register(sh: &Shared, svc: &Svc) {
     let checks: Vec<Value> = svc
         .checks
         .iter()
         .map(|c| {
-            let target = check_target(c);
-            let mut definition =
-                json!({"Interval": go_duration(c.interval), "Timeout": go_duration(c.timeout)});
-            if let Some(o) = definition.as_object_mut() {
-                if c.kind == "http" {
-                    o.insert("HTTP".into(), json!(target));
-                    o.insert(
-                        "Method".into(),
-                        json!(if c.method.is_empty() {
-                            "GET"
-                        } else {
-                            &c.method
-                        }),
-                    );
-                } else {
-                    o.insert("TCP".into(), json!(target));
-                }
-            }
-            json!({
-                "Node": node,
+            let mut check = json!({
                 "CheckID": c.id,
                 "Name": c.name,
-                "Status": status_of(&c.id),
-                "ServiceID": svc.id,
-                "Output": "",
-                "Type": c.kind,
-                "Definition": definition,
-            })
+                "Status": c.initial,
+                "Interval": go_duration(c.interval),
+                "Timeout": go_duration(c.timeout),
+            });
+            if let Some(o) = check.as_object_mut() {
+                if c.kind == "http" {
+                    o.insert("HTTP".into(), json!(check_target(c)));
+                    let method = if c.method.is_empty() {
+                        "GET"
+                    } else {
+                        &c.method
+                    };
+                    o.insert("Method".into(), json!(method));
+                } else {
+                    o.insert("TCP".into(), json!(check_target(c)));
+                }
+            }
+            check
         })
         .collect();
     let mut meta = svc.meta.clone();
@@ -218,20 +204,15 @@ pub(super) async fn consul_register(
         o.insert("external-source".into(), json!("nomad"));
     }
     let body = json!({
-        "Node": node,
-        "Address": sh.node.address,
-        "Datacenter": dc,
-        "Service": {
-            "ID": svc.id,
-            "Service": svc.name,
-            "Tags": svc.tags,
-            "Address": svc.address,
-            "Port": svc.port,
-            "Meta": meta,
-        },
+        "ID": svc.id,
+        "Name": svc.name,
+        "Tags": svc.tags,
+        "Address": svc.address,
+        "Port": svc.port,
+        "Meta": meta,
         "Checks": checks,
     });
-    if let Err(e) = consul_put(sh, "/v1/catalog/register", &body).await {
+    if let Err(e) = consul_put(sh, "/v1/agent/service/register", &body).await {
         tracing::warn!(service = %svc.name, error = %e, "consul service registration failed");
     }
 }
@@ -289,20 +270,17 @@ pub(super) async fn probe(inner: &Inner, c: &Check) -> bool {
 
 pub(super) async fn run_check(
     sh: Shared,
-    svc: Svc,
     c: Check,
     statuses: Arc<Mutex<BTreeMap<String, String>>>,
 ) {
     loop {
         let passing = probe(&sh.inner, &c).await;
         let status = if passing { "passing" } else { "critical" };
-        let changed = {
-            let mut map = statuses.lock().unwrap_or_else(|p| p.into_inner());
-            map.insert(c.id.clone(), status.to_string()) != Some(status.to_string())
-        };
-        if changed && svc.provider != "nomad" {
-            consul_register(&sh, &svc, &statuses).await;
-        }
+        // Allocation health only: a Consul service's check status is the agent's own run.
+        statuses
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(c.id.clone(), status.to_string());
         tokio::time::sleep(c.interval).await;
     }
 }
