@@ -212,8 +212,13 @@ pub struct ServiceCheck {
     pub timeout: i64,
 }
 
-/// How much longer Nomad waits after the kill signal than the proxy's drain.
+/// How much longer Nomad waits after the kill signal than the proxy's drain: it holds
+/// Traefik's `requestAcceptGraceTimeout` (the accepting before the drain) with room to spare.
 pub const KILL_TIMEOUT_MARGIN: Duration = Duration::from_secs(5);
+const _: () = assert!(
+    super::traefik::REQUEST_ACCEPT_GRACE.as_secs() < KILL_TIMEOUT_MARGIN.as_secs(),
+    "kill_timeout must outlast requestAcceptGraceTimeout + graceTimeOut"
+);
 
 /// A task.
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -610,16 +615,9 @@ pub fn proxy_job(model: &Model, config: &ConfigFile<'_>) -> Result<Job, super::E
             memory_mb: job_settings.memory_mb,
         }),
         templates,
-        // Longer than the entry points' requestAcceptGraceTimeout and graceTimeOut together,
-        // so Nomad never SIGKILLs a proxy still draining open requests.
-        kill_timeout: Some(nanos(
-            model.transport.grace_timeout
-                + match model.proxy {
-                    ProxyKind::Traefik => super::traefik::REQUEST_ACCEPT_GRACE,
-                    ProxyKind::Caddy => Duration::ZERO,
-                }
-                + KILL_TIMEOUT_MARGIN,
-        )),
+        // Longer than the entry points' requestAcceptGraceTimeout and graceTimeOut together
+        // (the margin holds the first), so Nomad never SIGKILLs a proxy still draining.
+        kill_timeout: Some(nanos(model.transport.grace_timeout + KILL_TIMEOUT_MARGIN)),
         volume_mounts: cert_volume
             .iter()
             .map(|_| VolumeMount {
