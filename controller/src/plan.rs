@@ -22,7 +22,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use crate::proxy::Reach;
 use crate::render::nomad_job::{Slot, slot_job};
-use crate::render::{META_OWNER, META_SPEC_DIGEST, Rendered, digest_kv};
+use crate::render::{META_OWNER, META_PROXY, META_SPEC_DIGEST, Rendered, digest_kv};
 use crate::rollout::{Change, Gate, Handover, JobChange, JobRef, KvChange};
 use crate::spec::ProxyKind;
 use crate::spec::status::ProxyStatus;
@@ -287,7 +287,10 @@ pub fn plan_slots(
     let change = |kv, job: Option<JobChange>| {
         // The gate reads the slot the change is judged on: the new one of a handover.
         let gated = job.as_ref().map_or(live_id.clone(), |j| j.job_id.clone());
-        let offset = Slot::of(&gated, job_id(desired)).map_or(0, Slot::port_offset);
+        let offset = match spec.proxy() {
+            ProxyKind::Traefik => Slot::of(&gated, job_id(desired)).map_or(0, Slot::port_offset),
+            ProxyKind::Caddy => 0,
+        };
         Plan::Apply(Box::new(Change {
             digest: digest.to_owned(),
             retry_nonce: spec.retry_nonce().map(str::to_owned),
@@ -347,7 +350,12 @@ fn handover(desired: &Desired<'_>, observed: &Observed, slots: &Slots) -> Option
     if desired.spec.proxy() != ProxyKind::Traefik {
         return None;
     }
-    let live = observed.job.as_ref().filter(|j| !j.stopped)?;
+    // Only a Traefik hands over to a Traefik: a Caddy binds without SO_REUSEPORT, so a
+    // Traefik next to it could not listen.
+    let live = observed
+        .job
+        .as_ref()
+        .filter(|j| !j.stopped && j.meta.get(META_PROXY).map(String::as_str) == Some("traefik"))?;
     let ours = |j: &ObservedJob| j.meta.get(META_OWNER).map(String::as_str) == Some(desired.owner);
     let enforce_index = match &slots.other {
         None => 0,

@@ -95,9 +95,11 @@ pub enum SlotError {
 }
 
 /// The job of `slot` for a rendered slot-a job. Slot a is `job` itself; slot b gets its own ID,
-/// name, service name, slot Meta and internal port (in the group's ports and in the Traefik
-/// static config the job embeds). Its `spec-digest` Meta stays the document's, so either slot
-/// running a document counts as that document running.
+/// name, service name, slot Meta and, for Traefik, internal port (in the group's ports and in
+/// the static config the job embeds). A Caddy job in slot b (a switch from a Traefik that
+/// serves from slot b, changed in place) keeps its ports: Caddy is never handed over. Its
+/// `spec-digest` Meta stays the document's, so either slot running a document counts as that
+/// document running.
 ///
 /// # Errors
 /// [`SlotError`] when the job has not the shape `render` gives a Traefik job, or slot b's
@@ -119,6 +121,13 @@ pub fn slot_job(job: &Value, slot: Slot) -> Result<Value, SlotError> {
         .and_then(Value::as_object_mut)
         .ok_or(SlotError::Shape("Meta"))?
         .insert(META_SLOT.to_owned(), Value::from(slot.name()));
+    let traefik = job
+        .pointer(&format!(
+            "/Meta/{}",
+            crate::render::META_PROXY.replace('/', "~1")
+        ))
+        .and_then(Value::as_str)
+        == Some("traefik");
     let group = job
         .get_mut("TaskGroups")
         .and_then(|g| g.get_mut(0))
@@ -130,6 +139,9 @@ pub fn slot_job(job: &Value, slot: Slot) -> Result<Value, SlotError> {
         .flatten()
     {
         service["Name"] = Value::from(service_name(&id));
+    }
+    if !traefik {
+        return Ok(job);
     }
     let ports = group
         .get_mut("Networks")
@@ -202,7 +214,7 @@ mod tests {
     fn job() -> Value {
         serde_json::json!({
             "ID": "edge", "Name": "edge",
-            "Meta": {"proxy-operator/slot": "a", "proxy-operator/spec-digest": "d1"},
+            "Meta": {"proxy-operator/slot": "a", "proxy-operator/spec-digest": "d1", "proxy-operator/proxy": "traefik"},
             "TaskGroups": [{
                 "Networks": [{"ReservedPorts": [
                     {"Label": "web", "Value": 8080, "IgnoreCollision": true},
@@ -236,6 +248,19 @@ mod tests {
         );
         assert_eq!(config["entryPoints"]["web"]["address"], ":8080");
         assert_eq!(config["entryPoints"]["web"]["reusePort"], true);
+    }
+
+    #[test]
+    fn a_caddy_job_in_slot_b_is_only_renamed_and_keeps_its_ports() {
+        let mut j = job();
+        j["Meta"]["proxy-operator/proxy"] = "caddy".into();
+        let b = slot_job(&j, Slot::B).unwrap();
+        assert_eq!(b["ID"], "edge-b");
+        assert_eq!(
+            b["TaskGroups"][0]["Networks"],
+            j["TaskGroups"][0]["Networks"]
+        );
+        assert_eq!(b["TaskGroups"][0]["Tasks"], j["TaskGroups"][0]["Tasks"]);
     }
 
     #[test]
