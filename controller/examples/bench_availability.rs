@@ -239,7 +239,26 @@ async fn main() {
         "bench availability: {runs} runs per row; logs in {}",
         log_dir.display()
     );
-    b.spawn_operator("run", &["run"]);
+    // The admission limits allow what the rows run: both proxies by raw_exec, a command that
+    // exits for the failed handover, certificates under the bench's directory.
+    let flags: Vec<String> = vec![
+        "run".into(),
+        "--allowed-driver".into(),
+        "raw_exec".into(),
+        "--allowed-command".into(),
+        format!("traefik={}", b.traefik_bin.display()),
+        "--allowed-command".into(),
+        "traefik=/bin/false".into(),
+        "--allowed-command".into(),
+        format!("caddy={}", caddy_bin.display()),
+        "--allowed-cert-root".into(),
+        log_dir.display().to_string(),
+        // Not the default 9090, which another process on the machine may hold.
+        "--http-addr".into(),
+        format!("127.0.0.1:{}", common::free_port()),
+    ];
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+    b.spawn_operator("run", &flags);
     let websecure = b.websecure;
     let mut cpu = 100;
     let digest = b.edit("start", cpu, websecure).await;
@@ -370,7 +389,7 @@ async fn main() {
             tokio::time::sleep(Duration::from_millis(2)).await;
         }
         b.kill_operator();
-        b.spawn_operator("run", &["run"]);
+        b.spawn_operator("run", &flags);
         b.wait_ready(&digest).await;
         row.runs.push(window(t0).await);
     }
