@@ -87,12 +87,21 @@ pub struct Slots {
 }
 
 impl Slots {
-    /// Picks the serving slot from both slots' jobs: the one not stopped (the newer one when
-    /// both run), else the newer stopped one, else slot a. Returns it with the slots.
+    /// Picks the serving slot from both slots' jobs: the one not stopped (the newer one when both
+    /// run), else the newer stopped one, else slot a. Slot b counts only when it carries our
+    /// `owner` Meta: a foreign job there is never taken for ours (and blocks handovers, so
+    /// changes go in place); a foreign job in slot a is what serves, and the plan stalls on it.
     #[must_use]
-    pub fn pick(a: Option<ObservedJob>, b: Option<ObservedJob>) -> (Option<ObservedJob>, Slots) {
+    pub fn pick(
+        a: Option<ObservedJob>,
+        b: Option<ObservedJob>,
+        owner: &str,
+    ) -> (Option<ObservedJob>, Slots) {
         let rank = |j: &Option<ObservedJob>| j.as_ref().map(|j| (!j.stopped, j.modify_index));
-        if b.is_some() && rank(&b) > rank(&a) {
+        let b_ours = b
+            .as_ref()
+            .is_some_and(|j| j.meta.get(META_OWNER).map(String::as_str) == Some(owner));
+        if b_ours && rank(&b) > rank(&a) {
             (
                 b,
                 Slots {

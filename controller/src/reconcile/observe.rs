@@ -58,7 +58,11 @@ where
             stopped: j.stop,
             job_type: Some(j.job_type.clone()),
         };
-        let (job, slots) = Slots::pick(a.as_ref().map(observed), b.as_ref().map(observed));
+        let (job, slots) = Slots::pick(
+            a.as_ref().map(observed),
+            b.as_ref().map(observed),
+            &self.config.owner,
+        );
         let raw = match slots.serving {
             Slot::A => a,
             Slot::B => b,
