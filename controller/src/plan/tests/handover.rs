@@ -203,18 +203,29 @@ fn the_serving_slot_is_the_one_not_stopped_and_else_the_newer() {
             ..serving("traefik", "a", stopped)
         })
     };
-    assert_eq!(
-        Slots::pick(job(true, 900), job(false, 100)).1.serving,
-        Slot::B
+    let pick = |a, b| Slots::pick(a, b, OWNER).1.serving;
+    assert_eq!(pick(job(true, 900), job(false, 100)), Slot::B);
+    assert_eq!(pick(job(false, 100), job(true, 900)), Slot::A);
+    assert_eq!(pick(job(true, 100), job(true, 900)), Slot::B);
+    assert_eq!(pick(None, None), Slot::A);
+    assert_eq!(pick(None, job(false, 1)), Slot::B);
+}
+
+#[test]
+fn a_foreign_job_in_slot_b_is_never_taken_for_the_serving_slot_and_blocks_the_handover() {
+    let mut foreign = serving("traefik", "b", false);
+    foreign
+        .meta
+        .insert(META_OWNER.to_owned(), "someone-else".to_owned());
+    let (job, slots) = Slots::pick(None, Some(foreign.clone()), OWNER);
+    assert!(job.is_none());
+    assert_eq!(slots.serving, Slot::A);
+    let (job, slots) = Slots::pick(Some(serving("traefik", "a", false)), Some(foreign), OWNER);
+    let c = planned(&traefik_spec(250), job, &slots);
+    let job = c.job.unwrap();
+    assert!(
+        job.handover.is_none(),
+        "slot b is not ours to register over"
     );
-    assert_eq!(
-        Slots::pick(job(false, 100), job(true, 900)).1.serving,
-        Slot::A
-    );
-    assert_eq!(
-        Slots::pick(job(true, 100), job(true, 900)).1.serving,
-        Slot::B
-    );
-    assert_eq!(Slots::pick(None, None).1.serving, Slot::A);
-    assert_eq!(Slots::pick(None, job(false, 1)).1.serving, Slot::B);
+    assert_eq!(job.job_id, base_id());
 }
