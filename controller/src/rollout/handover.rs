@@ -6,7 +6,7 @@
 use tokio::time::Instant;
 
 use super::gate::client_terminal;
-use super::step::Switch;
+use super::step::{Switch, issue};
 use super::{Change, Effect, Observation, Phase, VERIFY_POLL_INTERVAL, after};
 
 /// The new slot passed its gate: stop the old one. Nothing can fail the rollout from here on.
@@ -20,8 +20,7 @@ pub(super) fn switch(change: &Change, started: Instant, job_version: u64) -> (Ve
         })
         .into_iter()
         .collect();
-    let mut effects = pending.clone();
-    effects.push(Effect::RequeueAfter(VERIFY_POLL_INTERVAL));
+    let effects = issue(&pending);
     (
         effects,
         switching(change, started, pending, Switch::Stopping { job_version }),
@@ -109,8 +108,7 @@ fn step_stopping(
             (Vec::new(), degraded(change, started, reason, now))
         }
         _ => {
-            let mut effects = rest.to_vec();
-            effects.push(Effect::RequeueAfter(VERIFY_POLL_INTERVAL));
+            let effects = issue(rest);
             let stopping = Switch::Stopping { job_version };
             (effects, switching(change, started, rest.to_vec(), stopping))
         }
@@ -196,8 +194,7 @@ pub(super) fn fail(
         "{reason}; the new slot {:?} was stopped and the old one never stopped serving",
         change.job_id
     );
-    let mut effects = pending.clone();
-    effects.push(Effect::RequeueAfter(VERIFY_POLL_INTERVAL));
+    let effects = issue(&pending);
     let phase = Phase::RollingBack {
         change: change.clone(),
         started,
@@ -234,6 +231,7 @@ pub(super) fn abandon(change: Change, started: Instant, kv_written: bool) -> Pha
 pub(super) fn step_abandoning(
     change: &Change,
     started: Instant,
+    reason: &str,
     pending: &[Effect],
     obs: &Observation,
     now: Instant,
@@ -252,12 +250,11 @@ pub(super) fn step_abandoning(
             (Vec::new(), degraded(change, started, reason, now))
         }
         _ => {
-            let mut effects = rest.to_vec();
-            effects.push(Effect::RequeueAfter(VERIFY_POLL_INTERVAL));
+            let effects = issue(rest);
             let phase = Phase::RollingBack {
                 change: change.clone(),
                 started,
-                reason: String::new(),
+                reason: reason.to_owned(),
                 to_version: None,
                 pending: rest.to_vec(),
                 abandon: true,

@@ -144,6 +144,13 @@ impl Phase {
     }
 }
 
+/// The effects that carry out `pending`, then look again a poll later.
+pub(super) fn issue(pending: &[Effect]) -> Vec<Effect> {
+    let mut effects = pending.to_vec();
+    effects.push(Effect::RequeueAfter(VERIFY_POLL_INTERVAL));
+    effects
+}
+
 /// A handover past its switch (the new slot passed its gate).
 #[derive(Debug, Clone, PartialEq)]
 pub enum Switch {
@@ -215,10 +222,11 @@ pub fn step(phase: &Phase, obs: &Observation, now: Instant) -> (Vec<Effect>, Pha
         Phase::RollingBack {
             change,
             started,
+            reason,
             pending,
             abandon: true,
             ..
-        } => handover::step_abandoning(change, *started, pending, obs, now),
+        } => handover::step_abandoning(change, *started, reason, pending, obs, now),
         Phase::RollingBack {
             change,
             started,
@@ -332,8 +340,7 @@ pub(super) fn step_applying(
             now,
         ),
         _ => {
-            let mut effects = rest.clone();
-            effects.push(Effect::RequeueAfter(VERIFY_POLL_INTERVAL));
+            let effects = issue(&rest);
             let phase = Phase::Applying {
                 change: change.clone(),
                 started,
@@ -494,8 +501,7 @@ pub(super) fn step_rolling_back(
         // Retryable errors (Nomad or Consul unreachable) retry the rest until they go through:
         // giving up would leave the failed version serving.
         _ => {
-            let mut effects = rest.clone();
-            effects.push(Effect::RequeueAfter(VERIFY_POLL_INTERVAL));
+            let effects = issue(&rest);
             let phase = Phase::RollingBack {
                 change: change.clone(),
                 started,
@@ -587,8 +593,7 @@ pub(super) fn fail(
         };
         return (Vec::new(), phase);
     }
-    let mut effects = pending.clone();
-    effects.push(Effect::RequeueAfter(VERIFY_POLL_INTERVAL));
+    let effects = issue(&pending);
     let phase = Phase::RollingBack {
         change: change.clone(),
         started,

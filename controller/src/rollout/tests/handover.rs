@@ -323,6 +323,11 @@ async fn an_operator_restarted_while_the_new_slot_is_gated_stops_it_restores_the
         },
         Instant::now(),
     );
+    assert!(
+        reason(&half).contains("restarted before the handover's switch"),
+        "a retry keeps saying why: {}",
+        reason(&half)
+    );
     let again = resumed(&half);
     let (effects, _) = step(&again, &Observation::default(), Instant::now());
     assert!(stops(&effects).is_empty());
