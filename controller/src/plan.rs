@@ -21,8 +21,10 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use crate::proxy::Reach;
-use crate::render::{META_OWNER, META_SPEC_DIGEST, Rendered, digest_kv};
-use crate::rollout::{Change, Gate, JobChange, JobRef, KvChange};
+use crate::render::nomad_job::{Slot, slot_job};
+use crate::render::{META_OWNER, META_PROXY, META_SPEC_DIGEST, Rendered, digest_kv};
+use crate::rollout::{Change, Gate, Handover, JobChange, JobRef, KvChange};
+use crate::spec::ProxyKind;
 use crate::spec::status::ProxyStatus;
 use crate::spec::{DriftPolicy, ValidatedSpec};
 use crate::status::short;
@@ -68,10 +70,55 @@ impl ObservedJob {
 /// What runs. `Debug` shows KV keys and value lengths only: values may be basic-auth hashes.
 #[derive(Clone, PartialEq, Eq, Default)]
 pub struct Observed {
-    /// The proxy job, if it exists.
+    /// The proxy job in its serving slot ([`Observed::slot`]), if it exists.
     pub job: Option<ObservedJob>,
     /// Every entry under `<prefix>/traefik/`.
     pub kv: Vec<(String, String)>,
+}
+
+/// Where the two handover slots stand (ARCHITECTURE.md, "Handover"): which one `Observed::job`
+/// is, and the other one's job.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Slots {
+    /// Which slot [`Observed::job`] is (the one not stopped; slot a when neither exists).
+    pub serving: Slot,
+    /// The job in the other slot, if it exists (stopped after a handover).
+    pub other: Option<ObservedJob>,
+}
+
+impl Slots {
+    /// Picks the serving slot from both slots' jobs: the one not stopped (the newer one when both
+    /// run), else the newer stopped one, else slot a. Slot b counts only when it carries our
+    /// `owner` Meta: a foreign job there is never taken for ours (and blocks handovers, so
+    /// changes go in place); a foreign job in slot a is what serves, and the plan stalls on it.
+    #[must_use]
+    pub fn pick(
+        a: Option<ObservedJob>,
+        b: Option<ObservedJob>,
+        owner: &str,
+    ) -> (Option<ObservedJob>, Slots) {
+        let rank = |j: &Option<ObservedJob>| j.as_ref().map(|j| (!j.stopped, j.modify_index));
+        let b_ours = b
+            .as_ref()
+            .is_some_and(|j| j.meta.get(META_OWNER).map(String::as_str) == Some(owner));
+        if b_ours && rank(&b) > rank(&a) {
+            (
+                b,
+                Slots {
+                    serving: Slot::B,
+                    other: a,
+                },
+            )
+        } else {
+            (
+                a,
+                Slots {
+                    serving: Slot::A,
+                    other: b,
+                },
+            )
+        }
+    }
 }
 
 impl std::fmt::Debug for Observed {
@@ -171,7 +218,20 @@ impl Plan {
 /// Decides what to do. Pure.
 #[must_use]
 pub fn plan(desired: &Desired<'_>, observed: &Observed, status: &ProxyStatus) -> Plan {
+    plan_slots(desired, observed, &Slots::default(), status)
+}
+
+/// [`plan`] knowing both handover slots: a Traefik structural change registers the other slot
+/// next to the serving one.
+#[must_use]
+pub fn plan_slots(
+    desired: &Desired<'_>,
+    observed: &Observed,
+    slots: &Slots,
+    status: &ProxyStatus,
+) -> Plan {
     let spec = desired.spec;
+    let live_id = slots.serving.job_id(job_id(desired));
     if spec.paused() {
         return Plan::Hold(HoldReason::Paused);
     }
@@ -182,8 +242,7 @@ pub fn plan(desired: &Desired<'_>, observed: &Observed, status: &ProxyStatus) ->
                 return Plan::Stalled {
                     reason: format!(
                         "job {:?} is owned by {other:?} ({META_OWNER} Meta), not by {:?}; it is left untouched",
-                        job_id(desired),
-                        desired.owner
+                        live_id, desired.owner
                     ),
                 };
             }
@@ -192,8 +251,7 @@ pub fn plan(desired: &Desired<'_>, observed: &Observed, status: &ProxyStatus) ->
                     reason: format!(
                         "job {:?} exists without the {META_OWNER} Meta; it is never adopted silently. \
                          Stop it, or add Meta {META_OWNER}={:?} to hand it over",
-                        job_id(desired),
-                        desired.owner
+                        live_id, desired.owner
                     ),
                 };
             }
@@ -210,7 +268,7 @@ pub fn plan(desired: &Desired<'_>, observed: &Observed, status: &ProxyStatus) ->
         && running != wanted
     {
         return Plan::Hold(HoldReason::JobTypeChange {
-            job_id: job_id(desired).to_owned(),
+            job_id: live_id.clone(),
             running: running.to_owned(),
             wanted: wanted.to_owned(),
         });
@@ -235,14 +293,20 @@ pub fn plan(desired: &Desired<'_>, observed: &Observed, status: &ProxyStatus) ->
         .cloned()
         .collect();
     let kv_differs = digest_kv(&ours) != desired.rendered.kv_digest;
-    let change = |kv, job| {
+    let change = |kv, job: Option<JobChange>| {
+        // The gate reads the slot the change is judged on: the new one of a handover.
+        let gated = job.as_ref().map_or(live_id.clone(), |j| j.job_id.clone());
+        let offset = match spec.proxy() {
+            ProxyKind::Traefik => Slot::of(&gated, job_id(desired)).map_or(0, Slot::port_offset),
+            ProxyKind::Caddy => 0,
+        };
         Plan::Apply(Box::new(Change {
             digest: digest.to_owned(),
             retry_nonce: spec.retry_nonce().map(str::to_owned),
-            job_id: job_id(desired).to_owned(),
+            job_id: gated,
             kv,
             job,
-            gate: gate(desired),
+            gate: shifted(gate(desired), offset),
         }))
     };
     if !job_differs && !kv_differs {
@@ -268,12 +332,9 @@ pub fn plan(desired: &Desired<'_>, observed: &Observed, status: &ProxyStatus) ->
     }
 
     let kv = kv_differs.then(|| kv_change(&desired.rendered.traefik_kv, &ours));
-    let job = job_differs.then(|| JobChange {
-        job_id: job_id(desired).to_owned(),
-        job: desired.rendered.job.clone(),
-        job_digest: desired.rendered.job_digest.clone(),
-        enforce_index: observed.job.as_ref().map_or(0, |j| j.modify_index),
-        rollback_to: rollback_target(job_id(desired), observed, status),
+    let job = job_differs.then(|| {
+        handover(desired, observed, slots)
+            .unwrap_or_else(|| in_place(desired, observed, slots, status))
     });
     change(kv, job)
 }
@@ -287,6 +348,93 @@ pub fn job_id<'a>(desired: &Desired<'a>) -> &'a str {
         .get("ID")
         .and_then(serde_json::Value::as_str)
         .unwrap_or(desired.spec.job().id.as_str())
+}
+
+/// A structural change of a serving Traefik as a handover: the other slot's job, registered
+/// next to the serving one (`EnforceIndex` 0 when it does not exist, its `JobModifyIndex` when
+/// a stopped copy from an earlier handover does). `None` (a change in place) for Caddy, for a
+/// proxy not serving, while the other slot runs or is not ours, or when the other slot's API
+/// port is taken by another port of the job.
+fn handover(desired: &Desired<'_>, observed: &Observed, slots: &Slots) -> Option<JobChange> {
+    if desired.spec.proxy() != ProxyKind::Traefik {
+        return None;
+    }
+    // Only a Traefik hands over to a Traefik: a Caddy binds without SO_REUSEPORT, so a
+    // Traefik next to it could not listen.
+    let live = observed
+        .job
+        .as_ref()
+        .filter(|j| !j.stopped && j.meta.get(META_PROXY).map(String::as_str) == Some("traefik"))?;
+    let ours = |j: &ObservedJob| j.meta.get(META_OWNER).map(String::as_str) == Some(desired.owner);
+    let enforce_index = match &slots.other {
+        None => 0,
+        Some(other) if other.stopped && ours(other) => other.modify_index,
+        Some(_) => return None,
+    };
+    let base = job_id(desired);
+    let to = slots.serving.other();
+    let job = slot_job(&desired.rendered.job, to).ok()?;
+    Some(JobChange {
+        job_id: to.job_id(base),
+        job,
+        job_digest: desired.rendered.job_digest.clone(),
+        enforce_index,
+        rollback_to: None,
+        handover: Some(Handover {
+            from_job: slots.serving.job_id(base),
+            from_version: live.version,
+        }),
+    })
+}
+
+/// A new version of the serving slot's job (stop-then-start), as before handovers: Caddy, a
+/// first registration, a stopped proxy.
+fn in_place(
+    desired: &Desired<'_>,
+    observed: &Observed,
+    slots: &Slots,
+    status: &ProxyStatus,
+) -> JobChange {
+    let base = job_id(desired);
+    let (slot, job, enforce_index) = match slot_job(&desired.rendered.job, slots.serving) {
+        Ok(job) => (
+            slots.serving,
+            job,
+            observed.job.as_ref().map_or(0, |j| j.modify_index),
+        ),
+        // Slot b's port is now taken by another port of the job: slot a takes over.
+        Err(_) => {
+            let a = if slots.serving == Slot::A {
+                &observed.job
+            } else {
+                &slots.other
+            };
+            (
+                Slot::A,
+                desired.rendered.job.clone(),
+                a.as_ref().map_or(0, |j| j.modify_index),
+            )
+        }
+    };
+    let job_id = slot.job_id(base);
+    JobChange {
+        rollback_to: (slot == slots.serving)
+            .then(|| rollback_target(&job_id, observed, status))
+            .flatten(),
+        job_id,
+        job,
+        job_digest: desired.rendered.job_digest.clone(),
+        enforce_index,
+        handover: None,
+    }
+}
+
+/// The gate with its proxy API `offset` ports up: slot b's API port.
+fn shifted(mut gate: Gate, offset: u16) -> Gate {
+    gate.proxy_api = gate
+        .proxy_api
+        .map(|api| crate::proxy::port_shifted(&api, offset));
+    gate
 }
 
 /// Where a failed job change goes back to: the version of this job ID that last passed the gate.

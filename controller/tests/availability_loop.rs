@@ -18,6 +18,8 @@ const CONFIG: &str = "po/config";
 const STATUS: &str = "po/status";
 const JOURNAL: &str = "po/rollout";
 const JOB: &str = "proxy";
+/// The second handover slot of `JOB`.
+const JOB_B: &str = "proxy-b";
 
 fn with_cpu(cpu: u32) -> String {
     format!(
@@ -86,6 +88,24 @@ impl World {
         serde_json::from_slice(&self.consul.value(STATUS).unwrap()).unwrap()
     }
 
+    /// Marks the allocations of both handover slots (whichever exist) healthy or not.
+    fn set_health(&self, healthy: bool) {
+        for id in [JOB, JOB_B] {
+            if self.nomad.job(id).is_some() {
+                self.nomad.set_allocation_health(id, healthy);
+            }
+        }
+    }
+
+    /// The serving slot's job: the one not stopped.
+    fn serving(&self) -> proxy_operator::nomad::Job {
+        [JOB, JOB_B]
+            .into_iter()
+            .filter_map(|id| self.nomad.job(id))
+            .find(|j| !j.stop)
+            .expect("a serving slot")
+    }
+
     fn restart(&mut self) {
         self.op = operator(&self.consul, &self.nomad, &self.probe);
     }
@@ -113,7 +133,7 @@ impl World {
         // every observation until the gate passes (marking them once races the allocation the
         // twin-backed fake places for the deployment).
         self.until(|w| {
-            w.nomad.set_allocation_health(JOB, true);
+            w.set_health(true);
             w.op.status().phase == Phase::Ready
         })
         .await;
@@ -124,7 +144,7 @@ impl World {
         self.put(document);
         self.op.reconcile().await;
         assert_eq!(self.op.phase().name(), "Verifying");
-        self.nomad.set_allocation_health(JOB, false);
+        self.set_health(false);
         self.until(|w| w.op.phase().is_at_rest()).await;
     }
 }
@@ -134,16 +154,22 @@ fn job_digest(job: &proxy_operator::nomad::Job) -> Option<String> {
 }
 
 // === rollback without status ===
+//
+// A Traefik structural change is a handover: the new version runs in the other job slot and a
+// failure stops it, while the serving slot never changed. So no rollback target is needed, and
+// a lost or unreadable status cannot leave a failed version serving. (Nomad's `Stable` versions
+// stay the rollback target of changes made in place: Caddy, `plan::stable_rollback_target`.)
 
 #[tokio::test(start_paused = true)]
-async fn a_lost_status_document_still_rolls_a_failed_change_back_to_nomads_newest_stable_version() {
+async fn a_lost_status_document_still_ends_a_failed_handover_rolled_back_with_the_good_version_serving()
+ {
     let mut w = world();
     w.ready(&with_cpu(100)).await;
     w.ready(&with_cpu(150)).await;
-    let good = w.nomad.job(JOB).unwrap();
-    assert!(
-        good.stable,
-        "a successful deployment marks the version stable"
+    let good = w.serving();
+    assert_eq!(
+        good.id, JOB_B,
+        "the second version was handed over to slot b"
     );
 
     w.consul.remove(STATUS);
@@ -152,13 +178,17 @@ async fn a_lost_status_document_still_rolls_a_failed_change_back_to_nomads_newes
     w.failing_change(&with_cpu(200)).await;
 
     assert_eq!(w.status().phase, Phase::RolledBack, "{:?}", w.status());
-    let revert = w.nomad.calls_of("job_revert");
-    assert_eq!(revert.len(), 1, "{:?}", w.nomad.calls());
-    let now = w.nomad.job(JOB).unwrap();
-    assert_eq!(
-        job_digest(&now),
-        job_digest(&good),
-        "the newest good version, not the first"
+    assert!(
+        w.nomad.calls_of("job_revert").is_empty(),
+        "nothing to revert"
+    );
+    let now = w.serving();
+    assert_eq!(now.id, good.id, "the slot that served still serves");
+    assert_eq!(job_digest(&now), job_digest(&good));
+    assert_eq!(now.version, good.version, "never touched");
+    assert!(
+        w.nomad.job(JOB).unwrap().stop,
+        "the failed new slot is stopped"
     );
 }
 
@@ -173,11 +203,42 @@ async fn an_unreadable_status_document_still_rolls_a_failed_change_back() {
     w.failing_change(&with_cpu(200)).await;
 
     assert_eq!(w.status().phase, Phase::RolledBack, "{:?}", w.status());
-    assert_eq!(job_digest(&w.nomad.job(JOB).unwrap()), job_digest(&good));
+    assert_eq!(job_digest(&w.serving()), job_digest(&good));
 }
 
 #[tokio::test(start_paused = true)]
-async fn nomad_failing_to_list_versions_starts_no_rollout_without_a_rollback_target() {
+async fn without_deployments_a_lost_status_still_rolls_a_crashing_handover_back() {
+    // No deployments (a system job before Nomad 1.11): only the operator marks a version
+    // stable; the handover needs no such record anyway, since the serving slot never changed.
+    let mut w = world();
+    w.nomad.set_deployments_enabled(false);
+    w.put(&with_cpu(100));
+    w.until(|w| w.op.status().phase == Phase::Ready).await;
+
+    w.consul.remove(STATUS);
+    w.restart();
+    w.put(&with_cpu(200));
+    w.op.reconcile().await;
+    // The new slot's allocation crashes as soon as it is placed.
+    w.until(|w| {
+        w.nomad
+            .crash_allocations(JOB_B, &[("Terminated", "Exit Code: 1")]);
+        w.op.phase().is_at_rest()
+    })
+    .await;
+
+    let status = w.status();
+    assert_eq!(status.phase, Phase::RolledBack, "{status:?}");
+    assert!(w.nomad.calls_of("job_revert").is_empty());
+    assert!(w.nomad.job(JOB_B).unwrap().stop);
+    assert!(
+        !w.nomad.job(JOB).unwrap().stop,
+        "the old slot never stopped"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_handover_needs_no_rollback_target_so_nomad_failing_to_list_versions_does_not_block_it() {
     let mut w = world();
     w.ready(&with_cpu(100)).await;
     w.consul.remove(STATUS);
@@ -188,16 +249,24 @@ async fn nomad_failing_to_list_versions_starts_no_rollout_without_a_rollback_tar
         proxy_operator::nomad::Error::injected("versions", 503, "No cluster leader"),
     );
     w.op.reconcile().await;
+    assert!(w.nomad.calls_of("job_versions").is_empty());
     let registers = w.nomad.calls_of("job_register").len();
-    assert_eq!(registers, 1, "only the first version was registered");
-    assert!(w.op.phase().is_at_rest());
+    assert_eq!(registers, 2, "the new slot was registered");
+    assert!(w.nomad.job(JOB_B).is_some());
+    assert_eq!(w.op.phase().name(), "Verifying");
 }
 
 // === the journal is untrusted input ===
 
 fn with_probe(cpu: u32) -> String {
+    with_probe_header(cpu, "a")
+}
+
+/// [`with_probe`] with a response header `X-Test: value`: a policy-only change of it keeps the
+/// serving slot and is gated on it.
+fn with_probe_header(cpu: u32, value: &str) -> String {
     format!(
-        "{}  entryPoints:\n    web:\n      address: \":18080\"\n  rollout:\n    healthyDeadline: 20s\n    minHealthyTime: 2s\n    probes:\n      - host: app.example.test\n        path: /healthz\n        entryPoint: web\n        expectStatus: 200\n",
+        "{}  middlewares:\n    securityHeaders:\n      headers:\n        X-Test: {value}\n  entryPoints:\n    web:\n      address: \":18080\"\n  rollout:\n    healthyDeadline: 20s\n    minHealthyTime: 2s\n    probes:\n      - host: app.example.test\n        path: /healthz\n        entryPoint: web\n        expectStatus: 200\n",
         with_cpu(cpu).replace(
             "  rollout:\n    healthyDeadline: 20s\n    minHealthyTime: 2s\n",
             ""
@@ -209,7 +278,9 @@ fn with_probe(cpu: u32) -> String {
 async fn a_forged_journal_never_points_the_gate_at_another_host() {
     let mut w = world();
     w.ready(&with_probe(100)).await;
-    w.put(&with_probe(200));
+    // A policy change: a structural one would be a handover, which a restarted operator
+    // abandons before observing any gate.
+    w.put(&with_probe_header(100, "b"));
     w.op.reconcile().await;
     assert_eq!(w.op.phase().name(), "Verifying");
     let mut j: serde_json::Value =
@@ -221,7 +292,7 @@ async fn a_forged_journal_never_points_the_gate_at_another_host() {
     w.consul.set(JOURNAL, serde_json::to_vec(&j).unwrap());
 
     w.restart();
-    w.nomad.set_allocation_health(JOB, true);
+    w.set_health(true);
     w.until(|w| w.op.phase().is_at_rest()).await;
 
     let targets = w.probe.targets();

@@ -58,9 +58,18 @@ struct World {
     op: Operator<FakeConsul, FakeNomad, FakeProbe>,
 }
 
+/// These scenarios are the rollout *in place* (a new version of the serving job, reverted on
+/// failure): what a Caddy gets, and a Traefik whose second handover slot is not the operator's.
+/// A foreign job holds slot b (`proxy-b`), so every structural change here goes in place. The
+/// handover is tested in `rollout::tests::handover`, `plan::tests::handover`,
+/// `tests/availability_loop.rs` and end to end in `tests/handover.rs`.
 fn world() -> World {
     let consul = FakeConsul::new();
     let nomad = FakeNomad::new();
+    nomad.seed_job(&json!({
+        "ID": "proxy-b", "Name": "proxy-b", "Type": "system", "TaskGroups": [],
+        "Meta": {"proxy-operator/owner": "someone-else"}
+    }));
     let probe = FakeProbe::healthy();
     let op = Operator::new(
         Config::new(PREFIX),

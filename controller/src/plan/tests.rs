@@ -601,3 +601,6 @@ fn no_stable_version_of_ours_gives_no_rollback_target() {
         None
     );
 }
+
+/// Structural changes of a serving Traefik become handovers to the other slot.
+mod handover;

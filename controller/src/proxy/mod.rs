@@ -217,6 +217,19 @@ pub fn reached(gate: &Gate, reach: &Reach) -> Gate {
     }
 }
 
+/// `url` (`http://host:port`) with its port `offset` higher; unchanged when it has no port.
+#[must_use]
+pub fn port_shifted(url: &str, offset: u16) -> String {
+    let trimmed = url.trim_end_matches('/');
+    match trimmed
+        .rsplit_once(':')
+        .and_then(|(host, port)| Some((host, port.parse::<u16>().ok()?)))
+    {
+        Some((host, port)) if offset > 0 => format!("{host}:{}", port.saturating_add(offset)),
+        _ => url.to_owned(),
+    }
+}
+
 /// The part of every gate that comes from the document alone: the rollout's timings and
 /// failure policy, and the route probes through the entry points on `reach.host`. Proxy modules
 /// add their own health signals.

@@ -7,7 +7,7 @@ use crate::consul::ConsulApi;
 use crate::nomad::{self, NomadApi};
 use crate::proxy::PolicyWrite;
 use crate::proxy::probe::ProxyProbe;
-use crate::render::META_SPEC_DIGEST;
+use crate::render::{META_OWNER, META_SPEC_DIGEST};
 use crate::rollout::{ApplyError, ApplyOutcome, Effect, JobRef};
 use crate::spec::ProxyKind;
 use crate::transport::QueryOptions;
@@ -64,6 +64,7 @@ where
                         }
                     }
                 }
+                Effect::StopJob { job_id } => self.stop_job(job_id).await,
                 Effect::RequeueAfter(_) => Ok(()),
             };
             if let Err(error) = result {
@@ -104,6 +105,37 @@ where
         }
     }
 
+    /// Stops a handover slot without purging it. Only a job carrying our owner Meta is
+    /// stopped (the journal naming it is untrusted input); one that is gone or stopped already
+    /// is done.
+    async fn stop_job(&self, job_id: &str) -> Result<(), ApplyError> {
+        let read = |e: nomad::Error| ApplyError::new(e.to_string(), e.is_retryable());
+        let (job, _) = self
+            .nomad
+            .job_read(job_id, QueryOptions::NOW)
+            .await
+            .map_err(read)?;
+        let Some(job) = job.filter(|j| !j.stop) else {
+            return Ok(());
+        };
+        if job.meta.get(META_OWNER) != Some(&self.config.owner) {
+            return Err(ApplyError::new(
+                format!("job {job_id:?} does not carry our {META_OWNER} Meta; it is not stopped"),
+                false,
+            ));
+        }
+        info!(job = %job_id, version = job.version, "stopping a handover slot (no purge)");
+        match self.nomad.job_stop(job_id, false).await {
+            Ok(_) => Ok(()),
+            Err(e) => match self.nomad.job_read(job_id, QueryOptions::NOW).await {
+                // The answer was lost but the stop landed.
+                Ok((Some(j), _)) if j.stop => Ok(()),
+                Ok((None, _)) => Ok(()),
+                _ => Err(read(e)),
+            },
+        }
+    }
+
     /// A job write answered with an error may still have landed: the answer was lost and the
     /// retry hit our own write (`EnforceIndex` / `EnforcePriorVersion` conflict), or a timeout
     /// hid a success. The job read back decides: when it carries `digest`, the write is done.
@@ -139,6 +171,7 @@ fn effect_name(effect: &Effect) -> &'static str {
         Effect::RegisterJob { .. } => "register-job",
         Effect::RestoreKv { .. } => "restore-kv",
         Effect::RevertJob { .. } => "revert-job",
+        Effect::StopJob { .. } => "stop-job",
         Effect::RequeueAfter(_) => "requeue",
     }
 }

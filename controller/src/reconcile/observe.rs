@@ -4,9 +4,10 @@
 use super::{Error, Operator, Result, read_key};
 use crate::consul::ConsulApi;
 use crate::nomad::{self, NomadApi};
-use crate::plan::{Observed, ObservedJob};
+use crate::plan::{Observed, ObservedJob, Slots};
 use crate::proxy::probe::ProxyProbe;
 use crate::render::META_SPEC_DIGEST;
+use crate::render::nomad_job::Slot;
 use crate::rollout::{
     AllocObservation, Change, DeploymentObservation, DeploymentState, JobObservation, Observation,
 };
@@ -18,20 +19,25 @@ where
     N: NomadApi,
     P: ProxyProbe,
 {
-    /// What runs at rest, and the running job as Nomad returned it (for preflight).
+    /// What runs at rest in either handover slot of `job_id`, and the serving job as Nomad
+    /// returned it (for preflight).
     pub(super) async fn observe_at_rest(
         &self,
         job_id: &str,
         kv_root: &str,
-    ) -> Result<(Observed, Option<serde_json::Value>)> {
-        let (job, _) = self
-            .nomad
-            .job_read(job_id, QueryOptions::NOW)
-            .await
-            .map_err(|source| Error::Nomad {
-                what: format!("the proxy job {job_id}"),
-                source,
-            })?;
+    ) -> Result<(Observed, Slots, Option<serde_json::Value>)> {
+        let read = |id: String| async move {
+            self.nomad
+                .job_read(&id, QueryOptions::NOW)
+                .await
+                .map(|(job, _)| job)
+                .map_err(|source| Error::Nomad {
+                    what: format!("the proxy job {id}"),
+                    source,
+                })
+        };
+        let a = read(Slot::A.job_id(job_id)).await?;
+        let b = read(Slot::B.job_id(job_id)).await?;
         let (pairs, _) = self
             .consul
             .kv_list(kv_root, QueryOptions::NOW)
@@ -45,15 +51,25 @@ where
             .filter(|p| p.key.starts_with(kv_root))
             .map(|p| (p.key, String::from_utf8_lossy(&p.value).into_owned()))
             .collect();
-        let raw = job.as_ref().filter(|j| !j.stop).map(|j| j.raw.clone());
-        let job = job.map(|j| ObservedJob {
+        let observed = |j: &nomad::Job| ObservedJob {
             version: j.version,
             modify_index: j.job_modify_index,
-            meta: j.meta,
+            meta: j.meta.clone(),
             stopped: j.stop,
-            job_type: Some(j.job_type),
-        });
-        Ok((Observed { job, kv }, raw))
+            job_type: Some(j.job_type.clone()),
+        };
+        let (job, slots) = Slots::pick(
+            a.as_ref().map(observed),
+            b.as_ref().map(observed),
+            &self.config.owner,
+        );
+        let raw = match slots.serving {
+            Slot::A => a,
+            Slot::B => b,
+        }
+        .filter(|j| !j.stop)
+        .map(|j| j.raw);
+        Ok((Observed { job, kv }, slots, raw))
     }
 
     /// Reads every gate signal of `change`. Nomad failing is an observation error (decide
@@ -94,14 +110,29 @@ where
                     what: what("the allocations"),
                     source,
                 })?;
-            Ok::<_, Error>((job, deployment, allocs))
+            // A handover drains the slot it took over from: its allocations say when.
+            let draining = match change.job.as_ref().and_then(|j| j.handover.as_ref()) {
+                Some(h) => {
+                    self.nomad
+                        .job_allocations(&h.from_job, QueryOptions::NOW)
+                        .await
+                        .map_err(|source| Error::Nomad {
+                            what: format!("the allocations of the old slot {}", h.from_job),
+                            source,
+                        })?
+                        .0
+                }
+                None => Vec::new(),
+            };
+            Ok::<_, Error>((job, deployment, allocs, draining))
         };
         match nomad.await {
             Err(e) => {
                 obs.error = Some(e.to_string());
                 return obs;
             }
-            Ok((job, deployment, allocs)) => {
+            Ok((job, deployment, allocs, draining)) => {
+                obs.draining = draining.into_iter().map(alloc_observation).collect();
                 obs.job = job.map(|j| JobObservation {
                     version: j.version,
                     modify_index: j.job_modify_index,
@@ -118,7 +149,19 @@ where
             }
         }
         // Addresses from our own configuration, never from the journal the change may come from.
-        let gate = crate::proxy::reached(&change.gate, &self.config.reach());
+        let mut reach = self.config.reach();
+        let slot_b = change
+            .job
+            .as_ref()
+            .and_then(|j| j.handover.as_ref())
+            .is_some_and(|h| Slot::of(&change.job_id, &h.from_job) == Some(Slot::B));
+        if slot_b {
+            // An explicit `--proxy-api` names slot a's API: slot b's is the next port.
+            reach.api = reach
+                .api
+                .map(|api| crate::proxy::port_shifted(&api, Slot::B.port_offset()));
+        }
+        let gate = crate::proxy::reached(&change.gate, &reach);
         obs.proxy = Some(self.proxies.driver(gate.proxy).observe(&gate).await);
         obs
     }

@@ -42,8 +42,8 @@ where
             kv_root: &kv_root,
             reach: &reach,
         };
-        let job_id = plan::job_id(&desired).to_owned();
-        let (observed, running) = match self.observe_at_rest(&job_id, &kv_root).await {
+        let base_id = plan::job_id(&desired).to_owned();
+        let (observed, slots, running) = match self.observe_at_rest(&base_id, &kv_root).await {
             Ok(observed) => observed,
             Err(e) => {
                 let facts = Facts::of(&loaded, None);
@@ -51,8 +51,9 @@ where
             }
         };
         self.backoff.reset();
+        let job_id = slots.serving.job_id(&base_id);
         let job_version = observed.job.as_ref().map(|j| j.version);
-        let decided = plan::plan(&desired, &observed, &self.store.status);
+        let decided = plan::plan_slots(&desired, &observed, &slots, &self.store.status);
         span.record("plan", decided.kind());
         let mut facts = Facts::of(&loaded, job_version);
         match decided {
@@ -99,6 +100,8 @@ where
             Plan::Apply(mut change) => {
                 if let Some(jc) = change.job.as_mut()
                     && jc.rollback_to.is_none()
+                    && jc.handover.is_none()
+                    && jc.job_id == job_id
                     && observed.job.is_some()
                 {
                     // The status does not know a good version (lost, unreadable, rebuilt):
@@ -259,9 +262,7 @@ where
             }
             // The effects get a span of their own under the rollout's root: `apply` when they
             // carry the change forward, `rollback` when they revert it.
-            let reverts = writes
-                .iter()
-                .any(|e| matches!(e, Effect::RevertJob { .. } | Effect::RestoreKv { .. }));
+            let reverts = matches!(phase, Phase::RollingBack { .. });
             let stage = if reverts {
                 RolloutStage::Rollback
             } else {

@@ -167,6 +167,10 @@ pub struct Port {
     pub label: String,
     /// The host port.
     pub value: u16,
+    /// Shared with another allocation on the node (Nomad 1.9+): both handover slots reserve the
+    /// public ports, and the proxies bind them with `SO_REUSEPORT` (`reusePort`).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub ignore_collision: bool,
 }
 
 /// A service registration.
@@ -208,8 +212,13 @@ pub struct ServiceCheck {
     pub timeout: i64,
 }
 
-/// How much longer Nomad waits after the kill signal than the proxy's drain.
+/// How much longer Nomad waits after the kill signal than the proxy's drain: it holds
+/// Traefik's `requestAcceptGraceTimeout` (the accepting before the drain) with room to spare.
 pub const KILL_TIMEOUT_MARGIN: Duration = Duration::from_secs(5);
+const _: () = assert!(
+    super::traefik::REQUEST_ACCEPT_GRACE.as_secs() < KILL_TIMEOUT_MARGIN.as_secs(),
+    "kill_timeout must outlast requestAcceptGraceTimeout + graceTimeOut"
+);
 
 /// A task.
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -339,7 +348,9 @@ pub struct UpdateStrategy {
 
 use super::model::{Driver, ListenAddr, Model, ProxyKind, TokenSource};
 
+mod slot;
 mod tokens;
+pub use slot::{META_SLOT, SLOT_B_PORT_OFFSET, Slot, SlotError, slot_job};
 pub use tokens::{TOKENS_ENV_PATH, nomad_token_action};
 
 /// Label of the internal port (Traefik's `traefik` entry point, Caddy's admin API).
@@ -406,6 +417,8 @@ pub fn proxy_job(model: &Model, config: &ConfigFile<'_>) -> Result<Job, super::E
         });
     }
     let job_settings = &model.job;
+    // Traefik is handed over (two slots side by side on the same ports); Caddy is restarted.
+    let handover = model.proxy == ProxyKind::Traefik;
 
     let mut ports: Vec<Port> = model
         .entry_points
@@ -413,16 +426,20 @@ pub fn proxy_job(model: &Model, config: &ConfigFile<'_>) -> Result<Job, super::E
         .map(|ep| Port {
             label: port_label(&ep.name),
             value: ep.address.port,
+            ignore_collision: handover,
         })
         .collect();
     ports.push(Port {
         label: INTERNAL_PORT_LABEL.to_string(),
         value: model.dashboard.address.port,
+        // Each slot has its own: the gate reads the new instance, never the old one.
+        ignore_collision: false,
     });
     if let (ProxyKind::Traefik, Some(metrics)) = (model.proxy, &model.metrics) {
         ports.push(Port {
             label: METRICS_PORT_LABEL.to_string(),
             value: metrics.port,
+            ignore_collision: handover,
         });
     }
 
@@ -598,8 +615,8 @@ pub fn proxy_job(model: &Model, config: &ConfigFile<'_>) -> Result<Job, super::E
             memory_mb: job_settings.memory_mb,
         }),
         templates,
-        // Longer than the entry points' graceTimeOut, so Nomad never SIGKILLs a proxy still
-        // draining open requests.
+        // Longer than the entry points' requestAcceptGraceTimeout and graceTimeOut together
+        // (the margin holds the first), so Nomad never SIGKILLs a proxy still draining.
         kill_timeout: Some(nanos(model.transport.grace_timeout + KILL_TIMEOUT_MARGIN)),
         volume_mounts: cert_volume
             .iter()
@@ -671,7 +688,11 @@ pub fn proxy_job(model: &Model, config: &ConfigFile<'_>) -> Result<Job, super::E
             progress_deadline: progress,
             auto_revert: false,
         }),
-        meta: BTreeMap::new(),
+        meta: if handover {
+            BTreeMap::from([(slot::META_SLOT.to_string(), Slot::A.name().to_string())])
+        } else {
+            BTreeMap::new()
+        },
     })
 }
 

@@ -136,6 +136,9 @@ pub struct AccessLogHeaders {
 pub struct StaticEntryPoint {
     /// `host:port` or `:port`.
     pub address: String,
+    /// `SO_REUSEPORT`: the two slots of a handover listen on the same port side by side.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub reuse_port: bool,
     /// HTTP options.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub http: Option<EntryPointHttp>,
@@ -158,6 +161,9 @@ pub struct EntryPointTransport {
 #[derive(Debug, Clone, Serialize, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct LifeCycle {
+    /// How long a stopping Traefik keeps accepting before it closes its listeners: the new
+    /// slot of a handover shares the port by then, and the old one's accept queue empties.
+    pub request_accept_grace_timeout: String,
     /// How long open requests may finish on shutdown. Traefik spells it `graceTimeOut`.
     #[serde(rename = "graceTimeOut")]
     pub grace_time_out: String,
@@ -387,6 +393,11 @@ pub struct AcmeResolver {
 #[derive(Debug, Clone, Serialize, PartialEq, Default)]
 pub struct Empty {}
 
+/// `requestAcceptGraceTimeout` of every user-facing entry point: a stopping Traefik (the old
+/// slot after a handover) keeps accepting this long before it closes its listeners, so the
+/// connections the kernel already queued for it are served rather than reset.
+pub const REQUEST_ACCEPT_GRACE: Duration = Duration::from_secs(1);
+
 /// A Go duration string Traefik parses (`100ms`, `15s`, `2m`, `1500us`), exact to the
 /// nanosecond: the largest unit that divides the value. Rounding (`500us` to `0s`) once made
 /// Traefik panic on a zero ticker and changed rate limits silently.
@@ -431,9 +442,11 @@ pub fn static_config(model: &Model, kv_prefix: &str) -> StaticConfig {
             ep.name.clone(),
             StaticEntryPoint {
                 address: ep.address.to_addr_string(),
+                reuse_port: true,
                 http: Some(http),
                 transport: Some(EntryPointTransport {
                     life_cycle: LifeCycle {
+                        request_accept_grace_timeout: go_duration(REQUEST_ACCEPT_GRACE),
                         grace_time_out: go_duration(t.grace_timeout),
                     },
                     responding_timeouts: RespondingTimeouts {
@@ -450,6 +463,7 @@ pub fn static_config(model: &Model, kv_prefix: &str) -> StaticConfig {
             METRICS_ENTRY_POINT.to_string(),
             StaticEntryPoint {
                 address: addr.to_addr_string(),
+                reuse_port: true,
                 http: None,
                 transport: None,
             },
@@ -459,6 +473,8 @@ pub fn static_config(model: &Model, kv_prefix: &str) -> StaticConfig {
         INTERNAL_ENTRY_POINT.to_string(),
         StaticEntryPoint {
             address: model.dashboard.address.to_addr_string(),
+            // Each slot has its own API port, so the gate reads the instance it gates.
+            reuse_port: false,
             http: None,
             transport: None,
         },

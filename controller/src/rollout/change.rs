@@ -95,6 +95,21 @@ pub struct JobChange {
     /// The last version of this job that passed the gate, where a rollback goes. `None` when
     /// nothing of this job ID ever passed: a failure then leaves the new version in place.
     pub rollback_to: Option<JobRef>,
+    /// Set when the job is the idle slot of a handover: it runs next to `from`, which keeps
+    /// serving until this job passes the gate. A failure then stops this job instead of
+    /// reverting anything.
+    #[serde(default)]
+    pub handover: Option<Handover>,
+}
+
+/// The serving slot a handover takes over from (ARCHITECTURE.md, "Handover").
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Handover {
+    /// The serving slot's job ID: stopped once the new slot passes, and never before.
+    pub from_job: String,
+    /// Its version when the handover started (status and logs).
+    pub from_version: u64,
 }
 
 impl std::fmt::Debug for JobChange {
@@ -105,6 +120,7 @@ impl std::fmt::Debug for JobChange {
             .field("job_digest", &self.job_digest)
             .field("enforce_index", &self.enforce_index)
             .field("rollback_to", &self.rollback_to)
+            .field("handover", &self.handover)
             .finish()
     }
 }
@@ -186,6 +202,12 @@ pub enum Effect {
         /// whether the revert landed.
         target_digest: Option<String>,
     },
+    /// Stop a job of ours without purging it (its versions stay for a later handover or a
+    /// rollback): the failed new slot of a handover, or the old one once the new one passed.
+    StopJob {
+        /// Nomad job ID.
+        job_id: String,
+    },
     /// Run another pass after this long even if nothing changes.
     RequeueAfter(Duration),
 }
@@ -227,6 +249,9 @@ impl std::fmt::Debug for Effect {
                 .field("enforce_prior_version", enforce_prior_version)
                 .field("target_digest", target_digest)
                 .finish(),
+            Effect::StopJob { job_id } => {
+                f.debug_struct("StopJob").field("job_id", job_id).finish()
+            }
             Effect::RequeueAfter(d) => f.debug_tuple("RequeueAfter").field(d).finish(),
         }
     }

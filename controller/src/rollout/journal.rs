@@ -6,7 +6,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
-use super::step::start_verifying;
+use super::step::{Switch, start_verifying};
 use super::{Change, Effect, MAX_GATE_DURATION, Phase, human};
 
 /// A rollout in flight as the loop persists it next to the status document, so a restarted (or
@@ -82,10 +82,30 @@ impl Journal {
                 return reject(format!("it writes key {bad:?} outside {kv_root}"));
             }
         }
+        let handover = change.job.as_ref().and_then(|j| j.handover.as_ref());
+        if let Some(h) = handover
+            && !slot_pair(&h.from_job, &change.job_id)
+        {
+            return reject(format!(
+                "it hands over from job {:?}, which is not the other slot of {:?}",
+                h.from_job, change.job_id
+            ));
+        }
         let pending: &[Effect] = match &self.stage {
-            Stage::Applying { pending, .. } | Stage::RollingBack { pending, .. } => pending,
-            Stage::Verifying { .. } => &[],
+            Stage::Applying { pending, .. }
+            | Stage::RollingBack { pending, .. }
+            | Stage::Switching { pending, .. }
+            | Stage::Abandoning { pending } => pending,
+            Stage::Verifying { .. } | Stage::Draining { .. } => &[],
         };
+        if handover.is_none()
+            && matches!(
+                self.stage,
+                Stage::Switching { .. } | Stage::Draining { .. } | Stage::Abandoning { .. }
+            )
+        {
+            return reject("it is at a handover stage without a handover".into());
+        }
         for effect in pending {
             match effect {
                 Effect::WriteKv { set, delete } | Effect::RestoreKv { set, delete } => {
@@ -115,6 +135,16 @@ impl Journal {
                     ));
                 }
                 Effect::RevertJob { .. } => {}
+                Effect::StopJob { job_id } => {
+                    // Only the two slots of this handover, and only in a handover.
+                    let from = handover.map(|h| h.from_job.as_str());
+                    if from.is_none() || (*job_id != change.job_id && Some(job_id.as_str()) != from)
+                    {
+                        return reject(format!(
+                            "it stops job {job_id:?}, which is not a slot of its handover"
+                        ));
+                    }
+                }
                 Effect::RequeueAfter(d) if *d > MAX_GATE_DURATION => {
                     return reject("it holds an absurd requeue interval".into());
                 }
@@ -123,6 +153,12 @@ impl Journal {
         }
         Ok(())
     }
+}
+
+/// `a` and `b` are the two slots of one job ID (`<id>` and `<id>-b`, either way round).
+fn slot_pair(a: &str, b: &str) -> bool {
+    let pair = |x: &str, y: &str| y.strip_suffix("-b") == Some(x) && !x.is_empty();
+    pair(a, b) || pair(b, a)
 }
 
 /// A job from a journal must be the gated job, stamped with our owner and its own digest.
@@ -240,6 +276,24 @@ pub enum Stage {
         /// The job version carrying our digest, once seen.
         job_version: Option<u64>,
     },
+    /// A handover's new slot passed; the old slot is being stopped. Resuming stops it again
+    /// (idempotent).
+    Switching {
+        /// The new slot's version that passed.
+        job_version: u64,
+        /// The stop not confirmed.
+        pending: Vec<Effect>,
+    },
+    /// A handover's old slot is stopped and draining. Resuming waits for it afresh.
+    Draining {
+        /// The new slot's version that passed.
+        job_version: u64,
+    },
+    /// Stopping an unverified new slot after a restart before the switch.
+    Abandoning {
+        /// Effects not confirmed.
+        pending: Vec<Effect>,
+    },
     /// Undoing.
     RollingBack {
         /// Why the rollout failed.
@@ -262,6 +316,34 @@ impl Phase {
         // At rest there is no change, and nothing to journal.
         let change = self.change()?;
         let (started, stage) = match self {
+            Phase::Applying {
+                started,
+                pending,
+                switch: Some(switch),
+                ..
+            } => (
+                started,
+                match switch {
+                    Switch::Stopping { job_version } => Stage::Switching {
+                        job_version: *job_version,
+                        pending: pending.clone(),
+                    },
+                    Switch::Draining { job_version, .. } => Stage::Draining {
+                        job_version: *job_version,
+                    },
+                },
+            ),
+            Phase::RollingBack {
+                started,
+                pending,
+                abandon: true,
+                ..
+            } => (
+                started,
+                Stage::Abandoning {
+                    pending: pending.clone(),
+                },
+            ),
             Phase::Applying {
                 started,
                 pending,
@@ -323,7 +405,33 @@ impl Phase {
         let elapsed = Duration::from_millis(journal.elapsed_ms.saturating_add(since_write));
         let started = now.checked_sub(elapsed).unwrap_or(now);
         let change = journal.change;
+        let handover = change.job.as_ref().is_some_and(|j| j.handover.is_some());
         match journal.stage {
+            // Before the switch, a handover's new slot was judged by nobody since the restart:
+            // it is stopped (the old slot never stopped serving) and the change planned again.
+            Stage::Applying { kv_written, .. } if handover => {
+                super::handover::abandon(change, started, kv_written)
+            }
+            Stage::Verifying { .. } if handover => {
+                let kv_written = change.kv.is_some();
+                super::handover::abandon(change, started, kv_written)
+            }
+            Stage::Switching {
+                job_version,
+                pending,
+            } => super::handover::resume_switch(change, started, now, job_version, pending, false),
+            // After the switch the new slot passed: only the drain is left, waited for afresh.
+            Stage::Draining { job_version } => {
+                super::handover::resume_switch(change, started, now, job_version, Vec::new(), true)
+            }
+            Stage::Abandoning { pending } => Phase::RollingBack {
+                reason: "resuming the stop of an unverified new slot".to_owned(),
+                change,
+                started,
+                to_version: None,
+                pending,
+                abandon: true,
+            },
             Stage::Applying {
                 pending,
                 kv_written,
@@ -334,6 +442,7 @@ impl Phase {
                 pending,
                 kv_written,
                 job_registered,
+                switch: None,
             },
             Stage::Verifying { job_version } => start_verifying(
                 &change,
@@ -352,6 +461,7 @@ impl Phase {
                 reason,
                 to_version,
                 pending,
+                abandon: false,
             },
         }
     }

@@ -8,6 +8,15 @@
 //!                          └──────→ Degraded           (onFailure: hold, or nothing to go back to)
 //! ```
 //!
+//! A Traefik structural change is a handover (ARCHITECTURE.md): the job registered is the idle
+//! slot, gated while the serving slot keeps serving (`Applying` and `Verifying` are its
+//! *Warming* stage); it goes on to *Switching* (stop the old slot) and *Draining* (until the
+//! old slot's allocations are done), both `Applying` with a [`Switch`], before `Ready`. A
+//! failure before the switch stops the new slot (`RollingBack` with a `StopJob`); after the
+//! switch nothing can fail any more. An operator that restarts before the switch stops the new
+//! slot (`RollingBack` with `abandon`, then `Idle`) and plans the change again; after it, it
+//! finishes the drain.
+//!
 //! [`step`] is pure: it takes the current [`Phase`], what the loop just saw ([`Observation`]) and
 //! the time, and returns the [`Effect`]s the loop must carry out plus the next phase. The loop
 //! executes the effects in order, stops at the first failure and reports how far it got in the
@@ -35,6 +44,7 @@ use tokio::time::Instant;
 
 mod change;
 mod gate;
+mod handover;
 mod journal;
 mod observation;
 mod step;
@@ -42,7 +52,7 @@ mod step;
 pub use crate::spec::OnFailure;
 pub use crate::spec::status::JobRef;
 pub(crate) use change::KvDebug;
-pub use change::{ApplyError, ApplyOutcome, Change, Effect, JobChange, KvChange};
+pub use change::{ApplyError, ApplyOutcome, Change, Effect, Handover, JobChange, KvChange};
 pub use gate::Gate;
 pub use journal::{
     CONSUL_MAX_VALUE_BYTES, Journal, JournalRejected, JournalTooLarge, MAX_JOURNAL_BYTES, Stage,
@@ -51,7 +61,7 @@ pub use observation::{
     AllocObservation, DeploymentObservation, DeploymentState, JobObservation, Observation,
     ProbeOutcome, ProxyObservation,
 };
-pub use step::{Phase, step};
+pub use step::{Phase, Switch, step};
 
 /// How often the loop looks again while a rollout is being verified or retried.
 pub const VERIFY_POLL_INTERVAL: Duration = Duration::from_millis(250);

@@ -122,4 +122,6 @@ pub struct Observation {
     pub allocations: Vec<AllocObservation>,
     /// The proxy's health, if it was probed.
     pub proxy: Option<ProxyObservation>,
+    /// During a handover's drain: the allocations of the slot being stopped.
+    pub draining: Vec<AllocObservation>,
 }

@@ -5,6 +5,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::gate::{Verdict, evaluate, our_job_version};
+use super::handover;
 use super::{Change, Effect, JobRef, Observation, OnFailure, VERIFY_POLL_INTERVAL, after, human};
 use crate::spec::ProxyKind;
 
@@ -25,6 +26,9 @@ pub enum Phase {
         kv_written: bool,
         /// Whether the job was registered (so a failure must revert it).
         job_registered: bool,
+        /// Past a handover's switch: the effects stop the old slot, then the phase waits for
+        /// its drain. `None` while the change itself is being applied.
+        switch: Option<Switch>,
     },
     /// Everything applied; waiting for the gate.
     Verifying {
@@ -67,6 +71,9 @@ pub enum Phase {
         to_version: Option<u64>,
         /// The rollback effects not yet reported done.
         pending: Vec<Effect>,
+        /// Resumed before a handover's switch: the unverified new slot is stopped and the
+        /// change planned again (`Idle` when done), rather than remembered as failed.
+        abandon: bool,
     },
     /// The previous state is back; the failed digest is not retried.
     RolledBack {
@@ -137,6 +144,30 @@ impl Phase {
     }
 }
 
+/// The effects that carry out `pending`, then look again a poll later.
+pub(super) fn issue(pending: &[Effect]) -> Vec<Effect> {
+    let mut effects = pending.to_vec();
+    effects.push(Effect::RequeueAfter(VERIFY_POLL_INTERVAL));
+    effects
+}
+
+/// A handover past its switch (the new slot passed its gate).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Switch {
+    /// The old slot is being stopped (the pending effect).
+    Stopping {
+        /// The new slot's version that passed.
+        job_version: u64,
+    },
+    /// The old slot is stopped; waiting for its allocations to finish draining.
+    Draining {
+        /// The new slot's version that passed.
+        job_version: u64,
+        /// When the wait ends whatever the old allocations do (Nomad kills them by then).
+        deadline: Instant,
+    },
+}
+
 /// Advances the machine by one observation.
 #[must_use]
 pub fn step(phase: &Phase, obs: &Observation, now: Instant) -> (Vec<Effect>, Phase) {
@@ -151,8 +182,16 @@ pub fn step(phase: &Phase, obs: &Observation, now: Instant) -> (Vec<Effect>, Pha
             change,
             started,
             pending,
+            switch: Some(switch),
+            ..
+        } => handover::step_switch(change, *started, switch, pending, obs, now),
+        Phase::Applying {
+            change,
+            started,
+            pending,
             kv_written,
             job_registered,
+            switch: None,
         } => step_applying(
             change,
             *started,
@@ -184,8 +223,17 @@ pub fn step(phase: &Phase, obs: &Observation, now: Instant) -> (Vec<Effect>, Pha
             change,
             started,
             reason,
+            pending,
+            abandon: true,
+            ..
+        } => handover::step_abandoning(change, *started, reason, pending, obs, now),
+        Phase::RollingBack {
+            change,
+            started,
+            reason,
             to_version,
             pending,
+            abandon: false,
         } => step_rolling_back(change, *started, reason, *to_version, pending, obs, now),
     }
 }
@@ -220,6 +268,7 @@ pub(super) fn begin(change: Change, now: Instant) -> (Vec<Effect>, Phase) {
         pending,
         kv_written: false,
         job_registered: false,
+        switch: None,
     };
     (effects, phase)
 }
@@ -291,14 +340,14 @@ pub(super) fn step_applying(
             now,
         ),
         _ => {
-            let mut effects = rest.clone();
-            effects.push(Effect::RequeueAfter(VERIFY_POLL_INTERVAL));
+            let effects = issue(&rest);
             let phase = Phase::Applying {
                 change: change.clone(),
                 started,
                 pending: rest,
                 kv_written,
                 job_registered,
+                switch: None,
             };
             (effects, phase)
         }
@@ -371,6 +420,11 @@ pub(super) fn step_verifying(
             let since = healthy_since.unwrap_or(now);
             let held = now - since;
             if held >= change.gate.min_healthy_time {
+                if let (Some(jc), Some(version)) = (&change.job, job_version)
+                    && jc.handover.is_some()
+                {
+                    return handover::switch(change, started, version);
+                }
                 let job = job_version.map(|version| JobRef {
                     job_id: change.job_id.clone(),
                     version,
@@ -447,14 +501,14 @@ pub(super) fn step_rolling_back(
         // Retryable errors (Nomad or Consul unreachable) retry the rest until they go through:
         // giving up would leave the failed version serving.
         _ => {
-            let mut effects = rest.clone();
-            effects.push(Effect::RequeueAfter(VERIFY_POLL_INTERVAL));
+            let effects = issue(&rest);
             let phase = Phase::RollingBack {
                 change: change.clone(),
                 started,
                 reason: reason.to_owned(),
                 to_version,
                 pending: rest,
+                abandon: false,
             };
             (effects, phase)
         }
@@ -481,6 +535,9 @@ pub(super) fn fail(
         held,
         retry_nonce: change.retry_nonce.clone(),
     };
+    if change.job.as_ref().is_some_and(|j| j.handover.is_some()) {
+        return handover::fail(change, started, reason, kv_written);
+    }
     if change.gate.on_failure == OnFailure::Hold {
         return (
             Vec::new(),
@@ -536,14 +593,14 @@ pub(super) fn fail(
         };
         return (Vec::new(), phase);
     }
-    let mut effects = pending.clone();
-    effects.push(Effect::RequeueAfter(VERIFY_POLL_INTERVAL));
+    let effects = issue(&pending);
     let phase = Phase::RollingBack {
         change: change.clone(),
         started,
         reason,
         to_version,
         pending,
+        abandon: false,
     };
     (effects, phase)
 }

@@ -65,6 +65,7 @@ fn job_change() -> JobChange {
             version: 3,
             job_digest: Some("job-old".into()),
         }),
+        handover: None,
     }
 }
 
@@ -1457,3 +1458,7 @@ async fn a_task_restart_during_a_policy_only_change_is_left_to_nomads_restart_po
     let (_, next) = observe_for(phase, &obs, MIN_HEALTHY + Duration::from_secs(1)).await;
     assert_eq!(next.name(), "Ready", "{next:?}");
 }
+
+/// The handover of a Traefik structural change: the rollback paths before and after the switch,
+/// operator restarts at each stage, forged journals.
+mod handover;
