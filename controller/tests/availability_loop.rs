@@ -243,13 +243,15 @@ async fn a_handover_needs_no_rollback_target_so_nomad_failing_to_list_versions_d
     w.ready(&with_cpu(100)).await;
     w.consul.remove(STATUS);
     w.restart();
+    // Marking the passed version stable read the versions once already.
+    let reads = w.nomad.calls_of("job_versions").len();
     w.put(&with_cpu(200));
     w.nomad.fail_next(
         "job_versions",
         proxy_operator::nomad::Error::injected("versions", 503, "No cluster leader"),
     );
     w.op.reconcile().await;
-    assert!(w.nomad.calls_of("job_versions").is_empty());
+    assert_eq!(w.nomad.calls_of("job_versions").len(), reads);
     let registers = w.nomad.calls_of("job_register").len();
     assert_eq!(registers, 2, "the new slot was registered");
     assert!(w.nomad.job(JOB_B).is_some());

@@ -83,6 +83,16 @@ fn put(consul: &FakeConsul, probe: &FakeProbe, cpu: u32) {
     ));
 }
 
+/// A foreign job holds the handover's slot b, so structural changes go in place (a new version
+/// of the serving job, reverted on failure), which is where a rollback target is needed: what a
+/// Caddy always gets. The handover needs none (`tests/availability_loop.rs`).
+fn hold_slot_b(nomad: &FakeNomad) {
+    nomad.seed_job(&serde_json::json!({
+        "ID": "proxy-b", "Name": "proxy-b", "Type": "system", "TaskGroups": [],
+        "Meta": {"proxy-operator/owner": "someone-else"}
+    }));
+}
+
 fn digest(job: &proxy_operator::nomad::Job) -> Option<String> {
     job.meta.get("proxy-operator/spec-digest").cloned()
 }
@@ -92,6 +102,7 @@ async fn a_system_job_without_deployments_is_marked_stable_once_it_passes_so_a_l
  {
     let (consul, nomad, probe) = (FakeConsul::new(), FakeNomad::new(), FakeProbe::healthy());
     nomad.set_deployments_enabled(false);
+    hold_slot_b(&nomad);
     let mut op = operator(&consul, &nomad, &probe);
 
     put(&consul, &probe, 100);
