@@ -446,10 +446,20 @@ impl Matrix {
     }
 
     /// The job as Nomad answers it now.
+    /// The serving slot of the proxy job: `<id>`, or the handover's `<id>-b` when `<id>` is
+    /// stopped or absent.
     async fn job(&self) -> Option<Value> {
+        let a = self.job_by_id(JOB).await;
+        if a.as_ref().is_some_and(|j| j["Stop"] == false) {
+            return a;
+        }
+        self.job_by_id(&format!("{JOB}-b")).await.or(a)
+    }
+
+    async fn job_by_id(&self, id: &str) -> Option<Value> {
         let resp = self
             .http
-            .get(format!("http://{}/v1/job/{JOB}", self.twin.nomad_addr()))
+            .get(format!("http://{}/v1/job/{id}", self.twin.nomad_addr()))
             .send()
             .await
             .ok()?;

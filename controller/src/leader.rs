@@ -443,6 +443,10 @@ impl<C: ConsulApi + 'static> Elector<C> {
         // Our session and when we asked for it: Consul's TTL clock starts at creation, not at
         // the acquire that may come a lock-delay later.
         let mut session: Option<(String, Instant)> = None;
+        // A session whose term ended but that Consul did not let us destroy (it answered 5xx):
+        // it still holds the key until its TTL runs out (up to 2 × TTL), so it is destroyed as
+        // soon as Consul answers again.
+        let mut orphan: Option<String> = None;
         let mut pending = None;
         loop {
             let read = pending.get_or_insert_with(|| Box::pin(self.read_key(watch.clone())));
@@ -472,6 +476,16 @@ impl<C: ConsulApi + 'static> Elector<C> {
                 .and_then(|p| p.session.clone())
                 .filter(|s| !s.is_empty())
             {
+                Some(holder) if orphan.as_deref() == Some(holder.as_str()) => {
+                    watch.reset();
+                    if self.destroy(&holder).await {
+                        info!(session = %holder, "leader election: destroyed the session of our last term, which still held the lock");
+                        orphan = None;
+                    } else if self.pause(self.config.retry).await {
+                        break;
+                    }
+                    continue;
+                }
                 Some(holder)
                     if session.as_ref().map(|(s, _)| s.as_str()) != Some(holder.as_str()) =>
                 {
@@ -512,7 +526,9 @@ impl<C: ConsulApi + 'static> Elector<C> {
                     // Followers first: the in-flight pass is cancelled before anything else.
                     self.publish
                         .send_replace(Leadership::Follower { holder: None });
-                    self.vacate(&id).await;
+                    if !self.vacate(&id).await {
+                        orphan = Some(id.clone());
+                    }
                     watch.reset();
                     match ended {
                         Ended::Shutdown => break,
@@ -710,8 +726,9 @@ impl<C: ConsulApi + 'static> Elector<C> {
         }
     }
 
-    /// Releases the key (followers take over at once, no lock-delay) and destroys the session.
-    async fn vacate(&self, session: &str) {
+    /// Releases the key (followers take over at once, no lock-delay) and destroys the session;
+    /// whether the session is gone.
+    async fn vacate(&self, session: &str) -> bool {
         if let Ok((Some(pair), _)) = self
             .consul
             .kv_get(&self.config.key, QueryOptions::NOW)
@@ -723,13 +740,18 @@ impl<C: ConsulApi + 'static> Elector<C> {
                 .kv_release(&self.config.key, &pair.value, session)
                 .await;
         }
-        self.destroy(session).await;
+        self.destroy(session).await
     }
 
-    async fn destroy(&self, session: &str) {
-        if let Err(e) = self.consul.session_destroy(session).await {
-            // It expires by its TTL anyway.
-            debug!(error = %e, session, "leader election: failed to destroy a session");
+    /// Destroys `session`; whether Consul confirmed it (an unknown session counts as gone).
+    async fn destroy(&self, session: &str) -> bool {
+        match self.consul.session_destroy(session).await {
+            Ok(_) => true,
+            Err(e) => {
+                // It expires by its TTL anyway.
+                debug!(error = %e, session, "leader election: failed to destroy a session");
+                false
+            }
         }
     }
 }

@@ -473,10 +473,12 @@ async fn slow_backend(delay: Duration) -> std::net::SocketAddr {
     addr
 }
 
-/// Starts a request that takes 1.5 s at the backend, sends Traefik SIGTERM (by its PID) while
-/// it is in flight, and returns what the client got.
+/// Starts a request that takes 3 s at the backend, sends Traefik SIGTERM (by its PID) while it
+/// is in flight, and returns what the client got. Traefik keeps accepting for
+/// `requestAcceptGraceTimeout` (1 s, rendered for the handover) before its `graceTimeOut` starts,
+/// so the request outlasts both with a short grace.
 async fn in_flight_request_across_sigterm(grace: Duration) -> Result<u16, String> {
-    let backend = slow_backend(Duration::from_millis(1500)).await;
+    let backend = slow_backend(Duration::from_secs(3)).await;
     let mut model = plain_http_model();
     model.transport.grace_timeout = grace;
     let s = serve(model, &format!("http://{backend}")).await;

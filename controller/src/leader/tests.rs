@@ -216,6 +216,43 @@ async fn a_failed_renewal_publishes_follower_first_and_vacates_the_lock() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_term_lost_while_consul_fails_destroys_its_session_once_consul_answers_and_leads_again() {
+    let consul = FakeConsul::new();
+    let handle = Elector::spawn(consul.clone(), config(NODE));
+    let mut rx = handle.subscribe();
+    let t = leading(&mut rx).await;
+    // Consul answers 500 to the renewal and to the clean-up after it: the key stays locked by
+    // the old session, which Consul would only reap up to 2 × TTL later.
+    consul.fail_next(
+        "session_renew",
+        consul::Error::injected("renew", 500, "boom"),
+    );
+    consul.fail_next(
+        "kv_release",
+        consul::Error::injected("release", 500, "boom"),
+    );
+    consul.fail_next(
+        "session_destroy",
+        consul::Error::injected("destroy", 500, "boom"),
+    );
+    tokio::time::timeout(Duration::from_secs(6), t.lost(rx.clone()))
+        .await
+        .unwrap();
+    assert_eq!(
+        consul.entry(KEY).unwrap().session.as_deref(),
+        Some(t.session.as_str()),
+        "the premise: the old session still holds the key"
+    );
+    // Consul answers again: the old session is destroyed and the replica leads again well
+    // before the old session's TTL could run out.
+    let t2 = tokio::time::timeout(Duration::from_secs(9), leading(&mut rx))
+        .await
+        .unwrap();
+    assert_ne!(t2.session, t.session);
+    handle.shutdown().await;
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_renewal_answering_a_longer_ttl_schedules_the_next_from_it() {
     let consul = FakeConsul::new();
     consul.set_renew_ttl(Duration::from_secs(60));

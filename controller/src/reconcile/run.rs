@@ -71,15 +71,17 @@ where
         ));
         let mut watching = true;
         let mut next_pass = Instant::now();
-        // The timer is the resync (not a requeue the last pass asked for).
-        let mut resync_due = false;
+        // When the next resync is due. A requeue the last pass asked for (a backoff, a preflight
+        // recheck) comes sooner but does not move it, so a loop that keeps requeueing still
+        // resyncs, and counts its passes, on time.
+        let mut next_resync = Instant::now() + self.config.resync;
         // When the last pass ended: an edit within a debounce interval of it is trailing.
         let mut last_pass_end: Option<Instant> = None;
         'run: loop {
             let mut resync = false;
             tokio::select! {
                 () = &mut shutdown => break,
-                () = tokio::time::sleep_until(next_pass) => resync = resync_due,
+                () = tokio::time::sleep_until(next_pass) => resync = Instant::now() >= next_resync,
                 changed = changes.changed(), if watching => {
                     if changed.is_err() {
                         // The watcher ended; keep running on requeues and resyncs.
@@ -132,9 +134,14 @@ where
             let Some(action) = self.elected_pass(resync, shutdown.as_mut()).await else {
                 break;
             };
-            last_pass_end = Some(Instant::now());
-            resync_due = action.requeue_after.is_none();
-            next_pass = Instant::now() + action.requeue_after.unwrap_or(self.config.resync);
+            let now = Instant::now();
+            last_pass_end = Some(now);
+            if resync || action.requeue_after.is_none() {
+                next_resync = now + self.config.resync;
+            }
+            next_pass = action
+                .requeue_after
+                .map_or(next_resync, |after| (now + after).min(next_resync));
         }
         watcher.abort();
         users_watcher.abort();

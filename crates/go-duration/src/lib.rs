@@ -194,8 +194,15 @@ fn component_nanos(
         if f > MAX_NANOS / 10 {
             break;
         }
+        let Some(next) = scale.checked_mul(10) else {
+            // Leading zeros pushed the scale past 10^38, which is more than `f * unit` can
+            // reach (f < 10^19, unit < 10^13): the fraction truncates to nothing.
+            f = 0;
+            scale = 1;
+            break;
+        };
         f = f * 10 + u128::from(digit - b'0');
-        scale *= 10;
+        scale = next;
     }
     (whole * unit_nanos)
         .checked_add(f * unit_nanos / scale)
@@ -307,6 +314,20 @@ mod tests {
         assert_eq!(parse("250µs"), Ok(Duration::from_micros(250)));
         assert_eq!(parse("250μs"), Ok(Duration::from_micros(250)));
         assert_eq!(parse("0s"), Ok(Duration::ZERO));
+    }
+
+    #[test]
+    fn a_fraction_with_more_leading_zeros_than_u128_can_scale_truncates_to_nothing() {
+        // Found by fuzzing (fuzz/regressions/durations): the scale overflowed u128 (a panic in
+        // debug, a division by zero after wrapping in release).
+        let zeros = "0".repeat(60);
+        assert_eq!(parse(&format!("1.{zeros}7m")), Ok(Duration::from_secs(60)));
+        assert_eq!(
+            parse(
+                "0.000000000000000000000777777777777700000m0.000000000000000000000777777777777700000m"
+            ),
+            Ok(Duration::ZERO)
+        );
     }
 
     #[test]
