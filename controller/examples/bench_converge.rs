@@ -9,9 +9,12 @@
 //!   what the goal is about; edits made right after the last pass ended (a burst, coalesced into
 //!   a trailing pass) are a series of their own;
 //! - a structural change with the default debounce: KV edit → new job version registered, → its
-//!   allocation running (Nomad), → Ready (the gate), with where the time goes in between;
-//! - gate failure → previous version serving (the revert registered → a request through the old
-//!   entry point reaches the backend again), plus the whole KV edit → serving-again time;
+//!   allocation running, → healthy in Nomad (its service check passing for the update's
+//!   `min_healthy_time`), → Ready (the operator's gate), so the table says where the time goes;
+//! - a document whose entry point's port is taken: refused by the preflight (KV edit → Invalid),
+//!   or, where the preflight cannot see it, gate failure → previous version serving (the revert
+//!   registered → a request through the old entry point reaches the backend again), plus the
+//!   whole KV edit → serving-again time;
 //! - requests the operator makes to Consul and Nomad per minute while idle (counted by the
 //!   twin, told apart from Traefik's by User-Agent), and how many of them are blocking queries;
 //! - the operator's RSS (VmRSS and peak VmHWM from /proc), with its HTTP listener serving
@@ -141,9 +144,24 @@ impl Stack {
     fn start_operator(&mut self, debounce: &str, surface: SocketAddr) {
         self.stop_operator();
         let surface = surface.to_string();
+        // The operator's privilege boundary: allow exactly what the bench runs.
+        let traefik = format!("traefik={}", self.traefik_bin.display());
+        let certs = self.certs.display().to_string();
         self.spawn_operator(
             debounce,
-            &["run", "--debounce", debounce, "--http-addr", &surface],
+            &[
+                "run",
+                "--debounce",
+                debounce,
+                "--http-addr",
+                &surface,
+                "--allowed-driver",
+                "raw_exec",
+                "--allowed-command",
+                &traefik,
+                "--allowed-cert-root",
+                &certs,
+            ],
         );
     }
 
@@ -184,9 +202,10 @@ impl Stack {
         (visible, share)
     }
 
-    /// Whether an allocation of job `version` runs with all its tasks running (read from the
-    /// twin's Nomad API, as the operator reads it).
-    async fn alloc_running(&self, version: u64) -> bool {
+    /// Whether an allocation of job `version` runs with all its tasks running, and whether
+    /// Nomad has marked it healthy (`DeploymentStatus.Healthy`: its checks passed for the
+    /// update's `min_healthy_time`), read from the twin's Nomad API as the operator reads it.
+    async fn alloc_state(&self, version: u64) -> (bool, bool) {
         let Ok(resp) = self
             .http
             .get(format!(
@@ -196,17 +215,21 @@ impl Stack {
             .send()
             .await
         else {
-            return false;
+            return (false, false);
         };
         let allocs: Vec<Value> = resp.json().await.unwrap_or_default();
-        allocs.iter().any(|a| {
-            a["JobVersion"].as_u64() == Some(version)
-                && a["DesiredStatus"] == "run"
-                && a["ClientStatus"] == "running"
+        let ours = allocs
+            .iter()
+            .filter(|a| a["JobVersion"].as_u64() == Some(version) && a["DesiredStatus"] == "run");
+        let (mut running, mut healthy) = (false, false);
+        for a in ours {
+            running |= a["ClientStatus"] == "running"
                 && a["TaskStates"]
                     .as_object()
-                    .is_some_and(|t| !t.is_empty() && t.values().all(|t| t["State"] == "running"))
-        })
+                    .is_some_and(|t| !t.is_empty() && t.values().all(|t| t["State"] == "running"));
+            healthy |= a["DeploymentStatus"]["Healthy"] == true;
+        }
+        (running, healthy)
     }
 
     /// Waits until the (re)started operator's `/metrics` counts a finished pass.
@@ -417,6 +440,7 @@ async fn main() {
     // --- structural changes: KV edit -> job registered -> allocation running -> Ready ---
     let mut registered = Stats(Vec::new());
     let mut alloc_running = Stats(Vec::new());
+    let mut alloc_healthy = Stats(Vec::new());
     let mut gated = Stats(Vec::new());
     let mut structural_ready = Stats(Vec::new());
     let stages_before = b.stage_sums(surface).await;
@@ -433,7 +457,7 @@ async fn main() {
         tokio::time::sleep(WINDOW).await;
         let t0 = Instant::now();
         b.put(&doc).await;
-        let (mut version, mut running) = (None, None);
+        let (mut version, mut running, mut healthy) = (None, None, None);
         loop {
             let now = Instant::now();
             if version.is_none()
@@ -447,17 +471,23 @@ async fn main() {
                 version = Some(v);
             }
             if let Some(v) = version
-                && running.is_none()
-                && b.alloc_running(v).await
+                && healthy.is_none()
             {
-                alloc_running.0.push(now - t0);
-                running = Some(now);
+                let (is_running, is_healthy) = b.alloc_state(v).await;
+                if is_running && running.is_none() {
+                    alloc_running.0.push(now - t0);
+                    running = Some(now);
+                }
+                if is_healthy {
+                    alloc_healthy.0.push(now - running.unwrap_or(now));
+                    healthy = Some(now);
+                }
             }
             if b.status().is_some_and(|s| {
                 s.phase == Phase::Ready && s.last_applied_digest.as_deref() == Some(digest.as_str())
             }) {
                 structural_ready.0.push(now - t0);
-                gated.0.push(now - running.unwrap_or(now));
+                gated.0.push(now - healthy.or(running).unwrap_or(now));
                 break;
             }
             assert!(t0.elapsed() < WAIT, "never Ready: {:#?}", b.status());
@@ -467,10 +497,13 @@ async fn main() {
     }
     let stages_after = b.stage_sums(surface).await;
 
-    // --- gate failures: the new websecure port is held, the gate fails at its deadline ---
+    // --- gate failures: the new websecure port is held. The preflight (issue 13) refuses such a
+    // document before the running proxy is touched; where it cannot see the port, the gate fails
+    // at its deadline and the previous version is reverted. Each run takes whichever happens.
     let held = TcpListener::bind("127.0.0.1:0").unwrap();
     let taken = held.local_addr().unwrap().port();
-    let (mut back, mut total) = (Stats(Vec::new()), Stats(Vec::new()));
+    let (mut back, mut total, mut refused) =
+        (Stats(Vec::new()), Stats(Vec::new()), Stats(Vec::new()));
     let good_cpu = 100 + u32::try_from(runs).unwrap();
     for i in 0..runs {
         let job = b.job().await.unwrap();
@@ -481,18 +514,34 @@ async fn main() {
         let before = job["Version"].as_u64().unwrap();
         let mut doc = b.doc("structural", good_cpu, taken, "4s");
         doc["spec"]["retryNonce"] = json!(format!("fail-{i}"));
+        let seen_before = b.status().map_or(0, |s| s.observed_index);
         let t0 = Instant::now();
         b.put(&doc).await;
         // The revert: a version newer than the failed one, carrying the good digest again.
         let reverted = loop {
+            if b.status()
+                .is_some_and(|s| s.phase == Phase::Invalid && s.observed_index > seen_before)
+            {
+                refused.0.push(t0.elapsed());
+                break None;
+            }
             if let Some(j) = b.job().await
                 && j["Version"].as_u64().is_some_and(|v| v >= before + 2)
                 && j["Meta"]["proxy-operator/spec-digest"].as_str() == Some(good_digest.as_str())
             {
-                break Instant::now();
+                break Some(Instant::now());
             }
-            assert!(t0.elapsed() < WAIT, "never reverted");
+            assert!(
+                t0.elapsed() < WAIT,
+                "never reverted nor refused: {:#?}",
+                b.status()
+            );
             tokio::time::sleep(Duration::from_millis(2)).await;
+        };
+        let Some(reverted) = reverted else {
+            // Refused: the old version never stopped; the next run waits out the window.
+            tokio::time::sleep(WINDOW).await;
+            continue;
         };
         let serving = b.wait_serving(Some("structural")).await;
         back.0.push(serving - reverted);
@@ -567,11 +616,19 @@ async fn main() {
     );
     println!(
         "{}",
-        gated.row("  allocation running -> gate passed (Ready)")
+        alloc_healthy.row("  running -> allocation healthy (check + Nomad minHealthy)")
+    );
+    println!(
+        "{}",
+        gated.row("  allocation healthy -> gate passed (Ready)")
     );
     println!(
         "{}",
         structural_ready.row("KV edit -> Ready (structural, gate passed, 250ms)")
+    );
+    println!(
+        "{}",
+        refused.row("KV edit (port taken) -> refused by preflight (Invalid)")
     );
     println!(
         "{}",
