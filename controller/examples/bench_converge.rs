@@ -4,10 +4,17 @@
 //! binary as a child process (so its RSS and its requests are its own), and real Traefik as the
 //! job the operator registers. Prints medians and p95 over `--runs` runs (default 20) of:
 //! - KV edit → new policy visible in responses through Traefik (and the operator's share: KV edit
-//!   → policy written to Traefik's KV tree), with the default debounce and with none;
-//! - KV edit → new job version registered (a structural change);
-//! - gate failure → previous version serving (the revert registered → a request through the old
-//!   entry point reaches the backend again), plus the whole KV edit → serving-again time;
+//!   → policy written to Traefik's KV tree), with the default debounce and with none. A single
+//!   edit (the loop idle for longer than the debounce window, as between two edits by hand) is
+//!   what the goal is about; edits made right after the last pass ended (a burst, coalesced into
+//!   a trailing pass) are a series of their own;
+//! - a structural change with the default debounce: KV edit → new job version registered, → its
+//!   allocation running, → healthy in Nomad (its service check passing for the update's
+//!   `min_healthy_time`), → Ready (the operator's gate), so the table says where the time goes;
+//! - a document whose entry point's port is taken: refused by the preflight (KV edit → Invalid),
+//!   or, where the preflight cannot see it, gate failure → previous version serving (the revert
+//!   registered → a request through the old entry point reaches the backend again), plus the
+//!   whole KV edit → serving-again time;
 //! - requests the operator makes to Consul and Nomad per minute while idle (counted by the
 //!   twin, told apart from Traefik's by User-Agent), and how many of them are blocking queries;
 //! - the operator's RSS (VmRSS and peak VmHWM from /proc), with its HTTP listener serving
@@ -34,6 +41,11 @@ use proxy_operator::spec::status::Phase;
 use serde_json::{Value, json};
 
 const OPERATOR_UA: &str = "proxy-operator/";
+
+/// The wait before a single edit: longer than the default debounce (250 ms) since the last pass
+/// ended, so the edit finds the loop idle and is read at once (leading edge). An edit sooner
+/// than that is part of a burst and waits for the trailing pass.
+const WINDOW: Duration = Duration::from_millis(400);
 
 struct Args {
     runs: usize,
@@ -132,10 +144,154 @@ impl Stack {
     fn start_operator(&mut self, debounce: &str, surface: SocketAddr) {
         self.stop_operator();
         let surface = surface.to_string();
+        // The operator's privilege boundary: allow exactly what the bench runs.
+        let traefik = format!("traefik={}", self.traefik_bin.display());
+        let certs = self.certs.display().to_string();
         self.spawn_operator(
             debounce,
-            &["run", "--debounce", debounce, "--http-addr", &surface],
+            &[
+                "run",
+                "--debounce",
+                debounce,
+                "--http-addr",
+                &surface,
+                "--allowed-driver",
+                "raw_exec",
+                "--allowed-command",
+                &traefik,
+                "--allowed-cert-root",
+                &certs,
+            ],
         );
+    }
+
+    /// One series of `runs` policy edits with the operator running with `debounce`: `single`
+    /// edits wait out [`WINDOW`] first, the others follow the last pass at once. Returns (KV edit
+    /// -> visible through Traefik, KV edit -> written to Traefik's KV tree).
+    async fn policy_series(&self, debounce: &str, single: bool, runs: usize) -> (Stats, Stats) {
+        let (mut visible, mut share) = (Stats(Vec::new()), Stats(Vec::new()));
+        let key = format!(
+            "{PREFIX}/traefik/http/middlewares/proxy-operator-headers/headers/customResponseHeaders/{HEADER}"
+        );
+        for i in 0..runs {
+            let value = format!("{debounce}-{}-{i}", if single { "single" } else { "after" });
+            let doc = self.doc(&value, 100, self.websecure, "60s");
+            if single {
+                tokio::time::sleep(WINDOW).await;
+            }
+            let t0 = Instant::now();
+            self.put(&doc).await;
+            let mut written = None;
+            let deadline = t0 + WAIT;
+            while written.is_none() {
+                if self.kv(&key).as_deref() == Some(value.as_bytes()) {
+                    written = Some(t0.elapsed());
+                }
+                assert!(Instant::now() < deadline, "policy never written to KV");
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+            let seen = self.wait_serving(Some(&value)).await;
+            share.0.push(written.unwrap());
+            visible.0.push(seen - t0);
+            let applied = doc_digest(&doc);
+            self.wait_status("Ready after a policy change", |s| {
+                s.phase == Phase::Ready && s.observed_digest.as_deref() == Some(applied.as_str())
+            })
+            .await;
+        }
+        (visible, share)
+    }
+
+    /// Whether an allocation of job `version` runs with all its tasks running, and whether
+    /// Nomad has marked it healthy (`DeploymentStatus.Healthy`: its checks passed for the
+    /// update's `min_healthy_time`), read from the twin's Nomad API as the operator reads it.
+    async fn alloc_state(&self, version: u64) -> (bool, bool) {
+        let Ok(resp) = self
+            .http
+            .get(format!(
+                "http://{}/v1/job/{JOB}/allocations",
+                self.twin.nomad_addr()
+            ))
+            .send()
+            .await
+        else {
+            return (false, false);
+        };
+        let allocs: Vec<Value> = resp.json().await.unwrap_or_default();
+        let ours = allocs
+            .iter()
+            .filter(|a| a["JobVersion"].as_u64() == Some(version) && a["DesiredStatus"] == "run");
+        let (mut running, mut healthy) = (false, false);
+        for a in ours {
+            running |= a["ClientStatus"] == "running"
+                && a["TaskStates"]
+                    .as_object()
+                    .is_some_and(|t| !t.is_empty() && t.values().all(|t| t["State"] == "running"));
+            healthy |= a["DeploymentStatus"]["Healthy"] == true;
+        }
+        (running, healthy)
+    }
+
+    /// Waits until the (re)started operator's `/metrics` counts a finished pass.
+    async fn wait_first_pass(&self, surface: SocketAddr) {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            if let Ok(r) = self
+                .http
+                .get(format!("http://{surface}/metrics"))
+                .send()
+                .await
+                && let Ok(text) = r.text().await
+                && text.lines().any(|l| {
+                    l.starts_with("proxy_operator_reconcile_passes_total{") && !l.ends_with(" 0")
+                })
+            {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the operator never finished a pass"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// (phase, sum of seconds, count) of each stage in the operator's
+    /// `rollout_phase_duration` histogram, scraped from its `/metrics`.
+    async fn stage_sums(&self, surface: SocketAddr) -> Vec<(String, f64, f64)> {
+        let text = self
+            .http
+            .get(format!("http://{surface}/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let value = |line: &str| -> f64 { line.rsplit(' ').next().unwrap().parse().unwrap() };
+        let mut out: Vec<(String, f64, f64)> = Vec::new();
+        for line in text.lines() {
+            let Some((name, rest)) = line.split_once("{phase=\"") else {
+                continue;
+            };
+            if !name.contains("rollout_phase_duration") {
+                continue;
+            }
+            let phase = rest.split('"').next().unwrap().to_owned();
+            let entry = match out.iter_mut().position(|(p, _, _)| *p == phase) {
+                Some(i) => &mut out[i],
+                None => {
+                    out.push((phase, 0.0, 0.0));
+                    out.last_mut().unwrap()
+                }
+            };
+            if name.ends_with("_sum") {
+                entry.1 = value(line);
+            } else if name.ends_with("_count") {
+                entry.2 = value(line);
+            }
+        }
+        out
     }
 
     async fn job(&self) -> Option<Value> {
@@ -207,6 +363,22 @@ impl Stack {
     }
 }
 
+/// The mean time per stage between two [`Stack::stage_sums`] scrapes, e.g. `plan 3 ms, ...`.
+fn stage_means(before: &[(String, f64, f64)], after: &[(String, f64, f64)]) -> String {
+    after
+        .iter()
+        .filter_map(|(phase, sum, count)| {
+            let (sum0, count0) = before
+                .iter()
+                .find(|(p, _, _)| p == phase)
+                .map_or((0.0, 0.0), |(_, s, c)| (*s, *c));
+            let n = count - count0;
+            (n > 0.0).then(|| format!("{phase} {:.0} ms", (sum - sum0) / n * 1000.0))
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 fn rss_kib(pid: u32) -> (u64, u64) {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     let field = |name: &str| {
@@ -249,47 +421,29 @@ async fn main() {
 
     // --- policy changes, default debounce and none ---
     let mut policy = Vec::new();
-    for debounce in ["250ms", "0ms"] {
+    for (debounce, single) in [("250ms", true), ("250ms", false), ("0ms", true)] {
         if debounce != "250ms" {
             b.start_operator(debounce, surface);
         }
-        let (mut visible, mut share) = (Stats(Vec::new()), Stats(Vec::new()));
-        let key = format!(
-            "{PREFIX}/traefik/http/middlewares/proxy-operator-headers/headers/customResponseHeaders/{HEADER}"
-        );
-        for i in 0..runs {
-            let value = format!("{debounce}-{i}");
-            let doc = b.doc(&value, 100, websecure, good_deadline);
-            let t0 = Instant::now();
-            b.put(&doc).await;
-            let mut written = None;
-            let deadline = t0 + WAIT;
-            while written.is_none() {
-                if b.kv(&key).as_deref() == Some(value.as_bytes()) {
-                    written = Some(t0.elapsed());
-                }
-                assert!(Instant::now() < deadline, "policy never written to KV");
-                tokio::time::sleep(Duration::from_millis(1)).await;
-            }
-            let seen = b.wait_serving(Some(&value)).await;
-            share.0.push(written.unwrap());
-            visible.0.push(seen - t0);
-            let applied = doc_digest(&doc);
-            b.wait_status("Ready after a policy change", |s| {
-                s.phase == Phase::Ready && s.observed_digest.as_deref() == Some(applied.as_str())
-            })
-            .await;
-        }
-        policy.push((debounce, visible, share));
+        let (visible, share) = b.policy_series(debounce, single, runs).await;
+        policy.push((debounce, single, visible, share));
     }
+
+    // --- structural changes with the default debounce ---
+    b.start_operator("250ms", surface);
+    b.wait_first_pass(surface).await;
 
     // --- from here on rollouts run back to back: scrape /metrics all along ---
     let (stop_scraping, scraping) = tokio::sync::watch::channel(false);
     let scraper = tokio::spawn(scrape_while(b.http.clone(), surface, scraping));
 
-    // --- structural changes: KV edit -> job registered ---
+    // --- structural changes: KV edit -> job registered -> allocation running -> Ready ---
     let mut registered = Stats(Vec::new());
+    let mut alloc_running = Stats(Vec::new());
+    let mut alloc_healthy = Stats(Vec::new());
+    let mut gated = Stats(Vec::new());
     let mut structural_ready = Stats(Vec::new());
+    let stages_before = b.stage_sums(surface).await;
     for i in 0..runs {
         let before = b.job().await.and_then(|j| j["Version"].as_u64()).unwrap();
         let doc = b.doc(
@@ -298,33 +452,58 @@ async fn main() {
             websecure,
             good_deadline,
         );
+        let digest = doc_digest(&doc);
+        // A single edit, as for policies: the loop has been idle for longer than the window.
+        tokio::time::sleep(WINDOW).await;
         let t0 = Instant::now();
         b.put(&doc).await;
+        let (mut version, mut running, mut healthy) = (None, None, None);
         loop {
-            if b.job()
-                .await
-                .and_then(|j| j["Version"].as_u64())
-                .is_some_and(|v| v > before)
+            let now = Instant::now();
+            if version.is_none()
+                && let Some(v) = b
+                    .job()
+                    .await
+                    .and_then(|j| j["Version"].as_u64())
+                    .filter(|v| *v > before)
             {
-                registered.0.push(t0.elapsed());
+                registered.0.push(now - t0);
+                version = Some(v);
+            }
+            if let Some(v) = version
+                && healthy.is_none()
+            {
+                let (is_running, is_healthy) = b.alloc_state(v).await;
+                if is_running && running.is_none() {
+                    alloc_running.0.push(now - t0);
+                    running = Some(now);
+                }
+                if is_healthy {
+                    alloc_healthy.0.push(now - running.unwrap_or(now));
+                    healthy = Some(now);
+                }
+            }
+            if b.status().is_some_and(|s| {
+                s.phase == Phase::Ready && s.last_applied_digest.as_deref() == Some(digest.as_str())
+            }) {
+                structural_ready.0.push(now - t0);
+                gated.0.push(now - healthy.or(running).unwrap_or(now));
                 break;
             }
-            assert!(t0.elapsed() < WAIT, "never registered");
+            assert!(t0.elapsed() < WAIT, "never Ready: {:#?}", b.status());
             tokio::time::sleep(Duration::from_millis(2)).await;
         }
-        let digest = doc_digest(&doc);
-        b.wait_status("Ready after a structural change", |s| {
-            s.phase == Phase::Ready && s.last_applied_digest.as_deref() == Some(digest.as_str())
-        })
-        .await;
-        structural_ready.0.push(t0.elapsed());
         b.wait_serving(Some("structural")).await;
     }
+    let stages_after = b.stage_sums(surface).await;
 
-    // --- gate failures: the new websecure port is held, the gate fails at its deadline ---
+    // --- gate failures: the new websecure port is held. The preflight (issue 13) refuses such a
+    // document before the running proxy is touched; where it cannot see the port, the gate fails
+    // at its deadline and the previous version is reverted. Each run takes whichever happens.
     let held = TcpListener::bind("127.0.0.1:0").unwrap();
     let taken = held.local_addr().unwrap().port();
-    let (mut back, mut total) = (Stats(Vec::new()), Stats(Vec::new()));
+    let (mut back, mut total, mut refused) =
+        (Stats(Vec::new()), Stats(Vec::new()), Stats(Vec::new()));
     let good_cpu = 100 + u32::try_from(runs).unwrap();
     for i in 0..runs {
         let job = b.job().await.unwrap();
@@ -335,18 +514,34 @@ async fn main() {
         let before = job["Version"].as_u64().unwrap();
         let mut doc = b.doc("structural", good_cpu, taken, "4s");
         doc["spec"]["retryNonce"] = json!(format!("fail-{i}"));
+        let seen_before = b.status().map_or(0, |s| s.observed_index);
         let t0 = Instant::now();
         b.put(&doc).await;
         // The revert: a version newer than the failed one, carrying the good digest again.
         let reverted = loop {
+            if b.status()
+                .is_some_and(|s| s.phase == Phase::Invalid && s.observed_index > seen_before)
+            {
+                refused.0.push(t0.elapsed());
+                break None;
+            }
             if let Some(j) = b.job().await
                 && j["Version"].as_u64().is_some_and(|v| v >= before + 2)
                 && j["Meta"]["proxy-operator/spec-digest"].as_str() == Some(good_digest.as_str())
             {
-                break Instant::now();
+                break Some(Instant::now());
             }
-            assert!(t0.elapsed() < WAIT, "never reverted");
+            assert!(
+                t0.elapsed() < WAIT,
+                "never reverted nor refused: {:#?}",
+                b.status()
+            );
             tokio::time::sleep(Duration::from_millis(2)).await;
+        };
+        let Some(reverted) = reverted else {
+            // Refused: the old version never stopped; the next run waits out the window.
+            tokio::time::sleep(WINDOW).await;
+            continue;
         };
         let serving = b.wait_serving(Some("structural")).await;
         back.0.push(serving - reverted);
@@ -373,7 +568,7 @@ async fn main() {
     let (consul_idle, consul_blocking) = b.operator_requests_since(Api::Consul, consul0);
     let (nomad_idle, nomad_blocking) = b.operator_requests_since(Api::Nomad, nomad0);
     let per_min = |n: usize| n as f64 * 60.0 / args.idle.as_secs_f64();
-    // The process that ran every series since the debounce-0 policy runs.
+    // The process that ran every series since the structural ones (default debounce).
     let pid = b.operator.as_ref().map(Child::id).unwrap();
     let (rss, hwm) = rss_kib(pid);
     b.stop_operator();
@@ -392,11 +587,16 @@ async fn main() {
         "|{:-<62}|{:-<12}|{:-<12}|{:-<12}|{:-<6}|",
         "", "", "", "", ""
     );
-    for (debounce, visible, share) in &policy {
+    for (debounce, single, visible, share) in &policy {
+        let kind = if *single {
+            "single edit"
+        } else {
+            "right after a pass"
+        };
         println!(
             "{}",
             visible.row(&format!(
-                "KV edit -> policy visible through Traefik (debounce {debounce})"
+                "KV edit -> policy visible via Traefik ({debounce}, {kind})"
             ))
         );
         println!(
@@ -408,11 +608,27 @@ async fn main() {
     }
     println!(
         "{}",
-        registered.row("KV edit -> job version registered (structural, debounce 0ms)")
+        registered.row("KV edit -> job version registered (structural, 250ms)")
     );
     println!(
         "{}",
-        structural_ready.row("KV edit -> Ready (structural, gate passed, debounce 0ms)")
+        alloc_running.row("KV edit -> its allocation running (Nomad twin)")
+    );
+    println!(
+        "{}",
+        alloc_healthy.row("  running -> allocation healthy (check + Nomad minHealthy)")
+    );
+    println!(
+        "{}",
+        gated.row("  allocation healthy -> gate passed (Ready)")
+    );
+    println!(
+        "{}",
+        structural_ready.row("KV edit -> Ready (structural, gate passed, 250ms)")
+    );
+    println!(
+        "{}",
+        refused.row("KV edit (port taken) -> refused by preflight (Invalid)")
     );
     println!(
         "{}",
@@ -423,6 +639,14 @@ async fn main() {
         total.row("KV edit -> failed at deadline (4s) -> previous serving")
     );
     println!();
+    println!(
+        "structural rollouts, mean time per stage from the operator's rollout_phase_duration histogram: {}",
+        stage_means(&stages_before, &stages_after)
+    );
+    println!(
+        "  the gate holds a healthy allocation for the document's minHealthyTime (1s here) and polls every {} ms",
+        proxy_operator::rollout::VERIFY_POLL_INTERVAL.as_millis()
+    );
     println!(
         "idle over {:?}: Consul {:.1} req/min ({} blocking), Nomad {:.1} req/min ({} blocking)",
         args.idle,

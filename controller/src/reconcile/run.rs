@@ -458,11 +458,8 @@ pub(super) async fn watch_config<C: ConsulApi>(
                 backoff.reset();
                 hooks.woke(!established);
                 established = true;
-                if update.change.is_change()
-                    && let Some(pair) = &update.value
-                {
-                    hooks.document(pair);
-                }
+                // The loop is woken first: parsing the document again for the page and the
+                // metrics is not on the path of an edit to the proxy.
                 if matches!(
                     update.change,
                     crate::transport::Change::Advanced | crate::transport::Change::Reset
@@ -471,6 +468,11 @@ pub(super) async fn watch_config<C: ConsulApi>(
                     if tx.send(update.meta.index).is_err() {
                         return;
                     }
+                }
+                if update.change.is_change()
+                    && let Some(pair) = &update.value
+                {
+                    hooks.document(pair);
                 }
             }
             Err(e) => {
