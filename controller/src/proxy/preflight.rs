@@ -75,6 +75,12 @@ pub fn ports_checkable(host: &str) -> bool {
 /// capability) is not reported: nothing is known about it.
 #[must_use]
 pub fn taken_ports(wanted: &BTreeSet<u16>, running: &BTreeSet<u16>) -> Vec<u16> {
+    // Two probes of one port at once would each see the other's bind as a listener. One
+    // operator never races itself, but tests run many operators in one process.
+    static ONE_PROBE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _probing = ONE_PROBE_AT_A_TIME
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     wanted
         .difference(running)
         .copied()
