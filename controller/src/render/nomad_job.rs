@@ -43,8 +43,10 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-/// How often Nomad checks the proxy's own health endpoint.
-const PROXY_CHECK_INTERVAL: Duration = Duration::from_secs(2);
+/// How often Nomad checks the proxy's own health endpoint: Nomad's minimum (`minCheckInterval`
+/// in `nomad/structs/services.go`), because the first check of a new allocation runs before
+/// the proxy listens and every structural rollout waits one interval for the next.
+const PROXY_CHECK_INTERVAL: Duration = Duration::from_secs(1);
 /// How long one health check of the proxy may take.
 const PROXY_CHECK_TIMEOUT: Duration = Duration::from_secs(1);
 /// Nomad's wait before restarting a proxy that exited. Short, because the proxy is the cluster's

@@ -195,6 +195,18 @@ pub(super) fn evaluate_job(
     Verdict::Healthy
 }
 
+/// Whether Nomad already held this version healthy for `min_healthy_time`: a successful
+/// deployment of it. The job's update stanza carries the gate's `minHealthyTime`
+/// ([`crate::render::nomad_job`]), so holding again in the operator only delays Ready by that
+/// much (about a second of every structural change at the defaults).
+pub(super) fn held_by_deployment(change: &Change, obs: &Observation, job_version: u64) -> bool {
+    change.job.is_some()
+        && obs
+            .deployment
+            .as_ref()
+            .is_some_and(|d| d.job_version == job_version && d.state == DeploymentState::Successful)
+}
+
 pub(super) fn evaluate_proxy(gate: &Gate, obs: &Observation) -> Verdict {
     let needs_proxy = gate.check_ping || !gate.expected_entries.is_empty();
     let Some(proxy) = &obs.proxy else {

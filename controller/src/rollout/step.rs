@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::gate::{Verdict, evaluate, our_job_version};
+use super::gate::{Verdict, evaluate, held_by_deployment, our_job_version};
 use super::handover;
 use super::{Change, Effect, JobRef, Observation, OnFailure, VERIFY_POLL_INTERVAL, after, human};
 use crate::spec::ProxyKind;
@@ -419,7 +419,8 @@ pub(super) fn step_verifying(
         Verdict::Healthy => {
             let since = healthy_since.unwrap_or(now);
             let held = now - since;
-            if held >= change.gate.min_healthy_time {
+            let nomad_held = job_version.is_some_and(|v| held_by_deployment(change, obs, v));
+            if nomad_held || held >= change.gate.min_healthy_time {
                 if let (Some(jc), Some(version)) = (&change.job, job_version)
                     && jc.handover.is_some()
                 {

@@ -523,6 +523,72 @@ async fn a_successful_deployment_of_our_version_counts_as_job_health() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_successful_deployment_is_ready_without_holding_min_healthy_time_again() {
+    let phase = verifying(both());
+    let obs = with_deployment(
+        healthy(),
+        DeploymentState::Successful,
+        "Deployment completed successfully",
+    );
+    let (effects, next) = step(&phase, &obs, Instant::now());
+    assert!(effects.is_empty(), "{effects:?}");
+    match next {
+        Phase::Ready { duration, .. } => assert_eq!(
+            duration,
+            Duration::ZERO,
+            "Nomad held the version for minHealthyTime already"
+        ),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_successful_deployment_still_waits_for_the_proxy_signals() {
+    let phase = verifying(both());
+    let mut obs = with_deployment(
+        healthy(),
+        DeploymentState::Successful,
+        "Deployment completed successfully",
+    );
+    if let Some(proxy) = obs.proxy.as_mut() {
+        proxy.ping_ok = false;
+    }
+    let (_, next) = step(&phase, &obs, Instant::now());
+    match next {
+        Phase::Verifying { waiting_for, .. } => {
+            assert!(waiting_for.contains("/ping"), "{waiting_for}")
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn without_a_deployment_the_operator_holds_min_healthy_time_itself() {
+    let phase = verifying(both());
+    let (_, next) = step(&phase, &healthy(), Instant::now());
+    assert_eq!(next.name(), "Verifying");
+    advance(MIN_HEALTHY).await;
+    let (_, next) = step(&next, &healthy(), Instant::now());
+    assert_eq!(next.name(), "Ready");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_policy_change_holds_min_healthy_time_even_beside_a_successful_deployment() {
+    // The deployment held the job, not the policy tree this change wrote.
+    let phase = verifying(policy_only());
+    let obs = with_deployment(
+        healthy(),
+        DeploymentState::Successful,
+        "Deployment completed successfully",
+    );
+    let (_, next) = step(&phase, &obs, Instant::now());
+    assert_eq!(next.name(), "Verifying");
+    advance(MIN_HEALTHY).await;
+    let (_, next) = step(&next, &obs, Instant::now());
+    assert_eq!(next.name(), "Ready");
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_running_deployment_keeps_verifying_even_when_allocations_run() {
     let phase = verifying(both());
     let obs = with_deployment(healthy(), DeploymentState::Running, "Deployment is running");
