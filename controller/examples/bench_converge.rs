@@ -205,11 +205,11 @@ impl Stack {
     /// Whether an allocation of job `version` runs with all its tasks running, and whether
     /// Nomad has marked it healthy (`DeploymentStatus.Healthy`: its checks passed for the
     /// update's `min_healthy_time`), read from the twin's Nomad API as the operator reads it.
-    async fn alloc_state(&self, version: u64) -> (bool, bool) {
+    async fn alloc_state(&self, job_id: &str, version: u64) -> (bool, bool) {
         let Ok(resp) = self
             .http
             .get(format!(
-                "http://{}/v1/job/{JOB}/allocations",
+                "http://{}/v1/job/{job_id}/allocations",
                 self.twin.nomad_addr()
             ))
             .send()
@@ -294,10 +294,36 @@ impl Stack {
         out
     }
 
-    async fn job(&self) -> Option<Value> {
+    /// The highest `JobModifyIndex` of both slots' jobs (`proxy`, `proxy-b`), 0 when neither
+    /// exists: a structural change registers a job above it.
+    async fn slots_modify_index(&self) -> u64 {
+        let mut highest = 0;
+        for id in [JOB.to_owned(), format!("{JOB}-b")] {
+            if let Some(job) = self.job_by_id(&id).await {
+                highest = highest.max(job["JobModifyIndex"].as_u64().unwrap_or(0));
+            }
+        }
+        highest
+    }
+
+    /// The running job of either slot registered after `after` (a `JobModifyIndex`): the
+    /// handover puts a structural change in the other slot, an in-place change in the same one.
+    async fn registered_since(&self, after: u64) -> Option<(String, u64)> {
+        for id in [JOB.to_owned(), format!("{JOB}-b")] {
+            if let Some(job) = self.job_by_id(&id).await
+                && job["JobModifyIndex"].as_u64().unwrap_or(0) > after
+                && job["Stop"] != true
+            {
+                return Some((id, job["Version"].as_u64()?));
+            }
+        }
+        None
+    }
+
+    async fn job_by_id(&self, id: &str) -> Option<Value> {
         let resp = self
             .http
-            .get(format!("http://{}/v1/job/{JOB}", self.twin.nomad_addr()))
+            .get(format!("http://{}/v1/job/{id}", self.twin.nomad_addr()))
             .send()
             .await
             .ok()?;
@@ -445,7 +471,7 @@ async fn main() {
     let mut structural_ready = Stats(Vec::new());
     let stages_before = b.stage_sums(surface).await;
     for i in 0..runs {
-        let before = b.job().await.and_then(|j| j["Version"].as_u64()).unwrap();
+        let before = b.slots_modify_index().await;
         let doc = b.doc(
             "structural",
             101 + u32::try_from(i).unwrap(),
@@ -461,19 +487,15 @@ async fn main() {
         loop {
             let now = Instant::now();
             if version.is_none()
-                && let Some(v) = b
-                    .job()
-                    .await
-                    .and_then(|j| j["Version"].as_u64())
-                    .filter(|v| *v > before)
+                && let Some(registered_job) = b.registered_since(before).await
             {
                 registered.0.push(now - t0);
-                version = Some(v);
+                version = Some(registered_job);
             }
-            if let Some(v) = version
+            if let Some((job_id, v)) = &version
                 && healthy.is_none()
             {
-                let (is_running, is_healthy) = b.alloc_state(v).await;
+                let (is_running, is_healthy) = b.alloc_state(job_id, *v).await;
                 if is_running && running.is_none() {
                     alloc_running.0.push(now - t0);
                     running = Some(now);
@@ -506,28 +528,25 @@ async fn main() {
         (Stats(Vec::new()), Stats(Vec::new()), Stats(Vec::new()));
     let good_cpu = 100 + u32::try_from(runs).unwrap();
     for i in 0..runs {
-        let job = b.job().await.unwrap();
-        let good_digest = job["Meta"]["proxy-operator/spec-digest"]
-            .as_str()
-            .unwrap()
-            .to_owned();
-        let before = job["Version"].as_u64().unwrap();
         let mut doc = b.doc("structural", good_cpu, taken, "4s");
         doc["spec"]["retryNonce"] = json!(format!("fail-{i}"));
         let seen_before = b.status().map_or(0, |s| s.observed_index);
         let t0 = Instant::now();
         b.put(&doc).await;
-        // The revert: a version newer than the failed one, carrying the good digest again.
+        // The revert: the failed version undone (in place: the previous version registered
+        // again; with the handover: the new slot stopped, the old one never stopped serving).
         let reverted = loop {
-            if b.status()
+            let status = b.status();
+            if status
+                .as_ref()
                 .is_some_and(|s| s.phase == Phase::Invalid && s.observed_index > seen_before)
             {
                 refused.0.push(t0.elapsed());
                 break None;
             }
-            if let Some(j) = b.job().await
-                && j["Version"].as_u64().is_some_and(|v| v >= before + 2)
-                && j["Meta"]["proxy-operator/spec-digest"].as_str() == Some(good_digest.as_str())
+            if status
+                .as_ref()
+                .is_some_and(|s| s.phase == Phase::RolledBack && s.observed_index > seen_before)
             {
                 break Some(Instant::now());
             }
@@ -544,10 +563,8 @@ async fn main() {
             continue;
         };
         let serving = b.wait_serving(Some("structural")).await;
-        back.0.push(serving - reverted);
+        back.0.push(serving.saturating_duration_since(reverted));
         total.0.push(serving - t0);
-        b.wait_status("RolledBack", |s| s.phase == Phase::RolledBack)
-            .await;
     }
     drop(held);
     let _ = stop_scraping.send(true);
@@ -632,7 +649,7 @@ async fn main() {
     );
     println!(
         "{}",
-        back.row("gate failure (revert registered) -> previous serving")
+        back.row("gate failure (RolledBack) -> previous serving")
     );
     println!(
         "{}",

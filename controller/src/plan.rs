@@ -59,6 +59,18 @@ pub struct ObservedJob {
     pub job_type: Option<String>,
 }
 
+impl From<&crate::nomad::Job> for ObservedJob {
+    fn from(j: &crate::nomad::Job) -> Self {
+        ObservedJob {
+            version: j.version,
+            modify_index: j.job_modify_index,
+            meta: j.meta.clone(),
+            stopped: j.stop,
+            job_type: Some(j.job_type.clone()),
+        }
+    }
+}
+
 impl ObservedJob {
     /// The spec digest stamped in Meta.
     #[must_use]

@@ -9,6 +9,7 @@ use hashistack_twin::{Twin, TwinConfig};
 use proxy_operator::cli::history::{Revision, revision_key};
 use proxy_operator::consul::{ConsulApi, ConsulClient};
 use proxy_operator::nomad::{NomadApi, NomadClient};
+use proxy_operator::render::nomad_job::{Slot, slot_job};
 use proxy_operator::render::{self, RenderContext};
 use proxy_operator::spec::status::{HistoryEntry, Outcome, Phase, ProxyStatus};
 use proxy_operator::spec::{self, FieldError};
@@ -158,10 +159,56 @@ async fn plan_exits_1_with_the_policy_diff_and_the_nomad_job_diff() {
     let out = c.run(&["plan", &restart]).await;
     let (stdout, stderr) = streams(&out);
     assert_eq!(out.status.code(), Some(1), "{stdout}\n{stderr}");
-    assert!(stdout.contains("Change: restart"), "{stdout}");
+    assert!(
+        stdout.contains("Change: handover: job proxy-b starts next to proxy"),
+        "{stdout}"
+    );
     assert!(stdout.contains("+/- Job: \"proxy\""), "{stdout}");
     assert!(stdout.contains("CPU: \"200\" => \"700\""), "{stdout}");
     assert!(stdout.contains("Task Group"), "{stdout}");
+    assert_no_secret(&out);
+    c.twin.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plan_compares_with_slot_b_when_a_handover_left_it_serving() {
+    let c = cluster().await;
+    let text = doc("");
+    c.converge(&text).await;
+    // What a handover leaves: the same document in slot b, slot a stopped.
+    let validated = spec::load(text.as_bytes()).unwrap();
+    let ctx = RenderContext {
+        basic_auth_users: Some(vec![HASH.to_owned()]),
+        ..RenderContext::default()
+    };
+    let rendered = render::render(&validated, &ctx).unwrap();
+    let slot_b = slot_job(&rendered.job, Slot::B).unwrap();
+    c.nomad.job_register(&slot_b, None).await.unwrap();
+    c.nomad.job_stop("proxy", false).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+
+    let same = write_file(&dir, "same.yaml", &text);
+    let out = c.run(&["plan", &same]).await;
+    let (stdout, stderr) = streams(&out);
+    assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
+    assert!(stdout.contains("Change: no change"), "{stdout}");
+
+    let restart = write_file(
+        &dir,
+        "restart.yaml",
+        &doc("  job:\n    resources: {cpu: 700, memoryMB: 300}\n"),
+    );
+    let out = c.run(&["plan", &restart]).await;
+    let (stdout, stderr) = streams(&out);
+    assert_eq!(out.status.code(), Some(1), "{stdout}\n{stderr}");
+    assert!(
+        stdout.contains("Change: handover: job proxy starts next to proxy-b"),
+        "{stdout}"
+    );
+    // The diff is against what serves: only the CPU, not slot b's own ports or Meta.
+    assert!(stdout.contains("+/- Job: \"proxy-b\""), "{stdout}");
+    assert!(stdout.contains("CPU: \"200\" => \"700\""), "{stdout}");
+    assert!(!stdout.contains("proxy-operator/slot"), "{stdout}");
     assert_no_secret(&out);
     c.twin.shutdown().await;
 }

@@ -14,7 +14,8 @@ use anyhow::Context as _;
 use super::cluster;
 use crate::consul::ConsulApi;
 use crate::nomad::{FieldDiff, JobDiff, NomadApi, ObjectDiff};
-use crate::plan::{self as planner, Desired, Observed, ObservedJob, Plan};
+use crate::plan::{self as planner, Desired, Observed, ObservedJob, Plan, Slots};
+use crate::render::nomad_job::{Slot, slot_job};
 use crate::render::{self, META_PROXY};
 use crate::spec::{self, ValidatedSpec, looks_secret};
 use crate::transport::{ConsulFlags, NomadFlags, QueryOptions};
@@ -95,10 +96,15 @@ pub(super) async fn report(
         reach: &reach,
     };
     let job_id = planner::job_id(&desired).to_owned();
-    let (job, _) = nomad
-        .job_read(&job_id, QueryOptions::NOW)
-        .await
-        .with_context(|| format!("failed to read the proxy job {job_id}"))?;
+    let mut slot_jobs = Vec::with_capacity(2);
+    for slot in [Slot::A, Slot::B] {
+        let id = slot.job_id(&job_id);
+        let (job, _) = nomad
+            .job_read(&id, QueryOptions::NOW)
+            .await
+            .with_context(|| format!("failed to read the proxy job {id}"))?;
+        slot_jobs.push(job.as_ref().map(ObservedJob::from));
+    }
     let (pairs, _) = consul
         .kv_list(&kv_root, QueryOptions::NOW)
         .await
@@ -106,22 +112,21 @@ pub(super) async fn report(
     let status = cluster::read_status(consul, prefix)
         .await?
         .unwrap_or_default();
+    let b = slot_jobs.pop().flatten();
+    let a = slot_jobs.pop().flatten();
+    let (job, slots) = Slots::pick(a, b, &ctx.owner);
+    // What serves is what the document is compared with: after a handover, slot b.
+    let serving_id = slots.serving.job_id(&job_id);
     let running_proxy = job.as_ref().and_then(|j| j.meta.get(META_PROXY).cloned());
     let observed = Observed {
-        job: job.map(|j| ObservedJob {
-            version: j.version,
-            modify_index: j.job_modify_index,
-            meta: j.meta,
-            stopped: j.stop,
-            job_type: Some(j.job_type),
-        }),
+        job,
         kv: pairs
             .into_iter()
             .filter(|p| p.key.starts_with(&kv_root))
             .map(|p| (p.key, String::from_utf8_lossy(&p.value).into_owned()))
             .collect(),
     };
-    let decision = planner::plan(&desired, &observed, &status);
+    let decision = planner::plan_slots(&desired, &observed, &slots, &status);
     let config_key = format!("{prefix}/config");
     let (live, _) = consul
         .kv_get(&config_key, QueryOptions::NOW)
@@ -156,16 +161,28 @@ pub(super) async fn report(
             );
         }
         (None, true) if observed.job.is_none() => {
-            let _ = writeln!(out, "Proxy: {wanted} (job {job_id} is new)");
+            let _ = writeln!(out, "Proxy: {wanted} (job {serving_id} is new)");
         }
         _ => {
             let _ = writeln!(out, "Proxy: {wanted}");
         }
     }
+    let handover = match &decision {
+        Plan::Apply(change) => change
+            .job
+            .as_ref()
+            .and_then(|j| j.handover.as_ref().map(|h| (&j.job_id, &h.from_job))),
+        _ => None,
+    };
     let kind = match (job_differs, !kv_diff.is_empty()) {
-        (true, _) => {
-            format!("restart: a new version of job {job_id} (the proxy's allocations are replaced)")
-        }
+        (true, _) => match handover {
+            Some((new, old)) => format!(
+                "handover: job {new} starts next to {old} on the same ports, and {old} stops only after {new} passes the health gate"
+            ),
+            None => format!(
+                "restart: a new version of job {serving_id} (the proxy's allocations are replaced)"
+            ),
+        },
         (false, true) => match spec.proxy() {
             spec::ProxyKind::Traefik => {
                 "live policy change: Traefik reads it from Consul KV, no restart".to_owned()
@@ -179,11 +196,15 @@ pub(super) async fn report(
     let _ = writeln!(out, "Change: {kind}");
     let _ = writeln!(out, "Operator would: {}", describe(&decision));
     if job_differs {
+        // Planned under the serving slot's ID, so the diff is against what serves (a handover
+        // registers the same job under the other slot's ID).
+        let planned = slot_job(&rendered.job, slots.serving)
+            .context("failed to render the job for the serving slot")?;
         let plan = nomad
-            .job_plan(&rendered.job, true)
+            .job_plan(&planned, true)
             .await
-            .with_context(|| format!("failed to plan job {job_id} with Nomad"))?;
-        let _ = writeln!(out, "\nJob {job_id} (Nomad plan diff):");
+            .with_context(|| format!("failed to plan job {serving_id} with Nomad"))?;
+        let _ = writeln!(out, "\nJob {serving_id} (Nomad plan diff):");
         match &plan.diff {
             Some(diff) if diff.diff_type != "None" => write_job_diff(&mut out, diff),
             _ => {

@@ -51,16 +51,9 @@ where
             .filter(|p| p.key.starts_with(kv_root))
             .map(|p| (p.key, String::from_utf8_lossy(&p.value).into_owned()))
             .collect();
-        let observed = |j: &nomad::Job| ObservedJob {
-            version: j.version,
-            modify_index: j.job_modify_index,
-            meta: j.meta.clone(),
-            stopped: j.stop,
-            job_type: Some(j.job_type.clone()),
-        };
         let (job, slots) = Slots::pick(
-            a.as_ref().map(observed),
-            b.as_ref().map(observed),
+            a.as_ref().map(ObservedJob::from),
+            b.as_ref().map(ObservedJob::from),
             &self.config.owner,
         );
         let raw = match slots.serving {
