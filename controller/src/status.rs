@@ -386,6 +386,10 @@ fn rollout(s: &mut ProxyStatus, pass: &Pass<'_>, phase: &Rollout, now: SystemTim
             s.last_attempted_digest = Some(change.digest.clone());
             let message = match phase {
                 Rollout::Verifying { waiting_for, .. } => format!("verifying: {waiting_for}"),
+                Rollout::Applying {
+                    switch: Some(switch),
+                    ..
+                } => describe_switch(change, switch),
                 _ => format!("applying {}", describe(change)),
             };
             s.set_condition(
@@ -502,15 +506,44 @@ fn push_deduped(s: &mut ProxyStatus, entry: HistoryEntry) {
     s.push_history(entry);
 }
 
+/// A handover past its gate, in the words of its stage.
+fn describe_switch(change: &crate::rollout::Change, switch: &crate::rollout::Switch) -> String {
+    let old = change
+        .job
+        .as_ref()
+        .and_then(|j| j.handover.as_ref())
+        .map_or("the old slot", |h| h.from_job.as_str());
+    let new = &change.job_id;
+    match switch {
+        crate::rollout::Switch::Stopping { .. } => format!(
+            "handover: {new} passed the health gate; stopping {old}, which keeps serving until it stops accepting"
+        ),
+        crate::rollout::Switch::Draining { .. } => {
+            format!("handover: {new} serves; {old} drains its in-flight requests")
+        }
+    }
+}
+
 fn describe(change: &crate::rollout::Change) -> String {
     match (&change.kv, &change.job) {
-        (Some(kv), Some(_)) => format!(
-            "{} KV change(s) and a new job version",
-            kv.set.len() + kv.delete.len()
+        (Some(kv), Some(job)) => format!(
+            "{} KV change(s) and {}",
+            kv.set.len() + kv.delete.len(),
+            describe_job(job)
         ),
         (Some(kv), None) => format!("{} KV change(s)", kv.set.len() + kv.delete.len()),
-        (None, Some(_)) => "a new job version".to_owned(),
+        (None, Some(job)) => describe_job(job),
         (None, None) => "nothing: verifying what runs".to_owned(),
+    }
+}
+
+fn describe_job(job: &crate::rollout::JobChange) -> String {
+    match &job.handover {
+        Some(h) => format!(
+            "a handover: {} starts next to {}, which serves until {} passes the health gate",
+            job.job_id, h.from_job, job.job_id
+        ),
+        None => "a new job version".to_owned(),
     }
 }
 

@@ -263,6 +263,69 @@ fn a_rollout_in_flight_is_progressing_with_the_attempted_digest() {
     );
 }
 
+fn handover_change() -> Change {
+    let mut c = change();
+    c.job_id = "traefik-b".into();
+    c.job = Some(crate::rollout::JobChange {
+        job_id: "traefik-b".into(),
+        job: serde_json::json!({"ID": "traefik-b"}),
+        job_digest: "job-b".into(),
+        enforce_index: 0,
+        rollback_to: None,
+        handover: Some(crate::rollout::Handover {
+            from_job: "traefik".into(),
+            from_version: 3,
+        }),
+    });
+    c
+}
+
+fn progress_message(phase: &Rollout) -> String {
+    let s = next(
+        &ProxyStatus::default(),
+        &pass(Report::Rollout(phase)),
+        at(1),
+    );
+    assert_eq!(s.phase, Phase::Progressing);
+    cond_of(&s, CONDITION_PROGRESSING).message.clone()
+}
+
+#[test]
+fn each_stage_of_a_handover_says_which_slot_serves() {
+    let applying = |switch, job_registered| Rollout::Applying {
+        change: handover_change(),
+        started: tokio::time::Instant::now(),
+        pending: Vec::new(),
+        kv_written: true,
+        job_registered,
+        switch,
+    };
+    let starting = progress_message(&applying(None, false));
+    assert!(
+        starting.contains("traefik-b starts next to traefik, which serves until"),
+        "{starting}"
+    );
+    let stopping = progress_message(&applying(
+        Some(crate::rollout::Switch::Stopping { job_version: 0 }),
+        true,
+    ));
+    assert!(
+        stopping.contains("traefik-b passed the health gate; stopping traefik"),
+        "{stopping}"
+    );
+    let draining = progress_message(&applying(
+        Some(crate::rollout::Switch::Draining {
+            job_version: 0,
+            deadline: tokio::time::Instant::now(),
+        }),
+        true,
+    ));
+    assert!(
+        draining.contains("traefik-b serves; traefik drains"),
+        "{draining}"
+    );
+}
+
 #[test]
 fn a_successful_rollout_records_history_and_the_applied_digest() {
     let done = Rollout::Ready {
