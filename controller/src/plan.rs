@@ -99,8 +99,10 @@ pub struct Slots {
 }
 
 impl Slots {
-    /// Picks the serving slot from both slots' jobs: the one not stopped (the newer one when both
-    /// run), else the newer stopped one, else slot a. Slot b counts only when it carries our
+    /// Picks the serving slot from both slots' jobs: the one not stopped, else the newer stopped
+    /// one, else slot a. When both run, the older: a handover was cut short (its journal lost),
+    /// and the newer never passed a gate this operator saw, so [`plan_slots`] hands over to it
+    /// again and stops the older only once it passes. Slot b counts only when it carries our
     /// `owner` Meta: a foreign job there is never taken for ours (and blocks handovers, so
     /// changes go in place); a foreign job in slot a is what serves, and the plan stalls on it.
     #[must_use]
@@ -109,7 +111,18 @@ impl Slots {
         b: Option<ObservedJob>,
         owner: &str,
     ) -> (Option<ObservedJob>, Slots) {
-        let rank = |j: &Option<ObservedJob>| j.as_ref().map(|j| (!j.stopped, j.modify_index));
+        let both_run =
+            a.as_ref().is_some_and(|j| !j.stopped) && b.as_ref().is_some_and(|j| !j.stopped);
+        let rank = |j: &Option<ObservedJob>| {
+            j.as_ref().map(|j| {
+                let age = if both_run {
+                    u64::MAX - j.modify_index
+                } else {
+                    j.modify_index
+                };
+                (!j.stopped, age)
+            })
+        };
         let b_ours = b
             .as_ref()
             .is_some_and(|j| j.meta.get(META_OWNER).map(String::as_str) == Some(owner));
@@ -294,10 +307,18 @@ pub fn plan_slots(
         });
     }
 
-    let job_differs = match &observed.job {
-        None => true,
-        Some(job) => job.stopped || job.spec_digest() != Some(desired.rendered.job_digest.as_str()),
-    };
+    // Both slots running is never at rest (see [`Slots::pick`]): the newer one is handed over to
+    // again, whatever it runs.
+    let other_runs = slots.other.as_ref().is_some_and(|j| {
+        !j.stopped && j.meta.get(META_OWNER).map(String::as_str) == Some(desired.owner)
+    });
+    let job_differs = other_runs
+        || match &observed.job {
+            None => true,
+            Some(job) => {
+                job.stopped || job.spec_digest() != Some(desired.rendered.job_digest.as_str())
+            }
+        };
     let ours: Vec<(String, String)> = observed
         .kv
         .iter()
@@ -364,9 +385,9 @@ pub fn job_id<'a>(desired: &Desired<'a>) -> &'a str {
 
 /// A structural change of a serving Traefik as a handover: the other slot's job, registered
 /// next to the serving one (`EnforceIndex` 0 when it does not exist, its `JobModifyIndex` when
-/// a stopped copy from an earlier handover does). `None` (a change in place) for Caddy, for a
-/// proxy not serving, while the other slot runs or is not ours, or when the other slot's API
-/// port is taken by another port of the job.
+/// a copy from an earlier handover does). `None` (a change in place) for Caddy, for a proxy
+/// not serving, while the other slot is not ours, or when the other slot's API port is taken by
+/// another port of the job.
 fn handover(desired: &Desired<'_>, observed: &Observed, slots: &Slots) -> Option<JobChange> {
     if desired.spec.proxy() != ProxyKind::Traefik {
         return None;
@@ -380,7 +401,8 @@ fn handover(desired: &Desired<'_>, observed: &Observed, slots: &Slots) -> Option
     let ours = |j: &ObservedJob| j.meta.get(META_OWNER).map(String::as_str) == Some(desired.owner);
     let enforce_index = match &slots.other {
         None => 0,
-        Some(other) if other.stopped && ours(other) => other.modify_index,
+        // Stopped after an earlier handover, or still running after one cut short.
+        Some(other) if ours(other) => other.modify_index,
         Some(_) => return None,
     };
     let base = job_id(desired);

@@ -107,21 +107,60 @@ fn handing_back_to_a_stopped_slot_registers_it_with_its_modify_index_and_the_doc
 }
 
 #[test]
-fn while_the_other_slot_still_runs_the_change_goes_in_place_rather_than_over_it() {
+fn while_the_newer_slot_still_runs_the_change_is_handed_over_to_it_and_the_older_stops_after() {
     let id = base_id();
-    let slots = Slots {
-        serving: Slot::A,
-        other: Some(serving("traefik", "b", false)),
-    };
-    let c = planned(
-        &traefik_spec(250),
-        Some(serving("traefik", "a", false)),
-        &slots,
-    );
+    let mut newer = serving("traefik", "b", false);
+    newer.modify_index = 900;
+    let (job, slots) = Slots::pick(Some(serving("traefik", "a", false)), Some(newer), OWNER);
+    let c = planned(&traefik_spec(250), job, &slots);
     let job = c.job.unwrap();
-    assert_eq!(job.job_id, id);
-    assert!(job.handover.is_none());
-    assert_eq!(job.enforce_index, 300);
+    assert_eq!(
+        job.job_id,
+        format!("{id}-b"),
+        "the unverified slot is gated again"
+    );
+    assert_eq!(job.enforce_index, 900);
+    let handover = job.handover.unwrap();
+    assert_eq!(
+        handover.from_job, id,
+        "the older slot stops only after the gate"
+    );
+}
+
+#[test]
+fn both_slots_running_the_document_is_never_taken_as_converged() {
+    let id = base_id();
+    let spec = traefik_spec(250);
+    let r = crate::render::render(&spec, &RenderContext::default()).unwrap();
+    let running = |slot, modify_index| {
+        let mut j = serving("traefik", slot, false);
+        j.modify_index = modify_index;
+        j.meta
+            .insert(META_SPEC_DIGEST.to_owned(), r.job_digest.clone());
+        j
+    };
+    let (job, slots) = Slots::pick(Some(running("a", 900)), Some(running("b", 300)), OWNER);
+    assert_eq!(slots.serving, Slot::B, "slot b is the older here");
+    let reach = Reach::on("127.0.0.1");
+    let desired = Desired {
+        spec: &spec,
+        rendered: &r,
+        owner: OWNER,
+        kv_root: "proxy-operator/traefik/",
+        reach: &reach,
+    };
+    let observed = Observed {
+        job,
+        kv: r.traefik_kv.clone(),
+    };
+    let status = ProxyStatus {
+        last_applied_digest: Some(spec.digest().to_owned()),
+        ..ProxyStatus::default()
+    };
+    let c = change(plan_slots(&desired, &observed, &slots, &status));
+    let job = c.job.unwrap();
+    assert_eq!(job.job_id, id, "handed over to slot a, the newer");
+    assert_eq!(job.handover.unwrap().from_job, format!("{id}-b"));
 }
 
 #[test]
@@ -209,6 +248,9 @@ fn the_serving_slot_is_the_one_not_stopped_and_else_the_newer() {
     assert_eq!(pick(job(true, 100), job(true, 900)), Slot::B);
     assert_eq!(pick(None, None), Slot::A);
     assert_eq!(pick(None, job(false, 1)), Slot::B);
+    // Both running (a handover cut short): the older served before it, the newer is unverified.
+    assert_eq!(pick(job(false, 100), job(false, 900)), Slot::A);
+    assert_eq!(pick(job(false, 900), job(false, 100)), Slot::B);
 }
 
 #[test]
