@@ -381,6 +381,34 @@ fn rollout(s: &mut ProxyStatus, pass: &Pass<'_>, phase: &Rollout, now: SystemTim
     };
     match phase {
         Rollout::Idle => converged(s, pass, stamp),
+        Rollout::Applying {
+            change,
+            switch: Some(switch @ crate::rollout::Switch::Draining { job_version, .. }),
+            ..
+        } => {
+            // The new slot passed its gate and serves, and the old one was stopped: the change is
+            // live, so the document is Ready (as a Deployment is complete once its old pods are
+            // terminating). The old slot's drain still holds the machine, so the next change
+            // waits for it, and the history entry comes when it ends.
+            converged(s, pass, stamp);
+            s.last_applied_digest = Some(change.digest.clone());
+            s.last_attempted_digest = Some(change.digest.clone());
+            s.job_version = Some(*job_version);
+            s.last_good_job = Some(crate::rollout::JobRef {
+                job_id: change.job_id.clone(),
+                version: *job_version,
+                job_digest: change.job.as_ref().map(|j| j.job_digest.clone()),
+            });
+            s.set_condition(
+                cond(
+                    CONDITION_PROGRESSING,
+                    true,
+                    "Draining",
+                    &describe_switch(change, switch),
+                ),
+                stamp,
+            );
+        }
         Rollout::Applying { change, .. } | Rollout::Verifying { change, .. } => {
             s.phase = Phase::Progressing;
             s.last_attempted_digest = Some(change.digest.clone());

@@ -313,16 +313,54 @@ fn each_stage_of_a_handover_says_which_slot_serves() {
         stopping.contains("traefik-b passed the health gate; stopping traefik"),
         "{stopping}"
     );
-    let draining = progress_message(&applying(
-        Some(crate::rollout::Switch::Draining {
-            job_version: 0,
+}
+
+#[test]
+fn a_handover_whose_old_slot_drains_is_ready_on_the_new_slot_and_still_progressing() {
+    let draining = Rollout::Applying {
+        change: handover_change(),
+        started: tokio::time::Instant::now(),
+        pending: Vec::new(),
+        kv_written: true,
+        job_registered: true,
+        switch: Some(crate::rollout::Switch::Draining {
+            job_version: 7,
             deadline: tokio::time::Instant::now(),
         }),
-        true,
-    ));
+    };
+    let s = next(
+        &ProxyStatus::default(),
+        &pass(Report::Rollout(&draining)),
+        at(1),
+    );
+    assert_eq!(s.phase, Phase::Ready, "the new slot passed and serves");
+    assert_eq!(s.last_applied_digest.as_deref(), Some("digest-a"));
+    assert_eq!(
+        s.last_good_job,
+        Some(crate::rollout::JobRef {
+            job_id: "traefik-b".into(),
+            version: 7,
+            job_digest: Some("job-b".into()),
+        }),
+        "a later rollback returns to the slot that passed"
+    );
+    let progressing = cond_of(&s, CONDITION_PROGRESSING);
+    assert_eq!(
+        progressing.status,
+        ConditionStatus::True,
+        "the drain still holds the next change"
+    );
+    assert_eq!(progressing.reason, "Draining");
     assert!(
-        draining.contains("traefik-b serves; traefik drains"),
-        "{draining}"
+        progressing
+            .message
+            .contains("traefik-b serves; traefik drains"),
+        "{}",
+        progressing.message
+    );
+    assert!(
+        s.history.is_empty(),
+        "history is written when the drain ends"
     );
 }
 
