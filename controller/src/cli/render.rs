@@ -80,11 +80,14 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         }
         (users, _) => users,
     };
+    // A policy set's users are not read offline either: the placeholder stands in for them.
     let ctx = RenderContext {
         prefix: args.prefix.clone(),
         owner: args.owner.clone(),
         basic_auth_users: users,
-    };
+        ..RenderContext::default()
+    }
+    .with_unresolved_users(&validated, &[super::cluster::USERS_PLACEHOLDER.to_owned()]);
     let rendered = match render_all(&validated, &ctx) {
         Ok(r) => r,
         Err(e) => {

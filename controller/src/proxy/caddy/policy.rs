@@ -216,10 +216,12 @@ fn set_handlers(name: &str, set: &Policy, secrets: Secrets) -> Result<Vec<Value>
                 "handler": "static_response", "status_code": 401,
                 "headers": {"Www-Authenticate": [challenge]}, "body": "Unauthorized\n"
             }]}]}),
+            // Never an open route: no accounts would let Caddy answer 401 to everyone, but an
+            // empty list is a mistake (or users nobody read), so it is refused naming the field.
             Secrets::Include if auth.users.is_empty() => {
-                return Err(Error::Unsupported {
+                return Err(Error::InvalidValue {
                     field: format!("{base}.basicAuth.usersFrom"),
-                    reason: "Caddy takes the accounts inline and the set's users were not read (Caddy cannot read an htpasswd file itself)".into(),
+                    reason: "holds no user:hash line (or was not read: Caddy takes the accounts inline, it cannot read an htpasswd file itself); add bcrypt users (`caddy hash-password`) to the referenced key or file".into(),
                 });
             }
             Secrets::Include => {

@@ -143,16 +143,41 @@ fn a_set_s_basic_auth_hashes_stay_out_of_debug_output_and_the_bootstrap_config()
         "401 until the live config: {boot}"
     );
 
-    // A set whose users nobody read is refused, never rendered open.
+    // A set whose users nobody read, or whose list is empty, is refused, never rendered open.
     m.policies.get_mut("admin").unwrap().basic_auth = Some(BasicAuth {
         realm: "admin".into(),
         users: Vec::new(),
         users_file: Some("/etc/admin.htpasswd".into()),
     });
-    assert_eq!(
-        refused_field(render(&m, &routed, Secrets::Include)),
-        "spec.policies.admin.basicAuth.usersFrom"
+    match render(&m, &routed, Secrets::Include) {
+        Err(Error::InvalidValue { field, reason }) => {
+            assert_eq!(field, "spec.policies.admin.basicAuth.usersFrom");
+            assert!(reason.contains("no user:hash line"), "{reason}");
+        }
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_set_s_non_bcrypt_user_line_is_refused_naming_the_set_s_field_and_line_never_the_hash() {
+    let mut m = model("  policies:\n    admin:\n      headers: {X-Policy: admin}\n");
+    m.policies.get_mut("admin").unwrap().basic_auth = Some(BasicAuth {
+        realm: "admin".into(),
+        users: vec![
+            format!("alice:{SENTINEL_HASH}"),
+            "bob:$apr1$SENTINEL$h9FWgUz3n9YxylKLlR5SQ/".into(),
+        ],
+        users_file: None,
+    });
+    let routed = table(vec![route(vec![Middleware::PolicySet("admin".into())])]);
+    let err = render(&m, &routed, Secrets::Include).unwrap_err();
+    let text = format!("{err} {err:?}");
+    assert!(
+        text.contains("spec.policies.admin.basicAuth.usersFrom (line 2)"),
+        "{text}"
     );
+    assert!(text.contains("htpasswd -B"), "the fix: {text}");
+    assert!(!text.contains("SENTINEL"), "{text}");
 }
 
 #[test]
