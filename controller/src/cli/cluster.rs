@@ -54,6 +54,19 @@ pub(super) async fn read_status(
 /// visibly not a hash, so nobody mistakes a placeholder render for the real one.
 pub(super) const USERS_PLACEHOLDER: &str = "placeholder:<users-not-read-offline>";
 
+/// Caddy takes complete bcrypt hashes only (`proxy::caddy::config::bcrypt_accounts`), so its
+/// placeholder is shaped like one: it matches no password, and its name says what it is.
+const CADDY_USERS_PLACEHOLDER: &str =
+    "placeholder:$2y$04$users.not.read.offline.placeholder.placeholder.placeh";
+
+/// The placeholder user line for `spec`'s proxy.
+pub(super) fn users_placeholder(spec: &ValidatedSpec) -> &'static str {
+    match spec.proxy() {
+        crate::spec::ProxyKind::Caddy => CADDY_USERS_PLACEHOLDER,
+        crate::spec::ProxyKind::Traefik => USERS_PLACEHOLDER,
+    }
+}
+
 /// The render context of a cluster command: the users of each `usersFrom.consulKey` reference
 /// (the entry point's and every policy set's) read from Consul, of a `usersFrom.file` reference
 /// read when the file exists here. Returns whether a placeholder stands in (the caller says so
@@ -93,7 +106,7 @@ pub(super) async fn render_context(
         ctx.set_users(
             &reference.owner,
             if placeholder {
-                vec![USERS_PLACEHOLDER.to_owned()]
+                vec![users_placeholder(spec).to_owned()]
             } else {
                 users.unwrap_or_default()
             },

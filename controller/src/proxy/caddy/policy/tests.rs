@@ -281,3 +281,36 @@ fn a_forward_auth_address_with_credentials_is_refused_without_echoing_them() {
         other => panic!("{other:?}"),
     }
 }
+
+#[test]
+fn the_policy_identity_moves_when_a_set_changes_or_its_users_are_rotated_and_never_shows_them() {
+    let base = model("");
+    assert_eq!(identity_with_sets("abc", &base).unwrap(), "abc", "no sets");
+    let mut m = model("  policies:\n    admin:\n      headers: {X-Policy: admin}\n");
+    let headers_only = identity_with_sets("abc", &m).unwrap();
+    assert_ne!(headers_only, "abc");
+    let with_users = |m: &mut Model, hash: &str| {
+        m.policies.get_mut("admin").unwrap().basic_auth = Some(BasicAuth {
+            realm: "admin".into(),
+            users: vec![format!("alice:{hash}")],
+            users_file: None,
+        });
+        identity_with_sets("abc", m).unwrap()
+    };
+    let first = with_users(&mut m, SENTINEL_HASH);
+    let rotated = with_users(
+        &mut m,
+        "$2y$05$OTHERxxxabcdefghijklmuJ3X7H7t3kRr9JxW4p7pWjHn3eH5yabc",
+    );
+    assert_ne!(first, headers_only);
+    assert_ne!(first, rotated, "a rotation is a policy change");
+    assert_eq!(first, with_users(&mut m, SENTINEL_HASH), "stable");
+    assert!(!first.contains("SENTINEL") && first.len() == 64, "{first}");
+    // Users nobody read are refused here too, before anything is loaded.
+    m.policies.get_mut("admin").unwrap().basic_auth = Some(BasicAuth {
+        realm: "admin".into(),
+        users: Vec::new(),
+        users_file: None,
+    });
+    assert!(identity_with_sets("abc", &m).is_err());
+}
