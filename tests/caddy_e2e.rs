@@ -981,3 +981,136 @@ async fn the_operator_applies_a_policy_set_only_to_the_service_whose_tag_opts_in
     assert_eq!(opened.header("x-backend"), Some("admin-backend"));
     assert_eq!(cluster.job_version().await, version);
 }
+
+/// `GET https://<host>/hello` with `user:password`, until it answers `status`.
+async fn wait_auth(port: u16, host: &str, user: &str, password: &str, status: u16) -> Seen {
+    let found = eventually(Duration::from_secs(20), || async {
+        https(port, host, "/hello", Some((user, password)))
+            .await
+            .filter(|s| s.status == status)
+    })
+    .await;
+    found.unwrap_or_else(|| panic!("{host} never answered {status} to {user}:{password}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_policy_set_s_basic_auth_takes_its_users_from_consul_and_a_rotated_key_applies_live_without_a_job_version()
+ {
+    let cluster = Cluster::start().await;
+    let admin = Backend::start("admin-backend").await;
+    let public = Backend::start("public-backend").await;
+    cluster
+        .register(
+            "admin",
+            "admin-1",
+            admin.port(),
+            &tags(&["https://admin.localhost", "proxy-operator.policy=ops"]),
+            "passing",
+        )
+        .await;
+    cluster
+        .register(
+            "public",
+            "public-1",
+            public.port(),
+            &tags(&["https://public.localhost"]),
+            "passing",
+        )
+        .await;
+    const SET_USERS: &str = "secrets/ops-users";
+    let first = bcrypt(cluster.dir.path(), "first-pw");
+    cluster
+        .put_kv(SET_USERS, format!("ops:{first}\n").into_bytes())
+        .await;
+    let mut doc = cluster.doc(
+        ProxyKind::Caddy,
+        true,
+        json!({"securityHeaders": {"enabled": true}}),
+    );
+    doc["spec"]["policies"] = json!({"ops": {
+        "basicAuth": {"usersFrom": {"consulKey": SET_USERS}, "realm": "ops"}
+    }});
+    cluster.put_config(&doc).await;
+    cluster
+        .wait_ready(ProxyKind::Caddy, "Caddy Ready with a set's basic auth")
+        .await;
+
+    let open = wait_https(
+        cluster.websecure,
+        "public.localhost",
+        "public served",
+        |s| s.status == 200,
+    )
+    .await;
+    assert_eq!(open.header("x-backend"), Some("public-backend"));
+    let challenged = wait_https(
+        cluster.websecure,
+        "admin.localhost",
+        "the opted-in service asks for credentials",
+        |s| s.status == 401,
+    )
+    .await;
+    assert_eq!(
+        challenged.header("www-authenticate"),
+        Some("Basic realm=\"ops\"")
+    );
+    assert_eq!(challenged.header("x-backend"), None);
+    let signed_in = wait_auth(cluster.websecure, "admin.localhost", "ops", "first-pw", 200).await;
+    assert_eq!(signed_in.header("x-backend"), Some("admin-backend"));
+    assert_eq!(signed_in.header("x-frame-options"), Some("SAMEORIGIN"));
+    let version = cluster.job_version().await;
+    let pid = pid_listening_on(cluster.websecure).expect("Caddy listens");
+
+    // Rotate the password in the key alone: the users watch starts a pass, the operator loads
+    // the new accounts, the old password stops working.
+    let second = bcrypt(cluster.dir.path(), "second-pw");
+    let rotated = Instant::now();
+    cluster
+        .put_kv(SET_USERS, format!("ops:{second}\n").into_bytes())
+        .await;
+    wait_auth(
+        cluster.websecure,
+        "admin.localhost",
+        "ops",
+        "second-pw",
+        200,
+    )
+    .await;
+    println!(
+        "users key edit → new password works in {:?}",
+        rotated.elapsed()
+    );
+    let old = https(
+        cluster.websecure,
+        "admin.localhost",
+        "/hello",
+        Some(("ops", "first-pw")),
+    )
+    .await
+    .unwrap();
+    assert_eq!(old.status, 401, "the rotated-out password: {old:?}");
+    let public_again = https(cluster.websecure, "public.localhost", "/hello", None)
+        .await
+        .unwrap();
+    assert_eq!(
+        public_again.status, 200,
+        "the other service still asks nothing"
+    );
+    let status = cluster
+        .wait_ready(ProxyKind::Caddy, "Ready after the rotation")
+        .await;
+    let text = serde_json::to_string(&status).unwrap();
+    for hash in [&first, &second] {
+        assert!(!text.contains(hash.as_str()), "a hash in status: {text}");
+    }
+    assert_eq!(
+        cluster.job_version().await,
+        version,
+        "a users rotation registered a job version"
+    );
+    assert_eq!(
+        pid_listening_on(cluster.websecure),
+        Some(pid),
+        "a users rotation restarted Caddy"
+    );
+}

@@ -21,6 +21,9 @@ use serde_json::Value;
 use support::Backend;
 use traefik_harness::{PASSWORD, app_client, fake_http};
 
+/// A set's user: bcrypt (cost 4) of PASSWORD, as in render_common::caddy_model.
+const ADMIN_USER: &str = "user:$2a$04$KmdvXirWKCl8agg7DgCxPuIP1jHT1wbO6ssCdyQ8zpW9WZ.bNLZwu";
+
 /// The rule every test routes its app with, so one client resolves it.
 const APP_TAGS: [&str; 2] = [
     "traefik.enable=true",
@@ -222,10 +225,9 @@ async fn a_policy_set_applies_only_to_the_service_that_opts_in_with_its_tag() {
         "{unresolved}"
     );
     let mut ctx = RenderContext::default();
-    // bcrypt (cost 4) of PASSWORD, as in render_common::caddy_model.
     ctx.set_users(
         &UsersOwner::Set("admin".into()),
-        vec!["user:$2a$04$KmdvXirWKCl8agg7DgCxPuIP1jHT1wbO6ssCdyQ8zpW9WZ.bNLZwu".to_string()],
+        vec![ADMIN_USER.to_string()],
     );
     let m = render::resolve(&spec, &ctx).unwrap();
     let (caddy, ports) = serve_model(
@@ -361,6 +363,7 @@ fn caddy_validate_accepts_every_middleware_caddy_renders_together_with_a_policy_
       retry: {{attempts: 2}}
       buffering: {{maxRequestBodyBytes: 10}}
       compress: {{minResponseBodyBytes: 1}}
+      basicAuth: {{usersFrom: {{consulKey: proxy-operator/secrets/admin}}}}
 "
     );
     let spec = spec(ports, &dir.path().join("certs"), false, &every);
@@ -373,7 +376,16 @@ fn caddy_validate_accepts_every_middleware_caddy_renders_together_with_a_policy_
         ),
         instance("app", 18091, &APP_TAGS, "passing"),
     ];
-    let config = render(&model(&spec, None), &catalog(entries), ports);
+    let mut ctx = RenderContext::default();
+    ctx.set_users(
+        &UsersOwner::Set("admin".into()),
+        vec![ADMIN_USER.to_string()],
+    );
+    let config = render(
+        &render::resolve(&spec, &ctx).unwrap(),
+        &catalog(entries),
+        ports,
+    );
     let path = dir.path().join("caddy.json");
     std::fs::write(&path, &config.body).unwrap();
     let out = caddy_cmd(dir.path())
@@ -392,5 +404,9 @@ fn caddy_validate_accepts_every_middleware_caddy_renders_together_with_a_policy_
     assert!(
         text.contains(r#""retries":2"#) && text.contains(r#""retries":1"#),
         "{text}"
+    );
+    assert!(
+        text.contains(r#""http_basic""#),
+        "the set's accounts: {text}"
     );
 }
