@@ -893,61 +893,102 @@ async fn challenging_auth_service() -> (SocketAddr, JoinHandle<()>) {
     (addr, task)
 }
 
+/// The two services of the policy-set tests: `admin`, opted into the set `set` by its tag, and
+/// `public`, which opts into nothing.
+struct AdminAndPublic {
+    admin: Backend,
+    _public: Backend,
+}
+
+impl AdminAndPublic {
+    /// Waits until `admin` answers 401 with a Basic challenge of `realm`, the backend unreached.
+    async fn challenged(cluster: &Cluster, realm: &str) {
+        let challenged = wait_https(
+            cluster.websecure,
+            "admin.localhost",
+            "the opted-in service asks for credentials",
+            |s| s.status == 401,
+        )
+        .await;
+        let expected = format!("Basic realm=\"{realm}\"");
+        assert_eq!(
+            challenged.header("www-authenticate"),
+            Some(expected.as_str())
+        );
+        assert_eq!(challenged.header("x-backend"), None);
+    }
+
+    /// Registers both, loads a Caddy document with the entry point's `middlewares` and
+    /// `policies`, and waits until it is Ready and `public` serves (what it answered: returned).
+    async fn serve(
+        cluster: &Cluster,
+        set: &str,
+        middlewares: Value,
+        policies: Value,
+    ) -> (Self, Seen) {
+        let admin = Backend::start("admin-backend").await;
+        let public = Backend::start("public-backend").await;
+        let opt_in = format!("proxy-operator.policy={set}");
+        cluster
+            .register(
+                "admin",
+                "admin-1",
+                admin.port(),
+                &tags(&["https://admin.localhost", &opt_in]),
+                "passing",
+            )
+            .await;
+        cluster
+            .register(
+                "public",
+                "public-1",
+                public.port(),
+                &tags(&["https://public.localhost"]),
+                "passing",
+            )
+            .await;
+        let mut doc = cluster.doc(ProxyKind::Caddy, true, middlewares);
+        doc["spec"]["policies"] = policies;
+        cluster.put_config(&doc).await;
+        cluster
+            .wait_ready(ProxyKind::Caddy, "Caddy Ready with a policy set")
+            .await;
+        let open = wait_https(
+            cluster.websecure,
+            "public.localhost",
+            "public served",
+            |s| s.status == 200,
+        )
+        .await;
+        assert_eq!(open.header("x-backend"), Some("public-backend"));
+        (
+            AdminAndPublic {
+                admin,
+                _public: public,
+            },
+            open,
+        )
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_operator_applies_a_policy_set_only_to_the_service_whose_tag_opts_in_and_follows_the_tag_live()
  {
     let cluster = Cluster::start().await;
     let (auth, _auth_task) = challenging_auth_service().await;
-    let admin = Backend::start("admin-backend").await;
-    let public = Backend::start("public-backend").await;
-    let admin_tags = tags(&["https://admin.localhost", "proxy-operator.policy=admin"]);
-    cluster
-        .register("admin", "admin-1", admin.port(), &admin_tags, "passing")
-        .await;
-    cluster
-        .register(
-            "public",
-            "public-1",
-            public.port(),
-            &tags(&["https://public.localhost"]),
-            "passing",
-        )
-        .await;
-    let mut doc = cluster.doc(
-        ProxyKind::Caddy,
-        true,
+    let (services, open) = AdminAndPublic::serve(
+        &cluster,
+        "admin",
         json!({"securityHeaders": {"enabled": true}, "compress": {}}),
-    );
-    doc["spec"]["policies"] = json!({"admin": {
-        "forwardAuth": {"address": format!("http://{auth}/check"), "authResponseHeaders": ["X-Auth-User"]},
-        "headers": {"X-Policy": "admin"}
-    }});
-    cluster.put_config(&doc).await;
-    cluster
-        .wait_ready(ProxyKind::Caddy, "Caddy Ready with a policy set")
-        .await;
-
-    let open = wait_https(
-        cluster.websecure,
-        "public.localhost",
-        "public served",
-        |s| s.status == 200,
+        json!({"admin": {
+            "forwardAuth": {"address": format!("http://{auth}/check"), "authResponseHeaders": ["X-Auth-User"]},
+            "headers": {"X-Policy": "admin"}
+        }}),
     )
     .await;
-    assert_eq!(open.header("x-backend"), Some("public-backend"));
+    let admin = &services.admin;
     assert_eq!(open.header("x-policy"), None, "{open:?}");
-    let challenged = wait_https(
-        cluster.websecure,
-        "admin.localhost",
-        "admin challenged",
-        |s| s.status == 401,
-    )
-    .await;
-    assert_eq!(
-        challenged.header("www-authenticate"),
-        Some("Basic realm=\"admin\"")
-    );
-    assert_eq!(challenged.header("x-backend"), None);
+    AdminAndPublic::challenged(&cluster, "admin").await;
     let signed_in = https(
         cluster.websecure,
         "admin.localhost",
@@ -980,4 +1021,94 @@ async fn the_operator_applies_a_policy_set_only_to_the_service_whose_tag_opts_in
     .await;
     assert_eq!(opened.header("x-backend"), Some("admin-backend"));
     assert_eq!(cluster.job_version().await, version);
+}
+
+/// `GET https://<host>/hello` with `user:password`, until it answers `status`.
+async fn wait_auth(port: u16, host: &str, user: &str, password: &str, status: u16) -> Seen {
+    let found = eventually(Duration::from_secs(20), || async {
+        https(port, host, "/hello", Some((user, password)))
+            .await
+            .filter(|s| s.status == status)
+    })
+    .await;
+    found.unwrap_or_else(|| panic!("{host} never answered {status} to {user}:{password}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_policy_set_s_basic_auth_takes_its_users_from_consul_and_a_rotated_key_applies_live_without_a_job_version()
+ {
+    let cluster = Cluster::start().await;
+    const SET_USERS: &str = "secrets/ops-users";
+    let first = bcrypt(cluster.dir.path(), "first-pw");
+    cluster
+        .put_kv(SET_USERS, format!("ops:{first}\n").into_bytes())
+        .await;
+    let (_services, _open) = AdminAndPublic::serve(
+        &cluster,
+        "ops",
+        json!({"securityHeaders": {"enabled": true}}),
+        json!({"ops": {
+            "basicAuth": {"usersFrom": {"consulKey": SET_USERS}, "realm": "ops"}
+        }}),
+    )
+    .await;
+    AdminAndPublic::challenged(&cluster, "ops").await;
+    let signed_in = wait_auth(cluster.websecure, "admin.localhost", "ops", "first-pw", 200).await;
+    assert_eq!(signed_in.header("x-backend"), Some("admin-backend"));
+    assert_eq!(signed_in.header("x-frame-options"), Some("SAMEORIGIN"));
+    let version = cluster.job_version().await;
+    let pid = pid_listening_on(cluster.websecure).expect("Caddy listens");
+
+    // Rotate the password in the key alone: the users watch starts a pass, the operator loads
+    // the new accounts, the old password stops working.
+    let second = bcrypt(cluster.dir.path(), "second-pw");
+    let rotated = Instant::now();
+    cluster
+        .put_kv(SET_USERS, format!("ops:{second}\n").into_bytes())
+        .await;
+    wait_auth(
+        cluster.websecure,
+        "admin.localhost",
+        "ops",
+        "second-pw",
+        200,
+    )
+    .await;
+    println!(
+        "users key edit → new password works in {:?}",
+        rotated.elapsed()
+    );
+    let old = https(
+        cluster.websecure,
+        "admin.localhost",
+        "/hello",
+        Some(("ops", "first-pw")),
+    )
+    .await
+    .unwrap();
+    assert_eq!(old.status, 401, "the rotated-out password: {old:?}");
+    let public_again = https(cluster.websecure, "public.localhost", "/hello", None)
+        .await
+        .unwrap();
+    assert_eq!(
+        public_again.status, 200,
+        "the other service still asks nothing"
+    );
+    let status = cluster
+        .wait_ready(ProxyKind::Caddy, "Ready after the rotation")
+        .await;
+    let text = serde_json::to_string(&status).unwrap();
+    for hash in [&first, &second] {
+        assert!(!text.contains(hash.as_str()), "a hash in status: {text}");
+    }
+    assert_eq!(
+        cluster.job_version().await,
+        version,
+        "a users rotation registered a job version"
+    );
+    assert_eq!(
+        pid_listening_on(cluster.websecure),
+        Some(pid),
+        "a users rotation restarted Caddy"
+    );
 }

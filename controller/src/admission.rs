@@ -308,12 +308,13 @@ pub fn admit(spec: &ValidatedSpec, limits: &AdminLimits) -> Vec<FieldError> {
         }
     }
 
-    if let Some(auth) = spec.basic_auth() {
-        match &auth.users_from {
+    // Every reference the operator reads: the entry point's and each policy set's.
+    for reference in crate::render::users_references(spec) {
+        match reference.from {
             UsersFrom::ConsulKey(key) => {
                 if !under_kv_prefix(key, &limits.secrets_prefix) {
                     errors.push(FieldError::new(
-                        "spec.middlewares.basicAuth.usersFrom.consulKey",
+                        format!("{}.consulKey", reference.field),
                         format!(
                             "{key:?} is outside the secrets prefix {:?}; store the users under it, or an administrator can change it with --secrets-prefix",
                             limits.secrets_prefix
@@ -322,9 +323,9 @@ pub fn admit(spec: &ValidatedSpec, limits: &AdminLimits) -> Vec<FieldError> {
                 }
             }
             UsersFrom::File(file) => {
-                let field = "spec.middlewares.basicAuth.usersFrom.file";
+                let field = format!("{}.file", reference.field);
                 match &limits.users_dir {
-                    None => errors.push(users_file_disabled(field)),
+                    None => errors.push(users_file_disabled(&field)),
                     Some(dir) => {
                         if let Some(problem) = outside(Path::new(file), std::slice::from_ref(dir)) {
                             errors.push(FieldError::new(

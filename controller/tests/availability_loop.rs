@@ -76,6 +76,7 @@ impl World {
             prefix: PREFIX.into(),
             owner: PREFIX.into(),
             basic_auth_users: None,
+            ..RenderContext::default()
         };
         let rendered = render::render(&spec, &ctx).unwrap();
         self.probe.set_enabled(&proxy::traefik::expected_entries(

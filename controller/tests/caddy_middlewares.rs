@@ -16,10 +16,13 @@ mod render_common;
 mod traefik_harness;
 
 use caddy_support::*;
-use proxy_operator::render::model::{BasicAuth, Policy};
+use proxy_operator::render::{self, RenderContext, UsersOwner};
 use serde_json::Value;
 use support::Backend;
 use traefik_harness::{PASSWORD, app_client, fake_http};
+
+/// A set's user: bcrypt (cost 4) of PASSWORD, as in render_common::caddy_model.
+const ADMIN_USER: &str = "user:$2a$04$KmdvXirWKCl8agg7DgCxPuIP1jHT1wbO6ssCdyQ8zpW9WZ.bNLZwu";
 
 /// The rule every test routes its app with, so one client resolves it.
 const APP_TAGS: [&str; 2] = [
@@ -206,24 +209,27 @@ async fn a_policy_set_applies_only_to_the_service_that_opts_in_with_its_tag() {
     let admin = Backend::start("admin").await;
     let public = Backend::start("public").await;
     let ports = Ports::free();
-    // The document validates with a set for Caddy; its basic auth users are supplied as the
-    // loop supplies the entry point's (Caddy cannot read an htpasswd file itself).
+    // A set's basic auth on Caddy, its users from a Consul key: the loop reads the key and hands
+    // the lines over in the render context, as here.
     let spec = spec(
         ports,
         &dir.path().join("certs"),
         false,
-        "  policies:\n    admin:\n      headers: {X-Policy: admin}\n",
+        "  policies:\n    admin:\n      headers: {X-Policy: admin}\n      basicAuth:\n        usersFrom: {consulKey: proxy-operator/secrets/admin}\n        realm: admin\n",
     );
-    let mut m = model(&spec, None);
-    let set: &mut Policy = m.policies.get_mut("admin").unwrap();
-    set.basic_auth = Some(BasicAuth {
-        realm: "admin".to_string(),
-        // bcrypt (cost 4) of PASSWORD, as in render_common::caddy_model.
-        users: vec![
-            "user:$2a$04$KmdvXirWKCl8agg7DgCxPuIP1jHT1wbO6ssCdyQ8zpW9WZ.bNLZwu".to_string(),
-        ],
-        users_file: None,
-    });
+    let unresolved = render::resolve(&spec, &RenderContext::default()).unwrap_err();
+    assert!(
+        unresolved
+            .to_string()
+            .contains("spec.policies.admin.basicAuth.usersFrom"),
+        "{unresolved}"
+    );
+    let mut ctx = RenderContext::default();
+    ctx.set_users(
+        &UsersOwner::Set("admin".into()),
+        vec![ADMIN_USER.to_string()],
+    );
+    let m = render::resolve(&spec, &ctx).unwrap();
     let (caddy, ports) = serve_model(
         dir.path(),
         m,
@@ -251,15 +257,15 @@ async fn a_policy_set_applies_only_to_the_service_that_opts_in_with_its_tag() {
     .await;
     let http = plain_client();
     let url = format!("http://127.0.0.1:{}/", ports.web);
-    let get = |host: &'static str, creds: bool| {
+    let get = |host: &'static str, password: Option<&str>| {
         let mut req = http.get(&url).header("Host", host);
-        if creds {
-            req = req.basic_auth("user", Some(PASSWORD));
+        if let Some(password) = password {
+            req = req.basic_auth("user", Some(password));
         }
         req.send()
     };
 
-    let anonymous = get("admin.example.test", false).await.unwrap();
+    let anonymous = get("admin.example.test", None).await.unwrap();
     assert_eq!(anonymous.status(), 401, "log:\n{}", caddy.guard.log());
     assert_eq!(
         anonymous.headers()["www-authenticate"],
@@ -270,7 +276,12 @@ async fn a_policy_set_applies_only_to_the_service_that_opts_in_with_its_tag() {
         "admin",
         "the set's headers on its 401"
     );
-    let ok = get("admin.example.test", true).await.unwrap();
+    let wrong = get("admin.example.test", Some("not-the-password"))
+        .await
+        .unwrap();
+    assert_eq!(wrong.status(), 401, "a wrong password");
+    assert!(wrong.headers().get("x-backend").is_none());
+    let ok = get("admin.example.test", Some(PASSWORD)).await.unwrap();
     assert_eq!(ok.status(), 200);
     assert_eq!(backend_of(&ok).as_deref(), Some("admin"));
     assert_eq!(ok.headers()["x-policy"], "admin");
@@ -278,10 +289,10 @@ async fn a_policy_set_applies_only_to_the_service_that_opts_in_with_its_tag() {
     // The entry point policy still applies to the opted-in service.
     assert_eq!(ok.headers()["x-frame-options"], "SAMEORIGIN");
 
-    let ops = get("ops.example.test", false).await.unwrap();
+    let ops = get("ops.example.test", None).await.unwrap();
     assert_eq!(ops.status(), 401, "Traefik's tag opts in on Caddy too");
 
-    let public = get("public.example.test", false).await.unwrap();
+    let public = get("public.example.test", None).await.unwrap();
     assert_eq!(public.status(), 200, "the other service asks for nothing");
     assert_eq!(backend_of(&public).as_deref(), Some("public"));
     assert!(public.headers().get("x-policy").is_none());
@@ -352,6 +363,7 @@ fn caddy_validate_accepts_every_middleware_caddy_renders_together_with_a_policy_
       retry: {{attempts: 2}}
       buffering: {{maxRequestBodyBytes: 10}}
       compress: {{minResponseBodyBytes: 1}}
+      basicAuth: {{usersFrom: {{consulKey: proxy-operator/secrets/admin}}}}
 "
     );
     let spec = spec(ports, &dir.path().join("certs"), false, &every);
@@ -364,7 +376,16 @@ fn caddy_validate_accepts_every_middleware_caddy_renders_together_with_a_policy_
         ),
         instance("app", 18091, &APP_TAGS, "passing"),
     ];
-    let config = render(&model(&spec, None), &catalog(entries), ports);
+    let mut ctx = RenderContext::default();
+    ctx.set_users(
+        &UsersOwner::Set("admin".into()),
+        vec![ADMIN_USER.to_string()],
+    );
+    let config = render(
+        &render::resolve(&spec, &ctx).unwrap(),
+        &catalog(entries),
+        ports,
+    );
     let path = dir.path().join("caddy.json");
     std::fs::write(&path, &config.body).unwrap();
     let out = caddy_cmd(dir.path())
@@ -383,5 +404,9 @@ fn caddy_validate_accepts_every_middleware_caddy_renders_together_with_a_policy_
     assert!(
         text.contains(r#""retries":2"#) && text.contains(r#""retries":1"#),
         "{text}"
+    );
+    assert!(
+        text.contains(r#""http_basic""#),
+        "the set's accounts: {text}"
     );
 }

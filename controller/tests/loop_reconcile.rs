@@ -94,6 +94,7 @@ impl World {
                 prefix: PREFIX.into(),
                 owner: PREFIX.into(),
                 basic_auth_users: None,
+                ..RenderContext::default()
             };
             let rendered = render::render(&spec, &ctx).unwrap();
             self.probe.set_enabled(&proxy::traefik::expected_entries(
@@ -1175,6 +1176,7 @@ fn rendered_tree(document: &str) -> Vec<(String, String)> {
         prefix: PREFIX.into(),
         owner: PREFIX.into(),
         basic_auth_users: None,
+        ..RenderContext::default()
     };
     let mut kv = render::render(&spec, &ctx).unwrap().traefik_kv;
     kv.sort();
@@ -1499,6 +1501,7 @@ async fn basic_auth_hashes_reach_only_the_policy_tree_and_the_journal_never_logs
         prefix: PREFIX.into(),
         owner: PREFIX.into(),
         basic_auth_users: Some(vec![SENTINEL_USERS.trim().to_owned()]),
+        ..RenderContext::default()
     };
     let rendered = render::render(&spec::load(first.as_bytes()).unwrap(), &ctx).unwrap();
     w.probe.set_enabled(&proxy::traefik::expected_entries(

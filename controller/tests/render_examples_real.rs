@@ -270,12 +270,17 @@ fn real_caddy_validates_every_caddy_example() {
             &["https://web.localhost"],
             "passing",
         )]);
-        let model = render::resolve(&validated, &ctx()).unwrap();
+        // Caddy takes bcrypt only, for the entry point and for every policy set.
+        let ctx = RenderContext::default().with_unresolved_users(
+            &validated,
+            &["user:$2a$04$N34jSI.C5TeYW9uLCeGZN.5Ckg.IPT4vdI5ft9vdE7gb0EZ/UPLVi".to_string()],
+        );
+        let model = render::resolve(&validated, &ctx).unwrap();
         let routes = caddy::build_routes(&services, &caddy::RouteSettings::from_model(&model));
         assert_eq!(routes.routes.len(), 1, "{:?}", routes.findings);
         let live = caddy::live(&model, &routes).unwrap();
         for config in [
-            proxy::render(&validated, &ctx(), "proxy-operator/traefik/")
+            proxy::render(&validated, &ctx, "proxy-operator/traefik/")
                 .unwrap()
                 .caddy
                 .unwrap(),

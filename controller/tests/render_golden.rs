@@ -54,10 +54,14 @@ const KV_ROOT: &str = "proxy-operator/traefik/";
 fn render_input(path: &PathBuf) -> (spec::ValidatedSpec, Rendered) {
     let bytes = std::fs::read(path).unwrap();
     let validated = spec::load(&bytes).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    let ctx = RenderContext {
-        basic_auth_users: Some(test_users()),
-        ..RenderContext::default()
+    // Caddy takes bcrypt only (password `secret` too).
+    let users = match validated.proxy() {
+        spec::ProxyKind::Caddy => {
+            vec!["user:$2a$04$N34jSI.C5TeYW9uLCeGZN.5Ckg.IPT4vdI5ft9vdE7gb0EZ/UPLVi".to_string()]
+        }
+        spec::ProxyKind::Traefik => test_users(),
     };
+    let ctx = RenderContext::default().with_unresolved_users(&validated, &users);
     let rendered = proxy::render(&validated, &ctx, KV_ROOT)
         .unwrap_or_else(|e| panic!("{}: render failed: {e}", path.display()));
     (validated, rendered)

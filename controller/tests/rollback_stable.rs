@@ -75,6 +75,7 @@ fn put(consul: &FakeConsul, probe: &FakeProbe, cpu: u32) {
         prefix: PREFIX.into(),
         owner: PREFIX.into(),
         basic_auth_users: None,
+        ..RenderContext::default()
     };
     let rendered = render::render(&spec, &ctx).unwrap();
     probe.set_enabled(&proxy::traefik::expected_entries(

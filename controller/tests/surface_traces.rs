@@ -141,6 +141,7 @@ fn put(consul: &FakeConsul, probe: &FakeProbe, document: &str) {
         prefix: "po".into(),
         owner: "po".into(),
         basic_auth_users: None,
+        ..RenderContext::default()
     };
     let rendered = render::render(&spec, &ctx).unwrap();
     probe.set_enabled(&proxy::traefik::expected_entries(

@@ -109,6 +109,42 @@ fn a_consul_key_outside_the_secrets_prefix_is_refused_and_names_secrets_prefix()
 }
 
 #[test]
+fn a_policy_set_s_users_references_are_held_to_the_same_limits_as_the_entry_point_s() {
+    let set = |proxy: &str, from: &str| {
+        format!(
+            "  proxy: {proxy}\n  policies:\n    admin:\n      basicAuth: {{usersFrom: {from}}}\n"
+        )
+    };
+    for proxy in ["traefik", "caddy"] {
+        let e = only_error(&set(proxy, "{consulKey: vault/other-team/creds}"));
+        assert_names(
+            &e,
+            "spec.policies.admin.basicAuth.usersFrom.consulKey",
+            "--secrets-prefix",
+        );
+        assert_eq!(
+            admit(
+                &spec(&set(proxy, "{consulKey: proxy-operator/secrets/admin}")),
+                &limits()
+            ),
+            Vec::new()
+        );
+    }
+    // Caddy's accounts are read by the operator on its host: --users-dir applies.
+    let e = only_error(&set("caddy", "{file: /etc/shadow}"));
+    assert_names(
+        &e,
+        "spec.policies.admin.basicAuth.usersFrom.file",
+        "--users-dir",
+    );
+    // Traefik reads a set's file itself, on the proxy's node: not the operator's host.
+    assert_eq!(
+        admit(&spec(&set("traefik", "{file: /etc/htpasswd}")), &limits()),
+        Vec::new()
+    );
+}
+
+#[test]
 fn kv_prefix_matching_refuses_the_bare_prefix_and_dot_segments() {
     let p = "proxy-operator/secrets/";
     assert!(under_kv_prefix("proxy-operator/secrets/a/b", p));

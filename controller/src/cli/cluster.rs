@@ -54,9 +54,23 @@ pub(super) async fn read_status(
 /// visibly not a hash, so nobody mistakes a placeholder render for the real one.
 pub(super) const USERS_PLACEHOLDER: &str = "placeholder:<users-not-read-offline>";
 
-/// The render context of a cluster command: the users of a `usersFrom.consulKey` reference
-/// read from Consul, of a `usersFrom.file` reference read when the file exists here. Returns
-/// whether a placeholder stands in (the caller says so on stderr).
+/// Caddy takes complete bcrypt hashes only (`proxy::caddy::config::bcrypt_accounts`), so its
+/// placeholder is shaped like one: it matches no password, and its name says what it is.
+const CADDY_USERS_PLACEHOLDER: &str =
+    "placeholder:$2y$04$users.not.read.offline.placeholder.placeholder.placeh";
+
+/// The placeholder user line for `spec`'s proxy.
+pub(super) fn users_placeholder(spec: &ValidatedSpec) -> &'static str {
+    match spec.proxy() {
+        crate::spec::ProxyKind::Caddy => CADDY_USERS_PLACEHOLDER,
+        crate::spec::ProxyKind::Traefik => USERS_PLACEHOLDER,
+    }
+}
+
+/// The render context of a cluster command: the users of each `usersFrom.consulKey` reference
+/// (the entry point's and every policy set's) read from Consul, of a `usersFrom.file` reference
+/// read when the file exists here. Returns whether a placeholder stands in (the caller says so
+/// on stderr).
 pub(super) async fn render_context(
     spec: &ValidatedSpec,
     prefix: &str,
@@ -65,36 +79,40 @@ pub(super) async fn render_context(
     let mut ctx = RenderContext {
         prefix: prefix.to_owned(),
         owner: prefix.to_owned(),
-        basic_auth_users: None,
+        ..RenderContext::default()
     };
-    let Some(auth) = spec.basic_auth() else {
-        return Ok((ctx, false));
-    };
-    let text = match (&auth.users_from, consul) {
-        (UsersFrom::ConsulKey(key), Some(consul)) => {
-            let (pair, _) = consul
-                .kv_get(key, QueryOptions::NOW)
-                .await
-                .with_context(|| format!("failed to read the basic-auth users key {key}"))?;
-            pair.map(|p| String::from_utf8_lossy(&p.value).into_owned())
-        }
-        (UsersFrom::File(path), _) => std::fs::read_to_string(path).ok(),
-        (UsersFrom::ConsulKey(_), None) => None,
-    };
-    let users: Option<Vec<String>> = text.map(|t| {
-        t.lines()
-            .map(str::trim)
-            .filter(|l| !l.is_empty() && !l.starts_with('#'))
-            .map(str::to_owned)
-            .collect()
-    });
-    let placeholder = users.as_ref().is_none_or(Vec::is_empty);
-    ctx.basic_auth_users = Some(if placeholder {
-        vec![USERS_PLACEHOLDER.to_owned()]
-    } else {
-        users.unwrap_or_default()
-    });
-    Ok((ctx, placeholder))
+    let mut any_placeholder = false;
+    for reference in crate::render::users_references(spec) {
+        let text = match (reference.from, consul) {
+            (UsersFrom::ConsulKey(key), Some(consul)) => {
+                let (pair, _) = consul
+                    .kv_get(key, QueryOptions::NOW)
+                    .await
+                    .with_context(|| format!("failed to read the basic-auth users key {key}"))?;
+                pair.map(|p| String::from_utf8_lossy(&p.value).into_owned())
+            }
+            (UsersFrom::File(path), _) => std::fs::read_to_string(path).ok(),
+            (UsersFrom::ConsulKey(_), None) => None,
+        };
+        let users: Option<Vec<String>> = text.map(|t| {
+            t.lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty() && !l.starts_with('#'))
+                .map(str::to_owned)
+                .collect()
+        });
+        let placeholder = users.as_ref().is_none_or(Vec::is_empty);
+        any_placeholder |= placeholder;
+        ctx.set_users(
+            &reference.owner,
+            if placeholder {
+                vec![users_placeholder(spec).to_owned()]
+            } else {
+                users.unwrap_or_default()
+            },
+        );
+    }
+    Ok((ctx, any_placeholder))
 }
 
 /// The text of one link of an error chain without the text of the links below it (many errors

@@ -74,17 +74,25 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
             eprintln!(
                 "note: basic-auth users ({reference}) are not read offline; the render shows the placeholder {:?} in their place. \
                  Pass --basic-auth-users FILE (htpasswd lines) to render the real ones.",
-                super::cluster::USERS_PLACEHOLDER
+                super::cluster::users_placeholder(&validated)
             );
-            Some(vec![super::cluster::USERS_PLACEHOLDER.to_owned()])
+            Some(vec![
+                super::cluster::users_placeholder(&validated).to_owned(),
+            ])
         }
         (users, _) => users,
     };
+    // A policy set's users are not read offline either: the placeholder stands in for them.
     let ctx = RenderContext {
         prefix: args.prefix.clone(),
         owner: args.owner.clone(),
         basic_auth_users: users,
-    };
+        ..RenderContext::default()
+    }
+    .with_unresolved_users(
+        &validated,
+        &[super::cluster::users_placeholder(&validated).to_owned()],
+    );
     let rendered = match render_all(&validated, &ctx) {
         Ok(r) => r,
         Err(e) => {

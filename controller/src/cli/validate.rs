@@ -126,10 +126,8 @@ pub(crate) fn write_quietly(mut to: impl std::io::Write, text: &str) -> std::io:
 /// stands in for them.
 fn render_check(spec: &spec::ValidatedSpec) -> Result<(), FieldError> {
     const PLACEHOLDER: &str = "user:$2y$05$CCCCCCCCCCCCCCCCCCCCC.E5YPO9kmyuRGyh0XouQYb4YMJKvyOeW";
-    let ctx = render::RenderContext {
-        basic_auth_users: Some(vec![PLACEHOLDER.to_string()]),
-        ..render::RenderContext::default()
-    };
+    let ctx =
+        render::RenderContext::default().with_unresolved_users(spec, &[PLACEHOLDER.to_string()]);
     let kv_root = format!("{}/traefik/", ctx.prefix);
     match crate::proxy::render(spec, &ctx, &kv_root) {
         Ok(_) => Ok(()),

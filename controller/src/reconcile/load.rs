@@ -1,6 +1,7 @@
 //! Loading the document: read the config key, parse and validate it, admit it (the privilege
 //! boundary of [`crate::admission`]), resolve its references (basic-auth users from KV or a
-//! file) and render it. The users key is watched like the config key ([`UsersWatch`]).
+//! file, for the entry point and each policy set) and render it. The users keys are watched like
+//! the config key ([`UsersWatch`]).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -16,7 +17,7 @@ use crate::admission;
 use crate::consul::ConsulApi;
 use crate::nomad::NomadApi;
 use crate::proxy::probe::ProxyProbe;
-use crate::render::{RenderContext, Rendered};
+use crate::render::{RenderContext, Rendered, UsersReference, users_references};
 use crate::spec::{self, FieldError, UsersFrom, ValidatedSpec};
 use crate::status::Report;
 use crate::transport::QueryOptions;
@@ -84,8 +85,13 @@ where
                 return Ok(None);
             }
         }
-        let users = match self.basic_auth_users(&spec).await {
-            Ok(users) => users,
+        let mut ctx = RenderContext {
+            prefix: self.config.prefix.clone(),
+            owner: self.config.owner.clone(),
+            ..RenderContext::default()
+        };
+        match self.read_users(&spec, &mut ctx).await {
+            Ok(()) => {}
             Err(Error::Refused(refusal)) => {
                 let errors = vec![refusal];
                 self.report_plain(pair.modify_index, Report::Invalid { errors: &errors })
@@ -103,12 +109,7 @@ where
                 };
                 return Err(self.observation_failed(&e, Some(&facts)).await);
             }
-        };
-        let ctx = RenderContext {
-            prefix: self.config.prefix.clone(),
-            owner: self.config.owner.clone(),
-            basic_auth_users: users,
-        };
+        }
         match self.proxies.driver(spec.proxy()).render(&spec, &ctx) {
             Ok(rendered) => {
                 self.store.document =
@@ -136,143 +137,165 @@ where
         }
     }
 
-    pub(super) async fn basic_auth_users(
+    /// Reads the users of every basic-auth reference of `spec` ([`users_references`]: the
+    /// entry point's and each policy set's) into `ctx`, and has [`UsersWatch`] follow every
+    /// Consul key among them from now on.
+    pub(super) async fn read_users(
         &self,
         spec: &ValidatedSpec,
-    ) -> Result<Option<Vec<String>>> {
-        let Some(auth) = spec.basic_auth() else {
-            self.users.follow(None);
-            return Ok(None);
+        ctx: &mut RenderContext,
+    ) -> Result<()> {
+        let references = users_references(spec);
+        self.users.follow(
+            references
+                .iter()
+                .filter_map(|r| match r.from {
+                    UsersFrom::ConsulKey(key) => Some(key.clone()),
+                    UsersFrom::File(_) => None,
+                })
+                .collect(),
+        );
+        for r in &references {
+            let users = self.read_users_of(r).await?;
+            ctx.set_users(&r.owner, users);
+        }
+        Ok(())
+    }
+
+    /// The `user:hash` lines behind one reference. Errors name the reference and its field,
+    /// never the content.
+    async fn read_users_of(&self, r: &UsersReference<'_>) -> Result<Vec<String>> {
+        let secret = |reason: String| Error::Secret {
+            reference: format!("{} ({})", r.describe(), r.field),
+            reason,
         };
-        let text = match &auth.users_from {
-            UsersFrom::ConsulKey(key) => {
-                self.users.follow(Some(key));
-                let what = format!("KV key {key}");
-                match self.consul.kv_get(key, QueryOptions::NOW).await {
-                    Ok((Some(pair), _)) => {
-                        String::from_utf8(pair.value).map_err(|_| Error::Secret {
-                            reference: what.clone(),
-                            reason: "not UTF-8".into(),
-                        })?
-                    }
-                    Ok((None, _)) => {
-                        return Err(Error::Secret {
-                            reference: what,
-                            reason: "absent".into(),
-                        });
-                    }
-                    Err(source) => return Err(Error::Consul { what, source }),
+        let text = match r.from {
+            UsersFrom::ConsulKey(key) => match self.consul.kv_get(key, QueryOptions::NOW).await {
+                Ok((Some(pair), _)) => {
+                    String::from_utf8(pair.value).map_err(|_| secret("not UTF-8".into()))?
                 }
-            }
+                Ok((None, _)) => return Err(secret("absent".into())),
+                Err(source) => {
+                    return Err(Error::Consul {
+                        what: format!("KV key {key} ({})", r.field),
+                        source,
+                    });
+                }
+            },
             UsersFrom::File(path) => {
-                self.users.follow(None);
                 let real = match &self.config.limits {
                     Some(limits) => match limits.confine_users_file(path).await {
                         Ok(real) => real,
-                        Err(admission::Error::Refused(refusal)) => {
+                        Err(admission::Error::Refused(mut refusal)) => {
+                            // The confinement names the entry point's field; say whose it is.
+                            refusal.path = format!("{}.file", r.field);
                             return Err(Error::Refused(refusal));
                         }
-                        Err(e) => {
-                            return Err(Error::Secret {
-                                reference: format!("file {path}"),
-                                reason: e.to_string(),
-                            });
-                        }
+                        Err(e) => return Err(secret(e.to_string())),
                     },
                     None => path.into(),
                 };
                 tokio::fs::read_to_string(&real)
                     .await
-                    .map_err(|e| Error::Secret {
-                        reference: format!("file {path}"),
-                        reason: e.kind().to_string(),
-                    })?
+                    .map_err(|e| secret(e.kind().to_string()))?
             }
         };
-        let users = text
+        Ok(text
             .lines()
             .map(str::trim)
             .filter(|l| !l.is_empty() && !l.starts_with('#'))
             .map(str::to_owned)
-            .collect();
-        Ok(Some(users))
+            .collect())
     }
 }
 
-/// The basic-auth users key the loaded document references, shared with the task that watches
-/// it: a rotation or revocation starts a pass within the debounce, not at the next resync.
+/// The basic-auth users keys the loaded document references (the entry point's and every
+/// policy set's), shared with the task that watches them: a rotation or revocation in any of them
+/// starts a pass within the debounce, not at the next resync.
 #[derive(Debug)]
 pub(super) struct UsersWatch {
-    key: watch::Sender<Option<String>>,
-    /// Set by the watcher when the key changed; cleared when a pass reads it.
+    keys: watch::Sender<Vec<String>>,
+    /// Set by the watcher when a key changed; cleared when a pass reads them.
     moved: Arc<AtomicBool>,
 }
 
 impl Default for UsersWatch {
     fn default() -> Self {
         Self {
-            key: watch::channel(None).0,
+            keys: watch::channel(Vec::new()).0,
             moved: Arc::new(AtomicBool::new(false)),
         }
     }
 }
 
 impl UsersWatch {
-    /// Watches `key` from now on (`None`: nothing to watch). A pass is about to read it.
-    fn follow(&self, key: Option<&String>) {
+    /// Watches `keys` from now on (empty: nothing to watch). A pass is about to read them.
+    fn follow(&self, mut keys: Vec<String>) {
+        keys.sort();
+        keys.dedup();
         self.moved.store(false, Ordering::SeqCst);
-        self.key.send_if_modified(|current| {
-            let changed = current.as_ref() != key;
+        self.keys.send_if_modified(|current| {
+            let changed = *current != keys;
             if changed {
-                *current = key.cloned();
+                *current = keys;
             }
             changed
         });
     }
 
-    /// Whether the users key changed since a pass last read it.
+    /// Whether a users key changed since a pass last read them.
     pub(super) fn moved(&self) -> bool {
         self.moved.load(Ordering::SeqCst)
     }
 
-    /// The watcher task: blocking queries on whichever key the document references now (the
-    /// config watch's own loop, [`watch_config`]); each change marks the key moved and signals
-    /// `changes` (the config watch's channel).
+    /// The watcher task: blocking queries on each key the document references now (the config
+    /// watch's own loop, [`watch_config`], once per key); each change marks the keys moved and
+    /// signals `changes` (the config watch's channel). A new set of keys restarts the watches.
     pub(super) fn watcher<C: ConsulApi + 'static>(
         &self,
         consul: Arc<C>,
         wait: Duration,
         changes: watch::Sender<u64>,
     ) -> impl std::future::Future<Output = ()> + Send + 'static {
-        let mut keys = self.key.subscribe();
+        let mut followed = self.keys.subscribe();
         let moved = Arc::clone(&self.moved);
         async move {
             loop {
-                let current = keys.borrow_and_update().clone();
-                let Some(key) = current else {
-                    if keys.changed().await.is_err() {
+                let keys = followed.borrow_and_update().clone();
+                if keys.is_empty() {
+                    if followed.changed().await.is_err() {
                         return;
                     }
                     continue;
-                };
+                }
+                // Every key's watch reports into one channel: any of them moving is a change.
                 let (tx, mut seen) = watch::channel(0u64);
-                let watching = watch_config(Arc::clone(&consul), key, wait, tx, WatchHooks::none());
+                let watching = futures::future::join_all(keys.into_iter().map(|key| {
+                    watch_config(
+                        Arc::clone(&consul),
+                        key,
+                        wait,
+                        tx.clone(),
+                        WatchHooks::none(),
+                    )
+                }));
+                drop(tx);
                 tokio::pin!(watching);
                 loop {
                     tokio::select! {
-                        changed = keys.changed() => {
+                        changed = followed.changed() => {
                             if changed.is_err() {
                                 return;
                             }
                             break;
                         }
-                        () = &mut watching => return,
+                        _ = &mut watching => return,
                         changed = seen.changed() => {
                             if changed.is_err() {
                                 return;
                             }
                             let index = *seen.borrow_and_update();
-                            debug!(index, "basic-auth users key changed");
+                            debug!(index, "a basic-auth users key changed");
                             moved.store(true, Ordering::SeqCst);
                             if changes.send(index).is_err() {
                                 return;

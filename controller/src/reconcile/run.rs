@@ -636,4 +636,112 @@ mod tests {
         stop.send(()).unwrap();
         task.await.unwrap();
     }
+
+    // === basic-auth users of the entry point and of every policy set ===
+
+    /// A paused document whose entry point and policy set `admin` take their users from `a`
+    /// and `b`.
+    fn users_doc(proxy: &str, a: Option<&str>, b: &str) -> String {
+        let entry = a.map_or(String::new(), |a| {
+            format!("  middlewares:\n    basicAuth:\n      usersFrom: {{consulKey: {a}}}\n")
+        });
+        format!(
+            "apiVersion: proxy-operator.io/v1alpha1\nkind: ProxyConfig\nspec:\n  proxy: {proxy}\n  paused: true\n{entry}  policies:\n    admin:\n      basicAuth:\n        usersFrom: {{consulKey: {b}}}\n"
+        )
+    }
+
+    const APR1: &str = "u:$apr1$abcdefgh$h9FWgUz3n9YxylKLlR5SQ/\n";
+
+    #[tokio::test(start_paused = true)]
+    async fn an_edit_to_any_users_key_the_document_references_starts_a_pass_and_others_do_not() {
+        let debounce = Duration::from_millis(200);
+        let (consul, surface, stop, task) = start(debounce);
+        for key in ["secrets/a", "secrets/b", "secrets/c"] {
+            consul.set(key, APR1);
+        }
+        consul.set(
+            "po/config",
+            users_doc("traefik", Some("secrets/a"), "secrets/b"),
+        );
+        tokio::time::sleep(debounce * 10).await;
+        assert_eq!(status(&consul).unwrap().phase, StatusPhase::Paused);
+        let mut before = passes(&surface);
+        for key in ["secrets/b", "secrets/a"] {
+            consul.set(
+                key,
+                format!("{APR1}v:$apr1$abcdefgh$h9FWgUz3n9YxylKLlR5SQ/\n"),
+            );
+            tokio::time::sleep(debounce * 10).await;
+            assert_eq!(passes(&surface), before + 1, "an edit of {key}");
+            before += 1;
+        }
+        // The set moves to another key: the old one is no longer watched, the new one is.
+        consul.set("po/config", users_doc("traefik", None, "secrets/c"));
+        tokio::time::sleep(debounce * 10).await;
+        before = passes(&surface);
+        consul.set("secrets/b", APR1);
+        consul.set("secrets/a", APR1);
+        tokio::time::sleep(debounce * 10).await;
+        assert_eq!(passes(&surface), before, "keys the document left");
+        consul.set("secrets/c", format!("{APR1}{APR1}"));
+        tokio::time::sleep(debounce * 10).await;
+        assert_eq!(passes(&surface), before + 1, "the set's new key");
+        stop.send(()).unwrap();
+        task.await.unwrap();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_set_s_users_that_are_absent_unreadable_empty_or_not_bcrypt_on_caddy_name_the_field_never_the_hash()
+     {
+        const SENTINEL: &str = "SENTINELsentinelSENTINEL";
+        let debounce = Duration::from_millis(50);
+        let (consul, _surface, stop, task) = start(debounce);
+        consul.set("po/config", users_doc("caddy", None, "secrets/admin"));
+        let settle = || tokio::time::sleep(debounce * 20);
+        let text =
+            |consul: &FakeConsul| String::from_utf8(consul.value("po/status").unwrap()).unwrap();
+        settle().await;
+        let absent = text(&consul);
+        assert!(
+            absent.contains(
+                "Consul key secrets/admin (spec.policies.admin.basicAuth.usersFrom): absent"
+            ),
+            "{absent}"
+        );
+        for (users, says) in [
+            (
+                format!("u:$apr1${SENTINEL}$h9FWgUz3n9YxylKLlR5SQ/\n").into_bytes(),
+                "spec.policies.admin.basicAuth.usersFrom (line 1)",
+            ),
+            (
+                [&[0xff, 0xfe][..], SENTINEL.as_bytes()].concat(),
+                "(spec.policies.admin.basicAuth.usersFrom): not UTF-8",
+            ),
+            (
+                b"# nobody yet\n".to_vec(),
+                "spec.policies.admin.basicAuth.usersFrom: holds no user:hash line",
+            ),
+        ] {
+            consul.set("secrets/admin", &users);
+            settle().await;
+            let status = text(&consul);
+            assert!(status.contains(says), "{says}: {status}");
+            assert!(!status.contains("SENTINEL"), "{status}");
+        }
+        // A good bcrypt line carrying the sentinel: Paused, and the status never shows it.
+        consul.set(
+            "secrets/admin",
+            format!("u:$2y$04${SENTINEL}abcdefghijklmnopqrstuvwxyz012\n"),
+        );
+        settle().await;
+        let good = text(&consul);
+        assert_eq!(
+            status(&consul).unwrap().phase,
+            StatusPhase::Paused,
+            "{good}"
+        );
+        assert!(!good.contains("SENTINEL"), "{good}");
+        stop.send(()).unwrap();
+        task.await.unwrap();
+    }
 }

@@ -90,6 +90,9 @@ pub struct RenderContext {
     /// Basic-auth `user:hash` lines resolved by the caller from the spec's reference; `None`
     /// when not resolved (rendering a spec with basic auth then fails). Secret: redacted in Debug.
     pub basic_auth_users: Option<Vec<String>>,
+    /// The same for each policy set whose users the operator reads ([`users_references`]), by
+    /// set name; a set missing here fails rendering. Secret: redacted in Debug.
+    pub policy_users: BTreeMap<String, Vec<String>>,
 }
 
 impl Default for RenderContext {
@@ -98,24 +101,124 @@ impl Default for RenderContext {
             prefix: DEFAULT_PREFIX.to_string(),
             owner: DEFAULT_PREFIX.to_string(),
             basic_auth_users: None,
+            policy_users: BTreeMap::new(),
         }
+    }
+}
+
+impl RenderContext {
+    /// The users resolved for `owner`, if any.
+    pub fn users(&self, owner: &UsersOwner) -> Option<&Vec<String>> {
+        match owner {
+            UsersOwner::EntryPoint => self.basic_auth_users.as_ref(),
+            UsersOwner::Set(name) => self.policy_users.get(name),
+        }
+    }
+
+    /// Stores the users resolved for `owner`.
+    pub fn set_users(&mut self, owner: &UsersOwner, users: Vec<String>) {
+        match owner {
+            UsersOwner::EntryPoint => self.basic_auth_users = Some(users),
+            UsersOwner::Set(name) => {
+                self.policy_users.insert(name.clone(), users);
+            }
+        }
+    }
+
+    /// `users` for every reference of `spec` not resolved yet: what renders a document whose
+    /// references cannot be read where the caller runs (offline commands, placeholders).
+    #[must_use]
+    pub fn with_unresolved_users(mut self, spec: &ValidatedSpec, users: &[String]) -> Self {
+        for r in users_references(spec) {
+            if self.users(&r.owner).is_none() {
+                self.set_users(&r.owner, users.to_vec());
+            }
+        }
+        self
     }
 }
 
 impl std::fmt::Debug for RenderContext {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let redacted = |u: &Vec<String>| format!("<{} redacted>", u.len());
         f.debug_struct("RenderContext")
             .field("prefix", &self.prefix)
             .field("owner", &self.owner)
             .field(
                 "basic_auth_users",
+                &self.basic_auth_users.as_ref().map(redacted),
+            )
+            .field(
+                "policy_users",
                 &self
-                    .basic_auth_users
-                    .as_ref()
-                    .map(|u| format!("<{} redacted>", u.len())),
+                    .policy_users
+                    .iter()
+                    .map(|(name, u)| (name, redacted(u)))
+                    .collect::<BTreeMap<_, _>>(),
             )
             .finish()
     }
+}
+
+/// Whose basic-auth users a reference holds.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub enum UsersOwner {
+    /// `spec.middlewares.basicAuth`.
+    EntryPoint,
+    /// `spec.policies.<name>.basicAuth`.
+    Set(String),
+}
+
+/// A basic-auth users reference the caller reads before rendering (never the users).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UsersReference<'a> {
+    /// Whose users.
+    pub owner: UsersOwner,
+    /// The field of the reference, `spec.middlewares.basicAuth.usersFrom` or
+    /// `spec.policies.<name>.basicAuth.usersFrom`.
+    pub field: String,
+    /// The reference.
+    pub from: &'a UsersFrom,
+}
+
+impl UsersReference<'_> {
+    /// `Consul key <key>` or `file <path>`: safe for errors, status and logs.
+    pub fn describe(&self) -> String {
+        match self.from {
+            UsersFrom::ConsulKey(key) => format!("Consul key {key}"),
+            UsersFrom::File(file) => format!("file {file}"),
+        }
+    }
+}
+
+/// The basic-auth users references of `spec` the caller must read for [`resolve`]: the entry
+/// point's, and each policy set's unless the proxy reads the set's file itself (Traefik's
+/// `usersFile`). In document order, the entry point's first.
+pub fn users_references(spec: &ValidatedSpec) -> Vec<UsersReference<'_>> {
+    let mut out = Vec::new();
+    if let Some(auth) = spec.basic_auth() {
+        out.push(UsersReference {
+            owner: UsersOwner::EntryPoint,
+            field: "spec.middlewares.basicAuth.usersFrom".to_string(),
+            from: &auth.users_from,
+        });
+    }
+    for (name, set) in &spec.spec().policies {
+        let read_by_proxy = spec
+            .model()
+            .policies
+            .get(name)
+            .and_then(|p| p.basic_auth.as_ref())
+            .is_some_and(|a| a.users_file.is_some());
+        if let Some(auth) = set.basic_auth.as_ref().filter(|_| !read_by_proxy) {
+            out.push(UsersReference {
+                owner: UsersOwner::Set(name.clone()),
+                field: format!("spec.policies.{name}.basicAuth.usersFrom"),
+                from: &auth.users_from,
+            });
+        }
+    }
+    out
 }
 
 /// Everything rendered from one spec.
@@ -181,24 +284,28 @@ pub fn internal_address(spec: &ValidatedSpec) -> model::ListenAddr {
 }
 
 /// The spec's model with the basic-auth users the caller read from the spec's `usersFrom`
-/// reference ([`RenderContext::basic_auth_users`]); they are required when basic auth is on.
+/// references ([`users_references`], [`RenderContext::basic_auth_users`] and
+/// [`RenderContext::policy_users`]); each is required.
 ///
 /// # Errors
-/// Basic auth is on and the users were not resolved ([`Error::UnresolvedSecret`]).
+/// A reference's users were not resolved ([`Error::UnresolvedSecret`] naming its field).
 pub fn resolve(spec: &ValidatedSpec, ctx: &RenderContext) -> Result<Model> {
     let mut model = spec.model().clone();
-    if let (Some(auth), Some(reference)) = (&mut model.policy.basic_auth, spec.basic_auth()) {
-        let users = ctx
-            .basic_auth_users
-            .as_ref()
-            .ok_or_else(|| Error::UnresolvedSecret {
-                field: "spec.middlewares.basicAuth.usersFrom".to_string(),
-                reference: match &reference.users_from {
-                    UsersFrom::ConsulKey(key) => format!("Consul key {key}"),
-                    UsersFrom::File(file) => format!("file {file}"),
-                },
-            })?;
-        auth.users = users.clone();
+    for r in users_references(spec) {
+        let users = ctx.users(&r.owner).ok_or_else(|| Error::UnresolvedSecret {
+            field: r.field.clone(),
+            reference: r.describe(),
+        })?;
+        let auth = match &r.owner {
+            UsersOwner::EntryPoint => model.policy.basic_auth.as_mut(),
+            UsersOwner::Set(name) => model
+                .policies
+                .get_mut(name)
+                .and_then(|p| p.basic_auth.as_mut()),
+        };
+        if let Some(auth) = auth {
+            auth.users = users.clone();
+        }
     }
     Ok(model)
 }
@@ -277,7 +384,11 @@ fn check_key_budget(tree: &BTreeMap<String, String>, model: &Model) -> Result<()
             "set fewer headers",
         ),
         (
-            count("/basicAuth/users/"),
+            // The entry point's users only: a set's are counted with the set.
+            count(&format!(
+                "/{}/basicAuth/users/",
+                traefik::BASIC_AUTH_MIDDLEWARE
+            )),
             "spec.middlewares.basicAuth.usersFrom".to_string(),
             "reference fewer basic-auth users",
         ),
@@ -393,13 +504,91 @@ mod tests {
     }
 
     #[test]
-    fn render_context_debug_redacts_the_basic_auth_users() {
-        let ctx = RenderContext {
+    fn render_context_debug_redacts_the_basic_auth_users_of_the_entry_point_and_of_each_set() {
+        let mut ctx = RenderContext {
             basic_auth_users: Some(vec!["alice:$apr1$salt$hash".to_string()]),
             ..RenderContext::default()
         };
+        ctx.set_users(
+            &UsersOwner::Set("admin".into()),
+            vec!["bob:$2y$05$SENTINEL".into(), "carol:$2y$05$SENTINEL".into()],
+        );
         let shown = format!("{ctx:?}");
-        assert!(!shown.contains("apr1"), "{shown}");
+        assert!(
+            !shown.contains("apr1") && !shown.contains("SENTINEL"),
+            "{shown}"
+        );
         assert!(shown.contains("1 redacted"), "{shown}");
+        assert!(shown.contains("\"admin\": \"<2 redacted>\""), "{shown}");
+    }
+
+    const SET_DOC: &str = "apiVersion: proxy-operator.io/v1alpha1\nkind: ProxyConfig\nspec:\n  proxy: PROXY\n  policies:\n    admin:\n      basicAuth:\n        usersFrom: {consulKey: secrets/admin}\n    files:\n      basicAuth:\n        usersFrom: {file: /etc/htpasswd}\n";
+
+    fn set_spec(proxy: &str) -> ValidatedSpec {
+        crate::spec::load(SET_DOC.replace("PROXY", proxy).as_bytes()).unwrap()
+    }
+
+    #[test]
+    fn a_policy_set_whose_users_were_not_resolved_fails_naming_its_field_and_reference() {
+        let spec = set_spec("caddy");
+        let owners: Vec<String> = users_references(&spec)
+            .iter()
+            .map(|r| r.field.clone())
+            .collect();
+        assert_eq!(
+            owners,
+            [
+                "spec.policies.admin.basicAuth.usersFrom",
+                "spec.policies.files.basicAuth.usersFrom"
+            ],
+            "Caddy takes every set's accounts inline"
+        );
+        let mut ctx = RenderContext::default();
+        ctx.set_users(&UsersOwner::Set("files".into()), vec!["u:h".into()]);
+        match resolve(&spec, &ctx).unwrap_err() {
+            Error::UnresolvedSecret { field, reference } => {
+                assert_eq!(field, "spec.policies.admin.basicAuth.usersFrom");
+                assert_eq!(reference, "Consul key secrets/admin");
+            }
+            other => panic!("{other}"),
+        }
+        ctx.set_users(&UsersOwner::Set("admin".into()), vec!["a:h".into()]);
+        let model = resolve(&spec, &ctx).unwrap();
+        let users = |set: &str| {
+            model.policies[set]
+                .basic_auth
+                .as_ref()
+                .unwrap()
+                .users
+                .clone()
+        };
+        assert_eq!(users("admin"), ["a:h"]);
+        assert_eq!(users("files"), ["u:h"]);
+    }
+
+    #[test]
+    fn traefik_reads_a_sets_users_file_itself_and_the_sets_consul_key_users_render_as_secret_keys()
+    {
+        let spec = set_spec("traefik");
+        let refs = users_references(&spec);
+        assert_eq!(refs.len(), 1, "{refs:?}");
+        assert_eq!(refs[0].owner, UsersOwner::Set("admin".into()));
+        let ctx = RenderContext::default()
+            .with_unresolved_users(&spec, &["bob:$apr1$SENTINEL$h9FWgUz3n9YxylKLlR5SQ/".into()]);
+        let r = render(&spec, &ctx).unwrap();
+        let secret: Vec<&(String, String)> = r
+            .traefik_kv
+            .iter()
+            .filter(|(_, v)| v.contains("SENTINEL"))
+            .collect();
+        assert_eq!(secret.len(), 1, "{r:?}");
+        assert!(traefik::is_secret_key(&secret[0].0), "{}", secret[0].0);
+        assert!(
+            r.traefik_kv
+                .iter()
+                .any(|(k, v)| k.ends_with("-files-basicauth/basicAuth/usersFile")
+                    && v == "/etc/htpasswd")
+        );
+        assert!(!format!("{r:?}").contains("SENTINEL"));
     }
 }

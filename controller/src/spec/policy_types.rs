@@ -145,8 +145,10 @@ macro_rules! policy_struct {
             /// Only these client networks may connect (off unless set).
             #[serde(skip_serializing_if = "Option::is_none")]
             pub ip_allow_list: Option<IpAllowList>,
-            /// HTTP basic authentication, with users read from a reference (off unless set; in
-            /// a policy set from a file on the proxy's node, `usersFrom.file`).
+            /// HTTP basic authentication, with users read from a reference (off unless set).
+            /// The operator reads `usersFrom.consulKey`; `usersFrom.file` is read by Traefik on
+            /// the proxy's node in a policy set, and by the operator on its own host otherwise
+            /// (Caddy takes the accounts inline).
             #[serde(skip_serializing_if = "Option::is_none")]
             pub basic_auth: Option<BasicAuth>,
             /// Ask an external auth service about every request (off unless set).

@@ -81,14 +81,15 @@ fn entry_name(policy: &str) -> String {
     format!("policy:{policy}@{PROVIDER}")
 }
 
-/// The policy identity of `model`: its live config without routes.
+/// The policy identity of `model`: its live config without routes, and its policy sets (which
+/// only render into routes), so a set edit or a rotation of a set's users is a policy change.
 fn policy_identity(model: &Model) -> Result<String, config::Error> {
     let config = config::live(model, &RouteTable::default())?;
-    Ok(config
+    let identity = config
         .identity
         .strip_prefix(IDENTITY_PREFIX)
-        .unwrap_or(&config.identity)
-        .to_owned())
+        .unwrap_or(&config.identity);
+    super::policy::identity_with_sets(identity, model)
 }
 
 /// What the loop registers and writes for a Caddy document, pure: the job (its bootstrap config

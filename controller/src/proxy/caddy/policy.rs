@@ -133,6 +133,34 @@ pub(super) fn attach<'a>(
     Ok(Cow::Owned(out))
 }
 
+/// `identity` (of the live config without routes) made to cover every policy set as Caddy
+/// renders it (handlers, basic-auth accounts included, and retry): sha256 (hex) of both, or
+/// `identity` itself without sets. A set reaches Caddy's config only inside the routes that opt
+/// in, so without this a set edit, or a rotation of a set's users, would not be a policy change.
+///
+/// # Errors
+/// A set holds what Caddy cannot express, or basic auth without users.
+pub(super) fn identity_with_sets(identity: &str, model: &Model) -> Result<String, Error> {
+    use sha2::Digest as _;
+    if model.policies.is_empty() {
+        return Ok(identity.to_owned());
+    }
+    let mut digest = sha2::Sha256::new();
+    digest.update(identity.as_bytes());
+    for (name, set) in &model.policies {
+        let handlers = Value::Array(set_handlers(name, set, Secrets::Include)?);
+        for part in [
+            name.clone(),
+            handlers.to_string(),
+            format!("{:?}", set.retry),
+        ] {
+            digest.update([0]);
+            digest.update(part.as_bytes());
+        }
+    }
+    Ok(format!("{:x}", digest.finalize()))
+}
+
 /// The handlers of the policy middlewares `config::middleware_handlers` does not render.
 ///
 /// # Errors
@@ -216,10 +244,12 @@ fn set_handlers(name: &str, set: &Policy, secrets: Secrets) -> Result<Vec<Value>
                 "handler": "static_response", "status_code": 401,
                 "headers": {"Www-Authenticate": [challenge]}, "body": "Unauthorized\n"
             }]}]}),
+            // Never an open route: no accounts would let Caddy answer 401 to everyone, but an
+            // empty list is a mistake (or users nobody read), so it is refused naming the field.
             Secrets::Include if auth.users.is_empty() => {
-                return Err(Error::Unsupported {
+                return Err(Error::InvalidValue {
                     field: format!("{base}.basicAuth.usersFrom"),
-                    reason: "Caddy takes the accounts inline and the set's users were not read (Caddy cannot read an htpasswd file itself)".into(),
+                    reason: "holds no user:hash line (or was not read: Caddy takes the accounts inline, it cannot read an htpasswd file itself); add bcrypt users (`caddy hash-password`) to the referenced key or file".into(),
                 });
             }
             Secrets::Include => {

@@ -61,6 +61,7 @@ fn enable(probe: &FakeProbe, document: &str, users: Option<&str>) {
         prefix: PREFIX.into(),
         owner: PREFIX.into(),
         basic_auth_users: users.map(|u| vec![u.trim().to_owned()]),
+        ..RenderContext::default()
     };
     let rendered = render::render(&spec::load(document.as_bytes()).unwrap(), &ctx).unwrap();
     probe.set_enabled(&crate::proxy::traefik::expected_entries(

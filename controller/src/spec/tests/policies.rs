@@ -50,7 +50,7 @@ fn caddy_takes_every_new_middleware_it_renders_and_refuses_the_circuit_breaker_b
 }
 
 #[test]
-fn caddy_refuses_a_response_body_limit_a_trusted_forward_header_and_a_set_s_htpasswd_file() {
+fn caddy_refuses_a_response_body_limit_and_a_trusted_forward_header_but_takes_a_set_s_basic_auth() {
     let doc = caddy(
         "  middlewares:
     forwardAuth: {address: 'http://auth.test/verify', trustForwardHeader: true}
@@ -71,7 +71,6 @@ fn caddy_refuses_a_response_body_limit_a_trusted_forward_header_and_a_set_s_htpa
             "spec.middlewares.buffering.maxResponseBodyBytes",
             "request bodies only",
         ),
-        ("spec.policies.admin.basicAuth", "htpasswd"),
     ] {
         assert!(has_error(&errors, path, why), "{path}: {errors:#?}");
         assert!(
@@ -79,7 +78,61 @@ fn caddy_refuses_a_response_body_limit_a_trusted_forward_header_and_a_set_s_htpa
             "{path}: {errors:#?}"
         );
     }
-    assert_eq!(errors.len(), 3, "{errors:#?}");
+    assert_eq!(errors.len(), 2, "{errors:#?}");
+}
+
+#[test]
+fn a_set_s_basic_auth_on_caddy_takes_users_from_a_consul_key_or_a_file_the_operator_reads() {
+    let v = valid(&caddy(
+        "  policies:
+    admin:
+      basicAuth: {usersFrom: {consulKey: proxy-operator/secrets/admin}, realm: admin}
+    ops:
+      basicAuth: {usersFrom: {file: /etc/ops.htpasswd}}
+",
+    ));
+    for set in ["admin", "ops"] {
+        let auth = v.model().policies[set].basic_auth.as_ref().unwrap();
+        assert_eq!(auth.users_file, None, "{set}: Caddy cannot read a file");
+        assert!(
+            auth.users.is_empty(),
+            "{set}: users come from the reference"
+        );
+    }
+    assert_eq!(
+        v.model().policies["admin"]
+            .basic_auth
+            .as_ref()
+            .unwrap()
+            .realm,
+        "admin"
+    );
+}
+
+#[test]
+fn a_set_s_users_reference_must_be_a_kv_key_or_an_absolute_path_named_with_its_field() {
+    for proxy in ["traefik", "caddy"] {
+        let doc = |from: &str| {
+            format!(
+                "{MINIMAL}spec:\n  proxy: {proxy}\n  policies:\n    admin:\n      basicAuth: {{usersFrom: {from}}}\n"
+            )
+        };
+        assert_error(
+            &doc("{consulKey: /leading}"),
+            "spec.policies.admin.basicAuth.usersFrom.consulKey",
+            "e.g. proxy-operator/secrets/basic-auth",
+        );
+        assert_error(
+            &doc("{consulKey: ''}"),
+            "spec.policies.admin.basicAuth.usersFrom.consulKey",
+            "not a Consul KV key",
+        );
+        assert_error(
+            &doc("{file: htpasswd}"),
+            "spec.policies.admin.basicAuth.usersFrom.file",
+            "absolute path",
+        );
+    }
 }
 
 #[test]
@@ -156,7 +209,7 @@ fn forward_auth_needs_an_http_url_without_credentials_and_tls_only_with_https() 
 }
 
 #[test]
-fn policy_sets_need_a_free_name_some_middleware_and_users_from_a_file() {
+fn policy_sets_need_a_free_name_and_some_middleware_and_take_users_from_a_key_or_a_file() {
     assert_error(
         &traefik("  policies:\n    proxy-operator-x:\n      compress: {}\n"),
         "spec.policies.proxy-operator-x",
@@ -172,11 +225,11 @@ fn policy_sets_need_a_free_name_some_middleware_and_users_from_a_file() {
         "spec.policies.empty",
         "no middleware",
     );
-    assert_error(
-        &traefik("  policies:\n    admin:\n      basicAuth: {usersFrom: {consulKey: a/b}}\n"),
-        "spec.policies.admin.basicAuth.usersFrom.consulKey",
-        "file",
-    );
+    let v = valid(&traefik(
+        "  policies:\n    admin:\n      basicAuth: {usersFrom: {consulKey: a/b}}\n",
+    ));
+    let auth = v.model().policies["admin"].basic_auth.as_ref().unwrap();
+    assert_eq!(auth.users_file, None, "the operator reads the key");
     let v = valid(&traefik(
         "  policies:\n    admin:\n      basicAuth: {usersFrom: {file: /etc/admin.htpasswd}, realm: admin}\n",
     ));

@@ -207,18 +207,19 @@ pub(super) fn check_sets(
         }
         policy.headers = set.headers.clone();
         if let Some(auth) = &set.basic_auth {
-            if proxy == ProxyKind::Caddy {
-                v.error(format!("{base}.basicAuth"), "refused with proxy: caddy: Caddy cannot read an htpasswd file (its http_basic takes the accounts inline) and the operator reads users for spec.middlewares.basicAuth only; put the auth in forwardAuth, use spec.middlewares.basicAuth, or set proxy: traefik");
-            }
             v.realm(&format!("{base}.basicAuth.realm"), &auth.realm);
             let users_file = match &auth.users_from {
-                UsersFrom::File(file) => v
-                    .absolute_path(&format!("{base}.basicAuth.usersFrom.file"), file)
-                    .map(|p| p.display().to_string()),
-                UsersFrom::ConsulKey(_) => {
-                    v.error(format!("{base}.basicAuth.usersFrom.consulKey"), "a policy set reads its users from an htpasswd file on the proxy's node, which Traefik reads itself; use usersFrom: {file: /path/to/htpasswd}");
+                UsersFrom::ConsulKey(key) => {
+                    v.kv_key(&format!("{base}.basicAuth.usersFrom.consulKey"), key);
                     None
                 }
+                UsersFrom::File(file) => v
+                    .absolute_path(&format!("{base}.basicAuth.usersFrom.file"), file)
+                    .map(|p| p.display().to_string())
+                    // Caddy's http_basic takes the accounts inline: the operator reads the file
+                    // as it reads spec.middlewares.basicAuth's. Traefik reads it itself, so the
+                    // secret never passes the operator.
+                    .filter(|_| proxy == ProxyKind::Traefik),
             };
             policy.basic_auth = Some(BasicAuth {
                 realm: auth.realm.clone(),

@@ -143,16 +143,41 @@ fn a_set_s_basic_auth_hashes_stay_out_of_debug_output_and_the_bootstrap_config()
         "401 until the live config: {boot}"
     );
 
-    // A set whose users nobody read is refused, never rendered open.
+    // A set whose users nobody read, or whose list is empty, is refused, never rendered open.
     m.policies.get_mut("admin").unwrap().basic_auth = Some(BasicAuth {
         realm: "admin".into(),
         users: Vec::new(),
         users_file: Some("/etc/admin.htpasswd".into()),
     });
-    assert_eq!(
-        refused_field(render(&m, &routed, Secrets::Include)),
-        "spec.policies.admin.basicAuth.usersFrom"
+    match render(&m, &routed, Secrets::Include) {
+        Err(Error::InvalidValue { field, reason }) => {
+            assert_eq!(field, "spec.policies.admin.basicAuth.usersFrom");
+            assert!(reason.contains("no user:hash line"), "{reason}");
+        }
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_set_s_non_bcrypt_user_line_is_refused_naming_the_set_s_field_and_line_never_the_hash() {
+    let mut m = model("  policies:\n    admin:\n      headers: {X-Policy: admin}\n");
+    m.policies.get_mut("admin").unwrap().basic_auth = Some(BasicAuth {
+        realm: "admin".into(),
+        users: vec![
+            format!("alice:{SENTINEL_HASH}"),
+            "bob:$apr1$SENTINEL$h9FWgUz3n9YxylKLlR5SQ/".into(),
+        ],
+        users_file: None,
+    });
+    let routed = table(vec![route(vec![Middleware::PolicySet("admin".into())])]);
+    let err = render(&m, &routed, Secrets::Include).unwrap_err();
+    let text = format!("{err} {err:?}");
+    assert!(
+        text.contains("spec.policies.admin.basicAuth.usersFrom (line 2)"),
+        "{text}"
     );
+    assert!(text.contains("htpasswd -B"), "the fix: {text}");
+    assert!(!text.contains("SENTINEL"), "{text}");
 }
 
 #[test]
@@ -255,4 +280,37 @@ fn a_forward_auth_address_with_credentials_is_refused_without_echoing_them() {
         }
         other => panic!("{other:?}"),
     }
+}
+
+#[test]
+fn the_policy_identity_moves_when_a_set_changes_or_its_users_are_rotated_and_never_shows_them() {
+    let base = model("");
+    assert_eq!(identity_with_sets("abc", &base).unwrap(), "abc", "no sets");
+    let mut m = model("  policies:\n    admin:\n      headers: {X-Policy: admin}\n");
+    let headers_only = identity_with_sets("abc", &m).unwrap();
+    assert_ne!(headers_only, "abc");
+    let with_users = |m: &mut Model, hash: &str| {
+        m.policies.get_mut("admin").unwrap().basic_auth = Some(BasicAuth {
+            realm: "admin".into(),
+            users: vec![format!("alice:{hash}")],
+            users_file: None,
+        });
+        identity_with_sets("abc", m).unwrap()
+    };
+    let first = with_users(&mut m, SENTINEL_HASH);
+    let rotated = with_users(
+        &mut m,
+        "$2y$05$OTHERxxxabcdefghijklmuJ3X7H7t3kRr9JxW4p7pWjHn3eH5yabc",
+    );
+    assert_ne!(first, headers_only);
+    assert_ne!(first, rotated, "a rotation is a policy change");
+    assert_eq!(first, with_users(&mut m, SENTINEL_HASH), "stable");
+    assert!(!first.contains("SENTINEL") && first.len() == 64, "{first}");
+    // Users nobody read are refused here too, before anything is loaded.
+    m.policies.get_mut("admin").unwrap().basic_auth = Some(BasicAuth {
+        realm: "admin".into(),
+        users: Vec::new(),
+        users_file: None,
+    });
+    assert!(identity_with_sets("abc", &m).is_err());
 }
