@@ -512,31 +512,43 @@ fn policy_routes(model: &Model, secrets: Secrets) -> Result<Vec<Value>, Error> {
         }));
     }
     if let Some(auth) = &policy.basic_auth {
-        let accounts = bcrypt_accounts(&auth.users)?;
-        let route = match secrets {
-            Secrets::Withhold => json!({
-                "handle": [{
-                    "handler": "static_response",
-                    "status_code": 401,
-                    "headers": {"Www-Authenticate": [format!("Basic realm=\"{}\"", auth.realm)]},
-                    "body": "Unauthorized\n"
-                }],
-                "terminal": true
-            }),
-            Secrets::Include => json!({
-                "handle": [{
-                    "handler": "authentication",
-                    "providers": {"http_basic": {
-                        "accounts": accounts,
-                        "realm": auth.realm,
-                        "hash": {"algorithm": "bcrypt"}
-                    }}
-                }]
-            }),
-        };
-        routes.push(route);
+        routes.push(json!({"handle": [basic_auth_handler(auth, secrets)?]}));
     }
     Ok(routes)
+}
+
+/// Caddy's handler for basic auth with the accounts inline (Caddy cannot read an htpasswd
+/// file), or, with the secrets withheld, a 401 challenge in its place (fail closed). Fields are
+/// named as for `spec.middlewares.basicAuth`; a policy set renames them.
+///
+/// # Errors
+/// No user at all: no accounts would make Caddy answer 401 to everyone, and an empty list is a
+/// mistake (or users nobody read), so it is refused naming the field. A line that is not bcrypt
+/// ([`bcrypt_accounts`]).
+pub(super) fn basic_auth_handler(
+    auth: &crate::render::model::BasicAuth,
+    secrets: Secrets,
+) -> Result<Value, Error> {
+    match secrets {
+        Secrets::Withhold => Ok(json!({
+            "handler": "static_response",
+            "status_code": 401,
+            "headers": {"Www-Authenticate": [format!("Basic realm=\"{}\"", auth.realm)]},
+            "body": "Unauthorized\n"
+        })),
+        Secrets::Include if auth.users.is_empty() => Err(Error::InvalidValue {
+            field: "spec.middlewares.basicAuth.usersFrom".into(),
+            reason: "holds no user:hash line (or was not read: Caddy takes the accounts inline, it cannot read an htpasswd file itself); add bcrypt users (`caddy hash-password`) to the referenced key or file".into(),
+        }),
+        Secrets::Include => Ok(json!({
+            "handler": "authentication",
+            "providers": {"http_basic": {
+                "accounts": bcrypt_accounts(&auth.users)?,
+                "realm": auth.realm,
+                "hash": {"algorithm": "bcrypt"}
+            }}
+        })),
+    }
 }
 
 /// `user:hash` lines → Caddy accounts. Caddy verifies bcrypt (`$2a$`, `$2b$`, `$2y$`) only among

@@ -22,7 +22,7 @@ use std::borrow::Cow;
 
 use serde_json::{Value, json};
 
-use super::config::{Error, Secrets, bcrypt_accounts};
+use super::config::{Error, Secrets, basic_auth_handler};
 use super::routes::{Middleware, Route, RouteTable};
 use crate::render::Model;
 use crate::render::model::{Buffering, Compress, ForwardAuth, Policy};
@@ -238,27 +238,7 @@ fn set_handlers(name: &str, set: &Policy, secrets: Secrets) -> Result<Vec<Value>
         }]}));
     }
     if let Some(auth) = &set.basic_auth {
-        let challenge = format!("Basic realm=\"{}\"", auth.realm);
-        out.push(match secrets {
-            Secrets::Withhold => json!({"handler": "subroute", "routes": [{"handle": [{
-                "handler": "static_response", "status_code": 401,
-                "headers": {"Www-Authenticate": [challenge]}, "body": "Unauthorized\n"
-            }]}]}),
-            // Never an open route: no accounts would let Caddy answer 401 to everyone, but an
-            // empty list is a mistake (or users nobody read), so it is refused naming the field.
-            Secrets::Include if auth.users.is_empty() => {
-                return Err(Error::InvalidValue {
-                    field: format!("{base}.basicAuth.usersFrom"),
-                    reason: "holds no user:hash line (or was not read: Caddy takes the accounts inline, it cannot read an htpasswd file itself); add bcrypt users (`caddy hash-password`) to the referenced key or file".into(),
-                });
-            }
-            Secrets::Include => {
-                let accounts = bcrypt_accounts(&auth.users).map_err(|e| rebase(e, &base))?;
-                json!({"handler": "authentication", "providers": {"http_basic": {
-                    "accounts": accounts, "realm": auth.realm, "hash": {"algorithm": "bcrypt"}
-                }}})
-            }
-        });
+        out.push(basic_auth_handler(auth, secrets).map_err(|e| rebase(e, &base))?);
     }
     if set.rate_limit.is_some() {
         return Err(Error::Unsupported {

@@ -395,6 +395,29 @@ fn basic_auth_without_the_users_read_is_refused_before_rendering() {
     assert_eq!(m.policy.basic_auth.unwrap().users, users);
 }
 
+#[test]
+fn basic_auth_with_an_empty_users_list_is_refused_naming_the_field_rather_than_locking_everyone_out()
+ {
+    let s = spec(
+        "    basicAuth:\n      usersFrom: {consulKey: edge/htpasswd}\n",
+        "",
+    );
+    let empty: Vec<String> = Vec::new();
+    let err = render_config(&model(&s, Some(&empty)), &table(Vec::new()), &options()).unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("spec.middlewares.basicAuth.usersFrom"),
+        "{err}"
+    );
+    assert!(err.to_string().contains("holds no user:hash line"), "{err}");
+    // The bootstrap config withholds the users anyway: it answers 401 until the live one loads.
+    let boot = CaddyOptions {
+        secrets: Secrets::Withhold,
+        ..options()
+    };
+    assert!(render_config(&model(&s, Some(&empty)), &table(Vec::new()), &boot).is_ok());
+}
+
 fn maps_from(from: usize) -> CaddyOptions {
     CaddyOptions {
         host_maps_from: from,
