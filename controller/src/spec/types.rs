@@ -500,7 +500,8 @@ fn default_realm() -> String {
 pub enum UsersFrom {
     /// A Consul KV key holding htpasswd lines, e.g. `proxy-operator/secrets/basic-auth`.
     ConsulKey(String),
-    /// An absolute path to an htpasswd file on the proxy's node.
+    /// An absolute path to an htpasswd file. The operator reads it (confined to `--users-dir`),
+    /// except for a Traefik policy set, whose file Traefik reads itself on the proxy's node.
     File(String),
 }
 
