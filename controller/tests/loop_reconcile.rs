@@ -1633,6 +1633,9 @@ async fn during_a_long_gate_hold_the_status_is_written_at_most_once_a_second_and
  {
     let mut w = world();
     w.ready(&with_cpu(100, None)).await;
+    // A system job without deployments (Nomad before 1.11): the operator holds minHealthyTime
+    // itself (a successful deployment has held it already).
+    w.nomad.set_deployments_enabled(false);
     let hold = doc("  job:\n    resources:\n      cpu: 200\n").replace(
         "healthyDeadline: 20s\n    minHealthyTime: 2s",
         "healthyDeadline: 60s\n    minHealthyTime: 20s",

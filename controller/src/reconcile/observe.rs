@@ -36,16 +36,21 @@ where
                     source,
                 })
         };
-        let a = read(Slot::A.job_id(job_id)).await?;
-        let b = read(Slot::B.job_id(job_id)).await?;
-        let (pairs, _) = self
-            .consul
-            .kv_list(kv_root, QueryOptions::NOW)
-            .await
-            .map_err(|source| Error::Consul {
-                what: format!("the policy tree {kv_root}"),
-                source,
-            })?;
+        let tree = async {
+            self.consul
+                .kv_list(kv_root, QueryOptions::NOW)
+                .await
+                .map_err(|source| Error::Consul {
+                    what: format!("the policy tree {kv_root}"),
+                    source,
+                })
+        };
+        // Three independent reads on the path of every edit: at once, not one after another.
+        let (a, b, (pairs, _)) = futures::try_join!(
+            read(Slot::A.job_id(job_id)),
+            read(Slot::B.job_id(job_id)),
+            tree
+        )?;
         let kv = pairs
             .into_iter()
             .filter(|p| p.key.starts_with(kv_root))
