@@ -423,3 +423,68 @@ async fn a_port_the_running_proxy_job_holds_passes_preflight() {
     assert_eq!(w.op.phase().name(), "Verifying");
     drop(running_proxy);
 }
+
+// === both slots running with the journal lost ===
+//
+// A handover cut short (the operator gone before its switch, its journal lost with it) leaves
+// both slots running. The older one served before; the newer never passed a gate anyone saw.
+
+/// Both slots run `with_cpu(100)` (slot a) and `with_cpu(200)` (slot b, unverified), no journal.
+async fn cut_short_handover() -> World {
+    let mut w = world();
+    w.ready(&with_cpu(100)).await;
+    w.put(&with_cpu(200));
+    w.op.reconcile().await;
+    assert_eq!(w.op.phase().name(), "Verifying");
+    assert!(!w.nomad.job(JOB).unwrap().stop && !w.nomad.job(JOB_B).unwrap().stop);
+    w.consul.remove(JOURNAL);
+    w.consul.remove(STATUS);
+    w.restart();
+    w
+}
+
+#[tokio::test(start_paused = true)]
+async fn with_the_journal_lost_a_newer_slot_that_passes_is_kept_and_the_older_stops_only_after() {
+    let mut w = cut_short_handover().await;
+    let stops = w.nomad.calls_of("job_stop").len();
+    w.op.reconcile().await;
+    assert_eq!(
+        w.nomad.calls_of("job_stop").len(),
+        stops,
+        "nothing stops before the newer slot passes"
+    );
+    w.until(|w| {
+        w.set_health(true);
+        w.nomad.job(JOB).unwrap().stop
+    })
+    .await;
+    assert!(!w.nomad.job(JOB_B).unwrap().stop, "the newer slot serves");
+    w.until(|w| w.op.phase().is_at_rest()).await;
+    let status = w.status();
+    assert_eq!(status.phase, Phase::Ready, "{status:?}");
+    assert_eq!(
+        status.last_good_job.map(|j| j.job_id).as_deref(),
+        Some(JOB_B)
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn with_the_journal_lost_a_newer_slot_that_fails_is_stopped_and_the_older_keeps_serving() {
+    let mut w = cut_short_handover().await;
+    let good = w.nomad.job(JOB).unwrap();
+    w.op.reconcile().await;
+    w.until(|w| {
+        w.nomad
+            .crash_allocations(JOB_B, &[("Terminated", "Exit Code: 1")]);
+        w.op.phase().is_at_rest()
+    })
+    .await;
+    assert!(
+        w.nomad.job(JOB_B).unwrap().stop,
+        "the unverified slot is stopped"
+    );
+    let serving = w.nomad.job(JOB).unwrap();
+    assert!(!serving.stop, "the older slot never stopped");
+    assert_eq!(job_digest(&serving), job_digest(&good));
+    assert_eq!(w.status().phase, Phase::RolledBack, "{:?}", w.status());
+}
