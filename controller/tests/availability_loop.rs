@@ -140,6 +140,16 @@ impl World {
         .await;
     }
 
+    /// Slot b's allocation crashes as soon as it is placed, until the rollout ends.
+    async fn crash_slot_b_until_at_rest(&mut self) {
+        self.until(|w| {
+            w.nomad
+                .crash_allocations(JOB_B, &[("Terminated", "Exit Code: 1")]);
+            w.op.phase().is_at_rest()
+        })
+        .await;
+    }
+
     /// A structural change whose new version turns unhealthy, to its end.
     async fn failing_change(&mut self, document: &str) {
         self.put(document);
@@ -221,12 +231,7 @@ async fn without_deployments_a_lost_status_still_rolls_a_crashing_handover_back(
     w.put(&with_cpu(200));
     w.op.reconcile().await;
     // The new slot's allocation crashes as soon as it is placed.
-    w.until(|w| {
-        w.nomad
-            .crash_allocations(JOB_B, &[("Terminated", "Exit Code: 1")]);
-        w.op.phase().is_at_rest()
-    })
-    .await;
+    w.crash_slot_b_until_at_rest().await;
 
     let status = w.status();
     assert_eq!(status.phase, Phase::RolledBack, "{status:?}");
@@ -473,12 +478,7 @@ async fn with_the_journal_lost_a_newer_slot_that_fails_is_stopped_and_the_older_
     let mut w = cut_short_handover().await;
     let good = w.nomad.job(JOB).unwrap();
     w.op.reconcile().await;
-    w.until(|w| {
-        w.nomad
-            .crash_allocations(JOB_B, &[("Terminated", "Exit Code: 1")]);
-        w.op.phase().is_at_rest()
-    })
-    .await;
+    w.crash_slot_b_until_at_rest().await;
     assert!(
         w.nomad.job(JOB_B).unwrap().stop,
         "the unverified slot is stopped"

@@ -33,6 +33,18 @@ fn serving(proxy: &str, slot: &str, stopped: bool) -> ObservedJob {
 
 fn planned(spec: &ValidatedSpec, job: Option<ObservedJob>, slots: &Slots) -> Change {
     let r = crate::render::render(spec, &RenderContext::default()).unwrap();
+    planned_with(spec, job, r.traefik_kv, slots, &ProxyStatus::default())
+}
+
+/// The change planned for `spec` against `job` and the policy tree `kv`.
+fn planned_with(
+    spec: &ValidatedSpec,
+    job: Option<ObservedJob>,
+    kv: Vec<(String, String)>,
+    slots: &Slots,
+    status: &ProxyStatus,
+) -> Change {
+    let r = crate::render::render(spec, &RenderContext::default()).unwrap();
     let reach = Reach::on("127.0.0.1");
     let desired = Desired {
         spec,
@@ -41,16 +53,7 @@ fn planned(spec: &ValidatedSpec, job: Option<ObservedJob>, slots: &Slots) -> Cha
         kv_root: "proxy-operator/traefik/",
         reach: &reach,
     };
-    let observed = Observed {
-        job,
-        kv: r.traefik_kv.clone(),
-    };
-    change(plan_slots(
-        &desired,
-        &observed,
-        slots,
-        &ProxyStatus::default(),
-    ))
+    change(plan_slots(&desired, &Observed { job, kv }, slots, status))
 }
 
 fn base_id() -> String {
@@ -141,23 +144,11 @@ fn both_slots_running_the_document_is_never_taken_as_converged() {
     };
     let (job, slots) = Slots::pick(Some(running("a", 900)), Some(running("b", 300)), OWNER);
     assert_eq!(slots.serving, Slot::B, "slot b is the older here");
-    let reach = Reach::on("127.0.0.1");
-    let desired = Desired {
-        spec: &spec,
-        rendered: &r,
-        owner: OWNER,
-        kv_root: "proxy-operator/traefik/",
-        reach: &reach,
-    };
-    let observed = Observed {
-        job,
-        kv: r.traefik_kv.clone(),
-    };
     let status = ProxyStatus {
         last_applied_digest: Some(spec.digest().to_owned()),
         ..ProxyStatus::default()
     };
-    let c = change(plan_slots(&desired, &observed, &slots, &status));
+    let c = planned_with(&spec, job, r.traefik_kv.clone(), &slots, &status);
     let job = c.job.unwrap();
     assert_eq!(job.job_id, id, "handed over to slot a, the newer");
     assert_eq!(job.handover.unwrap().from_job, format!("{id}-b"));
@@ -175,24 +166,13 @@ fn a_policy_change_while_slot_b_serves_is_gated_on_slot_b_and_its_api_port() {
         serving: Slot::B,
         other: None,
     };
-    let reach = Reach::on("127.0.0.1");
-    let desired = Desired {
-        spec: &spec,
-        rendered: &r,
-        owner: OWNER,
-        kv_root: "proxy-operator/traefik/",
-        reach: &reach,
-    };
-    let observed = Observed {
-        job: Some(live),
-        kv: Vec::new(),
-    };
-    let c = change(plan_slots(
-        &desired,
-        &observed,
+    let c = planned_with(
+        &spec,
+        Some(live),
+        Vec::new(),
         &slots,
         &ProxyStatus::default(),
-    ));
+    );
     assert!(c.job.is_none(), "only the policy differs");
     assert_eq!(c.job_id, format!("{id}-b"));
     assert_eq!(c.gate.proxy_api.as_deref(), Some("http://127.0.0.1:9091"));
