@@ -258,12 +258,35 @@ async fn a_client_from_a_denied_network_gets_403_and_others_get_through() {
     .await;
 }
 
+/// `openssl passwd -apr1 -salt abcdefgh secret`, as in render_common.
+const SET_USER: &str = "user:$apr1$abcdefgh$h9FWgUz3n9YxylKLlR5SQ/";
+
 #[tokio::test]
 async fn a_policy_set_applies_only_to_the_service_that_opts_in_with_its_tag() {
     let dir = tempfile::tempdir().unwrap();
     let htpasswd = dir.path().join("admin.htpasswd");
-    // `openssl passwd -apr1 -salt abcdefgh secret`, as in render_common.
-    std::fs::write(&htpasswd, "user:$apr1$abcdefgh$h9FWgUz3n9YxylKLlR5SQ/\n").unwrap();
+    std::fs::write(&htpasswd, format!("{SET_USER}\n")).unwrap();
+    // Traefik reads the file itself.
+    a_set_s_basic_auth_guards_only_the_service_that_opts_in(BasicAuth {
+        realm: "admin".to_string(),
+        users: Vec::new(),
+        users_file: Some(htpasswd.display().to_string()),
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_policy_set_s_users_from_a_consul_key_are_rendered_inline_and_guard_only_its_service() {
+    // The operator read the set's `usersFrom.consulKey`; Traefik gets the users in its KV tree.
+    a_set_s_basic_auth_guards_only_the_service_that_opts_in(BasicAuth {
+        realm: "admin".to_string(),
+        users: vec![SET_USER.to_string()],
+        users_file: None,
+    })
+    .await;
+}
+
+async fn a_set_s_basic_auth_guards_only_the_service_that_opts_in(auth: BasicAuth) {
     let admin = support::Backend::start("admin").await;
     let public = support::Backend::start("public").await;
     let mut model = plain_http_model();
@@ -272,11 +295,7 @@ async fn a_policy_set_applies_only_to_the_service_that_opts_in_with_its_tag() {
     model.policies.insert(
         "admin".to_string(),
         Policy {
-            basic_auth: Some(BasicAuth {
-                realm: "admin".to_string(),
-                users: Vec::new(),
-                users_file: Some(htpasswd.display().to_string()),
-            }),
+            basic_auth: Some(auth),
             ..Policy::default()
         },
     );
