@@ -149,6 +149,18 @@ pub fn next(prev: &ProxyStatus, pass: &Pass<'_>, now: SystemTime) -> ProxyStatus
                 cond(CONDITION_VALID, false, "ValidationFailed", &message),
                 &stamp,
             );
+            // Whatever Ready said before (converged, or an observation that failed) was about
+            // an earlier pass: the proxy no longer runs the observed document, it keeps the last
+            // applied one.
+            s.set_condition(
+                cond(
+                    CONDITION_READY,
+                    false,
+                    "Invalid",
+                    "the document does not validate; the proxy keeps running the last applied document",
+                ),
+                &stamp,
+            );
             s.set_condition(
                 cond(
                     CONDITION_PROGRESSING,

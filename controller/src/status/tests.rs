@@ -158,6 +158,35 @@ fn an_invalid_document_lists_every_error_and_keeps_what_was_applied() {
             .message
             .contains("3 validation error(s)")
     );
+    let ready = cond_of(&s, CONDITION_READY);
+    assert_eq!(ready.status, ConditionStatus::False);
+    assert!(
+        ready.message.contains("keeps running the last applied"),
+        "{}",
+        ready.message
+    );
+}
+
+#[test]
+fn an_invalid_document_after_a_failed_observation_does_not_keep_saying_it_retries() {
+    let failed = next(
+        &verified(),
+        &pass(Report::ObservationFailed {
+            error: "failed to read the users key: connection refused",
+            retry_in: Duration::from_secs(4),
+            terminal: false,
+        }),
+        at(100),
+    );
+    assert_eq!(
+        cond_of(&failed, CONDITION_READY).reason,
+        "ObservationFailed"
+    );
+    let errors = vec![FieldError::new("spec.proxy", "bad")];
+    let s = next(&failed, &pass(Report::Invalid { errors: &errors }), at(200));
+    let ready = cond_of(&s, CONDITION_READY);
+    assert_eq!(ready.reason, "Invalid");
+    assert!(!ready.message.contains("retrying"), "{}", ready.message);
 }
 
 #[test]
