@@ -378,6 +378,8 @@ fn opt(v: f64, f: impl Fn(f64) -> String) -> String {
 
 /// Everything one proxy's cluster measured.
 struct ProxyRun {
+    /// The proxy's process last measured (for the check that it is gone after its cluster).
+    pid: u32,
     series: Vec<Series>,
     idle_rss_kib: Option<u64>,
     placement: String,
@@ -425,6 +427,7 @@ async fn run_proxy(
     .unwrap_or_else(|| panic!("{proxy:?} never served {HOST}"));
     tokio::time::sleep(Duration::from_secs(1)).await;
     let pid = support::pid_listening_on(cluster.web).expect("the proxy listens on web");
+    let mut last_pid = pid;
     let idle_rss_kib = rss_kib(pid);
     let placement = proxy_placement(pid);
 
@@ -457,6 +460,7 @@ async fn run_proxy(
                     current = i - 1;
                 }
                 let pid = support::pid_listening_on(cluster.web).expect("the proxy listens on web");
+                last_pid = pid;
                 if round == 0 {
                     let live = live_config(&cluster, proxy).await;
                     notes.push(format!(
@@ -490,6 +494,7 @@ async fn run_proxy(
     }
     let reloads = hot_reloads(&cluster, proxy, &mut doc, a.reloads).await;
     ProxyRun {
+        pid: last_pid,
         series,
         idle_rss_kib,
         placement,
@@ -682,31 +687,41 @@ fn print_tables(a: &Args, wrk: &Wrk, runs: &[(ProxyKind, ProxyRun)]) {
     }
 }
 
-async fn run(a: Args) {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let scratch = tempfile::tempdir().unwrap();
-    let wrk = Wrk::new(scratch.path(), a.threads, a.connections, a.paced_rate, HOST);
-    if let Some(dir) = &a.dump {
-        std::fs::create_dir_all(dir).unwrap();
-    }
-    let backend = start_backend().await;
-    let mut runs = Vec::new();
-    for proxy in a.proxies.clone() {
-        let r = run_proxy(proxy, &wrk, backend, scratch.path(), &a).await;
-        runs.push((proxy, r));
-    }
-    print_tables(&a, &wrk, &runs);
-}
-
 fn main() {
     let a = args();
     if a.pin {
         pin_self();
     }
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
-        .block_on(run(a));
+    let scratch = tempfile::tempdir().unwrap();
+    let wrk = Wrk::new(scratch.path(), a.threads, a.connections, a.paced_rate, HOST);
+    if let Some(dir) = &a.dump {
+        std::fs::create_dir_all(dir).unwrap();
+    }
+    let mut runs = Vec::new();
+    for proxy in a.proxies.clone() {
+        // A runtime per proxy: dropping it ends the twin's tasks, whose process guards kill the
+        // proxy, so one proxy never runs (and polls a dead twin) beside the next one's runs.
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let r = rt.block_on(async {
+            let _ = rustls::crypto::ring::default_provider().install_default();
+            let backend = start_backend().await;
+            run_proxy(proxy, &wrk, backend, scratch.path(), &a).await
+        });
+        drop(rt);
+        let gone = Instant::now();
+        while support::process_alive(r.pid) {
+            assert!(
+                gone.elapsed() < Duration::from_secs(30),
+                "{proxy:?} (pid {}) outlived its cluster",
+                r.pid
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        runs.push((proxy, r));
+    }
+    print_tables(&a, &wrk, &runs);
 }
