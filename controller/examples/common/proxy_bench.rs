@@ -334,7 +334,15 @@ fn caddy_routes(routes: &Value) -> String {
                 .iter()
                 .map(|h| match h["handler"].as_str() {
                     Some("subroute") => format!("subroute{{{}}}", caddy_routes(&h["routes"])),
-                    Some("headers") => format!("headers{}", h["response"]),
+                    Some("headers") => {
+                        let set = h["response"]["set"].as_object().map_or(0, |m| m.len());
+                        let deferred = if h["response"]["deferred"] == true {
+                            ", deferred"
+                        } else {
+                            ""
+                        };
+                        format!("headers(set {set}{deferred})")
+                    }
                     Some(other) => other.to_owned(),
                     None => "?".into(),
                 })
