@@ -32,7 +32,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::{APP_HOST, JOB, PREFIX, Stack, WAIT, doc_digest};
-use proxy_operator::spec::status::Phase;
+use proxy_operator::spec::status::{ConditionStatus, Phase};
 
 /// One request every 20 ms per loop; two loops: 100 req/s.
 const LOAD_INTERVAL: Duration = Duration::from_millis(20);
@@ -95,9 +95,14 @@ impl Stack {
         self.kv(&format!("{PREFIX}/rollout")).is_some()
     }
 
+    /// Ready on `digest` and done: a handover is Ready from the start of the old slot's drain,
+    /// and what the drain costs the traffic belongs to the change.
     async fn wait_ready(&self, digest: &str) {
-        self.wait_status("Ready", |s| {
-            s.phase == Phase::Ready && s.last_applied_digest.as_deref() == Some(digest)
+        self.wait_status("Ready and drained", |s| {
+            s.phase == Phase::Ready
+                && s.last_applied_digest.as_deref() == Some(digest)
+                && s.condition("Progressing")
+                    .is_none_or(|c| c.status == ConditionStatus::False)
         })
         .await;
     }
