@@ -488,3 +488,39 @@ async fn with_the_journal_lost_a_newer_slot_that_fails_is_stopped_and_the_older_
     assert_eq!(job_digest(&serving), job_digest(&good));
     assert_eq!(w.status().phase, Phase::RolledBack, "{:?}", w.status());
 }
+
+#[tokio::test(start_paused = true)]
+async fn an_operator_restarted_mid_handover_into_slot_b_trusts_its_journal_and_starts_the_handover_over()
+ {
+    let mut w = world();
+    w.ready(&with_cpu(100)).await;
+    w.put(&with_cpu(200));
+    w.op.reconcile().await;
+    assert_eq!(w.op.phase().name(), "Verifying");
+    assert!(w.consul.value(JOURNAL).is_some());
+    let stops = w.nomad.calls_of("job_stop").len();
+
+    // The journal names job proxy-b while the document names proxy: the same job's other slot.
+    w.restart();
+    w.op.reconcile().await;
+    assert_eq!(
+        w.nomad.calls_of("job_stop").len(),
+        stops + 1,
+        "the unverified new slot is stopped first (abandoned), not left beside the old one"
+    );
+    assert!(w.nomad.job(JOB_B).unwrap().stop);
+    assert!(
+        !w.nomad.job(JOB).unwrap().stop,
+        "the old slot never stopped"
+    );
+    w.until(|w| {
+        w.set_health(true);
+        w.op.status().phase == Phase::Ready && !w.nomad.job(JOB_B).unwrap().stop
+    })
+    .await;
+    w.until(|w| w.op.phase().is_at_rest()).await;
+    assert!(
+        w.nomad.job(JOB).unwrap().stop,
+        "handed over again, then the old slot stopped"
+    );
+}

@@ -96,19 +96,20 @@ pub fn taken_ports(wanted: &BTreeSet<u16>, running: &BTreeSet<u16>) -> Vec<u16> 
 }
 
 /// What makes the new version of `job` fail before it starts, as field errors naming what to
-/// fix; empty when nothing is known to be wrong. `running` is the job version running now, if
-/// any; `host` is where the operator reaches the proxy; `now` is unix seconds.
+/// fix; empty when nothing is known to be wrong. `running` are the jobs of ours running now
+/// (the serving slot, and during a handover the other one); `host` is where the operator
+/// reaches the proxy; `now` is unix seconds.
 #[must_use]
 pub fn check(
     spec: &ValidatedSpec,
     job: &Value,
-    running: Option<&Value>,
+    running: &[Value],
     host: &str,
     now: i64,
 ) -> Vec<FieldError> {
     let mut errors = Vec::new();
     if ports_checkable(host) {
-        let running = running.map(static_ports).unwrap_or_default();
+        let running: BTreeSet<u16> = running.iter().flat_map(static_ports).collect();
         for port in taken_ports(&static_ports(job), &running) {
             let field = spec
                 .entry_points()
@@ -214,12 +215,8 @@ const NODES_NAMED: usize = 3;
 /// version (`running`) mounts too is not reported: a node without it runs no proxy today
 /// either. Pure.
 #[must_use]
-pub fn missing_host_volumes(
-    job: &Value,
-    running: Option<&Value>,
-    nodes: &[NodeStub],
-) -> Vec<FieldError> {
-    let already = running.map(host_volume_sources).unwrap_or_default();
+pub fn missing_host_volumes(job: &Value, running: &[Value], nodes: &[NodeStub]) -> Vec<FieldError> {
+    let already: BTreeSet<String> = running.iter().flat_map(host_volume_sources).collect();
     let placeable: Vec<&NodeStub> = nodes.iter().filter(|n| placeable(job, n)).collect();
     let mut errors = Vec::new();
     for volume in host_volume_sources(job).difference(&already) {
@@ -264,7 +261,7 @@ pub fn missing_host_volumes(
 pub async fn host_volumes<N: NomadNodes>(
     nomad: &N,
     job: &Value,
-    running: Option<&Value>,
+    running: &[Value],
 ) -> Result<Vec<FieldError>, crate::nomad::Error> {
     if host_volume_sources(job).is_empty() {
         return Ok(Vec::new());
@@ -355,6 +352,28 @@ mod tests {
     }
 
     #[test]
+    fn a_port_either_running_slot_holds_is_not_in_the_way() {
+        // A handover cut short: the newer slot's own API port is held by that slot, which the
+        // change registers over.
+        let held = TcpListener::bind((Ipv4Addr::UNSPECIFIED, 0)).unwrap();
+        let api = held.local_addr().unwrap().port();
+        let spec = crate::spec::load(
+            b"apiVersion: proxy-operator.io/v1alpha1\nkind: ProxyConfig\nspec:\n  proxy: traefik\n",
+        )
+        .unwrap();
+        let new = job(&[api]);
+        let serving = job(&[]);
+        let errors = check(&spec, &new, std::slice::from_ref(&serving), "127.0.0.1", 0);
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert!(
+            errors[0].message.starts_with(&format!("port {api} ")),
+            "{errors:?}"
+        );
+        let newer = job(&[api]);
+        assert!(check(&spec, &new, &[serving, newer], "127.0.0.1", 0).is_empty());
+    }
+
+    #[test]
     fn a_loopback_listener_is_found_by_the_wildcard_bind() {
         let held = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
         let port = held.local_addr().unwrap().port();
@@ -418,7 +437,7 @@ mod tests {
             node("edge-1", "dc1", &["certs"]),
             node("edge-2", "dc1", &[]),
         ];
-        let errors = missing_host_volumes(&job, None, &nodes);
+        let errors = missing_host_volumes(&job, &[], &nodes);
         assert_eq!(errors.len(), 1, "{errors:?}");
         assert_eq!(errors[0].path, "spec.job.certVolume");
         let text = &errors[0].message;
@@ -427,7 +446,7 @@ mod tests {
         assert!(!text.contains("edge-1"), "{text}");
         assert!(text.contains("host_volume \"certs\""), "{text}");
         assert!(text.contains("nothing was changed"), "{text}");
-        assert!(missing_host_volumes(&job, None, &nodes[..1]).is_empty());
+        assert!(missing_host_volumes(&job, &[], &nodes[..1]).is_empty());
     }
 
     #[test]
@@ -437,14 +456,14 @@ mod tests {
             node("app-1", "apps", &[]),
         ];
         assert!(
-            missing_host_volumes(&volume_job("certs", &["edge-*"], None), None, &nodes).is_empty()
+            missing_host_volumes(&volume_job("certs", &["edge-*"], None), &[], &nodes).is_empty()
         );
         assert_eq!(
-            missing_host_volumes(&volume_job("certs", &["*"], None), None, &nodes).len(),
+            missing_host_volumes(&volume_job("certs", &["*"], None), &[], &nodes).len(),
             1
         );
         assert_eq!(
-            missing_host_volumes(&volume_job("certs", &[], None), None, &nodes).len(),
+            missing_host_volumes(&volume_job("certs", &[], None), &[], &nodes).len(),
             1,
             "no datacenters is every datacenter"
         );
@@ -452,9 +471,9 @@ mod tests {
         let mut pooled = nodes.clone();
         pooled[1].node_pool = "apps".to_owned();
         let job = volume_job("certs", &["*"], None);
-        assert!(missing_host_volumes(&job, None, &pooled).is_empty());
+        assert!(missing_host_volumes(&job, &[], &pooled).is_empty());
         let all = volume_job("certs", &["*"], Some("all"));
-        assert_eq!(missing_host_volumes(&all, None, &pooled).len(), 1);
+        assert_eq!(missing_host_volumes(&all, &[], &pooled).len(), 1);
 
         for unschedulable in [
             NodeStub {
@@ -472,7 +491,7 @@ mod tests {
         ] {
             let nodes = [nodes[0].clone(), unschedulable];
             assert!(
-                missing_host_volumes(&job, None, &nodes).is_empty(),
+                missing_host_volumes(&job, &[], &nodes).is_empty(),
                 "{nodes:?}"
             );
         }
@@ -482,9 +501,9 @@ mod tests {
     fn a_volume_the_running_version_mounts_too_is_not_a_new_absence() {
         let nodes = [node("edge-1", "dc1", &["certs"]), node("app-1", "dc1", &[])];
         let running = volume_job("certs", &["*"], None);
-        assert!(missing_host_volumes(&running, Some(&running), &nodes).is_empty());
+        assert!(missing_host_volumes(&running, std::slice::from_ref(&running), &nodes).is_empty());
         let renamed = volume_job("edge-certs", &["*"], None);
-        let errors = missing_host_volumes(&renamed, Some(&running), &nodes);
+        let errors = missing_host_volumes(&renamed, std::slice::from_ref(&running), &nodes);
         assert_eq!(
             errors.len(),
             1,
@@ -495,7 +514,7 @@ mod tests {
     #[test]
     fn many_lacking_nodes_are_counted_after_the_first_few() {
         let nodes: Vec<NodeStub> = (0..7).map(|i| node(&format!("n{i}"), "dc1", &[])).collect();
-        let errors = missing_host_volumes(&volume_job("certs", &["*"], None), None, &nodes);
+        let errors = missing_host_volumes(&volume_job("certs", &["*"], None), &[], &nodes);
         assert!(errors[0].message.contains("n2 ("), "{}", errors[0].message);
         assert!(!errors[0].message.contains("n3 ("), "{}", errors[0].message);
         assert!(

@@ -19,13 +19,13 @@ where
     N: NomadApi,
     P: ProxyProbe,
 {
-    /// What runs at rest in either handover slot of `job_id`, and the serving job as Nomad
-    /// returned it (for preflight).
+    /// What runs at rest in either handover slot of `job_id`, and every running slot's job of
+    /// ours as Nomad returned it (for preflight).
     pub(super) async fn observe_at_rest(
         &self,
         job_id: &str,
         kv_root: &str,
-    ) -> Result<(Observed, Slots, Option<serde_json::Value>)> {
+    ) -> Result<(Observed, Slots, Vec<serde_json::Value>)> {
         let read = |id: String| async move {
             self.nomad
                 .job_read(&id, QueryOptions::NOW)
@@ -61,13 +61,18 @@ where
             b.as_ref().map(ObservedJob::from),
             &self.config.owner,
         );
-        let raw = match slots.serving {
-            Slot::A => a,
-            Slot::B => b,
-        }
-        .filter(|j| !j.stop)
-        .map(|j| j.raw);
-        Ok((Observed { job, kv }, slots, raw))
+        // Every slot that runs holds its ports: the serving one, and the newer one of a handover
+        // cut short (which the plan registers over, so its own API port is not in the way).
+        let other_ours = slots
+            .other
+            .as_ref()
+            .is_some_and(|j| j.meta.get(crate::render::META_OWNER) == Some(&self.config.owner));
+        let running = [(Slot::A, a), (Slot::B, b)]
+            .into_iter()
+            .filter(|(slot, _)| *slot == slots.serving || other_ours)
+            .filter_map(|(_, j)| j.filter(|j| !j.stop).map(|j| j.raw))
+            .collect();
+        Ok((Observed { job, kv }, slots, running))
     }
 
     /// Reads every gate signal of `change`. Nomad failing is an observation error (decide

@@ -130,15 +130,12 @@ where
                     let mut errors = crate::proxy::preflight::check(
                         &loaded.spec,
                         &jc.job,
-                        running.as_ref(),
+                        &running,
                         &reach.host,
                         now,
                     );
-                    let volumes = crate::proxy::preflight::host_volumes(
-                        &self.nomad,
-                        &jc.job,
-                        running.as_ref(),
-                    );
+                    let volumes =
+                        crate::proxy::preflight::host_volumes(&self.nomad, &jc.job, &running);
                     match volumes.await {
                         Ok(missing) => errors.extend(missing),
                         Err(source) => {

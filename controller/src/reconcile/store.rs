@@ -612,8 +612,9 @@ where
         let doc = read_key(&*self.consul, &key, "the config key").await?;
         // A deleted or broken document does not stop a rollout in flight (it runs on its own
         // terms), so only a document that loads can contradict the journal.
+        // Either handover slot of the document's job (`<id>`, `<id>-b`) is its job.
         if let Some(spec) = doc.and_then(|p| spec::load(&p.value).ok())
-            && spec.job().id != job_id
+            && crate::render::nomad_job::Slot::of(&job_id, &spec.job().id).is_none()
         {
             return Ok(Err(format!(
                 "it rolls out job {job_id:?}, but the document names job {:?}",
