@@ -500,8 +500,7 @@ fn default_realm() -> String {
 pub enum UsersFrom {
     /// A Consul KV key holding htpasswd lines, e.g. `proxy-operator/secrets/basic-auth`.
     ConsulKey(String),
-    /// An absolute path to an htpasswd file. The operator reads it (confined to `--users-dir`),
-    /// except for a Traefik policy set, whose file Traefik reads itself on the proxy's node.
+    /// An absolute htpasswd path: read by the operator (`--users-dir`), by Traefik for a set.
     File(String),
 }
 
