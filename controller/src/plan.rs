@@ -72,6 +72,12 @@ impl From<&crate::nomad::Job> for ObservedJob {
 }
 
 impl ObservedJob {
+    /// Whether the job carries `owner` in its owner Meta.
+    #[must_use]
+    pub fn owned_by(&self, owner: &str) -> bool {
+        self.meta.get(META_OWNER).map(String::as_str) == Some(owner)
+    }
+
     /// The spec digest stamped in Meta.
     #[must_use]
     pub fn spec_digest(&self) -> Option<&str> {
@@ -123,9 +129,7 @@ impl Slots {
                 (!j.stopped, age)
             })
         };
-        let b_ours = b
-            .as_ref()
-            .is_some_and(|j| j.meta.get(META_OWNER).map(String::as_str) == Some(owner));
+        let b_ours = b.as_ref().is_some_and(|j| j.owned_by(owner));
         if b_ours && rank(&b) > rank(&a) {
             (
                 b,
@@ -309,9 +313,10 @@ pub fn plan_slots(
 
     // Both slots running is never at rest (see [`Slots::pick`]): the newer one is handed over to
     // again, whatever it runs.
-    let other_runs = slots.other.as_ref().is_some_and(|j| {
-        !j.stopped && j.meta.get(META_OWNER).map(String::as_str) == Some(desired.owner)
-    });
+    let other_runs = slots
+        .other
+        .as_ref()
+        .is_some_and(|j| !j.stopped && j.owned_by(desired.owner));
     let job_differs = other_runs
         || match &observed.job {
             None => true,
@@ -398,11 +403,10 @@ fn handover(desired: &Desired<'_>, observed: &Observed, slots: &Slots) -> Option
         .job
         .as_ref()
         .filter(|j| !j.stopped && j.meta.get(META_PROXY).map(String::as_str) == Some("traefik"))?;
-    let ours = |j: &ObservedJob| j.meta.get(META_OWNER).map(String::as_str) == Some(desired.owner);
     let enforce_index = match &slots.other {
         None => 0,
         // Stopped after an earlier handover, or still running after one cut short.
-        Some(other) if ours(other) => other.modify_index,
+        Some(other) if other.owned_by(desired.owner) => other.modify_index,
         Some(_) => return None,
     };
     let base = job_id(desired);

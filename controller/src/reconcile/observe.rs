@@ -66,7 +66,7 @@ where
         let other_ours = slots
             .other
             .as_ref()
-            .is_some_and(|j| j.meta.get(crate::render::META_OWNER) == Some(&self.config.owner));
+            .is_some_and(|j| j.owned_by(&self.config.owner));
         let running = [(Slot::A, a), (Slot::B, b)]
             .into_iter()
             .filter(|(slot, _)| *slot == slots.serving || other_ours)
